@@ -1,0 +1,12 @@
+"""The Function App: creates the app and registers the blueprints. Nothing else happens here.
+
+Function keys (AuthLevel.FUNCTION) are the default for every HTTP trigger: a second layer in Azure on top
+of the caller identity checks; endpoints that must be anonymous (health) say so themselves.
+"""
+
+import azure.functions as func
+
+from shared.entrypoints.health import bp as health_bp
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(health_bp)

@@ -1,0 +1,183 @@
+"""The one place that reads settings and builds clients: lazily, cached, overridable by tests.
+
+Nothing here runs at import. The Azure SDKs are imported on first use, so an import of function_app
+never fails on a missing setting and a cold start pays only for the clients a function touches.
+Tests replace the whole container with ``set_container``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from shared.config import Settings
+from shared.ports import DependencyProbe
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.data.tables import TableServiceClient
+    from azure.keyvault.secrets import SecretClient
+    from azure.storage.queue import QueueServiceClient
+
+#: Health probes must answer quickly when a peer is down: no retries beyond one, short timeouts.
+_PROBE_TRANSPORT: dict[str, Any] = {
+    "retry_total": 1,
+    "retry_backoff_factor": 0.2,
+    "connection_timeout": 3,
+    "read_timeout": 5,
+}
+
+
+class Container:
+    """Builds and caches the service's clients from one Settings."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._lock = threading.RLock()
+
+    # -- credentials ------------------------------------------------------------------------------
+
+    def _key_vault_credential(self) -> TokenCredential:
+        if self.settings.key_vault.is_local:
+            from shared.adapters.key_vault import LocalTokenCredential
+
+            return LocalTokenCredential()
+        return self._azure_credential
+
+    @cached_property
+    def _azure_credential(self) -> TokenCredential:
+        """Managed identity in Azure (AZURE_CLIENT_ID picks a user-assigned one); developer sign-in
+        (az, azd, VS Code) on a laptop."""
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    @cached_property
+    def _storage_credential(self) -> TokenCredential:
+        """The Functions convention: ``SECRETS_STORAGE__clientId`` names a user-assigned identity."""
+        client_id = self.settings.storage.client_id
+        if client_id is None:
+            return self._azure_credential
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+    # -- clients ----------------------------------------------------------------------------------
+
+    def _secret_client(self, **transport: Any) -> SecretClient:
+        from azure.keyvault.secrets import SecretClient
+
+        kv = self.settings.key_vault
+        options: dict[str, Any] = dict(transport)
+        if kv.is_local:
+            # The emulator is on loopback: its challenge names no real resource, and its certificate is
+            # self-signed. Neither shortcut is ever taken for a non-loopback vault.
+            options["verify_challenge_resource"] = False
+            options["connection_verify"] = str(kv.ca_bundle)
+        return SecretClient(vault_url=kv.url, credential=self._key_vault_credential(), **options)
+
+    @cached_property
+    def secret_client(self) -> SecretClient:
+        with self._lock:
+            return self._secret_client()
+
+    def _table_service(self, **transport: Any) -> TableServiceClient:
+        from azure.data.tables import TableServiceClient
+
+        storage = self.settings.storage
+        if storage.connection_string is not None:
+            return TableServiceClient.from_connection_string(storage.connection_string, **transport)
+        assert storage.table_service_uri is not None
+        return TableServiceClient(
+            endpoint=storage.table_service_uri, credential=self._storage_credential, **transport
+        )
+
+    @cached_property
+    def table_service(self) -> TableServiceClient:
+        with self._lock:
+            return self._table_service()
+
+    def _queue_service(self, **transport: Any) -> QueueServiceClient:
+        from azure.storage.queue import QueueServiceClient
+
+        from shared.adapters.storage import QUEUE_API_VERSION
+
+        storage = self.settings.storage
+        if storage.connection_string is not None:
+            return QueueServiceClient.from_connection_string(
+                storage.connection_string, api_version=QUEUE_API_VERSION, **transport
+            )
+        assert storage.queue_service_uri is not None
+        return QueueServiceClient(
+            account_url=storage.queue_service_uri,
+            credential=self._storage_credential,
+            api_version=QUEUE_API_VERSION,
+            **transport,
+        )
+
+    @cached_property
+    def queue_service(self) -> QueueServiceClient:
+        with self._lock:
+            return self._queue_service()
+
+    # -- probes -----------------------------------------------------------------------------------
+
+    def health_probes(self) -> dict[str, DependencyProbe]:
+        """Probes for GET /api/health. Settings are read when a probe runs, so a bad setting is a failed
+        check naming the setting, not a crashed endpoint."""
+
+        def key_vault() -> DependencyProbe:
+            from shared.adapters.key_vault import KeyVaultProbe
+
+            return KeyVaultProbe(self._probe_secret_client)
+
+        def storage() -> DependencyProbe:
+            from shared.adapters.storage import StorageProbe
+
+            return StorageProbe(self._probe_table_service, self._probe_queue_service)
+
+        return {"key_vault": _Deferred(key_vault), "storage": _Deferred(storage)}
+
+    @cached_property
+    def _probe_secret_client(self) -> SecretClient:
+        return self._secret_client(**_PROBE_TRANSPORT)
+
+    @cached_property
+    def _probe_table_service(self) -> TableServiceClient:
+        return self._table_service(**_PROBE_TRANSPORT)
+
+    @cached_property
+    def _probe_queue_service(self) -> QueueServiceClient:
+        return self._queue_service(**_PROBE_TRANSPORT)
+
+
+class _Deferred:
+    """A probe whose real probe (and its client) is built on the first check."""
+
+    def __init__(self, factory: Callable[[], DependencyProbe]) -> None:
+        self._factory = factory
+
+    def check(self) -> None:
+        self._factory().check()
+
+
+_container: Container | None = None
+_container_lock = threading.Lock()
+
+
+def get_container() -> Container:
+    """The process-wide container, created on first use."""
+    global _container  # noqa: PLW0603 - the one cached wiring object of the process
+    with _container_lock:
+        if _container is None:
+            _container = Container()
+        return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Replace the process-wide container (tests), or drop it so the next use rebuilds from settings."""
+    global _container  # noqa: PLW0603
+    with _container_lock:
+        _container = container

@@ -1,0 +1,232 @@
+"""Settings of the service, read from the environment (app settings in Azure, local.settings.json locally).
+
+Nothing is read at import. Each group of settings is parsed on first use, so a function that does not need
+Event Grid keeps working when Event Grid is not configured, and a missing or malformed setting produces
+one `ConfigurationError` that names it.
+
+Setting names are fixed (other parts of the platform and the docs rely on them):
+
+- ``KEY_VAULT_URL``: the vault, ``https://<name>.vault.azure.net`` in Azure. A loopback host
+  (127.0.0.1, localhost, ::1) means the local emulator: a static local token, no challenge-resource check,
+  and the emulator's certificate from ``KEY_VAULT_CA_BUNDLE``. Any other host uses
+  ``DefaultAzureCredential`` and never the local shortcuts.
+- ``SECRETS_STORAGE``: a storage connection string, or the identity-based form
+  ``SECRETS_STORAGE__tableServiceUri`` / ``SECRETS_STORAGE__queueServiceUri`` (+ ``__clientId``).
+- ``EVENT_GRID_TOPIC_ENDPOINT`` (+ ``EVENT_GRID_TOPIC_KEY``): where consumer notifications go.
+- ``ALLOW_UNVERIFIED_PRINCIPAL``: local development only; refused when running in Azure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import urlsplit
+
+KEY_VAULT_URL = "KEY_VAULT_URL"
+KEY_VAULT_CA_BUNDLE = "KEY_VAULT_CA_BUNDLE"
+SECRETS_STORAGE = "SECRETS_STORAGE"
+EVENT_GRID_TOPIC_ENDPOINT = "EVENT_GRID_TOPIC_ENDPOINT"
+EVENT_GRID_TOPIC_KEY = "EVENT_GRID_TOPIC_KEY"
+ALLOW_UNVERIFIED_PRINCIPAL = "ALLOW_UNVERIFIED_PRINCIPAL"
+WEBSITE_INSTANCE_ID = "WEBSITE_INSTANCE_ID"
+WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+
+class ConfigurationError(Exception):
+    """A required setting is missing or malformed. ``setting`` names it."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"setting {setting}: {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IP literals (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class KeyVaultSettings:
+    """Where the vault is and how to reach it."""
+
+    url: str
+    #: Loopback vault (the local emulator): static token, no resource check, custom CA.
+    is_local: bool
+    #: PEM file to trust for a local vault; None for a real vault (system trust store).
+    ca_bundle: Path | None
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Table and queue storage of the service: a connection string or identity-based service URIs."""
+
+    connection_string: str | None = None
+    table_service_uri: str | None = None
+    queue_service_uri: str | None = None
+    #: Client id of a user-assigned managed identity; None means the system-assigned one.
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventGridSettings:
+    """The consumer-notification topic. ``endpoint`` None means: log events, send nothing."""
+
+    endpoint: str | None
+    #: Topic access key; None means managed identity (Entra ID) is used.
+    key: str | None
+
+
+class Settings:
+    """Typed, lazily validated view of the environment. Construct freely: it reads nothing until asked."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env: Mapping[str, str] = os.environ if environ is None else environ
+
+    def _get(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def _flag(self, name: str) -> bool:
+        raw = (self._env.get(name) or "").strip().lower()
+        if raw in _TRUE:
+            return True
+        if raw in _FALSE:
+            return False
+        raise ConfigurationError(name, f"expected true or false, got {raw!r}")
+
+    @property
+    def running_in_azure(self) -> bool:
+        """The Functions host sets WEBSITE_INSTANCE_ID on every Azure instance, never locally."""
+        return self._get(WEBSITE_INSTANCE_ID) is not None
+
+    @property
+    def allow_unverified_principal(self) -> bool:
+        """Local development switch: trust X-MS-CLIENT-PRINCIPAL without Easy Auth."""
+        return self._flag(ALLOW_UNVERIFIED_PRINCIPAL)
+
+    @property
+    def platform_auth_enabled(self) -> bool:
+        """App Service Authentication (Easy Auth) is on, so the platform vouches for the principal header."""
+        return (self._get(WEBSITE_AUTH_ENABLED) or "").lower() == "true"
+
+    def check_http_safety(self) -> None:
+        """Raise when the settings make HTTP functions unsafe to serve (local shortcuts in Azure)."""
+        if self.running_in_azure and self.allow_unverified_principal:
+            raise ConfigurationError(
+                ALLOW_UNVERIFIED_PRINCIPAL,
+                "is a local development switch and must not be set when running in Azure "
+                f"({WEBSITE_INSTANCE_ID} is present); remove it from the app settings",
+            )
+
+    @cached_property
+    def key_vault(self) -> KeyVaultSettings:
+        url = self._get(KEY_VAULT_URL)
+        if url is None:
+            raise ConfigurationError(
+                KEY_VAULT_URL,
+                "is not set; expected https://<vault-name>.vault.azure.net",
+            )
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ConfigurationError(
+                KEY_VAULT_URL,
+                f"must be an https URL like https://<vault-name>.vault.azure.net, got {url!r}",
+            )
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ConfigurationError(KEY_VAULT_URL, "must be the vault's base URL, without a path or query")
+        local = is_loopback_host(parts.hostname)
+        ca_bundle: Path | None = None
+        if local:
+            raw = self._get(KEY_VAULT_CA_BUNDLE)
+            if raw is None:
+                raise ConfigurationError(
+                    KEY_VAULT_CA_BUNDLE,
+                    "is not set; a loopback KEY_VAULT_URL (the local emulator) needs the emulator's "
+                    "PEM certificate",
+                )
+            ca_bundle = Path(raw)
+            if not ca_bundle.is_file():
+                raise ConfigurationError(KEY_VAULT_CA_BUNDLE, f"file {raw!r} does not exist")
+        return KeyVaultSettings(url=url.rstrip("/"), is_local=local, ca_bundle=ca_bundle)
+
+    @cached_property
+    def storage(self) -> StorageSettings:
+        connection = self._get(SECRETS_STORAGE)
+        table_uri = self._get(f"{SECRETS_STORAGE}__tableServiceUri")
+        queue_uri = self._get(f"{SECRETS_STORAGE}__queueServiceUri")
+        client_id = self._get(f"{SECRETS_STORAGE}__clientId")
+        if connection is not None:
+            if "=" not in connection:
+                raise ConfigurationError(
+                    SECRETS_STORAGE,
+                    "is not a storage connection string "
+                    "(expected Key=Value;... or UseDevelopmentStorage=true)",
+                )
+            return StorageSettings(connection_string=connection)
+        if table_uri is None or queue_uri is None:
+            missing = (
+                f"{SECRETS_STORAGE}__tableServiceUri"
+                if table_uri is None
+                else f"{SECRETS_STORAGE}__queueServiceUri"
+            )
+            if table_uri is None and queue_uri is None:
+                missing = SECRETS_STORAGE
+            raise ConfigurationError(
+                missing,
+                "is not set; give a connection string in SECRETS_STORAGE, or both "
+                "SECRETS_STORAGE__tableServiceUri and SECRETS_STORAGE__queueServiceUri for managed identity",
+            )
+        for name, uri in (
+            (f"{SECRETS_STORAGE}__tableServiceUri", table_uri),
+            (f"{SECRETS_STORAGE}__queueServiceUri", queue_uri),
+        ):
+            parts = urlsplit(uri)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ConfigurationError(
+                    name,
+                    f"must be a service URL like https://<account>.table.core.windows.net, got {uri!r}",
+                )
+            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                raise ConfigurationError(name, "must use https for a non-local storage account")
+        return StorageSettings(
+            table_service_uri=table_uri,
+            queue_service_uri=queue_uri,
+            client_id=client_id,
+        )
+
+    @cached_property
+    def event_grid(self) -> EventGridSettings:
+        endpoint = self._get(EVENT_GRID_TOPIC_ENDPOINT)
+        key = self._get(EVENT_GRID_TOPIC_KEY)
+        if endpoint is None:
+            if key is not None:
+                raise ConfigurationError(EVENT_GRID_TOPIC_ENDPOINT, "is not set but EVENT_GRID_TOPIC_KEY is")
+            return EventGridSettings(endpoint=None, key=None)
+        parts = urlsplit(endpoint)
+        local_http = (
+            parts.scheme == "http" and bool(parts.hostname) and is_loopback_host(parts.hostname or "")
+        )
+        if not local_http and (parts.scheme != "https" or not parts.hostname):
+            raise ConfigurationError(
+                EVENT_GRID_TOPIC_ENDPOINT,
+                "must be an https URL like https://<topic>.<region>-1.eventgrid.azure.net/api/events, "
+                f"got {endpoint!r}",
+            )
+        return EventGridSettings(endpoint=endpoint, key=key)

@@ -1,0 +1,39 @@
+"""Domain errors: only the ones callers branch on.
+
+Adapters translate ``azure.core.exceptions`` into these (``raise ... from err``); HTTP entry points map
+them to RFC 9457 problem+json responses.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class NotFound(DomainError):
+    """The named thing (secret, version, request) does not exist."""
+
+
+class Conflict(DomainError):
+    """The operation collides with the current state (e.g. a concurrent change, a deleted name)."""
+
+
+class Forbidden(DomainError):
+    """The caller, or the service's own identity, may not do this."""
+
+
+class InvalidTransition(DomainError):
+    """A state machine was asked for a transition its current state does not allow."""
+
+
+class DependencyUnavailable(DomainError):
+    """A peer (Key Vault, storage, Event Grid) did not answer or answered with a server error.
+
+    ``detail`` is short and safe to show: it never carries a secret value or a credential.
+    """
+
+    def __init__(self, dependency: str, detail: str) -> None:
+        super().__init__(f"{dependency} unavailable: {detail}")
+        self.dependency = dependency
+        self.detail = detail

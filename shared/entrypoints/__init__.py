@@ -1,0 +1,1 @@
+"""Entry points: one Blueprint per area, thin trigger functions that parse, call one service, map."""
