@@ -19,11 +19,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The well-known development account every Azurite instance serves (public, documented by Microsoft).
 ACCOUNT_NAME = "devstoreaccount1"
-ACCOUNT_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
+ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
-_LISTENING = re.compile(r"Azurite (Blob|Queue|Table) service is successfully listening at https?://[^:]+:(\d+)")
+_LISTENING = re.compile(
+    r"Azurite (Blob|Queue|Table) service is successfully listening at https?://[^:]+:(\d+)"
+)
 
 
 def azurite_executable() -> Path:
@@ -80,22 +80,25 @@ class AzuriteProcess:
         table_port: int = 0,
         timeout: float = 60.0,
         silent: bool = True,
+        skip_api_version_check: bool = True,
     ) -> AzuriteProcess:
         """Start Azurite and wait until all three services listen.
 
         With ``workdir`` data persists there; without it Azurite keeps everything in memory
-        (the two options cannot be combined). Raises RuntimeError with Azurite's output on failure.
+        (the two options cannot be combined). ``skip_api_version_check`` lets SDKs that send an API version
+        newer than Azurite knows through (azure-storage-queue 12.18 does; the service pins its own).
+        Raises RuntimeError with Azurite's output on failure.
         """
         args = [
             str(azurite_executable()),
             "--disableTelemetry",
-            # azure-storage-queue 12.18 sends an API version newer than Azurite 3.35 knows.
-            "--skipApiVersionCheck",
             "--loose",
             "--blobHost", host, "--blobPort", str(blob_port),
             "--queueHost", host, "--queuePort", str(queue_port),
             "--tableHost", host, "--tablePort", str(table_port),
         ]  # fmt: skip
+        if skip_api_version_check:
+            args.append("--skipApiVersionCheck")
         if silent:
             args.append("--silent")
         if workdir is None:

@@ -1,0 +1,1 @@
+"""Shared test configuration. Each tier has its own conftest with its fixtures."""

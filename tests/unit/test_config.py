@@ -1,0 +1,157 @@
+"""Settings: each missing or malformed setting is one error naming it, raised at first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigurationError, Settings, is_loopback_host
+
+
+def test_nothing_is_read_until_asked() -> None:
+    settings = Settings({})  # no setting at all: construction must not fail
+    with pytest.raises(ConfigurationError) as err:
+        _ = settings.key_vault
+    assert err.value.setting == "KEY_VAULT_URL"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://myvault.vault.azure.net",
+        "myvault.vault.azure.net",
+        "https://",
+        "https://v.vault.azure.net/secrets/x",
+    ],
+)
+def test_key_vault_url_must_be_an_https_base_url(url: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings({"KEY_VAULT_URL": url}).key_vault
+    assert err.value.setting == "KEY_VAULT_URL"
+
+
+def test_remote_vault_takes_no_local_shortcut_even_with_a_ca_bundle(tmp_path: Path) -> None:
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    kv = Settings(
+        {"KEY_VAULT_URL": "https://fleet.vault.azure.net/", "KEY_VAULT_CA_BUNDLE": str(pem)}
+    ).key_vault
+    assert kv.url == "https://fleet.vault.azure.net"
+    assert not kv.is_local
+    assert kv.ca_bundle is None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.0.0.2"])
+def test_loopback_vault_needs_the_emulator_certificate(host: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings({"KEY_VAULT_URL": f"https://{host}:8443"}).key_vault
+    assert err.value.setting == "KEY_VAULT_CA_BUNDLE"
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        _ = Settings(
+            {"KEY_VAULT_URL": f"https://{host}:8443", "KEY_VAULT_CA_BUNDLE": str(tmp_path / "missing.pem")}
+        ).key_vault
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    kv = Settings({"KEY_VAULT_URL": f"https://{host}:8443", "KEY_VAULT_CA_BUNDLE": str(pem)}).key_vault
+    assert kv.is_local
+    assert kv.ca_bundle == pem
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("LOCALHOST", True),
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io", False),
+        ("10.0.0.1", False),
+        ("fleet.vault.azure.net", False),
+    ],
+)
+def test_loopback_detection_is_not_fooled_by_lookalike_names(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+def test_storage_connection_string() -> None:
+    storage = Settings({"SECRETS_STORAGE": "UseDevelopmentStorage=true"}).storage
+    assert storage.connection_string == "UseDevelopmentStorage=true"
+
+
+def test_storage_identity_based_form() -> None:
+    storage = Settings(
+        {
+            "SECRETS_STORAGE__tableServiceUri": "https://acct.table.core.windows.net",
+            "SECRETS_STORAGE__queueServiceUri": "https://acct.queue.core.windows.net",
+            "SECRETS_STORAGE__clientId": "00000000-0000-0000-0000-000000000001",
+        }
+    ).storage
+    assert storage.connection_string is None
+    assert storage.table_service_uri == "https://acct.table.core.windows.net"
+    assert storage.client_id == "00000000-0000-0000-0000-000000000001"
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({}, "SECRETS_STORAGE"),
+        ({"SECRETS_STORAGE": "not a connection string"}, "SECRETS_STORAGE"),
+        (
+            {"SECRETS_STORAGE__tableServiceUri": "https://a.table.core.windows.net"},
+            "SECRETS_STORAGE__queueServiceUri",
+        ),
+        (
+            {"SECRETS_STORAGE__queueServiceUri": "https://a.queue.core.windows.net"},
+            "SECRETS_STORAGE__tableServiceUri",
+        ),
+        (
+            {
+                "SECRETS_STORAGE__tableServiceUri": "http://a.table.core.windows.net",
+                "SECRETS_STORAGE__queueServiceUri": "https://a.queue.core.windows.net",
+            },
+            "SECRETS_STORAGE__tableServiceUri",
+        ),
+    ],
+)
+def test_storage_errors_name_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings(env).storage
+    assert err.value.setting == setting
+    assert setting in str(err.value)
+
+
+def test_event_grid_is_optional_and_validated() -> None:
+    assert Settings({}).event_grid.endpoint is None
+    assert Settings({"EVENT_GRID_TOPIC_ENDPOINT": "  "}).event_grid.endpoint is None
+    eg = Settings(
+        {"EVENT_GRID_TOPIC_ENDPOINT": "https://t.westeurope-1.eventgrid.azure.net/api/events"}
+    ).event_grid
+    assert eg.endpoint is not None
+    assert eg.key is None
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings(
+            {"EVENT_GRID_TOPIC_ENDPOINT": "http://t.westeurope-1.eventgrid.azure.net/api/events"}
+        ).event_grid
+    assert err.value.setting == "EVENT_GRID_TOPIC_ENDPOINT"
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings({"EVENT_GRID_TOPIC_KEY": "k"}).event_grid
+    assert err.value.setting == "EVENT_GRID_TOPIC_ENDPOINT"
+
+
+def test_unverified_principal_switch_is_refused_in_azure() -> None:
+    Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "true"}).check_http_safety()  # local: allowed
+    Settings({"WEBSITE_INSTANCE_ID": "abc"}).check_http_safety()  # Azure without the switch: fine
+    with pytest.raises(ConfigurationError) as err:
+        Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "true", "WEBSITE_INSTANCE_ID": "abc"}).check_http_safety()
+    assert err.value.setting == "ALLOW_UNVERIFIED_PRINCIPAL"
+
+
+def test_flag_values_are_strict() -> None:
+    assert Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "TRUE"}).allow_unverified_principal
+    assert not Settings({}).allow_unverified_principal
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "maybe"}).allow_unverified_principal
+    assert err.value.setting == "ALLOW_UNVERIFIED_PRINCIPAL"
