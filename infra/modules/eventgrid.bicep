@@ -1,0 +1,17 @@
+// Consumer notifications: a custom topic taking CloudEvents; local auth off, so publishers need the
+// "EventGrid Data Sender" role (the Function App's identity has it).
+param name string
+param location string
+
+resource topic 'Microsoft.EventGrid/topics@2024-06-01-preview' = {
+  name: name
+  location: location
+  properties: {
+    inputSchema: 'CloudEventSchemaV1_0'
+    disableLocalAuth: true
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+output name string = topic.name
+output endpoint string = topic.properties.endpoint

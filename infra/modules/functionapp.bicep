@@ -1,0 +1,89 @@
+// The Function App on the Flex Consumption plan, Python 3.11, system-assigned identity. App settings use
+// the identity-based connection forms, so no secret is stored in configuration.
+param name string
+param location string
+param storageAccountName string
+param deploymentContainerUrl string
+param appInsightsConnectionString string
+param keyVaultUrl string
+param tableServiceUri string
+param queueServiceUri string
+param eventGridTopicEndpoint string
+param authClientId string
+param authTenantId string
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${name}'
+  location: location
+  kind: 'functionapp'
+  sku: { tier: 'FlexConsumption', name: 'FC1' }
+  properties: { reserved: true }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: name
+  location: location
+  kind: 'functionapp,linux'
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: deploymentContainerUrl
+          authentication: { type: 'SystemAssignedIdentity' }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: 40
+        instanceMemoryMB: 2048
+      }
+      runtime: { name: 'python', version: '3.11' }
+    }
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      appSettings: [
+        { name: 'AzureWebJobsStorage__accountName', value: storageAccountName }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+        { name: 'KEY_VAULT_URL', value: keyVaultUrl }
+        { name: 'SECRETS_STORAGE__tableServiceUri', value: tableServiceUri }
+        { name: 'SECRETS_STORAGE__queueServiceUri', value: queueServiceUri }
+        { name: 'EVENT_GRID_TOPIC_ENDPOINT', value: eventGridTopicEndpoint }
+      ]
+    }
+  }
+}
+
+// App Service Authentication (Easy Auth): the platform validates the caller's token and vouches for
+// X-MS-CLIENT-PRINCIPAL. Anonymous requests pass through so /api/health works; every protected
+// endpoint refuses a request without a verified principal itself.
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: 'https://sts.windows.net/${authTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [ 'api://${authClientId}' ]
+        }
+      }
+    }
+  }
+}
+
+output name string = site.name
+output defaultHostName string = site.properties.defaultHostName
+output principalId string = site.identity.principalId
