@@ -20,7 +20,7 @@ class LocalTokenCredential:
     bootstrap uses it only when KEY_VAULT_URL is a loopback address; it never reaches Azure.
     """
 
-    TOKEN = "local-development-token"  # noqa: S105 - not a secret: the emulator accepts any token
+    TOKEN = "local-development-token"  # not a secret: the emulator accepts any bearer token
 
     def get_token(
         self,

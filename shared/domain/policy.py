@@ -35,7 +35,7 @@ MAX_VALIDITY_DAYS = 2 * MAX_INTERVAL_DAYS
 
 class SecretKind(StrEnum):
     API_KEY = "api-key"
-    DATABASE_PASSWORD = "database-password"  # noqa: S105 - a kind name, not a password
+    DATABASE_PASSWORD = "database-password"
     JWT_SIGNING_KEY = "jwt-signing-key"
     ENCRYPTION_KEY = "encryption-key"
 
