@@ -3,8 +3,20 @@ a technology; tests implement them with in-memory fakes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+from shared.domain.audit import (
+    AuditEvent,
+    AuditQuery,
+    AuditRecord,
+    ChainContents,
+    ChainHead,
+    Digest,
+    StoredAuditRow,
+)
+from shared.domain.notifications import Notification
 
 
 class Clock(Protocol):
@@ -23,4 +35,91 @@ class DependencyProbe(Protocol):
 
         Raises DependencyUnavailable (or ConfigurationError when its settings are wrong).
         """
+        ...
+
+
+class MacKeyRing(Protocol):
+    """The audit MAC keys. The key material lives in Key Vault, never in the audit store."""
+
+    def current(self) -> tuple[str, bytes]:
+        """(key id, key) to seal new records with; created on first use.
+
+        Raises DependencyUnavailable when the key cannot be read or created.
+        """
+        ...
+
+    def get(self, key_id: str) -> bytes | None:
+        """The key with this id, or None when no such key exists. Raises DependencyUnavailable."""
+        ...
+
+
+class AuditLog(Protocol):
+    """Append-only, chained audit records (see shared.domain.audit)."""
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Seal and store events atomically per chain, in order; return the stored records.
+
+        Fail closed: raises DependencyUnavailable when any record could not be stored, and then the
+        caller must not report its operation as done.
+        """
+        ...
+
+
+class AuditReader(Protocol):
+    """Read access to the stored chains and digests, as stored (for queries and verification)."""
+
+    def list_records(self, query: AuditQuery) -> Iterable[StoredAuditRow]:
+        """Every stored record matching the query's server-side filters, in no particular order."""
+        ...
+
+    def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
+        """Raw contents of one chain, or of all chains (the digest chain excluded)."""
+        ...
+
+    def read_heads(self) -> dict[str, ChainHead]:
+        """The head (newest sequence number and MAC) of every chain, the digest chain excluded."""
+        ...
+
+    def read_digests(self) -> list[Digest]:
+        """Every stored digest. Raises DependencyUnavailable."""
+        ...
+
+    def append_digest(self, heads: Mapping[str, ChainHead], time: datetime, keys: MacKeyRing) -> Digest:
+        """Seal and store the next digest of the given chain heads."""
+        ...
+
+
+class FindingStore(Protocol):
+    """Suspicious-activity findings, so that the same finding is reported once."""
+
+    def claim(self, finding_id: str, rule: str, time: datetime, summary: Mapping[str, Any]) -> bool:
+        """Record a finding; False when it was recorded before (by this or a concurrent scan)."""
+        ...
+
+    def release(self, finding_id: str) -> None:
+        """Forget a claim whose report could not be completed, so the next scan reports it."""
+        ...
+
+    def get(self, finding_id: str) -> dict[str, Any] | None:
+        """The finding's stored state, or None."""
+        ...
+
+    def mark_notified(self, finding_id: str) -> None:
+        """The finding's consumer notification was sent."""
+        ...
+
+    def unnotified(self) -> list[dict[str, Any]]:
+        """Findings whose notification has not been sent yet (a previous publish failed)."""
+        ...
+
+    def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time: datetime) -> None:
+        """Set a finding's review state. Raises NotFound, Conflict (already reviewed)."""
+        ...
+
+
+class Publisher(Protocol):
+    """Consumer notifications (CloudEvents on an Event Grid topic). Never carries a secret value."""
+
+    def publish(self, notifications: Sequence[Notification]) -> None:
+        """Send the notifications. Raises DependencyUnavailable."""
         ...

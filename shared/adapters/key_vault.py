@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
+import threading
 import time
 from typing import Any
 
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
 from shared.adapters.azure_errors import translate
+from shared.domain.errors import DependencyUnavailable
 
 DEPENDENCY = "key_vault"
 
@@ -49,3 +53,64 @@ class KeyVaultProbe:
                 break
         except AzureError as err:
             raise translate(DEPENDENCY, err) from err
+
+
+AUDIT_KEY_SECRET = "audit-hmac-key"
+_KEY_TAGS = {"purpose": "audit-hmac-key", "created-by": "secret-lifecycle"}
+
+
+class KeyVaultMacKeyRing:
+    """Audit MAC keys kept as versions of one Key Vault secret; the version id is the key id.
+
+    The current key is created on first use (32 random bytes) and cached for ``ttl_s``; keys by id are
+    cached for the life of the process (a version's value never changes). Someone who can write the audit
+    tables but cannot read this secret cannot produce valid MACs.
+    """
+
+    def __init__(self, client: SecretClient, name: str = AUDIT_KEY_SECRET, ttl_s: float = 3600.0) -> None:
+        self._client = client
+        self._name = name
+        self._ttl_s = ttl_s
+        self._current: tuple[str, bytes] | None = None
+        self._current_at = 0.0
+        self._by_id: dict[str, bytes | None] = {}
+        self._lock = threading.Lock()
+
+    def current(self) -> tuple[str, bytes]:
+        with self._lock:
+            if self._current is not None and time.monotonic() - self._current_at < self._ttl_s:
+                return self._current
+            try:
+                try:
+                    secret = self._client.get_secret(self._name)
+                except ResourceNotFoundError:
+                    value = base64.b64encode(secrets.token_bytes(32)).decode()
+                    secret = self._client.set_secret(
+                        self._name, value, content_type="application/octet-stream", tags=_KEY_TAGS
+                    )
+            except AzureError as err:
+                raise translate(DEPENDENCY, err) from err
+            key_id = secret.properties.version or ""
+            if not key_id or not secret.value:
+                raise DependencyUnavailable(DEPENDENCY, "audit key has no version or value")
+            self._current = (key_id, base64.b64decode(secret.value))
+            self._current_at = time.monotonic()
+            self._by_id[key_id] = self._current[1]
+            return self._current
+
+    def get(self, key_id: str) -> bytes | None:
+        with self._lock:
+            if key_id in self._by_id:
+                return self._by_id[key_id]
+        if not key_id or not all(c in "0123456789abcdefABCDEF" for c in key_id):
+            return None
+        try:
+            secret = self._client.get_secret(self._name, key_id)
+            key: bytes | None = base64.b64decode(secret.value) if secret.value else None
+        except ResourceNotFoundError:
+            key = None
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+        with self._lock:
+            self._by_id[key_id] = key
+        return key

@@ -204,7 +204,9 @@ def event_from_fields(fields: Mapping[str, Any]) -> AuditEvent:
 
 def canonical(chain: str, seq: int, prev_mac: str, key_id: str, fields: Mapping[str, Any]) -> bytes:
     """The bytes the MAC covers: every field plus the record's place in its chain."""
-    body = {**fields, "chain": chain, "seq": seq, "prev_mac": prev_mac, "key_id": key_id}
+    # Absent and None are the same (storage drops None properties), so neither is part of the form.
+    body = {k: v for k, v in fields.items() if v is not None}
+    body.update(chain=chain, seq=seq, prev_mac=prev_mac, key_id=key_id)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -304,6 +306,36 @@ class StoredRecord:
 
     position: int
     fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredAuditRow:
+    chain: str
+    record: StoredRecord
+
+
+@dataclass(frozen=True)
+class ChainContents:
+    records: list[StoredRecord]
+    head: ChainHead | None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of GET /api/audit. ``before`` is the keyset cursor: (time, id) of the last record seen."""
+
+    vault: str | None = None
+    secret_name: str | None = None
+    action: Action | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    before: tuple[str, str] | None = None
+
+    @property
+    def chain(self) -> str | None:
+        return chain_of(self.vault, self.secret_name) if self.vault and self.secret_name else None
 
 
 #: Returns the MAC key for a key id, or None when there is no such key.

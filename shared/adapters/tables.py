@@ -1,0 +1,425 @@
+"""Azure Table Storage adapters: the audit log (chains, heads, digests) and the findings store.
+
+Layout of the audit table: one partition per chain (``<vault>:<secret>``, ``<vault>:_service`` and
+``_digest``). Records have row key ``MAX_SEQ - seq`` (12 digits), so a partition reads newest first; the
+chain head (``head``, sorting after every digit) holds the newest sequence number and MAC. An append is one
+entity-group transaction: the head, updated only if its ETag is unchanged, plus up to 99 new records — so
+two writers can never fork a chain: the loser gets 412 (or 409 on the very first record), rereads the
+head and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.adapters.azure_errors import translate
+from shared.domain.audit import (
+    DIGEST_CHAIN,
+    GENESIS_MAC,
+    AuditEvent,
+    AuditQuery,
+    AuditRecord,
+    ChainContents,
+    ChainHead,
+    Digest,
+    StoredAuditRow,
+    StoredRecord,
+    event_fields,
+    format_time,
+    parse_time,
+    seal_all,
+    seal_digest,
+)
+from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.ports import MacKeyRing
+
+logger = logging.getLogger(__name__)
+
+DEPENDENCY = "audit_store"
+AUDIT_TABLE = "auditlog"
+FINDINGS_TABLE = "auditfindings"
+HEAD_ROW = "head"
+MAX_SEQ = 10**12 - 1
+MAX_BATCH = 100  # Azure's limit per entity-group transaction (Azurite breaks above it)
+_CHUNK = 32_000  # characters per string property (Azure allows 32K UTF-16 characters)
+_EPOCH = parse_time("1970-01-01T00:00:00.000000Z")
+
+
+def row_key(seq: int) -> str:
+    return f"{MAX_SEQ - seq:012d}"
+
+
+def seq_of(row: str) -> int:
+    return MAX_SEQ - int(row)
+
+
+def _strip(entity: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def _record_entity(record: AuditRecord) -> dict[str, Any]:
+    return _strip(
+        {
+            "PartitionKey": record.chain,
+            "RowKey": row_key(record.seq),
+            **event_fields(record.event),
+            "seq": record.seq,
+            "prev_mac": record.prev_mac,
+            "key_id": record.key_id,
+            "mac": record.mac,
+        }
+    )
+
+
+def _stored(entity: Mapping[str, Any]) -> StoredRecord:
+    fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
+    return StoredRecord(position=seq_of(str(entity["RowKey"])), fields=fields)
+
+
+class TableAuditLog:
+    """AuditLog and AuditReader on one table. Creates the table on first use."""
+
+    def __init__(
+        self, service: TableServiceClient, keys: MacKeyRing, table: str = AUDIT_TABLE, max_attempts: int = 50
+    ) -> None:
+        self._service = service
+        self._keys = keys
+        self._table_name = table
+        self._table: TableClient | None = None
+        self._max_attempts = max_attempts
+
+    @property
+    def table(self) -> TableClient:
+        if self._table is None:
+            try:
+                self._table = self._service.create_table_if_not_exists(self._table_name)
+            except AzureError as err:
+                raise translate(DEPENDENCY, err) from err
+        return self._table
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        by_chain: OrderedDict[str, list[AuditEvent]] = OrderedDict()
+        for event in events:
+            by_chain.setdefault(event.chain, []).append(event)
+        stored: list[AuditRecord] = []
+        for chain, chain_events in by_chain.items():
+            for start in range(0, len(chain_events), MAX_BATCH - 1):
+                stored += self._append_chain(chain, chain_events[start : start + MAX_BATCH - 1])
+        return stored
+
+    def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        key_id, key = self._keys.current()
+        for attempt in range(self._max_attempts):
+            try:
+                head, etag = self._read_head(chain)
+                records = seal_all(events, head.seq, head.mac, key_id, key)
+                new_head = {
+                    "PartitionKey": chain,
+                    "RowKey": HEAD_ROW,
+                    "seq": records[-1].seq,
+                    "mac": records[-1].mac,
+                }
+                operations: list[Any] = [
+                    ("create", new_head)
+                    if etag is None
+                    else (
+                        "update",
+                        new_head,
+                        {
+                            "mode": UpdateMode.REPLACE,
+                            "etag": etag,
+                            "match_condition": MatchConditions.IfNotModified,
+                        },
+                    )
+                ]
+                operations += [("create", _record_entity(record)) for record in records]
+                self.table.submit_transaction(operations)
+                return records
+            except (TableTransactionError, ResourceExistsError, HttpResponseError) as err:
+                if getattr(err, "status_code", None) in (409, 412):
+                    # Another writer moved the head first: reread it and seal again after it.
+                    time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
+                    continue
+                raise translate(DEPENDENCY, err) from err
+            except AzureError as err:
+                raise translate(DEPENDENCY, err) from err
+        raise DependencyUnavailable(
+            DEPENDENCY, f"chain {chain} stayed contended after {self._max_attempts} attempts"
+        )
+
+    def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
+        try:
+            entity = self.table.get_entity(chain, HEAD_ROW)
+        except ResourceNotFoundError:
+            return ChainHead(0, GENESIS_MAC), None
+        return ChainHead(int(entity["seq"]), str(entity["mac"])), str(entity.metadata["etag"])
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def list_records(self, query: AuditQuery) -> Iterable[StoredAuditRow]:
+        clauses = ["RowKey ne @head", "PartitionKey ne @digest"]
+        params: dict[str, Any] = {"head": HEAD_ROW, "digest": DIGEST_CHAIN}
+        if query.chain:
+            clauses.append("PartitionKey eq @chain")
+            params["chain"] = query.chain
+        if query.vault:
+            clauses.append("vault eq @vault")
+            params["vault"] = query.vault
+        if query.action:
+            clauses.append("action eq @action")
+            params["action"] = query.action.value
+        if query.actor:
+            clauses.append("actor_id eq @actor")
+            params["actor"] = query.actor
+        if query.since:
+            clauses.append("time ge @since")
+            params["since"] = format_time(query.since)
+        if query.until:
+            clauses.append("time lt @until")
+            params["until"] = format_time(query.until)
+        if query.before:
+            clauses.append("time le @before")
+            params["before"] = query.before[0]
+        return (
+            StoredAuditRow(chain=str(e["PartitionKey"]), record=_stored(e))
+            for e in self._query(" and ".join(clauses), params)
+        )
+
+    def _query(self, query_filter: str, params: dict[str, Any]) -> Iterator[Mapping[str, Any]]:
+        try:
+            yield from self.table.query_entities(query_filter, parameters=params, results_per_page=1000)
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+
+    def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
+        if chain is None:
+            entities: Iterable[Mapping[str, Any]] = self._query(
+                "PartitionKey ne @digest", {"digest": DIGEST_CHAIN}
+            )
+        else:
+            entities = self._query("PartitionKey eq @chain", {"chain": chain})
+        records: dict[str, list[StoredRecord]] = {}
+        heads: dict[str, ChainHead] = {}
+        for entity in entities:
+            partition = str(entity["PartitionKey"])
+            if entity["RowKey"] == HEAD_ROW:
+                heads[partition] = ChainHead(int(entity.get("seq", 0)), str(entity.get("mac", "")))
+                records.setdefault(partition, [])
+                continue
+            try:
+                records.setdefault(partition, []).append(_stored(entity))
+            except ValueError:
+                logger.warning("audit table: row %s/%s is not a record row", partition, entity["RowKey"])
+        return {name: ChainContents(records=rows, head=heads.get(name)) for name, rows in records.items()}
+
+    def read_heads(self) -> dict[str, ChainHead]:
+        entities = self._query(
+            "RowKey eq @head and PartitionKey ne @digest", {"head": HEAD_ROW, "digest": DIGEST_CHAIN}
+        )
+        return {str(e["PartitionKey"]): ChainHead(int(e["seq"]), str(e["mac"])) for e in entities}
+
+    def read_digests(self) -> list[Digest]:
+        digests: list[Digest] = []
+        for entity in self._query(
+            "PartitionKey eq @digest and RowKey ne @head", {"digest": DIGEST_CHAIN, "head": HEAD_ROW}
+        ):
+            try:
+                raw = "".join(
+                    str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0)))
+                )
+                heads = {name: ChainHead(int(v[0]), str(v[1])) for name, v in json.loads(raw or "{}").items()}
+                digests.append(
+                    Digest(
+                        seq=int(entity["seq"]),
+                        time=parse_time(str(entity["time"])),
+                        heads=heads,
+                        prev_mac=str(entity["prev_mac"]),
+                        key_id=str(entity["key_id"]),
+                        mac=str(entity["mac"]),
+                    )
+                )
+            except (KeyError, ValueError, TypeError, IndexError):
+                # An unreadable digest must still show up in verify: keep it with a MAC that cannot match.
+                digests.append(
+                    Digest(
+                        seq=seq_of(str(entity["RowKey"])),
+                        time=_EPOCH,
+                        heads={},
+                        prev_mac="",
+                        key_id="",
+                        mac="",
+                    )
+                )
+        return digests
+
+    def append_digest(self, heads: Mapping[str, ChainHead], time_: datetime, keys: MacKeyRing) -> Digest:
+        key_id, key = keys.current()
+        for attempt in range(self._max_attempts):
+            try:
+                head, etag = self._read_head(DIGEST_CHAIN)
+                digest = seal_digest(head.seq + 1, time_, heads, head.mac, key_id, key)
+                text = json.dumps(
+                    {n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":")
+                )
+                parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+                entity: dict[str, Any] = {
+                    "PartitionKey": DIGEST_CHAIN,
+                    "RowKey": row_key(digest.seq),
+                    "seq": digest.seq,
+                    "time": format_time(digest.time),
+                    "prev_mac": digest.prev_mac,
+                    "key_id": digest.key_id,
+                    "mac": digest.mac,
+                    "chains": len(heads),
+                    "heads_parts": len(parts),
+                    **{f"heads_{i}": part for i, part in enumerate(parts)},
+                }
+                new_head = {
+                    "PartitionKey": DIGEST_CHAIN,
+                    "RowKey": HEAD_ROW,
+                    "seq": digest.seq,
+                    "mac": digest.mac,
+                }
+                operations: list[Any] = [
+                    ("create", new_head)
+                    if etag is None
+                    else (
+                        "update",
+                        new_head,
+                        {
+                            "mode": UpdateMode.REPLACE,
+                            "etag": etag,
+                            "match_condition": MatchConditions.IfNotModified,
+                        },
+                    )
+                ]
+                operations.append(("create", entity))
+                self.table.submit_transaction(operations)
+                return digest
+            except (TableTransactionError, ResourceExistsError, HttpResponseError) as err:
+                if getattr(err, "status_code", None) in (409, 412):
+                    time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311
+                    continue
+                raise translate(DEPENDENCY, err) from err
+            except AzureError as err:
+                raise translate(DEPENDENCY, err) from err
+        raise DependencyUnavailable(DEPENDENCY, "digest chain stayed contended")
+
+
+class TableFindingStore:
+    """Findings of the suspicious-activity scan, one row per finding id (which makes claims atomic)."""
+
+    PARTITION = "finding"
+
+    def __init__(self, service: TableServiceClient, table: str = FINDINGS_TABLE) -> None:
+        self._service = service
+        self._table_name = table
+        self._table: TableClient | None = None
+
+    @property
+    def table(self) -> TableClient:
+        if self._table is None:
+            try:
+                self._table = self._service.create_table_if_not_exists(self._table_name)
+            except AzureError as err:
+                raise translate(DEPENDENCY, err) from err
+        return self._table
+
+    def claim(self, finding_id: str, rule: str, time_: datetime, summary: Mapping[str, Any]) -> bool:
+        entity = {
+            "PartitionKey": self.PARTITION,
+            "RowKey": finding_id,
+            "rule": rule,
+            "time": format_time(time_),
+            "status": "open",
+            "notified": False,
+            "summary": json.dumps(dict(summary), sort_keys=True, default=str)[:_CHUNK],
+        }
+        try:
+            self.table.create_entity(entity)
+        except ResourceExistsError:
+            return False
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+        return True
+
+    def mark_notified(self, finding_id: str) -> None:
+        try:
+            self.table.update_entity(
+                {"PartitionKey": self.PARTITION, "RowKey": finding_id, "notified": True},
+                mode=UpdateMode.MERGE,
+            )
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+
+    def unnotified(self) -> list[dict[str, Any]]:
+        try:
+            entities = list(
+                self.table.query_entities(
+                    "PartitionKey eq @p and notified eq false", parameters={"p": self.PARTITION}
+                )
+            )
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+        return [{k: v for k, v in e.items() if k not in ("PartitionKey", "Timestamp")} for e in entities]
+
+    def release(self, finding_id: str) -> None:
+        try:
+            self.table.delete_entity(self.PARTITION, finding_id)
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+
+    def get(self, finding_id: str) -> dict[str, Any] | None:
+        try:
+            entity = self.table.get_entity(self.PARTITION, finding_id)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+        return {k: v for k, v in entity.items() if k not in ("PartitionKey", "Timestamp")}
+
+    def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time_: datetime) -> None:
+        try:
+            entity = self.table.get_entity(self.PARTITION, finding_id)
+        except ResourceNotFoundError:
+            raise NotFound(f"finding {finding_id} does not exist") from None
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+        if entity.get("status") == "reviewed":
+            raise Conflict(f"finding {finding_id} was already reviewed")
+        updated = _strip(
+            {
+                **entity,
+                "status": "reviewed",
+                "reviewer": reviewer,
+                "review_note": note,
+                "reviewed_at": format_time(time_),
+            }
+        )
+        try:
+            self.table.update_entity(
+                updated,
+                mode=UpdateMode.REPLACE,
+                etag=entity.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err

@@ -1,0 +1,97 @@
+"""Callers: the Easy Auth principal header, roles, and the decision whether to trust it.
+
+App Service Authentication validates the caller's token and forwards ``X-MS-CLIENT-PRINCIPAL``: base64 of
+JSON ``{"auth_typ", "name_typ", "role_typ", "claims": [{"typ", "val"}, ...]}``. Anyone can send that
+header, so it is trusted only when the platform vouches for it (``WEBSITE_AUTH_ENABLED=True``), or locally
+with ``ALLOW_UNVERIFIED_PRINCIPAL=true`` outside Azure. Otherwise its presence alone is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+OBJECT_ID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+SHORT_OBJECT_ID_CLAIM = "oid"
+ID_TYPE_CLAIM = "idtyp"  # "app" for client-credential tokens of applications
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class Role(StrEnum):
+    AUDIT_READ = "Secrets.Audit.Read"
+    REVOCATION_REQUEST = "Secrets.Revocation.Request"
+    REVOCATION_APPROVE = "Secrets.Revocation.Approve"
+    REVOCATION_EXECUTE = "Secrets.Revocation.Execute"
+    BREAK_GLASS = "Secrets.BreakGlass"
+    ROTATION_OPERATE = "Secrets.Rotation.Operate"
+
+
+class PrincipalError(ValueError):
+    """The principal header is malformed or carries no identity."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    name: str | None
+    roles: frozenset[str]
+    auth_type: str | None
+    is_app: bool
+
+    def has(self, role: Role) -> bool:
+        return role.value in self.roles
+
+
+def parse_principal(header: str) -> Principal:
+    """Decode an X-MS-CLIENT-PRINCIPAL header. Raises PrincipalError when it is not a usable principal."""
+    if len(header) > MAX_HEADER_BYTES:
+        raise PrincipalError("principal header too large")
+    try:
+        padded = header.strip() + "=" * (-len(header.strip()) % 4)
+        document = json.loads(base64.b64decode(padded, validate=True))
+    except (binascii.Error, ValueError) as err:
+        raise PrincipalError("principal header is not base64 JSON") from err
+    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
+        raise PrincipalError("principal header has no claims")
+    name_typ = document.get("name_typ") or "name"
+    role_typ = document.get("role_typ") or "roles"
+    claims: list[tuple[str, str]] = []
+    for claim in document["claims"]:
+        if (
+            isinstance(claim, dict)
+            and isinstance(claim.get("typ"), str)
+            and isinstance(claim.get("val"), str)
+        ):
+            claims.append((claim["typ"], claim["val"]))
+    by_type: dict[str, str] = {}
+    for typ, val in claims:
+        by_type.setdefault(typ, val)
+    object_id = by_type.get(OBJECT_ID_CLAIM) or by_type.get(SHORT_OBJECT_ID_CLAIM)
+    name = by_type.get(name_typ) or by_type.get("name")
+    identity = object_id or name
+    if not identity:
+        raise PrincipalError("principal header carries neither an object id nor a name")
+    roles = frozenset(val for typ, val in claims if typ in (role_typ, "roles"))
+    auth_type = document.get("auth_typ") if isinstance(document.get("auth_typ"), str) else None
+    return Principal(
+        id=identity[:256],
+        name=name[:256] if name else None,
+        roles=roles,
+        auth_type=auth_type,
+        is_app=by_type.get(ID_TYPE_CLAIM) == "app",
+    )
+
+
+def encode_principal(object_id: str, roles: list[str], *, name: str | None = None, app: bool = False) -> str:
+    """Build a header value in Easy Auth's format (for local development tools and tests)."""
+    claims = [{"typ": OBJECT_ID_CLAIM, "val": object_id}]
+    if name:
+        claims.append({"typ": "name", "val": name})
+    if app:
+        claims.append({"typ": ID_TYPE_CLAIM, "val": "app"})
+    claims += [{"typ": "roles", "val": role} for role in roles]
+    document = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles", "claims": claims}
+    return base64.b64encode(json.dumps(document).encode()).decode()

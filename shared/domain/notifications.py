@@ -1,0 +1,23 @@
+"""Consumer notifications: what changed, never a value. Consumers reload from Key Vault themselves."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+EVENT_SOURCE = "/secret-lifecycle"
+SUSPICIOUS_ACTIVITY = "SecretLifecycle.SuspiciousActivity"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One CloudEvent: ``type`` like ``SecretLifecycle.SecretRotated``, ``subject`` the secret name."""
+
+    type: str
+    subject: str
+    time: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)

@@ -1,0 +1,301 @@
+"""Audit use cases: record (fail closed), verify, query, summarize, and the hourly digest."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import (
+    DIGEST_CHAIN,
+    SYSTEM_ACTOR,
+    Action,
+    Actor,
+    AuditEvent,
+    AuditQuery,
+    AuditRecord,
+    Break,
+    BreakKind,
+    ChainVerdict,
+    Digest,
+    Result,
+    StoredRecord,
+    chain_of,
+    check_against_digest,
+    event_fields,
+    event_from_fields,
+    format_time,
+    verify_chain,
+    verify_digests,
+)
+from shared.domain.errors import DependencyUnavailable
+from shared.ports import AuditLog, AuditReader, Clock, MacKeyRing
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE = 500
+
+
+class AuditUnavailable(DependencyUnavailable):
+    """The audit record could not be written: the operation it describes must not be reported done."""
+
+
+class AuditTrail:
+    """What every service uses to record what it did. Fail closed: raises AuditUnavailable."""
+
+    def __init__(self, log: AuditLog, clock: Clock, vault: str) -> None:
+        self._log = log
+        self._clock = clock
+        self.vault = vault
+
+    def event(
+        self,
+        action: Action,
+        *,
+        secret_name: str | None = None,
+        version: str | None = None,
+        result: Result = Result.SUCCESS,
+        actor: Actor = SYSTEM_ACTOR,
+        correlation_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+    ) -> AuditEvent:
+        return AuditEvent(
+            action=action,
+            vault=self.vault,
+            time=self._clock.now(),
+            result=result,
+            actor=actor,
+            secret_name=secret_name,
+            version=version,
+            correlation_id=correlation_id,
+            details=dict(details or {}),
+            error=error,
+            duration_ms=duration_ms,
+        )
+
+    def record(self, action: Action, **kwargs: Any) -> AuditRecord:
+        """Record one event now. Raises AuditUnavailable."""
+        return self.record_all([self.event(action, **kwargs)])[0]
+
+    def record_all(self, events: list[AuditEvent]) -> list[AuditRecord]:
+        """Record several events (batched per chain). Raises AuditUnavailable."""
+        try:
+            return self._log.append(events)
+        except DependencyUnavailable as err:
+            logger.error("audit write failed (%s); %d record(s) not written", err.detail, len(events))
+            raise AuditUnavailable(err.dependency, err.detail) from err
+
+
+# -- verify ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    chains: int = 0
+    records: int = 0
+    digests: int = 0
+    latest_digest: datetime | None = None
+    breaks: list[Break] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ok else "broken",
+            "chains": self.chains,
+            "records": self.records,
+            "digests": self.digests,
+            "latest_digest": format_time(self.latest_digest) if self.latest_digest else None,
+            "breaks": [b.to_dict() for b in self.breaks],
+        }
+
+
+def verify_audit(
+    reader: AuditReader,
+    keys: MacKeyRing,
+    clock: Clock,
+    *,
+    vault: str,
+    secret_name: str | None = None,
+    digest_interval: timedelta = timedelta(hours=1),
+) -> VerifyReport:
+    """Walk the chains (one secret's, or all) and the digests; report every break.
+
+    Raises DependencyUnavailable when the store or the key vault cannot be read.
+    """
+    chain = chain_of(vault, secret_name) if secret_name else None
+    contents = reader.read_chains(chain)
+    verdicts: dict[str, ChainVerdict] = {
+        name: verify_chain(name, c.records, keys.get, c.head) for name, c in sorted(contents.items())
+    }
+    report = VerifyReport(chains=len(verdicts), records=sum(v.records for v in verdicts.values()))
+    for verdict in verdicts.values():
+        report.breaks += verdict.breaks
+
+    digests = reader.read_digests()
+    report.digests = len(digests)
+    digest_breaks = verify_digests(digests, keys.get)
+    report.breaks += digest_breaks if chain is None else []
+    forged = {b.seq for b in digest_breaks if b.kind == BreakKind.FORGED_DIGEST}
+    trusted = [d for d in digests if d.seq not in forged]
+    latest: Digest | None = max(trusted, key=lambda d: d.seq) if trusted else None
+    if latest is not None:
+        report.latest_digest = latest.time
+        heads = {n: h for n, h in latest.heads.items() if chain is None or n == chain}
+        scoped = Digest(latest.seq, latest.time, heads, latest.prev_mac, latest.key_id, latest.mac)
+        report.breaks += check_against_digest(verdicts, scoped, _mac_lookup(contents_records(contents)))
+    now = clock.now()
+    stale_after = 2 * digest_interval
+    oldest = _oldest_record_time(contents_records(contents))
+    if chain is None and (
+        (latest is not None and now - latest.time > stale_after)
+        or (latest is None and oldest is not None and now - oldest > stale_after)
+    ):
+        since = format_time(latest.time) if latest else "never"
+        report.breaks.append(
+            Break(
+                DIGEST_CHAIN,
+                BreakKind.STALE_DIGEST,
+                latest.seq if latest else None,
+                f"latest digest: {since}",
+            )
+        )
+    return report
+
+
+def contents_records(contents: Mapping[str, Any]) -> dict[str, list[StoredRecord]]:
+    return {name: list(c.records) for name, c in contents.items()}
+
+
+def _mac_lookup(records: Mapping[str, list[StoredRecord]]) -> Any:
+    index = {(name, r.position): str(r.fields.get("mac", "")) for name, rows in records.items() for r in rows}
+
+    def macs_at(chain: str, seq: int) -> str | None:
+        return index.get((chain, seq))
+
+    return macs_at
+
+
+def _oldest_record_time(records: Mapping[str, list[StoredRecord]]) -> datetime | None:
+    oldest: datetime | None = None
+    for rows in records.values():
+        for row in rows:
+            try:
+                moment = event_from_fields(row.fields).time
+            except (KeyError, ValueError, TypeError):
+                continue
+            oldest = moment if oldest is None or moment < oldest else oldest
+    return oldest
+
+
+def write_digest(reader: AuditReader, keys: MacKeyRing, clock: Clock) -> Digest:
+    """Seal every chain's head into the next digest (also when nothing happened). Raises
+    DependencyUnavailable."""
+    heads = reader.read_heads()
+    digest = reader.append_digest(heads, clock.now(), keys)
+    logger.info("audit digest %d sealed over %d chain(s)", digest.seq, len(heads))
+    return digest
+
+
+# -- query ----------------------------------------------------------------------------------------
+
+
+class InvalidCursor(ValueError):
+    """The continuation token is not one this service issued."""
+
+
+def encode_cursor(time_text: str, record_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([time_text, record_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        time_text, record_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as err:
+        raise InvalidCursor("continuation is not a valid token") from err
+    if not isinstance(time_text, str) or not isinstance(record_id, str):
+        raise InvalidCursor("continuation is not a valid token")
+    return time_text, record_id
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    items: list[dict[str, Any]]
+    continuation: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "continuation": self.continuation}
+
+
+def _item(chain: str, row: StoredRecord) -> dict[str, Any] | None:
+    try:
+        event = event_from_fields(row.fields)
+    except (KeyError, ValueError, TypeError):
+        return None
+    item = {k: v for k, v in event_fields(event).items() if v is not None}
+    item["details"] = dict(event.details)
+    item["chain"] = chain
+    item["seq"] = row.position
+    return item
+
+
+def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
+    """Records matching the filters, newest first, ``query.limit`` per page. Unreadable rows are left to
+    verify (which reports them) rather than shown. Raises DependencyUnavailable."""
+    items = [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+    if query.before is not None:
+        before = query.before
+        items = [i for i in items if (i["time"], i["id"]) < before]
+    items.sort(key=lambda i: (i["time"], i["id"]), reverse=True)
+    page = items[: query.limit]
+    more = len(items) > query.limit
+    continuation = encode_cursor(page[-1]["time"], page[-1]["id"]) if more and page else None
+    return AuditPage(items=page, continuation=continuation)
+
+
+def summarize_audit(
+    reader: AuditReader, clock: Clock, *, vault: str, secret_name: str | None, days: int
+) -> dict[str, Any]:
+    """Counts by action and result, the last rotation and the failures of the last ``days`` days."""
+    since = clock.now() - timedelta(days=days)
+    query = AuditQuery(vault=vault, secret_name=secret_name, since=since, limit=MAX_PAGE)
+    items = [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+    by_action: dict[str, Counter[str]] = {}
+    for item in items:
+        by_action.setdefault(item["action"], Counter())[item["result"]] += 1
+    rotations = sorted(
+        (i for i in items if i["action"] == Action.ROTATED.value and i["result"] == Result.SUCCESS.value),
+        key=lambda i: i["time"],
+    )
+    failures = sorted(
+        (i for i in items if i["result"] == Result.FAILURE.value), key=lambda i: i["time"], reverse=True
+    )
+    last = rotations[-1] if rotations else None
+    return {
+        "secret_name": secret_name,
+        "days": days,
+        "since": format_time(since),
+        "total": len(items),
+        "by_action": {action: dict(counts) for action, counts in sorted(by_action.items())},
+        "last_rotation": None
+        if last is None
+        else {"time": last["time"], "secret_name": last.get("secret_name"), "version": last.get("version")},
+        "failures": {
+            "count": len(failures),
+            "latest": [
+                {k: f.get(k) for k in ("time", "action", "secret_name", "version", "error", "correlation_id")}
+                for f in failures[:10]
+            ],
+        },
+    }

@@ -1,0 +1,268 @@
+"""Suspicious-activity scan: rules over recent audit records; each finding reported exactly once.
+
+A finding becomes a SUSPICIOUS_ACTIVITY audit record and a consumer notification. Its id is derived from
+the rule, the subject and the window it was seen in (or the one record that triggered it), and claimed
+in the finding store before it is reported, so overlapping or concurrent scans never report it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, event_from_fields, format_time
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
+from shared.ports import AuditReader, Clock, FindingStore, Publisher
+from shared.services.audit import AuditTrail
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    """Thresholds of the rules. Defaults suit a small operations team; settings override them."""
+
+    lookback: timedelta = timedelta(hours=24)
+    window: timedelta = timedelta(minutes=15)
+    denied_per_actor: int = 5
+    denied_per_ip: int = 10
+    rotation_failures: int = 3
+    rotation_failure_window: timedelta = timedelta(hours=24)
+    revocation_requests: int = 3
+    revocation_window: timedelta = timedelta(hours=1)
+    working_start: time = time(7, 0)
+    working_end: time = time(19, 0)
+    working_days: frozenset[int] = frozenset({0, 1, 2, 3, 4})  # Monday=0
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    rule: str
+    subject: str
+    summary: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    secret_name: str | None = None
+    record_ids: tuple[str, ...] = ()
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "finding_id": self.id,
+            "rule": self.rule,
+            "subject": self.subject,
+            "summary": self.summary,
+            "count": self.count,
+            "first_seen": format_time(self.first_seen),
+            "last_seen": format_time(self.last_seen),
+            "record_ids": list(self.record_ids[:20]),
+        }
+
+
+def _finding_id(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+
+def _bucket(moment: datetime, width: timedelta) -> str:
+    seconds = int(width.total_seconds())
+    epoch = int(moment.timestamp())
+    return str(epoch - epoch % seconds)
+
+
+def _bursts(
+    rule: str,
+    events: Iterable[AuditEvent],
+    key: Any,
+    threshold: int,
+    window: timedelta,
+    describe: Any,
+) -> list[Finding]:
+    """Sliding-window bursts: ``threshold`` events with the same key within ``window``. One finding per
+    key per window-sized bucket of the burst's first event, so a burst is reported once per window."""
+    groups: dict[str, list[AuditEvent]] = defaultdict(list)
+    for event in events:
+        subject = key(event)
+        if subject:
+            groups[subject].append(event)
+    findings: list[Finding] = []
+    for subject, group in groups.items():
+        group.sort(key=lambda e: e.time)
+        reported: set[str] = set()
+        start = 0
+        for end, event in enumerate(group):
+            while event.time - group[start].time > window:
+                start += 1
+            count = end - start + 1
+            if count >= threshold:
+                bucket = _bucket(group[start].time, window)
+                if bucket in reported:
+                    continue
+                reported.add(bucket)
+                burst = group[start : end + 1]
+                findings.append(
+                    Finding(
+                        id=_finding_id(rule, subject, bucket),
+                        rule=rule,
+                        subject=subject,
+                        summary=describe(subject, count),
+                        count=count,
+                        first_seen=burst[0].time,
+                        last_seen=burst[-1].time,
+                        secret_name=burst[0].secret_name if rule == "repeated_rotation_failures" else None,
+                        record_ids=tuple(e.id for e in burst),
+                    )
+                )
+    return findings
+
+
+def find_suspicious(events: Sequence[AuditEvent], rules: ScanRules) -> list[Finding]:
+    """Apply every rule to the events. Pure."""
+    events = [e for e in events if e.action != Action.SUSPICIOUS_ACTIVITY]
+    denied = [e for e in events if e.action == Action.ACCESS_DENIED]
+    findings = _bursts(
+        "access_denied_burst_actor",
+        denied,
+        lambda e: e.actor.id if e.actor.id != "anonymous" else None,
+        rules.denied_per_actor,
+        rules.window,
+        lambda s, n: f"{n} denied requests by {s} within {rules.window}",
+    )
+    findings += _bursts(
+        "access_denied_burst_ip",
+        denied,
+        lambda e: e.actor.ip,
+        rules.denied_per_ip,
+        rules.window,
+        lambda s, n: f"{n} denied requests from {s} within {rules.window}",
+    )
+    findings += _bursts(
+        "repeated_rotation_failures",
+        [e for e in events if e.action == Action.ROTATION_FAILED],
+        lambda e: e.secret_name,
+        rules.rotation_failures,
+        rules.rotation_failure_window,
+        lambda s, n: f"{n} failed rotations of {s} within {rules.rotation_failure_window}",
+    )
+    findings += _bursts(
+        "revocation_request_burst",
+        [e for e in events if e.action == Action.REVOCATION_REQUESTED],
+        lambda e: e.actor.id,
+        rules.revocation_requests,
+        rules.revocation_window,
+        lambda s, n: f"{n} revocation requests by {s} within {rules.revocation_window}",
+    )
+    zone = ZoneInfo(rules.timezone)
+    for event in events:
+        if event.action == Action.BREAK_GLASS:
+            findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
+        elif event.action == Action.REVOCATION_APPROVED and event.result == Result.SUCCESS:
+            local = event.time.astimezone(zone)
+            inside = (
+                rules.working_start <= local.time() < rules.working_end
+                and local.weekday() in rules.working_days
+            )
+            if not inside:
+                findings.append(
+                    _single(
+                        "approval_outside_working_hours",
+                        event,
+                        f"approval by {event.actor.id} at {local.strftime('%a %H:%M')} {rules.timezone}",
+                    )
+                )
+    return findings
+
+
+def _single(rule: str, event: AuditEvent, summary: str) -> Finding:
+    return Finding(
+        id=_finding_id(rule, event.id),
+        rule=rule,
+        subject=event.actor.id,
+        summary=summary,
+        count=1,
+        first_seen=event.time,
+        last_seen=event.time,
+        secret_name=event.secret_name,
+        record_ids=(event.id,),
+    )
+
+
+@dataclass
+class ScanReport:
+    scanned: int = 0
+    findings: list[str] = field(default_factory=list)
+    already_reported: int = 0
+    notified: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def scan(
+    reader: AuditReader,
+    trail: AuditTrail,
+    findings: FindingStore,
+    publisher: Publisher,
+    clock: Clock,
+    rules: ScanRules,
+    correlation_id: str | None = None,
+) -> ScanReport:
+    """Scan the lookback period; report new findings (audit record, then notification).
+
+    A finding whose audit record cannot be written is released, so the next scan reports it; a finding
+    whose notification fails stays pending and is re-sent by the next scan. Raises DependencyUnavailable
+    when the audit cannot be read at all.
+    """
+    now = clock.now()
+    report = ScanReport()
+    rows = reader.list_records(AuditQuery(vault=trail.vault, since=now - rules.lookback, limit=1))
+    events: list[AuditEvent] = []
+    for row in rows:
+        try:
+            events.append(event_from_fields(row.record.fields))
+        except (KeyError, ValueError, TypeError):
+            continue  # verify reports malformed records; the scan reads what it can
+    report.scanned = len(events)
+    for finding in find_suspicious(events, rules):
+        if not findings.claim(finding.id, finding.rule, now, finding.details()):
+            report.already_reported += 1
+            continue
+        try:
+            trail.record(
+                Action.SUSPICIOUS_ACTIVITY,
+                secret_name=finding.secret_name,
+                result=Result.SUCCESS,
+                correlation_id=correlation_id,
+                details=finding.details(),
+            )
+        except DependencyUnavailable as err:
+            findings.release(finding.id)
+            report.failures.append(f"{finding.rule}: audit unavailable ({err.detail})")
+            continue
+        report.findings.append(finding.id)
+    for pending in findings.unnotified():
+        finding_id = str(pending.get("RowKey", ""))
+        notification = Notification(
+            type=SUSPICIOUS_ACTIVITY,
+            subject=finding_id,
+            time=now,
+            data={"finding_id": finding_id, "rule": pending.get("rule"), "vault": trail.vault},
+            id=finding_id,  # the same finding always has the same event id: consumers can deduplicate
+        )
+        try:
+            publisher.publish([notification])
+            findings.mark_notified(finding_id)
+            report.notified += 1
+        except DependencyUnavailable as err:
+            report.failures.append(f"notify {finding_id}: {err.detail}")
+    return report
