@@ -1,0 +1,192 @@
+"""Start and stop the emulator as a child process (test fixtures, ``make run``)."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_READY = re.compile(r"\bready (https://\S+)")
+
+
+class EmulatorProcess:
+    """A running emulator. Its stderr (the request log) is kept as a tail, and copied to ``log_file``."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[str],
+        url: str,
+        cert_file: Path,
+        stderr_tail: deque[str],
+        pumps: list[threading.Thread],
+    ) -> None:
+        self._proc = proc
+        self._pumps = pumps
+        self.url = url
+        self.port = int(url.rsplit(":", 1)[1])
+        self.cert_file = cert_file
+        self._stderr_tail = stderr_tail
+
+    @classmethod
+    def start(
+        cls,
+        cert_file: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_file: Path | None = None,
+        latency_ms: int = 0,
+        create_limit: int | None = None,
+        tx_limit: int | None = None,
+        window_seconds: float | None = None,
+        log_file: Path | None = None,
+        timeout: float = 30.0,
+    ) -> EmulatorProcess:
+        """Start ``python -m devtools.keyvault_emulator`` and wait for its ready line.
+
+        Raises RuntimeError, with the end of the emulator's stderr, if it exits or is not ready within
+        ``timeout`` seconds.
+        """
+        args = [
+            sys.executable, "-m", "devtools.keyvault_emulator",
+            "--host", host, "--port", str(port), "--cert-file", str(cert_file),
+        ]  # fmt: skip
+        if state_file is not None:
+            args += ["--state-file", str(state_file)]
+        if latency_ms:
+            args += ["--latency-ms", str(latency_ms)]
+        if create_limit is not None:
+            args += ["--create-limit", str(create_limit)]
+        if tx_limit is not None:
+            args += ["--tx-limit", str(tx_limit)]
+        if window_seconds is not None:
+            args += ["--window-seconds", str(window_seconds)]
+        proc = subprocess.Popen(
+            args,
+            cwd=str(REPO_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            # Its own session: a Ctrl-C in the terminal reaches the parent, which stops the emulator in order.
+            start_new_session=True,
+        )
+        stderr_tail: deque[str] = deque(maxlen=200)
+        found: list[str] = []
+        ready = threading.Event()
+
+        def pump_stdout(stream: IO[str]) -> None:
+            for line in stream:
+                match = _READY.search(line)
+                if match and not found:
+                    found.append(match.group(1))
+                    ready.set()
+            ready.set()  # EOF: the process ended
+
+        def pump_stderr(stream: IO[str]) -> None:
+            sink = log_file.open("a", encoding="utf-8") if log_file is not None else None
+            try:
+                for line in stream:
+                    stderr_tail.append(line.rstrip("\n"))
+                    if sink is not None:
+                        sink.write(line)
+                        sink.flush()
+            finally:
+                if sink is not None:
+                    sink.close()
+
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [
+            threading.Thread(target=pump_stdout, args=(proc.stdout,), name="kv-emulator-out", daemon=True),
+            threading.Thread(target=pump_stderr, args=(proc.stderr,), name="kv-emulator-err", daemon=True),
+        ]
+        for pump in pumps:
+            pump.start()
+        started = time.monotonic()
+        ready.wait(timeout)
+        if found:
+            return cls(proc, found[0], cert_file, stderr_tail, pumps)
+        timed_out = time.monotonic() - started >= timeout and proc.poll() is None
+        _terminate(proc, pumps)
+        why = f"was not ready within {timeout:.0f}s" if timed_out else f"exited with code {proc.returncode}"
+        tail = "\n".join(stderr_tail) or "(no output)"
+        raise RuntimeError(f"the Key Vault emulator {why}; its last output:\n{tail}")
+
+    # --------------------------------------------------------------------------------------------- queries
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """None while running; the exit code afterwards (0 after a clean ``stop``)."""
+        return self._proc.poll()
+
+    def log_tail(self) -> list[str]:
+        """The last lines of the emulator's stderr (its request log)."""
+        return list(self._stderr_tail)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """What a ``SecretClient`` for this emulator needs besides ``vault_url`` and a credential."""
+        return {"verify_challenge_resource": False, "connection_verify": str(self.cert_file)}
+
+    def stats(self) -> dict[str, Any]:
+        """``GET /_emulator/stats``: ``{"requests": {operation: n}, "throttled": n, "total": n, ...}``."""
+        with self._open("GET", "/_emulator/stats") as response:
+            data: dict[str, Any] = json.load(response)
+        return data
+
+    def reset_stats(self) -> None:
+        """``POST /_emulator/reset``: zero the counters (the secrets stay)."""
+        with self._open("POST", "/_emulator/reset"):
+            pass
+
+    def _open(self, method: str, path: str) -> Any:
+        context = ssl.create_default_context(cafile=str(self.cert_file))
+        data = b"" if method == "POST" else None
+        request = urllib.request.Request(self.url + path, method=method, data=data)  # noqa: S310 - https
+        return urllib.request.urlopen(request, context=context, timeout=10)  # noqa: S310 - our own URL
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+
+    def stop(self) -> None:
+        """SIGTERM (the emulator saves its state and exits 0); SIGKILL if it has not exited after 5 s."""
+        _terminate(self._proc, self._pumps)
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _terminate(proc: subprocess.Popen[str], pumps: list[threading.Thread]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    # The pumps end at EOF, right after the process; then the pipes can be closed without a race.
+    for pump in pumps:
+        pump.join(timeout=2)
+    if not any(pump.is_alive() for pump in pumps):
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -1,0 +1,429 @@
+"""The emulated vault: secrets, their versions and the soft-deleted collection, with Key Vault's rules.
+
+All public methods take the store's lock, so one store can serve many request threads. Results are plain
+JSON-ready dicts shaped like the service's (SecretBundle, SecretItem, DeletedSecretBundle, ...), with ``id``
+URLs under ``base_url``. Names are case-insensitive like Key Vault's; the casing of the first ``set`` is kept.
+
+With a state file, every change is written at once (temporary file + ``os.replace``, mode 0600): a crash
+or a ``kill -9`` loses nothing. The file holds secret values in clear text; it is for local development.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devtools.keyvault_emulator.errors import (
+    ServiceError,
+    bad_parameter,
+    deleted_secret_not_found,
+    secret_not_found,
+)
+
+NAME_PATTERN = re.compile(r"[0-9A-Za-z-]{1,127}")
+MAX_VALUE_BYTES = 25 * 1024
+MAX_TAGS = 15
+MAX_TAG_CHARS = 256
+MAX_PAGE_SIZE = 25
+RECOVERABLE_DAYS = 90
+RECOVERY_LEVEL = "Recoverable+Purgeable"
+STATE_FORMAT = "keyvault-emulator-state"
+STATE_VERSION = 1
+
+JSON = dict[str, Any]
+Page = tuple[list[JSON], str | None]
+
+
+@dataclass
+class SecretVersion:
+    version: str
+    value: str
+    enabled: bool
+    created: int
+    updated: int
+    nbf: int | None = None
+    exp: int | None = None
+    content_type: str | None = None
+    tags: dict[str, str] | None = None
+
+
+@dataclass
+class Secret:
+    name: str
+    versions: list[SecretVersion] = field(default_factory=list)
+    deleted_date: int | None = None
+    scheduled_purge_date: int | None = None
+
+    @property
+    def current(self) -> SecretVersion:
+        return self.versions[-1]
+
+    def find(self, version: str) -> SecretVersion | None:
+        wanted = version.lower()
+        for candidate in self.versions:
+            if candidate.version == wanted:
+                return candidate
+        return None
+
+
+def validate_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise bad_parameter(
+            f"The request URI contains an invalid name: {name[:200]}. Secret names are 1-127 characters "
+            "of 0-9, a-z, A-Z and -."
+        )
+
+
+class SecretStore:
+    """The vault's secrets. ``clock`` returns unix seconds (tests of the store can pass their own)."""
+
+    def __init__(self, *, state_file: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.base_url = ""
+        self._state_file = state_file
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._active: dict[str, Secret] = {}
+        self._deleted: dict[str, Secret] = {}
+
+    # ----------------------------------------------------------------------------------------- persistence
+
+    @classmethod
+    def open(cls, state_file: Path | None) -> SecretStore:
+        """A store, loaded from ``state_file`` when that exists. Raises ValueError for an unreadable file."""
+        store = cls(state_file=state_file)
+        if state_file is not None and state_file.exists():
+            store._load(state_file)
+        return store
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("format") != STATE_FORMAT or data.get("version") != STATE_VERSION:
+                raise ValueError(f"not a version {STATE_VERSION} {STATE_FORMAT} file")
+            for raw in data["secrets"]:
+                secret = Secret(
+                    name=raw["name"],
+                    versions=[SecretVersion(**v) for v in raw["versions"]],
+                    deleted_date=raw.get("deleted_date"),
+                    scheduled_purge_date=raw.get("scheduled_purge_date"),
+                )
+                if not secret.versions:
+                    raise ValueError(f"secret {secret.name!r} has no versions")
+                target = self._active if secret.deleted_date is None else self._deleted
+                target[secret.name.lower()] = secret
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"cannot read the state file {path}: {err}") from err
+
+    def save(self) -> None:
+        """Write the state file atomically (no-op without one)."""
+        if self._state_file is None:
+            return
+        with self._lock:
+            secrets = [asdict(s) for s in (*self._active.values(), *self._deleted.values())]
+            payload = json.dumps(
+                {"format": STATE_FORMAT, "version": STATE_VERSION, "secrets": secrets}, indent=1
+            )
+            target = self._state_file
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    def counts(self) -> tuple[int, int]:
+        """(active secrets, deleted secrets)."""
+        with self._lock:
+            return len(self._active), len(self._deleted)
+
+    # ------------------------------------------------------------------------------------------ operations
+
+    def set_secret(self, name: str, body: Any) -> JSON:
+        validate_name(name)
+        if not isinstance(body, dict):
+            raise bad_parameter("The request body must be a JSON object.")
+        value = body.get("value")
+        if not isinstance(value, str):
+            raise bad_parameter("Property 'value' is required and must be a string.")
+        if len(value.encode("utf-8")) > MAX_VALUE_BYTES:
+            raise bad_parameter(f"Secret value is too large: the maximum is {MAX_VALUE_BYTES} bytes.")
+        content_type = _content_type(body.get("contentType"))
+        tags = _tags(body.get("tags"))
+        attributes = _attributes(body.get("attributes"))
+        with self._lock:
+            self._expire_deleted()
+            now = self._now()
+            key = name.lower()
+            if key in self._deleted:
+                raise ServiceError(
+                    409,
+                    "Conflict",
+                    f"Secret {name} is currently in a deleted but recoverable state, and its name cannot be "
+                    "reused; in this state, the secret can only be recovered or purged.",
+                )
+            secret = self._active.get(key)
+            if secret is None:
+                secret = self._active[key] = Secret(name=name)
+            version = SecretVersion(
+                version=uuid.uuid4().hex,
+                value=value,
+                enabled=attributes.get("enabled", True) is not False,
+                created=now,
+                updated=now,
+                nbf=attributes.get("nbf"),
+                exp=attributes.get("exp"),
+                content_type=content_type,
+                tags=tags,
+            )
+            secret.versions.append(version)
+            self._changed()
+            return self._bundle(secret, version, with_value=True)
+
+    def get_secret(self, name: str, version: str | None) -> JSON:
+        validate_name(name)
+        with self._lock:
+            secret, found = self._find_version(name, version)
+            if not found.enabled:
+                raise ServiceError(
+                    403,
+                    "Forbidden",
+                    "Operation get is not allowed on a disabled secret.",
+                    inner_code="SecretDisabled",
+                )
+            return self._bundle(secret, found, with_value=True)
+
+    def update_secret(self, name: str, version: str | None, body: Any) -> JSON:
+        validate_name(name)
+        if not isinstance(body, dict):
+            raise bad_parameter("The request body must be a JSON object.")
+        content_type = _content_type(body.get("contentType")) if "contentType" in body else None
+        tags = _tags(body.get("tags")) if "tags" in body else None
+        attributes = _attributes(body.get("attributes"))
+        with self._lock:
+            secret, found = self._find_version(name, version)
+            if "contentType" in body:
+                found.content_type = content_type
+            if "tags" in body:
+                found.tags = tags
+            for attribute, current in attributes.items():
+                setattr(found, attribute, current)
+            found.updated = self._now()
+            self._changed()
+            return self._bundle(secret, found, with_value=False)
+
+    def list_secrets(self, maxresults: int, marker: str | None) -> Page:
+        with self._lock:
+            self._expire_deleted()
+            entries = [
+                (key, self._item(s.current, f"{self.base_url}/secrets/{s.name}"))
+                for key, s in sorted(self._active.items())
+            ]
+        return _page(entries, maxresults, marker)
+
+    def list_versions(self, name: str, maxresults: int, marker: str | None) -> Page:
+        validate_name(name)
+        with self._lock:
+            # Like the service, an unknown name lists no versions rather than answering 404.
+            secret = self._active.get(name.lower())
+            entries = []
+            if secret is not None:
+                for index, version in enumerate(secret.versions):
+                    item_id = f"{self.base_url}/secrets/{secret.name}/{version.version}"
+                    entries.append((f"{index:010d}", self._item(version, item_id)))
+        return _page(entries, maxresults, marker)
+
+    def delete_secret(self, name: str) -> JSON:
+        validate_name(name)
+        with self._lock:
+            self._expire_deleted()
+            key = name.lower()
+            secret = self._active.pop(key, None)
+            if secret is None:
+                raise secret_not_found(name)
+            now = self._now()
+            secret.deleted_date = now
+            secret.scheduled_purge_date = now + RECOVERABLE_DAYS * 86400
+            self._deleted[key] = secret
+            self._changed()
+            return self._deleted_bundle(secret)
+
+    def get_deleted_secret(self, name: str) -> JSON:
+        validate_name(name)
+        with self._lock:
+            return self._deleted_bundle(self._find_deleted(name))
+
+    def list_deleted_secrets(self, maxresults: int, marker: str | None) -> Page:
+        with self._lock:
+            self._expire_deleted()
+            entries = []
+            for key, secret in sorted(self._deleted.items()):
+                item = self._item(secret.current, f"{self.base_url}/secrets/{secret.name}")
+                item.update(self._deletion_fields(secret))
+                entries.append((key, item))
+        return _page(entries, maxresults, marker)
+
+    def recover_deleted_secret(self, name: str) -> JSON:
+        validate_name(name)
+        with self._lock:
+            secret = self._find_deleted(name)
+            del self._deleted[name.lower()]
+            secret.deleted_date = secret.scheduled_purge_date = None
+            self._active[name.lower()] = secret
+            self._changed()
+            return self._bundle(secret, secret.current, with_value=False)
+
+    def purge_deleted_secret(self, name: str) -> None:
+        validate_name(name)
+        with self._lock:
+            self._find_deleted(name)
+            del self._deleted[name.lower()]
+            self._changed()
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _changed(self) -> None:
+        self.save()
+
+    def _expire_deleted(self) -> None:
+        """Purge deleted secrets whose scheduled purge date has passed, as the service does."""
+        now = self._now()
+        expired = [k for k, s in self._deleted.items() if (s.scheduled_purge_date or now + 1) <= now]
+        for key in expired:
+            del self._deleted[key]
+        if expired:
+            self._changed()
+
+    def _find_version(self, name: str, version: str | None) -> tuple[Secret, SecretVersion]:
+        self._expire_deleted()
+        secret = self._active.get(name.lower())
+        if secret is None:
+            raise secret_not_found(name)
+        if not version:
+            return secret, secret.current
+        found = secret.find(version)
+        if found is None:
+            raise secret_not_found(name, version)
+        return secret, found
+
+    def _find_deleted(self, name: str) -> Secret:
+        self._expire_deleted()
+        secret = self._deleted.get(name.lower())
+        if secret is None:
+            raise deleted_secret_not_found(name)
+        return secret
+
+    def _attributes(self, version: SecretVersion) -> JSON:
+        out: JSON = {"enabled": version.enabled}
+        if version.nbf is not None:
+            out["nbf"] = version.nbf
+        if version.exp is not None:
+            out["exp"] = version.exp
+        out.update(
+            created=version.created,
+            updated=version.updated,
+            recoveryLevel=RECOVERY_LEVEL,
+            recoverableDays=RECOVERABLE_DAYS,
+        )
+        return out
+
+    def _item(self, version: SecretVersion, item_id: str) -> JSON:
+        out: JSON = {"id": item_id, "attributes": self._attributes(version)}
+        if version.tags is not None:
+            out["tags"] = dict(version.tags)
+        if version.content_type is not None:
+            out["contentType"] = version.content_type
+        return out
+
+    def _bundle(self, secret: Secret, version: SecretVersion, *, with_value: bool) -> JSON:
+        out: JSON = {}
+        if with_value:
+            out["value"] = version.value
+        out.update(self._item(version, f"{self.base_url}/secrets/{secret.name}/{version.version}"))
+        return out
+
+    def _deletion_fields(self, secret: Secret) -> JSON:
+        return {
+            "recoveryId": f"{self.base_url}/deletedsecrets/{secret.name}",
+            "deletedDate": secret.deleted_date,
+            "scheduledPurgeDate": secret.scheduled_purge_date,
+        }
+
+    def _deleted_bundle(self, secret: Secret) -> JSON:
+        out = self._bundle(secret, secret.current, with_value=False)
+        out.update(self._deletion_fields(secret))
+        return out
+
+
+def _page(entries: list[tuple[str, JSON]], maxresults: int, marker: str | None) -> Page:
+    """One page of ``entries`` (sorted by key) after ``marker``, and the marker for the next page."""
+    keys = [key for key, _ in entries]
+    start = bisect.bisect_right(keys, marker) if marker is not None else 0
+    chunk = entries[start : start + maxresults]
+    more = start + maxresults < len(entries)
+    return [item for _, item in chunk], (chunk[-1][0] if more and chunk else None)
+
+
+def _content_type(raw: Any) -> str | None:
+    if raw is None or isinstance(raw, str):
+        return raw
+    raise bad_parameter("Property 'contentType' must be a string.")
+
+
+def _tags(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise bad_parameter("Property 'tags' must be an object of string names and values.")
+    if len(raw) > MAX_TAGS:
+        raise bad_parameter(f"Too many tags: {len(raw)}. A secret can have at most {MAX_TAGS} tags.")
+    for name, value in raw.items():
+        if not isinstance(value, str):
+            raise bad_parameter(f"Tag '{name[:64]}' must have a string value.")
+        if not name or len(name) > MAX_TAG_CHARS:
+            raise bad_parameter(f"Tag names must be 1-{MAX_TAG_CHARS} characters long.")
+        if len(value) > MAX_TAG_CHARS:
+            raise bad_parameter(f"Tag values must be at most {MAX_TAG_CHARS} characters long.")
+    return dict(raw)
+
+
+def _timestamp(name: str, raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise bad_parameter(f"Attribute '{name}' must be a number of seconds since the Unix epoch.")
+    return int(raw)
+
+
+def _attributes(raw: Any) -> dict[str, Any]:
+    """The writable attributes present in ``raw``: enabled, nbf, exp (read-only ones are ignored)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise bad_parameter("Property 'attributes' must be an object.")
+    out: dict[str, Any] = {}
+    if raw.get("enabled") is not None:
+        if not isinstance(raw["enabled"], bool):
+            raise bad_parameter("Attribute 'enabled' must be true or false.")
+        out["enabled"] = raw["enabled"]
+    for name in ("nbf", "exp"):
+        if name in raw:
+            out[name] = _timestamp(name, raw[name])
+    return out

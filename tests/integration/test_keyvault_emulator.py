@@ -1,0 +1,497 @@
+"""The unmodified azure-keyvault-secrets SecretClient against the Key Vault emulator (devtools).
+
+Each emulator here is a real child process on a free port with its own certificate; the SDK reaches it
+over HTTPS through the 401 challenge, exactly as it reaches a vault. An emulator that cannot start fails
+the tests with its output.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import signal
+import ssl
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+
+from devtools.keyvault_emulator.process import REPO_ROOT, EmulatorProcess
+from devtools.keyvault_emulator.server import EMULATOR_TENANT_ID
+
+pytestmark = pytest.mark.integration
+
+API = "api-version=7.6"
+TOKEN = {"Authorization": "Bearer any-token-will-do"}
+
+
+class StaticTokenCredential:
+    """The smallest credential the SDK accepts: ``get_token`` must take keyword arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[str, ...], str | None]] = []
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        self.calls.append((scopes, tenant_id))
+        return AccessToken("emulator-test-token", int(time.time()) + 3600)
+
+
+def start_emulator(directory: Path, **options: Any) -> EmulatorProcess:
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return EmulatorProcess.start(directory / "emulator.pem", **options)
+    except RuntimeError as err:
+        pytest.fail(f"The Key Vault emulator could not start: {err}", pytrace=False)
+
+
+def make_client(emulator: EmulatorProcess, credential: StaticTokenCredential | None = None) -> SecretClient:
+    return SecretClient(
+        emulator.url,
+        credential or StaticTokenCredential(),
+        verify_challenge_resource=False,
+        connection_verify=str(emulator.cert_file),
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def raw(emulator: EmulatorProcess, method: str, path: str, **kwargs: Any) -> requests.Response:
+    """A request without the SDK (``path`` includes the query)."""
+    return requests.request(method, emulator.url + path, verify=str(emulator.cert_file), timeout=10, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    proc = start_emulator(tmp_path_factory.mktemp("kv-emulator"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def credential() -> StaticTokenCredential:
+    return StaticTokenCredential()
+
+
+@pytest.fixture(scope="module")
+def client(emulator: EmulatorProcess, credential: StaticTokenCredential) -> Iterator[SecretClient]:
+    with make_client(emulator, credential) as secret_client:
+        yield secret_client
+
+
+# ------------------------------------------------------------------------------------- transport and auth
+
+
+def test_request_without_token_gets_the_key_vault_challenge(emulator: EmulatorProcess) -> None:
+    emulator.reset_stats()
+
+    response = raw(emulator, "GET", f"/secrets/anything?{API}")
+
+    assert response.status_code == 401
+    assert re.fullmatch(
+        r'Bearer authorization="https://login\.microsoftonline\.com/[0-9a-f-]{36}", '
+        r'resource="https://vault\.azure\.net"',
+        response.headers["WWW-Authenticate"],
+    )
+    assert response.json()["error"]["code"] == "Unauthorized"
+    # Any bearer token is then accepted.
+    assert raw(emulator, "GET", f"/secrets/anything?{API}", headers=TOKEN).status_code == 404
+    assert emulator.stats()["requests"] == {"challenge": 1, "get_secret": 1}
+
+
+def test_sdk_answers_the_challenge_with_the_vault_scope_and_tenant(emulator: EmulatorProcess) -> None:
+    credential = StaticTokenCredential()
+    with make_client(emulator, credential) as fresh:
+        fresh.set_secret(unique("challenge"), "value")
+
+    assert credential.calls == [(("https://vault.azure.net/.default",), EMULATOR_TENANT_ID)]
+
+
+def test_certificate_is_a_ca_for_loopback_names_and_passes_strict_verification(
+    emulator: EmulatorProcess,
+) -> None:
+    cert = x509.load_pem_x509_certificate(emulator.cert_file.read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is True
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} >= {"127.0.0.1", "::1"}
+
+    context = ssl.create_default_context(cafile=str(emulator.cert_file))
+    context.verify_flags |= ssl.VERIFY_X509_STRICT  # Python 3.13's default
+    with urllib.request.urlopen(f"{emulator.url}/_emulator/stats", context=context, timeout=10) as response:
+        assert response.status == 200
+    localhost = emulator.url.replace("127.0.0.1", "localhost")
+    assert requests.get(f"{localhost}/_emulator/stats", verify=str(emulator.cert_file), timeout=10).ok
+
+
+def test_api_version_is_required(emulator: EmulatorProcess) -> None:
+    response = raw(emulator, "GET", "/secrets", headers=TOKEN)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "BadParameter"
+
+
+def test_unknown_paths_and_methods_answer_json_errors(emulator: EmulatorProcess) -> None:
+    not_found = raw(emulator, "GET", f"/keys/some-key?{API}", headers=TOKEN)
+    wrong_method = raw(emulator, "POST", f"/secrets?{API}", headers=TOKEN)
+
+    assert not_found.status_code == 404
+    assert not_found.json()["error"]["code"] == "NotFound"
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["Allow"] == "GET"
+    assert wrong_method.json()["error"]["code"] == "MethodNotAllowed"
+
+
+# ------------------------------------------------------------------------------------------- operations
+
+
+def test_set_then_get_latest_and_each_version(client: SecretClient, emulator: EmulatorProcess) -> None:
+    name = unique("set-get")
+
+    first = client.set_secret(name, "one", content_type="text/plain", tags={"owner": "dispatch"})
+    second = client.set_secret(name, "two")
+
+    version = first.properties.version
+    assert version is not None and re.fullmatch(r"[0-9a-f]{32}", version)
+    assert first.id == f"{emulator.url}/secrets/{name}/{version}"
+    assert first.properties.vault_url == emulator.url
+    assert first.properties.content_type == "text/plain"
+    assert first.properties.tags == {"owner": "dispatch"}
+    assert first.properties.enabled is True
+    assert first.properties.recovery_level == "Recoverable+Purgeable"
+    assert first.properties.recoverable_days == 90
+    created = first.properties.created_on
+    assert created is not None and abs((datetime.datetime.now(datetime.UTC) - created).total_seconds()) < 60
+    latest = client.get_secret(name)
+    assert (latest.value, latest.properties.version) == ("two", second.properties.version)
+    assert latest.properties.tags is None  # a new version does not inherit tags
+    assert client.get_secret(name, version).value == "one"
+    assert client.get_secret(name.upper()).value == "two"  # names are case-insensitive
+
+
+def test_list_pages_through_more_than_sixty_secrets(client: SecretClient, emulator: EmulatorProcess) -> None:
+    prefix = unique("page")
+    names = {f"{prefix}-{index:03d}" for index in range(65)}
+    for name in sorted(names):
+        client.set_secret(name, "v", tags={"batch": prefix})
+    emulator.reset_stats()
+
+    listed = [p for p in client.list_properties_of_secrets() if p.name and p.name.startswith(prefix)]
+    pages = [list(page) for page in client.list_properties_of_secrets(max_page_size=10).by_page()]
+
+    assert {p.name for p in listed} == names
+    assert all(p.tags == {"batch": prefix} and p.version is None for p in listed)
+    paged_names = [p.name for page in pages for p in page]
+    assert all(len(page) <= 10 for page in pages)
+    assert len(paged_names) == len(set(paged_names)) and names <= set(paged_names)
+    requests_made = emulator.stats()["requests"]["list_secrets"]
+    assert requests_made >= 3 + 7  # >= 65/25 pages, then >= 65/10 pages
+
+
+def test_list_items_carry_no_value_and_page_size_is_capped(emulator: EmulatorProcess) -> None:
+    first = raw(emulator, "GET", f"/secrets?{API}", headers=TOKEN).json()
+    too_big = raw(emulator, "GET", f"/secrets?{API}&maxresults=26", headers=TOKEN)
+
+    assert len(first["value"]) == 25
+    assert all("value" not in item and "attributes" in item for item in first["value"])
+    assert first["nextLink"].startswith(f"{emulator.url}/secrets?")
+    assert too_big.status_code == 400
+    assert too_big.json()["error"]["code"] == "BadParameter"
+
+
+def test_list_versions_pages(client: SecretClient) -> None:
+    name = unique("versions")
+    versions = [client.set_secret(name, f"value-{i}").properties.version for i in range(5)]
+
+    pages = [
+        list(page) for page in client.list_properties_of_secret_versions(name, max_page_size=2).by_page()
+    ]
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [p.version for page in pages for p in page] == versions
+    assert list(client.list_properties_of_secret_versions(unique("never-set"))) == []
+
+
+def test_update_properties_and_disabled_versions_are_forbidden(client: SecretClient) -> None:
+    name = unique("update")
+    old = client.set_secret(name, "old").properties.version
+    current = client.set_secret(name, "current").properties.version
+    expires = datetime.datetime(2031, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    not_before = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+
+    updated = client.update_secret_properties(
+        name,
+        old,
+        enabled=False,
+        tags={"rotation": "30d"},
+        content_type="application/json",
+        expires_on=expires,
+        not_before=not_before,
+    )
+
+    assert updated.version == old
+    assert (updated.enabled, updated.tags, updated.content_type) == (
+        False,
+        {"rotation": "30d"},
+        "application/json",
+    )
+    assert (updated.expires_on, updated.not_before) == (expires, not_before)
+    with pytest.raises(HttpResponseError) as forbidden:
+        client.get_secret(name, old)
+    assert forbidden.value.status_code == 403
+    assert forbidden.value.error is not None and forbidden.value.error.code == "Forbidden"
+    assert "Operation get is not allowed on a disabled secret." in str(forbidden.value)
+    # exp and nbf are informational: the current version is still readable; other versions are untouched.
+    assert client.get_secret(name).value == "current"
+    states = {p.version: p.enabled for p in client.list_properties_of_secret_versions(name)}
+    assert states == {old: False, current: True}
+
+    client.update_secret_properties(name, enabled=False)  # no version: the latest
+    with pytest.raises(HttpResponseError) as latest_forbidden:
+        client.get_secret(name)
+    assert latest_forbidden.value.status_code == 403
+    client.update_secret_properties(name, old, enabled=True)
+    restored = client.get_secret(name, old)
+    assert restored.value == "old"
+    assert restored.properties.tags == {"rotation": "30d"}
+
+
+def test_delete_recover_purge_round_trip(client: SecretClient, emulator: EmulatorProcess) -> None:
+    name = unique("lifecycle")
+    first = client.set_secret(name, "v1").properties.version
+    client.set_secret(name, "v2")
+
+    poller = client.begin_delete_secret(name)
+    poller.wait(timeout=10)
+    deleted = poller.result()
+
+    assert poller.done()
+    assert deleted.recovery_id == f"{emulator.url}/deletedsecrets/{name}"
+    assert deleted.deleted_date is not None and deleted.scheduled_purge_date is not None
+    assert (deleted.scheduled_purge_date - deleted.deleted_date).days == 90
+    with pytest.raises(ResourceNotFoundError):
+        client.get_secret(name)
+    assert client.get_deleted_secret(name).recovery_id == deleted.recovery_id
+    assert name in {d.name for d in client.list_deleted_secrets()}
+    with pytest.raises(ResourceExistsError) as conflict:
+        client.set_secret(name, "reuse")  # deleted but not purged: the name is taken
+    assert conflict.value.status_code == 409
+
+    recover = client.begin_recover_deleted_secret(name)
+    recover.wait(timeout=10)
+
+    assert recover.result().name == name
+    assert client.get_secret(name).value == "v2"
+    assert client.get_secret(name, first).value == "v1"  # every version comes back
+    with pytest.raises(ResourceNotFoundError):
+        client.get_deleted_secret(name)
+
+    client.begin_delete_secret(name).wait(timeout=10)
+    client.purge_deleted_secret(name)
+
+    with pytest.raises(ResourceNotFoundError):
+        client.get_deleted_secret(name)
+    assert name not in {d.name for d in client.list_deleted_secrets()}
+    reborn = client.set_secret(name, "fresh")
+    assert [p.version for p in client.list_properties_of_secret_versions(name)] == [reborn.properties.version]
+
+
+def test_unknown_names_and_versions_are_not_found(client: SecretClient) -> None:
+    name = unique("missing")
+    existing = unique("present")
+    client.set_secret(existing, "v")
+
+    with pytest.raises(ResourceNotFoundError) as unknown:
+        client.get_secret(name)
+    assert unknown.value.error is not None and unknown.value.error.code == "SecretNotFound"
+    with pytest.raises(ResourceNotFoundError):
+        client.get_secret(existing, uuid.uuid4().hex)
+    with pytest.raises(ResourceNotFoundError):
+        client.update_secret_properties(name, enabled=False)
+    with pytest.raises(ResourceNotFoundError):
+        client.begin_delete_secret(name)
+    with pytest.raises(ResourceNotFoundError):
+        client.purge_deleted_secret(existing)  # not deleted
+    with pytest.raises(ResourceNotFoundError):
+        client.begin_recover_deleted_secret(existing)
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "value", "tags"),
+    [
+        ("underscore in name", "bad_name", "v", None),
+        ("128-character name", "n" * 128, "v", None),
+        ("25 KiB + 1 byte value", "big", "x" * (25 * 1024 + 1), None),
+        ("value over 25 KiB in UTF-8", "big-utf8", "é" * (25 * 512 + 1), None),
+        ("16 tags", "tags", "v", {f"t{i}": "v" for i in range(16)}),
+        ("257-character tag value", "tag-value", "v", {"t": "v" * 257}),
+        ("257-character tag name", "tag-name", "v", {"t" * 257: "v"}),
+    ],
+)
+def test_invalid_requests_are_bad_parameter(
+    client: SecretClient, case: str, name: str, value: str, tags: dict[str, str] | None
+) -> None:
+    with pytest.raises(HttpResponseError) as bad:
+        client.set_secret(name, value, tags=tags)
+
+    assert bad.value.status_code == 400, case
+    assert bad.value.error is not None and bad.value.error.code == "BadParameter"
+
+
+def test_values_and_tags_at_the_limits_are_accepted(client: SecretClient) -> None:
+    name = "n" * 127
+    value = "x" * (25 * 1024)
+    tags = {f"{i:02d}" + "k" * 254: "v" * 256 for i in range(15)}
+
+    stored = client.set_secret(name, value, tags=tags)
+
+    assert client.get_secret(name).value == value
+    assert stored.properties.tags == tags
+
+
+# ------------------------------------------------------------------------ throttling, latency, persistence
+
+
+def test_throttled_set_is_retried_by_the_sdk_after_retry_after(tmp_path: Path) -> None:
+    with start_emulator(tmp_path, create_limit=2, tx_limit=3, window_seconds=2) as throttled:
+        with make_client(throttled) as sdk:
+            sdk.set_secret("one", "1")
+            sdk.set_secret("two", "2")
+            started = time.monotonic()
+            third = sdk.set_secret("three", "3")  # 429 first; the SDK sleeps Retry-After and retries
+            waited = time.monotonic() - started
+
+        stats = throttled.stats()
+        # Other transactions have their own window: four GETs in a row, the fourth is throttled.
+        answers = [raw(throttled, "GET", f"/secrets/one?{API}", headers=TOKEN) for _ in range(4)]
+
+    assert third.value == "3"
+    assert 0.5 <= waited < 5
+    assert stats["throttled"] == 1
+    assert stats["requests"]["set_secret"] == 4  # three sets, one of them twice
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[3].json()["error"]["code"] == "Throttled"
+    assert 1 <= int(answers[3].headers["Retry-After"]) <= 2
+
+
+def test_latency_is_added_to_every_call(tmp_path: Path, client: SecretClient) -> None:
+    name = unique("latency")
+    client.set_secret(name, "v")
+    started = time.monotonic()
+    client.get_secret(name)
+    baseline = time.monotonic() - started
+
+    with start_emulator(tmp_path, latency_ms=300) as slow, make_client(slow) as sdk:
+        sdk.set_secret(name, "v")  # the challenge happens here
+        started = time.monotonic()
+        sdk.get_secret(name)
+        slowed = time.monotonic() - started
+
+    assert slowed >= 0.3
+    assert slowed - baseline >= 0.25
+
+
+def test_state_file_keeps_secrets_and_deleted_secrets_across_restarts(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    with start_emulator(tmp_path, state_file=state) as first_run, make_client(first_run) as sdk:
+        v1 = sdk.set_secret("kept", "one").properties.version
+        sdk.set_secret("kept", "two", tags={"k": "v"})
+        sdk.update_secret_properties("kept", v1, enabled=False)
+        sdk.set_secret("binned", "gone")
+        sdk.begin_delete_secret("binned").wait(timeout=10)
+        # Written on every change: a hard kill loses nothing.
+        saved = json.loads(state.read_text(encoding="utf-8"))
+    assert {s["name"] for s in saved["secrets"]} == {"kept", "binned"}
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    assert first_run.returncode == 0
+
+    second_run = start_emulator(tmp_path, state_file=state)
+    try:
+        with make_client(second_run) as sdk:
+            kept = sdk.get_secret("kept")
+            versions = {p.version: p.enabled for p in sdk.list_properties_of_secret_versions("kept")}
+            deleted = sdk.get_deleted_secret("binned")
+            sdk.begin_recover_deleted_secret("binned").wait(timeout=10)
+            recovered = sdk.get_secret("binned")
+
+        assert (kept.value, kept.properties.tags) == ("two", {"k": "v"})
+        assert versions == {v1: False, kept.properties.version: True}
+        assert deleted.recovery_id == f"{second_run.url}/deletedsecrets/binned"
+        assert recovered.value == "gone"
+        os.kill(second_run.pid, signal.SIGINT)  # Ctrl-C: a clean stop too
+        deadline = time.monotonic() + 10
+        while second_run.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert second_run.returncode == 0
+    finally:
+        second_run.stop()
+    names = {s["name"]: s["deleted_date"] for s in json.loads(state.read_text(encoding="utf-8"))["secrets"]}
+    assert names == {"kept": None, "binned": None}
+
+
+def test_log_names_calls_but_never_values(client: SecretClient, emulator: EmulatorProcess) -> None:
+    name = unique("logged")
+    value = f"value-{uuid.uuid4().hex}"
+    client.set_secret(name, value)
+    client.get_secret(name)
+    expected = f"GET /secrets/{name}/ -> 200 get_secret"
+    deadline = time.monotonic() + 5  # a thread reads the log from the emulator's stderr
+    while expected not in (log := "\n".join(emulator.log_tail())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    assert f"PUT /secrets/{name} -> 200 set_secret" in log
+    assert f"GET /secrets/{name}/ -> 200 get_secret" in log
+    assert value not in log
+
+
+def test_stats_count_operations_and_reset_clears_them(
+    client: SecretClient, emulator: EmulatorProcess
+) -> None:
+    name = unique("stats")
+    client.set_secret(name, "v")
+    emulator.reset_stats()
+
+    client.get_secret(name)
+    list(client.list_properties_of_secret_versions(name))
+    stats = emulator.stats()
+
+    assert stats["requests"] == {"get_secret": 1, "list_versions": 1}
+    assert (stats["total"], stats["throttled"]) == (2, 0)
+    assert stats["secrets"]["active"] >= 1
+
+
+def test_non_loopback_hosts_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="loopback"):
+        EmulatorProcess.start(tmp_path / "cert.pem", host="0.0.0.0", timeout=15)  # noqa: S104 - must be refused
+    usage = subprocess.run(
+        [sys.executable, "-m", "devtools.keyvault_emulator", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "loopback" in usage.stdout
+    assert not (tmp_path / "cert.pem").exists()
