@@ -6,7 +6,9 @@ of the caller identity checks; endpoints that must be anonymous (health) say so 
 
 import azure.functions as func
 
+from shared.entrypoints.audit import bp as audit_bp
 from shared.entrypoints.health import bp as health_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health_bp)
+app.register_functions(audit_bp)

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from azure.keyvault.secrets import SecretClient
     from azure.storage.queue import QueueServiceClient
 
+    from shared.adapters.tables import TableAuditLog
+    from shared.ports import Clock, FindingStore, MacKeyRing, Publisher
+    from shared.services.audit import AuditTrail
+
 #: Health probes must answer quickly when a peer is down: no retries beyond one, short timeouts.
 _PROBE_TRANSPORT: dict[str, Any] = {
     "retry_total": 1,
@@ -121,6 +125,52 @@ class Container:
     def queue_service(self) -> QueueServiceClient:
         with self._lock:
             return self._queue_service()
+
+    # -- audit and notifications ----------------------------------------------------------------------
+
+    @cached_property
+    def clock(self) -> Clock:
+        from shared.adapters.clock import SystemClock
+
+        return SystemClock()
+
+    @cached_property
+    def key_ring(self) -> MacKeyRing:
+        from shared.adapters.key_vault import KeyVaultMacKeyRing
+
+        return KeyVaultMacKeyRing(self.secret_client)
+
+    @cached_property
+    def audit_log(self) -> TableAuditLog:
+        """The audit table: AuditLog for writers, AuditReader for queries, verify and digests."""
+        from shared.adapters.tables import TableAuditLog
+
+        return TableAuditLog(self.table_service, self.key_ring)
+
+    @cached_property
+    def audit_trail(self) -> AuditTrail:
+        from shared.services.audit import AuditTrail
+
+        return AuditTrail(self.audit_log, self.clock, self.settings.key_vault.name)
+
+    @cached_property
+    def findings(self) -> FindingStore:
+        from shared.adapters.tables import TableFindingStore
+
+        return TableFindingStore(self.table_service)
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        from shared.adapters.event_grid import EventGridPublisher, LoggingPublisher
+
+        settings = self.settings.event_grid
+        if settings.endpoint is None:
+            return LoggingPublisher()
+        from azure.core.credentials import AzureKeyCredential
+        from azure.eventgrid import EventGridPublisherClient
+
+        credential: Any = AzureKeyCredential(settings.key) if settings.key else self._azure_credential
+        return EventGridPublisher(EventGridPublisherClient(settings.endpoint, credential))
 
     # -- probes -----------------------------------------------------------------------------------
 

@@ -22,9 +22,14 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import time as dt_time
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.services.suspicious import ScanRules
 
 KEY_VAULT_URL = "KEY_VAULT_URL"
 KEY_VAULT_CA_BUNDLE = "KEY_VAULT_CA_BUNDLE"
@@ -59,11 +64,23 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def vault_name(host: str, port: int | None) -> str:
+    """``fleet`` for fleet.vault.azure.net; ``127-0-0-1-8443`` for a local emulator."""
+    host = host.strip("[]").lower()
+    labels = host.split(".")
+    if not is_loopback_host(host) and len(labels) > 2 and not host.replace(".", "").isdigit():
+        return labels[0]
+    text = f"{host}-{port}" if port else host
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-") or "vault"
+
+
 @dataclass(frozen=True)
 class KeyVaultSettings:
     """Where the vault is and how to reach it."""
 
     url: str
+    #: Short vault name used in audit records: the first DNS label in Azure, host and port locally.
+    name: str
     #: Loopback vault (the local emulator): static token, no resource check, custom CA.
     is_local: bool
     #: PEM file to trust for a local vault; None for a real vault (system trust store).
@@ -164,7 +181,12 @@ class Settings:
             ca_bundle = Path(raw)
             if not ca_bundle.is_file():
                 raise ConfigurationError(KEY_VAULT_CA_BUNDLE, f"file {raw!r} does not exist")
-        return KeyVaultSettings(url=url.rstrip("/"), is_local=local, ca_bundle=ca_bundle)
+        return KeyVaultSettings(
+            url=url.rstrip("/"),
+            name=vault_name(parts.hostname, parts.port),
+            is_local=local,
+            ca_bundle=ca_bundle,
+        )
 
     @cached_property
     def storage(self) -> StorageSettings:
@@ -210,6 +232,67 @@ class Settings:
             queue_service_uri=queue_uri,
             client_id=client_id,
         )
+
+    @cached_property
+    def scan_rules(self) -> ScanRules:
+        """Thresholds of the suspicious-activity scan (AUDIT_SCAN_*, AUDIT_WORKING_*, AUDIT_TIMEZONE)."""
+        defaults = ScanRules()
+        window = self._int("AUDIT_SCAN_WINDOW_MINUTES", int(defaults.window.total_seconds() // 60), 1, 1440)
+        start, end = self._hours("AUDIT_WORKING_HOURS", defaults.working_start, defaults.working_end)
+        zone = self._get("AUDIT_TIMEZONE") or defaults.timezone
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigurationError("AUDIT_TIMEZONE", f"{zone!r} is not an IANA time zone") from None
+        return ScanRules(
+            window=timedelta(minutes=window),
+            denied_per_actor=self._int("AUDIT_SCAN_DENIED_PER_ACTOR", defaults.denied_per_actor, 1, 10_000),
+            denied_per_ip=self._int("AUDIT_SCAN_DENIED_PER_IP", defaults.denied_per_ip, 1, 10_000),
+            rotation_failures=self._int("AUDIT_SCAN_ROTATION_FAILURES", defaults.rotation_failures, 1, 1000),
+            revocation_requests=self._int(
+                "AUDIT_SCAN_REVOCATION_REQUESTS", defaults.revocation_requests, 1, 1000
+            ),
+            working_start=start,
+            working_end=end,
+            working_days=self._days("AUDIT_WORKING_DAYS", defaults.working_days),
+            timezone=zone,
+        )
+
+    def _int(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._get(name)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ConfigurationError(name, f"expected a whole number from {low} to {high}, got {raw!r}")
+        return int(raw)
+
+    def _hours(self, name: str, start: dt_time, end: dt_time) -> tuple[dt_time, dt_time]:
+        raw = self._get(name)
+        if raw is None:
+            return start, end
+        try:
+            first, last = (dt_time.fromisoformat(part.strip()) for part in raw.split("-"))
+        except ValueError:
+            raise ConfigurationError(name, f"expected HH:MM-HH:MM, got {raw!r}") from None
+        if first >= last:
+            raise ConfigurationError(name, "the start must be before the end")
+        return first, last
+
+    def _days(self, name: str, default: frozenset[int]) -> frozenset[int]:
+        raw = self._get(name)
+        if raw is None:
+            return default
+        names = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        days: set[int] = set()
+        for part in raw.lower().replace(" ", "").split(","):
+            bounds = part.split("-")
+            if not part or len(bounds) > 2 or any(b not in names for b in bounds):
+                raise ConfigurationError(name, f"expected days like Mon-Fri or Mon,Wed,Sat, got {raw!r}")
+            first, last = names.index(bounds[0]), names.index(bounds[-1])
+            if last < first:
+                raise ConfigurationError(name, f"range {part!r} runs backwards")
+            days.update(range(first, last + 1))
+        return frozenset(days)
 
     @cached_property
     def event_grid(self) -> EventGridSettings:

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import azure.functions as func
+from pydantic import BaseModel, ValidationError
+
+from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound
+
+logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+MAX_BODY_BYTES = 16 * 1024
 
 PROBLEM_JSON = "application/problem+json"
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -21,7 +30,14 @@ def json_response(body: Any, status: int = 200) -> func.HttpResponse:
     )
 
 
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> func.HttpResponse:
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> func.HttpResponse:
     """An RFC 9457 problem+json response. ``detail`` must never carry a secret value."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
@@ -32,5 +48,72 @@ def problem(status: int, title: str, detail: str | None = None, **extra: Any) ->
         status_code=status,
         mimetype=PROBLEM_JSON,
         charset="utf-8",
-        headers=_NO_STORE,
+        headers={**_NO_STORE, **(headers or {})},
     )
+
+
+def parse_params(model: type[M], params: Mapping[str, str]) -> M:
+    """Validate query parameters; unknown ones are refused. Raises BadRequest naming the parameter."""
+    try:
+        return model.model_validate(dict(params))
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "query"
+        message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
+        raise BadRequest(name, message) from None
+
+
+def parse_body(model: type[M], req: func.HttpRequest) -> M:
+    """Validate a JSON body (empty means {}). Raises BadRequest naming the field."""
+    raw = req.get_body() or b"{}"
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest("body", f"larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]) or "body"
+        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise BadRequest(name, message) from None
+
+
+class BadRequest(Exception):
+    """400: ``parameter`` is the query parameter or body field at fault."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+        self.message = message
+
+
+def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
+    """Run an HTTP handler and map every error to problem+json; nothing internal leaks to the caller."""
+    from shared.config import ConfigurationError
+    from shared.entrypoints.auth import AccessDenied
+
+    try:
+        return handler()
+    except BadRequest as err:
+        return problem(400, "Bad Request", f"{err.parameter}: {err.message}", parameter=err.parameter)
+    except AccessDenied as err:
+        challenge = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return problem(err.status, err.title, err.detail, headers=challenge)
+    except NotFound as err:
+        return problem(404, "Not Found", str(err))
+    except Conflict as err:
+        return problem(409, "Conflict", str(err))
+    except ConfigurationError as err:
+        logger.error("configuration error: %s", err)
+        return problem(503, "Service Unavailable", f"the service is misconfigured (setting {err.setting})")
+    except DependencyUnavailable as err:
+        return problem(503, "Service Unavailable", f"{err.dependency} unavailable; nothing was changed")
+    except Forbidden as err:
+        logger.error("the service's own identity was refused: %s", err)
+        return problem(503, "Service Unavailable", "a dependency refused the service's identity")
+    except Exception:
+        logger.exception("unhandled error in HTTP function")
+        return problem(500, "Internal Server Error", "unexpected error; see the service logs")
+
+
+def correlation_id(context: func.Context | None) -> str | None:
+    return getattr(context, "invocation_id", None) if context is not None else None

@@ -34,8 +34,8 @@ from shared.domain.audit import (
     verify_chain,
     verify_digests,
 )
-from shared.domain.errors import DependencyUnavailable
-from shared.ports import AuditLog, AuditReader, Clock, MacKeyRing
+from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.ports import AuditLog, AuditReader, Clock, FindingStore, MacKeyRing
 
 logger = logging.getLogger(__name__)
 
@@ -299,3 +299,40 @@ def summarize_audit(
             ],
         },
     }
+
+
+# -- findings review ------------------------------------------------------------------------------
+
+
+def review_finding(
+    findings: FindingStore,
+    trail: AuditTrail,
+    finding_id: str,
+    *,
+    reviewer: Actor,
+    note: str | None,
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    """Mark a suspicious-activity finding reviewed. Audit first (fail closed): when the REVIEWED record
+    cannot be written nothing changes and AuditUnavailable is raised. Raises NotFound, Conflict."""
+    finding = findings.get(finding_id)
+    if finding is None:
+        raise NotFound(f"finding {finding_id} does not exist")
+    if finding.get("status") == "reviewed":
+        raise Conflict(f"finding {finding_id} was already reviewed")
+    details = {"finding_id": finding_id, "rule": finding.get("rule"), "note": note}
+    record = trail.record(Action.REVIEWED, actor=reviewer, correlation_id=correlation_id, details=details)
+    try:
+        findings.mark_reviewed(finding_id, reviewer.id, note, record.event.time)
+    except (DependencyUnavailable, Conflict) as err:
+        # The decision is on record; say that it did not take effect, then let the caller see the error.
+        trail.record(
+            Action.REVIEWED,
+            actor=reviewer,
+            result=Result.FAILURE,
+            correlation_id=correlation_id,
+            details={"finding_id": finding_id},
+            error=str(err),
+        )
+        raise
+    return {"finding_id": finding_id, "status": "reviewed", "reviewer": reviewer.id, "audit_seq": record.seq}

@@ -1,0 +1,200 @@
+"""Audit endpoints and timers: query, summary, verify, findings review, hourly digest, suspicious scan."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+import azure.functions as func
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from shared.bootstrap import get_container
+from shared.domain.audit import Action, AuditQuery
+from shared.domain.identity import Role
+from shared.entrypoints.auth import actor_of, authorize
+from shared.entrypoints.http import (
+    BadRequest,
+    correlation_id,
+    json_response,
+    parse_body,
+    parse_params,
+    respond,
+)
+from shared.services import audit as service
+from shared.services.suspicious import scan
+
+logger = logging.getLogger(__name__)
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
+
+SECRET_NAME = r"^[0-9A-Za-z-]{1,127}$"
+FINDING_ID = r"^[0-9a-f]{32}$"
+
+
+def _moment(value: Any) -> Any:
+    """ISO 8601 with a zone, or a bare date (midnight UTC)."""
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+        except ValueError:
+            return value
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_moment)]
+
+
+class QueryParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    secret_name: str | None = Field(None, pattern=SECRET_NAME)
+    action: Action | None = None
+    actor: str | None = Field(None, min_length=1, max_length=256)
+    since: Moment | None = None
+    until: Moment | None = None
+    limit: int = Field(50, ge=1, le=service.MAX_PAGE)
+    continuation: str | None = Field(None, max_length=512)
+
+
+class SummaryParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    secret_name: str | None = Field(None, pattern=SECRET_NAME)
+    days: int = Field(30, ge=1, le=365)
+
+
+class VerifyParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    secret_name: str | None = Field(None, pattern=SECRET_NAME)
+
+
+class ReviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str | None = Field(None, max_length=500)
+
+
+def _aware(name: str, moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        raise BadRequest(name, "must include a time zone, e.g. 2026-11-29T08:00:00Z")
+    return moment
+
+
+@bp.function_name("audit_query")
+@bp.route(route="audit", methods=["GET"])
+def audit_query(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        params = parse_params(QueryParams, req.params)
+        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=params.secret_name)
+        since, until = _aware("since", params.since), _aware("until", params.until)
+        if since and until and since >= until:
+            raise BadRequest("until", "must be after since")
+        try:
+            before = service.decode_cursor(params.continuation) if params.continuation else None
+        except service.InvalidCursor as err:
+            raise BadRequest("continuation", str(err)) from None
+        query = AuditQuery(
+            vault=container.settings.key_vault.name,
+            secret_name=params.secret_name,
+            action=params.action,
+            actor=params.actor,
+            since=since,
+            until=until,
+            limit=params.limit,
+            before=before,
+        )
+        return json_response(service.query_audit(container.audit_log, query).to_dict())
+
+    return respond(handle)
+
+
+@bp.function_name("audit_summary")
+@bp.route(route="audit/summary", methods=["GET"])
+def audit_summary(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        params = parse_params(SummaryParams, req.params)
+        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=params.secret_name)
+        summary = service.summarize_audit(
+            container.audit_log,
+            container.clock,
+            vault=container.settings.key_vault.name,
+            secret_name=params.secret_name,
+            days=params.days,
+        )
+        return json_response(summary)
+
+    return respond(handle)
+
+
+@bp.function_name("audit_verify")
+@bp.route(route="audit/verify", methods=["GET"])
+def audit_verify(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        params = parse_params(VerifyParams, req.params)
+        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=params.secret_name)
+        report = service.verify_audit(
+            container.audit_log,
+            container.key_ring,
+            container.clock,
+            vault=container.settings.key_vault.name,
+            secret_name=params.secret_name,
+        )
+        return json_response(report.to_dict())
+
+    return respond(handle)
+
+
+@bp.function_name("audit_review_finding")
+@bp.route(route="audit/findings/{finding_id}/review", methods=["POST"])
+def audit_review_finding(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        finding_id = req.route_params.get("finding_id", "")
+        principal = authorize(req, Role.AUDIT_READ, container, correlation_id=cid)
+        if not re.fullmatch(FINDING_ID, finding_id):
+            raise BadRequest("finding_id", "must be 32 lowercase hex characters")
+        body = parse_body(ReviewBody, req)
+        result = service.review_finding(
+            container.findings,
+            container.audit_trail,
+            finding_id,
+            reviewer=actor_of(req, principal),
+            note=body.note,
+            correlation_id=cid,
+        )
+        return json_response(result)
+
+    return respond(handle)
+
+
+@bp.function_name("audit_digest")
+@bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
+def audit_digest(timer: func.TimerRequest) -> None:
+    container = get_container()
+    service.write_digest(container.audit_log, container.key_ring, container.clock)
+
+
+@bp.function_name("suspicious_activity_scan")
+@bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
+def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
+    container = get_container()
+    report = scan(
+        container.audit_log,
+        container.audit_trail,
+        container.findings,
+        container.publisher,
+        container.clock,
+        container.settings.scan_rules,
+        correlation_id=correlation_id(context),
+    )
+    logger.info(
+        "suspicious-activity scan: %d record(s), %d new finding(s), %d already reported, %d notified",
+        report.scanned,
+        len(report.findings),
+        report.already_reported,
+        report.notified,
+    )
+    if not report.ok:
+        # Fail the invocation so the platform shows it; every finding not reported is retried next run.
+        raise RuntimeError("suspicious-activity scan incomplete: " + "; ".join(report.failures))

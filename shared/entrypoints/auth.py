@@ -1,0 +1,128 @@
+"""Caller identity for HTTP functions: who is calling, may they, and the ACCESS_DENIED trail.
+
+X-MS-CLIENT-PRINCIPAL is trusted only when the platform vouches for it (App Service Authentication on:
+WEBSITE_AUTH_ENABLED=True), or locally with ALLOW_UNVERIFIED_PRINCIPAL=true outside Azure. A request
+carrying it without that, or lacking it on a protected endpoint, is refused with 401 — a forged header never
+works. A principal without the endpoint's role gets 403. Every 401/403 becomes an ACCESS_DENIED record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import azure.functions as func
+
+from shared.bootstrap import Container
+from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.identity import Principal, PrincipalError, Role, parse_principal
+
+logger = logging.getLogger(__name__)
+
+PRINCIPAL_HEADER = "x-ms-client-principal"
+ANONYMOUS = "anonymous"
+
+
+class AccessDenied(Exception):
+    """The request is refused: ``status`` is 401 or 403."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+def client_ip(req: func.HttpRequest) -> str | None:
+    """The address the platform's front end saw: the last X-Forwarded-For hop (it appends; anything before
+    it came from the client). Port stripped; None when absent or not an IP address."""
+    forwarded = req.headers.get("x-forwarded-for") or ""
+    hop = forwarded.split(",")[-1].strip()
+    if not hop:
+        return None
+    if hop.startswith("["):  # [v6]:port
+        hop = hop[1 : hop.find("]")] if "]" in hop else hop
+    elif hop.count(":") == 1:  # v4:port
+        hop = hop.split(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
+
+
+def actor_of(req: func.HttpRequest, principal: Principal | None) -> Actor:
+    user_agent = (req.headers.get("user-agent") or "")[:256] or None
+    if principal is None:
+        return Actor(id=ANONYMOUS, type=ActorType.USER, ip=client_ip(req), user_agent=user_agent)
+    kind = ActorType.APP if principal.is_app else ActorType.USER
+    return Actor(id=principal.id, type=kind, ip=client_ip(req), user_agent=user_agent)
+
+
+def authorize(
+    req: func.HttpRequest,
+    role: Role,
+    container: Container,
+    *,
+    correlation_id: str | None,
+    secret_name: str | None = None,
+) -> Principal:
+    """The verified caller holding ``role``. Raises AccessDenied (after auditing it) otherwise, and
+    ConfigurationError when the settings make HTTP unsafe."""
+    settings = container.settings
+    settings.check_http_safety()
+    header = req.headers.get(PRINCIPAL_HEADER)
+    trusted = settings.platform_auth_enabled or (
+        settings.allow_unverified_principal and not settings.running_in_azure
+    )
+    principal: Principal | None = None
+    denial: AccessDenied | None = None
+    if header and not trusted:
+        denial = AccessDenied(401, "Unauthorized", "the caller identity was not verified by the platform")
+    elif not header:
+        denial = AccessDenied(401, "Unauthorized", "authentication required")
+    else:
+        try:
+            principal = parse_principal(header)
+        except PrincipalError as err:
+            denial = AccessDenied(401, "Unauthorized", f"invalid caller identity: {err}")
+        else:
+            if not principal.has(role):
+                denial = AccessDenied(403, "Forbidden", f"the caller lacks the role {role.value}")
+    if denial is None:
+        assert principal is not None
+        return principal
+    _audit_denial(req, container, principal, role, denial, correlation_id, secret_name)
+    raise denial
+
+
+def _audit_denial(
+    req: func.HttpRequest,
+    container: Container,
+    principal: Principal | None,
+    role: Role,
+    denial: AccessDenied,
+    correlation_id: str | None,
+    secret_name: str | None,
+) -> None:
+    actor = actor_of(req, principal)
+    try:
+        container.audit_trail.record(
+            Action.ACCESS_DENIED,
+            secret_name=secret_name,
+            result=Result.DENIED,
+            actor=actor,
+            correlation_id=correlation_id,
+            details={
+                "status": denial.status,
+                "reason": denial.detail,
+                "required_role": role.value,
+                "method": req.method,
+                "route": req.url.split("?", 1)[0].split("/api/", 1)[-1][:200],
+            },
+        )
+    except DependencyUnavailable as err:
+        # The refusal stands either way; losing its record is logged loudly.
+        logger.error("ACCESS_DENIED for %s could not be audited: %s", actor.id, err.detail)
+    except Exception:
+        logger.exception("ACCESS_DENIED for %s could not be audited", actor.id)
