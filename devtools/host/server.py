@@ -1,0 +1,351 @@
+"""The HTTP side of the dev host: HTTP triggers, Core Tools' admin API and the Event Grid webhook.
+
+* ``/<routePrefix>/<route>`` runs HTTP trigger functions (404 unknown route, 405 wrong method, 500 when the
+  function raises).
+* ``POST /admin/functions/<name>`` with ``{"input": "..."}`` runs a non-HTTP function now → 202.
+* ``POST /runtime/webhooks/eventgrid?functionName=<name>`` is the Event Grid trigger's webhook.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import azure.functions as func
+
+from devtools.host.functions import EVENT_GRID, HTTP, QUEUE, TIMER, FunctionInfo, Invoker
+from devtools.host.routes import RouteTable
+from devtools.host.triggers import event_grid_events, queue_message, timer_request
+
+__all__ = ["DevHostServer", "Dispatch"]
+
+logger = logging.getLogger("devtools.host")
+
+MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size limit
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """What the server routes to: every runnable function by (case-insensitive) name, and the HTTP routes."""
+
+    functions: Mapping[str, FunctionInfo]
+    routes: RouteTable
+    route_prefix: str
+    invoker: Invoker
+
+    def function(self, name: str) -> FunctionInfo | None:
+        return self.functions.get(name.lower())
+
+
+class DevHostServer(ThreadingHTTPServer):
+    """A threading HTTP server (one thread per connection) bound to a loopback address."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, host: str, port: int, dispatch: Dispatch) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.dispatch = dispatch
+        super().__init__((host, port), _Handler)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.socket.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}"
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "devtools.host"
+    # Idle keep-alive connections are dropped after this many seconds.
+    timeout = 30
+    server: DevHostServer
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        elapsed = (time.perf_counter() - self._started) * 1000
+        logger.info("%s %s -> %s (%.0f ms)", self.command, self.path, code, elapsed)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.warning("%s", format % args)
+
+    def _handle(self) -> None:
+        self._started = time.perf_counter()
+        try:
+            body = self._read_body()
+            target = urlsplit(self.path)
+            path = target.path
+            lowered = path.lower()
+            if lowered.startswith("/admin/functions/"):
+                self._admin(unquote(path[len("/admin/functions/") :]).strip("/"), body)
+            elif lowered.rstrip("/") == "/admin/host/status":
+                self._send_json(200, {"state": "Running"})
+            elif lowered.rstrip("/") == "/runtime/webhooks/eventgrid":
+                self._event_grid(dict(parse_qsl(target.query)), body)
+            else:
+                self._http_trigger(path, target.query, body)
+        except _BadRequest as err:
+            self._send_text(err.status, str(err))
+
+    # -- HTTP triggers -----------------------------------------------------------------------------------
+
+    def _http_trigger(self, path: str, query: str, body: bytes) -> None:
+        dispatch = self.server.dispatch
+        relative = _strip_prefix(path, dispatch.route_prefix)
+        if relative is None:
+            raise _BadRequest(404, f"Not found: {path} (HTTP functions are under /{dispatch.route_prefix})")
+        resolved = dispatch.routes.resolve(relative, self.command)
+        if resolved is None:
+            raise _BadRequest(404, f"No HTTP function matches {self.command} {path}")
+        if isinstance(resolved, list):
+            self._send_text(405, f"Method {self.command} not allowed here", {"Allow": ", ".join(resolved)})
+            return
+        route, route_params = resolved
+        function = dispatch.functions[route.function_name.lower()]
+        request = func.HttpRequest(
+            method=self.command,
+            url=f"http://{self.headers.get('Host') or self.server.base_url.removeprefix('http://')}{self.path}",
+            headers=_joined(self.headers.items(), ", "),
+            params=_joined(parse_qsl(query, keep_blank_values=True), ","),
+            route_params=route_params,
+            body=body,
+        )
+        try:
+            result = dispatch.invoker.invoke(
+                function, request, "This function was programmatically called via the host APIs."
+            )
+        except Exception:
+            self._send_text(500, f"Exception while executing function: Functions.{function.name}")
+            return
+        self._send_function_result(function, result)
+
+    def _send_function_result(self, function: FunctionInfo, result: Any) -> None:
+        if result is None:
+            self._send(204, b"", [])
+            return
+        if isinstance(result, str):
+            result = func.HttpResponse(result)
+        if not isinstance(result, func.HttpResponse):
+            logger.error(
+                "Function '%s' returned %s; an HTTP function must return func.HttpResponse or str",
+                function.name,
+                type(result).__name__,
+            )
+            self._send_text(500, f"Function {function.name} returned an invalid response")
+            return
+        headers = [
+            (name, value)
+            for name, value in result.headers.items()
+            if name.lower() not in ("content-length", "transfer-encoding", "connection")
+        ]
+        if not any(name.lower() == "content-type" for name, _ in headers):
+            mimetype = result.mimetype
+            content_type = (
+                f"{mimetype}; charset={result.charset}" if mimetype.startswith("text/") else mimetype
+            )
+            headers.append(("Content-Type", content_type))
+        self._send(int(result.status_code), result.get_body() or b"", headers)
+
+    # -- admin API -----------------------------------------------------------------------------------------
+
+    def _admin(self, name: str, body: bytes) -> None:
+        if self.command != "POST":
+            self._send_text(405, 'Use POST /admin/functions/<name> with {"input": "..."}', {"Allow": "POST"})
+            return
+        function = self.server.dispatch.function(name)
+        if function is None:
+            raise _BadRequest(404, f"No function named {name!r} is loaded by the dev host")
+        document = _json(body) if body.strip() else {}
+        if not isinstance(document, dict):
+            raise _BadRequest(400, 'Expected a JSON object: {"input": "..."}')
+        raw_input = document.get("input", "")
+        if function.trigger_type == HTTP:
+            raise _BadRequest(400, f"{function.name} is an HTTP function: call it at its URL instead")
+        if function.trigger_type == TIMER:
+            value: Any = timer_request(past_due=False)
+        elif function.trigger_type == QUEUE:
+            text = raw_input if isinstance(raw_input, str) else json.dumps(raw_input)
+            value = queue_message(text.encode("utf-8"))
+        elif function.trigger_type == EVENT_GRID:
+            payload = _json(raw_input.encode("utf-8")) if isinstance(raw_input, str) else raw_input
+            try:
+                events = event_grid_events(payload)
+            except ValueError as err:
+                raise _BadRequest(400, f"input is not an Event Grid event: {err}") from err
+            if len(events) != 1:
+                raise _BadRequest(400, "input must be exactly one Event Grid event")
+            value = events[0]
+        else:  # pragma: no cover - index_functions keeps only the kinds above
+            raise _BadRequest(400, f"{function.trigger_type} functions cannot be run from the admin API")
+        invoker = self.server.dispatch.invoker
+
+        # Core Tools answers 202 at once and runs the function in the background.
+        threading.Thread(
+            target=invoker.invoke_logged,
+            args=(function, value, "This function was programmatically called via the host APIs."),
+            name=f"admin-{function.name}",
+            daemon=True,
+        ).start()
+        self._send(202, b"", [])
+
+    # -- Event Grid webhook ----------------------------------------------------------------------------------
+
+    def _event_grid(self, query: dict[str, str], body: bytes) -> None:
+        if self.command == "OPTIONS":
+            # CloudEvents webhook validation handshake.
+            origin = self.headers.get("WebHook-Request-Origin", "*")
+            self._send(200, b"", [("WebHook-Allowed-Origin", origin), ("WebHook-Allowed-Rate", "*")])
+            return
+        if self.command != "POST":
+            self._send_text(405, "The Event Grid webhook accepts POST", {"Allow": "POST, OPTIONS"})
+            return
+        name = query.get("functionName", "")
+        if not name:
+            raise _BadRequest(400, "Missing query parameter functionName")
+        function = self.server.dispatch.function(name)
+        if function is None or function.trigger_type != EVENT_GRID:
+            raise _BadRequest(404, f"No Event Grid trigger function named {name!r}")
+        kind = (self.headers.get("aeg-event-type") or "").strip().lower()
+        if kind == "subscriptionvalidation":
+            self._validate_subscription(function, body)
+        elif kind == "notification":
+            self._notify(function, body)
+        elif kind == "unsubscribe":
+            self._send(202, b"", [])
+        else:
+            raise _BadRequest(
+                400,
+                "Missing or unknown aeg-event-type header (expected Notification or SubscriptionValidation)",
+            )
+
+    def _validate_subscription(self, function: FunctionInfo, body: bytes) -> None:
+        payload = _json(body)
+        first = payload[0] if isinstance(payload, list) and payload else payload
+        data = first.get("data") if isinstance(first, dict) else None
+        code = data.get("validationCode") if isinstance(data, dict) else None
+        if not isinstance(code, str):
+            raise _BadRequest(400, "SubscriptionValidation event lacks data.validationCode")
+        logger.info("Performed the Event Grid subscription validation handshake for '%s'", function.name)
+        self._send_json(200, {"validationResponse": code})
+
+    def _notify(self, function: FunctionInfo, body: bytes) -> None:
+        try:
+            events = event_grid_events(_json(body))
+        except ValueError as err:
+            raise _BadRequest(400, f"Bad Event Grid payload: {err}") from err
+        failed = 0
+        for event in events:
+            try:
+                self.server.dispatch.invoker.invoke(
+                    function, event, f"EventGrid trigger fired for event {event.id}"
+                )
+            except Exception:
+                failed += 1
+        if failed:
+            self._send_text(500, f"{failed} of {len(events)} event(s) failed in Functions.{function.name}")
+        else:
+            self._send(202, b"", [])
+
+    # -- plumbing -----------------------------------------------------------------------------------------
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        length_text = self.headers.get("Content-Length")
+        if not length_text:
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError as err:
+            raise _BadRequest(400, "Invalid Content-Length") from err
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            raise _BadRequest(413, "Request body too large")
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError as err:
+                self.close_connection = True
+                raise _BadRequest(400, "Invalid chunked body") from err
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
+                self.close_connection = True
+                raise _BadRequest(413, "Request body too large")
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _send_text(self, status: int, text: str, headers: Mapping[str, str] | None = None) -> None:
+        extra = list((headers or {}).items())
+        self._send(status, text.encode("utf-8"), [("Content-Type", "text/plain; charset=utf-8"), *extra])
+
+    def _send_json(self, status: int, document: Any) -> None:
+        self._send(status, json.dumps(document).encode("utf-8"), [("Content-Type", "application/json")])
+
+    def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+        try:
+            phrase = http.HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        self.send_response(status, phrase)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD" and body:
+            self.wfile.write(body)
+
+
+def _strip_prefix(path: str, prefix: str) -> str | None:
+    """The path below the route prefix (no leading slash), or None when outside it."""
+    relative = path.lstrip("/")
+    if not prefix:
+        return relative.rstrip("/")
+    if relative.lower() == prefix.lower():
+        return ""
+    if relative.lower().startswith(prefix.lower() + "/"):
+        return relative[len(prefix) + 1 :].rstrip("/")
+    return None
+
+
+def _joined(pairs: Any, separator: str) -> dict[str, str]:
+    joined: dict[str, str] = {}
+    for name, value in pairs:
+        joined[name] = f"{joined[name]}{separator}{value}" if name in joined else value
+    return joined
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError as err:
+        raise _BadRequest(400, f"Body is not valid JSON: {err}") from err

@@ -1,0 +1,502 @@
+"""The dev host (devtools.host) serving a sample app over real HTTP, with real timers and real Azurite queues.
+
+Each host is a child process started with ``HostProcess.start``; the sample app (devhost_sample/sample_app.py)
+records what its non-HTTP functions saw as JSON lines in a per-host marker directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from devtools.azurite import AzuriteProcess
+from devtools.host import HostProcess
+from devtools.host.process import REPO_ROOT
+from devtools.host.triggers import QUEUE_API_VERSION
+
+SAMPLE_DIR = Path(__file__).parent / "devhost_sample"
+SAMPLE_APP = "sample_app:app"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def call(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return Reply(response.status, response.headers, response.read())
+    except urllib.error.HTTPError as err:
+        return Reply(err.code, err.headers, err.read())
+
+
+def records(markers: Path, function: str) -> list[dict[str, Any]]:
+    path = markers / f"{function}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def sample_env(markers: Path, **extra: str) -> dict[str, str]:
+    markers.mkdir(parents=True, exist_ok=True)
+    return {
+        "DEVHOST_MARKER_DIR": str(markers),
+        "DEVHOST_YEARLY_SCHEDULE": "0 0 0 1 1 *",
+        "DEVHOST_QUEUE": "devhost-unused",
+        "DEVHOST_FAILING_QUEUE": "devhost-unused-failing",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def markers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("devhost-markers")
+
+
+@pytest.fixture(scope="module")
+def host(markers: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
+    """A host without storage: HTTP, timers, admin API, Event Grid. Queue pollers cannot start here."""
+    settings = tmp_path_factory.mktemp("devhost-settings") / "local.settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "IsEncrypted": False,
+                "Values": {
+                    "FUNCTIONS_WORKER_RUNTIME": "python",
+                    "DEVHOST_GREETING": "from local.settings.json",
+                    # Already set in the environment: the environment must win, as in Core Tools.
+                    "DEVHOST_MARKER_DIR": "/nonexistent/must-not-be-used",
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    with HostProcess.start(
+        app=SAMPLE_APP, cwd=SAMPLE_DIR, env=sample_env(markers), settings=settings
+    ) as proc:
+        yield proc
+
+
+# -- HTTP triggers ---------------------------------------------------------------------------------
+
+
+def test_route_parameters_query_headers_and_body_reach_the_function(host: HostProcess) -> None:
+    reply = call(
+        "POST",
+        f"{host.url}/api/greet/ada/3/docs/a%20b/c?x=1&x=2&flag",
+        body=b"payload",
+        headers={"X-Sample": "hello"},
+    )
+
+    assert reply.status == 200
+    assert reply.headers["Content-Type"] == "application/json"
+    assert reply.headers["X-Handled-By"] == "greet"
+    seen = reply.json()
+    assert seen["method"] == "POST"
+    assert seen["url"] == f"{host.url}/api/greet/ada/3/docs/a%20b/c?x=1&x=2&flag"
+    assert seen["route_params"] == {"name": "ada", "count": "3", "rest": "docs/a b/c"}
+    assert seen["params"] == {"x": "1,2", "flag": ""}
+    assert seen["header"] == "hello"
+    assert seen["body"] == "payload"
+
+
+def test_typed_parameter_that_does_not_match_is_404(host: HostProcess) -> None:
+    assert call("GET", f"{host.url}/api/greet/ada/three/docs").status == 404
+    assert call("GET", f"{host.url}/api/items/abc").status == 404
+
+
+def test_catch_all_may_be_empty(host: HostProcess) -> None:
+    reply = call("GET", f"{host.url}/api/greet/ada/3")
+
+    assert reply.status == 200
+    assert reply.json()["route_params"] == {"name": "ada", "count": "3"}
+
+
+def test_methods_from_the_binding_are_enforced(host: HostProcess) -> None:
+    allowed = call("GET", f"{host.url}/api/items/42")
+    wrong = call("DELETE", f"{host.url}/api/items/42")
+
+    assert (allowed.status, allowed.body) == (200, b"item 42")
+    assert allowed.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert wrong.status == 405
+    assert wrong.headers["Allow"] == "GET"
+
+
+def test_function_auth_level_is_not_enforced_and_literal_route_wins(host: HostProcess) -> None:
+    reply = call("POST", f"{host.url}/api/items/new", body=b"\x00\x01binary")
+
+    assert reply.status == 201
+    assert reply.body == b"\x00\x01binary"
+    assert reply.headers["Content-Type"] == "application/octet-stream"
+
+
+def test_async_function_gets_a_context_with_a_fresh_invocation_id(host: HostProcess) -> None:
+    first = call("POST", f"{host.url}/api/echo", body=b'{"n": 1}').json()
+    second = call("POST", f"{host.url}/api/echo", body=b'{"n": 2}').json()
+
+    assert first["body"] == {"n": 1}
+    assert first["function_name"] == "echo"
+    assert uuid.UUID(first["invocation_id"])
+    assert first["invocation_id"] != second["invocation_id"]
+
+
+def test_unhandled_exception_is_500_with_the_traceback_logged(host: HostProcess) -> None:
+    reply = call("GET", f"{host.url}/api/boom")
+
+    assert reply.status == 500
+    assert b"Functions.boom" in reply.body
+    assert b"Traceback" not in reply.body
+    assert host.wait_for_output("RuntimeError: the sample function failed on purpose")
+    assert "Traceback (most recent call last)" in host.output()
+
+
+def test_default_route_is_the_function_name_case_insensitively(host: HostProcess) -> None:
+    reply = call("GET", f"{host.url}/api/defaultroute")
+
+    assert (reply.status, reply.body) == (200, b"default route")
+
+
+def test_unknown_paths_are_404(host: HostProcess) -> None:
+    assert call("GET", f"{host.url}/api/no-such-function").status == 404
+    assert call("GET", f"{host.url}/not-under-the-prefix").status == 404
+
+
+def test_settings_file_values_are_loaded_but_the_environment_wins(host: HostProcess, markers: Path) -> None:
+    greeting = call("GET", f"{host.url}/api/greet/ada/1").json()["greeting"]
+
+    assert greeting == "from local.settings.json"
+    wait_for(lambda: records(markers, "tick"), 5, "the timer to write into the environment's marker dir")
+
+
+def test_startup_lists_functions_skips_unsupported_ones_and_warns_about_keys(host: HostProcess) -> None:
+    output = host.output()
+
+    assert f"greet: [ALL] {host.url}/api/greet/{{name}}/{{count:int}}/{{*rest}}" in output
+    assert f"get_item: [GET] {host.url}/api/items/{{id:int}}" in output
+    assert "tick: timerTrigger (*/2 * * * * *)" in output
+    assert "record_message: queueTrigger (queue devhost-unused on DEVHOST_STORAGE)" in output
+    assert (
+        f"on_event: eventGridTrigger (POST {host.url}/runtime/webhooks/eventgrid?functionName=on_event)"
+        in output
+    )
+    assert "unsupported_blob: blobTrigger is not supported by the dev host" in output
+    assert "with_output: bindings other than the trigger (queue 'out') are not supported" in output
+    assert "auth_level FUNCTION/ADMIN is not enforced locally" in output
+    assert "Queue function 'record_message' will not be polled" in output
+    assert call("GET", f"{host.url}/api/with-output").status == 404
+
+
+# -- timers ----------------------------------------------------------------------------------------
+
+
+def test_timer_runs_on_startup_and_then_on_its_schedule(host: HostProcess, markers: Path) -> None:
+    ticks = wait_for(
+        lambda: len(records(markers, "tick")) >= 3 and records(markers, "tick"), 8, "three ticks"
+    )
+
+    assert all(tick["past_due"] is False for tick in ticks)
+    output = host.output()
+    assert "Executing 'Functions.tick' (Reason='Timer fired on host startup (run_on_startup)'" in output
+    assert "Executing 'Functions.tick' (Reason='Timer fired at " in output
+
+
+# -- admin API -------------------------------------------------------------------------------------
+
+
+def test_admin_api_runs_a_timer_function_now(host: HostProcess, markers: Path) -> None:
+    reply = call("POST", f"{host.url}/admin/functions/yearly", body=b'{"input": ""}')
+
+    assert reply.status == 202
+    ran = wait_for(lambda: records(markers, "yearly"), 5, "the yearly timer to run")
+    assert ran == [{"past_due": False, "function_name": "yearly"}]
+
+
+def test_admin_api_runs_a_queue_function_with_the_input_as_body(host: HostProcess, markers: Path) -> None:
+    reply = call("POST", f"{host.url}/admin/functions/record_message", body=b'{"input": "hello from admin"}')
+
+    assert reply.status == 202
+    seen = wait_for(lambda: records(markers, "record_message"), 5, "the queue function to run")
+    assert seen[0]["body"] == "hello from admin"
+    assert seen[0]["dequeue_count"] == 1
+
+
+def test_admin_api_runs_an_event_grid_function_with_a_json_event(host: HostProcess, markers: Path) -> None:
+    event = {"id": "admin-ev", "subject": "from-admin", "eventType": "Custom.Test", "data": {"k": "v"}}
+
+    reply = call(
+        "POST", f"{host.url}/admin/functions/on_event", body=json.dumps({"input": json.dumps(event)}).encode()
+    )
+
+    assert reply.status == 202
+    seen = wait_for(
+        lambda: [r for r in records(markers, "on_event") if r["id"] == "admin-ev"], 5, "the admin-run event"
+    )
+    assert seen[0]["subject"] == "from-admin"
+    assert seen[0]["data"] == {"k": "v"}
+    assert seen[0]["event_time"] is None
+
+
+def test_admin_api_rejects_unknown_and_http_functions(host: HostProcess) -> None:
+    assert call("POST", f"{host.url}/admin/functions/no_such_function", body=b"{}").status == 404
+    assert call("POST", f"{host.url}/admin/functions/unsupported_blob", body=b"{}").status == 404
+    assert call("POST", f"{host.url}/admin/functions/greet", body=b"{}").status == 400
+    assert call("POST", f"{host.url}/admin/functions/yearly", body=b"not json").status == 400
+
+
+# -- Event Grid ------------------------------------------------------------------------------------
+
+EVENT_GRID_URL = "/runtime/webhooks/eventgrid?functionName=on_event"
+
+
+def _event(event_id: str, subject: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "topic": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv",
+        "subject": subject,
+        "eventType": "Microsoft.KeyVault.SecretNearExpiry",
+        "eventTime": "2024-05-01T12:00:00.1234567Z",
+        "data": {"ObjectName": subject, "VaultName": "kv"},
+        "dataVersion": "1",
+        "metadataVersion": "1",
+    }
+
+
+def test_event_grid_notification_calls_the_function_once_per_event(host: HostProcess, markers: Path) -> None:
+    events = [_event("ev-1", "db-password"), _event("ev-2", "api-key")]
+
+    reply = call(
+        "POST",
+        host.url + EVENT_GRID_URL,
+        body=json.dumps(events).encode(),
+        headers={"aeg-event-type": "Notification", "Content-Type": "application/json"},
+    )
+
+    assert reply.status == 202
+    seen = wait_for(
+        lambda: len(records(markers, "on_event")) >= 2 and records(markers, "on_event"), 5, "events"
+    )
+    mine = {record["id"]: record for record in seen if record["id"] in ("ev-1", "ev-2")}
+    assert mine["ev-1"]["subject"] == "db-password"
+    assert mine["ev-2"]["event_type"] == "Microsoft.KeyVault.SecretNearExpiry"
+    assert mine["ev-1"]["event_time"] == "2024-05-01T12:00:00.123456+00:00"
+    assert mine["ev-2"]["data"] == {"ObjectName": "api-key", "VaultName": "kv"}
+
+
+def test_event_grid_subscription_validation_answers_the_code(host: HostProcess, markers: Path) -> None:
+    validation = {
+        "id": "validation-1",
+        "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+        "subject": "",
+        "eventTime": "2024-05-01T12:00:00Z",
+        "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"},
+        "dataVersion": "1",
+    }
+
+    reply = call(
+        "POST",
+        host.url + EVENT_GRID_URL,
+        body=json.dumps([validation]).encode(),
+        headers={"aeg-event-type": "SubscriptionValidation"},
+    )
+
+    assert reply.status == 200
+    assert reply.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+    assert all(record["id"] != "validation-1" for record in records(markers, "on_event"))
+
+
+def test_event_grid_function_failure_is_500_so_event_grid_retries(host: HostProcess) -> None:
+    reply = call(
+        "POST",
+        host.url + EVENT_GRID_URL,
+        body=json.dumps([_event("ev-fail", "fail")]).encode(),
+        headers={"aeg-event-type": "Notification"},
+    )
+
+    assert reply.status == 500
+
+
+def test_event_grid_bad_requests_are_rejected_with_a_reason(host: HostProcess) -> None:
+    body = json.dumps([_event("ev-x", "x")]).encode()
+    notification = {"aeg-event-type": "Notification"}
+
+    missing_header = call("POST", host.url + EVENT_GRID_URL, body=body)
+    bad_json = call("POST", host.url + EVENT_GRID_URL, body=b"[{", headers=notification)
+    unknown = call(
+        "POST", f"{host.url}/runtime/webhooks/eventgrid?functionName=nope", body=body, headers=notification
+    )
+    no_name = call("POST", f"{host.url}/runtime/webhooks/eventgrid", body=body, headers=notification)
+
+    assert missing_header.status == 400
+    assert b"aeg-event-type" in missing_header.body
+    assert bad_json.status == 400
+    assert unknown.status == 404
+    assert no_name.status == 400
+
+
+# -- command line and process lifecycle ------------------------------------------------------------
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "devtools.host", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_help_says_it_is_a_development_tool_without_key_checks() -> None:
+    result = _run_cli("--help")
+
+    assert result.returncode == 0
+    assert "Development-only" in result.stdout
+    assert "not enforced" in result.stdout
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "192.168.1.10", "example.com"])  # noqa: S104
+def test_non_loopback_host_is_refused(address: str) -> None:
+    result = _run_cli("--host", address, "--port", "0")
+
+    assert result.returncode == 2
+    assert "refusing to bind" in result.stderr
+
+
+def test_bad_timer_schedule_stops_the_host_naming_the_function(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError) as failure:
+        HostProcess.start(app="bad_schedule_app:app", cwd=SAMPLE_DIR, env=sample_env(tmp_path), timeout=20)
+
+    message = str(failure.value)
+    assert "exited with code 1" in message
+    assert "five_field_schedule" in message
+    assert "has 5 fields, expected 6" in message
+
+
+def test_sigterm_stops_the_host_promptly(tmp_path: Path) -> None:
+    proc = HostProcess.start(app=SAMPLE_APP, cwd=SAMPLE_DIR, env=sample_env(tmp_path))
+    assert call("GET", f"{proc.url}/api/items/1").status == 200
+
+    started = time.monotonic()
+    code = proc.stop()
+
+    assert code == 0
+    assert time.monotonic() - started < 4
+    assert "Stopping the dev host" in proc.output()
+
+
+# -- queue triggers against Azurite ----------------------------------------------------------------
+
+
+@dataclass
+class StorageHost:
+    proc: HostProcess
+    markers: Path
+    connection_string: str
+    queue: str
+    failing_queue: str
+
+    def client(self, queue: str, *, encode: bool = True) -> QueueClient:
+        client = QueueClient.from_connection_string(
+            self.connection_string,
+            queue,
+            api_version=QUEUE_API_VERSION,
+            message_encode_policy=TextBase64EncodePolicy() if encode else None,
+        )
+        with suppress(ResourceExistsError):
+            client.create_queue()
+        return client
+
+
+@pytest.fixture(scope="module")
+def storage_host(azurite: AzuriteProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageHost]:
+    suffix = uuid.uuid4().hex[:8]
+    markers = tmp_path_factory.mktemp("devhost-storage-markers")
+    queue, failing = f"devhost-ok-{suffix}", f"devhost-fail-{suffix}"
+    env = sample_env(
+        markers,
+        DEVHOST_STORAGE=azurite.connection_string,
+        DEVHOST_QUEUE=queue,
+        DEVHOST_FAILING_QUEUE=failing,
+    )
+    with HostProcess.start(app=SAMPLE_APP, cwd=SAMPLE_DIR, env=env) as proc:
+        yield StorageHost(proc, markers, azurite.connection_string, queue, failing)
+
+
+def _message_count(client: QueueClient) -> int:
+    return int(client.get_queue_properties().approximate_message_count or 0)
+
+
+def test_base64_queue_message_is_processed_and_deleted(storage_host: StorageHost) -> None:
+    client = storage_host.client(storage_host.queue)
+
+    client.send_message("rotate db-password")
+
+    seen = wait_for(lambda: records(storage_host.markers, "record_message"), 10, "the queue function to run")
+    assert seen[0]["body"] == "rotate db-password"
+    assert seen[0]["dequeue_count"] == 1
+    wait_for(lambda: _message_count(client) == 0, 5, "the processed message to be deleted")
+    assert "Request URL" not in storage_host.proc.output(), (
+        "the pollers' HTTP requests must not flood the log"
+    )
+
+
+def test_failing_message_moves_to_poison_after_five_dequeues(storage_host: StorageHost) -> None:
+    client = storage_host.client(storage_host.failing_queue)
+    poison = storage_host.client(f"{storage_host.failing_queue}-poison", encode=False)
+
+    client.send_message("cannot be processed")
+
+    moved = wait_for(lambda: poison.peek_messages(max_messages=5), 20, "the message in the poison queue")
+    assert base64.b64decode(moved[0].content) == b"cannot be processed"
+    attempts = records(storage_host.markers, "always_fails")
+    assert [attempt["dequeue_count"] for attempt in attempts] == [1, 2, 3, 4, 5]
+    assert all(attempt["body"] == "cannot be processed" for attempt in attempts)
+    wait_for(lambda: _message_count(client) == 0, 5, "the original message to be deleted")
+
+
+def test_message_that_is_not_base64_fails_and_ends_in_poison(storage_host: StorageHost) -> None:
+    raw = storage_host.client(storage_host.queue, encode=False)
+    poison = storage_host.client(f"{storage_host.queue}-poison", encode=False)
+
+    raw.send_message("not base64 at all!")
+
+    moved = wait_for(lambda: poison.peek_messages(max_messages=5), 20, "the undecodable message in poison")
+    assert moved[0].content == "not base64 at all!"
+    assert all(
+        seen["body"] != "not base64 at all!" for seen in records(storage_host.markers, "record_message")
+    )
+    assert storage_host.proc.wait_for_output("is not valid base64")
