@@ -1,0 +1,170 @@
+"""Audit services over in-memory fakes: fail closed, verify, query paging, summary, review, digest."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, BreakKind, Result
+from shared.domain.errors import Conflict, NotFound
+from shared.services.audit import (
+    AuditTrail,
+    AuditUnavailable,
+    InvalidCursor,
+    decode_cursor,
+    query_audit,
+    review_finding,
+    summarize_audit,
+    verify_audit,
+    write_digest,
+)
+from tests.fakes import FakeKeyRing, FixedClock, InMemoryAuditLog, InMemoryFindings
+
+VAULT = "fleet"
+OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock()
+
+
+@pytest.fixture
+def log() -> InMemoryAuditLog:
+    return InMemoryAuditLog()
+
+
+@pytest.fixture
+def trail(log: InMemoryAuditLog, clock: FixedClock) -> AuditTrail:
+    return AuditTrail(log, clock, VAULT)
+
+
+def test_record_chains_per_secret(trail: AuditTrail, log: InMemoryAuditLog) -> None:
+    a1 = trail.record(Action.ROTATION_STARTED, secret_name="db-password")
+    b1 = trail.record(Action.ROTATED, secret_name="api-key", version="v2")
+    a2 = trail.record(Action.ROTATED, secret_name="db-password", version="v9")
+    assert (a1.seq, a2.seq, b1.seq) == (1, 2, 1)
+    assert a2.prev_mac == a1.mac
+    assert set(log.records) == {"fleet:db-password", "fleet:api-key"}
+
+
+def test_record_fails_closed(trail: AuditTrail, log: InMemoryAuditLog) -> None:
+    log.available = False
+    with pytest.raises(AuditUnavailable):
+        trail.record(Action.ROTATED, secret_name="db-password")
+    assert log.records == {}
+
+
+def test_verify_clean_then_tampered(trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock) -> None:
+    for i in range(4):
+        trail.record(Action.ROTATED, secret_name="db-password", version=f"v{i}")
+    write_digest(log, log.keys, clock)
+    report = verify_audit(log, log.keys, clock, vault=VAULT)
+    assert report.ok, report.breaks
+    assert (report.chains, report.records, report.digests) == (1, 4, 1)
+
+    del log.records["fleet:db-password"][3]  # newest record gone, fake head follows the records
+    report = verify_audit(log, log.keys, clock, vault=VAULT)
+    assert [(b.kind, b.seq) for b in report.breaks] == [(BreakKind.TRUNCATED, 4)]
+    assert report.to_dict()["status"] == "broken"
+
+
+def test_verify_reports_a_stale_digest(trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock) -> None:
+    trail.record(Action.ROTATED, secret_name="db-password")
+    clock.advance(timedelta(hours=3))
+    assert [b.kind for b in verify_audit(log, log.keys, clock, vault=VAULT).breaks] == [
+        BreakKind.STALE_DIGEST
+    ]
+    write_digest(log, log.keys, clock)
+    assert verify_audit(log, log.keys, clock, vault=VAULT).ok
+
+
+def test_verify_one_secret_ignores_other_chains(
+    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
+) -> None:
+    trail.record(Action.ROTATED, secret_name="db-password")
+    trail.record(Action.ROTATED, secret_name="api-key")
+    write_digest(log, log.keys, clock)
+    log.records["fleet:api-key"].clear()
+    assert verify_audit(log, log.keys, clock, vault=VAULT, secret_name="db-password").ok
+    assert not verify_audit(log, log.keys, clock, vault=VAULT, secret_name="api-key").ok
+
+
+def test_query_is_newest_first_and_pages(trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock) -> None:
+    for i in range(7):
+        clock.advance(timedelta(minutes=1))
+        trail.record(
+            Action.ROTATED if i % 2 else Action.ACCESS_DENIED, secret_name="db-password", version=f"v{i}"
+        )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = query_audit(
+            log, AuditQuery(vault=VAULT, limit=3, before=decode_cursor(cursor) if cursor else None)
+        )
+        seen += [item["version"] for item in page.items]
+        cursor = page.continuation
+        if cursor is None:
+            break
+    assert seen == [f"v{i}" for i in reversed(range(7))]
+    only = query_audit(log, AuditQuery(vault=VAULT, action=Action.ROTATED, limit=50))
+    assert [i["version"] for i in only.items] == ["v5", "v3", "v1"]
+    assert only.items[0]["details"] == {}
+    assert only.continuation is None
+
+
+def test_cursor_tokens_are_validated() -> None:
+    for bad in ("%%%", "bm90IGpzb24", "WzEsMl0"):
+        with pytest.raises(InvalidCursor):
+            decode_cursor(bad)
+
+
+def test_summary_counts_and_last_rotation(
+    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
+) -> None:
+    trail.record(Action.ROTATED, secret_name="db-password", version="old")
+    clock.advance(timedelta(days=40))
+    trail.record(Action.ROTATED, secret_name="db-password", version="v1")
+    trail.record(Action.ROTATION_FAILED, secret_name="db-password", result=Result.FAILURE, error="HTTP 503")
+    clock.advance(timedelta(minutes=5))
+    trail.record(Action.ROTATED, secret_name="db-password", version="v2")
+    summary = summarize_audit(log, clock, vault=VAULT, secret_name="db-password", days=30)
+    assert summary["total"] == 3
+    assert summary["by_action"] == {"ROTATED": {"success": 2}, "ROTATION_FAILED": {"failure": 1}}
+    assert summary["last_rotation"]["version"] == "v2"
+    assert summary["failures"]["count"] == 1
+    assert summary["failures"]["latest"][0]["error"] == "HTTP 503"
+
+
+def test_review_audits_first_and_changes_nothing_when_audit_is_down(
+    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
+) -> None:
+    findings = InMemoryFindings()
+    findings.claim("a" * 32, "break_glass", clock.now(), {})
+    log.available = False
+    with pytest.raises(AuditUnavailable):
+        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="ok", correlation_id="c1")
+    assert findings.rows["a" * 32]["status"] == "open"
+
+    log.available = True
+    result = review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="ok", correlation_id="c1")
+    assert result["status"] == "reviewed"
+    assert findings.rows["a" * 32]["reviewer"] == "op-7"
+    [event] = [e for e in log.events if e.action == Action.REVIEWED]
+    assert event.details["finding_id"] == "a" * 32
+    assert event.actor == OPERATOR
+    with pytest.raises(Conflict):
+        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note=None, correlation_id="c2")
+    with pytest.raises(NotFound):
+        review_finding(findings, trail, "b" * 32, reviewer=OPERATOR, note=None, correlation_id="c3")
+
+
+def test_digest_covers_every_chain_even_when_nothing_happened(
+    log: InMemoryAuditLog, clock: FixedClock
+) -> None:
+    first = write_digest(log, FakeKeyRing(), clock)
+    second = write_digest(log, FakeKeyRing(), clock)
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.prev_mac == first.mac
+    assert first.heads == {}
