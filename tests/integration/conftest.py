@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from devtools.azurite import AzuriteProcess
+from devtools.keyvault_emulator.process import EmulatorProcess
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -28,3 +29,27 @@ def azurite() -> Iterator[AzuriteProcess]:
         pytest.fail(f"Azurite could not start (run `make install`?): {err}", pytrace=False)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def kv_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    cert = tmp_path_factory.mktemp("kv") / "emulator.pem"
+    try:
+        proc = EmulatorProcess.start(cert)
+    except RuntimeError as err:
+        pytest.fail(f"the Key Vault emulator could not start: {err}", pytrace=False)
+    yield proc
+    proc.stop()
+
+
+def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: str) -> dict[str, str]:
+    """The settings the app needs to run against these peers (what local.settings.json holds)."""
+    return {
+        "KEY_VAULT_URL": emulator.url,
+        "KEY_VAULT_CA_BUNDLE": str(emulator.cert_file),
+        "SECRETS_STORAGE": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "ALLOW_UNVERIFIED_PRINCIPAL": "true",
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        **extra,
+    }

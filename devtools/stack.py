@@ -1,0 +1,273 @@
+"""`make run`: the whole service on this machine, on its embedded defaults, until Ctrl-C.
+
+Starts Azurite (Blob, Queue, Table) and the Key Vault emulator with state under ``.local/``, seeds a few
+demo secrets that carry rotation policies, then runs the app: under Azure Functions Core Tools
+(``func start``) when ``func`` is on PATH, else under the repo's dev host. Stops everything it started.
+
+Run ``python -m devtools.stack --help`` for the options; the defaults are the well-known local ports
+(Azurite 10000-10002, emulator 8443, app 7071) so ``UseDevelopmentStorage=true`` works as usual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+
+from devtools.azurite import AzuriteProcess
+from devtools.keyvault_emulator.process import EmulatorProcess
+from shared.domain.policy import RotationPolicy, SecretKind
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Demo secrets of a fleet-dispatch platform: (name, policy, content type, expires in days or None).
+DEMO_SECRETS: list[tuple[str, RotationPolicy, str, int | None]] = [
+    (
+        "dispatch-api-key",
+        RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api"),
+        "text/plain",
+        None,
+    ),
+    (
+        "dispatch-db-password",
+        RotationPolicy(SecretKind.DATABASE_PASSWORD, timedelta(days=60), timedelta(days=90), "dispatch-api"),
+        "text/plain",
+        90,
+    ),
+    (
+        "driver-app-jwt-signing-key",
+        RotationPolicy(SecretKind.JWT_SIGNING_KEY, timedelta(days=90), timedelta(days=120), "driver-app"),
+        "application/octet-stream",
+        12,  # near expiry on purpose: the expiry check has something to warn about
+    ),
+    (
+        "telemetry-encryption-key",
+        RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=180), None, "telemetry"),
+        "application/octet-stream",
+        None,
+    ),
+]
+UNMANAGED_DEMO_SECRET = "maps-provider-token"
+
+
+def _say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+def _port_free(host: str, port: int) -> bool:
+    if port == 0:
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
+    """Create the demo secrets that do not exist yet. Returns the names created. Values are random and
+    never printed: consumers read them from the vault, like in Azure."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.keyvault.secrets import SecretClient
+
+    from shared.adapters.key_vault import LocalTokenCredential
+
+    client = SecretClient(
+        vault_url, LocalTokenCredential(), verify_challenge_resource=False, connection_verify=str(ca_bundle)
+    )
+    created: list[str] = []
+    now = datetime.now(UTC)
+    demo = [(n, p.to_tags(), ct, exp) for n, p, ct, exp in DEMO_SECRETS]
+    demo.append((UNMANAGED_DEMO_SECRET, {"owner": "maps"}, "text/plain", None))
+    for name, tags, content_type, expires_days in demo:
+        try:
+            client.get_secret(name)
+            continue
+        except ResourceNotFoundError:
+            pass
+        client.set_secret(
+            name,
+            secrets.token_urlsafe(32),
+            tags=tags,
+            content_type=content_type,
+            expires_on=None if expires_days is None else now + timedelta(days=expires_days),
+        )
+        created.append(name)
+    return created
+
+
+def app_environment(azurite: AzuriteProcess, emulator: EmulatorProcess) -> dict[str, str]:
+    """The settings the app gets, from the peers' real ports (they override local.settings.json)."""
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "SECRETS_STORAGE": azurite.connection_string,
+        "KEY_VAULT_URL": emulator.url,
+        "KEY_VAULT_CA_BUNDLE": str(emulator.cert_file),
+        "ALLOW_UNVERIFIED_PRINCIPAL": "true",
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+    }
+
+
+def ensure_local_settings() -> None:
+    """Core Tools needs local.settings.json; create it from the sample the first time (it is git-ignored)."""
+    target = REPO_ROOT / "local.settings.json"
+    if not target.exists():
+        shutil.copyfile(REPO_ROOT / "local.settings.sample.json", target)
+        _say("created local.settings.json from local.settings.sample.json")
+
+
+def start_app(port: int, env: dict[str, str], use_func: bool) -> subprocess.Popen[str]:
+    child_env = {**os.environ, **env}
+    if use_func:
+        func_path = shutil.which("func")
+        assert func_path is not None
+        _say(f"starting the app under Azure Functions Core Tools ({func_path}) on port {port}")
+        args = [func_path, "start", "--port", str(port)]
+    else:
+        _say(f"Core Tools (func) not found: starting the app under the dev host on port {port}")
+        args = [sys.executable, "-m", "devtools.host", "--port", str(port)]
+    return subprocess.Popen(args, cwd=REPO_ROOT, env=child_env, text=True)
+
+
+def wait_for_health(url: str, proc: subprocess.Popen[str], timeout: float) -> int | None:
+    """Poll GET /api/health until it answers (any status) or the app exits. Returns the status."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - loopback URL we built
+                return int(response.status)
+        except urllib.error.HTTPError as err:
+            return err.code
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.stack",
+        description="Run the secret lifecycle service locally: Azurite + Key Vault emulator + the app "
+        "(func start when Core Tools is installed, else the dev host). Development only.",
+    )
+    parser.add_argument("--port", type=int, default=7071, help="app port (default 7071)")
+    parser.add_argument("--vault-port", type=int, default=8443, help="Key Vault emulator port (default 8443)")
+    parser.add_argument(
+        "--storage-ports",
+        default="10000,10001,10002",
+        help="Azurite blob,queue,table ports (default 10000,10001,10002)",
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=REPO_ROOT / ".local", help="peer state (default .local/)"
+    )
+    parser.add_argument(
+        "--dev-host", action="store_true", help="use the dev host even when func is installed"
+    )
+    parser.add_argument("--no-seed", action="store_true", help="do not create the demo secrets")
+    args = parser.parse_args(argv)
+
+    try:
+        blob, queue, table = (int(p) for p in args.storage_ports.split(","))
+    except ValueError:
+        parser.error("--storage-ports takes three comma-separated port numbers, e.g. 10000,10001,10002")
+    for what, port in (("app", args.port), ("Key Vault emulator", args.vault_port), ("Azurite blob", blob),
+                       ("Azurite queue", queue), ("Azurite table", table)):  # fmt: skip
+        if not _port_free("127.0.0.1", port):
+            _say(f"port {port} for the {what} is already in use: stop what runs there, or pick another port "
+                 "(python -m devtools.stack --help)")  # fmt: skip
+            return 2
+
+    if args.port == 0:
+        args.port = _free_port()
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    cleanups: list[Callable[[], None]] = []
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    app: subprocess.Popen[str] | None = None
+    try:
+        _say("starting Azurite (Blob, Queue, Table)")
+        azurite = AzuriteProcess.start(
+            state_dir / "azurite", blob_port=blob, queue_port=queue, table_port=table
+        )
+        cleanups.append(azurite.stop)
+        _say("starting the Key Vault emulator")
+        emulator = EmulatorProcess.start(
+            state_dir / "keyvault-emulator.pem",
+            port=args.vault_port,
+            state_file=state_dir / "keyvault-state.json",
+        )
+        cleanups.append(emulator.stop)
+        if not args.no_seed:
+            created = seed_demo_secrets(emulator.url, emulator.cert_file)
+            _say(f"demo secrets: {', '.join(created) if created else 'already present'}")
+        ensure_local_settings()
+        env = app_environment(azurite, emulator)
+        use_func = shutil.which("func") is not None and not args.dev_host
+        app = start_app(args.port, env, use_func)
+        base = f"http://127.0.0.1:{args.port}"
+        status = wait_for_health(f"{base}/api/health", app, timeout=120)
+        if status is None:
+            _say("the app did not start; see its output above")
+            return 1
+        print(
+            "\n"
+            f"  Service      {base}/api/health  (answered {status})\n"
+            f"  Key Vault    {emulator.url}  (emulator; CA: {emulator.cert_file})\n"
+            f"  Storage      Azurite blob {azurite.blob_port}, queue {azurite.queue_port}, "
+            f"table {azurite.table_port}\n"
+            f"  Try:         curl -s {base}/api/health\n"
+            f"  Settings:    {', '.join(sorted(env))} (from the peers above)\n"
+            "  Stop:        Ctrl-C\n",
+            flush=True,
+        )
+        while not stopping.is_set() and app.poll() is None:
+            stopping.wait(0.5)
+        if app.poll() is not None and not stopping.is_set():
+            _say(f"the app exited with code {app.returncode}")
+            return app.returncode or 1
+        return 0
+    except RuntimeError as err:
+        _say(str(err))
+        return 1
+    finally:
+        _say("stopping")
+        if app is not None and app.poll() is None:
+            app.send_signal(signal.SIGINT)
+            try:
+                app.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                app.kill()
+                app.wait()
+        for cleanup in reversed(cleanups):
+            cleanup()
+        _say("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
