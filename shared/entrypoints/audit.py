@@ -72,6 +72,12 @@ class ReviewBody(BaseModel):
     note: str | None = Field(None, max_length=500)
 
 
+def _secret_param(req: func.HttpRequest) -> str | None:
+    """The secret_name parameter when well-formed, so a refusal is audited in that secret's chain."""
+    raw = (req.params.get("secret_name") or "").strip()
+    return raw if re.fullmatch(SECRET_NAME, raw) else None
+
+
 def _aware(name: str, moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         raise BadRequest(name, "must include a time zone, e.g. 2026-11-29T08:00:00Z")
@@ -83,8 +89,8 @@ def _aware(name: str, moment: datetime | None) -> datetime | None:
 def audit_query(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         container, cid = get_container(), correlation_id(context)
+        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
         params = parse_params(QueryParams, req.params)
-        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=params.secret_name)
         since, until = _aware("since", params.since), _aware("until", params.until)
         if since and until and since >= until:
             raise BadRequest("until", "must be after since")
@@ -112,8 +118,8 @@ def audit_query(req: func.HttpRequest, context: func.Context) -> func.HttpRespon
 def audit_summary(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         container, cid = get_container(), correlation_id(context)
+        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
         params = parse_params(SummaryParams, req.params)
-        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=params.secret_name)
         summary = service.summarize_audit(
             container.audit_log,
             container.clock,
@@ -131,8 +137,8 @@ def audit_summary(req: func.HttpRequest, context: func.Context) -> func.HttpResp
 def audit_verify(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         container, cid = get_container(), correlation_id(context)
+        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
         params = parse_params(VerifyParams, req.params)
-        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=params.secret_name)
         report = service.verify_audit(
             container.audit_log,
             container.key_ring,

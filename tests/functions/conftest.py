@@ -12,6 +12,29 @@ from typing import Any
 import pytest
 
 from shared.bootstrap import Container, set_container
+from shared.config import Settings
+from shared.services.audit import AuditTrail
+from tests.fakes import FakeKeyRing, FixedClock, InMemoryAuditLog, InMemoryFindings, RecordingPublisher
+
+LOCAL_ENV = {
+    "KEY_VAULT_URL": "https://fleet.vault.azure.net",
+    "SECRETS_STORAGE": "UseDevelopmentStorage=true",
+    "ALLOW_UNVERIFIED_PRINCIPAL": "true",
+}
+
+
+class FakeContainer(Container):
+    """The real container with every port replaced by an in-memory fake (instance attributes shadow the
+    cached properties)."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(Settings(LOCAL_ENV if env is None else env))
+        self.clock = FixedClock()
+        self.key_ring = FakeKeyRing()
+        self.audit_log = InMemoryAuditLog(self.key_ring)  # type: ignore[assignment]
+        self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
+        self.findings = InMemoryFindings()
+        self.publisher = RecordingPublisher()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,239 @@
+"""The audit functions through app.get_functions(), with real HttpRequest/TimerRequest and fake ports."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions.timer import TimerRequest
+
+from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.identity import encode_principal
+from tests.functions.conftest import LOCAL_ENV, FakeContainer
+
+READER = encode_principal("oid-auditor", ["Secrets.Audit.Read"], name="ana")
+NO_ROLE = encode_principal("oid-nobody", [], name="bob")
+
+
+class Ctx:
+    invocation_id = "inv-123"
+    function_name = "test"
+
+
+def call(
+    functions: dict[str, Any],
+    name: str,
+    *,
+    method: str = "GET",
+    params: dict[str, str] | None = None,
+    principal: str | None = READER,
+    route_params: dict[str, str] | None = None,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], func.HttpResponse]:
+    all_headers = {"user-agent": "pytest", "x-forwarded-for": "198.51.100.7:5123", **(headers or {})}
+    if principal is not None:
+        all_headers["x-ms-client-principal"] = principal
+    request = func.HttpRequest(
+        method, "http://localhost/api/audit", headers=all_headers, params=params or {},
+        route_params=route_params or {}, body=body,
+    )  # fmt: skip
+    response: func.HttpResponse = functions[name].get_user_function()(request, Ctx())
+    return response.status_code, json.loads(response.get_body() or b"{}"), response
+
+
+@pytest.fixture
+def fake(use_container: Any) -> FakeContainer:
+    container: FakeContainer = use_container(FakeContainer())
+    return container
+
+
+def denied(fake: FakeContainer) -> list[Any]:
+    return [e for e in fake.audit_log.events if e.action == Action.ACCESS_DENIED]
+
+
+def test_query_needs_a_principal_and_audits_the_refusal(
+    functions: dict[str, Any], fake: FakeContainer
+) -> None:
+    status, _body, response = call(
+        functions, "audit_query", principal=None, params={"secret_name": "db-password"}
+    )
+    assert status == 401
+    assert response.mimetype == "application/problem+json"
+    assert response.headers.get("WWW-Authenticate") == "Bearer"
+    [event] = denied(fake)
+    assert event.result == Result.DENIED
+    assert event.actor.id == "anonymous"
+    assert event.actor.ip == "198.51.100.7"
+    assert event.secret_name == "db-password"
+    assert event.correlation_id == "inv-123"
+
+
+def test_forged_header_is_refused_without_platform_auth(
+    functions: dict[str, Any], use_container: Any
+) -> None:
+    fake = use_container(
+        FakeContainer({k: v for k, v in LOCAL_ENV.items() if k != "ALLOW_UNVERIFIED_PRINCIPAL"})
+    )
+    status, body, _ = call(functions, "audit_query")
+    assert status == 401
+    assert "not verified" in body["detail"]
+    assert len(denied(fake)) == 1
+
+
+def test_platform_vouched_header_is_trusted_in_azure(functions: dict[str, Any], use_container: Any) -> None:
+    env = {**LOCAL_ENV, "WEBSITE_AUTH_ENABLED": "True", "WEBSITE_INSTANCE_ID": "i-1"}
+    del env["ALLOW_UNVERIFIED_PRINCIPAL"]
+    use_container(FakeContainer(env))
+    assert call(functions, "audit_query")[0] == 200
+
+
+def test_local_switch_is_refused_in_azure(functions: dict[str, Any], use_container: Any) -> None:
+    use_container(FakeContainer({**LOCAL_ENV, "WEBSITE_INSTANCE_ID": "i-1"}))
+    status, body, _ = call(functions, "audit_query")
+    assert status == 503
+    assert "ALLOW_UNVERIFIED_PRINCIPAL" in body["detail"]
+
+
+def test_missing_role_is_403_and_audited(functions: dict[str, Any], fake: FakeContainer) -> None:
+    status, body, _ = call(functions, "audit_verify", principal=NO_ROLE)
+    assert status == 403
+    assert "Secrets.Audit.Read" in body["detail"]
+    [event] = denied(fake)
+    assert event.actor.id == "oid-nobody"
+    assert event.details["required_role"] == "Secrets.Audit.Read"
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-11-29T08:00:00"}, "since"),  # no time zone
+        ({"until": "2026-13-01"}, "until"),
+        ({"since": "2026-11-29", "until": "2026-11-28"}, "until"),
+        ({"action": "ROTATE_EVERYTHING"}, "action"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "501"}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"secret_name": "bad name!"}, "secret_name"),
+        ({"continuation": "%%%"}, "continuation"),
+        ({"sort": "asc"}, "sort"),
+    ],
+)
+def test_bad_filters_are_400_naming_the_parameter(
+    functions: dict[str, Any], fake: FakeContainer, params: dict[str, str], parameter: str
+) -> None:
+    status, body, response = call(functions, "audit_query", params=params)
+    assert status == 400, body
+    assert body["parameter"] == parameter
+    assert response.mimetype == "application/problem+json"
+
+
+def test_query_summary_verify(functions: dict[str, Any], fake: FakeContainer) -> None:
+    trail = fake.audit_trail
+    trail.record(Action.ROTATED, secret_name="db-password", version="v1", details={"step": "promote"})
+    fake.clock.advance(timedelta(minutes=1))
+    trail.record(Action.ROTATION_FAILED, secret_name="api-key", result=Result.FAILURE, error="HTTP 503")
+
+    status, body, _ = call(functions, "audit_query", params={"limit": "1"})
+    assert status == 200
+    assert [i["action"] for i in body["items"]] == ["ROTATION_FAILED"]
+    status, body, _ = call(
+        functions, "audit_query", params={"limit": "1", "continuation": body["continuation"]}
+    )
+    assert [i["action"] for i in body["items"]] == ["ROTATED"]
+    assert body["items"][0]["details"] == {"step": "promote"}
+    assert body["continuation"] is None
+
+    status, body, _ = call(functions, "audit_summary", params={"secret_name": "api-key", "days": "7"})
+    assert status == 200
+    assert body["by_action"] == {"ROTATION_FAILED": {"failure": 1}}
+    assert call(functions, "audit_summary", params={"days": "0"})[1]["parameter"] == "days"
+
+    status, body, _ = call(functions, "audit_verify")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["records"] == 2
+    fake.audit_log.records["fleet:api-key"].clear()
+    functions["audit_digest"].get_user_function()(TimerRequest())  # digest of what is left
+    fake.audit_log.records["fleet:db-password"].clear()
+    status, body, _ = call(functions, "audit_verify")
+    assert body["status"] == "broken"
+    assert [(b["chain"], b["kind"]) for b in body["breaks"]] == [("fleet:db-password", "truncated")]
+
+
+def test_review_fails_closed_when_the_audit_store_is_down(
+    functions: dict[str, Any], fake: FakeContainer
+) -> None:
+    finding = "f" * 32
+    fake.findings.claim(finding, "break_glass", fake.clock.now(), {})
+    fake.audit_log.available = False
+    status, body, _ = call(
+        functions,
+        "audit_review_finding",
+        method="POST",
+        route_params={"finding_id": finding},
+        body=b'{"note":"ok"}',
+    )
+    assert status == 503
+    assert "nothing was changed" in body["detail"]
+    assert fake.findings.rows[finding]["status"] == "open"
+
+    fake.audit_log.available = True
+    status, body, _ = call(
+        functions,
+        "audit_review_finding",
+        method="POST",
+        route_params={"finding_id": finding},
+        body=b'{"note":"ok"}',
+    )
+    assert status == 200
+    assert body["status"] == "reviewed"
+    assert fake.findings.rows[finding]["reviewer"] == "oid-auditor"
+    again = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": finding})
+    assert again[0] == 409
+    missing = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": "e" * 32})
+    assert missing[0] == 404
+    bad = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": "nope"})
+    assert (bad[0], bad[1]["parameter"]) == (400, "finding_id")
+    extra = call(
+        functions,
+        "audit_review_finding",
+        method="POST",
+        route_params={"finding_id": "e" * 32},
+        body=b'{"x":1}',
+    )
+    assert (extra[0], extra[1]["parameter"]) == (400, "x")
+
+
+def test_suspicious_scan_reports_once_and_notifies(functions: dict[str, Any], fake: FakeContainer) -> None:
+    intruder = Actor("oid-intruder", ActorType.USER, "203.0.113.50", "python-requests")
+    for _ in range(6):
+        fake.clock.advance(timedelta(seconds=20))
+        fake.audit_trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=intruder)
+    fake.audit_trail.record(Action.BREAK_GLASS, secret_name="db-password", actor=intruder)
+    scan = functions["suspicious_activity_scan"].get_user_function()
+    scan(TimerRequest(), Ctx())
+    found = [e for e in fake.audit_log.events if e.action == Action.SUSPICIOUS_ACTIVITY]
+    assert sorted(e.details["rule"] for e in found) == ["access_denied_burst_actor", "break_glass"]
+    assert len(fake.publisher.sent) == 2
+    scan(TimerRequest(), Ctx())
+    assert len([e for e in fake.audit_log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 2
+    assert len(fake.publisher.sent) == 2
+
+
+def test_scan_fails_the_invocation_and_retries_notifications(
+    functions: dict[str, Any], fake: FakeContainer
+) -> None:
+    fake.audit_trail.record(Action.BREAK_GLASS, secret_name="db-password")
+    fake.publisher.available = False
+    scan = functions["suspicious_activity_scan"].get_user_function()
+    with pytest.raises(RuntimeError, match="incomplete"):
+        scan(TimerRequest(), Ctx())
+    assert fake.publisher.sent == []
+    fake.publisher.available = True
+    scan(TimerRequest(), Ctx())
+    assert [n.data["rule"] for n in fake.publisher.sent] == ["break_glass"]
