@@ -24,6 +24,7 @@ from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
     ResourceExistsError,
+    ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
@@ -59,6 +60,15 @@ MAX_SEQ = 10**12 - 1
 MAX_BATCH = 100  # Azure's limit per entity-group transaction (Azurite breaks above it)
 _CHUNK = 32_000  # characters per string property (Azure allows 32K UTF-16 characters)
 _EPOCH = parse_time("1970-01-01T00:00:00.000000Z")
+
+
+def _unavailable(err: AzureError) -> DependencyUnavailable:
+    """Any failure to write the audit is "the audit store is unavailable" to callers (fail closed),
+    whatever the status: a deleted table or a revoked role must not look like a caller error."""
+    translated = translate(DEPENDENCY, err)
+    if isinstance(translated, DependencyUnavailable):
+        return translated
+    return DependencyUnavailable(DEPENDENCY, str(translated))
 
 
 def row_key(seq: int) -> str:
@@ -110,7 +120,7 @@ class TableAuditLog:
             try:
                 self._table = self._service.create_table_if_not_exists(self._table_name)
             except AzureError as err:
-                raise translate(DEPENDENCY, err) from err
+                raise _unavailable(err) from err
         return self._table
 
     # -- writing ----------------------------------------------------------------------------------
@@ -158,9 +168,9 @@ class TableAuditLog:
                     # Another writer moved the head first: reread it and seal again after it.
                     time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
                     continue
-                raise translate(DEPENDENCY, err) from err
+                raise _unavailable(err) from err
             except AzureError as err:
-                raise translate(DEPENDENCY, err) from err
+                raise _unavailable(err) from err
         raise DependencyUnavailable(
             DEPENDENCY, f"chain {chain} stayed contended after {self._max_attempts} attempts"
         )
@@ -207,7 +217,7 @@ class TableAuditLog:
         try:
             yield from self.table.query_entities(query_filter, parameters=params, results_per_page=1000)
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
         if chain is None:
@@ -318,9 +328,9 @@ class TableAuditLog:
                 if getattr(err, "status_code", None) in (409, 412):
                     time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311
                     continue
-                raise translate(DEPENDENCY, err) from err
+                raise _unavailable(err) from err
             except AzureError as err:
-                raise translate(DEPENDENCY, err) from err
+                raise _unavailable(err) from err
         raise DependencyUnavailable(DEPENDENCY, "digest chain stayed contended")
 
 
@@ -340,7 +350,7 @@ class TableFindingStore:
             try:
                 self._table = self._service.create_table_if_not_exists(self._table_name)
             except AzureError as err:
-                raise translate(DEPENDENCY, err) from err
+                raise _unavailable(err) from err
         return self._table
 
     def claim(self, finding_id: str, rule: str, time_: datetime, summary: Mapping[str, Any]) -> bool:
@@ -358,7 +368,7 @@ class TableFindingStore:
         except ResourceExistsError:
             return False
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
         return True
 
     def mark_notified(self, finding_id: str) -> None:
@@ -368,7 +378,7 @@ class TableFindingStore:
                 mode=UpdateMode.MERGE,
             )
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
 
     def unnotified(self) -> list[dict[str, Any]]:
         try:
@@ -378,14 +388,14 @@ class TableFindingStore:
                 )
             )
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
         return [{k: v for k, v in e.items() if k not in ("PartitionKey", "Timestamp")} for e in entities]
 
     def release(self, finding_id: str) -> None:
         try:
             self.table.delete_entity(self.PARTITION, finding_id)
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
 
     def get(self, finding_id: str) -> dict[str, Any] | None:
         try:
@@ -393,7 +403,7 @@ class TableFindingStore:
         except ResourceNotFoundError:
             return None
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
         return {k: v for k, v in entity.items() if k not in ("PartitionKey", "Timestamp")}
 
     def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time_: datetime) -> None:
@@ -402,7 +412,7 @@ class TableFindingStore:
         except ResourceNotFoundError:
             raise NotFound(f"finding {finding_id} does not exist") from None
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err
         if entity.get("status") == "reviewed":
             raise Conflict(f"finding {finding_id} was already reviewed")
         updated = _strip(
@@ -421,5 +431,7 @@ class TableFindingStore:
                 etag=entity.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
+        except ResourceModifiedError:
+            raise Conflict(f"finding {finding_id} changed while being reviewed") from None
         except AzureError as err:
-            raise translate(DEPENDENCY, err) from err
+            raise _unavailable(err) from err

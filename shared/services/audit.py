@@ -34,7 +34,7 @@ from shared.domain.audit import (
     verify_chain,
     verify_digests,
 )
-from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound
 from shared.ports import AuditLog, AuditReader, Clock, FindingStore, MacKeyRing
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,9 @@ class AuditTrail:
         except DependencyUnavailable as err:
             logger.error("audit write failed (%s); %d record(s) not written", err.detail, len(events))
             raise AuditUnavailable(err.dependency, err.detail) from err
+        except DomainError as err:  # e.g. the MAC key's vault refused the service's identity
+            logger.error("audit write failed (%s); %d record(s) not written", err, len(events))
+            raise AuditUnavailable("audit_store", str(err)) from err
 
 
 # -- verify ---------------------------------------------------------------------------------------

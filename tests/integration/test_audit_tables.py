@@ -1,0 +1,194 @@
+"""The audit trail on real Table Storage (Azurite) with its MAC key in the Key Vault emulator:
+concurrent appends keep one chain, and every kind of tampering done on the table is reported."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from azure.data.tables import UpdateMode
+from azure.keyvault.secrets import SecretClient
+
+from devtools.azurite import AzuriteProcess
+from devtools.keyvault_emulator.process import EmulatorProcess
+from shared.adapters.key_vault import AUDIT_KEY_SECRET, KeyVaultMacKeyRing, LocalTokenCredential
+from shared.adapters.tables import HEAD_ROW, TableAuditLog, row_key
+from shared.bootstrap import Container
+from shared.config import Settings
+from shared.domain.audit import Action, AuditEvent, BreakKind, seal_all
+from shared.services.audit import AuditTrail, verify_audit, write_digest
+from tests.fakes import FixedClock
+from tests.integration.conftest import app_settings
+
+SECRET = "db-password"
+
+
+class Env:
+    def __init__(self, azurite: AzuriteProcess, emulator: EmulatorProcess) -> None:
+        self.container = Container(Settings(app_settings(azurite, emulator)))
+        self.vault = self.container.settings.key_vault.name
+        self.keys = self.container.key_ring
+        self.log = TableAuditLog(
+            self.container.table_service, self.keys, table="audit" + uuid.uuid4().hex[:10]
+        )
+        self.clock = FixedClock()
+        self.trail = AuditTrail(self.log, self.clock, self.vault)
+
+    @property
+    def chain(self) -> str:
+        return f"{self.vault}:{SECRET}"
+
+    def fill(self, n: int, secret: str = SECRET) -> None:
+        for i in range(n):
+            self.trail.record(Action.ROTATED, secret_name=secret, version=f"{i:032x}", details={"step": i})
+
+    def breaks(self, secret_name: str | None = None) -> list[tuple[str, BreakKind, int | None]]:
+        report = verify_audit(self.log, self.keys, self.clock, vault=self.vault, secret_name=secret_name)
+        return [(b.chain, b.kind, b.seq) for b in report.breaks]
+
+    def row(self, seq: int) -> dict[str, Any]:
+        return dict(self.log.table.get_entity(self.chain, row_key(seq)))
+
+
+@pytest.fixture
+def env(azurite: AzuriteProcess, kv_emulator: EmulatorProcess) -> Iterator[Env]:
+    yield Env(azurite, kv_emulator)
+
+
+def test_mac_key_is_created_in_key_vault_once(env: Env, kv_emulator: EmulatorProcess) -> None:
+    key_id, key = env.keys.current()
+    client = SecretClient(kv_emulator.url, LocalTokenCredential(), **kv_emulator.client_kwargs())
+    stored = client.get_secret(AUDIT_KEY_SECRET)
+    assert stored.properties.version == key_id
+    assert stored.properties.tags == {"purpose": "audit-hmac-key", "created-by": "secret-lifecycle"}
+    other = KeyVaultMacKeyRing(client)  # a second instance reuses the same key
+    assert other.current() == (key_id, key)
+    assert other.get("0" * 32) is None
+
+
+def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for j in range(4):
+                env.trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    contents = env.log.read_chains(env.chain)[env.chain]
+    assert sorted(r.position for r in contents.records) == list(range(1, 81))
+    assert contents.head is not None and contents.head.seq == 80
+    assert env.breaks() == []
+
+
+def test_edited_field(env: Env) -> None:
+    env.fill(5)
+    row = env.row(3)
+    env.log.table.update_entity({**row, "result": "failure"}, mode=UpdateMode.REPLACE)
+    assert env.breaks() == [(env.chain, BreakKind.EDITED, 3)]
+
+
+def test_deleted_middle_record(env: Env) -> None:
+    env.fill(5)
+    env.log.table.delete_entity(env.chain, row_key(3))
+    assert env.breaks() == [(env.chain, BreakKind.DELETED, 3)]
+
+
+def test_swapped_records(env: Env) -> None:
+    env.fill(5)
+    two, three = env.row(2), env.row(3)
+
+    def moved(content: dict[str, Any], to: dict[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in content.items() if k not in ("PartitionKey", "RowKey")}
+        return {**body, "PartitionKey": to["PartitionKey"], "RowKey": to["RowKey"]}
+
+    env.log.table.update_entity(moved(three, two), mode=UpdateMode.REPLACE)
+    env.log.table.update_entity(moved(two, three), mode=UpdateMode.REPLACE)
+    found = env.breaks()
+    assert (env.chain, BreakKind.REORDERED, 2) in found
+    assert (env.chain, BreakKind.REORDERED, 3) in found
+
+
+def test_deleted_newest_records(env: Env) -> None:
+    env.fill(5)
+    write_digest(env.log, env.keys, env.clock)
+    for seq in (4, 5):
+        env.log.table.delete_entity(env.chain, row_key(seq))
+    # The head still says 5: the cut shows at once.
+    assert (env.chain, BreakKind.TRUNCATED, 4) in env.breaks()
+    # A careful attacker moves the head back too: the digest still remembers 5.
+    three = env.row(3)
+    env.log.table.upsert_entity(
+        {"PartitionKey": env.chain, "RowKey": HEAD_ROW, "seq": 3, "mac": three["mac"]},
+        mode=UpdateMode.REPLACE,
+    )
+    assert env.breaks() == [(env.chain, BreakKind.TRUNCATED, 4)]
+
+
+def test_whole_chain_rewritten_without_the_key(env: Env) -> None:
+    env.fill(4)
+    write_digest(env.log, env.keys, env.clock)
+    key_id, _ = env.keys.current()
+    forged_events = [
+        AuditEvent(action=Action.ROTATION_SKIPPED, vault=env.vault, secret_name=SECRET, time=env.clock.now())
+        for _ in range(4)
+    ]
+    forged = seal_all(forged_events, 0, "0" * 64, key_id, b"attacker-guess".ljust(32, b"!"))
+    table = env.log.table
+    for record in forged:
+        row = env.row(record.seq)
+        row.update({"action": record.event.action.value, "mac": record.mac, "prev_mac": record.prev_mac,
+                    "id": record.event.id, "version": "", "details": "{}"})  # fmt: skip
+        table.update_entity(row, mode=UpdateMode.REPLACE)
+    table.upsert_entity(
+        {"PartitionKey": env.chain, "RowKey": HEAD_ROW, "seq": 4, "mac": forged[-1].mac},
+        mode=UpdateMode.REPLACE,
+    )
+    found = env.breaks()
+    assert [seq for chain, kind, seq in found if kind == BreakKind.EDITED and chain == env.chain][:4] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert sum(1 for _, kind, _ in found if kind == BreakKind.EDITED) == 5  # four records + the digest's view
+
+
+def test_forged_and_deleted_digests(env: Env) -> None:
+    env.fill(2)
+    for _ in range(3):
+        write_digest(env.log, env.keys, env.clock)
+    assert env.breaks() == []
+    table = env.log.table
+    digest_two = dict(table.get_entity("_digest", row_key(2)))
+    table.update_entity({**digest_two, "heads_0": "{}"}, mode=UpdateMode.REPLACE)
+    assert ("_digest", BreakKind.FORGED_DIGEST, 2) in env.breaks()
+    table.delete_entity("_digest", row_key(2))
+    assert ("_digest", BreakKind.DELETED, 2) in env.breaks()
+
+
+def test_one_secret_verifies_alone(env: Env) -> None:
+    env.fill(3)
+    env.fill(2, secret="api-key")
+    env.log.table.delete_entity(f"{env.vault}:api-key", row_key(1))
+    assert env.breaks(SECRET) == []
+    assert env.breaks("api-key") == [(f"{env.vault}:api-key", BreakKind.DELETED, 1)]
+
+
+def test_batched_append_splits_at_the_transaction_limit(env: Env) -> None:
+    events = [
+        env.trail.event(Action.EXPIRY_WARNING, secret_name=SECRET, details={"i": i}) for i in range(250)
+    ]
+    records = env.log.append(events)
+    assert [r.seq for r in records] == list(range(1, 251))
+    assert env.breaks() == []
