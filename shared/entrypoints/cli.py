@@ -1,0 +1,80 @@
+"""Operator command line: verify the audit trail (and seal a digest) from a terminal.
+
+    python -m shared.entrypoints.cli verify [--secret-name NAME] [--json] [--settings local.settings.json]
+    python -m shared.entrypoints.cli digest [--settings local.settings.json]
+
+Settings come from the environment (the same names as the app); ``--settings`` loads the ``Values`` of a
+local.settings.json first without overriding the environment. Against Azure, sign in with ``az login``:
+DefaultAzureCredential uses the operator's identity, which needs read access to the audit table and to the
+audit MAC key in Key Vault. Exit status: 0 intact, 1 breaks found, 2 could not verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from shared.bootstrap import Container
+from shared.config import ConfigurationError, Settings
+from shared.domain.errors import DomainError
+from shared.services.audit import verify_audit, write_digest
+
+
+def _load_settings_file(path: Path) -> None:
+    document = json.loads(path.read_text())
+    for name, value in (document.get("Values") or {}).items():
+        if isinstance(value, str):
+            os.environ.setdefault(name, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.entrypoints.cli", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--settings", type=Path, help="local.settings.json whose Values to load first")
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser("verify", help="walk the chains and digests and report every break")
+    verify.add_argument("--secret-name", help="only this secret's chain")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    commands.add_parser("digest", help="seal a digest of every chain head now")
+    args = parser.parse_args(argv)
+    secret_name = getattr(args, "secret_name", None)
+    if secret_name is not None and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
+        parser.error("--secret-name must be 1-127 characters of 0-9, a-z, A-Z and -")
+    try:
+        if args.settings:
+            _load_settings_file(args.settings)
+        container = Container(Settings())
+        if args.command == "digest":
+            digest = write_digest(container.audit_log, container.key_ring, container.clock)
+            print(f"digest {digest.seq} sealed over {len(digest.heads)} chain(s)")
+            return 0
+        report = verify_audit(
+            container.audit_log,
+            container.key_ring,
+            container.clock,
+            vault=container.settings.key_vault.name,
+            secret_name=secret_name,
+        )
+    except (ConfigurationError, DomainError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"{report.chains} chain(s), {report.records} record(s), {report.digests} digest(s); "
+            f"latest digest {report.to_dict()['latest_digest'] or 'never'}"
+        )
+        for item in report.breaks:
+            print(f"BREAK {item.kind.value:14} {item.chain} seq={item.seq}: {item.detail}")
+        print("intact" if report.ok else f"{len(report.breaks)} break(s) found")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
