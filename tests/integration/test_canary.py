@@ -1,0 +1,129 @@
+"""Canary: secrets with known random values go through every code path that exists; afterwards no audit
+table, no log line, no HTTP response and no notification may contain any of those values.
+
+Keep this test growing: every feature that touches secrets adds its code path here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.keyvault.secrets import SecretClient
+
+from devtools.azurite import AzuriteProcess
+from devtools.eventgrid_sink import EventGridSink
+from devtools.host import HostProcess
+from devtools.keyvault_emulator.process import EmulatorProcess
+from devtools.stack import DEMO_SECRETS, seed_demo_secrets
+from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
+from shared.domain.identity import encode_principal
+from shared.domain.policy import RotationPolicy, SecretKind
+from tests.integration.conftest import app_settings
+from tests.integration.http_client import Client
+
+REPO = Path(__file__).resolve().parents[2]
+NO_ROLE = encode_principal("oid-prober", [], name="prober")
+
+
+def leaks(values: dict[str, str], haystacks: dict[str, str]) -> list[str]:
+    return [
+        f"{what} found in {where}"
+        for what, value in values.items()
+        for where, text in haystacks.items()
+        if value and value in text
+    ]
+
+
+def test_the_leak_check_itself_finds_a_planted_value() -> None:
+    assert leaks({"x": "CANARY-123"}, {"log": "... CANARY-123 ..."}) == ["x found in log"]
+    assert leaks({"x": "CANARY-123"}, {"log": "clean"}) == []
+
+
+def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    with (
+        AzuriteProcess.start() as azurite,
+        EmulatorProcess.start(tmp_path / "kv.pem") as emulator,
+        EventGridSink(key="canary-topic-key") as sink,
+    ):
+        vault = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
+        canaries: dict[str, str] = {}
+        for kind in SecretKind:
+            name = f"canary-{kind.value}"
+            value = f"CANARY-{secrets.token_hex(16)}"
+            policy = RotationPolicy(kind, interval=timedelta(days=30))
+            vault.set_secret(name, value, tags=policy.to_tags())
+            canaries[name] = value
+        seed_demo_secrets(emulator.url, emulator.cert_file)
+        for name, *_ in DEMO_SECRETS:
+            canaries[name] = vault.get_secret(name).value or ""
+
+        settings = tmp_path / "local.settings.json"
+        settings.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
+        env = app_settings(
+            azurite,
+            emulator,
+            EVENT_GRID_TOPIC_ENDPOINT=sink.endpoint,
+            EVENT_GRID_TOPIC_KEY="canary-topic-key",
+            AUDIT_SCAN_DENIED_PER_ACTOR="3",
+        )
+        with HostProcess.start(env=env, settings=settings) as host:
+            client = Client(host.url)
+            # Every code path that exists today.
+            assert client.get("/api/health", principal=None)[0] == 200
+            assert client.get("/api/audit", principal=None)[0] == 401
+            for _ in range(4):
+                assert client.get("/api/audit/verify", principal=NO_ROLE)[0] == 403
+            assert client.get("/api/audit?limit=500")[0] == 200
+            assert client.get("/api/audit/summary?days=1")[0] == 200
+            assert client.post("/admin/functions/suspicious_activity_scan", {"input": ""})[0] == 202
+            assert host.wait_for_output("new finding(s)", timeout=30), host.output()
+            status, found = client.get("/api/audit?action=SUSPICIOUS_ACTIVITY")
+            assert status == 200 and found["items"], found
+            finding_id = found["items"][0]["details"]["finding_id"]
+            assert client.post(f"/api/audit/findings/{finding_id}/review", {"note": "canary"})[0] == 200
+            assert client.post("/admin/functions/audit_digest", {"input": ""})[0] == 202
+            assert host.wait_for_output("audit digest 1 sealed", timeout=30), host.output()
+            status, report = client.get("/api/audit/verify")
+            assert (status, report["status"]) == (200, "ok"), report
+            cli = subprocess.run(
+                [sys.executable, "-m", "shared.entrypoints.cli", "verify", "--json"],
+                cwd=REPO, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            assert cli.returncode == 0, cli.stderr
+            time.sleep(0.5)
+            host_output = host.output()
+
+        key_value = vault.get_secret(AUDIT_KEY_SECRET).value or ""
+        canaries["audit MAC key (base64)"] = key_value
+        canaries["audit MAC key (hex)"] = base64.b64decode(key_value).hex()
+
+        tables = TableServiceClient.from_connection_string(azurite.connection_string)
+        table_dump = {
+            t.name: json.dumps(
+                [dict(e) for e in tables.get_table_client(t.name).list_entities()], default=str
+            )
+            for t in tables.list_tables()
+        }
+        assert sum(text.count('"mac"') for text in table_dump.values()) >= 8, (
+            "the audit trail should not be empty"
+        )
+        assert sink.events, "the suspicious-activity notification should have been published"
+
+        haystacks = {f"table {name}": text for name, text in table_dump.items()}
+        haystacks["dev host log"] = host_output
+        haystacks["test process log"] = caplog.text
+        haystacks["HTTP responses"] = "\n".join(client.seen)
+        haystacks["Event Grid notifications"] = b"\n".join(sink.raw).decode()
+        haystacks["operator CLI"] = cli.stdout + cli.stderr
+        assert leaks(canaries, haystacks) == []
