@@ -1,0 +1,143 @@
+"""Suspicious-activity rules and the scan's report-once behaviour, over in-memory fakes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from shared.config import ConfigurationError, Settings
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.services.audit import AuditTrail
+from shared.services.suspicious import ScanRules, find_suspicious, scan
+from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings, RecordingPublisher
+
+T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday
+RULES = ScanRules()
+
+
+def ev(
+    action: Action, minute: float, actor: str = "oid-a", ip: str | None = "198.51.100.1", **kw: object
+) -> AuditEvent:
+    return AuditEvent(
+        action=action,
+        vault="fleet",
+        time=T0 + timedelta(minutes=minute),
+        actor=Actor(actor, ActorType.USER, ip),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def rules_of(events: list[AuditEvent], rules: ScanRules = RULES) -> list[str]:
+    return sorted(f.rule for f in find_suspicious(events, rules))
+
+
+def test_denied_burst_by_actor_needs_the_threshold_within_the_window() -> None:
+    four = [ev(Action.ACCESS_DENIED, m, ip=None) for m in (0, 1, 2, 3)]
+    assert rules_of(four) == []
+    assert rules_of([*four, ev(Action.ACCESS_DENIED, 14, ip=None)]) == ["access_denied_burst_actor"]
+    spread = [ev(Action.ACCESS_DENIED, m * 10, ip=None) for m in range(6)]  # 6 in 50 minutes
+    assert rules_of(spread) == []
+
+
+def test_anonymous_bursts_are_caught_by_ip() -> None:
+    events = [ev(Action.ACCESS_DENIED, m / 2, actor="anonymous", ip="203.0.113.9") for m in range(10)]
+    assert rules_of(events) == ["access_denied_burst_ip"]
+
+
+def test_repeated_rotation_failures_of_one_secret() -> None:
+    fails = [
+        ev(Action.ROTATION_FAILED, h * 60, secret_name="db-password", result=Result.FAILURE) for h in range(3)
+    ]
+    [finding] = find_suspicious(fails, RULES)
+    assert finding.rule == "repeated_rotation_failures"
+    assert finding.secret_name == "db-password"
+    other = [ev(Action.ROTATION_FAILED, h * 60, secret_name=f"s{h}", result=Result.FAILURE) for h in range(3)]
+    assert rules_of(other) == []
+
+
+def test_revocation_request_burst_and_break_glass() -> None:
+    requests = [ev(Action.REVOCATION_REQUESTED, m * 5, secret_name=f"s{m}") for m in range(3)]
+    assert rules_of(requests) == ["revocation_request_burst"]
+    assert rules_of([ev(Action.BREAK_GLASS, 0)]) == ["break_glass"]
+
+
+@pytest.mark.parametrize(
+    ("when", "suspicious"),
+    [
+        (datetime(2026, 11, 25, 10, 0, tzinfo=UTC), False),  # Wednesday 10:00
+        (datetime(2026, 11, 25, 6, 59, tzinfo=UTC), True),  # before 07:00
+        (datetime(2026, 11, 25, 19, 0, tzinfo=UTC), True),  # end is exclusive
+        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True),  # Saturday
+    ],
+)
+def test_approvals_outside_working_hours(when: datetime, suspicious: bool) -> None:
+    event = AuditEvent(
+        action=Action.REVOCATION_APPROVED, vault="fleet", time=when, actor=Actor("oid-b", ActorType.USER)
+    )
+    assert rules_of([event]) == (["approval_outside_working_hours"] if suspicious else [])
+
+
+def test_working_hours_follow_the_configured_time_zone() -> None:
+    rules = Settings({"AUDIT_TIMEZONE": "America/New_York"}).scan_rules
+    nine_utc = AuditEvent(
+        action=Action.REVOCATION_APPROVED, vault="fleet", time=datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+    )  # 04:00 in New York
+    assert rules_of([nine_utc], rules) == ["approval_outside_working_hours"]
+
+
+def test_scan_settings_are_validated() -> None:
+    rules = Settings(
+        {
+            "AUDIT_WORKING_HOURS": "08:30-17:00",
+            "AUDIT_WORKING_DAYS": "Mon-Thu,Sat",
+            "AUDIT_SCAN_DENIED_PER_IP": "20",
+        }
+    ).scan_rules
+    assert (rules.working_start, rules.working_end) == (time(8, 30), time(17, 0))
+    assert rules.working_days == frozenset({0, 1, 2, 3, 5})
+    assert rules.denied_per_ip == 20
+    for name, value in [
+        ("AUDIT_WORKING_HOURS", "17:00-08:00"),
+        ("AUDIT_WORKING_HOURS", "nine to five"),
+        ("AUDIT_WORKING_DAYS", "Fri-Mon"),
+        ("AUDIT_WORKING_DAYS", "Funday"),
+        ("AUDIT_TIMEZONE", "Mars/Olympus"),
+        ("AUDIT_SCAN_WINDOW_MINUTES", "0"),
+        ("AUDIT_SCAN_DENIED_PER_ACTOR", "-1"),
+    ]:
+        with pytest.raises(ConfigurationError) as err:
+            _ = Settings({name: value}).scan_rules
+        assert err.value.setting == name
+
+
+def test_the_scan_reports_each_finding_once_across_overlapping_runs() -> None:
+    clock = FixedClock(T0)
+    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
+    trail = AuditTrail(log, clock, "fleet")
+    for _m in range(6):
+        trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
+        clock.advance(timedelta(minutes=1))
+    first = scan(log, trail, findings, publisher, clock, RULES)
+    clock.advance(timedelta(minutes=15))
+    second = scan(log, trail, findings, publisher, clock, RULES)
+    assert (len(first.findings), len(second.findings), second.already_reported) == (1, 0, 1)
+    assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
+    assert len(publisher.sent) == 1
+    assert publisher.sent[0].id == first.findings[0]  # the event id is the finding id: consumers can dedupe
+
+
+def test_a_finding_that_cannot_be_audited_is_reported_next_time() -> None:
+    clock = FixedClock(T0)
+    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
+    trail = AuditTrail(log, clock, "fleet")
+    trail.record(Action.BREAK_GLASS, secret_name="db-password")
+    log.available = False
+    report = scan(log, trail, findings, publisher, clock, RULES)
+    assert not report.ok
+    assert findings.rows == {}  # released: nothing claimed without its record
+    log.available = True
+    report = scan(log, trail, findings, publisher, clock, RULES)
+    assert report.ok
+    assert len(report.findings) == 1
+    assert len(publisher.sent) == 1
