@@ -26,7 +26,9 @@ from pathlib import Path
 from types import FrameType
 
 from devtools.azurite import AzuriteProcess
+from devtools.eventgrid_sink import EventGridSink
 from devtools.keyvault_emulator.process import EmulatorProcess
+from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,9 +116,13 @@ def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
     return created
 
 
-def app_environment(azurite: AzuriteProcess, emulator: EmulatorProcess) -> dict[str, str]:
+def app_environment(
+    azurite: AzuriteProcess, emulator: EmulatorProcess, sink: EventGridSink
+) -> dict[str, str]:
     """The settings the app gets, from the peers' real ports (they override local.settings.json)."""
     return {
+        "EVENT_GRID_TOPIC_ENDPOINT": sink.endpoint,
+        "EVENT_GRID_TOPIC_KEY": sink.key or "",
         "AzureWebJobsStorage": azurite.connection_string,
         "SECRETS_STORAGE": azurite.connection_string,
         "KEY_VAULT_URL": emulator.url,
@@ -183,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dev-host", action="store_true", help="use the dev host even when func is installed"
     )
+    parser.add_argument(
+        "--events-port", type=int, default=8790, help="local Event Grid topic endpoint port (default 8790)"
+    )
     parser.add_argument("--no-seed", action="store_true", help="do not create the demo secrets")
     args = parser.parse_args(argv)
 
@@ -190,8 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         blob, queue, table = (int(p) for p in args.storage_ports.split(","))
     except ValueError:
         parser.error("--storage-ports takes three comma-separated port numbers, e.g. 10000,10001,10002")
-    for what, port in (("app", args.port), ("Key Vault emulator", args.vault_port), ("Azurite blob", blob),
-                       ("Azurite queue", queue), ("Azurite table", table)):  # fmt: skip
+    wanted = {
+        "app": args.port,
+        "Key Vault emulator": args.vault_port,
+        "Event Grid sink": args.events_port,
+        "Azurite blob": blob,
+        "Azurite queue": queue,
+        "Azurite table": table,
+    }
+    for what, port in wanted.items():
         if not _port_free("127.0.0.1", port):
             _say(f"port {port} for the {what} is already in use: stop what runs there, or pick another port "
                  "(python -m devtools.stack --help)")  # fmt: skip
@@ -226,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_seed:
             created = seed_demo_secrets(emulator.url, emulator.cert_file)
             _say(f"demo secrets: {', '.join(created) if created else 'already present'}")
+        sink = EventGridSink(key="local-topic-key", port=args.events_port).start()
+        cleanups.append(sink.stop)
         ensure_local_settings()
-        env = app_environment(azurite, emulator)
+        env = app_environment(azurite, emulator, sink)
         use_func = shutil.which("func") is not None and not args.dev_host
         app = start_app(args.port, env, use_func)
         base = f"http://127.0.0.1:{args.port}"
@@ -235,13 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         if status is None:
             _say("the app did not start; see its output above")
             return 1
+        auditor = encode_principal("local-operator", ["Secrets.Audit.Read"])  # honoured locally only
         print(
             "\n"
             f"  Service      {base}/api/health  (answered {status})\n"
             f"  Key Vault    {emulator.url}  (emulator; CA: {emulator.cert_file})\n"
             f"  Storage      Azurite blob {azurite.blob_port}, queue {azurite.queue_port}, "
             f"table {azurite.table_port}\n"
+            f"  Events       {sink.endpoint.replace('/api/events', '/_sink/events')}  (notifications sent)\n"
             f"  Try:         curl -s {base}/api/health\n"
+            f"               curl -s -H 'x-ms-client-principal: {auditor}' '{base}/api/audit/verify'\n"
             f"  Settings:    {', '.join(sorted(env))} (from the peers above)\n"
             "  Stop:        Ctrl-C\n",
             flush=True,

@@ -46,6 +46,8 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
             "0",
             "--storage-ports",
             "0,0,0",
+            "--events-port",
+            "0",
             "--state-dir",
             str(tmp_path),
         ],
@@ -75,6 +77,16 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
         with urllib.request.urlopen(health_url.group(1), timeout=30) as response:
             assert response.status == 200
             assert json.loads(response.read())["status"] == "ok"
+
+        verify = re.search(r"curl -s -H '(x-ms-client-principal): (\S+)' '(\S+)'", text)
+        assert verify, text
+        request = urllib.request.Request(verify.group(3), headers={verify.group(1): verify.group(2)})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert json.loads(response.read())["status"] == "ok"
+        events_url = re.search(r"Events\s+(http://\S+)", text)
+        assert events_url, text
+        with urllib.request.urlopen(events_url.group(1), timeout=10) as response:
+            assert isinstance(json.loads(response.read()), list)
 
         client = SecretClient(
             vault_url.group(1),
