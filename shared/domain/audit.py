@@ -82,8 +82,9 @@ SYSTEM_ACTOR = Actor(id="secret-lifecycle", type=ActorType.SYSTEM)
 
 
 def chain_of(vault: str, secret_name: str | None) -> str:
-    """The chain (table partition) of a record. Vault and secret names use only [0-9A-Za-z-]."""
-    return f"{vault}:{secret_name or SERVICE_CHAIN_SECRET}"
+    """The chain (table partition) of a record. Vault and secret names use only [0-9A-Za-z-] and Key Vault
+    treats them case-insensitively, so one secret has one chain whatever the spelling."""
+    return f"{vault.lower()}:{(secret_name or SERVICE_CHAIN_SECRET).lower()}"
 
 
 @dataclass(frozen=True)

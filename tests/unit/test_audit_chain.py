@@ -171,3 +171,10 @@ def test_details_never_take_a_value_key() -> None:
         AuditEvent(action=Action.ROTATED, vault="v", time=T0, details={"blob": "x" * 5000})
     with pytest.raises(AuditError):
         AuditEvent(action=Action.ROTATED, vault="v", time=datetime(2026, 1, 1))  # naive time
+
+
+def test_one_chain_per_secret_whatever_the_spelling() -> None:
+    from shared.domain.audit import chain_of
+
+    assert chain_of("Fleet", "DB-Password") == chain_of("fleet", "db-password") == "fleet:db-password"
+    assert chain_of("fleet", None) == "fleet:_service"
