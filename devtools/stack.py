@@ -128,6 +128,7 @@ def app_environment(
         "KEY_VAULT_URL": emulator.url,
         "KEY_VAULT_CA_BUNDLE": str(emulator.cert_file),
         "ALLOW_UNVERIFIED_PRINCIPAL": "true",
+        "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
         "FUNCTIONS_WORKER_RUNTIME": "python",
     }
 

@@ -7,6 +7,7 @@ Tests replace the whole container with ``set_container``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import cached_property
@@ -40,6 +41,11 @@ class Container:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._lock = threading.RLock()
+        # azure-core logs every request URL and header set at INFO; the Python worker forwards that to
+        # Application Insights. Table filters carry actor ids and IPs: keep only warnings and errors.
+        http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
+        if http_log.level == logging.NOTSET:
+            http_log.setLevel(logging.WARNING)
 
     # -- credentials ------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ EVENT_GRID_TOPIC_KEY = "EVENT_GRID_TOPIC_KEY"
 ALLOW_UNVERIFIED_PRINCIPAL = "ALLOW_UNVERIFIED_PRINCIPAL"
 WEBSITE_INSTANCE_ID = "WEBSITE_INSTANCE_ID"
 WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
+AZURE_FUNCTIONS_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -143,13 +144,27 @@ class Settings:
         """App Service Authentication (Easy Auth) is on, so the platform vouches for the principal header."""
         return (self._get(WEBSITE_AUTH_ENABLED) or "").lower() == "true"
 
+    @property
+    def is_development_host(self) -> bool:
+        """Core Tools and the dev host set AZURE_FUNCTIONS_ENVIRONMENT=Development; Azure never does."""
+        return (self._get(AZURE_FUNCTIONS_ENVIRONMENT) or "").lower() == "development"
+
     def check_http_safety(self) -> None:
-        """Raise when the settings make HTTP functions unsafe to serve (local shortcuts in Azure)."""
-        if self.running_in_azure and self.allow_unverified_principal:
+        """Raise when the settings make HTTP functions unsafe to serve: the local principal switch
+        anywhere but on a local development host (in Azure, in a container, on a server)."""
+        if not self.allow_unverified_principal:
+            return
+        if self.running_in_azure:
             raise ConfigurationError(
                 ALLOW_UNVERIFIED_PRINCIPAL,
                 "is a local development switch and must not be set when running in Azure "
                 f"({WEBSITE_INSTANCE_ID} is present); remove it from the app settings",
+            )
+        if not self.is_development_host:
+            raise ConfigurationError(
+                ALLOW_UNVERIFIED_PRINCIPAL,
+                f"is honoured only on a local development host ({AZURE_FUNCTIONS_ENVIRONMENT}=Development, "
+                "as Core Tools and the dev host set it); remove it",
             )
 
     @cached_property
@@ -164,7 +179,7 @@ class Settings:
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigurationError(
                 KEY_VAULT_URL,
-                f"must be an https URL like https://<vault-name>.vault.azure.net, got {url!r}",
+                "must be an https URL like https://<vault-name>.vault.azure.net",
             )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ConfigurationError(KEY_VAULT_URL, "must be the vault's base URL, without a path or query")
@@ -180,7 +195,7 @@ class Settings:
                 )
             ca_bundle = Path(raw)
             if not ca_bundle.is_file():
-                raise ConfigurationError(KEY_VAULT_CA_BUNDLE, f"file {raw!r} does not exist")
+                raise ConfigurationError(KEY_VAULT_CA_BUNDLE, "names a file that does not exist")
         return KeyVaultSettings(
             url=url.rstrip("/"),
             name=vault_name(parts.hostname, parts.port),
@@ -223,7 +238,7 @@ class Settings:
             if parts.scheme not in ("https", "http") or not parts.hostname:
                 raise ConfigurationError(
                     name,
-                    f"must be a service URL like https://<account>.table.core.windows.net, got {uri!r}",
+                    "must be a service URL like https://<account>.table.core.windows.net",
                 )
             if parts.scheme == "http" and not is_loopback_host(parts.hostname):
                 raise ConfigurationError(name, "must use https for a non-local storage account")
@@ -309,7 +324,6 @@ class Settings:
         if not local_http and (parts.scheme != "https" or not parts.hostname):
             raise ConfigurationError(
                 EVENT_GRID_TOPIC_ENDPOINT,
-                "must be an https URL like https://<topic>.<region>-1.eventgrid.azure.net/api/events, "
-                f"got {endpoint!r}",
+                "must be an https URL like https://<topic>.<region>-1.eventgrid.azure.net/api/events",
             )
         return EventGridSettings(endpoint=endpoint, key=key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from shared.domain.audit import (
     AuditEvent,
@@ -16,6 +16,7 @@ from shared.domain.audit import (
     Digest,
     StoredAuditRow,
 )
+from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
 
 
@@ -90,26 +91,26 @@ class AuditReader(Protocol):
 
 
 class FindingStore(Protocol):
-    """Suspicious-activity findings, so that the same finding is reported once."""
+    """Suspicious-activity findings: claimed once, then audited, then notified."""
 
-    def claim(self, finding_id: str, rule: str, time: datetime, summary: Mapping[str, Any]) -> bool:
-        """Record a finding; False when it was recorded before (by this or a concurrent scan)."""
+    def claim(self, finding: StoredFinding) -> bool:
+        """Store a new finding; False when it was stored before (by this or a concurrent scan)."""
         ...
 
-    def release(self, finding_id: str) -> None:
-        """Forget a claim whose report could not be completed, so the next scan reports it."""
+    def get(self, finding_id: str) -> StoredFinding | None:
+        """The finding, or None."""
         ...
 
-    def get(self, finding_id: str) -> dict[str, Any] | None:
-        """The finding's stored state, or None."""
+    def pending(self) -> list[StoredFinding]:
+        """Findings not yet audited or not yet notified (a previous scan was interrupted or failed)."""
+        ...
+
+    def mark_audited(self, finding_id: str) -> None:
+        """Its SUSPICIOUS_ACTIVITY record is written."""
         ...
 
     def mark_notified(self, finding_id: str) -> None:
-        """The finding's consumer notification was sent."""
-        ...
-
-    def unnotified(self) -> list[dict[str, Any]]:
-        """Findings whose notification has not been sent yet (a previous publish failed)."""
+        """Its consumer notification was sent."""
         ...
 
     def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time: datetime) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -24,6 +23,7 @@ from shared.domain.audit import (
     seal_digest,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
 from shared.ports import MacKeyRing
 
@@ -137,51 +137,43 @@ class InMemoryAuditLog:
 
 class InMemoryFindings:
     def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
+        self.rows: dict[str, StoredFinding] = {}
         self.available = True
 
     def _check(self) -> None:
         if not self.available:
             raise DependencyUnavailable("audit_store", "unreachable")
 
-    def claim(self, finding_id: str, rule: str, time: datetime, summary: Mapping[str, Any]) -> bool:
+    def claim(self, finding: StoredFinding) -> bool:
         self._check()
-        if finding_id in self.rows:
+        if finding.id in self.rows:
             return False
-        self.rows[finding_id] = {
-            "RowKey": finding_id,
-            "rule": rule,
-            "time": format_time(time),
-            "status": "open",
-            "notified": False,
-            "summary": json.dumps(dict(summary), default=str),
-        }
+        self.rows[finding.id] = replace(finding, audited=False, notified=False, status="open")
         return True
 
-    def release(self, finding_id: str) -> None:
+    def get(self, finding_id: str) -> StoredFinding | None:
         self._check()
-        self.rows.pop(finding_id, None)
+        return self.rows.get(finding_id)
 
-    def get(self, finding_id: str) -> dict[str, Any] | None:
+    def pending(self) -> list[StoredFinding]:
         self._check()
-        row = self.rows.get(finding_id)
-        return dict(row) if row else None
+        return [f for f in self.rows.values() if not (f.audited and f.notified)]
+
+    def mark_audited(self, finding_id: str) -> None:
+        self._check()
+        self.rows[finding_id] = replace(self.rows[finding_id], audited=True)
+
+    def mark_notified(self, finding_id: str) -> None:
+        self._check()
+        self.rows[finding_id] = replace(self.rows[finding_id], notified=True)
 
     def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time: datetime) -> None:
         self._check()
         if finding_id not in self.rows:
             raise NotFound(finding_id)
-        if self.rows[finding_id]["status"] == "reviewed":
+        if self.rows[finding_id].status == "reviewed":
             raise Conflict(finding_id)
-        self.rows[finding_id].update(status="reviewed", reviewer=reviewer, review_note=note)
-
-    def mark_notified(self, finding_id: str) -> None:
-        self._check()
-        self.rows[finding_id]["notified"] = True
-
-    def unnotified(self) -> list[dict[str, Any]]:
-        self._check()
-        return [dict(r) for r in self.rows.values() if not r["notified"]]
+        self.rows[finding_id] = replace(self.rows[finding_id], status="reviewed", reviewer=reviewer)
 
 
 class RecordingPublisher:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -48,6 +49,7 @@ from shared.domain.audit import (
     seal_digest,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.findings import StoredFinding
 from shared.ports import MacKeyRing
 
 logger = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ HEAD_ROW = "head"
 MAX_SEQ = 10**12 - 1
 MAX_BATCH = 100  # Azure's limit per entity-group transaction (Azurite breaks above it)
 _CHUNK = 32_000  # characters per string property (Azure allows 32K UTF-16 characters)
+_ROW_KEY = re.compile(r"[0-9]{12}")
 _EPOCH = parse_time("1970-01-01T00:00:00.000000Z")
 
 
@@ -76,6 +79,10 @@ def row_key(seq: int) -> str:
 
 
 def seq_of(row: str) -> int:
+    """The sequence number a record row key stands for. Raises ValueError for anything but 12 ASCII
+    digits, so a copied record under a look-alike key ("+99…", " 99…") cannot pose as another position."""
+    if not _ROW_KEY.fullmatch(row):
+        raise ValueError(f"not a record row key: {row[:64]!r}")
     return MAX_SEQ - int(row)
 
 
@@ -137,8 +144,13 @@ class TableAuditLog:
 
     def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         key_id, key = self._keys.current()
+        records: list[AuditRecord] = []
         for attempt in range(self._max_attempts):
             try:
+                if records and self._landed(chain, records):
+                    # The previous attempt committed but its answer was lost (azure-core retried the
+                    # batch, which then met its own head): the records are stored, do not write them twice.
+                    return records
                 head, etag = self._read_head(chain)
                 records = seal_all(events, head.seq, head.mac, key_id, key)
                 new_head = {
@@ -175,6 +187,13 @@ class TableAuditLog:
             DEPENDENCY, f"chain {chain} stayed contended after {self._max_attempts} attempts"
         )
 
+    def _landed(self, chain: str, records: Sequence[AuditRecord]) -> bool:
+        try:
+            stored = self.table.get_entity(chain, row_key(records[0].seq))
+        except ResourceNotFoundError:
+            return False
+        return stored.get("id") == records[0].event.id and stored.get("mac") == records[0].mac
+
     def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
         try:
             entity = self.table.get_entity(chain, HEAD_ROW)
@@ -208,10 +227,11 @@ class TableAuditLog:
         if query.before:
             clauses.append("time le @before")
             params["before"] = query.before[0]
-        return (
-            StoredAuditRow(chain=str(e["PartitionKey"]), record=_stored(e))
-            for e in self._query(" and ".join(clauses), params)
-        )
+        for entity in self._query(" and ".join(clauses), params):
+            try:
+                yield StoredAuditRow(chain=str(entity["PartitionKey"]), record=_stored(entity))
+            except ValueError:
+                continue  # not a record row: verify reports it, queries skip it
 
     def _query(self, query_filter: str, params: dict[str, Any]) -> Iterator[Mapping[str, Any]]:
         try:
@@ -228,6 +248,7 @@ class TableAuditLog:
             entities = self._query("PartitionKey eq @chain", {"chain": chain})
         records: dict[str, list[StoredRecord]] = {}
         heads: dict[str, ChainHead] = {}
+        stray: dict[str, list[str]] = {}
         for entity in entities:
             partition = str(entity["PartitionKey"])
             if entity["RowKey"] == HEAD_ROW:
@@ -237,8 +258,12 @@ class TableAuditLog:
             try:
                 records.setdefault(partition, []).append(_stored(entity))
             except ValueError:
-                logger.warning("audit table: row %s/%s is not a record row", partition, entity["RowKey"])
-        return {name: ChainContents(records=rows, head=heads.get(name)) for name, rows in records.items()}
+                records.setdefault(partition, [])
+                stray.setdefault(partition, []).append(str(entity["RowKey"]))
+        return {
+            name: ChainContents(records=rows, head=heads.get(name), stray_rows=tuple(stray.get(name, ())))
+            for name, rows in records.items()
+        }
 
     def read_heads(self) -> dict[str, ChainHead]:
         entities = self._query(
@@ -353,16 +378,20 @@ class TableFindingStore:
                 raise _unavailable(err) from err
         return self._table
 
-    def claim(self, finding_id: str, rule: str, time_: datetime, summary: Mapping[str, Any]) -> bool:
-        entity = {
-            "PartitionKey": self.PARTITION,
-            "RowKey": finding_id,
-            "rule": rule,
-            "time": format_time(time_),
-            "status": "open",
-            "notified": False,
-            "summary": json.dumps(dict(summary), sort_keys=True, default=str)[:_CHUNK],
-        }
+    def claim(self, finding: StoredFinding) -> bool:
+        entity = _strip(
+            {
+                "PartitionKey": self.PARTITION,
+                "RowKey": finding.id,
+                "rule": finding.rule,
+                "time": format_time(finding.time),
+                "secret_name": finding.secret_name,
+                "details": json.dumps(dict(finding.details), sort_keys=True, default=str)[:_CHUNK],
+                "audited": False,
+                "notified": False,
+                "status": "open",
+            }
+        )
         try:
             self.table.create_entity(entity)
         except ResourceExistsError:
@@ -371,40 +400,36 @@ class TableFindingStore:
             raise _unavailable(err) from err
         return True
 
-    def mark_notified(self, finding_id: str) -> None:
-        try:
-            self.table.update_entity(
-                {"PartitionKey": self.PARTITION, "RowKey": finding_id, "notified": True},
-                mode=UpdateMode.MERGE,
-            )
-        except AzureError as err:
-            raise _unavailable(err) from err
-
-    def unnotified(self) -> list[dict[str, Any]]:
-        try:
-            entities = list(
-                self.table.query_entities(
-                    "PartitionKey eq @p and notified eq false", parameters={"p": self.PARTITION}
-                )
-            )
-        except AzureError as err:
-            raise _unavailable(err) from err
-        return [{k: v for k, v in e.items() if k not in ("PartitionKey", "Timestamp")} for e in entities]
-
-    def release(self, finding_id: str) -> None:
-        try:
-            self.table.delete_entity(self.PARTITION, finding_id)
-        except AzureError as err:
-            raise _unavailable(err) from err
-
-    def get(self, finding_id: str) -> dict[str, Any] | None:
+    def get(self, finding_id: str) -> StoredFinding | None:
         try:
             entity = self.table.get_entity(self.PARTITION, finding_id)
         except ResourceNotFoundError:
             return None
         except AzureError as err:
             raise _unavailable(err) from err
-        return {k: v for k, v in entity.items() if k not in ("PartitionKey", "Timestamp")}
+        return _finding(entity)
+
+    def pending(self) -> list[StoredFinding]:
+        query = "PartitionKey eq @p and (audited eq false or notified eq false)"
+        try:
+            entities = list(self.table.query_entities(query, parameters={"p": self.PARTITION}))
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return [_finding(e) for e in entities]
+
+    def _merge(self, finding_id: str, **changes: Any) -> None:
+        try:
+            self.table.update_entity(
+                {"PartitionKey": self.PARTITION, "RowKey": finding_id, **changes}, mode=UpdateMode.MERGE
+            )
+        except AzureError as err:
+            raise _unavailable(err) from err
+
+    def mark_audited(self, finding_id: str) -> None:
+        self._merge(finding_id, audited=True)
+
+    def mark_notified(self, finding_id: str) -> None:
+        self._merge(finding_id, notified=True)
 
     def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time_: datetime) -> None:
         try:
@@ -415,18 +440,15 @@ class TableFindingStore:
             raise _unavailable(err) from err
         if entity.get("status") == "reviewed":
             raise Conflict(f"finding {finding_id} was already reviewed")
-        updated = _strip(
-            {
-                **entity,
-                "status": "reviewed",
-                "reviewer": reviewer,
-                "review_note": note,
-                "reviewed_at": format_time(time_),
-            }
-        )
+        review = {
+            "status": "reviewed",
+            "reviewer": reviewer,
+            "review_note": note,
+            "reviewed_at": format_time(time_),
+        }
         try:
             self.table.update_entity(
-                updated,
+                _strip({**entity, **review}),
                 mode=UpdateMode.REPLACE,
                 etag=entity.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
@@ -435,3 +457,21 @@ class TableFindingStore:
             raise Conflict(f"finding {finding_id} changed while being reviewed") from None
         except AzureError as err:
             raise _unavailable(err) from err
+
+
+def _finding(entity: Mapping[str, Any]) -> StoredFinding:
+    try:
+        details = json.loads(str(entity.get("details") or "{}"))
+    except ValueError:
+        details = {}
+    return StoredFinding(
+        id=str(entity["RowKey"]),
+        rule=str(entity.get("rule", "")),
+        time=parse_time(str(entity["time"])) if entity.get("time") else _EPOCH,
+        secret_name=entity.get("secret_name") or None,
+        details=details if isinstance(details, dict) else {},
+        audited=bool(entity.get("audited", False)),
+        notified=bool(entity.get("notified", False)),
+        status=str(entity.get("status", "open")),
+        reviewer=entity.get("reviewer") or None,
+    )

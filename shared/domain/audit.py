@@ -319,11 +319,14 @@ class StoredAuditRow:
 class ChainContents:
     records: list[StoredRecord]
     head: ChainHead | None
+    #: Row keys in the chain's partition that are neither a record nor the head: somebody put them there.
+    stray_rows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """Filters of GET /api/audit. ``before`` is the keyset cursor: (time, id) of the last record seen."""
+    """Filters of GET /api/audit. ``before`` is the keyset cursor: (time, chain, seq) of the last record
+    seen."""
 
     vault: str | None = None
     secret_name: str | None = None
@@ -332,7 +335,7 @@ class AuditQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50
-    before: tuple[str, str] | None = None
+    before: tuple[str, str, int] | None = None
 
     @property
     def chain(self) -> str | None:

@@ -107,9 +107,10 @@ def _audit_denial(
 ) -> None:
     actor = actor_of(req, principal)
     try:
+        # The service chain, not the named secret's: a caller must not be able to create chains (and
+        # grow every digest) just by naming secrets in refused requests.
         container.audit_trail.record(
             Action.ACCESS_DENIED,
-            secret_name=secret_name,
             result=Result.DENIED,
             actor=actor,
             correlation_id=correlation_id,
@@ -119,6 +120,7 @@ def _audit_denial(
                 "required_role": role.value,
                 "method": req.method,
                 "route": req.url.split("?", 1)[0].split("/api/", 1)[-1][:200],
+                "secret_name": secret_name,
             },
         )
     except DependencyUnavailable as err:

@@ -7,7 +7,7 @@ import binascii
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -92,9 +92,11 @@ class AuditTrail:
         except DependencyUnavailable as err:
             logger.error("audit write failed (%s); %d record(s) not written", err.detail, len(events))
             raise AuditUnavailable(err.dependency, err.detail) from err
-        except DomainError as err:  # e.g. the MAC key's vault refused the service's identity
-            logger.error("audit write failed (%s); %d record(s) not written", err, len(events))
-            raise AuditUnavailable("audit_store", str(err)) from err
+        except (DomainError, ValueError, KeyError, TypeError) as err:
+            # A refused MAC key, an unreadable chain head, a value the store rejects: whatever it is, the
+            # record is not written, and fail-closed callers must see that one way.
+            logger.error("audit write failed (%s); %d record(s) not written", type(err).__name__, len(events))
+            raise AuditUnavailable("audit_store", f"record not written ({type(err).__name__})") from err
 
 
 # -- verify ---------------------------------------------------------------------------------------
@@ -137,15 +139,27 @@ def verify_audit(
     Raises DependencyUnavailable when the store or the key vault cannot be read.
     """
     chain = chain_of(vault, secret_name) if secret_name else None
-    contents = reader.read_chains(chain)
+    # Digests first: every digest read then describes heads older than the records read next, so a
+    # digest sealed while verify runs can never make an untouched chain look cut.
+    digests = reader.read_digests()
+    contents = dict(reader.read_chains(chain))
     verdicts: dict[str, ChainVerdict] = {
         name: verify_chain(name, c.records, keys.get, c.head) for name, c in sorted(contents.items())
     }
+    for name, verdict in list(verdicts.items()):
+        if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
+            # A chain's records and its head are read one after the other: an append in between looks
+            # like a cut (or an overrun) once. Read that chain again before calling it a break.
+            again = reader.read_chains(name).get(name)
+            if again is not None:
+                contents[name] = again
+                verdicts[name] = verify_chain(name, again.records, keys.get, again.head)
     report = VerifyReport(chains=len(verdicts), records=sum(v.records for v in verdicts.values()))
-    for verdict in verdicts.values():
+    for name, verdict in verdicts.items():
         report.breaks += verdict.breaks
+        for row in contents[name].stray_rows:
+            report.breaks.append(Break(name, BreakKind.UNEXPECTED, None, f"row {row[:64]!r} is not a record"))
 
-    digests = reader.read_digests()
     report.digests = len(digests)
     digest_breaks = verify_digests(digests, keys.get)
     report.breaks += digest_breaks if chain is None else []
@@ -176,11 +190,14 @@ def verify_audit(
     return report
 
 
+_IN_FLIGHT = (BreakKind.TRUNCATED, BreakKind.UNEXPECTED)
+
+
 def contents_records(contents: Mapping[str, Any]) -> dict[str, list[StoredRecord]]:
     return {name: list(c.records) for name, c in contents.items()}
 
 
-def _mac_lookup(records: Mapping[str, list[StoredRecord]]) -> Any:
+def _mac_lookup(records: Mapping[str, list[StoredRecord]]) -> Callable[[str, int], str | None]:
     index = {(name, r.position): str(r.fields.get("mac", "")) for name, rows in records.items() for r in rows}
 
     def macs_at(chain: str, seq: int) -> str | None:
@@ -206,7 +223,9 @@ def write_digest(reader: AuditReader, keys: MacKeyRing, clock: Clock) -> Digest:
     DependencyUnavailable."""
     heads = reader.read_heads()
     digest = reader.append_digest(heads, clock.now(), keys)
-    logger.info("audit digest %d sealed over %d chain(s)", digest.seq, len(heads))
+    # The MAC in the log is an anchor outside the table: the logs (Application Insights) keep it even if
+    # the newest digests are deleted from storage together with the newest records.
+    logger.info("audit digest %d sealed over %d chain(s), mac %s", digest.seq, len(heads), digest.mac)
     return digest
 
 
@@ -217,19 +236,28 @@ class InvalidCursor(ValueError):
     """The continuation token is not one this service issued."""
 
 
-def encode_cursor(time_text: str, record_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([time_text, record_id]).encode()).decode().rstrip("=")
+Cursor = tuple[str, str, int]
 
 
-def decode_cursor(token: str) -> tuple[str, str]:
+def _position(item: Mapping[str, Any]) -> Cursor:
+    """Where a record stands in "newest first": time, then chain and sequence number. Unique, and within
+    a chain it follows the chain even when two records carry the same time."""
+    return (str(item["time"]), str(item["chain"]), int(item["seq"]))
+
+
+def encode_cursor(position: Cursor) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        time_text, record_id = json.loads(raw)
+        time_text, chain, seq = json.loads(raw)
     except (binascii.Error, ValueError, TypeError) as err:
         raise InvalidCursor("continuation is not a valid token") from err
-    if not isinstance(time_text, str) or not isinstance(record_id, str):
+    if not isinstance(time_text, str) or not isinstance(chain, str) or type(seq) is not int:
         raise InvalidCursor("continuation is not a valid token")
-    return time_text, record_id
+    return time_text, chain, seq
 
 
 @dataclass(frozen=True)
@@ -259,11 +287,11 @@ def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
     items = [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
     if query.before is not None:
         before = query.before
-        items = [i for i in items if (i["time"], i["id"]) < before]
-    items.sort(key=lambda i: (i["time"], i["id"]), reverse=True)
+        items = [i for i in items if _position(i) < before]
+    items.sort(key=_position, reverse=True)
     page = items[: query.limit]
     more = len(items) > query.limit
-    continuation = encode_cursor(page[-1]["time"], page[-1]["id"]) if more and page else None
+    continuation = encode_cursor(_position(page[-1])) if more and page else None
     return AuditPage(items=page, continuation=continuation)
 
 
@@ -321,13 +349,13 @@ def review_finding(
     finding = findings.get(finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")
-    if finding.get("status") == "reviewed":
+    if finding.status == "reviewed":
         raise Conflict(f"finding {finding_id} was already reviewed")
-    details = {"finding_id": finding_id, "rule": finding.get("rule"), "note": note}
+    details = {"finding_id": finding_id, "rule": finding.rule, "note": note}
     record = trail.record(Action.REVIEWED, actor=reviewer, correlation_id=correlation_id, details=details)
     try:
         findings.mark_reviewed(finding_id, reviewer.id, note, record.event.time)
-    except (DependencyUnavailable, Conflict) as err:
+    except DomainError as err:
         # The decision is on record; say that it did not take effect, then let the caller see the error.
         trail.record(
             Action.REVIEWED,

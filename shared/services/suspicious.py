@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, event_from_fields, format_time
-from shared.domain.errors import DependencyUnavailable
+from shared.domain.errors import DomainError
+from shared.domain.findings import StoredFinding
 from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
 from shared.ports import AuditReader, Clock, FindingStore, Publisher
 from shared.services.audit import AuditTrail
@@ -81,13 +82,18 @@ def _bucket(moment: datetime, width: timedelta) -> str:
 def _bursts(
     rule: str,
     events: Iterable[AuditEvent],
-    key: Any,
+    key: Callable[[AuditEvent], str | None],
     threshold: int,
     window: timedelta,
-    describe: Any,
+    describe: Callable[[str, int], str],
+    since: datetime | None,
 ) -> list[Finding]:
     """Sliding-window bursts: ``threshold`` events with the same key within ``window``. One finding per
-    key per window-sized bucket of the burst's first event, so a burst is reported once per window."""
+    key per window-sized bucket of the burst's first event, so a long burst is reported once per window.
+
+    A burst whose first event lies within ``window`` of the scan's lookback start is not judged: its
+    earlier events may have aged out of the lookback, and judging what is left would give the burst a
+    new first event — and a new finding id — for a burst an earlier scan already reported."""
     groups: dict[str, list[AuditEvent]] = defaultdict(list)
     for event in events:
         subject = key(event)
@@ -102,6 +108,8 @@ def _bursts(
             while event.time - group[start].time > window:
                 start += 1
             count = end - start + 1
+            if since is not None and group[start].time < since + window:
+                continue
             if count >= threshold:
                 bucket = _bucket(group[start].time, window)
                 if bucket in reported:
@@ -124,8 +132,10 @@ def _bursts(
     return findings
 
 
-def find_suspicious(events: Sequence[AuditEvent], rules: ScanRules) -> list[Finding]:
-    """Apply every rule to the events. Pure."""
+def find_suspicious(
+    events: Sequence[AuditEvent], rules: ScanRules, since: datetime | None = None
+) -> list[Finding]:
+    """Apply every rule to the events (those at or after ``since``, the lookback start). Pure."""
     events = [e for e in events if e.action != Action.SUSPICIOUS_ACTIVITY]
     denied = [e for e in events if e.action == Action.ACCESS_DENIED]
     findings = _bursts(
@@ -135,6 +145,7 @@ def find_suspicious(events: Sequence[AuditEvent], rules: ScanRules) -> list[Find
         rules.denied_per_actor,
         rules.window,
         lambda s, n: f"{n} denied requests by {s} within {rules.window}",
+        since,
     )
     findings += _bursts(
         "access_denied_burst_ip",
@@ -143,6 +154,7 @@ def find_suspicious(events: Sequence[AuditEvent], rules: ScanRules) -> list[Find
         rules.denied_per_ip,
         rules.window,
         lambda s, n: f"{n} denied requests from {s} within {rules.window}",
+        since,
     )
     findings += _bursts(
         "repeated_rotation_failures",
@@ -151,6 +163,7 @@ def find_suspicious(events: Sequence[AuditEvent], rules: ScanRules) -> list[Find
         rules.rotation_failures,
         rules.rotation_failure_window,
         lambda s, n: f"{n} failed rotations of {s} within {rules.rotation_failure_window}",
+        since,
     )
     findings += _bursts(
         "revocation_request_burst",
@@ -159,6 +172,7 @@ def find_suspicious(events: Sequence[AuditEvent], rules: ScanRules) -> list[Find
         rules.revocation_requests,
         rules.revocation_window,
         lambda s, n: f"{n} revocation requests by {s} within {rules.revocation_window}",
+        since,
     )
     zone = ZoneInfo(rules.timezone)
     for event in events:
@@ -200,6 +214,7 @@ class ScanReport:
     scanned: int = 0
     findings: list[str] = field(default_factory=list)
     already_reported: int = 0
+    audited: int = 0
     notified: int = 0
     failures: list[str] = field(default_factory=list)
 
@@ -217,52 +232,68 @@ def scan(
     rules: ScanRules,
     correlation_id: str | None = None,
 ) -> ScanReport:
-    """Scan the lookback period; report new findings (audit record, then notification).
+    """Scan the lookback period and report each new finding exactly once.
 
-    A finding whose audit record cannot be written is released, so the next scan reports it; a finding
-    whose notification fails stays pending and is re-sent by the next scan. Raises DependencyUnavailable
-    when the audit cannot be read at all.
+    A finding is claimed first (atomic, by id), then its SUSPICIOUS_ACTIVITY record is written, then its
+    notification is sent; each step is marked, so a scan that is interrupted or meets a failure leaves the
+    rest to the next scan, and nothing is announced before it is on record. Raises DependencyUnavailable
+    when the audit or the finding store cannot be read at all.
     """
     now = clock.now()
+    since = now - rules.lookback
     report = ScanReport()
-    rows = reader.list_records(AuditQuery(vault=trail.vault, since=now - rules.lookback, limit=1))
     events: list[AuditEvent] = []
-    for row in rows:
+    for row in reader.list_records(AuditQuery(vault=trail.vault, since=since)):
         try:
             events.append(event_from_fields(row.record.fields))
         except (KeyError, ValueError, TypeError):
             continue  # verify reports malformed records; the scan reads what it can
     report.scanned = len(events)
-    for finding in find_suspicious(events, rules):
-        if not findings.claim(finding.id, finding.rule, now, finding.details()):
-            report.already_reported += 1
-            continue
-        try:
-            trail.record(
-                Action.SUSPICIOUS_ACTIVITY,
-                secret_name=finding.secret_name,
-                result=Result.SUCCESS,
-                correlation_id=correlation_id,
-                details=finding.details(),
-            )
-        except DependencyUnavailable as err:
-            findings.release(finding.id)
-            report.failures.append(f"{finding.rule}: audit unavailable ({err.detail})")
-            continue
-        report.findings.append(finding.id)
-    for pending in findings.unnotified():
-        finding_id = str(pending.get("RowKey", ""))
-        notification = Notification(
-            type=SUSPICIOUS_ACTIVITY,
-            subject=finding_id,
+    on_record = {str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY}
+    for finding in find_suspicious(events, rules, since):
+        stored = StoredFinding(
+            id=finding.id,
+            rule=finding.rule,
             time=now,
-            data={"finding_id": finding_id, "rule": pending.get("rule"), "vault": trail.vault},
-            id=finding_id,  # the same finding always has the same event id: consumers can deduplicate
+            secret_name=finding.secret_name,
+            details=finding.details(),
         )
+        if findings.claim(stored):
+            report.findings.append(finding.id)
+        else:
+            report.already_reported += 1
+    for pending in findings.pending():
         try:
-            publisher.publish([notification])
-            findings.mark_notified(finding_id)
-            report.notified += 1
-        except DependencyUnavailable as err:
-            report.failures.append(f"notify {finding_id}: {err.detail}")
+            if not pending.audited:
+                # A record from an earlier, interrupted scan counts: never write the same finding twice.
+                if pending.id not in on_record:
+                    trail.record(
+                        Action.SUSPICIOUS_ACTIVITY,
+                        secret_name=pending.secret_name,
+                        correlation_id=correlation_id,
+                        details=pending.details,
+                    )
+                findings.mark_audited(pending.id)
+                report.audited += 1
+            if not pending.notified:
+                publisher.publish([_notification(pending, trail.vault, now)])
+                findings.mark_notified(pending.id)
+                report.notified += 1
+        except DomainError as err:
+            report.failures.append(f"finding {pending.id} ({pending.rule}): {err}")
     return report
+
+
+def _notification(finding: StoredFinding, vault: str, now: datetime) -> Notification:
+    return Notification(
+        type=SUSPICIOUS_ACTIVITY,
+        subject=finding.secret_name or finding.id,
+        time=now,
+        data={
+            "finding_id": finding.id,
+            "rule": finding.rule,
+            "vault": vault,
+            "summary": finding.details.get("summary"),
+        },
+        id=finding.id,  # the same finding always has the same event id: consumers can deduplicate
+    )

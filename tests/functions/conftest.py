@@ -20,6 +20,7 @@ LOCAL_ENV = {
     "KEY_VAULT_URL": "https://fleet.vault.azure.net",
     "SECRETS_STORAGE": "UseDevelopmentStorage=true",
     "ALLOW_UNVERIFIED_PRINCIPAL": "true",
+    "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
 }
 
 

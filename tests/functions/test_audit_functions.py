@@ -11,6 +11,7 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.findings import StoredFinding
 from shared.domain.identity import encode_principal
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
@@ -68,7 +69,8 @@ def test_query_needs_a_principal_and_audits_the_refusal(
     assert event.result == Result.DENIED
     assert event.actor.id == "anonymous"
     assert event.actor.ip == "198.51.100.7"
-    assert event.secret_name == "db-password"
+    assert event.secret_name is None  # refusals go to the service chain: callers cannot create chains
+    assert event.details["secret_name"] == "db-password"
     assert event.correlation_id == "inv-123"
 
 
@@ -91,11 +93,22 @@ def test_platform_vouched_header_is_trusted_in_azure(functions: dict[str, Any], 
     assert call(functions, "audit_query")[0] == 200
 
 
-def test_local_switch_is_refused_in_azure(functions: dict[str, Any], use_container: Any) -> None:
-    use_container(FakeContainer({**LOCAL_ENV, "WEBSITE_INSTANCE_ID": "i-1"}))
+@pytest.mark.parametrize(
+    "env",
+    [
+        {**LOCAL_ENV, "WEBSITE_INSTANCE_ID": "i-1"},  # in Azure
+        {k: v for k, v in LOCAL_ENV.items() if k != "AZURE_FUNCTIONS_ENVIRONMENT"},  # a container, a server
+        {**LOCAL_ENV, "AZURE_FUNCTIONS_ENVIRONMENT": "Production"},
+    ],
+)
+def test_local_switch_is_refused_off_a_development_host(
+    functions: dict[str, Any], use_container: Any, env: dict[str, str]
+) -> None:
+    fake = use_container(FakeContainer(env))
     status, body, _ = call(functions, "audit_query")
     assert status == 503
     assert "ALLOW_UNVERIFIED_PRINCIPAL" in body["detail"]
+    assert fake.audit_log.events == []
 
 
 def test_missing_role_is_403_and_audited(functions: dict[str, Any], fake: FakeContainer) -> None:
@@ -169,7 +182,7 @@ def test_review_fails_closed_when_the_audit_store_is_down(
     functions: dict[str, Any], fake: FakeContainer
 ) -> None:
     finding = "f" * 32
-    fake.findings.claim(finding, "break_glass", fake.clock.now(), {})
+    fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
     fake.audit_log.available = False
     status, body, _ = call(
         functions,
@@ -180,7 +193,7 @@ def test_review_fails_closed_when_the_audit_store_is_down(
     )
     assert status == 503
     assert "nothing was changed" in body["detail"]
-    assert fake.findings.rows[finding]["status"] == "open"
+    assert fake.findings.rows[finding].status == "open"
 
     fake.audit_log.available = True
     status, body, _ = call(
@@ -192,7 +205,7 @@ def test_review_fails_closed_when_the_audit_store_is_down(
     )
     assert status == 200
     assert body["status"] == "reviewed"
-    assert fake.findings.rows[finding]["reviewer"] == "oid-auditor"
+    assert fake.findings.rows[finding].reviewer == "oid-auditor"
     again = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": finding})
     assert again[0] == 409
     missing = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": "e" * 32})

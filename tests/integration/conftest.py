@@ -50,6 +50,7 @@ def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: st
         "SECRETS_STORAGE": azurite.connection_string,
         "AzureWebJobsStorage": azurite.connection_string,
         "ALLOW_UNVERIFIED_PRINCIPAL": "true",
+        "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
         "FUNCTIONS_WORKER_RUNTIME": "python",
         **extra,
     }

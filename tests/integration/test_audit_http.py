@@ -18,6 +18,7 @@ from devtools.azurite import AzuriteProcess
 from devtools.host import HostProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.tables import AUDIT_TABLE, TableFindingStore, row_key
+from shared.domain.findings import StoredFinding
 from tests.integration.conftest import app_settings
 from tests.integration.http_client import Client
 
@@ -74,7 +75,7 @@ def test_refusals_are_audited_and_queryable(stack: Stack) -> None:
     assert status == 200
     [item] = body["items"]
     assert item["actor_id"] == "anonymous"
-    assert item["secret_name"] == "db-password"
+    assert item["details"]["secret_name"] == "db-password"
     assert item["result"] == "denied"
     assert item["details"]["required_role"] == "Secrets.Audit.Read"
 
@@ -112,7 +113,7 @@ def test_verify_over_http_and_from_the_cli(stack: Stack) -> None:
 
 def test_state_change_fails_closed_while_storage_is_unreachable(stack: Stack) -> None:
     findings = TableFindingStore(stack.tables())
-    assert findings.claim(FINDING, "break_glass", _now(), {"summary": "test"})
+    assert findings.claim(StoredFinding(FINDING, "break_glass", _now(), details={"summary": "test"}))
 
     stack.azurite.stop()
     started = time.monotonic()
@@ -123,12 +124,12 @@ def test_state_change_fails_closed_while_storage_is_unreachable(stack: Stack) ->
 
     stack.restart_azurite()
     findings = TableFindingStore(stack.tables())
-    assert (findings.get(FINDING) or {})["status"] == "open"
+    assert getattr(findings.get(FINDING), "status", None) == "open"
     assert [r for r in audit_rows(stack) if r["action"] == "REVIEWED"] == []
 
     status, body = stack.client.post(f"/api/audit/findings/{FINDING}/review", {"note": "looked at it"})
     assert status == 200, body
-    assert (findings.get(FINDING) or {})["status"] == "reviewed"
+    assert getattr(findings.get(FINDING), "status", None) == "reviewed"
     assert [r["actor_id"] for r in audit_rows(stack) if r["action"] == "REVIEWED"] == ["oid-auditor"]
 
 

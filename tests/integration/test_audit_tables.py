@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.data.tables import UpdateMode
 from azure.keyvault.secrets import SecretClient
 
@@ -18,8 +19,8 @@ from shared.adapters.key_vault import AUDIT_KEY_SECRET, KeyVaultMacKeyRing, Loca
 from shared.adapters.tables import HEAD_ROW, TableAuditLog, row_key
 from shared.bootstrap import Container
 from shared.config import Settings
-from shared.domain.audit import Action, AuditEvent, BreakKind, seal_all
-from shared.services.audit import AuditTrail, verify_audit, write_digest
+from shared.domain.audit import Action, AuditEvent, AuditQuery, BreakKind, seal_all
+from shared.services.audit import AuditTrail, query_audit, verify_audit, write_digest
 from tests.fakes import FixedClock
 from tests.integration.conftest import app_settings
 
@@ -192,3 +193,48 @@ def test_batched_append_splits_at_the_transaction_limit(env: Env) -> None:
     records = env.log.append(events)
     assert [r.seq for r in records] == list(range(1, 251))
     assert env.breaks() == []
+
+
+class LosesFirstAnswer:
+    """A table client whose first batch commits but whose answer is lost, the way a dropped connection
+    makes azure-core retry a batch that already went through (the retry then meets its own head: 412)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def submit_transaction(self, operations: Any) -> Any:
+        result = self._table.submit_transaction(operations)
+        if self.lost == 0:
+            self.lost += 1
+            err = HttpResponseError(message="precondition failed on the retried batch")
+            err.status_code = 412
+            raise err
+        return result
+
+
+def test_a_lost_answer_does_not_write_the_records_twice(env: Env) -> None:
+    env.fill(2)
+    flaky = LosesFirstAnswer(env.log.table)
+    env.log._table = flaky  # type: ignore[assignment]
+    records = env.log.append([env.trail.event(Action.ROTATED, secret_name=SECRET, version="v-new")])
+    assert flaky.lost == 1
+    assert [r.seq for r in records] == [3]
+    contents = env.log.read_chains(env.chain)[env.chain]
+    assert sorted(r.position for r in contents.records) == [1, 2, 3]
+    assert env.breaks() == []
+
+
+def test_rows_that_are_not_records_are_reported_and_skipped_by_queries(env: Env) -> None:
+    env.fill(2)
+    copy = env.row(1)
+    copy["RowKey"] = "0" + copy["RowKey"]  # int() would read it as the same position
+    env.log.table.create_entity(copy)
+    env.log.table.create_entity({"PartitionKey": env.chain, "RowKey": "x", "vault": env.vault, "time": "z"})
+    found = env.breaks()
+    assert sorted(kind for _, kind, _ in found) == [BreakKind.UNEXPECTED, BreakKind.UNEXPECTED]
+    page = query_audit(env.log, AuditQuery(vault=env.vault, secret_name=SECRET))
+    assert [item["seq"] for item in page.items] == [2, 1]

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditQuery, BreakKind, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, BreakKind, ChainContents, Digest, Result
 from shared.domain.errors import Conflict, NotFound
+from shared.domain.findings import StoredFinding
 from shared.services.audit import (
     AuditTrail,
     AuditUnavailable,
@@ -115,7 +116,7 @@ def test_query_is_newest_first_and_pages(trail: AuditTrail, log: InMemoryAuditLo
 
 
 def test_cursor_tokens_are_validated() -> None:
-    for bad in ("%%%", "bm90IGpzb24", "WzEsMl0"):
+    for bad in ("%%%", "bm90IGpzb24", "WzEsMl0", "WyJhIiwiYiIsIjMiXQ"):
         with pytest.raises(InvalidCursor):
             decode_cursor(bad)
 
@@ -141,16 +142,16 @@ def test_review_audits_first_and_changes_nothing_when_audit_is_down(
     trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
 ) -> None:
     findings = InMemoryFindings()
-    findings.claim("a" * 32, "break_glass", clock.now(), {})
+    findings.claim(StoredFinding("a" * 32, "break_glass", clock.now()))
     log.available = False
     with pytest.raises(AuditUnavailable):
         review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="ok", correlation_id="c1")
-    assert findings.rows["a" * 32]["status"] == "open"
+    assert findings.rows["a" * 32].status == "open"
 
     log.available = True
     result = review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="ok", correlation_id="c1")
     assert result["status"] == "reviewed"
-    assert findings.rows["a" * 32]["reviewer"] == "op-7"
+    assert findings.rows["a" * 32].reviewer == "op-7"
     [event] = [e for e in log.events if e.action == Action.REVIEWED]
     assert event.details["finding_id"] == "a" * 32
     assert event.actor == OPERATOR
@@ -168,3 +169,33 @@ def test_digest_covers_every_chain_even_when_nothing_happened(
     assert (first.seq, second.seq) == (1, 2)
     assert second.prev_mac == first.mac
     assert first.heads == {}
+
+
+class AppendsWhileRead(InMemoryAuditLog):
+    """A reader that sees a chain's records before a concurrent append and its head after it, once."""
+
+    def __init__(self, inner: InMemoryAuditLog, trail: AuditTrail) -> None:
+        super().__init__(inner.keys)
+        self.inner, self.trail, self.raced = inner, trail, False
+
+    def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
+        before = self.inner.read_chains(chain)
+        if self.raced:
+            return before
+        self.raced = True
+        self.trail.record(Action.ROTATED, secret_name="db-password", version="late")
+        after = self.inner.read_chains(chain)
+        return {name: ChainContents(before[name].records, after[name].head) for name in before}
+
+    def read_digests(self) -> list[Digest]:
+        return self.inner.read_digests()
+
+
+def test_verify_does_not_mistake_an_append_in_flight_for_a_cut(
+    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
+) -> None:
+    trail.record(Action.ROTATED, secret_name="db-password")
+    racing = AppendsWhileRead(log, trail)
+    report = verify_audit(racing, log.keys, clock, vault=VAULT)
+    assert racing.raced
+    assert report.ok, report.breaks

@@ -142,10 +142,15 @@ def test_event_grid_is_optional_and_validated() -> None:
 
 
 def test_unverified_principal_switch_is_refused_in_azure() -> None:
-    Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "true"}).check_http_safety()  # local: allowed
+    dev = {"AZURE_FUNCTIONS_ENVIRONMENT": "Development"}
+    Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "true", **dev}).check_http_safety()  # local dev host: allowed
+    with pytest.raises(ConfigurationError):
+        Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "true"}).check_http_safety()  # not a development host
     Settings({"WEBSITE_INSTANCE_ID": "abc"}).check_http_safety()  # Azure without the switch: fine
     with pytest.raises(ConfigurationError) as err:
-        Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "true", "WEBSITE_INSTANCE_ID": "abc"}).check_http_safety()
+        Settings(
+            {"ALLOW_UNVERIFIED_PRINCIPAL": "true", "WEBSITE_INSTANCE_ID": "abc", **dev}
+        ).check_http_safety()
     assert err.value.setting == "ALLOW_UNVERIFIED_PRINCIPAL"
 
 

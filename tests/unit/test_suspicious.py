@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -127,7 +128,7 @@ def test_the_scan_reports_each_finding_once_across_overlapping_runs() -> None:
     assert publisher.sent[0].id == first.findings[0]  # the event id is the finding id: consumers can dedupe
 
 
-def test_a_finding_that_cannot_be_audited_is_reported_next_time() -> None:
+def test_a_finding_that_cannot_be_audited_is_neither_lost_nor_announced() -> None:
     clock = FixedClock(T0)
     log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
     trail = AuditTrail(log, clock, "fleet")
@@ -135,9 +136,44 @@ def test_a_finding_that_cannot_be_audited_is_reported_next_time() -> None:
     log.available = False
     report = scan(log, trail, findings, publisher, clock, RULES)
     assert not report.ok
-    assert findings.rows == {}  # released: nothing claimed without its record
+    [pending] = findings.rows.values()
+    assert (pending.audited, pending.notified) == (False, False)
+    assert publisher.sent == []  # nothing announced before it is on record
     log.available = True
     report = scan(log, trail, findings, publisher, clock, RULES)
     assert report.ok
-    assert len(report.findings) == 1
+    assert (report.findings, report.already_reported, report.audited, report.notified) == ([], 1, 1, 1)
+    assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
+    assert len(publisher.sent) == 1
+
+
+def test_an_interrupted_scan_does_not_write_the_record_twice() -> None:
+    clock = FixedClock(T0)
+    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
+    trail = AuditTrail(log, clock, "fleet")
+    trail.record(Action.BREAK_GLASS, secret_name="db-password")
+    scan(log, trail, findings, publisher, clock, RULES)
+    [finding] = findings.rows.values()
+    findings.rows[finding.id] = replace(finding, audited=False, notified=False)  # crashed before marking
+    scan(log, trail, findings, publisher, clock, RULES)
+    assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
+    assert findings.rows[finding.id].audited
+    assert len(publisher.sent) == 2  # at-least-once; the event id (the finding id) lets consumers dedupe
+    assert publisher.sent[0].id == publisher.sent[1].id
+
+
+def test_a_burst_is_not_reported_again_when_its_start_ages_out_of_the_lookback() -> None:
+    clock = FixedClock(T0 + timedelta(minutes=14))
+    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
+    trail = AuditTrail(log, clock, "fleet")
+    for _ in range(10):  # 10 denials between 10:14 and 10:18:30, across a 15-minute boundary
+        trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
+        clock.advance(timedelta(seconds=30))
+    clock.current = T0 + timedelta(minutes=30)
+    first = scan(log, trail, findings, publisher, clock, RULES)
+    assert len(first.findings) == 1
+    # A day later, every 15 minutes (and at odd moments), the lookback cuts through the burst.
+    for minutes in [*range(0, 75, 15), 12, 13, 14, 15, 16]:
+        clock.current = T0 + timedelta(days=1, minutes=minutes, seconds=5)
+        assert scan(log, trail, findings, publisher, clock, RULES).findings == []
     assert len(publisher.sent) == 1
