@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.services.suspicious import ScanRules
+from shared.domain.scan_rules import ScanRules
 
 KEY_VAULT_URL = "KEY_VAULT_URL"
 KEY_VAULT_CA_BUNDLE = "KEY_VAULT_CA_BUNDLE"

@@ -12,7 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,28 +20,11 @@ from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, event_fr
 from shared.domain.errors import DomainError
 from shared.domain.findings import StoredFinding
 from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
+from shared.domain.scan_rules import ScanRules
 from shared.ports import AuditReader, Clock, FindingStore, Publisher
 from shared.services.audit import AuditTrail
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScanRules:
-    """Thresholds of the rules. Defaults suit a small operations team; settings override them."""
-
-    lookback: timedelta = timedelta(hours=24)
-    window: timedelta = timedelta(minutes=15)
-    denied_per_actor: int = 5
-    denied_per_ip: int = 10
-    rotation_failures: int = 3
-    rotation_failure_window: timedelta = timedelta(hours=24)
-    revocation_requests: int = 3
-    revocation_window: timedelta = timedelta(hours=1)
-    working_start: time = time(7, 0)
-    working_end: time = time(19, 0)
-    working_days: frozenset[int] = frozenset({0, 1, 2, 3, 4})  # Monday=0
-    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)

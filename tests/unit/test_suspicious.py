@@ -9,8 +9,9 @@ import pytest
 
 from shared.config import ConfigurationError, Settings
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.scan_rules import ScanRules
 from shared.services.audit import AuditTrail
-from shared.services.suspicious import ScanRules, find_suspicious, scan
+from shared.services.suspicious import find_suspicious, scan
 from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings, RecordingPublisher
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday

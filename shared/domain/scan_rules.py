@@ -1,0 +1,24 @@
+"""Thresholds of the suspicious-activity rules (a policy: settings fill it, the scan applies it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import time, timedelta
+
+
+@dataclass(frozen=True)
+class ScanRules:
+    """Thresholds of the rules. Defaults suit a small operations team; settings override them."""
+
+    lookback: timedelta = timedelta(hours=24)
+    window: timedelta = timedelta(minutes=15)
+    denied_per_actor: int = 5
+    denied_per_ip: int = 10
+    rotation_failures: int = 3
+    rotation_failure_window: timedelta = timedelta(hours=24)
+    revocation_requests: int = 3
+    revocation_window: timedelta = timedelta(hours=1)
+    working_start: time = time(7, 0)
+    working_end: time = time(19, 0)
+    working_days: frozenset[int] = frozenset({0, 1, 2, 3, 4})  # Monday=0
+    timezone: str = "UTC"
