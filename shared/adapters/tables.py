@@ -16,9 +16,9 @@ import random
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -53,6 +53,7 @@ from shared.domain.findings import StoredFinding
 from shared.ports import MacKeyRing
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEPENDENCY = "audit_store"
 AUDIT_TABLE = "auditlog"
@@ -144,55 +145,67 @@ class TableAuditLog:
 
     def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         key_id, key = self._keys.current()
-        records: list[AuditRecord] = []
+
+        def build(head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], list[AuditRecord]]:
+            records = seal_all(events, head.seq, head.mac, key_id, key)
+            last = records[-1]
+            return ChainHead(last.seq, last.mac), [_record_entity(r) for r in records], records
+
+        return self._after_head(chain, build)
+
+    def _after_head(
+        self, partition: str, build: Callable[[ChainHead], tuple[ChainHead, list[dict[str, Any]], T]]
+    ) -> T:
+        """Append entities after a partition's head in one transaction guarded by the head's ETag.
+
+        ``build`` seals the new rows after the head it is given and returns the new head, the rows (the
+        first of which stands at the new head's first sequence number) and the result. A writer that lost
+        the race (409 on a partition's first append, 412 after) reads the head again and seals again.
+        """
+        attempt_rows: list[dict[str, Any]] = []
+        result: T | None = None
         for attempt in range(self._max_attempts):
             try:
-                if records and self._landed(chain, records):
+                if attempt_rows and result is not None and self._landed(partition, attempt_rows[0]):
                     # The previous attempt committed but its answer was lost (azure-core retried the
-                    # batch, which then met its own head): the records are stored, do not write them twice.
-                    return records
-                head, etag = self._read_head(chain)
-                records = seal_all(events, head.seq, head.mac, key_id, key)
-                new_head = {
-                    "PartitionKey": chain,
+                    # batch, which then met its own head): the rows are stored, do not write them twice.
+                    return result
+                head, etag = self._read_head(partition)
+                new_head, attempt_rows, result = build(head)
+                head_row = {
+                    "PartitionKey": partition,
                     "RowKey": HEAD_ROW,
-                    "seq": records[-1].seq,
-                    "mac": records[-1].mac,
+                    "seq": new_head.seq,
+                    "mac": new_head.mac,
+                }
+                guard = {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": etag,
+                    "match_condition": MatchConditions.IfNotModified,
                 }
                 operations: list[Any] = [
-                    ("create", new_head)
-                    if etag is None
-                    else (
-                        "update",
-                        new_head,
-                        {
-                            "mode": UpdateMode.REPLACE,
-                            "etag": etag,
-                            "match_condition": MatchConditions.IfNotModified,
-                        },
-                    )
+                    ("create", head_row) if etag is None else ("update", head_row, guard)
                 ]
-                operations += [("create", _record_entity(record)) for record in records]
+                operations += [("create", row) for row in attempt_rows]
                 self.table.submit_transaction(operations)
-                return records
+                return result
             except (TableTransactionError, ResourceExistsError, HttpResponseError) as err:
                 if getattr(err, "status_code", None) in (409, 412):
-                    # Another writer moved the head first: reread it and seal again after it.
                     time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
                     continue
                 raise _unavailable(err) from err
             except AzureError as err:
                 raise _unavailable(err) from err
         raise DependencyUnavailable(
-            DEPENDENCY, f"chain {chain} stayed contended after {self._max_attempts} attempts"
+            DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
         )
 
-    def _landed(self, chain: str, records: Sequence[AuditRecord]) -> bool:
+    def _landed(self, partition: str, row: Mapping[str, Any]) -> bool:
         try:
-            stored = self.table.get_entity(chain, row_key(records[0].seq))
+            stored = self.table.get_entity(partition, str(row["RowKey"]))
         except ResourceNotFoundError:
             return False
-        return stored.get("id") == records[0].event.id and stored.get("mac") == records[0].mac
+        return bool(stored.get("mac") == row["mac"])
 
     def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
         try:
@@ -307,56 +320,26 @@ class TableAuditLog:
 
     def append_digest(self, heads: Mapping[str, ChainHead], time_: datetime, keys: MacKeyRing) -> Digest:
         key_id, key = keys.current()
-        for attempt in range(self._max_attempts):
-            try:
-                head, etag = self._read_head(DIGEST_CHAIN)
-                digest = seal_digest(head.seq + 1, time_, heads, head.mac, key_id, key)
-                text = json.dumps(
-                    {n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":")
-                )
-                parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
-                entity: dict[str, Any] = {
-                    "PartitionKey": DIGEST_CHAIN,
-                    "RowKey": row_key(digest.seq),
-                    "seq": digest.seq,
-                    "time": format_time(digest.time),
-                    "prev_mac": digest.prev_mac,
-                    "key_id": digest.key_id,
-                    "mac": digest.mac,
-                    "chains": len(heads),
-                    "heads_parts": len(parts),
-                    **{f"heads_{i}": part for i, part in enumerate(parts)},
-                }
-                new_head = {
-                    "PartitionKey": DIGEST_CHAIN,
-                    "RowKey": HEAD_ROW,
-                    "seq": digest.seq,
-                    "mac": digest.mac,
-                }
-                operations: list[Any] = [
-                    ("create", new_head)
-                    if etag is None
-                    else (
-                        "update",
-                        new_head,
-                        {
-                            "mode": UpdateMode.REPLACE,
-                            "etag": etag,
-                            "match_condition": MatchConditions.IfNotModified,
-                        },
-                    )
-                ]
-                operations.append(("create", entity))
-                self.table.submit_transaction(operations)
-                return digest
-            except (TableTransactionError, ResourceExistsError, HttpResponseError) as err:
-                if getattr(err, "status_code", None) in (409, 412):
-                    time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311
-                    continue
-                raise _unavailable(err) from err
-            except AzureError as err:
-                raise _unavailable(err) from err
-        raise DependencyUnavailable(DEPENDENCY, "digest chain stayed contended")
+        text = json.dumps({n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":"))
+        parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+
+        def build(head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], Digest]:
+            digest = seal_digest(head.seq + 1, time_, heads, head.mac, key_id, key)
+            row: dict[str, Any] = {
+                "PartitionKey": DIGEST_CHAIN,
+                "RowKey": row_key(digest.seq),
+                "seq": digest.seq,
+                "time": format_time(digest.time),
+                "prev_mac": digest.prev_mac,
+                "key_id": digest.key_id,
+                "mac": digest.mac,
+                "chains": len(heads),
+                "heads_parts": len(parts),
+                **{f"heads_{i}": part for i, part in enumerate(parts)},
+            }
+            return ChainHead(digest.seq, digest.mac), [row], digest
+
+        return self._after_head(DIGEST_CHAIN, build)
 
 
 class TableFindingStore:
