@@ -48,5 +48,9 @@ functions: $(STAMP_PY)
 integration: install
 	$(PY) -m pytest tests/integration
 
+# Benchmarks print their figures next to a baseline measured in the same run (docs/benchmarks.md).
+bench: install
+	$(PY) -m bench.audit_append
+
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

@@ -132,7 +132,11 @@ class AzuriteProcess:
 
         threading.Thread(target=pump, name="azurite-output", daemon=True).start()
         deadline = time.monotonic() + timeout
-        ready.wait(timeout)
+        try:
+            ready.wait(timeout)
+        except BaseException:
+            _terminate(proc)  # Ctrl-C while starting: the child has its own session, so stop it here
+            raise
         if len(ports) == 3:
             return cls(proc, host, ports)
         _terminate(proc)

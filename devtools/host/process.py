@@ -98,7 +98,11 @@ class HostProcess:
             threading.Thread(
                 target=pump, args=(stream, watch), name=f"devhost-output-{proc.pid}", daemon=True
             ).start()
-        ready.wait(timeout)
+        try:
+            ready.wait(timeout)
+        except BaseException:
+            _terminate(proc)  # Ctrl-C while starting: do not leave the host behind
+            raise
         if found:
             return cls(proc, found[0], output)
         if ready.is_set():  # output ended: the host is exiting, let it finish

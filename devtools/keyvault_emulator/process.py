@@ -115,7 +115,11 @@ class EmulatorProcess:
         for pump in pumps:
             pump.start()
         started = time.monotonic()
-        ready.wait(timeout)
+        try:
+            ready.wait(timeout)
+        except BaseException:
+            _terminate(proc, pumps)  # Ctrl-C while starting: the child has its own session
+            raise
         if found:
             return cls(proc, found[0], cert_file, stderr_tail, pumps)
         timed_out = time.monotonic() - started >= timeout and proc.poll() is None
