@@ -8,7 +8,15 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import azure.functions as func
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
@@ -42,7 +50,18 @@ def _moment(value: Any) -> Any:
     return value
 
 
-Moment = Annotated[datetime, BeforeValidator(_moment)]
+def _cursor(value: Any) -> Any:
+    if value is None or isinstance(value, tuple):
+        return value
+    try:
+        return service.decode_cursor(str(value))
+    except service.InvalidCursor as err:
+        raise ValueError(str(err)) from None
+
+
+# AwareDatetime: a time without a zone is refused (400 naming the parameter) rather than guessed.
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
+Cursor = Annotated[tuple[str, str, int], BeforeValidator(_cursor)]
 
 
 class QueryParams(BaseModel):
@@ -53,7 +72,27 @@ class QueryParams(BaseModel):
     since: Moment | None = None
     until: Moment | None = None
     limit: int = Field(50, ge=1, le=service.MAX_PAGE)
-    continuation: str | None = Field(None, max_length=512)
+    continuation: Cursor | None = None
+
+    @field_validator("until")
+    @classmethod
+    def _after_since(cls, until: datetime | None, info: ValidationInfo) -> datetime | None:
+        since = info.data.get("since")
+        if until is not None and since is not None and since >= until:
+            raise ValueError("must be after since")
+        return until
+
+    def query(self, vault: str) -> AuditQuery:
+        return AuditQuery(
+            vault=vault,
+            secret_name=self.secret_name,
+            action=self.action,
+            actor=self.actor,
+            since=self.since,
+            until=self.until,
+            limit=self.limit,
+            before=self.continuation,
+        )
 
 
 class SummaryParams(BaseModel):
@@ -73,15 +112,9 @@ class ReviewBody(BaseModel):
 
 
 def _secret_param(req: func.HttpRequest) -> str | None:
-    """The secret_name parameter when well-formed, so a refusal is audited in that secret's chain."""
+    """The secret_name parameter when well-formed, named in the details of a refusal's record."""
     raw = (req.params.get("secret_name") or "").strip()
     return raw if re.fullmatch(SECRET_NAME, raw) else None
-
-
-def _aware(name: str, moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        raise BadRequest(name, "must include a time zone, e.g. 2026-11-29T08:00:00Z")
-    return moment
 
 
 @bp.function_name("audit_query")
@@ -90,24 +123,7 @@ def audit_query(req: func.HttpRequest, context: func.Context) -> func.HttpRespon
     def handle() -> func.HttpResponse:
         container, cid = get_container(), correlation_id(context)
         authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
-        params = parse_params(QueryParams, req.params)
-        since, until = _aware("since", params.since), _aware("until", params.until)
-        if since and until and since >= until:
-            raise BadRequest("until", "must be after since")
-        try:
-            before = service.decode_cursor(params.continuation) if params.continuation else None
-        except service.InvalidCursor as err:
-            raise BadRequest("continuation", str(err)) from None
-        query = AuditQuery(
-            vault=container.settings.key_vault.name,
-            secret_name=params.secret_name,
-            action=params.action,
-            actor=params.actor,
-            since=since,
-            until=until,
-            limit=params.limit,
-            before=before,
-        )
+        query = parse_params(QueryParams, req.params).query(container.settings.key_vault.name)
         return json_response(service.query_audit(container.audit_log, query).to_dict())
 
     return respond(handle)
