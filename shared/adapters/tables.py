@@ -62,6 +62,7 @@ HEAD_ROW = "head"
 MAX_SEQ = 10**12 - 1
 MAX_BATCH = 100  # Azure's limit per entity-group transaction (Azurite breaks above it)
 _CHUNK = 32_000  # characters per string property (Azure allows 32K UTF-16 characters)
+_MAX_DIGEST_BYTES = 900 * 1024  # of the 1 MiB an entity may hold, the rest left for its other properties
 _ROW_KEY = re.compile(r"[0-9]{12}")
 _EPOCH = parse_time("1970-01-01T00:00:00.000000Z")
 
@@ -321,6 +322,13 @@ class TableAuditLog:
     def append_digest(self, heads: Mapping[str, ChainHead], time_: datetime, keys: MacKeyRing) -> Digest:
         key_id, key = keys.current()
         text = json.dumps({n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":"))
+        if 2 * len(text) > _MAX_DIGEST_BYTES:
+            # Azure stores strings as UTF-16 and caps an entity at 1 MiB. Say so, rather than let Azure
+            # answer a bare 400 every hour (verify would then report a stale digest).
+            raise DependencyUnavailable(
+                DEPENDENCY,
+                f"a digest of {len(heads)} chains does not fit one table entity (about 4,000 at most)",
+            )
         parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
 
         def build(head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], Digest]:
