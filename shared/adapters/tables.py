@@ -111,17 +111,13 @@ def _stored(entity: Mapping[str, Any]) -> StoredRecord:
     return StoredRecord(position=seq_of(str(entity["RowKey"])), fields=fields)
 
 
-class TableAuditLog:
-    """AuditLog and AuditReader on one table. Creates the table on first use."""
+class _Table:
+    """A table created on first use (nothing happens at construction)."""
 
-    def __init__(
-        self, service: TableServiceClient, keys: MacKeyRing, table: str = AUDIT_TABLE, max_attempts: int = 50
-    ) -> None:
+    def __init__(self, service: TableServiceClient, table: str) -> None:
         self._service = service
-        self._keys = keys
         self._table_name = table
         self._table: TableClient | None = None
-        self._max_attempts = max_attempts
 
     @property
     def table(self) -> TableClient:
@@ -131,6 +127,17 @@ class TableAuditLog:
             except AzureError as err:
                 raise _unavailable(err) from err
         return self._table
+
+
+class TableAuditLog(_Table):
+    """AuditLog and AuditReader on one table. Creates the table on first use."""
+
+    def __init__(
+        self, service: TableServiceClient, keys: MacKeyRing, table: str = AUDIT_TABLE, max_attempts: int = 50
+    ) -> None:
+        super().__init__(service, table)
+        self._keys = keys
+        self._max_attempts = max_attempts
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -350,24 +357,13 @@ class TableAuditLog:
         return self._after_head(DIGEST_CHAIN, build)
 
 
-class TableFindingStore:
+class TableFindingStore(_Table):
     """Findings of the suspicious-activity scan, one row per finding id (which makes claims atomic)."""
 
     PARTITION = "finding"
 
     def __init__(self, service: TableServiceClient, table: str = FINDINGS_TABLE) -> None:
-        self._service = service
-        self._table_name = table
-        self._table: TableClient | None = None
-
-    @property
-    def table(self) -> TableClient:
-        if self._table is None:
-            try:
-                self._table = self._service.create_table_if_not_exists(self._table_name)
-            except AzureError as err:
-                raise _unavailable(err) from err
-        return self._table
+        super().__init__(service, table)
 
     def claim(self, finding: StoredFinding) -> bool:
         entity = _strip(

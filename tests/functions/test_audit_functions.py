@@ -183,26 +183,25 @@ def test_review_fails_closed_when_the_audit_store_is_down(
 ) -> None:
     finding = "f" * 32
     fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
+
+    def review() -> tuple[int, dict[str, Any]]:
+        status, body, _ = call(
+            functions,
+            "audit_review_finding",
+            method="POST",
+            route_params={"finding_id": finding},
+            body=b'{"note":"ok"}',
+        )
+        return status, body
+
     fake.audit_log.available = False
-    status, body, _ = call(
-        functions,
-        "audit_review_finding",
-        method="POST",
-        route_params={"finding_id": finding},
-        body=b'{"note":"ok"}',
-    )
+    status, body = review()
     assert status == 503
     assert "nothing was changed" in body["detail"]
     assert fake.findings.rows[finding].status == "open"
 
     fake.audit_log.available = True
-    status, body, _ = call(
-        functions,
-        "audit_review_finding",
-        method="POST",
-        route_params={"finding_id": finding},
-        body=b'{"note":"ok"}',
-    )
+    status, body = review()
     assert status == 200
     assert body["status"] == "reviewed"
     assert fake.findings.rows[finding].reviewer == "oid-auditor"
