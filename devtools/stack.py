@@ -71,6 +71,9 @@ def _port_free(host: str, port: int) -> bool:
     if port == 0:
         return True
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers themselves do: connections of a run stopped a moment ago (TIME_WAIT) must not
+        # count as "in use"; a real listener still does.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -133,24 +136,29 @@ def app_environment(
     }
 
 
-def ensure_local_settings() -> None:
+def ensure_local_settings(target: Path) -> None:
     """Core Tools needs local.settings.json; create it from the sample the first time (it is git-ignored)."""
-    target = REPO_ROOT / "local.settings.json"
     if not target.exists():
         shutil.copyfile(REPO_ROOT / "local.settings.sample.json", target)
-        _say("created local.settings.json from local.settings.sample.json")
+        _say(f"created {target.name} from local.settings.sample.json")
 
 
-def start_app(port: int, env: dict[str, str], use_func: bool) -> subprocess.Popen[str]:
+def start_app(port: int, env: dict[str, str], use_func: bool, settings_file: Path) -> subprocess.Popen[str]:
     child_env = {**os.environ, **env}
     if use_func:
         func_path = shutil.which("func")
         assert func_path is not None
+        # Core Tools starts its Python worker with the first python3 on PATH: make that this venv's, or the
+        # worker imports function_app without the project's packages and the host has no functions.
+        venv_bin = str(Path(sys.executable).parent)
+        child_env["PATH"] = os.pathsep.join([venv_bin, child_env.get("PATH", "")])
+        child_env["VIRTUAL_ENV"] = sys.prefix
+        child_env["languageWorkers__python__defaultExecutablePath"] = sys.executable
         _say(f"starting the app under Azure Functions Core Tools ({func_path}) on port {port}")
         args = [func_path, "start", "--port", str(port)]
     else:
         _say(f"Core Tools (func) not found: starting the app under the dev host on port {port}")
-        args = [sys.executable, "-m", "devtools.host", "--port", str(port)]
+        args = [sys.executable, "-m", "devtools.host", "--port", str(port), "--settings", str(settings_file)]
     return subprocess.Popen(args, cwd=REPO_ROOT, env=child_env, text=True)
 
 
@@ -192,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--events-port", type=int, default=8790, help="local Event Grid topic endpoint port (default 8790)"
+    )
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        default=REPO_ROOT / "local.settings.json",
+        help="settings file for the app, created from local.settings.sample.json when missing "
+        "(default local.settings.json; Core Tools always reads local.settings.json)",
     )
     parser.add_argument("--no-seed", action="store_true", help="do not create the demo secrets")
     args = parser.parse_args(argv)
@@ -245,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"demo secrets: {', '.join(created) if created else 'already present'}")
         sink = EventGridSink(key="local-topic-key", port=args.events_port).start()
         cleanups.append(sink.stop)
-        ensure_local_settings()
+        ensure_local_settings(args.settings)
         env = app_environment(azurite, emulator, sink)
         use_func = shutil.which("func") is not None and not args.dev_host
-        app = start_app(args.port, env, use_func)
+        app = start_app(args.port, env, use_func, args.settings)
         base = f"http://127.0.0.1:{args.port}"
         status = wait_for_health(f"{base}/api/health", app, timeout=120)
         if status is None:

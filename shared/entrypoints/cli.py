@@ -6,7 +6,8 @@
 Settings come from the environment (the same names as the app); ``--settings`` loads the ``Values`` of a
 local.settings.json first without overriding the environment. Against Azure, sign in with ``az login``:
 DefaultAzureCredential uses the operator's identity, which needs read access to the audit table and to the
-audit MAC key in Key Vault. Exit status: 0 intact, 1 breaks found, 2 could not verify.
+audit MAC key in Key Vault. Exit status: 0 intact, 1 breaks found, 2 usage error, 3 could not verify
+(settings, storage or Key Vault).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from shared.config import ConfigurationError, Settings
 from shared.domain.errors import DomainError
 from shared.services.audit import verify_audit, write_digest
 
+EXIT_COULD_NOT_VERIFY = 3
+
 
 def _load_settings_file(path: Path) -> None:
     document = json.loads(path.read_text())
@@ -32,22 +35,31 @@ def _load_settings_file(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m shared.entrypoints.cli", description=__doc__.split("\n\n")[0]
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--settings",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="local.settings.json whose Values to load first",
     )
-    parser.add_argument("--settings", type=Path, help="local.settings.json whose Values to load first")
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.entrypoints.cli", description=__doc__.split("\n\n")[0], parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="walk the chains and digests and report every break")
+    verify = commands.add_parser(
+        "verify", parents=[common], help="walk the chains and digests and report every break"
+    )
     verify.add_argument("--secret-name", help="only this secret's chain")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    commands.add_parser("digest", help="seal a digest of every chain head now")
+    commands.add_parser("digest", parents=[common], help="seal a digest of every chain head now")
     args = parser.parse_args(argv)
     secret_name = getattr(args, "secret_name", None)
     if secret_name is not None and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
         parser.error("--secret-name must be 1-127 characters of 0-9, a-z, A-Z and -")
     try:
-        if args.settings:
-            _load_settings_file(args.settings)
+        settings_file = getattr(args, "settings", None)
+        if settings_file is not None:
+            _load_settings_file(settings_file)
         container = Container(Settings())
         if args.command == "digest":
             digest = write_digest(container.audit_log, container.key_ring, container.clock)
@@ -62,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ConfigurationError, DomainError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_COULD_NOT_VERIFY
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

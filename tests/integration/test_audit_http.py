@@ -94,7 +94,7 @@ def test_verify_over_http_and_from_the_cli(stack: Stack) -> None:
     assert status == 200
     assert (body["status"], body["records"], body["digests"]) == ("ok", 1, 1)
 
-    cli = [sys.executable, "-m", "shared.entrypoints.cli", "--settings", str(stack.settings_file), "verify"]
+    cli = [sys.executable, "-m", "shared.entrypoints.cli", "verify", "--settings", str(stack.settings_file)]
     env = {"PATH": "/usr/bin:/bin", **stack.env}
     result = subprocess.run(cli, cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -109,6 +109,13 @@ def test_verify_over_http_and_from_the_cli(stack: Stack) -> None:
     result = subprocess.run([*cli, "--json"], cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert result.returncode == 1
     assert json.loads(result.stdout)["status"] == "broken"
+    unreachable = {
+        **env,
+        "KEY_VAULT_URL": "https://127.0.0.1:9",
+        "KEY_VAULT_CA_BUNDLE": str(stack.emulator.cert_file),
+    }
+    result = subprocess.run(cli, cwd=REPO, env=unreachable, capture_output=True, text=True, check=False)
+    assert result.returncode == 3, result.stdout + result.stderr
 
 
 def test_state_change_fails_closed_while_storage_is_unreachable(stack: Stack) -> None:

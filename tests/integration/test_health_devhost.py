@@ -77,7 +77,11 @@ def test_health_is_200_with_both_peers_and_503_when_one_stops(tmp_path: Path) ->
 
 
 def test_health_names_a_missing_setting(tmp_path: Path, azurite: AzuriteProcess) -> None:
-    env = {"SECRETS_STORAGE": azurite.connection_string, "KEY_VAULT_URL": ""}
+    env = {
+        "SECRETS_STORAGE": azurite.connection_string,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "KEY_VAULT_URL": "",
+    }
     host = _start("dev host", lambda: HostProcess.start(env=env, settings=no_settings(tmp_path)))
     try:
         status, body = get(f"{host.url}/api/health")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -33,44 +34,49 @@ def _refused(url: str) -> bool:
     return False
 
 
-def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "devtools.stack",
-            "--dev-host",
-            "--port",
-            "0",
-            "--vault-port",
-            "0",
-            "--storage-ports",
-            "0,0,0",
-            "--events-port",
-            "0",
-            "--state-dir",
-            str(tmp_path),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: deque[str] = deque(maxlen=400)
-    ready = threading.Event()
+class Stack:
+    """`python -m devtools.stack` on free ports, with its state and settings in a temporary folder."""
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip())
+    def __init__(self, tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+        args = [sys.executable, "-m", "devtools.stack", "--port", "0", "--vault-port", "0",
+                "--storage-ports", "0,0,0", "--events-port", "0", "--state-dir", str(tmp_path),
+                "--settings", str(tmp_path / "local.settings.json"), *extra]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        self.lines: deque[str] = deque(maxlen=400)
+        self.ready = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip())
             if "Try:" in line:
-                ready.set()
-        ready.set()
+                self.ready.set()
+        self.ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self) -> None:
+        assert self.ready.wait(120) and self.proc.poll() is None, self.text
+
+    def interrupt(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, "--dev-host")
     try:
-        assert ready.wait(120) and proc.poll() is None, "\n".join(lines)
-        text = "\n".join(lines)
+        stack.wait_ready()
+        text = stack.text
         health_url = re.search(r"curl -s (\S+/api/health)", text)
         vault_url = re.search(r"Key Vault\s+(https://\S+)", text)
         assert health_url and vault_url, text
@@ -99,14 +105,9 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
             assert RotationPolicy.from_tags(seeded[name]) == policy
         assert not RotationPolicy.is_managed(seeded[UNMANAGED_DEMO_SECRET])
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert code == 0, "\n".join(lines)
-    assert "[make run] stopped" in "\n".join(lines)
+        code = stack.interrupt()
+    assert code == 0, stack.text
+    assert "[make run] stopped" in stack.text
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not (
         _refused(health_url.group(1)) and _refused(vault_url.group(1))
@@ -115,3 +116,33 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
     assert _refused(health_url.group(1)), "the app still answers after Ctrl-C"
     assert _refused(vault_url.group(1)), "the emulator still answers after Ctrl-C"
     assert (tmp_path / "keyvault-state.json").exists()
+    assert (tmp_path / "local.settings.json").exists()  # created from the sample, outside the work tree
+
+
+def test_core_tools_gets_this_venvs_python(tmp_path: Path) -> None:
+    """With `func` on PATH, make run uses it, and the Python worker Core Tools starts (the first python3 on
+    PATH) is the project's venv. A stand-in `func` records which python3 it sees and serves the app with it
+    — if that python3 lacked the project's packages, the app would not start and this test would fail."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "python3-seen"
+    fake = bin_dir / "func"
+    settings = tmp_path / "state" / "local.settings.json"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'command -v python3 > "{seen}"\n'
+        'echo "$languageWorkers__python__defaultExecutablePath" >> "' + str(seen) + '"\n'
+        '[ "$1" = start ] && [ "$2" = --port ] || exit 64\n'
+        f'exec python3 -m devtools.host --port "$3" --settings "{settings}"\n'
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    stack = Stack(tmp_path / "state", env=env)
+    try:
+        stack.wait_ready()
+        assert "Azure Functions Core Tools" in stack.text
+    finally:
+        assert stack.interrupt() == 0, stack.text
+    python3, worker = seen.read_text().split()
+    assert Path(python3).parent == Path(sys.executable).parent
+    assert worker == sys.executable
