@@ -12,7 +12,14 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, Forbidden, NotFound
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    Forbidden,
+    NotFound,
+    SecretDisabled,
+)
 
 
 def translate(dependency: str, err: Exception) -> DomainError:
@@ -30,6 +37,8 @@ def translate(dependency: str, err: Exception) -> DomainError:
             return Forbidden(f"{dependency}: forbidden (HTTP 403)")
         return DependencyUnavailable(dependency, "authentication failed")
     if isinstance(err, HttpResponseError):
+        if err.status_code == 403 and _inner_code(err) == "SecretDisabled":
+            return SecretDisabled(f"{dependency}: the secret version is disabled")
         if err.status_code == 403:
             return Forbidden(f"{dependency}: forbidden (HTTP 403{_code(err)})")
         return DependencyUnavailable(dependency, _status(err))
@@ -38,6 +47,13 @@ def translate(dependency: str, err: Exception) -> DomainError:
     if isinstance(err, ServiceResponseError):
         return DependencyUnavailable(dependency, "no response")
     return DependencyUnavailable(dependency, f"unexpected {type(err).__name__}")
+
+
+def _inner_code(err: HttpResponseError) -> str | None:
+    """Key Vault's ``error.innererror.code``: tells a disabled secret from a missing permission."""
+    inner = getattr(err.error, "innererror", None) if err.error is not None else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _code(err: HttpResponseError) -> str:

@@ -19,6 +19,11 @@ class Conflict(DomainError):
     """The operation collides with the current state (e.g. a concurrent change, a deleted name)."""
 
 
+class SecretDisabled(Conflict):
+    """The secret version exists but is disabled (Key Vault answers 403 ``SecretDisabled`` to a read):
+    a state of the secret, not a missing permission of the caller."""
+
+
 class Forbidden(DomainError):
     """The caller, or the service's own identity, may not do this."""
 
