@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m devtools.eventgrid_sink",
         description="Local Event Grid topic endpoint that keeps the CloudEvents it receives. "
         "Development only.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=8790, help="port of the topic endpoint")
     parser.add_argument("--key", default="local-topic-key", help="expected aeg-sas-key")
     args = parser.parse_args(argv)
     try:

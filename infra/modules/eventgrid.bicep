@@ -3,7 +3,7 @@
 param name string
 param location string
 
-resource topic 'Microsoft.EventGrid/topics@2024-06-01-preview' = {
+resource topic 'Microsoft.EventGrid/topics@2022-06-15' = {
   name: name
   location: location
   properties: {

@@ -48,6 +48,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: [
         { name: 'AzureWebJobsStorage__accountName', value: storageAccountName }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
+        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         { name: 'KEY_VAULT_URL', value: keyVaultUrl }
         { name: 'SECRETS_STORAGE__tableServiceUri', value: tableServiceUri }
         { name: 'SECRETS_STORAGE__queueServiceUri', value: queueServiceUri }
@@ -77,7 +78,8 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)
           openIdIssuer: 'https://sts.windows.net/${authTenantId}/v2.0'
         }
         validation: {
-          allowedAudiences: [ 'api://${authClientId}' ]
+          // v1 tokens carry the App ID URI, v2 tokens the bare client id.
+          allowedAudiences: [ 'api://${authClientId}', authClientId ]
         }
       }
     }

@@ -4,6 +4,9 @@ param name string
 param location string
 param create bool
 
+@description('Log Analytics workspace that keeps the vault\'s AuditEvent log (who read or changed which secret).')
+param workspaceId string
+
 resource created 'Microsoft.KeyVault/vaults@2023-07-01' = if (create) {
   name: name
   location: location
@@ -20,6 +23,25 @@ resource created 'Microsoft.KeyVault/vaults@2023-07-01' = if (create) {
 
 resource existing 'Microsoft.KeyVault/vaults@2023-07-01' existing = if (!create) {
   name: name
+}
+
+// Key Vault's own access log, kept next to the service's audit trail: every read of a secret by any caller.
+resource createdDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (create) {
+  name: 'audit-to-log-analytics'
+  scope: created
+  properties: {
+    workspaceId: workspaceId
+    logs: [ { categoryGroup: 'audit', enabled: true } ]
+  }
+}
+
+resource existingDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!create) {
+  name: 'audit-to-log-analytics'
+  scope: existing
+  properties: {
+    workspaceId: workspaceId
+    logs: [ { categoryGroup: 'audit', enabled: true } ]
+  }
 }
 
 output name string = name

@@ -17,8 +17,12 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: workspace.id
-    DisableLocalAuth: false
+    // Entra ID only: the app sends telemetry with its managed identity (Monitoring Metrics Publisher).
+    DisableLocalAuth: true
   }
 }
 
 output appInsightsConnectionString string = insights.properties.ConnectionString
+output appInsightsId string = insights.id
+output workspaceId string = workspace.id
+output appInsightsName string = insights.name
