@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             state_dir / "keyvault-emulator.pem",
             port=args.vault_port,
             state_file=state_dir / "keyvault-state.json",
+            purge_protection=True,  # like the vault infra/ deploys
         )
         cleanups.append(emulator.stop)
         if not args.no_seed:

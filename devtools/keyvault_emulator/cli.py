@@ -14,6 +14,7 @@ from types import FrameType
 
 from devtools.keyvault_emulator.certs import generate_certificate, server_context, write_certificate
 from devtools.keyvault_emulator.limits import DEFAULT_CREATE_LIMIT, DEFAULT_TX_LIMIT, DEFAULT_WINDOW_SECONDS
+from devtools.keyvault_emulator.rbac import parse_operations
 from devtools.keyvault_emulator.server import EmulatorServer
 from devtools.keyvault_emulator.store import SecretStore
 
@@ -35,6 +36,28 @@ Extra endpoints (no auth): GET /_emulator/stats returns {"requests": {operation:
 list_deleted_secrets, recover_deleted_secret, purge_deleted_secret) including throttled and failed ones,
 401 challenges as "challenge" and unroutable calls as "unknown"; total is their sum. POST
 /_emulator/reset zeroes the counters (not the secrets).
+
+By default it is a vault with soft delete, no purge protection and full access. Options make it as strict
+as a real vault can be, so that code which passes here does not fail in Azure:
+  --purge-protection   recoveryLevel "Recoverable"; purging a deleted secret is 403 Forbidden ('Operation
+                       "purge" is not allowed because purge protection is enabled ...'); deleted secrets
+                       are still purged automatically at their scheduledPurgeDate (90 days).
+  --delete-delay-ms N  delete and recover complete N ms after they are answered, as the service's do.
+                       Until then GET /deletedsecrets/{name} (after a delete) or GET /secrets/{name} (after
+                       a recover) is 404, and set, update, delete, recover or purge of the name is 409
+                       Conflict ("Secret NAME is currently being deleted." / "... being recovered."). The
+                       SDK's begin_delete_secret(...).wait() and begin_recover_deleted_secret(...).wait()
+                       poll through this (every 2 s unless given _polling_interval=...).
+  --empty-pages        every list (secrets, versions, deleted secrets) answers an empty page ("value": [])
+                       carrying a nextLink before each real page, as the service sometimes does.
+  --deny OPS           the operations named in OPS (comma-separated stats names, e.g.
+                       set_secret,purge_deleted_secret; repeatable) answer 403 Forbidden with
+                       error.innererror.code "ForbiddenByRbac" and the data action the caller lacks, as a
+                       vault using Azure RBAC does for a missing role assignment. (A disabled version's 403
+                       has innererror.code "SecretDisabled" instead.)
+Regardless of options, the service's unspecified orders are not hidden: list versions returns versions
+ordered by their random version id, not by creation, so sort by created_on (1 s resolution) yourself.
+Secrets and deleted secrets are listed by name.
 """
 
 
@@ -50,6 +73,13 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
+
+
+def _operations(text: str) -> list[str]:
+    try:
+        return sorted(parse_operations(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _positive_float(text: str) -> float:
@@ -99,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"length of the sliding throttling window (default {DEFAULT_WINDOW_SECONDS:g}, the service's); "
         "tests shorten it so that a 429's Retry-After stays short",
     )  # fmt: skip
+    parser.add_argument(
+        "--purge-protection", action="store_true",
+        help="the vault has purge protection: purge is 403 Forbidden, recoveryLevel is Recoverable",
+    )  # fmt: skip
+    parser.add_argument(
+        "--delete-delay-ms", type=_non_negative_int, default=0, metavar="N",
+        help="delete and recover complete N ms after they are answered; meanwhile reads of the secret are "
+        "404 and writes to its name 409 (default 0: at once)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--empty-pages", action="store_true",
+        help="lists interleave empty pages that still carry a nextLink",
+    )  # fmt: skip
+    parser.add_argument(
+        "--deny", type=_operations, action="extend", default=[], metavar="OPS",
+        help="comma-separated operations (as named in /_emulator/stats) that answer 403 ForbiddenByRbac",
+    )  # fmt: skip
     return parser
 
 
@@ -124,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if not is_loopback(host):
         parser.error(f"refusing to bind {host!r}: the emulator has no authentication; use a loopback host")
     try:
-        store = SecretStore.open(args.state_file)
+        store = SecretStore.open(
+            args.state_file, purge_protection=args.purge_protection, delete_delay_ms=args.delete_delay_ms
+        )
     except ValueError as err:
         parser.error(str(err))
     cert_pem, key_pem = generate_certificate((host,))
@@ -138,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             create_limit=args.create_limit,
             tx_limit=args.tx_limit,
             window_seconds=args.window_seconds,
+            deny=frozenset(args.deny),
+            empty_pages=args.empty_pages,
         )
     except OSError as err:
         log.error("cannot listen on %s port %s: %s", host, args.port, err)
@@ -164,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "listening on %s (%d secrets, %d deleted; state file: %s)",
         server.base_url, active, deleted, args.state_file or "none",
+    )  # fmt: skip
+    log.info(
+        "purge protection: %s; delete delay: %d ms; empty pages: %s; denied: %s",
+        "on" if args.purge_protection else "off", args.delete_delay_ms, "on" if args.empty_pages else "off",
+        ",".join(sorted(set(args.deny))) or "none",
     )  # fmt: skip
     # The socket is bound and listening: connections queue in the backlog until serve_forever accepts them.
     print(f"keyvault-emulator ready {server.base_url}", flush=True)

@@ -11,9 +11,12 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+
+from devtools.keyvault_emulator.rbac import parse_operations
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"\bready (https://\S+)")
@@ -49,14 +52,22 @@ class EmulatorProcess:
         create_limit: int | None = None,
         tx_limit: int | None = None,
         window_seconds: float | None = None,
+        purge_protection: bool = False,
+        delete_delay_ms: int = 0,
+        empty_pages: bool = False,
+        deny: Sequence[str] = (),
         log_file: Path | None = None,
         timeout: float = 30.0,
     ) -> EmulatorProcess:
         """Start ``python -m devtools.keyvault_emulator`` and wait for its ready line.
 
-        Raises RuntimeError, with the end of the emulator's stderr, if it exits or is not ready within
-        ``timeout`` seconds.
+        The keyword arguments are the command line's options (see ``--help``); ``deny`` holds operation
+        names as in ``stats()``, e.g. ``("set_secret", "purge_deleted_secret")``.
+
+        Raises ValueError for an unknown operation in ``deny``, and RuntimeError, with the end of the
+        emulator's stderr, if it exits or is not ready within ``timeout`` seconds.
         """
+        denied = sorted(parse_operations(deny))
         args = [
             sys.executable, "-m", "devtools.keyvault_emulator",
             "--host", host, "--port", str(port), "--cert-file", str(cert_file),
@@ -71,6 +82,14 @@ class EmulatorProcess:
             args += ["--tx-limit", str(tx_limit)]
         if window_seconds is not None:
             args += ["--window-seconds", str(window_seconds)]
+        if purge_protection:
+            args.append("--purge-protection")
+        if delete_delay_ms:
+            args += ["--delete-delay-ms", str(delete_delay_ms)]
+        if empty_pages:
+            args.append("--empty-pages")
+        if denied:
+            args += ["--deny", ",".join(denied)]
         proc = subprocess.Popen(
             args,
             cwd=str(REPO_ROOT),

@@ -13,7 +13,12 @@ Request handling, in the order the service applies it:
 7. Throttling: ``set_secret`` against the create window, everything else against the transaction window;
    an excess call is 429 ``Throttled`` with ``Retry-After`` (whole seconds until a slot frees) and is
    counted in ``throttled``.
-8. The operation itself.
+8. ``--deny``: a denied operation is 403 ``Forbidden`` with inner error ``ForbiddenByRbac``.
+9. The operation itself (the store applies ``--purge-protection`` and ``--delete-delay-ms``).
+
+With ``--empty-pages`` every list answers an empty page (``value: []``) with a ``nextLink`` before each
+real page, as the service sometimes does; the skip token records which of the two comes next, so paging
+stays deterministic.
 
 Each call is logged to stderr as method, path, status, operation and duration: never a body.
 """
@@ -36,12 +41,11 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from devtools.keyvault_emulator.errors import ServiceError, bad_parameter
 from devtools.keyvault_emulator.limits import SlidingWindow, Stats
+from devtools.keyvault_emulator.rbac import EMULATOR_TENANT_ID, forbidden_by_rbac
 from devtools.keyvault_emulator.store import JSON, MAX_PAGE_SIZE, SecretStore
 
 log = logging.getLogger("keyvault_emulator")
 
-# A made-up tenant: the SDK passes it to the credential as ``tenant_id``; any token is accepted anyway.
-EMULATOR_TENANT_ID = "6c1f0a5e-8d0b-4b7e-9a5e-000000e8a1a7"
 CHALLENGE = (
     f'Bearer authorization="https://login.microsoftonline.com/{EMULATOR_TENANT_ID}", '
     'resource="https://vault.azure.net"'
@@ -86,18 +90,25 @@ def route(segments: list[str]) -> tuple[dict[str, str], dict[str, str]] | None:
     return None
 
 
-def encode_skip_token(kind: str, marker: str) -> str:
-    raw = json.dumps({"k": kind, "m": marker}, separators=(",", ":")).encode()
+def encode_skip_token(kind: str, marker: str | None, *, after_empty: bool = False) -> str:
+    """An opaque ``$skiptoken``: the list, the last key served (None: from the start) and whether the
+    empty page that precedes the next real page (``--empty-pages``) has been served."""
+    fields: dict[str, object] = {"k": kind, "m": marker}
+    if after_empty:
+        fields["e"] = 1
+    raw = json.dumps(fields, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_skip_token(kind: str, token: str) -> str:
+def decode_skip_token(kind: str, token: str) -> tuple[str | None, bool]:
+    """(marker, after_empty) from ``encode_skip_token``; 400 ``BadParameter`` for anything else."""
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data["k"] == kind and isinstance(data["m"], str):
-            return str(data["m"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
+        marker = data["m"]
+        if data["k"] == kind and (marker is None or isinstance(marker, str)):
+            return marker, data.get("e") == 1
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
         pass
     raise bad_parameter("The skip token is invalid.")
 
@@ -119,6 +130,8 @@ class EmulatorServer(ThreadingHTTPServer):
         create_limit: int,
         tx_limit: int,
         window_seconds: float,
+        deny: frozenset[str] = frozenset(),
+        empty_pages: bool = False,
     ) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -130,6 +143,8 @@ class EmulatorServer(ThreadingHTTPServer):
         self.latency = latency_ms / 1000.0
         self.create_window = SlidingWindow(create_limit, window_seconds)
         self.tx_window = SlidingWindow(tx_limit, window_seconds)
+        self.deny = deny
+        self.empty_pages = empty_pages
         self.store.base_url = self.base_url
 
     @property
@@ -264,6 +279,8 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
                 f"seconds was exceeded. Retry after {retry_after} seconds.",
                 headers={"Retry-After": str(retry_after)},
             )
+        if operation in self.server.deny:
+            raise forbidden_by_rbac(operation, params.get("name"))
         self._perform(operation, params, query, api_version, body)
 
     def _perform(
@@ -309,7 +326,7 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
                 f"It must be between 1 and {MAX_PAGE_SIZE}."
             )
         token = _single(query, "$skiptoken")
-        marker = decode_skip_token(operation, token) if token else None
+        marker, after_empty = decode_skip_token(operation, token) if token else (None, False)
         store = self.server.store
         if operation == "list_secrets":
             items, next_marker = store.list_secrets(maxresults, marker)
@@ -320,14 +337,19 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
         else:
             items, next_marker = store.list_deleted_secrets(maxresults, marker)
             path = "/deletedsecrets"
-        next_link = None
-        if next_marker is not None:
-            next_link = (
+
+        def link(to: str | None, *, after_empty: bool = False) -> str:
+            out = (
                 f"{self.server.base_url}{path}?api-version={quote(api_version)}"
-                f"&$skiptoken={encode_skip_token(operation, next_marker)}"
+                f"&$skiptoken={encode_skip_token(operation, to, after_empty=after_empty)}"
             )
-            if raw_max is not None:
-                next_link += f"&maxresults={maxresults}"
+            return out + (f"&maxresults={maxresults}" if raw_max is not None else "")
+
+        if self.server.empty_pages and not after_empty:
+            # The page just read (so that validation still happens) is served by the next request instead.
+            self._send_json(200, {"value": [], "nextLink": link(marker, after_empty=True)})
+            return
+        next_link = None if next_marker is None else link(next_marker)
         self._send_json(200, {"value": items, "nextLink": next_link})
 
     def _emulator(self, path: str) -> None:

@@ -6,6 +6,16 @@ URLs under ``base_url``. Names are case-insensitive like Key Vault's; the casing
 
 With a state file, every change is written at once (temporary file + ``os.replace``, mode 0600): a crash
 or a ``kill -9`` loses nothing. The file holds secret values in clear text; it is for local development.
+
+Where the service is stricter or less predictable than a naive store, so is this one:
+
+- ``list_versions`` returns versions ordered by their random version id, not by creation (the service
+  promises no order): callers must sort by ``created`` themselves. ``list_secrets`` and
+  ``list_deleted_secrets`` are ordered by name, as the service's are in practice.
+- ``purge_protection``: attributes say ``Recoverable`` and purge is 403; deleted secrets still vanish at
+  their scheduled purge date.
+- ``delete_delay_ms``: delete and recover complete that long after they are answered. Meanwhile the secret
+  is in neither collection as far as reads go (404), and writes to the name are 409 ``Conflict``.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ MAX_TAG_CHARS = 256
 MAX_PAGE_SIZE = 25
 RECOVERABLE_DAYS = 90
 RECOVERY_LEVEL = "Recoverable+Purgeable"
+PROTECTED_RECOVERY_LEVEL = "Recoverable"
 STATE_FORMAT = "keyvault-emulator-state"
 STATE_VERSION = 1
 
@@ -85,22 +96,40 @@ def validate_name(name: str) -> None:
 
 
 class SecretStore:
-    """The vault's secrets. ``clock`` returns unix seconds (tests of the store can pass their own)."""
+    """The vault's secrets. ``clock`` returns unix seconds (tests of the store can pass their own).
 
-    def __init__(self, *, state_file: Path | None = None, clock: Callable[[], float] = time.time) -> None:
+    ``purge_protection`` and ``delete_delay_ms`` are the vault's settings: see the module docstring.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+        purge_protection: bool = False,
+        delete_delay_ms: int = 0,
+    ) -> None:
         self.base_url = ""
+        self.purge_protection = purge_protection
+        self._recovery_level = PROTECTED_RECOVERY_LEVEL if purge_protection else RECOVERY_LEVEL
+        self._delay = delete_delay_ms / 1000.0
         self._state_file = state_file
         self._clock = clock
         self._lock = threading.RLock()
         self._active: dict[str, Secret] = {}
         self._deleted: dict[str, Secret] = {}
+        # Lower-case name -> clock time at which its delete (name in _deleted) or recover (name in _active)
+        # completes. Not persisted: after a restart every operation has completed.
+        self._settling: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------- persistence
 
     @classmethod
-    def open(cls, state_file: Path | None) -> SecretStore:
+    def open(
+        cls, state_file: Path | None, *, purge_protection: bool = False, delete_delay_ms: int = 0
+    ) -> SecretStore:
         """A store, loaded from ``state_file`` when that exists. Raises ValueError for an unreadable file."""
-        store = cls(state_file=state_file)
+        store = cls(state_file=state_file, purge_protection=purge_protection, delete_delay_ms=delete_delay_ms)
         if state_file is not None and state_file.exists():
             store._load(state_file)
         return store
@@ -169,6 +198,7 @@ class SecretStore:
             self._expire_deleted()
             now = self._now()
             key = name.lower()
+            self._refuse_settling(name)
             if key in self._deleted:
                 raise ServiceError(
                     409,
@@ -215,6 +245,7 @@ class SecretStore:
         tags = _tags(body.get("tags")) if "tags" in body else None
         attributes = _attributes(body.get("attributes"))
         with self._lock:
+            self._refuse_settling(name)
             secret, found = self._find_version(name, version)
             if "contentType" in body:
                 found.content_type = content_type
@@ -232,19 +263,23 @@ class SecretStore:
             entries = [
                 (key, self._item(s.current, f"{self.base_url}/secrets/{s.name}"))
                 for key, s in sorted(self._active.items())
+                if not self._is_settling(key)
             ]
         return _page(entries, maxresults, marker)
 
     def list_versions(self, name: str, maxresults: int, marker: str | None) -> Page:
         validate_name(name)
         with self._lock:
+            self._expire_deleted()
             # Like the service, an unknown name lists no versions rather than answering 404.
-            secret = self._active.get(name.lower())
+            key = name.lower()
+            secret = None if self._is_settling(key) else self._active.get(key)
             entries = []
             if secret is not None:
-                for index, version in enumerate(secret.versions):
+                # Keyed (so ordered and paged) by the random version id: deliberately not creation order.
+                for version in sorted(secret.versions, key=lambda v: v.version):
                     item_id = f"{self.base_url}/secrets/{secret.name}/{version.version}"
-                    entries.append((f"{index:010d}", self._item(version, item_id)))
+                    entries.append((version.version, self._item(version, item_id)))
         return _page(entries, maxresults, marker)
 
     def delete_secret(self, name: str) -> JSON:
@@ -252,6 +287,7 @@ class SecretStore:
         with self._lock:
             self._expire_deleted()
             key = name.lower()
+            self._refuse_settling(name)
             secret = self._active.pop(key, None)
             if secret is None:
                 raise secret_not_found(name)
@@ -259,6 +295,7 @@ class SecretStore:
             secret.deleted_date = now
             secret.scheduled_purge_date = now + RECOVERABLE_DAYS * 86400
             self._deleted[key] = secret
+            self._settle_later(key)
             self._changed()
             return self._deleted_bundle(secret)
 
@@ -272,6 +309,8 @@ class SecretStore:
             self._expire_deleted()
             entries = []
             for key, secret in sorted(self._deleted.items()):
+                if self._is_settling(key):
+                    continue
                 item = self._item(secret.current, f"{self.base_url}/secrets/{secret.name}")
                 item.update(self._deletion_fields(secret))
                 entries.append((key, item))
@@ -280,17 +319,30 @@ class SecretStore:
     def recover_deleted_secret(self, name: str) -> JSON:
         validate_name(name)
         with self._lock:
+            self._expire_deleted()
+            self._refuse_settling(name)
             secret = self._find_deleted(name)
-            del self._deleted[name.lower()]
+            key = name.lower()
+            del self._deleted[key]
             secret.deleted_date = secret.scheduled_purge_date = None
-            self._active[name.lower()] = secret
+            self._active[key] = secret
+            self._settle_later(key)
             self._changed()
             return self._bundle(secret, secret.current, with_value=False)
 
     def purge_deleted_secret(self, name: str) -> None:
         validate_name(name)
         with self._lock:
+            self._expire_deleted()
+            self._refuse_settling(name)
             self._find_deleted(name)
+            if self.purge_protection:
+                raise ServiceError(
+                    403,
+                    "Forbidden",
+                    'Operation "purge" is not allowed because purge protection is enabled for this vault. '
+                    "Key Vault service will automatically purge it after the retention period has passed.",
+                )
             del self._deleted[name.lower()]
             self._changed()
 
@@ -308,12 +360,37 @@ class SecretStore:
         expired = [k for k, s in self._deleted.items() if (s.scheduled_purge_date or now + 1) <= now]
         for key in expired:
             del self._deleted[key]
+            self._settling.pop(key, None)
         if expired:
             self._changed()
 
+    def _settle_later(self, key: str) -> None:
+        if self._delay > 0:
+            self._settling[key] = self._clock() + self._delay
+        else:
+            self._settling.pop(key, None)
+
+    def _is_settling(self, key: str) -> bool:
+        """True while a delete or recover of ``key`` has been answered but has not completed."""
+        until = self._settling.get(key)
+        if until is None:
+            return False
+        if until <= self._clock():
+            del self._settling[key]
+            return False
+        return True
+
+    def _refuse_settling(self, name: str) -> None:
+        """409 for a write to a name whose delete or recover is still in progress."""
+        key = name.lower()
+        if self._is_settling(key):
+            doing = "deleted" if key in self._deleted else "recovered"
+            raise ServiceError(409, "Conflict", f"Secret {name} is currently being {doing}.")
+
     def _find_version(self, name: str, version: str | None) -> tuple[Secret, SecretVersion]:
         self._expire_deleted()
-        secret = self._active.get(name.lower())
+        key = name.lower()
+        secret = None if self._is_settling(key) else self._active.get(key)
         if secret is None:
             raise secret_not_found(name)
         if not version:
@@ -325,7 +402,8 @@ class SecretStore:
 
     def _find_deleted(self, name: str) -> Secret:
         self._expire_deleted()
-        secret = self._deleted.get(name.lower())
+        key = name.lower()
+        secret = None if self._is_settling(key) else self._deleted.get(key)
         if secret is None:
             raise deleted_secret_not_found(name)
         return secret
@@ -339,7 +417,7 @@ class SecretStore:
         out.update(
             created=version.created,
             updated=version.updated,
-            recoveryLevel=RECOVERY_LEVEL,
+            recoveryLevel=self._recovery_level,
             recoverableDays=RECOVERABLE_DAYS,
         )
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from azure.core.exceptions import AzureError
 from azure.keyvault.secrets import SecretClient
@@ -9,7 +11,7 @@ from azure.keyvault.secrets import SecretClient
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.azure_errors import translate
 from shared.adapters.key_vault import LocalTokenCredential
-from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
+from shared.domain.errors import Conflict, DomainError, Forbidden, NotFound, SecretDisabled
 
 
 def _error(call: object) -> DomainError:
@@ -30,3 +32,11 @@ def test_disabled_missing_and_conflicting(kv_emulator: EmulatorProcess) -> None:
 
     client.begin_delete_secret("errors-disabled").wait()
     assert isinstance(_error(lambda: client.set_secret("errors-disabled", "again")), Conflict)
+
+
+def test_a_missing_role_is_forbidden_not_disabled(tmp_path: Path) -> None:
+    with EmulatorProcess.start(tmp_path / "kv.pem", deny=["set_secret"]) as emulator:
+        client = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
+        refused = _error(lambda: client.set_secret("errors-denied", "v"))
+    assert isinstance(refused, Forbidden)
+    assert not isinstance(refused, SecretDisabled)

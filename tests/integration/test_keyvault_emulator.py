@@ -31,7 +31,8 @@ from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 
 from devtools.keyvault_emulator.process import REPO_ROOT, EmulatorProcess
-from devtools.keyvault_emulator.server import EMULATOR_TENANT_ID
+from devtools.keyvault_emulator.rbac import ACTIONS
+from devtools.keyvault_emulator.server import EMULATOR_TENANT_ID, route
 
 pytestmark = pytest.mark.integration
 
@@ -221,17 +222,35 @@ def test_list_items_carry_no_value_and_page_size_is_capped(emulator: EmulatorPro
     assert too_big.json()["error"]["code"] == "BadParameter"
 
 
-def test_list_versions_pages(client: SecretClient) -> None:
+def test_list_versions_pages_in_version_id_order_not_creation_order(client: SecretClient) -> None:
     name = unique("versions")
-    versions = [client.set_secret(name, f"value-{i}").properties.version for i in range(5)]
+    versions = [str(client.set_secret(name, f"value-{i}").properties.version) for i in range(5)]
 
     pages = [
         list(page) for page in client.list_properties_of_secret_versions(name, max_page_size=2).by_page()
     ]
 
     assert [len(page) for page in pages] == [2, 2, 1]
-    assert [p.version for page in pages for p in page] == versions
+    # The service promises no order: the emulator lists by the random version id, so a caller that
+    # relies on creation order fails here as it would in Azure. Sort by created_on instead.
+    assert [p.version for page in pages for p in page] == sorted(versions)
     assert list(client.list_properties_of_secret_versions(unique("never-set"))) == []
+
+
+def test_list_versions_paging_is_stable_while_versions_are_added(client: SecretClient) -> None:
+    name = unique("stable")
+    versions = {str(client.set_secret(name, f"value-{i}").properties.version) for i in range(6)}
+
+    pager = client.list_properties_of_secret_versions(name, max_page_size=2).by_page()
+    first = [str(p.version) for p in next(pager)]
+    added = str(client.set_secret(name, "added-mid-listing").properties.version)
+    rest = [str(p.version) for page in pager for p in page]
+
+    seen = first + rest
+    assert len(seen) == len(set(seen))  # nothing twice
+    assert versions <= set(seen)  # nothing skipped
+    assert set(seen) - versions <= {added}
+    assert seen == sorted(seen)
 
 
 def test_update_properties_and_disabled_versions_are_forbidden(client: SecretClient) -> None:
@@ -495,3 +514,239 @@ def test_non_loopback_hosts_are_refused(tmp_path: Path) -> None:
     )
     assert "loopback" in usage.stdout
     assert not (tmp_path / "cert.pem").exists()
+
+
+# ------------------------------------------------------- strictness options: as unkind as the real vault
+
+PURGE_PROTECTED = (
+    'Operation "purge" is not allowed because purge protection is enabled for this vault. Key Vault service '
+    "will automatically purge it after the retention period has passed."
+)
+
+
+def write_state(path: Path, *secrets: dict[str, Any]) -> None:
+    """A state file the emulator loads at start (the format ``--state-file`` writes)."""
+    document = {"format": "keyvault-emulator-state", "version": 1, "secrets": list(secrets)}
+    path.write_text(json.dumps(document), encoding="utf-8")
+
+
+def stored_secret(
+    name: str, *versions: tuple[str, bool], deleted: int | None = None, purge_at: int | None = None
+) -> dict[str, Any]:
+    """One secret of a state file: ``versions`` are (value, enabled), oldest first."""
+    created = int(time.time()) - 3600
+    return {
+        "name": name,
+        "versions": [
+            {
+                "version": uuid.uuid4().hex,
+                "value": value,
+                "enabled": enabled,
+                "created": created,
+                "updated": created,
+            }
+            for value, enabled in versions
+        ],
+        "deleted_date": deleted,
+        "scheduled_purge_date": purge_at,
+    }
+
+
+def test_purge_protection_forbids_purge_but_deleted_secrets_still_expire(tmp_path: Path) -> None:
+    now = int(time.time())
+    state = tmp_path / "state.json"
+    write_state(
+        state,
+        stored_secret("expired", ("old", True), deleted=now - 91 * 86400, purge_at=now - 86400),
+        stored_secret("retained", ("kept", True), deleted=now - 86400, purge_at=now + 89 * 86400),
+    )
+    with (
+        start_emulator(tmp_path, purge_protection=True, state_file=state) as protected,
+        make_client(protected) as sdk,
+    ):
+        created = sdk.set_secret("live", "v")
+        deleted = sdk.begin_delete_secret("live")
+        deleted.wait(timeout=10)
+        with pytest.raises(HttpResponseError) as forbidden:
+            sdk.purge_deleted_secret("live")
+        with pytest.raises(HttpResponseError) as retained_forbidden:
+            sdk.purge_deleted_secret("retained")
+        with pytest.raises(ResourceNotFoundError):
+            sdk.purge_deleted_secret("never-deleted")  # a missing deleted secret is still 404
+        still_deleted = sdk.get_deleted_secret("live")
+        sdk.begin_recover_deleted_secret("live").wait(timeout=10)
+        recovered = sdk.get_secret("live")
+        # Past its scheduled purge date, a deleted secret is gone even though nobody may purge it.
+        with pytest.raises(ResourceNotFoundError):
+            sdk.get_deleted_secret("expired")
+        deleted_names = {d.name for d in sdk.list_deleted_secrets()}
+        reused = sdk.set_secret("expired", "new")
+
+    assert created.properties.recovery_level == "Recoverable"
+    assert deleted.result().properties.recovery_level == "Recoverable"
+    assert forbidden.value.status_code == 403
+    assert forbidden.value.error is not None and forbidden.value.error.code == "Forbidden"
+    assert forbidden.value.error.message == PURGE_PROTECTED
+    assert forbidden.value.error.innererror == {}  # not ForbiddenByRbac: no role assignment would help
+    assert retained_forbidden.value.status_code == 403
+    assert still_deleted.recovery_id is not None
+    assert (recovered.value, recovered.properties.recovery_level) == ("v", "Recoverable")
+    assert deleted_names == {"retained"}
+    assert reused.value == "new"
+
+
+def test_delete_and_recover_complete_after_a_delay(tmp_path: Path) -> None:
+    delay = 1.0
+    with start_emulator(tmp_path, delete_delay_ms=int(delay * 1000)) as slow, make_client(slow) as sdk:
+        sdk.set_secret("moving", "v1")
+
+        started = time.monotonic()
+        deleting = sdk.begin_delete_secret("moving", _polling_interval=0.05)
+        # Answered, but not done: the secret is in neither collection and its name is still busy.
+        with pytest.raises(ResourceNotFoundError):
+            sdk.get_deleted_secret("moving")
+        with pytest.raises(ResourceNotFoundError):
+            sdk.get_secret("moving")
+        during_delete = [d.name for d in sdk.list_deleted_secrets()]
+        with pytest.raises(ResourceExistsError) as set_conflict:
+            sdk.set_secret("moving", "too-soon")
+        with pytest.raises(ResourceExistsError) as purge_conflict:
+            sdk.purge_deleted_secret("moving")
+        with pytest.raises(ResourceExistsError):
+            sdk.begin_recover_deleted_secret("moving")
+        checked_within = time.monotonic() - started
+        slow.reset_stats()
+        deleting.wait(timeout=10)
+        delete_took = time.monotonic() - started
+        delete_polls = slow.stats()["requests"]["get_deleted_secret"]
+        after_delete = sdk.get_deleted_secret("moving")
+
+        started = time.monotonic()
+        recovering = sdk.begin_recover_deleted_secret("moving", _polling_interval=0.05)
+        with pytest.raises(ResourceNotFoundError):
+            sdk.get_secret("moving")
+        with pytest.raises(ResourceNotFoundError):
+            sdk.get_deleted_secret("moving")
+        during_recover = [p.name for p in sdk.list_properties_of_secrets()]
+        with pytest.raises(ResourceExistsError) as recover_conflict:
+            sdk.set_secret("moving", "too-soon")
+        recover_checked_within = time.monotonic() - started
+        slow.reset_stats()
+        recovering.wait(timeout=10)
+        recover_took = time.monotonic() - started
+        recover_polls = slow.stats()["requests"]["get_secret"]
+        after_recover = sdk.get_secret("moving")
+
+    assert checked_within < delay and recover_checked_within < delay, (
+        "the checks were too slow to mean anything"
+    )
+    assert during_delete == [] and during_recover == []
+    for conflict in (set_conflict, purge_conflict):
+        assert conflict.value.status_code == 409
+        assert conflict.value.error is not None and conflict.value.error.code == "Conflict"
+        assert conflict.value.error.message == "Secret moving is currently being deleted."
+    assert recover_conflict.value.error is not None
+    assert recover_conflict.value.error.message == "Secret moving is currently being recovered."
+    # The SDK's pollers saw 404s, then the secret: wait() really waited.
+    assert delay * 0.9 <= delete_took < delay + 3 and delete_polls >= 2
+    assert delay * 0.9 <= recover_took < delay + 3 and recover_polls >= 2
+    assert deleting.done() and recovering.done()
+    assert after_delete.name == "moving"
+    assert after_recover.value == "v1"
+
+
+def test_empty_pages_with_a_next_link_do_not_end_the_listing(tmp_path: Path) -> None:
+    with start_emulator(tmp_path, empty_pages=True) as sparse, make_client(sparse) as sdk:
+        for index in range(7):
+            sdk.set_secret(f"s{index}", "v")
+        for value in ("b", "c"):
+            sdk.set_secret("s0", value)
+        for index in (4, 5, 6):
+            sdk.begin_delete_secret(f"s{index}").wait(timeout=10)
+        first_page = raw(sparse, "GET", f"/secrets?{API}", headers=TOKEN).json()
+
+        def page_sizes(pages: Any) -> list[int]:
+            return [len(list(page)) for page in pages]
+
+        secret_pages = page_sizes(sdk.list_properties_of_secrets(max_page_size=3).by_page())
+        version_pages = page_sizes(sdk.list_properties_of_secret_versions("s0", max_page_size=2).by_page())
+        deleted_pages = page_sizes(sdk.list_deleted_secrets(max_page_size=2).by_page())
+        secrets = [p.name for p in sdk.list_properties_of_secrets()]
+        versions = list(sdk.list_properties_of_secret_versions("s0"))
+        deleted = [d.name for d in sdk.list_deleted_secrets()]
+        empty = list(sdk.list_properties_of_secret_versions("never-set"))
+
+    assert first_page["value"] == [] and first_page["nextLink"].startswith(f"{sparse.url}/secrets?")
+    assert secret_pages == [0, 3, 0, 1]
+    assert version_pages == [0, 2, 0, 1]
+    assert deleted_pages == [0, 2, 0, 1]
+    assert secrets == ["s0", "s1", "s2", "s3"]
+    assert len(versions) == 3
+    assert deleted == ["s4", "s5", "s6"]
+    assert empty == []
+
+
+def test_denied_operations_are_forbidden_by_rbac_and_distinct_from_disabled(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    write_state(
+        state,
+        stored_secret("app-key", ("old", False), ("current", True)),
+        stored_secret("binned", ("v", True), deleted=int(time.time()), purge_at=int(time.time()) + 86400),
+    )
+    options: dict[str, Any] = {"state_file": state, "deny": ["set_secret,purge_deleted_secret"]}
+    with start_emulator(tmp_path, **options) as locked, make_client(locked) as sdk:
+        with pytest.raises(HttpResponseError) as set_denied:
+            sdk.set_secret("app-key", "new")
+        with pytest.raises(HttpResponseError) as purge_denied:
+            sdk.purge_deleted_secret("binned")
+        old = next(p for p in sdk.list_properties_of_secret_versions("app-key") if not p.enabled)
+        with pytest.raises(HttpResponseError) as disabled:
+            sdk.get_secret("app-key", old.version)
+        current = sdk.get_secret("app-key")  # what is not denied still works
+        raw_denied = raw(locked, "PUT", f"/secrets/app-key?{API}", headers=TOKEN, json={"value": "x"})
+        stats = locked.stats()["requests"]
+
+    for denied, action in ((set_denied, "setSecret/action"), (purge_denied, "purge/action")):
+        assert denied.value.status_code == 403
+        assert denied.value.error is not None and denied.value.error.code == "Forbidden"
+        assert denied.value.error.innererror == {"code": "ForbiddenByRbac"}
+        assert denied.value.error.message is not None
+        assert denied.value.error.message.startswith(
+            "Caller is not authorized to perform action on resource."
+        )
+        assert f"Action: 'Microsoft.KeyVault/vaults/secrets/{action}'" in denied.value.error.message
+    assert disabled.value.status_code == 403
+    assert disabled.value.error is not None and disabled.value.error.innererror == {"code": "SecretDisabled"}
+    assert current.value == "current"
+    assert raw_denied.status_code == 403
+    assert raw_denied.json()["error"]["innererror"]["code"] == "ForbiddenByRbac"
+    assert (stats["set_secret"], stats["purge_deleted_secret"]) == (2, 1)  # denied calls are counted
+
+
+def test_unknown_denied_operations_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="set_secrets"):
+        EmulatorProcess.start(tmp_path / "cert.pem", deny=["get_secret", "set_secrets"])
+    usage = subprocess.run(
+        [sys.executable, "-m", "devtools.keyvault_emulator", "--cert-file", str(tmp_path / "c.pem"),
+         "--deny", "get_secret,nope"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+    assert usage.returncode == 2
+    assert "unknown operation(s): nope" in usage.stderr
+    assert not (tmp_path / "cert.pem").exists() and not (tmp_path / "c.pem").exists()
+
+
+def test_every_routed_operation_has_an_rbac_action() -> None:
+    paths = [
+        ["secrets"], ["secrets", "n"], ["secrets", "restore"], ["secrets", "n", ""],
+        ["secrets", "n", "0" * 32], ["secrets", "n", "versions"], ["secrets", "n", "backup"],
+        ["deletedsecrets"], ["deletedsecrets", "n"], ["deletedsecrets", "n", "recover"],
+    ]  # fmt: skip
+    operations = set()
+    for segments in paths:
+        routed = route(segments)
+        assert routed is not None, segments
+        operations.update(routed[0].values())
+
+    assert operations == set(ACTIONS)
