@@ -143,7 +143,9 @@ def ensure_local_settings(target: Path) -> None:
         _say(f"created {target.name} from local.settings.sample.json")
 
 
-def start_app(port: int, env: dict[str, str], use_func: bool, settings_file: Path) -> subprocess.Popen[str]:
+def start_app(
+    port: int, env: dict[str, str], use_func: bool, settings_file: Path, state_dir: Path
+) -> subprocess.Popen[str]:
     child_env = {**os.environ, **env}
     if use_func:
         func_path = shutil.which("func")
@@ -158,7 +160,8 @@ def start_app(port: int, env: dict[str, str], use_func: bool, settings_file: Pat
         args = [func_path, "start", "--port", str(port)]
     else:
         _say(f"Core Tools (func) not found: starting the app under the dev host on port {port}")
-        args = [sys.executable, "-m", "devtools.host", "--port", str(port), "--settings", str(settings_file)]
+        args = [sys.executable, "-m", "devtools.host", "--port", str(port), "--settings", str(settings_file),
+                "--state-dir", str(state_dir / "devhost")]  # fmt: skip
     return subprocess.Popen(args, cwd=REPO_ROOT, env=child_env, text=True)
 
 
@@ -264,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_local_settings(args.settings)
         env = app_environment(azurite, emulator, sink)
         use_func = shutil.which("func") is not None and not args.dev_host
-        app = start_app(args.port, env, use_func, args.settings)
+        app = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"
         status = wait_for_health(f"{base}/api/health", app, timeout=120)
         if status is None:

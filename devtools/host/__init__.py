@@ -7,7 +7,7 @@ with ``HostProcess.start()``. ``devtools.host.ncrontab.parse`` validates timer s
 Modules: ``cli`` (command line, startup), ``server`` (HTTP triggers, admin API, Event Grid webhook),
 ``routes`` (route templates), ``triggers`` (timers, queue pollers, trigger payloads), ``functions``
 (indexing and invoking the app's functions), ``settings`` (local.settings.json, host.json), ``ncrontab``,
-``process`` (HostProcess).
+``schedule_monitor`` (timers' missed occurrences, with ``--state-dir``), ``process`` (HostProcess).
 Development use only: loopback addresses only, function keys are not enforced.
 """
 

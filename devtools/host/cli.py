@@ -31,6 +31,7 @@ from devtools.host.functions import (
     resolve_setting_references,
 )
 from devtools.host.routes import Route, RouteError, RouteTable, compile_route
+from devtools.host.schedule_monitor import TimerStateStore
 from devtools.host.server import DevHostServer, Dispatch
 from devtools.host.settings import HostConfig, SettingsFileError, load_host_json, load_local_settings
 from devtools.host.triggers import QueuePoller, TimerRunner, queue_client_factory
@@ -43,15 +44,38 @@ DESCRIPTION = """\
 Development-only local host for an Azure Functions (Python v2) app, standing in for Core Tools' `func start`
 where Core Tools cannot be installed. Not for production.
 
-Serves HTTP triggers at http://HOST:PORT/<routePrefix>/<route>, runs timer triggers on their NCRONTAB
-schedules (UTC), polls queue triggers, accepts Event Grid deliveries at
+Serves HTTP triggers at http://HOST:PORT/<routePrefix>/<route> (no function for the method and route: 404;
+a function that raises: 500 with an empty body, traceback in the log), runs timer triggers on their
+NCRONTAB schedules (UTC), polls queue triggers, accepts Event Grid deliveries at
 /runtime/webhooks/eventgrid?functionName=NAME and runs any non-HTTP function now with
 POST /admin/functions/NAME {"input": "..."}. Other triggers and bindings are skipped with a warning.
 
+App settings come from the environment and from the settings file's "Values": a variable already set wins,
+unless it is empty. As under Core Tools, AZURE_FUNCTIONS_ENVIRONMENT is Development whatever the settings
+file says (only the real environment can set another value), and the host refuses to start when a function
+has a trigger other than HTTP (timer, queue, Event Grid, ...) and AzureWebJobsStorage is missing or empty.
+
+Timer schedule monitor: with --state-dir, each monitored timer's last and next occurrence are kept in
+PATH/timers.json, and a timer whose occurrence was missed while the host was down runs once at startup
+with past_due=True (instead of run_on_startup), as the runtime does with AzureWebJobsStorage. Timers with
+use_monitor=False and schedules firing more often than once a minute are not monitored. Without
+--state-dir nothing is kept and missed occurrences are not caught up.
+
 Security: it binds loopback addresses only and does NOT enforce function keys: auth_level FUNCTION/ADMIN is
-not enforced locally. App settings come from the environment and from the settings file's "Values"
-(variables already set win).
+not enforced locally.
 """
+
+ENVIRONMENT_SETTING = "AZURE_FUNCTIONS_ENVIRONMENT"
+STORAGE_SETTING = "AzureWebJobsStorage"
+# Core Tools' Constants.TriggersWithoutStorage, in its spelling (it compares them case-insensitively).
+TRIGGERS_WITHOUT_STORAGE = (
+    "httptrigger",
+    "kafkatrigger",
+    "rabbitmqtrigger",
+    "orchestrationTrigger",
+    "activityTrigger",
+    "entityTrigger",
+)
 
 _LOOPBACK_NAMES = {"localhost": "127.0.0.1"}
 
@@ -77,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings",
         default=None,
         help="settings file whose Values become app settings (default local.settings.json, if present)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        metavar="PATH",
+        default=None,
+        help="keep the timer schedule monitor's state in PATH/timers.json (created if missing) and run "
+        "timers that missed an occurrence while the host was down once at startup, with past_due=True "
+        "(default: no state, no catch-up)",
     )
     return parser
 
@@ -176,17 +208,55 @@ def _configure_logging() -> None:
     root.setLevel(logging.INFO)
 
 
-def _load_settings(settings_arg: str | None) -> None:
+def _load_settings(settings_arg: str | None) -> Path:
+    """Apply the settings file to the environment; return its path (it may not exist)."""
     path = Path(settings_arg or "local.settings.json")
+    environment = os.environ.get(ENVIRONMENT_SETTING, "")
     applied, warnings = load_local_settings(path, required=settings_arg is not None)
     for warning in warnings:
         logger.warning("%s", warning)
     if applied:
         logger.info("Loaded %d app setting(s) from %s", len(applied), path)
-    os.environ.setdefault("AZURE_FUNCTIONS_ENVIRONMENT", "Development")
+    if not environment:
+        # Core Tools runs the app as Development whatever local.settings.json says.
+        from_file = os.environ.get(ENVIRONMENT_SETTING, "")
+        if from_file and from_file.lower() != "development":
+            logger.warning(
+                "%s sets %s to %r, but Core Tools always runs the app as Development: using Development "
+                "(set the variable in the environment to run as something else)",
+                path.name,
+                ENVIRONMENT_SETTING,
+                from_file,
+            )
+        os.environ[ENVIRONMENT_SETTING] = "Development"
     worker_runtime = os.environ.get("FUNCTIONS_WORKER_RUNTIME")
     if worker_runtime and worker_runtime.lower() != "python":
         logger.warning("FUNCTIONS_WORKER_RUNTIME is %r; this dev host runs Python apps only", worker_runtime)
+    return path
+
+
+def _check_storage(trigger_types: dict[str, str], settings_file: Path) -> None:
+    """Refuse to start, like Core Tools, when a function needs AzureWebJobsStorage and it is not set.
+
+    A connection string, or identity-based settings (``AzureWebJobsStorage__accountName`` etc.), will do.
+    """
+    without = {name.lower() for name in TRIGGERS_WITHOUT_STORAGE}
+    needing = sorted(
+        f"{name} ({kind})" for name, kind in trigger_types.items() if kind and kind.lower() not in without
+    )
+    if not needing:
+        return
+    prefix = f"{STORAGE_SETTING.lower()}__"
+    configured = any(
+        value.strip() and (key.lower() == STORAGE_SETTING.lower() or key.lower().startswith(prefix))
+        for key, value in os.environ.items()
+    )
+    if not configured:
+        raise StartupError(
+            f"Missing value for {STORAGE_SETTING} in {settings_file.name}. This is required for all "
+            f"triggers other than {', '.join(TRIGGERS_WITHOUT_STORAGE)}. "
+            f"Function(s) that need it: {', '.join(needing)}."
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, bind_host: str) -> int:
     try:
-        _load_settings(args.settings)
+        settings_file = _load_settings(args.settings)
         config = load_host_json(Path("host.json"))
     except SettingsFileError as err:
         raise StartupError(str(err)) from err
@@ -220,12 +290,15 @@ def _run(args: argparse.Namespace, bind_host: str) -> int:
         logger.exception("Cannot load the function app %r", args.app)
         raise StartupError(f"cannot load the function app {args.app!r}: {type(err).__name__}: {err}") from err
     try:
-        functions, skipped = index_functions(app, app_directory(args.app))
+        index = index_functions(app, app_directory(args.app))
     except ValueError as err:  # what the library raises for duplicate names or a function without trigger
         raise StartupError(f"cannot index the functions of {args.app!r}: {err}") from err
-    for warning in skipped:
+    _check_storage(index.trigger_types, settings_file)
+    functions = index.functions
+    for warning in index.skipped:
         logger.warning("The dev host does not support this function: %s", warning)
     plan = _plan(functions)
+    state = _state_store(args.state_dir)
 
     stop = threading.Event()
     invoker = Invoker()
@@ -246,7 +319,7 @@ def _run(args: argparse.Namespace, bind_host: str) -> int:
     http_thread.daemon = True
     http_thread.start()
 
-    runners = _start_triggers(plan, invoker, config, stop)
+    runners = _start_triggers(plan, invoker, config, stop, state)
     listing = "".join(f"        {line}\n" for line in _describe(plan, server.base_url, config.route_prefix))
     _say(
         f"\nFunctions:\n\n{listing}\n"
@@ -267,12 +340,33 @@ def _run(args: argparse.Namespace, bind_host: str) -> int:
     return 0
 
 
+def _state_store(state_dir: str | None) -> TimerStateStore | None:
+    if state_dir is None:
+        return None
+    directory = Path(state_dir).resolve()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StartupError(f"cannot use --state-dir {state_dir!r}: {err}") from err
+    return TimerStateStore(directory)
+
+
 def _start_triggers(
-    plan: _Plan, invoker: Invoker, config: HostConfig, stop: threading.Event
+    plan: _Plan,
+    invoker: Invoker,
+    config: HostConfig,
+    stop: threading.Event,
+    state: TimerStateStore | None,
 ) -> list[TimerRunner | QueuePoller]:
-    runners: list[TimerRunner | QueuePoller] = [
-        TimerRunner(function, schedule, invoker, stop) for function, schedule in plan.timers
-    ]
+    timers = [TimerRunner(function, schedule, invoker, stop, state) for function, schedule in plan.timers]
+    if state is not None:
+        monitored = [timer.function.name for timer in timers if timer.monitoring]
+        logger.info(
+            "Timer schedule monitor keeps its state in %s (monitored: %s)",
+            state.path,
+            ", ".join(monitored) or "none",
+        )
+    runners: list[TimerRunner | QueuePoller] = [*timers]
     for function, queue_name, connection in plan.queues:
         if queue_name is None:
             continue

@@ -30,6 +30,7 @@ __all__ = [
     "HTTP",
     "QUEUE",
     "TIMER",
+    "FunctionIndex",
     "FunctionInfo",
     "Invoker",
     "SettingError",
@@ -88,18 +89,30 @@ def load_app(spec: str) -> Any:
     return app
 
 
-def index_functions(app: Any, directory: str) -> tuple[list[FunctionInfo], list[str]]:
-    """The functions the dev host can run, and one warning per function it skips.
+@dataclass(frozen=True)
+class FunctionIndex:
+    """What indexing found: the functions the dev host runs, one warning per function it skips, and the
+    trigger type of every function, skipped ones included ("" when it has none)."""
+
+    functions: list[FunctionInfo]
+    skipped: list[str]
+    trigger_types: dict[str, str]
+
+
+def index_functions(app: Any, directory: str) -> FunctionIndex:
+    """Index the app's functions.
 
     Calls ``app.get_functions()`` exactly once: the library refuses a second call on the same app.
     """
     supported: list[FunctionInfo] = []
     skipped: list[str] = []
+    trigger_types: dict[str, str] = {}
     for function in app.get_functions():
         name = str(function.get_function_name())
         # function.json form: plain strings instead of the library's enums, camelCase keys.
         bindings: list[dict[str, Any]] = json.loads(function.get_function_json())["bindings"]
         trigger = next((b for b in bindings if str(b.get("type", "")).endswith("Trigger")), None)
+        trigger_types[name] = str(trigger.get("type", "")) if trigger is not None else ""
         if trigger is None:
             skipped.append(f"{name}: no trigger binding; skipped")
             continue
@@ -120,7 +133,7 @@ def index_functions(app: Any, directory: str) -> tuple[list[FunctionInfo], list[
             )
             continue
         supported.append(info)
-    return supported, skipped
+    return FunctionIndex(supported, skipped, trigger_types)
 
 
 def _unbound_parameters(function: FunctionInfo) -> list[str]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["CronSchedule", "IntervalSchedule", "Schedule", "ScheduleError", "parse"]
+__all__ = ["CronSchedule", "IntervalSchedule", "Schedule", "ScheduleError", "monitor_disabled", "parse"]
 
 
 class ScheduleError(ValueError):
@@ -132,6 +132,31 @@ class IntervalSchedule(Schedule):
 
     def next_after(self, moment: datetime) -> datetime:
         return moment + self.interval
+
+
+def monitor_disabled(schedule: Schedule, now: datetime) -> bool:
+    """Whether the runtime turns the schedule monitor off for ``schedule`` because it fires more often than
+    once a minute (the timer extension's ``ShouldDisableScheduleMonitor``).
+
+    A TimeSpan under one minute qualifies. A cron schedule qualifies only when every field but the seconds
+    allows all its values and more than one occurrence falls within the minute after ``now``: so
+    ``*/5 * * * * *`` does, ``0 * * * * *`` and ``* 1-5 * * * *`` do not.
+    """
+    if isinstance(schedule, IntervalSchedule):
+        return schedule.interval < timedelta(minutes=1)
+    if not isinstance(schedule, CronSchedule):
+        return False
+    wildcards = [
+        (schedule.minutes, _FIELDS[1]),
+        (schedule.hours, _FIELDS[2]),
+        (schedule.days, _FIELDS[3]),
+        (schedule.months, _FIELDS[4]),
+        (schedule.days_of_week, _FIELDS[5]),
+    ]
+    if any(values != frozenset(range(field.low, field.high + 1)) for values, field in wildcards):
+        return False
+    first = schedule.next_after(now)
+    return schedule.next_after(first) < now + timedelta(minutes=1)
 
 
 def parse(expression: str) -> Schedule:

@@ -49,13 +49,16 @@ class HostProcess:
         cwd: Path | str = REPO_ROOT,
         timeout: float = 30.0,
         settings: Path | str | None = None,
+        state_dir: Path | str | None = None,
         extra_args: Sequence[str] = (),
         echo: bool = False,
     ) -> HostProcess:
         """Spawn the host and wait for its ready line.
 
         ``env`` is laid over this process's environment; the repository root is put on PYTHONPATH so
-        ``devtools`` imports from any ``cwd``. With ``echo`` the host's output is copied to our stderr.
+        ``devtools`` imports from any ``cwd``. ``settings`` is ``--settings`` and ``state_dir`` is
+        ``--state-dir`` (the timer schedule monitor's state). With ``echo`` the host's output is copied to our
+        stderr.
         Raises RuntimeError with the output's tail if the host exits or is not ready within ``timeout``.
         """
         child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
@@ -65,6 +68,8 @@ class HostProcess:
         args = [sys.executable, "-m", "devtools.host", "--app", app, "--port", str(port)]
         if settings is not None:
             args += ["--settings", str(settings)]
+        if state_dir is not None:
+            args += ["--state-dir", str(state_dir)]
         args += list(extra_args)
         proc = subprocess.Popen(
             args,

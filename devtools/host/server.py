@@ -1,7 +1,8 @@
 """The HTTP side of the dev host: HTTP triggers, Core Tools' admin API and the Event Grid webhook.
 
-* ``/<routePrefix>/<route>`` runs HTTP trigger functions (404 unknown route, 405 wrong method, 500 when the
-  function raises).
+* ``/<routePrefix>/<route>`` runs HTTP trigger functions. As in the Functions host, a request that no function
+  matches by route *and* method is 404 (a wrong method too: no 405), and a function that raises is 500 with
+  an empty body (the traceback goes to the log, never to the caller).
 * ``POST /admin/functions/<name>`` with ``{"input": "..."}`` runs a non-HTTP function now → 202.
 * ``POST /runtime/webhooks/eventgrid?functionName=<name>`` is the Event Grid trigger's webhook.
 """
@@ -118,8 +119,15 @@ class _Handler(BaseHTTPRequestHandler):
         if resolved is None:
             raise _BadRequest(404, f"No HTTP function matches {self.command} {path}")
         if isinstance(resolved, list):
-            self._send_text(405, f"Method {self.command} not allowed here", {"Allow": ", ".join(resolved)})
-            return
+            # The Functions host has no 405: no function matches this method and route.
+            logger.warning(
+                "%s %s: no HTTP function accepts %s on this route (it accepts %s)",
+                self.command,
+                path,
+                self.command,
+                ", ".join(resolved),
+            )
+            raise _BadRequest(404, f"No HTTP function matches {self.command} {path}")
         route, route_params = resolved
         function = dispatch.functions[route.function_name.lower()]
         request = func.HttpRequest(
@@ -135,7 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
                 function, request, "This function was programmatically called via the host APIs."
             )
         except Exception:
-            self._send_text(500, f"Exception while executing function: Functions.{function.name}")
+            # The invoker has logged the traceback; like the host, tell the caller nothing more.
+            self._send(500, b"", [])
             return
         self._send_function_result(function, result)
 
@@ -151,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
                 function.name,
                 type(result).__name__,
             )
-            self._send_text(500, f"Function {function.name} returned an invalid response")
+            self._send(500, b"", [])
             return
         headers = [
             (name, value)

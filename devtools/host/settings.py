@@ -57,6 +57,8 @@ def load_local_settings(
 ) -> tuple[list[str], list[str]]:
     """Copy ``Values`` into the environment without overriding what is already set (as Core Tools does).
 
+    A variable set to the empty string counts as unset, as in Core Tools: the file's value replaces it.
+
     Returns (names applied, warnings). A missing file is fine unless ``required``. Raises SettingsFileError.
     """
     env = os.environ if environ is None else environ
@@ -84,7 +86,7 @@ def load_local_settings(
             continue
         if not isinstance(raw, str):
             warnings.append(f"setting {name!r} in {path.name} is not a string; using its JSON text")
-        if name in env:
+        if env.get(name):
             continue
         env[name] = raw if isinstance(raw, str) else json.dumps(raw)
         applied.append(name)

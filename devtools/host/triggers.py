@@ -21,7 +21,13 @@ from azure.functions.queue import QueueMessage as FunctionsQueueMessage
 from azure.functions.timer import TimerRequest
 
 from devtools.host.functions import FunctionInfo, Invoker
-from devtools.host.ncrontab import Schedule
+from devtools.host.ncrontab import CronSchedule, Schedule, monitor_disabled
+from devtools.host.schedule_monitor import (
+    ScheduleStatus,
+    TimerStateStore,
+    check_past_due,
+    status_after_run,
+)
 from devtools.host.settings import HostConfig
 
 if TYPE_CHECKING:
@@ -51,8 +57,18 @@ _MIN_POLL = timedelta(milliseconds=100)
 _STOP_GRACE = 1.5
 
 
-def timer_request(past_due: bool = False) -> TimerRequest:
-    return TimerRequest(past_due=past_due)
+def timer_request(
+    past_due: bool = False,
+    *,
+    schedule: Schedule | None = None,
+    status: ScheduleStatus | None = None,
+) -> TimerRequest:
+    """The ``func.TimerRequest`` the worker builds: ``schedule_status`` only when the timer is monitored."""
+    return TimerRequest(
+        past_due=past_due,
+        schedule_status=status.for_function() if status is not None else None,
+        schedule={"AdjustForDST": isinstance(schedule, CronSchedule)} if schedule is not None else None,
+    )
 
 
 def queue_message(
@@ -138,16 +154,42 @@ def _event_time(value: Any, index: int) -> datetime | None:
 
 
 class TimerRunner:
-    """Fires one timer function on its schedule (UTC), one invocation at a time, in a daemon thread."""
+    """Fires one timer function on its schedule (UTC), one invocation at a time, in a daemon thread.
+
+    With a ``state`` store and a monitored timer (see ``monitored``), it is the runtime's schedule monitor:
+    at start a missed occurrence runs once with ``past_due=True`` (instead of, not besides, run_on_startup),
+    and every run is recorded.
+    """
 
     def __init__(
-        self, function: FunctionInfo, schedule: Schedule, invoker: Invoker, stop: threading.Event
+        self,
+        function: FunctionInfo,
+        schedule: Schedule,
+        invoker: Invoker,
+        stop: threading.Event,
+        state: TimerStateStore | None = None,
     ) -> None:
         self.function = function
         self.schedule = schedule
         self._invoker = invoker
         self._stop = stop
+        self._state = state if state is not None and self.monitored else None
+        self._status: ScheduleStatus | None = None
         self._thread = threading.Thread(target=self._run, name=f"timer-{function.name}", daemon=True)
+
+    @property
+    def monitored(self) -> bool:
+        """Whether the runtime would monitor this timer: ``use_monitor`` (default true) and a schedule that
+        fires at most once a minute."""
+        use_monitor = self.function.trigger.get("useMonitor", True)
+        if isinstance(use_monitor, str):
+            use_monitor = use_monitor.strip().lower() != "false"
+        return bool(use_monitor) and not monitor_disabled(self.schedule, datetime.now(UTC))
+
+    @property
+    def monitoring(self) -> bool:
+        """Whether this runner records its runs (monitored, and the host has a state directory)."""
+        return self._state is not None
 
     def start(self) -> None:
         self._thread.start()
@@ -157,8 +199,21 @@ class TimerRunner:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        if self.function.trigger.get("runOnStartup"):
-            self._fire(past_due=False, reason="Timer fired on host startup (run_on_startup)")
+        late = timedelta(0)
+        if self._state is not None:
+            stored = self._state.get(self.function.name)
+            self._status, changed, late = check_past_due(stored, self.schedule, datetime.now(UTC))
+            if changed:
+                self._state.put(self.function.name, self._status)
+        if late > timedelta(0) and self._status is not None:
+            logger.info(
+                "Function '%s' is past due on startup (its occurrence at %s was missed). Executing now.",
+                self.function.name,
+                self._status.next.isoformat(),
+            )
+            self._fire(past_due=True, reason="Timer is past due on host startup", scheduled=False)
+        elif self.function.trigger.get("runOnStartup"):
+            self._fire(past_due=False, reason="Timer fired on host startup (run_on_startup)", scheduled=False)
         while not self._stop.is_set():
             due = self.schedule.next_after(datetime.now(UTC))
             # Event.wait runs on the monotonic clock; re-check the wall clock so we never fire early.
@@ -166,11 +221,21 @@ class TimerRunner:
                 if self._stop.wait(remaining):
                     return
             late = datetime.now(UTC) - due
-            self._fire(past_due=late > timedelta(seconds=1), reason=f"Timer fired at {due.isoformat()}")
+            self._fire(
+                past_due=late > timedelta(seconds=1),
+                reason=f"Timer fired at {due.isoformat()}",
+                scheduled=True,
+            )
 
-    def _fire(self, *, past_due: bool, reason: str) -> None:
-        # A failure is logged by the invoker; the timer keeps its schedule.
-        self._invoker.invoke_logged(self.function, timer_request(past_due), reason)
+    def _fire(self, *, past_due: bool, reason: str, scheduled: bool) -> None:
+        invoked_at = datetime.now(UTC)
+        request = timer_request(past_due, schedule=self.schedule, status=self._status)
+        # A failure is logged by the invoker; the timer keeps its schedule and, like the runtime's, records
+        # the run either way.
+        self._invoker.invoke_logged(self.function, request, reason)
+        if self._state is not None:
+            self._status = status_after_run(self.schedule, invoked_at, self._status, scheduled=scheduled)
+            self._state.put(self.function.name, self._status)
 
 
 QueueClientFactory = Callable[[str], "QueueClient"]

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
 def sample_env(markers: Path, **extra: str) -> dict[str, str]:
     markers.mkdir(parents=True, exist_ok=True)
     return {
+        # Required, as under Core Tools, because the sample apps have non-HTTP triggers; the queue pollers
+        # use DEVHOST_STORAGE, so this one is never connected to.
+        "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+        # Empty means unset, whatever the parent environment holds.
+        "AZURE_FUNCTIONS_ENVIRONMENT": "",
         "DEVHOST_MARKER_DIR": str(markers),
         "DEVHOST_YEARLY_SCHEDULE": "0 0 0 1 1 *",
         "DEVHOST_QUEUE": "devhost-unused",
@@ -99,14 +105,17 @@ def host(markers: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ho
                     "DEVHOST_GREETING": "from local.settings.json",
                     # Already set in the environment: the environment must win, as in Core Tools.
                     "DEVHOST_MARKER_DIR": "/nonexistent/must-not-be-used",
+                    # Set but empty in the environment: empty counts as unset, the file's value wins.
+                    "DEVHOST_EMPTY_IN_ENVIRONMENT": "from local.settings.json",
+                    # Core Tools runs the app as Development whatever the file says.
+                    "AZURE_FUNCTIONS_ENVIRONMENT": "Production",
                 },
             }
         ),
         encoding="utf-8",
     )
-    with HostProcess.start(
-        app=SAMPLE_APP, cwd=SAMPLE_DIR, env=sample_env(markers), settings=settings
-    ) as proc:
+    env = sample_env(markers, DEVHOST_EMPTY_IN_ENVIRONMENT="")
+    with HostProcess.start(app=SAMPLE_APP, cwd=SAMPLE_DIR, env=env, settings=settings) as proc:
         yield proc
 
 
@@ -145,14 +154,17 @@ def test_catch_all_may_be_empty(host: HostProcess) -> None:
     assert reply.json()["route_params"] == {"name": "ada", "count": "3"}
 
 
-def test_methods_from_the_binding_are_enforced(host: HostProcess) -> None:
+def test_a_method_the_binding_does_not_allow_is_404_like_the_functions_host(host: HostProcess) -> None:
     allowed = call("GET", f"{host.url}/api/items/42")
     wrong = call("DELETE", f"{host.url}/api/items/42")
+    wrong_on_literal_route = call("GET", f"{host.url}/api/items/new")
 
     assert (allowed.status, allowed.body) == (200, b"item 42")
     assert allowed.headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert wrong.status == 405
-    assert wrong.headers["Allow"] == "GET"
+    assert wrong.status == 404
+    assert "Allow" not in wrong.headers
+    assert wrong_on_literal_route.status == 404
+    assert host.wait_for_output("no HTTP function accepts DELETE on this route (it accepts GET)")
 
 
 def test_function_auth_level_is_not_enforced_and_literal_route_wins(host: HostProcess) -> None:
@@ -173,12 +185,11 @@ def test_async_function_gets_a_context_with_a_fresh_invocation_id(host: HostProc
     assert first["invocation_id"] != second["invocation_id"]
 
 
-def test_unhandled_exception_is_500_with_the_traceback_logged(host: HostProcess) -> None:
+def test_unhandled_exception_is_500_with_an_empty_body_and_the_traceback_logged(host: HostProcess) -> None:
     reply = call("GET", f"{host.url}/api/boom")
 
     assert reply.status == 500
-    assert b"Functions.boom" in reply.body
-    assert b"Traceback" not in reply.body
+    assert reply.body == b""
     assert host.wait_for_output("RuntimeError: the sample function failed on purpose")
     assert "Traceback (most recent call last)" in host.output()
 
@@ -195,10 +206,30 @@ def test_unknown_paths_are_404(host: HostProcess) -> None:
 
 
 def test_settings_file_values_are_loaded_but_the_environment_wins(host: HostProcess, markers: Path) -> None:
-    greeting = call("GET", f"{host.url}/api/greet/ada/1").json()["greeting"]
+    seen = call("GET", f"{host.url}/api/greet/ada/1").json()
 
-    assert greeting == "from local.settings.json"
+    assert seen["greeting"] == "from local.settings.json"
+    assert seen["empty_in_environment"] == "from local.settings.json"  # empty counts as unset
     wait_for(lambda: records(markers, "tick"), 5, "the timer to write into the environment's marker dir")
+
+
+def test_functions_environment_is_development_whatever_the_settings_file_says(host: HostProcess) -> None:
+    seen = call("GET", f"{host.url}/api/greet/ada/1").json()
+
+    assert seen["environment"] == "Development"
+    assert "sets AZURE_FUNCTIONS_ENVIRONMENT to 'Production', but Core Tools always runs" in host.output()
+
+
+def test_functions_environment_from_the_real_environment_wins(tmp_path: Path) -> None:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"Values": {"AZURE_FUNCTIONS_ENVIRONMENT": "Production"}}))
+    env = sample_env(tmp_path / "markers", AZURE_FUNCTIONS_ENVIRONMENT="Staging")
+
+    with HostProcess.start(app=SAMPLE_APP, cwd=SAMPLE_DIR, env=env, settings=settings) as proc:
+        seen = call("GET", f"{proc.url}/api/greet/ada/1").json()
+
+    assert seen["environment"] == "Staging"
+    assert "AZURE_FUNCTIONS_ENVIRONMENT to" not in proc.output()
 
 
 def test_startup_lists_functions_skips_unsupported_ones_and_warns_about_keys(host: HostProcess) -> None:
@@ -416,6 +447,169 @@ def test_sigterm_stops_the_host_promptly(tmp_path: Path) -> None:
     assert code == 0
     assert time.monotonic() - started < 4
     assert "Stopping the dev host" in proc.output()
+
+
+# -- AzureWebJobsStorage, as Core Tools checks it -------------------------------------------------
+
+STORAGE_MESSAGE = (
+    "Missing value for AzureWebJobsStorage in local.settings.json. This is required for all triggers other "
+    "than httptrigger, kafkatrigger, rabbitmqtrigger, orchestrationTrigger, activityTrigger, entityTrigger."
+)
+
+
+def _empty_settings(tmp_path: Path, **values: str) -> Path:
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}), encoding="utf-8")
+    return settings
+
+
+@pytest.mark.parametrize("missing", ["", "   "])
+def test_non_http_triggers_without_azurewebjobsstorage_refuse_to_start(tmp_path: Path, missing: str) -> None:
+    env = sample_env(tmp_path / "markers", AzureWebJobsStorage=missing)
+
+    with pytest.raises(RuntimeError) as failure:
+        HostProcess.start(app=SAMPLE_APP, cwd=SAMPLE_DIR, env=env, settings=_empty_settings(tmp_path))
+
+    message = str(failure.value)
+    assert "exited with code 1" in message
+    assert STORAGE_MESSAGE in message
+    assert "tick (timerTrigger)" in message
+    assert "unsupported_blob (blobTrigger)" in message  # skipped functions count too, as in Core Tools
+    assert "greet (" not in message
+
+
+def test_http_only_app_starts_without_azurewebjobsstorage(tmp_path: Path) -> None:
+    env = {"AzureWebJobsStorage": ""}
+
+    with HostProcess.start(
+        app="http_only_app:app", cwd=SAMPLE_DIR, env=env, settings=_empty_settings(tmp_path)
+    ) as proc:
+        assert call("GET", f"{proc.url}/api/ping").body == b"pong"
+
+
+@pytest.mark.parametrize(
+    ("env", "values"),
+    [
+        # an empty variable is unset: the settings file's value fills it
+        ({"AzureWebJobsStorage": ""}, {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}),
+        # identity-based connection settings
+        ({"AzureWebJobsStorage": "", "AzureWebJobsStorage__accountName": "devstoreaccount1"}, {}),
+    ],
+    ids=["from-settings-file", "identity-based"],
+)
+def test_azurewebjobsstorage_from_the_settings_file_or_identity_settings_is_enough(
+    tmp_path: Path, env: dict[str, str], values: dict[str, str]
+) -> None:
+    full_env = sample_env(tmp_path / "markers", **env)
+
+    with HostProcess.start(
+        app=SAMPLE_APP, cwd=SAMPLE_DIR, env=full_env, settings=_empty_settings(tmp_path, **values)
+    ) as proc:
+        assert call("GET", f"{proc.url}/api/items/1").status == 200
+
+
+# -- timer schedule monitor (--state-dir) ----------------------------------------------------------
+
+MONITOR_APP = "timer_monitor_app:app"
+MISSED = {"last": "2020-01-01T00:00:00+00:00", "next": "2021-01-01T00:00:00+00:00"}
+
+
+def _next_new_year() -> str:
+    now = datetime.now(UTC)
+    return datetime(now.year + 1, 1, 1, tzinfo=UTC).isoformat()
+
+
+def _timer_states(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / "timers.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def _start_monitor_host(markers: Path, state_dir: Path) -> HostProcess:
+    return HostProcess.start(app=MONITOR_APP, cwd=SAMPLE_DIR, env=sample_env(markers), state_dir=state_dir)
+
+
+def test_a_missed_occurrence_runs_once_at_startup_past_due_and_is_recorded(tmp_path: Path) -> None:
+    markers, state_dir = tmp_path / "markers", tmp_path / "state"
+    state_dir.mkdir()
+    seeded = {name: MISSED for name in ("missed", "missed_on_startup", "unmonitored", "frequent")}
+    (state_dir / "timers.json").write_text(json.dumps(seeded), encoding="utf-8")
+
+    with _start_monitor_host(markers, state_dir) as proc:
+        states = wait_for(
+            lambda: (
+                all(
+                    _timer_states(state_dir)[name]["last"] != MISSED["last"]
+                    for name in ("missed", "missed_on_startup")
+                )
+                and _timer_states(state_dir)
+            ),
+            10,
+            "both missed timers to run and be recorded",
+        )
+        time.sleep(0.3)  # a second (run_on_startup) invocation would come now
+        output = proc.output()
+
+    for name in ("missed", "missed_on_startup"):
+        runs = records(markers, name)
+        assert [run["past_due"] for run in runs] == [True], name
+        assert runs[0]["status"]["Next"] == MISSED["next"], "the function sees the occurrence it missed"
+        assert states[name]["next"] == _next_new_year()
+        assert datetime.now(UTC) - datetime.fromisoformat(states[name]["last"]) < timedelta(minutes=1)
+    assert records(markers, "unmonitored") == []  # use_monitor=False: no catch-up ...
+    assert states["unmonitored"] == MISSED  # ... and nothing recorded
+    assert all(run["past_due"] is False for run in records(markers, "frequent"))  # sub-minute: not monitored
+    assert states["frequent"] == MISSED
+    assert "Function 'missed' is past due on startup (its occurrence at 2021-01-01T00:00:00+00:00" in output
+    assert "Executing 'Functions.missed' (Reason='Timer is past due on host startup'" in output
+
+
+def test_a_fresh_state_records_next_occurrences_and_a_restart_catches_nothing_up(tmp_path: Path) -> None:
+    markers, state_dir = tmp_path / "markers", tmp_path / "state" / "devhost"  # created if missing
+
+    with _start_monitor_host(markers, state_dir):
+        first = wait_for(
+            lambda: (
+                "missed" in (states := _timer_states(state_dir))
+                and states.get("missed_on_startup", {}).get("last")
+                and states
+            ),
+            10,
+            "the first start to record the monitored timers and the run_on_startup run",
+        )
+    assert first["missed"] == {
+        "last": None,
+        "next": _next_new_year(),
+        "lastUpdated": first["missed"]["lastUpdated"],
+    }
+    assert first["missed_on_startup"]["last"] is not None  # ran on startup, and that run was recorded
+    assert "unmonitored" not in first
+    assert "frequent" not in first
+
+    with _start_monitor_host(markers, state_dir):
+        wait_for(lambda: len(records(markers, "missed_on_startup")) == 2, 10, "run_on_startup on restart")
+        time.sleep(0.3)
+
+    assert records(markers, "missed") == []
+    assert [run["past_due"] for run in records(markers, "missed_on_startup")] == [False, False]
+    assert _timer_states(state_dir)["missed"] == first["missed"]
+
+
+def test_without_state_dir_nothing_is_recorded_or_caught_up(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+
+    with HostProcess.start(app=MONITOR_APP, cwd=SAMPLE_DIR, env=sample_env(markers)):
+        wait_for(lambda: records(markers, "missed_on_startup"), 10, "run_on_startup")
+
+    assert records(markers, "missed_on_startup")[0] == {"past_due": False, "status": {}}
+    assert not (SAMPLE_DIR / "timers.json").exists()
+
+
+def test_help_documents_the_state_dir_flag() -> None:
+    result = _run_cli("--help")
+
+    assert "--state-dir PATH" in result.stdout
+    assert "past_due=True" in result.stdout
+    assert "AzureWebJobsStorage" in result.stdout
 
 
 # -- queue triggers against Azurite ----------------------------------------------------------------

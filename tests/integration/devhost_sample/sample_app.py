@@ -32,6 +32,8 @@ def greet(req: func.HttpRequest) -> func.HttpResponse:
         "header": req.headers.get("x-sample"),
         "body": req.get_body().decode("utf-8"),
         "greeting": os.environ.get("DEVHOST_GREETING"),
+        "empty_in_environment": os.environ.get("DEVHOST_EMPTY_IN_ENVIRONMENT"),
+        "environment": os.environ.get("AZURE_FUNCTIONS_ENVIRONMENT"),
     }
     return func.HttpResponse(
         json.dumps(document), mimetype="application/json", headers={"X-Handled-By": "greet"}
