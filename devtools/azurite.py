@@ -13,7 +13,8 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from types import TracebackType
+
+from devtools.processes import StoppableProcess, terminate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,7 +52,7 @@ def connection_string(host: str, blob_port: int, queue_port: int, table_port: in
     )
 
 
-class AzuriteProcess:
+class AzuriteProcess(StoppableProcess):
     """A running Azurite. Ports 0 let Azurite pick free ports; the real ones are read from its output."""
 
     def __init__(self, proc: subprocess.Popen[str], host: str, ports: dict[str, int]) -> None:
@@ -135,32 +136,13 @@ class AzuriteProcess:
         try:
             ready.wait(timeout)
         except BaseException:
-            _terminate(proc)  # Ctrl-C while starting: the child has its own session, so stop it here
+            terminate(proc)  # Ctrl-C while starting: the child has its own session, so stop it here
             raise
         if len(ports) == 3:
             return cls(proc, host, ports)
-        _terminate(proc)
+        terminate(proc)
         why = "exited" if time.monotonic() < deadline else f"did not listen within {timeout:.0f}s"
         raise RuntimeError(f"Azurite {why}; its last output:\n" + "\n".join(tail))
 
-    def stop(self) -> None:
-        _terminate(self._proc)
-
-    def __enter__(self) -> AzuriteProcess:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def _terminate(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    def stop(self) -> int:
+        return terminate(self._proc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -13,8 +12,9 @@ import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO
+
+from devtools.processes import StoppableProcess, terminate
 
 __all__ = ["REPO_ROOT", "HostProcess"]
 
@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"dev host ready on (http://(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\d+)")
 
 
-class HostProcess:
+class HostProcess(StoppableProcess):
     """A running ``python -m devtools.host``; ``url`` is its base URL (``http://127.0.0.1:<port>``)."""
 
     def __init__(self, proc: subprocess.Popen[str], url: str, output: deque[str]) -> None:
@@ -106,7 +106,7 @@ class HostProcess:
         try:
             ready.wait(timeout)
         except BaseException:
-            _terminate(proc)  # Ctrl-C while starting: do not leave the host behind
+            terminate(proc)  # Ctrl-C while starting: do not leave the host behind
             raise
         if found:
             return cls(proc, found[0], output)
@@ -114,7 +114,7 @@ class HostProcess:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         exited = proc.poll() is not None
-        _terminate(proc)
+        terminate(proc)
         why = f"exited with code {proc.returncode}" if exited else f"was not ready within {timeout:.0f}s"
         tail = "\n".join(list(output)[-60:])
         raise RuntimeError(f"dev host ({' '.join(args[1:])}) {why}; its last output:\n{tail}")
@@ -134,23 +134,4 @@ class HostProcess:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        return _terminate(self._proc, timeout)
-
-    def __enter__(self) -> HostProcess:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def _terminate(proc: subprocess.Popen[str], timeout: float = 10.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-    return int(proc.returncode)
+        return terminate(self._proc, timeout)

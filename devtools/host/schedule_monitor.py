@@ -12,11 +12,8 @@ and ``TimerListener``), pure; ``TimerStateStore`` keeps the statuses in ``<state
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools.host.ncrontab import Schedule
+from devtools.processes import write_atomically
 
 __all__ = ["STATE_FILE", "ScheduleStatus", "TimerStateStore", "check_past_due", "status_after_run"]
 
@@ -142,7 +140,7 @@ class TimerStateStore:
             entries = self._read()
             entries[name] = status.to_json()
             try:
-                _write_atomically(self.path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+                write_atomically(self.path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
             except OSError as err:
                 logger.warning("Cannot record the status of timer '%s' in %s: %s", name, self.path, err)
 
@@ -163,20 +161,6 @@ class TimerStateStore:
             logger.warning("%s does not hold a JSON object; timer statuses start afresh", self.path)
             return {}
         return document
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -13,16 +13,16 @@ import urllib.request
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from devtools.keyvault_emulator.rbac import parse_operations
+from devtools.processes import StoppableProcess, terminate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"\bready (https://\S+)")
 
 
-class EmulatorProcess:
+class EmulatorProcess(StoppableProcess):
     """A running emulator. Its stderr (the request log) is kept as a tail, and copied to ``log_file``."""
 
     def __init__(
@@ -137,12 +137,12 @@ class EmulatorProcess:
         try:
             ready.wait(timeout)
         except BaseException:
-            _terminate(proc, pumps)  # Ctrl-C while starting: the child has its own session
+            terminate(proc, 5.0, pumps)  # Ctrl-C while starting: the child has its own session
             raise
         if found:
             return cls(proc, found[0], cert_file, stderr_tail, pumps)
         timed_out = time.monotonic() - started >= timeout and proc.poll() is None
-        _terminate(proc, pumps)
+        terminate(proc, 5.0, pumps)
         why = f"was not ready within {timeout:.0f}s" if timed_out else f"exited with code {proc.returncode}"
         tail = "\n".join(stderr_tail) or "(no output)"
         raise RuntimeError(f"the Key Vault emulator {why}; its last output:\n{tail}")
@@ -187,29 +187,4 @@ class EmulatorProcess:
 
     def stop(self) -> None:
         """SIGTERM (the emulator saves its state and exits 0); SIGKILL if it has not exited after 5 s."""
-        _terminate(self._proc, self._pumps)
-
-    def __enter__(self) -> EmulatorProcess:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def _terminate(proc: subprocess.Popen[str], pumps: list[threading.Thread]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-    # The pumps end at EOF, right after the process; then the pipes can be closed without a race.
-    for pump in pumps:
-        pump.join(timeout=2)
-    if not any(pump.is_alive() for pump in pumps):
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        terminate(self._proc, 5.0, self._pumps)

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +37,7 @@ from devtools.keyvault_emulator.errors import (
     deleted_secret_not_found,
     secret_not_found,
 )
+from devtools.processes import write_atomically
 
 NAME_PATTERN = re.compile(r"[0-9A-Za-z-]{1,127}")
 MAX_VALUE_BYTES = 25 * 1024
@@ -162,18 +161,7 @@ class SecretStore:
             payload = json.dumps(
                 {"format": STATE_FORMAT, "version": STATE_VERSION, "secrets": secrets}, indent=1
             )
-            target = self._state_file
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(payload)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomically(self._state_file, payload)
 
     def counts(self) -> tuple[int, int]:
         """(active secrets, deleted secrets)."""
