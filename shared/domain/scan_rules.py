@@ -8,9 +8,14 @@ from datetime import time, timedelta
 
 @dataclass(frozen=True)
 class ScanRules:
-    """Thresholds of the rules. Defaults suit a small operations team; settings override them."""
+    """Thresholds of the rules. Defaults suit a small operations team; settings override them.
 
-    lookback: timedelta = timedelta(hours=24)
+    The scan reads ``lookback`` of records and judges a burst only while its first record is younger than
+    ``lookback - window`` (older ones were judged by earlier scans), so the lookback must be at least twice
+    the longest window, or a rule with that window could never fire.
+    """
+
+    lookback: timedelta = timedelta(hours=48)
     window: timedelta = timedelta(minutes=15)
     denied_per_actor: int = 5
     denied_per_ip: int = 10
@@ -22,3 +27,10 @@ class ScanRules:
     working_end: time = time(19, 0)
     working_days: frozenset[int] = frozenset({0, 1, 2, 3, 4})  # Monday=0
     timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        longest = max(self.window, self.rotation_failure_window, self.revocation_window)
+        if self.lookback < 2 * longest:
+            raise ValueError(
+                f"lookback {self.lookback} must be at least twice the longest window ({longest})"
+            )

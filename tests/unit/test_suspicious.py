@@ -178,3 +178,28 @@ def test_a_burst_is_not_reported_again_when_its_start_ages_out_of_the_lookback()
         clock.current = T0 + timedelta(days=1, minutes=minutes, seconds=5)
         assert scan(log, trail, findings, publisher, clock, RULES).findings == []
     assert len(publisher.sent) == 1
+
+
+def test_every_rule_fires_through_the_scan_itself() -> None:
+    """The scan's lookback guard must leave every rule alive, the 24-hour rotation rule included."""
+    clock = FixedClock(T0)
+    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
+    trail = AuditTrail(log, clock, "fleet")
+    for _ in range(3):
+        clock.advance(timedelta(hours=2))
+        trail.record(Action.ROTATION_FAILED, secret_name="db-password", result=Result.FAILURE)
+    for _ in range(3):
+        clock.advance(timedelta(minutes=5))
+        trail.record(Action.REVOCATION_REQUESTED, secret_name="api-key", actor=Actor("oid-r", ActorType.USER))
+    clock.advance(timedelta(minutes=1))
+    report = scan(log, trail, findings, publisher, clock, RULES)
+    assert sorted(f.rule for f in findings.rows.values()) == [
+        "repeated_rotation_failures",
+        "revocation_request_burst",
+    ]
+    assert report.ok
+
+
+def test_a_lookback_shorter_than_two_windows_is_refused() -> None:
+    with pytest.raises(ValueError, match="lookback"):
+        ScanRules(lookback=timedelta(hours=24))
