@@ -17,7 +17,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -351,7 +351,6 @@ class ChainVerdict:
     chain: str
     records: int
     last_seq: int
-    last_mac: str
     breaks: list[Break]
 
 
@@ -372,7 +371,7 @@ def verify_chain(  # noqa: PLR0912 - one branch per kind of break, kept together
             stored_prev = str(fields.pop("prev_mac"))
             key_id = str(fields.pop("key_id"))
             mac = str(fields.pop("mac"))
-            event_fields(event_from_fields(fields))  # every field present and valid
+            event_from_fields(fields)  # every field present and valid
         except (KeyError, ValueError, TypeError) as err:
             breaks.append(Break(chain, BreakKind.MALFORMED, item.position, f"unreadable record: {err}"))
             expected, prev_mac, last_seq = item.position + 1, "", item.position
@@ -434,7 +433,7 @@ def verify_chain(  # noqa: PLR0912 - one branch per kind of break, kept together
             breaks.append(
                 Break(chain, BreakKind.EDITED, last_seq, "newest record does not match the chain head")
             )
-    return ChainVerdict(chain=chain, records=count, last_seq=last_seq, last_mac=prev_mac, breaks=breaks)
+    return ChainVerdict(chain=chain, records=count, last_seq=last_seq, breaks=breaks)
 
 
 def check_against_digest(
@@ -489,7 +488,3 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup) -> list[Break]:
         prev_mac = digest.mac if valid else ""
         expected = digest.seq + 1
     return breaks
-
-
-def with_time(event: AuditEvent, moment: datetime) -> AuditEvent:
-    return replace(event, time=moment)

@@ -22,6 +22,7 @@ from shared.domain.audit import (
     AuditRecord,
     Break,
     BreakKind,
+    ChainContents,
     ChainVerdict,
     Digest,
     Result,
@@ -170,35 +171,30 @@ def verify_audit(
         report.latest_digest = latest.time
         heads = {n: h for n, h in latest.heads.items() if chain is None or n == chain}
         scoped = Digest(latest.seq, latest.time, heads, latest.prev_mac, latest.key_id, latest.mac)
-        report.breaks += check_against_digest(verdicts, scoped, _mac_lookup(contents_records(contents)))
-    now = clock.now()
-    stale_after = 2 * digest_interval
-    oldest = _oldest_record_time(contents_records(contents))
-    if chain is None and (
-        (latest is not None and now - latest.time > stale_after)
-        or (latest is None and oldest is not None and now - oldest > stale_after)
-    ):
-        since = format_time(latest.time) if latest else "never"
-        report.breaks.append(
-            Break(
-                DIGEST_CHAIN,
-                BreakKind.STALE_DIGEST,
-                latest.seq if latest else None,
-                f"latest digest: {since}",
+        report.breaks += check_against_digest(verdicts, scoped, _mac_lookup(contents))
+    if chain is None:
+        # Unsealed since: the latest digest, or (no digest yet) the oldest record, read only then.
+        unsealed_since = latest.time if latest is not None else _oldest_record_time(contents)
+        if unsealed_since is not None and clock.now() - unsealed_since > 2 * digest_interval:
+            sealed = format_time(latest.time) if latest else "never"
+            report.breaks.append(
+                Break(
+                    DIGEST_CHAIN,
+                    BreakKind.STALE_DIGEST,
+                    latest.seq if latest else None,
+                    f"latest digest: {sealed}",
+                )
             )
-        )
     return report
 
 
 _IN_FLIGHT = (BreakKind.TRUNCATED, BreakKind.UNEXPECTED)
 
 
-def contents_records(contents: Mapping[str, Any]) -> dict[str, list[StoredRecord]]:
-    return {name: list(c.records) for name, c in contents.items()}
-
-
-def _mac_lookup(records: Mapping[str, list[StoredRecord]]) -> Callable[[str, int], str | None]:
-    index = {(name, r.position): str(r.fields.get("mac", "")) for name, rows in records.items() for r in rows}
+def _mac_lookup(contents: Mapping[str, ChainContents]) -> Callable[[str, int], str | None]:
+    index = {
+        (name, r.position): str(r.fields.get("mac", "")) for name, c in contents.items() for r in c.records
+    }
 
     def macs_at(chain: str, seq: int) -> str | None:
         return index.get((chain, seq))
@@ -206,10 +202,10 @@ def _mac_lookup(records: Mapping[str, list[StoredRecord]]) -> Callable[[str, int
     return macs_at
 
 
-def _oldest_record_time(records: Mapping[str, list[StoredRecord]]) -> datetime | None:
+def _oldest_record_time(contents: Mapping[str, ChainContents]) -> datetime | None:
     oldest: datetime | None = None
-    for rows in records.values():
-        for row in rows:
+    for chain in contents.values():
+        for row in chain.records:
             try:
                 moment = event_from_fields(row.fields).time
             except (KeyError, ValueError, TypeError):
@@ -281,10 +277,16 @@ def _item(chain: str, row: StoredRecord) -> dict[str, Any] | None:
     return item
 
 
+def _items(reader: AuditReader, query: AuditQuery) -> list[dict[str, Any]]:
+    """Every readable record matching the query's filters. Unreadable rows are left to verify (which
+    reports them) rather than shown."""
+    return [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+
+
 def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
-    """Records matching the filters, newest first, ``query.limit`` per page. Unreadable rows are left to
-    verify (which reports them) rather than shown. Raises DependencyUnavailable."""
-    items = [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+    """Records matching the filters, newest first, ``query.limit`` per page. Raises
+    DependencyUnavailable."""
+    items = _items(reader, query)
     if query.before is not None:
         before = query.before
         items = [i for i in items if _position(i) < before]
@@ -300,8 +302,7 @@ def summarize_audit(
 ) -> dict[str, Any]:
     """Counts by action and result, the last rotation and the failures of the last ``days`` days."""
     since = clock.now() - timedelta(days=days)
-    query = AuditQuery(vault=vault, secret_name=secret_name, since=since, limit=MAX_PAGE)
-    items = [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+    items = _items(reader, AuditQuery(vault=vault, secret_name=secret_name, since=since))
     by_action: dict[str, Counter[str]] = {}
     for item in items:
         by_action.setdefault(item["action"], Counter())[item["result"]] += 1
