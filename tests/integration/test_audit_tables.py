@@ -238,3 +238,15 @@ def test_rows_that_are_not_records_are_reported_and_skipped_by_queries(env: Env)
     assert sorted(kind for _, kind, _ in found) == [BreakKind.UNEXPECTED, BreakKind.UNEXPECTED]
     page = query_audit(env.log, AuditQuery(vault=env.vault, secret_name=SECRET))
     assert [item["seq"] for item in page.items] == [2, 1]
+
+
+def test_nonsense_in_a_head_or_digest_row_is_reported_not_fatal(env: Env) -> None:
+    env.fill(2)
+    write_digest(env.log, env.keys, env.clock)
+    env.log.table.upsert_entity(
+        {"PartitionKey": env.chain, "RowKey": HEAD_ROW, "seq": "two", "mac": "x"}, mode=UpdateMode.REPLACE
+    )
+    env.log.table.create_entity({"PartitionKey": "_digest", "RowKey": "zz", "seq": "?"})
+    found = env.breaks()
+    assert (env.chain, BreakKind.UNEXPECTED, None) in found  # the rewritten head row
+    assert ("_digest", BreakKind.FORGED_DIGEST, 0) in found  # the row that is not a digest
