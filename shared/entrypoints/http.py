@@ -57,10 +57,7 @@ def parse_params(model: type[M], params: Mapping[str, str]) -> M:
     try:
         return model.model_validate(dict(params))
     except ValidationError as err:
-        first = err.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "query"
-        message = "unknown parameter" if first["type"] == "extra_forbidden" else first["msg"]
-        raise BadRequest(name, message) from None
+        raise _bad_request(err, where="query", unknown="unknown parameter") from None
 
 
 def parse_body(model: type[M], req: func.HttpRequest) -> M:
@@ -71,10 +68,14 @@ def parse_body(model: type[M], req: func.HttpRequest) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        name = ".".join(str(p) for p in first["loc"]) or "body"
-        message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise BadRequest(name, message) from None
+        raise _bad_request(err, where="body", unknown="unknown field") from None
+
+
+def _bad_request(err: ValidationError, *, where: str, unknown: str) -> BadRequest:
+    """The first validation error, naming the parameter or (dotted) body field at fault."""
+    first = err.errors()[0]
+    name = ".".join(str(part) for part in first["loc"]) or where
+    return BadRequest(name, unknown if first["type"] == "extra_forbidden" else first["msg"])
 
 
 class BadRequest(Exception):
