@@ -203,6 +203,15 @@ def event_from_fields(fields: Mapping[str, Any]) -> AuditEvent:
     )
 
 
+def readable_event(fields: Mapping[str, Any]) -> AuditEvent | None:
+    """The event in stored fields, or None when they are malformed: readers skip such rows and leave
+    them to verify, which reports them."""
+    try:
+        return event_from_fields(fields)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def canonical(chain: str, seq: int, prev_mac: str, key_id: str, fields: Mapping[str, Any]) -> bytes:
     """The bytes the MAC covers: every field plus the record's place in its chain."""
     # Absent and None are the same (storage drops None properties), so neither is part of the form.

@@ -30,8 +30,8 @@ from shared.domain.audit import (
     chain_of,
     check_against_digest,
     event_fields,
-    event_from_fields,
     format_time,
+    readable_event,
     verify_chain,
     verify_digests,
 )
@@ -203,15 +203,10 @@ def _mac_lookup(contents: Mapping[str, ChainContents]) -> Callable[[str, int], s
 
 
 def _oldest_record_time(contents: Mapping[str, ChainContents]) -> datetime | None:
-    oldest: datetime | None = None
-    for chain in contents.values():
-        for row in chain.records:
-            try:
-                moment = event_from_fields(row.fields).time
-            except (KeyError, ValueError, TypeError):
-                continue
-            oldest = moment if oldest is None or moment < oldest else oldest
-    return oldest
+    times = [
+        e.time for c in contents.values() for r in c.records if (e := readable_event(r.fields)) is not None
+    ]
+    return min(times, default=None)
 
 
 def write_digest(reader: AuditReader, keys: MacKeyRing, clock: Clock) -> Digest:
@@ -266,9 +261,8 @@ class AuditPage:
 
 
 def _item(chain: str, row: StoredRecord) -> dict[str, Any] | None:
-    try:
-        event = event_from_fields(row.fields)
-    except (KeyError, ValueError, TypeError):
+    event = readable_event(row.fields)
+    if event is None:
         return None
     item = {k: v for k, v in event_fields(event).items() if v is not None}
     item["details"] = dict(event.details)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, event_from_fields, format_time
+from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_time, readable_event
 from shared.domain.errors import DomainError
 from shared.domain.findings import StoredFinding
 from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
@@ -225,12 +225,8 @@ def scan(
     now = clock.now()
     since = now - rules.lookback
     report = ScanReport()
-    events: list[AuditEvent] = []
-    for row in reader.list_records(AuditQuery(vault=trail.vault, since=since)):
-        try:
-            events.append(event_from_fields(row.record.fields))
-        except (KeyError, ValueError, TypeError):
-            continue  # verify reports malformed records; the scan reads what it can
+    rows = reader.list_records(AuditQuery(vault=trail.vault, since=since))
+    events = [e for row in rows if (e := readable_event(row.record.fields)) is not None]
     report.scanned = len(events)
     on_record = {str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY}
     for finding in find_suspicious(events, rules, since):
