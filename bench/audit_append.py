@@ -156,40 +156,16 @@ def make_events(appends: int, secrets: Sequence[str], seed: int = 20_260_101) ->
 # -- the two modes ----------------------------------------------------------------------------------
 
 
-def run_baseline(
-    log: TableAuditLog, events: Sequence[AuditEvent], counter: RequestCounter, progress: Progress
-) -> ModeResult:
-    before = counter.snapshot()
-    call_ms: list[float] = []
-    written = 0
-    started = time.perf_counter()
-    for done, event in enumerate(events, start=1):
-        t0 = time.perf_counter()
-        written += len(log.append([event]))
-        call_ms.append((time.perf_counter() - t0) * 1000)
-        progress(done)
-    seconds = time.perf_counter() - started
-    return ModeResult(
-        mode="baseline",
-        table=log.table.table_name,
-        appends=len(events),
-        calls=len(events),
-        seconds=seconds,
-        statuses=counter.snapshot() - before,
-        call_ms=call_ms,
-        written=written,
-    )
-
-
-def run_batched(
+def run_mode(
+    mode: str,
     log: TableAuditLog,
     events: Sequence[AuditEvent],
-    secrets: int,
-    rounds_per_call: int,
+    chunk: int,
     counter: RequestCounter,
     progress: Progress,
 ) -> ModeResult:
-    chunk = secrets * rounds_per_call
+    """Append ``events`` with one ``append()`` per ``chunk`` events: 1 is the one-record-per-request
+    baseline; secrets x rounds fills each chain's transaction."""
     before = counter.snapshot()
     call_ms: list[float] = []
     written = 0
@@ -201,7 +177,7 @@ def run_batched(
         progress(min(start + chunk, len(events)))
     seconds = time.perf_counter() - started
     return ModeResult(
-        mode="batched",
+        mode=mode,
         table=log.table.table_name,
         appends=len(events),
         calls=len(call_ms),
@@ -399,15 +375,20 @@ def run(args: argparse.Namespace) -> int:
             _ = log.table  # creates the table before the clock starts
 
         print(f"baseline: {args.appends:,} x append([event]) ...", file=sys.stderr, flush=True)
-        baseline = run_baseline(
-            baseline_log, events, counter, progress_printer("baseline", args.appends, args.progress_every)
+        baseline = run_mode(
+            "baseline",
+            baseline_log,
+            events,
+            1,
+            counter,
+            progress_printer("baseline", args.appends, args.progress_every),
         )
         print(f"batched: {args.appends:,} appends in chunks of {chunk:,} ...", file=sys.stderr, flush=True)
-        batched = run_batched(
+        batched = run_mode(
+            "batched",
             batched_log,
             events,
-            args.secrets,
-            args.rounds_per_call,
+            chunk,
             counter,
             progress_printer("batched", args.appends, args.progress_every),
         )
