@@ -1,0 +1,191 @@
+"""Audit records: actions, actors, events, chained records and where they are stored.
+
+Every record belongs to one chain (one per secret, plus a service chain for records about no secret).
+Pure: no I/O, no azure.*.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+GENESIS_MAC = "0" * 64
+SERVICE_CHAIN_SECRET = "_service"  # Key Vault names cannot contain "_": no secret can collide with it
+DIGEST_CHAIN = "_digest"
+MAX_DETAILS_BYTES = 4096
+#: Keys that would only ever hold a secret value; details with them are refused outright.
+FORBIDDEN_DETAIL_KEYS = frozenset(
+    {"value", "secret", "secret_value", "password", "token", "client_secret", "key_material"}
+)
+
+
+class Action(StrEnum):
+    ROTATION_STARTED = "ROTATION_STARTED"
+    ROTATED = "ROTATED"
+    ROTATION_FAILED = "ROTATION_FAILED"
+    ROTATION_SKIPPED = "ROTATION_SKIPPED"
+    ROLLED_BACK = "ROLLED_BACK"
+    EXPIRY_WARNING = "EXPIRY_WARNING"
+    SECRET_EXPIRED = "SECRET_EXPIRED"
+    POLICY_VIOLATION = "POLICY_VIOLATION"
+    REVOCATION_REQUESTED = "REVOCATION_REQUESTED"
+    REVOCATION_APPROVED = "REVOCATION_APPROVED"
+    REVOCATION_REJECTED = "REVOCATION_REJECTED"
+    REVOCATION_CANCELLED = "REVOCATION_CANCELLED"
+    REVOCATION_EXPIRED = "REVOCATION_EXPIRED"
+    REVOKED = "REVOKED"
+    BREAK_GLASS = "BREAK_GLASS"
+    REVIEWED = "REVIEWED"
+    ACCESS_DENIED = "ACCESS_DENIED"
+    SUSPICIOUS_ACTIVITY = "SUSPICIOUS_ACTIVITY"
+    OUT_OF_BAND_CHANGE = "OUT_OF_BAND_CHANGE"
+
+
+class Result(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    DENIED = "denied"
+
+
+class ActorType(StrEnum):
+    USER = "user"
+    APP = "app"
+    SYSTEM = "system"
+
+
+class AuditError(ValueError):
+    """An audit event that must not be written (e.g. details that look like they carry a value)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    id: str
+    type: ActorType
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+SYSTEM_ACTOR = Actor(id="secret-lifecycle", type=ActorType.SYSTEM)
+
+
+def chain_of(vault: str, secret_name: str | None) -> str:
+    """The chain (table partition) of a record. Vault and secret names use only [0-9A-Za-z-] and Key Vault
+    treats them case-insensitively, so one secret has one chain whatever the spelling."""
+    return f"{vault.lower()}:{(secret_name or SERVICE_CHAIN_SECRET).lower()}"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What a caller asks to record. ``time`` comes from the caller's clock."""
+
+    action: Action
+    vault: str
+    time: datetime
+    result: Result = Result.SUCCESS
+    actor: Actor = SYSTEM_ACTOR
+    secret_name: str | None = None
+    version: str | None = None
+    correlation_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    duration_ms: int | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if self.time.tzinfo is None:
+            raise AuditError("audit time must be timezone-aware")
+        _check_details(self.details)
+        if self.error is not None and len(self.error) > 1024:
+            object.__setattr__(self, "error", self.error[:1021] + "...")
+
+    @property
+    def chain(self) -> str:
+        return chain_of(self.vault, self.secret_name)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """A chained, MACed record as stored."""
+
+    event: AuditEvent
+    seq: int
+    prev_mac: str
+    key_id: str
+    mac: str
+
+    @property
+    def chain(self) -> str:
+        return self.event.chain
+
+
+def _check_details(details: Mapping[str, Any]) -> None:
+    def walk(value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                if not isinstance(key, str):
+                    raise AuditError("detail keys must be strings")
+                if key.lower() in FORBIDDEN_DETAIL_KEYS:
+                    raise AuditError(f"detail key {key!r} is refused: the audit never holds secret values")
+                walk(inner)
+        elif isinstance(value, list | tuple):
+            for inner in value:
+                walk(inner)
+
+    walk(details)
+    encoded = json.dumps(details, sort_keys=True, separators=(",", ":"), default=str)
+    if len(encoded.encode()) > MAX_DETAILS_BYTES:
+        raise AuditError(f"details exceed {MAX_DETAILS_BYTES} bytes")
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest record of a chain: its sequence number and MAC."""
+
+    seq: int
+    mac: str
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as read back: its position (from the row key) and its raw stored fields."""
+
+    position: int
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredAuditRow:
+    chain: str
+    record: StoredRecord
+
+
+@dataclass(frozen=True)
+class ChainContents:
+    records: list[StoredRecord]
+    head: ChainHead | None
+    #: Row keys in the chain's partition that are neither a record nor the head: somebody put them there.
+    stray_rows: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters of GET /api/audit. ``before`` is the keyset cursor: (time, chain, seq) of the last record
+    seen."""
+
+    vault: str | None = None
+    secret_name: str | None = None
+    action: Action | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    before: tuple[str, str, int] | None = None
+
+    @property
+    def chain(self) -> str | None:
+        return chain_of(self.vault, self.secret_name) if self.vault and self.secret_name else None

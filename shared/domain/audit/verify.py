@@ -1,0 +1,184 @@
+"""Verification: walk chains and digests and report every kind of break. Pure."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from shared.domain.audit.canonical import canonical, compute_mac, event_from_fields
+from shared.domain.audit.digests import Digest, digest_payload
+from shared.domain.audit.records import DIGEST_CHAIN, GENESIS_MAC, ChainHead, StoredRecord
+
+
+class BreakKind(StrEnum):
+    EDITED = "edited"  # a record's content does not match its MAC
+    DELETED = "deleted"  # a gap in the sequence
+    REORDERED = "reordered"  # a valid record stands at another record's place
+    TRUNCATED = "truncated"  # the newest records of a chain are gone
+    FORGED_DIGEST = "forged_digest"  # a digest does not match its MAC or its chain
+    STALE_DIGEST = "stale_digest"  # no digest as recent as the digest schedule promises
+    UNKNOWN_KEY = "unknown_key"  # the MAC key a record names does not exist
+    MALFORMED = "malformed"  # a stored record lacks fields or has invalid ones
+    UNEXPECTED = "unexpected"  # records beyond the chain head the service knows of
+
+
+@dataclass(frozen=True)
+class Break:
+    chain: str
+    kind: BreakKind
+    seq: int | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chain": self.chain, "kind": self.kind.value, "seq": self.seq, "detail": self.detail}
+
+
+#: Returns the MAC key for a key id, or None when there is no such key.
+KeyLookup = Callable[[str], bytes | None]
+
+
+@dataclass
+class ChainVerdict:
+    chain: str
+    records: int
+    last_seq: int
+    breaks: list[Break]
+
+
+def verify_chain(  # noqa: PLR0912 - one branch per kind of break, kept together on purpose
+    chain: str, stored: Iterable[StoredRecord], keys: KeyLookup, head: ChainHead | None = None
+) -> ChainVerdict:
+    """Walk one chain in position order and report every break."""
+    breaks: list[Break] = []
+    expected = 1
+    prev_mac = GENESIS_MAC
+    count = 0
+    last_seq = 0
+    for item in sorted(stored, key=lambda s: s.position):
+        count += 1
+        fields = dict(item.fields)
+        try:
+            seq = int(fields.pop("seq"))
+            stored_prev = str(fields.pop("prev_mac"))
+            key_id = str(fields.pop("key_id"))
+            mac = str(fields.pop("mac"))
+            event_from_fields(fields)  # every field present and valid
+        except (KeyError, ValueError, TypeError) as err:
+            breaks.append(Break(chain, BreakKind.MALFORMED, item.position, f"unreadable record: {err}"))
+            expected, prev_mac, last_seq = item.position + 1, "", item.position
+            continue
+        key = keys(key_id)
+        if key is None:
+            breaks.append(
+                Break(chain, BreakKind.UNKNOWN_KEY, item.position, f"MAC key {key_id!r} does not exist")
+            )
+            mac_ok = False
+        else:
+            mac_ok = hmac.compare_digest(
+                mac, compute_mac(key, canonical(chain, seq, stored_prev, key_id, fields))
+            )
+        if item.position > expected:
+            missing = f"{expected}" if item.position == expected + 1 else f"{expected}-{item.position - 1}"
+            breaks.append(Break(chain, BreakKind.DELETED, expected, f"record(s) {missing} missing"))
+        if seq != item.position:
+            if mac_ok:
+                breaks.append(
+                    Break(
+                        chain,
+                        BreakKind.REORDERED,
+                        item.position,
+                        f"record {seq} stands at position {item.position}",
+                    )
+                )
+            else:
+                breaks.append(Break(chain, BreakKind.EDITED, item.position, "content does not match its MAC"))
+        elif not mac_ok and key is not None:
+            breaks.append(Break(chain, BreakKind.EDITED, seq, "content does not match its MAC"))
+        elif (
+            mac_ok
+            and item.position == expected
+            and prev_mac
+            and not hmac.compare_digest(stored_prev, prev_mac)
+        ):
+            breaks.append(Break(chain, BreakKind.REORDERED, seq, "does not follow the record before it"))
+        expected = item.position + 1
+        prev_mac = mac
+        last_seq = item.position
+    if head is not None:
+        if head.seq > last_seq:
+            breaks.append(
+                Break(
+                    chain,
+                    BreakKind.TRUNCATED,
+                    last_seq + 1,
+                    f"chain head is at {head.seq}, records end at {last_seq}",
+                )
+            )
+        elif head.seq < last_seq:
+            breaks.append(
+                Break(
+                    chain, BreakKind.UNEXPECTED, head.seq + 1, f"records beyond the chain head ({head.seq})"
+                )
+            )
+        elif count and not hmac.compare_digest(head.mac, prev_mac):
+            breaks.append(
+                Break(chain, BreakKind.EDITED, last_seq, "newest record does not match the chain head")
+            )
+    return ChainVerdict(chain=chain, records=count, last_seq=last_seq, breaks=breaks)
+
+
+def check_against_digest(
+    verdicts: Mapping[str, ChainVerdict], digest: Digest, macs_at: Callable[[str, int], str | None]
+) -> list[Break]:
+    """Every chain the digest saw must still reach the digest's head with the same MAC there.
+
+    ``macs_at(chain, seq)`` is the stored MAC of record ``seq`` of ``chain``, or None when absent.
+    """
+    breaks: list[Break] = []
+    for chain, head in sorted(digest.heads.items()):
+        verdict = verdicts.get(chain)
+        last = verdict.last_seq if verdict else 0
+        if last < head.seq:
+            breaks.append(
+                Break(
+                    chain,
+                    BreakKind.TRUNCATED,
+                    last + 1,
+                    f"digest {digest.seq} saw this chain at {head.seq}, records end at {last}",
+                )
+            )
+            continue
+        stored_mac = macs_at(chain, head.seq)
+        if stored_mac is None or not hmac.compare_digest(stored_mac, head.mac):
+            breaks.append(
+                Break(chain, BreakKind.EDITED, head.seq, f"record differs from what digest {digest.seq} saw")
+            )
+    return breaks
+
+
+def verify_digests(digests: Sequence[Digest], keys: KeyLookup) -> list[Break]:
+    """Walk the digest chain (ordered by seq) and report every forged, missing or reordered digest."""
+    breaks: list[Break] = []
+    prev_mac = GENESIS_MAC
+    expected = 1
+    for digest in sorted(digests, key=lambda d: d.seq):
+        key = keys(digest.key_id)
+        payload = digest_payload(digest.seq, digest.time, digest.heads, digest.prev_mac, digest.key_id)
+        valid = key is not None and hmac.compare_digest(digest.mac, compute_mac(key, payload))
+        if not valid:
+            breaks.append(
+                Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, "digest does not match its MAC")
+            )
+        elif digest.seq != expected:
+            missing = f"digest(s) {expected}-{digest.seq - 1} missing"
+            breaks.append(Break(DIGEST_CHAIN, BreakKind.DELETED, expected, missing))
+        elif prev_mac and not hmac.compare_digest(digest.prev_mac, prev_mac):
+            follows = "does not follow the digest before it"
+            breaks.append(Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, follows))
+        # After a forged digest the next link cannot be judged: report the forgery once, not twice.
+        prev_mac = digest.mac if valid else ""
+        expected = digest.seq + 1
+    return breaks
