@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueServiceClient
 
     from shared.adapters.tables import TableAuditLog
-    from shared.ports import Clock, FindingStore, MacKeyRing, Publisher
+    from shared.ports import Clock, DigestAnchor, FindingStore, MacKeyRing, Publisher
     from shared.services.audit import AuditTrail
 
 #: Health probes must answer quickly when a peer is down: no retries beyond one, short timeouts.
@@ -145,6 +145,13 @@ class Container:
         from shared.adapters.key_vault import KeyVaultMacKeyRing
 
         return KeyVaultMacKeyRing(self.secret_client)
+
+    @cached_property
+    def digest_anchor(self) -> DigestAnchor:
+        """The newest audit digest, anchored in Key Vault where a storage writer cannot rewrite it."""
+        from shared.adapters.key_vault import KeyVaultDigestAnchor
+
+        return KeyVaultDigestAnchor(self.secret_client, self.settings.audit_anchor_secret)
 
     @cached_property
     def audit_log(self) -> TableAuditLog:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time as dt_time
 from datetime import timedelta
 from functools import cached_property
@@ -92,7 +93,8 @@ class KeyVaultSettings:
 class StorageSettings:
     """Table and queue storage of the service: a connection string or identity-based service URIs."""
 
-    connection_string: str | None = None
+    #: May hold an AccountKey: never in a repr (a log line, a traceback, a test failure).
+    connection_string: str | None = field(default=None, repr=False)
     table_service_uri: str | None = None
     queue_service_uri: str | None = None
     #: Client id of a user-assigned managed identity; None means the system-assigned one.
@@ -104,8 +106,8 @@ class EventGridSettings:
     """The consumer-notification topic. ``endpoint`` None means: log events, send nothing."""
 
     endpoint: str | None
-    #: Topic access key; None means managed identity (Entra ID) is used.
-    key: str | None
+    #: Topic access key; None means managed identity (Entra ID) is used. Never in a repr.
+    key: str | None = field(repr=False)
 
 
 class Settings:
@@ -247,6 +249,17 @@ class Settings:
             queue_service_uri=queue_uri,
             client_id=client_id,
         )
+
+    @cached_property
+    def audit_anchor_secret(self) -> str:
+        """AUDIT_ANCHOR_SECRET: the Key Vault secret whose versions anchor the audit digests. One per
+        audit table: deployments sharing a vault need different names."""
+        name = self._get("AUDIT_ANCHOR_SECRET") or "audit-digest-anchor"
+        if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", name):
+            raise ConfigurationError("AUDIT_ANCHOR_SECRET", "must be 1-127 characters of 0-9, a-z, A-Z and -")
+        if name.lower() == "audit-hmac-key":
+            raise ConfigurationError("AUDIT_ANCHOR_SECRET", "must not name the audit MAC key")
+        return name
 
     @cached_property
     def scan_rules(self) -> ScanRules:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.domain.audit import (
+    AnchoredDigest,
     AuditEvent,
     AuditQuery,
     AuditRecord,
@@ -61,7 +62,17 @@ class AuditLog(Protocol):
         """Seal and store events atomically per chain, in order; return the stored records.
 
         Fail closed: raises DependencyUnavailable when any record could not be stored, and then the
-        caller must not report its operation as done.
+        caller must not report its operation as done; ChainTampered (a DependencyUnavailable) at once,
+        without retrying, when a chain's stored state was changed behind the service's back.
+        """
+        ...
+
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent) -> AuditRecord:
+        """Re-derive ``chain``'s head: seal ``event`` after the record ``after`` names and make it the
+        head, in one atomic write, whatever the head row holds now (missing, rewound, unreadable).
+
+        Only for the repair service, after the chain's records verified. Raises Conflict when the chain
+        changed meanwhile, DependencyUnavailable when the store cannot be written.
         """
         ...
 
@@ -78,15 +89,41 @@ class AuditReader(Protocol):
         ...
 
     def read_heads(self) -> dict[str, ChainHead]:
-        """The head (newest sequence number and MAC) of every chain, the digest chain excluded."""
+        """The head (newest sequence number and MAC) of every chain, the digest chain excluded. A head
+        row that cannot be read is left out (to the digest writer, that chain has no head)."""
+        ...
+
+    def read_mac(self, chain: str, seq: int) -> str | None:
+        """The stored MAC of record ``seq`` of ``chain``, or None when there is no such record."""
         ...
 
     def read_digests(self) -> list[Digest]:
         """Every stored digest. Raises DependencyUnavailable."""
         ...
 
-    def append_digest(self, heads: Mapping[str, ChainHead], time: datetime, keys: MacKeyRing) -> Digest:
-        """Seal and store the next digest of the given chain heads."""
+    def append_digest(
+        self,
+        heads: Mapping[str, ChainHead],
+        time: datetime,
+        keys: MacKeyRing,
+        held: Sequence[str] = (),
+    ) -> Digest:
+        """Seal and store the next digest of the given chain heads (``held``: the chains whose head was
+        kept from the previous digest because it regressed)."""
+        ...
+
+
+class DigestAnchor(Protocol):
+    """The newest digest recorded where a storage writer cannot rewrite it (a Key Vault secret whose
+    versions cannot be deleted one by one): verify compares the table with it."""
+
+    def read(self) -> AnchoredDigest | None:
+        """The newest anchored digest, or None when none was ever anchored. Raises
+        DependencyUnavailable."""
+        ...
+
+    def write(self, digest: Digest) -> None:
+        """Anchor this digest (it becomes the newest). Raises DependencyUnavailable."""
         ...
 
 

@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from shared.domain.audit import (
     DIGEST_CHAIN,
     GENESIS_MAC,
+    AnchoredDigest,
     AuditEvent,
     AuditQuery,
     AuditRecord,
     ChainContents,
     ChainHead,
+    ChainTampered,
     Digest,
     StoredAuditRow,
     StoredRecord,
@@ -55,14 +57,24 @@ class FakeKeyRing:
 
 
 class InMemoryAuditLog:
-    """AuditLog + AuditReader with the same sealing as the table adapter. ``available=False`` makes
-    every write fail the way an unreachable store does."""
+    """AuditLog + AuditReader with the same sealing and the same tamper checks as the table adapter.
+    Records and heads are kept apart, as in the table, so tests can cut one without the other.
+    ``available=False`` makes every write fail the way an unreachable store does."""
 
     def __init__(self, keys: MacKeyRing | None = None) -> None:
         self.keys = keys or FakeKeyRing()
         self.records: dict[str, list[AuditRecord]] = {}
+        self.heads: dict[str, ChainHead] = {}
         self.digests: list[Digest] = []
         self.available = True
+
+    def _after(self, chain: str, head: ChainHead, records: list[AuditRecord]) -> None:
+        stored = self.records.setdefault(chain, [])
+        taken = {r.seq for r in stored}
+        if any(r.seq in taken for r in records):
+            raise ChainTampered(chain, "has records beyond its head")
+        stored += records
+        self.heads[chain] = ChainHead(records[-1].seq, records[-1].mac)
 
     def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         if not self.available:
@@ -70,12 +82,17 @@ class InMemoryAuditLog:
         key_id, key = self.keys.current()
         out: list[AuditRecord] = []
         for event in events:
-            chain = self.records.setdefault(event.chain, [])
-            head_seq, head_mac = (chain[-1].seq, chain[-1].mac) if chain else (0, GENESIS_MAC)
-            record = seal_all([event], head_seq, head_mac, key_id, key)[0]
-            chain.append(record)
-            out.append(record)
+            head = self.heads.get(event.chain, ChainHead(0, GENESIS_MAC))
+            records = seal_all([event], head.seq, head.mac, key_id, key)
+            self._after(event.chain, head, records)
+            out += records
         return out
+
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent) -> AuditRecord:
+        key_id, key = self.keys.current()
+        records = seal_all([event], after.seq, after.mac, key_id, key)
+        self._after(chain, after, records)
+        return records[0]
 
     @property
     def events(self) -> list[AuditEvent]:
@@ -107,32 +124,50 @@ class InMemoryAuditLog:
                 yield StoredAuditRow(chain=chain, record=self._stored(record))
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
+        names = set(self.records) | set(self.heads)
         return {
             name: ChainContents(
-                records=[self._stored(r) for r in records],
-                head=ChainHead(records[-1].seq, records[-1].mac) if records else None,
+                records=[self._stored(r) for r in self.records.get(name, [])], head=self.heads.get(name)
             )
-            for name, records in self.records.items()
+            for name in sorted(names)
             if chain is None or name == chain
         }
 
     def read_heads(self) -> dict[str, ChainHead]:
-        return {name: ChainHead(r[-1].seq, r[-1].mac) for name, r in self.records.items() if r}
+        return dict(self.heads)
+
+    def read_mac(self, chain: str, seq: int) -> str | None:
+        return next((r.mac for r in self.records.get(chain, []) if r.seq == seq), None)
 
     def read_digests(self) -> list[Digest]:
         return list(self.digests)
 
-    def append_digest(self, heads: Mapping[str, ChainHead], time: datetime, keys: MacKeyRing) -> Digest:
+    def append_digest(
+        self, heads: Mapping[str, ChainHead], time: datetime, keys: MacKeyRing, held: Sequence[str] = ()
+    ) -> Digest:
         if not self.available:
             raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
         key_id, key = keys.current()
-        prev = self.digests[-1] if self.digests else None
+        prev = max(self.digests, key=lambda d: d.seq) if self.digests else None
         digest = seal_digest(
-            (prev.seq if prev else 0) + 1, time, heads, prev.mac if prev else GENESIS_MAC, key_id, key
+            (prev.seq if prev else 0) + 1, time, heads, prev.mac if prev else GENESIS_MAC, key_id, key, held
         )
         self.digests.append(digest)
         assert DIGEST_CHAIN not in heads
         return digest
+
+
+class InMemoryAnchor:
+    """DigestAnchor: the versions written, newest last (Key Vault keeps them all)."""
+
+    def __init__(self) -> None:
+        self.versions: list[AnchoredDigest] = []
+
+    def read(self) -> AnchoredDigest | None:
+        return self.versions[-1] if self.versions else None
+
+    def write(self, digest: Digest) -> None:
+        self.versions.append(AnchoredDigest(digest.seq, digest.mac, digest.time))
 
 
 class InMemoryFindings:

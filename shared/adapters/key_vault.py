@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 import threading
 import time
@@ -13,6 +14,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 
 from shared.adapters.azure_errors import translate
+from shared.domain.audit import AnchoredDigest, Digest, format_time, parse_time
 from shared.domain.errors import DependencyUnavailable
 
 DEPENDENCY = "key_vault"
@@ -114,3 +116,40 @@ class KeyVaultMacKeyRing:
         with self._lock:
             self._by_id[key_id] = key
         return key
+
+
+AUDIT_ANCHOR_SECRET = "audit-digest-anchor"
+_ANCHOR_TAGS = {"purpose": "audit-digest-anchor", "created-by": "secret-lifecycle"}
+
+
+class KeyVaultDigestAnchor:
+    """DigestAnchor as versions of one Key Vault secret: each digest's sequence number, MAC and time (not
+    a secret: it is the MAC of a digest) become a new version. A storage writer cannot touch it; versions
+    cannot be deleted one by one, and with purge protection the secret cannot be purged either."""
+
+    def __init__(self, client: SecretClient, name: str = AUDIT_ANCHOR_SECRET) -> None:
+        self._client = client
+        self._name = name
+
+    def read(self) -> AnchoredDigest | None:
+        try:
+            secret = self._client.get_secret(self._name)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err
+        try:
+            document = json.loads(secret.value or "")
+            return AnchoredDigest(
+                seq=int(document["seq"]), mac=str(document["mac"]), time=parse_time(str(document["time"]))
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            # Only someone with write access to the vault could have put this here.
+            raise DependencyUnavailable(DEPENDENCY, "the audit digest anchor is unreadable") from err
+
+    def write(self, digest: Digest) -> None:
+        value = json.dumps({"seq": digest.seq, "mac": digest.mac, "time": format_time(digest.time)})
+        try:
+            self._client.set_secret(self._name, value, content_type="application/json", tags=_ANCHOR_TAGS)
+        except AzureError as err:
+            raise translate(DEPENDENCY, err) from err

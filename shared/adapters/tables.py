@@ -14,8 +14,9 @@ import json
 import logging
 import random
 import re
+import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ from shared.domain.audit import (
     AuditRecord,
     ChainContents,
     ChainHead,
+    ChainTampered,
     Digest,
     StoredAuditRow,
     StoredRecord,
@@ -129,6 +131,37 @@ class _Table:
         return self._table
 
 
+class _Pending:
+    """One caller's events waiting in a chain's group-commit queue, and what became of them."""
+
+    def __init__(self, events: Sequence[AuditEvent]) -> None:
+        self.events = events
+        self.done = False
+        self.records: list[AuditRecord] = []
+        self.error: BaseException | None = None
+
+    def finished(self) -> bool:
+        """Set by whichever caller led the commit (read again each time: another thread writes it)."""
+        return self.done
+
+
+class _ChainQueue:
+    """Callers appending to one chain in this process. One of them at a time is the leader: it commits
+    what has queued up as one transaction, hands each caller its records, and repeats until its own
+    events are written; then the next waiting caller leads. Concurrent appends to a hot chain thus cost
+    one ETag round per batch, not one per record, and never race each other for the head."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.pending: deque[_Pending] = deque()
+        self.leading = False
+
+
+class _ContentRejected(DependencyUnavailable):
+    """The store refused the rows themselves (HTTP 400): retrying the same rows cannot help, but the
+    other callers batched with them deserve a try on their own."""
+
+
 class TableAuditLog(_Table):
     """AuditLog and AuditReader on one table. Creates the table on first use."""
 
@@ -138,6 +171,8 @@ class TableAuditLog(_Table):
         super().__init__(service, table)
         self._keys = keys
         self._max_attempts = max_attempts
+        self._queues: dict[str, _ChainQueue] = {}
+        self._queues_lock = threading.Lock()
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -148,8 +183,67 @@ class TableAuditLog(_Table):
         stored: list[AuditRecord] = []
         for chain, chain_events in by_chain.items():
             for start in range(0, len(chain_events), MAX_BATCH - 1):
-                stored += self._append_chain(chain, chain_events[start : start + MAX_BATCH - 1])
+                stored += self._group_commit(chain, chain_events[start : start + MAX_BATCH - 1])
         return stored
+
+    def _queue(self, chain: str) -> _ChainQueue:
+        with self._queues_lock:
+            return self._queues.setdefault(chain, _ChainQueue())
+
+    def _group_commit(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        queue = self._queue(chain)
+        mine = _Pending(events)
+        with queue.cond:
+            queue.pending.append(mine)
+            while queue.leading and not mine.done:
+                queue.cond.wait()
+            if mine.done:  # a leader wrote (or failed) it while this caller waited
+                return self._outcome(mine)
+            queue.leading = True
+        try:
+            while not mine.finished():
+                with queue.cond:
+                    batch = [queue.pending.popleft()]
+                    size = len(batch[0].events)
+                    while queue.pending and size + len(queue.pending[0].events) <= MAX_BATCH - 1:
+                        size += len(queue.pending[0].events)
+                        batch.append(queue.pending.popleft())
+                self._commit(chain, batch)
+                with queue.cond:
+                    queue.cond.notify_all()
+        finally:
+            with queue.cond:
+                queue.leading = False
+                queue.cond.notify_all()
+        return self._outcome(mine)
+
+    @staticmethod
+    def _outcome(pending: _Pending) -> list[AuditRecord]:
+        if pending.error is not None:
+            raise pending.error
+        return pending.records
+
+    def _commit(self, chain: str, batch: list[_Pending]) -> None:
+        """Write a batch of callers' events as one transaction; mark every caller done, with its records
+        or with the error (fail closed: none of them is written then). Never raises."""
+        try:
+            records = self._append_chain(chain, [e for p in batch for e in p.events])
+        except _ContentRejected as err:
+            if len(batch) == 1:
+                batch[0].error, batch[0].done = err, True
+                return
+            for alone in batch:  # one caller's bad row must not fail the others
+                self._commit(chain, [alone])
+            return
+        except BaseException as err:
+            for pending in batch:
+                pending.error, pending.done = err, True
+            return
+        offset = 0
+        for pending in batch:
+            pending.records = records[offset : offset + len(pending.events)]
+            offset += len(pending.events)
+            pending.done = True
 
     def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         key_id, key = self._keys.current()
@@ -161,24 +255,51 @@ class TableAuditLog(_Table):
 
         return self._after_head(chain, build)
 
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent) -> AuditRecord:
+        if event.chain != chain:
+            raise ValueError(f"a repair record of {event.chain} cannot repair {chain}")
+        key_id, key = self._keys.current()
+
+        def build(_stored_head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], AuditRecord]:
+            [record] = seal_all([event], after.seq, after.mac, key_id, key)
+            return ChainHead(record.seq, record.mac), [_record_entity(record)], record
+
+        try:
+            return self._after_head(chain, build, trust_head=False)
+        except ChainTampered as err:
+            raise Conflict(f"audit chain {chain} changed while being repaired; verify it again") from err
+
     def _after_head(
-        self, partition: str, build: Callable[[ChainHead], tuple[ChainHead, list[dict[str, Any]], T]]
+        self,
+        partition: str,
+        build: Callable[[ChainHead], tuple[ChainHead, list[dict[str, Any]], T]],
+        *,
+        trust_head: bool = True,
     ) -> T:
         """Append entities after a partition's head in one transaction guarded by the head's ETag.
 
         ``build`` seals the new rows after the head it is given and returns the new head, the rows (the
         first of which stands at the new head's first sequence number) and the result. A writer that lost
         the race (409 on a partition's first append, 412 after) reads the head again and seals again.
+
+        A conflict after which the head is unchanged was not another writer: rows stand beyond the head
+        (or without one), so the partition was tampered with — ChainTampered at once, no retry storm.
+        ``trust_head=False`` (repair) replaces whatever head row there is, readable or not.
         """
         attempt_rows: list[dict[str, Any]] = []
         result: T | None = None
+        conflicted_at: tuple[str | None] | None = None  # the head's ETag when the last conflict came
+        etag: str | None = None
         for attempt in range(self._max_attempts):
             try:
                 if attempt_rows and result is not None and self._landed(partition, attempt_rows[0]):
                     # The previous attempt committed but its answer was lost (azure-core retried the
                     # batch, which then met its own head): the rows are stored, do not write them twice.
                     return result
-                head, etag = self._read_head(partition)
+                head, etag = self._read_head(partition, strict=trust_head)
+                if conflicted_at == (etag,):
+                    where = "has records but no head" if etag is None else "has records beyond its head"
+                    raise ChainTampered(partition, where)
                 new_head, attempt_rows, result = build(head)
                 head_row = {
                     "PartitionKey": partition,
@@ -198,9 +319,13 @@ class TableAuditLog(_Table):
                 self.table.submit_transaction(operations)
                 return result
             except HttpResponseError as err:  # TableTransactionError, ResourceExistsError among them
-                if getattr(err, "status_code", None) in (409, 412):
+                status = getattr(err, "status_code", None)
+                if status in (409, 412):
+                    conflicted_at = (etag,)
                     time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
                     continue
+                if status == 400:
+                    raise _ContentRejected(DEPENDENCY, f"rows refused: {translate(DEPENDENCY, err)}") from err
                 raise _unavailable(err) from err
             except AzureError as err:
                 raise _unavailable(err) from err
@@ -215,12 +340,20 @@ class TableAuditLog(_Table):
             return False
         return bool(stored.get("mac") == row["mac"])
 
-    def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
+    def _read_head(self, chain: str, *, strict: bool = True) -> tuple[ChainHead, str | None]:
+        """The head and its ETag; (genesis, None) when there is no head row. An unreadable head row is
+        ChainTampered, unless ``strict`` is off (repair, which replaces it)."""
         try:
             entity = self.table.get_entity(chain, HEAD_ROW)
         except ResourceNotFoundError:
             return ChainHead(0, GENESIS_MAC), None
-        return ChainHead(int(entity["seq"]), str(entity["mac"])), str(entity.metadata["etag"])
+        etag = str(entity.metadata["etag"])
+        try:
+            return ChainHead(int(entity["seq"]), str(entity["mac"])), etag
+        except (KeyError, ValueError, TypeError):
+            if strict:
+                raise ChainTampered(chain, "has an unreadable head") from None
+            return ChainHead(0, GENESIS_MAC), etag
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -291,7 +424,25 @@ class TableAuditLog(_Table):
         entities = self._query(
             "RowKey eq @head and PartitionKey ne @digest", {"head": HEAD_ROW, "digest": DIGEST_CHAIN}
         )
-        return {str(e["PartitionKey"]): ChainHead(int(e["seq"]), str(e["mac"])) for e in entities}
+        heads: dict[str, ChainHead] = {}
+        for entity in entities:
+            try:
+                heads[str(entity["PartitionKey"])] = ChainHead(int(entity["seq"]), str(entity["mac"]))
+            except (KeyError, ValueError, TypeError):
+                continue  # an unreadable head is no head: the digest writer holds what it sealed before
+        return heads
+
+    def read_mac(self, chain: str, seq: int) -> str | None:
+        if not 0 < seq <= MAX_SEQ:
+            return None
+        try:
+            entity = self.table.get_entity(chain, row_key(seq), select=["mac"])
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise _unavailable(err) from err
+        mac = entity.get("mac")
+        return mac if isinstance(mac, str) else None
 
     def read_digests(self) -> list[Digest]:
         digests: list[Digest] = []
@@ -303,6 +454,7 @@ class TableAuditLog(_Table):
                     str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0)))
                 )
                 heads = {name: ChainHead(int(v[0]), str(v[1])) for name, v in json.loads(raw or "{}").items()}
+                held = json.loads(str(entity.get("held") or "[]"))
                 digests.append(
                     Digest(
                         seq=int(entity["seq"]),
@@ -311,6 +463,7 @@ class TableAuditLog(_Table):
                         prev_mac=str(entity["prev_mac"]),
                         key_id=str(entity["key_id"]),
                         mac=str(entity["mac"]),
+                        held=tuple(str(name) for name in held),
                     )
                 )
             except (KeyError, ValueError, TypeError, IndexError):
@@ -331,7 +484,13 @@ class TableAuditLog(_Table):
                 )
         return digests
 
-    def append_digest(self, heads: Mapping[str, ChainHead], time_: datetime, keys: MacKeyRing) -> Digest:
+    def append_digest(
+        self,
+        heads: Mapping[str, ChainHead],
+        time_: datetime,
+        keys: MacKeyRing,
+        held: Sequence[str] = (),
+    ) -> Digest:
         key_id, key = keys.current()
         text = json.dumps({n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":"))
         if 2 * len(text) > _MAX_DIGEST_BYTES:
@@ -344,7 +503,7 @@ class TableAuditLog(_Table):
         parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
 
         def build(head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], Digest]:
-            digest = seal_digest(head.seq + 1, time_, heads, head.mac, key_id, key)
+            digest = seal_digest(head.seq + 1, time_, heads, head.mac, key_id, key, held)
             row: dict[str, Any] = {
                 "PartitionKey": DIGEST_CHAIN,
                 "RowKey": row_key(digest.seq),
@@ -354,10 +513,11 @@ class TableAuditLog(_Table):
                 "key_id": digest.key_id,
                 "mac": digest.mac,
                 "chains": len(heads),
+                "held": json.dumps(list(digest.held)) if digest.held else None,
                 "heads_parts": len(parts),
                 **{f"heads_{i}": part for i, part in enumerate(parts)},
             }
-            return ChainHead(digest.seq, digest.mac), [row], digest
+            return ChainHead(digest.seq, digest.mac), [_strip(row)], digest
 
         return self._after_head(DIGEST_CHAIN, build)
 

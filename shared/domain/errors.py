@@ -25,7 +25,11 @@ class SecretDisabled(Conflict):
 
 
 class Forbidden(DomainError):
-    """The caller, or the service's own identity, may not do this."""
+    """The service's own identity was refused by a peer (HTTP maps it to 503, not to the caller)."""
+
+
+class NotPermitted(DomainError):
+    """The caller may not do this although it holds the role (e.g. review a finding about itself): 403."""
 
 
 class InvalidTransition(DomainError):

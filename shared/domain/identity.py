@@ -22,6 +22,8 @@ MAX_HEADER_BYTES = 16 * 1024
 
 class Role(StrEnum):
     AUDIT_READ = "Secrets.Audit.Read"
+    #: Mark suspicious-activity findings reviewed: a write, so not part of AUDIT_READ.
+    AUDIT_REVIEW = "Secrets.Audit.Review"
     REVOCATION_REQUEST = "Secrets.Revocation.Request"
     REVOCATION_APPROVE = "Secrets.Revocation.Approve"
     REVOCATION_EXECUTE = "Secrets.Revocation.Execute"
@@ -52,12 +54,12 @@ def parse_principal(header: str) -> Principal:
     try:
         padded = header.strip() + "=" * (-len(header.strip()) % 4)
         document = json.loads(base64.b64decode(padded, validate=True))
-    except (binascii.Error, ValueError) as err:
+    except (binascii.Error, ValueError, RecursionError) as err:  # RecursionError: deeply nested JSON
         raise PrincipalError("principal header is not base64 JSON") from err
     if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
         raise PrincipalError("principal header has no claims")
-    name_typ = document.get("name_typ") or "name"
-    role_typ = document.get("role_typ") or "roles"
+    name_typ = _text(document.get("name_typ")) or "name"
+    role_typ = _text(document.get("role_typ")) or "roles"
     claims: list[tuple[str, str]] = []
     for claim in document["claims"]:
         if (
@@ -75,7 +77,7 @@ def parse_principal(header: str) -> Principal:
     if not identity:
         raise PrincipalError("principal header carries neither an object id nor a name")
     roles = frozenset(val for typ, val in claims if typ in (role_typ, "roles"))
-    auth_type = document.get("auth_typ") if isinstance(document.get("auth_typ"), str) else None
+    auth_type = _text(document.get("auth_typ"))
     return Principal(
         id=identity[:256],
         name=name[:256] if name else None,
@@ -83,6 +85,11 @@ def parse_principal(header: str) -> Principal:
         auth_type=auth_type,
         is_app=by_type.get(ID_TYPE_CLAIM) == "app",
     )
+
+
+def _text(value: object) -> str | None:
+    """A string member of the header document; anything else (a list, a number) counts as absent."""
+    return value if isinstance(value, str) else None
 
 
 def encode_principal(object_id: str, roles: list[str], *, name: str | None = None, app: bool = False) -> str:

@@ -10,6 +10,8 @@ from typing import Any
 
 EVENT_SOURCE = "/secret-lifecycle"
 SUSPICIOUS_ACTIVITY = "SecretLifecycle.SuspiciousActivity"
+#: The digest writer found audit chains that went backwards or vanished, or a broken digest chain.
+AUDIT_TAMPERING = "SecretLifecycle.AuditTampering"
 
 
 @dataclass(frozen=True)

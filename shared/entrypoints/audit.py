@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import azure.functions as func
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -50,6 +51,24 @@ def _moment(value: Any) -> Any:
     return value
 
 
+#: What a moment may be, in UTC: the years the stored time format writes with four digits, so that the
+#: stored text sorts like the time (``format_time`` writes year 999 as "999", which sorts after "2026").
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The moment in UTC. A moment near the ends of the calendar may not have one (0001-01-01T00:00+14:00
+    is in year 0 in UTC): refused here rather than overflowing where it is compared or formatted."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the range of representable times") from None
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"must be from {EARLIEST.date()} to {LATEST.date()} in UTC")
+    return utc
+
+
 def _cursor(value: Any) -> Any:
     if value is None or isinstance(value, tuple):
         return value
@@ -59,8 +78,9 @@ def _cursor(value: Any) -> Any:
         raise ValueError(str(err)) from None
 
 
-# AwareDatetime: a time without a zone is refused (400 naming the parameter) rather than guessed.
-Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
+# AwareDatetime: a time without a zone is refused (400 naming the parameter) rather than guessed. Every
+# moment is converted to UTC here, at the edge, so nothing after it can overflow.
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment), AfterValidator(_in_utc)]
 Cursor = Annotated[tuple[str, str, int], BeforeValidator(_cursor)]
 
 
@@ -159,6 +179,7 @@ def audit_verify(req: func.HttpRequest, context: func.Context) -> func.HttpRespo
             container.audit_log,
             container.key_ring,
             container.clock,
+            container.digest_anchor,
             vault=container.settings.key_vault.name,
             secret_name=params.secret_name,
         )
@@ -173,7 +194,7 @@ def audit_review_finding(req: func.HttpRequest, context: func.Context) -> func.H
     def handle() -> func.HttpResponse:
         container, cid = get_container(), correlation_id(context)
         finding_id = req.route_params.get("finding_id", "")
-        principal = authorize(req, Role.AUDIT_READ, container, correlation_id=cid)
+        principal = authorize(req, Role.AUDIT_REVIEW, container, correlation_id=cid)
         if not re.fullmatch(FINDING_ID, finding_id):
             raise BadRequest("finding_id", "must be 32 lowercase hex characters")
         body = parse_body(ReviewBody, req)
@@ -194,7 +215,18 @@ def audit_review_finding(req: func.HttpRequest, context: func.Context) -> func.H
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
     container = get_container()
-    service.write_digest(container.audit_log, container.key_ring, container.clock)
+    outcome = service.write_digest(
+        container.audit_log,
+        container.key_ring,
+        container.clock,
+        container.digest_anchor,
+        container.audit_trail,
+        container.publisher,
+    )
+    if outcome.new_regressions:
+        # Fail the invocation so the platform shows it; the breaks are audited and notified already.
+        regressed = len(outcome.new_regressions)
+        raise RuntimeError(f"audit digest {outcome.digest.seq}: {regressed} chain(s) regressed")
 
 
 @bp.function_name("suspicious_activity_scan")

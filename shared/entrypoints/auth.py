@@ -3,13 +3,16 @@
 X-MS-CLIENT-PRINCIPAL is trusted only when the platform vouches for it (App Service Authentication on:
 WEBSITE_AUTH_ENABLED=True), or locally with ALLOW_UNVERIFIED_PRINCIPAL=true outside Azure. A request
 carrying it without that, or lacking it on a protected endpoint, is refused with 401 — a forged header never
-works. A principal without the endpoint's role gets 403. Every 401/403 becomes an ACCESS_DENIED record.
+works. A principal without the endpoint's role gets 403. Every 401/403 becomes an ACCESS_DENIED record; when
+the refused request carried an unverified or malformed header, the record's details keep the identity it
+claimed under ``claimed`` (``verified: false``), while the record's actor stays ``anonymous``.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Any
 
 import azure.functions as func
 
@@ -22,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 PRINCIPAL_HEADER = "x-ms-client-principal"
 ANONYMOUS = "anonymous"
+#: Bound of each claimed (unverified) id or name kept in a refusal's record.
+MAX_CLAIMED_CHARS = 128
 
 
 class AccessDenied(Exception):
@@ -77,23 +82,41 @@ def authorize(
     )
     principal: Principal | None = None
     denial: AccessDenied | None = None
-    if header and not trusted:
-        denial = AccessDenied(401, "Unauthorized", "the caller identity was not verified by the platform")
-    elif not header:
+    claimed: dict[str, Any] | None = None
+    if not header:
         denial = AccessDenied(401, "Unauthorized", "authentication required")
     else:
+        parsed: Principal | None = None
         try:
-            principal = parse_principal(header)
+            parsed, invalid = parse_principal(header), ""
         except PrincipalError as err:
-            denial = AccessDenied(401, "Unauthorized", f"invalid caller identity: {err}")
+            invalid = str(err)
+        if not trusted or parsed is None:
+            # Kept for the record, never acted on: the actor stays anonymous, so a forged header cannot
+            # put someone else's name on a refusal's actor, yet the claim it made is not lost.
+            claimed = _claimed(parsed)
+        if not trusted:
+            denial = AccessDenied(401, "Unauthorized", "the caller identity was not verified by the platform")
+        elif parsed is None:
+            denial = AccessDenied(401, "Unauthorized", f"invalid caller identity: {invalid}")
         else:
+            principal = parsed
             if not principal.has(role):
                 denial = AccessDenied(403, "Forbidden", f"the caller lacks the role {role.value}")
     if denial is None:
         assert principal is not None
         return principal
-    _audit_denial(req, container, principal, role, denial, correlation_id, secret_name)
+    _audit_denial(req, container, principal, role, denial, correlation_id, secret_name, claimed)
     raise denial
+
+
+def _claimed(parsed: Principal | None) -> dict[str, Any]:
+    """The identity an unverified or malformed principal header claimed (nothing when unreadable)."""
+    return {
+        "id": parsed.id[:MAX_CLAIMED_CHARS] if parsed else None,
+        "name": parsed.name[:MAX_CLAIMED_CHARS] if parsed and parsed.name else None,
+        "verified": False,
+    }
 
 
 def _audit_denial(
@@ -104,8 +127,19 @@ def _audit_denial(
     denial: AccessDenied,
     correlation_id: str | None,
     secret_name: str | None,
+    claimed: dict[str, Any] | None,
 ) -> None:
     actor = actor_of(req, principal)
+    details: dict[str, Any] = {
+        "status": denial.status,
+        "reason": denial.detail,
+        "required_role": role.value,
+        "method": req.method,
+        "route": req.url.split("?", 1)[0].split("/api/", 1)[-1][:200],
+        "secret_name": secret_name,
+    }
+    if claimed is not None:
+        details["claimed"] = claimed
     try:
         # The service chain, not the named secret's: a caller must not be able to create chains (and
         # grow every digest) just by naming secrets in refused requests.
@@ -114,14 +148,7 @@ def _audit_denial(
             result=Result.DENIED,
             actor=actor,
             correlation_id=correlation_id,
-            details={
-                "status": denial.status,
-                "reason": denial.detail,
-                "required_role": role.value,
-                "method": req.method,
-                "route": req.url.split("?", 1)[0].split("/api/", 1)[-1][:200],
-                "secret_name": secret_name,
-            },
+            details=details,
         )
     except DependencyUnavailable as err:
         # The refusal stands either way; losing its record is logged loudly.

@@ -2,6 +2,11 @@
 
     python -m shared.entrypoints.cli verify [--secret-name NAME] [--json] [--settings local.settings.json]
     python -m shared.entrypoints.cli digest [--settings local.settings.json]
+    python -m shared.entrypoints.cli repair (--secret-name NAME | --service) --operator ID --reason TEXT
+
+``repair`` re-derives a chain's head from its records (after somebody deleted or rewound the head row,
+which stops every append to that chain); it refuses unless the chain's records verify and reach every
+position a digest sealed, and it leaves a CHAIN_REPAIRED record naming the operator.
 
 Settings come from the environment (the same names as the app); ``--settings`` loads the ``Values`` of a
 local.settings.json first without overriding the environment. Against Azure, sign in with ``az login``:
@@ -21,8 +26,9 @@ from pathlib import Path
 
 from shared.bootstrap import Container
 from shared.config import ConfigurationError, Settings
-from shared.domain.errors import DomainError
-from shared.services.audit import verify_audit, write_digest
+from shared.domain.audit import Actor, ActorType
+from shared.domain.errors import Conflict, DomainError, NotFound
+from shared.services.audit import repair_chain, verify_audit, write_digest
 
 EXIT_COULD_NOT_VERIFY = 3
 
@@ -52,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--secret-name", help="only this secret's chain")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     commands.add_parser("digest", parents=[common], help="seal a digest of every chain head now")
+    repair = commands.add_parser(
+        "repair", parents=[common], help="re-derive a chain's head from its records, once they verify"
+    )
+    which = repair.add_mutually_exclusive_group(required=True)
+    which.add_argument("--secret-name", help="the secret whose chain to repair")
+    which.add_argument("--service", action="store_true", help="the service chain (refusals, findings)")
+    repair.add_argument("--operator", required=True, help="who repairs (recorded in CHAIN_REPAIRED)")
+    repair.add_argument("--reason", required=True, help="why (recorded; an incident id, for example)")
     args = parser.parse_args(argv)
     secret_name = getattr(args, "secret_name", None)
     if secret_name is not None and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
@@ -62,13 +76,25 @@ def main(argv: list[str] | None = None) -> int:
             _load_settings_file(settings_file)
         container = Container(Settings())
         if args.command == "digest":
-            digest = write_digest(container.audit_log, container.key_ring, container.clock)
-            print(f"digest {digest.seq} sealed over {len(digest.heads)} chain(s)")
-            return 0
+            outcome = write_digest(
+                container.audit_log,
+                container.key_ring,
+                container.clock,
+                container.digest_anchor,
+                container.audit_trail,
+                container.publisher,
+            )
+            print(f"digest {outcome.digest.seq} sealed over {len(outcome.digest.heads)} chain(s)")
+            for item in outcome.regressions:
+                print(f"HELD   {item.chain} seq={item.seq}: {item.detail}")
+            return 1 if outcome.regressions else 0
+        if args.command == "repair":
+            return _repair(container, args)
         report = verify_audit(
             container.audit_log,
             container.key_ring,
             container.clock,
+            container.digest_anchor,
             vault=container.settings.key_vault.name,
             secret_name=secret_name,
         )
@@ -86,6 +112,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"BREAK {item.kind.value:14} {item.chain} seq={item.seq}: {item.detail}")
         print("intact" if report.ok else f"{len(report.breaks)} break(s) found")
     return 0 if report.ok else 1
+
+
+def _repair(container: Container, args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"[^\x00-\x1f]{1,256}", args.operator) or not args.reason.strip():
+        print("error: --operator must be 1-256 printable characters and --reason not empty", file=sys.stderr)
+        return 2
+    try:
+        record = repair_chain(
+            container.audit_log,
+            container.audit_log,
+            container.key_ring,
+            container.clock,
+            container.digest_anchor,
+            vault=container.settings.key_vault.name,
+            secret_name=args.secret_name,
+            operator=Actor(id=args.operator, type=ActorType.USER, user_agent="secret-lifecycle-cli"),
+            reason=args.reason,
+        )
+    except (NotFound, Conflict) as err:
+        print(f"refused: {err}", file=sys.stderr)
+        return 1
+    print(f"repaired {record.chain}: head re-derived, CHAIN_REPAIRED is record {record.seq}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ from typing import Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound
+from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, NotPermitted
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES = 16 * 1024
+#: The one media type a body may have. A form or text/plain POST is a CORS "simple" request a cross-site
+#: page can send without a preflight; requiring JSON makes the browser ask first.
+BODY_MEDIA_TYPE = "application/json"
 
 PROBLEM_JSON = "application/problem+json"
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -61,7 +64,15 @@ def parse_params(model: type[M], params: Mapping[str, str]) -> M:
 
 
 def parse_body(model: type[M], req: func.HttpRequest) -> M:
-    """Validate a JSON body (empty means {}). Raises BadRequest naming the field."""
+    """Validate the request of a POST: no query parameters, ``Content-Type: application/json`` (also for
+    an empty body, which means {}), a JSON body within MAX_BODY_BYTES. Raises BadRequest naming the
+    parameter or field, UnsupportedMediaType."""
+    unknown = next(iter(req.params), None)
+    if unknown is not None:
+        raise BadRequest(unknown[:100], "unknown parameter")
+    media_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media_type != BODY_MEDIA_TYPE:
+        raise UnsupportedMediaType(media_type[:100] or None)
     raw = req.get_body() or b"{}"
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest("body", f"larger than {MAX_BODY_BYTES} bytes")
@@ -87,6 +98,14 @@ class BadRequest(Exception):
         self.message = message
 
 
+class UnsupportedMediaType(Exception):
+    """415: the body is not ``application/json``; ``media_type`` is what was sent (None: no header)."""
+
+    def __init__(self, media_type: str | None) -> None:
+        super().__init__(f"unsupported media type {media_type!r}")
+        self.media_type = media_type
+
+
 def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
     """Run an HTTP handler and map every error to problem+json; nothing internal leaks to the caller."""
     from shared.config import ConfigurationError
@@ -99,6 +118,11 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
     except AccessDenied as err:
         challenge = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
         return problem(err.status, err.title, err.detail, headers=challenge)
+    except UnsupportedMediaType as err:
+        sent = f"got {err.media_type}" if err.media_type else "no Content-Type was sent"
+        return problem(415, "Unsupported Media Type", f"the body must be {BODY_MEDIA_TYPE}; {sent}")
+    except NotPermitted as err:
+        return problem(403, "Forbidden", str(err))
     except NotFound as err:
         return problem(404, "Not Found", str(err))
     except Conflict as err:

@@ -6,9 +6,10 @@ import base64
 import binascii
 import json
 import logging
+import re
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,20 +24,29 @@ from shared.domain.audit import (
     Break,
     BreakKind,
     ChainContents,
+    ChainHead,
     ChainVerdict,
     Digest,
+    MacLookup,
     Result,
     StoredRecord,
     chain_of,
     check_against_digest,
+    check_anchor,
     event_fields,
     format_time,
+    hold_regressions,
+    parse_time,
     readable_event,
+    regressions,
     verify_chain,
+    verify_contents,
+    verify_digest_history,
     verify_digests,
 )
-from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound
-from shared.ports import AuditLog, AuditReader, Clock, FindingStore, MacKeyRing
+from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, NotPermitted
+from shared.domain.notifications import AUDIT_TAMPERING, Notification
+from shared.ports import AuditLog, AuditReader, Clock, DigestAnchor, FindingStore, MacKeyRing, Publisher
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +92,32 @@ class AuditTrail:
             duration_ms=duration_ms,
         )
 
-    def record(self, action: Action, **kwargs: Any) -> AuditRecord:
+    def record(
+        self,
+        action: Action,
+        *,
+        secret_name: str | None = None,
+        version: str | None = None,
+        result: Result = Result.SUCCESS,
+        actor: Actor = SYSTEM_ACTOR,
+        correlation_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        error: str | None = None,
+        duration_ms: int | None = None,
+    ) -> AuditRecord:
         """Record one event now. Raises AuditUnavailable."""
-        return self.record_all([self.event(action, **kwargs)])[0]
+        event = self.event(
+            action,
+            secret_name=secret_name,
+            version=version,
+            result=result,
+            actor=actor,
+            correlation_id=correlation_id,
+            details=details,
+            error=error,
+            duration_ms=duration_ms,
+        )
+        return self.record_all([event])[0]
 
     def record_all(self, events: list[AuditEvent]) -> list[AuditRecord]:
         """Record several events (batched per chain). Raises AuditUnavailable."""
@@ -130,6 +163,7 @@ def verify_audit(
     reader: AuditReader,
     keys: MacKeyRing,
     clock: Clock,
+    anchor: DigestAnchor,
     *,
     vault: str,
     secret_name: str | None = None,
@@ -137,15 +171,17 @@ def verify_audit(
 ) -> VerifyReport:
     """Walk the chains (one secret's, or all) and the digests; report every break.
 
-    Raises DependencyUnavailable when the store or the key vault cannot be read.
+    The anchor outside the table is read first, then the digests, then the chains, so that everything
+    read later is at least as new as what it is compared with. Every consecutive pair of digests is
+    compared (a sealed chain never regresses), and the chains with the newest digest. Raises
+    DependencyUnavailable when the store or the key vault cannot be read.
     """
     chain = chain_of(vault, secret_name) if secret_name else None
-    # Digests first: every digest read then describes heads older than the records read next, so a
-    # digest sealed while verify runs can never make an untouched chain look cut.
+    anchored = anchor.read()
     digests = reader.read_digests()
     contents = dict(reader.read_chains(chain))
     verdicts: dict[str, ChainVerdict] = {
-        name: verify_chain(name, c.records, keys.get, c.head) for name, c in sorted(contents.items())
+        name: verify_contents(name, c, keys.get) for name, c in sorted(contents.items())
     }
     for name, verdict in list(verdicts.items()):
         if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
@@ -154,24 +190,23 @@ def verify_audit(
             again = reader.read_chains(name).get(name)
             if again is not None:
                 contents[name] = again
-                verdicts[name] = verify_chain(name, again.records, keys.get, again.head)
+                verdicts[name] = verify_contents(name, again, keys.get)
     report = VerifyReport(chains=len(verdicts), records=sum(v.records for v in verdicts.values()))
-    for name, verdict in verdicts.items():
+    for verdict in verdicts.values():
         report.breaks += verdict.breaks
-        for row in contents[name].stray_rows:
-            report.breaks.append(Break(name, BreakKind.UNEXPECTED, None, f"row {row[:64]!r} is not a record"))
 
     report.digests = len(digests)
+    report.breaks += check_anchor(anchored, digests)
     digest_breaks = verify_digests(digests, keys.get)
     report.breaks += digest_breaks if chain is None else []
     forged = {b.seq for b in digest_breaks if b.kind == BreakKind.FORGED_DIGEST}
-    trusted = [d for d in digests if d.seq not in forged]
+    trusted = [_scoped(d, chain) for d in digests if d.seq not in forged]
+    macs_at = _mac_lookup(contents)
+    report.breaks += verify_digest_history(trusted, macs_at)
     latest: Digest | None = max(trusted, key=lambda d: d.seq) if trusted else None
     if latest is not None:
         report.latest_digest = latest.time
-        heads = {n: h for n, h in latest.heads.items() if chain is None or n == chain}
-        scoped = Digest(latest.seq, latest.time, heads, latest.prev_mac, latest.key_id, latest.mac)
-        report.breaks += check_against_digest(verdicts, scoped, _mac_lookup(contents))
+        report.breaks += check_against_digest(verdicts, latest, macs_at)
     if chain is None:
         # Unsealed since: the latest digest, or (no digest yet) the oldest record, read only then.
         unsealed_since = latest.time if latest is not None else _oldest_record_time(contents)
@@ -185,13 +220,30 @@ def verify_audit(
                     f"latest digest: {sealed}",
                 )
             )
+    report.breaks = _once(report.breaks)
     return report
 
 
-_IN_FLIGHT = (BreakKind.TRUNCATED, BreakKind.UNEXPECTED)
+def _once(breaks: list[Break]) -> list[Break]:
+    """The same break seen from two sides (a chain's own head, a digest) is reported once, the first
+    way it was seen. Breaks at no position (stray rows) differ by what they say."""
+    seen: dict[tuple[str, BreakKind, int | str | None], Break] = {}
+    for item in breaks:
+        seen.setdefault((item.chain, item.kind, item.detail if item.seq is None else item.seq), item)
+    return list(seen.values())
 
 
-def _mac_lookup(contents: Mapping[str, ChainContents]) -> Callable[[str, int], str | None]:
+_IN_FLIGHT = (BreakKind.TRUNCATED, BreakKind.UNEXPECTED, BreakKind.MISSING_HEAD)
+
+
+def _scoped(digest: Digest, chain: str | None) -> Digest:
+    """The digest as far as one chain is concerned (all of it when ``chain`` is None)."""
+    if chain is None:
+        return digest
+    return replace(digest, heads={n: h for n, h in digest.heads.items() if n == chain})
+
+
+def _mac_lookup(contents: Mapping[str, ChainContents]) -> MacLookup:
     index = {
         (name, r.position): str(r.fields.get("mac", "")) for name, c in contents.items() for r in c.records
     }
@@ -209,15 +261,153 @@ def _oldest_record_time(contents: Mapping[str, ChainContents]) -> datetime | Non
     return min(times, default=None)
 
 
-def write_digest(reader: AuditReader, keys: MacKeyRing, clock: Clock) -> Digest:
-    """Seal every chain's head into the next digest (also when nothing happened). Raises
-    DependencyUnavailable."""
+# -- digests and repair ---------------------------------------------------------------------------
+
+
+class DigestRefused(DomainError):
+    """The digest chain the next digest would extend is not intact (the anchored digest is gone or
+    differs, a digest is forged): sealing now would seal over tampering, so nothing is sealed."""
+
+    def __init__(self, breaks: list[Break]) -> None:
+        super().__init__(
+            f"digest refused: {len(breaks)} break(s) in the digest chain, e.g. {breaks[0].detail}"
+        )
+        self.breaks = breaks
+
+
+@dataclass(frozen=True)
+class DigestOutcome:
+    digest: Digest
+    #: Chains that regressed since the previous digest (their old head was kept and sealed again).
+    regressions: list[Break]
+    #: Regressions not held by the previous digest: found by this run, audited and notified now.
+    new_regressions: list[Break]
+
+
+def write_digest(
+    reader: AuditReader,
+    keys: MacKeyRing,
+    clock: Clock,
+    anchor: DigestAnchor,
+    trail: AuditTrail,
+    publisher: Publisher,
+) -> DigestOutcome:
+    """Seal every chain's head into the next digest (also when nothing happened), then anchor it.
+
+    Never forgives: a chain that went backwards or vanished since the previous digest keeps the head the
+    previous digest sealed (the new digest names it as held), and a newly found regression is audited
+    (TAMPERING_DETECTED) and notified. When the digest chain itself is not intact — the anchored digest
+    is missing or differs, a digest is forged — nothing is sealed: raises DigestRefused after reporting.
+    Raises DependencyUnavailable when the store or the vault cannot be used.
+    """
+    anchored = anchor.read()
+    digests = reader.read_digests()
+    refusal = [b for b in check_anchor(anchored, digests) if b.kind != BreakKind.UNANCHORED]
+    refusal += verify_digests(digests, keys.get)
+    if refusal:
+        _report_tampering(trail, publisher, clock, refusal)
+        raise DigestRefused(refusal)
+    if anchored is None and digests:
+        logger.warning("audit digests exist but none is anchored; anchoring from this digest on")
+    previous = max(digests, key=lambda d: d.seq) if digests else None
     heads = reader.read_heads()
-    digest = reader.append_digest(heads, clock.now(), keys)
-    # The MAC in the log is an anchor outside the table: the logs (Application Insights) keep it even if
-    # the newest digests are deleted from storage together with the newest records.
-    logger.info("audit digest %d sealed over %d chain(s), mac %s", digest.seq, len(heads), digest.mac)
-    return digest
+    found = regressions(previous, heads, reader.read_mac) if previous is not None else []
+    held = sorted({b.chain for b in found})
+    digest = reader.append_digest(hold_regressions(previous, heads, held), clock.now(), keys, held)
+    anchor.write(digest)
+    # The MAC in the log is one more copy outside the table (Application Insights keeps it).
+    logger.info("audit digest %d sealed over %d chain(s), mac %s", digest.seq, len(digest.heads), digest.mac)
+    already = set(previous.held) if previous is not None else set()
+    new = [b for b in found if b.chain not in already]
+    if found:
+        logger.error("audit digest %d held %d regressed chain(s): %s", digest.seq, len(held), ", ".join(held))
+    if new:
+        _report_tampering(trail, publisher, clock, new)
+    return DigestOutcome(digest=digest, regressions=found, new_regressions=new)
+
+
+_MAX_REPORTED_BREAKS = 10
+
+
+def _report_tampering(trail: AuditTrail, publisher: Publisher, clock: Clock, breaks: list[Break]) -> None:
+    """Audit and notify breaks the digest writer found. Best effort each: the tampered chain may be the
+    service chain itself, and the notification must go out even then."""
+    shown = [b.to_dict() for b in breaks[:_MAX_REPORTED_BREAKS]]
+    for item in shown:
+        item["detail"] = str(item["detail"])[:160]
+    details = {"breaks": shown, "count": len(breaks)}
+    try:
+        trail.record(Action.TAMPERING_DETECTED, result=Result.FAILURE, details=details)
+    except DomainError as err:
+        logger.error("TAMPERING_DETECTED could not be audited: %s", err)
+    notification = Notification(
+        type=AUDIT_TAMPERING,
+        subject="audit",
+        time=clock.now(),
+        data={"vault": trail.vault, "chains": sorted({b.chain for b in breaks})[:50], "count": len(breaks)},
+    )
+    try:
+        publisher.publish([notification])
+    except DomainError as err:
+        logger.error("audit tampering notification could not be sent: %s", err)
+
+
+def repair_chain(
+    log: AuditLog,
+    reader: AuditReader,
+    keys: MacKeyRing,
+    clock: Clock,
+    anchor: DigestAnchor,
+    *,
+    vault: str,
+    secret_name: str | None,
+    operator: Actor,
+    reason: str,
+) -> AuditRecord:
+    """Re-derive a chain's head from its records, only when they verify: every record intact and linked,
+    every position any digest sealed still there, the digest chain anchored. The repair is on record: a
+    CHAIN_REPAIRED record sealed after the last record becomes the new head, in one atomic write.
+
+    Raises NotFound (no records), Conflict (the chain does not verify — a cut cannot be repaired, only
+    reported — or its head is intact), DependencyUnavailable.
+    """
+    chain = chain_of(vault, secret_name)
+    anchored = anchor.read()
+    digests = reader.read_digests()
+    contents = reader.read_chains(chain).get(chain)
+    if contents is None or not contents.records:
+        raise NotFound(f"audit chain {chain} has no records: nothing to repair")
+    verdict = verify_chain(chain, contents.records, keys.get)  # the records alone: the head is the fault
+    breaks = verdict.breaks + check_anchor(anchored, digests)
+    breaks += [Break(chain, BreakKind.UNEXPECTED, None, f"row {r[:64]!r}") for r in contents.stray_rows]
+    digest_breaks = verify_digests(digests, keys.get)
+    breaks += digest_breaks
+    if not digest_breaks and digests:
+        scoped = [_scoped(d, chain) for d in digests]
+        macs_at = _mac_lookup({chain: contents})
+        breaks += verify_digest_history(scoped, macs_at)
+        breaks += check_against_digest({chain: verdict}, max(scoped, key=lambda d: d.seq), macs_at)
+    if breaks:
+        raise Conflict(
+            f"audit chain {chain} does not verify ({len(breaks)} break(s), e.g. {breaks[0].kind.value}: "
+            f"{breaks[0].detail}); a head is re-derived only from an intact chain"
+        )
+    newest = max(contents.records, key=lambda r: r.position)
+    last = ChainHead(newest.position, str(newest.fields["mac"]))
+    if contents.head == last:
+        raise Conflict(f"audit chain {chain} is intact and its head matches: nothing to repair")
+    previous = None if contents.head is None else {"seq": contents.head.seq}
+    event = AuditEvent(
+        action=Action.CHAIN_REPAIRED,
+        vault=vault,
+        time=clock.now(),
+        actor=operator,
+        secret_name=secret_name,
+        details={"reason": reason[:500], "records": verdict.records, "previous_head": previous},
+    )
+    record = log.repair(chain, last, event)
+    logger.warning("audit chain %s repaired by %s: head re-derived at %d", chain, operator.id, record.seq)
+    return record
 
 
 # -- query ----------------------------------------------------------------------------------------
@@ -236,19 +426,54 @@ def _position(item: Mapping[str, Any]) -> Cursor:
     return (str(item["time"]), str(item["chain"]), int(item["seq"]))
 
 
+#: A token of the longest position (a 127-character vault and secret name, a 12-digit seq) is about 410
+#: characters; anything longer is refused before it is decoded.
+_CURSOR_MAX_CHARS = 512
+_CURSOR_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{_CURSOR_MAX_CHARS}}}")
+_CURSOR_CHAIN = re.compile(r"[0-9a-z_-]{1,127}:[0-9a-z_-]{1,127}")
+_CURSOR_MAX_SEQ = 10**12 - 1
+
+
 def encode_cursor(position: Cursor) -> str:
+    """The continuation token of a position (unpadded URL-safe base64 of its JSON)."""
     return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
 
 
 def decode_cursor(token: str) -> Cursor:
+    """The position a token of ``encode_cursor`` names. Strict, because its time ends up in the store's
+    filter: bounded length, the exact stored time format, a well-formed chain name, a seq in range, and
+    nothing but the token ``encode_cursor`` would issue for that position. Raises InvalidCursor only."""
+    invalid = InvalidCursor("continuation is not a valid token")
+    if not _CURSOR_TOKEN.fullmatch(token):
+        raise invalid
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        time_text, chain, seq = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as err:
-        raise InvalidCursor("continuation is not a valid token") from err
-    if not isinstance(time_text, str) or not isinstance(chain, str) or type(seq) is not int:
-        raise InvalidCursor("continuation is not a valid token")
-    return time_text, chain, seq
+        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: deeply nested JSON
+        raise invalid from None
+    if not isinstance(position, list) or len(position) != 3:
+        raise invalid
+    time_text, chain, seq = position
+    if not (
+        isinstance(time_text, str)
+        and _is_stored_time(time_text)
+        and isinstance(chain, str)
+        and _CURSOR_CHAIN.fullmatch(chain)
+        and type(seq) is int
+        and 1 <= seq <= _CURSOR_MAX_SEQ
+    ):
+        raise invalid
+    cursor = (time_text, chain, seq)
+    if encode_cursor(cursor) != token:  # one token per position: no padding, spacing or escaping games
+        raise invalid
+    return cursor
+
+
+def _is_stored_time(text: str) -> bool:
+    """``text`` is a time exactly as ``format_time`` stores it."""
+    try:
+        return format_time(parse_time(text)) == text
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -329,6 +554,20 @@ def summarize_audit(
 
 # -- findings review ------------------------------------------------------------------------------
 
+#: A finding names at most this many of the actors it is about, each cut to this many characters, so its
+#: details stay small; a reviewer is compared by the same prefix (a collision refuses, never admits).
+FINDING_MAX_ACTORS = 20
+FINDING_ACTOR_CHARS = 64
+
+
+def finding_actors(details: Mapping[str, Any]) -> frozenset[str]:
+    """The (cut) ids of the actors a finding's details say it is about. A finding stored before findings
+    listed their actors counts its subject, which is the actor id for the per-actor rules."""
+    actors = details.get("actors")
+    if not isinstance(actors, list):
+        actors = [details["subject"]] if details.get("subject") else []
+    return frozenset(str(actor)[:FINDING_ACTOR_CHARS] for actor in actors)
+
 
 def review_finding(
     findings: FindingStore,
@@ -340,10 +579,22 @@ def review_finding(
     correlation_id: str | None,
 ) -> dict[str, Any]:
     """Mark a suspicious-activity finding reviewed. Audit first (fail closed): when the REVIEWED record
-    cannot be written nothing changes and AuditUnavailable is raised. Raises NotFound, Conflict."""
+    cannot be written nothing changes and AuditUnavailable is raised. Raises NotFound, Conflict.
+
+    Nobody reviews a finding about themselves: a reviewer among the finding's actors is refused with
+    NotPermitted after a REVIEWED record with result ``denied`` (fail closed too), and nothing changes."""
     finding = findings.get(finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")
+    if reviewer.id[:FINDING_ACTOR_CHARS] in finding_actors(finding.details):
+        trail.record(
+            Action.REVIEWED,
+            actor=reviewer,
+            result=Result.DENIED,
+            correlation_id=correlation_id,
+            details={"finding_id": finding_id, "rule": finding.rule, "reason": "the reviewer is involved"},
+        )
+        raise NotPermitted(f"finding {finding_id} is about the caller; someone else must review it")
     if finding.status == "reviewed":
         raise Conflict(f"finding {finding_id} was already reviewed")
     details = {"finding_id": finding_id, "rule": finding.rule, "note": note}

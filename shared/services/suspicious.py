@@ -22,7 +22,7 @@ from shared.domain.findings import StoredFinding
 from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
 from shared.domain.scan_rules import ScanRules
 from shared.ports import AuditReader, Clock, FindingStore, Publisher
-from shared.services.audit import AuditTrail
+from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class Finding:
     last_seen: datetime
     secret_name: str | None = None
     record_ids: tuple[str, ...] = ()
+    #: Ids of the actors whose records make the finding, in order of appearance: they may not review it.
+    actors: tuple[str, ...] = ()
 
     def details(self) -> dict[str, Any]:
         return {
@@ -49,7 +51,13 @@ class Finding:
             "first_seen": format_time(self.first_seen),
             "last_seen": format_time(self.last_seen),
             "record_ids": list(self.record_ids[:20]),
+            "actors": [actor[:FINDING_ACTOR_CHARS] for actor in self.actors[:FINDING_MAX_ACTORS]],
         }
+
+
+def _actors(events: Iterable[AuditEvent]) -> tuple[str, ...]:
+    """The distinct actor ids of the events, in order of appearance."""
+    return tuple(dict.fromkeys(e.actor.id for e in events))
 
 
 def _finding_id(*parts: str) -> str:
@@ -110,6 +118,7 @@ def _bursts(
                         last_seen=burst[-1].time,
                         secret_name=burst[0].secret_name if rule == "repeated_rotation_failures" else None,
                         record_ids=tuple(e.id for e in burst),
+                        actors=_actors(burst),
                     )
                 )
     return findings
@@ -189,6 +198,7 @@ def _single(rule: str, event: AuditEvent, summary: str) -> Finding:
         last_seen=event.time,
         secret_name=event.secret_name,
         record_ids=(event.id,),
+        actors=(event.actor.id,),
     )
 
 

@@ -14,7 +14,14 @@ import pytest
 from shared.bootstrap import Container, set_container
 from shared.config import Settings
 from shared.services.audit import AuditTrail
-from tests.fakes import FakeKeyRing, FixedClock, InMemoryAuditLog, InMemoryFindings, RecordingPublisher
+from tests.fakes import (
+    FakeKeyRing,
+    FixedClock,
+    InMemoryAnchor,
+    InMemoryAuditLog,
+    InMemoryFindings,
+    RecordingPublisher,
+)
 
 LOCAL_ENV = {
     "KEY_VAULT_URL": "https://fleet.vault.azure.net",
@@ -33,6 +40,7 @@ class FakeContainer(Container):
         self.clock = FixedClock()
         self.key_ring = FakeKeyRing()
         self.audit_log = InMemoryAuditLog(self.key_ring)  # type: ignore[assignment]
+        self.digest_anchor = InMemoryAnchor()
         self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
         self.findings = InMemoryFindings()
         self.publisher = RecordingPublisher()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import timedelta
 from typing import Any
@@ -13,10 +14,13 @@ from azure.functions.timer import TimerRequest
 from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import encode_principal
+from shared.services.audit import encode_cursor
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
 READER = encode_principal("oid-auditor", ["Secrets.Audit.Read"], name="ana")
+REVIEWER = encode_principal("oid-reviewer", ["Secrets.Audit.Review"], name="rita")
 NO_ROLE = encode_principal("oid-nobody", [], name="bob")
+JSON = {"content-type": "application/json"}
 
 
 class Ctx:
@@ -134,6 +138,14 @@ def test_missing_role_is_403_and_audited(functions: dict[str, Any], fake: FakeCo
         ({"secret_name": "bad name!"}, "secret_name"),
         ({"continuation": "%%%"}, "continuation"),
         ({"sort": "asc"}, "sort"),
+        # Beyond the calendar once in UTC: these overflowed into a 500.
+        ({"since": "0001-01-01T00:00:00+14:00"}, "since"),
+        ({"until": "9999-12-31T23:59:59-14:00"}, "until"),
+        ({"since": "0999-12-31"}, "since"),  # stored as "999-...", which sorts after "2026-..."
+        # A deeply nested token (RecursionError, 500) and a 30,000-character time (a table filter too long
+        # for the store, 503 "nothing was changed").
+        ({"continuation": base64.urlsafe_b64encode(b"[" * 50_000).decode()}, "continuation"),
+        ({"continuation": encode_cursor(("2" * 30_000, "fleet:_service", 1))}, "continuation"),
     ],
 )
 def test_bad_filters_are_400_naming_the_parameter(
@@ -171,11 +183,35 @@ def test_query_summary_verify(functions: dict[str, Any], fake: FakeContainer) ->
     assert body["status"] == "ok"
     assert body["records"] == 2
     fake.audit_log.records["fleet:api-key"].clear()
-    functions["audit_digest"].get_user_function()(TimerRequest())  # digest of what is left
+    functions["audit_digest"].get_user_function()(TimerRequest())  # a digest does not forgive the cut
     fake.audit_log.records["fleet:db-password"].clear()
     status, body, _ = call(functions, "audit_verify")
     assert body["status"] == "broken"
-    assert [(b["chain"], b["kind"]) for b in body["breaks"]] == [("fleet:db-password", "truncated")]
+    assert [(b["chain"], b["kind"]) for b in body["breaks"]] == [
+        ("fleet:api-key", "truncated"),
+        ("fleet:db-password", "truncated"),
+    ]
+
+
+def review(
+    functions: dict[str, Any],
+    finding: str,
+    *,
+    principal: str | None = REVIEWER,
+    body: bytes = b'{"note":"ok"}',
+    headers: dict[str, str] | None = JSON,
+    params: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], func.HttpResponse]:
+    return call(
+        functions,
+        "audit_review_finding",
+        method="POST",
+        route_params={"finding_id": finding},
+        principal=principal,
+        body=body,
+        headers=headers,
+        params=params,
+    )
 
 
 def test_review_fails_closed_when_the_audit_store_is_down(
@@ -184,40 +220,22 @@ def test_review_fails_closed_when_the_audit_store_is_down(
     finding = "f" * 32
     fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
 
-    def review() -> tuple[int, dict[str, Any]]:
-        status, body, _ = call(
-            functions,
-            "audit_review_finding",
-            method="POST",
-            route_params={"finding_id": finding},
-            body=b'{"note":"ok"}',
-        )
-        return status, body
-
     fake.audit_log.available = False
-    status, body = review()
+    status, body, _ = review(functions, finding)
     assert status == 503
     assert "nothing was changed" in body["detail"]
     assert fake.findings.rows[finding].status == "open"
 
     fake.audit_log.available = True
-    status, body = review()
+    status, body, _ = review(functions, finding)
     assert status == 200
     assert body["status"] == "reviewed"
-    assert fake.findings.rows[finding].reviewer == "oid-auditor"
-    again = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": finding})
-    assert again[0] == 409
-    missing = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": "e" * 32})
-    assert missing[0] == 404
-    bad = call(functions, "audit_review_finding", method="POST", route_params={"finding_id": "nope"})
+    assert fake.findings.rows[finding].reviewer == "oid-reviewer"
+    assert review(functions, finding, body=b"")[0] == 409  # an empty body means {}
+    assert review(functions, "e" * 32)[0] == 404
+    bad = review(functions, "nope")
     assert (bad[0], bad[1]["parameter"]) == (400, "finding_id")
-    extra = call(
-        functions,
-        "audit_review_finding",
-        method="POST",
-        route_params={"finding_id": "e" * 32},
-        body=b'{"x":1}',
-    )
+    extra = review(functions, "e" * 32, body=b'{"x":1}')
     assert (extra[0], extra[1]["parameter"]) == (400, "x")
 
 
@@ -249,3 +267,123 @@ def test_scan_fails_the_invocation_and_retries_notifications(
     fake.publisher.available = True
     scan(TimerRequest(), Ctx())
     assert [n.data["rule"] for n in fake.publisher.sent] == ["break_glass"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "text/plain"},  # a CORS "simple" request: any page could send it cross-site
+        {"content-type": "application/x-www-form-urlencoded"},
+        {"content-type": "multipart/form-data; boundary=x"},
+        {"content-type": "application/jsonp"},
+        {"content-type": ""},
+        {},  # no Content-Type at all
+    ],
+)
+def test_review_needs_a_json_content_type(
+    functions: dict[str, Any], fake: FakeContainer, headers: dict[str, str]
+) -> None:
+    finding = "f" * 32
+    fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
+    status, body, response = review(functions, finding, headers=headers)
+    assert status == 415, body
+    assert response.mimetype == "application/problem+json"
+    assert "application/json" in body["detail"]
+    assert fake.findings.rows[finding].status == "open"
+    assert [e for e in fake.audit_log.events if e.action == Action.REVIEWED] == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "Application/JSON; charset=UTF-8", " application/json ;x=y"]
+)
+def test_review_accepts_json_with_parameters(
+    functions: dict[str, Any], fake: FakeContainer, content_type: str
+) -> None:
+    finding = "f" * 32
+    fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
+    assert review(functions, finding, headers={"Content-Type": content_type})[0] == 200
+
+
+def test_review_refuses_query_parameters(functions: dict[str, Any], fake: FakeContainer) -> None:
+    finding = "f" * 32
+    fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
+    status, body, _ = review(functions, finding, params={"note": "via the url"})
+    assert (status, body["parameter"]) == (400, "note")
+    assert fake.findings.rows[finding].status == "open"
+
+
+def test_review_needs_the_review_role_not_the_read_role(
+    functions: dict[str, Any], fake: FakeContainer
+) -> None:
+    finding = "f" * 32
+    fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
+    status, body, _ = review(functions, finding, principal=READER)
+    assert status == 403
+    assert "Secrets.Audit.Review" in body["detail"]
+    [event] = denied(fake)
+    assert event.details["required_role"] == "Secrets.Audit.Review"
+    assert fake.findings.rows[finding].status == "open"
+    assert call(functions, "audit_query", principal=REVIEWER)[0] == 403  # and review does not imply read
+
+
+def test_nobody_reviews_a_finding_about_themselves(functions: dict[str, Any], fake: FakeContainer) -> None:
+    # The finding comes from the scan itself: break-glass by the very caller who then tries to review it.
+    actor = Actor("oid-reviewer", ActorType.USER, "203.0.113.50", "python-requests")
+    fake.audit_trail.record(Action.BREAK_GLASS, secret_name="db-password", actor=actor)
+    functions["suspicious_activity_scan"].get_user_function()(TimerRequest(), Ctx())
+    [finding] = fake.findings.rows.values()
+    assert finding.details["actors"] == ["oid-reviewer"]
+
+    status, body, response = review(functions, finding.id)
+    assert status == 403, body
+    assert response.mimetype == "application/problem+json"
+    assert "someone else" in body["detail"]
+    assert fake.findings.rows[finding.id].status == "open"
+    [refusal] = [e for e in fake.audit_log.events if e.action == Action.REVIEWED]
+    assert refusal.result == Result.DENIED
+    assert refusal.actor.id == "oid-reviewer"
+    assert refusal.details["finding_id"] == finding.id
+
+    other = encode_principal("oid-colleague", ["Secrets.Audit.Review"], name="carl")
+    assert review(functions, finding.id, principal=other)[0] == 200
+    assert fake.findings.rows[finding.id].reviewer == "oid-colleague"
+
+
+def test_an_unverified_identity_is_kept_in_the_refusal_but_not_trusted(
+    functions: dict[str, Any], use_container: Any
+) -> None:
+    fake = use_container(
+        FakeContainer({k: v for k, v in LOCAL_ENV.items() if k != "ALLOW_UNVERIFIED_PRINCIPAL"})
+    )
+    assert call(functions, "audit_query")[0] == 401
+    [event] = denied(fake)
+    assert event.actor.id == "anonymous"  # a forged header never names the actor
+    assert event.details["claimed"] == {"id": "oid-auditor", "name": "ana", "verified": False}
+
+    long_claim = encode_principal("o" * 5000, [], name="n" * 5000)
+    assert call(functions, "audit_query", principal=long_claim)[0] == 401
+    claimed = denied(fake)[-1].details["claimed"]
+    assert (len(claimed["id"]), len(claimed["name"]), claimed["verified"]) == (128, 128, False)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "not base64!",
+        base64.b64encode(b"[" * 10_000).decode(),  # nested past the recursion limit: was a 500
+        base64.b64encode(json.dumps({"name_typ": ["x"], "claims": []}).encode()).decode(),  # was a 500
+    ],
+)
+def test_a_malformed_identity_is_401_with_an_unreadable_claim(
+    functions: dict[str, Any], fake: FakeContainer, header: str
+) -> None:
+    status, _body, _ = call(functions, "audit_query", principal=header)
+    assert status == 401
+    [event] = denied(fake)
+    assert event.actor.id == "anonymous"
+    assert event.details["claimed"] == {"id": None, "name": None, "verified": False}
+
+
+def test_a_refusal_without_a_header_claims_nothing(functions: dict[str, Any], fake: FakeContainer) -> None:
+    assert call(functions, "audit_query", principal=None)[0] == 401
+    assert "claimed" not in denied(fake)[0].details

@@ -84,8 +84,13 @@ def expected_period(schedule: str) -> timedelta:
 
 
 def test_other_triggers(functions: dict[str, Any]) -> None:
-    for name, binding in EXPECTED_OTHER.items():
-        assert _trigger(functions[name]).get_binding_name() == binding, name
+    # Compared with what the app registers, so the test means something even while EXPECTED_OTHER is empty.
+    others = {
+        name: _trigger(f).get_binding_name()
+        for name, f in functions.items()
+        if _trigger(f).get_binding_name() not in ("httpTrigger", "timerTrigger")
+    }
+    assert others == EXPECTED_OTHER
 
 
 def test_importing_the_app_needs_no_settings() -> None:

@@ -5,6 +5,7 @@ A peer that cannot start is a test failure with its output, never a skip.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,5 +53,7 @@ def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: st
         "ALLOW_UNVERIFIED_PRINCIPAL": "true",
         "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
         "FUNCTIONS_WORKER_RUNTIME": "python",
+        # The emulator outlives each test's Azurite: a digest anchor per table state, as in production.
+        "AUDIT_ANCHOR_SECRET": f"audit-anchor-{uuid.uuid4().hex[:12]}",
         **extra,
     }

@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.domain.identity import encode_principal
 
-AUDITOR = encode_principal("oid-auditor", ["Secrets.Audit.Read"], name="auditor")
+AUDITOR = encode_principal("oid-auditor", ["Secrets.Audit.Read", "Secrets.Audit.Review"], name="auditor")
 
 
 @dataclass

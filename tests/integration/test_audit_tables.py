@@ -4,8 +4,10 @@ concurrent appends keep one chain, and every kind of tampering done on the table
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,13 +17,35 @@ from azure.keyvault.secrets import SecretClient
 
 from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
-from shared.adapters.key_vault import AUDIT_KEY_SECRET, KeyVaultMacKeyRing, LocalTokenCredential
+from shared.adapters.key_vault import (
+    AUDIT_KEY_SECRET,
+    KeyVaultDigestAnchor,
+    KeyVaultMacKeyRing,
+    LocalTokenCredential,
+)
 from shared.adapters.tables import HEAD_ROW, TableAuditLog, row_key
 from shared.bootstrap import Container
 from shared.config import Settings
-from shared.domain.audit import Action, AuditEvent, AuditQuery, BreakKind, seal_all
-from shared.services.audit import AuditTrail, query_audit, verify_audit, write_digest
-from tests.fakes import FixedClock
+from shared.domain.audit import (
+    Action,
+    Actor,
+    ActorType,
+    AuditEvent,
+    AuditQuery,
+    AuditRecord,
+    BreakKind,
+    readable_event,
+    seal_all,
+)
+from shared.services.audit import (
+    AuditTrail,
+    DigestOutcome,
+    query_audit,
+    repair_chain,
+    verify_audit,
+    write_digest,
+)
+from tests.fakes import FixedClock, RecordingPublisher
 from tests.integration.conftest import app_settings
 
 SECRET = "db-password"
@@ -37,6 +61,34 @@ class Env:
         )
         self.clock = FixedClock()
         self.trail = AuditTrail(self.log, self.clock, self.vault)
+        # A digest anchor of this test's own (a secret per table), in the real emulator.
+        self.anchor = KeyVaultDigestAnchor(self.container.secret_client, name=f"anchor-{self.log_name}")
+        self.publisher = RecordingPublisher()
+
+    @property
+    def log_name(self) -> str:
+        return self.log._table_name
+
+    def digest(self) -> DigestOutcome:
+        self.clock.advance(timedelta(minutes=1))
+        return write_digest(self.log, self.keys, self.clock, self.anchor, self.trail, self.publisher)
+
+    def repair(self, secret: str | None) -> AuditRecord:
+        return repair_chain(
+            self.log,
+            self.log,
+            self.keys,
+            self.clock,
+            self.anchor,
+            vault=self.vault,
+            secret_name=secret,
+            operator=Actor("op-7", ActorType.USER),
+            reason="test",
+        )
+
+    def trail_events(self) -> list[AuditEvent]:
+        rows = self.log.list_records(AuditQuery(vault=self.vault))
+        return [e for row in rows if (e := readable_event(row.record.fields)) is not None]
 
     @property
     def chain(self) -> str:
@@ -47,7 +99,9 @@ class Env:
             self.trail.record(Action.ROTATED, secret_name=secret, version=f"{i:032x}", details={"step": i})
 
     def breaks(self, secret_name: str | None = None) -> list[tuple[str, BreakKind, int | None]]:
-        report = verify_audit(self.log, self.keys, self.clock, vault=self.vault, secret_name=secret_name)
+        report = verify_audit(
+            self.log, self.keys, self.clock, self.anchor, vault=self.vault, secret_name=secret_name
+        )
         return [(b.chain, b.kind, b.seq) for b in report.breaks]
 
     def row(self, seq: int) -> dict[str, Any]:
@@ -77,7 +131,7 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
         try:
             for j in range(4):
                 env.trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
-        except BaseException as err:
+        except BaseException as err:  # collected and asserted on below
             errors.append(err)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
@@ -122,7 +176,7 @@ def test_swapped_records(env: Env) -> None:
 
 def test_deleted_newest_records(env: Env) -> None:
     env.fill(5)
-    write_digest(env.log, env.keys, env.clock)
+    env.digest()
     for seq in (4, 5):
         env.log.table.delete_entity(env.chain, row_key(seq))
     # The head still says 5: the cut shows at once.
@@ -138,7 +192,7 @@ def test_deleted_newest_records(env: Env) -> None:
 
 def test_whole_chain_rewritten_without_the_key(env: Env) -> None:
     env.fill(4)
-    write_digest(env.log, env.keys, env.clock)
+    env.digest()
     key_id, _ = env.keys.current()
     forged_events = [
         AuditEvent(action=Action.ROTATION_SKIPPED, vault=env.vault, secret_name=SECRET, time=env.clock.now())
@@ -162,13 +216,14 @@ def test_whole_chain_rewritten_without_the_key(env: Env) -> None:
         3,
         4,
     ]
-    assert sum(1 for _, kind, _ in found if kind == BreakKind.EDITED) == 5  # four records + the digest's view
+    # Four records; the digest's view of record 4 is the same break, reported once.
+    assert sum(1 for _, kind, _ in found if kind == BreakKind.EDITED) == 4
 
 
 def test_forged_and_deleted_digests(env: Env) -> None:
     env.fill(2)
     for _ in range(3):
-        write_digest(env.log, env.keys, env.clock)
+        env.digest()
     assert env.breaks() == []
     table = env.log.table
     digest_two = dict(table.get_entity("_digest", row_key(2)))
@@ -242,7 +297,7 @@ def test_rows_that_are_not_records_are_reported_and_skipped_by_queries(env: Env)
 
 def test_nonsense_in_a_head_or_digest_row_is_reported_not_fatal(env: Env) -> None:
     env.fill(2)
-    write_digest(env.log, env.keys, env.clock)
+    env.digest()
     env.log.table.upsert_entity(
         {"PartitionKey": env.chain, "RowKey": HEAD_ROW, "seq": "two", "mac": "x"}, mode=UpdateMode.REPLACE
     )
@@ -250,3 +305,62 @@ def test_nonsense_in_a_head_or_digest_row_is_reported_not_fatal(env: Env) -> Non
     found = env.breaks()
     assert (env.chain, BreakKind.UNEXPECTED, None) in found  # the rewritten head row
     assert ("_digest", BreakKind.FORGED_DIGEST, 0) in found  # the row that is not a digest
+
+
+class CountsBatches:
+    """The real table client, counting transactions; the first one is slow, so callers queue up behind it,
+    and a batch holding a row marked ``poison`` is refused with 400 the way Azure refuses a bad row."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+        self.batches: list[int] = []
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def submit_transaction(self, operations: Any) -> Any:
+        with self.lock:
+            self.batches.append(len(operations) - 1)
+            first = len(self.batches) == 1
+        if first:
+            time.sleep(0.5)
+        if any("poison" in str(op[1].get("details", "")) for op in operations):
+            err = HttpResponseError(message="InvalidInput: one of the request inputs is not valid")
+            err.status_code = 400
+            raise err
+        return self._table.submit_transaction(operations)
+
+
+@pytest.mark.parametrize("poisoned", [False, True])
+def test_concurrent_appends_to_one_chain_are_group_committed(env: Env, poisoned: bool) -> None:
+    env.fill(1)
+    counting = CountsBatches(env.log.table)
+    env.log._table = counting  # type: ignore[assignment]
+    failures: list[BaseException] = []
+
+    def writer(i: int) -> None:
+        note = "poison" if poisoned and i == 7 else "ok"
+        try:
+            env.trail.record(Action.ACCESS_DENIED, details={"i": i, "note": note})
+        except BaseException as err:  # collected and asserted on below
+            failures.append(err)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.002)
+    for thread in threads:
+        thread.join(60)
+    service_chain = f"{env.vault}:_service"
+    stored = env.log.read_chains(service_chain)[service_chain].records
+    # The first caller's slow transaction lets the other 39 queue up: they go as one batch.
+    assert counting.batches[:2] == [1, 39], counting.batches
+    if poisoned:
+        # Only the poisoned caller fails; the callers batched with it are retried on their own.
+        assert [type(f).__name__ for f in failures] == ["AuditUnavailable"]
+        assert len(stored) == 39 and len(counting.batches) == 2 + 39
+    else:
+        assert failures == []
+        assert len(stored) == 40 and len(counting.batches) == 2
+    assert env.breaks() == []

@@ -1,4 +1,5 @@
-"""Audit services over in-memory fakes: fail closed, verify, query paging, summary, review, digest."""
+"""Audit services over in-memory fakes: fail closed, query paging, summary, review. Verify, digests and
+repair: test_audit_integrity.py."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditQuery, BreakKind, ChainContents, Digest, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
 from shared.domain.errors import Conflict, NotFound
 from shared.domain.findings import StoredFinding
 from shared.services.audit import (
@@ -17,10 +18,8 @@ from shared.services.audit import (
     query_audit,
     review_finding,
     summarize_audit,
-    verify_audit,
-    write_digest,
 )
-from tests.fakes import FakeKeyRing, FixedClock, InMemoryAuditLog, InMemoryFindings
+from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
 
 VAULT = "fleet"
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
@@ -55,41 +54,6 @@ def test_record_fails_closed(trail: AuditTrail, log: InMemoryAuditLog) -> None:
     with pytest.raises(AuditUnavailable):
         trail.record(Action.ROTATED, secret_name="db-password")
     assert log.records == {}
-
-
-def test_verify_clean_then_tampered(trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock) -> None:
-    for i in range(4):
-        trail.record(Action.ROTATED, secret_name="db-password", version=f"v{i}")
-    write_digest(log, log.keys, clock)
-    report = verify_audit(log, log.keys, clock, vault=VAULT)
-    assert report.ok, report.breaks
-    assert (report.chains, report.records, report.digests) == (1, 4, 1)
-
-    del log.records["fleet:db-password"][3]  # newest record gone, fake head follows the records
-    report = verify_audit(log, log.keys, clock, vault=VAULT)
-    assert [(b.kind, b.seq) for b in report.breaks] == [(BreakKind.TRUNCATED, 4)]
-    assert report.to_dict()["status"] == "broken"
-
-
-def test_verify_reports_a_stale_digest(trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock) -> None:
-    trail.record(Action.ROTATED, secret_name="db-password")
-    clock.advance(timedelta(hours=3))
-    assert [b.kind for b in verify_audit(log, log.keys, clock, vault=VAULT).breaks] == [
-        BreakKind.STALE_DIGEST
-    ]
-    write_digest(log, log.keys, clock)
-    assert verify_audit(log, log.keys, clock, vault=VAULT).ok
-
-
-def test_verify_one_secret_ignores_other_chains(
-    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
-) -> None:
-    trail.record(Action.ROTATED, secret_name="db-password")
-    trail.record(Action.ROTATED, secret_name="api-key")
-    write_digest(log, log.keys, clock)
-    log.records["fleet:api-key"].clear()
-    assert verify_audit(log, log.keys, clock, vault=VAULT, secret_name="db-password").ok
-    assert not verify_audit(log, log.keys, clock, vault=VAULT, secret_name="api-key").ok
 
 
 def test_query_is_newest_first_and_pages(trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock) -> None:
@@ -159,43 +123,3 @@ def test_review_audits_first_and_changes_nothing_when_audit_is_down(
         review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note=None, correlation_id="c2")
     with pytest.raises(NotFound):
         review_finding(findings, trail, "b" * 32, reviewer=OPERATOR, note=None, correlation_id="c3")
-
-
-def test_digest_covers_every_chain_even_when_nothing_happened(
-    log: InMemoryAuditLog, clock: FixedClock
-) -> None:
-    first = write_digest(log, FakeKeyRing(), clock)
-    second = write_digest(log, FakeKeyRing(), clock)
-    assert (first.seq, second.seq) == (1, 2)
-    assert second.prev_mac == first.mac
-    assert first.heads == {}
-
-
-class AppendsWhileRead(InMemoryAuditLog):
-    """A reader that sees a chain's records before a concurrent append and its head after it, once."""
-
-    def __init__(self, inner: InMemoryAuditLog, trail: AuditTrail) -> None:
-        super().__init__(inner.keys)
-        self.inner, self.trail, self.raced = inner, trail, False
-
-    def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
-        before = self.inner.read_chains(chain)
-        if self.raced:
-            return before
-        self.raced = True
-        self.trail.record(Action.ROTATED, secret_name="db-password", version="late")
-        after = self.inner.read_chains(chain)
-        return {name: ChainContents(before[name].records, after[name].head) for name in before}
-
-    def read_digests(self) -> list[Digest]:
-        return self.inner.read_digests()
-
-
-def test_verify_does_not_mistake_an_append_in_flight_for_a_cut(
-    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
-) -> None:
-    trail.record(Action.ROTATED, secret_name="db-password")
-    racing = AppendsWhileRead(log, trail)
-    report = verify_audit(racing, log.keys, clock, vault=VAULT)
-    assert racing.raced
-    assert report.ok, report.breaks

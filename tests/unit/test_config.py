@@ -160,3 +160,24 @@ def test_flag_values_are_strict() -> None:
     with pytest.raises(ConfigurationError) as err:
         _ = Settings({"ALLOW_UNVERIFIED_PRINCIPAL": "maybe"}).allow_unverified_principal
     assert err.value.setting == "ALLOW_UNVERIFIED_PRINCIPAL"
+
+
+def test_keys_and_connection_strings_never_show_in_a_repr() -> None:
+    account_key = "c2VjcmV0LWFjY291bnQta2V5LW5vYm9keS1tdXN0LXNlZQ=="
+    topic_key = "topic-key-nobody-must-see"
+    settings = Settings(
+        {
+            "SECRETS_STORAGE": f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={account_key}",
+            "EVENT_GRID_TOPIC_ENDPOINT": "https://t.westeurope-1.eventgrid.azure.net/api/events",
+            "EVENT_GRID_TOPIC_KEY": topic_key,
+        }
+    )
+    storage, event_grid = settings.storage, settings.event_grid
+    assert storage.connection_string is not None and account_key in storage.connection_string
+    assert event_grid.key == topic_key
+    for shown in (repr(settings), repr(storage), str(storage), repr(event_grid), str(event_grid)):
+        assert account_key not in shown
+        assert "AccountKey" not in shown
+        assert topic_key not in shown
+    assert "acct" not in repr(storage)  # the whole string is left out, not just the key
+    assert "eventgrid.azure.net" in repr(event_grid)  # the rest still shows

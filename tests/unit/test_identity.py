@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.domain.identity import (
     OBJECT_ID_CLAIM,
@@ -68,3 +70,66 @@ def test_object_id_wins_over_name() -> None:
 def test_malformed_headers_are_refused(raw: str) -> None:
     with pytest.raises(PrincipalError):
         parse_principal(raw)
+
+
+def test_review_is_its_own_role() -> None:
+    assert Role.AUDIT_REVIEW.value == "Secrets.Audit.Review"
+    reader = parse_principal(encode_principal("oid-1", ["Secrets.Audit.Read"]))
+    assert not reader.has(Role.AUDIT_REVIEW)
+
+
+@pytest.mark.parametrize(
+    ("raw", "identity"),
+    [
+        (base64.b64encode(b"[" * 10_000).decode(), None),  # RecursionError escaped: a 500
+        (base64.b64encode(b'{"claims":' + b"[" * 10_000).decode(), None),
+        # A claim type that is not a string was used as a dict key (unhashable: a 500); it counts as absent.
+        (header({"name_typ": ["x"], "claims": [{"typ": "name", "val": "ana"}]}), "ana"),
+        (header({"role_typ": {"a": 1}, "auth_typ": 7, "claims": [{"typ": "name", "val": "ana"}]}), "ana"),
+    ],
+)
+def test_odd_headers_raise_only_principal_error(raw: str, identity: str | None) -> None:
+    if identity is None:
+        with pytest.raises(PrincipalError):
+            parse_principal(raw)
+    else:
+        principal = parse_principal(raw)
+        assert (principal.id, principal.auth_type) == (identity, None)
+
+
+KEYS = st.sampled_from(["typ", "val", "claims", "name", "roles", ""])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=6,
+)
+documents = st.fixed_dictionaries(
+    {},
+    optional={
+        "auth_typ": json_values,
+        "name_typ": json_values,
+        "role_typ": json_values,
+        "claims": st.lists(
+            st.fixed_dictionaries({}, optional={"typ": json_values, "val": json_values}) | json_values,
+            max_size=5,
+        ),
+    },
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        documents.map(header),
+        json_values.map(header),
+        st.binary(max_size=200).map(lambda b: base64.b64encode(b).decode()),
+    )
+)
+def test_any_header_parses_or_raises_principal_error(raw: str) -> None:
+    try:
+        principal = parse_principal(raw)
+    except PrincipalError:
+        return
+    assert principal.id
+    assert len(principal.id) <= 256

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
 from shared.config import ConfigurationError, Settings
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.audit import MAX_DETAILS_BYTES, Action, Actor, ActorType, AuditEvent, Result
 from shared.domain.scan_rules import ScanRules
-from shared.services.audit import AuditTrail
+from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
 from shared.services.suspicious import find_suspicious, scan
 from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings, RecordingPublisher
 
@@ -203,3 +204,29 @@ def test_every_rule_fires_through_the_scan_itself() -> None:
 def test_a_lookback_shorter_than_two_windows_is_refused() -> None:
     with pytest.raises(ValueError, match="lookback"):
         ScanRules(lookback=timedelta(hours=24))
+
+
+def test_findings_name_the_actors_they_are_about() -> None:
+    """The actors may not review the finding, so the finding must say who they are."""
+    by_ip = [ev(Action.ACCESS_DENIED, m / 2, actor=f"oid-{m % 3}", ip="203.0.113.9") for m in range(10)]
+    [burst] = find_suspicious(by_ip, RULES)
+    assert burst.details()["actors"] == ["oid-0", "oid-1", "oid-2"]  # distinct, in order of appearance
+    [single] = find_suspicious([ev(Action.BREAK_GLASS, 0, actor="oid-bg")], RULES)
+    assert single.details()["actors"] == ["oid-bg"]
+    fails = [
+        ev(Action.ROTATION_FAILED, h * 60, actor="secret-lifecycle", secret_name="db", result=Result.FAILURE)
+        for h in range(3)
+    ]
+    assert find_suspicious(fails, RULES)[0].details()["actors"] == ["secret-lifecycle"]
+
+
+def test_the_actors_of_a_finding_are_bounded_and_fit_an_audit_record() -> None:
+    long_names = [f"{i:02d}" + "n" * 254 for i in range(40)]  # principal ids are at most 256 characters
+    events = [ev(Action.ACCESS_DENIED, m / 10, actor=long_names[m], ip="203.0.113.9") for m in range(40)]
+    [finding] = find_suspicious(events, replace(RULES, denied_per_ip=30))  # a burst of 30 actors
+    actors = finding.details()["actors"]
+    assert len(actors) == FINDING_MAX_ACTORS
+    assert actors == [name[:FINDING_ACTOR_CHARS] for name in long_names[:FINDING_MAX_ACTORS]]
+    encoded = json.dumps(finding.details(), sort_keys=True, separators=(",", ":"))
+    assert len(encoded.encode()) <= MAX_DETAILS_BYTES
+    AuditEvent(Action.SUSPICIOUS_ACTIVITY, "fleet", T0, details=finding.details())  # refused if too large

@@ -7,7 +7,7 @@ of a chain shows against it; digests form a chain of their own, anchored outside
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,12 +23,30 @@ class Digest:
     prev_mac: str
     key_id: str
     mac: str
+    #: Chains whose stored head went backwards or vanished: the digest kept the head it had sealed before
+    #: instead of sealing the regression. Part of the MAC (only when not empty, so older digests verify).
+    held: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnchoredDigest:
+    """The newest digest as recorded outside the table (a Key Vault secret version): a storage writer
+    cannot rewrite it, so the table must still hold this digest and everything it sealed."""
+
+    seq: int
+    mac: str
+    time: datetime
 
 
 def digest_payload(
-    seq: int, time: datetime, heads: Mapping[str, ChainHead], prev_mac: str, key_id: str
+    seq: int,
+    time: datetime,
+    heads: Mapping[str, ChainHead],
+    prev_mac: str,
+    key_id: str,
+    held: Sequence[str] = (),
 ) -> bytes:
-    body = {
+    body: dict[str, object] = {
         "chain": DIGEST_CHAIN,
         "seq": seq,
         "time": format_time(time),
@@ -36,11 +54,39 @@ def digest_payload(
         "prev_mac": prev_mac,
         "key_id": key_id,
     }
+    if held:
+        body["held"] = sorted(held)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def seal_digest(
-    seq: int, time: datetime, heads: Mapping[str, ChainHead], prev_mac: str, key_id: str, key: bytes
+    seq: int,
+    time: datetime,
+    heads: Mapping[str, ChainHead],
+    prev_mac: str,
+    key_id: str,
+    key: bytes,
+    held: Sequence[str] = (),
 ) -> Digest:
-    mac = compute_mac(key, digest_payload(seq, time, heads, prev_mac, key_id))
-    return Digest(seq=seq, time=time, heads=dict(heads), prev_mac=prev_mac, key_id=key_id, mac=mac)
+    mac = compute_mac(key, digest_payload(seq, time, heads, prev_mac, key_id, held))
+    return Digest(
+        seq=seq,
+        time=time,
+        heads=dict(heads),
+        prev_mac=prev_mac,
+        key_id=key_id,
+        mac=mac,
+        held=tuple(sorted(held)),
+    )
+
+
+def hold_regressions(
+    previous: Digest | None, heads: Mapping[str, ChainHead], regressed: Iterable[str]
+) -> dict[str, ChainHead]:
+    """The heads to seal next: the stored heads, except that a chain which regressed keeps the head the
+    previous digest sealed. A digest therefore never seals a cut: once sealed, a position stays sealed."""
+    sealed = dict(heads)
+    if previous is not None:
+        for chain in regressed:
+            sealed[chain] = previous.heads[chain]
+    return sealed

@@ -14,6 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from shared.domain.errors import DependencyUnavailable
+
 GENESIS_MAC = "0" * 64
 SERVICE_CHAIN_SECRET = "_service"  # Key Vault names cannot contain "_": no secret can collide with it
 DIGEST_CHAIN = "_digest"
@@ -44,6 +46,10 @@ class Action(StrEnum):
     ACCESS_DENIED = "ACCESS_DENIED"
     SUSPICIOUS_ACTIVITY = "SUSPICIOUS_ACTIVITY"
     OUT_OF_BAND_CHANGE = "OUT_OF_BAND_CHANGE"
+    #: The digest writer found a chain that went backwards or vanished since the last digest.
+    TAMPERING_DETECTED = "TAMPERING_DETECTED"
+    #: An operator re-derived a chain's head from its records after they verified (CLI ``repair``).
+    CHAIN_REPAIRED = "CHAIN_REPAIRED"
 
 
 class Result(StrEnum):
@@ -60,6 +66,19 @@ class ActorType(StrEnum):
 
 class AuditError(ValueError):
     """An audit event that must not be written (e.g. details that look like they carry a value)."""
+
+
+class ChainTampered(DependencyUnavailable):
+    """A chain's stored state was changed behind the service's back (records without a head, records
+    beyond the head, an unreadable head). Appending to it is refused at once, without retries: the
+    operator verifies and repairs it (``python -m shared.entrypoints.cli repair``)."""
+
+    def __init__(self, chain: str, problem: str) -> None:
+        super().__init__(
+            "audit_store",
+            f"audit chain {chain} {problem}: tampering suspected; run verify, then the CLI's repair",
+        )
+        self.chain = chain
 
 
 @dataclass(frozen=True)

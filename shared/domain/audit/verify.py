@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from shared.domain.audit.canonical import canonical, compute_mac, event_from_fields
-from shared.domain.audit.digests import Digest, digest_payload
-from shared.domain.audit.records import DIGEST_CHAIN, GENESIS_MAC, ChainHead, StoredRecord
+from shared.domain.audit.digests import AnchoredDigest, Digest, digest_payload
+from shared.domain.audit.records import DIGEST_CHAIN, GENESIS_MAC, ChainContents, ChainHead, StoredRecord
 
 
 class BreakKind(StrEnum):
@@ -23,6 +24,10 @@ class BreakKind(StrEnum):
     UNKNOWN_KEY = "unknown_key"  # the MAC key a record names does not exist
     MALFORMED = "malformed"  # a stored record lacks fields or has invalid ones
     UNEXPECTED = "unexpected"  # records beyond the chain head the service knows of
+    MISSING_HEAD = "missing_head"  # records exist but the chain head row is gone
+    REGRESSED = "regressed"  # a sealed chain went backwards or vanished between two digests
+    ANCHOR_MISMATCH = "anchor_mismatch"  # the digest anchored outside the table is not in the table
+    UNANCHORED = "unanchored"  # digests exist but no anchor outside the table does
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,18 @@ def verify_chain(  # noqa: PLR0912 - one branch per kind of break, kept together
     return ChainVerdict(chain=chain, records=count, last_seq=last_seq, breaks=breaks)
 
 
+def verify_contents(chain: str, contents: ChainContents, keys: KeyLookup) -> ChainVerdict:
+    """Verify a chain as stored: its records, its head row — which must exist once records do — and rows
+    that are neither."""
+    verdict = verify_chain(chain, contents.records, keys, contents.head)
+    if contents.head is None and verdict.records:
+        detail = f"records end at {verdict.last_seq} but the head is gone"
+        verdict.breaks.append(Break(chain, BreakKind.MISSING_HEAD, verdict.last_seq, detail))
+    for row in contents.stray_rows:
+        verdict.breaks.append(Break(chain, BreakKind.UNEXPECTED, None, f"row {row[:64]!r} is not a record"))
+    return verdict
+
+
 def check_against_digest(
     verdicts: Mapping[str, ChainVerdict], digest: Digest, macs_at: Callable[[str, int], str | None]
 ) -> list[Break]:
@@ -166,7 +183,9 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup) -> list[Break]:
     expected = 1
     for digest in sorted(digests, key=lambda d: d.seq):
         key = keys(digest.key_id)
-        payload = digest_payload(digest.seq, digest.time, digest.heads, digest.prev_mac, digest.key_id)
+        payload = digest_payload(
+            digest.seq, digest.time, digest.heads, digest.prev_mac, digest.key_id, digest.held
+        )
         valid = key is not None and hmac.compare_digest(digest.mac, compute_mac(key, payload))
         if not valid:
             breaks.append(
@@ -182,3 +201,60 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup) -> list[Break]:
         prev_mac = digest.mac if valid else ""
         expected = digest.seq + 1
     return breaks
+
+
+#: ``macs_at(chain, seq)``: the stored MAC of record ``seq`` of ``chain``, or None when there is none.
+MacLookup = Callable[[str, int], str | None]
+
+
+def regressions(previous: Digest, heads: Mapping[str, ChainHead], macs_at: MacLookup) -> list[Break]:
+    """What sealing ``heads`` after ``previous`` would forgive: a sealed chain that has no head any more,
+    whose head went backwards, or that no longer passes through the record ``previous`` sealed (a cut
+    followed by new appends). Used by the digest writer before it seals and by verify on every
+    consecutive pair of digests."""
+    found: list[Break] = []
+    for chain, sealed in sorted(previous.heads.items()):
+        now = heads.get(chain)
+        where = f"digest {previous.seq} sealed this chain at {sealed.seq}"
+        if now is None:
+            found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, f"{where}; now it has no head"))
+        elif now.seq < sealed.seq:
+            found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, f"{where}; now its head is {now.seq}"))
+        elif now.seq == sealed.seq:
+            if not hmac.compare_digest(now.mac, sealed.mac):
+                found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, f"{where} with another MAC"))
+        else:
+            mac = macs_at(chain, sealed.seq)
+            if mac is None or not hmac.compare_digest(mac, sealed.mac):
+                detail = f"{where}; the chain no longer passes through that record"
+                found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, detail))
+    return found
+
+
+def verify_digest_history(digests: Sequence[Digest], macs_at: MacLookup) -> list[Break]:
+    """Every consecutive pair of (valid) digests: no chain sealed by one may regress in the next. A
+    regression sealed into a digest is reported even after later digests sealed over it."""
+    ordered = sorted(digests, key=lambda d: d.seq)
+    found: list[Break] = []
+    for before, after in itertools.pairwise(ordered):
+        if after.seq == before.seq + 1:
+            found += regressions(before, after.heads, macs_at)
+    return found
+
+
+def check_anchor(anchor: AnchoredDigest | None, digests: Sequence[Digest]) -> list[Break]:
+    """The digest anchored outside the table must be in the table, unchanged. Digests without any anchor
+    mean the anchor was never written or was removed."""
+    if anchor is None:
+        if not digests:
+            return []
+        return [Break(DIGEST_CHAIN, BreakKind.UNANCHORED, None, "digests exist but no anchor does")]
+    stored = [d for d in digests if d.seq == anchor.seq]
+    if not stored:
+        newest = max((d.seq for d in digests), default=0)
+        detail = f"anchored digest {anchor.seq} is not in the table (newest stored: {newest or 'none'})"
+        return [Break(DIGEST_CHAIN, BreakKind.ANCHOR_MISMATCH, anchor.seq, detail)]
+    if not any(hmac.compare_digest(d.mac, anchor.mac) for d in stored):
+        detail = f"digest {anchor.seq} in the table differs from the anchored one"
+        return [Break(DIGEST_CHAIN, BreakKind.ANCHOR_MISMATCH, anchor.seq, detail)]
+    return []

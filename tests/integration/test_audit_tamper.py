@@ -1,0 +1,200 @@
+"""An intruder with write access to the storage account (and none to the vault) covers their tracks on
+real Table Storage (Azurite), with the MAC key and the digest anchor in the Key Vault emulator. Every
+attempt is reported ``broken`` before the next digest and after it; a deleted head stops appends at once
+and is repaired on record, through the CLI, after which refusals are recorded again."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.data.tables import UpdateMode
+
+from devtools.azurite import AzuriteProcess
+from devtools.keyvault_emulator.process import EmulatorProcess
+from shared.adapters.tables import AUDIT_TABLE, HEAD_ROW, row_key
+from shared.domain.audit import Action, BreakKind, ChainTampered
+from shared.domain.errors import Conflict
+from shared.services.audit import AuditUnavailable, DigestRefused
+from tests.integration.test_audit_http import Stack, audit_rows
+from tests.integration.test_audit_tables import SECRET, Env
+
+REPO = Path(__file__).resolve().parents[2]
+DIGEST = "_digest"
+
+
+@pytest.fixture
+def env(azurite: AzuriteProcess, kv_emulator: EmulatorProcess) -> Iterator[Env]:
+    yield Env(azurite, kv_emulator)
+
+
+def kinds(env: Env) -> set[tuple[str, BreakKind]]:
+    return {(chain, kind) for chain, kind, _ in env.breaks()}
+
+
+def broken_before_and_after_the_next_digest(env: Env, expected: tuple[str, BreakKind]) -> None:
+    assert expected in kinds(env)
+    for _ in range(2):
+        # When the digest chain itself was cut the writer refuses: nothing may be sealed over it.
+        with contextlib.suppress(DigestRefused):
+            env.digest()
+        assert expected in kinds(env)
+
+
+def test_cut_tail_with_rewound_head(env: Env) -> None:
+    env.fill(6)
+    env.digest()
+    for seq in (5, 6):
+        env.log.table.delete_entity(env.chain, row_key(seq))
+    four = env.row(4)
+    env.log.table.upsert_entity(
+        {"PartitionKey": env.chain, "RowKey": HEAD_ROW, "seq": 4, "mac": four["mac"]}, mode=UpdateMode.REPLACE
+    )
+    broken_before_and_after_the_next_digest(env, (env.chain, BreakKind.TRUNCATED))
+    held = [d for d in env.log.read_digests() if d.held]
+    assert held and all(d.heads[env.chain].seq == 6 for d in held)
+    [alarm] = [e for e in env.trail_events() if e.action == Action.TAMPERING_DETECTED]
+    assert alarm.details["breaks"][0]["chain"] == env.chain
+    assert [n.type for n in env.publisher.sent] == ["SecretLifecycle.AuditTampering"]
+
+
+def test_whole_chain_deleted_with_its_head(env: Env) -> None:
+    env.fill(3)
+    env.fill(1, secret="api-key")
+    env.digest()
+    for entity in list(env.log.table.query_entities("PartitionKey eq @p", parameters={"p": env.chain})):
+        env.log.table.delete_entity(env.chain, entity["RowKey"])
+    broken_before_and_after_the_next_digest(env, (env.chain, BreakKind.TRUNCATED))
+    assert env.breaks("api-key") == []
+
+
+def test_deleted_head_stops_appends_at_once_and_is_repaired_on_record(env: Env) -> None:
+    env.fill(4)
+    env.digest()
+    env.log.table.delete_entity(env.chain, HEAD_ROW)
+    broken_before_and_after_the_next_digest(env, (env.chain, BreakKind.MISSING_HEAD))
+
+    started = time.monotonic()
+    with pytest.raises(AuditUnavailable, match="tampering suspected") as caught:
+        env.trail.record(Action.ROTATED, secret_name=SECRET)
+    assert isinstance(caught.value.__cause__, ChainTampered)
+    assert time.monotonic() - started < 2  # was 50 retries and 7.5 s, then the record was dropped
+    assert len(env.log.read_chains(env.chain)[env.chain].records) == 4
+
+    record = env.repair(SECRET)
+    assert (record.seq, record.event.action) == (5, Action.CHAIN_REPAIRED)
+    env.fill(1)
+    assert env.breaks() == []
+    env.digest()
+    assert env.breaks() == []
+
+
+def test_repair_refuses_a_cut_chain(env: Env) -> None:
+    env.fill(5)
+    env.digest()
+    env.log.table.delete_entity(env.chain, row_key(5))
+    env.log.table.delete_entity(env.chain, HEAD_ROW)
+    with pytest.raises(Conflict, match="does not verify"):
+        env.repair(SECRET)
+    assert (env.chain, BreakKind.TRUNCATED) in kinds(env)
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_newest_digest_deleted(env: Env, with_head: bool) -> None:
+    env.fill(2)
+    env.digest()
+    env.digest()
+    env.log.table.delete_entity(DIGEST, row_key(2))
+    if with_head:
+        one = dict(env.log.table.get_entity(DIGEST, row_key(1)))
+        env.log.table.upsert_entity(
+            {"PartitionKey": DIGEST, "RowKey": HEAD_ROW, "seq": 1, "mac": one["mac"]}, mode=UpdateMode.REPLACE
+        )
+    broken_before_and_after_the_next_digest(env, (DIGEST, BreakKind.ANCHOR_MISMATCH))
+    assert [d.seq for d in env.log.read_digests()] == [1]  # nothing sealed over the cut
+
+
+def test_all_digests_deleted(env: Env) -> None:
+    env.fill(2)
+    env.digest()
+    env.digest()
+    for entity in list(env.log.table.query_entities("PartitionKey eq @p", parameters={"p": DIGEST})):
+        env.log.table.delete_entity(DIGEST, entity["RowKey"])
+    broken_before_and_after_the_next_digest(env, (DIGEST, BreakKind.ANCHOR_MISMATCH))
+
+
+def test_every_row_deleted(env: Env) -> None:
+    env.fill(3)
+    env.digest()
+    for entity in list(env.log.table.list_entities()):
+        env.log.table.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    report_before = kinds(env)
+    assert (DIGEST, BreakKind.ANCHOR_MISMATCH) in report_before
+    broken_before_and_after_the_next_digest(env, (DIGEST, BreakKind.ANCHOR_MISMATCH))
+
+
+def test_table_dropped_and_recreated(env: Env) -> None:
+    env.fill(3)
+    env.digest()
+    service = env.container.table_service
+    service.delete_table(env.log_name)
+    service.create_table(env.log_name)
+    env.fill(1)  # the service goes on writing into the new, empty table
+    broken_before_and_after_the_next_digest(env, (DIGEST, BreakKind.ANCHOR_MISMATCH))
+
+
+# -- through the app: the service chain's head deleted, refusals, the operator's repair -------------------
+
+
+@pytest.fixture
+def stack(tmp_path: Path, kv_emulator: EmulatorProcess) -> Iterator[Stack]:
+    try:
+        running = Stack(tmp_path, kv_emulator)
+    except RuntimeError as err:
+        pytest.fail(f"a peer could not start: {err}", pytrace=False)
+    yield running
+    running.stop()
+
+
+def denied_records(stack: Stack) -> int:
+    return sum(1 for r in audit_rows(stack) if r["action"] == "ACCESS_DENIED")
+
+
+def test_refusals_are_recorded_again_after_the_cli_repairs_a_deleted_head(stack: Stack) -> None:
+    for _ in range(3):
+        assert stack.client.get("/api/audit", principal=None)[0] == 401
+    assert stack.client.post("/admin/functions/audit_digest", {"input": ""})[0] == 202
+    assert stack.host.wait_for_output("audit digest 1 sealed", timeout=30), stack.host.output()
+    table = stack.tables().get_table_client(AUDIT_TABLE)
+    [service_chain] = {r["PartitionKey"] for r in audit_rows(stack)}
+    table.delete_entity(service_chain, HEAD_ROW)
+
+    status, body = stack.client.get("/api/audit/verify")
+    assert (status, body["status"]) == (200, "broken")
+    assert {(b["chain"], b["kind"]) for b in body["breaks"]} == {(service_chain, "missing_head")}
+    started = time.monotonic()
+    assert stack.client.get("/api/audit", principal=None)[0] == 401  # the refusal stands...
+    assert time.monotonic() - started < 5  # ...at once, no retry storm
+    assert denied_records(stack) == 3  # ...but its record could not be chained: fail closed, logged
+    assert stack.host.wait_for_output("tampering suspected", timeout=10), stack.host.output()
+
+    cli = [sys.executable, "-m", "shared.entrypoints.cli", "repair", "--service"]
+    cli += ["--settings", str(stack.settings_file), "--operator", "oncall@example.com", "--reason", "INC-7"]
+    env = {"PATH": "/usr/bin:/bin", **stack.env}
+    result = subprocess.run(cli, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CHAIN_REPAIRED is record 4" in result.stdout
+    again = subprocess.run(cli, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 1 and "nothing to repair" in again.stderr
+
+    assert stack.client.get("/api/audit", principal=None)[0] == 401
+    assert denied_records(stack) == 4
+    [repair] = [r for r in audit_rows(stack) if r["action"] == "CHAIN_REPAIRED"]
+    assert repair["actor_id"] == "oncall@example.com"
+    status, body = stack.client.get("/api/audit/verify")
+    assert body["status"] == "ok", body
