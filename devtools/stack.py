@@ -1,7 +1,8 @@
 """`make run`: the whole service on this machine, on its embedded defaults, until Ctrl-C.
 
-Starts Azurite (Blob, Queue, Table) and the Key Vault emulator with state under ``.local/``, seeds a few
-demo secrets that carry rotation policies, then runs the app: under Azure Functions Core Tools
+Starts Azurite (Blob, Queue, Table) and the Key Vault emulator with state under ``.local/``, creates the
+service's tables as the deployment does (infra/), seeds a few demo secrets that carry rotation policies,
+then runs the app: under Azure Functions Core Tools
 (``func start``) when ``func`` is on PATH, else under the repo's dev host. Stops everything it started.
 
 Run ``python -m devtools.stack --help`` for the options; the defaults are the well-known local ports
@@ -28,6 +29,7 @@ from types import FrameType
 from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.keyvault_emulator.process import EmulatorProcess
+from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 
@@ -61,6 +63,10 @@ DEMO_SECRETS: list[tuple[str, RotationPolicy, str, int | None]] = [
     ),
 ]
 UNMANAGED_DEMO_SECRET = "maps-provider-token"
+
+#: The tables infra/ declares with the storage account: a deployment has them before the app serves (the
+#: health check reports a missing audit table), so a local run and the tests create them the same way.
+SERVICE_TABLES = (AUDIT_TABLE, FINDINGS_TABLE)
 
 
 def _say(message: str) -> None:
@@ -115,6 +121,25 @@ def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
             content_type=content_type,
             expires_on=None if expires_days is None else now + timedelta(days=expires_days),
         )
+        created.append(name)
+    return created
+
+
+def create_tables(connection_string: str) -> list[str]:
+    """Create the service's tables that do not exist yet, as the deployment does. Returns those created.
+    Raises RuntimeError when the table service cannot do it."""
+    from azure.core.exceptions import AzureError, ResourceExistsError
+    from azure.data.tables import TableServiceClient
+
+    service = TableServiceClient.from_connection_string(connection_string)
+    created: list[str] = []
+    for name in SERVICE_TABLES:
+        try:
+            service.create_table(name)
+        except ResourceExistsError:
+            continue
+        except AzureError as err:
+            raise RuntimeError(f"could not create table {name}: {type(err).__name__}: {err}") from err
         created.append(name)
     return created
 
@@ -251,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             state_dir / "azurite", blob_port=blob, queue_port=queue, table_port=table
         )
         cleanups.append(azurite.stop)
+        created_tables = create_tables(azurite.connection_string)
+        _say(f"tables: {', '.join(created_tables) if created_tables else 'already present'}")
         _say("starting the Key Vault emulator")
         emulator = EmulatorProcess.start(
             state_dir / "keyvault-emulator.pem",

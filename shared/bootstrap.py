@@ -188,8 +188,9 @@ class Container:
     # -- probes -----------------------------------------------------------------------------------
 
     def health_probes(self) -> dict[str, DependencyProbe]:
-        """Probes for GET /api/health. Settings are read when a probe runs, so a bad setting is a failed
-        check naming the setting, not a crashed endpoint."""
+        """Probes for GET /api/health: Key Vault, the storage account, and the audit store (its table exists
+        and answers). Settings are read when a probe runs, so a bad setting is a failed check naming the
+        setting, not a crashed endpoint."""
 
         def key_vault() -> DependencyProbe:
             from shared.adapters.key_vault import KeyVaultProbe
@@ -201,7 +202,17 @@ class Container:
 
             return StorageProbe(self._probe_table_service, self._probe_queue_service)
 
-        return {"key_vault": _Deferred(key_vault), "storage": _Deferred(storage)}
+        def audit_store() -> DependencyProbe:
+            from shared.adapters.storage import AuditStoreProbe
+            from shared.adapters.tables import AUDIT_TABLE
+
+            return AuditStoreProbe(self._probe_table_service, AUDIT_TABLE)
+
+        return {
+            "key_vault": _Deferred(key_vault),
+            "storage": _Deferred(storage),
+            "audit_store": _Deferred(audit_store),
+        }
 
     @cached_property
     def _probe_secret_client(self) -> SecretClient:

@@ -61,6 +61,11 @@ with past_due=True (instead of run_on_startup), as the runtime does with AzureWe
 use_monitor=False and schedules firing more often than once a minute are not monitored. Without
 --state-dir nothing is kept and missed occurrences are not caught up.
 
+HTTP requests are held to the limits of Kestrel, the server in Core Tools: a request line over 8 KB is 414,
+headers over 32 KB in all or more than 100 are 431, a body over 100 MB is 413, an unparsable request is 400,
+each with Connection: close. As App Service's front end does in Azure, the caller's address (ip:port) is
+appended to X-Forwarded-For as the last hop, after any hops the client sent.
+
 Security: it binds loopback addresses only and does NOT enforce function keys: auth_level FUNCTION/ADMIN is
 not enforced locally.
 """

@@ -5,11 +5,21 @@
   an empty body (the traceback goes to the log, never to the caller).
 * ``POST /admin/functions/<name>`` with ``{"input": "..."}`` runs a non-HTTP function now → 202.
 * ``POST /runtime/webhooks/eventgrid?functionName=<name>`` is the Event Grid trigger's webhook.
+
+Requests are held to the limits of Kestrel, the server inside the Functions host (and so Core Tools), which
+sets only the body limit itself: a request line over 8 KB is 414, request headers over 32 KB in all or more
+than 100 of them are 431, a body over 100 MB is 413, and a request that cannot be parsed is 400. Each of these
+is an HTTP answer with ``Connection: close``, never a dropped connection: the rest of the request is read and
+discarded (up to a bound) before the socket closes, so the client is not reset before it reads the status.
+
+As App Service's front end does in Azure, an HTTP function sees the caller's address appended to
+``X-Forwarded-For`` as the last hop (``ip:port``, ``[ipv6]:port``), after any hops the client sent itself.
 """
 
 from __future__ import annotations
 
 import http
+import io
 import json
 import logging
 import socket
@@ -32,6 +42,14 @@ __all__ = ["DevHostServer", "Dispatch"]
 logger = logging.getLogger("devtools.host")
 
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the Functions host's default request size limit
+# Kestrel's defaults (KestrelServerLimits), which the Functions host keeps.
+MAX_REQUEST_LINE_BYTES = 8 * 1024  # MaxRequestLineSize -> 414
+MAX_HEADERS_TOTAL_BYTES = 32 * 1024  # MaxRequestHeadersTotalSize -> 431
+MAX_HEADER_COUNT = 100  # MaxRequestHeaderCount -> 431
+# After refusing a request, read at most this much of the rest of it (for at most LINGER_SECONDS) before
+# closing, so the client gets to read the refusal instead of a connection reset.
+LINGER_BYTES = 4 * 1024 * 1024
+LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -71,27 +89,104 @@ class _BadRequest(Exception):
         self.status = status
 
 
+class _HeadersTooLarge(Exception):
+    pass
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "devtools.host"
     # Idle keep-alive connections are dropped after this many seconds.
     timeout = 30
     server: DevHostServer
+    _started = 0.0
+    # Set when a request is refused before all of it was read: finish() drains the rest before closing.
+    _linger = False
 
     def do_GET(self) -> None:
         self._handle()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
+    # -- reading a request under Kestrel's limits ------------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        """The standard library's loop step, with Kestrel's request line and header limits."""
+        self._started = time.perf_counter()
+        self.command, self.path, self.request_version, self.requestline = "", "", "", ""
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE_BYTES + 1)
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if len(self.raw_requestline) > MAX_REQUEST_LINE_BYTES:
+                command, _, rest = str(self.raw_requestline, "iso-8859-1").partition(" ")
+                self.command, self.path = command[:32], rest.split(" ", 1)[0]  # for the log line
+                self.send_error(414, explain=f"request line over {MAX_REQUEST_LINE_BYTES} bytes")
+                return
+            words = str(self.raw_requestline, "iso-8859-1").split()
+            if len(words) == 2:  # "GET /path", HTTP/0.9: Kestrel refuses it, without waiting for headers
+                self.command, self.path = words[0][:32], words[1]
+                self.send_error(400, explain="request line without an HTTP version")
+                return
+            try:
+                if not self.parse_request():
+                    return  # parse_request has answered (send_error), or the line was blank
+            except _HeadersTooLarge as err:
+                self.send_error(431, explain=str(err))
+                return
+            method = getattr(self, f"do_{self.command}", None)
+            if method is None:
+                self.send_error(501, explain=f"unsupported method {self.command[:32]!r}")
+                return
+            method()
+            self.wfile.flush()
+        except TimeoutError as err:
+            self.log_error("Request timed out: %r", err)
+            self.close_connection = True
+
+    def parse_request(self) -> bool:
+        # The standard library parses the request line, then the headers, which it reads through
+        # _HeaderReader: under Kestrel's limits, and handed over as one "line", because the library's own cap
+        # of 100 lines counts the blank one (so 99 headers) and would otherwise overrule Kestrel's 100.
+        socket_file = self.rfile
+        self.rfile = _HeaderReader(socket_file)  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = socket_file
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Refuse a request as Kestrel does: the status, an empty body, and the connection closed."""
+        logger.warning(
+            "Refused a request with %d %s: %s",
+            code,
+            _phrase(code),
+            explain or message or "-",
+        )
+        self.close_connection = True
+        self._linger = True
+        # The standard library writes no status line to what it takes for an HTTP/0.9 client (a request line
+        # it could not read counts as one); Kestrel answers every client with a status.
+        self.request_version = self.protocol_version
+        self._send(code, b"", [("Connection", "close")])
+
+    def finish(self) -> None:
+        super().finish()
+        if self._linger:
+            _drain(self.connection)
+
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         elapsed = (time.perf_counter() - self._started) * 1000
-        logger.info("%s %s -> %s (%.0f ms)", self.command, self.path, code, elapsed)
+        path = self.path if len(self.path) <= 200 else f"{self.path[:200]}..."
+        logger.info("%s %s -> %s (%.0f ms)", self.command or "-", path or "-", code, elapsed)
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.warning("%s", format % args)
 
+    # -- routing -------------------------------------------------------------------------------------------
+
     def _handle(self) -> None:
-        self._started = time.perf_counter()
         try:
             body = self._read_body()
             target = urlsplit(self.path)
@@ -133,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = func.HttpRequest(
             method=self.command,
             url=f"http://{self.headers.get('Host') or self.server.base_url.removeprefix('http://')}{self.path}",
-            headers=_joined(self.headers.items(), ", "),
+            headers=_forwarded_for(_joined(self.headers.items(), ", "), self.client_address),
             params=_joined(parse_qsl(query, keep_blank_values=True), ","),
             route_params=route_params,
             body=body,
@@ -289,6 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BadRequest(400, "Invalid Content-Length") from err
         if length < 0 or length > MAX_BODY_BYTES:
             self.close_connection = True
+            self._linger = True
             raise _BadRequest(413, "Request body too large")
         return self.rfile.read(length)
 
@@ -309,6 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
             total += size
             if total > MAX_BODY_BYTES:
                 self.close_connection = True
+                self._linger = True
                 raise _BadRequest(413, "Request body too large")
             chunks.append(self.rfile.read(size))
             self.rfile.readline(1024)
@@ -321,17 +418,77 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(document).encode("utf-8"), [("Content-Type", "application/json")])
 
     def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
-        try:
-            phrase = http.HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        self.send_response(status, phrase)
+        self.send_response(status, _phrase(status))
         for name, value in headers:
             self.send_header(name, value)
+        if self.close_connection and not any(name.lower() == "connection" for name, _ in headers):
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD" and body:
             self.wfile.write(body)
+
+
+def _phrase(status: int) -> str:
+    # RFC 9110's phrase for 414, which Kestrel sends; Python 3.11 still has RFC 2616's "Request-URI Too Long".
+    if status == 414:
+        return "URI Too Long"
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+class _HeaderReader:
+    """The header block, read under Kestrel's limits, as the one line its first readline returns."""
+
+    def __init__(self, source: io.BufferedIOBase) -> None:
+        self._source: io.BufferedIOBase | None = source
+
+    def readline(self, size: int = -1) -> bytes:
+        if self._source is None:
+            return b""
+        source, self._source = self._source, None
+        lines: list[bytes] = []
+        total = 0
+        while True:
+            line = source.readline(MAX_HEADERS_TOTAL_BYTES - total + 1)
+            if line in (b"\r\n", b"\n", b""):
+                return b"".join([*lines, line])
+            total += len(line)
+            if total > MAX_HEADERS_TOTAL_BYTES:
+                raise _HeadersTooLarge(f"request headers over {MAX_HEADERS_TOTAL_BYTES} bytes")
+            if len(lines) == MAX_HEADER_COUNT:
+                raise _HeadersTooLarge(f"more than {MAX_HEADER_COUNT} request headers")
+            lines.append(line)
+
+
+def _drain(connection: socket.socket) -> None:
+    """Lingering close: end our side, then read and discard what the client still sends (bounded), so
+    that closing with unread input does not reset the connection before the client reads our answer."""
+    deadline = time.monotonic() + LINGER_SECONDS
+    drained = 0
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        while drained < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            chunk = connection.recv(65536)
+            if not chunk:
+                return
+            drained += len(chunk)
+    except OSError:  # timed out, or the client is gone: either way there is nothing left to do
+        pass
+
+
+def _forwarded_for(headers: dict[str, str], peer: tuple[Any, ...]) -> dict[str, str]:
+    """``headers`` with the peer appended to X-Forwarded-For as the last hop, as App Service's front end
+    appends the client address it saw (hops the client sent stay, before it: they prove nothing)."""
+    host, port = str(peer[0]), int(peer[1])
+    hop = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sent = [value for name, value in headers.items() if name.lower() == "x-forwarded-for"]
+    forwarded = {name: value for name, value in headers.items() if name.lower() != "x-forwarded-for"}
+    forwarded["X-Forwarded-For"] = ", ".join([*sent, hop])
+    return forwarded
 
 
 def _strip_prefix(path: str, prefix: str) -> str | None:

@@ -3,6 +3,8 @@
 param name string
 param location string
 param deploymentContainerName string
+@description('Tables of the service (SECRETS_STORAGE), created with the account: the app\'s health check reports a missing audit table, so a fresh deployment must have them before the app serves.')
+param tableNames array
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -27,6 +29,16 @@ resource deployment 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   parent: blobs
   name: deploymentContainerName
 }
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableService
+  name: tableName
+}]
 
 output name string = account.name
 output tableEndpoint string = account.properties.primaryEndpoints.table

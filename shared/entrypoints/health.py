@@ -1,4 +1,4 @@
-"""GET /api/health: anonymous; 200 when Key Vault and storage answer, 503 otherwise."""
+"""GET /api/health: anonymous; 200 when Key Vault, storage and the audit table answer, 503 otherwise."""
 
 from __future__ import annotations
 

@@ -80,6 +80,7 @@ def test_missing_settings_are_a_failed_check_not_a_crash(
     checks = json.loads(response.get_body())["checks"]
     assert checks["key_vault"]["detail"] == "misconfigured: KEY_VAULT_URL"
     assert checks["storage"]["detail"] == "misconfigured: SECRETS_STORAGE"
+    assert checks["audit_store"]["detail"] == "misconfigured: SECRETS_STORAGE"
 
 
 def test_refuses_the_local_principal_switch_in_azure(functions: dict[str, Any], use_container: Any) -> None:

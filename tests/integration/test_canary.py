@@ -24,7 +24,7 @@ from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.host import HostProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
-from devtools.stack import DEMO_SECRETS, seed_demo_secrets
+from devtools.stack import DEMO_SECRETS, create_tables, seed_demo_secrets
 from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
@@ -56,6 +56,7 @@ def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCapt
         EmulatorProcess.start(tmp_path / "kv.pem") as emulator,
         EventGridSink(key="canary-topic-key") as sink,
     ):
+        create_tables(azurite.connection_string)  # as the deployment does
         vault = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
         canaries: dict[str, str] = {}
         for kind in SecretKind:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from azure.core.exceptions import ResourceExistsError
@@ -248,6 +250,128 @@ def test_startup_lists_functions_skips_unsupported_ones_and_warns_about_keys(hos
     assert "auth_level FUNCTION/ADMIN is not enforced locally" in output
     assert "Queue function 'record_message' will not be polled" in output
     assert call("GET", f"{host.url}/api/with-output").status == 404
+
+
+# -- request limits and X-Forwarded-For, as Core Tools (Kestrel) and App Service's front end ---------
+
+HEADERS_APP = "headers_app:app"
+
+
+@dataclass
+class RawReply:
+    status_line: str
+    headers: dict[str, str]
+    body: bytes
+    local_port: int
+
+
+def raw_exchange(base_url: str, request: bytes) -> RawReply:
+    """Send ``request`` byte for byte and read until the server closes. A reset connection raises."""
+    target = urlsplit(base_url)
+    assert target.hostname and target.port
+    with socket.create_connection((target.hostname, target.port), timeout=10) as sock:
+        local_port = sock.getsockname()[1]
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("iso-8859-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return RawReply(status_line, headers, body, local_port)
+
+
+@pytest.fixture(scope="module")
+def headers_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostProcess]:
+    settings = _empty_settings(tmp_path_factory.mktemp("devhost-headers"))
+    env = {"AzureWebJobsStorage": ""}
+    with HostProcess.start(app=HEADERS_APP, cwd=SAMPLE_DIR, env=env, settings=settings) as proc:
+        yield proc
+
+
+def _get(path: str, *headers: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: localhost", *headers, "", ""]).encode("latin-1")
+
+
+@pytest.mark.parametrize("query_length", [9_000, 70_000, 1_000_000])
+def test_a_request_line_over_8_kb_is_414_never_a_dropped_connection(
+    headers_host: HostProcess, query_length: int
+) -> None:
+    # 70 KB is over the standard library's own 64 KB line limit, where the host used to drop the connection.
+    reply = raw_exchange(headers_host.url, _get(f"/api/headers?q={'a' * query_length}"))
+
+    assert reply.status_line == "HTTP/1.1 414 URI Too Long"
+    assert reply.headers["connection"] == "close"
+    assert (reply.headers["content-length"], reply.body) == ("0", b"")
+    assert headers_host.wait_for_output(
+        "Refused a request with 414 URI Too Long: request line over 8192 bytes"
+    )
+    assert "Traceback" not in headers_host.output()
+
+
+def test_a_request_line_within_8_kb_is_served(headers_host: HostProcess) -> None:
+    reply = raw_exchange(headers_host.url, _get(f"/api/headers?q={'a' * 8_100}", "Connection: close"))
+
+    assert reply.status_line == "HTTP/1.1 200 OK"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[f"X-Big: {'b' * 33_000}"], [f"X-Header-{n}: {'h' * 300}" for n in range(110)], ["X-Small: s"] * 101],
+    ids=["one-header-over-32-kb", "headers-over-32-kb-in-all", "101-headers"],
+)
+def test_request_headers_over_kestrels_limits_are_431(headers_host: HostProcess, headers: list[str]) -> None:
+    reply = raw_exchange(headers_host.url, _get("/api/headers", *headers))
+
+    assert reply.status_line == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert reply.headers["connection"] == "close"
+    assert "Traceback" not in headers_host.output()
+
+
+def test_one_hundred_headers_are_served_like_kestrel(headers_host: HostProcess) -> None:
+    # Host and Connection make 100 with these 98 (the standard library alone refuses more than 99).
+    extra = [f"X-Header-{n}: {n}" for n in range(98)]
+
+    reply = raw_exchange(headers_host.url, _get("/api/headers", "Connection: close", *extra))
+
+    assert reply.status_line == "HTTP/1.1 200 OK"
+    assert json.loads(reply.body)["x-header-97"] == "97"
+
+
+@pytest.mark.parametrize(
+    ("request_line", "status_line"),
+    [
+        ("GARBAGE", "HTTP/1.1 400 Bad Request"),
+        ("GET /api/headers", "HTTP/1.1 400 Bad Request"),  # HTTP/0.9
+        ("GET /api/headers HTTP/x.y", "HTTP/1.1 400 Bad Request"),
+        ("GET /api/headers HTTP/2.0", "HTTP/1.1 505 HTTP Version Not Supported"),
+    ],
+)
+def test_a_request_that_cannot_be_parsed_gets_a_status(
+    headers_host: HostProcess, request_line: str, status_line: str
+) -> None:
+    # Only the request line: each is answered at once, without waiting for headers.
+    reply = raw_exchange(headers_host.url, f"{request_line}\r\n".encode())
+
+    assert reply.status_line == status_line
+    assert reply.headers["connection"] == "close"
+
+
+def test_the_peer_is_appended_to_x_forwarded_for_after_the_clients_hops(headers_host: HostProcess) -> None:
+    plain = raw_exchange(headers_host.url, _get("/api/headers", "Connection: close"))
+    forged = raw_exchange(
+        headers_host.url,
+        _get(
+            "/api/headers",
+            "X-Forwarded-For: 203.0.113.9",
+            "x-forwarded-for: 198.51.100.7",
+            "Connection: close",
+        ),
+    )
+
+    assert json.loads(plain.body)["x-forwarded-for"] == f"127.0.0.1:{plain.local_port}"
+    hops = json.loads(forged.body)["x-forwarded-for"]
+    assert hops == f"203.0.113.9, 198.51.100.7, 127.0.0.1:{forged.local_port}"
 
 
 # -- timers ----------------------------------------------------------------------------------------

@@ -1,10 +1,15 @@
-"""The health service with in-memory probes: concurrency, deadline, error mapping."""
+"""The health service with in-memory probes: concurrency, deadline, error mapping, the audit store check."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared.adapters.storage import AuditStoreProbe
 from shared.config import ConfigurationError
 from shared.domain.errors import DependencyUnavailable
 from shared.services.health import check_health
@@ -78,3 +83,72 @@ def test_probes_run_concurrently_and_a_hung_probe_times_out() -> None:
     assert report.to_dict()["checks"]["key_vault"]["detail"] == "timed out"
     assert report.checks["storage"].ok
     assert list(report.to_dict()["checks"]) == ["key_vault", "storage"]
+
+
+# -- the audit store check: the real probe over an in-memory table service -----------------------
+
+
+class FakeTableService:
+    """Just what AuditStoreProbe uses of TableServiceClient: one query of one row, failing with ``error``."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.queried: list[str] = []
+
+    def get_table_client(self, name: str) -> FakeTableService:
+        self.queried.append(name)
+        return self
+
+    def list_entities(self, **_: Any) -> FakeTableService:
+        return self
+
+    def by_page(self) -> Iterator[list[dict[str, Any]]]:
+        if self.error is not None:
+            raise self.error
+        yield [{"PartitionKey": "p"}]
+
+    def create_table(self, name: str) -> None:
+        raise AssertionError("a health probe must never create the table it checks")
+
+    create_table_if_not_exists = create_table
+
+
+def _table_not_found() -> ResourceNotFoundError:
+    err = ResourceNotFoundError(message="The table specified does not exist.")
+    err.status_code, err.error_code = 404, "TableNotFound"
+    return err
+
+
+def test_a_missing_audit_table_degrades_health_while_storage_answers() -> None:
+    tables = FakeTableService(_table_not_found())
+
+    report = check_health(
+        {"key_vault": Probe(), "storage": Probe(), "audit_store": AuditStoreProbe(tables, "auditlog")}
+    )
+
+    body = report.to_dict()
+    assert not report.ok
+    assert body["status"] == "degraded"
+    assert body["checks"]["storage"]["status"] == "ok"
+    assert body["checks"]["audit_store"] == {
+        "status": "error",
+        "duration_ms": body["checks"]["audit_store"]["duration_ms"],
+        "detail": "audit table auditlog does not exist",
+    }
+    assert tables.queried == ["auditlog"]
+
+
+def test_the_audit_store_is_ok_when_its_table_answers() -> None:
+    report = check_health({"audit_store": AuditStoreProbe(FakeTableService(), "auditlog")})
+
+    assert report.ok
+
+
+def test_a_refused_audit_table_is_a_failed_check_naming_status_and_code_only() -> None:
+    refused = HttpResponseError(message="This request is not authorized: secret-looking internals")
+    refused.status_code, refused.error_code = 403, "AuthorizationPermissionMismatch"
+
+    report = check_health({"audit_store": AuditStoreProbe(FakeTableService(refused), "auditlog")})
+
+    detail = report.to_dict()["checks"]["audit_store"]["detail"]
+    assert detail == "forbidden (HTTP 403, AuthorizationPermissionMismatch)"
