@@ -97,8 +97,8 @@ class AuditReader(Protocol):
         """The stored MAC of record ``seq`` of ``chain``, or None when there is no such record."""
         ...
 
-    def read_digests(self) -> list[Digest]:
-        """Every stored digest. Raises DependencyUnavailable."""
+    def read_digests(self, since: int = 1) -> list[Digest]:
+        """Every stored digest numbered ``since`` or later. Raises DependencyUnavailable."""
         ...
 
     def append_digest(

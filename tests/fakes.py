@@ -139,8 +139,8 @@ class InMemoryAuditLog:
     def read_mac(self, chain: str, seq: int) -> str | None:
         return next((r.mac for r in self.records.get(chain, []) if r.seq == seq), None)
 
-    def read_digests(self) -> list[Digest]:
-        return list(self.digests)
+    def read_digests(self, since: int = 1) -> list[Digest]:
+        return [d for d in self.digests if d.seq >= since]
 
     def append_digest(
         self, heads: Mapping[str, ChainHead], time: datetime, keys: MacKeyRing, held: Sequence[str] = ()

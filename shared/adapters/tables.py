@@ -444,11 +444,16 @@ class TableAuditLog(_Table):
         mac = entity.get("mac")
         return mac if isinstance(mac, str) else None
 
-    def read_digests(self) -> list[Digest]:
+    def read_digests(self, since: int = 1) -> list[Digest]:
         digests: list[Digest] = []
-        for entity in self._query(
-            "PartitionKey eq @digest and RowKey ne @head", {"digest": DIGEST_CHAIN, "head": HEAD_ROW}
-        ):
+        query = "PartitionKey eq @digest and RowKey ne @head"
+        params = {"digest": DIGEST_CHAIN, "head": HEAD_ROW}
+        if since > 1:
+            # Row keys count down (MAX_SEQ - seq): digests from ``since`` on sort at or before its key.
+            # Without ``since`` every row is read, rows that are no digest at all included (verify).
+            query += " and RowKey le @upto"
+            params["upto"] = row_key(since)
+        for entity in self._query(query, params):
             try:
                 raw = "".join(
                     str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0)))

@@ -384,8 +384,8 @@ class AppendsWhileRead(InMemoryAuditLog):
         after = self.inner.read_chains(chain)
         return {name: ChainContents(before[name].records, after[name].head) for name in before}
 
-    def read_digests(self) -> list[Digest]:
-        return self.inner.read_digests()
+    def read_digests(self, since: int = 1) -> list[Digest]:
+        return self.inner.read_digests(since)
 
 
 def test_verify_does_not_mistake_an_append_in_flight_for_a_cut(world: World) -> None:
@@ -394,3 +394,15 @@ def test_verify_does_not_mistake_an_append_in_flight_for_a_cut(world: World) -> 
     report = verify_audit(racing, world.log.keys, world.clock, world.anchor, vault=VAULT)
     assert racing.raced
     assert report.ok, report.breaks
+
+
+def test_the_writer_extends_what_the_anchor_vouches_for_and_verify_reads_everything(world: World) -> None:
+    world.record(1)
+    world.digest()
+    world.digest()
+    first = world.log.digests[0]
+    world.log.digests[0] = Digest(first.seq, first.time, first.heads, first.prev_mac, first.key_id, "f" * 64)
+    assert ("_digest", BreakKind.FORGED_DIGEST) in world.kinds()
+    world.digest()  # digest 2 is anchored and intact: the hourly writer need not re-read digest 1
+    assert [v.seq for v in world.anchor.versions] == [1, 2, 3]
+    assert ("_digest", BreakKind.FORGED_DIGEST) in world.kinds()

@@ -176,11 +176,12 @@ def check_against_digest(
     return breaks
 
 
-def verify_digests(digests: Sequence[Digest], keys: KeyLookup) -> list[Break]:
-    """Walk the digest chain (ordered by seq) and report every forged, missing or reordered digest."""
+def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1) -> list[Break]:
+    """Walk the digest chain (ordered by seq) and report every forged, missing or reordered digest.
+    ``first``: the chain is walked from that digest on (whose own link backwards is not judged)."""
     breaks: list[Break] = []
-    prev_mac = GENESIS_MAC
-    expected = 1
+    prev_mac = GENESIS_MAC if first == 1 else ""
+    expected = first
     for digest in sorted(digests, key=lambda d: d.seq):
         key = keys(digest.key_id)
         payload = digest_payload(
