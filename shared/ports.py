@@ -16,6 +16,7 @@ from shared.domain.audit import (
     ChainHead,
     Digest,
     StoredAuditRow,
+    StoredRecord,
 )
 from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
@@ -67,9 +68,10 @@ class AuditLog(Protocol):
         """
         ...
 
-    def repair(self, chain: str, after: ChainHead, event: AuditEvent) -> AuditRecord:
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent, seen: ChainHead | None) -> AuditRecord:
         """Re-derive ``chain``'s head: seal ``event`` after the record ``after`` names and make it the
-        head, in one atomic write, whatever the head row holds now (missing, rewound, unreadable).
+        head, in one atomic write, provided the head row still holds ``seen`` (None: missing or
+        unreadable), what the repair verified against.
 
         Only for the repair service, after the chain's records verified. Raises Conflict when the chain
         changed meanwhile, DependencyUnavailable when the store cannot be written.
@@ -93,8 +95,8 @@ class AuditReader(Protocol):
         row that cannot be read is left out (to the digest writer, that chain has no head)."""
         ...
 
-    def read_mac(self, chain: str, seq: int) -> str | None:
-        """The stored MAC of record ``seq`` of ``chain``, or None when there is no such record."""
+    def read_range(self, chain: str, first: int, last: int) -> list[StoredRecord]:
+        """The stored records ``first`` to ``last`` of ``chain`` (those that exist), in no given order."""
         ...
 
     def read_digests(self, since: int = 1) -> list[Digest]:
@@ -103,13 +105,17 @@ class AuditReader(Protocol):
 
     def append_digest(
         self,
+        previous: Digest | None,
         heads: Mapping[str, ChainHead],
         time: datetime,
         keys: MacKeyRing,
         held: Sequence[str] = (),
     ) -> Digest:
-        """Seal and store the next digest of the given chain heads (``held``: the chains whose head was
-        kept from the previous digest because it regressed)."""
+        """Seal the given chain heads into the digest after ``previous`` (None: the first) and store it
+        (``held``: the chains whose head was kept from the previous digest because it regressed).
+
+        Raises Conflict when another writer sealed a digest after ``previous`` meanwhile (nothing is
+        written then), DependencyUnavailable."""
         ...
 
 

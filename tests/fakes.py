@@ -88,7 +88,9 @@ class InMemoryAuditLog:
             out += records
         return out
 
-    def repair(self, chain: str, after: ChainHead, event: AuditEvent) -> AuditRecord:
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent, seen: ChainHead | None) -> AuditRecord:
+        if self.heads.get(chain) != seen:
+            raise Conflict(f"audit chain {chain} changed while being repaired")
         key_id, key = self.keys.current()
         records = seal_all([event], after.seq, after.mac, key_id, key)
         self._after(chain, after, records)
@@ -136,19 +138,26 @@ class InMemoryAuditLog:
     def read_heads(self) -> dict[str, ChainHead]:
         return dict(self.heads)
 
-    def read_mac(self, chain: str, seq: int) -> str | None:
-        return next((r.mac for r in self.records.get(chain, []) if r.seq == seq), None)
+    def read_range(self, chain: str, first: int, last: int) -> list[StoredRecord]:
+        return [self._stored(r) for r in self.records.get(chain, []) if first <= r.seq <= last]
 
     def read_digests(self, since: int = 1) -> list[Digest]:
         return [d for d in self.digests if d.seq >= since]
 
     def append_digest(
-        self, heads: Mapping[str, ChainHead], time: datetime, keys: MacKeyRing, held: Sequence[str] = ()
+        self,
+        previous: Digest | None,
+        heads: Mapping[str, ChainHead],
+        time: datetime,
+        keys: MacKeyRing,
+        held: Sequence[str] = (),
     ) -> Digest:
         if not self.available:
             raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
         key_id, key = keys.current()
-        prev = max(self.digests, key=lambda d: d.seq) if self.digests else None
+        prev = previous
+        if any(d.seq > (prev.seq if prev else 0) for d in self.digests):
+            raise Conflict("another digest was sealed meanwhile")
         digest = seal_digest(
             (prev.seq if prev else 0) + 1, time, heads, prev.mac if prev else GENESIS_MAC, key_id, key, held
         )

@@ -255,26 +255,73 @@ class TableAuditLog(_Table):
 
         return self._after_head(chain, build)
 
-    def repair(self, chain: str, after: ChainHead, event: AuditEvent) -> AuditRecord:
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent, seen: ChainHead | None) -> AuditRecord:
         if event.chain != chain:
             raise ValueError(f"a repair record of {event.chain} cannot repair {chain}")
         key_id, key = self._keys.current()
+        [record] = seal_all([event], after.seq, after.mac, key_id, key)
 
-        def build(_stored_head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], AuditRecord]:
-            [record] = seal_all([event], after.seq, after.mac, key_id, key)
-            return ChainHead(record.seq, record.mac), [_record_entity(record)], record
+        def unchanged(stored: ChainHead | None) -> None:
+            if stored != seen:
+                raise Conflict(f"audit chain {chain} changed while being repaired; verify it again")
 
+        return self._write_after(
+            chain, unchanged, ChainHead(record.seq, record.mac), [_record_entity(record)], record
+        )
+
+    def _write_after(
+        self,
+        partition: str,
+        accept: Callable[[ChainHead | None], None],
+        new_head: ChainHead,
+        rows: list[dict[str, Any]],
+        result: T,
+    ) -> T:
+        """Write ``rows`` and make ``new_head`` the head, in one transaction guarded by the head row's
+        ETag, after ``accept`` has judged the stored head (None: missing or unreadable) and not raised.
+        For writers that seal after a head they established themselves (repair, digests) rather than
+        after whatever the head row says. Losing a race is Conflict, never a retry with stale inputs."""
         try:
-            return self._after_head(chain, build, trust_head=False)
-        except ChainTampered as err:
-            raise Conflict(f"audit chain {chain} changed while being repaired; verify it again") from err
+            stored, etag = self._head_row(partition)
+        except AzureError as err:
+            raise _unavailable(err) from err
+        accept(stored)
+        head_row = {"PartitionKey": partition, "RowKey": HEAD_ROW, "seq": new_head.seq, "mac": new_head.mac}
+        guard = {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
+        operations: list[Any] = [("create", head_row) if etag is None else ("update", head_row, guard)]
+        operations += [("create", row) for row in rows]
+        try:
+            self.table.submit_transaction(operations)
+        except HttpResponseError as err:
+            if self._landed_quietly(partition, rows[0]):
+                return result
+            if getattr(err, "status_code", None) in (409, 412):
+                raise Conflict(
+                    f"{partition} changed meanwhile (another writer); nothing was written"
+                ) from err
+            raise _unavailable(err) from err
+        except AzureError as err:
+            if self._landed_quietly(partition, rows[0]):
+                return result
+            raise _unavailable(err) from err
+        return result
+
+    def _head_row(self, partition: str) -> tuple[ChainHead | None, str | None]:
+        """The stored head (None when missing or unreadable) and the head row's ETag (None: no row)."""
+        try:
+            entity = self.table.get_entity(partition, HEAD_ROW)
+        except ResourceNotFoundError:
+            return None, None
+        try:
+            head: ChainHead | None = ChainHead(int(entity["seq"]), str(entity["mac"]))
+        except (KeyError, ValueError, TypeError):
+            head = None
+        return head, str(entity.metadata["etag"])
 
     def _after_head(
         self,
         partition: str,
         build: Callable[[ChainHead], tuple[ChainHead, list[dict[str, Any]], T]],
-        *,
-        trust_head: bool = True,
     ) -> T:
         """Append entities after a partition's head in one transaction guarded by the head's ETag.
 
@@ -284,7 +331,6 @@ class TableAuditLog(_Table):
 
         A conflict after which the head is unchanged was not another writer: rows stand beyond the head
         (or without one), so the partition was tampered with — ChainTampered at once, no retry storm.
-        ``trust_head=False`` (repair) replaces whatever head row there is, readable or not.
         """
         attempt_rows: list[dict[str, Any]] = []
         result: T | None = None
@@ -296,7 +342,7 @@ class TableAuditLog(_Table):
                     # The previous attempt committed but its answer was lost (azure-core retried the
                     # batch, which then met its own head): the rows are stored, do not write them twice.
                     return result
-                head, etag = self._read_head(partition, strict=trust_head)
+                head, etag = self._read_head(partition)
                 if conflicted_at == (etag,):
                     where = "has records but no head" if etag is None else "has records beyond its head"
                     raise ChainTampered(partition, where)
@@ -328,10 +374,21 @@ class TableAuditLog(_Table):
                     raise _ContentRejected(DEPENDENCY, f"rows refused: {translate(DEPENDENCY, err)}") from err
                 raise _unavailable(err) from err
             except AzureError as err:
+                # A read error after the request went out (azure-core does not retry a POST then): the
+                # batch may have committed. Say "written" only when it is there.
+                if attempt_rows and result is not None and self._landed_quietly(partition, attempt_rows[0]):
+                    return result
                 raise _unavailable(err) from err
         raise DependencyUnavailable(
             DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
         )
+
+    def _landed_quietly(self, partition: str, row: Mapping[str, Any]) -> bool:
+        """Whether a row is stored, False when that cannot be told either."""
+        try:
+            return self._landed(partition, row)
+        except AzureError:
+            return False
 
     def _landed(self, partition: str, row: Mapping[str, Any]) -> bool:
         try:
@@ -340,20 +397,13 @@ class TableAuditLog(_Table):
             return False
         return bool(stored.get("mac") == row["mac"])
 
-    def _read_head(self, chain: str, *, strict: bool = True) -> tuple[ChainHead, str | None]:
+    def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
         """The head and its ETag; (genesis, None) when there is no head row. An unreadable head row is
-        ChainTampered, unless ``strict`` is off (repair, which replaces it)."""
-        try:
-            entity = self.table.get_entity(chain, HEAD_ROW)
-        except ResourceNotFoundError:
-            return ChainHead(0, GENESIS_MAC), None
-        etag = str(entity.metadata["etag"])
-        try:
-            return ChainHead(int(entity["seq"]), str(entity["mac"])), etag
-        except (KeyError, ValueError, TypeError):
-            if strict:
-                raise ChainTampered(chain, "has an unreadable head") from None
-            return ChainHead(0, GENESIS_MAC), etag
+        ChainTampered."""
+        head, etag = self._head_row(chain)
+        if head is None and etag is not None:
+            raise ChainTampered(chain, "has an unreadable head")
+        return head or ChainHead(0, GENESIS_MAC), etag
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -403,6 +453,7 @@ class TableAuditLog(_Table):
         records: dict[str, list[StoredRecord]] = {}
         heads: dict[str, ChainHead] = {}
         stray: dict[str, list[str]] = {}
+        unreadable_heads: set[str] = set()
         for entity in entities:
             partition = str(entity["PartitionKey"])
             try:
@@ -414,9 +465,24 @@ class TableAuditLog(_Table):
             except (KeyError, ValueError, TypeError):
                 # A head or record row somebody rewrote into nonsense: verify reports it, never trips on it.
                 records.setdefault(partition, [])
-                stray.setdefault(partition, []).append(str(entity["RowKey"]))
+                if entity["RowKey"] == HEAD_ROW:
+                    unreadable_heads.add(partition)
+                else:
+                    stray.setdefault(partition, []).append(str(entity["RowKey"]))
+        for name, head in heads.items():
+            # A partition reads newest record first and its head last: records appended while the pages
+            # went by are missing below a head that already counts them. They are committed (a head moves
+            # only with its records), so read them now instead of calling the chain cut.
+            newest = max((r.position for r in records[name]), default=0)
+            if head.seq > newest:
+                records[name] += self.read_range(name, newest + 1, head.seq)
         return {
-            name: ChainContents(records=rows, head=heads.get(name), stray_rows=tuple(stray.get(name, ())))
+            name: ChainContents(
+                records=rows,
+                head=heads.get(name),
+                stray_rows=tuple(stray.get(name, ())),
+                head_unreadable=name in unreadable_heads,
+            )
             for name, rows in records.items()
         }
 
@@ -432,17 +498,18 @@ class TableAuditLog(_Table):
                 continue  # an unreadable head is no head: the digest writer holds what it sealed before
         return heads
 
-    def read_mac(self, chain: str, seq: int) -> str | None:
-        if not 0 < seq <= MAX_SEQ:
-            return None
-        try:
-            entity = self.table.get_entity(chain, row_key(seq), select=["mac"])
-        except ResourceNotFoundError:
-            return None
-        except AzureError as err:
-            raise _unavailable(err) from err
-        mac = entity.get("mac")
-        return mac if isinstance(mac, str) else None
+    def read_range(self, chain: str, first: int, last: int) -> list[StoredRecord]:
+        if not 0 < first <= last <= MAX_SEQ:
+            return []
+        query = "PartitionKey eq @chain and RowKey ge @low and RowKey le @high"
+        params = {"chain": chain, "low": row_key(last), "high": row_key(first)}
+        records: list[StoredRecord] = []
+        for entity in self._query(query, params):
+            try:
+                records.append(_stored(entity))
+            except ValueError:
+                continue  # not a record row (verify reports it): the range then has a hole
+        return records
 
     def read_digests(self, since: int = 1) -> list[Digest]:
         digests: list[Digest] = []
@@ -491,6 +558,7 @@ class TableAuditLog(_Table):
 
     def append_digest(
         self,
+        previous: Digest | None,
         heads: Mapping[str, ChainHead],
         time_: datetime,
         keys: MacKeyRing,
@@ -507,24 +575,43 @@ class TableAuditLog(_Table):
             )
         parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
 
-        def build(head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], Digest]:
-            digest = seal_digest(head.seq + 1, time_, heads, head.mac, key_id, key, held)
-            row: dict[str, Any] = {
-                "PartitionKey": DIGEST_CHAIN,
-                "RowKey": row_key(digest.seq),
-                "seq": digest.seq,
-                "time": format_time(digest.time),
-                "prev_mac": digest.prev_mac,
-                "key_id": digest.key_id,
-                "mac": digest.mac,
-                "chains": len(heads),
-                "held": json.dumps(list(digest.held)) if digest.held else None,
-                "heads_parts": len(parts),
-                **{f"heads_{i}": part for i, part in enumerate(parts)},
-            }
-            return ChainHead(digest.seq, digest.mac), [_strip(row)], digest
+        after = ChainHead(previous.seq, previous.mac) if previous else ChainHead(0, GENESIS_MAC)
+        digest = seal_digest(after.seq + 1, time_, heads, after.mac, key_id, key, held)
 
-        return self._after_head(DIGEST_CHAIN, build)
+        def newest(stored: ChainHead | None) -> None:
+            # The head row only guards concurrent writers; the digest follows ``previous``, which the
+            # caller checked against the anchor. A row naming a later digest that exists is another
+            # writer's; anything else (missing, rewound, junk) is a stale or tampered copy: replaced.
+            if stored is not None and stored.seq > after.seq and self._digest_exists(stored.seq):
+                raise Conflict(f"digest {stored.seq} was sealed meanwhile by another writer")
+            if stored != (after if previous else None):
+                logger.warning("the digest head row did not name digest %d; it is rewritten", after.seq)
+
+        row: dict[str, Any] = {
+            "PartitionKey": DIGEST_CHAIN,
+            "RowKey": row_key(digest.seq),
+            "seq": digest.seq,
+            "time": format_time(digest.time),
+            "prev_mac": digest.prev_mac,
+            "key_id": digest.key_id,
+            "mac": digest.mac,
+            "chains": len(heads),
+            "held": json.dumps(list(digest.held)) if digest.held else None,
+            "heads_parts": len(parts),
+            **{f"heads_{i}": part for i, part in enumerate(parts)},
+        }
+        return self._write_after(
+            DIGEST_CHAIN, newest, ChainHead(digest.seq, digest.mac), [_strip(row)], digest
+        )
+
+    def _digest_exists(self, seq: int) -> bool:
+        try:
+            self.table.get_entity(DIGEST_CHAIN, row_key(seq), select=["seq"])
+        except ResourceNotFoundError:
+            return False
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return True
 
 
 class TableFindingStore(_Table):

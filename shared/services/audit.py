@@ -25,6 +25,7 @@ from shared.domain.audit import (
     BreakKind,
     ChainContents,
     ChainHead,
+    ChainTampered,
     ChainVerdict,
     Digest,
     MacLookup,
@@ -36,6 +37,7 @@ from shared.domain.audit import (
     event_fields,
     format_time,
     hold_regressions,
+    links,
     parse_time,
     readable_event,
     regressions,
@@ -198,7 +200,8 @@ def verify_audit(
     report.digests = len(digests)
     report.breaks += check_anchor(anchored, digests)
     digest_breaks = verify_digests(digests, keys.get)
-    report.breaks += digest_breaks if chain is None else []
+    # Also for one secret: a forged digest may be how a cut of that secret's chain is hidden.
+    report.breaks += digest_breaks
     forged = {b.seq for b in digest_breaks if b.kind == BreakKind.FORGED_DIGEST}
     trusted = [_scoped(d, chain) for d in digests if d.seq not in forged]
     macs_at = _mac_lookup(contents)
@@ -314,27 +317,45 @@ def write_digest(
         logger.warning("audit digests exist but none is anchored; anchoring from this digest on")
     previous = max(digests, key=lambda d: d.seq) if digests else None
     heads = reader.read_heads()
-    found = regressions(previous, heads, reader.read_mac) if previous is not None else []
+
+    def passes_through(chain: str, sealed: ChainHead, now: ChainHead) -> bool:
+        # Walk what was appended since: the stored MAC at the sealed position alone could be an old
+        # record put back after a cut.
+        return links(chain, sealed, now, reader.read_range(chain, sealed.seq, now.seq), keys.get)
+
+    found = regressions(previous, heads, passes_through) if previous is not None else []
     held = sorted({b.chain for b in found})
-    digest = reader.append_digest(hold_regressions(previous, heads, held), clock.now(), keys, held)
+    already = set(previous.held) if previous is not None else set()
+    new = [b for b in found if b.chain not in already]
+    if new:
+        # Before sealing: once a digest names a chain as held, later runs take it as reported.
+        _report_tampering(trail, publisher, clock, new, before_sealing=True)
+    digest = reader.append_digest(previous, hold_regressions(previous, heads, held), clock.now(), keys, held)
     anchor.write(digest)
     # The MAC in the log is one more copy outside the table (Application Insights keeps it).
     logger.info("audit digest %d sealed over %d chain(s), mac %s", digest.seq, len(digest.heads), digest.mac)
-    already = set(previous.held) if previous is not None else set()
-    new = [b for b in found if b.chain not in already]
     if found:
         logger.error("audit digest %d held %d regressed chain(s): %s", digest.seq, len(held), ", ".join(held))
-    if new:
-        _report_tampering(trail, publisher, clock, new)
     return DigestOutcome(digest=digest, regressions=found, new_regressions=new)
 
 
 _MAX_REPORTED_BREAKS = 10
 
 
-def _report_tampering(trail: AuditTrail, publisher: Publisher, clock: Clock, breaks: list[Break]) -> None:
-    """Audit and notify breaks the digest writer found. Best effort each: the tampered chain may be the
-    service chain itself, and the notification must go out even then."""
+def _report_tampering(
+    trail: AuditTrail,
+    publisher: Publisher,
+    clock: Clock,
+    breaks: list[Break],
+    *,
+    before_sealing: bool = False,
+) -> None:
+    """Audit and notify breaks the digest writer found.
+
+    ``before_sealing``: the record must be written, or AuditUnavailable is raised and nothing is sealed,
+    so the next run reports again — unless the service chain that takes the record is itself tampered
+    with (then the alarm is logged and notified, and sealing goes on: it holds that chain too). The
+    notification is best effort (logged when it fails): the audit record is the system of record."""
     shown = [b.to_dict() for b in breaks[:_MAX_REPORTED_BREAKS]]
     for item in shown:
         item["detail"] = str(item["detail"])[:160]
@@ -342,7 +363,9 @@ def _report_tampering(trail: AuditTrail, publisher: Publisher, clock: Clock, bre
     try:
         trail.record(Action.TAMPERING_DETECTED, result=Result.FAILURE, details=details)
     except DomainError as err:
-        logger.error("TAMPERING_DETECTED could not be audited: %s", err)
+        logger.critical("TAMPERING_DETECTED could not be audited: %s", err)
+        if before_sealing and not isinstance(err.__cause__, ChainTampered):
+            raise
     notification = Notification(
         type=AUDIT_TAMPERING,
         subject="audit",
@@ -382,6 +405,7 @@ def repair_chain(
         raise NotFound(f"audit chain {chain} has no records: nothing to repair")
     verdict = verify_chain(chain, contents.records, keys.get)  # the records alone: the head is the fault
     breaks = verdict.breaks + check_anchor(anchored, digests)
+    # An unreadable head row is what repair replaces; any other stray row is a break.
     breaks += [Break(chain, BreakKind.UNEXPECTED, None, f"row {r[:64]!r}") for r in contents.stray_rows]
     digest_breaks = verify_digests(digests, keys.get)
     breaks += digest_breaks
@@ -399,6 +423,11 @@ def repair_chain(
     last = ChainHead(newest.position, str(newest.fields["mac"]))
     if contents.head == last:
         raise Conflict(f"audit chain {chain} is intact and its head matches: nothing to repair")
+    if contents.head is not None and contents.head.seq > last.seq:
+        raise Conflict(
+            f"audit chain {chain} has its head at {contents.head.seq} but records only to {last.seq}: "
+            "records were cut, which is reported, never repaired"
+        )
     previous = None if contents.head is None else {"seq": contents.head.seq}
     event = AuditEvent(
         action=Action.CHAIN_REPAIRED,
@@ -408,7 +437,7 @@ def repair_chain(
         secret_name=secret_name,
         details={"reason": reason[:500], "records": verdict.records, "previous_head": previous},
     )
-    record = log.repair(chain, last, event)
+    record = log.repair(chain, last, event, contents.head)
     logger.warning("audit chain %s repaired by %s: head re-derived at %d", chain, operator.id, record.seq)
     return record
 

@@ -11,16 +11,18 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from azure.core.exceptions import ServiceResponseError
 from azure.data.tables import UpdateMode
 
 from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.tables import AUDIT_TABLE, HEAD_ROW, row_key
-from shared.domain.audit import Action, BreakKind, ChainTampered
+from shared.domain.audit import Action, Actor, ActorType, BreakKind, ChainHead, ChainTampered
 from shared.domain.errors import Conflict
-from shared.services.audit import AuditUnavailable, DigestRefused
+from shared.services.audit import AuditUnavailable, DigestRefused, repair_chain, verify_audit
 from tests.integration.test_audit_http import Stack, audit_rows
 from tests.integration.test_audit_tables import SECRET, Env
 
@@ -198,3 +200,126 @@ def test_refusals_are_recorded_again_after_the_cli_repairs_a_deleted_head(stack:
     assert repair["actor_id"] == "oncall@example.com"
     status, body = stack.client.get("/api/audit/verify")
     assert body["status"] == "ok", body
+
+
+# -- found in review: each of these passed (wrongly) before the fix -------------------------------------
+
+
+def test_a_rewound_digest_head_does_not_halt_digests(env: Env) -> None:
+    env.fill(3)
+    env.digest()
+    env.digest()
+    one = env.log.table.get_entity(DIGEST, row_key(1))
+    env.log.table.upsert_entity(
+        {"PartitionKey": DIGEST, "RowKey": HEAD_ROW, "seq": 1, "mac": one["mac"]}, mode=UpdateMode.REPLACE
+    )
+    assert env.digest().digest.seq == 3  # the head row is only a guard: the writer follows the anchor
+    assert env.breaks() == []
+
+
+def test_a_digest_head_moved_ahead_is_not_sealed_after(env: Env) -> None:
+    env.fill(3)
+    env.digest()
+    env.log.table.upsert_entity(
+        {"PartitionKey": DIGEST, "RowKey": HEAD_ROW, "seq": 5, "mac": "f" * 64}, mode=UpdateMode.REPLACE
+    )
+    outcome = env.digest()
+    first = min(env.log.read_digests(), key=lambda d: d.seq)
+    assert (outcome.digest.seq, outcome.digest.prev_mac) == (2, first.mac)
+    env.digest()
+    assert env.breaks() == []
+
+
+class CommitsThenLosesAnswer:
+    """The batch commits, then the answer is lost to a read timeout (azure-core does not retry a POST)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table, self.lost = table, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def submit_transaction(self, operations: Any) -> Any:
+        result = self._table.submit_transaction(operations)
+        if not self.lost:
+            self.lost += 1
+            raise ServiceResponseError("read timed out")
+        return result
+
+
+def test_an_ambiguous_answer_is_not_reported_as_not_written(env: Env) -> None:
+    env.fill(1)
+    env.log._table = CommitsThenLosesAnswer(env.log.table)  # type: ignore[assignment]
+    event = env.trail.event(Action.REVOKED, secret_name=SECRET, version="v9")
+    [record] = env.trail.record_all([event])
+    assert record.seq == 2
+    assert [e.id for e in env.trail_events() if e.action == Action.REVOKED] == [event.id]
+
+
+class AppendsAfterRepairReads:
+    def __init__(self, env: Env) -> None:
+        self.env, self.log = env, env.log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+    def read_chains(self, chain: str | None = None) -> Any:
+        contents = self.log.read_chains(chain)
+        self.env.trail.record(Action.ROTATED, secret_name=SECRET, version="v-late")  # legitimate
+        return contents
+
+
+def test_repair_writes_only_over_the_head_it_verified(env: Env) -> None:
+    env.fill(4)
+    env.log.table.delete_entity(env.chain, HEAD_ROW)
+    env.log.table.upsert_entity(  # rewound, so appends still land (and would land beyond a repair)
+        {"PartitionKey": env.chain, "RowKey": HEAD_ROW, "seq": 2, "mac": env.row(2)["mac"]},
+        mode=UpdateMode.REPLACE,
+    )
+    with pytest.raises((Conflict, AuditUnavailable)):
+        repair_chain(
+            env.log,
+            AppendsAfterRepairReads(env),
+            env.keys,
+            env.clock,
+            env.anchor,
+            vault=env.vault,
+            secret_name=SECRET,
+            operator=Actor("op", ActorType.USER),
+            reason="x",
+        )
+    assert env.log.read_chains(env.chain)[env.chain].head == ChainHead(2, env.row(2)["mac"])
+
+
+class AppendsBetweenPages:
+    """Reads the table two rows a page and appends to the chain after the first page: a long chain read
+    while it grows (its head comes last, after records the pages already went past)."""
+
+    def __init__(self, env: Env) -> None:
+        self.env, self._table, self.appended = env, env.log.table, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._table, name)
+
+    def query_entities(self, query_filter: str, **kwargs: Any) -> Iterator[Any]:
+        kwargs["results_per_page"] = 2
+        appended_now = False
+        for page in self._table.query_entities(query_filter, **kwargs).by_page():
+            yield from page
+            if "RowKey ge" not in query_filter and not appended_now and self.appended < 5:
+                # Every read of the chain races an append, the reread of a chain that looks cut included.
+                appended_now = True
+                self.appended += 1
+                self.env.log._table = self._table  # the append itself goes to the real client
+                self.env.fill(3)
+                self.env.log._table = self  # type: ignore[assignment]
+
+
+def test_verify_does_not_call_a_growing_chain_cut(env: Env) -> None:
+    env.fill(6)
+    env.digest()
+    paging = AppendsBetweenPages(env)
+    env.log._table = paging  # type: ignore[assignment]
+    report = verify_audit(env.log, env.keys, env.clock, env.anchor, vault=env.vault)
+    assert paging.appended
+    assert report.ok, report.breaks

@@ -223,7 +223,7 @@ def test_a_regression_sealed_by_a_forgiving_writer_is_found_between_digests(worl
     # A writer without the regression check (an older version, or a bug) seals the cut state.
     previous = world.log.digests[-1]
     forgiving = world.log.append_digest(
-        dict(world.log.heads), world.clock.now() + timedelta(minutes=1), world.log.keys
+        previous, dict(world.log.heads), world.clock.now() + timedelta(minutes=1), world.log.keys
     )
     world.anchor.write(forgiving)
     assert forgiving.prev_mac == previous.mac
@@ -406,3 +406,121 @@ def test_the_writer_extends_what_the_anchor_vouches_for_and_verify_reads_everyth
     world.digest()  # digest 2 is anchored and intact: the hourly writer need not re-read digest 1
     assert [v.seq for v in world.anchor.versions] == [1, 2, 3]
     assert ("_digest", BreakKind.FORGED_DIGEST) in world.kinds()
+
+
+# -- found in review: each of these passed (wrongly) before the fix -------------------------------------
+
+
+def test_an_old_record_put_back_at_the_sealed_position_does_not_launder_a_cut(world: World) -> None:
+    world.record(12)
+    world.digest()
+    records = world.log.records[DB]
+    old_twelve = records[11]
+    del records[10:]
+    world.log.heads[DB] = ChainHead(10, records[-1].mac)
+    world.record(3)  # the service appends 11', 12', 13'
+    new_twelve, records[11] = records[11], old_twelve  # the original 12 put back where the digest saw it
+    outcome = world.digest()
+    assert [b.kind for b in outcome.regressions] == [BreakKind.REGRESSED]
+    assert outcome.digest.heads[DB].seq == 12  # held
+    records[11] = new_twelve
+    world.digest()
+    assert len(world.tampering_records()) == 1 and len(world.publisher.sent) == 1
+    assert (DB, BreakKind.EDITED) in world.kinds()
+
+
+def test_one_secret_verify_reports_forged_digests_that_hide_its_cut(world: World) -> None:
+    world.record(10)
+    world.digest()
+    world.digest()
+    del world.log.records[DB][7:]
+    world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
+    # Every digest gets a changed time (covered by its MAC) but keeps its mac field.
+    world.log.digests[:] = [
+        Digest(d.seq, d.time + timedelta(seconds=1), d.heads, d.prev_mac, d.key_id, d.mac, d.held)
+        for d in world.log.digests
+    ]
+    report = world.verify("db-password")
+    assert not report.ok
+    assert ("_digest", BreakKind.FORGED_DIGEST) in {(b.chain, b.kind) for b in report.breaks}
+
+
+class FailingAnchor(InMemoryAnchor):
+    def __init__(self, inner: InMemoryAnchor) -> None:
+        super().__init__()
+        self.versions = inner.versions
+
+    def write(self, digest: Digest) -> None:
+        raise RuntimeError("vault throttled, instance recycled")
+
+
+def test_an_alarm_is_on_record_before_the_digest_that_holds_the_chain(world: World) -> None:
+    world.record(10)
+    world.digest()
+    del world.log.records[DB][7:]
+    world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
+    real, world.anchor = world.anchor, FailingAnchor(world.anchor)
+    with pytest.raises(RuntimeError):
+        world.digest()  # sealed (holding the chain), then died before anchoring
+    world.anchor = real
+    assert len(world.tampering_records()) == 1 and len(world.publisher.sent) == 1
+
+
+def test_the_alarm_must_be_recorded_before_sealing(world: World) -> None:
+    world.record(10)
+    world.digest()
+    del world.log.records[DB][7:]
+    world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
+    world.log.keys.available = False  # type: ignore[attr-defined]  # the record cannot be sealed now
+    with pytest.raises(AuditUnavailable):
+        write_digest(world.log, world.log.keys, world.clock, world.anchor, world.trail, world.publisher)
+    assert len(world.log.digests) == 1  # nothing sealed: the next run reports again
+    world.log.keys.available = True  # type: ignore[attr-defined]
+    assert [b.chain for b in world.digest().new_regressions] == [DB]
+    assert len(world.tampering_records()) == 1
+
+
+class SealsBetweenReads(InMemoryAuditLog):
+    """Another digest writer seals a whole digest while this one is between reading heads and sealing."""
+
+    def __init__(self, world: World) -> None:
+        self.__dict__ = world.log.__dict__
+        self.world = world
+
+    def read_heads(self) -> dict[str, ChainHead]:
+        heads = dict(self.heads)
+        self.world.record(2)
+        self.world.digest()
+        return heads
+
+
+def test_two_digest_writers_at_once_seal_once_and_leave_no_false_regression(world: World) -> None:
+    world.record(3)
+    world.digest()
+    with pytest.raises(Conflict, match="sealed meanwhile"):
+        write_digest(
+            SealsBetweenReads(world), world.log.keys, world.clock, world.anchor, world.trail, world.publisher
+        )
+    assert [d.heads[DB].seq for d in world.log.digests] == [3, 5]
+    world.digest()
+    assert world.verify().ok
+
+
+def test_repair_refuses_a_head_ahead_of_its_records(world: World) -> None:
+    world.record(10)
+    world.digest()
+    world.record(2)  # 11, 12: not sealed yet
+    del world.log.records[DB][10:]  # cut; the head still says 12
+    with pytest.raises(Conflict, match="never repaired"):
+        repair_chain(
+            world.log,
+            world.log,
+            world.log.keys,
+            world.clock,
+            world.anchor,
+            vault=VAULT,
+            secret_name="db-password",
+            operator=OPERATOR,
+            reason="launder",
+        )
+    assert (DB, BreakKind.TRUNCATED) in world.kinds()

@@ -189,6 +189,8 @@ class ChainContents:
     head: ChainHead | None
     #: Row keys in the chain's partition that are neither a record nor the head: somebody put them there.
     stray_rows: tuple[str, ...] = ()
+    #: A head row exists but cannot be read (``head`` is None then too).
+    head_unreadable: bool = False
 
 
 @dataclass(frozen=True)

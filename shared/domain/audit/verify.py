@@ -139,7 +139,9 @@ def verify_contents(chain: str, contents: ChainContents, keys: KeyLookup) -> Cha
     """Verify a chain as stored: its records, its head row — which must exist once records do — and rows
     that are neither."""
     verdict = verify_chain(chain, contents.records, keys, contents.head)
-    if contents.head is None and verdict.records:
+    if contents.head_unreadable:
+        verdict.breaks.append(Break(chain, BreakKind.UNEXPECTED, None, "the head row is unreadable"))
+    elif contents.head is None and verdict.records:
         detail = f"records end at {verdict.last_seq} but the head is gone"
         verdict.breaks.append(Break(chain, BreakKind.MISSING_HEAD, verdict.last_seq, detail))
     for row in contents.stray_rows:
@@ -208,7 +210,46 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1
 MacLookup = Callable[[str, int], str | None]
 
 
-def regressions(previous: Digest, heads: Mapping[str, ChainHead], macs_at: MacLookup) -> list[Break]:
+#: ``passes_through(chain, sealed, now)``: whether the chain whose head is ``now`` still passes through
+#: the record ``sealed`` names (only asked when ``now`` is beyond it).
+PassesThrough = Callable[[str, ChainHead, ChainHead], bool]
+
+
+def links(
+    chain: str, sealed: ChainHead, now: ChainHead, records: Sequence[StoredRecord], keys: KeyLookup
+) -> bool:
+    """Whether the records from ``sealed`` to ``now`` are all there and intact, the first is the record
+    ``sealed`` names, each follows the one before, and the last is the one ``now`` names: the chain still
+    passes through what a digest sealed. A valid old record put back at its place does not pass: the
+    record after it must name it."""
+    by_position = {r.position: r for r in records}
+    previous_mac = ""
+    for position in range(sealed.seq, now.seq + 1):
+        record = by_position.get(position)
+        if record is None:
+            return False
+        fields = dict(record.fields)
+        try:
+            seq, prev_mac = int(fields.pop("seq")), str(fields.pop("prev_mac"))
+            key_id, mac = str(fields.pop("key_id")), str(fields.pop("mac"))
+            event_from_fields(fields)
+        except (KeyError, ValueError, TypeError):
+            return False
+        key = keys(key_id)
+        if seq != position or key is None:
+            return False
+        if not hmac.compare_digest(mac, compute_mac(key, canonical(chain, seq, prev_mac, key_id, fields))):
+            return False
+        expected = sealed.mac if position == sealed.seq else previous_mac
+        if not hmac.compare_digest(mac if position == sealed.seq else prev_mac, expected):
+            return False
+        previous_mac = mac
+    return hmac.compare_digest(previous_mac, now.mac)
+
+
+def regressions(
+    previous: Digest, heads: Mapping[str, ChainHead], passes_through: PassesThrough
+) -> list[Break]:
     """What sealing ``heads`` after ``previous`` would forgive: a sealed chain that has no head any more,
     whose head went backwards, or that no longer passes through the record ``previous`` sealed (a cut
     followed by new appends). Used by the digest writer before it seals and by verify on every
@@ -224,22 +265,26 @@ def regressions(previous: Digest, heads: Mapping[str, ChainHead], macs_at: MacLo
         elif now.seq == sealed.seq:
             if not hmac.compare_digest(now.mac, sealed.mac):
                 found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, f"{where} with another MAC"))
-        else:
-            mac = macs_at(chain, sealed.seq)
-            if mac is None or not hmac.compare_digest(mac, sealed.mac):
-                detail = f"{where}; the chain no longer passes through that record"
-                found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, detail))
+        elif not passes_through(chain, sealed, now):
+            detail = f"{where}; the chain no longer passes through that record"
+            found.append(Break(chain, BreakKind.REGRESSED, sealed.seq, detail))
     return found
 
 
 def verify_digest_history(digests: Sequence[Digest], macs_at: MacLookup) -> list[Break]:
     """Every consecutive pair of (valid) digests: no chain sealed by one may regress in the next. A
-    regression sealed into a digest is reported even after later digests sealed over it."""
+    regression sealed into a digest is reported even after later digests sealed over it. (The stored
+    record at a sealed position is enough here: verify walks every chain's links itself.)"""
+
+    def passes_through(chain: str, sealed: ChainHead, _now: ChainHead) -> bool:
+        mac = macs_at(chain, sealed.seq)
+        return mac is not None and hmac.compare_digest(mac, sealed.mac)
+
     ordered = sorted(digests, key=lambda d: d.seq)
     found: list[Break] = []
     for before, after in itertools.pairwise(ordered):
         if after.seq == before.seq + 1:
-            found += regressions(before, after.heads, macs_at)
+            found += regressions(before, after.heads, passes_through)
     return found
 
 
