@@ -31,7 +31,7 @@ lint: $(STAMP_PY)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP_PY)
-	$(VENV)/bin/mypy --strict shared
+	$(VENV)/bin/mypy --strict shared bench
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
 pytest: install
@@ -51,6 +51,7 @@ integration: install
 # Benchmarks print their figures next to a baseline measured in the same run (docs/benchmarks.md).
 bench: install
 	$(PY) -m bench.audit_append
+	$(PY) -m bench.audit_contention
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

@@ -52,10 +52,11 @@ from azure.keyvault.secrets import SecretClient
 from devtools.azurite import REPO_ROOT, AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.clock import SystemClock
-from shared.adapters.key_vault import KeyVaultMacKeyRing, LocalTokenCredential
+from shared.adapters.event_grid import LoggingPublisher
+from shared.adapters.key_vault import KeyVaultDigestAnchor, KeyVaultMacKeyRing, LocalTokenCredential
 from shared.adapters.tables import MAX_BATCH, TableAuditLog
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent
-from shared.services.audit import VerifyReport, verify_audit, write_digest
+from shared.services.audit import AuditTrail, VerifyReport, verify_audit, write_digest
 
 TARGET_SPEEDUP = 5.0
 VAULT = "bench-vault"
@@ -188,11 +189,15 @@ def run_mode(
     )
 
 
-def verify(log: TableAuditLog, keys: KeyVaultMacKeyRing, appends: int, secrets: int) -> Verified:
+def verify(
+    log: TableAuditLog, keys: KeyVaultMacKeyRing, secrets_client: SecretClient, appends: int, secrets: int
+) -> Verified:
     clock = SystemClock()
+    # Each table gets its own digest anchor, as each deployment does (AUDIT_ANCHOR_SECRET).
+    anchor = KeyVaultDigestAnchor(secrets_client, f"anchor-{log.table.table_name}")
     started = time.perf_counter()
-    write_digest(log, keys, clock)
-    report = verify_audit(log, keys, clock, vault=VAULT)
+    write_digest(log, keys, clock, anchor, AuditTrail(log, clock, VAULT), LoggingPublisher())
+    report = verify_audit(log, keys, clock, anchor, vault=VAULT)
     seconds = time.perf_counter() - started
     problems = [f"break: {json.dumps(b.to_dict())}" for b in report.breaks[:10]]
     if len(report.breaks) > 10:
@@ -408,7 +413,7 @@ def run(args: argparse.Namespace) -> int:
             f"{'seconds':>9}  result"
         )
         for result, log in ((baseline, baseline_log), (batched, batched_log)):
-            checked = verify(log, keys, args.appends, args.secrets)
+            checked = verify(log, keys, secrets_client, args.appends, args.secrets)
             if result.written != args.appends:
                 checked.problems.append(f"append returned {result.written} records, expected {args.appends}")
             report = checked.report

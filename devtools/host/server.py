@@ -70,6 +70,8 @@ class DevHostServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    # Kestrel's listen backlog; the standard library's 5 drops handshakes when a burst of clients connects.
+    request_queue_size = 512
 
     def __init__(self, host: str, port: int, dispatch: Dispatch) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
