@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import platform
 import random
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -41,19 +37,15 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from azure.core.pipeline import PipelineResponse
-from azure.data.tables import TableServiceClient
 from azure.keyvault.secrets import SecretClient
 
-from devtools.azurite import REPO_ROOT, AzuriteProcess
-from devtools.keyvault_emulator.process import EmulatorProcess
+from bench.common import azurite_version, run_benchmark, start_peers, tool_version
 from shared.adapters.clock import SystemClock
 from shared.adapters.event_grid import LoggingPublisher
-from shared.adapters.key_vault import KeyVaultDigestAnchor, KeyVaultMacKeyRing, LocalTokenCredential
+from shared.adapters.key_vault import KeyVaultDigestAnchor, KeyVaultMacKeyRing
 from shared.adapters.tables import MAX_BATCH, TableAuditLog
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent
 from shared.services.audit import AuditTrail, VerifyReport, verify_audit, write_digest
@@ -266,22 +258,6 @@ def print_results(results: Sequence[ModeResult]) -> None:
         print(f"{r.mode} responses by status: {statuses_text(r.statuses)}")
 
 
-def tool_version(args: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
-    except OSError:
-        return "unknown"
-    return done.stdout.strip() or "unknown"
-
-
-def azurite_version() -> str:
-    try:
-        package = json.loads((REPO_ROOT / "node_modules" / "azurite" / "package.json").read_text())
-    except (OSError, ValueError):
-        return "unknown"
-    return str(package.get("version", "unknown"))
-
-
 # -- main -------------------------------------------------------------------------------------------
 
 
@@ -322,20 +298,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds through the ExitStack, which stops the peers
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("interrupted: peers stopped", file=sys.stderr)
-        return 130
+    return run_benchmark(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -357,20 +321,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-audit-")))
-        print("starting Azurite and the Key Vault emulator ...", file=sys.stderr, flush=True)
-        azurite = stack.enter_context(AzuriteProcess.start())
-        emulator = stack.enter_context(EmulatorProcess.start(tmp / "emulator.pem"))
-
         counter = RequestCounter()
-        tables = TableServiceClient.from_connection_string(
-            azurite.connection_string, raw_response_hook=counter
-        )
-        stack.callback(tables.close)
-        secrets_client = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
-        stack.callback(secrets_client.close)
-        keys = KeyVaultMacKeyRing(secrets_client)
-        keys.current()  # creates and caches the MAC key: not part of either measurement
+        peers = start_peers(stack, "bench-audit-", counter)
+        tables, secrets_client, keys = peers.tables, peers.secrets, peers.keys
 
         events = make_events(args.appends, names)
         run_id = uuid.uuid4().hex[:8]

@@ -38,10 +38,8 @@ import math
 import os
 import platform
 import re
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -50,18 +48,12 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from azure.core.pipeline import PipelineResponse
-from azure.data.tables import TableServiceClient
-from azure.keyvault.secrets import SecretClient
 
-from bench.audit_append import azurite_version, tool_version
-from devtools.azurite import AzuriteProcess
-from devtools.keyvault_emulator.process import EmulatorProcess
-from shared.adapters.key_vault import KeyVaultMacKeyRing, LocalTokenCredential
+from bench.common import azurite_version, run_benchmark, start_peers, tool_version
+from shared.adapters.key_vault import KeyVaultMacKeyRing
 from shared.adapters.tables import HEAD_ROW, TableAuditLog
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -480,21 +472,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # unwinds through the ExitStack, which stops the peers
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        # Writer threads are daemons: they die with the process once the peers are gone.
-        print("interrupted: peers stopped", file=sys.stderr)
-        return 130
+    return run_benchmark(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -523,21 +502,9 @@ def measure(args: argparse.Namespace) -> list[tuple[ScenarioResult, list[str]]]:
     pool_log.propagate = False
     results: list[tuple[ScenarioResult, list[str]]] = []
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-contention-")))
-        print("starting Azurite and the Key Vault emulator ...", file=sys.stderr, flush=True)
-        azurite = stack.enter_context(AzuriteProcess.start())
-        emulator = stack.enter_context(EmulatorProcess.start(tmp / "emulator.pem"))
-
         counter = RequestCounter()
-        # The transport as bootstrap builds it (azure-core defaults), plus the counting hook.
-        tables = TableServiceClient.from_connection_string(
-            azurite.connection_string, raw_response_hook=counter
-        )
-        stack.callback(tables.close)
-        secrets_client = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
-        stack.callback(secrets_client.close)
-        keys = KeyVaultMacKeyRing(secrets_client)
-        keys.current()  # creates and caches the MAC key: not part of any measurement
+        peers = start_peers(stack, "bench-contention-", counter)
+        tables, keys = peers.tables, peers.keys
 
         run_id = uuid.uuid4().hex[:8]
         for writers in args.writers:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -59,6 +59,19 @@ class AuditUnavailable(DependencyUnavailable):
     """The audit record could not be written: the operation it describes must not be reported done."""
 
 
+class EventFields(TypedDict, total=False):
+    """What a caller may say about an event besides its action (the trail adds vault and time)."""
+
+    secret_name: str | None
+    version: str | None
+    result: Result
+    actor: Actor
+    correlation_id: str | None
+    details: Mapping[str, Any] | None
+    error: str | None
+    duration_ms: int | None
+
+
 class AuditTrail:
     """What every service uses to record what it did. Fail closed: raises AuditUnavailable."""
 
@@ -67,59 +80,25 @@ class AuditTrail:
         self._clock = clock
         self.vault = vault
 
-    def event(
-        self,
-        action: Action,
-        *,
-        secret_name: str | None = None,
-        version: str | None = None,
-        result: Result = Result.SUCCESS,
-        actor: Actor = SYSTEM_ACTOR,
-        correlation_id: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        duration_ms: int | None = None,
-    ) -> AuditEvent:
+    def event(self, action: Action, **fields: Unpack[EventFields]) -> AuditEvent:
+        """An event of this vault, timed now by the trail's clock."""
         return AuditEvent(
             action=action,
             vault=self.vault,
             time=self._clock.now(),
-            result=result,
-            actor=actor,
-            secret_name=secret_name,
-            version=version,
-            correlation_id=correlation_id,
-            details=dict(details or {}),
-            error=error,
-            duration_ms=duration_ms,
+            result=fields.get("result", Result.SUCCESS),
+            actor=fields.get("actor", SYSTEM_ACTOR),
+            secret_name=fields.get("secret_name"),
+            version=fields.get("version"),
+            correlation_id=fields.get("correlation_id"),
+            details=dict(fields.get("details") or {}),
+            error=fields.get("error"),
+            duration_ms=fields.get("duration_ms"),
         )
 
-    def record(
-        self,
-        action: Action,
-        *,
-        secret_name: str | None = None,
-        version: str | None = None,
-        result: Result = Result.SUCCESS,
-        actor: Actor = SYSTEM_ACTOR,
-        correlation_id: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        error: str | None = None,
-        duration_ms: int | None = None,
-    ) -> AuditRecord:
+    def record(self, action: Action, **fields: Unpack[EventFields]) -> AuditRecord:
         """Record one event now. Raises AuditUnavailable."""
-        event = self.event(
-            action,
-            secret_name=secret_name,
-            version=version,
-            result=result,
-            actor=actor,
-            correlation_id=correlation_id,
-            details=details,
-            error=error,
-            duration_ms=duration_ms,
-        )
-        return self.record_all([event])[0]
+        return self.record_all([self.event(action, **fields)])[0]
 
     def record_all(self, events: list[AuditEvent]) -> list[AuditRecord]:
         """Record several events (batched per chain). Raises AuditUnavailable."""

@@ -6,13 +6,17 @@ A peer that cannot start is a test failure with its output, never a skip.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
+
+if TYPE_CHECKING:
+    from tests.integration.app_stack import Stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,3 +61,27 @@ def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: st
         "AUDIT_ANCHOR_SECRET": f"audit-anchor-{uuid.uuid4().hex[:12]}",
         **extra,
     }
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path, kv_emulator: EmulatorProcess) -> Iterator[Callable[..., Stack]]:
+    """Start the app over real HTTP (dev host, its own Azurite) with extra settings; stopped after."""
+    from tests.integration.app_stack import Stack
+
+    started: list[Stack] = []
+
+    def make(**extra_settings: str) -> Stack:
+        try:
+            started.append(Stack(tmp_path / f"stack{len(started)}", kv_emulator, **extra_settings))
+        except RuntimeError as err:
+            pytest.fail(f"a peer could not start: {err}", pytrace=False)
+        return started[-1]
+
+    yield make
+    for stack in started:
+        stack.stop()
+
+
+@pytest.fixture
+def stack(make_stack: Callable[..., Stack]) -> Stack:
+    return make_stack()

@@ -16,16 +16,14 @@ import http.client
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.tables import AUDIT_TABLE
-from tests.integration.test_audit_http import Stack
+from tests.integration.app_stack import Stack
 
 #: (parallel clients, refused requests): 64 x 400 is the load that lost records with one append per
 #: refusal; 256 clients send two requests each.
@@ -35,16 +33,6 @@ DEADLINE_S = 150.0
 REQUEST_TIMEOUT_S = 60.0
 #: Connections opened at once before a phase.
 OPENING_AT_ONCE = 16
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kv_emulator: EmulatorProcess) -> Iterator[Stack]:
-    try:
-        running = Stack(tmp_path, kv_emulator)
-    except RuntimeError as err:
-        pytest.fail(f"a peer could not start: {err}", pytrace=False)
-    yield running
-    running.stop()
 
 
 @dataclass

@@ -7,64 +7,15 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from azure.data.tables import TableServiceClient
-
-from devtools.azurite import AzuriteProcess
-from devtools.host import HostProcess
-from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.tables import AUDIT_TABLE, TableFindingStore, row_key
 from shared.domain.findings import StoredFinding
-from tests.integration.conftest import app_settings
-from tests.integration.http_client import Client
+from tests.integration.app_stack import Stack, audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
 FINDING = "ab" * 16
-
-
-class Stack:
-    def __init__(self, tmp: Path, emulator: EmulatorProcess) -> None:
-        self.tmp = tmp
-        self.emulator = emulator
-        self.azurite = AzuriteProcess.start(tmp / "azurite")
-        self.settings_file = tmp / "local.settings.json"
-        self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
-        self.env = app_settings(self.azurite, emulator)
-        self.host = HostProcess.start(env=self.env, settings=self.settings_file)
-        self.client = Client(self.host.url)
-
-    def restart_azurite(self) -> None:
-        ports = {"blob_port": self.azurite.blob_port, "queue_port": self.azurite.queue_port,
-                 "table_port": self.azurite.table_port}  # fmt: skip
-        self.azurite.stop()
-        self.azurite = AzuriteProcess.start(self.tmp / "azurite", **ports)
-
-    def tables(self) -> TableServiceClient:
-        return TableServiceClient.from_connection_string(self.azurite.connection_string)
-
-    def stop(self) -> None:
-        self.host.stop()
-        self.azurite.stop()
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kv_emulator: EmulatorProcess) -> Iterator[Stack]:
-    try:
-        running = Stack(tmp_path, kv_emulator)
-    except RuntimeError as err:
-        pytest.fail(f"a peer could not start: {err}", pytrace=False)
-    yield running
-    running.stop()
-
-
-def audit_rows(stack: Stack) -> list[dict[str, Any]]:
-    table = stack.tables().create_table_if_not_exists(AUDIT_TABLE)
-    rows = [dict(e) for e in table.list_entities()]
-    return [r for r in rows if r["RowKey"] != "head" and r["PartitionKey"] != "_digest"]
 
 
 def test_refusals_are_audited_and_queryable(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from shared.adapters.tables import AUDIT_TABLE, HEAD_ROW, row_key
 from shared.domain.audit import Action, Actor, ActorType, BreakKind, ChainHead, ChainTampered
 from shared.domain.errors import Conflict
 from shared.services.audit import AuditUnavailable, DigestRefused, repair_chain, verify_audit
-from tests.integration.test_audit_http import Stack, audit_rows
+from tests.integration.app_stack import Stack, audit_rows
 from tests.integration.test_audit_tables import SECRET, Env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,16 +151,6 @@ def test_table_dropped_and_recreated(env: Env) -> None:
 
 
 # -- through the app: the service chain's head deleted, refusals, the operator's repair -------------------
-
-
-@pytest.fixture
-def stack(tmp_path: Path, kv_emulator: EmulatorProcess) -> Iterator[Stack]:
-    try:
-        running = Stack(tmp_path, kv_emulator)
-    except RuntimeError as err:
-        pytest.fail(f"a peer could not start: {err}", pytrace=False)
-    yield running
-    running.stop()
 
 
 def denied_records(stack: Stack) -> int:

@@ -23,23 +23,7 @@ from shared.services.audit import (
 )
 from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
 
-VAULT = "fleet"
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock()
-
-
-@pytest.fixture
-def log() -> InMemoryAuditLog:
-    return InMemoryAuditLog()
-
-
-@pytest.fixture
-def trail(log: InMemoryAuditLog, clock: FixedClock) -> AuditTrail:
-    return AuditTrail(log, clock, VAULT)
 
 
 def _token(position: object) -> str:

@@ -15,6 +15,7 @@ from shared.domain.audit import (
     Actor,
     ActorType,
     AuditEvent,
+    AuditRecord,
     BreakKind,
     ChainContents,
     ChainHead,
@@ -71,6 +72,19 @@ class World:
 
     def kinds(self, secret_name: str | None = None) -> set[tuple[str, BreakKind]]:
         return {(b.chain, b.kind) for b in self.verify(secret_name).breaks}
+
+    def repair(self, reason: str, secret_name: str = "db-password") -> AuditRecord:
+        return repair_chain(
+            self.log,
+            self.log,
+            self.log.keys,
+            self.clock,
+            self.anchor,
+            vault=VAULT,
+            secret_name=secret_name,
+            operator=OPERATOR,
+            reason=reason,
+        )
 
     def tampering_records(self) -> list[AuditEvent]:
         return [e for e in self.log.events if e.action == Action.TAMPERING_DETECTED]
@@ -260,17 +274,7 @@ def test_repair_re_derives_the_head_on_record_and_appends_resume(world: World) -
     world.digest()
     del world.log.heads[DB]
     world.digest()
-    record = repair_chain(
-        world.log,
-        world.log,
-        world.log.keys,
-        world.clock,
-        world.anchor,
-        vault=VAULT,
-        secret_name="db-password",
-        operator=OPERATOR,
-        reason="INC-42 head row deleted",
-    )
+    record = world.repair("INC-42 head row deleted")
     assert (record.seq, record.event.action, record.event.actor) == (5, Action.CHAIN_REPAIRED, OPERATOR)
     assert record.event.details["previous_head"] is None
     assert record.prev_mac == world.log.records[DB][3].mac
@@ -287,34 +291,14 @@ def test_repair_refuses_a_chain_whose_tail_was_cut(world: World) -> None:
     world.digest()
     del world.log.records[DB][4:], world.log.heads[DB]
     with pytest.raises(Conflict, match="does not verify"):
-        repair_chain(
-            world.log,
-            world.log,
-            world.log.keys,
-            world.clock,
-            world.anchor,
-            vault=VAULT,
-            secret_name="db-password",
-            operator=OPERATOR,
-            reason="try to launder",
-        )
+        world.repair("try to launder")
     assert DB not in world.log.heads
 
 
 def test_repair_refuses_an_intact_chain(world: World) -> None:
     world.record(2)
     with pytest.raises(Conflict, match="nothing to repair"):
-        repair_chain(
-            world.log,
-            world.log,
-            world.log.keys,
-            world.clock,
-            world.anchor,
-            vault=VAULT,
-            secret_name="db-password",
-            operator=OPERATOR,
-            reason="x",
-        )
+        world.repair("x")
 
 
 # -- finding 3: the end of the digest chain is anchored ------------------------------------------------
@@ -512,15 +496,5 @@ def test_repair_refuses_a_head_ahead_of_its_records(world: World) -> None:
     world.record(2)  # 11, 12: not sealed yet
     del world.log.records[DB][10:]  # cut; the head still says 12
     with pytest.raises(Conflict, match="never repaired"):
-        repair_chain(
-            world.log,
-            world.log,
-            world.log.keys,
-            world.clock,
-            world.anchor,
-            vault=VAULT,
-            secret_name="db-password",
-            operator=OPERATOR,
-            reason="launder",
-        )
+        world.repair("launder")
     assert (DB, BreakKind.TRUNCATED) in world.kinds()

@@ -20,24 +20,9 @@ from shared.services.audit import (
     summarize_audit,
 )
 from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
+from tests.unit.conftest import VAULT
 
-VAULT = "fleet"
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock()
-
-
-@pytest.fixture
-def log() -> InMemoryAuditLog:
-    return InMemoryAuditLog()
-
-
-@pytest.fixture
-def trail(log: InMemoryAuditLog, clock: FixedClock) -> AuditTrail:
-    return AuditTrail(log, clock, VAULT)
 
 
 def test_record_chains_per_secret(trail: AuditTrail, log: InMemoryAuditLog) -> None:

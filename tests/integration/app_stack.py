@@ -1,0 +1,55 @@
+"""The app served by the dev host on its own Azurite and the session's Key Vault emulator, as a test uses
+it over real HTTP (see the ``stack`` and ``make_stack`` fixtures in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+
+from devtools.azurite import AzuriteProcess
+from devtools.host import HostProcess
+from devtools.keyvault_emulator.process import EmulatorProcess
+from devtools.stack import create_tables
+from shared.adapters.tables import AUDIT_TABLE
+from tests.integration.conftest import app_settings
+from tests.integration.http_client import Client
+
+
+class Stack:
+    def __init__(self, tmp: Path, emulator: EmulatorProcess, **extra_settings: str) -> None:
+        self.tmp = tmp
+        self.emulator = emulator
+        self.azurite = AzuriteProcess.start(tmp / "azurite")
+        create_tables(self.azurite.connection_string)  # as the deployment does
+        self.settings_file = tmp / "local.settings.json"
+        self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": {}}))
+        self.env = app_settings(self.azurite, emulator, **extra_settings)
+        try:
+            self.host = HostProcess.start(env=self.env, settings=self.settings_file)
+        except RuntimeError:
+            self.azurite.stop()
+            raise
+        self.client = Client(self.host.url)
+
+    def restart_azurite(self) -> None:
+        ports = {"blob_port": self.azurite.blob_port, "queue_port": self.azurite.queue_port,
+                 "table_port": self.azurite.table_port}  # fmt: skip
+        self.azurite.stop()
+        self.azurite = AzuriteProcess.start(self.tmp / "azurite", **ports)
+
+    def tables(self) -> TableServiceClient:
+        return TableServiceClient.from_connection_string(self.azurite.connection_string)
+
+    def stop(self) -> None:
+        self.host.stop()
+        self.azurite.stop()
+
+
+def audit_rows(stack: Stack) -> list[dict[str, Any]]:
+    """Every audit record row (no heads, no digests)."""
+    table = stack.tables().create_table_if_not_exists(AUDIT_TABLE)
+    rows = [dict(e) for e in table.list_entities()]
+    return [r for r in rows if r["RowKey"] != "head" and r["PartitionKey"] != "_digest"]
