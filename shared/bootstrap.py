@@ -58,11 +58,11 @@ class Container:
 
     @cached_property
     def _azure_credential(self) -> TokenCredential:
-        """Managed identity in Azure (AZURE_CLIENT_ID picks a user-assigned one); developer sign-in
-        (az, azd, VS Code) on a laptop."""
-        from azure.identity import DefaultAzureCredential
-
-        return DefaultAzureCredential()
+        """In Azure, the app's managed identity and nothing else (AZURE_CLIENT_ID picks a user-assigned
+        one): DefaultAzureCredential would probe environment and workload credentials first, and a stray
+        setting could make the app act as someone else. Outside Azure (the operator CLI, a laptop), the
+        developer's sign-in (az, azd, VS Code) through DefaultAzureCredential."""
+        return self._identity(self.settings.managed_identity_client_id)
 
     @cached_property
     def _storage_credential(self) -> TokenCredential:
@@ -70,6 +70,13 @@ class Container:
         client_id = self.settings.storage.client_id
         if client_id is None:
             return self._azure_credential
+        return self._identity(client_id)
+
+    def _identity(self, client_id: str | None) -> TokenCredential:
+        if self.settings.running_in_azure:
+            from azure.identity import ManagedIdentityCredential
+
+            return ManagedIdentityCredential(client_id=client_id)
         from azure.identity import DefaultAzureCredential
 
         return DefaultAzureCredential(managed_identity_client_id=client_id)

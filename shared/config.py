@@ -9,7 +9,8 @@ Setting names are fixed (other parts of the platform and the docs rely on them):
 - ``KEY_VAULT_URL``: the vault, ``https://<name>.vault.azure.net`` in Azure. A loopback host
   (127.0.0.1, localhost, ::1) means the local emulator: a static local token, no challenge-resource check,
   and the emulator's certificate from ``KEY_VAULT_CA_BUNDLE``. Any other host uses
-  ``DefaultAzureCredential`` and never the local shortcuts.
+  the managed identity in Azure (``AZURE_CLIENT_ID`` for a user-assigned one), ``DefaultAzureCredential``
+  elsewhere, and never the local shortcuts.
 - ``SECRETS_STORAGE``: a storage connection string, or the identity-based form
   ``SECRETS_STORAGE__tableServiceUri`` / ``SECRETS_STORAGE__queueServiceUri`` (+ ``__clientId``).
 - ``EVENT_GRID_TOPIC_ENDPOINT`` (+ ``EVENT_GRID_TOPIC_KEY``): where consumer notifications go.
@@ -135,6 +136,12 @@ class Settings:
     def running_in_azure(self) -> bool:
         """The Functions host sets WEBSITE_INSTANCE_ID on every Azure instance, never locally."""
         return self._get(WEBSITE_INSTANCE_ID) is not None
+
+    @property
+    def managed_identity_client_id(self) -> str | None:
+        """AZURE_CLIENT_ID: the client id of a user-assigned managed identity; None means the
+        system-assigned one."""
+        return self._get("AZURE_CLIENT_ID")
 
     @property
     def allow_unverified_principal(self) -> bool:

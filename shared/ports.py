@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from shared.domain.audit import (
     AnchoredDigest,
@@ -20,6 +20,7 @@ from shared.domain.audit import (
 )
 from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
+from shared.domain.state import Versioned
 
 
 class Clock(Protocol):
@@ -130,6 +131,29 @@ class DigestAnchor(Protocol):
 
     def write(self, digest: Digest) -> None:
         """Anchor this digest (it becomes the newest). Raises DependencyUnavailable."""
+        ...
+
+
+class StateStore(Protocol):
+    """Small stored states (rotation progress, leases, revocations, findings) as compare-and-swap
+    entities, addressed by partition and key. See shared.domain.state."""
+
+    def get(self, partition: str, key: str) -> Versioned | None:
+        """The state and its version, or None. Raises DependencyUnavailable."""
+        ...
+
+    def create(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
+        """Store a new state. Raises Conflict when one exists already, DependencyUnavailable."""
+        ...
+
+    def replace(self, partition: str, key: str, state: Mapping[str, Any], etag: str) -> Versioned:
+        """Replace the state only if it is still at version ``etag``. Raises Conflict when it changed
+        since (the loser of a race), NotFound when it is gone, DependencyUnavailable."""
+        ...
+
+    def delete(self, partition: str, key: str, etag: str) -> None:
+        """Delete the state only if it is still at version ``etag``. Raises Conflict, NotFound,
+        DependencyUnavailable."""
         ...
 
 

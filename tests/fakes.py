@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -25,8 +27,9 @@ from shared.domain.audit import (
     seal_digest,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
-from shared.domain.findings import StoredFinding
+from shared.domain.findings import StoredFinding, review
 from shared.domain.notifications import Notification
+from shared.domain.state import Versioned
 from shared.ports import MacKeyRing
 
 
@@ -179,6 +182,48 @@ class InMemoryAnchor:
         self.versions.append(AnchoredDigest(digest.seq, digest.mac, digest.time))
 
 
+class InMemoryStateStore:
+    """StateStore: compare-and-swap on versions, like Table entities and their ETags."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], Versioned] = {}
+        self._versions = 0
+        self._lock = threading.RLock()  # each call atomic, as one Table request is
+
+    def _next(self, state: Mapping[str, Any]) -> Versioned:
+        self._versions += 1
+        return Versioned(state={k: v for k, v in state.items() if v is not None}, etag=f"v{self._versions}")
+
+    def get(self, partition: str, key: str) -> Versioned | None:
+        return self.rows.get((partition, key))
+
+    def create(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
+        with self._lock:
+            if (partition, key) in self.rows:
+                raise Conflict(f"{partition}/{key} exists already")
+            self.rows[(partition, key)] = stored = self._next(state)
+            return stored
+
+    def replace(self, partition: str, key: str, state: Mapping[str, Any], etag: str) -> Versioned:
+        with self._lock:
+            current = self.rows.get((partition, key))
+            if current is None:
+                raise NotFound(f"{partition}/{key} does not exist")
+            if current.etag != etag:
+                raise Conflict(f"{partition}/{key} changed since it was read")
+            self.rows[(partition, key)] = stored = self._next(state)
+            return stored
+
+    def delete(self, partition: str, key: str, etag: str) -> None:
+        with self._lock:
+            current = self.rows.get((partition, key))
+            if current is None:
+                raise NotFound(f"{partition}/{key} does not exist")
+            if current.etag != etag:
+                raise Conflict(f"{partition}/{key} changed since it was read")
+            del self.rows[(partition, key)]
+
+
 class InMemoryFindings:
     def __init__(self) -> None:
         self.rows: dict[str, StoredFinding] = {}
@@ -215,8 +260,7 @@ class InMemoryFindings:
         self._check()
         if finding_id not in self.rows:
             raise NotFound(finding_id)
-        if self.rows[finding_id].status == "reviewed":
-            raise Conflict(finding_id)
+        review(self.rows[finding_id], reviewer, note, time)  # InvalidTransition when not open
         self.rows[finding_id] = replace(self.rows[finding_id], status="reviewed", reviewer=reviewer)
 
 

@@ -51,7 +51,8 @@ from shared.domain.audit import (
     seal_digest,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
-from shared.domain.findings import StoredFinding
+from shared.domain.findings import StoredFinding, review
+from shared.domain.state import Versioned
 from shared.ports import MacKeyRing
 
 logger = logging.getLogger(__name__)
@@ -614,6 +615,59 @@ class TableAuditLog(_Table):
         return True
 
 
+class TableStateStore(_Table):
+    """StateStore on one table: each state one entity, each write conditional on its ETag."""
+
+    def get(self, partition: str, key: str) -> Versioned | None:
+        try:
+            entity = self.table.get_entity(partition, key)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return _versioned(entity)
+
+    def create(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
+        try:
+            metadata = self.table.create_entity(_strip({**state, "PartitionKey": partition, "RowKey": key}))
+        except ResourceExistsError:
+            raise Conflict(f"{partition}/{key} exists already") from None
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return Versioned(state=_strip(state), etag=str(metadata["etag"]))
+
+    def replace(self, partition: str, key: str, state: Mapping[str, Any], etag: str) -> Versioned:
+        try:
+            metadata = self.table.update_entity(
+                _strip({**state, "PartitionKey": partition, "RowKey": key}),
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except ResourceModifiedError:
+            raise Conflict(f"{partition}/{key} changed since it was read") from None
+        except ResourceNotFoundError:
+            raise NotFound(f"{partition}/{key} does not exist") from None
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return Versioned(state=_strip(state), etag=str(metadata["etag"]))
+
+    def delete(self, partition: str, key: str, etag: str) -> None:
+        if self.get(partition, key) is None:
+            raise NotFound(f"{partition}/{key} does not exist")
+        try:
+            self.table.delete_entity(partition, key, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceModifiedError:
+            raise Conflict(f"{partition}/{key} changed since it was read") from None
+        except AzureError as err:
+            raise _unavailable(err) from err
+
+
+def _versioned(entity: Mapping[str, Any]) -> Versioned:
+    state = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
+    return Versioned(state=state, etag=str(entity.metadata["etag"]))  # type: ignore[attr-defined]
+
+
 class TableFindingStore(_Table):
     """Findings of the suspicious-activity scan, one row per finding id (which makes claims atomic)."""
 
@@ -621,6 +675,7 @@ class TableFindingStore(_Table):
 
     def __init__(self, service: TableServiceClient, table: str = FINDINGS_TABLE) -> None:
         super().__init__(service, table)
+        self._states = TableStateStore(service, table)
 
     def claim(self, finding: StoredFinding) -> bool:
         entity = _strip(
@@ -676,31 +731,11 @@ class TableFindingStore(_Table):
         self._merge(finding_id, notified=True)
 
     def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time_: datetime) -> None:
-        try:
-            entity = self.table.get_entity(self.PARTITION, finding_id)
-        except ResourceNotFoundError:
-            raise NotFound(f"finding {finding_id} does not exist") from None
-        except AzureError as err:
-            raise _unavailable(err) from err
-        if entity.get("status") == "reviewed":
-            raise Conflict(f"finding {finding_id} was already reviewed")
-        review = {
-            "status": "reviewed",
-            "reviewer": reviewer,
-            "review_note": note,
-            "reviewed_at": format_time(time_),
-        }
-        try:
-            self.table.update_entity(
-                _strip({**entity, **review}),
-                mode=UpdateMode.REPLACE,
-                etag=entity.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except ResourceModifiedError:
-            raise Conflict(f"finding {finding_id} changed while being reviewed") from None
-        except AzureError as err:
-            raise _unavailable(err) from err
+        current = self._states.get(self.PARTITION, finding_id)
+        if current is None:
+            raise NotFound(f"finding {finding_id} does not exist")
+        changes = review(_finding({**current.state, "RowKey": finding_id}), reviewer, note, time_)
+        self._states.replace(self.PARTITION, finding_id, {**current.state, **changes}, current.etag)
 
 
 def _finding(entity: Mapping[str, Any]) -> StoredFinding:

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.domain.audit import format_time
+from shared.domain.errors import InvalidTransition
+
 
 @dataclass(frozen=True)
 class StoredFinding:
@@ -23,3 +26,11 @@ class StoredFinding:
     #: "open" until an operator reviews it, then "reviewed".
     status: str = "open"
     reviewer: str | None = None
+
+
+def review(finding: StoredFinding, reviewer: str, note: str | None, time: datetime) -> dict[str, Any]:
+    """The stored changes that mark a finding reviewed: open → reviewed, the only transition a finding
+    has. Raises InvalidTransition when it is not open."""
+    if finding.status != "open":
+        raise InvalidTransition(f"finding {finding.id} is {finding.status}, not open")
+    return {"status": "reviewed", "reviewer": reviewer, "review_note": note, "reviewed_at": format_time(time)}

@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ValidationError
 
-from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, NotPermitted
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    NotPermitted,
+)
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -125,7 +132,7 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
         return problem(403, "Forbidden", str(err))
     except NotFound as err:
         return problem(404, "Not Found", str(err))
-    except Conflict as err:
+    except (Conflict, InvalidTransition) as err:
         return problem(409, "Conflict", str(err))
     except ConfigurationError as err:
         logger.error("configuration error: %s", err)

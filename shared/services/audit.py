@@ -47,6 +47,7 @@ from shared.domain.audit import (
     verify_digests,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, NotPermitted
+from shared.domain.findings import review
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
 from shared.ports import AuditLog, AuditReader, Clock, DigestAnchor, FindingStore, MacKeyRing, Publisher
 
@@ -589,8 +590,10 @@ def review_finding(
     note: str | None,
     correlation_id: str | None,
 ) -> dict[str, Any]:
-    """Mark a suspicious-activity finding reviewed. Audit first (fail closed): when the REVIEWED record
-    cannot be written nothing changes and AuditUnavailable is raised. Raises NotFound, Conflict.
+    """Mark a suspicious-activity finding reviewed: a REVIEWED ``intent`` record (fail closed: when it
+    cannot be written nothing changes and AuditUnavailable is raised), the compare-and-swap on the
+    finding, then the outcome record — ``success``, or ``failure`` when a concurrent review won. Raises
+    NotFound, InvalidTransition (not open), Conflict (lost a race).
 
     Nobody reviews a finding about themselves: a reviewer among the finding's actors is refused with
     NotPermitted after a REVIEWED record with result ``denied`` (fail closed too), and nothing changes."""
@@ -606,14 +609,14 @@ def review_finding(
             details={"finding_id": finding_id, "rule": finding.rule, "reason": "the reviewer is involved"},
         )
         raise NotPermitted(f"finding {finding_id} is about the caller; someone else must review it")
-    if finding.status == "reviewed":
-        raise Conflict(f"finding {finding_id} was already reviewed")
+    review(finding, reviewer.id, note, trail.event(Action.REVIEWED).time)  # InvalidTransition: no record
     details = {"finding_id": finding_id, "rule": finding.rule, "note": note}
-    record = trail.record(Action.REVIEWED, actor=reviewer, correlation_id=correlation_id, details=details)
+    intent = trail.record(
+        Action.REVIEWED, actor=reviewer, result=Result.INTENT, correlation_id=correlation_id, details=details
+    )
     try:
-        findings.mark_reviewed(finding_id, reviewer.id, note, record.event.time)
+        findings.mark_reviewed(finding_id, reviewer.id, note, intent.event.time)
     except DomainError as err:
-        # The decision is on record; say that it did not take effect, then let the caller see the error.
         trail.record(
             Action.REVIEWED,
             actor=reviewer,
@@ -623,4 +626,13 @@ def review_finding(
             error=str(err),
         )
         raise
-    return {"finding_id": finding_id, "status": "reviewed", "reviewer": reviewer.id, "audit_seq": record.seq}
+    outcome = {"finding_id": finding_id, "status": "reviewed", "reviewer": reviewer.id}
+    try:
+        done = trail.record(
+            Action.REVIEWED, actor=reviewer, correlation_id=correlation_id, details={"finding_id": finding_id}
+        )
+    except AuditUnavailable:
+        # The review took effect and its intent is on record; the finding itself says who reviewed it.
+        logger.error("REVIEWED outcome of finding %s could not be recorded", finding_id)
+        return {**outcome, "audit_seq": intent.seq}
+    return {**outcome, "audit_seq": done.seq}

@@ -3,12 +3,12 @@ repair: test_audit_integrity.py."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
-from shared.domain.errors import Conflict, NotFound
+from shared.domain.errors import Conflict, InvalidTransition, NotFound
 from shared.domain.findings import StoredFinding
 from shared.services.audit import (
     AuditTrail,
@@ -101,10 +101,30 @@ def test_review_audits_first_and_changes_nothing_when_audit_is_down(
     result = review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="ok", correlation_id="c1")
     assert result["status"] == "reviewed"
     assert findings.rows["a" * 32].reviewer == "op-7"
-    [event] = [e for e in log.events if e.action == Action.REVIEWED]
-    assert event.details["finding_id"] == "a" * 32
-    assert event.actor == OPERATOR
-    with pytest.raises(Conflict):
+    intent, done = [e for e in log.events if e.action == Action.REVIEWED]
+    assert (intent.result, done.result) == (Result.INTENT, Result.SUCCESS)
+    assert intent.details["finding_id"] == done.details["finding_id"] == "a" * 32
+    assert intent.actor == done.actor == OPERATOR
+    with pytest.raises(InvalidTransition):
         review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note=None, correlation_id="c2")
+    assert len([e for e in log.events if e.action == Action.REVIEWED]) == 2  # a refused transition: none
     with pytest.raises(NotFound):
         review_finding(findings, trail, "b" * 32, reviewer=OPERATOR, note=None, correlation_id="c3")
+
+
+class LosesTheRace(InMemoryFindings):
+    """A concurrent review commits between this review's read and its compare-and-swap."""
+
+    def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time: datetime) -> None:
+        super().mark_reviewed(finding_id, "someone-else", None, time)
+        raise Conflict(f"finding {finding_id} changed since it was read")
+
+
+def test_a_review_that_loses_a_race_is_on_record_as_failed_never_as_done(
+    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
+) -> None:
+    findings = LosesTheRace()
+    findings.claim(StoredFinding("a" * 32, "break_glass", clock.now()))
+    with pytest.raises(Conflict):
+        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="ok", correlation_id="c1")
+    assert [e.result for e in log.events if e.action == Action.REVIEWED] == [Result.INTENT, Result.FAILURE]

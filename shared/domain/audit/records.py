@@ -53,6 +53,12 @@ class Action(StrEnum):
 
 
 class Result(StrEnum):
+    """What a record says happened. A state change is recorded twice: ``intent`` before it is applied
+    (fail closed: no intent on record, no change), then ``success`` once it took effect or ``failure`` when
+    it did not (a lost race, a refused transition, a dependency). So no record claims a success that did
+    not happen. Decisions that change nothing (a refusal, a finding, a check) are one record."""
+
+    INTENT = "intent"
     SUCCESS = "success"
     FAILURE = "failure"
     DENIED = "denied"
