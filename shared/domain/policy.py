@@ -13,14 +13,30 @@ Tags (Key Vault allows 15 per secret, names and values up to 256 characters):
 - ``rotation-interval-days``: rotate this many days after the current version was created (1-730).
 - ``validity-days``: optional; a new version expires this many days after creation (≥ interval).
 - ``owner``: optional; the team or app that consumes the secret, for notifications.
+- ``rotator``: optional; where a new value must also be set: ``key-vault`` (default: only in the vault),
+  ``postgres-single-user``, ``postgres-alternating``, ``webhook``.
+- ``rotation-target``: the rotator's reference: the consumer's HTTPS URL for ``webhook``, the Key Vault
+  secret holding the admin credential for ``postgres-alternating``; none for the others.
+- ``rotation-grace-hours``: how long the previous version stays enabled after a promotion (0-720, default
+  24). ``encryption-key`` secrets keep their previous versions enabled unless it is set: old ciphertext
+  needs them.
+- ``expiry-warning-days``: thresholds before ``exp`` at which to warn, e.g. ``30,7,1`` (the default).
+
+A managed secret is due when its interval has elapsed since its current version was created, or when that
+version expires within Key Vault's 30-day near-expiry window. A new version expires ``validity-days`` after
+creation or, without that tag, interval + 30 days after: Key Vault's SecretNearExpiry event (30 days
+before ``exp``) then arrives when the next rotation is due, so the event and the sweep are two triggers of
+one idempotent rotate-if-due.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY_VALUE = "secret-lifecycle"
@@ -28,6 +44,17 @@ KIND_TAG = "secret-kind"
 INTERVAL_TAG = "rotation-interval-days"
 VALIDITY_TAG = "validity-days"
 OWNER_TAG = "owner"
+ROTATOR_TAG = "rotator"
+TARGET_TAG = "rotation-target"
+GRACE_TAG = "rotation-grace-hours"
+WARNING_TAG = "expiry-warning-days"
+
+#: Key Vault sends SecretNearExpiry this long before ``exp``; a version expiring within it is due.
+NEAR_EXPIRY = timedelta(days=30)
+DEFAULT_GRACE = timedelta(hours=24)
+MAX_GRACE_HOURS = 720
+DEFAULT_WARNING_DAYS = (30, 7, 1)
+MAX_WARNINGS = 5
 
 MAX_INTERVAL_DAYS = 730
 MAX_VALIDITY_DAYS = 2 * MAX_INTERVAL_DAYS
@@ -38,6 +65,16 @@ class SecretKind(StrEnum):
     DATABASE_PASSWORD = "database-password"
     JWT_SIGNING_KEY = "jwt-signing-key"
     ENCRYPTION_KEY = "encryption-key"
+
+
+class Rotator(StrEnum):
+    KEY_VAULT = "key-vault"
+    POSTGRES_SINGLE_USER = "postgres-single-user"
+    POSTGRES_ALTERNATING = "postgres-alternating"
+    WEBHOOK = "webhook"
+
+
+_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 
 
 class PolicyError(ValueError):
@@ -54,6 +91,11 @@ class RotationPolicy:
     interval: timedelta
     validity: timedelta | None = None
     owner: str | None = None
+    rotator: Rotator = Rotator.KEY_VAULT
+    target: str | None = None
+    #: None: the default (24 h; for encryption keys, keep previous versions enabled).
+    grace: timedelta | None = None
+    warning_days: tuple[int, ...] = DEFAULT_WARNING_DAYS
 
     @staticmethod
     def is_managed(tags: Mapping[str, str] | None) -> bool:
@@ -77,7 +119,17 @@ class RotationPolicy:
         validity = _days(tags, VALIDITY_TAG, maximum=MAX_VALIDITY_DAYS)
         if validity is not None and validity < interval:
             raise PolicyError(VALIDITY_TAG, "must be at least rotation-interval-days")
-        return cls(kind=kind, interval=interval, validity=validity, owner=tags.get(OWNER_TAG) or None)
+        rotator = _rotator(tags)
+        return cls(
+            kind=kind,
+            interval=interval,
+            validity=validity,
+            owner=tags.get(OWNER_TAG) or None,
+            rotator=rotator,
+            target=_target(tags, rotator),
+            grace=_grace(tags),
+            warning_days=_warning_days(tags),
+        )
 
     def to_tags(self) -> dict[str, str]:
         tags = {
@@ -89,16 +141,35 @@ class RotationPolicy:
             tags[VALIDITY_TAG] = str(self.validity.days)
         if self.owner:
             tags[OWNER_TAG] = self.owner
+        if self.rotator != Rotator.KEY_VAULT:
+            tags[ROTATOR_TAG] = self.rotator.value
+        if self.target:
+            tags[TARGET_TAG] = self.target
+        if self.grace is not None:
+            tags[GRACE_TAG] = str(int(self.grace.total_seconds() // 3600))
+        if self.warning_days != DEFAULT_WARNING_DAYS:
+            tags[WARNING_TAG] = ",".join(str(d) for d in self.warning_days)
         return tags
 
-    def next_rotation(self, current_version_created: datetime) -> datetime:
-        return current_version_created + self.interval
+    def next_rotation(self, current_version_created: datetime, expires: datetime | None = None) -> datetime:
+        """When the current version is due: its interval, or the start of its near-expiry window."""
+        due = current_version_created + self.interval
+        return due if expires is None else min(due, expires - NEAR_EXPIRY)
 
-    def is_due(self, current_version_created: datetime, now: datetime) -> bool:
-        return now >= self.next_rotation(current_version_created)
+    def is_due(
+        self, current_version_created: datetime, now: datetime, expires: datetime | None = None
+    ) -> bool:
+        return now >= self.next_rotation(current_version_created, expires)
 
-    def expires_on(self, created: datetime) -> datetime | None:
-        return None if self.validity is None else created + self.validity
+    def expires_on(self, created: datetime) -> datetime:
+        """``exp`` of a version created then: validity-days, else interval + the near-expiry window."""
+        return created + (self.validity if self.validity is not None else self.interval + NEAR_EXPIRY)
+
+    def previous_grace(self) -> timedelta | None:
+        """How long the previous version stays enabled after a promotion; None: it stays enabled."""
+        if self.grace is not None:
+            return self.grace
+        return None if self.kind == SecretKind.ENCRYPTION_KEY else DEFAULT_GRACE
 
 
 def _days(tags: Mapping[str, str], tag: str, *, maximum: int) -> timedelta | None:
@@ -113,3 +184,53 @@ def _days(tags: Mapping[str, str], tag: str, *, maximum: int) -> timedelta | Non
     if not 1 <= days <= maximum:
         raise PolicyError(tag, f"{days} is out of range (1-{maximum})")
     return timedelta(days=days)
+
+
+def _rotator(tags: Mapping[str, str]) -> Rotator:
+    raw = tags.get(ROTATOR_TAG)
+    if raw is None or raw.strip() == "":
+        return Rotator.KEY_VAULT
+    try:
+        return Rotator(raw.strip())
+    except ValueError:
+        allowed = ", ".join(r.value for r in Rotator)
+        raise PolicyError(ROTATOR_TAG, f"{raw!r} is not one of {allowed}") from None
+
+
+def _target(tags: Mapping[str, str], rotator: Rotator) -> str | None:
+    raw = (tags.get(TARGET_TAG) or "").strip() or None
+    if rotator == Rotator.WEBHOOK:
+        parts = urlsplit(raw or "")
+        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+            raise PolicyError(
+                TARGET_TAG, "a webhook rotator needs the consumer's https URL, without credentials"
+            )
+    elif rotator == Rotator.POSTGRES_ALTERNATING:
+        if raw is None or not _SECRET_NAME.fullmatch(raw):
+            raise PolicyError(
+                TARGET_TAG, "postgres-alternating needs the name of the admin credential's secret"
+            )
+    elif raw is not None:
+        raise PolicyError(TARGET_TAG, f"the {rotator.value} rotator takes no target")
+    return raw
+
+
+def _grace(tags: Mapping[str, str]) -> timedelta | None:
+    raw = tags.get(GRACE_TAG)
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    if not text.isdigit() or int(text) > MAX_GRACE_HOURS:
+        raise PolicyError(GRACE_TAG, f"{raw!r} is not a whole number of hours from 0 to {MAX_GRACE_HOURS}")
+    return timedelta(hours=int(text))
+
+
+def _warning_days(tags: Mapping[str, str]) -> tuple[int, ...]:
+    raw = tags.get(WARNING_TAG)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_WARNING_DAYS
+    parts = [p.strip() for p in raw.split(",")]
+    if not all(p.isdigit() and 1 <= int(p) <= 365 for p in parts) or len(parts) > MAX_WARNINGS:
+        raise PolicyError(WARNING_TAG, f"{raw!r} is not up to {MAX_WARNINGS} whole days from 1 to 365")
+    days = tuple(sorted({int(p) for p in parts}, reverse=True))
+    return days

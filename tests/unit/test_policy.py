@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.domain.policy import PolicyError, RotationPolicy, SecretKind
+from shared.domain.policy import PolicyError, RotationPolicy, Rotator, SecretKind
 
 MANAGED = {"managed-by": "secret-lifecycle", "secret-kind": "api-key", "rotation-interval-days": "30"}
 
@@ -40,6 +40,20 @@ def test_unmanaged_secrets_are_recognised() -> None:
         ({"rotation-interval-days": "731"}, "rotation-interval-days"),
         ({"validity-days": "10"}, "validity-days"),
         ({"validity-days": "abc"}, "validity-days"),
+        ({"rotator": "ldap"}, "rotator"),
+        ({"rotator": "webhook"}, "rotation-target"),
+        ({"rotator": "webhook", "rotation-target": "http://app.example.com/rotate"}, "rotation-target"),
+        ({"rotator": "webhook", "rotation-target": "https://u:p@app.example.com/rotate"}, "rotation-target"),
+        ({"rotator": "postgres-alternating"}, "rotation-target"),
+        ({"rotator": "postgres-alternating", "rotation-target": "admin/creds"}, "rotation-target"),
+        ({"rotation-target": "https://app.example.com/rotate"}, "rotation-target"),
+        ({"rotation-grace-hours": "-1"}, "rotation-grace-hours"),
+        ({"rotation-grace-hours": "721"}, "rotation-grace-hours"),
+        ({"rotation-grace-hours": "1.5"}, "rotation-grace-hours"),
+        ({"expiry-warning-days": "30,x"}, "expiry-warning-days"),
+        ({"expiry-warning-days": "0"}, "expiry-warning-days"),
+        ({"expiry-warning-days": "400"}, "expiry-warning-days"),
+        ({"expiry-warning-days": "1,2,3,4,5,6"}, "expiry-warning-days"),
     ],
 )
 def test_bad_tags_are_named(change: dict[str, str], tag: str) -> None:
@@ -53,6 +67,56 @@ def test_due_exactly_at_the_interval() -> None:
     created = datetime(2026, 1, 1, tzinfo=UTC)
     assert not policy.is_due(created, created + timedelta(days=30) - timedelta(seconds=1))
     assert policy.is_due(created, created + timedelta(days=30))
-    assert policy.expires_on(created) is None
+    # Without validity-days a version expires interval + 30 days after creation, so Key Vault's
+    # near-expiry event (30 days before exp) comes exactly when the interval says it is due.
+    assert policy.expires_on(created) == created + timedelta(days=60)
+    assert policy.next_rotation(created, policy.expires_on(created)) == created + timedelta(days=30)
     with_validity = RotationPolicy.from_tags({**MANAGED, "validity-days": "45"})
     assert with_validity.expires_on(created) == created + timedelta(days=45)
+
+
+def test_the_rotation_tags_round_trip_and_default() -> None:
+    policy = RotationPolicy.from_tags(MANAGED)
+    assert (policy.rotator, policy.target, policy.grace, policy.warning_days) == (
+        Rotator.KEY_VAULT,
+        None,
+        None,
+        (30, 7, 1),
+    )
+    tagged = RotationPolicy.from_tags(
+        {
+            **MANAGED,
+            "rotator": "webhook",
+            "rotation-target": "https://dispatch.example.com/keys",
+            "rotation-grace-hours": "0",
+            "expiry-warning-days": "7, 14,7",
+        }
+    )
+    assert tagged.rotator == Rotator.WEBHOOK
+    assert tagged.target == "https://dispatch.example.com/keys"
+    assert tagged.grace == timedelta(0)
+    assert tagged.warning_days == (14, 7)
+    assert RotationPolicy.from_tags(tagged.to_tags()) == tagged
+    assert len(tagged.to_tags()) <= 15
+    alternating = RotationPolicy.from_tags(
+        {**MANAGED, "rotator": "postgres-alternating", "rotation-target": "pg-admin"}
+    )
+    assert alternating.target == "pg-admin"
+
+
+def test_previous_versions_stay_enabled_for_encryption_keys_unless_a_grace_is_set() -> None:
+    assert RotationPolicy.from_tags(MANAGED).previous_grace() == timedelta(hours=24)
+    keys = {**MANAGED, "secret-kind": "encryption-key"}
+    assert RotationPolicy.from_tags(keys).previous_grace() is None
+    assert RotationPolicy.from_tags({**keys, "rotation-grace-hours": "48"}).previous_grace() == timedelta(
+        hours=48
+    )
+
+
+def test_due_when_the_current_version_nears_its_expiry() -> None:
+    policy = RotationPolicy.from_tags({**MANAGED, "rotation-interval-days": "90"})
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    expires = created + timedelta(days=40)  # set by hand, sooner than the policy would
+    assert not policy.is_due(created, created + timedelta(days=9), expires)
+    assert policy.is_due(created, created + timedelta(days=10), expires)  # 30 days before exp
+    assert not policy.is_due(created, created + timedelta(days=10))
