@@ -4,7 +4,7 @@ Run it with ``python -m devtools.keyvault_emulator --help``; start it from Pytho
 :class:`devtools.keyvault_emulator.process.EmulatorProcess`. Modules: ``cli`` (command line), ``server``
 (HTTPS, routing, auth challenge, throttling, stats), ``store`` (secrets and Key Vault's rules),
 ``limits`` (sliding windows, counters), ``rbac`` (``--deny``: denied operations and their 403),
-``certs`` (the self-signed certificate), ``errors``.
+``certs`` (the self-signed TLS certificate, and those behind certificate-backed secrets), ``errors``.
 """
 
 from devtools.keyvault_emulator.process import EmulatorProcess

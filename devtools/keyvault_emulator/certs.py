@@ -9,6 +9,7 @@ load it from a file, in a private temporary directory.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import ssl
@@ -18,9 +19,12 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = datetime.timedelta(days=365)
+PKCS12 = "application/x-pkcs12"
+PEM = "application/x-pem-file"
 
 
 def generate_certificate(extra_hosts: tuple[str, ...] = ()) -> tuple[bytes, bytes]:
@@ -101,3 +105,34 @@ def write_certificate(path: Path, cert_pem: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(cert_pem)
     tmp.replace(path)
+
+
+def certificate_secret(name: str, content_type: str) -> tuple[str, int, int]:
+    """(value, nbf, exp) of the secret behind a new self-signed certificate ``CN=name``, as Key Vault stores
+    it: base64 PKCS#12 without a password, or PEM (the PKCS#8 private key, then the certificate)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])])  # a CN has at most 64
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + VALIDITY)
+        .sign(key, hashes.SHA256())
+    )
+    if content_type == PKCS12:
+        pfx = pkcs12.serialize_key_and_certificates(
+            name.encode(), key, certificate, None, serialization.NoEncryption()
+        )
+        value = base64.b64encode(pfx).decode()
+    elif content_type == PEM:
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        value = (key_pem + certificate.public_bytes(serialization.Encoding.PEM)).decode()
+    else:
+        raise ValueError(f"content type must be {PKCS12} or {PEM}")
+    return value, int(now.timestamp()), int((now + VALIDITY).timestamp())

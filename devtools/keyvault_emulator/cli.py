@@ -35,7 +35,13 @@ Extra endpoints (no auth): GET /_emulator/stats returns {"requests": {operation:
 (set_secret, get_secret, list_secrets, list_versions, update_secret, delete_secret, get_deleted_secret,
 list_deleted_secrets, recover_deleted_secret, purge_deleted_secret) including throttled and failed ones,
 401 challenges as "challenge" and unroutable calls as "unknown"; total is their sum. POST
-/_emulator/reset zeroes the counters (not the secrets).
+/_emulator/reset zeroes the counters (not the secrets). POST /_emulator/certificates/NAME (optional body
+{"contentType": "application/x-pkcs12" (default) or "application/x-pem-file"}) creates, or renews, a
+self-signed certificate NAME: its secret is listed and read like Key Vault's (managed: true, a kid, the
+PFX or PEM as value) and set, update or delete of it through the secrets API is 409 Conflict.
+
+A soft-deleted name cannot be set again (409 Conflict, innererror.code "ObjectIsDeletedButRecoverable");
+reading, updating or deleting it is 404 SecretNotFound, as in the service.
 
 By default it is a vault with soft delete, no purge protection and full access. Options make it as strict
 as a real vault can be, so that code which passes here does not fail in Azure:
@@ -44,10 +50,12 @@ as a real vault can be, so that code which passes here does not fail in Azure:
                        are still purged automatically at their scheduledPurgeDate (90 days).
   --delete-delay-ms N  delete and recover complete N ms after they are answered, as the service's do.
                        Until then GET /deletedsecrets/{name} (after a delete) or GET /secrets/{name} (after
-                       a recover) is 404, and set, update, delete, recover or purge of the name is 409
-                       Conflict ("Secret NAME is currently being deleted." / "... being recovered."). The
-                       SDK's begin_delete_secret(...).wait() and begin_recover_deleted_secret(...).wait()
-                       poll through this (every 2 s unless given _polling_interval=...).
+                       a recover) is 404, and writes are 409 Conflict with the service's innererror.code:
+                       "ObjectIsBeingDeleted" for set, recover or purge during a delete (update or delete
+                       are 404: the secret has left the collection), "ObjectIsBeingRecovered" for set,
+                       update, delete, recover or purge during a recover. The SDK's
+                       begin_delete_secret(...).wait() and begin_recover_deleted_secret(...).wait() poll
+                       through this (every 2 s unless given _polling_interval=...). Purge completes at once.
   --empty-pages        every list (secrets, versions, deleted secrets) answers an empty page ("value": [])
                        carrying a nextLink before each real page, as the service sometimes does.
   --deny OPS           the operations named in OPS (comma-separated stats names, e.g.
@@ -56,8 +64,9 @@ as a real vault can be, so that code which passes here does not fail in Azure:
                        vault using Azure RBAC does for a missing role assignment. (A disabled version's 403
                        has innererror.code "SecretDisabled" instead.)
 Regardless of options, the service's unspecified orders are not hidden: list versions returns versions
-ordered by their random version id, not by creation, so sort by created_on (1 s resolution) yourself.
-Secrets and deleted secrets are listed by name.
+ordered by their random version id, not by creation, so sort by created_on (1 s resolution) yourself; list
+secrets returns secrets in an order fixed for the process's life but unrelated to their names (a keyed
+hash with a random key), so paging stays consistent. Deleted secrets are listed by name.
 """
 
 

@@ -48,3 +48,23 @@ def secret_not_found(name: str, version: str | None = None) -> ServiceError:
 
 def deleted_secret_not_found(name: str) -> ServiceError:
     return ServiceError(404, "SecretNotFound", f"Deleted Secret not found: {name}")
+
+
+def deleted_but_recoverable(name: str) -> ServiceError:
+    return ServiceError(
+        409,
+        "Conflict",
+        f"Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; "
+        "in this state, the secret can only be recovered or purged.",
+        inner_code="ObjectIsDeletedButRecoverable",
+    )
+
+
+def managed_by_certificate(name: str) -> ServiceError:
+    # The status is the service's; the wording is the emulator's (no recorded service message was found).
+    return ServiceError(
+        409,
+        "Conflict",
+        f"Secret {name} backs a certificate and is managed by Key Vault: it cannot be set, updated or "
+        "deleted through the secrets API; use the certificates API.",
+    )

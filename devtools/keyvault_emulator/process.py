@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from devtools.keyvault_emulator.rbac import parse_operations
 from devtools.processes import StoppableProcess, terminate
@@ -177,9 +178,19 @@ class EmulatorProcess(StoppableProcess):
         with self._open("POST", "/_emulator/reset"):
             pass
 
-    def _open(self, method: str, path: str) -> Any:
+    def create_certificate(self, name: str, content_type: str = "application/x-pkcs12") -> dict[str, Any]:
+        """``POST /_emulator/certificates/{name}``: create (or renew) a self-signed certificate ``name``; its
+        secret appears in the secrets API as Key Vault's does (``managed``, ``kid``, read-only). Returns the
+        secret's bundle without its value. Raises ``urllib.error.HTTPError`` (409 when ``name`` is an
+        ordinary or soft-deleted secret, 400 for another content type than PKCS#12 or PEM)."""
+        body = json.dumps({"contentType": content_type}).encode()
+        with self._open("POST", f"/_emulator/certificates/{quote(name)}", body) as response:
+            data: dict[str, Any] = json.load(response)
+        return data
+
+    def _open(self, method: str, path: str, body: bytes | None = None) -> Any:
         context = ssl.create_default_context(cafile=str(self.cert_file))
-        data = b"" if method == "POST" else None
+        data = body if body is not None else b"" if method == "POST" else None
         request = urllib.request.Request(self.url + path, method=method, data=data)  # noqa: S310 - https
         return urllib.request.urlopen(request, context=context, timeout=10)  # noqa: S310 - our own URL
 

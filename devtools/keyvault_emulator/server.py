@@ -2,7 +2,7 @@
 
 Request handling, in the order the service applies it:
 
-1. ``/_emulator/*`` (stats, reset): no auth, no latency, not counted.
+1. ``/_emulator/*`` (stats, reset, certificates): no auth, no latency, not counted.
 2. ``--latency-ms``: sleep before anything else, for every Key Vault call (challenges included).
 3. Routing: an unknown path is 404 ``NotFound``, a known path with the wrong method 405; both are counted
    as ``unknown``.
@@ -39,10 +39,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from devtools.keyvault_emulator.certs import PEM, PKCS12, certificate_secret
 from devtools.keyvault_emulator.errors import ServiceError, bad_parameter
 from devtools.keyvault_emulator.limits import SlidingWindow, Stats
 from devtools.keyvault_emulator.rbac import EMULATOR_TENANT_ID, forbidden_by_rbac
-from devtools.keyvault_emulator.store import JSON, MAX_PAGE_SIZE, SecretStore
+from devtools.keyvault_emulator.store import JSON, MAX_PAGE_SIZE, SecretStore, validate_name
 
 log = logging.getLogger("keyvault_emulator")
 
@@ -218,7 +219,7 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
             body = self._read_body()
             if url.path.startswith("/_emulator/"):
                 self._operation = "emulator"
-                self._emulator(url.path)
+                self._emulator(url.path, body)
                 return
             if self.server.latency:
                 time.sleep(self.server.latency)
@@ -352,8 +353,11 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
         next_link = None if next_marker is None else link(next_marker)
         self._send_json(200, {"value": items, "nextLink": next_link})
 
-    def _emulator(self, path: str) -> None:
-        if path == "/_emulator/stats" and self.command == "GET":
+    def _emulator(self, path: str, body: bytes) -> None:
+        certificate = re.fullmatch(r"/_emulator/certificates/([^/]+)", path)
+        if certificate and self.command == "POST":
+            self._create_certificate(unquote(certificate.group(1)), body)
+        elif path == "/_emulator/stats" and self.command == "GET":
             snapshot = self.server.stats.snapshot()
             active, deleted = self.server.store.counts()
             snapshot["secrets"] = {"active": active, "deleted": deleted}
@@ -361,10 +365,20 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
         elif path == "/_emulator/reset" and self.command == "POST":
             self.server.stats.reset()
             self._send_empty(204)
-        elif path in {"/_emulator/stats", "/_emulator/reset"}:
+        elif certificate or path in {"/_emulator/stats", "/_emulator/reset"}:
             raise ServiceError(405, "MethodNotAllowed", f"The method {self.command} is not allowed here.")
         else:
             raise ServiceError(404, "NotFound", f"The requested path {path[:200]} does not exist.")
+
+    def _create_certificate(self, name: str, body: bytes) -> None:
+        """What a certificate create (or renewal) leaves in the secrets API: a managed secret version."""
+        validate_name(name)
+        options = _json_body(body) if body else {}
+        content_type = options.get("contentType", PKCS12) if isinstance(options, dict) else None
+        if content_type not in (PKCS12, PEM):
+            raise bad_parameter(f"Property 'contentType' must be {PKCS12} or {PEM}.")
+        value, nbf, exp = certificate_secret(name, content_type)
+        self._send_json(200, self.server.store.create_certificate(name, value, content_type, nbf, exp))
 
     # ------------------------------------------------------------------------------------------------ I/O
 

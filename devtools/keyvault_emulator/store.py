@@ -9,19 +9,28 @@ or a ``kill -9`` loses nothing. The file holds secret values in clear text; it i
 
 Where the service is stricter or less predictable than a naive store, so is this one:
 
-- ``list_versions`` returns versions ordered by their random version id, not by creation (the service
-  promises no order): callers must sort by ``created`` themselves. ``list_secrets`` and
-  ``list_deleted_secrets`` are ordered by name, as the service's are in practice.
+- The service promises no list order, so none is given: ``list_versions`` returns versions ordered by their
+  random version id, not by creation (callers sort by ``created`` themselves), and ``list_secrets`` orders
+  secrets by a keyed hash of the name (``list_seed``, random per store): a fixed order within one process,
+  so paging stays consistent, but not by name. ``list_deleted_secrets`` is ordered by name.
 - ``purge_protection``: attributes say ``Recoverable`` and purge is 403; deleted secrets still vanish at
   their scheduled purge date.
 - ``delete_delay_ms``: delete and recover complete that long after they are answered. Meanwhile the secret
-  is in neither collection as far as reads go (404), and writes to the name are 409 ``Conflict``.
+  is in neither collection as far as reads go (404), and writes to the name are 409 ``Conflict`` with the
+  service's inner codes ``ObjectIsBeingDeleted`` / ``ObjectIsBeingRecovered``. As in the service, a secret
+  being deleted has already left the active collection: update or delete it again and the answer is 404.
+- A soft-deleted name cannot be set again: 409 ``Conflict``, inner code ``ObjectIsDeletedButRecoverable``
+  (get, update and delete of it are 404 ``SecretNotFound``, as in the service).
+- Certificate-backed secrets (``create_certificate``): ``managed: true`` and a ``kid``; the secrets API
+  cannot set, update or delete them (409 ``Conflict``).
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -34,7 +43,9 @@ from typing import Any
 from devtools.keyvault_emulator.errors import (
     ServiceError,
     bad_parameter,
+    deleted_but_recoverable,
     deleted_secret_not_found,
+    managed_by_certificate,
     secret_not_found,
 )
 from devtools.processes import write_atomically
@@ -73,6 +84,8 @@ class Secret:
     versions: list[SecretVersion] = field(default_factory=list)
     deleted_date: int | None = None
     scheduled_purge_date: int | None = None
+    # True for the secret of a Key Vault certificate: read-only through the secrets API.
+    managed: bool = False
 
     @property
     def current(self) -> SecretVersion:
@@ -107,8 +120,10 @@ class SecretStore:
         clock: Callable[[], float] = time.time,
         purge_protection: bool = False,
         delete_delay_ms: int = 0,
+        list_seed: bytes | None = None,
     ) -> None:
         self.base_url = ""
+        self._list_seed = list_seed if list_seed is not None else os.urandom(16)
         self.purge_protection = purge_protection
         self._recovery_level = PROTECTED_RECOVERY_LEVEL if purge_protection else RECOVERY_LEVEL
         self._delay = delete_delay_ms / 1000.0
@@ -144,6 +159,7 @@ class SecretStore:
                     versions=[SecretVersion(**v) for v in raw["versions"]],
                     deleted_date=raw.get("deleted_date"),
                     scheduled_purge_date=raw.get("scheduled_purge_date"),
+                    managed=raw.get("managed", False) is True,
                 )
                 if not secret.versions:
                     raise ValueError(f"secret {secret.name!r} has no versions")
@@ -186,15 +202,12 @@ class SecretStore:
             self._expire_deleted()
             now = self._now()
             key = name.lower()
-            self._refuse_settling(name)
+            self._refuse_settling(name, create=True)
             if key in self._deleted:
-                raise ServiceError(
-                    409,
-                    "Conflict",
-                    f"Secret {name} is currently in a deleted but recoverable state, and its name cannot be "
-                    "reused; in this state, the secret can only be recovered or purged.",
-                )
+                raise deleted_but_recoverable(name)
             secret = self._active.get(key)
+            if secret is not None and secret.managed:
+                raise managed_by_certificate(name)
             if secret is None:
                 secret = self._active[key] = Secret(name=name)
             version = SecretVersion(
@@ -211,6 +224,36 @@ class SecretStore:
             secret.versions.append(version)
             self._changed()
             return self._bundle(secret, version, with_value=True)
+
+    def create_certificate(self, name: str, value: str, content_type: str, nbf: int, exp: int) -> JSON:
+        """What creating (or renewing) a certificate does to the secrets API: a new version of the managed
+        secret ``name`` holding ``value``. 409 when the name is an ordinary secret, or soft-deleted."""
+        validate_name(name)
+        with self._lock:
+            self._expire_deleted()
+            key = name.lower()
+            self._refuse_settling(name, create=True)
+            if key in self._deleted:
+                raise deleted_but_recoverable(name)
+            secret = self._active.get(key)
+            if secret is not None and not secret.managed:
+                raise ServiceError(409, "Conflict", f"There is already a secret named {name} in this vault.")
+            if secret is None:
+                secret = self._active[key] = Secret(name=name, managed=True)
+            now = self._now()
+            version = SecretVersion(
+                version=uuid.uuid4().hex,
+                value=value,
+                enabled=True,
+                created=now,
+                updated=now,
+                nbf=nbf,
+                exp=exp,
+                content_type=content_type,
+            )
+            secret.versions.append(version)
+            self._changed()
+            return self._bundle(secret, version, with_value=False)
 
     def get_secret(self, name: str, version: str | None) -> JSON:
         validate_name(name)
@@ -233,8 +276,10 @@ class SecretStore:
         tags = _tags(body.get("tags")) if "tags" in body else None
         attributes = _attributes(body.get("attributes"))
         with self._lock:
-            self._refuse_settling(name)
+            self._refuse_settling(name, while_deleting=False)  # being deleted: 404 below
             secret, found = self._find_version(name, version)
+            if secret.managed:
+                raise managed_by_certificate(name)
             if "contentType" in body:
                 found.content_type = content_type
             if "tags" in body:
@@ -248,11 +293,11 @@ class SecretStore:
     def list_secrets(self, maxresults: int, marker: str | None) -> Page:
         with self._lock:
             self._expire_deleted()
-            entries = [
-                (key, self._item(s.current, f"{self.base_url}/secrets/{s.name}"))
-                for key, s in sorted(self._active.items())
+            entries = sorted(
+                (self._list_key(key), self._item(s, s.current, f"{self.base_url}/secrets/{s.name}"))
+                for key, s in self._active.items()
                 if not self._is_settling(key)
-            ]
+            )
         return _page(entries, maxresults, marker)
 
     def list_versions(self, name: str, maxresults: int, marker: str | None) -> Page:
@@ -267,7 +312,7 @@ class SecretStore:
                 # Keyed (so ordered and paged) by the random version id: deliberately not creation order.
                 for version in sorted(secret.versions, key=lambda v: v.version):
                     item_id = f"{self.base_url}/secrets/{secret.name}/{version.version}"
-                    entries.append((version.version, self._item(version, item_id)))
+                    entries.append((version.version, self._item(secret, version, item_id)))
         return _page(entries, maxresults, marker)
 
     def delete_secret(self, name: str) -> JSON:
@@ -275,10 +320,13 @@ class SecretStore:
         with self._lock:
             self._expire_deleted()
             key = name.lower()
-            self._refuse_settling(name)
-            secret = self._active.pop(key, None)
+            self._refuse_settling(name, while_deleting=False)  # deleting twice is 404, as in the service
+            secret = None if self._is_settling(key) else self._active.get(key)
             if secret is None:
                 raise secret_not_found(name)
+            if secret.managed:
+                raise managed_by_certificate(name)
+            del self._active[key]
             now = self._now()
             secret.deleted_date = now
             secret.scheduled_purge_date = now + RECOVERABLE_DAYS * 86400
@@ -299,7 +347,7 @@ class SecretStore:
             for key, secret in sorted(self._deleted.items()):
                 if self._is_settling(key):
                     continue
-                item = self._item(secret.current, f"{self.base_url}/secrets/{secret.name}")
+                item = self._item(secret, secret.current, f"{self.base_url}/secrets/{secret.name}")
                 item.update(self._deletion_fields(secret))
                 entries.append((key, item))
         return _page(entries, maxresults, marker)
@@ -368,12 +416,32 @@ class SecretStore:
             return False
         return True
 
-    def _refuse_settling(self, name: str) -> None:
-        """409 for a write to a name whose delete or recover is still in progress."""
+    def _refuse_settling(self, name: str, *, create: bool = False, while_deleting: bool = True) -> None:
+        """409 for a write to a name whose delete or recover is still in progress, with the service's
+        inner code and wording (``create``: a set_secret). ``while_deleting=False``: the caller answers 404
+        instead while a delete is in progress, as the secret has already left the active collection."""
         key = name.lower()
-        if self._is_settling(key):
-            doing = "deleted" if key in self._deleted else "recovered"
-            raise ServiceError(409, "Conflict", f"Secret {name} is currently being {doing}.")
+        if not self._is_settling(key):
+            return
+        if key in self._deleted:
+            if while_deleting:
+                message = (
+                    f"Secret {name} is currently being deleted and cannot be re-created; retry later."
+                    if create
+                    else "Secret is currently being deleted."
+                )
+                raise ServiceError(409, "Conflict", message, inner_code="ObjectIsBeingDeleted")
+            return
+        message = (
+            f"Secret {name} is currently being recovered and cannot be re-created; retry later."
+            if create
+            else f"Secret {name} is currently being recovered."
+        )
+        raise ServiceError(409, "Conflict", message, inner_code="ObjectIsBeingRecovered")
+
+    def _list_key(self, key: str) -> str:
+        """The position of a secret in ``list_secrets``: fixed for the store's life, unrelated to the name."""
+        return hashlib.blake2b(key.encode(), key=self._list_seed, digest_size=8).hexdigest() + key
 
     def _find_version(self, name: str, version: str | None) -> tuple[Secret, SecretVersion]:
         self._expire_deleted()
@@ -410,19 +478,24 @@ class SecretStore:
         )
         return out
 
-    def _item(self, version: SecretVersion, item_id: str) -> JSON:
+    def _item(self, secret: Secret, version: SecretVersion, item_id: str) -> JSON:
         out: JSON = {"id": item_id, "attributes": self._attributes(version)}
         if version.tags is not None:
             out["tags"] = dict(version.tags)
         if version.content_type is not None:
             out["contentType"] = version.content_type
+        if secret.managed:
+            out["managed"] = True
         return out
 
     def _bundle(self, secret: Secret, version: SecretVersion, *, with_value: bool) -> JSON:
         out: JSON = {}
         if with_value:
             out["value"] = version.value
-        out.update(self._item(version, f"{self.base_url}/secrets/{secret.name}/{version.version}"))
+        out.update(self._item(secret, version, f"{self.base_url}/secrets/{secret.name}/{version.version}"))
+        if secret.managed:
+            # The certificate, its key and its secret share name and version.
+            out["kid"] = f"{self.base_url}/keys/{secret.name}/{version.version}"
         return out
 
     def _deletion_fields(self, secret: Secret) -> JSON:

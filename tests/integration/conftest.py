@@ -40,7 +40,7 @@ def azurite() -> Iterator[AzuriteProcess]:
 def kv_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     cert = tmp_path_factory.mktemp("kv") / "emulator.pem"
     try:
-        proc = EmulatorProcess.start(cert)
+        proc = EmulatorProcess.start(cert, delete_delay_ms=200)
     except RuntimeError as err:
         pytest.fail(f"the Key Vault emulator could not start: {err}", pytrace=False)
     yield proc

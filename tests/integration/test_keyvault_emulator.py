@@ -7,6 +7,7 @@ the tests with its output.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import os
@@ -17,6 +18,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from devtools.keyvault_emulator.process import REPO_ROOT, EmulatorProcess
 from devtools.keyvault_emulator.rbac import ACTIONS
@@ -82,6 +85,15 @@ def unique(prefix: str) -> str:
 def raw(emulator: EmulatorProcess, method: str, path: str, **kwargs: Any) -> requests.Response:
     """A request without the SDK (``path`` includes the query)."""
     return requests.request(method, emulator.url + path, verify=str(emulator.cert_file), timeout=10, **kwargs)
+
+
+def conflict_of(call: Any) -> tuple[str | None, str | None]:
+    """(inner error code, message) of the 409 ``call()`` must raise through the SDK."""
+    with pytest.raises(ResourceExistsError) as conflict:
+        call()
+    error = conflict.value.error
+    assert conflict.value.status_code == 409 and error is not None and error.code == "Conflict"
+    return (error.innererror or {}).get("code"), error.message
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +265,30 @@ def test_list_versions_paging_is_stable_while_versions_are_added(client: SecretC
     assert seen == sorted(seen)
 
 
+def test_list_secrets_is_not_by_name_but_stable_across_pages(client: SecretClient) -> None:
+    prefix = unique("order")
+    names = [f"{prefix}-{index:02d}" for index in range(30)]
+    for name in names:
+        client.set_secret(name, "v")
+
+    def listing(page_size: int) -> list[str]:
+        pages = client.list_properties_of_secrets(max_page_size=page_size).by_page()
+        return [str(p.name) for page in pages for p in page if str(p.name).startswith(prefix)]
+
+    first, again, by_sevens = listing(25), listing(25), listing(7)
+    pager = client.list_properties_of_secrets(max_page_size=5).by_page()
+    seen = [str(p.name) for p in next(pager)]
+    added = {client.set_secret(f"{prefix}-added-{i}", "v").name for i in range(5)}  # mid-listing
+    seen = [name for name in seen + [str(p.name) for page in pager for p in page] if name.startswith(prefix)]
+
+    # The service promises no order, so the emulator gives none a caller could rely on: not by name, not
+    # by creation. Within one process the order is fixed, so paging neither repeats nor skips a secret.
+    assert sorted(first) == names and first != names
+    assert again == first and by_sevens == first
+    assert len(seen) == len(set(seen)) and set(names) <= set(seen)
+    assert set(seen) - set(names) <= added
+
+
 def test_update_properties_and_disabled_versions_are_forbidden(client: SecretClient) -> None:
     name = unique("update")
     old = client.set_secret(name, "old").properties.version
@@ -317,6 +353,21 @@ def test_delete_recover_purge_round_trip(client: SecretClient, emulator: Emulato
     with pytest.raises(ResourceExistsError) as conflict:
         client.set_secret(name, "reuse")  # deleted but not purged: the name is taken
     assert conflict.value.status_code == 409
+    assert conflict.value.error is not None and conflict.value.error.code == "Conflict"
+    assert conflict.value.error.innererror == {"code": "ObjectIsDeletedButRecoverable"}
+    assert conflict.value.error.message == (
+        f"Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; "
+        "in this state, the secret can only be recovered or purged."
+    )
+    # Reading, updating or deleting a soft-deleted secret is 404, as in the service (its message says so).
+    for gone in (
+        lambda: client.update_secret_properties(name, enabled=False),
+        lambda: client.begin_delete_secret(name),
+    ):
+        with pytest.raises(ResourceNotFoundError) as not_found:
+            gone()
+        assert not_found.value.error is not None and not_found.value.error.code == "SecretNotFound"
+        assert "If you recently deleted this secret" in str(not_found.value.error.message)
 
     recover = client.begin_recover_deleted_secret(name)
     recover.wait(timeout=10)
@@ -390,6 +441,72 @@ def test_values_and_tags_at_the_limits_are_accepted(client: SecretClient) -> Non
     assert stored.properties.tags == tags
 
 
+# ------------------------------------------------------------------------------ certificate-backed secrets
+
+
+def test_certificate_secrets_are_managed_read_only_and_carry_the_key_id(
+    client: SecretClient, emulator: EmulatorProcess
+) -> None:
+    pfx_name, pem_name = unique("cert-pfx"), unique("cert-pem")
+    created = emulator.create_certificate(pfx_name)
+    emulator.create_certificate(pem_name, content_type="application/x-pem-file")
+    emulator.reset_stats()
+
+    pfx, pem = client.get_secret(pfx_name), client.get_secret(pem_name)
+    listed = {p.name: p for p in client.list_properties_of_secrets()}
+    refused = [
+        conflict_of(lambda: client.set_secret(pfx_name, "overwrite")),
+        conflict_of(lambda: client.update_secret_properties(pfx_name, enabled=False)),
+        conflict_of(lambda: client.begin_delete_secret(pfx_name)),
+    ]
+    renewed = emulator.create_certificate(pfx_name)  # a renewal: a new version of the same secret
+    versions = list(client.list_properties_of_secret_versions(pfx_name))
+
+    assert "value" not in created and created["managed"] is True
+    assert created["kid"] == f"{emulator.url}/keys/{pfx_name}/{pfx.properties.version}"
+    assert pfx.properties.managed is True and pem.properties.managed is True
+    assert pfx.properties.key_id == f"{emulator.url}/keys/{pfx_name}/{pfx.properties.version}"
+    assert pem.properties.key_id == f"{emulator.url}/keys/{pem_name}/{pem.properties.version}"
+    assert pfx.properties.content_type == "application/x-pkcs12"
+    assert pem.properties.content_type == "application/x-pem-file"
+    # The values are what Key Vault stores: a password-less PFX in base64, or the key and certificate in PEM.
+    key, certificate, _ = pkcs12.load_key_and_certificates(base64.b64decode(str(pfx.value)), None)
+    assert key is not None and certificate is not None
+    assert certificate.subject.rfc4514_string() == f"CN={pfx_name}"
+    assert "BEGIN PRIVATE KEY" in str(pem.value) and "BEGIN CERTIFICATE" in str(pem.value)
+    assert pfx.properties.expires_on == certificate.not_valid_after_utc
+    assert listed[pfx_name].managed is True and listed[pfx_name].key_id is None  # items carry no kid
+    assert client.get_secret(pfx_name).properties.enabled is True  # nothing was changed by the refusals
+    assert all(code is None for code, _ in refused)
+    assert len(versions) == 2 and all(v.managed for v in versions)
+    assert renewed["id"] != created["id"]
+    assert emulator.stats()["requests"]["set_secret"] == 1  # control calls are not counted
+
+
+def test_certificates_cannot_take_an_ordinary_or_soft_deleted_name(
+    client: SecretClient, emulator: EmulatorProcess
+) -> None:
+    ordinary, binned = unique("plain"), unique("binned")
+    client.set_secret(ordinary, "v")
+    client.set_secret(binned, "v")
+    client.begin_delete_secret(binned).wait(timeout=10)
+
+    answers = {}
+    for name in (ordinary, binned, "bad_name"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            emulator.create_certificate(name)
+        answers[name] = (refused.value.code, json.load(refused.value)["error"])
+    with pytest.raises(urllib.error.HTTPError) as bad_type:
+        emulator.create_certificate(unique("cert"), content_type="text/plain")
+
+    assert answers[ordinary][0] == 409 and answers[ordinary][1]["code"] == "Conflict"
+    assert answers[binned][0] == 409
+    assert answers[binned][1]["innererror"] == {"code": "ObjectIsDeletedButRecoverable"}
+    assert answers["bad_name"][0] == 400
+    assert bad_type.value.code == 400
+    assert client.get_secret(ordinary).properties.managed is None
+
+
 # ------------------------------------------------------------------------ throttling, latency, persistence
 
 
@@ -440,9 +557,10 @@ def test_state_file_keeps_secrets_and_deleted_secrets_across_restarts(tmp_path: 
         sdk.update_secret_properties("kept", v1, enabled=False)
         sdk.set_secret("binned", "gone")
         sdk.begin_delete_secret("binned").wait(timeout=10)
+        first_run.create_certificate("tls")
         # Written on every change: a hard kill loses nothing.
         saved = json.loads(state.read_text(encoding="utf-8"))
-    assert {s["name"] for s in saved["secrets"]} == {"kept", "binned"}
+    assert {s["name"] for s in saved["secrets"]} == {"kept", "binned", "tls"}
     assert stat.S_IMODE(state.stat().st_mode) == 0o600
     assert first_run.returncode == 0
 
@@ -454,11 +572,13 @@ def test_state_file_keeps_secrets_and_deleted_secrets_across_restarts(tmp_path: 
             deleted = sdk.get_deleted_secret("binned")
             sdk.begin_recover_deleted_secret("binned").wait(timeout=10)
             recovered = sdk.get_secret("binned")
+            certificate = sdk.get_secret("tls")
 
         assert (kept.value, kept.properties.tags) == ("two", {"k": "v"})
         assert versions == {v1: False, kept.properties.version: True}
         assert deleted.recovery_id == f"{second_run.url}/deletedsecrets/binned"
         assert recovered.value == "gone"
+        assert certificate.properties.managed is True and certificate.properties.key_id is not None
         os.kill(second_run.pid, signal.SIGINT)  # Ctrl-C: a clean stop too
         deadline = time.monotonic() + 10
         while second_run.returncode is None and time.monotonic() < deadline:
@@ -467,7 +587,7 @@ def test_state_file_keeps_secrets_and_deleted_secrets_across_restarts(tmp_path: 
     finally:
         second_run.stop()
     names = {s["name"]: s["deleted_date"] for s in json.loads(state.read_text(encoding="utf-8"))["secrets"]}
-    assert names == {"kept": None, "binned": None}
+    assert names == {"kept": None, "binned": None, "tls": None}
 
 
 def test_log_names_calls_but_never_values(client: SecretClient, emulator: EmulatorProcess) -> None:
@@ -595,31 +715,34 @@ def test_purge_protection_forbids_purge_but_deleted_secrets_still_expire(tmp_pat
     assert reused.value == "new"
 
 
-def test_delete_and_recover_complete_after_a_delay(tmp_path: Path) -> None:
+def test_delete_recover_and_purge_with_a_delay_answer_the_services_conflicts(tmp_path: Path) -> None:
     delay = 1.0
     with start_emulator(tmp_path, delete_delay_ms=int(delay * 1000)) as slow, make_client(slow) as sdk:
         sdk.set_secret("moving", "v1")
 
         started = time.monotonic()
         deleting = sdk.begin_delete_secret("moving", _polling_interval=0.05)
-        # Answered, but not done: the secret is in neither collection and its name is still busy.
+        # Answered, but not done: the secret has left the active collection, is not yet in the deleted one,
+        # and its name is busy.
         with pytest.raises(ResourceNotFoundError):
             sdk.get_deleted_secret("moving")
         with pytest.raises(ResourceNotFoundError):
             sdk.get_secret("moving")
+        with pytest.raises(ResourceNotFoundError):
+            sdk.update_secret_properties("moving", enabled=False)
+        with pytest.raises(ResourceNotFoundError):
+            sdk.begin_delete_secret("moving")  # deleting twice is 404 in the service too
         during_delete = [d.name for d in sdk.list_deleted_secrets()]
-        with pytest.raises(ResourceExistsError) as set_conflict:
-            sdk.set_secret("moving", "too-soon")
-        with pytest.raises(ResourceExistsError) as purge_conflict:
-            sdk.purge_deleted_secret("moving")
-        with pytest.raises(ResourceExistsError):
-            sdk.begin_recover_deleted_secret("moving")
+        set_conflict = conflict_of(lambda: sdk.set_secret("moving", "too-soon"))
+        purge_conflict = conflict_of(lambda: sdk.purge_deleted_secret("moving"))
+        recover_conflict = conflict_of(lambda: sdk.begin_recover_deleted_secret("moving"))
         checked_within = time.monotonic() - started
         slow.reset_stats()
         deleting.wait(timeout=10)
         delete_took = time.monotonic() - started
         delete_polls = slow.stats()["requests"]["get_deleted_secret"]
         after_delete = sdk.get_deleted_secret("moving")
+        deleted_conflict = conflict_of(lambda: sdk.set_secret("moving", "reuse"))
 
         started = time.monotonic()
         recovering = sdk.begin_recover_deleted_secret("moving", _polling_interval=0.05)
@@ -628,8 +751,11 @@ def test_delete_and_recover_complete_after_a_delay(tmp_path: Path) -> None:
         with pytest.raises(ResourceNotFoundError):
             sdk.get_deleted_secret("moving")
         during_recover = [p.name for p in sdk.list_properties_of_secrets()]
-        with pytest.raises(ResourceExistsError) as recover_conflict:
-            sdk.set_secret("moving", "too-soon")
+        recovering_conflicts = [
+            conflict_of(lambda: sdk.set_secret("moving", "too-soon")),
+            conflict_of(lambda: sdk.update_secret_properties("moving", enabled=False)),
+            conflict_of(lambda: sdk.begin_delete_secret("moving")),
+        ]
         recover_checked_within = time.monotonic() - started
         slow.reset_stats()
         recovering.wait(timeout=10)
@@ -637,22 +763,36 @@ def test_delete_and_recover_complete_after_a_delay(tmp_path: Path) -> None:
         recover_polls = slow.stats()["requests"]["get_secret"]
         after_recover = sdk.get_secret("moving")
 
+        # Then delete for good: the poller waits for the delete, after which purge is allowed.
+        sdk.begin_delete_secret("moving", _polling_interval=0.05).wait(timeout=10)
+        sdk.purge_deleted_secret("moving")
+        with pytest.raises(ResourceNotFoundError):
+            sdk.get_deleted_secret("moving")
+        reborn = sdk.set_secret("moving", "fresh")
+
     assert checked_within < delay and recover_checked_within < delay, (
         "the checks were too slow to mean anything"
     )
     assert during_delete == [] and during_recover == []
-    for conflict in (set_conflict, purge_conflict):
-        assert conflict.value.status_code == 409
-        assert conflict.value.error is not None and conflict.value.error.code == "Conflict"
-        assert conflict.value.error.message == "Secret moving is currently being deleted."
-    assert recover_conflict.value.error is not None
-    assert recover_conflict.value.error.message == "Secret moving is currently being recovered."
+    assert set_conflict == (
+        "ObjectIsBeingDeleted",
+        "Secret moving is currently being deleted and cannot be re-created; retry later.",
+    )
+    being_deleted = ("ObjectIsBeingDeleted", "Secret is currently being deleted.")
+    assert purge_conflict == being_deleted and recover_conflict == being_deleted
+    assert deleted_conflict[0] == "ObjectIsDeletedButRecoverable"
+    assert recovering_conflicts[0] == (
+        "ObjectIsBeingRecovered",
+        "Secret moving is currently being recovered and cannot be re-created; retry later.",
+    )
+    assert [code for code, _ in recovering_conflicts[1:]] == ["ObjectIsBeingRecovered"] * 2
     # The SDK's pollers saw 404s, then the secret: wait() really waited.
     assert delay * 0.9 <= delete_took < delay + 3 and delete_polls >= 2
     assert delay * 0.9 <= recover_took < delay + 3 and recover_polls >= 2
     assert deleting.done() and recovering.done()
     assert after_delete.name == "moving"
     assert after_recover.value == "v1"
+    assert reborn.value == "fresh"
 
 
 def test_empty_pages_with_a_next_link_do_not_end_the_listing(tmp_path: Path) -> None:
@@ -671,7 +811,7 @@ def test_empty_pages_with_a_next_link_do_not_end_the_listing(tmp_path: Path) -> 
         secret_pages = page_sizes(sdk.list_properties_of_secrets(max_page_size=3).by_page())
         version_pages = page_sizes(sdk.list_properties_of_secret_versions("s0", max_page_size=2).by_page())
         deleted_pages = page_sizes(sdk.list_deleted_secrets(max_page_size=2).by_page())
-        secrets = [p.name for p in sdk.list_properties_of_secrets()]
+        secrets = sorted(str(p.name) for p in sdk.list_properties_of_secrets())
         versions = list(sdk.list_properties_of_secret_versions("s0"))
         deleted = [d.name for d in sdk.list_deleted_secrets()]
         empty = list(sdk.list_properties_of_secret_versions("never-set"))
