@@ -20,6 +20,7 @@ from shared.domain.audit import (
 )
 from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
+from shared.domain.secrets import SecretItem, SecretValue, SecretVersion
 from shared.domain.state import Versioned
 
 
@@ -38,6 +39,75 @@ class DependencyProbe(Protocol):
         """Return when the peer answered.
 
         Raises DependencyUnavailable (or ConfigurationError when its settings are wrong).
+        """
+        ...
+
+
+class SecretStore(Protocol):
+    """The vault's secrets, as versions with properties. Only ``get_value`` returns a value.
+
+    Every call raises InvalidSecret (shared.domain.secrets) for a name outside Key Vault's rules, Forbidden
+    when the vault refuses the service's own identity, DependencyUnavailable when it does not answer.
+    Versions are addressed by id: the vault lists them in no order and stamps ``created`` in whole seconds.
+    """
+
+    def list_properties(self) -> Iterable[SecretItem]:
+        """Every secret's current-version properties (disabled and certificate-backed ones included),
+        fetched page by page while iterating, in no guaranteed order; never a value nor a version id.
+
+        Errors (Forbidden, DependencyUnavailable) are raised while iterating.
+        """
+        ...
+
+    def list_versions(self, name: str) -> list[SecretVersion]:
+        """The properties of every version of ``name``, in no guaranteed order. Raises NotFound."""
+        ...
+
+    def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
+        """The properties of a version (None: the current one), a disabled one included when named by id.
+
+        Raises NotFound (unknown name or version), SecretDisabled when ``version`` is None and the
+        current version is disabled (its id cannot be read then).
+        """
+        ...
+
+    def get_value(self, name: str, version: str | None = None) -> SecretValue:
+        """A version's value and properties (None: the current version). Raises NotFound, SecretDisabled."""
+        ...
+
+    def set_value(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None,
+        tags: Mapping[str, str],
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+        enabled: bool = True,
+    ) -> SecretVersion:
+        """Store a new version, which becomes the current one; return its properties. The new version
+        carries exactly ``tags`` (none of the previous version's); times are kept in whole seconds.
+
+        Raises InvalidSecret (value over 25 KiB, more than 15 tags, a tag over 256 characters), Conflict
+        (the name is deleted but recoverable, or backs a certificate).
+        """
+        ...
+
+    def update_properties(
+        self,
+        name: str,
+        version: str,
+        *,
+        enabled: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        expires: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> SecretVersion:
+        """Change one version's properties; None leaves a property as it is, ``tags`` replaces them all.
+        Returns the updated properties.
+
+        Raises NotFound, InvalidSecret (tags), Conflict (the secret backs a certificate).
         """
         ...
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,11 +27,20 @@ from shared.domain.audit import (
     seal_all,
     seal_digest,
 )
-from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, SecretDisabled
 from shared.domain.findings import StoredFinding, review
 from shared.domain.notifications import Notification
+from shared.domain.secrets import (
+    SecretItem,
+    SecretValue,
+    SecretVersion,
+    is_version_id,
+    validate_name,
+    validate_tags,
+    validate_value,
+)
 from shared.domain.state import Versioned
-from shared.ports import MacKeyRing
+from shared.ports import Clock, MacKeyRing
 
 
 class FixedClock:
@@ -273,3 +283,215 @@ class RecordingPublisher:
         if not self.available:
             raise DependencyUnavailable("event_grid", "HTTP 503")
         self.sent.extend(notifications)
+
+
+@dataclass
+class _StoredVersion:
+    version: str
+    value: str
+    enabled: bool
+    created: datetime
+    updated: datetime
+    not_before: datetime | None
+    expires: datetime | None
+    content_type: str | None
+    tags: dict[str, str]
+
+
+@dataclass
+class _StoredSecret:
+    name: str
+    versions: list[_StoredVersion] = field(default_factory=list)  # creation order; the newest is current
+    key_id: str | None = None  # a certificate-backed secret's key (its versions' kid add the version)
+
+
+class InMemorySecretStore:
+    """SecretStore with the vault's behaviour where rotation relies on it: per-version tags (a new version
+    carries only the tags given), versions and secrets listed in a seeded-random order, ``created`` in
+    whole seconds of ``clock`` (versions set without advancing the clock tie), disabled versions unreadable
+    (SecretDisabled), case-insensitive names, certificate-backed secrets (``add_certificate``; writing them
+    is Conflict) and the vault's limits (InvalidSecret).
+
+    ``available=False`` fails every call as an unreachable vault does; method names in ``denied`` are
+    refused as the vault refuses a missing role (Forbidden). ``secrets`` is the state tests assert on."""
+
+    VAULT_URL = "https://fake-vault.vault.azure.net"
+
+    def __init__(self, clock: Clock | None = None, seed: int = 0) -> None:
+        self.clock: Clock = clock or FixedClock()
+        self.secrets: dict[str, _StoredSecret] = {}  # by lower-case name: Key Vault's are case-insensitive
+        self.available = True
+        self.denied: set[str] = set()
+        self._random = random.Random(seed)
+
+    def list_properties(self) -> Iterator[SecretItem]:
+        self._call("list_properties")
+        secrets = list(self.secrets.values())
+        self._random.shuffle(secrets)
+        for secret in secrets:
+            current = vars(self._version(secret, secret.versions[-1]))
+            yield SecretItem(**{k: v for k, v in current.items() if k not in {"version", "key_id"}})
+
+    def list_versions(self, name: str) -> list[SecretVersion]:
+        self._call("list_versions", name)
+        secret = self._secret(name)
+        versions = [self._version(secret, v, listed=True) for v in secret.versions]
+        self._random.shuffle(versions)
+        return versions
+
+    def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
+        self._call("get_properties", name)
+        secret, found = self._find(name, version)
+        if version is None and not found.enabled:
+            raise SecretDisabled("key_vault: the secret version is disabled")
+        return self._version(secret, found)
+
+    def get_value(self, name: str, version: str | None = None) -> SecretValue:
+        self._call("get_value", name)
+        secret, found = self._find(name, version)
+        if not found.enabled:
+            raise SecretDisabled("key_vault: the secret version is disabled")
+        return SecretValue(self._version(secret, found), found.value)
+
+    def set_value(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None,
+        tags: Mapping[str, str],
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+        enabled: bool = True,
+    ) -> SecretVersion:
+        self._call("set_value", name)
+        validate_value(value)
+        validate_tags(tags)
+        secret = self.secrets.get(name.lower())
+        if secret is not None and secret.key_id is not None:
+            raise Conflict("key_vault: HTTP 409 (the secret backs a certificate)")
+        if secret is None:
+            secret = self.secrets[name.lower()] = _StoredSecret(name)
+        return self._append(secret, value, enabled, not_before, expires, content_type, tags)
+
+    def update_properties(
+        self,
+        name: str,
+        version: str,
+        *,
+        enabled: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        expires: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> SecretVersion:
+        self._call("update_properties", name)
+        if tags is not None:
+            validate_tags(tags)
+        secret, found = self._find(name, version)
+        if secret.key_id is not None:
+            raise Conflict("key_vault: HTTP 409 (the secret backs a certificate)")
+        if enabled is not None:
+            found.enabled = enabled
+        if tags is not None:
+            found.tags = dict(tags)
+        if expires is not None:
+            found.expires = _whole_seconds(expires)
+        if not_before is not None:
+            found.not_before = _whole_seconds(not_before)
+        found.updated = self._now()
+        return self._version(secret, found)
+
+    def add_certificate(self, name: str, value: str = "MIIcertificate-pfx", **tags: str) -> SecretVersion:
+        """What creating (or renewing) a Key Vault certificate does to the secret of the same name: a new
+        certificate-backed version (``managed``, with its key's ``kid``), content type PKCS#12."""
+        validate_name(name)
+        secret = self.secrets.get(name.lower())
+        if secret is not None and secret.key_id is None:
+            raise Conflict("key_vault: a secret of that name exists and backs no certificate")
+        if secret is None:
+            secret = self.secrets[name.lower()] = _StoredSecret(name, key_id=f"{self.VAULT_URL}/keys/{name}")
+        now = self._now()
+        return self._append(secret, value, True, now, now + timedelta(days=365), "application/x-pkcs12", tags)
+
+    def versions_of(self, name: str) -> list[str]:
+        """The version ids of ``name`` in creation order, which the store itself never reveals."""
+        return [v.version for v in self.secrets[name.lower()].versions]
+
+    def _append(
+        self,
+        secret: _StoredSecret,
+        value: str,
+        enabled: bool,
+        not_before: datetime | None,
+        expires: datetime | None,
+        content_type: str | None,
+        tags: Mapping[str, str],
+    ) -> SecretVersion:
+        now = self._now()
+        stored = _StoredVersion(
+            version=self._random.getrandbits(128).to_bytes(16, "big").hex(),
+            value=value,
+            enabled=enabled,
+            created=now,
+            updated=now,
+            not_before=_whole_seconds(not_before),
+            expires=_whole_seconds(expires),
+            content_type=content_type,
+            tags=dict(tags),
+        )
+        secret.versions.append(stored)
+        return self._version(secret, stored)
+
+    def _call(self, operation: str, name: str | None = None) -> None:
+        if not self.available:
+            raise DependencyUnavailable("key_vault", "unreachable (connection failed)")
+        if name is not None:
+            validate_name(name)
+        if operation in self.denied:
+            raise Forbidden("key_vault: forbidden (HTTP 403, Forbidden)")
+
+    def _now(self) -> datetime:
+        now = _whole_seconds(self.clock.now())
+        assert now is not None
+        return now
+
+    def _secret(self, name: str) -> _StoredSecret:
+        secret = self.secrets.get(name.lower())
+        if secret is None:
+            raise NotFound("key_vault: not found")
+        return secret
+
+    def _find(self, name: str, version: str | None) -> tuple[_StoredSecret, _StoredVersion]:
+        if version is not None and not is_version_id(version):
+            raise NotFound("key_vault: not found")
+        secret = self._secret(name)
+        if version is None:
+            return secret, secret.versions[-1]
+        for stored in secret.versions:
+            if stored.version == version.lower():
+                return secret, stored
+        raise NotFound("key_vault: not found")
+
+    def _version(self, secret: _StoredSecret, stored: _StoredVersion, listed: bool = False) -> SecretVersion:
+        return SecretVersion(
+            name=secret.name,
+            version=stored.version,
+            enabled=stored.enabled,
+            created=stored.created,
+            updated=stored.updated,
+            not_before=stored.not_before,
+            expires=stored.expires,
+            content_type=stored.content_type,
+            tags=dict(stored.tags),
+            managed=secret.key_id is not None,
+            # Key Vault's list items carry no kid: only a read of the version answers it.
+            key_id=f"{secret.key_id}/{stored.version}" if secret.key_id and not listed else None,
+        )
+
+
+def _whole_seconds(time: datetime | None) -> datetime | None:
+    """Key Vault keeps times as whole Unix seconds and answers them in UTC."""
+    if time is None:
+        return None
+    aware = time if time.tzinfo is not None else time.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).replace(microsecond=0)

@@ -7,15 +7,28 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.keyvault.secrets import SecretClient
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient, SecretProperties
 
 from shared.adapters.azure_errors import translate
 from shared.domain.audit import AnchoredDigest, Digest, format_time, parse_time
-from shared.domain.errors import DependencyUnavailable
+from shared.domain.errors import DependencyUnavailable, DomainError, NotFound, SecretDisabled
+from shared.domain.secrets import (
+    MAX_PAGE_SIZE,
+    InvalidSecret,
+    SecretItem,
+    SecretValue,
+    SecretVersion,
+    is_version_id,
+    validate_name,
+    validate_tags,
+    validate_value,
+)
 
 DEPENDENCY = "key_vault"
 
@@ -153,3 +166,145 @@ class KeyVaultDigestAnchor:
             self._client.set_secret(self._name, value, content_type="application/json", tags=_ANCHOR_TAGS)
         except AzureError as err:
             raise translate(DEPENDENCY, err) from err
+
+
+class KeyVaultSecretStore:
+    """SecretStore on the real ``SecretClient``. Names, values and tags are checked against Key Vault's
+    limits before any request (a name never reaches a URL unchecked); what the vault still refuses with
+    400 is InvalidSecret too. Other ``azure.core`` errors become domain errors via ``translate``."""
+
+    def __init__(self, client: SecretClient) -> None:
+        self._client = client
+
+    def list_properties(self) -> Iterator[SecretItem]:
+        try:
+            for props in self._client.list_properties_of_secrets(max_page_size=MAX_PAGE_SIZE):
+                yield self._item(props)
+        except AzureError as err:
+            raise self._translate(err) from err
+
+    def list_versions(self, name: str) -> list[SecretVersion]:
+        validate_name(name)
+        try:
+            pager = self._client.list_properties_of_secret_versions(name, max_page_size=MAX_PAGE_SIZE)
+            versions = [self._version(props) for props in pager]
+        except AzureError as err:
+            raise self._translate(err) from err
+        if not versions:  # the vault lists no versions of an unknown name rather than answering 404
+            raise NotFound(f"key_vault: secret {name} not found")
+        return versions
+
+    def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
+        self._check(name, version)
+        try:
+            # No call reads properties alone: get_secret transfers the value, which is dropped here.
+            return self._version(self._client.get_secret(name, version).properties)
+        except AzureError as err:
+            error = self._translate(err)
+            if not (isinstance(error, SecretDisabled) and version):
+                raise error from err
+        # A disabled version's properties are readable only through the listing (no 'get' on it).
+        for found in self.list_versions(name):
+            if found.version.lower() == version.lower():
+                return found
+        raise NotFound(f"key_vault: version {version} of secret {name} not found")
+
+    def get_value(self, name: str, version: str | None = None) -> SecretValue:
+        self._check(name, version)
+        try:
+            secret = self._client.get_secret(name, version)
+        except AzureError as err:
+            raise self._translate(err) from err
+        if secret.value is None:
+            raise DependencyUnavailable(DEPENDENCY, "a secret was returned without its value")
+        return SecretValue(self._version(secret.properties), secret.value)
+
+    def set_value(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None,
+        tags: Mapping[str, str],
+        not_before: datetime | None = None,
+        expires: datetime | None = None,
+        enabled: bool = True,
+    ) -> SecretVersion:
+        validate_name(name)
+        validate_value(value)
+        validate_tags(tags)
+        try:
+            secret = self._client.set_secret(
+                name,
+                value,
+                enabled=enabled,
+                tags=dict(tags),
+                content_type=content_type,
+                not_before=not_before,
+                expires_on=expires,
+            )
+        except AzureError as err:
+            raise self._translate(err) from err
+        return self._version(secret.properties)
+
+    def update_properties(
+        self,
+        name: str,
+        version: str,
+        *,
+        enabled: bool | None = None,
+        tags: Mapping[str, str] | None = None,
+        expires: datetime | None = None,
+        not_before: datetime | None = None,
+    ) -> SecretVersion:
+        # "" is refused (NotFound): the SDK would update whichever version is current instead.
+        self._check(name, version)
+        if tags is not None:
+            validate_tags(tags)
+        try:
+            props = self._client.update_secret_properties(
+                name,
+                version,
+                enabled=enabled,
+                tags=dict(tags) if tags is not None else None,
+                not_before=not_before,
+                expires_on=expires,
+            )
+        except AzureError as err:
+            raise self._translate(err) from err
+        return self._version(props)
+
+    @staticmethod
+    def _check(name: str, version: str | None) -> None:
+        validate_name(name)
+        if version is not None and not is_version_id(version):  # "" included: it names no version
+            raise NotFound(f"key_vault: no version {version[:64]!r} of secret {name}")
+
+    @staticmethod
+    def _translate(err: AzureError) -> DomainError:
+        if isinstance(err, HttpResponseError) and err.status_code == 400:
+            return InvalidSecret("key_vault: the vault refused the request (HTTP 400)")
+        return translate(DEPENDENCY, err)
+
+    @staticmethod
+    def _item(props: SecretProperties) -> SecretItem:
+        if props.name is None or props.created_on is None or props.updated_on is None:
+            raise DependencyUnavailable(DEPENDENCY, "a secret was returned without its name or times")
+        return SecretItem(
+            name=props.name,
+            enabled=bool(props.enabled),
+            created=props.created_on,
+            updated=props.updated_on,
+            not_before=props.not_before,
+            expires=props.expires_on,
+            content_type=props.content_type,
+            tags=dict(props.tags or {}),
+            managed=bool(props.managed),
+        )
+
+    @classmethod
+    def _version(cls, props: SecretProperties) -> SecretVersion:
+        item = cls._item(props)
+        if not props.version:
+            raise DependencyUnavailable(DEPENDENCY, "a secret version was returned without its id")
+        return SecretVersion(**vars(item), version=props.version, key_id=props.key_id)
