@@ -12,6 +12,8 @@ EVENT_SOURCE = "/secret-lifecycle"
 SUSPICIOUS_ACTIVITY = "SecretLifecycle.SuspiciousActivity"
 #: The digest writer found audit chains that went backwards or vanished, or a broken digest chain.
 AUDIT_TAMPERING = "SecretLifecycle.AuditTampering"
+SECRET_ROTATED = "SecretLifecycle.SecretRotated"
+ROTATION_FAILED = "SecretLifecycle.RotationFailed"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ class Action(StrEnum):
     ROTATION_FAILED = "ROTATION_FAILED"
     ROTATION_SKIPPED = "ROTATION_SKIPPED"
     ROLLED_BACK = "ROLLED_BACK"
+    #: A previous version disabled once its grace period after a rotation ended.
+    VERSION_RETIRED = "VERSION_RETIRED"
     EXPIRY_WARNING = "EXPIRY_WARNING"
     SECRET_EXPIRED = "SECRET_EXPIRED"
     POLICY_VIOLATION = "POLICY_VIOLATION"

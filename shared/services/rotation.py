@@ -1,0 +1,412 @@
+"""Rotation of one managed secret: create pending → set in target → test → promote → retire the previous
+version after its grace period.
+
+This is the ``key-vault`` rotator, for which set and test are no-ops and promote is the one new version;
+the target rotators (PostgreSQL, webhook) add their steps on the same stored progress. Each secret's
+progress is a compare-and-swap entity (``StateStore``, partition ``rotation``) that every step reads
+first, and it doubles as the one-rotation-at-a-time lease (with an expiry, so a crashed holder does not
+block forever). The new version carries the rotation id in a tag, so a rotation that crashed after
+promoting sees its own version on retry instead of making another. A timer, a queue message, an Event
+Grid event and a manual call for the same secret at the same moment produce exactly one new version.
+
+Audit: a promotion is an ``intent`` record before the new version is written and a ``success`` record
+after (fail closed: no intent on record, no new version); a failure is ``ROTATION_FAILED`` with the step,
+the error class and the attempt, and a ``RotationFailed`` notification — never silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import Action, Result, format_time, parse_time
+from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
+from shared.domain.generators import generate
+from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notification
+from shared.domain.policy import PolicyError, RotationPolicy, Rotator
+from shared.domain.secrets import SecretVersion
+from shared.ports import Clock, Publisher, SecretStore, StateStore
+from shared.services.audit import AuditTrail
+
+logger = logging.getLogger(__name__)
+
+PARTITION = "rotation"
+VIOLATIONS = "policy-violation"
+LEASE = timedelta(minutes=5)
+ROTATION_ID_TAG = "rotation-id"
+PREVIOUS_VERSION_TAG = "previous-version"
+ROTATED_BY_TAG = "rotated-by"
+ROTATED_BY = "secret-lifecycle"
+
+
+class _LeaseLost(Exception):
+    """Another holder took this secret's rotation over (our lease expired): stop, it finishes."""
+
+
+class NotManaged(Conflict):
+    """The secret carries no rotation policy (409 naming the missing tag)."""
+
+    def __init__(self, name: str, tag: str) -> None:
+        super().__init__(f"secret {name} is not managed: it lacks the tag {tag}")
+        self.tag = tag
+
+
+@dataclass(frozen=True)
+class RotationOutcome:
+    """What a call did. ``status``: ``rotated``, ``skipped`` (with the reason), ``in_progress`` (another
+    holder has the lease), ``planned`` (a dry run: what would happen)."""
+
+    secret_name: str
+    status: str
+    reason: str
+    rotation_id: str | None = None
+    new_version: str | None = None
+    previous_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class _Progress:
+    """The stored progress of a secret's rotations (the state entity's properties)."""
+
+    rotation_id: str | None = None
+    step: str = "idle"  # idle → promoting → idle
+    from_version: str | None = None
+    holder: str | None = None
+    lease_until: str | None = None
+    attempt: int = 0
+    last_error: str | None = None
+    new_version: str | None = None
+    #: Previous versions to disable once their grace has ended: [[version, not_before_iso], ...].
+    retire: str = "[]"
+
+    @classmethod
+    def of(cls, state: Mapping[str, Any]) -> _Progress:
+        known = {k: state[k] for k in cls.__dataclass_fields__ if k in state}
+        return cls(**known)
+
+    def state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    def leased_by_other(self, holder: str, now: datetime) -> bool:
+        return (
+            self.step == "promoting"
+            and self.holder != holder
+            and self.lease_until is not None
+            and parse_time(self.lease_until) > now
+        )
+
+    def retirements(self) -> list[tuple[str, datetime]]:
+        return [(str(v), parse_time(str(t))) for v, t in json.loads(self.retire or "[]")]
+
+
+def rotate(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    publisher: Publisher,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    force: bool = False,
+    dry_run: bool = False,
+    reason: str = "due",
+    correlation_id: str | None = None,
+) -> RotationOutcome:
+    """Rotate ``name`` if it is due (or ``force``), resuming a rotation that was interrupted.
+
+    Raises NotFound (no such secret), NotManaged (no policy), AuditUnavailable (nothing changed), and
+    any DomainError of a failed step after recording ROTATION_FAILED (the queue retries transient ones).
+    """
+    key = name.lower()
+    found = _rotatable(name, store, states, trail, reserved, correlation_id)
+    if isinstance(found, RotationOutcome):
+        return found
+    current, policy = found
+
+    now = clock.now()
+    stored = states.get(PARTITION, key)
+    progress = _Progress.of(stored.state) if stored else _Progress()
+    resuming = progress.step == "promoting"
+    if not (resuming or force or policy.is_due(current.created, now, current.expires)):
+        due = policy.next_rotation(current.created, current.expires)
+        return _skip(trail, name, f"not due until {format_time(due)}", correlation_id)
+    if dry_run:
+        return RotationOutcome(name, "planned", reason, previous_version=current.version)
+
+    holder = uuid.uuid4().hex
+    if progress.leased_by_other(holder, now):
+        return RotationOutcome(name, "in_progress", "another rotation holds the lease", progress.rotation_id)
+    if not resuming:
+        progress.rotation_id, progress.from_version, progress.attempt = uuid.uuid4().hex, current.version, 0
+    progress.step, progress.holder, progress.attempt = "promoting", holder, progress.attempt + 1
+    progress.lease_until = format_time(now + LEASE)
+    try:
+        etag = _write(states, key, progress, stored.etag if stored else None)
+    except Conflict:
+        return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
+
+    try:
+        new = _promote(
+            name, store, states, trail, clock, policy, current, progress, key, etag, correlation_id
+        )
+    except _LeaseLost:
+        return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
+    except DomainError as err:
+        _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id)
+        raise
+    outcome = RotationOutcome(
+        name, "rotated", reason, progress.rotation_id, new_version=new, previous_version=progress.from_version
+    )
+    _announce(publisher, clock, trail.vault, outcome)
+    return outcome
+
+
+def _rotatable(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    reserved: Collection[str],
+    correlation_id: str | None,
+) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
+    """The current version and its policy, or why this secret is not rotated (recorded). Raises NotFound,
+    NotManaged."""
+    if name.lower() in {r.lower() for r in reserved}:
+        return _skip(trail, name, "the service's own secret is never rotated", correlation_id)
+    current = _current(store, name)
+    if current is None:
+        return _skip(trail, name, "the current version is disabled", correlation_id)
+    if current.managed:
+        return _skip(trail, name, "certificate-backed: rotate the certificate", correlation_id)
+    if not RotationPolicy.is_managed(current.tags):
+        raise NotManaged(name, "managed-by")
+    try:
+        policy = RotationPolicy.from_tags(current.tags)
+    except PolicyError as err:
+        _violation(states, trail, name, current.version, err, correlation_id)
+        return RotationOutcome(name, "skipped", f"invalid policy: {err}")
+    if policy.rotator != Rotator.KEY_VAULT:
+        return _skip(trail, name, f"the {policy.rotator.value} rotator is not available yet", correlation_id)
+    return current, policy
+
+
+def _promote(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    policy: RotationPolicy,
+    current: SecretVersion,
+    progress: _Progress,
+    key: str,
+    etag: str,
+    correlation_id: str | None,
+) -> str:
+    """The one new version of this rotation (made now, or found: made before a crash), then the progress
+    closed and the outcome recorded. Raises Conflict when another holder took the lease meanwhile."""
+    assert progress.rotation_id is not None and progress.from_version is not None
+    details = {
+        "rotation_id": progress.rotation_id,
+        "attempt": progress.attempt,
+        "rotator": policy.rotator.value,
+    }
+    if current.tags.get(ROTATION_ID_TAG) == progress.rotation_id:
+        new = current  # promoted before a crash: never a second version
+    else:
+        trail.record(
+            Action.ROTATED,
+            secret_name=name,
+            version=progress.from_version,
+            result=Result.INTENT,
+            correlation_id=correlation_id,
+            details=details,
+        )
+        # Renew the lease right before the one write that cannot be made conditional.
+        progress.lease_until = format_time(clock.now() + LEASE)
+        etag = _renew(states, key, progress, etag)
+        value = generate(policy.kind)
+        created = clock.now()
+        tags = {
+            **policy.to_tags(),
+            ROTATION_ID_TAG: progress.rotation_id,
+            PREVIOUS_VERSION_TAG: progress.from_version,
+            ROTATED_BY_TAG: ROTATED_BY,
+        }
+        new = store.set_value(
+            name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
+        )
+    now = clock.now()
+    grace = policy.previous_grace()
+    retire = progress.retirements()
+    if grace is not None:
+        retire.append((progress.from_version, now + grace))
+    progress.step, progress.holder, progress.lease_until, progress.last_error = "idle", None, None, None
+    progress.new_version = new.version
+    progress.retire = json.dumps([[v, format_time(t)] for v, t in retire])
+    _renew(states, key, progress, etag)
+    trail.record(
+        Action.ROTATED,
+        secret_name=name,
+        version=new.version,
+        correlation_id=correlation_id,
+        details={**details, "previous_version": progress.from_version},
+    )
+    return new.version
+
+
+def _renew(states: StateStore, key: str, progress: _Progress, etag: str) -> str:
+    try:
+        return states.replace(PARTITION, key, progress.state(), etag).etag
+    except Conflict as err:
+        raise _LeaseLost from err
+
+
+def _write(states: StateStore, key: str, progress: _Progress, etag: str | None) -> str:
+    if etag is None:
+        return states.create(PARTITION, key, progress.state()).etag
+    return states.replace(PARTITION, key, progress.state(), etag).etag
+
+
+def _current(store: SecretStore, name: str) -> SecretVersion | None:
+    try:
+        return store.get_properties(name)
+    except SecretDisabled:
+        return None
+
+
+def _skip(trail: AuditTrail, name: str, why: str, correlation_id: str | None) -> RotationOutcome:
+    trail.record(
+        Action.ROTATION_SKIPPED, secret_name=name, correlation_id=correlation_id, details={"reason": why}
+    )
+    return RotationOutcome(name, "skipped", why)
+
+
+def _violation(
+    states: StateStore,
+    trail: AuditTrail,
+    name: str,
+    version: str,
+    err: PolicyError,
+    correlation_id: str | None,
+) -> None:
+    """POLICY_VIOLATION once per version: the claim is a state entity, created once."""
+    try:
+        states.create(VIOLATIONS, f"{name.lower()}:{version}", {"tag": err.tag})
+    except Conflict:
+        return
+    trail.record(
+        Action.POLICY_VIOLATION,
+        secret_name=name,
+        version=version,
+        result=Result.FAILURE,
+        correlation_id=correlation_id,
+        details={"tag": err.tag},
+        error=str(err),
+    )
+
+
+def _fail(
+    states: StateStore,
+    trail: AuditTrail,
+    publisher: Publisher,
+    clock: Clock,
+    name: str,
+    key: str,
+    progress: _Progress,
+    err: DomainError,
+    correlation_id: str | None,
+) -> None:
+    """Record the failure, release the lease (the progress stays, so a retry resumes), notify. Each part
+    is best effort: the failure itself is what the caller sees."""
+    progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
+    try:
+        stored = states.get(PARTITION, key)
+        if stored is not None and stored.state.get("holder") == progress.holder:
+            _write(states, key, progress, stored.etag)
+    except DomainError:
+        logger.exception("rotation progress of %s could not be saved", name)
+    details = {"rotation_id": progress.rotation_id, "step": "promote", "attempt": progress.attempt}
+    try:
+        trail.record(
+            Action.ROTATION_FAILED,
+            secret_name=name,
+            version=progress.from_version,
+            result=Result.FAILURE,
+            correlation_id=correlation_id,
+            details={**details, "error_class": type(err).__name__},
+            error=str(err)[:500],
+        )
+    except DomainError:
+        logger.exception("ROTATION_FAILED of %s could not be audited", name)
+    try:
+        publisher.publish(
+            [
+                Notification(
+                    type=ROTATION_FAILED,
+                    subject=name,
+                    time=clock.now(),
+                    data={**details, "vault": trail.vault},
+                )
+            ]
+        )
+    except DomainError:
+        logger.exception("RotationFailed of %s could not be sent", name)
+
+
+def retire_due(
+    name: str, store: SecretStore, states: StateStore, trail: AuditTrail, clock: Clock
+) -> list[str]:
+    """Disable the previous versions of ``name`` whose grace has ended; return their ids. A version that is
+    gone already counts as retired. Raises Conflict when the progress changed meanwhile (retry later)."""
+    key = name.lower()
+    stored = states.get(PARTITION, key)
+    if stored is None:
+        return []
+    progress = _Progress.of(stored.state)
+    now = clock.now()
+    due = [(v, t) for v, t in progress.retirements() if t <= now]
+    if not due:
+        return []
+    for version, _ in due:
+        trail.record(Action.VERSION_RETIRED, secret_name=name, version=version, result=Result.INTENT)
+        with contextlib.suppress(NotFound):  # gone already: nothing left to disable
+            store.update_properties(name, version, enabled=False)
+        trail.record(Action.VERSION_RETIRED, secret_name=name, version=version)
+    remaining = [(v, t) for v, t in progress.retirements() if t > now]
+    progress.retire = json.dumps([[v, format_time(t)] for v, t in remaining])
+    states.replace(PARTITION, key, progress.state(), stored.etag)
+    return [v for v, _ in due]
+
+
+def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationOutcome) -> None:
+    """SecretRotated, so consumers reload from Key Vault; the event id is the rotation id (consumers can
+    deduplicate). Best effort: the rotation happened and is on record whether or not this goes out."""
+    data = {
+        "vault": vault,
+        "secret_name": outcome.secret_name,
+        "version": outcome.new_version,
+        "previous_version": outcome.previous_version,
+        "rotation_id": outcome.rotation_id,
+    }
+    notification = Notification(
+        type=SECRET_ROTATED,
+        subject=outcome.secret_name,
+        time=clock.now(),
+        data=data,
+        id=outcome.rotation_id or "",
+    )
+    try:
+        publisher.publish([notification])
+    except DomainError:
+        logger.exception("SecretRotated of %s could not be sent", outcome.secret_name)

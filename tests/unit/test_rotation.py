@@ -1,0 +1,272 @@
+"""Rotation of one secret over in-memory fakes: exactly one new version whatever crashes, repeats or races,
+the audit's intent and outcome, the lease, retirement after the grace period, and what is never rotated."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.secrets import SecretVersion
+from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.rotation import (
+    PARTITION,
+    ROTATION_ID_TAG,
+    NotManaged,
+    RotationOutcome,
+    retire_due,
+    rotate,
+)
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+)
+
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = InMemorySecretStore(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+
+    def seed(
+        self, name: str = "dispatch-api-key", policy: RotationPolicy = API_KEY, age_days: int = 31
+    ) -> None:
+        self.clock.advance(timedelta(days=-age_days))
+        self.store.set_value(name, "initial-value", content_type="text/plain", tags=policy.to_tags())
+        self.clock.advance(timedelta(days=age_days))
+
+    def rotate(self, name: str = "dispatch-api-key", **options: Any) -> RotationOutcome:
+        return rotate(
+            name,
+            self.store,
+            self.states,
+            self.trail,
+            self.publisher,
+            self.clock,
+            reserved=RESERVED,
+            **options,
+        )
+
+    def versions(self, name: str = "dispatch-api-key") -> list[str]:
+        return self.store.versions_of(name)
+
+    def records(self, action: Action) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_a_due_secret_gets_one_new_version_carrying_its_policy(world: World) -> None:
+    world.seed()
+    [old] = world.versions()
+    outcome = world.rotate()
+    assert outcome.status == "rotated"
+    new = world.store.get_properties("dispatch-api-key")
+    assert world.versions() == [old, new.version] and outcome.new_version == new.version
+    assert RotationPolicy.from_tags(new.tags) == API_KEY
+    assert new.tags[ROTATION_ID_TAG] == outcome.rotation_id and new.tags["previous-version"] == old
+    assert new.expires == world.clock.now().replace(microsecond=0) + timedelta(days=60)
+    assert world.store.get_value("dispatch-api-key").value.startswith("sk_")
+    assert [(e.result, e.version) for e in world.records(Action.ROTATED)] == [
+        (Result.INTENT, old),
+        (Result.SUCCESS, new.version),
+    ]
+    [event] = world.publisher.sent
+    assert (event.type, event.id, event.data["version"]) == (
+        "SecretLifecycle.SecretRotated",
+        outcome.rotation_id,
+        new.version,
+    )
+    assert "initial-value" not in repr(world.log.events) + repr(world.publisher.sent)
+
+
+def test_not_due_is_skipped_on_record_and_changes_nothing(world: World) -> None:
+    world.seed(age_days=10)
+    outcome = world.rotate()
+    assert (outcome.status, len(world.versions())) == ("skipped", 1)
+    assert outcome.reason.startswith("not due until")
+    [skipped] = world.records(Action.ROTATION_SKIPPED)
+    assert skipped.details["reason"] == outcome.reason
+
+
+def test_five_duplicate_triggers_make_one_version(world: World) -> None:
+    world.seed()
+    statuses = [world.rotate().status for _ in range(5)]
+    assert statuses == ["rotated", "skipped", "skipped", "skipped", "skipped"]
+    assert len(world.versions()) == 2
+
+
+def test_force_and_dry_run(world: World) -> None:
+    world.seed(age_days=1)
+    planned = world.rotate(force=True, dry_run=True)
+    assert (planned.status, len(world.versions()), world.log.events) == ("planned", 1, [])
+    assert world.rotate(force=True).status == "rotated"
+    assert len(world.versions()) == 2
+
+
+class CrashesOnce(InMemorySecretStore):
+    """A vault whose ``set_value`` stores the version and then the process dies (``after``) or dies
+    before it reaches the vault."""
+
+    def __init__(self, world: World, after: bool) -> None:
+        self.__dict__ = world.store.__dict__
+        self.after, self.crashed = after, False
+
+    def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
+        if not self.crashed:
+            self.crashed = True
+            if self.after:
+                super().set_value(name, value, **kwargs)
+            raise DependencyUnavailable("key_vault", "connection reset")
+        return super().set_value(name, value, **kwargs)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-the-write", "after-the-write"])
+def test_a_crash_at_promotion_then_a_retry_leaves_exactly_one_new_version(world: World, after: bool) -> None:
+    world.seed()
+    world.store = CrashesOnce(world, after)
+    with pytest.raises(DependencyUnavailable):
+        world.rotate()
+    [failed] = world.records(Action.ROTATION_FAILED)
+    assert (failed.details["step"], failed.details["error_class"], failed.details["attempt"]) == (
+        "promote",
+        "DependencyUnavailable",
+        1,
+    )
+    assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.RotationFailed"]
+    retried = world.rotate()  # the queue's retry: the lease was released on failure
+    assert retried.status == "rotated"
+    assert len(world.versions()) == 2
+    assert world.store.get_properties("dispatch-api-key").tags[ROTATION_ID_TAG] == retried.rotation_id
+    assert world.rotate().status == "skipped"
+
+
+def test_a_crashed_holder_blocks_only_until_its_lease_expires(world: World) -> None:
+    world.seed()
+    world.states.create(
+        PARTITION,
+        "dispatch-api-key",
+        {"rotation_id": "r1", "step": "promoting", "from_version": world.versions()[0], "holder": "dead",
+         "lease_until": "2026-11-29T10:04:00.000000Z", "attempt": 1},
+    )  # fmt: skip
+    assert world.rotate().status == "in_progress"
+    world.clock.advance(timedelta(minutes=5))
+    outcome = world.rotate()
+    assert (outcome.status, outcome.rotation_id) == ("rotated", "r1")  # the same rotation, resumed
+    assert len(world.versions()) == 2
+
+
+def test_racing_triggers_make_one_version(world: World) -> None:
+    world.seed()
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def trigger() -> None:
+        barrier.wait()
+        outcomes.append(world.rotate().status)
+
+    threads = [threading.Thread(target=trigger) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count("rotated") == 1, outcomes
+    assert len(world.versions()) == 2
+
+
+def test_no_intent_on_record_no_new_version(world: World) -> None:
+    world.seed()
+    world.log.available = False
+    with pytest.raises(AuditUnavailable):
+        world.rotate()
+    assert len(world.versions()) == 1
+
+
+@pytest.mark.parametrize(
+    ("prepare", "reason"),
+    [
+        (lambda w: w.seed("audit-hmac-key"), "the service's own secret is never rotated"),
+        (lambda w: w.store.add_certificate("tls-cert", **API_KEY.to_tags()), "certificate-backed"),
+    ],
+)
+def test_never_rotated(world: World, prepare: Callable[[World], None], reason: str) -> None:
+    prepare(world)
+    name = "tls-cert" if "certificate" in reason else "audit-hmac-key"
+    before = world.versions(name)
+    outcome = world.rotate(name, force=True)
+    assert outcome.status == "skipped" and outcome.reason.startswith(reason)
+    assert world.versions(name) == before
+
+
+def test_unmanaged_is_refused_naming_the_tag(world: World) -> None:
+    world.store.set_value("legacy", "x", content_type=None, tags={"owner": "ops"})
+    with pytest.raises(NotManaged) as err:
+        world.rotate("legacy", force=True)
+    assert err.value.tag == "managed-by"
+
+
+def test_an_invalid_policy_is_a_violation_once_per_version(world: World) -> None:
+    world.store.set_value(
+        "bad", "x", content_type=None, tags={**API_KEY.to_tags(), "rotation-interval-days": "soon"}
+    )
+    for _ in range(3):
+        assert world.rotate("bad").status == "skipped"
+    [violation] = world.records(Action.POLICY_VIOLATION)
+    assert violation.details["tag"] == "rotation-interval-days"
+    assert len(world.versions("bad")) == 1
+
+
+def test_the_previous_version_is_retired_after_its_grace(world: World) -> None:
+    world.seed()
+    [old] = world.versions()
+    world.rotate()
+    world.clock.advance(timedelta(hours=23))
+    assert retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock) == []
+    world.clock.advance(timedelta(hours=1))
+    assert retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock) == [old]
+    assert not world.store.get_properties("dispatch-api-key", old).enabled
+    assert world.store.get_properties("dispatch-api-key").enabled
+    assert [e.result for e in world.records(Action.VERSION_RETIRED)] == [Result.INTENT, Result.SUCCESS]
+    assert retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock) == []
+
+
+def test_encryption_keys_keep_previous_versions_enabled(world: World) -> None:
+    keys = RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30))
+    world.seed("telemetry-key", keys)
+    [old] = world.versions("telemetry-key")
+    world.rotate("telemetry-key")
+    world.clock.advance(timedelta(days=365))
+    assert retire_due("telemetry-key", world.store, world.states, world.trail, world.clock) == []
+    assert world.store.get_properties("telemetry-key", old).enabled
+
+
+def test_due_because_the_current_version_nears_expiry(world: World) -> None:
+    world.clock.advance(timedelta(days=-5))
+    world.store.set_value(
+        "dispatch-api-key",
+        "v",
+        content_type="text/plain",
+        tags=API_KEY.to_tags(),
+        expires=world.clock.now() + timedelta(days=32),
+    )
+    world.clock.advance(timedelta(days=5))
+    assert world.rotate().status == "rotated"
