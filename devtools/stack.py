@@ -29,7 +29,7 @@ from types import FrameType
 from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.keyvault_emulator.process import EmulatorProcess
-from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE
+from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 
@@ -66,7 +66,7 @@ UNMANAGED_DEMO_SECRET = "maps-provider-token"
 
 #: The tables infra/ declares with the storage account: a deployment has them before the app serves (the
 #: health check reports a missing audit table), so a local run and the tests create them the same way.
-SERVICE_TABLES = (AUDIT_TABLE, FINDINGS_TABLE)
+SERVICE_TABLES = (AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE)
 
 
 def _say(message: str) -> None:

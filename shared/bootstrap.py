@@ -23,7 +23,15 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueServiceClient
 
     from shared.adapters.tables import TableAuditLog
-    from shared.ports import Clock, DigestAnchor, FindingStore, MacKeyRing, Publisher
+    from shared.ports import (
+        Clock,
+        DigestAnchor,
+        FindingStore,
+        MacKeyRing,
+        Publisher,
+        SecretStore,
+        StateStore,
+    )
     from shared.services.audit import AuditTrail
 
 #: Health probes must answer quickly when a peer is down: no retries beyond one, short timeouts.
@@ -159,6 +167,27 @@ class Container:
         from shared.adapters.key_vault import KeyVaultDigestAnchor
 
         return KeyVaultDigestAnchor(self.secret_client, self.settings.audit_anchor_secret)
+
+    @cached_property
+    def secret_store(self) -> SecretStore:
+        from shared.adapters.key_vault import KeyVaultSecretStore
+
+        return KeyVaultSecretStore(self.secret_client)
+
+    @cached_property
+    def state_store(self) -> StateStore:
+        """Rotation progress and leases (and, later, revocations): compare-and-swap entities."""
+        from shared.adapters.tables import STATE_TABLE, TableStateStore
+
+        return TableStateStore(self.table_service, STATE_TABLE)
+
+    @property
+    def reserved_secrets(self) -> frozenset[str]:
+        """The service's own secrets in the vault (the audit MAC key, the digest anchor): never rotated,
+        revoked or listed as managed, whatever their tags say."""
+        from shared.adapters.key_vault import AUDIT_KEY_SECRET
+
+        return frozenset({AUDIT_KEY_SECRET, self.settings.audit_anchor_secret})
 
     @cached_property
     def audit_log(self) -> TableAuditLog:

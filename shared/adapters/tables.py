@@ -61,6 +61,8 @@ T = TypeVar("T")
 DEPENDENCY = "audit_store"
 AUDIT_TABLE = "auditlog"
 FINDINGS_TABLE = "auditfindings"
+#: Rotation progress and leases (StateStore).
+STATE_TABLE = "secretstate"
 HEAD_ROW = "head"
 MAX_SEQ = 10**12 - 1
 MAX_BATCH = 100  # Azure's limit per entity-group transaction (Azurite breaks above it)
