@@ -20,6 +20,7 @@ from shared.domain.audit import (
 )
 from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
+from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import SecretItem, SecretValue, SecretVersion
 from shared.domain.state import Versioned
 
@@ -260,4 +261,16 @@ class Publisher(Protocol):
 
     def publish(self, notifications: Sequence[Notification]) -> None:
         """Send the notifications. Raises DependencyUnavailable."""
+        ...
+
+
+class RotationRequests(Protocol):
+    """The ``rotation-requests`` queue: one message per request, for ``rotate_secret`` to act on."""
+
+    def send(self, requests: Sequence[RotationRequest]) -> None:
+        """Enqueue every request, in order (nothing for an empty sequence).
+
+        Raises DependencyUnavailable when the queue cannot be written; RequestsNotSent (one) when sending
+        stopped part-way, naming the requests that were not (confirmed) sent.
+        """
         ...

@@ -30,6 +30,7 @@ from shared.domain.audit import (
 from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, SecretDisabled
 from shared.domain.findings import StoredFinding, review
 from shared.domain.notifications import Notification
+from shared.domain.rotation import RequestsNotSent, RotationRequest
 from shared.domain.secrets import (
     SecretItem,
     SecretValue,
@@ -495,3 +496,24 @@ def _whole_seconds(time: datetime | None) -> datetime | None:
         return None
     aware = time if time.tzinfo is not None else time.replace(tzinfo=UTC)
     return aware.astimezone(UTC).replace(microsecond=0)
+
+
+class RecordingRotationRequests:
+    """RotationRequests: ``sent`` holds what was enqueued, ``batches`` each call's requests.
+    ``available=False`` fails every send before anything is sent; ``fail_after=n`` sends ``n`` requests
+    of the next call and fails with the rest (a queue that stops answering part-way)."""
+
+    def __init__(self) -> None:
+        self.sent: list[RotationRequest] = []
+        self.batches: list[list[RotationRequest]] = []
+        self.available = True
+        self.fail_after: int | None = None
+
+    def send(self, requests: Sequence[RotationRequest]) -> None:
+        self.batches.append(list(requests))
+        if not self.available:
+            raise DependencyUnavailable("storage", "unreachable (connection failed)")
+        if self.fail_after is not None and self.fail_after < len(requests):
+            self.sent.extend(requests[: self.fail_after])
+            raise RequestsNotSent("storage", "HTTP 503", requests[self.fail_after :])
+        self.sent.extend(requests)

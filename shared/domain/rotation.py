@@ -1,0 +1,120 @@
+"""Rotation requests: what the sweep, Key Vault events and the manual endpoint put on the
+``rotation-requests`` queue for ``rotate_secret`` to act on. Pure: no azure.*, no I/O.
+
+A queue message is untrusted input (anyone with write access to the queue can put one there), so
+``RotationRequest.from_json`` accepts exactly the shape ``to_json`` writes and raises ValueError for
+anything else. A request names a secret and why; it never carries a value. Deciding whether the secret
+is still due is the rotation's job: a request is a trigger, not a verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.secrets import validate_name
+
+#: A message larger than this is refused before it is parsed (a real one is ~200 bytes).
+MAX_MESSAGE_CHARS = 4096
+#: Visible ASCII only: correlation ids end up in logs and audit records.
+_CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_FIELDS = frozenset({"secret_name", "reason", "requested_at", "correlation_id"})
+
+
+class RotationReason(StrEnum):
+    DUE = "due"  # the policy's interval has elapsed
+    NEAR_EXPIRY = "near_expiry"  # due only because the version expires within the near-expiry window
+    EVENT = "event"  # a Key Vault SecretNearExpiry / SecretExpired event
+    MANUAL = "manual"  # POST /api/secrets/{name}/rotate
+
+
+@dataclass(frozen=True, kw_only=True)
+class RotationRequest:
+    """Rotate ``secret_name`` (if still due). Raises ValueError when constructed with invalid fields."""
+
+    secret_name: str
+    reason: RotationReason
+    requested_at: datetime
+    correlation_id: str
+
+    def __post_init__(self) -> None:
+        validate_name(self.secret_name)  # InvalidSecret, a ValueError
+        if not isinstance(self.reason, RotationReason):
+            raise ValueError("reason must be a RotationReason")
+        if not isinstance(self.requested_at, datetime) or self.requested_at.tzinfo is None:
+            raise ValueError("requested_at must be a timezone-aware datetime")
+        validate_correlation_id(self.correlation_id)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "secret_name": self.secret_name,
+                "reason": self.reason.value,
+                "requested_at": self.requested_at.astimezone(UTC).isoformat(),
+                "correlation_id": self.correlation_id,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RotationRequest:
+        """Parse a message ``to_json`` wrote. Raises ValueError for anything else: not UTF-8 JSON, not an
+        object, duplicate/missing/unknown fields, wrong types, an invalid name, reason, time or id."""
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a rotation request is at most {MAX_MESSAGE_CHARS} characters")
+        try:
+            raw = json.loads(text, object_pairs_hook=_no_duplicates)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError("a rotation request must be a JSON object") from err
+        if not isinstance(raw, dict):
+            raise ValueError("a rotation request must be a JSON object")
+        if set(raw) != _FIELDS:
+            missing, unknown = sorted(_FIELDS - set(raw)), sorted(set(raw) - _FIELDS)
+            raise ValueError(f"rotation request fields: missing {missing}, unknown {unknown[:5]}")
+        values = {name: raw[name] for name in _FIELDS}
+        if not all(isinstance(v, str) for v in values.values()):
+            raise ValueError("rotation request fields must be strings")
+        try:
+            reason = RotationReason(values["reason"])
+        except ValueError:
+            allowed = ", ".join(r.value for r in RotationReason)
+            raise ValueError(f"rotation request reason is not one of {allowed}") from None
+        try:
+            requested_at = datetime.fromisoformat(values["requested_at"])
+        except ValueError:
+            raise ValueError("rotation request requested_at is not an ISO 8601 time") from None
+        return cls(
+            secret_name=values["secret_name"],
+            reason=reason,
+            requested_at=requested_at.astimezone(UTC) if requested_at.tzinfo else requested_at,
+            correlation_id=values["correlation_id"],
+        )
+
+
+def validate_correlation_id(correlation_id: str) -> None:
+    """Raise ValueError unless the id is 1-128 visible ASCII characters (it ends up in logs)."""
+    if not isinstance(correlation_id, str) or not _CORRELATION_ID.fullmatch(correlation_id):
+        raise ValueError("correlation_id must be 1-128 visible ASCII characters")
+
+
+class RequestsNotSent(DependencyUnavailable):
+    """Sending rotation requests failed part-way: ``not_sent`` were not (confirmed) enqueued; the ones
+    before them were. A request whose send timed out is counted as not sent: sending it again at worst
+    duplicates a trigger, which rotation absorbs (it is idempotent)."""
+
+    def __init__(self, dependency: str, detail: str, not_sent: Sequence[RotationRequest]) -> None:
+        super().__init__(dependency, detail)
+        self.not_sent = tuple(not_sent)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise ValueError("a rotation request has a duplicate field")
+    return dict(pairs)
