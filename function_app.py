@@ -8,7 +8,9 @@ import azure.functions as func
 
 from shared.entrypoints.audit import bp as audit_bp
 from shared.entrypoints.health import bp as health_bp
+from shared.entrypoints.rotation import bp as rotation_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health_bp)
 app.register_functions(audit_bp)
+app.register_functions(rotation_bp)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         FindingStore,
         MacKeyRing,
         Publisher,
+        RotationRequests,
         SecretStore,
         StateStore,
     )
@@ -180,6 +181,12 @@ class Container:
         from shared.adapters.tables import STATE_TABLE, TableStateStore
 
         return TableStateStore(self.table_service, STATE_TABLE)
+
+    @cached_property
+    def rotation_requests(self) -> RotationRequests:
+        from shared.adapters.storage import StorageQueueRotationRequests
+
+        return StorageQueueRotationRequests(self.queue_service)
 
     @property
     def reserved_secrets(self) -> frozenset[str]:

@@ -227,6 +227,10 @@ class StateStore(Protocol):
         DependencyUnavailable."""
         ...
 
+    def list(self, partition: str) -> dict[str, Versioned]:
+        """Every state of a partition by key. Raises DependencyUnavailable."""
+        ...
+
 
 class FindingStore(Protocol):
     """Suspicious-activity findings: claimed once, then audited, then notified."""

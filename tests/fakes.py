@@ -234,6 +234,10 @@ class InMemoryStateStore:
                 raise Conflict(f"{partition}/{key} changed since it was read")
             del self.rows[(partition, key)]
 
+    def list(self, partition: str) -> dict[str, Versioned]:
+        with self._lock:
+            return {k: v for (p, k), v in self.rows.items() if p == partition}
+
 
 class InMemoryFindings:
     def __init__(self) -> None:

@@ -53,6 +53,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'SECRETS_STORAGE__tableServiceUri', value: tableServiceUri }
         { name: 'SECRETS_STORAGE__queueServiceUri', value: queueServiceUri }
         { name: 'EVENT_GRID_TOPIC_ENDPOINT', value: eventGridTopicEndpoint }
+        // The rotation_sweep timer's schedule (a %...% binding expression): hourly, on the hour.
+        { name: 'ROTATION_SWEEP_SCHEDULE', value: '0 0 * * * *' }
       ]
     }
   }

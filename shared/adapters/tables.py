@@ -664,6 +664,16 @@ class TableStateStore(_Table):
         except AzureError as err:
             raise _unavailable(err) from err
 
+    def list(self, partition: str) -> dict[str, Versioned]:
+        query = "PartitionKey eq @partition"
+        try:
+            entities = list(self.table.query_entities(query, parameters={"partition": partition}))
+        except ResourceNotFoundError:
+            return {}
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return {str(e["RowKey"]): _versioned(e) for e in entities}
+
 
 def _versioned(entity: Mapping[str, Any]) -> Versioned:
     state = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}

@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,9 +30,11 @@ from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
 from shared.domain.generators import generate
 from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
+from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import SecretVersion
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
+from shared.services.sweep import PolicyViolation
 
 logger = logging.getLogger(__name__)
 
@@ -410,3 +412,80 @@ def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationO
         publisher.publish([notification])
     except DomainError:
         logger.exception("SecretRotated of %s could not be sent", outcome.secret_name)
+
+
+def retire_all(
+    store: SecretStore, states: StateStore, trail: AuditTrail, clock: Clock
+) -> list[tuple[str, str]]:
+    """Retire every previous version whose grace has ended, secret by secret; return (name, version)
+    pairs. A secret whose progress changed meanwhile is left for the next run. Raises
+    DependencyUnavailable."""
+    retired: list[tuple[str, str]] = []
+    for key, stored in states.list(PARTITION).items():
+        if not _Progress.of(stored.state).retirements():
+            continue
+        try:
+            retired += [(key, version) for version in retire_due(key, store, states, trail, clock)]
+        except Conflict:
+            logger.info("retirement of %s left for the next run: its rotation progress changed", key)
+    return retired
+
+
+def record_violations(
+    states: StateStore, trail: AuditTrail, violations: Sequence[PolicyViolation], correlation_id: str | None
+) -> int:
+    """POLICY_VIOLATION for each violation the sweep found, once per secret version (the listing has no
+    version id: its creation time stands for it). Returns how many were recorded now."""
+    recorded = 0
+    for violation in violations:
+        claim = f"{violation.secret_name.lower()}:{format_time(violation.created)}"
+        try:
+            states.create(VIOLATIONS, claim, {"tag": violation.tag})
+        except Conflict:
+            continue
+        trail.record(
+            Action.POLICY_VIOLATION,
+            secret_name=violation.secret_name,
+            result=Result.FAILURE,
+            correlation_id=correlation_id,
+            details={"tag": violation.tag},
+            error=violation.problem[:500],
+        )
+        recorded += 1
+    return recorded
+
+
+def rotate_requested(
+    request: RotationRequest,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    publisher: Publisher,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    attempt: int,
+    max_attempts: int,
+) -> RotationOutcome:
+    """One queued rotation request. A secret that is gone or not managed is recorded as skipped and the
+    request consumed; any other failure is raised for the queue to retry, and the last attempt records
+    that it gave up (the message then goes to the poison queue)."""
+    name, cid = request.secret_name, request.correlation_id
+    try:
+        return rotate(
+            name, store, states, trail, publisher, clock, reserved=reserved, reason=request.reason.value,
+            correlation_id=cid,
+        )  # fmt: skip
+    except (NotFound, NotManaged) as err:
+        return _skip(trail, name, str(err), cid)
+    except DomainError:
+        if attempt >= max_attempts:
+            details = {"gave_up_after": attempt, "reason": "the request goes to the poison queue"}
+            trail.record(
+                Action.ROTATION_FAILED,
+                secret_name=name,
+                result=Result.FAILURE,
+                correlation_id=cid,
+                details=details,
+            )
+        raise

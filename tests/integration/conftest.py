@@ -57,6 +57,7 @@ def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: st
         "ALLOW_UNVERIFIED_PRINCIPAL": "true",
         "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
         "FUNCTIONS_WORKER_RUNTIME": "python",
+        "ROTATION_SWEEP_SCHEDULE": "0 0 * * * *",
         # The emulator outlives each test's Azurite: a digest anchor per table state, as in production.
         "AUDIT_ANCHOR_SECRET": f"audit-anchor-{uuid.uuid4().hex[:12]}",
         **extra,

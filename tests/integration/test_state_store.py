@@ -51,6 +51,14 @@ def test_the_loser_of_a_race_gets_conflict_and_changes_nothing(store: StateStore
     assert store.get("lease", "db-password") == winner
 
 
+def test_a_partition_lists_its_states_only(store: StateStore) -> None:
+    assert store.list("rotation") == {}
+    one = store.create("rotation", "a", {"step": "idle"})
+    two = store.create("rotation", "b", {"step": "promoting"})
+    store.create("lease", "a", {"holder": "x"})
+    assert store.list("rotation") == {"a": one, "b": two}
+
+
 def test_a_state_that_is_gone_is_not_found(store: StateStore) -> None:
     assert store.get("rotation", "nothing") is None
     with pytest.raises(NotFound):

@@ -1,0 +1,71 @@
+"""Rotation triggers: the sweep timer and the queue trigger that rotates one secret.
+
+``rotation_sweep`` lists the vault's properties, enqueues one request per due managed secret on the
+``rotation-requests`` queue, records policy violations once per version and retires previous versions
+whose grace has ended. ``rotate_secret`` rotates one secret per message: transient failures retry through
+the queue (``maxDequeueCount`` in host.json) and the last attempt records that it gave up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import azure.functions as func
+
+from shared.bootstrap import get_container
+from shared.domain.rotation import RotationRequest
+from shared.entrypoints.http import correlation_id
+from shared.services import rotation
+from shared.services.sweep import sweep
+
+logger = logging.getLogger(__name__)
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
+
+QUEUE = "rotation-requests"
+#: host.json extensions.queues.maxDequeueCount: the attempt after which a message goes to the poison queue.
+MAX_DEQUEUE_COUNT = 5
+
+
+@bp.function_name("rotation_sweep")
+@bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SWEEP_SCHEDULE%")
+def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
+    container, cid = get_container(), correlation_id(context) or uuid.uuid4().hex
+    report = sweep(
+        container.secret_store,
+        container.rotation_requests,
+        container.clock,
+        reserved=container.reserved_secrets,
+        correlation_id=cid,
+    )
+    rotation.record_violations(container.state_store, container.audit_trail, report.violations, cid)
+    retired = rotation.retire_all(
+        container.secret_store, container.state_store, container.audit_trail, container.clock
+    )
+    logger.info("rotation sweep: %s, %d version(s) retired", report.counts(), len(retired))
+    if report.failed:
+        # Fail the invocation so the platform shows it; the next sweep asks again for what was not sent.
+        raise RuntimeError(f"rotation sweep: {len(report.not_sent)} request(s) not sent: {report.send_error}")
+
+
+@bp.function_name("rotate_secret")
+@bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="SECRETS_STORAGE")
+def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
+    try:
+        request = RotationRequest.from_json(msg.get_body().decode("utf-8", errors="replace"))
+    except ValueError as err:
+        logger.error("rotation request %s dropped: %s", msg.id, err)  # malformed: retrying cannot help
+        return
+    container = get_container()
+    outcome = rotation.rotate_requested(
+        request,
+        container.secret_store,
+        container.state_store,
+        container.audit_trail,
+        container.publisher,
+        container.clock,
+        reserved=container.reserved_secrets,
+        attempt=msg.dequeue_count or 1,
+        max_attempts=MAX_DEQUEUE_COUNT,
+    )
+    logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)

@@ -1,0 +1,54 @@
+"""Rotation end to end through the dev host on real peers: the sweep timer finds a due managed secret in
+the Key Vault emulator, enqueues it on Azurite's rotation-requests queue, the queue trigger rotates it —
+one new version carrying its policy, on record as intent and success — and the next sweep finds nothing
+due. The service's own secrets are never touched."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from azure.keyvault.secrets import SecretClient
+
+from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.services.rotation import ROTATION_ID_TAG
+from tests.integration.app_stack import Stack, audit_rows
+
+
+def versions(vault: SecretClient, name: str) -> list[str]:
+    return [p.version or "" for p in vault.list_properties_of_secret_versions(name)]
+
+
+def test_the_sweep_rotates_a_due_secret_once_through_the_queue(stack: Stack) -> None:
+    vault = SecretClient(stack.emulator.url, LocalTokenCredential(), **stack.emulator.client_kwargs())
+    name = f"dispatch-key-{uuid.uuid4().hex[:8]}"
+    policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+    # Due because its current version expires within Key Vault's 30-day near-expiry window.
+    vault.set_secret(
+        name, "initial-value", tags=policy.to_tags(), expires_on=datetime.now(UTC) + timedelta(days=10)
+    )
+    assert stack.client.get("/api/audit", principal=None)[0] == 401  # creates the audit MAC key
+    mac_key_versions = versions(vault, AUDIT_KEY_SECRET)
+
+    assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
+    assert stack.host.wait_for_output(f"rotation of {name}: rotated", timeout=60), stack.host.output()
+    assert len(versions(vault, name)) == 2
+    current = vault.get_secret(name)
+    assert current.value and current.value.startswith("sk_") and current.value != "initial-value"
+    assert RotationPolicy.from_tags(current.properties.tags) == policy
+    rotation_id = (current.properties.tags or {})[ROTATION_ID_TAG]
+    rotated = [r for r in audit_rows(stack) if r["action"] == "ROTATED"]
+    assert sorted(r["result"] for r in rotated) == ["intent", "success"]
+    assert all(rotation_id in r["details"] for r in rotated)
+
+    # The next sweep finds nothing due: no second version, whatever else runs.
+    assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
+    assert stack.host.wait_for_output("'due': 0", timeout=30), stack.host.output()
+    time.sleep(1)
+    assert len(versions(vault, name)) == 2
+    assert versions(vault, AUDIT_KEY_SECRET) == mac_key_versions
+    assert "initial-value" not in stack.host.output() and current.value not in stack.host.output()
+    status, body = stack.client.get("/api/audit/verify")
+    assert (status, body["status"]) == (200, "ok"), body
