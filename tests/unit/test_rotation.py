@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from shared.domain.audit import Action, AuditEvent, Result
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretVersion
 from shared.services.audit import AuditTrail, AuditUnavailable
 from shared.services.rotation import (
@@ -20,9 +21,13 @@ from shared.services.rotation import (
     ROTATION_ID_TAG,
     NotManaged,
     RotationOutcome,
+    record_violations,
+    retire_all,
     retire_due,
     rotate,
+    rotate_requested,
 )
+from shared.services.sweep import PolicyViolation
 from tests.fakes import (
     FixedClock,
     InMemoryAuditLog,
@@ -270,3 +275,49 @@ def test_due_because_the_current_version_nears_expiry(world: World) -> None:
     )
     world.clock.advance(timedelta(days=5))
     assert world.rotate().status == "rotated"
+
+
+def request(name: str = "dispatch-api-key") -> RotationRequest:
+    return RotationRequest(
+        secret_name=name, reason=RotationReason.DUE, requested_at=datetime(2026, 11, 29, tzinfo=UTC),
+        correlation_id="sweep-1",
+    )  # fmt: skip
+
+
+def test_a_queued_request_for_a_gone_or_unmanaged_secret_is_consumed_on_record(world: World) -> None:
+    world.store.set_value("legacy", "x", content_type=None, tags={})
+    for name in ("nothing-here", "legacy"):
+        outcome = rotate_requested(
+            request(name), world.store, world.states, world.trail, world.publisher, world.clock,
+            reserved=RESERVED, attempt=1, max_attempts=5,
+        )  # fmt: skip
+        assert outcome.status == "skipped"
+    assert [e.secret_name for e in world.records(Action.ROTATION_SKIPPED)] == ["nothing-here", "legacy"]
+
+
+def test_the_last_failed_attempt_records_that_it_gave_up(world: World) -> None:
+    world.seed()
+    world.store.available = False
+    for attempt in (1, 5):
+        with pytest.raises(DependencyUnavailable):
+            rotate_requested(
+                request(), world.store, world.states, world.trail, world.publisher, world.clock,
+                reserved=RESERVED, attempt=attempt, max_attempts=5,
+            )  # fmt: skip
+    [gave_up] = [e for e in world.records(Action.ROTATION_FAILED) if "gave_up_after" in e.details]
+    assert gave_up.details["gave_up_after"] == 5
+
+
+def test_sweep_helpers_record_violations_once_and_retire_every_secret(world: World) -> None:
+    violation = PolicyViolation("bad", "secret-kind", "'ssh' is not a kind", world.clock.now())
+    assert record_violations(world.states, world.trail, [violation, violation], "sweep-1") == 1
+    assert record_violations(world.states, world.trail, [violation], "sweep-2") == 0
+    assert len(world.records(Action.POLICY_VIOLATION)) == 1
+    world.seed("one")
+    world.seed("two")
+    world.rotate("one")
+    world.rotate("two")
+    world.clock.advance(timedelta(hours=25))
+    retired = retire_all(world.store, world.states, world.trail, world.clock)
+    assert sorted(name for name, _ in retired) == ["one", "two"]
+    assert retire_all(world.store, world.states, world.trail, world.clock) == []
