@@ -11,7 +11,8 @@ Tags (Key Vault allows 15 per secret, names and values up to 256 characters):
 - ``secret-kind``: what generates a new value: ``api-key``, ``database-password``, ``jwt-signing-key``,
   ``encryption-key``.
 - ``rotation-interval-days``: rotate this many days after the current version was created (1-730).
-- ``validity-days``: optional; a new version expires this many days after creation (≥ interval).
+- ``validity-days``: optional; a new version expires this many days after creation (≥ interval + 30,
+  Key Vault's near-expiry window, or every new version would be due at once).
 - ``owner``: optional; the team or app that consumes the secret, for notifications.
 - ``rotator``: optional; where a new value must also be set: ``key-vault`` (default: only in the vault),
   ``postgres-single-user``, ``postgres-alternating``, ``webhook``.
@@ -117,8 +118,10 @@ class RotationPolicy:
         if interval is None:
             raise PolicyError(INTERVAL_TAG, "is missing")
         validity = _days(tags, VALIDITY_TAG, maximum=MAX_VALIDITY_DAYS)
-        if validity is not None and validity < interval:
-            raise PolicyError(VALIDITY_TAG, "must be at least rotation-interval-days")
+        if validity is not None and validity < interval + NEAR_EXPIRY:
+            # Shorter, and a new version would be due (near expiry) the moment it is made: every
+            # trigger would rotate again.
+            raise PolicyError(VALIDITY_TAG, "must be at least rotation-interval-days + 30")
         rotator = _rotator(tags)
         return cls(
             kind=kind,

@@ -39,13 +39,20 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
         correlation_id=cid,
     )
     rotation.record_violations(container.state_store, container.audit_trail, report.violations, cid)
-    retired = rotation.retire_all(
-        container.secret_store, container.state_store, container.audit_trail, container.clock
+    retired, not_retired = rotation.retire_all(
+        container.secret_store,
+        container.state_store,
+        container.audit_trail,
+        container.clock,
+        reserved=container.reserved_secrets,
     )
     logger.info("rotation sweep: %s, %d version(s) retired", report.counts(), len(retired))
-    if report.failed:
-        # Fail the invocation so the platform shows it; the next sweep asks again for what was not sent.
-        raise RuntimeError(f"rotation sweep: {len(report.not_sent)} request(s) not sent: {report.send_error}")
+    if report.failed or not_retired:
+        # Fail the invocation so the platform shows it; the next sweep tries again (both are on record).
+        raise RuntimeError(
+            f"rotation sweep: {len(report.not_sent)} request(s) not sent ({report.send_error}), "
+            f"{len(not_retired)} secret(s) not retired"
+        )
 
 
 @bp.function_name("rotate_secret")

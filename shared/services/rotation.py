@@ -40,7 +40,10 @@ logger = logging.getLogger(__name__)
 
 PARTITION = "rotation"
 VIOLATIONS = "policy-violation"
-LEASE = timedelta(minutes=5)
+RETIRE = "retire"
+#: Longer than host.json's functionTimeout (10 min): a holder is stopped by the platform before its lease
+#: can run out under it, so a lease that expired belongs to a holder that is gone.
+LEASE = timedelta(minutes=15)
 ROTATION_ID_TAG = "rotation-id"
 PREVIOUS_VERSION_TAG = "previous-version"
 ROTATED_BY_TAG = "rotated-by"
@@ -49,6 +52,15 @@ ROTATED_BY = "secret-lifecycle"
 
 class _LeaseLost(Exception):
     """Another holder took this secret's rotation over (our lease expired): stop, it finishes."""
+
+
+class _ClosePending(Exception):
+    """The new version exists but its success could not be recorded: the progress stays open, so the
+    retry finds the version (by its rotation id) and records it. Not a failed rotation."""
+
+    def __init__(self, cause: DomainError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class NotManaged(Conflict):
@@ -87,8 +99,6 @@ class _Progress:
     attempt: int = 0
     last_error: str | None = None
     new_version: str | None = None
-    #: Previous versions to disable once their grace has ended: [[version, not_before_iso], ...].
-    retire: str = "[]"
 
     @classmethod
     def of(cls, state: Mapping[str, Any]) -> _Progress:
@@ -99,15 +109,18 @@ class _Progress:
         return {k: v for k, v in vars(self).items() if v is not None}
 
     def leased_by_other(self, holder: str, now: datetime) -> bool:
-        return (
-            self.step == "promoting"
-            and self.holder != holder
-            and self.lease_until is not None
-            and parse_time(self.lease_until) > now
-        )
-
-    def retirements(self) -> list[tuple[str, datetime]]:
-        return [(str(v), parse_time(str(t))) for v, t in json.loads(self.retire or "[]")]
+        """Another holder's lease that still runs. A lease ending further ahead than any holder can take
+        (a forged or skewed row) is not honoured: it would block the secret's rotation for good."""
+        if self.step != "promoting" or self.holder == holder or self.lease_until is None:
+            return False
+        try:
+            until = parse_time(self.lease_until)
+        except ValueError:
+            return False
+        if until > now + 2 * LEASE:
+            logger.warning("rotation lease until %s is not credible; taken over", self.lease_until)
+            return False
+        return until > now
 
 
 def rotate(
@@ -130,13 +143,15 @@ def rotate(
     any DomainError of a failed step after recording ROTATION_FAILED (the queue retries transient ones).
     """
     key = name.lower()
+    # The progress first, then the vault: a rotation that completes in between changes the progress, so
+    # the lease below (conditional on what was read here) fails instead of rotating a stale version again.
+    stored = states.get(PARTITION, key)
     found = _rotatable(name, store, states, trail, reserved, correlation_id)
     if isinstance(found, RotationOutcome):
         return found
     current, policy = found
 
     now = clock.now()
-    stored = states.get(PARTITION, key)
     progress = _Progress.of(stored.state) if stored else _Progress()
     resuming = progress.step == "promoting"
     if not (resuming or force or policy.is_due(current.created, now, current.expires)):
@@ -163,6 +178,9 @@ def rotate(
         )
     except _LeaseLost:
         return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
+    except _ClosePending as pending:
+        _release(states, clock, name, key, progress, pending.cause)
+        raise pending.cause from pending  # the queue retries; the retry records the version made
     except DomainError as err:
         _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id)
         raise
@@ -248,22 +266,23 @@ def _promote(
         new = store.set_value(
             name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
         )
-    now = clock.now()
-    grace = policy.previous_grace()
-    retire = progress.retirements()
-    if grace is not None:
-        retire.append((progress.from_version, now + grace))
+    try:
+        # On record before the progress closes: a failure here leaves it open, and the retry records it.
+        trail.record(
+            Action.ROTATED,
+            secret_name=name,
+            version=new.version,
+            correlation_id=correlation_id,
+            details={**details, "previous_version": progress.from_version},
+        )
+        grace = policy.previous_grace()
+        if grace is not None and progress.from_version != new.version:
+            _schedule_retirement(states, key, progress.from_version, clock.now() + grace)
+    except DomainError as err:
+        raise _ClosePending(err) from err
     progress.step, progress.holder, progress.lease_until, progress.last_error = "idle", None, None, None
     progress.new_version = new.version
-    progress.retire = json.dumps([[v, format_time(t)] for v, t in retire])
     _renew(states, key, progress, etag)
-    trail.record(
-        Action.ROTATED,
-        secret_name=name,
-        version=new.version,
-        correlation_id=correlation_id,
-        details={**details, "previous_version": progress.from_version},
-    )
     return new.version
 
 
@@ -318,6 +337,23 @@ def _violation(
     )
 
 
+def _release(
+    states: StateStore, clock: Clock, name: str, key: str, progress: _Progress, err: DomainError
+) -> None:
+    """End this holder's lease now, keeping the progress for the retry; only while it is still ours."""
+    progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
+    try:
+        stored = states.get(PARTITION, key)
+        if (
+            progress.holder is not None
+            and stored is not None
+            and stored.state.get("holder") == progress.holder
+        ):
+            _write(states, key, progress, stored.etag)
+    except DomainError:
+        logger.exception("rotation progress of %s could not be saved", name)
+
+
 def _fail(
     states: StateStore,
     trail: AuditTrail,
@@ -331,13 +367,7 @@ def _fail(
 ) -> None:
     """Record the failure, release the lease (the progress stays, so a retry resumes), notify. Each part
     is best effort: the failure itself is what the caller sees."""
-    progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
-    try:
-        stored = states.get(PARTITION, key)
-        if stored is not None and stored.state.get("holder") == progress.holder:
-            _write(states, key, progress, stored.etag)
-    except DomainError:
-        logger.exception("rotation progress of %s could not be saved", name)
+    _release(states, clock, name, key, progress, err)
     details = {"rotation_id": progress.rotation_id, "step": "promote", "attempt": progress.attempt}
     try:
         trail.record(
@@ -366,29 +396,113 @@ def _fail(
         logger.exception("RotationFailed of %s could not be sent", name)
 
 
+def _retirements(state: Mapping[str, Any]) -> list[tuple[str, datetime]]:
+    """The scheduled retirements in a stored state; an unreadable list is none (and logged)."""
+    try:
+        return [(str(v), parse_time(str(t))) for v, t in json.loads(str(state.get("versions") or "[]"))]
+    except (ValueError, TypeError) as err:
+        logger.warning("unreadable retirement schedule ignored: %s", err)
+        return []
+
+
+def _schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
+    """Add a previous version to its secret's retirement schedule (its own entity, so retiring never
+    races a rotation's progress). Raises Conflict when the schedule changed meanwhile."""
+    stored = states.get(RETIRE, key)
+    planned = _retirements(stored.state) if stored else []
+    if any(v == version for v, _ in planned):
+        return
+    state = {"versions": json.dumps([[v, format_time(t)] for v, t in [*planned, (version, after)]])}
+    if stored is None:
+        states.create(RETIRE, key, state)
+    else:
+        states.replace(RETIRE, key, state, stored.etag)
+
+
 def retire_due(
-    name: str, store: SecretStore, states: StateStore, trail: AuditTrail, clock: Clock
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
 ) -> list[str]:
-    """Disable the previous versions of ``name`` whose grace has ended; return their ids. A version that is
-    gone already counts as retired. Raises Conflict when the progress changed meanwhile (retry later)."""
+    """Disable the previous versions of ``name`` whose grace has ended; return their ids.
+
+    The schedule is a stored state anyone with storage access could write, so it is verified against the
+    vault, never trusted: a reserved secret is never touched, and a version is disabled only when it is not
+    the current one and a version this service made names it as its ``previous-version``. A version that
+    is gone already counts as retired. Raises Conflict when the schedule changed meanwhile (retry later),
+    DomainError from the vault.
+    """
     key = name.lower()
-    stored = states.get(PARTITION, key)
+    stored = states.get(RETIRE, key)
     if stored is None:
         return []
-    progress = _Progress.of(stored.state)
+    planned = _retirements(stored.state)
     now = clock.now()
-    due = [(v, t) for v, t in progress.retirements() if t <= now]
+    due = [v for v, t in planned if t <= now]
     if not due:
         return []
-    for version, _ in due:
-        trail.record(Action.VERSION_RETIRED, secret_name=name, version=version, result=Result.INTENT)
-        with contextlib.suppress(NotFound):  # gone already: nothing left to disable
-            store.update_properties(name, version, enabled=False)
-        trail.record(Action.VERSION_RETIRED, secret_name=name, version=version)
-    remaining = [(v, t) for v, t in progress.retirements() if t > now]
-    progress.retire = json.dumps([[v, format_time(t)] for v, t in remaining])
-    states.replace(PARTITION, key, progress.state(), stored.etag)
-    return [v for v, _ in due]
+    retired: list[str] = []
+    if key not in {r.lower() for r in reserved}:
+        current = store.get_properties(name)
+        versions = store.list_versions(name)
+        replaced = {
+            v.tags.get(PREVIOUS_VERSION_TAG)
+            for v in versions
+            if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG)
+        }
+        for version in due:
+            if version == current.version or version not in replaced:
+                logger.warning("retirement of %s version %s refused: not a replaced version", name, version)
+                continue
+            trail.record(
+                Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
+            )
+            with contextlib.suppress(NotFound):  # gone already: nothing left to disable
+                store.update_properties(name, version, enabled=False)
+            trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
+            retired.append(version)
+    remaining = [(v, t) for v, t in planned if t > now]
+    states.replace(
+        RETIRE, key, {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}, stored.etag
+    )
+    return retired
+
+
+def retire_all(
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Retire every previous version whose grace has ended, secret by secret: one secret's failure is
+    recorded (VERSION_RETIRED failure) and the others go on. Returns the (name, version) pairs retired and
+    the names that failed. Raises DependencyUnavailable when the schedule cannot be read at all."""
+    retired: list[tuple[str, str]] = []
+    failed: list[str] = []
+    for key in states.list(RETIRE):
+        try:
+            retired += [
+                (key, version) for version in retire_due(key, store, states, trail, clock, reserved=reserved)
+            ]
+        except Conflict:
+            logger.info("retirement of %s left for the next run: its schedule changed", key)
+        except DomainError as err:
+            failed.append(key)
+            with contextlib.suppress(DomainError):
+                trail.record(
+                    Action.VERSION_RETIRED,
+                    secret_name=key,
+                    result=Result.FAILURE,
+                    details={"error_class": type(err).__name__},
+                    error=str(err)[:500],
+                )
+    return retired, failed
 
 
 def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationOutcome) -> None:
@@ -412,23 +526,6 @@ def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationO
         publisher.publish([notification])
     except DomainError:
         logger.exception("SecretRotated of %s could not be sent", outcome.secret_name)
-
-
-def retire_all(
-    store: SecretStore, states: StateStore, trail: AuditTrail, clock: Clock
-) -> list[tuple[str, str]]:
-    """Retire every previous version whose grace has ended, secret by secret; return (name, version)
-    pairs. A secret whose progress changed meanwhile is left for the next run. Raises
-    DependencyUnavailable."""
-    retired: list[tuple[str, str]] = []
-    for key, stored in states.list(PARTITION).items():
-        if not _Progress.of(stored.state).retirements():
-            continue
-        try:
-            retired += [(key, version) for version in retire_due(key, store, states, trail, clock)]
-        except Conflict:
-            logger.info("retirement of %s left for the next run: its rotation progress changed", key)
-    return retired
 
 
 def record_violations(

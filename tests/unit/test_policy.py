@@ -39,6 +39,8 @@ def test_unmanaged_secrets_are_recognised() -> None:
         ({"rotation-interval-days": "7.5"}, "rotation-interval-days"),
         ({"rotation-interval-days": "731"}, "rotation-interval-days"),
         ({"validity-days": "10"}, "validity-days"),
+        # Under interval + 30 days every new version would be due (near expiry) at once.
+        ({"validity-days": "59"}, "validity-days"),
         ({"validity-days": "abc"}, "validity-days"),
         ({"rotator": "ldap"}, "rotator"),
         ({"rotator": "webhook"}, "rotation-target"),
@@ -71,8 +73,8 @@ def test_due_exactly_at_the_interval() -> None:
     # near-expiry event (30 days before exp) comes exactly when the interval says it is due.
     assert policy.expires_on(created) == created + timedelta(days=60)
     assert policy.next_rotation(created, policy.expires_on(created)) == created + timedelta(days=30)
-    with_validity = RotationPolicy.from_tags({**MANAGED, "validity-days": "45"})
-    assert with_validity.expires_on(created) == created + timedelta(days=45)
+    with_validity = RotationPolicy.from_tags({**MANAGED, "validity-days": "75"})
+    assert with_validity.expires_on(created) == created + timedelta(days=75)
 
 
 def test_the_rotation_tags_round_trip_and_default() -> None:

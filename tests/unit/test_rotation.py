@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import Action, AuditEvent, Result
-from shared.domain.errors import DependencyUnavailable
+from shared.domain.errors import DependencyUnavailable, Forbidden
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretVersion
@@ -245,13 +245,21 @@ def test_the_previous_version_is_retired_after_its_grace(world: World) -> None:
     [old] = world.versions()
     world.rotate()
     world.clock.advance(timedelta(hours=23))
-    assert retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock) == []
+    assert (
+        retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+        == []
+    )
     world.clock.advance(timedelta(hours=1))
-    assert retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock) == [old]
+    assert retire_due(
+        "dispatch-api-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED
+    ) == [old]
     assert not world.store.get_properties("dispatch-api-key", old).enabled
     assert world.store.get_properties("dispatch-api-key").enabled
     assert [e.result for e in world.records(Action.VERSION_RETIRED)] == [Result.INTENT, Result.SUCCESS]
-    assert retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock) == []
+    assert (
+        retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+        == []
+    )
 
 
 def test_encryption_keys_keep_previous_versions_enabled(world: World) -> None:
@@ -260,7 +268,10 @@ def test_encryption_keys_keep_previous_versions_enabled(world: World) -> None:
     [old] = world.versions("telemetry-key")
     world.rotate("telemetry-key")
     world.clock.advance(timedelta(days=365))
-    assert retire_due("telemetry-key", world.store, world.states, world.trail, world.clock) == []
+    assert (
+        retire_due("telemetry-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+        == []
+    )
     assert world.store.get_properties("telemetry-key", old).enabled
 
 
@@ -318,6 +329,137 @@ def test_sweep_helpers_record_violations_once_and_retire_every_secret(world: Wor
     world.rotate("one")
     world.rotate("two")
     world.clock.advance(timedelta(hours=25))
-    retired = retire_all(world.store, world.states, world.trail, world.clock)
-    assert sorted(name for name, _ in retired) == ["one", "two"]
-    assert retire_all(world.store, world.states, world.trail, world.clock) == []
+    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert sorted(name for name, _ in retired) == ["one", "two"] and failed == []
+    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
+
+
+# -- found in review: each of these went wrong before the fix --------------------------------------------
+
+
+class RotatesUnderneath(InMemorySecretStore):
+    """A vault read that returns the current version, while another trigger then rotates the secret
+    completely before this caller goes on (it acts on a version that is no longer current)."""
+
+    def __init__(self, world: World) -> None:
+        self.__dict__ = world.store.__dict__
+        self.world, self.raced = world, False
+
+    def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
+        seen = super().get_properties(name, version)
+        if not self.raced:
+            self.raced = True
+            assert rotate(
+                name, self, self.world.states, self.world.trail, self.world.publisher, self.world.clock,
+                reserved=RESERVED,
+            ).status == "rotated"  # fmt: skip
+        return seen
+
+
+def test_a_trigger_that_read_a_stale_version_does_not_rotate_again(world: World) -> None:
+    world.seed()
+    world.store = RotatesUnderneath(world)
+    assert world.rotate().status == "in_progress"
+    assert len(world.versions()) == 2
+
+
+class RetiresDuringPromotion(InMemorySecretStore):
+    """The sweep retires a previous version while this secret is being promoted."""
+
+    def __init__(self, world: World) -> None:
+        self.__dict__ = world.store.__dict__
+        self.world, self.retired = world, False
+
+    def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
+        if not self.retired:
+            self.retired = True
+            retire_all(self, self.world.states, self.world.trail, self.world.clock, reserved=RESERVED)
+        return super().set_value(name, value, **kwargs)
+
+
+def test_retiring_while_a_rotation_promotes_does_not_strand_it(world: World) -> None:
+    world.seed()
+    world.rotate()
+    world.clock.advance(timedelta(days=31))  # due again, and the first previous version's grace is over
+    world.store = RetiresDuringPromotion(world)
+    outcome = world.rotate()
+    assert outcome.status == "rotated"
+    assert len(world.versions()) == 3
+    assert [e.result for e in world.records(Action.ROTATED)].count(Result.SUCCESS) == 2
+    assert len(world.records(Action.VERSION_RETIRED)) == 2  # intent, success
+
+
+def test_a_forged_retirement_schedule_disables_nothing_it_should_not(world: World) -> None:
+    world.seed()
+    world.seed("audit-hmac-key", age_days=0)
+    [current] = world.versions()
+    [mac_key] = world.versions("audit-hmac-key")
+    for name, version in (("dispatch-api-key", current), ("audit-hmac-key", mac_key)):
+        world.states.create("retire", name, {"versions": f'[["{version}", "2000-01-01T00:00:00.000000Z"]]'})
+    world.states.create("retire", "other", {"versions": "not json"})
+    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert (retired, failed) == ([], [])  # the unreadable schedule of "other" is ignored, not fatal
+    assert world.store.get_properties("dispatch-api-key", current).enabled
+    assert world.store.get_properties("audit-hmac-key", mac_key).enabled
+
+
+def test_a_lease_far_in_the_future_is_not_honoured(world: World) -> None:
+    world.seed()
+    world.states.create(
+        PARTITION,
+        "dispatch-api-key",
+        {"rotation_id": "r9", "step": "promoting", "from_version": world.versions()[0], "holder": "forged",
+         "lease_until": "2999-01-01T00:00:00.000000Z", "attempt": 1},
+    )  # fmt: skip
+    assert world.rotate().status == "rotated"
+    assert len(world.versions()) == 2
+
+
+class SuccessNotRecorded(InMemoryAuditLog):
+    """The audit store fails exactly when the success record of a promotion is written."""
+
+    def append(self, events: Any) -> Any:
+        if any(e.action == Action.ROTATED and e.result == Result.SUCCESS for e in events) and not self.failed:
+            self.failed = True
+            raise DependencyUnavailable("audit_store", "timeout")
+        return super().append(events)
+
+
+def test_a_rotation_whose_success_was_not_recorded_is_finished_by_the_retry_not_reported_failed(
+    world: World,
+) -> None:
+    world.seed()
+    log = SuccessNotRecorded(world.log.keys)
+    log.failed = False
+    world.log, world.trail = log, AuditTrail(log, world.clock, "fleet")
+    with pytest.raises(DependencyUnavailable):
+        world.rotate()
+    assert world.records(Action.ROTATION_FAILED) == [] and world.publisher.sent == []
+    retried = world.rotate()
+    assert retried.status == "rotated"
+    assert len(world.versions()) == 2
+    assert [e.result for e in world.records(Action.ROTATED)] == [Result.INTENT, Result.SUCCESS]
+    assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
+
+
+class RefusesOne(InMemorySecretStore):
+    def __init__(self, world: World, name: str) -> None:
+        self.__dict__ = world.store.__dict__
+        self.refused = name
+
+    def list_versions(self, name: str) -> list[SecretVersion]:
+        if name == self.refused:
+            raise Forbidden("key_vault: HTTP 403 ForbiddenByRbac")
+        return super().list_versions(name)
+
+
+def test_one_secret_failing_retirement_is_recorded_and_the_others_go_on(world: World) -> None:
+    for name in ("one", "two"):
+        world.seed(name)
+        world.rotate(name)
+    world.clock.advance(timedelta(hours=25))
+    world.store = RefusesOne(world, "one")
+    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert ([n for n, _ in retired], failed) == (["two"], ["one"])
+    [failure] = [e for e in world.records(Action.VERSION_RETIRED) if e.result == Result.FAILURE]
+    assert (failure.secret_name, failure.details["error_class"]) == ("one", "Forbidden")
