@@ -3,7 +3,8 @@
 ``rotation_sweep`` lists the vault's properties, enqueues one request per due managed secret on the
 ``rotation-requests`` queue, records policy violations once per version and retires previous versions
 whose grace has ended. ``rotate_secret`` rotates one secret per message: transient failures retry through
-the queue (``maxDequeueCount`` in host.json) and the last attempt records that it gave up.
+the queue (``maxDequeueCount`` in host.json), and ``rotation_gave_up`` records a request that reached the
+poison queue, however its attempts ended.
 """
 
 from __future__ import annotations
@@ -72,7 +73,16 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
         container.publisher,
         container.clock,
         reserved=container.reserved_secrets,
-        attempt=msg.dequeue_count or 1,
-        max_attempts=MAX_DEQUEUE_COUNT,
     )
     logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
+
+
+@bp.function_name("rotation_gave_up")
+@bp.queue_trigger(arg_name="msg", queue_name=f"{QUEUE}-poison", connection="SECRETS_STORAGE")
+def rotation_gave_up(msg: func.QueueMessage) -> None:
+    try:
+        request = RotationRequest.from_json(msg.get_body().decode("utf-8", errors="replace"))
+    except ValueError as err:
+        logger.error("poisoned rotation request %s is malformed: %s", msg.id, err)
+        return
+    rotation.gave_up(request, get_container().audit_trail, MAX_DEQUEUE_COUNT)

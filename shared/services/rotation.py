@@ -561,12 +561,9 @@ def rotate_requested(
     clock: Clock,
     *,
     reserved: Collection[str],
-    attempt: int,
-    max_attempts: int,
 ) -> RotationOutcome:
     """One queued rotation request. A secret that is gone or not managed is recorded as skipped and the
-    request consumed; any other failure is raised for the queue to retry, and the last attempt records
-    that it gave up (the message then goes to the poison queue)."""
+    request consumed; any other failure is raised for the queue to retry (``gave_up`` records the end)."""
     name, cid = request.secret_name, request.correlation_id
     try:
         return rotate(
@@ -575,14 +572,15 @@ def rotate_requested(
         )  # fmt: skip
     except (NotFound, NotManaged) as err:
         return _skip(trail, name, str(err), cid)
-    except DomainError:
-        if attempt >= max_attempts:
-            details = {"gave_up_after": attempt, "reason": "the request goes to the poison queue"}
-            trail.record(
-                Action.ROTATION_FAILED,
-                secret_name=name,
-                result=Result.FAILURE,
-                correlation_id=cid,
-                details=details,
-            )
-        raise
+
+
+def gave_up(request: RotationRequest, trail: AuditTrail, attempts: int) -> None:
+    """A request that reached the poison queue: every attempt failed, or the process died during them
+    (a crash on the last attempt leaves nothing else behind). Recorded so it is never silent."""
+    trail.record(
+        Action.ROTATION_FAILED,
+        secret_name=request.secret_name,
+        result=Result.FAILURE,
+        correlation_id=request.correlation_id,
+        details={"gave_up_after": attempts, "reason": "the request reached the poison queue"},
+    )

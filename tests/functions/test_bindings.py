@@ -30,7 +30,7 @@ EXPECTED_TIMERS: dict[str, str] = {
     "rotation_sweep": "%ROTATION_SWEEP_SCHEDULE%",  # an app setting: hourly in the sample and the Bicep
 }
 # name -> trigger type of every other function
-EXPECTED_OTHER: dict[str, str] = {"rotate_secret": "queueTrigger"}
+EXPECTED_OTHER: dict[str, str] = {"rotate_secret": "queueTrigger", "rotation_gave_up": "queueTrigger"}
 SAMPLE_SETTINGS = Path(__file__).resolve().parents[2] / "local.settings.sample.json"
 
 

@@ -5,14 +5,19 @@ due. The service's own secrets are never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from azure.core.exceptions import ResourceExistsError
 from azure.keyvault.secrets import SecretClient
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
+from shared.adapters.storage import QUEUE_API_VERSION
 from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.rotation import ROTATION_ID_TAG
 from tests.integration.app_stack import Stack, audit_rows
 
@@ -52,3 +57,30 @@ def test_the_sweep_rotates_a_due_secret_once_through_the_queue(stack: Stack) -> 
     assert "initial-value" not in stack.host.output() and current.value not in stack.host.output()
     status, body = stack.client.get("/api/audit/verify")
     assert (status, body["status"]) == (200, "ok"), body
+
+
+def test_a_request_in_the_poison_queue_is_recorded_as_given_up(stack: Stack) -> None:
+    poison = QueueClient.from_connection_string(
+        stack.azurite.connection_string,
+        "rotation-requests-poison",
+        api_version=QUEUE_API_VERSION,
+        message_encode_policy=TextBase64EncodePolicy(),
+    )
+    with contextlib.suppress(ResourceExistsError):
+        poison.create_queue()
+    request = RotationRequest(
+        secret_name="flaky-secret",
+        reason=RotationReason.DUE,
+        requested_at=datetime.now(UTC),
+        correlation_id="sweep-7",
+    )
+    poison.send_message(request.to_json())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        gave_up = [r for r in audit_rows(stack) if r["action"] == "ROTATION_FAILED"]
+        if gave_up:
+            break
+        time.sleep(0.5)
+    [record] = gave_up
+    assert (record["secret_name"], record["correlation_id"]) == ("flaky-secret", "sweep-7")
+    assert '"gave_up_after":5' in record["details"]

@@ -21,6 +21,7 @@ from shared.services.rotation import (
     ROTATION_ID_TAG,
     NotManaged,
     RotationOutcome,
+    gave_up,
     record_violations,
     retire_all,
     retire_due,
@@ -300,23 +301,24 @@ def test_a_queued_request_for_a_gone_or_unmanaged_secret_is_consumed_on_record(w
     for name in ("nothing-here", "legacy"):
         outcome = rotate_requested(
             request(name), world.store, world.states, world.trail, world.publisher, world.clock,
-            reserved=RESERVED, attempt=1, max_attempts=5,
+            reserved=RESERVED,
         )  # fmt: skip
         assert outcome.status == "skipped"
     assert [e.secret_name for e in world.records(Action.ROTATION_SKIPPED)] == ["nothing-here", "legacy"]
 
 
-def test_the_last_failed_attempt_records_that_it_gave_up(world: World) -> None:
+def test_a_transient_failure_is_raised_for_the_queue_and_the_poison_queue_records_the_end(
+    world: World,
+) -> None:
     world.seed()
     world.store.available = False
-    for attempt in (1, 5):
-        with pytest.raises(DependencyUnavailable):
-            rotate_requested(
-                request(), world.store, world.states, world.trail, world.publisher, world.clock,
-                reserved=RESERVED, attempt=attempt, max_attempts=5,
-            )  # fmt: skip
-    [gave_up] = [e for e in world.records(Action.ROTATION_FAILED) if "gave_up_after" in e.details]
-    assert gave_up.details["gave_up_after"] == 5
+    with pytest.raises(DependencyUnavailable):
+        rotate_requested(
+            request(), world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+        )
+    gave_up(request(), world.trail, 5)
+    [given_up] = [e for e in world.records(Action.ROTATION_FAILED) if "gave_up_after" in e.details]
+    assert (given_up.secret_name, given_up.details["gave_up_after"]) == ("dispatch-api-key", 5)
 
 
 def test_sweep_helpers_record_violations_once_and_retire_every_secret(world: World) -> None:
