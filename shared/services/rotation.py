@@ -83,9 +83,6 @@ class RotationOutcome:
     new_version: str | None = None
     previous_version: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v is not None}
-
 
 @dataclass
 class _Progress:
