@@ -279,7 +279,12 @@ def _promote(
         raise _ClosePending(err) from err
     progress.step, progress.holder, progress.lease_until, progress.last_error = "idle", None, None, None
     progress.new_version = new.version
-    _renew(states, key, progress, etag)
+    try:
+        states.replace(PARTITION, key, progress.state(), etag)
+    except (Conflict, NotFound):
+        # The version is made and its success on record: a progress row that changed or vanished
+        # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
+        logger.warning("rotation progress of %s changed before it could be closed", name)
     return new.version
 
 

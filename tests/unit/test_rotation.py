@@ -465,3 +465,27 @@ def test_one_secret_failing_retirement_is_recorded_and_the_others_go_on(world: W
     assert ([n for n, _ in retired], failed) == (["two"], ["one"])
     [failure] = [e for e in world.records(Action.VERSION_RETIRED) if e.result == Result.FAILURE]
     assert (failure.secret_name, failure.details["error_class"]) == ("one", "Forbidden")
+
+
+class ProgressDeletedAfterPromotion(InMemorySecretStore):
+    """A storage writer deletes the secret's progress row right after the new version is made."""
+
+    def __init__(self, world: World) -> None:
+        self.__dict__ = world.store.__dict__
+        self.world = world
+
+    def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
+        made = super().set_value(name, value, **kwargs)
+        self.world.states.rows.pop((PARTITION, name.lower()), None)
+        return made
+
+
+def test_a_deleted_progress_row_never_leads_to_a_second_version(world: World) -> None:
+    world.seed()
+    world.store = ProgressDeletedAfterPromotion(world)
+    assert world.rotate().status == "rotated"  # the progress is gone, the version made and on record
+    assert len(world.versions()) == 2
+    assert world.records(Action.ROTATION_FAILED) == []
+    for _ in range(5):  # the queue's retries and duplicates: the new version is current and not due
+        assert world.rotate().status == "skipped"
+    assert len(world.versions()) == 2
