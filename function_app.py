@@ -7,10 +7,14 @@ of the caller identity checks; endpoints that must be anonymous (health) say so 
 import azure.functions as func
 
 from shared.entrypoints.audit import bp as audit_bp
+from shared.entrypoints.expiry import bp as expiry_bp
 from shared.entrypoints.health import bp as health_bp
 from shared.entrypoints.rotation import bp as rotation_bp
+from shared.entrypoints.secrets import bp as secrets_bp
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health_bp)
 app.register_functions(audit_bp)
 app.register_functions(rotation_bp)
+app.register_functions(secrets_bp)
+app.register_functions(expiry_bp)

@@ -14,6 +14,11 @@ SUSPICIOUS_ACTIVITY = "SecretLifecycle.SuspiciousActivity"
 AUDIT_TAMPERING = "SecretLifecycle.AuditTampering"
 SECRET_ROTATED = "SecretLifecycle.SecretRotated"
 ROTATION_FAILED = "SecretLifecycle.RotationFailed"
+#: A secret's current version expires within one of its warning thresholds / has expired.
+SECRET_NEAR_EXPIRY = "SecretLifecycle.SecretNearExpiry"
+SECRET_EXPIRED = "SecretLifecycle.SecretExpired"
+#: The previous version's value was made current again (as a new version).
+SECRET_ROLLED_BACK = "SecretLifecycle.SecretRolledBack"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from shared.domain.errors import (
     NotFound,
     NotPermitted,
 )
+from shared.domain.secrets import InvalidSecret
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -130,6 +131,8 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
         return problem(415, "Unsupported Media Type", f"the body must be {BODY_MEDIA_TYPE}; {sent}")
     except NotPermitted as err:
         return problem(403, "Forbidden", str(err))
+    except InvalidSecret as err:  # a name, value or tag outside Key Vault's rules
+        return problem(400, "Bad Request", str(err))
     except NotFound as err:
         return problem(404, "Not Found", str(err))
     except (Conflict, InvalidTransition) as err:
