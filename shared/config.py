@@ -15,6 +15,8 @@ Setting names are fixed (other parts of the platform and the docs rely on them):
   ``SECRETS_STORAGE__tableServiceUri`` / ``SECRETS_STORAGE__queueServiceUri`` (+ ``__clientId``).
 - ``EVENT_GRID_TOPIC_ENDPOINT`` (+ ``EVENT_GRID_TOPIC_KEY``): where consumer notifications go.
 - ``ALLOW_UNVERIFIED_PRINCIPAL``: local development only; refused when running in Azure.
+- ``EXPIRY_REQUIRE_EXP``: the daily expiry check reports an enabled secret without ``exp`` as a policy
+  violation (default false).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ ALLOW_UNVERIFIED_PRINCIPAL = "ALLOW_UNVERIFIED_PRINCIPAL"
 WEBSITE_INSTANCE_ID = "WEBSITE_INSTANCE_ID"
 WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
 AZURE_FUNCTIONS_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
+EXPIRY_REQUIRE_EXP = "EXPIRY_REQUIRE_EXP"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -147,6 +150,12 @@ class Settings:
     def allow_unverified_principal(self) -> bool:
         """Local development switch: trust X-MS-CLIENT-PRINCIPAL without Easy Auth."""
         return self._flag(ALLOW_UNVERIFIED_PRINCIPAL)
+
+    @property
+    def expiry_require_exp(self) -> bool:
+        """EXPIRY_REQUIRE_EXP: an enabled secret without an expiry date is a policy violation (default
+        false). Raises ConfigurationError for anything but true/false (1/0, yes/no)."""
+        return self._flag(EXPIRY_REQUIRE_EXP)
 
     @property
     def platform_auth_enabled(self) -> bool:

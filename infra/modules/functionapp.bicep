@@ -55,6 +55,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'EVENT_GRID_TOPIC_ENDPOINT', value: eventGridTopicEndpoint }
         // The rotation_sweep timer's schedule (a %...% binding expression): hourly, on the hour.
         { name: 'ROTATION_SWEEP_SCHEDULE', value: '0 0 * * * *' }
+        // The expiry_check timer's schedule: daily at 06:00 UTC.
+        { name: 'EXPIRY_CHECK_SCHEDULE', value: '0 0 6 * * *' }
+        // true: the expiry check reports every enabled secret without an expiry date as a policy violation.
+        { name: 'EXPIRY_REQUIRE_EXP', value: 'false' }
       ]
     }
   }

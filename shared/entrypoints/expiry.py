@@ -1,7 +1,71 @@
-"""Expiry triggers: the daily ``expiry_check`` timer and the ``key_vault_events`` Event Grid trigger."""
+"""Expiry triggers: the daily ``expiry_check`` timer and the ``key_vault_events`` Event Grid trigger.
+
+``expiry_check`` warns before secret versions expire, reports expired ones and policy violations, once per
+version (``shared.services.expiry``); it fails the invocation when any secret's check failed. Key Vault's
+SecretNearExpiry / SecretExpired / SecretNewVersionCreated events reach ``key_vault_events``
+(``shared.services.key_vault_events``). A malformed or irrelevant event is logged and dropped: raising
+would make Event Grid retry it for 24 hours. A dependency failure is raised, so Event Grid delivers the
+event again and the redelivery finishes what was left pending.
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import azure.functions as func
 
+from shared.bootstrap import get_container
+from shared.domain.key_vault_events import MalformedEvent, event_type, parse_event
+from shared.entrypoints.http import correlation_id
+from shared.services.expiry import check_expiry
+from shared.services.key_vault_events import handle_event
+
+logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
+
+
+@bp.function_name("expiry_check")
+@bp.timer_trigger(arg_name="timer", schedule="%EXPIRY_CHECK_SCHEDULE%")
+def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
+    container = get_container()
+    report = check_expiry(
+        container.secret_store,
+        container.state_store,
+        container.audit_trail,
+        container.publisher,
+        container.clock,
+        reserved=container.reserved_secrets,
+        require_exp=container.settings.expiry_require_exp,
+        correlation_id=correlation_id(context) or uuid.uuid4().hex,
+    )
+    logger.info("expiry check: %s", report.counts())
+    if report.failed:
+        # Each failure is on record; failing the invocation makes the platform show it. Tomorrow's run
+        # finishes whatever was left pending.
+        raise RuntimeError(f"expiry check: {len(report.failed)} secret(s) could not be checked")
+
+
+@bp.function_name("key_vault_events")
+@bp.event_grid_trigger(arg_name="event")
+def key_vault_events(event: func.EventGridEvent) -> None:
+    kind = event_type(event.event_type)
+    if kind is None:
+        logger.info("Key Vault event %.80s ignored: type %.80r is not handled", event.id, event.event_type)
+        return
+    try:
+        parsed = parse_event(event_id=event.id, type_=kind, subject=event.subject, data=event.get_json())
+    except MalformedEvent as err:
+        logger.warning("Key Vault event %.80s dropped: %s", event.id, err)
+        return
+    container = get_container()
+    handle_event(
+        parsed,
+        container.secret_store,
+        container.state_store,
+        container.audit_trail,
+        container.publisher,
+        container.rotation_requests,
+        container.clock,
+        reserved=container.reserved_secrets,
+    )

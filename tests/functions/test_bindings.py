@@ -28,9 +28,14 @@ EXPECTED_TIMERS: dict[str, str] = {
     "audit_digest": "0 0 * * * *",  # hourly, on the hour
     "suspicious_activity_scan": "0 */15 * * * *",  # every 15 minutes
     "rotation_sweep": "%ROTATION_SWEEP_SCHEDULE%",  # an app setting: hourly in the sample and the Bicep
+    "expiry_check": "%EXPIRY_CHECK_SCHEDULE%",  # an app setting: daily at 06:00 in the sample and the Bicep
 }
 # name -> trigger type of every other function
-EXPECTED_OTHER: dict[str, str] = {"rotate_secret": "queueTrigger", "rotation_gave_up": "queueTrigger"}
+EXPECTED_OTHER: dict[str, str] = {
+    "rotate_secret": "queueTrigger",
+    "rotation_gave_up": "queueTrigger",
+    "key_vault_events": "eventGridTrigger",
+}
 SAMPLE_SETTINGS = Path(__file__).resolve().parents[2] / "local.settings.sample.json"
 
 
@@ -87,7 +92,11 @@ def test_timer_schedules_are_valid_ncrontab(functions: dict[str, Any]) -> None:
 
 
 def expected_period(schedule: str) -> timedelta:
-    return {"0 0 * * * *": timedelta(hours=1), "0 */15 * * * *": timedelta(minutes=15)}[schedule]
+    return {
+        "0 0 * * * *": timedelta(hours=1),
+        "0 */15 * * * *": timedelta(minutes=15),
+        "0 0 6 * * *": timedelta(days=1),
+    }[schedule]
 
 
 def test_other_triggers(functions: dict[str, Any]) -> None:

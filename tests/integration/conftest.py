@@ -58,6 +58,7 @@ def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: st
         "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "ROTATION_SWEEP_SCHEDULE": "0 0 * * * *",
+        "EXPIRY_CHECK_SCHEDULE": "0 0 6 * * *",
         # The emulator outlives each test's Azurite: a digest anchor per table state, as in production.
         "AUDIT_ANCHOR_SECRET": f"audit-anchor-{uuid.uuid4().hex[:12]}",
         **extra,

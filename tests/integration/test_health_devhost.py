@@ -92,6 +92,7 @@ def test_health_names_a_missing_setting(tmp_path: Path, azurite: AzuriteProcess)
         "AzureWebJobsStorage": azurite.connection_string,
         "KEY_VAULT_URL": "",
         "ROTATION_SWEEP_SCHEDULE": "0 0 * * * *",  # a binding expression: the host needs it to start
+        "EXPIRY_CHECK_SCHEDULE": "0 0 6 * * *",
     }
     host = _start("dev host", lambda: HostProcess.start(env=env, settings=no_settings(tmp_path)))
     try:

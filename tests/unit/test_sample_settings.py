@@ -30,3 +30,26 @@ def test_every_setting_read_by_the_code_is_in_the_sample_and_the_readme() -> Non
         assert name in readme, f"{name} is not documented in README.md"
         if not name.startswith("SECRETS_STORAGE__"):
             assert name in values, f"{name} is missing from local.settings.sample.json"
+
+
+def test_every_binding_expression_is_set_in_the_sample_the_bicep_and_the_test_settings() -> None:
+    """A %SETTING% the host resolves at startup: a missing one keeps the host from starting."""
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    bicep = (ROOT / "infra" / "modules" / "functionapp.bicep").read_text()
+    tests = (ROOT / "tests" / "integration" / "conftest.py").read_text()
+    code = "".join(p.read_text() for p in (ROOT / "shared" / "entrypoints").glob("*.py"))
+    expressions = set(re.findall(r'"%([A-Z_]+)%"', code))
+    assert {"ROTATION_SWEEP_SCHEDULE", "EXPIRY_CHECK_SCHEDULE"} <= expressions
+    for name in expressions:
+        assert name in values, f"{name} is missing from local.settings.sample.json"
+        assert f"'{name}'" in bicep, f"{name} is missing from infra/modules/functionapp.bicep"
+        assert f'"{name}"' in tests, f"{name} is missing from tests/integration/conftest.py app_settings"
+
+
+def test_the_expiry_settings_are_in_the_sample_and_the_bicep() -> None:
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    bicep = (ROOT / "infra" / "modules" / "functionapp.bicep").read_text()
+    assert Settings(values).expiry_require_exp is False
+    assert values["EXPIRY_CHECK_SCHEDULE"] == "0 0 6 * * *"
+    assert "{ name: 'EXPIRY_REQUIRE_EXP', value: 'false' }" in bicep
+    assert "{ name: 'EXPIRY_CHECK_SCHEDULE', value: '0 0 6 * * *' }" in bicep

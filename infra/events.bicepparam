@@ -1,0 +1,3 @@
+using './events.bicep'
+
+param baseName = 'fleetsec'

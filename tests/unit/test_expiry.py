@@ -1,0 +1,229 @@
+"""The daily expiry check over in-memory fakes: warnings once per threshold per version, expired versions,
+policy violations once per version, what is read, and one secret's failure isolated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.config import ConfigurationError, Settings
+from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.services.audit import AuditTrail
+from shared.services.expiry import ExpiryReport, check_expiry
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+)
+
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+EXP = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
+API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+
+
+class CountingStore(InMemorySecretStore):
+    """Counts calls per operation; names in ``failing`` fail as an unreachable vault does."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__(clock)
+        self.calls: dict[str, int] = {}
+        self.failing: set[str] = set()
+
+    def _call(self, operation: str, name: str | None = None) -> None:
+        self.calls[operation] = self.calls.get(operation, 0) + 1
+        if name is not None and name in self.failing:
+            raise DependencyUnavailable("key_vault", "unreachable (connection failed)")
+        super()._call(operation, name)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock(EXP - timedelta(days=60))
+        self.store = CountingStore(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+
+    def secret(self, name: str, tags: dict[str, str] | None = None, expires: datetime | None = EXP) -> str:
+        return self.store.set_value(
+            name, "initial-value", content_type=None, tags=tags or {}, expires=expires
+        ).version
+
+    def check(self, *, at: datetime | None = None, require_exp: bool = False) -> ExpiryReport:
+        if at is not None:
+            self.clock.current = at
+        return check_expiry(
+            self.store,
+            self.states,
+            self.trail,
+            self.publisher,
+            self.clock,
+            reserved=RESERVED,
+            require_exp=require_exp,
+            correlation_id="check-1",
+        )
+
+    def records(self, action: Action) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action]
+
+    def warned(self) -> list[tuple[str, int]]:
+        warnings = [e for e in self.records(Action.EXPIRY_WARNING) if e.result == Result.SUCCESS]
+        return [(e.secret_name or "", e.details["threshold_days"]) for e in warnings]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_each_threshold_is_warned_once_per_version(world: World) -> None:
+    version = world.secret("partner-token", {"owner": "team-partners"})
+    for days in (31, 29, 20, 6, 6, 0.5):
+        world.check(at=EXP - timedelta(days=days))
+    assert world.warned() == [("partner-token", 30), ("partner-token", 7), ("partner-token", 1)]
+    assert all(e.version == version for e in world.records(Action.EXPIRY_WARNING))
+    sent = world.publisher.sent
+    assert [n.type for n in sent] == [SECRET_NEAR_EXPIRY] * 3
+    assert [n.data["threshold_days"] for n in sent] == [30, 7, 1]
+    assert sent[0].data["owner"] == "team-partners" and sent[0].data["version"] == version
+    assert len({n.id for n in sent}) == 3
+    assert "initial-value" not in repr(world.log.events) + repr(sent)
+
+    # A new version starts afresh.
+    world.clock.current = EXP - timedelta(days=40)
+    world.secret("partner-token", {"owner": "team-partners"}, expires=EXP + timedelta(days=5))
+    world.check(at=EXP - timedelta(days=20))
+    assert world.warned()[-1] == ("partner-token", 30) and len(world.warned()) == 4
+
+
+def test_a_first_run_past_several_thresholds_warns_once_for_the_tightest(world: World) -> None:
+    world.secret("partner-token")
+    report = world.check(at=EXP - timedelta(days=5))
+    assert report.warned == ("partner-token",)
+    assert world.warned() == [("partner-token", 7)]
+    world.check(at=EXP - timedelta(days=4))
+    world.check(at=EXP - timedelta(days=3))
+    assert world.warned() == [("partner-token", 7)]  # 30 was claimed with it
+    world.check(at=EXP - timedelta(hours=12))
+    assert world.warned() == [("partner-token", 7), ("partner-token", 1)]
+
+
+def test_an_expired_current_version_is_reported_once_and_not_warned(world: World) -> None:
+    version = world.secret("partner-token")
+    for _ in range(3):
+        report = world.check(at=EXP + timedelta(hours=1))
+    assert report.expired == ()  # reported by the first run
+    [expired] = world.records(Action.SECRET_EXPIRED)
+    assert expired.version == version and world.warned() == []
+    [sent] = world.publisher.sent
+    assert sent.type == SECRET_EXPIRED and sent.data["days_left"] < 0
+
+
+def test_a_managed_secret_uses_its_own_thresholds(world: World) -> None:
+    policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), owner="dispatch", warning_days=(14, 3))
+    world.secret("dispatch-api-key", policy.to_tags())
+    for days in (29, 13, 2):
+        world.check(at=EXP - timedelta(days=days))
+    assert world.warned() == [("dispatch-api-key", 14), ("dispatch-api-key", 3)]
+
+
+def test_an_invalid_policy_falls_back_to_the_default_thresholds(world: World) -> None:
+    world.secret("dispatch-api-key", {**API_KEY.to_tags(), "expiry-warning-days": "soon"})
+    world.check(at=EXP - timedelta(days=29))
+    assert world.warned() == [("dispatch-api-key", 30)]
+
+
+def test_what_is_checked_and_what_is_read(world: World) -> None:
+    world.secret("far-away", expires=EXP + timedelta(days=300))
+    world.secret("no-expiry", expires=None)
+    world.secret("near", {})
+    world.secret("audit-hmac-key", {})  # the service's own: never reported
+    world.secret("disabled")
+    world.store.update_properties("disabled", world.store.versions_of("disabled")[-1], enabled=False)
+    cert = world.store.add_certificate("tls-cert")  # certificate-backed: included
+    world.store.calls.clear()
+    report = world.check(at=EXP - timedelta(days=10))
+    assert report.warned == ("near",)
+    assert (report.listed, report.checked) == (6, 4)
+    # One listing and one read for the secret that crossed a threshold, nothing for the rest.
+    assert world.store.calls == {"list_properties": 1, "get_properties": 1}
+    assert cert.expires is not None
+    world.check(at=cert.expires - timedelta(days=1))
+    assert ("tls-cert", 1) in world.warned()
+    assert all(e.secret_name != "audit-hmac-key" for e in world.log.events)
+
+
+def test_managed_secrets_without_an_owner_are_violations_once_per_version(world: World) -> None:
+    no_owner = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
+    world.secret("dispatch-api-key", no_owner.to_tags(), expires=None)
+    world.secret("with-owner", API_KEY.to_tags(), expires=None)
+    world.secret("unmanaged", {}, expires=None)
+    for _ in range(3):
+        report = world.check()
+    [violation] = world.records(Action.POLICY_VIOLATION)
+    assert (violation.secret_name, violation.details["tag"], violation.result) == (
+        "dispatch-api-key",
+        "owner",
+        Result.FAILURE,
+    )
+    assert report.violations == 0
+    world.clock.advance(timedelta(seconds=1))
+    world.secret("dispatch-api-key", no_owner.to_tags(), expires=None)
+    assert world.check().violations == 1
+
+
+def test_missing_expiry_is_a_violation_only_when_required(world: World) -> None:
+    world.secret("no-expiry", {}, expires=None)
+    world.secret("has-expiry", {})
+    world.check()
+    assert world.records(Action.POLICY_VIOLATION) == []
+    world.check(require_exp=True)
+    world.check(require_exp=True)
+    [violation] = world.records(Action.POLICY_VIOLATION)
+    assert (violation.secret_name, violation.details["tag"]) == ("no-expiry", "exp")
+
+
+def test_one_secrets_failure_is_recorded_and_the_others_go_on(world: World) -> None:
+    world.secret("broken")
+    world.secret("fine")
+    world.store.failing.add("broken")
+    report = world.check(at=EXP - timedelta(days=5))
+    assert report.failed == ("broken",) and report.warned == ("fine",)
+    [failure] = [e for e in world.records(Action.EXPIRY_WARNING) if e.result == Result.FAILURE]
+    assert failure.secret_name == "broken" and failure.details["error_class"] == "DependencyUnavailable"
+    world.store.failing.clear()
+    report = world.check()
+    assert report.failed == () and report.warned == ("broken",)
+
+
+def test_a_notification_that_failed_is_sent_by_the_next_run_without_a_second_record(world: World) -> None:
+    world.secret("partner-token")
+    world.publisher.available = False
+    assert world.check(at=EXP - timedelta(days=29)).failed == ("partner-token",)
+    world.publisher.available = True
+    world.check()
+    world.check()
+    assert world.warned() == [("partner-token", 30)]
+    assert [n.data["threshold_days"] for n in world.publisher.sent] == [30]
+
+
+def test_a_listing_failure_is_raised() -> None:
+    world = World()
+    world.store.available = False
+    with pytest.raises(DependencyUnavailable):
+        world.check()
+
+
+def test_the_require_exp_setting() -> None:
+    assert Settings({}).expiry_require_exp is False
+    assert Settings({"EXPIRY_REQUIRE_EXP": " TRUE "}).expiry_require_exp is True
+    with pytest.raises(ConfigurationError) as err:
+        _ = Settings({"EXPIRY_REQUIRE_EXP": "sometimes"}).expiry_require_exp
+    assert err.value.setting == "EXPIRY_REQUIRE_EXP"

@@ -1,0 +1,370 @@
+"""Key Vault events over in-memory fakes: defensive parsing, verify-before-acting, one action per fact
+whatever the deliveries, a crash between the claim and the action, and out-of-band versions."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, AuditEvent
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.key_vault_events import (
+    KeyVaultEvent,
+    KeyVaultEventType,
+    MalformedEvent,
+    event_type,
+    parse_event,
+)
+from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.rotation import RotationReason
+from shared.services.audit import AuditTrail
+from shared.services.expiry import check_expiry
+from shared.services.key_vault_events import EventOutcome, handle_event
+from shared.services.rotation import ROTATED_BY, ROTATED_BY_TAG, ROTATION_ID_TAG, rotate
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+)
+
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+VAULT = "fleet"
+API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+NEAR, EXPIRED, NEW = KeyVaultEventType.NEAR_EXPIRY, KeyVaultEventType.EXPIRED, KeyVaultEventType.NEW_VERSION
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = InMemorySecretStore(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, VAULT)
+        self.publisher = RecordingPublisher()
+        self.requests = RecordingRotationRequests()
+
+    def secret(self, name: str, tags: dict[str, str], expires_in: timedelta | None = None) -> str:
+        expires = self.clock.now() + expires_in if expires_in is not None else None
+        return self.store.set_value(
+            name, "initial-value", content_type=None, tags=tags, expires=expires
+        ).version
+
+    def deliver(self, kind: KeyVaultEventType, name: str, version: str, **data: Any) -> EventOutcome:
+        raw = {"Id": f"{InMemorySecretStore.VAULT_URL}/secrets/{name}/{version}", "VaultName": VAULT,
+               "ObjectType": "Secret", "ObjectName": name, "Version": version,
+               "NBF": None, "EXP": None}  # fmt: skip
+        event_id = data.pop("_id", "evt-1")
+        raw.update(data)
+        event = parse_event(event_id=event_id, type_=kind, subject=name, data=raw)
+        return self.handle(event)
+
+    def handle(self, event: KeyVaultEvent) -> EventOutcome:
+        return handle_event(
+            event,
+            self.store,
+            self.states,
+            self.trail,
+            self.publisher,
+            self.requests,
+            self.clock,
+            reserved=RESERVED,
+        )
+
+    def records(self, action: Action) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+
+def test_the_documented_example_parses_despite_whitespace_keys_and_string_times() -> None:
+    # As in Key Vault's documentation: stray spaces in keys, NBF/EXP as strings, plus a field we ignore.
+    data = {"Id": "https://fleet.vault.azure.net/secrets/db-password/0123abcd", "VaultName": "fleet",
+            "ObjectType": "Secret", "ObjectName ": "db-password", " Version": "0123ABCD",
+            "NBF": "1559081980", "EXP": " 1559082000 ", "Unknown": {"x": 1}}  # fmt: skip
+    event = parse_event(event_id="e1", type_=NEAR, subject="db-password", data=data)
+    assert (event.vault_name, event.name, event.version, event.is_secret) == (
+        "fleet",
+        "db-password",
+        "0123abcd",
+        True,
+    )
+    assert event.expires is not None and int(event.expires.timestamp()) == 1559082000
+    assert event.not_before is not None and int(event.not_before.timestamp()) == 1559081980
+
+
+def test_numbers_null_and_empty_times_are_accepted() -> None:
+    base = {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": "abc"}
+    assert parse_event(event_id="e", type_=NEAR, subject="a", data={**base, "EXP": 1.7e9}).expires
+    assert parse_event(event_id="e", type_=NEAR, subject="a", data={**base, "EXP": ""}).expires is None
+    # The subject alone names the secret when ObjectName is absent.
+    no_name = {k: v for k, v in base.items() if k != "ObjectName"}
+    assert parse_event(event_id="e", type_=NEAR, subject="a", data=no_name).name == "a"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        "a string",
+        [1, 2],
+        {},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a"},  # no Version
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": 42},
+        {"VaultName": 7, "ObjectType": "Secret", "ObjectName": "a", "Version": "abc"},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "b", "Version": "abc"},  # ≠ subject
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a/../b", "Version": "abc"},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": "abc/def"},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": "abc", "EXP": "soon"},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": "abc", "EXP": True},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": "abc", "EXP": 1e300},
+        {"VaultName": "fleet", "ObjectType": "Secret", "ObjectName": "a", "Version": "abc", "EXP": [1]},
+        {
+            "VaultName": "fleet",
+            "vaultname ": "other",
+            "ObjectType": "Secret",
+            "ObjectName": "a",
+            "Version": "abc",
+        },
+    ],
+)
+def test_malformed_events_are_refused_with_a_reason(data: Any) -> None:
+    with pytest.raises(MalformedEvent):
+        parse_event(event_id="e", type_=NEAR, subject="a", data=data)
+
+
+def test_event_types_are_matched_loosely_and_unknown_ones_are_none() -> None:
+    assert event_type(" microsoft.keyvault.secretnearexpiry ") == NEAR
+    assert event_type("Microsoft.KeyVault.SecretExpired") == EXPIRED
+    assert event_type("Microsoft.KeyVault.KeyNearExpiry") is None
+    assert event_type(None) is None
+
+
+# -- what is ignored -------------------------------------------------------------------------------
+
+
+def test_another_vault_another_object_type_and_reserved_secrets_are_ignored_without_reading(
+    world: World,
+) -> None:
+    version = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=20))
+    world.secret("audit-hmac-key", API_KEY.to_tags(), timedelta(days=20))
+    world.store.available = False  # nothing may be read for these
+    assert world.deliver(NEAR, "dispatch-api-key", version, VaultName="other").status == "ignored"
+    assert world.deliver(NEAR, "dispatch-api-key", version, ObjectType="Key").status == "ignored"
+    assert world.deliver(NEAR, "audit-hmac-key", "abcdef").status == "ignored"
+    assert world.requests.sent == [] and world.log.events == [] and world.states.rows == {}
+
+
+def test_an_event_about_an_old_version_is_a_no_op(world: World) -> None:
+    old = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=20))
+    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    assert world.deliver(NEAR, "dispatch-api-key", old).reason == "about an old version"
+    assert world.requests.sent == [] and world.log.events == []
+
+
+def test_an_event_about_a_secret_that_is_gone_is_dropped(world: World) -> None:
+    assert world.deliver(NEAR, "no-such-secret", "abc").status == "ignored"
+    assert world.deliver(NEW, "no-such-secret", "abc").status == "ignored"
+
+
+# -- managed: a rotation request, once -------------------------------------------------------------
+
+
+def test_near_expiry_of_a_managed_secret_requests_one_rotation_whatever_the_deliveries(world: World) -> None:
+    version = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=29))
+    # Five deliveries of one fact, some with other event ids (Event Grid may re-send a fact that way).
+    statuses = [world.deliver(NEAR, "dispatch-api-key", version, _id=f"evt-{i % 2}").status for i in range(5)]
+    assert statuses == ["acted", "duplicate", "duplicate", "duplicate", "duplicate"]
+    [request] = world.requests.sent
+    assert (request.secret_name, request.reason) == ("dispatch-api-key", RotationReason.EVENT)
+    # An expired event of the same version is another fact: one more request (rotation absorbs it).
+    assert world.deliver(EXPIRED, "dispatch-api-key", version).status == "acted"
+    assert len(world.requests.sent) == 2
+    assert world.log.events == [] and world.publisher.sent == []
+
+
+def test_a_crash_between_the_claim_and_the_request_is_finished_by_the_redelivery(world: World) -> None:
+    version = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=29))
+    world.requests.available = False  # the process dies (the queue fails) after the claim
+    with pytest.raises(DependencyUnavailable):
+        world.deliver(NEAR, "dispatch-api-key", version)
+    assert world.requests.sent == []
+    world.requests.available = True
+    assert world.deliver(NEAR, "dispatch-api-key", version).status == "acted"
+    assert world.deliver(NEAR, "dispatch-api-key", version).status == "duplicate"
+    assert len(world.requests.sent) == 1
+
+
+def test_a_certificate_backed_secret_is_never_requested(world: World) -> None:
+    cert = world.store.add_certificate("tls-cert", **API_KEY.to_tags())
+    world.clock.advance(timedelta(days=340))
+    world.deliver(NEAR, "tls-cert", cert.version)
+    assert world.requests.sent == []
+    [warning] = world.records(Action.EXPIRY_WARNING)  # reported like any unmanaged secret instead
+    assert warning.details["threshold_days"] == 30
+
+
+# -- unmanaged: a record and a notification, once --------------------------------------------------
+
+
+def test_near_expiry_of_an_unmanaged_secret_is_warned_once(world: World) -> None:
+    version = world.secret(
+        "partner-token", {"owner": "team-partners"}, timedelta(days=30) - timedelta(hours=2)
+    )
+    for i in range(5):
+        world.deliver(NEAR, "partner-token", version, _id=f"evt-{i}")
+    [warning] = world.records(Action.EXPIRY_WARNING)
+    assert (warning.secret_name, warning.version, warning.details["threshold_days"]) == (
+        "partner-token",
+        version,
+        30,
+    )
+    [sent] = world.publisher.sent
+    assert sent.type == SECRET_NEAR_EXPIRY and sent.subject == "partner-token"
+    assert sent.data["owner"] == "team-partners" and sent.data["version"] == version
+    assert sent.data["vault"] == VAULT and "expires" in sent.data
+    assert world.requests.sent == []
+    assert "initial-value" not in repr(world.log.events) + repr(world.publisher.sent)
+
+
+def test_the_vault_not_the_event_decides(world: World) -> None:
+    # The event says near expiry, but someone extended exp since: nothing to warn about.
+    version = world.secret("partner-token", {}, timedelta(days=90))
+    assert world.deliver(NEAR, "partner-token", version, EXP="1").status == "ignored"
+    assert world.deliver(EXPIRED, "partner-token", version).status == "ignored"
+    assert world.log.events == [] and world.publisher.sent == []
+
+
+def test_expired_unmanaged_secret_is_reported_once(world: World) -> None:
+    version = world.secret("partner-token", {}, timedelta(minutes=1))
+    world.clock.advance(timedelta(minutes=2))
+    for _ in range(5):
+        world.deliver(EXPIRED, "partner-token", version)
+    [expired] = world.records(Action.SECRET_EXPIRED)
+    assert expired.version == version and world.records(Action.EXPIRY_WARNING) == []
+    [sent] = world.publisher.sent
+    assert sent.type == SECRET_EXPIRED and "owner" not in sent.data
+
+
+def test_a_notification_that_failed_is_sent_by_the_redelivery_without_a_second_record(world: World) -> None:
+    version = world.secret("partner-token", {}, timedelta(days=29))
+    world.publisher.available = False
+    with pytest.raises(DependencyUnavailable):
+        world.deliver(NEAR, "partner-token", version)
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and world.publisher.sent == []
+    world.publisher.available = True
+    world.deliver(NEAR, "partner-token", version)
+    world.deliver(NEAR, "partner-token", version)
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
+
+
+def test_an_audit_failure_is_retried_by_the_redelivery(world: World) -> None:
+    version = world.secret("partner-token", {}, timedelta(days=29))
+    world.log.available = False
+    with pytest.raises(DependencyUnavailable):
+        world.deliver(NEAR, "partner-token", version)
+    world.log.available = True
+    world.deliver(NEAR, "partner-token", version)
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
+
+
+def test_the_event_and_the_daily_check_share_their_claims(world: World) -> None:
+    version = world.secret("partner-token", {}, timedelta(days=29, hours=23))
+    world.deliver(NEAR, "partner-token", version)
+    world.clock.advance(timedelta(hours=6))
+    check_expiry(world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
+                 require_exp=False, correlation_id="check-1")  # fmt: skip
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
+
+
+# -- new versions: out of band, or made by the service ---------------------------------------------
+
+
+def test_an_out_of_band_version_is_recorded_once_and_its_dropped_policy_restored(world: World) -> None:
+    world.secret("dispatch-api-key", {**API_KEY.to_tags(), "team": "dispatch"}, timedelta(days=60))
+    world.clock.advance(timedelta(seconds=5))
+    # Someone sets a value by hand, with a tag of their own and without the policy.
+    oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
+    for i in range(5):
+        world.deliver(NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
+    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert (record.secret_name, record.version) == ("dispatch-api-key", oob)
+    assert record.details["policy_restored"] is True
+    assert "managed-by" in record.details["restored_tags"]
+    tags = world.store.get_properties("dispatch-api-key", oob).tags
+    assert RotationPolicy.from_tags(tags) == API_KEY and tags["changed-by"] == "alice"
+    assert "team" not in tags  # only the policy's tags come back
+    assert world.requests.sent == [] and world.publisher.sent == []
+
+
+def test_an_out_of_band_version_of_an_unmanaged_secret_is_recorded_without_a_restore(world: World) -> None:
+    world.secret("partner-token", {"owner": "x"})
+    world.clock.advance(timedelta(seconds=1))
+    oob = world.secret("partner-token", {})
+    world.deliver(NEW, "partner-token", oob)
+    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert "policy_restored" not in record.details
+    assert world.store.get_properties("partner-token", oob).tags == {}
+
+
+def test_a_version_this_service_made_is_not_out_of_band(world: World) -> None:
+    world.clock.advance(timedelta(days=-31))
+    world.secret("dispatch-api-key", API_KEY.to_tags())
+    world.clock.advance(timedelta(days=31))
+    outcome = rotate("dispatch-api-key", world.store, world.states, world.trail, world.publisher, world.clock,
+                     reserved=RESERVED)  # fmt: skip
+    assert outcome.new_version is not None
+    assert world.deliver(NEW, "dispatch-api-key", outcome.new_version).reason == "made by this service"
+    assert world.records(Action.OUT_OF_BAND_CHANGE) == []
+
+
+def test_forged_service_tags_are_out_of_band(world: World) -> None:
+    world.secret("dispatch-api-key", API_KEY.to_tags())
+    world.clock.advance(timedelta(seconds=1))
+    forged = {**API_KEY.to_tags(), ROTATED_BY_TAG: ROTATED_BY, ROTATION_ID_TAG: "f" * 32}
+    version = world.secret("dispatch-api-key", forged)
+    world.deliver(NEW, "dispatch-api-key", version)
+    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert record.version == version and "policy_restored" not in record.details
+
+
+def test_a_crash_after_the_restore_still_records_it_once(world: World) -> None:
+    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    world.clock.advance(timedelta(seconds=1))
+    oob = world.secret("dispatch-api-key", {})
+    world.log.available = False  # the tags are restored, then the record fails
+    with pytest.raises(DependencyUnavailable):
+        world.deliver(NEW, "dispatch-api-key", oob)
+    assert RotationPolicy.is_managed(world.store.get_properties("dispatch-api-key", oob).tags)
+    world.log.available = True
+    world.deliver(NEW, "dispatch-api-key", oob)
+    world.deliver(NEW, "dispatch-api-key", oob)
+    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert record.details["policy_restored"] is True
+
+
+def test_the_bicep_subscribes_the_function_to_exactly_the_handled_types() -> None:
+    root = Path(__file__).resolve().parents[2]
+    module = (root / "infra" / "modules" / "keyvault-events.bicep").read_text()
+    subscribed = set(re.findall(r"'(Microsoft\.KeyVault\.Secret[A-Za-z]+)'", module))
+    assert subscribed == {t.value for t in KeyVaultEventType}
+    assert "param functionName string = 'key_vault_events'" in module
+    assert "topicType: 'Microsoft.KeyVault.vaults'" in module
+    assert "maxDeliveryAttempts: 30" in module and "eventTimeToLiveInMinutes: 1440" in module
+    assert module.count("{") == module.count("}") and module.count("[") == module.count("]")
+    top = (root / "infra" / "events.bicep").read_text()
+    assert "module events 'modules/keyvault-events.bicep'" in top
+    assert top.count("{") == top.count("}")
