@@ -4,7 +4,12 @@
 A queue message is untrusted input (anyone with write access to the queue can put one there), so
 ``RotationRequest.from_json`` accepts exactly the shape ``to_json`` writes and raises ValueError for
 anything else. A request names a secret and why; it never carries a value. Deciding whether the secret
-is still due is the rotation's job: a request is a trigger, not a verdict.
+is still due is the rotation's job: a request is a trigger, not a verdict — unless it is ``force``d (a
+manual rotation asked to rotate now). A manual request also carries the ``rotation_id`` the caller was
+given, which the rotation starts with, so a redelivered request finds its rotation done.
+
+The two optional fields are written only when set, so a message without them (older senders, the sweep,
+the Event Grid handler) is the same message it always was.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from shared.domain.secrets import validate_name
 MAX_MESSAGE_CHARS = 4096
 #: Visible ASCII only: correlation ids end up in logs and audit records.
 _CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")
+#: A rotation id: what ``uuid.uuid4().hex`` writes.
+ROTATION_ID = re.compile(r"[0-9a-f]{32}")
 _FIELDS = frozenset({"secret_name", "reason", "requested_at", "correlation_id"})
+_OPTIONAL = frozenset({"force", "rotation_id"})
 
 
 class RotationReason(StrEnum):
@@ -42,6 +50,10 @@ class RotationRequest:
     reason: RotationReason
     requested_at: datetime
     correlation_id: str
+    #: Rotate even when not due (a manual rotation with ``force``).
+    force: bool = False
+    #: The id the rotation starts with (32 lowercase hex); None: the rotation picks one.
+    rotation_id: str | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.secret_name)  # InvalidSecret, a ValueError
@@ -50,17 +62,25 @@ class RotationRequest:
         if not isinstance(self.requested_at, datetime) or self.requested_at.tzinfo is None:
             raise ValueError("requested_at must be a timezone-aware datetime")
         validate_correlation_id(self.correlation_id)
+        if not isinstance(self.force, bool):
+            raise ValueError("force must be a boolean")
+        if self.rotation_id is not None and not (
+            isinstance(self.rotation_id, str) and ROTATION_ID.fullmatch(self.rotation_id)
+        ):
+            raise ValueError("rotation_id must be 32 lowercase hex characters")
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "secret_name": self.secret_name,
-                "reason": self.reason.value,
-                "requested_at": self.requested_at.astimezone(UTC).isoformat(),
-                "correlation_id": self.correlation_id,
-            },
-            separators=(",", ":"),
-        )
+        fields: dict[str, Any] = {
+            "secret_name": self.secret_name,
+            "reason": self.reason.value,
+            "requested_at": self.requested_at.astimezone(UTC).isoformat(),
+            "correlation_id": self.correlation_id,
+        }
+        if self.force:
+            fields["force"] = True
+        if self.rotation_id is not None:
+            fields["rotation_id"] = self.rotation_id
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RotationRequest:
@@ -74,9 +94,19 @@ class RotationRequest:
             raise ValueError("a rotation request must be a JSON object") from err
         if not isinstance(raw, dict):
             raise ValueError("a rotation request must be a JSON object")
-        if set(raw) != _FIELDS:
-            missing, unknown = sorted(_FIELDS - set(raw)), sorted(set(raw) - _FIELDS)
+        if not _FIELDS <= set(raw) <= _FIELDS | _OPTIONAL:
+            missing, unknown = sorted(_FIELDS - set(raw)), sorted(set(raw) - _FIELDS - _OPTIONAL)
             raise ValueError(f"rotation request fields: missing {missing}, unknown {unknown[:5]}")
+        force = raw.get("force", False)
+        if type(force) is not bool:
+            raise ValueError("rotation request force must be a boolean")
+        rotation_id = raw.get("rotation_id")
+        if rotation_id is not None and not (
+            isinstance(rotation_id, str) and ROTATION_ID.fullmatch(rotation_id)
+        ):
+            raise ValueError("rotation request rotation_id must be 32 lowercase hex characters")
+        if "rotation_id" in raw and rotation_id is None:
+            raise ValueError("rotation request rotation_id must be 32 lowercase hex characters")
         values = {name: raw[name] for name in _FIELDS}
         if not all(isinstance(v, str) for v in values.values()):
             raise ValueError("rotation request fields must be strings")
@@ -94,6 +124,8 @@ class RotationRequest:
             reason=reason,
             requested_at=requested_at.astimezone(UTC) if requested_at.tzinfo else requested_at,
             correlation_id=values["correlation_id"],
+            force=force,
+            rotation_id=rotation_id,
         )
 
 

@@ -1,7 +1,251 @@
-"""Secret management endpoints: list, onboard, policy, rotate, status, rollback and the rotation plan."""
+"""Secret management endpoints: list, onboard, policy, rotate, status, rollback and the rotation plan.
+
+Every endpoint needs Secrets.Rotation.Operate; the read-only ones (list, status, plan) also accept
+Secrets.Audit.Read. Errors are problem+json (see shared.entrypoints.http.respond); no response ever
+carries a secret value.
+"""
 
 from __future__ import annotations
 
+import uuid
+
 import azure.functions as func
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.bootstrap import Container, get_container
+from shared.domain.identity import Principal, PrincipalError, Role, parse_principal
+from shared.domain.policy import RotationPolicy
+from shared.domain.secrets import NAME_PATTERN, validate_name
+from shared.entrypoints.auth import PRINCIPAL_HEADER, actor_of, authorize
+from shared.entrypoints.http import (
+    BadRequest,
+    correlation_id,
+    json_response,
+    parse_body,
+    parse_params,
+    respond,
+)
+from shared.services import catalog
+from shared.services.rollback import rollback
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
+
+SECRET_NAME = r"^[0-9A-Za-z-]{1,127}$"
+VERSION_ID = r"^[0-9A-Za-z]{1,64}$"
+
+
+class _Policy(BaseModel):
+    """A rotation policy as structured fields; the rules are RotationPolicy's (catalog.build_policy)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kind: str | None = Field(None, min_length=1, max_length=64)
+    rotation_interval_days: int
+    validity_days: int | None = None
+    owner: str | None = Field(None, min_length=1, max_length=256)
+    rotator: str | None = Field(None, min_length=1, max_length=64)
+    rotation_target: str | None = Field(None, min_length=1, max_length=256)
+    rotation_grace_hours: int | None = None
+    expiry_warning_days: list[int] | None = Field(None, min_length=1, max_length=5)
+
+    def fields(self) -> catalog.PolicyInput:
+        values = self.model_dump(exclude={"name"})
+        values["expiry_warning_days"] = tuple(values["expiry_warning_days"] or ()) or None
+        return catalog.PolicyInput(**values)
+
+
+class OnboardBody(_Policy):
+    name: str = Field(pattern=SECRET_NAME)
+    kind: str = Field(min_length=1, max_length=64)
+
+
+class RotateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    dry_run: bool = False
+    force: bool = False
+
+
+class RollbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    from_version: str | None = Field(None, pattern=VERSION_ID)
+
+
+class ListParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(50, ge=1, le=catalog.MAX_PAGE)
+    continuation: str | None = Field(None, pattern=SECRET_NAME)
+
+
+class PlanParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    within_days: int = Field(7, ge=1, le=365)
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _reader(
+    req: func.HttpRequest, container: Container, cid: str | None, name: str | None = None
+) -> Principal:
+    """The caller of a read-only endpoint: Secrets.Rotation.Operate or Secrets.Audit.Read. The header is
+    only peeked at to pick the role to require; ``authorize`` verifies it (and refuses it when untrusted)."""
+    role = Role.ROTATION_OPERATE
+    try:
+        claimed = parse_principal(req.headers.get(PRINCIPAL_HEADER) or "")
+        if claimed.has(Role.AUDIT_READ) and not claimed.has(Role.ROTATION_OPERATE):
+            role = Role.AUDIT_READ
+    except PrincipalError:
+        pass
+    return authorize(req, role, container, correlation_id=cid, secret_name=name)
+
+
+def _name(req: func.HttpRequest) -> str:
+    """The route's secret name; InvalidSecret (400) when it cannot be one."""
+    name = str(req.route_params.get("name", ""))
+    validate_name(name)
+    return name
+
+
+def _valid(req: func.HttpRequest) -> str | None:
+    name = req.route_params.get("name", "")
+    return name if NAME_PATTERN.fullmatch(name) else None
+
+
+def _policy(fields: catalog.PolicyInput) -> RotationPolicy:
+    try:
+        return catalog.build_policy(fields)
+    except catalog.InvalidPolicy as err:
+        raise BadRequest(err.field, err.problem) from None
+
+
+@bp.function_name("secrets_list")
+@bp.route(route="secrets", methods=["GET"])
+def secrets_list(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        _reader(req, container, cid)
+        params = parse_params(ListParams, req.params)
+        page = catalog.list_managed(
+            container.secret_store, container.state_store, container.clock,
+            reserved=container.reserved_secrets, limit=params.limit, after=params.continuation,
+        )  # fmt: skip
+        return json_response(page)
+
+    return respond(handle)
+
+
+@bp.function_name("secrets_onboard")
+@bp.route(route="secrets", methods=["POST"])
+def secrets_onboard(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        principal = authorize(req, Role.ROTATION_OPERATE, container, correlation_id=cid)
+        body = parse_body(OnboardBody, req)
+        version = catalog.onboard(
+            container.secret_store, container.state_store, container.audit_trail, container.clock,
+            reserved=container.reserved_secrets, name=body.name, policy=_policy(body.fields()),
+            actor=actor_of(req, principal), correlation_id=cid,
+        )  # fmt: skip
+        return json_response(catalog.version_dict(version), 201)
+
+    return respond(handle)
+
+
+@bp.function_name("secrets_policy")
+@bp.route(route="secrets/{name}/policy", methods=["PUT"])
+def secrets_policy(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        principal = authorize(
+            req, Role.ROTATION_OPERATE, container, correlation_id=cid, secret_name=_valid(req)
+        )
+        name, body = _name(req), parse_body(_Policy, req)
+        try:
+            policy = catalog.apply_policy(
+                container.secret_store, container.state_store, container.audit_trail, container.clock,
+                reserved=container.reserved_secrets, name=name, fields=body.fields(),
+                actor=actor_of(req, principal), correlation_id=cid,
+            )  # fmt: skip
+        except catalog.InvalidPolicy as err:
+            raise BadRequest(err.field, err.problem) from None
+        return json_response({"name": name, "policy": catalog.policy_dict(policy)})
+
+    return respond(handle)
+
+
+@bp.function_name("secrets_rotate")
+@bp.route(route="secrets/{name}/rotate", methods=["POST"])
+def secrets_rotate(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        principal = authorize(
+            req, Role.ROTATION_OPERATE, container, correlation_id=cid, secret_name=_valid(req)
+        )
+        name, body = _name(req), parse_body(RotateBody, req)
+        if body.dry_run:
+            return json_response(catalog.plan_rotation(
+                container.secret_store, container.state_store, container.clock,
+                reserved=container.reserved_secrets, name=name, force=body.force,
+            ))  # fmt: skip
+        ticket = catalog.request_rotation(
+            container.secret_store, container.state_store, container.rotation_requests, container.audit_trail,
+            container.clock, reserved=container.reserved_secrets, name=name, force=body.force,
+            actor=actor_of(req, principal), correlation_id=cid or uuid.uuid4().hex,
+        )  # fmt: skip
+        response = json_response({"rotation_id": ticket.rotation_id, "status": ticket.status}, 202)
+        response.headers["Location"] = f"/api/secrets/{name}/status"
+        return response
+
+    return respond(handle)
+
+
+@bp.function_name("secrets_status")
+@bp.route(route="secrets/{name}/status", methods=["GET"])
+def secrets_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        _reader(req, container, cid, _valid(req))
+        name = _name(req)
+        parse_params(NoParams, req.params)
+        status = catalog.secret_status(
+            container.secret_store, container.state_store, container.audit_log, container.clock,
+            reserved=container.reserved_secrets, vault=container.settings.key_vault.name, name=name,
+        )  # fmt: skip
+        return json_response(status)
+
+    return respond(handle)
+
+
+@bp.function_name("secrets_rollback")
+@bp.route(route="secrets/{name}/rollback", methods=["POST"])
+def secrets_rollback(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        principal = authorize(
+            req, Role.ROTATION_OPERATE, container, correlation_id=cid, secret_name=_valid(req)
+        )
+        name, body = _name(req), parse_body(RollbackBody, req)
+        outcome = rollback(
+            name, container.secret_store, container.state_store, container.audit_trail, container.publisher,
+            container.clock, reserved=container.reserved_secrets, from_version=body.from_version,
+            actor=actor_of(req, principal), correlation_id=cid,
+        )  # fmt: skip
+        return json_response(outcome.to_dict())
+
+    return respond(handle)
+
+
+@bp.function_name("rotation_plan")
+@bp.route(route="rotation/plan", methods=["GET"])
+def rotation_plan(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        _reader(req, container, cid)
+        params = parse_params(PlanParams, req.params)
+        plan = catalog.rotation_plan(
+            container.secret_store, container.clock, reserved=container.reserved_secrets,
+            within_days=params.within_days,
+        )  # fmt: skip
+        return json_response(plan)
+
+    return respond(handle)

@@ -12,6 +12,13 @@ Grid event and a manual call for the same secret at the same moment produce exac
 Audit: a promotion is an ``intent`` record before the new version is written and a ``success`` record
 after (fail closed: no intent on record, no new version); a failure is ``ROTATION_FAILED`` with the step,
 the error class and the attempt, and a ``RotationFailed`` notification — never silent.
+
+The same progress entity is the lease of every write this service makes to a secret's versions: a
+rotation (step ``promoting``), a rollback (``rolling_back``, shared/services/rollback.py), onboarding and
+policy changes (shared/services/catalog.py). One at a time per secret; ``acquire`` takes it.
+
+Every version this service writes carries ``rotated-by: secret-lifecycle`` and a ``rotation-id``
+(``made_by_service`` tells them from out-of-band versions).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notific
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import SecretVersion
+from shared.domain.state import Versioned
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.sweep import PolicyViolation
@@ -48,6 +56,22 @@ ROTATION_ID_TAG = "rotation-id"
 PREVIOUS_VERSION_TAG = "previous-version"
 ROTATED_BY_TAG = "rotated-by"
 ROTATED_BY = "secret-lifecycle"
+#: Idle: no write in flight. Other steps hold the lease while it runs.
+IDLE = "idle"
+PROMOTING = "promoting"
+
+
+def made_by_service(version: SecretVersion) -> bool:
+    """Whether this service wrote ``version`` (a rotation, an onboarding or a rollback): it carries
+    ``rotated-by: secret-lifecycle`` and a rotation id. Anything else is an out-of-band version. The tags
+    are only as trustworthy as the vault's access control: anyone who may set the secret may set them."""
+    tags = version.tags or {}
+    return tags.get(ROTATED_BY_TAG) == ROTATED_BY and bool(tags.get(ROTATION_ID_TAG))
+
+
+def service_tags(rotation_id: str) -> dict[str, str]:
+    """The tags that mark a version as written by this service (see ``made_by_service``)."""
+    return {ROTATED_BY_TAG: ROTATED_BY, ROTATION_ID_TAG: rotation_id}
 
 
 class _LeaseLost(Exception):
@@ -85,20 +109,22 @@ class RotationOutcome:
 
 
 @dataclass
-class _Progress:
+class Progress:
     """The stored progress of a secret's rotations (the state entity's properties)."""
 
     rotation_id: str | None = None
-    step: str = "idle"  # idle → promoting → idle
+    step: str = IDLE  # idle → promoting (or rolling_back, onboarding, updating_policy) → idle
     from_version: str | None = None
     holder: str | None = None
     lease_until: str | None = None
     attempt: int = 0
     last_error: str | None = None
     new_version: str | None = None
+    #: A rollback's version whose value it makes current again.
+    restore_version: str | None = None
 
     @classmethod
-    def of(cls, state: Mapping[str, Any]) -> _Progress:
+    def of(cls, state: Mapping[str, Any]) -> Progress:
         known = {k: state[k] for k in cls.__dataclass_fields__ if k in state}
         return cls(**known)
 
@@ -106,9 +132,9 @@ class _Progress:
         return {k: v for k, v in vars(self).items() if v is not None}
 
     def leased_by_other(self, holder: str, now: datetime) -> bool:
-        """Another holder's lease that still runs. A lease ending further ahead than any holder can take
-        (a forged or skewed row) is not honoured: it would block the secret's rotation for good."""
-        if self.step != "promoting" or self.holder == holder or self.lease_until is None:
+        """Another holder's lease that still runs (whatever its step). A lease ending further ahead than
+        any holder can take (a forged or skewed row) is not honoured: it would block the secret for good."""
+        if self.step == IDLE or self.holder == holder or self.lease_until is None:
             return False
         try:
             until = parse_time(self.lease_until)
@@ -133,8 +159,13 @@ def rotate(
     dry_run: bool = False,
     reason: str = "due",
     correlation_id: str | None = None,
+    rotation_id: str | None = None,
 ) -> RotationOutcome:
     """Rotate ``name`` if it is due (or ``force``), resuming a rotation that was interrupted.
+
+    ``rotation_id``: the id a new rotation starts with (a manual request's); when that rotation is done
+    already (a redelivered request), the call is a skip, so a forced request delivered five times still
+    makes one version.
 
     Raises NotFound (no such secret), NotManaged (no policy), AuditUnavailable (nothing changed), and
     any DomainError of a failed step after recording ROTATION_FAILED (the queue retries transient ones).
@@ -149,8 +180,10 @@ def rotate(
     current, policy = found
 
     now = clock.now()
-    progress = _Progress.of(stored.state) if stored else _Progress()
-    resuming = progress.step == "promoting"
+    progress = Progress.of(stored.state) if stored else Progress()
+    if rotation_id is not None and _done(store, name, progress, current, rotation_id):
+        return _skip(trail, name, f"already done (rotation {rotation_id})", correlation_id)
+    resuming = progress.step == PROMOTING
     if not (resuming or force or policy.is_due(current.created, now, current.expires)):
         due = policy.next_rotation(current.created, current.expires)
         return _skip(trail, name, f"not due until {format_time(due)}", correlation_id)
@@ -161,11 +194,13 @@ def rotate(
     if progress.leased_by_other(holder, now):
         return RotationOutcome(name, "in_progress", "another rotation holds the lease", progress.rotation_id)
     if not resuming:
-        progress.rotation_id, progress.from_version, progress.attempt = uuid.uuid4().hex, current.version, 0
-    progress.step, progress.holder, progress.attempt = "promoting", holder, progress.attempt + 1
+        # A fresh rotation (over an idle row, or a stale lease of another kind of write).
+        progress.rotation_id = rotation_id or uuid.uuid4().hex
+        progress.from_version, progress.attempt, progress.restore_version = current.version, 0, None
+    progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
     progress.lease_until = format_time(now + LEASE)
     try:
-        etag = _write(states, key, progress, stored.etag if stored else None)
+        etag = write_progress(states, key, progress, stored.etag if stored else None)
     except Conflict:
         return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
 
@@ -186,6 +221,76 @@ def rotate(
     )
     _announce(publisher, clock, trail.vault, outcome)
     return outcome
+
+
+def _done(
+    store: SecretStore, name: str, progress: Progress, current: SecretVersion, rotation_id: str
+) -> bool:
+    """Whether the rotation ``rotation_id`` made its version already: the progress closed it, the current
+    version carries it, or (it was superseded since) some version of the secret does."""
+    if progress.rotation_id == rotation_id:
+        return progress.step == IDLE
+    if current.tags.get(ROTATION_ID_TAG) == rotation_id:
+        return True
+    return any(v.tags.get(ROTATION_ID_TAG) == rotation_id for v in store.list_versions(name))
+
+
+class Busy(Conflict):
+    """Another write to the secret (a rotation, a rollback, an onboarding, a policy change) holds its
+    lease. ``rotation_id``/``step``: what holds it."""
+
+    def __init__(self, name: str, progress: Progress) -> None:
+        what = "a rotation" if progress.step == PROMOTING else f"another change ({progress.step})"
+        super().__init__(f"secret {name}: {what} is in progress; try again later")
+        self.rotation_id = progress.rotation_id
+        self.step = progress.step
+
+
+def acquire(
+    states: StateStore,
+    name: str,
+    stored: Versioned | None,
+    step: str,
+    clock: Clock,
+    *,
+    rotation_id: str | None = None,
+    from_version: str | None = None,
+    restore_version: str | None = None,
+) -> tuple[Progress, str]:
+    """Take ``name``'s lease for ``step`` over the progress ``stored`` as read (read it before the vault,
+    so that a write completed in between makes this fail). Returns the progress written and its etag.
+
+    Raises Busy when another holder's lease still runs or the row changed since it was read."""
+    now = clock.now()
+    previous = Progress.of(stored.state) if stored else Progress()
+    if previous.leased_by_other("", now):
+        raise Busy(name, previous)
+    progress = Progress(
+        rotation_id=rotation_id or uuid.uuid4().hex,
+        step=step,
+        from_version=from_version,
+        holder=uuid.uuid4().hex,
+        lease_until=format_time(now + LEASE),
+        attempt=1,
+        new_version=previous.new_version,  # the last rotation's version stays on record
+        restore_version=restore_version,
+    )
+    try:
+        return progress, write_progress(states, name.lower(), progress, stored.etag if stored else None)
+    except (Conflict, NotFound) as err:
+        raise Busy(name, previous) from err
+
+
+def release(states: StateStore, name: str, progress: Progress, etag: str, *, new_version: str | None) -> None:
+    """Close the lease ``acquire`` took (step idle). Best effort: a row that changed or vanished meanwhile
+    is left as it is (the lease expires by itself)."""
+    progress.step, progress.holder, progress.lease_until, progress.last_error = IDLE, None, None, None
+    if new_version is not None:
+        progress.new_version = new_version
+    try:
+        states.replace(PARTITION, name.lower(), progress.state(), etag)
+    except (Conflict, NotFound):
+        logger.warning("the lease on %s changed before it could be released", name)
 
 
 def _rotatable(
@@ -225,7 +330,7 @@ def _promote(
     clock: Clock,
     policy: RotationPolicy,
     current: SecretVersion,
-    progress: _Progress,
+    progress: Progress,
     key: str,
     etag: str,
     correlation_id: str | None,
@@ -256,9 +361,8 @@ def _promote(
         created = clock.now()
         tags = {
             **policy.to_tags(),
-            ROTATION_ID_TAG: progress.rotation_id,
+            **service_tags(progress.rotation_id),
             PREVIOUS_VERSION_TAG: progress.from_version,
-            ROTATED_BY_TAG: ROTATED_BY,
         }
         new = store.set_value(
             name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
@@ -274,10 +378,10 @@ def _promote(
         )
         grace = policy.previous_grace()
         if grace is not None and progress.from_version != new.version:
-            _schedule_retirement(states, key, progress.from_version, clock.now() + grace)
+            schedule_retirement(states, key, progress.from_version, clock.now() + grace)
     except DomainError as err:
         raise _ClosePending(err) from err
-    progress.step, progress.holder, progress.lease_until, progress.last_error = "idle", None, None, None
+    progress.step, progress.holder, progress.lease_until, progress.last_error = IDLE, None, None, None
     progress.new_version = new.version
     try:
         states.replace(PARTITION, key, progress.state(), etag)
@@ -288,14 +392,14 @@ def _promote(
     return new.version
 
 
-def _renew(states: StateStore, key: str, progress: _Progress, etag: str) -> str:
+def _renew(states: StateStore, key: str, progress: Progress, etag: str) -> str:
     try:
         return states.replace(PARTITION, key, progress.state(), etag).etag
     except Conflict as err:
         raise _LeaseLost from err
 
 
-def _write(states: StateStore, key: str, progress: _Progress, etag: str | None) -> str:
+def write_progress(states: StateStore, key: str, progress: Progress, etag: str | None) -> str:
     if etag is None:
         return states.create(PARTITION, key, progress.state()).etag
     return states.replace(PARTITION, key, progress.state(), etag).etag
@@ -340,7 +444,7 @@ def _violation(
 
 
 def _release(
-    states: StateStore, clock: Clock, name: str, key: str, progress: _Progress, err: DomainError
+    states: StateStore, clock: Clock, name: str, key: str, progress: Progress, err: DomainError
 ) -> None:
     """End this holder's lease now, keeping the progress for the retry; only while it is still ours."""
     progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
@@ -351,7 +455,7 @@ def _release(
             and stored is not None
             and stored.state.get("holder") == progress.holder
         ):
-            _write(states, key, progress, stored.etag)
+            write_progress(states, key, progress, stored.etag)
     except DomainError:
         logger.exception("rotation progress of %s could not be saved", name)
 
@@ -363,7 +467,7 @@ def _fail(
     clock: Clock,
     name: str,
     key: str,
-    progress: _Progress,
+    progress: Progress,
     err: DomainError,
     correlation_id: str | None,
 ) -> None:
@@ -398,7 +502,7 @@ def _fail(
         logger.exception("RotationFailed of %s could not be sent", name)
 
 
-def _retirements(state: Mapping[str, Any]) -> list[tuple[str, datetime]]:
+def retirements(state: Mapping[str, Any]) -> list[tuple[str, datetime]]:
     """The scheduled retirements in a stored state; an unreadable list is none (and logged)."""
     try:
         return [(str(v), parse_time(str(t))) for v, t in json.loads(str(state.get("versions") or "[]"))]
@@ -407,11 +511,11 @@ def _retirements(state: Mapping[str, Any]) -> list[tuple[str, datetime]]:
         return []
 
 
-def _schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
+def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
     """Add a previous version to its secret's retirement schedule (its own entity, so retiring never
     races a rotation's progress). Raises Conflict when the schedule changed meanwhile."""
     stored = states.get(RETIRE, key)
-    planned = _retirements(stored.state) if stored else []
+    planned = retirements(stored.state) if stored else []
     if any(v == version for v, _ in planned):
         return
     state = {"versions": json.dumps([[v, format_time(t)] for v, t in [*planned, (version, after)]])}
@@ -442,7 +546,7 @@ def retire_due(
     stored = states.get(RETIRE, key)
     if stored is None:
         return []
-    planned = _retirements(stored.state)
+    planned = retirements(stored.state)
     now = clock.now()
     due = [v for v, t in planned if t <= now]
     if not due:
@@ -570,7 +674,7 @@ def rotate_requested(
     try:
         return rotate(
             name, store, states, trail, publisher, clock, reserved=reserved, reason=request.reason.value,
-            correlation_id=cid,
+            correlation_id=cid, force=request.force, rotation_id=request.rotation_id,
         )  # fmt: skip
     except (NotFound, NotManaged) as err:
         return _skip(trail, name, str(err), cid)

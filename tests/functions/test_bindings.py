@@ -22,6 +22,13 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
     "audit_summary": ("audit/summary", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_verify": ("audit/verify", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_review_finding": ("audit/findings/{finding_id}/review", {"POST"}, func.AuthLevel.FUNCTION),
+    "secrets_list": ("secrets", {"GET"}, func.AuthLevel.FUNCTION),
+    "secrets_onboard": ("secrets", {"POST"}, func.AuthLevel.FUNCTION),
+    "secrets_policy": ("secrets/{name}/policy", {"PUT"}, func.AuthLevel.FUNCTION),
+    "secrets_rotate": ("secrets/{name}/rotate", {"POST"}, func.AuthLevel.FUNCTION),
+    "secrets_status": ("secrets/{name}/status", {"GET"}, func.AuthLevel.FUNCTION),
+    "secrets_rollback": ("secrets/{name}/rollback", {"POST"}, func.AuthLevel.FUNCTION),
+    "rotation_plan": ("rotation/plan", {"GET"}, func.AuthLevel.FUNCTION),
 }
 # name -> NCRONTAB schedule
 EXPECTED_TIMERS: dict[str, str] = {

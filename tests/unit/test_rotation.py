@@ -22,6 +22,7 @@ from shared.services.rotation import (
     NotManaged,
     RotationOutcome,
     gave_up,
+    made_by_service,
     record_violations,
     retire_all,
     retire_due,
@@ -489,3 +490,82 @@ def test_a_deleted_progress_row_never_leads_to_a_second_version(world: World) ->
     for _ in range(5):  # the queue's retries and duplicates: the new version is current and not due
         assert world.rotate().status == "skipped"
     assert len(world.versions()) == 2
+
+
+# -- manual requests: force, the caller's rotation id, the shared lease ------------------------------------
+
+
+def manual(rotation_id: str = "c0ffee" + "0" * 26, name: str = "dispatch-api-key") -> RotationRequest:
+    return RotationRequest(
+        secret_name=name, reason=RotationReason.MANUAL, requested_at=datetime(2026, 11, 29, tzinfo=UTC),
+        correlation_id="http-1", force=True, rotation_id=rotation_id,
+    )  # fmt: skip
+
+
+def test_a_forced_request_delivered_five_times_makes_one_version_with_its_id(world: World) -> None:
+    world.seed(age_days=1)  # not due: only force rotates it
+    outcomes = [
+        rotate_requested(
+            manual(), world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+        )
+        for _ in range(5)
+    ]
+    assert [o.status for o in outcomes] == ["rotated"] + ["skipped"] * 4
+    assert all(o.reason.startswith("already done") for o in outcomes[1:])
+    assert len(world.versions()) == 2
+    current = world.store.get_properties("dispatch-api-key")
+    assert current.tags[ROTATION_ID_TAG] == manual().rotation_id == outcomes[0].rotation_id
+    assert made_by_service(current)
+
+
+def test_a_forced_request_redelivered_after_another_rotation_is_still_done(world: World) -> None:
+    world.seed(age_days=1)
+    deliver = lambda: rotate_requested(  # noqa: E731
+        manual(), world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+    )
+    assert deliver().status == "rotated"
+    world.clock.advance(timedelta(days=31))
+    assert world.rotate().status == "rotated"  # the sweep's rotation supersedes it
+    assert deliver().status == "skipped"  # found among the versions: not a third version
+    assert len(world.versions()) == 3
+
+
+def test_without_force_a_manual_request_still_checks_the_due_date(world: World) -> None:
+    world.seed(age_days=1)
+    request = RotationRequest(
+        secret_name="dispatch-api-key", reason=RotationReason.MANUAL, requested_at=world.clock.now(),
+        correlation_id="http-2", rotation_id="d" * 32,
+    )  # fmt: skip
+    outcome = rotate_requested(
+        request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+    )
+    assert outcome.status == "skipped" and outcome.reason.startswith("not due")
+
+
+def test_any_live_lease_blocks_a_rotation_and_a_stale_one_of_another_kind_is_taken_over(world: World) -> None:
+    world.seed()
+    [old] = world.versions()
+    world.states.create(
+        PARTITION, "dispatch-api-key",
+        {"rotation_id": "e" * 32, "step": "rolling_back", "from_version": old, "restore_version": "x",
+         "holder": "h", "lease_until": "2026-11-29T10:05:00.000000Z", "attempt": 1},
+    )  # fmt: skip
+    assert world.rotate().status == "in_progress"
+    world.clock.advance(timedelta(minutes=6))
+    outcome = world.rotate()
+    assert outcome.status == "rotated" and outcome.rotation_id != "e" * 32
+    assert "restore_version" not in world.states.get(PARTITION, "dispatch-api-key").state  # type: ignore[union-attr]
+
+
+def test_made_by_service_tells_service_versions_from_out_of_band_ones(world: World) -> None:
+    world.seed()
+    assert not made_by_service(world.store.get_properties("dispatch-api-key"))
+    world.rotate()
+    assert made_by_service(world.store.get_properties("dispatch-api-key"))
+    forged = world.store.set_value(
+        "dispatch-api-key",
+        "x",
+        content_type=None,
+        tags={**API_KEY.to_tags(), "rotated-by": "secret-lifecycle"},
+    )
+    assert not made_by_service(forged)  # no rotation id

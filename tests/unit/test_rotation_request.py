@@ -101,3 +101,46 @@ def test_undecodable_bytes_raise_value_error() -> None:
 def test_invalid_requests_cannot_be_built(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         _request(**changes)
+
+
+def test_manual_requests_carry_force_and_their_rotation_id() -> None:
+    request = _request(reason=RotationReason.MANUAL, force=True, rotation_id="ab" * 16)
+    assert RotationRequest.from_json(request.to_json()) == request
+    assert json.loads(request.to_json())["rotation_id"] == "ab" * 16
+
+
+def test_the_optional_fields_are_written_only_when_set_so_older_messages_are_unchanged() -> None:
+    assert set(json.loads(_request().to_json())) == {
+        "secret_name",
+        "reason",
+        "requested_at",
+        "correlation_id",
+    }
+    older = RotationRequest.from_json(_message())
+    assert (older.force, older.rotation_id) == (False, None)
+    assert RotationRequest.from_json(_message(force=False)).force is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        _message(force="true"),
+        _message(force=1),
+        _message(force=None),
+        _message(rotation_id=None),
+        _message(rotation_id="AB" * 16),  # upper case
+        _message(rotation_id="ab" * 15),
+        _message(rotation_id="g" * 32),
+        _message(rotation_id=42),
+        _message(rotation_id="ab" * 16, value="x"),
+    ],
+)
+def test_malformed_new_fields_raise_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        RotationRequest.from_json(text)
+
+
+@pytest.mark.parametrize("changes", [{"force": "yes"}, {"rotation_id": "not-hex"}, {"rotation_id": "A" * 32}])
+def test_invalid_new_fields_cannot_be_built(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        _request(**changes)

@@ -32,6 +32,12 @@ class Action(StrEnum):
     ROTATION_FAILED = "ROTATION_FAILED"
     ROTATION_SKIPPED = "ROTATION_SKIPPED"
     ROLLED_BACK = "ROLLED_BACK"
+    #: A manual rotation put on the rotation-requests queue (POST /api/secrets/{name}/rotate).
+    ROTATION_REQUESTED = "ROTATION_REQUESTED"
+    #: A new secret created with a rotation policy and its first value (POST /api/secrets).
+    SECRET_ONBOARDED = "SECRET_ONBOARDED"
+    #: A secret's rotation policy tags set or replaced (PUT /api/secrets/{name}/policy).
+    POLICY_CHANGED = "POLICY_CHANGED"
     #: A previous version disabled once its grace period after a rotation ended.
     VERSION_RETIRED = "VERSION_RETIRED"
     EXPIRY_WARNING = "EXPIRY_WARNING"

@@ -1,0 +1,716 @@
+"""The managed secrets as operators see them: list, onboard, set a policy, ask for a rotation, status and
+the rotation plan. Use cases behind the HTTP endpoints of shared/entrypoints/secrets.py.
+
+Reads never return a value, and a listing costs one vault listing plus one read per secret on the page
+(the listing has no version ids). Writes (onboarding, a policy) take the secret's lease (the rotation
+progress entity), so they never interleave with a rotation or a rollback, and are audited intent-first
+(fail closed). The service's own secrets (``reserved``) are never listed as managed and never written
+(Conflict); certificate-backed secrets are never written either (renew the certificate).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import Action, Actor, AuditQuery, Result, format_time, parse_time
+from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, SecretDisabled
+from shared.domain.generators import generate
+from shared.domain.policy import (
+    GRACE_TAG,
+    INTERVAL_TAG,
+    KIND_TAG,
+    MANAGED_BY_TAG,
+    MANAGED_BY_VALUE,
+    NEAR_EXPIRY,
+    OWNER_TAG,
+    ROTATOR_TAG,
+    TARGET_TAG,
+    VALIDITY_TAG,
+    WARNING_TAG,
+    PolicyError,
+    RotationPolicy,
+    Rotator,
+)
+from shared.domain.rotation import RotationReason, RotationRequest
+from shared.domain.secrets import SecretItem, SecretVersion, validate_name, validate_tags
+from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore
+from shared.services.audit import AuditTrail, query_audit
+from shared.services.rotation import (
+    IDLE,
+    PARTITION,
+    PROMOTING,
+    RETIRE,
+    Busy,
+    NotManaged,
+    Progress,
+    acquire,
+    release,
+    retirements,
+    service_tags,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE = 100
+#: The body field of each policy tag, so a refusal names what the caller sent.
+FIELD_OF_TAG: Mapping[str, str] = {
+    MANAGED_BY_TAG: "kind",
+    KIND_TAG: "kind",
+    INTERVAL_TAG: "rotation_interval_days",
+    VALIDITY_TAG: "validity_days",
+    OWNER_TAG: "owner",
+    ROTATOR_TAG: "rotator",
+    TARGET_TAG: "rotation_target",
+    GRACE_TAG: "rotation_grace_hours",
+    WARNING_TAG: "expiry_warning_days",
+}
+POLICY_TAGS = frozenset(FIELD_OF_TAG)
+#: The rotators this deployment runs (the others are reported, not requested).
+AVAILABLE_ROTATORS = frozenset({Rotator.KEY_VAULT})
+ONBOARDING = "onboarding"
+UPDATING_POLICY = "updating_policy"
+
+
+class InvalidPolicy(ValueError):
+    """The policy a caller sent is invalid: ``field`` names the body field (400)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class PolicyConflict(Conflict):
+    """The secret's stored policy is invalid (409 naming the tag)."""
+
+    def __init__(self, name: str, err: PolicyError) -> None:
+        super().__init__(f"secret {name} has an invalid policy: {err}")
+        self.tag = err.tag
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicyInput:
+    """A policy as the HTTP body gives it; ``kind`` None: keep the secret's current kind."""
+
+    kind: str | None
+    rotation_interval_days: int
+    validity_days: int | None = None
+    owner: str | None = None
+    rotator: str | None = None
+    rotation_target: str | None = None
+    rotation_grace_hours: int | None = None
+    expiry_warning_days: tuple[int, ...] | None = None
+
+
+def build_policy(fields: PolicyInput) -> RotationPolicy:
+    """The policy, validated by the same rules as stored tags (``RotationPolicy.from_tags``). Raises
+    InvalidPolicy naming the body field."""
+    if not fields.kind:
+        raise InvalidPolicy("kind", "is required")
+    tags = {
+        MANAGED_BY_TAG: MANAGED_BY_VALUE,
+        KIND_TAG: fields.kind,
+        INTERVAL_TAG: str(fields.rotation_interval_days),
+    }
+    optional = {
+        VALIDITY_TAG: fields.validity_days,
+        OWNER_TAG: fields.owner,
+        ROTATOR_TAG: fields.rotator,
+        TARGET_TAG: fields.rotation_target,
+        GRACE_TAG: fields.rotation_grace_hours,
+        WARNING_TAG: ",".join(str(d) for d in fields.expiry_warning_days)
+        if fields.expiry_warning_days
+        else None,
+    }
+    tags.update({tag: str(value) for tag, value in optional.items() if value is not None})
+    try:
+        return RotationPolicy.from_tags(tags)
+    except PolicyError as err:
+        raise InvalidPolicy(FIELD_OF_TAG.get(err.tag, err.tag), _problem(err)) from None
+
+
+def policy_dict(policy: RotationPolicy) -> dict[str, Any]:
+    """A policy as structured fields (the body's names)."""
+    return {
+        "kind": policy.kind.value,
+        "rotation_interval_days": policy.interval.days,
+        "validity_days": policy.validity.days if policy.validity else None,
+        "owner": policy.owner,
+        "rotator": policy.rotator.value,
+        "rotation_target": policy.target,
+        "rotation_grace_hours": int(policy.grace.total_seconds() // 3600)
+        if policy.grace is not None
+        else None,
+        "expiry_warning_days": list(policy.warning_days),
+    }
+
+
+def version_dict(version: SecretVersion) -> dict[str, Any]:
+    """A version's properties as an HTTP body: never a value."""
+    return {
+        "name": version.name,
+        "version": version.version,
+        "created": format_time(version.created),
+        "expires": _time(version.expires),
+        "enabled": version.enabled,
+        "content_type": version.content_type,
+        "tags": dict(version.tags),
+    }
+
+
+def _problem(err: PolicyError) -> str:
+    return str(err).removeprefix(f"tag {err.tag}: ")
+
+
+def _time(moment: datetime | None) -> str | None:
+    return format_time(moment) if moment is not None else None
+
+
+def _reserved(name: str, reserved: Collection[str]) -> bool:
+    return name.lower() in {r.lower() for r in reserved}
+
+
+def _refuse_reserved(name: str, reserved: Collection[str]) -> None:
+    if _reserved(name, reserved):
+        raise Conflict(f"secret {name} is the service's own secret: it is never changed through this API")
+
+
+# -- list -------------------------------------------------------------------------------------------
+
+
+def list_managed(
+    store: SecretStore,
+    states: StateStore,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    limit: int = 50,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """One page of the managed secrets, sorted by name (case-insensitive), after the name ``after``.
+
+    The vault is listed once and read once per secret on the page; the rotation progress of every secret
+    is one read. Invalid policies are listed with the violation. Returns {"items", "continuation"}
+    (the last name of the page when more follow). Raises DependencyUnavailable, Forbidden."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit is 1-{MAX_PAGE}")
+    if after is not None:
+        validate_name(after)
+    managed = sorted(
+        (
+            item
+            for item in store.list_properties()
+            if RotationPolicy.is_managed(item.tags) and not _reserved(item.name, reserved)
+        ),
+        key=lambda item: item.name.lower(),
+    )
+    if after is not None:
+        managed = [item for item in managed if item.name.lower() > after.lower()]
+    page, more = managed[:limit], len(managed) > limit
+    progress = states.list(PARTITION)
+    now = clock.now()
+    items = []
+    for item in page:
+        try:
+            current: SecretItem = store.get_properties(item.name)
+        except SecretDisabled:
+            current = item  # the id of a disabled current version cannot be read
+        except NotFound:
+            continue  # deleted since the listing
+        stored = progress.get(item.name.lower())
+        items.append(_summary(current, Progress.of(stored.state) if stored else None, now))
+    return {"items": items, "continuation": page[-1].name if more and page else None}
+
+
+def _summary(current: SecretItem, progress: Progress | None, now: datetime) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": current.name,
+        "version": current.version if isinstance(current, SecretVersion) else None,
+        "created": _time(current.created),
+        "expires": _time(current.expires),
+        "enabled": current.enabled,
+    }
+    entry.update(_policy_view(current, now))
+    entry["state"] = _state(progress, now)
+    return entry
+
+
+def _policy_view(current: SecretItem, now: datetime) -> dict[str, Any]:
+    """policy / violation / next_due / due_now of a managed secret's current version."""
+    view: dict[str, Any] = {"policy": None, "violation": None, "next_due": None, "due_now": False}
+    if current.managed:
+        view["violation"] = {"tag": MANAGED_BY_TAG, "problem": "backs a certificate: renew the certificate"}
+        return view
+    try:
+        policy = RotationPolicy.from_tags(current.tags)
+    except PolicyError as err:
+        view["violation"] = {"tag": err.tag, "problem": _problem(err)}
+        return view
+    due = policy.next_rotation(current.created, current.expires)
+    view.update(policy=policy_dict(policy), next_due=format_time(due), due_now=current.enabled and now >= due)
+    return view
+
+
+def _state(progress: Progress | None, now: datetime) -> dict[str, Any]:
+    """idle / the write in flight (step, id, attempt, lease) and the last error of the rotation progress."""
+    if progress is None:
+        return {"status": IDLE, "last_error": None}
+    state: dict[str, Any] = {"status": progress.step, "last_error": progress.last_error}
+    if progress.step != IDLE:
+        state.update(
+            rotation_id=progress.rotation_id,
+            attempt=progress.attempt,
+            lease_until=progress.lease_until,
+            lease_live=progress.leased_by_other("", now),
+        )
+    return state
+
+
+# -- onboard and policy ---------------------------------------------------------------------------------
+
+
+def onboard(
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    name: str,
+    policy: RotationPolicy,
+    actor: Actor,
+    correlation_id: str | None = None,
+) -> SecretVersion:
+    """Create ``name`` with ``policy`` and a first value from its kind's generator; return the new
+    version's properties (never the value). The version carries the policy and the service's tags.
+
+    Raises InvalidSecret (name), Conflict (reserved, exists, deleted but recoverable), Busy (another write
+    holds the lease), AuditUnavailable (nothing written), DomainError from the vault."""
+    validate_name(name)
+    _refuse_reserved(name, reserved)
+    stored = states.get(PARTITION, name.lower())
+    try:
+        store.get_properties(name)
+        raise Conflict(f"secret {name} exists already: set its policy with PUT .../policy")
+    except SecretDisabled:
+        raise Conflict(f"secret {name} exists already (its current version is disabled)") from None
+    except NotFound:
+        pass
+    progress, etag = acquire(states, name, stored, ONBOARDING, clock)
+    assert progress.rotation_id is not None
+    details = {"onboarding_id": progress.rotation_id, "policy": policy_dict(policy)}
+    fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
+    new: SecretVersion | None = None
+    try:
+        trail.record(Action.SECRET_ONBOARDED, result=Result.INTENT, details=details, **fields)
+        value = generate(policy.kind)
+        try:
+            new = store.set_value(
+                name,
+                value.value,
+                content_type=value.content_type,
+                tags={**policy.to_tags(), **service_tags(progress.rotation_id)},
+                expires=policy.expires_on(clock.now()),
+            )
+        except DomainError as err:
+            _failed(trail, Action.SECRET_ONBOARDED, err, details, fields)
+            if isinstance(err, Conflict):
+                raise Conflict(
+                    f"secret {name} exists or is deleted but recoverable: recover or purge it first"
+                ) from err
+            raise
+        trail.record(Action.SECRET_ONBOARDED, version=new.version, details=details, **fields)
+    finally:
+        release(states, name, progress, etag, new_version=new.version if new else None)
+    return new
+
+
+def apply_policy(
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    name: str,
+    fields: PolicyInput,
+    actor: Actor,
+    correlation_id: str | None = None,
+) -> RotationPolicy:
+    """Set ``name``'s policy on its current version: the policy tags are replaced, every other tag kept;
+    an unmanaged secret becomes managed (then ``kind`` is required). Returns the policy applied.
+
+    Raises InvalidSecret (name, too many tags), NotFound, InvalidPolicy (naming the field), Conflict
+    (reserved, certificate-backed, disabled), Busy, AuditUnavailable (nothing changed)."""
+    validate_name(name)
+    _refuse_reserved(name, reserved)
+    stored = states.get(PARTITION, name.lower())
+    current = _writable(store, name)
+    kind = fields.kind
+    if kind is None:
+        if not RotationPolicy.is_managed(current.tags):
+            raise InvalidPolicy("kind", "is required to put an unmanaged secret under management")
+        kind = current.tags.get(KIND_TAG)
+    policy = build_policy(replace(fields, kind=kind))
+    tags = {k: v for k, v in current.tags.items() if k not in POLICY_TAGS} | policy.to_tags()
+    validate_tags(tags)
+    progress, etag = acquire(states, name, stored, UPDATING_POLICY, clock, from_version=current.version)
+    previous = {k: v for k, v in current.tags.items() if k in POLICY_TAGS}
+    details = {"policy": policy_dict(policy), "previous_tags": previous}
+    audit: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
+    try:
+        trail.record(
+            Action.POLICY_CHANGED, version=current.version, result=Result.INTENT, details=details, **audit
+        )
+        try:
+            store.update_properties(name, current.version, tags=tags)
+        except DomainError as err:
+            _failed(trail, Action.POLICY_CHANGED, err, details, {**audit, "version": current.version})
+            raise
+        trail.record(Action.POLICY_CHANGED, version=current.version, details=details, **audit)
+    finally:
+        release(states, name, progress, etag, new_version=None)
+    return policy
+
+
+def _writable(store: SecretStore, name: str) -> SecretVersion:
+    try:
+        current = store.get_properties(name)
+    except SecretDisabled:
+        raise Conflict(f"secret {name}: the current version is disabled") from None
+    if current.managed:
+        raise Conflict(f"secret {name} backs a certificate: renew the certificate instead")
+    return current
+
+
+def _failed(
+    trail: AuditTrail, action: Action, err: DomainError, details: Mapping[str, Any], fields: Mapping[str, Any]
+) -> None:
+    try:
+        trail.record(
+            action,
+            result=Result.FAILURE,
+            details={**details, "error_class": type(err).__name__},
+            error=str(err)[:500],
+            **fields,
+        )
+    except DomainError:
+        logger.exception("%s failure could not be audited", action.value)
+
+
+# -- rotate -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RotationTicket:
+    """A manual rotation: ``queued`` (a request is on the queue) or ``in_progress`` (one runs already)."""
+
+    rotation_id: str
+    status: str
+
+
+def _rotation_target(
+    store: SecretStore, name: str, reserved: Collection[str]
+) -> tuple[SecretVersion, RotationPolicy] | str:
+    """The current version and policy, or why the secret is not rotated. Raises NotFound, InvalidSecret."""
+    validate_name(name)
+    try:
+        current = store.get_properties(name)
+    except SecretDisabled:
+        store.list_versions(name)  # NotFound when the secret is gone altogether
+        return "the current version is disabled"
+    if _reserved(name, reserved):
+        return "the service's own secret is never rotated"
+    if current.managed:
+        return "certificate-backed: renew the certificate"
+    if not RotationPolicy.is_managed(current.tags):
+        return f"not managed: it lacks the tag {MANAGED_BY_TAG}"
+    try:
+        policy = RotationPolicy.from_tags(current.tags)
+    except PolicyError as err:
+        return f"invalid policy: {err}"
+    if policy.rotator not in AVAILABLE_ROTATORS:
+        return f"the {policy.rotator.value} rotator is not available yet"
+    return current, policy
+
+
+def plan_rotation(
+    store: SecretStore, states: StateStore, clock: Clock, *, reserved: Collection[str], name: str, force: bool
+) -> dict[str, Any]:
+    """A dry run: whether a rotation would happen now and why. Writes nothing. Raises NotFound."""
+    stored = states.get(PARTITION, name.lower())
+    found = _rotation_target(store, name, reserved)
+    now = clock.now()
+    progress = Progress.of(stored.state) if stored else None
+    in_flight = progress is not None and progress.leased_by_other("", now)
+    plan: dict[str, Any] = {"name": name, "would_rotate": False, "force": force}
+    plan["in_progress"] = (
+        {"rotation_id": progress.rotation_id, "step": progress.step, "lease_until": progress.lease_until}
+        if progress is not None and in_flight
+        else None
+    )
+    if isinstance(found, str):
+        return {**plan, "reason": found}
+    current, policy = found
+    due = policy.next_rotation(current.created, current.expires)
+    plan.update(
+        current_version=current.version,
+        created=format_time(current.created),
+        expires=_time(current.expires),
+        next_due=format_time(due),
+        due_now=now >= due,
+        rotator=policy.rotator.value,
+    )
+    if in_flight:
+        return {**plan, "reason": "a rotation or rollback is in progress"}
+    if now >= due:
+        return {**plan, "would_rotate": True, "reason": _due_reason(current, policy, now).value}
+    if force:
+        return {**plan, "would_rotate": True, "reason": "forced"}
+    return {**plan, "reason": f"not due until {format_time(due)}"}
+
+
+def _due_reason(current: SecretItem, policy: RotationPolicy, now: datetime) -> RotationReason:
+    return RotationReason.DUE if now >= current.created + policy.interval else RotationReason.NEAR_EXPIRY
+
+
+def request_rotation(
+    store: SecretStore,
+    states: StateStore,
+    requests: RotationRequests,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    name: str,
+    force: bool,
+    actor: Actor,
+    correlation_id: str,
+) -> RotationTicket:
+    """Check that ``name`` can be rotated now and queue a manual request for ``rotate_secret`` (so retries
+    and the poison queue apply); or, when a rotation holds the lease, answer its id.
+
+    Raises NotFound, NotManaged / PolicyConflict (naming the tag), Conflict (reserved, certificate-backed,
+    disabled, rotator unavailable, not due without ``force``, another kind of write in progress),
+    AuditUnavailable or DependencyUnavailable (nothing queued)."""
+    stored = states.get(PARTITION, name.lower())
+    current, policy = _rotatable_now(store, name, reserved)
+    now = clock.now()
+    progress = Progress.of(stored.state) if stored else None
+    if progress is not None and progress.leased_by_other("", now):
+        if progress.step == PROMOTING and progress.rotation_id:
+            return RotationTicket(progress.rotation_id, "in_progress")
+        raise Busy(name, progress)
+    due = policy.next_rotation(current.created, current.expires)
+    if not force and now < due:
+        raise Conflict(f"secret {name} is not due until {format_time(due)}; force=true rotates it now")
+    request = RotationRequest(
+        secret_name=current.name,
+        reason=RotationReason.MANUAL,
+        requested_at=now,
+        correlation_id=correlation_id,
+        force=force,
+        rotation_id=uuid.uuid4().hex,
+    )
+    assert request.rotation_id is not None
+    details = {"rotation_id": request.rotation_id, "force": force}
+    fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
+    trail.record(
+        Action.ROTATION_REQUESTED, version=current.version, result=Result.INTENT, details=details, **fields
+    )
+    try:
+        requests.send([request])
+    except DependencyUnavailable as err:
+        _failed(trail, Action.ROTATION_REQUESTED, err, details, {**fields, "version": current.version})
+        raise
+    trail.record(Action.ROTATION_REQUESTED, version=current.version, details=details, **fields)
+    return RotationTicket(request.rotation_id, "queued")
+
+
+def _rotatable_now(
+    store: SecretStore, name: str, reserved: Collection[str]
+) -> tuple[SecretVersion, RotationPolicy]:
+    validate_name(name)
+    _refuse_reserved(name, reserved)
+    current = _writable(store, name)
+    if not RotationPolicy.is_managed(current.tags):
+        raise NotManaged(name, MANAGED_BY_TAG)
+    try:
+        policy = RotationPolicy.from_tags(current.tags)
+    except PolicyError as err:
+        raise PolicyConflict(name, err) from None
+    if policy.rotator not in AVAILABLE_ROTATORS:
+        raise Conflict(
+            f"secret {name}: the {policy.rotator.value} rotator is not available yet (tag {ROTATOR_TAG})"
+        )
+    return current, policy
+
+
+# -- status ------------------------------------------------------------------------------------------
+
+
+def secret_status(
+    store: SecretStore,
+    states: StateStore,
+    reader: AuditReader,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    vault: str,
+    name: str,
+) -> dict[str, Any]:
+    """Everything known about one secret's rotation: policy (or violation), current version, next due,
+    the write in flight, the last rotation and failure, and the scheduled retirements. Never a value.
+    Raises InvalidSecret, NotFound, DependencyUnavailable."""
+    validate_name(name)
+    key = name.lower()
+    stored = states.get(PARTITION, key)
+    now = clock.now()
+    try:
+        current: SecretItem = store.get_properties(name)
+    except SecretDisabled:
+        # The vault does not say which version is current then: the newest stands for its properties,
+        # without claiming its id.
+        newest = max(store.list_versions(name), key=lambda v: v.created)  # NotFound when gone
+        current = SecretItem(**{k: getattr(newest, k) for k in SecretItem.__dataclass_fields__})
+    status: dict[str, Any] = {
+        "name": current.name,
+        "version": current.version if isinstance(current, SecretVersion) else None,
+        "created": _time(current.created),
+        "expires": _time(current.expires),
+        "enabled": current.enabled,
+        "managed": RotationPolicy.is_managed(current.tags) and not _reserved(name, reserved),
+        "reserved": _reserved(name, reserved),
+    }
+    if status["managed"]:
+        status.update(_policy_view(current, now))
+    else:
+        status.update(policy=None, violation=None, next_due=None, due_now=False)
+    progress = Progress.of(stored.state) if stored else None
+    status["state"] = _state(progress, now)
+    status["last_rotation"] = _last_rotation(reader, vault, name, progress)
+    status["last_failure"] = _last_failure(reader, vault, name, progress)
+    retire = states.get(RETIRE, key)
+    status["retirements"] = [
+        {"version": version, "after": format_time(after)}
+        for version, after in (retirements(retire.state) if retire else [])
+    ]
+    return status
+
+
+def _newest(
+    reader: AuditReader, vault: str, name: str, action: Action, result: Result
+) -> dict[str, Any] | None:
+    page = query_audit(reader, AuditQuery(vault=vault, secret_name=name, action=action, limit=500))
+    return next((item for item in page.items if item.get("result") == result.value), None)
+
+
+def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progress | None) -> dict[str, Any]:
+    record = _newest(reader, vault, name, Action.ROTATED, Result.SUCCESS)
+    rotated = None
+    if record is not None:
+        details = record.get("details") or {}
+        rotated = {
+            "time": record.get("time"),
+            "version": record.get("version"),
+            "previous_version": details.get("previous_version"),
+            "rotation_id": details.get("rotation_id"),
+        }
+    last_write = None
+    if progress is not None and progress.step == IDLE and progress.new_version:
+        last_write = {"rotation_id": progress.rotation_id, "new_version": progress.new_version}
+    return {"recorded": rotated, "last_write": last_write}
+
+
+def _last_failure(
+    reader: AuditReader, vault: str, name: str, progress: Progress | None
+) -> dict[str, Any] | None:
+    record = _newest(reader, vault, name, Action.ROTATION_FAILED, Result.FAILURE)
+    if record is None and (progress is None or not progress.last_error):
+        return None
+    failure: dict[str, Any] = {"error_class": progress.last_error if progress else None}
+    if record is not None:
+        details = record.get("details") or {}
+        failure.update(
+            time=record.get("time"),
+            version=record.get("version"),
+            rotation_id=details.get("rotation_id"),
+            step=details.get("step"),
+            error=record.get("error"),
+        )
+        failure["error_class"] = failure["error_class"] or details.get("error_class")
+    return failure
+
+
+# -- plan --------------------------------------------------------------------------------------------
+
+
+def rotation_plan(
+    store: SecretStore, clock: Clock, *, reserved: Collection[str], within_days: int
+) -> dict[str, Any]:
+    """From one listing: the managed secrets that would rotate within ``within_days`` (when, and why:
+    interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has passed),
+    managed or not, and invalid policies. Reserved secrets are left out. Raises DependencyUnavailable."""
+    if not 1 <= within_days <= 365:
+        raise ValueError("within_days is 1-365")
+    now = clock.now()
+    until = now + timedelta(days=within_days)
+    items: list[dict[str, Any]] = []
+    violations: list[dict[str, Any]] = []
+    for item in store.list_properties():
+        if _reserved(item.name, reserved) or not item.enabled:
+            continue
+        managed = RotationPolicy.is_managed(item.tags) and not item.managed
+        if item.expires is not None and item.expires <= until:
+            items.append(
+                {
+                    "when": format_time(item.expires),
+                    "name": item.name,
+                    "event": "expiry",
+                    "managed": managed,
+                    "expired": item.expires <= now,
+                }
+            )
+        if not managed:
+            continue
+        try:
+            policy = RotationPolicy.from_tags(item.tags)
+        except PolicyError as err:
+            violations.append({"name": item.name, "tag": err.tag, "problem": _problem(err)})
+            continue
+        due = policy.next_rotation(item.created, item.expires)
+        if due <= until:
+            reason = "interval" if item.created + policy.interval <= _near_expiry(item) else "near_expiry"
+            items.append(
+                {
+                    "when": format_time(due),
+                    "name": item.name,
+                    "event": "rotation",
+                    "reason": reason,
+                    "rotator": policy.rotator.value,
+                    "due_now": now >= due,
+                }
+            )
+    items.sort(key=lambda entry: (parse_time(entry["when"]), entry["name"].lower(), entry["event"]))
+    violations.sort(key=lambda entry: entry["name"].lower())
+    return {
+        "within_days": within_days,
+        "now": format_time(now),
+        "until": format_time(until),
+        "items": items,
+        "violations": violations,
+    }
+
+
+def _near_expiry(item: SecretItem) -> datetime:
+    """Start of the current version's near-expiry window (never, without ``exp``)."""
+    return (
+        item.expires - NEAR_EXPIRY
+        if item.expires is not None
+        else datetime.max.replace(tzinfo=item.created.tzinfo)
+    )

@@ -1,0 +1,472 @@
+"""The catalog use cases over in-memory fakes: list (paged, one progress read), onboard, policy, manual
+rotation requests, status and the rotation plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.rotation import RotationReason
+from shared.domain.secrets import SecretVersion
+from shared.domain.state import Versioned
+from shared.services import catalog
+from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.catalog import InvalidPolicy, PolicyConflict, PolicyInput
+from shared.services.rotation import (
+    PARTITION,
+    ROTATION_ID_TAG,
+    Busy,
+    NotManaged,
+    made_by_service,
+    rotate_requested,
+)
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+)
+
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+OPERATOR = Actor(id="oid-operator", type=ActorType.USER)
+
+
+class CountingStates(InMemoryStateStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def list(self, partition: str) -> dict[str, Versioned]:
+        self.calls.append(f"list:{partition}")
+        return super().list(partition)
+
+    def get(self, partition: str, key: str) -> Versioned | None:
+        self.calls.append(f"get:{partition}")
+        return super().get(partition, key)
+
+
+class CountingStore(InMemorySecretStore):
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__(clock)
+        self.reads: list[str] = []
+
+    def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
+        self.reads.append(name)
+        return super().get_properties(name, version)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = CountingStore(self.clock)
+        self.states = CountingStates()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+        self.requests = RecordingRotationRequests()
+
+    def seed(self, name: str, tags: Mapping[str, str] | None = None, age_days: int = 1, **kw: Any) -> None:
+        self.clock.advance(timedelta(days=-age_days))
+        tags = POLICY.to_tags() if tags is None else tags
+        self.store.set_value(name, "seed-value", content_type="text/plain", tags=tags, **kw)
+        self.clock.advance(timedelta(days=age_days))
+
+    def records(self, action: Action) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action]
+
+    def list(self, **options: Any) -> dict[str, Any]:
+        return catalog.list_managed(self.store, self.states, self.clock, reserved=RESERVED, **options)
+
+    def request(self, name: str, force: bool = False) -> catalog.RotationTicket:
+        return catalog.request_rotation(
+            self.store, self.states, self.requests, self.trail, self.clock, reserved=RESERVED, name=name,
+            force=force, actor=OPERATOR, correlation_id="http-7",
+        )  # fmt: skip
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def fields(**changes: Any) -> PolicyInput:
+    return PolicyInput(**{"kind": "api-key", "rotation_interval_days": 30, **changes})
+
+
+# -- list ------------------------------------------------------------------------------------------------
+
+
+def test_list_pages_managed_secrets_by_name_reading_only_the_page(world: World) -> None:
+    for name in ("charlie", "Alpha", "bravo", "delta", "echo"):
+        world.seed(name)
+    world.seed("legacy", tags={"owner": "ops"})  # unmanaged
+    world.seed("audit-hmac-key")  # reserved, whatever its tags
+    world.seed("broken", tags={**POLICY.to_tags(), "rotation-interval-days": "soon"})
+    first = world.list(limit=3)
+    assert [i["name"] for i in first["items"]] == ["Alpha", "bravo", "broken"]
+    assert first["continuation"] == "broken"
+    assert sorted(world.store.reads) == ["Alpha", "bravo", "broken"]
+    assert world.states.calls == [f"list:{PARTITION}"]
+    broken = first["items"][2]
+    assert broken["policy"] is None
+    assert broken["violation"] == {
+        "tag": "rotation-interval-days",
+        "problem": "'soon' is not a whole number of days",
+    }
+    second = world.list(limit=3, after=first["continuation"])
+    assert [i["name"] for i in second["items"]] == ["charlie", "delta", "echo"]
+    assert second["continuation"] is None
+    alpha = first["items"][0]
+    assert alpha["version"] == world.store.versions_of("Alpha")[0]
+    assert alpha["policy"] == catalog.policy_dict(POLICY) and alpha["policy"]["rotation_interval_days"] == 30
+    assert alpha["next_due"] == "2026-12-28T10:00:00.000000Z" and alpha["due_now"] is False
+    assert alpha["state"] == {"status": "idle", "last_error": None}
+
+
+def test_list_shows_a_rotation_in_progress_and_the_last_error(world: World) -> None:
+    world.seed("alpha")
+    world.states.create(
+        PARTITION, "alpha",
+        {"rotation_id": "a" * 32, "step": "promoting", "holder": "h", "attempt": 2,
+         "lease_until": "2026-11-29T10:10:00.000000Z", "last_error": "DependencyUnavailable"},
+    )  # fmt: skip
+    [item] = world.list()["items"]
+    assert item["state"] == {
+        "status": "promoting", "last_error": "DependencyUnavailable", "rotation_id": "a" * 32, "attempt": 2,
+        "lease_until": "2026-11-29T10:10:00.000000Z", "lease_live": True,
+    }  # fmt: skip
+
+
+# -- onboard ---------------------------------------------------------------------------------------------
+
+
+def onboard(world: World, name: str = "new-api-key", policy: RotationPolicy = POLICY) -> SecretVersion:
+    return catalog.onboard(
+        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name=name, policy=policy,
+        actor=OPERATOR, correlation_id="http-1",
+    )  # fmt: skip
+
+
+def test_onboarding_creates_one_version_with_the_policy_and_the_service_tags(world: World) -> None:
+    made = onboard(world)
+    assert world.store.versions_of("new-api-key") == [made.version]
+    assert RotationPolicy.from_tags(made.tags) == POLICY and made_by_service(made)
+    assert made.expires == world.clock.now() + timedelta(days=60)
+    value = world.store.get_value("new-api-key").value
+    assert value.startswith("sk_")
+    assert [(e.result, e.version, e.actor.id) for e in world.records(Action.SECRET_ONBOARDED)] == [
+        (Result.INTENT, None, "oid-operator"),
+        (Result.SUCCESS, made.version, "oid-operator"),
+    ]
+    assert value not in repr(world.log.events) + repr(made)
+    stored = world.states.get(PARTITION, "new-api-key")
+    assert stored is not None and stored.state["step"] == "idle"
+
+
+def test_onboarding_refuses_an_existing_reserved_or_recoverable_name(world: World) -> None:
+    world.seed("taken")
+    with pytest.raises(Conflict, match="exists"):
+        onboard(world, "taken")
+    with pytest.raises(Conflict, match="own secret"):
+        onboard(world, "audit-digest-anchor")
+
+    class Recoverable(CountingStore):
+        def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
+            raise Conflict("key_vault: HTTP 409, ObjectIsDeletedButRecoverable")
+
+    world.store = Recoverable(world.clock)
+    with pytest.raises(Conflict, match="recoverable"):
+        onboard(world, "deleted-one")
+    assert [e.result for e in world.records(Action.SECRET_ONBOARDED)] == [Result.INTENT, Result.FAILURE]
+    assert world.states.get(PARTITION, "deleted-one").state["step"] == "idle"  # type: ignore[union-attr]
+
+
+def test_onboarding_without_an_intent_on_record_writes_nothing(world: World) -> None:
+    world.log.available = False
+    with pytest.raises(AuditUnavailable):
+        onboard(world)
+    assert "new-api-key" not in world.store.secrets
+
+
+def test_onboarding_waits_for_a_write_in_progress(world: World) -> None:
+    world.states.create(
+        PARTITION, "new-api-key",
+        {"rotation_id": "b" * 32, "step": "onboarding", "holder": "h", "attempt": 1,
+         "lease_until": "2026-11-29T10:10:00.000000Z"},
+    )  # fmt: skip
+    with pytest.raises(Busy):
+        onboard(world)
+    assert "new-api-key" not in world.store.secrets
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"kind": "ssh-key"}, "kind"),
+        ({"rotation_interval_days": 0}, "rotation_interval_days"),
+        ({"rotation_interval_days": 731}, "rotation_interval_days"),
+        ({"validity_days": 40}, "validity_days"),  # < interval + 30
+        ({"rotator": "ftp"}, "rotator"),
+        ({"rotator": "webhook"}, "rotation_target"),
+        ({"rotation_target": "https://x.example"}, "rotation_target"),
+        ({"rotation_grace_hours": 721}, "rotation_grace_hours"),
+        ({"expiry_warning_days": (0,)}, "expiry_warning_days"),
+        ({"kind": None}, "kind"),
+    ],
+)
+def test_an_invalid_policy_names_the_field(changes: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidPolicy) as err:
+        catalog.build_policy(fields(**changes))
+    assert err.value.field == field
+
+
+def test_a_full_policy_round_trips() -> None:
+    policy = catalog.build_policy(
+        fields(validity_days=90, owner="ops", rotator="webhook", rotation_target="https://hook.example/r",
+               rotation_grace_hours=2, expiry_warning_days=(14, 3))
+    )  # fmt: skip
+    assert catalog.policy_dict(policy) == {
+        "kind": "api-key", "rotation_interval_days": 30, "validity_days": 90, "owner": "ops",
+        "rotator": "webhook", "rotation_target": "https://hook.example/r", "rotation_grace_hours": 2,
+        "expiry_warning_days": [14, 3],
+    }  # fmt: skip
+
+
+# -- policy ----------------------------------------------------------------------------------------------
+
+
+def apply(world: World, name: str, policy: PolicyInput) -> RotationPolicy:
+    return catalog.apply_policy(
+        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name=name, fields=policy,
+        actor=OPERATOR, correlation_id="http-2",
+    )  # fmt: skip
+
+
+def test_a_policy_replaces_the_policy_tags_of_the_current_version_and_keeps_the_others(world: World) -> None:
+    world.seed("alpha", tags={**POLICY.to_tags(), "validity-days": "90", "cost-center": "42"})
+    [version] = world.store.versions_of("alpha")
+    applied = apply(world, "alpha", fields(kind=None, rotation_interval_days=7))
+    assert world.store.versions_of("alpha") == [version]  # no new version
+    tags = world.store.get_properties("alpha").tags
+    assert tags["cost-center"] == "42" and "validity-days" not in tags and "owner" not in tags
+    assert RotationPolicy.from_tags(tags) == applied == RotationPolicy(SecretKind.API_KEY, timedelta(days=7))
+    assert [e.result for e in world.records(Action.POLICY_CHANGED)] == [Result.INTENT, Result.SUCCESS]
+
+
+def test_an_unmanaged_secret_becomes_managed_and_needs_a_kind(world: World) -> None:
+    world.seed("legacy", tags={"owner": "ops"})
+    with pytest.raises(InvalidPolicy) as err:
+        apply(world, "legacy", fields(kind=None))
+    assert err.value.field == "kind"
+    apply(world, "legacy", fields(kind="database-password"))
+    assert (
+        RotationPolicy.from_tags(world.store.get_properties("legacy").tags).kind
+        == SecretKind.DATABASE_PASSWORD
+    )
+
+
+def test_a_policy_is_refused_for_unknown_reserved_and_certificate_secrets(world: World) -> None:
+    with pytest.raises(NotFound):
+        apply(world, "nothing", fields())
+    world.seed("audit-hmac-key", tags={})
+    with pytest.raises(Conflict):
+        apply(world, "audit-hmac-key", fields())
+    world.store.add_certificate("tls")
+    with pytest.raises(Conflict, match="certificate"):
+        apply(world, "tls", fields())
+    assert world.records(Action.POLICY_CHANGED) == []
+
+
+# -- rotate ----------------------------------------------------------------------------------------------
+
+
+def test_a_manual_rotation_is_queued_and_the_queued_request_rotates_once(world: World) -> None:
+    world.seed("alpha")
+    ticket = world.request("alpha", force=True)
+    assert ticket.status == "queued"
+    [request] = world.requests.sent
+    assert (request.reason, request.force, request.rotation_id, request.correlation_id) == (
+        RotationReason.MANUAL, True, ticket.rotation_id, "http-7",
+    )  # fmt: skip
+    assert [e.result for e in world.records(Action.ROTATION_REQUESTED)] == [Result.INTENT, Result.SUCCESS]
+    for _ in range(3):  # delivered, then redelivered
+        rotate_requested(
+            request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+        )
+    assert len(world.store.versions_of("alpha")) == 2
+    assert world.store.get_properties("alpha").tags[ROTATION_ID_TAG] == ticket.rotation_id
+
+
+def test_a_manual_rotation_that_is_not_due_needs_force(world: World) -> None:
+    world.seed("alpha")
+    with pytest.raises(Conflict, match=r"not due until 2026-12-28.*force=true"):
+        world.request("alpha")
+    assert world.requests.sent == [] and world.log.events == []
+    world.seed("old", age_days=40)
+    assert world.request("old").status == "queued"
+
+
+def test_a_manual_rotation_is_refused_naming_the_tag(world: World) -> None:
+    world.seed("legacy", tags={"owner": "ops"})
+    with pytest.raises(NotManaged) as unmanaged:
+        world.request("legacy", force=True)
+    assert unmanaged.value.tag == "managed-by"
+    world.seed("broken", tags={**POLICY.to_tags(), "secret-kind": "ssh"})
+    with pytest.raises(PolicyConflict) as invalid:
+        world.request("broken", force=True)
+    assert invalid.value.tag == "secret-kind"
+    with pytest.raises(NotFound):
+        world.request("nothing", force=True)
+    assert world.requests.sent == []
+
+
+def test_a_rotation_in_progress_is_answered_instead_of_queueing_another(world: World) -> None:
+    world.seed("alpha")
+    world.states.create(
+        PARTITION, "alpha",
+        {"rotation_id": "c" * 32, "step": "promoting", "holder": "h", "attempt": 1,
+         "lease_until": "2026-11-29T10:10:00.000000Z"},
+    )  # fmt: skip
+    ticket = world.request("alpha", force=True)
+    assert (ticket.rotation_id, ticket.status) == ("c" * 32, "in_progress")
+    assert world.requests.sent == []
+    plan = catalog.plan_rotation(
+        world.store, world.states, world.clock, reserved=RESERVED, name="alpha", force=True
+    )
+    assert plan["would_rotate"] is False and plan["in_progress"]["rotation_id"] == "c" * 32
+
+
+def test_a_queue_that_does_not_answer_is_on_record_and_raised(world: World) -> None:
+    world.seed("alpha")
+    world.requests.available = False
+    with pytest.raises(DependencyUnavailable):
+        world.request("alpha", force=True)
+    assert [e.result for e in world.records(Action.ROTATION_REQUESTED)] == [Result.INTENT, Result.FAILURE]
+
+
+def test_a_dry_run_says_what_would_happen_and_writes_nothing(world: World) -> None:
+    world.seed("alpha")
+    world.seed("old", age_days=40)
+    world.seed("legacy", tags={})
+
+    def plan(name: str, force: bool = False) -> dict[str, Any]:
+        return catalog.plan_rotation(
+            world.store, world.states, world.clock, reserved=RESERVED, name=name, force=force
+        )
+
+    assert plan("alpha")["would_rotate"] is False and plan("alpha")["reason"].startswith("not due until")
+    assert (plan("alpha", force=True)["would_rotate"], plan("alpha", force=True)["reason"]) == (
+        True,
+        "forced",
+    )
+    old = plan("old")
+    assert (old["would_rotate"], old["reason"], old["due_now"], old["rotator"]) == (
+        True,
+        "due",
+        True,
+        "key-vault",
+    )
+    assert old["current_version"] == world.store.versions_of("old")[0]
+    assert plan("legacy")["reason"] == "not managed: it lacks the tag managed-by"
+    with pytest.raises(NotFound):
+        plan("nothing")
+    assert world.log.events == [] and world.requests.sent == []
+
+
+# -- status ----------------------------------------------------------------------------------------------
+
+
+def test_status_after_a_rotation_shows_it_and_the_retirement(world: World) -> None:
+    world.seed("alpha", age_days=40)
+    [old] = world.store.versions_of("alpha")
+    rotate_requested(
+        _queued(world, "alpha"), world.store, world.states, world.trail, world.publisher, world.clock,
+        reserved=RESERVED,
+    )  # fmt: skip
+    new = world.store.get_properties("alpha")
+    status = catalog.secret_status(
+        world.store, world.states, world.log, world.clock, reserved=RESERVED, vault="fleet", name="alpha"
+    )
+    assert status["version"] == new.version and status["managed"] is True and status["due_now"] is False
+    assert status["policy"] == catalog.policy_dict(POLICY)
+    assert status["state"] == {"status": "idle", "last_error": None}
+    recorded = status["last_rotation"]["recorded"]
+    assert (recorded["version"], recorded["previous_version"]) == (new.version, old)
+    assert recorded["rotation_id"] == new.tags[ROTATION_ID_TAG]
+    assert status["last_rotation"]["last_write"]["new_version"] == new.version
+    assert status["last_failure"] is None
+    assert status["retirements"] == [{"version": old, "after": "2026-11-30T10:00:00.000000Z"}]
+
+
+def _queued(world: World, name: str) -> Any:
+    world.request(name)
+    return world.requests.sent[-1]
+
+
+def test_status_shows_a_failed_rotation_and_an_invalid_policy(world: World) -> None:
+    world.seed("alpha", age_days=40)
+    request = _queued(world, "alpha")
+    world.store.denied.add("set_value")
+    with pytest.raises(Exception):  # noqa: B017 - Forbidden, the queue retries
+        rotate_requested(
+            request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+        )
+    status = catalog.secret_status(
+        world.store, world.states, world.log, world.clock, reserved=RESERVED, vault="fleet", name="alpha"
+    )
+    failure = status["last_failure"]
+    assert (failure["error_class"], failure["step"], failure["rotation_id"]) == (
+        "Forbidden", "promote", request.rotation_id,
+    )  # fmt: skip
+    assert status["state"]["status"] == "promoting" and status["state"]["lease_live"] is False
+    world.store.denied.clear()
+    world.seed("broken", tags={**POLICY.to_tags(), "rotation-interval-days": "0"})
+    broken = catalog.secret_status(
+        world.store, world.states, world.log, world.clock, reserved=RESERVED, vault="fleet", name="broken"
+    )
+    assert broken["policy"] is None and broken["violation"]["tag"] == "rotation-interval-days"
+    with pytest.raises(NotFound):
+        catalog.secret_status(
+            world.store,
+            world.states,
+            world.log,
+            world.clock,
+            reserved=RESERVED,
+            vault="fleet",
+            name="nothing",
+        )
+
+
+# -- plan ------------------------------------------------------------------------------------------------
+
+
+def test_the_plan_lists_rotations_expiries_and_violations_in_the_window(world: World) -> None:
+    world.seed("soon", age_days=25)  # due in 5 days (interval)
+    world.seed("later", age_days=1)  # due in 29 days: outside a 7-day window
+    world.seed("near", age_days=1, expires=world.clock.now() + timedelta(days=33))  # near-expiry in 3 days
+    world.seed("plain", tags={}, expires=world.clock.now() + timedelta(days=2))  # unmanaged, expiring
+    world.seed("gone-by", tags={}, expires=world.clock.now() - timedelta(days=1))  # expired already
+    world.seed("off", tags={}, enabled=False, expires=world.clock.now() + timedelta(days=1))  # disabled
+    world.seed("audit-hmac-key", expires=world.clock.now() + timedelta(days=1))  # reserved
+    world.seed("broken", tags={**POLICY.to_tags(), "secret-kind": "ssh"})
+    plan = catalog.rotation_plan(world.store, world.clock, reserved=RESERVED, within_days=7)
+    assert [(i["name"], i["event"]) for i in plan["items"]] == [
+        ("gone-by", "expiry"), ("plain", "expiry"), ("near", "rotation"), ("soon", "rotation"),
+    ]  # fmt: skip
+    assert plan["items"][0]["expired"] is True and plan["items"][1]["managed"] is False
+    assert (plan["items"][2]["reason"], plan["items"][3]["reason"]) == ("near_expiry", "interval")
+    assert plan["violations"] == [
+        {"name": "broken", "tag": "secret-kind", "problem": plan["violations"][0]["problem"]}
+    ]
+    wide = catalog.rotation_plan(world.store, world.clock, reserved=RESERVED, within_days=40)
+    assert ("later", "rotation") in [(i["name"], i["event"]) for i in wide["items"]]
+    assert ("near", "expiry") in [(i["name"], i["event"]) for i in wide["items"]]

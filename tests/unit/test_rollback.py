@@ -1,0 +1,283 @@
+"""Rollback over in-memory fakes: the previous value made current again as one new version, whatever
+crashes or repeats; never a rollback of a rollback; a retired version re-enabled; the shared lease."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.secrets import SecretVersion
+from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.rollback import ROLLED_BACK_FROM_TAG, RollbackOutcome, rollback
+from shared.services.rotation import (
+    PARTITION,
+    RETIRE,
+    ROTATION_ID_TAG,
+    Busy,
+    NotManaged,
+    made_by_service,
+    retire_due,
+    rotate,
+)
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+)
+
+NAME = "dispatch-api-key"
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+OPERATOR = Actor(id="oid-operator", type=ActorType.USER, ip="198.51.100.7")
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = InMemorySecretStore(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+
+    def rotated(self, name: str = NAME) -> tuple[str, str]:
+        """A managed secret rotated once: (the good old version, the new version)."""
+        self.clock.advance(timedelta(days=-31))
+        self.store.set_value(name, "good-old-value", content_type="text/plain", tags=POLICY.to_tags())
+        self.clock.advance(timedelta(days=31))
+        outcome = rotate(
+            name, self.store, self.states, self.trail, self.publisher, self.clock, reserved=RESERVED
+        )
+        assert outcome.status == "rotated" and outcome.new_version and outcome.previous_version
+        self.publisher.sent.clear()
+        return outcome.previous_version, outcome.new_version
+
+    def rollback(self, name: str = NAME, **options: Any) -> RollbackOutcome:
+        return rollback(
+            name, self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=RESERVED, actor=OPERATOR, correlation_id="http-1", **options,
+        )  # fmt: skip
+
+    def versions(self, name: str = NAME) -> list[str]:
+        return self.store.versions_of(name)
+
+    def records(self, action: Action) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_the_previous_value_becomes_current_as_a_new_version(world: World) -> None:
+    old, bad = world.rotated()
+    bad_value = world.store.get_value(NAME).value
+    outcome = world.rollback()
+    assert len(world.versions()) == 3
+    current = world.store.get_value(NAME)
+    assert current.value == "good-old-value" and current.properties.version == outcome.new_version
+    assert (outcome.restored_version, outcome.rolled_back_from) == (old, bad)
+    tags = current.properties.tags
+    assert RotationPolicy.from_tags(tags) == POLICY and made_by_service(current.properties)
+    assert (tags[ROTATION_ID_TAG], tags[ROLLED_BACK_FROM_TAG], tags["previous-version"]) == (
+        outcome.rollback_id,
+        bad,
+        bad,
+    )
+    assert current.properties.expires == world.clock.now() + timedelta(days=60)
+    assert [(e.result, e.version, e.actor.id) for e in world.records(Action.ROLLED_BACK)] == [
+        (Result.INTENT, bad, "oid-operator"),
+        (Result.SUCCESS, outcome.new_version, "oid-operator"),
+    ]
+    [event] = world.publisher.sent
+    assert event.type == "SecretLifecycle.SecretRolledBack" and event.id == outcome.rollback_id
+    assert event.data == {
+        "vault": "fleet", "secret_name": NAME, "version": outcome.new_version, "restored_version": old,
+        "rolled_back_from": bad, "rollback_id": outcome.rollback_id, "owner": "dispatch-api",
+    }  # fmt: skip
+    everything = repr(world.log.events) + repr(world.publisher.sent) + repr(world.states.rows) + repr(outcome)
+    assert "good-old-value" not in everything and bad_value not in everything
+
+
+def test_a_duplicated_rollback_is_refused_and_does_not_undo_the_first(world: World) -> None:
+    world.rotated()
+    world.rollback()
+    for _ in range(3):
+        with pytest.raises(Conflict, match="itself a rollback"):
+            world.rollback()
+    assert len(world.versions()) == 3
+    assert world.store.get_value(NAME).value == "good-old-value"
+
+
+def test_the_rollback_is_not_due_and_rolling_forward_then_back_again_works(world: World) -> None:
+    world.rotated()
+    rolled = world.rollback()
+    again = rotate(
+        NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+    )
+    assert again.status == "skipped"  # not due: exp and created are fresh
+    forward = rotate(
+        NAME,
+        world.store,
+        world.states,
+        world.trail,
+        world.publisher,
+        world.clock,
+        reserved=RESERVED,
+        force=True,
+    )
+    assert forward.status == "rotated" and forward.previous_version == rolled.new_version
+    back = world.rollback()
+    assert back.restored_version == rolled.new_version
+    assert world.store.get_value(NAME).value == "good-old-value"
+
+
+class CrashesAfterTheWrite(InMemorySecretStore):
+    """``set_value`` stores the version, then the process loses its connection (an error the service sees)
+    or dies outright (``hard``: nothing after runs, the lease stays held)."""
+
+    def __init__(self, world: World, hard: bool) -> None:
+        self.__dict__ = world.store.__dict__
+        self.hard, self.crashed = hard, False
+
+    def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
+        made = super().set_value(name, value, **kwargs)
+        if not self.crashed:
+            self.crashed = True
+            if self.hard:
+                raise Died
+            raise DependencyUnavailable("key_vault", "connection reset")
+        return made
+
+
+class Died(BaseException):
+    """The process is gone: no handler of the service runs."""
+
+
+def test_a_rollback_retried_after_an_error_following_the_write_makes_one_version(world: World) -> None:
+    _, bad = world.rotated()
+    world.store = CrashesAfterTheWrite(world, hard=False)
+    with pytest.raises(DependencyUnavailable):
+        world.rollback()
+    assert len(world.versions()) == 3
+    [failed] = [e for e in world.records(Action.ROLLED_BACK) if e.result == Result.FAILURE]
+    assert failed.details["error_class"] == "DependencyUnavailable"
+    outcome = world.rollback()  # the retry resumes: the version it made is found by the rollback id
+    assert len(world.versions()) == 3
+    assert outcome.new_version == world.versions()[-1] and outcome.rolled_back_from == bad
+    assert [e.result for e in world.records(Action.ROLLED_BACK)].count(Result.SUCCESS) == 1
+    with pytest.raises(Conflict):
+        world.rollback()
+
+
+def test_a_rollback_retried_after_the_process_died_between_write_and_close_makes_one_version(
+    world: World,
+) -> None:
+    world.rotated()
+    world.store = CrashesAfterTheWrite(world, hard=True)
+    with pytest.raises(Died):
+        world.rollback()
+    progress = world.states.get(PARTITION, NAME)
+    assert progress is not None and progress.state["step"] == "rolling_back"
+    with pytest.raises(Busy):  # the dead holder's lease still runs
+        world.rollback()
+    world.clock.advance(timedelta(minutes=16))
+    outcome = world.rollback()
+    assert len(world.versions()) == 3 and outcome.new_version == world.versions()[-1]
+    assert world.store.get_value(NAME).value == "good-old-value"
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None and stored.state["step"] == "idle"
+
+
+def test_a_retired_previous_version_is_re_enabled_and_taken_off_the_schedule(world: World) -> None:
+    old, _ = world.rotated()
+    world.clock.advance(timedelta(hours=25))
+    assert retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED) == [old]
+    assert not world.store.get_properties(NAME, old).enabled
+    world.states.replace(  # and suppose it were still scheduled
+        RETIRE, NAME, {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'},
+        world.states.get(RETIRE, NAME).etag,  # type: ignore[union-attr]
+    )  # fmt: skip
+    world.rollback()
+    assert world.store.get_properties(NAME, old).enabled
+    assert world.store.get_value(NAME).value == "good-old-value"
+    schedule = world.states.get(RETIRE, NAME)
+    assert schedule is not None and old not in str(schedule.state["versions"])
+
+
+def test_the_version_rolled_back_from_retires_after_the_grace(world: World) -> None:
+    _, bad = world.rotated()
+    world.rollback()
+    world.clock.advance(timedelta(hours=25))
+    assert bad in retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert world.store.get_properties(NAME).enabled
+
+
+def test_the_precondition_names_the_current_version(world: World) -> None:
+    old, bad = world.rotated()
+    with pytest.raises(Conflict, match="not " + old):
+        world.rollback(from_version=old)
+    assert world.rollback(from_version=bad).rolled_back_from == bad
+
+
+@pytest.mark.parametrize(
+    ("prepare", "error"),
+    [
+        (lambda w: w.store.set_value(NAME, "v", content_type=None, tags=POLICY.to_tags()), Conflict),
+        (lambda w: w.store.set_value(NAME, "v", content_type=None, tags={"owner": "x"}), NotManaged),
+        (lambda w: w.store.add_certificate(NAME, **POLICY.to_tags()), Conflict),
+        (lambda w: None, NotFound),
+    ],
+    ids=["no-previous-version", "unmanaged", "certificate", "unknown"],
+)
+def test_refused(world: World, prepare: Any, error: type[Exception]) -> None:
+    name = NAME
+    prepare(world)
+    before = world.store.versions_of(name) if name.lower() in world.store.secrets else []
+    with pytest.raises(error):
+        world.rollback(name)
+    after = world.store.versions_of(name) if name.lower() in world.store.secrets else []
+    assert before == after and world.records(Action.ROLLED_BACK) == []
+
+
+def test_reserved_secrets_are_never_rolled_back(world: World) -> None:
+    first = world.store.set_value("audit-hmac-key", "k1", content_type=None, tags=POLICY.to_tags())
+    tags = {**POLICY.to_tags(), "previous-version": first.version}
+    world.store.set_value("audit-hmac-key", "k2", content_type=None, tags=tags)
+    with pytest.raises(Conflict, match="own secret"):
+        world.rollback("audit-hmac-key")
+    assert len(world.versions("audit-hmac-key")) == 2 and world.log.events == []
+
+
+def test_one_rotation_or_rollback_at_a_time(world: World) -> None:
+    _, bad = world.rotated()
+    world.states.replace(
+        PARTITION, NAME,
+        {"rotation_id": "f" * 32, "step": "promoting", "from_version": bad, "holder": "h", "attempt": 1,
+         "lease_until": "2026-11-29T10:05:00.000000Z"},
+        world.states.get(PARTITION, NAME).etag,  # type: ignore[union-attr]
+    )  # fmt: skip
+    with pytest.raises(Busy):
+        world.rollback()
+    assert len(world.versions()) == 2
+
+
+def test_no_intent_on_record_nothing_changes(world: World) -> None:
+    old, _ = world.rotated()
+    world.clock.advance(timedelta(hours=25))
+    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.log.available = False
+    with pytest.raises(AuditUnavailable):
+        world.rollback()
+    assert len(world.versions()) == 2
+    assert not world.store.get_properties(NAME, old).enabled  # not even re-enabled
+    world.log.available = True
+    assert world.rollback().restored_version == old  # and the lease was released
