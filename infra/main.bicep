@@ -101,6 +101,6 @@ output functionAppHostName string = app.outputs.defaultHostName
 output keyVaultUri string = vault.outputs.uri
 output eventGridTopicEndpoint string = topic.outputs.endpoint
 
-// Not yet here, on purpose: the Key Vault system topic and its subscription to the app's Event Grid
-// trigger (SecretNearExpiry/SecretExpired). The subscription's endpoint is a function that exists only
-// after the code is published, so it belongs to the rotation issue, as a second deployment step.
+// Not here, on purpose: the Key Vault system topic and its subscription to the app's key_vault_events
+// function are infra/events.bicep, a second deployment step after the code is published (the
+// subscription's endpoint is a function that exists only then).
