@@ -45,8 +45,7 @@ from shared.domain.secrets import MAX_TAGS, SecretVersion
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.expiry import Claim, claim, notify_expiry, thresholds_of
-from shared.services.rotation import PARTITION as ROTATION_PARTITION
-from shared.services.rotation import ROTATED_BY, ROTATED_BY_TAG, ROTATION_ID_TAG
+from shared.services.rotation import written_by_service
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +181,7 @@ def _new_version(
     version = store.get_properties(event.name, event.version)
     if version.managed:
         return EventOutcome("ignored", "certificate-backed: Key Vault renewed the certificate")
-    if _made_by_service(version, states):
+    if written_by_service(version, states):
         return EventOutcome("ignored", "made by this service")
     details: dict[str, object] = {"source": "key_vault_event"}
     if not held.has("restore_checked"):
@@ -203,27 +202,6 @@ def _new_version(
     )
     restored_note = ", policy restored" if restored_tags else ""
     return EventOutcome("acted", f"out-of-band version recorded{restored_note}")
-
-
-def _made_by_service(version: SecretVersion, states: StateStore) -> bool:
-    """A tag alone can be set by anyone with set permission: the version must also be the one the
-    rotation progress names (its rotation id; its new version once the rotation closed).
-
-    TODO(unify): shared.services.rotation.made_by_service will answer this for rotation, onboarding and
-    rollback alike; this private check knows only the rotation progress row.
-    """
-    rotation_id = version.tags.get(ROTATION_ID_TAG)
-    if version.tags.get(ROTATED_BY_TAG) != ROTATED_BY or not rotation_id:
-        return False
-    progress = states.get(ROTATION_PARTITION, version.name.lower())
-    if progress is None or progress.state.get("rotation_id") != rotation_id:
-        return False
-    new_version = progress.state.get("new_version")
-    step = progress.state.get("step")
-    # While the write is in flight (promoting, rolling back, ...) its row does not name the new version
-    # yet, and the event can come before the row closes; once closed (idle), it must name this one.
-    in_flight = step not in (None, "", "idle")
-    return in_flight or str(new_version or "").lower() == version.version.lower()
 
 
 def _restore_policy(version: SecretVersion, store: SecretStore) -> tuple[str, str]:

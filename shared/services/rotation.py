@@ -69,6 +69,28 @@ def made_by_service(version: SecretVersion) -> bool:
     return tags.get(ROTATED_BY_TAG) == ROTATED_BY and bool(tags.get(ROTATION_ID_TAG))
 
 
+#: How many of its latest writes a secret's progress remembers: enough for an event delivered late
+#: (Event Grid retries for 24 h) after the secret was written again meanwhile.
+MADE_HISTORY = 16
+
+
+def written_by_service(version: SecretVersion, states: StateStore) -> bool:
+    """Whether this service really wrote ``version``: it carries the service's tags (``made_by_service``),
+    which anyone who may set the secret can copy, AND the secret's progress row (where only the service
+    writes) names that rotation id, either for a write still in flight or, once closed, with this very
+    version among its latest writes. Raises DependencyUnavailable when the row cannot be read."""
+    rotation_id = version.tags.get(ROTATION_ID_TAG)
+    if not made_by_service(version) or not rotation_id:
+        return False
+    stored = states.get(PARTITION, version.name.lower())
+    if stored is None:
+        return False
+    progress = Progress.of(stored.state)
+    if progress.step != IDLE and progress.rotation_id == rotation_id:
+        return True  # the event can arrive before the write's row closes
+    return f"{rotation_id}:{version.version}" in progress.made_list()
+
+
 def service_tags(rotation_id: str) -> dict[str, str]:
     """The tags that mark a version as written by this service (see ``made_by_service``)."""
     return {ROTATED_BY_TAG: ROTATED_BY, ROTATION_ID_TAG: rotation_id}
@@ -122,6 +144,8 @@ class Progress:
     new_version: str | None = None
     #: A rollback's version whose value it makes current again.
     restore_version: str | None = None
+    #: The latest writes, as JSON ["rotation_id:version", ...] (``written_by_service``).
+    made: str | None = None
 
     @classmethod
     def of(cls, state: Mapping[str, Any]) -> Progress:
@@ -130,6 +154,21 @@ class Progress:
 
     def state(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v is not None}
+
+    def made_list(self) -> list[str]:
+        try:
+            made = json.loads(self.made or "[]")
+        except ValueError:
+            return []
+        return [str(m) for m in made] if isinstance(made, list) else []
+
+    def closed(self, new_version: str) -> None:
+        """The write in flight made ``new_version``: the row goes idle and remembers it."""
+        self.step, self.holder, self.lease_until, self.last_error = IDLE, None, None, None
+        self.new_version = new_version
+        entry = f"{self.rotation_id}:{new_version}"
+        made = [m for m in self.made_list() if m != entry]
+        self.made = json.dumps([*made, entry][-MADE_HISTORY:], separators=(",", ":"))
 
     def leased_by_other(self, holder: str, now: datetime) -> bool:
         """Another holder's lease that still runs (whatever its step). A lease ending further ahead than
@@ -284,9 +323,9 @@ def acquire(
 def release(states: StateStore, name: str, progress: Progress, etag: str, *, new_version: str | None) -> None:
     """Close the lease ``acquire`` took (step idle). Best effort: a row that changed or vanished meanwhile
     is left as it is (the lease expires by itself)."""
-    progress.step, progress.holder, progress.lease_until, progress.last_error = IDLE, None, None, None
     if new_version is not None:
-        progress.new_version = new_version
+        progress.closed(new_version)
+    progress.step, progress.holder, progress.lease_until, progress.last_error = IDLE, None, None, None
     try:
         states.replace(PARTITION, name.lower(), progress.state(), etag)
     except (Conflict, NotFound):
@@ -381,8 +420,7 @@ def _promote(
             schedule_retirement(states, key, progress.from_version, clock.now() + grace)
     except DomainError as err:
         raise _ClosePending(err) from err
-    progress.step, progress.holder, progress.lease_until, progress.last_error = IDLE, None, None, None
-    progress.new_version = new.version
+    progress.closed(new.version)
     try:
         states.replace(PARTITION, key, progress.state(), etag)
     except (Conflict, NotFound):

@@ -341,6 +341,38 @@ def test_forged_service_tags_are_out_of_band(world: World) -> None:
     assert record.version == version and "policy_restored" not in record.details
 
 
+def _rotate(world: World, *, force: bool = False) -> str:
+    outcome = rotate("dispatch-api-key", world.store, world.states, world.trail, world.publisher, world.clock,
+                     reserved=RESERVED, force=force)  # fmt: skip
+    assert outcome.new_version is not None
+    return outcome.new_version
+
+
+def test_an_event_delivered_late_after_another_write_still_knows_the_services_version(world: World) -> None:
+    world.clock.advance(timedelta(days=-31))
+    world.secret("dispatch-api-key", API_KEY.to_tags())
+    world.clock.advance(timedelta(days=31))
+    first = _rotate(world)
+    world.clock.advance(timedelta(hours=1))
+    _rotate(world, force=True)  # the progress row now names the second rotation
+    # Event Grid retried the first version's event for hours: it is still the service's own version.
+    assert world.deliver(NEW, "dispatch-api-key", first).reason == "made by this service"
+    assert world.records(Action.OUT_OF_BAND_CHANGE) == []
+
+
+def test_a_copy_of_a_real_rotation_id_on_another_version_is_out_of_band(world: World) -> None:
+    world.clock.advance(timedelta(days=-31))
+    world.secret("dispatch-api-key", API_KEY.to_tags())
+    world.clock.advance(timedelta(days=31))
+    made = world.store.get_properties("dispatch-api-key", _rotate(world))
+    world.clock.advance(timedelta(seconds=1))
+    # Someone with set permission copies the service's tags, rotation id included, onto their own value.
+    copied = world.secret("dispatch-api-key", dict(made.tags))
+    assert world.deliver(NEW, "dispatch-api-key", copied).status == "acted"
+    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert record.version == copied
+
+
 def test_a_crash_after_the_restore_still_records_it_once(world: World) -> None:
     world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
     world.clock.advance(timedelta(seconds=1))
