@@ -39,3 +39,6 @@ class Client:
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         return self.request("POST", path, body=body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        return self.request("PUT", path, body=body, **kwargs)

@@ -13,7 +13,8 @@ import secrets
 import subprocess
 import sys
 import time
-from datetime import timedelta
+import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from devtools.host import HostProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from devtools.stack import DEMO_SECRETS, create_tables, seed_demo_secrets
 from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
+from shared.config import Settings
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from tests.integration.conftest import app_settings
@@ -42,6 +44,60 @@ def leaks(values: dict[str, str], haystacks: dict[str, str]) -> list[str]:
         for where, text in haystacks.items()
         if value and value in text
     ]
+
+
+DUE, UNMANAGED, ADOPTED, ONBOARDED = "canary-due", "canary-unmanaged", "canary-adopted", "canary-onboarded"
+OPERATOR = encode_principal("oid-canary-op", ["Secrets.Rotation.Operate"], name="canary-operator")
+
+
+def _in(**delta: float) -> datetime:
+    return datetime.now(UTC) + timedelta(**delta)
+
+
+def _event(host: HostProcess, vault_name: str, kind: str, name: str, version: str) -> None:
+    """A Key Vault event as Event Grid delivers it to the host's webhook."""
+    data = {"Id": f"https://x.vault.azure.net/secrets/{name}/{version}", "VaultName": vault_name,
+            "ObjectType": "Secret", "ObjectName": name, "Version": version}  # fmt: skip
+    body = [{"id": secrets.token_hex(8), "topic": "/kv", "subject": name, "data": data, "dataVersion": "1",
+             "eventType": f"Microsoft.KeyVault.{kind}", "eventTime": _in().isoformat()}]  # fmt: skip
+    request = urllib.request.Request(
+        f"{host.url}/runtime/webhooks/eventgrid?functionName=key_vault_events",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "aeg-event-type": "Notification"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status in (200, 202)
+
+
+def _rotation_paths(
+    client: Client, host: HostProcess, vault: SecretClient, vault_name: str, canaries: dict[str, str]
+) -> None:
+    """Every rotation and expiry path: sweep → queue → rotate, onboarding, policy, dry run, forced
+    rotation, status, list, plan, rollback, Key Vault events (near expiry, out of band), expiry check."""
+    assert client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
+    assert host.wait_for_output(f"rotation of {DUE}: rotated", timeout=60), host.output()
+    body = {"name": ONBOARDED, "kind": "database-password", "rotation_interval_days": 30, "owner": "canary"}
+    assert client.post("/api/secrets", body, principal=OPERATOR)[0] == 201
+    policy = {"kind": "jwt-signing-key", "rotation_interval_days": 60, "owner": "canary"}
+    assert client.put(f"/api/secrets/{ADOPTED}/policy", policy, principal=OPERATOR)[0] == 200
+    name = "canary-api-key"
+    assert client.post(f"/api/secrets/{name}/rotate", {"dry_run": True}, principal=OPERATOR)[0] == 200
+    assert client.post(f"/api/secrets/{name}/rotate", {"force": True}, principal=OPERATOR)[0] == 202
+    assert host.wait_for_output(f"rotation of {name}: rotated", timeout=60), host.output()
+    assert client.get(f"/api/secrets/{name}/status", principal=OPERATOR)[0] == 200
+    assert client.get("/api/secrets?limit=100", principal=OPERATOR)[0] == 200
+    assert client.get("/api/rotation/plan?within_days=365", principal=OPERATOR)[0] == 200
+    assert client.post(f"/api/secrets/{name}/rollback", {}, principal=OPERATOR)[0] == 200
+    unmanaged = vault.get_secret(UNMANAGED).properties.version or ""
+    _event(host, vault_name, "SecretNearExpiry", UNMANAGED, unmanaged)
+    assert host.wait_for_output(f"near-expiry of {UNMANAGED} version {unmanaged}: acted", timeout=30)
+    out_of_band = f"CANARY-{secrets.token_hex(16)}"
+    canaries["out-of-band value"] = out_of_band
+    oob = vault.set_secret("canary-encryption-key", out_of_band).properties.version or ""
+    _event(host, vault_name, "SecretNewVersionCreated", "canary-encryption-key", oob)
+    assert host.wait_for_output(f"version {oob}: acted", timeout=30), host.output()
+    assert client.post("/admin/functions/expiry_check", {"input": ""})[0] == 202
+    assert host.wait_for_output("expiry check:", timeout=60), host.output()
 
 
 def test_the_leak_check_itself_finds_a_planted_value() -> None:
@@ -64,6 +120,16 @@ def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCapt
             value = f"CANARY-{secrets.token_hex(16)}"
             policy = RotationPolicy(kind, interval=timedelta(days=30))
             vault.set_secret(name, value, tags=policy.to_tags())
+            canaries[name] = value
+        # Due at once (it expires within Key Vault's near-expiry window): the sweep rotates it.
+        due_value = f"CANARY-{secrets.token_hex(16)}"
+        due_policy = RotationPolicy(SecretKind.API_KEY, interval=timedelta(days=30), owner="canary")
+        vault.set_secret(DUE, due_value, tags=due_policy.to_tags(), expires_on=_in(days=10))
+        canaries[DUE] = due_value
+        # Unmanaged: one to be warned about (near expiry), one to adopt with a policy.
+        for name, expires in ((UNMANAGED, _in(days=5)), (ADOPTED, None)):
+            value = f"CANARY-{secrets.token_hex(16)}"
+            vault.set_secret(name, value, expires_on=expires)
             canaries[name] = value
         seed_demo_secrets(emulator.url, emulator.cert_file)
         for name, *_ in DEMO_SECRETS:
@@ -102,9 +168,15 @@ def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCapt
                 cwd=REPO, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=False,
             )  # fmt: skip
             assert cli.returncode == 0, cli.stderr
+            _rotation_paths(client, host, vault, Settings(env).key_vault.name, canaries)
             time.sleep(0.5)
             host_output = host.output()
 
+        for item in vault.list_properties_of_secrets():  # every value any path made: rotations, rollback, ...
+            for version in vault.list_properties_of_secret_versions(item.name):
+                if version.enabled and not item.managed and item.name != AUDIT_KEY_SECRET:
+                    value = vault.get_secret(item.name, version.version).value or ""
+                    canaries[f"{item.name}/{version.version}"] = value
         key_value = vault.get_secret(AUDIT_KEY_SECRET).value or ""
         canaries["audit MAC key (base64)"] = key_value
         canaries["audit MAC key (hex)"] = base64.b64decode(key_value).hex()
