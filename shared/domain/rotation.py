@@ -40,6 +40,7 @@ class RotationReason(StrEnum):
     NEAR_EXPIRY = "near_expiry"  # due only because the version expires within the near-expiry window
     EVENT = "event"  # a Key Vault SecretNearExpiry / SecretExpired event
     MANUAL = "manual"  # POST /api/secrets/{name}/rotate
+    RESUME = "resume"  # the sweep: a rotation whose holder died mid-way (its lease ran out)
 
 
 @dataclass(frozen=True, kw_only=True)

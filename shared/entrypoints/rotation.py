@@ -15,6 +15,7 @@ import uuid
 import azure.functions as func
 
 from shared.bootstrap import get_container
+from shared.domain.errors import DomainError
 from shared.domain.rotation import RotationRequest
 from shared.entrypoints.http import correlation_id
 from shared.services import rotation
@@ -40,6 +41,15 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
         correlation_id=cid,
     )
     rotation.record_violations(container.state_store, container.audit_trail, report.violations, cid)
+    try:
+        resumed = rotation.resume_stale(
+            container.state_store, container.rotation_requests, container.clock, cid
+        )
+    except DomainError as err:  # the next sweep requests them again; retirements still run
+        logger.error("rotation sweep: rotations of dead holders not requested: %s", err)
+        resumed, not_resumed = [], True
+    else:
+        not_resumed = False
     retired, not_retired = rotation.retire_all(
         container.secret_store,
         container.state_store,
@@ -47,12 +57,15 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
         container.clock,
         reserved=container.reserved_secrets,
     )
-    logger.info("rotation sweep: %s, %d version(s) retired", report.counts(), len(retired))
-    if report.failed or not_retired:
+    logger.info(
+        "rotation sweep: %s, %d resumed, %d version(s) retired", report.counts(), len(resumed), len(retired)
+    )
+    if report.failed or not_retired or not_resumed:
         # Fail the invocation so the platform shows it; the next sweep tries again (both are on record).
         raise RuntimeError(
             f"rotation sweep: {len(report.not_sent)} request(s) not sent ({report.send_error}), "
             f"{len(not_retired)} secret(s) not retired"
+            + (", stale rotations not requested" if not_resumed else "")
         )
 
 

@@ -27,7 +27,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,10 +37,10 @@ from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
 from shared.domain.generators import generate
 from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
-from shared.domain.rotation import RotationRequest
+from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretVersion
 from shared.domain.state import Versioned
-from shared.ports import Clock, Publisher, SecretStore, StateStore
+from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.sweep import PolicyViolation
 
@@ -56,6 +56,8 @@ ROTATION_ID_TAG = "rotation-id"
 PREVIOUS_VERSION_TAG = "previous-version"
 ROTATED_BY_TAG = "rotated-by"
 ROTATED_BY = "secret-lifecycle"
+#: On a rollback's version: the old version whose value it made current again (it replaced that one too).
+RESTORED_VERSION_TAG = "restored-version"
 #: Idle: no write in flight. Other steps hold the lease while it runs.
 IDLE = "idle"
 PROMOTING = "promoting"
@@ -146,10 +148,21 @@ class Progress:
     restore_version: str | None = None
     #: The latest writes, as JSON ["rotation_id:version", ...] (``written_by_service``).
     made: str | None = None
+    #: JSON ids of requests that joined this rotation by resuming it (each is done when it closes).
+    aliases: str | None = None
 
     @classmethod
     def of(cls, state: Mapping[str, Any]) -> Progress:
-        known = {k: state[k] for k in cls.__dataclass_fields__ if k in state}
+        """The progress in a stored row. The row is storage anyone with access could write: a field of the
+        wrong type is dropped (its default), never an error that would stop every rotation of the secret."""
+        known: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            value = state.get(name)
+            if name == "attempt":
+                if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1_000_000:
+                    known[name] = value
+            elif isinstance(value, str) and len(value) <= 4096:
+                known[name] = value
         return cls(**known)
 
     def state(self) -> dict[str, Any]:
@@ -162,13 +175,35 @@ class Progress:
             return []
         return [str(m) for m in made] if isinstance(made, list) else []
 
+    def alias_list(self) -> list[str]:
+        try:
+            aliases = json.loads(self.aliases or "[]")
+        except ValueError:
+            return []
+        return [str(a) for a in aliases] if isinstance(aliases, list) else []
+
+    def join(self, rotation_id: str) -> None:
+        """A request with its own id resumes this rotation: its id is done when this one closes."""
+        if rotation_id != self.rotation_id and rotation_id not in self.alias_list():
+            self.aliases = json.dumps(
+                [*self.alias_list(), rotation_id][-MADE_HISTORY:], separators=(",", ":")
+            )
+
+    def finished(self, rotation_id: str) -> bool:
+        """Whether the write ``rotation_id`` (or a request that joined it) closed, per this row."""
+        return (self.step == IDLE and self.rotation_id == rotation_id) or any(
+            m.split(":", 1)[0] == rotation_id for m in self.made_list()
+        )
+
     def closed(self, new_version: str) -> None:
-        """The write in flight made ``new_version``: the row goes idle and remembers it."""
+        """The write in flight made ``new_version``: the row goes idle and remembers it (and the ids of
+        the requests that joined it)."""
         self.step, self.holder, self.lease_until, self.last_error = IDLE, None, None, None
         self.new_version = new_version
-        entry = f"{self.rotation_id}:{new_version}"
-        made = [m for m in self.made_list() if m != entry]
-        self.made = json.dumps([*made, entry][-MADE_HISTORY:], separators=(",", ":"))
+        entries = [f"{rid}:{new_version}" for rid in [self.rotation_id, *self.alias_list()]]
+        made = [m for m in self.made_list() if m not in entries]
+        self.made = json.dumps([*made, *entries][-MADE_HISTORY:], separators=(",", ":"))
+        self.aliases = None
 
     def leased_by_other(self, holder: str, now: datetime) -> bool:
         """Another holder's lease that still runs (whatever its step). A lease ending further ahead than
@@ -177,7 +212,7 @@ class Progress:
             return False
         try:
             until = parse_time(self.lease_until)
-        except ValueError:
+        except (ValueError, TypeError):
             return False
         if until > now + 2 * LEASE:
             logger.warning("rotation lease until %s is not credible; taken over", self.lease_until)
@@ -222,8 +257,10 @@ def rotate(
     progress = Progress.of(stored.state) if stored else Progress()
     if rotation_id is not None and _done(store, name, progress, current, rotation_id):
         return _skip(trail, name, f"already done (rotation {rotation_id})", correlation_id)
-    resuming = progress.step == PROMOTING
+    resuming = progress.step == PROMOTING and _resumable(progress, current)
     if not (resuming or force or policy.is_due(current.created, now, current.expires)):
+        if stored is not None and progress.step == PROMOTING and not progress.leased_by_other("", now):
+            _abandon(states, key, progress, stored.etag)
         due = policy.next_rotation(current.created, current.expires)
         return _skip(trail, name, f"not due until {format_time(due)}", correlation_id)
     if dry_run:
@@ -233,9 +270,13 @@ def rotate(
     if progress.leased_by_other(holder, now):
         return RotationOutcome(name, "in_progress", "another rotation holds the lease", progress.rotation_id)
     if not resuming:
-        # A fresh rotation (over an idle row, or a stale lease of another kind of write).
+        # A fresh rotation (over an idle row, a stale lease of another kind of write, or a row the vault
+        # does not bear out).
         progress.rotation_id = rotation_id or uuid.uuid4().hex
         progress.from_version, progress.attempt, progress.restore_version = current.version, 0, None
+        progress.aliases = None
+    elif rotation_id is not None:
+        progress.join(rotation_id)
     progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
     progress.lease_until = format_time(now + LEASE)
     try:
@@ -265,13 +306,37 @@ def rotate(
 def _done(
     store: SecretStore, name: str, progress: Progress, current: SecretVersion, rotation_id: str
 ) -> bool:
-    """Whether the rotation ``rotation_id`` made its version already: the progress closed it, the current
-    version carries it, or (it was superseded since) some version of the secret does."""
-    if progress.rotation_id == rotation_id:
-        return progress.step == IDLE
+    """Whether the rotation ``rotation_id`` made its version already: the progress closed it (or a
+    rotation it joined), the current version carries it, or (it was superseded since) some version of the
+    secret does."""
+    if progress.finished(rotation_id):
+        return True
+    if progress.rotation_id == rotation_id or rotation_id in progress.alias_list():
+        return False  # in flight
     if current.tags.get(ROTATION_ID_TAG) == rotation_id:
         return True
     return any(v.tags.get(ROTATION_ID_TAG) == rotation_id for v in store.list_versions(name))
+
+
+def _abandon(states: StateStore, key: str, progress: Progress, etag: str) -> None:
+    """Close a dead holder's row that the vault does not bear out (nothing to resume), so the sweep does
+    not request it again every hour. Lost to a concurrent writer: that one decides."""
+    progress.step, progress.holder, progress.lease_until = IDLE, None, None
+    progress.last_error = "abandoned: the vault does not bear the rotation out"
+    with contextlib.suppress(Conflict, NotFound):
+        states.replace(PARTITION, key, progress.state(), etag)
+
+
+def _resumable(progress: Progress, current: SecretVersion) -> bool:
+    """Whether a stored ``promoting`` row is borne out by the vault: the version it replaces is still the
+    current one (the crash came before the write), or the current version carries its rotation id and the
+    row has not closed it yet (the crash came after). Anything else is a row the vault contradicts (a
+    storage writer's, or one left behind by a write that has since been superseded): not resumed."""
+    if progress.rotation_id is None:
+        return False
+    if current.tags.get(ROTATION_ID_TAG) == progress.rotation_id:
+        return f"{progress.rotation_id}:{current.version}" not in progress.made_list()
+    return progress.from_version == current.version
 
 
 class Busy(Conflict):
@@ -313,6 +378,7 @@ def acquire(
         attempt=1,
         new_version=previous.new_version,  # the last rotation's version stays on record
         restore_version=restore_version,
+        made=previous.made,  # and the versions the service wrote (written_by_service)
     )
     try:
         return progress, write_progress(states, name.lower(), progress, stored.etag if stored else None)
@@ -407,6 +473,13 @@ def _promote(
             name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
         )
     try:
+        # Scheduled (idempotently) before the success is on record, so nothing after the success record
+        # can fail the rotation and make its retry record the success again.
+        grace = policy.previous_grace()
+        if grace is not None and progress.from_version != new.version:
+            _retrying(
+                lambda: schedule_retirement(states, key, progress.from_version or "", new.created + grace)
+            )
         # On record before the progress closes: a failure here leaves it open, and the retry records it.
         trail.record(
             Action.ROTATED,
@@ -415,9 +488,6 @@ def _promote(
             correlation_id=correlation_id,
             details={**details, "previous_version": progress.from_version},
         )
-        grace = policy.previous_grace()
-        if grace is not None and progress.from_version != new.version:
-            schedule_retirement(states, key, progress.from_version, clock.now() + grace)
     except DomainError as err:
         raise _ClosePending(err) from err
     progress.closed(new.version)
@@ -428,6 +498,18 @@ def _promote(
         # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
         logger.warning("rotation progress of %s changed before it could be closed", name)
     return new.version
+
+
+def _retrying(write: Callable[[], None], attempts: int = 3) -> None:
+    """A compare-and-swap write that lost a race to another writer of the same entity: read and try
+    again (the write is idempotent). Raises the last Conflict."""
+    for attempt in range(attempts):
+        try:
+            write()
+            return
+        except Conflict:
+            if attempt == attempts - 1:
+                raise
 
 
 def _renew(states: StateStore, key: str, progress: Progress, etag: str) -> str:
@@ -465,20 +547,38 @@ def _violation(
     err: PolicyError,
     correlation_id: str | None,
 ) -> None:
-    """POLICY_VIOLATION once per version: the claim is a state entity, created once."""
-    try:
-        states.create(VIOLATIONS, f"{name.lower()}:{version}", {"tag": err.tag})
-    except Conflict:
-        return
-    trail.record(
-        Action.POLICY_VIOLATION,
-        secret_name=name,
-        version=version,
-        result=Result.FAILURE,
-        correlation_id=correlation_id,
-        details={"tag": err.tag},
-        error=str(err),
+    """POLICY_VIOLATION once per version (``_once``)."""
+    _once(
+        states,
+        f"{name.lower()}:{version}",
+        err.tag,
+        lambda: trail.record(
+            Action.POLICY_VIOLATION,
+            secret_name=name,
+            version=version,
+            result=Result.FAILURE,
+            correlation_id=correlation_id,
+            details={"tag": err.tag},
+            error=str(err),
+        ),
     )
+
+
+def _once(states: StateStore, key: str, tag: str, record: Callable[[], object]) -> bool:
+    """Record a violation once: its claim (a state entity) is pending until the record is written, so a
+    record that failed, or a process that died in between, is recorded by the next run instead of never.
+    Returns whether it was recorded now. Raises what ``record`` raises (the claim stays pending)."""
+    try:
+        claim = states.create(VIOLATIONS, key, {"tag": tag, "done": False})
+    except Conflict:
+        stored = states.get(VIOLATIONS, key)
+        if stored is None or stored.state.get("done") is not False:
+            return False  # recorded (a claim without the flag predates it: recorded then too)
+        claim = stored
+    record()
+    with contextlib.suppress(Conflict, NotFound):
+        states.replace(VIOLATIONS, key, {"tag": tag, "done": True}, claim.etag)
+    return True
 
 
 def _release(
@@ -574,11 +674,14 @@ def retire_due(
 ) -> list[str]:
     """Disable the previous versions of ``name`` whose grace has ended; return their ids.
 
-    The schedule is a stored state anyone with storage access could write, so it is verified against the
-    vault, never trusted: a reserved secret is never touched, and a version is disabled only when it is not
-    the current one and a version this service made names it as its ``previous-version``. A version that
-    is gone already counts as retired. Raises Conflict when the schedule changed meanwhile (retry later),
-    DomainError from the vault.
+    The schedule is a stored state anyone with storage access could write, so it only says which
+    versions to look at: what may be retired, and when, is re-derived from the vault. A reserved secret is
+    never touched; a version is disabled only when it is not the current one, a version this service made
+    replaced it (names it as its ``previous-version``, or a rollback as its ``restored-version``), the
+    current policy retires previous versions at all (an encryption key without a grace keeps them), and
+    that grace has run since the replacing version was created. A version that is gone already counts as
+    retired; a secret that is gone takes its schedule with it. Raises Conflict when the schedule changed
+    meanwhile (retry later), DomainError from the vault.
     """
     key = name.lower()
     stored = states.get(RETIRE, key)
@@ -589,31 +692,55 @@ def retire_due(
     due = [v for v, t in planned if t <= now]
     if not due:
         return []
-    retired: list[str] = []
-    if key not in {r.lower() for r in reserved}:
+    if key in {r.lower() for r in reserved}:
+        states.delete(RETIRE, key, stored.etag)
+        return []
+    try:
         current = store.get_properties(name)
-        versions = store.list_versions(name)
-        replaced = {
-            v.tags.get(PREVIOUS_VERSION_TAG)
-            for v in versions
-            if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG)
-        }
-        for version in due:
-            if version == current.version or version not in replaced:
-                logger.warning("retirement of %s version %s refused: not a replaced version", name, version)
-                continue
-            trail.record(
-                Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
+    except NotFound:
+        logger.info("retirement schedule of %s dropped: the secret is gone", name)
+        states.delete(RETIRE, key, stored.etag)
+        return []
+    grace = _grace_of(current)
+    replaced_at: dict[str, datetime] = {}
+    for v in store.list_versions(name):
+        if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG):
+            for tag in (PREVIOUS_VERSION_TAG, RESTORED_VERSION_TAG):
+                old = v.tags.get(tag)
+                # The latest replacement: a version restored by a rollback was replaced again then.
+                if old and (old not in replaced_at or v.created > replaced_at[old]):
+                    replaced_at[old] = v.created
+    retired: list[str] = []
+    kept: list[tuple[str, datetime]] = []
+    for version in due:
+        since = replaced_at.get(version)
+        if version == current.version or since is None or grace is None:
+            logger.warning(
+                "retirement of %s version %s refused: not a retired version by policy", name, version
             )
-            with contextlib.suppress(NotFound):  # gone already: nothing left to disable
-                store.update_properties(name, version, enabled=False)
-            trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
-            retired.append(version)
-    remaining = [(v, t) for v, t in planned if t > now]
+            continue
+        if now < since + grace:
+            kept.append((version, since + grace))  # the schedule was early: the vault's time stands
+            continue
+        trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT)
+        with contextlib.suppress(NotFound):  # gone already: nothing left to disable
+            store.update_properties(name, version, enabled=False)
+        trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
+        retired.append(version)
+    remaining = [(v, t) for v, t in planned if t > now] + kept
     states.replace(
         RETIRE, key, {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}, stored.etag
     )
     return retired
+
+
+def _grace_of(current: SecretVersion) -> timedelta | None:
+    """The grace the secret's current policy gives a replaced version; None: they stay enabled (also
+    when the policy cannot be read: nothing is disabled on a guess)."""
+    try:
+        return RotationPolicy.from_tags(current.tags).previous_grace()
+    except PolicyError:
+        return None
 
 
 def retire_all(
@@ -680,20 +807,50 @@ def record_violations(
     recorded = 0
     for violation in violations:
         claim = f"{violation.secret_name.lower()}:{format_time(violation.created)}"
-        try:
-            states.create(VIOLATIONS, claim, {"tag": violation.tag})
-        except Conflict:
-            continue
-        trail.record(
-            Action.POLICY_VIOLATION,
-            secret_name=violation.secret_name,
-            result=Result.FAILURE,
-            correlation_id=correlation_id,
-            details={"tag": violation.tag},
-            error=violation.problem[:500],
+        recorded += _once(
+            states,
+            claim,
+            violation.tag,
+            lambda v=violation: trail.record(  # type: ignore[misc]
+                Action.POLICY_VIOLATION,
+                secret_name=v.secret_name,
+                result=Result.FAILURE,
+                correlation_id=correlation_id,
+                details={"tag": v.tag},
+                error=v.problem[:500],
+            ),
         )
-        recorded += 1
     return recorded
+
+
+def resume_stale(
+    states: StateStore, requests: RotationRequests, clock: Clock, correlation_id: str
+) -> list[str]:
+    """Request the rotations whose holder died mid-way (a ``promoting`` row whose lease ran out): no
+    other trigger finishes them, since a secret rotated before the crash is no longer due and the queue
+    delivery that found the lease still running was consumed. The rotation decides, against the vault,
+    whether the row is borne out. Returns the names requested. Raises DependencyUnavailable."""
+    now = clock.now()
+    stale = [
+        key
+        for key, stored in states.list(PARTITION).items()
+        if (progress := Progress.of(stored.state)).step == PROMOTING and not progress.leased_by_other("", now)
+    ]
+    valid: list[RotationRequest] = []
+    for key in stale:
+        try:
+            valid.append(
+                RotationRequest(
+                    secret_name=key,
+                    reason=RotationReason.RESUME,
+                    requested_at=now,
+                    correlation_id=correlation_id,
+                )
+            )
+        except ValueError:
+            logger.warning("stale rotation row %.140r ignored: not a secret name", key)
+    requests.send(valid)
+    return [r.secret_name for r in valid]
 
 
 def rotate_requested(

@@ -46,7 +46,7 @@ def test_times_are_written_and_read_in_utc() -> None:
 
 
 def test_reason_values_are_the_documented_ones() -> None:
-    assert [r.value for r in RotationReason] == ["due", "near_expiry", "event", "manual"]
+    assert [r.value for r in RotationReason] == ["due", "near_expiry", "event", "manual", "resume"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,293 @@
+"""Rotation when a stored row lies or a process dies between two writes (review findings): the vault,
+not the row, decides what is resumed and what is retired, and nothing done is forgotten or done twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, AuditEvent, AuditRecord, Result
+from shared.domain.errors import DependencyUnavailable
+from shared.domain.policy import (
+    INTERVAL_TAG,
+    KIND_TAG,
+    MANAGED_BY_TAG,
+    MANAGED_BY_VALUE,
+    RotationPolicy,
+    SecretKind,
+)
+from shared.domain.rotation import RotationReason, RotationRequest
+from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.rotation import (
+    PARTITION,
+    RETIRE,
+    Progress,
+    acquire,
+    record_violations,
+    release,
+    resume_stale,
+    retire_all,
+    rotate,
+    rotate_requested,
+    written_by_service,
+)
+from shared.services.sweep import sweep
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+)
+
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+NAME = "dispatch-api-key"
+API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+LONG_AGO = "2000-01-01T00:00:00.000000Z"
+
+
+class ProcessDied(BaseException):
+    """The host is killed here (a crash, the function timeout): no handler of the product runs."""
+
+
+class DiesAfterWrite(InMemorySecretStore):
+    armed = False
+
+    def set_value(self, name: str, value: str, **kw: Any) -> Any:
+        made = super().set_value(name, value, **kw)
+        if self.armed:
+            self.armed = False
+            raise ProcessDied
+        return made
+
+
+class FlakyLog(InMemoryAuditLog):
+    """Refuses the appends ``fail_when`` picks, as an audit store that does not answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_when: Any = lambda event: False
+
+    def append(self, events: Any) -> list[AuditRecord]:
+        if any(self.fail_when(e) for e in events):
+            raise DependencyUnavailable("audit_store", "unreachable")
+        return super().append(events)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = DiesAfterWrite(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = FlakyLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+        self.requests = RecordingRotationRequests()
+
+    def seed(self, policy: RotationPolicy = API_KEY, age_days: int = 31) -> str:
+        self.clock.advance(timedelta(days=-age_days))
+        made = self.store.set_value(NAME, "initial-value", content_type="text/plain", tags=policy.to_tags())
+        self.clock.advance(timedelta(days=age_days))
+        return made.version
+
+    def rotate(self, **options: Any) -> Any:
+        return rotate(NAME, self.store, self.states, self.trail, self.publisher, self.clock,
+                      reserved=RESERVED, **options)  # fmt: skip
+
+    def request(self, rotation_id: str | None = None, *, force: bool = False) -> Any:
+        request = RotationRequest(
+            secret_name=NAME,
+            reason=RotationReason.MANUAL if rotation_id else RotationReason.DUE,
+            requested_at=self.clock.now(),
+            correlation_id="test",
+            rotation_id=rotation_id,
+            force=force,
+        )
+        return rotate_requested(request, self.store, self.states, self.trail, self.publisher, self.clock,
+                                reserved=RESERVED)  # fmt: skip
+
+    def hourly_sweep(self) -> None:
+        self.clock.advance(timedelta(hours=1))
+        sweep(self.store, self.requests, self.clock, reserved=RESERVED, correlation_id="sweep")
+        resume_stale(self.states, self.requests, self.clock, "sweep")
+        for request in self.requests.sent:
+            rotate_requested(request, self.store, self.states, self.trail, self.publisher, self.clock,
+                             reserved=RESERVED)  # fmt: skip
+        self.requests.sent.clear()
+
+    def successes(self) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == Action.ROTATED and e.result == Result.SUCCESS]
+
+    def forge(self, partition: str, state: dict[str, Any]) -> None:
+        stored = self.states.get(partition, NAME)
+        if stored is None:
+            self.states.create(partition, NAME, state)
+        else:
+            self.states.replace(partition, NAME, state, stored.etag)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_a_rotation_killed_after_its_write_is_finished_by_the_next_sweep_after_its_lease(
+    world: World,
+) -> None:
+    old = world.seed()
+    world.store.armed = True
+    with pytest.raises(ProcessDied):
+        world.request()
+    world.clock.advance(timedelta(minutes=10))  # the queue redelivers while the dead lease still runs
+    assert world.request().status == "in_progress"  # consumed: nobody rotates twice
+    world.hourly_sweep()  # the lease ran out: the sweep asks for the rotation to be finished
+    assert len(world.store.versions_of(NAME)) == 2
+    [success] = world.successes()
+    assert success.version == world.store.get_properties(NAME).version
+    assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
+    stored = world.states.get(RETIRE, NAME)
+    assert stored is not None and old in stored.state["versions"]
+    for _ in range(3):  # and nothing more after that
+        world.hourly_sweep()
+    assert len(world.store.versions_of(NAME)) == 2 and len(world.successes()) == 1
+
+
+def test_a_forged_promoting_row_the_vault_contradicts_is_not_resumed(world: World) -> None:
+    world.seed(age_days=1)  # not due
+    current = world.store.get_properties(NAME).version
+    world.forge(PARTITION, {"step": "promoting", "rotation_id": "f" * 32, "from_version": "0" * 32,
+                            "holder": "x", "lease_until": LONG_AGO, "attempt": 1})  # fmt: skip
+    for _ in range(3):
+        world.hourly_sweep()
+    assert world.store.versions_of(NAME) == [current]  # no rotation that is not due
+    progress = world.states.get(PARTITION, NAME)
+    assert progress is not None and progress.state["step"] == "idle"  # closed, not requested every hour
+
+
+def test_a_forged_promoting_row_naming_a_closed_rotation_records_no_second_success(world: World) -> None:
+    world.seed()
+    done = world.rotate()
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None
+    world.forge(PARTITION, {**stored.state, "step": "promoting", "holder": "x", "lease_until": LONG_AGO})
+    assert world.request().status == "skipped"  # a trigger finds the row: nothing to resume, not due
+    world.hourly_sweep()
+    assert len(world.successes()) == 1 and world.store.get_properties(NAME).version == done.new_version
+
+
+def test_a_forged_schedule_never_retires_an_encryption_keys_previous_version(world: World) -> None:
+    v1 = world.seed(RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30), None, "telemetry"))
+    assert world.rotate().status == "rotated"
+    assert world.states.get(RETIRE, NAME) is None  # old ciphertext needs the previous versions
+    world.forge(RETIRE, {"versions": f'[["{v1}", "{LONG_AGO}"]]'})
+    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert world.store.get_properties(NAME, v1).enabled
+
+
+def test_a_forged_schedule_cannot_cut_the_grace_short(world: World) -> None:
+    v1 = world.seed()
+    world.rotate()
+    world.forge(RETIRE, {"versions": f'[["{v1}", "{LONG_AGO}"]]'})
+    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert world.store.get_properties(NAME, v1).enabled  # 0 h into its 24 h grace
+    world.clock.advance(timedelta(hours=24, seconds=1))
+    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
+        (NAME, v1)
+    ]
+    assert not world.store.get_properties(NAME, v1).enabled
+
+
+def test_a_deleted_secret_takes_its_schedule_with_it(world: World) -> None:
+    world.seed()
+    world.rotate()
+    del world.store.secrets[NAME]  # deleted and purged by its owner
+    for _ in range(3):
+        world.clock.advance(timedelta(days=1))
+        assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
+    assert world.states.get(RETIRE, NAME) is None
+    assert not [e for e in world.log.events if e.action == Action.VERSION_RETIRED]
+
+
+def test_a_policy_change_keeps_the_record_of_the_services_own_versions(world: World) -> None:
+    world.seed()
+    made = world.rotate().new_version
+    # Another write (a policy change, an onboarding, a rollback) takes the lease and releases it.
+    progress, etag = acquire(
+        world.states, NAME, world.states.get(PARTITION, NAME), "updating_policy", world.clock
+    )
+    release(world.states, NAME, progress, etag, new_version=None)
+    # The rotation's SecretNewVersionCreated, delivered late, is still the service's own.
+    assert written_by_service(world.store.get_properties(NAME, made), world.states)
+
+
+def test_a_forced_request_that_resumed_another_rotation_is_done_when_redelivered(world: World) -> None:
+    world.seed(age_days=1)
+    world.log.fail_when = lambda e: e.action == Action.ROTATED and e.result == Result.SUCCESS
+    with pytest.raises(AuditUnavailable):  # r1's version is made; its success could not be recorded
+        world.request("1" * 32, force=True)
+    world.log.fail_when = lambda e: False
+    world.clock.advance(timedelta(minutes=16))
+    assert world.request("2" * 32, force=True).status == "rotated"  # r2 finishes r1's rotation
+    for rid in ("1" * 32, "2" * 32, "2" * 32, "1" * 32):  # the queue delivers each again
+        assert world.request(rid, force=True).status == "skipped"
+    assert len(world.store.versions_of(NAME)) == 2
+
+
+def test_a_schedule_written_concurrently_does_not_record_the_success_twice(world: World) -> None:
+    world.seed()
+    world.rotate()
+    world.clock.advance(timedelta(days=31))
+    inner = world.states
+
+    class Racy:  # retire_due's write lands between schedule_retirement's read and its write
+        hit = False
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(inner, attr)
+
+        def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
+            if partition == RETIRE and not Racy.hit:
+                Racy.hit = True
+                current = inner.get(partition, key)
+                assert current is not None
+                inner.replace(partition, key, dict(current.state), current.etag)
+            return inner.replace(partition, key, state, etag)
+
+    world.states = Racy()  # type: ignore[assignment]
+    assert world.request().status == "rotated"
+    assert Racy.hit and len(world.successes()) == 2  # two rotations, one success each
+
+
+def test_a_violation_whose_record_failed_is_recorded_by_the_next_sweep(world: World) -> None:
+    world.clock.advance(timedelta(days=-31))
+    tags = {MANAGED_BY_TAG: MANAGED_BY_VALUE, KIND_TAG: "nonsense", INTERVAL_TAG: "30"}
+    world.store.set_value(NAME, "v", content_type=None, tags=tags)
+    world.clock.advance(timedelta(days=31))
+    report = sweep(world.store, world.requests, world.clock, reserved=RESERVED, correlation_id="s1")
+    world.log.fail_when = lambda e: e.action == Action.POLICY_VIOLATION
+    with pytest.raises(AuditUnavailable):
+        record_violations(world.states, world.trail, report.violations, "s1")
+    world.log.fail_when = lambda e: False
+    for hour in range(3):
+        report = sweep(world.store, world.requests, world.clock, reserved=RESERVED, correlation_id=f"s{hour}")
+        record_violations(world.states, world.trail, report.violations, f"s{hour}")
+    assert len([e for e in world.log.events if e.action == Action.POLICY_VIOLATION]) == 1
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"step": "promoting", "holder": "x", "lease_until": 5, "attempt": "1", "rotation_id": "r"},
+        {"step": 7, "attempt": True, "made": 3, "aliases": "{"},
+        {"step": "promoting", "lease_until": "not a time", "attempt": -4, "from_version": None},
+    ],
+)
+def test_a_malformed_progress_row_is_read_as_defaults_not_an_error(world: World, row: dict[str, Any]) -> None:
+    world.seed()
+    world.forge(PARTITION, row)
+    Progress.of(row).leased_by_other("h", world.clock.now())
+    assert world.rotate().status == "rotated"
+    assert written_by_service(world.store.get_properties(NAME), world.states)
