@@ -9,24 +9,31 @@ digest anchor, which it writes every hour) or an old version changes nothing.
 - The same of an unmanaged secret: EXPIRY_WARNING / SECRET_EXPIRED and a notification, once per version
   (the claims of ``shared.services.expiry``, shared with the daily check).
 - SecretNewVersionCreated that this service did not make: OUT_OF_BAND_CHANGE, once per version; when the
-  secret was managed and the new version dropped the policy tags, they are put back on it.
+  secret was managed and the new version dropped the policy tags, they are put back on it — a change to
+  the vault, so OUT_OF_BAND_CHANGE ``intent`` (naming the tags) comes first, then the write, then
+  ``success`` with ``policy_restored``.
 
-Event Grid delivers at least once and may send the same fact with different ids, so each fact (type,
-secret, version) is a claim (partition ``kv-event``) that is pending until its action is done: a delivery
-that finds it done does nothing; one that finds it pending (an earlier one died part-way) does the steps
-still missing. A dependency failure is raised, for Event Grid to deliver again later.
+Event Grid delivers at least once and may send the same fact with different ids, at the same time too, so
+each fact (type, secret, version) is a claim (partition ``kv-event``, ``shared.services.expiry.claim``)
+that is pending until its action is done and held under a short lease: a delivery that finds it done
+does nothing; one that finds another delivery's lease running raises ClaimHeld, to be delivered again
+later; one that finds it pending with the lease ended (an earlier one failed, or died, part-way) takes it
+over and does the steps still missing. A dependency failure is raised (the lease released), for Event
+Grid to deliver again later.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from shared.domain.audit import Action
-from shared.domain.errors import NotFound, SecretDisabled
+from shared.domain.audit import Action, Result
+from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
 from shared.domain.key_vault_events import KeyVaultEvent, KeyVaultEventType
 from shared.domain.policy import (
     GRACE_TAG,
@@ -41,10 +48,10 @@ from shared.domain.policy import (
     RotationPolicy,
 )
 from shared.domain.rotation import RotationReason, RotationRequest, validate_correlation_id
-from shared.domain.secrets import MAX_TAGS, SecretVersion
+from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
-from shared.services.expiry import Claim, claim, notify_expiry, thresholds_of
+from shared.services.expiry import Claim, ClaimHeld, claim, notify_expiry, thresholds_of
 from shared.services.rotation import written_by_service
 
 logger = logging.getLogger(__name__)
@@ -89,8 +96,11 @@ def handle_event(
     """Act on one Key Vault secret event, once per fact whatever the deliveries.
 
     Raises DependencyUnavailable (AuditUnavailable, RequestsNotSent among them) or Forbidden when the
-    vault, the queue, the audit or the topic fails: the fact's claim stays pending and a redelivery
-    finishes it. Never raises for an event that names nothing this service acts on.
+    vault, the queue, the audit or the topic fails: the fact's claim stays pending (its lease released)
+    and a redelivery finishes it. Raises ClaimHeld when another delivery of the same fact (or the daily
+    check, for its notice) is acting on it right now: delivered again later, this one finds the fact done,
+    or that holder's lease run out (it died) and finishes it. Never raises for an event that names nothing
+    this service acts on.
     """
     if event.vault_name.lower() != trail.vault.lower():
         return _ignored(event, f"about the vault {event.vault_name[:64]!r}, not {trail.vault!r}")
@@ -98,29 +108,26 @@ def handle_event(
         return _ignored(event, f"about a {event.object_type[:32]!r}, not a secret")
     if event.name.lower() in {r.lower() for r in reserved}:
         return _ignored(event, "about the service's own secret")
-    held = claim(
-        states, PARTITION, f"{event.type.short}:{event.name.lower()}:{event.version}", event_id=event.id
-    )
+    key = f"{event.type.short}:{event.name.lower()}:{event.version}"
+    try:
+        held = claim(states, PARTITION, key, clock, event_id=event.id)
+    except ClaimHeld:
+        logger.info("%s of %s version %s: another delivery is acting on it", *_names(event))
+        raise
     if held is None:
-        logger.info("%s of %s version %s: done already", event.type.short, event.name, event.version)
+        logger.info("%s of %s version %s: done already", *_names(event))
         return EventOutcome("duplicate", "acted on before")
     cid = _correlation_id(event)
-    try:
-        if event.type == KeyVaultEventType.NEW_VERSION:
-            outcome = _new_version(event, held, store, states, trail, cid)
-        else:
-            outcome = _expiry(event, store, states, trail, publisher, requests, clock, cid)
-    except NotFound:
-        outcome = EventOutcome("ignored", "the secret or version no longer exists")
-    held.finish(outcome=outcome.status)
-    logger.info(
-        "%s of %s version %s: %s (%s)",
-        event.type.short,
-        event.name,
-        event.version,
-        outcome.status,
-        outcome.reason,
-    )
+    with held.releasing():
+        try:
+            if event.type == KeyVaultEventType.NEW_VERSION:
+                outcome = _new_version(event, held, store, states, trail, cid)
+            else:
+                outcome = _expiry(event, store, states, trail, publisher, requests, clock, cid)
+        except NotFound:
+            outcome = EventOutcome("ignored", "the secret or version no longer exists")
+        held.finish(outcome=outcome.status)
+    logger.info("%s of %s version %s: %s (%s)", *_names(event), outcome.status, outcome.reason)
     return outcome
 
 
@@ -170,6 +177,37 @@ def _expiry(
     return EventOutcome("acted", f"{sent} notified")
 
 
+@dataclass(frozen=True)
+class _Restore:
+    """The policy tags to put back on an out-of-band version (``tags``: only those that change), and the
+    version they come from. Kept on the fact's claim once its intent is on record: after the write the
+    vault no longer shows that anything was missing."""
+
+    tags: dict[str, str]
+    source: str
+
+    def fields(self) -> dict[str, str]:
+        return {"restore_tags": json.dumps(self.tags, sort_keys=True), "restore_from": self.source}
+
+    @classmethod
+    def of(cls, state: Mapping[str, Any]) -> _Restore | None:
+        """The plan stored on a claim; None when it is missing or malformed (storage anyone with access
+        could write: only policy tags are ever taken from it)."""
+        try:
+            tags = json.loads(str(state.get("restore_tags")))
+        except ValueError:
+            return None
+        source = state.get("restore_from")
+        if not isinstance(tags, dict) or not tags or not isinstance(source, str):
+            return None
+        if not all(k in POLICY_TAGS and isinstance(v, str) for k, v in tags.items()):
+            return None
+        return cls(tags, source)
+
+    def details(self) -> dict[str, object]:
+        return {"restore_tags": sorted(self.tags), "restore_from": self.source}
+
+
 def _new_version(
     event: KeyVaultEvent,
     held: Claim,
@@ -178,64 +216,114 @@ def _new_version(
     trail: AuditTrail,
     cid: str,
 ) -> EventOutcome:
-    version = store.get_properties(event.name, event.version)
-    if version.managed:
-        return EventOutcome("ignored", "certificate-backed: Key Vault renewed the certificate")
-    if written_by_service(version, states):
-        return EventOutcome("ignored", "made by this service")
-    details: dict[str, object] = {"source": "key_vault_event"}
-    if not held.has("restore_checked"):
-        restored, source = _restore_policy(version, store)
-        # Kept on the claim: a retry after a crash still reports what this attempt restored.
-        held.save(restore_checked=True, restored=restored, restored_from=source)
-    restored_tags = held.state.get("restored")
-    if isinstance(restored_tags, str) and restored_tags:
-        details["policy_restored"] = True
-        details["restored_tags"] = restored_tags.split(",")
-        details["restored_from"] = held.state.get("restored_from")
+    """OUT_OF_BAND_CHANGE for a version this service did not make. A restore of a dropped policy is a
+    change to the vault, so it is recorded as the house records changes: OUT_OF_BAND_CHANGE ``intent``
+    naming the tags to restore (fail closed: no intent on record, no write), the write, then ``success``
+    (or ``failure``). Resumable: the plan is kept on the claim with the intent, and the write is skipped
+    when the version already carries the tags (a crash after it)."""
+    planned = _Restore.of(held.state) if held.has("intent") else None
+    if held.has("intent") and planned is None:
+        logger.warning("restore plan of %s version %s unreadable; planned again", event.name, event.version)
+    try:
+        version = store.get_properties(event.name, event.version)
+    except NotFound as err:
+        if planned is None:
+            raise
+        return _restore_failed(trail, event.name, event.version, planned, err, cid)
+    if planned is None:
+        if version.managed:
+            return EventOutcome("ignored", "certificate-backed: Key Vault renewed the certificate")
+        if written_by_service(version, states):
+            return EventOutcome("ignored", "made by this service")
+        planned = _plan_restore(version, store)
+    base = {"source": "key_vault_event"}
+    if planned is None:
+        trail.record(
+            Action.OUT_OF_BAND_CHANGE,
+            secret_name=version.name,
+            version=version.version,
+            correlation_id=cid,
+            details=base,
+        )
+        return EventOutcome("acted", "out-of-band version recorded")
+    if not held.has("intent"):
+        trail.record(
+            Action.OUT_OF_BAND_CHANGE,
+            secret_name=version.name,
+            version=version.version,
+            result=Result.INTENT,
+            correlation_id=cid,
+            details={**base, **planned.details()},
+        )
+        # On the claim before the write (and the lease renewed): after it, only the claim knows the plan.
+        held.save(intent=True, **planned.fields())
+    tags = {**version.tags, **planned.tags}
+    if tags != version.tags:
+        try:
+            store.update_properties(version.name, version.version, tags=tags)
+        except (NotFound, InvalidSecret, Conflict) as err:
+            # Gone, or refused for good (too many tags now, certificate-backed): retrying cannot help.
+            return _restore_failed(trail, version.name, version.version, planned, err, cid)
+        logger.warning(
+            "out-of-band version %s of %s dropped its policy; restored from %s",
+            version.version,
+            version.name,
+            planned.source,
+        )
     trail.record(
         Action.OUT_OF_BAND_CHANGE,
         secret_name=version.name,
         version=version.version,
         correlation_id=cid,
-        details=details,
+        details={
+            **base,
+            "policy_restored": True,
+            "restored_tags": sorted(planned.tags),
+            "restored_from": planned.source,
+        },
     )
-    restored_note = ", policy restored" if restored_tags else ""
-    return EventOutcome("acted", f"out-of-band version recorded{restored_note}")
+    return EventOutcome("acted", "out-of-band version recorded, policy restored")
 
 
-def _restore_policy(version: SecretVersion, store: SecretStore) -> tuple[str, str]:
-    """When the version before this one carried a policy and this one dropped it, merge the policy tags
-    back onto this version (its own tags kept). Returns the tag names restored, comma-separated, and the
-    version they came from; ("", "") when nothing was restored."""
+def _restore_failed(
+    trail: AuditTrail, name: str, version: str, planned: _Restore, err: DomainError, cid: str
+) -> EventOutcome:
+    trail.record(
+        Action.OUT_OF_BAND_CHANGE,
+        secret_name=name,
+        version=version,
+        result=Result.FAILURE,
+        correlation_id=cid,
+        details={"source": "key_vault_event", **planned.details(), "error_class": type(err).__name__},
+        error=str(err)[:500],
+    )
+    logger.warning("policy of %s version %s not restored: %s", name, version, type(err).__name__)
+    return EventOutcome("acted", "out-of-band version recorded, policy not restored")
+
+
+def _plan_restore(version: SecretVersion, store: SecretStore) -> _Restore | None:
+    """When the version before this one carried a policy and this one dropped it, the policy tags to merge
+    back onto this version (its own tags kept); None when there is nothing to restore."""
     if RotationPolicy.is_managed(version.tags):
-        return "", ""
+        return None
     earlier = [
         v
         for v in store.list_versions(version.name)
         if v.version.lower() != version.version.lower() and v.created <= version.created
     ]
     if not earlier:
-        return "", ""
+        return None
     # Versions are stamped in whole seconds: among ties, the managed one (restoring is the safe side).
     previous = max(earlier, key=lambda v: (v.created, RotationPolicy.is_managed(v.tags)))
     if not RotationPolicy.is_managed(previous.tags):
-        return "", ""
+        return None
     policy = {k: previous.tags[k] for k in POLICY_TAGS if k in previous.tags}
     merged = {**version.tags, **{k: v for k, v in policy.items() if k not in version.tags}}
     merged[MANAGED_BY_TAG] = policy[MANAGED_BY_TAG]
     if len(merged) > MAX_TAGS:
         logger.warning("policy of %s not restored: %d tags would exceed the limit", version.name, len(merged))
-        return "", ""
-    store.update_properties(version.name, version.version, tags=merged)
-    restored = sorted(k for k in merged if version.tags.get(k) != merged[k])
-    logger.warning(
-        "out-of-band version %s of %s dropped its policy; restored from %s",
-        version.version,
-        version.name,
-        previous.version,
-    )
-    return ",".join(restored), previous.version
+        return None
+    return _Restore({k: v for k, v in merged.items() if version.tags.get(k) != v}, previous.version)
 
 
 def _correlation_id(event: KeyVaultEvent) -> str:
@@ -244,6 +332,10 @@ def _correlation_id(event: KeyVaultEvent) -> str:
     except ValueError:
         return uuid.uuid4().hex
     return event.id
+
+
+def _names(event: KeyVaultEvent) -> tuple[str, str, str]:
+    return event.type.short, event.name, event.version
 
 
 def _ignored(event: KeyVaultEvent, why: str) -> EventOutcome:

@@ -12,10 +12,12 @@ import pytest
 from azure.functions.timer import TimerRequest
 
 from shared.config import ConfigurationError
-from shared.domain.audit import Action
+from shared.domain.audit import Action, Result, format_time
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
+from shared.services.expiry import ClaimHeld
+from shared.services.key_vault_events import PARTITION
 from tests.fakes import InMemorySecretStore, InMemoryStateStore, RecordingRotationRequests
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
@@ -126,9 +128,31 @@ def test_an_out_of_band_version_is_recorded_and_its_policy_restored(
     oob = world.store.set_value("dispatch-api-key", "v2", content_type=None, tags={}).version
     deliver(functions, event(NEW, "dispatch-api-key", oob))
     deliver(functions, event(NEW, "dispatch-api-key", oob, event_id="evt-2"))
-    [record] = [e for e in world.audit_log.events if e.action == Action.OUT_OF_BAND_CHANGE]
+    intent, record = [e for e in world.audit_log.events if e.action == Action.OUT_OF_BAND_CHANGE]
+    assert (intent.result, record.result) == (Result.INTENT, Result.SUCCESS)
     assert record.version == oob and record.details["policy_restored"] is True
     assert RotationPolicy.is_managed(world.store.get_properties("dispatch-api-key", oob).tags)
+
+
+def test_a_delivery_while_another_acts_on_the_same_fact_is_raised_for_redelivery(
+    functions: dict[str, Any], world: World
+) -> None:
+    world.store.set_value("dispatch-api-key", "v1", content_type=None, tags=API_KEY.to_tags())
+    world.clock.advance(timedelta(seconds=1))
+    oob = world.store.set_value("dispatch-api-key", "v2", content_type=None, tags={}).version
+    # Another invocation claimed the fact a moment ago and is still working on it.
+    until = format_time(world.clock.now() + timedelta(minutes=10))
+    claimed = {"status": "pending", "holder": "other", "lease_until": until}
+    world.state_store.create(PARTITION, f"new-version:dispatch-api-key:{oob}", claimed)
+    with pytest.raises(ClaimHeld):  # failed, so Event Grid delivers it again later
+        deliver(functions, event(NEW, "dispatch-api-key", oob, event_id="evt-2"))
+    assert world.audit_log.events == []
+    world.clock.advance(timedelta(minutes=11))  # that one died: its lease ran out
+    deliver(functions, event(NEW, "dispatch-api-key", oob, event_id="evt-2"))
+    assert [e.result for e in world.audit_log.events if e.action == Action.OUT_OF_BAND_CHANGE] == [
+        Result.INTENT,
+        Result.SUCCESS,
+    ]
 
 
 def run_check(functions: dict[str, Any]) -> None:

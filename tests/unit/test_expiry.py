@@ -1,5 +1,6 @@
 """The daily expiry check over in-memory fakes: warnings once per threshold per version, expired versions,
-policy violations once per version, what is read, and one secret's failure isolated."""
+policy violations once per version, what is read, one secret's failure isolated, and claims another run
+holds left to it (a holder that died finished after its lease ran out)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.config import ConfigurationError, Settings
-from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.audit import Action, AuditEvent, Result, format_time
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services.audit import AuditTrail
-from shared.services.expiry import ExpiryReport, check_expiry
+from shared.services.expiry import CLAIM_LEASE, VIOLATIONS, ExpiryReport, check_expiry
 from tests.fakes import (
     FixedClock,
     InMemoryAuditLog,
@@ -227,3 +228,40 @@ def test_the_require_exp_setting() -> None:
     with pytest.raises(ConfigurationError) as err:
         _ = Settings({"EXPIRY_REQUIRE_EXP": "sometimes"}).expiry_require_exp
     assert err.value.setting == "EXPIRY_REQUIRE_EXP"
+
+
+class Died(BaseException):
+    """The process is killed here: nothing after it runs, not even a release of the claim's lease."""
+
+
+def _die(*args: object) -> None:
+    raise Died
+
+
+def test_a_notice_another_run_is_sending_is_left_to_it_and_a_dead_runs_is_finished(world: World) -> None:
+    world.secret("partner-token")
+    world.publisher.publish = _die  # type: ignore[method-assign]  # recorded, then the run dies
+    with pytest.raises(Died):
+        world.check(at=EXP - timedelta(days=29))
+    del world.publisher.publish
+    # Its lease still runs (it may only be slow): skipped, neither a failure nor a second notice.
+    report = world.check()
+    assert (report.busy, report.warned, report.failed) == (("partner-token",), (), ())
+    assert world.warned() == [("partner-token", 30)] and world.publisher.sent == []
+    world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+    report = world.check()
+    assert (report.busy, report.warned) == ((), ("partner-token",))
+    assert world.warned() == [("partner-token", 30)] and len(world.publisher.sent) == 1
+
+
+def test_a_violation_another_run_is_recording_is_left_to_it(world: World) -> None:
+    world.secret("no-expiry", {}, expires=None)
+    [item] = world.store.list_properties()
+    until = format_time(world.clock.now() + timedelta(minutes=5))
+    key = f"no-expiry:{format_time(item.created)}:exp"
+    world.states.create(VIOLATIONS, key, {"status": "pending", "holder": "other", "lease_until": until})
+    assert world.check(require_exp=True).busy == ("no-expiry",)
+    assert world.records(Action.POLICY_VIOLATION) == []
+    world.clock.advance(timedelta(minutes=6))
+    assert world.check(require_exp=True).violations == 1
+    assert len(world.records(Action.POLICY_VIOLATION)) == 1

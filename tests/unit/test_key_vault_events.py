@@ -1,16 +1,18 @@
 """Key Vault events over in-memory fakes: defensive parsing, verify-before-acting, one action per fact
-whatever the deliveries, a crash between the claim and the action, and out-of-band versions."""
+whatever the deliveries (one after another or at the same time), a crash between the claim and the
+action, and out-of-band versions (their policy restored intent first, whatever crashes)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, AuditEvent
+from shared.domain.audit import Action, AuditEvent, AuditRecord, Result, format_time
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.key_vault_events import (
     KeyVaultEvent,
@@ -22,9 +24,11 @@ from shared.domain.key_vault_events import (
 from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
+from shared.domain.secrets import SecretVersion
+from shared.domain.state import Versioned
 from shared.services.audit import AuditTrail
-from shared.services.expiry import check_expiry
-from shared.services.key_vault_events import EventOutcome, handle_event
+from shared.services.expiry import CLAIM_LEASE, ClaimHeld, check_expiry
+from shared.services.key_vault_events import PARTITION, EventOutcome, handle_event
 from shared.services.rotation import ROTATED_BY, ROTATED_BY_TAG, ROTATION_ID_TAG, rotate
 from tests.fakes import (
     FixedClock,
@@ -41,12 +45,66 @@ API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch
 NEAR, EXPIRED, NEW = KeyVaultEventType.NEAR_EXPIRY, KeyVaultEventType.EXPIRED, KeyVaultEventType.NEW_VERSION
 
 
+class Died(BaseException):
+    """The process is killed here: nothing after it runs, not even a release of the lease."""
+
+
+class Store(InMemorySecretStore):
+    """Counts the tag writes; ``on_read_version`` / ``after_write`` run once (then are cleared) when a
+    version is read by id / after the next property write took effect."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__(clock)
+        self.writes = 0
+        self.on_read_version: Callable[[], None] | None = None
+        self.after_write: Callable[[], None] | None = None
+
+    def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
+        if version is not None and self.on_read_version is not None:
+            hook, self.on_read_version = self.on_read_version, None
+            hook()
+        return super().get_properties(name, version)
+
+    def update_properties(self, name: str, version: str, **changes: Any) -> SecretVersion:
+        updated = super().update_properties(name, version, **changes)
+        self.writes += 1
+        hook, self.after_write = self.after_write, None
+        if hook is not None:
+            hook()
+        return updated
+
+
+class States(InMemoryStateStore):
+    """``fail_when(partition, state)`` makes that replace fail as an unreachable store does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_when: Callable[[str, Mapping[str, Any]], bool] = lambda p, s: False
+
+    def replace(self, partition: str, key: str, state: Mapping[str, Any], etag: str) -> Versioned:
+        if self.fail_when(partition, state):
+            raise DependencyUnavailable("storage", "HTTP 503")
+        return super().replace(partition, key, state, etag)
+
+
+class Log(InMemoryAuditLog):
+    """``before_append(events)`` runs before each append; it may raise (the store is down for those)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_append: Callable[[Sequence[AuditEvent]], None] = lambda events: None
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        self.before_append(events)
+        return super().append(events)
+
+
 class World:
     def __init__(self) -> None:
         self.clock = FixedClock()
-        self.store = InMemorySecretStore(self.clock)
-        self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
+        self.store = Store(self.clock)
+        self.states = States()
+        self.log = Log()
         self.trail = AuditTrail(self.log, self.clock, VAULT)
         self.publisher = RecordingPublisher()
         self.requests = RecordingRotationRequests()
@@ -300,10 +358,14 @@ def test_an_out_of_band_version_is_recorded_once_and_its_dropped_policy_restored
     oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
     for i in range(5):
         world.deliver(NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
-    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
+    # A change to the vault: the intent (naming the tags to restore) before it, the success after.
+    intent, record = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert (intent.result, intent.version, record.result) == (Result.INTENT, oob, Result.SUCCESS)
+    assert "managed-by" in intent.details["restore_tags"] and "policy_restored" not in intent.details
     assert (record.secret_name, record.version) == ("dispatch-api-key", oob)
     assert record.details["policy_restored"] is True
     assert "managed-by" in record.details["restored_tags"]
+    assert world.store.writes == 1
     tags = world.store.get_properties("dispatch-api-key", oob).tags
     assert RotationPolicy.from_tags(tags) == API_KEY and tags["changed-by"] == "alice"
     assert "team" not in tags  # only the policy's tags come back
@@ -373,19 +435,168 @@ def test_a_copy_of_a_real_rotation_id_on_another_version_is_out_of_band(world: W
     assert record.version == copied
 
 
-def test_a_crash_after_the_restore_still_records_it_once(world: World) -> None:
+def _out_of_band_without_policy(world: World) -> str:
     world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
     world.clock.advance(timedelta(seconds=1))
-    oob = world.secret("dispatch-api-key", {})
-    world.log.available = False  # the tags are restored, then the record fails
+    return world.secret("dispatch-api-key", {})
+
+
+def _is_managed(world: World, version: str) -> bool:
+    return RotationPolicy.is_managed(world.store.get_properties("dispatch-api-key", version).tags)
+
+
+def test_while_the_audit_is_down_an_out_of_band_versions_policy_is_not_restored(world: World) -> None:
+    oob = _out_of_band_without_policy(world)
+    world.log.available = False
     with pytest.raises(DependencyUnavailable):
         world.deliver(NEW, "dispatch-api-key", oob)
-    assert RotationPolicy.is_managed(world.store.get_properties("dispatch-api-key", oob).tags)
+    # Fail closed: nothing on record, so nothing changed in the vault.
+    assert not _is_managed(world, oob) and world.store.writes == 0
     world.log.available = True
     world.deliver(NEW, "dispatch-api-key", oob)
     world.deliver(NEW, "dispatch-api-key", oob)
-    [record] = world.records(Action.OUT_OF_BAND_CHANGE)
-    assert record.details["policy_restored"] is True
+    assert [e.result for e in world.records(Action.OUT_OF_BAND_CHANGE)] == [Result.INTENT, Result.SUCCESS]
+    assert _is_managed(world, oob) and world.store.writes == 1
+
+
+def _fail_oob_success(events: Sequence[AuditEvent]) -> None:
+    if any(e.action == Action.OUT_OF_BAND_CHANGE and e.result == Result.SUCCESS for e in events):
+        raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+
+
+def _die() -> None:
+    raise Died
+
+
+def _crash_saving_the_intent(world: World) -> None:
+    world.states.fail_when = lambda partition, state: partition == PARTITION and bool(state.get("intent"))
+
+
+def _crash_writing_the_tags(world: World) -> None:
+    world.store.available = False
+
+
+def _die_after_writing_the_tags(world: World) -> None:
+    world.store.after_write = _die
+
+
+def _crash_recording_the_success(world: World) -> None:
+    world.log.before_append = _fail_oob_success
+
+
+@pytest.mark.parametrize(
+    ("crash", "intents"),
+    [
+        (_crash_saving_the_intent, 2),  # the intent landed, its mark did not: on record again
+        (_crash_writing_the_tags, 1),
+        (_die_after_writing_the_tags, 1),  # the claim still says pending; the vault has the tags
+        (_crash_recording_the_success, 1),
+    ],
+)
+def test_a_crash_at_any_point_of_a_restore_converges_on_one_restore_on_record(
+    world: World, crash: Callable[[World], None], intents: int
+) -> None:
+    oob = _out_of_band_without_policy(world)
+    crash(world)
+    with pytest.raises((DependencyUnavailable, Died)):
+        world.deliver(NEW, "dispatch-api-key", oob)
+    world.states.fail_when = lambda partition, state: False
+    world.store.available = True
+    world.log.before_append = lambda events: None
+    world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))  # a holder that died: its lease runs out
+    for i in range(3):
+        world.deliver(NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
+    records = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert [e.result for e in records] == [Result.INTENT] * intents + [Result.SUCCESS]
+    [success] = [e for e in records if e.result == Result.SUCCESS]
+    assert success.details["policy_restored"] is True and "managed-by" in success.details["restored_tags"]
+    assert _is_managed(world, oob) and world.store.writes == 1
+
+
+def test_a_restore_the_vault_refuses_for_good_is_recorded_as_failed(world: World) -> None:
+    oob = _out_of_band_without_policy(world)
+
+    def delete_the_secret(events: Sequence[AuditEvent]) -> None:
+        if any(e.result == Result.INTENT for e in events):
+            del world.store.secrets["dispatch-api-key"]  # deleted between the intent and the write
+
+    world.log.before_append = delete_the_secret
+    assert world.deliver(NEW, "dispatch-api-key", oob).reason.endswith("policy not restored")
+    intent, failure = world.records(Action.OUT_OF_BAND_CHANGE)
+    assert (intent.result, failure.result) == (Result.INTENT, Result.FAILURE)
+    assert failure.details["error_class"] == "NotFound" and "policy_restored" not in failure.details
+    assert world.deliver(NEW, "dispatch-api-key", oob).status == "duplicate"
+
+
+# -- deliveries at the same time -------------------------------------------------------------------
+
+
+def test_two_deliveries_of_one_fact_at_the_same_time_record_it_once(world: World) -> None:
+    oob = _out_of_band_without_policy(world)
+    refused: list[BaseException] = []
+
+    def second_delivery() -> None:
+        # Event Grid's redelivery runs while the first is still working (another invocation: its
+        # failure is its own, and Event Grid delivers it again later).
+        try:
+            world.deliver(NEW, "dispatch-api-key", oob, _id="evt-retry")
+        except ClaimHeld as err:
+            refused.append(err)
+
+    world.store.on_read_version = second_delivery
+    assert world.deliver(NEW, "dispatch-api-key", oob).status == "acted"
+    assert len(refused) == 1  # raised, so that it is delivered again rather than lost
+    assert world.deliver(NEW, "dispatch-api-key", oob, _id="evt-retry").status == "duplicate"
+    assert [e.result for e in world.records(Action.OUT_OF_BAND_CHANGE)] == [Result.INTENT, Result.SUCCESS]
+    assert world.store.writes == 1
+
+
+def test_a_delivery_whose_holder_died_is_finished_after_its_lease_ran_out(world: World) -> None:
+    version = world.secret("partner-token", {}, timedelta(days=29))
+
+    def die_sending(events: Sequence[AuditEvent]) -> None:
+        world.publisher.publish = lambda notifications: _die()  # type: ignore[method-assign]
+
+    world.log.before_append = die_sending  # recorded, then the process dies before the notification
+    with pytest.raises(Died):
+        world.deliver(NEAR, "partner-token", version)
+    del world.publisher.publish
+    world.log.before_append = lambda events: None
+    # Its lease still runs: the redelivery does not act (the holder might only be slow), and is raised.
+    with pytest.raises(ClaimHeld):
+        world.deliver(NEAR, "partner-token", version, _id="evt-2")
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and world.publisher.sent == []
+    world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+    assert world.deliver(NEAR, "partner-token", version, _id="evt-3").status == "acted"
+    assert world.deliver(NEAR, "partner-token", version, _id="evt-4").status == "duplicate"
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
+
+
+def test_the_daily_check_during_an_events_notice_leaves_it_to_the_event(world: World) -> None:
+    version = world.secret("partner-token", {}, timedelta(days=29))
+    reports = []
+
+    def check_meanwhile(events: Sequence[AuditEvent]) -> None:
+        if any(e.action == Action.EXPIRY_WARNING for e in events) and not reports:
+            reports.append(
+                check_expiry(world.store, world.states, world.trail, world.publisher, world.clock,
+                             reserved=RESERVED, require_exp=False, correlation_id="check-1")
+            )  # fmt: skip
+
+    world.log.before_append = check_meanwhile  # the timer fires while the event records its warning
+    assert world.deliver(NEAR, "partner-token", version).status == "acted"
+    [report] = reports
+    assert (report.busy, report.warned, report.failed) == (("partner-token",), (), ())
+    assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
+
+
+def test_a_forged_lease_far_ahead_does_not_block_a_fact_for_good(world: World) -> None:
+    oob = _out_of_band_without_policy(world)
+    far = world.clock.now() + timedelta(days=365)
+    world.states.create(PARTITION, f"new-version:dispatch-api-key:{oob}",
+                        {"status": "pending", "holder": "x", "lease_until": format_time(far)})  # fmt: skip
+    assert world.deliver(NEW, "dispatch-api-key", oob).status == "acted"
+    assert _is_managed(world, oob)
 
 
 def test_the_bicep_subscribes_the_function_to_exactly_the_handled_types() -> None:
