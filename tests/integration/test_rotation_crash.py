@@ -23,6 +23,7 @@ from devtools.stack import create_tables
 from shared.bootstrap import Container
 from shared.config import Settings
 from shared.domain.audit import Action, AuditQuery, Result, readable_event
+from shared.domain.errors import SecretDisabled
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services import rotation
@@ -214,3 +215,25 @@ def test_sweep_event_and_manual_call_racing_make_one_rotation(world: World, roun
     world.assert_rotated_once(name, first)
     failures = world.records(name, Action.ROTATION_FAILED)
     assert not [f for f in failures if f.result == Result.FAILURE]
+
+
+def test_the_previous_version_is_retired_once_its_grace_has_run(world: World) -> None:
+    name, first = world.new_secret()
+    outcome = world.rotate(name)
+    assert outcome.status == "rotated"
+    trail = AuditTrail(world.log, world.clock, world.vault)
+
+    def retire() -> list[str]:
+        return rotation.retire_due(
+            name, world.store, world.states, trail, world.clock, reserved=world.container.reserved_secrets
+        )
+
+    assert retire() == []
+    world.clock.advance(timedelta(hours=24, seconds=1))  # the default grace
+    assert retire() == [first]
+    with pytest.raises(SecretDisabled):  # consumers pinned to the old version are refused by the vault
+        world.store.get_value(name, first)
+    assert world.store.get_value(name).value  # the current one works
+    assert retire() == []
+    retired = [e for e in world.records(name, Action.VERSION_RETIRED) if e.result == Result.SUCCESS]
+    assert [e.version for e in retired] == [first]
