@@ -46,3 +46,30 @@ class DependencyUnavailable(DomainError):
         super().__init__(f"{dependency} unavailable: {detail}")
         self.dependency = dependency
         self.detail = detail
+
+
+class OutcomeNotRecorded(DomainError):
+    """A change took effect, but its success could not be recorded (the audit store, or the bookkeeping
+    that must follow the change, failed after the write).
+
+    Deliberately not a DependencyUnavailable: that one means "nothing was changed, try again", and an
+    operator who believes it repeats a change that was made. ``change`` says what was changed (a sentence
+    naming the secret and ids); ``changed`` carries the ids as fields (e.g. ``version``, ``rollback_id``);
+    ``reason`` what failed. All safe to show: names and ids, never a value.
+    """
+
+    def __init__(self, change: str, reason: str, **changed: str) -> None:
+        super().__init__(f"{change}, but it could not be recorded: {reason}")
+        self.change = change
+        self.reason = reason
+        self.changed = dict(changed)
+
+    @classmethod
+    def after(cls, change: str, err: DomainError, **changed: str) -> OutcomeNotRecorded:
+        """The change ``change`` was made and ``err`` stopped its record. ``reason`` is short and safe:
+        the dependency that failed, or the error's class (a message could carry anything)."""
+        if isinstance(err, DependencyUnavailable):
+            reason = f"{err.dependency} unavailable"
+        else:
+            reason = type(err).__name__
+        return cls(change, reason, **changed)

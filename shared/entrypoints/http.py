@@ -17,6 +17,7 @@ from shared.domain.errors import (
     InvalidTransition,
     NotFound,
     NotPermitted,
+    OutcomeNotRecorded,
 )
 from shared.domain.secrets import InvalidSecret
 
@@ -115,7 +116,12 @@ class UnsupportedMediaType(Exception):
 
 
 def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
-    """Run an HTTP handler and map every error to problem+json; nothing internal leaks to the caller."""
+    """Run an HTTP handler and map every error to problem+json; nothing internal leaks to the caller.
+
+    A 503 always means "a dependency is unavailable and nothing was changed: try again". A change that
+    was made but could not be recorded (OutcomeNotRecorded) is therefore a 500, never a 503: its detail
+    says the change was made and names it, and the problem carries ``"changed": true`` and the ids, so
+    nobody repeats it believing nothing happened."""
     from shared.config import ConfigurationError
     from shared.entrypoints.auth import AccessDenied
 
@@ -137,6 +143,11 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
         return problem(404, "Not Found", str(err))
     except (Conflict, InvalidTransition) as err:
         return problem(409, "Conflict", str(err))
+    except OutcomeNotRecorded as err:
+        logger.error("a change was made but not recorded: %s", err)
+        detail = f"{err.change}: the change was made, but its record could not be written ({err.reason})"
+        members: dict[str, Any] = {"changed": True, **err.changed}
+        return problem(500, "Internal Server Error", detail, **members)
     except ConfigurationError as err:
         logger.error("configuration error: %s", err)
         return problem(503, "Service Unavailable", f"the service is misconfigured (setting {err.setting})")

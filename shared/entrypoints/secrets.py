@@ -2,7 +2,9 @@
 
 Every endpoint needs Secrets.Rotation.Operate; the read-only ones (list, status, plan) also accept
 Secrets.Audit.Read. Errors are problem+json (see shared.entrypoints.http.respond); no response ever
-carries a secret value.
+carries a secret value. A change that was made but whose success record failed is a 500 naming it
+(``"changed": true`` with its ids), never a 503 "nothing was changed"; a rotation request that was queued
+is a 202 with its id whatever became of its record, since asking again would rotate twice.
 """
 
 from __future__ import annotations

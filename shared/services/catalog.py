@@ -4,7 +4,8 @@ the rotation plan. Use cases behind the HTTP endpoints of shared/entrypoints/sec
 Reads never return a value, and a listing costs one vault listing plus one read per secret on the page
 (the listing has no version ids). Writes (onboarding, a policy) take the secret's lease (the rotation
 progress entity), so they never interleave with a rotation or a rollback, and are audited intent-first
-(fail closed). The service's own secrets (``reserved``) are never listed as managed and never written
+(fail closed); a change whose success record then fails raises OutcomeNotRecorded naming it, never
+"nothing changed". The service's own secrets (``reserved``) are never listed as managed and never written
 (Conflict); certificate-backed secrets are never written either (renew the certificate).
 """
 
@@ -18,7 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.audit import Action, Actor, AuditQuery, Result, format_time, parse_time
-from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, SecretDisabled
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    NotFound,
+    OutcomeNotRecorded,
+    SecretDisabled,
+)
 from shared.domain.generators import generate
 from shared.domain.policy import (
     GRACE_TAG,
@@ -39,7 +47,7 @@ from shared.domain.policy import (
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name, validate_tags
 from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore
-from shared.services.audit import AuditTrail, query_audit
+from shared.services.audit import AuditTrail, AuditUnavailable, query_audit
 from shared.services.rotation import (
     IDLE,
     PARTITION,
@@ -290,7 +298,8 @@ def onboard(
     version's properties (never the value). The version carries the policy and the service's tags.
 
     Raises InvalidSecret (name), Conflict (reserved, exists, deleted but recoverable), Busy (another write
-    holds the lease), AuditUnavailable (nothing written), DomainError from the vault."""
+    holds the lease), AuditUnavailable (nothing written), DomainError from the vault, OutcomeNotRecorded
+    (the secret was created, its success record failed)."""
     validate_name(name)
     _refuse_reserved(name, reserved)
     stored = states.get(PARTITION, name.lower())
@@ -324,7 +333,12 @@ def onboard(
                     f"secret {name} exists or is deleted but recoverable: recover or purge it first"
                 ) from err
             raise
-        trail.record(Action.SECRET_ONBOARDED, version=new.version, details=details, **fields)
+        try:
+            trail.record(Action.SECRET_ONBOARDED, version=new.version, details=details, **fields)
+        except AuditUnavailable as err:
+            raise OutcomeNotRecorded.after(
+                f"secret {name} was created (version {new.version})", err, version=new.version
+            ) from err
     finally:
         release(states, name, progress, etag, new_version=new.version if new else None)
     return new
@@ -346,7 +360,8 @@ def apply_policy(
     an unmanaged secret becomes managed (then ``kind`` is required). Returns the policy applied.
 
     Raises InvalidSecret (name, too many tags), NotFound, InvalidPolicy (naming the field), Conflict
-    (reserved, certificate-backed, disabled), Busy, AuditUnavailable (nothing changed)."""
+    (reserved, certificate-backed, disabled), Busy, AuditUnavailable (nothing changed), OutcomeNotRecorded
+    (the policy was applied, its success record failed)."""
     validate_name(name)
     _refuse_reserved(name, reserved)
     stored = states.get(PARTITION, name.lower())
@@ -372,7 +387,14 @@ def apply_policy(
         except DomainError as err:
             _failed(trail, Action.POLICY_CHANGED, err, details, {**audit, "version": current.version})
             raise
-        trail.record(Action.POLICY_CHANGED, version=current.version, details=details, **audit)
+        try:
+            trail.record(Action.POLICY_CHANGED, version=current.version, details=details, **audit)
+        except AuditUnavailable as err:
+            raise OutcomeNotRecorded.after(
+                f"the policy of secret {name} was applied (version {current.version})",
+                err,
+                version=current.version,
+            ) from err
     finally:
         release(states, name, progress, etag, new_version=None)
     return policy
@@ -497,7 +519,8 @@ def request_rotation(
 
     Raises NotFound, NotManaged / PolicyConflict (naming the tag), Conflict (reserved, certificate-backed,
     disabled, rotator unavailable, not due without ``force``, another kind of write in progress),
-    AuditUnavailable or DependencyUnavailable (nothing queued)."""
+    AuditUnavailable or DependencyUnavailable (nothing queued). A request that was queued is answered as
+    queued even when its success record fails (logged): asking again would rotate twice."""
     stored = states.get(PARTITION, name.lower())
     current, policy = _rotatable_now(store, name, reserved)
     now = clock.now()
@@ -528,7 +551,17 @@ def request_rotation(
     except DependencyUnavailable as err:
         _failed(trail, Action.ROTATION_REQUESTED, err, details, {**fields, "version": current.version})
         raise
-    trail.record(Action.ROTATION_REQUESTED, version=current.version, details=details, **fields)
+    try:
+        trail.record(Action.ROTATION_REQUESTED, version=current.version, details=details, **fields)
+    except AuditUnavailable:
+        # The request is queued: an error here would make the caller ask again and rotate twice. The
+        # intent (actor, rotation id) is on record, and the rotation records itself under that id (its
+        # ROTATED intent fails closed), so the request is answered as queued and the gap is logged.
+        logger.error(
+            "secret %s: rotation %s was queued but its ROTATION_REQUESTED success was not recorded",
+            name,
+            request.rotation_id,
+        )
     return RotationTicket(request.rotation_id, "queued")
 
 

@@ -1,22 +1,35 @@
 """Rollback: make the previous version's value current again, as a new version (consumers read the latest).
 
-The previous version is the one the current version names in its ``previous-version`` tag (rotation and
-rollback write it). A rollback runs under the same lease as rotation (the progress entity in partition
-``rotation``, step ``rolling_back``), so one rotation or rollback at a time per secret, and it is resumable
-like a rotation: the new version carries the rollback's id in its ``rotation-id`` tag, so a retry after a
-crash finds the version it made instead of making another.
+The previous version is the one the current version names in its ``previous-version`` tag, and only when
+this service wrote the current version (``written_by_service``: its tags and the progress row agree): a
+version written out of band may carry copied tags naming anything. A rollback runs under the same lease
+as rotation (the progress entity in partition ``rotation``, step ``rolling_back``), so one rotation or
+rollback at a time per secret, and it is resumable like a rotation: the new version carries the
+rollback's id in its ``rotation-id`` tag, so a retry after a crash finds the version it made instead of
+making another.
 
-The new version carries the policy tags, the service's own tags, ``previous-version`` (the version rolled
-back from, which retires after the policy's grace like any replaced version), ``rolled-back-from`` and
-``restored-version``, and ``exp`` = the policy's validity from now, so the sweep does not rotate it again
-at once. A version that is itself a rollback is never rolled back (409: roll forward with rotate), so a
-duplicated POST cannot undo the rollback it repeats.
+The progress row is storage, which others may write: it is only a hint. A stored rollback is resumed only
+when the vault bears it out (before the write: the version it rolls back is still current, was written by
+this service, is no rollback itself and names the stored restore version as its previous one; after the
+write: the current version carries the rollback's id and names the same versions); otherwise a new
+rollback is derived from the vault alone.
 
-A retired (disabled) previous version is taken off the retirement schedule and re-enabled first: its
-value cannot be read while it is disabled.
+The new version carries the policy tags, the service's own tags, ``previous-version`` and
+``rolled-back-from`` (the version rolled back from), ``restored-version``, and ``exp`` = the policy's
+validity from now, so the sweep does not rotate it again at once. A version that is itself a rollback is
+never rolled back (409: roll forward with rotate), so a duplicated POST cannot undo the rollback it
+repeats.
+
+Both old versions are replaced versions once the rollback is written (the new version holds the restored
+one's value): each is scheduled to retire after the policy's grace from the new version's creation
+(``retire_due`` accepts a version a service-made version names as ``previous-version`` or
+``restored-version``); without a grace they stay enabled. A retired (disabled) restored version is
+re-enabled just before its value is read, and disabled again when the rollback fails before its version is
+written, so a failure leaves no old version enabled.
 
 Audit: ``ROLLED_BACK`` intent before the first write (fail closed), success after, failure when a step
-fails; a ``SecretRolledBack`` notification on success. Never a value.
+fails; a ``SecretRolledBack`` notification on success. Never a value. A rollback written but not recorded
+raises OutcomeNotRecorded (the retry records it, without a second version).
 """
 
 from __future__ import annotations
@@ -26,10 +39,11 @@ import logging
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from shared.domain.audit import SYSTEM_ACTOR, Action, Actor, Result, format_time
-from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
+from shared.domain.errors import Conflict, DomainError, NotFound, OutcomeNotRecorded, SecretDisabled
 from shared.domain.notifications import SECRET_ROLLED_BACK, Notification
 from shared.domain.policy import PolicyError, RotationPolicy
 from shared.domain.secrets import SecretVersion, validate_name
@@ -39,6 +53,7 @@ from shared.services.rotation import (
     LEASE,
     PARTITION,
     PREVIOUS_VERSION_TAG,
+    RESTORED_VERSION_TAG,
     RETIRE,
     ROTATION_ID_TAG,
     Busy,
@@ -47,16 +62,15 @@ from shared.services.rotation import (
     acquire,
     release,
     retirements,
-    schedule_retirement,
     service_tags,
     write_progress,
+    written_by_service,
 )
 
 logger = logging.getLogger(__name__)
 
 ROLLING_BACK = "rolling_back"
 ROLLED_BACK_FROM_TAG = "rolled-back-from"
-RESTORED_VERSION_TAG = "restored-version"
 
 
 @dataclass(frozen=True)
@@ -102,12 +116,14 @@ def rollback(
     """Make the value of the version before the current one current again, as a new version.
 
     ``from_version``: a precondition, the version the caller believes is current (Conflict otherwise).
-    Resumes a rollback that was interrupted (same id, no second version).
+    Resumes a rollback that was interrupted (same id, no second version) when the vault bears it out.
 
     Raises InvalidSecret (name), NotFound (no such secret), NotManaged, Conflict (reserved,
     certificate-backed, disabled, invalid policy, no previous version, the current version is itself a
-    rollback, the precondition failed), Busy (another rotation or rollback holds the lease),
-    AuditUnavailable (nothing changed), and any DomainError of a failed step after recording it.
+    rollback or was not written by this service, the precondition failed), Busy (another rotation or
+    rollback holds the lease), AuditUnavailable (nothing changed), OutcomeNotRecorded (the new version was
+    written but its success not recorded: a retry records it), and any DomainError of a failed step after
+    recording it.
     """
     validate_name(name)
     key = name.lower()
@@ -117,18 +133,9 @@ def rollback(
     current, policy = _current(store, name)
     progress = Progress.of(stored.state) if stored else Progress()
     now = clock.now()
-    interrupted = (
-        progress.step == ROLLING_BACK
-        and progress.restore_version is not None
-        and progress.rotation_id is not None
-        and (
-            current.version == progress.from_version
-            or current.tags.get(ROTATION_ID_TAG) == progress.rotation_id
-        )
-    )
     if progress.leased_by_other("", now):
         raise Busy(name, progress)
-    if interrupted:
+    if _resumable(current, progress, states):
         if from_version is not None and from_version != progress.from_version:
             raise Conflict(f"secret {name}: the current version is not {from_version}")
         progress.holder, progress.attempt = uuid.uuid4().hex, progress.attempt + 1
@@ -138,7 +145,13 @@ def rollback(
         except (Conflict, NotFound) as err:
             raise Busy(name, progress) from err
     else:
-        previous = _previous(name, current, from_version)
+        if progress.step == ROLLING_BACK:
+            logger.warning(
+                "secret %s: the stored rollback %s is not borne out by the vault; not resumed",
+                name,
+                progress.rotation_id,
+            )
+        previous = _previous(name, current, states, from_version)
         progress, etag = acquire(
             states, name, stored, ROLLING_BACK, clock, from_version=current.version, restore_version=previous
         )
@@ -162,8 +175,9 @@ def _current(store: SecretStore, name: str) -> tuple[SecretVersion, RotationPoli
         raise Conflict(f"secret {name} has an invalid policy: {err}") from None
 
 
-def _previous(name: str, current: SecretVersion, from_version: str | None) -> str:
-    """The version a new rollback of ``current`` restores. Raises Conflict."""
+def _previous(name: str, current: SecretVersion, states: StateStore, from_version: str | None) -> str:
+    """The version a new rollback of ``current`` restores, from the vault alone: the ``previous-version``
+    of a current version this service wrote, which is no rollback itself. Raises Conflict."""
     if from_version is not None and from_version != current.version:
         raise Conflict(f"secret {name}: the current version is not {from_version}")
     rolled_back = current.tags.get(ROLLED_BACK_FROM_TAG)
@@ -175,7 +189,40 @@ def _previous(name: str, current: SecretVersion, from_version: str | None) -> st
     previous = current.tags.get(PREVIOUS_VERSION_TAG)
     if not previous or previous == current.version:
         raise Conflict(f"secret {name}: the current version names no previous version to roll back to")
+    if not written_by_service(current, states):
+        raise Conflict(
+            f"secret {name}: the current version {current.version} was not written by this service, so "
+            "the previous version it names is not known; roll forward with rotate"
+        )
     return previous
+
+
+def _resumable(current: SecretVersion, progress: Progress, states: StateStore) -> bool:
+    """Whether a stored ``rolling_back`` row is borne out by the vault. Before the write: the version it
+    rolls back is still current and is what a new rollback would roll back (``_previous``: written by this
+    service, no rollback, naming the row's restore version). After the write: the current version carries
+    the row's rollback id, was written by this service and names the row's two versions, and the row has
+    not closed it yet. Anything else (a storage writer's row, a stale one) is not resumed."""
+    rollback_id, bad, restore = progress.rotation_id, progress.from_version, progress.restore_version
+    if progress.step != ROLLING_BACK or not (rollback_id and bad and restore):
+        return False
+    tags = current.tags
+    if tags.get(ROTATION_ID_TAG) == rollback_id:
+        if f"{rollback_id}:{current.version}" in progress.made_list():
+            return False  # closed already: this is a finished rollback, not one to resume
+        named = (
+            tags.get(PREVIOUS_VERSION_TAG),
+            tags.get(ROLLED_BACK_FROM_TAG),
+            tags.get(RESTORED_VERSION_TAG),
+        )
+        return named == (bad, bad, restore) and written_by_service(current, states)
+    return (
+        current.version == bad
+        and not tags.get(ROLLED_BACK_FROM_TAG)
+        and tags.get(PREVIOUS_VERSION_TAG) == restore
+        and restore != bad
+        and written_by_service(current, states)
+    )
 
 
 def _run(
@@ -206,8 +253,6 @@ def _run(
             new = current  # made before a crash: never a second version
         else:
             trail.record(Action.ROLLED_BACK, version=bad, result=Result.INTENT, details=details, **fields)
-            etag = _restorable(name, store, states, clock, progress, etag, restore)
-            value = store.get_value(name, restore)
             tags = {
                 **policy.to_tags(),
                 **service_tags(rollback_id),
@@ -215,23 +260,25 @@ def _run(
                 ROLLED_BACK_FROM_TAG: bad,
                 RESTORED_VERSION_TAG: restore,
             }
-            new = store.set_value(
-                name,
-                value.value,
-                content_type=value.properties.content_type,
-                tags=tags,
-                expires=policy.expires_on(clock.now()),
-            )
+            new, etag = _write(name, store, states, clock, policy, progress, etag, restore, tags)
         try:
-            trail.record(Action.ROLLED_BACK, version=new.version, details=details, **fields)
+            # Both old versions are replaced versions now. Scheduled before the success is on record, so
+            # nothing after the record can fail the rollback and make its retry record it again.
             grace = policy.previous_grace()
             if grace is not None:
-                schedule_retirement(states, name.lower(), bad, clock.now() + grace)
+                _schedule(states, name.lower(), [bad, restore], new.created + grace)
+            trail.record(Action.ROLLED_BACK, version=new.version, details=details, **fields)
         except DomainError as err:
             raise _CloseLater(err) from err
     except _CloseLater as pending:
         _keep_for_retry(states, clock, name, progress, pending.cause)
-        raise pending.cause from pending
+        raise OutcomeNotRecorded.after(
+            f"secret {name} was rolled back (version {new.version} restores {restore}, rollback "
+            f"{rollback_id}); the same rollback again records it without another version",
+            pending.cause,
+            version=new.version,
+            rollback_id=rollback_id,
+        ) from pending.cause
     except DomainError as err:
         _keep_for_retry(states, clock, name, progress, err)
         try:
@@ -252,44 +299,78 @@ def _run(
     return outcome
 
 
-def _restorable(
+def _write(
     name: str,
     store: SecretStore,
     states: StateStore,
     clock: Clock,
+    policy: RotationPolicy,
     progress: Progress,
     etag: str,
-    version: str,
-) -> str:
-    """Make ``version`` readable: off the retirement schedule (so the sweep does not disable it again),
-    enabled if it was retired; then renew the lease right before the one write that cannot be made
-    conditional. Returns the progress's new etag. Raises Conflict (the version is gone, the schedule or
-    the lease changed), DomainError from the vault."""
-    _unschedule(states, name.lower(), version)
+    restore: str,
+    tags: dict[str, str],
+) -> tuple[SecretVersion, str]:
+    """Read ``restore``'s value (enabling it just for that when it is retired), renew the lease right
+    before the one write that cannot be made conditional, and write the value as the new version. Returns
+    it and the progress's new etag. A failure before the write disables a version it enabled again, so
+    nothing is left half done. Raises Conflict (the version is gone), Busy (the lease was taken over),
+    DomainError from the vault."""
     try:
-        restored = store.get_properties(name, version)
+        restored = store.get_properties(name, restore)
     except NotFound:
-        raise Conflict(f"secret {name}: the previous version {version} does not exist") from None
-    if not restored.enabled:
-        store.update_properties(name, version, enabled=True)
-        logger.info("secret %s: retired version %s re-enabled for a rollback", name, version)
-    progress.lease_until = format_time(clock.now() + LEASE)
+        raise Conflict(f"secret {name}: the previous version {restore} does not exist") from None
+    enabled = False
     try:
-        return states.replace(PARTITION, name.lower(), progress.state(), etag).etag
-    except (Conflict, NotFound) as err:
-        raise Busy(name, progress) from err
+        if not restored.enabled:
+            store.update_properties(name, restore, enabled=True)
+            enabled = True
+            logger.info("secret %s: retired version %s re-enabled for a rollback", name, restore)
+        value = store.get_value(name, restore)
+        progress.lease_until = format_time(clock.now() + LEASE)
+        try:
+            etag = states.replace(PARTITION, name.lower(), progress.state(), etag).etag
+        except (Conflict, NotFound) as err:
+            raise Busy(name, progress) from err
+        new = store.set_value(
+            name,
+            value.value,
+            content_type=value.properties.content_type,
+            tags=tags,
+            expires=policy.expires_on(clock.now()),
+        )
+    except DomainError:
+        if enabled:
+            _disable_again(store, name, restore)
+        raise
+    return new, etag
 
 
-def _unschedule(states: StateStore, key: str, version: str) -> None:
-    """Take ``version`` off the secret's retirement schedule. Raises Conflict when it keeps changing."""
+def _disable_again(store: SecretStore, name: str, version: str) -> None:
+    """Undo the re-enabling of a retired version after a failed rollback. Best effort: when the vault
+    refuses, the resumed rollback schedules the version's retirement once it succeeds."""
+    try:
+        store.update_properties(name, version, enabled=False)
+        logger.info("secret %s: version %s disabled again after a failed rollback", name, version)
+    except DomainError:
+        logger.exception("secret %s: version %s stays enabled after a failed rollback", name, version)
+
+
+def _schedule(states: StateStore, key: str, versions: list[str], after: datetime) -> None:
+    """Schedule the retirement of ``versions`` at ``after``, replacing a time planned before: a restored
+    version was replaced again just now, so its grace starts again (``schedule_retirement`` would keep an
+    older, earlier time; ``retire_due`` checks the time against the vault either way, and the status shows
+    this one). One compare-and-swap, retried when a concurrent write changed the schedule; raises Conflict
+    when it keeps changing."""
     for _ in range(3):
         stored = states.get(RETIRE, key)
-        planned = retirements(stored.state) if stored else []
-        if stored is None or all(v != version for v, _ in planned):
-            return
-        kept = [[v, format_time(t)] for v, t in planned if v != version]
+        kept = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v not in versions]
+        planned = [*kept, *((v, after) for v in versions)]
+        state = {"versions": json.dumps([[v, format_time(t)] for v, t in planned])}
         try:
-            states.replace(RETIRE, key, {"versions": json.dumps(kept)}, stored.etag)
+            if stored is None:
+                states.create(RETIRE, key, state)
+            else:
+                states.replace(RETIRE, key, state, stored.etag)
             return
         except (Conflict, NotFound):
             continue

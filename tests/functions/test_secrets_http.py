@@ -4,19 +4,27 @@ ports: every bad input answered with the right problem+json, roles, and never a 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
 
-from shared.domain.audit import Action, Result
+from shared.domain.audit import Action, AuditEvent, AuditRecord, Result
+from shared.domain.errors import DependencyUnavailable
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
+from shared.ports import MacKeyRing
+from shared.services.audit import AuditTrail
 from shared.services.rotation import rotate_requested
-from tests.fakes import InMemorySecretStore, InMemoryStateStore, RecordingRotationRequests
+from tests.fakes import (
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingRotationRequests,
+)
 from tests.functions.conftest import FakeContainer
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
@@ -31,12 +39,31 @@ class Ctx:
     function_name = "test"
 
 
+class SelectiveLog(InMemoryAuditLog):
+    """Fails the appends of events ``fails`` picks, as an audit store that stops answering does."""
+
+    def __init__(self, keys: MacKeyRing) -> None:
+        super().__init__(keys)
+        self.fails: Callable[[AuditEvent], bool] = lambda event: False
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        if any(self.fails(e) for e in events):
+            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+        return super().append(events)
+
+
 class SecretsContainer(FakeContainer):
     def __init__(self) -> None:
         super().__init__()
         self.secret_store = InMemorySecretStore(self.clock)
         self.state_store = InMemoryStateStore()
         self.rotation_requests = RecordingRotationRequests()
+        self.audit_log: SelectiveLog = SelectiveLog(self.key_ring)  # type: ignore[assignment]
+        self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
+
+    def fail_success_of(self, action: Action | None) -> None:
+        """From now on the success record of ``action`` cannot be written (None: every record can)."""
+        self.audit_log.fails = lambda e: e.action == action and e.result == Result.SUCCESS
 
 
 @pytest.fixture
@@ -184,6 +211,17 @@ def test_onboarding_answers_201_with_the_properties_only(call: Caller, fake: Sec
     ]
 
 
+def test_an_onboarding_whose_success_record_fails_is_500_saying_the_secret_was_created(
+    call: Caller, fake: SecretsContainer
+) -> None:
+    fake.fail_success_of(Action.SECRET_ONBOARDED)
+    status, problem, _ = call("secrets_onboard", method="POST", body=ONBOARD)
+    [version] = fake.secret_store.versions_of("new-key")
+    assert (status, problem["changed"], problem["version"]) == (500, True, version)
+    assert "new-key was created" in problem["detail"] and "the change was made" in problem["detail"]
+    assert "nothing was changed" not in problem["detail"]
+
+
 @pytest.mark.parametrize(
     ("body", "parameter"),
     [
@@ -263,6 +301,16 @@ def test_a_forced_rotation_is_queued_with_a_location(call: Caller, fake: Secrets
     assert outcome.rotation_id == body["rotation_id"]
     status, state, _ = call("secrets_status", route={"name": "alpha"})
     assert state["last_rotation"]["recorded"]["rotation_id"] == body["rotation_id"]
+
+
+def test_a_forced_rotation_queued_but_not_recorded_is_still_202_with_its_id(
+    call: Caller, fake: SecretsContainer
+) -> None:
+    seed(fake, "alpha")
+    fake.fail_success_of(Action.ROTATION_REQUESTED)
+    status, body, _ = call("secrets_rotate", method="POST", route={"name": "alpha"}, body={"force": True})
+    [request] = fake.rotation_requests.sent
+    assert (status, body) == (202, {"rotation_id": request.rotation_id, "status": "queued"})
 
 
 def test_a_dry_run_is_200_with_the_plan(call: Caller, fake: SecretsContainer) -> None:
@@ -347,6 +395,28 @@ def test_rollback_restores_the_previous_value_once(call: Caller, fake: SecretsCo
     assert status == 409 and "roll forward" in problem["detail"]
     assert len(fake.secret_store.versions_of("alpha")) == 3
     assert [n.type for n in fake.publisher.sent][-1] == "SecretLifecycle.SecretRolledBack"
+
+
+def test_a_rollback_written_but_not_recorded_is_500_naming_it_and_the_retry_records_it(
+    call: Caller, fake: SecretsContainer
+) -> None:
+    old = seed(fake, "alpha", age_days=40)
+    call("secrets_rotate", method="POST", route={"name": "alpha"}, body={})
+    [request] = fake.rotation_requests.sent
+    rotate_requested(
+        request, fake.secret_store, fake.state_store, fake.audit_trail, fake.publisher, fake.clock,
+        reserved=fake.reserved_secrets,
+    )  # fmt: skip
+    fake.fail_success_of(Action.ROLLED_BACK)
+    status, problem, _ = call("secrets_rollback", method="POST", route={"name": "alpha"}, body={})
+    made = fake.secret_store.versions_of("alpha")[-1]
+    assert (status, problem["changed"], problem["version"]) == (500, True, made)
+    assert problem["rollback_id"] in problem["detail"] and made in problem["detail"]
+    assert "nothing was changed" not in problem["detail"]
+    fake.fail_success_of(None)
+    status, body, _ = call("secrets_rollback", method="POST", route={"name": "alpha"}, body={})
+    assert status == 200 and (body["version"], body["restored_version"]) == (made, old)
+    assert body["rollback_id"] == problem["rollback_id"] and len(fake.secret_store.versions_of("alpha")) == 3
 
 
 def test_rollback_refusals(call: Caller, fake: SecretsContainer) -> None:

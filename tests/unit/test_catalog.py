@@ -3,14 +3,14 @@ rotation requests, status and the rotation plan."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
-from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditRecord, Result
+from shared.domain.errors import Conflict, DependencyUnavailable, NotFound, OutcomeNotRecorded
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
 from shared.domain.secrets import SecretVersion
@@ -64,12 +64,29 @@ class CountingStore(InMemorySecretStore):
         return super().get_properties(name, version)
 
 
+class SelectiveLog(InMemoryAuditLog):
+    """Fails the appends of events ``fails`` picks, as an audit store that stops answering does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fails: Callable[[AuditEvent], bool] = lambda event: False
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        if any(self.fails(e) for e in events):
+            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+        return super().append(events)
+
+
+def success_of(action: Action) -> Callable[[AuditEvent], bool]:
+    return lambda event: event.action == action and event.result == Result.SUCCESS
+
+
 class World:
     def __init__(self) -> None:
         self.clock = FixedClock()
         self.store = CountingStore(self.clock)
         self.states = CountingStates()
-        self.log = InMemoryAuditLog()
+        self.log = SelectiveLog()
         self.trail = AuditTrail(self.log, self.clock, "fleet")
         self.publisher = RecordingPublisher()
         self.requests = RecordingRotationRequests()
@@ -197,6 +214,19 @@ def test_onboarding_without_an_intent_on_record_writes_nothing(world: World) -> 
     assert "new-api-key" not in world.store.secrets
 
 
+def test_an_onboarding_whose_success_record_fails_says_the_secret_was_created(world: World) -> None:
+    world.log.fails = success_of(Action.SECRET_ONBOARDED)
+    with pytest.raises(OutcomeNotRecorded) as raised:
+        onboard(world)
+    assert not isinstance(raised.value, DependencyUnavailable)  # never "nothing was changed"
+    [made] = world.store.versions_of("new-api-key")
+    assert raised.value.changed == {"version": made}
+    assert "new-api-key was created" in raised.value.change and made in raised.value.change
+    assert raised.value.reason == "audit_store unavailable"
+    stored = world.states.get(PARTITION, "new-api-key")
+    assert stored is not None and stored.state["step"] == "idle"  # the lease is released
+
+
 def test_onboarding_waits_for_a_write_in_progress(world: World) -> None:
     world.states.create(
         PARTITION, "new-api-key",
@@ -262,6 +292,18 @@ def test_a_policy_replaces_the_policy_tags_of_the_current_version_and_keeps_the_
     assert [e.result for e in world.records(Action.POLICY_CHANGED)] == [Result.INTENT, Result.SUCCESS]
 
 
+def test_a_policy_whose_success_record_fails_says_it_was_applied(world: World) -> None:
+    world.seed("alpha")
+    [version] = world.store.versions_of("alpha")
+    world.log.fails = success_of(Action.POLICY_CHANGED)
+    with pytest.raises(OutcomeNotRecorded) as raised:
+        apply(world, "alpha", fields(kind=None, rotation_interval_days=7))
+    assert not isinstance(raised.value, DependencyUnavailable)
+    assert raised.value.changed == {"version": version} and "policy of secret alpha" in raised.value.change
+    assert world.store.get_properties("alpha").tags["rotation-interval-days"] == "7"
+    assert world.states.get(PARTITION, "alpha").state["step"] == "idle"  # type: ignore[union-attr]
+
+
 def test_an_unmanaged_secret_becomes_managed_and_needs_a_kind(world: World) -> None:
     world.seed("legacy", tags={"owner": "ops"})
     with pytest.raises(InvalidPolicy) as err:
@@ -304,6 +346,22 @@ def test_a_manual_rotation_is_queued_and_the_queued_request_rotates_once(world: 
         )
     assert len(world.store.versions_of("alpha")) == 2
     assert world.store.get_properties("alpha").tags[ROTATION_ID_TAG] == ticket.rotation_id
+
+
+def test_a_queued_rotation_whose_success_record_fails_is_answered_as_queued(world: World) -> None:
+    world.seed("alpha")
+    world.log.fails = success_of(Action.ROTATION_REQUESTED)
+    ticket = world.request("alpha", force=True)  # not an error: asking again would rotate twice
+    [request] = world.requests.sent
+    assert (ticket.status, ticket.rotation_id) == ("queued", request.rotation_id)
+    [intent] = world.records(Action.ROTATION_REQUESTED)
+    assert intent.result == Result.INTENT and intent.details["rotation_id"] == ticket.rotation_id
+    world.log.fails = lambda event: False
+    rotate_requested(
+        request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+    )
+    assert len(world.store.versions_of("alpha")) == 2
+    assert [e.details["rotation_id"] for e in world.records(Action.ROTATED)] == [ticket.rotation_id] * 2
 
 
 def test_a_manual_rotation_that_is_not_due_needs_force(world: World) -> None:

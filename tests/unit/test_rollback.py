@@ -1,15 +1,18 @@
 """Rollback over in-memory fakes: the previous value made current again as one new version, whatever
-crashes or repeats; never a rollback of a rollback; a retired version re-enabled; the shared lease."""
+crashes or repeats; never a rollback of a rollback; what is restored derived from the vault, never from a
+stored row; a retired version re-enabled only for the rollback and retired again after it; a rollback
+written but not recorded said so; the shared lease."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
-from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditRecord, Result
+from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, OutcomeNotRecorded
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.secrets import SecretVersion
 from shared.services.audit import AuditTrail, AuditUnavailable
@@ -22,6 +25,7 @@ from shared.services.rotation import (
     NotManaged,
     made_by_service,
     retire_due,
+    retirements,
     rotate,
 )
 from tests.fakes import (
@@ -38,12 +42,25 @@ POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-
 OPERATOR = Actor(id="oid-operator", type=ActorType.USER, ip="198.51.100.7")
 
 
+class SelectiveLog(InMemoryAuditLog):
+    """Fails the appends of events ``fails`` picks, as an audit store that stops answering does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fails: Callable[[AuditEvent], bool] = lambda event: False
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        if any(self.fails(e) for e in events):
+            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+        return super().append(events)
+
+
 class World:
     def __init__(self) -> None:
         self.clock = FixedClock()
         self.store = InMemorySecretStore(self.clock)
         self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
+        self.log = SelectiveLog()
         self.trail = AuditTrail(self.log, self.clock, "fleet")
         self.publisher = RecordingPublisher()
 
@@ -197,20 +214,101 @@ def test_a_rollback_retried_after_the_process_died_between_write_and_close_makes
     assert stored is not None and stored.state["step"] == "idle"
 
 
-def test_a_retired_previous_version_is_re_enabled_and_taken_off_the_schedule(world: World) -> None:
-    old, _ = world.rotated()
+def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_again_after_it(
+    world: World,
+) -> None:
+    old, bad = world.rotated()
     world.clock.advance(timedelta(hours=25))
     assert retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED) == [old]
     assert not world.store.get_properties(NAME, old).enabled
-    world.states.replace(  # and suppose it were still scheduled
+    world.states.replace(  # and suppose it were still scheduled, at an earlier time
         RETIRE, NAME, {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'},
         world.states.get(RETIRE, NAME).etag,  # type: ignore[union-attr]
     )  # fmt: skip
-    world.rollback()
+    outcome = world.rollback()
     assert world.store.get_properties(NAME, old).enabled
     assert world.store.get_value(NAME).value == "good-old-value"
+    # Replaced again by the rollback's version: both old versions retire after the grace from it.
+    created = world.store.get_properties(NAME, outcome.new_version).created
     schedule = world.states.get(RETIRE, NAME)
-    assert schedule is not None and old not in str(schedule.state["versions"])
+    assert schedule is not None
+    assert sorted(retirements(schedule.state)) == sorted(
+        [(old, created + timedelta(hours=24)), (bad, created + timedelta(hours=24))]
+    )
+    world.clock.advance(timedelta(hours=25))
+    retired = retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert sorted(retired) == sorted([old, bad])
+    assert [v for v in world.versions() if world.store.get_properties(NAME, v).enabled] == [
+        outcome.new_version
+    ]
+
+
+def test_the_restored_version_retires_again_also_after_rolling_forward(world: World) -> None:
+    world.rotated()
+    world.rollback()
+    world.clock.advance(timedelta(hours=25))
+    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    rotate(
+        NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
+        force=True,
+    )  # fmt: skip
+    world.clock.advance(timedelta(hours=25))
+    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    current = world.store.get_properties(NAME).version
+    assert [v for v in world.versions() if world.store.get_properties(NAME, v).enabled] == [current]
+
+
+def test_without_a_grace_the_old_versions_stay_enabled(world: World) -> None:
+    key = RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30), None, "dispatch-api")
+    world.clock.advance(timedelta(days=-31))
+    world.store.set_value(NAME, "good-old-value", content_type=None, tags=key.to_tags())
+    world.clock.advance(timedelta(days=31))
+    rotate(NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED)
+    world.rollback()
+    assert world.states.get(RETIRE, NAME) is None
+    assert all(world.store.get_properties(NAME, v).enabled for v in world.versions())
+
+
+class RefusesTheWrite(InMemorySecretStore):
+    """``set_value`` fails before anything is written (the vault stops answering)."""
+
+    def __init__(self, world: World) -> None:
+        self.__dict__ = world.store.__dict__
+
+    def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
+        raise DependencyUnavailable("key_vault", "unreachable (connection failed)")
+
+
+@pytest.mark.parametrize(
+    ("fail", "error"),
+    [
+        (lambda w: w.store.denied.add("get_value"), Forbidden),
+        (lambda w: setattr(w, "store", RefusesTheWrite(w)), DependencyUnavailable),
+    ],
+    ids=["value-refused", "write-fails"],
+)
+def test_a_failed_rollback_leaves_a_retired_version_disabled_and_the_schedule_as_it_was(
+    world: World, fail: Any, error: type[Exception]
+) -> None:
+    old, _ = world.rotated()
+    world.clock.advance(timedelta(hours=25))
+    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert not world.store.get_properties(NAME, old).enabled
+    schedule = world.states.get(RETIRE, NAME)
+    fail(world)
+    with pytest.raises(error):
+        world.rollback()
+    assert not world.store.get_properties(NAME, old).enabled, "a failed rollback left the old version enabled"
+    assert len(world.versions()) == 2
+    after = world.states.get(RETIRE, NAME)
+    assert (after.state if after else None) == (schedule.state if schedule else None)
+    assert [e.result for e in world.records(Action.ROLLED_BACK)] == [Result.INTENT, Result.FAILURE]
+    recovered = InMemorySecretStore.__new__(InMemorySecretStore)
+    recovered.__dict__ = world.store.__dict__
+    recovered.denied = set()
+    world.store = recovered
+    outcome = world.rollback()  # the retry resumes the same rollback
+    assert outcome.restored_version == old and world.store.get_value(NAME).value == "good-old-value"
 
 
 def test_the_version_rolled_back_from_retires_after_the_grace(world: World) -> None:
@@ -281,3 +379,89 @@ def test_no_intent_on_record_nothing_changes(world: World) -> None:
     assert not world.store.get_properties(NAME, old).enabled  # not even re-enabled
     world.log.available = True
     assert world.rollback().restored_version == old  # and the lease was released
+
+
+def _forge(world: World, **row: str) -> None:
+    """A storage writer rewrites the progress row (no vault access): an 'interrupted rollback'."""
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None
+    state = {**stored.state, "step": "rolling_back", "rotation_id": "e" * 32, "holder": "h", "attempt": 1,
+             "lease_until": "2000-01-01T00:00:00.000000Z", **row}  # fmt: skip
+    world.states.replace(PARTITION, NAME, state, stored.etag)
+
+
+def _rotated_twice(world: World) -> tuple[str, str, str]:
+    first, second = world.rotated()
+    third = rotate(
+        NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
+        force=True,
+    ).new_version  # fmt: skip
+    assert third is not None
+    return first, second, third
+
+
+@pytest.mark.parametrize("rollback_id", ["own", "the-current-rotations"])
+def test_a_forged_rolling_back_row_never_chooses_what_is_restored(world: World, rollback_id: str) -> None:
+    v1, v2, v3 = _rotated_twice(world)
+    world.store.update_properties(NAME, v1, enabled=False)  # disabled on purpose (say: compromised)
+    current_id = world.store.get_properties(NAME).tags[ROTATION_ID_TAG]
+    _forge(
+        world, from_version=v3, restore_version=v1,
+        **({"rotation_id": current_id} if rollback_id != "own" else {}),
+    )  # fmt: skip
+    outcome = world.rollback(from_version=v3)
+    assert (outcome.rolled_back_from, outcome.restored_version) == (v3, v2)
+    assert outcome.new_version == world.versions()[-1] and len(world.versions()) == 4
+    assert world.store.get_value(NAME).value == world.store.get_value(NAME, v2).value
+    assert not world.store.get_properties(NAME, v1).enabled
+    assert outcome.rollback_id not in ("e" * 32, current_id)
+
+
+def test_a_forged_row_cannot_roll_back_a_rollback(world: World) -> None:
+    world.rotated()
+    rolled = world.rollback()
+    current = world.store.get_properties(NAME)
+    _forge(world, from_version=rolled.new_version, restore_version=current.tags["previous-version"])
+    with pytest.raises(Conflict, match="itself a rollback"):
+        world.rollback()
+    assert len(world.versions()) == 3 and world.store.get_value(NAME).value == "good-old-value"
+
+
+def test_a_forged_row_cannot_reopen_a_finished_rollback(world: World) -> None:
+    world.rotated()
+    rolled = world.rollback()
+    _forge(
+        world, rotation_id=rolled.rollback_id, from_version=rolled.rolled_back_from,
+        restore_version=rolled.restored_version,
+    )  # fmt: skip
+    with pytest.raises(Conflict, match="itself a rollback"):
+        world.rollback()
+    assert [e.result for e in world.records(Action.ROLLED_BACK)].count(Result.SUCCESS) == 1
+
+
+def test_a_version_written_out_of_band_with_copied_tags_is_not_rolled_back(world: World) -> None:
+    world.rotated()
+    copied = dict(world.store.get_properties(NAME).tags)  # rotated-by, rotation-id, previous-version: old
+    world.store.set_value(NAME, "out-of-band", content_type=None, tags=copied)
+    with pytest.raises(Conflict, match="not written by this service"):
+        world.rollback()
+    assert len(world.versions()) == 3 and world.records(Action.ROLLED_BACK) == []
+
+
+def test_a_rollback_written_but_not_recorded_says_so_and_the_retry_records_it(world: World) -> None:
+    old, bad = world.rotated()
+    world.log.fails = lambda e: e.action == Action.ROLLED_BACK and e.result == Result.SUCCESS
+    with pytest.raises(OutcomeNotRecorded) as raised:
+        world.rollback()
+    assert not isinstance(raised.value, DependencyUnavailable)
+    made = world.versions()[-1]
+    assert len(world.versions()) == 3 and world.store.get_value(NAME).value == "good-old-value"
+    assert raised.value.changed == {"version": made, "rollback_id": raised.value.changed["rollback_id"]}
+    assert made in raised.value.change and "rolled back" in raised.value.change
+    assert raised.value.reason == "audit_store unavailable"
+    world.log.fails = lambda e: False
+    outcome = world.rollback()  # resumed: recorded, no second version
+    assert (outcome.new_version, outcome.rollback_id) == (made, raised.value.changed["rollback_id"])
+    assert (outcome.restored_version, outcome.rolled_back_from) == (old, bad)
+    assert len(world.versions()) == 3
+    assert [e.result for e in world.records(Action.ROLLED_BACK)] == [Result.INTENT, Result.SUCCESS]
