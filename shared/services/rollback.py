@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -55,12 +55,15 @@ from shared.services.rotation import (
     PREVIOUS_VERSION_TAG,
     RESTORED_VERSION_TAG,
     RETIRE,
+    RETIRED_BY_TAG,
+    ROTATED_BY,
     ROTATION_ID_TAG,
     Busy,
     NotManaged,
     Progress,
     acquire,
     release,
+    retired_tags,
     retirements,
     service_tags,
     write_progress,
@@ -322,7 +325,14 @@ def _write(
     enabled = False
     try:
         if not restored.enabled:
-            store.update_properties(name, restore, enabled=True)
+            if restored.tags.get(RETIRED_BY_TAG) != ROTATED_BY:
+                # Disabled some other way (revoked, disabled by hand): never brought back by a rollback.
+                raise Conflict(
+                    f"secret {name}: the previous version {restore} was disabled outside this service's "
+                    "retirement (revoked?) and is not restored"
+                )
+            unretired = {k: v for k, v in restored.tags.items() if k != RETIRED_BY_TAG}
+            store.update_properties(name, restore, enabled=True, tags=unretired)
             enabled = True
             logger.info("secret %s: retired version %s re-enabled for a rollback", name, restore)
         value = store.get_value(name, restore)
@@ -340,16 +350,16 @@ def _write(
         )
     except DomainError:
         if enabled:
-            _disable_again(store, name, restore)
+            _disable_again(store, name, restore, restored.tags)
         raise
     return new, etag
 
 
-def _disable_again(store: SecretStore, name: str, version: str) -> None:
-    """Undo the re-enabling of a retired version after a failed rollback. Best effort: when the vault
-    refuses, the resumed rollback schedules the version's retirement once it succeeds."""
+def _disable_again(store: SecretStore, name: str, version: str, tags: Mapping[str, str]) -> None:
+    """Undo the re-enabling of a retired version after a failed rollback (retired as before). Best effort:
+    when the vault refuses, the resumed rollback schedules the version's retirement once it succeeds."""
     try:
-        store.update_properties(name, version, enabled=False)
+        store.update_properties(name, version, enabled=False, tags=retired_tags(tags))
         logger.info("secret %s: version %s disabled again after a failed rollback", name, version)
     except DomainError:
         logger.exception("secret %s: version %s stays enabled after a failed rollback", name, version)

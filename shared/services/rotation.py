@@ -38,7 +38,7 @@ from shared.domain.generators import generate
 from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.rotation import RotationReason, RotationRequest
-from shared.domain.secrets import SecretVersion
+from shared.domain.secrets import MAX_TAGS, SecretVersion
 from shared.domain.state import Versioned
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
@@ -58,6 +58,9 @@ ROTATED_BY_TAG = "rotated-by"
 ROTATED_BY = "secret-lifecycle"
 #: On a rollback's version: the old version whose value it made current again (it replaced that one too).
 RESTORED_VERSION_TAG = "restored-version"
+#: On a version this service disabled at the end of its grace: only such a version may be re-enabled by
+#: a rollback. One disabled any other way (revoked, disabled by hand) stays disabled.
+RETIRED_BY_TAG = "retired-by"
 #: Idle: no write in flight. Other steps hold the lease while it runs.
 IDLE = "idle"
 PROMOTING = "promoting"
@@ -703,7 +706,9 @@ def retire_due(
         return []
     grace = _grace_of(current)
     replaced_at: dict[str, datetime] = {}
-    for v in store.list_versions(name):
+    versions = store.list_versions(name)
+    tags_of = {v.version: v.tags for v in versions}
+    for v in versions:
         if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG):
             for tag in (PREVIOUS_VERSION_TAG, RESTORED_VERSION_TAG):
                 old = v.tags.get(tag)
@@ -724,7 +729,7 @@ def retire_due(
             continue
         trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT)
         with contextlib.suppress(NotFound):  # gone already: nothing left to disable
-            store.update_properties(name, version, enabled=False)
+            store.update_properties(name, version, enabled=False, tags=retired_tags(tags_of.get(version, {})))
         trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
         retired.append(version)
     remaining = [(v, t) for v, t in planned if t > now] + kept
@@ -732,6 +737,14 @@ def retire_due(
         RETIRE, key, {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}, stored.etag
     )
     return retired
+
+
+def retired_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """A version's tags once this service retired it (``RETIRED_BY_TAG``); unchanged when the version has
+    no room left for another tag (a rollback then leaves it disabled: the safe side)."""
+    if RETIRED_BY_TAG in tags or len(tags) < MAX_TAGS:
+        return {**tags, RETIRED_BY_TAG: ROTATED_BY}
+    return dict(tags)
 
 
 def _grace_of(current: SecretVersion) -> timedelta | None:

@@ -20,6 +20,7 @@ from shared.services.rollback import ROLLED_BACK_FROM_TAG, RollbackOutcome, roll
 from shared.services.rotation import (
     PARTITION,
     RETIRE,
+    RETIRED_BY_TAG,
     ROTATION_ID_TAG,
     Busy,
     NotManaged,
@@ -212,6 +213,25 @@ def test_a_rollback_retried_after_the_process_died_between_write_and_close_makes
     assert world.store.get_value(NAME).value == "good-old-value"
     stored = world.states.get(PARTITION, NAME)
     assert stored is not None and stored.state["step"] == "idle"
+
+
+def test_a_previous_version_disabled_outside_the_service_is_never_restored(world: World) -> None:
+    old, bad = world.rotated()
+    world.store.update_properties(NAME, old, enabled=False)  # revoked, or disabled by hand
+    with pytest.raises(Conflict, match="revoked"):
+        world.rollback()
+    assert not world.store.get_properties(NAME, old).enabled
+    assert world.store.get_properties(NAME).version == bad
+
+
+def test_a_retired_version_is_marked_and_the_mark_goes_when_a_rollback_restores_it(world: World) -> None:
+    old, _ = world.rotated()
+    world.clock.advance(timedelta(hours=25))
+    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert world.store.get_properties(NAME, old).tags[RETIRED_BY_TAG] == "secret-lifecycle"
+    world.rollback()
+    # Enabled again without the mark: were it disabled later some other way, no rollback would restore it.
+    assert RETIRED_BY_TAG not in world.store.get_properties(NAME, old).tags
 
 
 def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_again_after_it(
