@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +73,8 @@ class FakeKeyRing:
 class InMemoryAuditLog:
     """AuditLog + AuditReader with the same sealing and the same tamper checks as the table adapter.
     Records and heads are kept apart, as in the table, so tests can cut one without the other.
-    ``available=False`` makes every write fail the way an unreachable store does."""
+    ``available=False`` makes every write fail the way an unreachable store does; ``fails(event)`` picks
+    the appends that fail so (a store that stops answering for those)."""
 
     def __init__(self, keys: MacKeyRing | None = None) -> None:
         self.keys = keys or FakeKeyRing()
@@ -81,6 +82,7 @@ class InMemoryAuditLog:
         self.heads: dict[str, ChainHead] = {}
         self.digests: list[Digest] = []
         self.available = True
+        self.fails: Callable[[AuditEvent], bool] = lambda event: False
 
     def _after(self, chain: str, head: ChainHead, records: list[AuditRecord]) -> None:
         stored = self.records.setdefault(chain, [])
@@ -91,7 +93,7 @@ class InMemoryAuditLog:
         self.heads[chain] = ChainHead(records[-1].seq, records[-1].mac)
 
     def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        if not self.available:
+        if not self.available or any(self.fails(e) for e in events):
             raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
         key_id, key = self.keys.current()
         out: list[AuditRecord] = []

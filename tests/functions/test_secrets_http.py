@@ -4,23 +4,19 @@ ports: every bad input answered with the right problem+json, roles, and never a 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 import pytest
 
-from shared.domain.audit import Action, AuditEvent, AuditRecord, Result
-from shared.domain.errors import DependencyUnavailable
+from shared.domain.audit import Action, Result
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
-from shared.ports import MacKeyRing
-from shared.services.audit import AuditTrail
 from shared.services.rotation import rotate_requested
 from tests.fakes import (
-    InMemoryAuditLog,
     InMemorySecretStore,
     InMemoryStateStore,
     RecordingRotationRequests,
@@ -39,27 +35,12 @@ class Ctx:
     function_name = "test"
 
 
-class SelectiveLog(InMemoryAuditLog):
-    """Fails the appends of events ``fails`` picks, as an audit store that stops answering does."""
-
-    def __init__(self, keys: MacKeyRing) -> None:
-        super().__init__(keys)
-        self.fails: Callable[[AuditEvent], bool] = lambda event: False
-
-    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        if any(self.fails(e) for e in events):
-            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
-        return super().append(events)
-
-
 class SecretsContainer(FakeContainer):
     def __init__(self) -> None:
         super().__init__()
         self.secret_store = InMemorySecretStore(self.clock)
         self.state_store = InMemoryStateStore()
         self.rotation_requests = RecordingRotationRequests()
-        self.audit_log: SelectiveLog = SelectiveLog(self.key_ring)  # type: ignore[assignment]
-        self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
 
     def fail_success_of(self, action: Action | None) -> None:
         """From now on the success record of ``action`` cannot be written (None: every record can)."""

@@ -3,13 +3,13 @@ rotation requests, status and the rotation plan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditRecord, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound, OutcomeNotRecorded
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
@@ -64,19 +64,6 @@ class CountingStore(InMemorySecretStore):
         return super().get_properties(name, version)
 
 
-class SelectiveLog(InMemoryAuditLog):
-    """Fails the appends of events ``fails`` picks, as an audit store that stops answering does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fails: Callable[[AuditEvent], bool] = lambda event: False
-
-    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        if any(self.fails(e) for e in events):
-            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
-        return super().append(events)
-
-
 def success_of(action: Action) -> Callable[[AuditEvent], bool]:
     return lambda event: event.action == action and event.result == Result.SUCCESS
 
@@ -86,7 +73,7 @@ class World:
         self.clock = FixedClock()
         self.store = CountingStore(self.clock)
         self.states = CountingStates()
-        self.log = SelectiveLog()
+        self.log = InMemoryAuditLog()
         self.trail = AuditTrail(self.log, self.clock, "fleet")
         self.publisher = RecordingPublisher()
         self.requests = RecordingRotationRequests()

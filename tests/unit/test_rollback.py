@@ -5,13 +5,12 @@ written but not recorded said so; the shared lease."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditRecord, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
 from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, OutcomeNotRecorded
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.secrets import SecretVersion
@@ -43,25 +42,12 @@ POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-
 OPERATOR = Actor(id="oid-operator", type=ActorType.USER, ip="198.51.100.7")
 
 
-class SelectiveLog(InMemoryAuditLog):
-    """Fails the appends of events ``fails`` picks, as an audit store that stops answering does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fails: Callable[[AuditEvent], bool] = lambda event: False
-
-    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        if any(self.fails(e) for e in events):
-            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
-        return super().append(events)
-
-
 class World:
     def __init__(self) -> None:
         self.clock = FixedClock()
         self.store = InMemorySecretStore(self.clock)
         self.states = InMemoryStateStore()
-        self.log = SelectiveLog()
+        self.log = InMemoryAuditLog()
         self.trail = AuditTrail(self.log, self.clock, "fleet")
         self.publisher = RecordingPublisher()
 

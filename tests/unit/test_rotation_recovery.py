@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, AuditEvent, AuditRecord, Result
-from shared.domain.errors import DependencyUnavailable
+from shared.domain.audit import Action, AuditEvent, Result
 from shared.domain.policy import (
     INTERVAL_TAG,
     KIND_TAG,
@@ -64,25 +63,12 @@ class DiesAfterWrite(InMemorySecretStore):
         return made
 
 
-class FlakyLog(InMemoryAuditLog):
-    """Refuses the appends ``fail_when`` picks, as an audit store that does not answer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_when: Any = lambda event: False
-
-    def append(self, events: Any) -> list[AuditRecord]:
-        if any(self.fail_when(e) for e in events):
-            raise DependencyUnavailable("audit_store", "unreachable")
-        return super().append(events)
-
-
 class World:
     def __init__(self) -> None:
         self.clock = FixedClock()
         self.store = DiesAfterWrite(self.clock)
         self.states = InMemoryStateStore()
-        self.log = FlakyLog()
+        self.log = InMemoryAuditLog()
         self.trail = AuditTrail(self.log, self.clock, "fleet")
         self.publisher = RecordingPublisher()
         self.requests = RecordingRotationRequests()
@@ -225,10 +211,10 @@ def test_a_policy_change_keeps_the_record_of_the_services_own_versions(world: Wo
 
 def test_a_forced_request_that_resumed_another_rotation_is_done_when_redelivered(world: World) -> None:
     world.seed(age_days=1)
-    world.log.fail_when = lambda e: e.action == Action.ROTATED and e.result == Result.SUCCESS
+    world.log.fails = lambda e: e.action == Action.ROTATED and e.result == Result.SUCCESS
     with pytest.raises(AuditUnavailable):  # r1's version is made; its success could not be recorded
         world.request("1" * 32, force=True)
-    world.log.fail_when = lambda e: False
+    world.log.fails = lambda e: False
     world.clock.advance(timedelta(minutes=16))
     assert world.request("2" * 32, force=True).status == "rotated"  # r2 finishes r1's rotation
     for rid in ("1" * 32, "2" * 32, "2" * 32, "1" * 32):  # the queue delivers each again
@@ -267,10 +253,10 @@ def test_a_violation_whose_record_failed_is_recorded_by_the_next_sweep(world: Wo
     world.store.set_value(NAME, "v", content_type=None, tags=tags)
     world.clock.advance(timedelta(days=31))
     report = sweep(world.store, world.requests, world.clock, reserved=RESERVED, correlation_id="s1")
-    world.log.fail_when = lambda e: e.action == Action.POLICY_VIOLATION
+    world.log.fails = lambda e: e.action == Action.POLICY_VIOLATION
     with pytest.raises(AuditUnavailable):
         record_violations(world.states, world.trail, report.violations, "s1")
-    world.log.fail_when = lambda e: False
+    world.log.fails = lambda e: False
     for hour in range(3):
         report = sweep(world.store, world.requests, world.clock, reserved=RESERVED, correlation_id=f"s{hour}")
         record_violations(world.states, world.trail, report.violations, f"s{hour}")
