@@ -1,8 +1,9 @@
 """`make run`: the whole service on this machine, on its embedded defaults, until Ctrl-C.
 
 Starts Azurite (Blob, Queue, Table) and the Key Vault emulator with state under ``.local/``, creates the
-service's tables as the deployment does (infra/), seeds a few demo secrets that carry rotation policies,
-then runs the app: under Azure Functions Core Tools
+service's tables as the deployment does (infra/), seeds a few demo secrets that carry rotation policies
+(one of them already due, made with the emulator's clock shifted back), then runs the app: under Azure
+Functions Core Tools
 (``func start``) when ``func`` is on PATH, else under the repo's dev host. Stops everything it started.
 
 Run ``python -m devtools.stack --help`` for the options; the defaults are the well-known local ports
@@ -28,9 +29,9 @@ from types import FrameType
 
 from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
-from devtools.keyvault_emulator.process import EmulatorProcess
+from devtools.keyvault_emulator.process import EmulatorProcess, set_clock_offset
 from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE
-from shared.domain.identity import encode_principal
+from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +64,13 @@ DEMO_SECRETS: list[tuple[str, RotationPolicy, str, int | None]] = [
     ),
 ]
 UNMANAGED_DEMO_SECRET = "maps-provider-token"
+#: A demo secret that is already due: made with the emulator's clock shifted back DUE_DEMO_AGE_DAYS, past
+#: its 30-day interval, so the first rotation sweep (or the printed manual-rotation curl) rotates it.
+DUE_DEMO_SECRET = "partner-webhook-api-key"
+DUE_DEMO_POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "partner-gateway")
+DUE_DEMO_AGE_DAYS = 45
+#: The principal the printed curls send (honoured locally only): the roles of the endpoints they call.
+DEMO_OPERATOR_ROLES = [Role.AUDIT_READ.value, Role.ROTATION_OPERATE.value]
 
 #: The tables infra/ declares with the storage account: a deployment has them before the app serves (the
 #: health check reports a missing audit table), so a local run and the tests create them the same way.
@@ -95,7 +103,8 @@ def _free_port() -> int:
 
 def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
     """Create the demo secrets that do not exist yet. Returns the names created. Values are random and
-    never printed: consumers read them from the vault, like in Azure."""
+    never printed: consumers read them from the vault, like in Azure. ``vault_url`` is the Key Vault
+    emulator: the due demo secret is made with its clock shifted back (``/_emulator/clock``), then reset."""
     from azure.core.exceptions import ResourceNotFoundError
     from azure.keyvault.secrets import SecretClient
 
@@ -106,21 +115,28 @@ def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
     )
     created: list[str] = []
     now = datetime.now(UTC)
-    demo = [(n, p.to_tags(), ct, exp) for n, p, ct, exp in DEMO_SECRETS]
-    demo.append((UNMANAGED_DEMO_SECRET, {"owner": "maps"}, "text/plain", None))
-    for name, tags, content_type, expires_days in demo:
+    demo = [(n, p.to_tags(), ct, exp, 0) for n, p, ct, exp in DEMO_SECRETS]
+    demo.append((UNMANAGED_DEMO_SECRET, {"owner": "maps"}, "text/plain", None, 0))
+    demo.append((DUE_DEMO_SECRET, DUE_DEMO_POLICY.to_tags(), "text/plain", None, DUE_DEMO_AGE_DAYS))
+    for name, tags, content_type, expires_days, age_days in demo:
         try:
             client.get_secret(name)
             continue
         except ResourceNotFoundError:
             pass
-        client.set_secret(
-            name,
-            secrets.token_urlsafe(32),
-            tags=tags,
-            content_type=content_type,
-            expires_on=None if expires_days is None else now + timedelta(days=expires_days),
-        )
+        if age_days:
+            set_clock_offset(vault_url, ca_bundle, -age_days * 86400)
+        try:
+            client.set_secret(
+                name,
+                secrets.token_urlsafe(32),
+                tags=tags,
+                content_type=content_type,
+                expires_on=None if expires_days is None else now + timedelta(days=expires_days),
+            )
+        finally:
+            if age_days:
+                set_clock_offset(vault_url, ca_bundle, 0)
         created.append(name)
     return created
 
@@ -286,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             purge_protection=True,  # like the vault infra/ deploys
         )
         cleanups.append(emulator.stop)
+        created: list[str] = []
         if not args.no_seed:
             created = seed_demo_secrets(emulator.url, emulator.cert_file)
             _say(f"demo secrets: {', '.join(created) if created else 'already present'}")
@@ -300,7 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         if status is None:
             _say("the app did not start; see its output above")
             return 1
-        auditor = encode_principal("local-operator", ["Secrets.Audit.Read"])  # honoured locally only
+        operator = encode_principal("local-operator", DEMO_OPERATOR_ROLES)  # honoured locally only
+        header = f"-H 'x-ms-client-principal: {operator}'"
+        rotate = f"-X POST {header} -H 'Content-Type: application/json' -d '{{\"force\": true}}'"
+        due_note = (
+            f"({DUE_DEMO_SECRET} is due: made {DUE_DEMO_AGE_DAYS} days ago on the emulator's clock, past its "
+            "30-day interval; the hourly rotation_sweep rotates it)"
+            if DUE_DEMO_SECRET in created
+            else '("force": rotate now, due or not)'
+        )
         print(
             "\n"
             f"  Service      {base}/api/health  (answered {status})\n"
@@ -309,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             f"table {azurite.table_port}\n"
             f"  Events       {sink.endpoint.replace('/api/events', '/_sink/events')}  (notifications sent)\n"
             f"  Try:         curl -s {base}/api/health\n"
-            f"               curl -s -H 'x-ms-client-principal: {auditor}' '{base}/api/audit/verify'\n"
+            f"               curl -s {header} '{base}/api/audit/verify'\n"
+            f"               curl -s {header} '{base}/api/rotation/plan?within_days=30'\n"
+            f"               curl -s {rotate} '{base}/api/secrets/{DUE_DEMO_SECRET}/rotate'\n"
+            f"               {due_note}\n"
             f"  Settings:    {', '.join(sorted(env))} (from the peers above)\n"
             "  Stop:        Ctrl-C\n",
             flush=True,

@@ -107,12 +107,15 @@ def write_certificate(path: Path, cert_pem: bytes) -> None:
     tmp.replace(path)
 
 
-def certificate_secret(name: str, content_type: str) -> tuple[str, int, int]:
+def certificate_secret(
+    name: str, content_type: str, now: datetime.datetime | None = None
+) -> tuple[str, int, int]:
     """(value, nbf, exp) of the secret behind a new self-signed certificate ``CN=name``, as Key Vault stores
-    it: base64 PKCS#12 without a password, or PEM (the PKCS#8 private key, then the certificate)."""
+    it: base64 PKCS#12 without a password, or PEM (the PKCS#8 private key, then the certificate). Valid
+    from ``now`` (default: the current time; the emulator passes its shifted clock)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name[:64])])  # a CN has at most 64
-    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    now = (now or datetime.datetime.now(datetime.UTC)).replace(microsecond=0)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(subject)

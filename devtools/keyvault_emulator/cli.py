@@ -30,15 +30,30 @@ Once it accepts connections it prints one line on stdout: "keyvault-emulator rea
 Point azure-keyvault-secrets' SecretClient at that URL with verify_challenge_resource=False and
 connection_verify=<the --cert-file PEM>. Logs (method, path, status; never a value) go to stderr.
 
-Extra endpoints (no auth): GET /_emulator/stats returns {"requests": {operation: count}, "throttled": n,
-"total": n, "secrets": {"active": n, "deleted": n}}; requests counts every call routed to an operation
-(set_secret, get_secret, list_secrets, list_versions, update_secret, delete_secret, get_deleted_secret,
-list_deleted_secrets, recover_deleted_secret, purge_deleted_secret) including throttled and failed ones,
-401 challenges as "challenge" and unroutable calls as "unknown"; total is their sum. POST
-/_emulator/reset zeroes the counters (not the secrets). POST /_emulator/certificates/NAME (optional body
-{"contentType": "application/x-pkcs12" (default) or "application/x-pem-file"}) creates, or renews, a
-self-signed certificate NAME: its secret is listed and read like Key Vault's (managed: true, a kid, the
-PFX or PEM as value) and set, update or delete of it through the secrets API is 409 Conflict.
+Extra endpoints (no auth, no latency, not counted):
+  GET /_emulator/stats returns {"requests": {operation: count}, "throttled": n, "total": n, "names":
+    {operation: {secret name (lower case): count}}, "secrets": {"active": n, "deleted": n}}; requests
+    counts every call routed to an operation (set_secret, get_secret, list_secrets, list_versions,
+    update_secret, delete_secret, get_deleted_secret, list_deleted_secrets, recover_deleted_secret,
+    purge_deleted_secret) including throttled and failed ones, 401 challenges as "challenge" and
+    unroutable calls as "unknown"; total is their sum; names splits the operations on one secret by its
+    name (e.g. whose values get_secret read).
+  POST /_emulator/reset zeroes the counters (not the secrets).
+  POST /_emulator/certificates/NAME (optional body {"contentType": "application/x-pkcs12" (default) or
+    "application/x-pem-file"}) creates, or renews, a self-signed certificate NAME: its secret is listed
+    and read like Key Vault's (managed: true, a kid, the PFX or PEM as value) and set, update or delete
+    of it through the secrets API is 409 Conflict.
+  POST /_emulator/clock with the body {"offset_seconds": N} shifts the emulator's clock by N seconds
+    (negative: into the past; |N| at most 315619200, ten years; 0 resets it; any other body is 400):
+    every timestamp it stamps from then on (created, updated, deletedDate, scheduledPurgeDate, a
+    certificate's validity) and the purge of deleted secrets at their scheduledPurgeDate use the shifted
+    time, so a secret set at -40 days is 40 days old, e.g. already due for rotation. Delete and recover
+    delays stay real time; the offset is not kept in the state file. GET /_emulator/clock, like the POST,
+    answers {"offset_seconds": N, "now": unix seconds, "now_utc": ISO 8601}, the shifted now.
+  POST /_emulator/throttling with the body {"enabled": true|false} switches the limits (--create-limit,
+    --tx-limit) on or off; switched on, they start from an idle vault. GET /_emulator/throttling answers
+    {"enabled", "create_limit", "tx_limit", "window_seconds"}. With --throttling-off the emulator starts
+    with them off: seed thousands of secrets, then switch Key Vault's limits on for what you measure.
 
 A soft-deleted name cannot be set again (409 Conflict, innererror.code "ObjectIsDeletedButRecoverable");
 reading, updating or deleting it is 404 SecretNotFound, as in the service.
@@ -139,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         "tests shorten it so that a 429's Retry-After stays short",
     )  # fmt: skip
     parser.add_argument(
+        "--throttling-off", action="store_true",
+        help="start with the limits above not enforced; POST /_emulator/throttling {\"enabled\": true} "
+        "switches them on (e.g. after seeding many secrets)",
+    )  # fmt: skip
+    parser.add_argument(
         "--purge-protection", action="store_true",
         help="the vault has purge protection: purge is 403 Forbidden, recoveryLevel is Recoverable",
     )  # fmt: skip
@@ -198,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             window_seconds=args.window_seconds,
             deny=frozenset(args.deny),
             empty_pages=args.empty_pages,
+            throttling=not args.throttling_off,
         )
     except OSError as err:
         log.error("cannot listen on %s port %s: %s", host, args.port, err)
@@ -229,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         "purge protection: %s; delete delay: %d ms; empty pages: %s; denied: %s",
         "on" if args.purge_protection else "off", args.delete_delay_ms, "on" if args.empty_pages else "off",
         ",".join(sorted(set(args.deny))) or "none",
+    )  # fmt: skip
+    log.info(
+        "latency: %d ms; throttling: %s (%d set_secret and %d other calls per %g s)",
+        args.latency_ms, "off" if args.throttling_off else "on", args.create_limit, args.tx_limit,
+        args.window_seconds,
     )  # fmt: skip
     # The socket is bound and listening: connections queue in the backlog until serve_forever accepts them.
     print(f"keyvault-emulator ready {server.base_url}", flush=True)

@@ -25,6 +25,11 @@ class SlidingWindow:
         self._admitted: deque[float] = deque()
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        """Forget every admitted request: a vault that has been idle for a whole window."""
+        with self._lock:
+            self._admitted.clear()
+
     def acquire(self) -> int | None:
         """None when admitted; otherwise the whole seconds until a slot frees (at least 1).
 
@@ -41,16 +46,23 @@ class SlidingWindow:
 
 
 class Stats:
-    """Counts per operation; 401 challenges count as ``challenge``, unroutable requests as ``unknown``."""
+    """Counts per operation; 401 challenges count as ``challenge``, unroutable requests as ``unknown``.
+
+    Operations on one secret are also counted per (lower-case) secret name, so a test can tell whose value
+    was read: ``names`` in the snapshot is ``{operation: {name: count}}``.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
+        self._names: dict[str, Counter[str]] = {}
         self._throttled = 0
 
-    def count(self, operation: str) -> None:
+    def count(self, operation: str, name: str | None = None) -> None:
         with self._lock:
             self._requests[operation] += 1
+            if name:
+                self._names.setdefault(operation, Counter())[name.lower()] += 1
 
     def count_throttled(self) -> None:
         with self._lock:
@@ -59,6 +71,7 @@ class Stats:
     def reset(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._names.clear()
             self._throttled = 0
 
     def snapshot(self) -> dict[str, Any]:
@@ -67,4 +80,5 @@ class Stats:
                 "requests": dict(sorted(self._requests.items())),
                 "throttled": self._throttled,
                 "total": sum(self._requests.values()),
+                "names": {op: dict(sorted(names.items())) for op, names in sorted(self._names.items())},
             }

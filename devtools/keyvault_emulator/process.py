@@ -53,6 +53,7 @@ class EmulatorProcess(StoppableProcess):
         create_limit: int | None = None,
         tx_limit: int | None = None,
         window_seconds: float | None = None,
+        throttling: bool = True,
         purge_protection: bool = False,
         delete_delay_ms: int = 0,
         empty_pages: bool = False,
@@ -63,7 +64,8 @@ class EmulatorProcess(StoppableProcess):
         """Start ``python -m devtools.keyvault_emulator`` and wait for its ready line.
 
         The keyword arguments are the command line's options (see ``--help``); ``deny`` holds operation
-        names as in ``stats()``, e.g. ``("set_secret", "purge_deleted_secret")``.
+        names as in ``stats()``, e.g. ``("set_secret", "purge_deleted_secret")``; ``throttling=False`` is
+        ``--throttling-off`` (``set_throttling(True)`` switches the limits on later).
 
         Raises ValueError for an unknown operation in ``deny``, and RuntimeError, with the end of the
         emulator's stderr, if it exits or is not ready within ``timeout`` seconds.
@@ -83,6 +85,8 @@ class EmulatorProcess(StoppableProcess):
             args += ["--tx-limit", str(tx_limit)]
         if window_seconds is not None:
             args += ["--window-seconds", str(window_seconds)]
+        if not throttling:
+            args.append("--throttling-off")
         if purge_protection:
             args.append("--purge-protection")
         if delete_delay_ms:
@@ -188,14 +192,48 @@ class EmulatorProcess(StoppableProcess):
             data: dict[str, Any] = json.load(response)
         return data
 
+    def set_clock_offset(self, seconds: int | float) -> dict[str, Any]:
+        """``POST /_emulator/clock``: shift every timestamp the emulator stamps from now on by ``seconds``
+        (negative: into the past, e.g. ``-40 * 86400`` makes secrets set now 40 days old; 0 resets it).
+        Returns ``{"offset_seconds", "now", "now_utc"}``. Raises ``urllib.error.HTTPError`` (400 beyond
+        ten years either way)."""
+        return set_clock_offset(self.url, self.cert_file, seconds)
+
+    def clock(self) -> dict[str, Any]:
+        """``GET /_emulator/clock``: ``{"offset_seconds": n, "now": unix seconds, "now_utc": ISO 8601}``."""
+        with self._open("GET", "/_emulator/clock") as response:
+            data: dict[str, Any] = json.load(response)
+        return data
+
+    def set_throttling(self, enabled: bool) -> dict[str, Any]:
+        """``POST /_emulator/throttling``: switch the limits on (starting from an idle vault) or off.
+        Returns ``{"enabled", "create_limit", "tx_limit", "window_seconds"}``."""
+        body = json.dumps({"enabled": enabled}).encode()
+        with self._open("POST", "/_emulator/throttling", body) as response:
+            data: dict[str, Any] = json.load(response)
+        return data
+
     def _open(self, method: str, path: str, body: bytes | None = None) -> Any:
-        context = ssl.create_default_context(cafile=str(self.cert_file))
-        data = body if body is not None else b"" if method == "POST" else None
-        request = urllib.request.Request(self.url + path, method=method, data=data)  # noqa: S310 - https
-        return urllib.request.urlopen(request, context=context, timeout=10)  # noqa: S310 - our own URL
+        return _open(self.url, self.cert_file, method, path, body)
 
     # ----------------------------------------------------------------------------------------- lifecycle
 
     def stop(self) -> None:
         """SIGTERM (the emulator saves its state and exits 0); SIGKILL if it has not exited after 5 s."""
         terminate(self._proc, 5.0, self._pumps)
+
+
+def set_clock_offset(url: str, cert_file: Path, seconds: int | float) -> dict[str, Any]:
+    """``POST /_emulator/clock`` on the emulator at ``url`` (for callers that have its URL and certificate
+    but not its process, like ``make run``'s seeding). See ``EmulatorProcess.set_clock_offset``."""
+    body = json.dumps({"offset_seconds": int(seconds)}).encode()
+    with _open(url, cert_file, "POST", "/_emulator/clock", body) as response:
+        data: dict[str, Any] = json.load(response)
+    return data
+
+
+def _open(url: str, cert_file: Path, method: str, path: str, body: bytes | None = None) -> Any:
+    context = ssl.create_default_context(cafile=str(cert_file))
+    data = body if body is not None else b"" if method == "POST" else None
+    request = urllib.request.Request(url + path, method=method, data=data)  # noqa: S310 - https
+    return urllib.request.urlopen(request, context=context, timeout=10)  # noqa: S310 - our own URL

@@ -2,7 +2,7 @@
 
 Request handling, in the order the service applies it:
 
-1. ``/_emulator/*`` (stats, reset, certificates): no auth, no latency, not counted.
+1. ``/_emulator/*`` (stats, reset, certificates, clock, throttling): no auth, no latency, not counted.
 2. ``--latency-ms``: sleep before anything else, for every Key Vault call (challenges included).
 3. Routing: an unknown path is 404 ``NotFound``, a known path with the wrong method 405; both are counted
    as ``unknown``.
@@ -10,9 +10,9 @@ Request handling, in the order the service applies it:
    ``challenge``); any bearer token is accepted.
 5. The call is counted under its operation name (even when it is then throttled or invalid).
 6. ``api-version`` must be present and look like a Key Vault version (``7.6``, ``2025-07-01``): else 400.
-7. Throttling: ``set_secret`` against the create window, everything else against the transaction window;
-   an excess call is 429 ``Throttled`` with ``Retry-After`` (whole seconds until a slot frees) and is
-   counted in ``throttled``.
+7. Throttling (unless switched off: ``--throttling-off`` / ``POST /_emulator/throttling``): ``set_secret``
+   against the create window, everything else against the transaction window; an excess call is 429
+   ``Throttled`` with ``Retry-After`` (whole seconds until a slot frees) and is counted in ``throttled``.
 8. ``--deny``: a denied operation is 403 ``Forbidden`` with inner error ``ForbiddenByRbac``.
 9. The operation itself (the store applies ``--purge-protection`` and ``--delete-delay-ms``).
 
@@ -35,15 +35,23 @@ import socketserver
 import ssl
 import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from devtools.keyvault_emulator.certs import PEM, PKCS12, certificate_secret
 from devtools.keyvault_emulator.errors import ServiceError, bad_parameter
 from devtools.keyvault_emulator.limits import SlidingWindow, Stats
 from devtools.keyvault_emulator.rbac import EMULATOR_TENANT_ID, forbidden_by_rbac
-from devtools.keyvault_emulator.store import JSON, MAX_PAGE_SIZE, SecretStore, validate_name
+from devtools.keyvault_emulator.store import (
+    JSON,
+    MAX_CLOCK_OFFSET_SECONDS,
+    MAX_PAGE_SIZE,
+    SecretStore,
+    validate_name,
+)
 
 log = logging.getLogger("keyvault_emulator")
 
@@ -133,6 +141,7 @@ class EmulatorServer(ThreadingHTTPServer):
         window_seconds: float,
         deny: frozenset[str] = frozenset(),
         empty_pages: bool = False,
+        throttling: bool = True,
     ) -> None:
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -144,6 +153,7 @@ class EmulatorServer(ThreadingHTTPServer):
         self.latency = latency_ms / 1000.0
         self.create_window = SlidingWindow(create_limit, window_seconds)
         self.tx_window = SlidingWindow(tx_limit, window_seconds)
+        self.throttling = throttling
         self.deny = deny
         self.empty_pages = empty_pages
         self.store.base_url = self.base_url
@@ -261,7 +271,7 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
                 headers={"WWW-Authenticate": CHALLENGE},
             )
         self._operation = operation
-        stats.count(operation)
+        stats.count(operation, params.get("name"))
         api_version = _single(query, "api-version")
         if api_version is None or not _API_VERSION.fullmatch(api_version):
             raise bad_parameter(
@@ -269,7 +279,7 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
                 "Consider using the latest supported version (2026-04-01)."
             )
         window = self.server.create_window if operation == "set_secret" else self.server.tx_window
-        retry_after = window.acquire()
+        retry_after = window.acquire() if self.server.throttling else None
         if retry_after is not None:
             stats.count_throttled()
             raise ServiceError(
@@ -365,7 +375,20 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
         elif path == "/_emulator/reset" and self.command == "POST":
             self.server.stats.reset()
             self._send_empty(204)
-        elif certificate or path in {"/_emulator/stats", "/_emulator/reset"}:
+        elif path == "/_emulator/clock" and self.command in ("GET", "POST"):
+            if self.command == "POST":
+                self.server.store.set_clock_offset(_settings_body(body, "offset_seconds", _offset))
+            self._send_json(200, self._clock())
+        elif path == "/_emulator/throttling" and self.command in ("GET", "POST"):
+            if self.command == "POST":
+                enabled = _settings_body(body, "enabled", _boolean)
+                if enabled and not self.server.throttling:
+                    # Limits switched on start from an idle vault: what was admitted while off is not owed.
+                    self.server.create_window.clear()
+                    self.server.tx_window.clear()
+                self.server.throttling = enabled
+            self._send_json(200, self._throttling())
+        elif certificate or path in _EMULATOR_PATHS:
             raise ServiceError(405, "MethodNotAllowed", f"The method {self.command} is not allowed here.")
         else:
             raise ServiceError(404, "NotFound", f"The requested path {path[:200]} does not exist.")
@@ -377,8 +400,27 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
         content_type = options.get("contentType", PKCS12) if isinstance(options, dict) else None
         if content_type not in (PKCS12, PEM):
             raise bad_parameter(f"Property 'contentType' must be {PKCS12} or {PEM}.")
-        value, nbf, exp = certificate_secret(name, content_type)
+        now = datetime.fromtimestamp(self.server.store.now(), UTC)
+        value, nbf, exp = certificate_secret(name, content_type, now)
         self._send_json(200, self.server.store.create_certificate(name, value, content_type, nbf, exp))
+
+    def _clock(self) -> JSON:
+        store = self.server.store
+        now = store.now()
+        return {
+            "offset_seconds": store.clock_offset,
+            "now": now,
+            "now_utc": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+        }
+
+    def _throttling(self) -> JSON:
+        server = self.server
+        return {
+            "enabled": server.throttling,
+            "create_limit": server.create_window.limit,
+            "tx_limit": server.tx_window.limit,
+            "window_seconds": server.tx_window.window,
+        }
 
     # ------------------------------------------------------------------------------------------------ I/O
 
@@ -464,6 +506,33 @@ class KeyVaultHandler(BaseHTTPRequestHandler):
 def _single(query: dict[str, list[str]], key: str) -> str | None:
     values = query.get(key)
     return values[-1] if values else None
+
+
+T = TypeVar("T")
+_EMULATOR_PATHS = {"/_emulator/stats", "/_emulator/reset", "/_emulator/clock", "/_emulator/throttling"}
+
+
+def _offset(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_CLOCK_OFFSET_SECONDS:
+        raise bad_parameter(
+            f"Property 'offset_seconds' must be a whole number of seconds between "
+            f"-{MAX_CLOCK_OFFSET_SECONDS} and {MAX_CLOCK_OFFSET_SECONDS} (ten years)."
+        )
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise bad_parameter("Property 'enabled' must be true or false.")
+    return value
+
+
+def _settings_body(body: bytes, key: str, check: Callable[[Any], T]) -> T:
+    """The one property of a settings body ``{key: value}``, checked; 400 for any other body."""
+    document = _json_body(body)
+    if not isinstance(document, dict) or set(document) != {key}:
+        raise bad_parameter(f"The request body must be a JSON object with exactly one property, '{key}'.")
+    return check(document[key])
 
 
 def _json_body(body: bytes) -> Any:

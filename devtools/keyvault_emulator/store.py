@@ -23,12 +23,18 @@ Where the service is stricter or less predictable than a naive store, so is this
   (get, update and delete of it are 404 ``SecretNotFound``, as in the service).
 - Certificate-backed secrets (``create_certificate``): ``managed: true`` and a ``kid``; the secrets API
   cannot set, update or delete them (409 ``Conflict``).
+
+The store's time can be shifted (``set_clock_offset``): every timestamp stamped afterwards (``created``,
+``updated``, ``deletedDate``, ``scheduledPurgeDate``, a certificate's validity) and the purge of deleted
+secrets at their scheduled date use the shifted time, so tests and demos can make secrets that are already
+due. Delete and recover delays are real time. The offset is not persisted: a restart starts at 0.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -60,6 +66,10 @@ RECOVERY_LEVEL = "Recoverable+Purgeable"
 PROTECTED_RECOVERY_LEVEL = "Recoverable"
 STATE_FORMAT = "keyvault-emulator-state"
 STATE_VERSION = 1
+#: The largest clock shift accepted, either way: ten years.
+MAX_CLOCK_OFFSET_SECONDS = 3653 * 86400
+#: Characters of ``_list_key``'s hash prefix (blake2b, 8 bytes, hex).
+_LIST_HASH_CHARS = 16
 
 JSON = dict[str, Any]
 Page = tuple[list[JSON], str | None]
@@ -132,6 +142,10 @@ class SecretStore:
         self._lock = threading.RLock()
         self._active: dict[str, Secret] = {}
         self._deleted: dict[str, Secret] = {}
+        self._clock_offset = 0
+        # The active secrets' list keys, sorted; rebuilt after a secret enters or leaves the collection, so
+        # that a page costs a bisect rather than a sort of the whole vault.
+        self._order: list[str] | None = None
         # Lower-case name -> clock time at which its delete (name in _deleted) or recover (name in _active)
         # completes. Not persisted: after a restart every operation has completed.
         self._settling: dict[str, float] = {}
@@ -165,6 +179,7 @@ class SecretStore:
                     raise ValueError(f"secret {secret.name!r} has no versions")
                 target = self._active if secret.deleted_date is None else self._deleted
                 target[secret.name.lower()] = secret
+                self._order = None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"cannot read the state file {path}: {err}") from err
 
@@ -178,6 +193,28 @@ class SecretStore:
                 {"format": STATE_FORMAT, "version": STATE_VERSION, "secrets": secrets}, indent=1
             )
             write_atomically(self._state_file, payload)
+
+    # ---------------------------------------------------------------------------------------------- clock
+
+    def set_clock_offset(self, seconds: int) -> None:
+        """Shift every timestamp stamped from now on by ``seconds`` (negative: into the past). Raises
+        ValueError beyond ``MAX_CLOCK_OFFSET_SECONDS`` either way."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise ValueError("the clock offset is a whole number of seconds")
+        if abs(seconds) > MAX_CLOCK_OFFSET_SECONDS:
+            raise ValueError(f"the clock offset is at most {MAX_CLOCK_OFFSET_SECONDS} seconds either way")
+        with self._lock:
+            self._clock_offset = seconds
+
+    @property
+    def clock_offset(self) -> int:
+        with self._lock:
+            return self._clock_offset
+
+    def now(self) -> int:
+        """The store's time: unix seconds, shifted by the clock offset."""
+        with self._lock:
+            return self._now()
 
     def counts(self) -> tuple[int, int]:
         """(active secrets, deleted secrets)."""
@@ -209,7 +246,7 @@ class SecretStore:
             if secret is not None and secret.managed:
                 raise managed_by_certificate(name)
             if secret is None:
-                secret = self._active[key] = Secret(name=name)
+                secret = self._add_active(key, Secret(name=name))
             version = SecretVersion(
                 version=uuid.uuid4().hex,
                 value=value,
@@ -239,7 +276,7 @@ class SecretStore:
             if secret is not None and not secret.managed:
                 raise ServiceError(409, "Conflict", f"There is already a secret named {name} in this vault.")
             if secret is None:
-                secret = self._active[key] = Secret(name=name, managed=True)
+                secret = self._add_active(key, Secret(name=name, managed=True))
             now = self._now()
             version = SecretVersion(
                 version=uuid.uuid4().hex,
@@ -293,12 +330,25 @@ class SecretStore:
     def list_secrets(self, maxresults: int, marker: str | None) -> Page:
         with self._lock:
             self._expire_deleted()
-            entries = sorted(
-                (self._list_key(key), self._item(s, s.current, f"{self.base_url}/secrets/{s.name}"))
-                for key, s in self._active.items()
-                if not self._is_settling(key)
-            )
-        return _page(entries, maxresults, marker)
+            if self._order is None:
+                self._order = sorted(self._list_key(key) for key in self._active)
+            order = self._order
+            position = bisect.bisect_right(order, marker) if marker is not None else 0
+            items: list[JSON] = []
+            last: str | None = None
+            while position < len(order) and len(items) < maxresults:
+                list_key = order[position]
+                position += 1
+                key = list_key[_LIST_HASH_CHARS:]
+                if self._is_settling(key):
+                    continue
+                secret = self._active[key]
+                items.append(self._item(secret, secret.current, f"{self.base_url}/secrets/{secret.name}"))
+                last = list_key
+            # A next page only when a listed secret follows (settling ones are not listed).
+            following = itertools.islice(order, position, None)
+            more = any(not self._is_settling(k[_LIST_HASH_CHARS:]) for k in following)
+        return items, (last if more else None)
 
     def list_versions(self, name: str, maxresults: int, marker: str | None) -> Page:
         validate_name(name)
@@ -326,7 +376,7 @@ class SecretStore:
                 raise secret_not_found(name)
             if secret.managed:
                 raise managed_by_certificate(name)
-            del self._active[key]
+            self._remove_active(key)
             now = self._now()
             secret.deleted_date = now
             secret.scheduled_purge_date = now + RECOVERABLE_DAYS * 86400
@@ -361,7 +411,7 @@ class SecretStore:
             key = name.lower()
             del self._deleted[key]
             secret.deleted_date = secret.scheduled_purge_date = None
-            self._active[key] = secret
+            self._add_active(key, secret)
             self._settle_later(key)
             self._changed()
             return self._bundle(secret, secret.current, with_value=False)
@@ -385,7 +435,16 @@ class SecretStore:
     # ------------------------------------------------------------------------------------------- internals
 
     def _now(self) -> int:
-        return int(self._clock())
+        return int(self._clock()) + self._clock_offset
+
+    def _add_active(self, key: str, secret: Secret) -> Secret:
+        self._active[key] = secret
+        self._order = None
+        return secret
+
+    def _remove_active(self, key: str) -> None:
+        del self._active[key]
+        self._order = None
 
     def _changed(self) -> None:
         self.save()
@@ -441,7 +500,8 @@ class SecretStore:
 
     def _list_key(self, key: str) -> str:
         """The position of a secret in ``list_secrets``: fixed for the store's life, unrelated to the name."""
-        return hashlib.blake2b(key.encode(), key=self._list_seed, digest_size=8).hexdigest() + key
+        digest = hashlib.blake2b(key.encode(), key=self._list_seed, digest_size=_LIST_HASH_CHARS // 2)
+        return digest.hexdigest() + key
 
     def _find_version(self, name: str, version: str | None) -> tuple[Secret, SecretVersion]:
         self._expire_deleted()

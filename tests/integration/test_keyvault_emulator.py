@@ -890,3 +890,94 @@ def test_every_routed_operation_has_an_rbac_action() -> None:
         operations.update(routed[0].values())
 
     assert operations == set(ACTIONS)
+
+
+# ------------------------------------------------------------------------------------------ emulator clock
+
+
+def test_clock_offset_shifts_what_the_emulator_stamps_until_reset(tmp_path: Path) -> None:
+    forty_days = 40 * 86400
+    with start_emulator(tmp_path) as shifted, make_client(shifted) as sdk:
+        assert shifted.clock()["offset_seconds"] == 0
+        answer = shifted.set_clock_offset(-forty_days)
+        old = sdk.set_secret(unique("old"), "v").properties
+        sdk.set_secret("binned", "v")
+        deleted = sdk.begin_delete_secret("binned").result()
+        certificate = shifted.create_certificate("tls-old")
+        during = shifted.clock()
+        shifted.set_clock_offset(0)
+        new = sdk.set_secret(unique("new"), "v").properties
+        updated = sdk.update_secret_properties(old.name or "", old.version, tags={"k": "v"})
+        after = shifted.clock()
+
+    now = datetime.datetime.now(datetime.UTC)
+    forty_days_ago = now - datetime.timedelta(seconds=forty_days)
+    assert answer["offset_seconds"] == -forty_days
+    assert abs(answer["now"] - forty_days_ago.timestamp()) < 30
+    assert during["offset_seconds"] == -forty_days
+    assert datetime.datetime.fromisoformat(during["now_utc"]).timestamp() == during["now"]
+    assert old.created_on is not None and old.updated_on is not None
+    assert abs((old.created_on - forty_days_ago).total_seconds()) < 30
+    assert old.updated_on == old.created_on
+    assert deleted.deleted_date is not None and deleted.scheduled_purge_date is not None
+    assert abs((deleted.deleted_date - forty_days_ago).total_seconds()) < 30
+    assert deleted.scheduled_purge_date - deleted.deleted_date == datetime.timedelta(days=90)
+    assert abs(certificate["attributes"]["nbf"] - forty_days_ago.timestamp()) < 30
+    # Reset: stamped at the real time again; what was stamped before keeps its time.
+    assert after["offset_seconds"] == 0 and abs(after["now"] - now.timestamp()) < 30
+    assert new.created_on is not None and abs((new.created_on - now).total_seconds()) < 30
+    assert updated.created_on == old.created_on
+    assert updated.updated_on is not None and abs((updated.updated_on - now).total_seconds()) < 30
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"offset_seconds": "3600"}',
+        b'{"offset_seconds": 1.5}',
+        b'{"offset_seconds": 3600.0}',
+        b'{"offset_seconds": true}',
+        b'{"offset_seconds": null}',
+        b'{"offset_seconds": 3600, "extra": 1}',
+        b'{"offset": 3600}',
+        b'{"offset_seconds": 315619201}',
+        b'{"offset_seconds": -315619201}',
+    ],
+)
+def test_clock_refuses_any_other_body(emulator: EmulatorProcess, body: bytes) -> None:
+    answer = raw(emulator, "POST", "/_emulator/clock", data=body)
+
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "BadParameter"
+    assert emulator.clock()["offset_seconds"] == 0
+
+
+def test_clock_accepts_ten_years_either_way_and_other_methods_are_refused(tmp_path: Path) -> None:
+    ten_years = 315_619_200
+    with start_emulator(tmp_path) as shifted:
+        assert shifted.set_clock_offset(ten_years)["offset_seconds"] == ten_years
+        assert shifted.set_clock_offset(-ten_years)["offset_seconds"] == -ten_years
+        assert raw(shifted, "DELETE", "/_emulator/clock").status_code == 405
+        assert shifted.set_clock_offset(0)["offset_seconds"] == 0
+
+
+def test_throttling_switched_on_after_seeding(tmp_path: Path) -> None:
+    with start_emulator(tmp_path, create_limit=2, tx_limit=2, throttling=False) as seeded:
+        answers = [
+            raw(seeded, "PUT", f"/secrets/s{i}?{API}", headers=TOKEN, json={"value": "v"}) for i in range(5)
+        ]
+        assert [a.status_code for a in answers] == [200] * 5
+        state = seeded.set_throttling(True)
+        limited = [
+            raw(seeded, "PUT", f"/secrets/s{i}?{API}", headers=TOKEN, json={"value": "v"}) for i in range(3)
+        ]
+        stats = seeded.stats()
+
+    assert state == {"enabled": True, "create_limit": 2, "tx_limit": 2, "window_seconds": 10.0}
+    assert [a.status_code for a in limited] == [200, 200, 429]
+    assert stats["throttled"] == 1
+    assert stats["names"]["set_secret"] == {"s0": 2, "s1": 2, "s2": 2, "s3": 1, "s4": 1}

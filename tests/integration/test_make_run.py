@@ -1,4 +1,5 @@
-"""`make run` (devtools.stack) end to end: peers up, demo secrets seeded, health 200, Ctrl-C stops all."""
+"""`make run` (devtools.stack) end to end: peers up, demo secrets seeded (one already due), health 200, the
+printed curls, Ctrl-C stops all."""
 
 from __future__ import annotations
 
@@ -13,12 +14,21 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
 from azure.keyvault.secrets import SecretClient
 
-from devtools.stack import DEMO_SECRETS, UNMANAGED_DEMO_SECRET
+from devtools.stack import (
+    DEMO_SECRETS,
+    DUE_DEMO_AGE_DAYS,
+    DUE_DEMO_POLICY,
+    DUE_DEMO_SECRET,
+    UNMANAGED_DEMO_SECRET,
+)
 from shared.adapters.key_vault import LocalTokenCredential
+from shared.domain.identity import Role, parse_principal
 from shared.domain.policy import RotationPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,6 +114,43 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
         for name, policy, _, _ in DEMO_SECRETS:
             assert RotationPolicy.from_tags(seeded[name]) == policy
         assert not RotationPolicy.is_managed(seeded[UNMANAGED_DEMO_SECRET])
+
+        # The due demo secret: its first version was made DUE_DEMO_AGE_DAYS ago on the emulator's clock,
+        # past its interval (the first sweep may already have rotated it: then it is the older version).
+        versions = sorted(
+            client.list_properties_of_secret_versions(DUE_DEMO_SECRET), key=lambda v: v.created_on
+        )
+        first = versions[0]
+        assert RotationPolicy.from_tags(first.tags) == DUE_DEMO_POLICY
+        age = datetime.now(UTC) - first.created_on
+        assert age > DUE_DEMO_POLICY.interval
+        assert abs(age.days - DUE_DEMO_AGE_DAYS) <= 1
+        assert DUE_DEMO_POLICY.is_due(first.created_on, datetime.now(UTC), first.expires_on)
+        # ... and the clock was put back: the emulator stamps the real time again.
+        clock = requests.get(
+            f"{vault_url.group(1)}/_emulator/clock",
+            verify=str(tmp_path / "keyvault-emulator.pem"),
+            timeout=10,
+        ).json()
+        assert clock["offset_seconds"] == 0
+        assert f"{DUE_DEMO_SECRET} is due" in text
+
+        # The rotation curls, with a principal that carries the rotation operator's role.
+        plan = re.search(
+            r"curl -s -H 'x-ms-client-principal: (\S+)' '(http://\S+)/api/rotation/plan\?within_days=30'",
+            text,
+        )
+        rotate = re.search(
+            r"curl -s -X POST -H 'x-ms-client-principal: (\S+)' -H 'Content-Type: application/json' "
+            r"-d '\{\"force\": true\}' '(http://\S+)/api/secrets/([0-9A-Za-z-]+)/rotate'",
+            text,
+        )
+        assert plan and rotate, text
+        base = health_url.group(1).removesuffix("/api/health")
+        assert plan.group(2) == rotate.group(2) == base
+        assert rotate.group(3) == DUE_DEMO_SECRET
+        for principal in (plan.group(1), rotate.group(1), verify.group(2)):
+            assert parse_principal(principal).has(Role.ROTATION_OPERATE)
     finally:
         code = stack.interrupt()
     assert code == 0, stack.text
