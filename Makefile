@@ -52,6 +52,7 @@ integration: install
 bench: install
 	$(PY) -m bench.audit_append
 	$(PY) -m bench.audit_contention
+	$(PY) -m bench.sweep
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

@@ -67,23 +67,28 @@ class Peers:
     tables: TableServiceClient
     secrets: SecretClient
     keys: KeyVaultMacKeyRing
+    azurite: AzuriteProcess
+    emulator: EmulatorProcess
 
 
 def start_peers(
-    stack: ExitStack, prefix: str, response_hook: Callable[[PipelineResponse[Any, Any]], None]
+    stack: ExitStack,
+    prefix: str,
+    response_hook: Callable[[PipelineResponse[Any, Any]], None] | None = None,
+    **emulator_options: Any,
 ) -> Peers:
     """Azurite (in memory) and the Key Vault emulator on free ports, stopped when ``stack`` closes; the
-    audit MAC key is created before anything is measured."""
+    audit MAC key is created before anything is measured. ``emulator_options`` are
+    ``EmulatorProcess.start``'s (``latency_ms``, ``create_limit``, ``throttling``, ...)."""
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
     print("starting Azurite and the Key Vault emulator ...", file=sys.stderr, flush=True)
     azurite = stack.enter_context(AzuriteProcess.start())
-    emulator = stack.enter_context(EmulatorProcess.start(tmp / "emulator.pem"))
-    tables = TableServiceClient.from_connection_string(
-        azurite.connection_string, raw_response_hook=response_hook
-    )
+    emulator = stack.enter_context(EmulatorProcess.start(tmp / "emulator.pem", **emulator_options))
+    hook: dict[str, Any] = {} if response_hook is None else {"raw_response_hook": response_hook}
+    tables = TableServiceClient.from_connection_string(azurite.connection_string, **hook)
     stack.callback(tables.close)
     secrets_client = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
     stack.callback(secrets_client.close)
     keys = KeyVaultMacKeyRing(secrets_client)
     keys.current()  # creates and caches the MAC key: not part of any measurement
-    return Peers(tables, secrets_client, keys)
+    return Peers(tables, secrets_client, keys, azurite, emulator)
