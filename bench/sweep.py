@@ -500,8 +500,8 @@ def drain(
 
 
 class BenchContainer(Container):
-    """shared/bootstrap.py's Container, whose Key Vault client can be given other ``retry_status`` (how
-    often azure-core retries a 429 or 5xx, default 3) to try what a change in bootstrap would do."""
+    """shared/bootstrap.py's Container, whose Key Vault client can be given another ``retry_status`` (how
+    often azure-core retries a 429 or 5xx; bootstrap's KEY_VAULT_STATUS_RETRIES) to see what it changes."""
 
     def __init__(self, settings: Settings, kv_retry_status: int | None = None) -> None:
         super().__init__(settings)
@@ -509,7 +509,7 @@ class BenchContainer(Container):
 
     def _secret_client(self, **transport: Any) -> SecretClient:
         if self._kv_retry_status is not None:
-            transport.setdefault("retry_status", self._kv_retry_status)
+            transport["retry_status"] = self._kv_retry_status
         return super()._secret_client(**transport)
 
 
@@ -712,7 +712,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=None,
         help="experiment: the app's Key Vault client retries a 429 this many times (default: as "
-        "shared/bootstrap.py builds it, i.e. azure-core's 3)",
+        "shared/bootstrap.py builds it: KEY_VAULT_STATUS_RETRIES, 10)",
     )
     parser.add_argument("--drain-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--latency-ms", type=int, default=10, help="emulator latency per call (default 10)")

@@ -44,6 +44,9 @@ _PROBE_TRANSPORT: dict[str, Any] = {
 }
 
 
+#: Retries of a throttled (429) or failing (5xx) Key Vault call before the error reaches the service.
+KEY_VAULT_STATUS_RETRIES = 10
+
 class Container:
     """Builds and caches the service's clients from one Settings."""
 
@@ -107,7 +110,10 @@ class Container:
     @cached_property
     def secret_client(self) -> SecretClient:
         with self._lock:
-            return self._secret_client()
+            # Key Vault throttles per vault (300 sets / 4,000 other calls per 10 s) and says when to come
+            # back (Retry-After, up to ~10 s): a burst of rotations waits it out instead of failing after
+            # azure-core's default of 3 status retries.
+            return self._secret_client(retry_status=KEY_VAULT_STATUS_RETRIES)
 
     def _table_service(self, **transport: Any) -> TableServiceClient:
         from azure.data.tables import TableServiceClient
