@@ -277,3 +277,37 @@ def test_a_malformed_progress_row_is_read_as_defaults_not_an_error(world: World,
     Progress.of(row).leased_by_other("h", world.clock.now())
     assert world.rotate().status == "rotated"
     assert written_by_service(world.store.get_properties(NAME), world.states)
+
+
+def test_a_holder_slowed_past_its_lease_before_the_vault_write_never_writes(world: World) -> None:
+    world.seed()
+    inner_outcomes: list[Any] = []
+    slowed: list[bool] = []
+
+    def slow_intent(event: AuditEvent) -> bool:
+        if event.action == Action.ROTATED and event.result == Result.INTENT and not slowed:
+            slowed.append(True)
+            world.clock.advance(timedelta(minutes=16))  # the audit store answered very late
+            inner_outcomes.append(world.rotate())  # meanwhile the lease ran out and another holder came
+        return False
+
+    world.log.fails = slow_intent
+    outcome = world.rotate()
+    assert [o.status for o in inner_outcomes] == ["rotated"]
+    assert outcome.status == "in_progress"  # it lost the lease: it must not write a second version
+    assert len(world.store.versions_of(NAME)) == 2
+
+
+def test_a_fresh_lease_is_not_renewed_before_the_vault_write(world: World) -> None:
+    world.seed()
+    writes: list[str] = []
+    replace = world.states.replace
+
+    def counting(partition: str, key: str, state: Any, etag: str) -> Any:
+        writes.append(str(state.get("step")))
+        return replace(partition, key, state, etag)
+
+    world.states.replace = counting  # type: ignore[method-assign]
+    assert world.rotate().status == "rotated"
+    # The lease is written once and closed once: no renewal a moment after it was taken.
+    assert [w for w in writes if w in ("promoting", "idle")] == ["idle"]
