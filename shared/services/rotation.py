@@ -666,7 +666,16 @@ def retirements(state: Mapping[str, Any]) -> list[tuple[str, datetime]]:
 
 def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
     """Add a previous version to its secret's retirement schedule (its own entity, so retiring never
-    races a rotation's progress). Raises Conflict when the schedule changed meanwhile."""
+    races a rotation's progress). Raises Conflict when the schedule changed meanwhile.
+
+    Most secrets have no schedule when they rotate (retirement removes an emptied one, long before the
+    next rotation), so creating it is tried first: one store call instead of a read and a write."""
+    first = {"versions": json.dumps([[version, format_time(after)]])}
+    try:
+        states.create(RETIRE, key, first)
+        return
+    except Conflict:
+        pass
     stored = states.get(RETIRE, key)
     planned = retirements(stored.state) if stored else []
     if any(v == version for v, _ in planned):
@@ -717,16 +726,9 @@ def retire_due(
         states.delete(RETIRE, key, stored.etag)
         return []
     grace = _grace_of(current)
-    replaced_at: dict[str, datetime] = {}
     versions = store.list_versions(name)
     tags_of = {v.version: v.tags for v in versions}
-    for v in versions:
-        if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG):
-            for tag in (PREVIOUS_VERSION_TAG, RESTORED_VERSION_TAG):
-                old = v.tags.get(tag)
-                # The latest replacement: a version restored by a rollback was replaced again then.
-                if old and (old not in replaced_at or v.created > replaced_at[old]):
-                    replaced_at[old] = v.created
+    replaced_at = _replaced_at(versions)
     retired: list[str] = []
     kept: list[tuple[str, datetime]] = []
     for version in due:
@@ -745,9 +747,11 @@ def retire_due(
         trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
         retired.append(version)
     remaining = [(v, t) for v, t in planned if t > now] + kept
-    states.replace(
-        RETIRE, key, {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}, stored.etag
-    )
+    if remaining:
+        state = {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}
+        states.replace(RETIRE, key, state, stored.etag)
+    else:
+        states.delete(RETIRE, key, stored.etag)  # nothing left: the next rotation creates it afresh
     return retired
 
 
@@ -757,6 +761,20 @@ def retired_tags(tags: Mapping[str, str]) -> dict[str, str]:
     if RETIRED_BY_TAG in tags or len(tags) < MAX_TAGS:
         return {**tags, RETIRED_BY_TAG: ROTATED_BY}
     return dict(tags)
+
+
+def _replaced_at(versions: Sequence[SecretVersion]) -> dict[str, datetime]:
+    """When each replaced version was last replaced, by a version this service made: one that names it as
+    its ``previous-version`` (a rotation, a rollback) or ``restored-version`` (a rollback)."""
+    replaced_at: dict[str, datetime] = {}
+    for v in versions:
+        if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG):
+            for tag in (PREVIOUS_VERSION_TAG, RESTORED_VERSION_TAG):
+                old = v.tags.get(tag)
+                # The latest replacement: a version restored by a rollback was replaced again then.
+                if old and (old not in replaced_at or v.created > replaced_at[old]):
+                    replaced_at[old] = v.created
+    return replaced_at
 
 
 def _grace_of(current: SecretVersion) -> timedelta | None:

@@ -227,10 +227,9 @@ def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_a
     world.clock.advance(timedelta(hours=25))
     assert retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED) == [old]
     assert not world.store.get_properties(NAME, old).enabled
-    world.states.replace(  # and suppose it were still scheduled, at an earlier time
-        RETIRE, NAME, {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'},
-        world.states.get(RETIRE, NAME).etag,  # type: ignore[union-attr]
-    )  # fmt: skip
+    assert world.states.get(RETIRE, NAME) is None  # emptied: removed
+    # And suppose it were still scheduled, at an earlier time.
+    world.states.create(RETIRE, NAME, {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'})
     outcome = world.rollback()
     assert world.store.get_properties(NAME, old).enabled
     assert world.store.get_value(NAME).value == "good-old-value"

@@ -311,3 +311,28 @@ def test_a_fresh_lease_is_not_renewed_before_the_vault_write(world: World) -> No
     assert world.rotate().status == "rotated"
     # The lease is written once and closed once: no renewal a moment after it was taken.
     assert [w for w in writes if w in ("promoting", "idle")] == ["idle"]
+
+
+def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call(world: World) -> None:
+    v1 = world.seed()
+    calls: list[str] = []
+    for method in ("get", "create", "replace", "delete"):
+        inner = getattr(world.states, method)
+
+        def counted(partition: str, *args: Any, _inner: Any = inner, _m: str = method) -> Any:
+            if partition == RETIRE:
+                calls.append(_m)
+            return _inner(partition, *args)
+
+        setattr(world.states, method, counted)
+    world.rotate()
+    assert calls == ["create"]  # the first schedule: one call
+    world.clock.advance(timedelta(hours=25))
+    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
+        (NAME, v1)
+    ]
+    assert world.states.get(RETIRE, NAME) is None  # emptied: removed
+    calls.clear()
+    world.clock.advance(timedelta(days=31))
+    assert world.rotate().status == "rotated"
+    assert calls == ["create"]  # so the next rotation's schedule is one call again
