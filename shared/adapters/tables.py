@@ -165,6 +165,9 @@ class _ContentRejected(DependencyUnavailable):
     other callers batched with them deserve a try on their own."""
 
 
+#: How many chains' last written heads a log remembers (a chain each secret: a few KiB).
+MAX_KNOWN_HEADS = 4096
+
 class TableAuditLog(_Table):
     """AuditLog and AuditReader on one table. Creates the table on first use."""
 
@@ -176,6 +179,10 @@ class TableAuditLog(_Table):
         self._max_attempts = max_attempts
         self._queues: dict[str, _ChainQueue] = {}
         self._queues_lock = threading.Lock()
+        #: The head (and its row's ETag) this log last wrote per chain: the next append to the chain starts
+        #: from it instead of reading the head row. Only a hint: the write stays guarded by the ETag, and
+        #: a head that moved meanwhile (another writer, a repair, tampering) is a 412 that reads it again.
+        self._heads: OrderedDict[str, tuple[ChainHead, str]] = OrderedDict()
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -339,16 +346,22 @@ class TableAuditLog(_Table):
         result: T | None = None
         conflicted_at: tuple[str | None] | None = None  # the head's ETag when the last conflict came
         etag: str | None = None
+        from_cache = False
         for attempt in range(self._max_attempts):
             try:
                 if attempt_rows and result is not None and self._landed(partition, attempt_rows[0]):
                     # The previous attempt committed but its answer was lost (azure-core retried the
                     # batch, which then met its own head): the rows are stored, do not write them twice.
                     return result
-                head, etag = self._read_head(partition)
-                if conflicted_at == (etag,):
-                    where = "has records but no head" if etag is None else "has records beyond its head"
-                    raise ChainTampered(partition, where)
+                known = self._heads.pop(partition, None) if attempt == 0 else None
+                from_cache = known is not None
+                if known is not None:
+                    head, etag = known
+                else:
+                    head, etag = self._read_head(partition)
+                    if conflicted_at == (etag,):
+                        where = "has records but no head" if etag is None else "has records beyond its head"
+                        raise ChainTampered(partition, where)
                 new_head, attempt_rows, result = build(head)
                 head_row = {
                     "PartitionKey": partition,
@@ -365,11 +378,14 @@ class TableAuditLog(_Table):
                     ("create", head_row) if etag is None else ("update", head_row, guard)
                 ]
                 operations += [("create", row) for row in attempt_rows]
-                self.table.submit_transaction(operations)
+                answers = self.table.submit_transaction(operations)
+                self._remember(partition, new_head, answers[0].get("etag") if answers else None)
                 return result
             except HttpResponseError as err:  # TableTransactionError, ResourceExistsError among them
                 status = getattr(err, "status_code", None)
-                if status in (409, 412):
+                # A head remembered from this log's last write that is gone now (404) moved like any
+                # other: read it again (an attempt that read it judges what the conflict means).
+                if status in (409, 412) or (status == 404 and from_cache):
                     conflicted_at = (etag,)
                     time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
                     continue
@@ -385,6 +401,13 @@ class TableAuditLog(_Table):
         raise DependencyUnavailable(
             DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
         )
+
+    def _remember(self, partition: str, head: ChainHead, etag: Any) -> None:
+        if isinstance(etag, str) and etag:
+            self._heads[partition] = (head, etag)
+            self._heads.move_to_end(partition)
+            while len(self._heads) > MAX_KNOWN_HEADS:
+                self._heads.popitem(last=False)
 
     def _landed_quietly(self, partition: str, row: Mapping[str, Any]) -> bool:
         """Whether a row is stored, False when that cannot be told either."""

@@ -146,6 +146,34 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
     assert env.breaks() == []
 
 
+def test_a_log_appends_after_the_head_it_wrote_without_reading_it_again(env: Env) -> None:
+    reads: list[str] = []
+    get_entity = env.log.table.get_entity
+
+    def counting(partition: str, row: str, **kwargs: Any) -> Any:
+        reads.append(row)
+        return get_entity(partition, row, **kwargs)
+
+    env.log.table.get_entity = counting  # type: ignore[method-assign]
+    env.fill(1)
+    assert reads.count(HEAD_ROW) == 1  # a chain this log has not written yet: its head is read
+    env.fill(3)
+    assert reads.count(HEAD_ROW) == 1  # then each append starts from the head it wrote itself
+    assert env.breaks() == []
+
+
+def test_a_head_another_writer_moved_is_read_again_and_the_chain_stays_one(env: Env) -> None:
+    env.fill(2)  # this log now remembers the head it wrote
+    other = TableAuditLog(env.container.table_service, env.keys, table=env.log_name)
+    AuditTrail(other, env.clock, env.vault).record(
+        Action.ROTATED, secret_name=SECRET, details={"by": "other"}
+    )
+    env.fill(2)  # the remembered head is stale: 412, read again, sealed after the other's record
+    contents = env.log.read_chains(env.chain)[env.chain]
+    assert sorted(r.position for r in contents.records) == [1, 2, 3, 4, 5]
+    assert env.breaks() == []
+
+
 def test_edited_field(env: Env) -> None:
     env.fill(5)
     row = env.row(3)
