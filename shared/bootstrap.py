@@ -47,6 +47,7 @@ _PROBE_TRANSPORT: dict[str, Any] = {
 #: Retries of a throttled (429) or failing (5xx) Key Vault call before the error reaches the service.
 KEY_VAULT_STATUS_RETRIES = 10
 
+
 class Container:
     """Builds and caches the service's clients from one Settings."""
 

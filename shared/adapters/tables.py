@@ -168,6 +168,7 @@ class _ContentRejected(DependencyUnavailable):
 #: How many chains' last written heads a log remembers (a chain each secret: a few KiB).
 MAX_KNOWN_HEADS = 4096
 
+
 class TableAuditLog(_Table):
     """AuditLog and AuditReader on one table. Creates the table on first use."""
 
