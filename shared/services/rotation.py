@@ -253,7 +253,7 @@ def rotate(
     # The progress first, then the vault: a rotation that completes in between changes the progress, so
     # the lease below (conditional on what was read here) fails instead of rotating a stale version again.
     stored = states.get(PARTITION, key)
-    found = _rotatable(name, store, states, trail, reserved, correlation_id)
+    found = _rotatable(name, store, states, trail, reserved, correlation_id, stale=(key, stored, clock))
     if isinstance(found, RotationOutcome):
         return found
     current, policy = found
@@ -321,6 +321,16 @@ def _done(
     if current.tags.get(ROTATION_ID_TAG) == rotation_id:
         return True
     return any(v.tags.get(ROTATION_ID_TAG) == rotation_id for v in store.list_versions(name))
+
+
+def _close_stale(states: StateStore, key: str, stored: Versioned | None, clock: Clock) -> None:
+    """A dead holder's ``promoting`` row of a secret that is not rotated any more (gone, unmanaged,
+    disabled, ...): closed, so the sweep does not request it again every hour."""
+    if stored is None:
+        return
+    progress = Progress.of(stored.state)
+    if progress.step == PROMOTING and not progress.leased_by_other("", clock.now()):
+        _abandon(states, key, progress, stored.etag)
 
 
 def _abandon(states: StateStore, key: str, progress: Progress, etag: str) -> None:
@@ -410,9 +420,31 @@ def _rotatable(
     trail: AuditTrail,
     reserved: Collection[str],
     correlation_id: str | None,
+    *,
+    stale: tuple[str, Versioned | None, Clock],
 ) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
-    """The current version and its policy, or why this secret is not rotated (recorded). Raises NotFound,
-    NotManaged."""
+    """The current version and its policy, or why this secret is not rotated (recorded; a dead holder's
+    row of it is then closed: nothing to resume). Raises NotFound, NotManaged."""
+    key, stored, clock = stale
+    try:
+        found = _why_not(name, store, states, trail, reserved, correlation_id)
+    except (NotFound, NotManaged):
+        _close_stale(states, key, stored, clock)
+        raise
+    if isinstance(found, RotationOutcome):
+        _close_stale(states, key, stored, clock)
+    return found
+
+
+def _why_not(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    reserved: Collection[str],
+    correlation_id: str | None,
+) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
+    """The current version and its policy, or why this secret is not rotated (recorded)."""
     if name.lower() in {r.lower() for r in reserved}:
         return _skip(trail, name, "the service's own secret is never rotated", correlation_id)
     current = _current(store, name)

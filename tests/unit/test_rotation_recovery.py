@@ -336,3 +336,20 @@ def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call
     world.clock.advance(timedelta(days=31))
     assert world.rotate().status == "rotated"
     assert calls == ["create"]  # so the next rotation's schedule is one call again
+
+
+def test_a_dead_holders_row_of_a_secret_deleted_since_is_closed_not_requested_every_hour(
+    world: World,
+) -> None:
+    world.seed()
+    world.store.armed = True
+    with pytest.raises(ProcessDied):
+        world.request()
+    del world.store.secrets[NAME]  # deleted by its owner before anything resumed it
+    world.clock.advance(timedelta(minutes=16))
+    world.hourly_sweep()  # requested once, found gone: skipped on record, and the row closed
+    progress = world.states.get(PARTITION, NAME)
+    assert progress is not None and progress.state["step"] == "idle"
+    skipped = len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED])
+    world.hourly_sweep()
+    assert len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]) == skipped
