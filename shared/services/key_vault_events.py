@@ -52,10 +52,13 @@ from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.expiry import Claim, ClaimHeld, claim, notify_expiry, thresholds_of
-from shared.services.rotation import written_by_service
+from shared.services.rotation import PARTITION as ROTATION_PARTITION
+from shared.services.rotation import Busy, acquire, release, written_by_service
 
 logger = logging.getLogger(__name__)
 
+#: The step name of the write lease while a dropped policy is put back on an out-of-band version.
+RESTORING = "restoring_policy"
 PARTITION = "kv-event"
 POLICY_TAGS = (
     MANAGED_BY_TAG,
@@ -121,7 +124,7 @@ def handle_event(
     with held.releasing():
         try:
             if event.type == KeyVaultEventType.NEW_VERSION:
-                outcome = _new_version(event, held, store, states, trail, cid)
+                outcome = _new_version(event, held, store, states, trail, clock, cid)
             else:
                 outcome = _expiry(event, store, states, trail, publisher, requests, clock, cid)
         except NotFound:
@@ -214,6 +217,7 @@ def _new_version(
     store: SecretStore,
     states: StateStore,
     trail: AuditTrail,
+    clock: Clock,
     cid: str,
 ) -> EventOutcome:
     """OUT_OF_BAND_CHANGE for a version this service did not make. A restore of a dropped policy is a
@@ -257,19 +261,15 @@ def _new_version(
         )
         # On the claim before the write (and the lease renewed): after it, only the claim knows the plan.
         held.save(intent=True, **planned.fields())
-    tags = {**version.tags, **planned.tags}
-    if tags != version.tags:
+    restored = True
+    if {**version.tags, **planned.tags} != version.tags:
         try:
-            store.update_properties(version.name, version.version, tags=tags)
+            restored = _write_restore(version, planned, store, states, clock)
+        except Busy:
+            raise  # another write to the secret holds its lease: Event Grid delivers again later
         except (NotFound, InvalidSecret, Conflict) as err:
             # Gone, or refused for good (too many tags now, certificate-backed): retrying cannot help.
             return _restore_failed(trail, version.name, version.version, planned, err, cid)
-        logger.warning(
-            "out-of-band version %s of %s dropped its policy; restored from %s",
-            version.version,
-            version.name,
-            planned.source,
-        )
     trail.record(
         Action.OUT_OF_BAND_CHANGE,
         secret_name=version.name,
@@ -277,12 +277,41 @@ def _new_version(
         correlation_id=cid,
         details={
             **base,
-            "policy_restored": True,
-            "restored_tags": sorted(planned.tags),
+            "policy_restored": restored,
+            "restored_tags": sorted(planned.tags) if restored else [],
             "restored_from": planned.source,
         },
     )
+    if not restored:
+        return EventOutcome("acted", "out-of-band version recorded; a policy was applied meanwhile")
     return EventOutcome("acted", "out-of-band version recorded, policy restored")
+
+
+def _write_restore(
+    version: SecretVersion, planned: _Restore, store: SecretStore, states: StateStore, clock: Clock
+) -> bool:
+    """Put the planned policy tags back on ``version``, under the secret's write lease, so a policy change
+    or rotation at the same moment is neither overwritten nor overwrites this. Returns False when the
+    version carries a policy by then (applied meanwhile: left as it is). Raises Busy (another write holds
+    the lease), NotFound, InvalidSecret, Conflict."""
+    held = states.get(ROTATION_PARTITION, version.name.lower())
+    progress, etag = acquire(states, version.name, held, RESTORING, clock)
+    try:
+        now = store.get_properties(version.name, version.version)
+        if RotationPolicy.is_managed(now.tags):
+            return False
+        merged = {**now.tags, **planned.tags}
+        if merged != now.tags:
+            store.update_properties(version.name, version.version, tags=merged)
+            logger.warning(
+                "out-of-band version %s of %s dropped its policy; restored from %s",
+                version.version,
+                version.name,
+                planned.source,
+            )
+        return True
+    finally:
+        release(states, version.name, progress, etag, new_version=None)
 
 
 def _restore_failed(

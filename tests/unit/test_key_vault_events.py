@@ -29,7 +29,15 @@ from shared.domain.state import Versioned
 from shared.services.audit import AuditTrail
 from shared.services.expiry import CLAIM_LEASE, ClaimHeld, check_expiry
 from shared.services.key_vault_events import PARTITION, EventOutcome, handle_event
-from shared.services.rotation import ROTATED_BY, ROTATED_BY_TAG, ROTATION_ID_TAG, rotate
+from shared.services.rotation import (
+    ROTATED_BY,
+    ROTATED_BY_TAG,
+    ROTATION_ID_TAG,
+    Busy,
+    acquire,
+    release,
+    rotate,
+)
 from tests.fakes import (
     FixedClock,
     InMemoryAuditLog,
@@ -370,6 +378,43 @@ def test_an_out_of_band_version_is_recorded_once_and_its_dropped_policy_restored
     assert RotationPolicy.from_tags(tags) == API_KEY and tags["changed-by"] == "alice"
     assert "team" not in tags  # only the policy's tags come back
     assert world.requests.sent == [] and world.publisher.sent == []
+
+
+def test_a_restore_waits_for_another_write_holding_the_secrets_lease(world: World) -> None:
+    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    world.clock.advance(timedelta(seconds=5))
+    oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
+    # An operator's policy change (or a rotation) holds the secret's write lease right now.
+    progress, etag = acquire(world.states, "dispatch-api-key", None, "updating_policy", world.clock)
+    with pytest.raises(Busy):  # raised: Event Grid delivers it again
+        world.deliver(NEW, "dispatch-api-key", oob)
+    assert world.store.writes == 0
+    release(world.states, "dispatch-api-key", progress, etag, new_version=None)
+    world.clock.advance(timedelta(minutes=16))  # the claim's lease of the first delivery ran out
+    world.deliver(NEW, "dispatch-api-key", oob, _id="evt-again")
+    assert RotationPolicy.from_tags(world.store.get_properties("dispatch-api-key", oob).tags) == API_KEY
+
+
+def test_a_policy_applied_before_the_restore_is_not_overwritten(world: World) -> None:
+    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    world.clock.advance(timedelta(seconds=5))
+    oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
+    newer = RotationPolicy(SecretKind.API_KEY, timedelta(days=45), None, "dispatch-api")
+    reads = 0
+    get_properties = world.store.get_properties
+
+    def operator_applies_a_policy_meanwhile(name: str, version: str | None = None) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:  # after the plan, before the write: the operator's PUT lands
+            world.store.update_properties(name, oob, tags={"changed-by": "alice", **newer.to_tags()})
+        return get_properties(name, version)
+
+    world.store.get_properties = operator_applies_a_policy_meanwhile  # type: ignore[method-assign]
+    world.deliver(NEW, "dispatch-api-key", oob)
+    assert RotationPolicy.from_tags(get_properties("dispatch-api-key", oob).tags) == newer
+    record = world.records(Action.OUT_OF_BAND_CHANGE)[-1]
+    assert record.result == Result.SUCCESS and record.details["policy_restored"] is False
 
 
 def test_an_out_of_band_version_of_an_unmanaged_secret_is_recorded_without_a_restore(world: World) -> None:
