@@ -24,6 +24,7 @@ Every version this service writes carries ``rotated-by: secret-lifecycle`` and a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -886,13 +887,14 @@ def record_violations(
             states,
             claim,
             violation.tag,
-            lambda v=violation: trail.record(  # type: ignore[misc]
+            functools.partial(
+                trail.record,
                 Action.POLICY_VIOLATION,
-                secret_name=v.secret_name,
+                secret_name=violation.secret_name,
                 result=Result.FAILURE,
                 correlation_id=correlation_id,
-                details={"tag": v.tag},
-                error=v.problem[:500],
+                details={"tag": violation.tag},
+                error=violation.problem[:500],
             ),
         )
     return recorded
