@@ -8,9 +8,15 @@ store decides whether it still applies to what was read (``Conflict``).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+from shared.domain.audit import parse_time
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,3 +25,19 @@ class Versioned:
 
     state: Mapping[str, Any]
     etag: str
+
+
+def lease_runs(until: object, now: datetime, lease: timedelta) -> bool:
+    """Whether a stored lease ending ``until`` still runs at ``now``. Anything but a time this service
+    writes is no lease; one ending further ahead than any holder can take (``lease`` twice over: a forged
+    or skewed row) is not honoured, since it would block what it guards for good."""
+    if not isinstance(until, str):
+        return False
+    try:
+        ends = parse_time(until)
+    except ValueError:
+        return False
+    if ends > now + 2 * lease:
+        logger.warning("lease until %.40s is not credible; taken over", until)
+        return False
+    return ends > now

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain.audit import Action, Result, format_time, parse_time
+from shared.domain.audit import Action, Result, format_time
 from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
 from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY, Notification
 from shared.domain.policy import (
@@ -36,6 +36,7 @@ from shared.domain.policy import (
     RotationPolicy,
 )
 from shared.domain.secrets import SecretItem, SecretVersion
+from shared.domain.state import lease_runs
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 
@@ -187,17 +188,7 @@ def _done(state: Mapping[str, Any]) -> bool:
 def _leased(state: Mapping[str, Any], now: datetime) -> bool:
     """Whether a holder's lease still runs. One ending further ahead than any holder can take (a forged
     or skewed row) is not honoured: it would block the action for good."""
-    until = state.get("lease_until")
-    if not state.get("holder") or not isinstance(until, str):
-        return False
-    try:
-        ends = parse_time(until)
-    except ValueError:
-        return False
-    if ends > now + 2 * CLAIM_LEASE:
-        logger.warning("claim lease until %.40s is not credible; taken over", until)
-        return False
-    return ends > now
+    return bool(state.get("holder")) and lease_runs(state.get("lease_until"), now, CLAIM_LEASE)
 
 
 def is_done(states: StateStore, partition: str, key: str) -> bool:

@@ -40,7 +40,7 @@ from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notific
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import MAX_TAGS, SecretVersion
-from shared.domain.state import Versioned
+from shared.domain.state import Versioned, lease_runs
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.sweep import PolicyViolation
@@ -214,16 +214,9 @@ class Progress:
     def leased_by_other(self, holder: str, now: datetime) -> bool:
         """Another holder's lease that still runs (whatever its step). A lease ending further ahead than
         any holder can take (a forged or skewed row) is not honoured: it would block the secret for good."""
-        if self.step == IDLE or self.holder == holder or self.lease_until is None:
+        if self.step == IDLE or self.holder == holder:
             return False
-        try:
-            until = parse_time(self.lease_until)
-        except (ValueError, TypeError):
-            return False
-        if until > now + 2 * LEASE:
-            logger.warning("rotation lease until %s is not credible; taken over", self.lease_until)
-            return False
-        return until > now
+        return lease_runs(self.lease_until, now, LEASE)
 
 
 def rotate(
@@ -265,8 +258,7 @@ def rotate(
         return _skip(trail, name, f"already done (rotation {rotation_id})", correlation_id)
     resuming = progress.step == PROMOTING and _resumable(progress, current)
     if not (resuming or force or policy.is_due(current.created, now, current.expires)):
-        if stored is not None and progress.step == PROMOTING and not progress.leased_by_other("", now):
-            _abandon(states, key, progress, stored.etag)
+        _close_stale(states, key, stored, clock)  # a dead holder's row the vault does not bear out
         due = policy.next_rotation(current.created, current.expires)
         return _skip(trail, name, f"not due until {format_time(due)}", correlation_id)
     if dry_run:
