@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
+from shared.domain.policy import Rotator
 from shared.ports import DependencyProbe
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         RotationRequests,
         SecretStore,
         StateStore,
+        TargetRotator,
     )
     from shared.services.audit import AuditTrail
 
@@ -195,6 +197,32 @@ class Container:
 
         return StorageQueueRotationRequests(self.queue_service)
 
+    @cached_property
+    def target_rotators(self) -> Mapping[Rotator, TargetRotator]:
+        """The target rotators, each built (and its technology imported) on first use."""
+        return _LazyRotators(
+            {
+                Rotator.POSTGRES_SINGLE_USER: lambda: self._postgres(alternating=False),
+                Rotator.POSTGRES_ALTERNATING: lambda: self._postgres(alternating=True),
+                Rotator.WEBHOOK: self._webhook,
+            }
+        )
+
+    def _postgres(self, *, alternating: bool) -> TargetRotator:
+        from shared.adapters.postgres import PostgresRotator
+
+        return PostgresRotator(self.secret_store, alternating=alternating)
+
+    def _webhook(self) -> TargetRotator:
+        from shared.adapters.webhook import WebhookRotator
+
+        bundle = self.settings.webhook_ca_bundle
+        return WebhookRotator(
+            self.secret_store,
+            allow_loopback_http=self.settings.allow_loopback_webhooks,
+            ca_bundle=str(bundle) if bundle else None,
+        )
+
     @property
     def reserved_secrets(self) -> frozenset[str]:
         """The service's own secrets in the vault (the audit MAC key, the digest anchor): never rotated,
@@ -289,6 +317,30 @@ class _Deferred:
 
 _container: Container | None = None
 _container_lock = threading.Lock()
+
+
+class _LazyRotators(Mapping[Rotator, "TargetRotator"]):
+    """A mapping whose values are built on first access (a key-vault rotation never imports psycopg)."""
+
+    def __init__(self, factories: Mapping[Rotator, Callable[[], TargetRotator]]) -> None:
+        self._factories = dict(factories)
+        self._built: dict[Rotator, TargetRotator] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Rotator) -> TargetRotator:
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = self._factories[key]()
+            return self._built[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._factories
+
+    def __iter__(self) -> Iterator[Rotator]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
 
 
 def get_container() -> Container:

@@ -45,6 +45,7 @@ WEBSITE_INSTANCE_ID = "WEBSITE_INSTANCE_ID"
 WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
 AZURE_FUNCTIONS_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
 EXPIRY_REQUIRE_EXP = "EXPIRY_REQUIRE_EXP"
+WEBHOOK_CA_BUNDLE = "WEBHOOK_CA_BUNDLE"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -166,6 +167,23 @@ class Settings:
     def is_development_host(self) -> bool:
         """Core Tools and the dev host set AZURE_FUNCTIONS_ENVIRONMENT=Development; Azure never does."""
         return (self._get(AZURE_FUNCTIONS_ENVIRONMENT) or "").lower() == "development"
+
+    @property
+    def allow_loopback_webhooks(self) -> bool:
+        """Plain-http webhook targets on a loopback host are allowed on a local development host only."""
+        return self.is_development_host and not self.running_in_azure
+
+    @cached_property
+    def webhook_ca_bundle(self) -> Path | None:
+        """WEBHOOK_CA_BUNDLE: a PEM file of the CAs webhook consumers' certificates are checked against
+        instead of the system's (a private CA). Raises ConfigurationError for a file that does not exist."""
+        raw = self._get(WEBHOOK_CA_BUNDLE)
+        if raw is None:
+            return None
+        path = Path(raw)
+        if not path.is_file():
+            raise ConfigurationError(WEBHOOK_CA_BUNDLE, "names a file that does not exist")
+        return path
 
     def check_http_safety(self) -> None:
         """Raise when the settings make HTTP functions unsafe to serve: the local principal switch

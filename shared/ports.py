@@ -23,6 +23,7 @@ from shared.domain.notifications import Notification
 from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import SecretItem, SecretValue, SecretVersion
 from shared.domain.state import Versioned
+from shared.domain.targets import TargetSecret
 
 
 class Clock(Protocol):
@@ -277,4 +278,42 @@ class RotationRequests(Protocol):
         Raises DependencyUnavailable when the queue cannot be written; RequestsNotSent (one) when sending
         stopped part-way, naming the requests that were not (confirmed) sent.
         """
+        ...
+
+
+class TargetRotator(Protocol):
+    """Where a rotated value must also be set before Key Vault promotes it: a PostgreSQL role, a consumer
+    that checks its own keys (shared.domain.targets). The rotation calls ``pending``, stores the result in
+    Key Vault, then ``set``, ``test``, promotes, and calls ``finish`` when the previous version's grace has
+    ended. Every method is re-runnable: a step already done is not done again, or doing it again is
+    harmless.
+
+    Every method raises TargetRefused when retrying cannot help (nothing is promoted, the rotation is
+    recorded as failed and not retried) and DependencyUnavailable when the target did not answer (the
+    queue retries). No error message carries a value.
+    """
+
+    def pending(self, secret: TargetSecret, generated: str) -> str:
+        """The value to promote, made from the current one and a freshly generated secret (for
+        PostgreSQL: the current document with ``generated`` as the password, of the other role when
+        alternating). Raises TargetRefused when the current value cannot be used (not a document)."""
+        ...
+
+    def tags(self, secret: TargetSecret) -> dict[str, str]:
+        """Tags the promoted version carries besides the policy's and the service's (e.g. the name of the
+        webhook signing key's secret); may create what they name."""
+        ...
+
+    def set(self, secret: TargetSecret, pending: str) -> None:
+        """Make the target accept ``pending`` (beside the current value where the target can hold two).
+        Checks first that the credentials it acts with are what they claim (no confused deputy)."""
+        ...
+
+    def test(self, secret: TargetSecret, pending: str) -> None:
+        """Prove that the target accepts ``pending``."""
+        ...
+
+    def finish(self, secret: TargetSecret, retired: str) -> None:
+        """The grace of ``retired`` (a replaced value) has ended: make it unusable at the target, unless
+        the current value (``secret.current``) still needs it."""
         ...

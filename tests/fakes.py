@@ -41,6 +41,7 @@ from shared.domain.secrets import (
     validate_value,
 )
 from shared.domain.state import Versioned
+from shared.domain.targets import TargetSecret
 from shared.ports import Clock, MacKeyRing
 
 
@@ -523,3 +524,52 @@ class RecordingRotationRequests:
             self.sent.extend(requests[: self.fail_after])
             raise RequestsNotSent("storage", "HTTP 503", requests[self.fail_after :])
         self.sent.extend(requests)
+
+
+class TargetCrash(BaseException):
+    """The process dies at this step (a crash, the function timeout): no handler of the product runs."""
+
+
+class FakeTarget:
+    """TargetRotator over a target that checks its own credentials: ``accepted`` is the set of values it
+    takes now. ``single``: it holds one value (a database role's password: set replaces it); otherwise
+    it takes old and new until finish (a webhook consumer). ``fail`` maps a step to what it raises there
+    (an exception instance, raised once). ``calls``: (step, value or None) in order."""
+
+    def __init__(self, initial: str, *, single: bool = False) -> None:
+        self.accepted: set[str] = {initial}
+        self.single = single
+        self.fail: dict[str, BaseException] = {}
+        self.calls: list[tuple[str, str | None]] = []
+        self.crash_after: str | None = None
+
+    def _step(self, step: str, value: str | None) -> None:
+        self.calls.append((step, value))
+        error = self.fail.pop(step, None)
+        if error is not None:
+            raise error
+
+    def pending(self, secret: TargetSecret, generated: str) -> str:
+        self._step("pending", None)
+        return f"pending:{generated}"
+
+    def tags(self, secret: TargetSecret) -> dict[str, str]:
+        return {"target-tag": "fake"}
+
+    def set(self, secret: TargetSecret, pending: str) -> None:
+        self._step("set", pending)
+        if pending not in self.accepted:
+            self.accepted = {pending} if self.single else self.accepted | {pending}
+        if self.crash_after == "set":
+            self.crash_after = None
+            raise TargetCrash("set")
+
+    def test(self, secret: TargetSecret, pending: str) -> None:
+        self._step("test", pending)
+        if pending not in self.accepted:
+            raise DependencyUnavailable("fake-target", "the pending value is not accepted")
+
+    def finish(self, secret: TargetSecret, retired: str) -> None:
+        self._step("finish", retired)
+        if retired != secret.current:
+            self.accepted.discard(retired)

@@ -16,7 +16,8 @@ Tags (Key Vault allows 15 per secret, names and values up to 256 characters):
 - ``owner``: optional; the team or app that consumes the secret, for notifications.
 - ``rotator``: optional; where a new value must also be set: ``key-vault`` (default: only in the vault),
   ``postgres-single-user``, ``postgres-alternating``, ``webhook``.
-- ``rotation-target``: the rotator's reference: the consumer's HTTPS URL for ``webhook``, the Key Vault
+- ``rotation-target``: the rotator's reference: the consumer's HTTPS URL for ``webhook`` (plain http
+  only to a loopback host, and only on a development host), the Key Vault
   secret holding the admin credential for ``postgres-alternating``; none for the others.
 - ``rotation-grace-hours``: how long the previous version stays enabled after a promotion (0-720, default
   24). ``encryption-key`` secrets keep their previous versions enabled unless it is set: old ciphertext
@@ -32,6 +33,7 @@ one idempotent rotate-if-due.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -204,7 +206,10 @@ def _target(tags: Mapping[str, str], rotator: Rotator) -> str | None:
     raw = (tags.get(TARGET_TAG) or "").strip() or None
     if rotator == Rotator.WEBHOOK:
         parts = urlsplit(raw or "")
-        if parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+        # Plain http only to a loopback host (a consumer on a developer's machine); the webhook rotator
+        # refuses even that outside a development host.
+        secure = parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname))
+        if not secure or not parts.hostname or parts.username or parts.password:
             raise PolicyError(
                 TARGET_TAG, "a webhook rotator needs the consumer's https URL, without credentials"
             )
@@ -216,6 +221,15 @@ def _target(tags: Mapping[str, str], rotator: Rotator) -> str | None:
     elif raw is not None:
         raise PolicyError(TARGET_TAG, f"the {rotator.value} rotator takes no target")
     return raw
+
+
+def _loopback(host: str | None) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _grace(tags: Mapping[str, str]) -> timedelta | None:

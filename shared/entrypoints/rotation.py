@@ -56,6 +56,7 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
         container.audit_trail,
         container.clock,
         reserved=container.reserved_secrets,
+        rotators=container.target_rotators,
     )
     logger.info(
         "rotation sweep: %s, %d resumed, %d version(s) retired", report.counts(), len(resumed), len(retired)
@@ -86,6 +87,7 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
         container.publisher,
         container.clock,
         reserved=container.reserved_secrets,
+        rotators=container.target_rotators,
     )
     logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
 

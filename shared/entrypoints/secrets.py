@@ -113,9 +113,9 @@ def _valid(req: func.HttpRequest) -> str | None:
     return name if NAME_PATTERN.fullmatch(name) else None
 
 
-def _policy(fields: catalog.PolicyInput) -> RotationPolicy:
+def _policy(fields: catalog.PolicyInput, *, onboarding: bool = False) -> RotationPolicy:
     try:
-        return catalog.build_policy(fields)
+        return catalog.build_policy(fields, onboarding=onboarding)
     except catalog.InvalidPolicy as err:
         raise BadRequest(err.field, err.problem) from None
 
@@ -143,9 +143,10 @@ def secrets_onboard(req: func.HttpRequest, context: func.Context) -> func.HttpRe
         container, cid = get_container(), correlation_id(context)
         principal = authorize(req, Role.ROTATION_OPERATE, container, correlation_id=cid)
         body = parse_body(OnboardBody, req)
+        policy = _policy(body.fields(), onboarding=True)
         version = catalog.onboard(
             container.secret_store, container.state_store, container.audit_trail, container.clock,
-            reserved=container.reserved_secrets, name=body.name, policy=_policy(body.fields()),
+            reserved=container.reserved_secrets, name=body.name, policy=policy,
             actor=actor_of(req, principal), correlation_id=cid,
         )  # fmt: skip
         return json_response(catalog.version_dict(version), 201)

@@ -46,6 +46,7 @@ from shared.domain.policy import (
 )
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name, validate_tags
+from shared.domain.targets import is_reserved
 from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail, AuditUnavailable, query_audit
 from shared.services.rotation import (
@@ -79,7 +80,7 @@ FIELD_OF_TAG: Mapping[str, str] = {
 }
 POLICY_TAGS = frozenset(FIELD_OF_TAG)
 #: The rotators this deployment runs (the others are reported, not requested).
-AVAILABLE_ROTATORS = frozenset({Rotator.KEY_VAULT})
+AVAILABLE_ROTATORS = frozenset(Rotator)
 ONBOARDING = "onboarding"
 UPDATING_POLICY = "updating_policy"
 
@@ -115,9 +116,14 @@ class PolicyInput:
     expiry_warning_days: tuple[int, ...] | None = None
 
 
-def build_policy(fields: PolicyInput) -> RotationPolicy:
+#: Rotators whose value the service cannot make up: it must already work at the target.
+_BROUGHT_VALUES = frozenset({Rotator.POSTGRES_SINGLE_USER, Rotator.POSTGRES_ALTERNATING})
+
+
+def build_policy(fields: PolicyInput, *, onboarding: bool = False) -> RotationPolicy:
     """The policy, validated by the same rules as stored tags (``RotationPolicy.from_tags``). Raises
-    InvalidPolicy naming the body field."""
+    InvalidPolicy naming the body field; for ``onboarding`` (a generated first value), also for a
+    PostgreSQL rotator, whose first value is a connection document that already logs in."""
     if not fields.kind:
         raise InvalidPolicy("kind", "is required")
     tags = {
@@ -137,9 +143,16 @@ def build_policy(fields: PolicyInput) -> RotationPolicy:
     }
     tags.update({tag: str(value) for tag, value in optional.items() if value is not None})
     try:
-        return RotationPolicy.from_tags(tags)
+        policy = RotationPolicy.from_tags(tags)
     except PolicyError as err:
         raise InvalidPolicy(FIELD_OF_TAG.get(err.tag, err.tag), _problem(err)) from None
+    if onboarding and policy.rotator in _BROUGHT_VALUES:
+        raise InvalidPolicy(
+            "rotator",
+            f"a {policy.rotator.value} secret starts with a connection document that already logs in: "
+            "store it in Key Vault (content type application/json), then PUT its policy",
+        )
+    return policy
 
 
 def policy_dict(policy: RotationPolicy) -> dict[str, Any]:
@@ -180,7 +193,7 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def _reserved(name: str, reserved: Collection[str]) -> bool:
-    return name.lower() in {r.lower() for r in reserved}
+    return is_reserved(name, reserved)
 
 
 def _refuse_reserved(name: str, reserved: Collection[str]) -> None:

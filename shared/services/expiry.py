@@ -37,6 +37,7 @@ from shared.domain.policy import (
 )
 from shared.domain.secrets import SecretItem, SecretVersion
 from shared.domain.state import lease_runs
+from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 
@@ -368,7 +369,7 @@ def check_expiry(
     busy: list[str] = []
     for item in store.list_properties():
         listed += 1
-        if item.name.lower() in never or not item.enabled:
+        if is_reserved(item.name, never) or not item.enabled:
             continue
         checked += 1
         try:

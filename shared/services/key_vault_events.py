@@ -49,6 +49,7 @@ from shared.domain.policy import (
 )
 from shared.domain.rotation import RotationReason, RotationRequest, validate_correlation_id
 from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion
+from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.expiry import Claim, ClaimHeld, claim, notify_expiry, thresholds_of
@@ -109,7 +110,7 @@ def handle_event(
         return _ignored(event, f"about the vault {event.vault_name[:64]!r}, not {trail.vault!r}")
     if not event.is_secret:
         return _ignored(event, f"about a {event.object_type[:32]!r}, not a secret")
-    if event.name.lower() in {r.lower() for r in reserved}:
+    if is_reserved(event.name, reserved):
         return _ignored(event, "about the service's own secret")
     key = f"{event.type.short}:{event.name.lower()}:{event.version}"
     try:

@@ -45,8 +45,9 @@ from typing import Any
 from shared.domain.audit import SYSTEM_ACTOR, Action, Actor, Result, format_time
 from shared.domain.errors import Conflict, DomainError, NotFound, OutcomeNotRecorded, SecretDisabled
 from shared.domain.notifications import SECRET_ROLLED_BACK, Notification
-from shared.domain.policy import PolicyError, RotationPolicy
+from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.secrets import SecretVersion, validate_name
+from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.rotation import (
@@ -130,7 +131,7 @@ def rollback(
     """
     validate_name(name)
     key = name.lower()
-    if key in {r.lower() for r in reserved}:
+    if is_reserved(name, reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never rolled back")
     stored = states.get(PARTITION, key)  # the progress first, then the vault (as rotation does)
     current, policy = _current(store, name)
@@ -173,9 +174,17 @@ def _current(store: SecretStore, name: str) -> tuple[SecretVersion, RotationPoli
     if not RotationPolicy.is_managed(current.tags):
         raise NotManaged(name, "managed-by")
     try:
-        return current, RotationPolicy.from_tags(current.tags)
+        policy = RotationPolicy.from_tags(current.tags)
     except PolicyError as err:
         raise Conflict(f"secret {name} has an invalid policy: {err}") from None
+    if policy.rotator != Rotator.KEY_VAULT:
+        # The old value no longer works at the target (a changed password, a consumer told to drop it):
+        # restoring it in the vault alone would hand consumers a dead credential. Rotate instead.
+        raise Conflict(
+            f"secret {name} is rotated through the {policy.rotator.value} rotator: its previous value may "
+            "no longer work at the target, so it is not rolled back; rotate it instead"
+        )
+    return current, policy
 
 
 def _previous(name: str, current: SecretVersion, states: StateStore, from_version: str | None) -> str:

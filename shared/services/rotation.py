@@ -35,13 +35,20 @@ from typing import Any
 
 from shared.domain.audit import Action, Result, format_time, parse_time
 from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
-from shared.domain.generators import generate
+from shared.domain.generators import NewValue, generate
 from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import MAX_TAGS, SecretVersion
 from shared.domain.state import Versioned, lease_runs
-from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
+from shared.domain.targets import (
+    PENDING_FOR_TAG,
+    TargetRefused,
+    TargetSecret,
+    is_reserved,
+    pending_secret_name,
+)
+from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail
 from shared.services.sweep import PolicyViolation
 
@@ -233,8 +240,13 @@ def rotate(
     reason: str = "due",
     correlation_id: str | None = None,
     rotation_id: str | None = None,
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> RotationOutcome:
     """Rotate ``name`` if it is due (or ``force``), resuming a rotation that was interrupted.
+
+    ``rotators``: the target rotators this deployment runs; a secret whose policy names another one is
+    skipped (recorded). Through a target rotator, the pending value is stored in the secret's pending
+    companion, set at the target and tested there before it is promoted (``_target_value``).
 
     ``rotation_id``: the id a new rotation starts with (a manual request's); when that rotation is done
     already (a redelivered request), the call is a skip, so a forced request delivered five times still
@@ -242,12 +254,17 @@ def rotate(
 
     Raises NotFound (no such secret), NotManaged (no policy), AuditUnavailable (nothing changed), and
     any DomainError of a failed step after recording ROTATION_FAILED (the queue retries transient ones).
+    A target's refusal (TargetRefused: retrying cannot help) is recorded, closes the rotation and is
+    returned as ``failed``, not raised: the request is done.
     """
+    rotators = rotators or {}
     key = name.lower()
     # The progress first, then the vault: a rotation that completes in between changes the progress, so
     # the lease below (conditional on what was read here) fails instead of rotating a stale version again.
     stored = states.get(PARTITION, key)
-    found = _rotatable(name, store, states, trail, reserved, correlation_id, stale=(key, stored, clock))
+    found = _rotatable(
+        name, store, states, trail, reserved, correlation_id, stale=(key, stored, clock), available=rotators
+    )
     if isinstance(found, RotationOutcome):
         return found
     current, policy = found
@@ -283,14 +300,19 @@ def rotate(
         return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
 
     try:
+        target = rotators.get(policy.rotator)
         new = _promote(
-            name, store, states, trail, clock, policy, current, progress, key, etag, correlation_id
+            name, store, states, trail, clock, policy, current, progress, key, etag, correlation_id, target
         )
     except _LeaseLost:
         return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
     except _ClosePending as pending:
         _release(states, clock, name, key, progress, pending.cause)
         raise pending.cause from pending  # the queue retries; the retry records the version made
+    except TargetRefused as err:
+        _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id, close=True)
+        _discard_pending(store, name, progress.rotation_id)
+        return RotationOutcome(name, "failed", str(err), progress.rotation_id)
     except DomainError as err:
         _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id)
         raise
@@ -415,12 +437,13 @@ def _rotatable(
     correlation_id: str | None,
     *,
     stale: tuple[str, Versioned | None, Clock],
+    available: Collection[Rotator],
 ) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
     """The current version and its policy, or why this secret is not rotated (recorded; a dead holder's
     row of it is then closed: nothing to resume). Raises NotFound, NotManaged."""
     key, stored, clock = stale
     try:
-        found = _why_not(name, store, states, trail, reserved, correlation_id)
+        found = _why_not(name, store, states, trail, reserved, correlation_id, available)
     except (NotFound, NotManaged):
         _close_stale(states, key, stored, clock)
         raise
@@ -436,9 +459,10 @@ def _why_not(
     trail: AuditTrail,
     reserved: Collection[str],
     correlation_id: str | None,
+    available: Collection[Rotator],
 ) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
     """The current version and its policy, or why this secret is not rotated (recorded)."""
-    if name.lower() in {r.lower() for r in reserved}:
+    if is_reserved(name, reserved):
         return _skip(trail, name, "the service's own secret is never rotated", correlation_id)
     current = _current(store, name)
     if current is None:
@@ -452,8 +476,8 @@ def _why_not(
     except PolicyError as err:
         _violation(states, trail, name, current.version, err, correlation_id)
         return RotationOutcome(name, "skipped", f"invalid policy: {err}")
-    if policy.rotator != Rotator.KEY_VAULT:
-        return _skip(trail, name, f"the {policy.rotator.value} rotator is not available yet", correlation_id)
+    if policy.rotator != Rotator.KEY_VAULT and policy.rotator not in available:
+        return _skip(trail, name, f"the {policy.rotator.value} rotator is not available", correlation_id)
     return current, policy
 
 
@@ -469,9 +493,11 @@ def _promote(
     key: str,
     etag: str,
     correlation_id: str | None,
+    target: TargetRotator | None = None,
 ) -> str:
     """The one new version of this rotation (made now, or found: made before a crash), then the progress
-    closed and the outcome recorded. Raises Conflict when another holder took the lease meanwhile."""
+    closed and the outcome recorded. Raises _LeaseLost when another holder took the lease meanwhile,
+    TargetRefused / DependencyUnavailable from the target rotator (nothing promoted then)."""
     assert progress.rotation_id is not None and progress.from_version is not None
     details = {
         "rotation_id": progress.rotation_id,
@@ -496,8 +522,14 @@ def _promote(
             progress.lease_until = format_time(clock.now() + LEASE)
             etag = _renew(states, key, progress, etag)
         value = generate(policy.kind)
+        extra: dict[str, str] = {}
+        if target is not None:
+            secret = TargetSecret(name, progress.rotation_id, policy.target, _value(store, name, current))
+            value = _target_value(store, name, target, secret, value, current.content_type)
+            extra = target.tags(secret)
         created = clock.now()
         tags = {
+            **extra,
             **policy.to_tags(),
             **service_tags(progress.rotation_id),
             PREVIOUS_VERSION_TAG: progress.from_version,
@@ -505,6 +537,8 @@ def _promote(
         new = store.set_value(
             name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
         )
+    if target is not None:
+        _discard_pending(store, name, progress.rotation_id)  # also when promoted before a crash
     try:
         # Scheduled (idempotently) before the success is on record, so nothing after the success record
         # can fail the rotation and make its retry record the success again.
@@ -531,6 +565,70 @@ def _promote(
         # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
         logger.warning("rotation progress of %s changed before it could be closed", name)
     return new.version
+
+
+def _value(store: SecretStore, name: str, version: SecretVersion) -> str:
+    """A version's value for a target rotator. A version that turned disabled meanwhile is a refusal: the
+    target's current credential cannot be known."""
+    try:
+        return store.get_value(name, version.version).value
+    except SecretDisabled as err:
+        raise TargetRefused("pending", f"the current version {version.version} is disabled") from err
+
+
+def _target_value(
+    store: SecretStore,
+    name: str,
+    target: TargetRotator,
+    secret: TargetSecret,
+    generated: NewValue,
+    content_type: str | None,
+) -> NewValue:
+    """The pending value of this rotation, set and tested at the target. It is stored in Key Vault (the
+    secret's pending companion, tagged with the rotation id) before the target sees it, so a crash after
+    the target accepted it is resumed with the same value, never lost; a retry finds it there and the
+    target's set is a no-op for a value it already has. Raises TargetRefused, DependencyUnavailable."""
+    companion = pending_secret_name(name)
+    value = _stored_pending(store, companion, name, secret.rotation_id or "")
+    if value is None:
+        value = target.pending(secret, generated.value)
+        store.set_value(
+            companion,
+            value,
+            content_type=content_type or generated.content_type,
+            tags={PENDING_FOR_TAG: name.lower(), **service_tags(secret.rotation_id or "")},
+        )
+    target.set(secret, value)
+    target.test(secret, value)
+    return NewValue(value, content_type or generated.content_type)
+
+
+def _stored_pending(store: SecretStore, companion: str, name: str, rotation_id: str) -> str | None:
+    """The pending value this rotation stored before (a crash, a retry), or None. Raises TargetRefused
+    when the companion's name is taken by a secret that is not this secret's companion."""
+    try:
+        stored = store.get_value(companion)
+    except (NotFound, SecretDisabled):
+        return None
+    tags = stored.properties.tags
+    if tags.get(PENDING_FOR_TAG) != name.lower():
+        raise TargetRefused("pending", f"the secret {companion} is not the pending companion of {name}")
+    return stored.value if tags.get(ROTATION_ID_TAG) == rotation_id else None
+
+
+def _discard_pending(store: SecretStore, name: str, rotation_id: str | None) -> None:
+    """Disable the pending companion's version of this rotation once it is promoted (or refused), so the
+    value is not readable twice. Best effort: a version left enabled is disabled by the next rotation."""
+    companion = pending_secret_name(name)
+    try:
+        versions = store.list_versions(companion)
+        for version in versions:
+            if version.enabled and version.tags.get(PENDING_FOR_TAG) == name.lower():
+                store.update_properties(companion, version.version, enabled=False)
+    except NotFound:
+        return
+    except DomainError:
+        logger.warning("the pending value of %s (rotation %s) could not be disabled", name, rotation_id)
 
 
 def _retrying(write: Callable[[], None], attempts: int = 3) -> None:
@@ -627,15 +725,32 @@ def _release(
     """End this holder's lease now, keeping the progress for the retry; only while it is still ours."""
     progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
     try:
-        stored = states.get(PARTITION, key)
-        if (
-            progress.holder is not None
-            and stored is not None
-            and stored.state.get("holder") == progress.holder
-        ):
+        stored = _ours(states, key, progress)
+        if stored is not None:
             write_progress(states, key, progress, stored.etag)
     except DomainError:
         logger.exception("rotation progress of %s could not be saved", name)
+
+
+def _ours(states: StateStore, key: str, progress: Progress) -> Versioned | None:
+    """The stored progress while this holder still holds it, else None. Raises DependencyUnavailable."""
+    stored = states.get(PARTITION, key)
+    if progress.holder is None or stored is None or stored.state.get("holder") != progress.holder:
+        return None
+    return stored
+
+
+def _end(states: StateStore, name: str, key: str, progress: Progress, err: DomainError) -> None:
+    """Close this holder's rotation for good (a refusal): the row goes idle with the error, so neither a
+    retry nor the sweep's resumption acts on it again; only while it is still ours."""
+    try:
+        stored = _ours(states, key, progress)
+        if stored is not None:
+            progress.step, progress.holder, progress.lease_until = IDLE, None, None
+            progress.last_error = type(err).__name__
+            states.replace(PARTITION, key, progress.state(), stored.etag)
+    except DomainError:
+        logger.exception("rotation progress of %s could not be closed", name)
 
 
 def _fail(
@@ -648,11 +763,18 @@ def _fail(
     progress: Progress,
     err: DomainError,
     correlation_id: str | None,
+    *,
+    close: bool = False,
 ) -> None:
-    """Record the failure, release the lease (the progress stays, so a retry resumes), notify. Each part
-    is best effort: the failure itself is what the caller sees."""
-    _release(states, clock, name, key, progress, err)
-    details = {"rotation_id": progress.rotation_id, "step": "promote", "attempt": progress.attempt}
+    """Record the failure, release the lease (the progress stays, so a retry resumes; ``close``: the
+    rotation ends, nothing to resume), notify. Each part is best effort: the failure itself is what the
+    caller sees."""
+    if close:
+        _end(states, name, key, progress, err)
+    else:
+        _release(states, clock, name, key, progress, err)
+    step = err.step if isinstance(err, TargetRefused) else "promote"
+    details = {"rotation_id": progress.rotation_id, "step": step, "attempt": progress.attempt}
     try:
         trail.record(
             Action.ROTATION_FAILED,
@@ -720,8 +842,11 @@ def retire_due(
     clock: Clock,
     *,
     reserved: Collection[str],
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> list[str]:
-    """Disable the previous versions of ``name`` whose grace has ended; return their ids.
+    """Disable the previous versions of ``name`` whose grace has ended; return their ids. Through a target
+    rotator, the target's ``finish`` makes each one unusable there first, under the secret's write lease
+    (a rotation in flight is setting the other role's password: never both at once).
 
     The schedule is a stored state anyone with storage access could write, so it only says which
     versions to look at: what may be retired, and when, is re-derived from the vault. A reserved secret is
@@ -730,7 +855,7 @@ def retire_due(
     current policy retires previous versions at all (an encryption key without a grace keeps them), and
     that grace has run since the replacing version was created. A version that is gone already counts as
     retired; a secret that is gone takes its schedule with it. Raises Conflict when the schedule changed
-    meanwhile (retry later), DomainError from the vault.
+    meanwhile or another write holds the lease (retry later), DomainError from the vault or the target.
     """
     key = name.lower()
     stored = states.get(RETIRE, key)
@@ -741,9 +866,10 @@ def retire_due(
     due = [v for v, t in planned if t <= now]
     if not due:
         return []
-    if key in {r.lower() for r in reserved}:
+    if is_reserved(key, reserved):
         states.delete(RETIRE, key, stored.etag)
         return []
+    progress = states.get(PARTITION, key)  # before the vault, as ``acquire`` wants it
     try:
         current = store.get_properties(name)
     except NotFound:
@@ -756,21 +882,30 @@ def retire_due(
     replaced_at = _replaced_at(versions)
     retired: list[str] = []
     kept: list[tuple[str, datetime]] = []
-    for version in due:
-        since = replaced_at.get(version)
-        if version == current.version or since is None or grace is None:
-            logger.warning(
-                "retirement of %s version %s refused: not a retired version by policy", name, version
+    finisher = _Finisher(name, store, states, clock, current, progress, rotators or {})
+    try:
+        for version in due:
+            since = replaced_at.get(version)
+            if version == current.version or since is None or grace is None:
+                logger.warning(
+                    "retirement of %s version %s refused: not a retired version by policy", name, version
+                )
+                continue
+            if now < since + grace:
+                kept.append((version, since + grace))  # the schedule was early: the vault's time stands
+                continue
+            trail.record(
+                Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
             )
-            continue
-        if now < since + grace:
-            kept.append((version, since + grace))  # the schedule was early: the vault's time stands
-            continue
-        trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT)
-        with contextlib.suppress(NotFound):  # gone already: nothing left to disable
-            store.update_properties(name, version, enabled=False, tags=retired_tags(tags_of.get(version, {})))
-        trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
-        retired.append(version)
+            finisher.finish(version)
+            with contextlib.suppress(NotFound):  # gone already: nothing left to disable
+                store.update_properties(
+                    name, version, enabled=False, tags=retired_tags(tags_of.get(version, {}))
+                )
+            trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
+            retired.append(version)
+    finally:
+        finisher.release()
     remaining = [(v, t) for v, t in planned if t > now] + kept
     if remaining:
         state = {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}
@@ -778,6 +913,66 @@ def retire_due(
     else:
         states.delete(RETIRE, key, stored.etag)  # nothing left: the next rotation creates it afresh
     return retired
+
+
+#: The lease step of a retirement that calls a target rotator's ``finish``.
+RETIRING = "retiring"
+
+
+class _Finisher:
+    """A target rotator's ``finish`` for the versions a retirement (or a replacement) ends, under the
+    secret's write lease, taken on the first call and released by ``release``. Nothing to do for a
+    ``key-vault`` secret."""
+
+    def __init__(
+        self,
+        name: str,
+        store: SecretStore,
+        states: StateStore,
+        clock: Clock,
+        current: SecretVersion,
+        progress: Versioned | None,
+        rotators: Mapping[Rotator, TargetRotator],
+    ) -> None:
+        self.name, self.store, self.states, self.clock = name, store, states, clock
+        self.current, self.progress = current, progress
+        self.policy: RotationPolicy | None = None
+        with contextlib.suppress(PolicyError):
+            self.policy = RotationPolicy.from_tags(current.tags)
+        rotator = self.policy.rotator if self.policy else Rotator.KEY_VAULT
+        self.target = rotators.get(rotator)
+        if rotator != Rotator.KEY_VAULT and self.target is None:
+            # Retiring in the vault alone would leave the old credential working at the target.
+            raise Conflict(f"secret {name}: the {rotator.value} rotator is not available to finish with")
+        self.lease: tuple[Progress, str] | None = None
+        self.secret: TargetSecret | None = None
+
+    def finish(self, version: str) -> None:
+        """Make ``version`` unusable at the target (unless the current value still needs it). Raises Busy
+        (another write holds the lease), TargetRefused, DependencyUnavailable."""
+        if self.target is None or self.policy is None:
+            return
+        if self.lease is None:
+            self.lease = acquire(self.states, self.name, self.progress, RETIRING, self.clock)
+        try:
+            retired = self.store.get_value(self.name, version).value
+        except (NotFound, SecretDisabled):
+            # Disabled or deleted by someone else: its value (its role) cannot be read; nothing is guessed.
+            logger.warning(
+                "%s version %s cannot be read: the target was not told to drop it", self.name, version
+            )
+            return
+        if self.secret is None:
+            rotation_id = self.current.tags.get(ROTATION_ID_TAG) if made_by_service(self.current) else None
+            current = self.store.get_value(self.name, self.current.version).value
+            self.secret = TargetSecret(self.name, rotation_id, self.policy.target, current)
+        self.target.finish(self.secret, retired)
+
+    def release(self) -> None:
+        if self.lease is not None:
+            progress, etag = self.lease
+            release(self.states, self.name, progress, etag, new_version=None)
+            self.lease = None
 
 
 def retired_tags(tags: Mapping[str, str]) -> dict[str, str]:
@@ -818,6 +1013,7 @@ def retire_all(
     clock: Clock,
     *,
     reserved: Collection[str],
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> tuple[list[tuple[str, str]], list[str]]:
     """Retire every previous version whose grace has ended, secret by secret: one secret's failure is
     recorded (VERSION_RETIRED failure) and the others go on. Returns the (name, version) pairs retired and
@@ -827,7 +1023,10 @@ def retire_all(
     for key in states.list(RETIRE):
         try:
             retired += [
-                (key, version) for version in retire_due(key, store, states, trail, clock, reserved=reserved)
+                (key, version)
+                for version in retire_due(
+                    key, store, states, trail, clock, reserved=reserved, rotators=rotators
+                )
             ]
         except Conflict:
             logger.info("retirement of %s left for the next run: its schedule changed", key)
@@ -931,6 +1130,7 @@ def rotate_requested(
     clock: Clock,
     *,
     reserved: Collection[str],
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> RotationOutcome:
     """One queued rotation request. A secret that is gone or not managed is recorded as skipped and the
     request consumed; any other failure is raised for the queue to retry (``gave_up`` records the end)."""
@@ -938,7 +1138,7 @@ def rotate_requested(
     try:
         return rotate(
             name, store, states, trail, publisher, clock, reserved=reserved, reason=request.reason.value,
-            correlation_id=cid, force=request.force, rotation_id=request.rotation_id,
+            correlation_id=cid, force=request.force, rotation_id=request.rotation_id, rotators=rotators,
         )  # fmt: skip
     except (NotFound, NotManaged) as err:
         return _skip(trail, name, str(err), cid)
@@ -954,3 +1154,44 @@ def gave_up(request: RotationRequest, trail: AuditTrail, attempts: int) -> None:
         correlation_id=request.correlation_id,
         details={"gave_up_after": attempts, "reason": "the request reached the poison queue"},
     )
+
+
+def replace(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    publisher: Publisher,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
+    correlation_id: str | None = None,
+    rotation_id: str | None = None,
+) -> RotationOutcome:
+    """A fresh value now, and the previous one unusable at the target at once (what a revocation with
+    ``replace`` calls): a forced rotation through the secret's rotator, then the target's ``finish`` for
+    the version it replaced without waiting for the grace. The previous version stays enabled in the
+    vault (disabling it is the caller's decision) and its retirement stays scheduled.
+
+    Raises what ``rotate`` raises; Conflict when it did not rotate (another write holds the lease, the
+    secret is not rotatable: the reason says which); TargetRefused when the target refused (recorded).
+    """
+    outcome = rotate(
+        name, store, states, trail, publisher, clock, reserved=reserved, force=True, reason="replace",
+        correlation_id=correlation_id, rotation_id=rotation_id, rotators=rotators,
+    )  # fmt: skip
+    if outcome.status == "failed":
+        raise TargetRefused("replace", outcome.reason)
+    if outcome.status != "rotated" or outcome.new_version is None:
+        raise Conflict(f"secret {name} was not replaced: {outcome.reason}")
+    if outcome.previous_version is None or outcome.previous_version == outcome.new_version:
+        return outcome
+    progress = states.get(PARTITION, name.lower())
+    current = store.get_properties(name, outcome.new_version)
+    finisher = _Finisher(name, store, states, clock, current, progress, rotators or {})
+    try:
+        finisher.finish(outcome.previous_version)
+    finally:
+        finisher.release()
+    return outcome

@@ -31,6 +31,7 @@ from shared.domain.rotation import (
     validate_correlation_id,
 )
 from shared.domain.secrets import SecretItem
+from shared.domain.targets import is_reserved
 from shared.ports import Clock, RotationRequests, SecretStore
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def sweep(
     *,
     reserved: Collection[str],
     correlation_id: str,
-    rotators: Collection[Rotator] = (Rotator.KEY_VAULT,),
+    rotators: Collection[Rotator] = tuple(Rotator),
 ) -> SweepReport:
     """List the vault once and send one rotation request per due managed secret.
 
@@ -145,7 +146,7 @@ def _evaluate(
     """A due secret's reason, "not_due", a violation, or None for a secret the sweep leaves alone."""
     if not RotationPolicy.is_managed(item.tags):
         return None
-    if item.name.lower() in reserved:
+    if is_reserved(item.name, reserved):
         return _violation(item, MANAGED_BY_TAG, "the service's own secret is never rotated")
     if item.managed:
         return _violation(item, MANAGED_BY_TAG, "backs a certificate: renew the certificate instead")

@@ -14,6 +14,7 @@ import pytest
 
 from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
+from devtools.postgres import PostgresProcess
 
 if TYPE_CHECKING:
     from tests.integration.app_stack import Stack
@@ -32,6 +33,17 @@ def azurite() -> Iterator[AzuriteProcess]:
         proc = AzuriteProcess.start()
     except RuntimeError as err:
         pytest.fail(f"Azurite could not start (run `make install`?): {err}", pytrace=False)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresProcess]:
+    """A throwaway PostgreSQL cluster (SCRAM over TCP on loopback) for the whole session."""
+    try:
+        proc = PostgresProcess.start()
+    except RuntimeError as err:
+        pytest.fail(f"PostgreSQL could not start: {err}", pytrace=False)
     yield proc
     proc.stop()
 

@@ -246,6 +246,18 @@ def test_an_invalid_policy_names_the_field(changes: dict[str, Any], field: str) 
     assert err.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("rotator", "target"),
+    [("postgres-single-user", None), ("postgres-alternating", "pg-admin")],
+)
+def test_a_postgres_secret_is_not_onboarded_with_a_made_up_value(rotator: str, target: str | None) -> None:
+    chosen = fields(kind="database-password", rotator=rotator, rotation_target=target)
+    assert catalog.build_policy(chosen).rotator.value == rotator  # fine as a policy (PUT)
+    with pytest.raises(InvalidPolicy, match="connection document") as err:
+        catalog.build_policy(chosen, onboarding=True)
+    assert err.value.field == "rotator"
+
+
 def test_a_full_policy_round_trips() -> None:
     policy = catalog.build_policy(
         fields(validity_days=90, owner="ops", rotator="webhook", rotation_target="https://hook.example/r",

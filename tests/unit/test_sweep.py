@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from shared.domain.errors import DependencyUnavailable, Forbidden
-from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.policy import RotationPolicy, Rotator, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.sweep import PolicyViolation, SweepReport, sweep
 from tests.fakes import FixedClock, InMemorySecretStore, RecordingRotationRequests
@@ -292,6 +292,20 @@ def test_due_secrets_of_a_rotator_this_deployment_cannot_run_are_reported_not_re
     webhook = {**policy.to_tags(), "rotator": "webhook", "rotation-target": "https://app.example.com/keys"}
     store.set_value("hook-key", "v", content_type=None, tags=webhook)
     clock.advance(timedelta(days=2))
-    report = sweep(store, requests, clock, reserved=(), correlation_id="sweep-1")
+    only_key_vault = (Rotator.KEY_VAULT,)
+    report = sweep(store, requests, clock, reserved=(), correlation_id="sweep-1", rotators=only_key_vault)
     assert report.due == ("kv-key",) and report.unsupported == ("hook-key",)
     assert [r.secret_name for r in requests.sent] == ["kv-key"]
+
+
+def test_every_rotator_runs_by_default() -> None:
+    clock = FixedClock()
+    store = InMemorySecretStore(clock)
+    requests = RecordingRotationRequests()
+    policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=1))
+    clock.advance(timedelta(days=-2))
+    webhook = {**policy.to_tags(), "rotator": "webhook", "rotation-target": "https://app.example.com/keys"}
+    store.set_value("hook-key", "v", content_type=None, tags=webhook)
+    clock.advance(timedelta(days=2))
+    report = sweep(store, requests, clock, reserved=(), correlation_id="sweep-1")
+    assert report.due == ("hook-key",) and report.unsupported == ()

@@ -1,0 +1,266 @@
+"""Start and stop a throwaway PostgreSQL cluster from the machine's server binaries.
+
+Used by the integration tests of the PostgreSQL target rotators. The cluster lives in a fresh directory
+under the system temp dir, listens on 127.0.0.1 only (a free port) and on a private unix socket, and takes
+SCRAM logins over TCP only: the superuser ``postgres`` has a random password, and only the launcher
+itself logs in without one (over the private socket). Every statement is logged to ``log_file``, so a
+test can prove that no plaintext password reached the server.
+
+initdb and postgres refuse to run as root: as root the server runs as ``nobody`` (``setpriv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from devtools.processes import StoppableProcess
+
+SUPERUSER = "postgres"
+_BIN_ROOT = Path("/usr/lib/postgresql")
+_UNPRIVILEGED_USER = "nobody"
+_TAIL_LINES = 30
+
+# pg_hba.conf: the launcher (over the private socket) as the superuser without a password; everything
+# else only over TCP on loopback, with SCRAM.
+_HBA = """\
+# TYPE  DATABASE  USER      ADDRESS       METHOD
+local   all       {superuser}               trust
+host    all       all       127.0.0.1/32  scram-sha-256
+host    all       all       ::1/128       scram-sha-256
+"""
+
+
+def server_binaries() -> Path:
+    """The bin directory of the highest PostgreSQL version installed, or a clear error saying how to
+    install one."""
+    found: list[tuple[tuple[int, ...], Path]] = []
+    if _BIN_ROOT.is_dir():
+        for candidate in _BIN_ROOT.iterdir():
+            binaries = candidate / "bin"
+            version = tuple(int(part) for part in re.findall(r"\d+", candidate.name))
+            if version and all((binaries / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+                found.append((version, binaries))
+    if not found:
+        raise RuntimeError(
+            f"PostgreSQL server binaries were not found under {_BIN_ROOT}/*/bin: "
+            "run `apt-get install postgresql` (Debian/Ubuntu) and try again."
+        )
+    return max(found)[1]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _quote(value: str) -> str:
+    """A postgresql.conf string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class PostgresProcess(StoppableProcess):
+    """A running throwaway cluster. ``admin_execute`` runs SQL as the superuser over TCP (SCRAM)."""
+
+    def __init__(
+        self,
+        *,
+        bin_dir: Path,
+        root: Path,
+        host: str,
+        port: int,
+        superuser_password: str,
+        demote: Sequence[str],
+    ) -> None:
+        self._bin_dir = bin_dir
+        self._root = root
+        self._demote = list(demote)
+        self.host = host
+        self.port = port
+        self.superuser = SUPERUSER
+        self.superuser_password = superuser_password
+
+    @property
+    def data_dir(self) -> Path:
+        return self._root / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self._root / "socket"
+
+    @property
+    def log_file(self) -> Path:
+        """The server's log: every statement it ran (``log_statement = all``)."""
+        return self._root / "server.log"
+
+    @classmethod
+    def start(cls, *, host: str = "127.0.0.1", port: int = 0, timeout: float = 60.0) -> PostgresProcess:
+        """initdb a new cluster in a fresh temp directory and start it; return when it takes logins.
+
+        ``port`` 0 picks a free one. Raises RuntimeError (with the end of the tool's output or of the
+        server log) when the binaries are missing, initdb fails or the server does not start in time.
+        """
+        bin_dir = server_binaries()
+        demote: list[str] = []
+        owner: tuple[int, int] | None = None
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(_UNPRIVILEGED_USER)
+            owner = (user.pw_uid, user.pw_gid)
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                raise RuntimeError("running as root needs `setpriv` (util-linux) to start PostgreSQL")
+            demote = [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+        # Not pytest's tmp_path: its directories are 0700 root, and the server runs as another user.
+        root = Path(tempfile.mkdtemp(prefix="slc-postgres-"))
+        password = secrets.token_urlsafe(24)
+        process = cls(
+            bin_dir=bin_dir,
+            root=root,
+            host=host,
+            port=port or _free_port(host),
+            superuser_password=password,
+            demote=demote,
+        )
+        try:
+            process.socket_dir.mkdir(mode=0o700)
+            pwfile = root / "pwfile"
+            pwfile.write_text(password + "\n", encoding="utf-8")
+            pwfile.chmod(0o600)
+            if owner is not None:
+                for path in (root, process.socket_dir, pwfile):
+                    os.chown(path, *owner)
+            process._run(
+                "initdb",
+                "-D", str(process.data_dir),
+                "-U", SUPERUSER,
+                f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "-E", "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+                timeout=timeout,
+            )  # fmt: skip
+            pwfile.unlink()
+            process._configure()
+            process._run(
+                "pg_ctl",
+                "start",
+                "-D", str(process.data_dir),
+                "-l", str(process.log_file),
+                "-w",
+                "-t", str(max(1, int(timeout))),
+                timeout=timeout + 10,
+            )  # fmt: skip
+            process.admin_execute(sql.SQL("SELECT 1"))
+        except BaseException as err:
+            tail = process._log_tail()
+            process.stop()
+            if isinstance(err, RuntimeError | OSError | psycopg.Error):
+                raise RuntimeError(f"PostgreSQL did not start: {err}{tail}") from err
+            raise
+        return process
+
+    def _configure(self) -> None:
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(_HBA.format(superuser=SUPERUSER), encoding="utf-8")
+        settings = {
+            "listen_addresses": _quote(self.host),
+            "port": str(self.port),
+            "unix_socket_directories": _quote(str(self.socket_dir)),
+            "password_encryption": "'scram-sha-256'",
+            "log_statement": "'all'",
+            # A throwaway cluster: durability is not worth the time.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("\n# devtools.postgres\n")
+            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+
+    def _run(self, tool: str, *args: str, timeout: float) -> None:
+        command = [*self._demote, str(self._bin_dir / tool), *args]
+        # A clean environment: PG* variables of the caller must not steer the tools.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
+        try:
+            done = subprocess.run(
+                command,
+                cwd=self._root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise RuntimeError(f"{tool} did not finish within {timeout:.0f}s") from err
+        if done.returncode != 0:
+            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-_TAIL_LINES:])
+            raise RuntimeError(f"{tool} exited with {done.returncode}:\n{output}")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\nthe server log ends with:\n" + "\n".join(lines[-_TAIL_LINES:])
+
+    def connect(
+        self, *, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> psycopg.Connection[Any]:
+        """An autocommit connection over TCP (as the superuser unless ``user`` is given)."""
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            dbname=dbname,
+            user=user or self.superuser,
+            password=self.superuser_password if user is None else password,
+            connect_timeout=10,
+            autocommit=True,
+        )
+
+    def admin_execute(
+        self, query: sql.SQL | sql.Composed, params: Sequence[Any] | None = None, *, dbname: str = "postgres"
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement as the superuser; return its rows (none for a statement without)."""
+        with self.connect(dbname=dbname) as conn:
+            cursor = conn.execute(query, params)
+            return cursor.fetchall() if cursor.description is not None else []
+
+    def can_login(self, user: str, password: str, *, dbname: str = "postgres") -> bool:
+        """Whether ``user`` logs in over TCP with ``password`` (False on any connection error)."""
+        try:
+            with self.connect(dbname=dbname, user=user, password=password):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def stop(self) -> int:
+        """Stop the server (fast shutdown) and remove its directory. Returns pg_ctl's exit code (0 when
+        the server was not running)."""
+        code = 0
+        if (self.data_dir / "postmaster.pid").exists():
+            try:
+                self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", timeout=60)
+            except RuntimeError:
+                code = 1
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self._root)
+        return code

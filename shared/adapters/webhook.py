@@ -1,0 +1,275 @@
+"""The ``webhook`` target rotator: consumers (dispatch apps) that check their own keys are told of a
+rotation by signed HTTPS POSTs to their URL (the policy's ``rotation-target``).
+
+The contract (docs/webhook-consumer.md): a JSON body ``{"step", "secret_name", "version", "value"?}``;
+``set`` carries the pending value (the consumer accepts old and new from then on), ``test`` asks it to
+prove it accepts the new value (and carries it too), ``finish`` (after the grace period, no value) tells it
+to keep only the value of rotation ``version``. Each request is signed (``shared.domain.targets.sign``)
+with the consumer's own key, the Key Vault secret ``signing_key_name(target)``, created on first use.
+
+The value travels only in the body of a TLS request to the consumer: never in a URL, a header, a log line
+or an exception message. Redirects are never followed (one could carry the value elsewhere).
+
+Errors: ``TargetRefused`` when retrying cannot help (a URL that is not https or carries credentials, a
+signing key meant for another consumer or disabled, a consumer that answered 3xx or 4xx other than 429);
+``DependencyUnavailable("webhook", ...)`` when the consumer did not answer, or answered 5xx or 429, after
+the retries. Errors of the secret store (Forbidden, DependencyUnavailable) pass through.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import requests
+
+from shared.domain.errors import Conflict, DependencyUnavailable, NotFound, SecretDisabled
+from shared.domain.targets import (
+    SIGNATURE_HEADER,
+    SIGNING_KEY_TAG,
+    SIGNS_FOR_TAG,
+    TIMESTAMP_HEADER,
+    TargetRefused,
+    TargetSecret,
+    sign,
+    signing_key_name,
+)
+from shared.ports import SecretStore
+
+logger = logging.getLogger(__name__)
+
+DEPENDENCY = "webhook"
+SIGNING_KEY_CONTENT_TYPE = "text/plain"
+USER_AGENT = "secret-lifecycle-webhook/1"
+#: The longest ``Retry-After`` (seconds) honoured on a 429 or 503: the function has a timeout too.
+MAX_RETRY_AFTER = 30.0
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+class WebhookRotator:
+    """``shared.ports.TargetRotator`` for consumers reached at an https URL.
+
+    ``allow_loopback_http``: accept ``http://`` to a loopback host (development only); ``ca_bundle``: a PEM
+    file of the CAs to trust instead of the system's; ``timeout``: seconds to connect and, separately, to
+    wait for the answer; ``attempts``: tries per step (5xx, 429, no answer), waiting ``backoff`` seconds,
+    then twice as long, and so on, in between; ``now``/``sleep``: the clock the signatures are stamped
+    with and the wait, for tests.
+    """
+
+    def __init__(
+        self,
+        store: SecretStore,
+        *,
+        allow_loopback_http: bool = False,
+        ca_bundle: str | None = None,
+        timeout: float = 10.0,
+        attempts: int = 4,
+        backoff: float = 0.5,
+        now: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self._store = store
+        self._allow_loopback_http = allow_loopback_http
+        self._verify: str | bool = ca_bundle if ca_bundle is not None else True
+        self._timeout = timeout
+        self._attempts = attempts
+        self._backoff = backoff
+        self._now = now
+        self._sleep = sleep
+
+    def pending(self, secret: TargetSecret, generated: str) -> str:
+        """The generated value as it is: a consumer's key is an opaque string. Raises nothing."""
+        return generated
+
+    def tags(self, secret: TargetSecret) -> dict[str, str]:
+        """``{webhook-signing-key: <the signing key's secret name>}``; creates the key when it does not
+        exist. Raises TargetRefused (a URL this rotator refuses; a key disabled, deleted but recoverable,
+        or signing for another consumer) and the store's errors."""
+        target = self._target("tags", secret)
+        self._signing_key("tags", target)
+        return {SIGNING_KEY_TAG: signing_key_name(target)}
+
+    def set(self, secret: TargetSecret, pending: str) -> None:
+        """Send ``set`` with the pending value: the consumer accepts old and new from now on.
+        Raises TargetRefused, DependencyUnavailable (see the module)."""
+        self._post("set", secret, pending)
+
+    def test(self, secret: TargetSecret, pending: str) -> None:
+        """Send ``test`` with the pending value: a 2xx answer proves the consumer accepts it.
+        Raises TargetRefused, DependencyUnavailable (see the module)."""
+        self._post("test", secret, pending)
+
+    def finish(self, secret: TargetSecret, retired: str) -> None:
+        """Send ``finish`` (no value) naming the rotation of the current value: the consumer drops every
+        other one, ``retired`` included. Does nothing when the current value was not made by a rotation
+        (``secret.rotation_id`` is None). Raises TargetRefused, DependencyUnavailable (see the module)."""
+        if secret.rotation_id is None:
+            logger.info(
+                "webhook finish for %s skipped: its current version was not made by a rotation", secret.name
+            )
+            return
+        self._post("finish", secret, None)
+
+    def _post(self, step: str, secret: TargetSecret, value: str | None) -> None:
+        target = self._target(step, secret)
+        if secret.rotation_id is None:
+            raise TargetRefused(step, "the rotation has no id")
+        key = self._signing_key(step, target)
+        document: dict[str, str] = {"step": step, "secret_name": secret.name, "version": secret.rotation_id}
+        if value is not None:
+            document["value"] = value
+        body = json.dumps(document, separators=(",", ":")).encode()
+        parts = urlsplit(target)
+        host = parts.netloc
+        # A loopback consumer is on this machine: an environment proxy could not reach it.
+        proxies = {"no_proxy": parts.hostname or ""} if _is_loopback(parts.hostname) else None
+        with requests.Session() as session:
+            for attempt in range(1, self._attempts + 1):
+                timestamp = int(self._now())  # signed per attempt: a retry is not a stale request
+                headers = {
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                    SIGNATURE_HEADER: sign(key, timestamp, body),
+                    TIMESTAMP_HEADER: str(timestamp),
+                }
+                try:
+                    response = session.post(
+                        target,
+                        data=body,
+                        headers=headers,
+                        timeout=(self._timeout, self._timeout),
+                        allow_redirects=False,
+                        verify=self._verify,
+                        proxies=proxies,
+                        stream=True,  # the answer's body is never read: only its status counts
+                    )
+                except (requests.ConnectionError, requests.Timeout) as err:
+                    # SSLError is a ConnectionError: a handshake cut short is as transient as a refused
+                    # connection, and an operator needs to tell an untrusted certificate from silence.
+                    tls = isinstance(err, requests.exceptions.SSLError)
+                    logger.warning(
+                        "webhook %s for %s: %s did not answer (attempt %s of %s, %s)",
+                        step,
+                        secret.name,
+                        host,
+                        attempt,
+                        self._attempts,
+                        type(err).__name__,
+                    )
+                    if attempt == self._attempts:
+                        detail = f"{host} failed the TLS handshake" if tls else f"{host} did not answer"
+                        raise DependencyUnavailable(DEPENDENCY, detail) from err
+                    self._sleep(self._delay(attempt, None))
+                    continue
+                except requests.RequestException as err:
+                    raise DependencyUnavailable(DEPENDENCY, f"{host}: {type(err).__name__}") from err
+                status = response.status_code
+                retry_after = response.headers.get("Retry-After")
+                response.close()
+                if 200 <= status < 300:
+                    logger.info(
+                        "webhook %s for %s (rotation %s): %s answered %s",
+                        step,
+                        secret.name,
+                        secret.rotation_id,
+                        host,
+                        status,
+                    )
+                    return
+                if status != 429 and status < 500:
+                    logger.warning("webhook %s for %s: %s answered %s", step, secret.name, host, status)
+                    raise TargetRefused(step, f"the consumer answered {status}")
+                logger.warning(
+                    "webhook %s for %s: %s answered %s (attempt %s of %s)",
+                    step,
+                    secret.name,
+                    host,
+                    status,
+                    attempt,
+                    self._attempts,
+                )
+                if attempt == self._attempts:
+                    raise DependencyUnavailable(DEPENDENCY, f"{host} answered {status}")
+                self._sleep(self._delay(attempt, retry_after))
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        delay = self._backoff * 2.0 ** (attempt - 1)
+        if retry_after is not None and retry_after.strip().isdigit():
+            delay = max(delay, min(float(retry_after.strip()), MAX_RETRY_AFTER))
+        return delay
+
+    def _target(self, step: str, secret: TargetSecret) -> str:
+        """The consumer's URL, checked: https (or http to a loopback host when allowed), a host, no
+        credentials."""
+        target = (secret.target or "").strip()
+        if not target:
+            raise TargetRefused(step, "the secret has no rotation-target")
+        try:
+            parts = urlsplit(target)
+            parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise TargetRefused(step, "the rotation-target is not a URL") from None
+        if parts.username is not None or parts.password is not None:
+            raise TargetRefused(step, "the rotation-target must not carry credentials")
+        if not parts.hostname:
+            raise TargetRefused(step, "the rotation-target has no host")
+        scheme = parts.scheme.lower()
+        if scheme == "http" and self._allow_loopback_http and _is_loopback(parts.hostname):
+            return target
+        if scheme != "https":
+            raise TargetRefused(step, "the rotation-target must be an https URL")
+        return target
+
+    def _signing_key(self, step: str, target: str) -> bytes:
+        """The current value of the target's signing key, created on first use. Raises TargetRefused
+        when the key is disabled, deleted but recoverable, or signs for another consumer."""
+        name = signing_key_name(target)
+        try:
+            stored = self._store.get_value(name)
+        except SecretDisabled:
+            raise TargetRefused(step, f"the signing key {name} is disabled") from None
+        except NotFound:
+            try:
+                self._store.set_value(
+                    name,
+                    secrets.token_urlsafe(48),
+                    content_type=SIGNING_KEY_CONTENT_TYPE,
+                    tags={SIGNS_FOR_TAG: target},
+                )
+            except Conflict:
+                raise TargetRefused(
+                    step, f"the signing key {name} cannot be created (deleted but recoverable?)"
+                ) from None
+            logger.info("created the webhook signing key %s", name)
+            try:
+                # Read back what is current: a concurrent first use may have created one too, and both
+                # must sign with the same key.
+                stored = self._store.get_value(name)
+            except SecretDisabled:
+                raise TargetRefused(step, f"the signing key {name} is disabled") from None
+        if stored.properties.tags.get(SIGNS_FOR_TAG) != target:
+            raise TargetRefused(step, f"the signing key {name} does not sign for this target")
+        if not stored.properties.enabled:
+            raise TargetRefused(step, f"the signing key {name} is disabled")
+        if not stored.value:
+            raise TargetRefused(step, f"the signing key {name} is empty")
+        return stored.value.encode("utf-8")
+
+
+def _is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    if not host:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

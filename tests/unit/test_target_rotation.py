@@ -1,0 +1,318 @@
+"""Rotation through a target rotator over in-memory fakes: the pending value is in Key Vault before the
+target sees it, a crash at any step resumes with that same value, a refusal ends the rotation on record
+without a retry, retirement tells the target to drop the old value under the write lease, and
+``replace`` does both at once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.errors import Conflict, DependencyUnavailable
+from shared.domain.policy import RotationPolicy, Rotator, SecretKind
+from shared.domain.secrets import SecretVersion
+from shared.domain.targets import (
+    PENDING_FOR_TAG,
+    TargetRefused,
+    is_reserved,
+    pending_secret_name,
+    signing_key_name,
+)
+from shared.services.audit import AuditTrail
+from shared.services.rollback import rollback
+from shared.services.rotation import (
+    LEASE,
+    PARTITION,
+    ROTATION_ID_TAG,
+    Busy,
+    Progress,
+    RotationOutcome,
+    acquire,
+    replace,
+    retire_due,
+    rotate,
+)
+from shared.services.sweep import sweep
+from tests.fakes import (
+    FakeTarget,
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+    TargetCrash,
+)
+
+NAME = "dispatch-webhook-key"
+RESERVED = ("audit-hmac-key",)
+POLICY = RotationPolicy(
+    SecretKind.API_KEY,
+    timedelta(days=30),
+    rotator=Rotator.WEBHOOK,
+    target="https://dispatch.example.com/rotate",
+    grace=timedelta(hours=2),
+)
+
+
+class CrashingStore(InMemorySecretStore):
+    """The fake vault, where the process dies right after ``set_value`` of ``crash_on`` stored it."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        super().__init__(clock)
+        self.crash_on: str | None = None
+
+    def set_value(self, name: str, value: str, **options: Any) -> SecretVersion:
+        stored = super().set_value(name, value, **options)
+        if self.crash_on is not None and name.lower() == self.crash_on.lower():
+            self.crash_on = None
+            raise TargetCrash(f"after set_value of {name}")
+        return stored
+
+
+class World:
+    def __init__(self, *, single: bool = False) -> None:
+        self.clock = FixedClock()
+        self.store = CrashingStore(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+        self.clock.advance(timedelta(days=-31))
+        self.store.set_value(NAME, "initial-value", content_type="text/plain", tags=POLICY.to_tags())
+        self.clock.advance(timedelta(days=31))
+        self.target = FakeTarget("initial-value", single=single)
+        self.rotators: Mapping[Rotator, Any] = {Rotator.WEBHOOK: self.target}
+
+    def rotate(self, **options: Any) -> RotationOutcome:
+        return rotate(
+            NAME, self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=RESERVED, rotators=self.rotators, **options,
+        )  # fmt: skip
+
+    def retire(self) -> list[str]:
+        return retire_due(
+            NAME, self.store, self.states, self.trail, self.clock, reserved=RESERVED, rotators=self.rotators
+        )
+
+    def current(self) -> str:
+        return self.store.get_value(NAME).value
+
+    def versions(self) -> list[str]:
+        return self.store.versions_of(NAME)
+
+    def records(self, action: Action) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action]
+
+    def companion_versions(self) -> list[SecretVersion]:
+        return self.store.list_versions(pending_secret_name(NAME))
+
+    def after_lease(self) -> None:
+        self.clock.advance(LEASE + timedelta(seconds=1))
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_the_pending_value_is_in_key_vault_before_the_target_sees_it_then_set_tested_promoted(
+    world: World,
+) -> None:
+    seen_in_vault: list[bool] = []
+    original_set = world.target.set
+
+    def set_checking_vault(secret: Any, pending: str) -> None:
+        stored = world.store.get_value(pending_secret_name(NAME))
+        seen_in_vault.append(stored.value == pending and stored.properties.tags[PENDING_FOR_TAG] == NAME)
+        original_set(secret, pending)
+
+    world.target.set = set_checking_vault  # type: ignore[method-assign]
+    outcome = world.rotate()
+    assert outcome.status == "rotated" and seen_in_vault == [True]
+    assert [step for step, _ in world.target.calls] == ["pending", "set", "test"]
+    new = world.store.get_properties(NAME)
+    assert world.current().startswith("pending:sk_") and new.tags["target-tag"] == "fake"
+    assert new.tags[ROTATION_ID_TAG] == outcome.rotation_id
+    assert world.target.accepted == {"initial-value", world.current()}  # old and new until finish
+    # The companion's copy is disabled once promoted: the value is readable in one place only.
+    assert [v.enabled for v in world.companion_versions()] == [False]
+    everything = repr(world.log.events) + repr(world.publisher.sent)
+    assert world.current() not in everything and "initial-value" not in everything
+
+
+@pytest.mark.parametrize("step", ["pending-stored", "set", "test", "promoted"])
+def test_a_crash_at_any_step_resumes_with_the_same_pending_value_and_one_new_version(
+    world: World, step: str
+) -> None:
+    if step == "pending-stored":
+        world.store.crash_on = pending_secret_name(NAME)
+    elif step == "set":
+        world.target.crash_after = "set"
+    elif step == "test":
+        world.target.fail["test"] = TargetCrash("test")
+    else:
+        world.store.crash_on = NAME
+    with pytest.raises(TargetCrash):
+        world.rotate()
+    pending = world.store.get_value(pending_secret_name(NAME)).value
+    world.after_lease()
+    outcome = world.rotate()
+    assert outcome.status == "rotated"
+    assert len(world.versions()) == 2 and world.current() == pending
+    assert world.target.accepted >= {pending}
+    sets = [value for s, value in world.target.calls if s == "set"]
+    assert set(sets) <= {pending}  # never another value: the one in the vault was resumed
+    assert [r.result for r in world.records(Action.ROTATED)][-1] == Result.SUCCESS
+    assert [v.enabled for v in world.companion_versions()] == [False]
+
+
+def test_a_transient_target_failure_is_raised_for_the_queue_and_the_retry_resumes(world: World) -> None:
+    world.target.fail["set"] = DependencyUnavailable("fake-target", "did not answer")
+    with pytest.raises(DependencyUnavailable):
+        world.rotate()
+    [failed] = world.records(Action.ROTATION_FAILED)
+    assert failed.details["step"] == "promote" and len(world.versions()) == 1
+    pending = world.store.get_value(pending_secret_name(NAME)).value
+    assert world.rotate().status == "rotated"  # the lease was released: the retry runs at once
+    assert world.current() == pending
+
+
+def test_a_refusal_is_recorded_ends_the_rotation_and_is_not_raised(world: World) -> None:
+    world.target.fail["set"] = TargetRefused("set", "the consumer answered 400")
+    outcome = world.rotate()
+    assert (outcome.status, outcome.reason) == ("failed", "set: the consumer answered 400")
+    assert len(world.versions()) == 1 and world.current() == "initial-value"
+    [failed] = world.records(Action.ROTATION_FAILED)
+    assert (failed.result, failed.details["step"], failed.details["error_class"]) == (
+        Result.FAILURE,
+        "set",
+        "TargetRefused",
+    )
+    [notice] = world.publisher.sent
+    assert notice.type == "SecretLifecycle.RotationFailed"
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None
+    progress = Progress.of(stored.state)
+    assert (progress.step, progress.last_error) == ("idle", "TargetRefused")  # nothing to resume
+    assert [v.enabled for v in world.companion_versions()] == [False]
+    # The next trigger starts afresh, with a new value.
+    again = world.rotate()
+    assert again.status == "rotated" and again.rotation_id != outcome.rotation_id
+
+
+def test_a_companion_name_taken_by_another_secret_is_a_refusal_and_nothing_is_written(world: World) -> None:
+    world.store.set_value(pending_secret_name(NAME), "someone-elses", content_type=None, tags={})
+    outcome = world.rotate()
+    assert outcome.status == "failed" and "not the pending companion" in outcome.reason
+    assert world.store.get_value(pending_secret_name(NAME)).value == "someone-elses"
+    assert world.target.calls == [] and len(world.versions()) == 1
+
+
+def test_a_secret_whose_rotator_is_not_run_here_is_skipped(world: World) -> None:
+    world.rotators = {}
+    outcome = world.rotate()
+    assert outcome.status == "skipped" and "webhook rotator is not available" in outcome.reason
+    assert len(world.versions()) == 1
+
+
+def test_retirement_tells_the_target_to_drop_the_old_value_after_the_grace(world: World) -> None:
+    world.rotate()
+    new = world.current()
+    assert world.retire() == []  # the grace runs
+    world.clock.advance(timedelta(hours=2, seconds=1))
+    [old] = world.retire()
+    assert ("finish", "initial-value") in world.target.calls
+    assert world.target.accepted == {new}
+    assert not world.store.get_properties(NAME, old).enabled
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None and Progress.of(stored.state).step == "idle"  # the lease was released
+
+
+def test_retirement_waits_while_another_write_holds_the_lease(world: World) -> None:
+    world.rotate()
+    world.clock.advance(timedelta(hours=3))
+    stored = world.states.get(PARTITION, NAME)
+    acquire(world.states, NAME, stored, "promoting", world.clock)  # a rotation in flight
+    with pytest.raises(Busy):
+        world.retire()
+    assert [s for s, _ in world.target.calls].count("finish") == 0
+    assert all(world.store.get_properties(NAME, v).enabled for v in world.versions())
+
+
+def test_a_refused_finish_leaves_the_version_enabled_and_scheduled(world: World) -> None:
+    world.rotate()
+    world.clock.advance(timedelta(hours=3))
+    world.target.fail["finish"] = DependencyUnavailable("fake-target", "did not answer")
+    with pytest.raises(DependencyUnavailable):
+        world.retire()
+    assert all(world.store.get_properties(NAME, v).enabled for v in world.versions())
+    assert len(world.retire()) == 1  # the next run finishes it
+
+
+def test_replace_rotates_and_makes_the_old_value_unusable_at_once(world: World) -> None:
+    world.clock.advance(timedelta(days=-25))  # not due: replace forces it
+    outcome = replace(
+        NAME, world.store, world.states, world.trail, world.publisher, world.clock,
+        reserved=RESERVED, rotators=world.rotators,
+    )  # fmt: skip
+    assert outcome.status == "rotated" and world.target.accepted == {world.current()}
+    old = outcome.previous_version
+    assert old is not None and world.store.get_properties(NAME, old).enabled  # the caller disables it
+
+
+def test_replace_of_a_refused_rotation_raises_the_refusal(world: World) -> None:
+    world.target.fail["set"] = TargetRefused("set", "the consumer answered 403")
+    with pytest.raises(TargetRefused):
+        replace(
+            NAME, world.store, world.states, world.trail, world.publisher, world.clock,
+            reserved=RESERVED, rotators=world.rotators,
+        )  # fmt: skip
+
+
+def test_a_target_rotated_secret_is_never_rolled_back(world: World) -> None:
+    world.rotate()
+    with pytest.raises(Conflict, match="rotate it instead"):
+        rollback(
+            NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+        )
+    assert len(world.versions()) == 2
+
+
+def test_companions_are_the_services_own_secrets_and_never_rotated(world: World) -> None:
+    companion, key = pending_secret_name(NAME), signing_key_name("https://dispatch.example.com/rotate")
+    assert is_reserved(companion, ()) and is_reserved(key.upper(), ()) and not is_reserved(NAME, ())
+    # Even tagged as managed (by someone with write access), the sweep never requests them.
+    world.clock.advance(timedelta(days=-40))
+    world.store.set_value(companion, "v", content_type=None, tags=POLICY.to_tags())
+    world.clock.advance(timedelta(days=40))
+    requests = RecordingRotationRequests()
+    report = sweep(world.store, requests, world.clock, reserved=RESERVED, correlation_id="c")
+    assert [r.secret_name for r in requests.sent] == [NAME] and companion in str(report.violations)
+    skipped = rotate(
+        companion, world.store, world.states, world.trail, world.publisher, world.clock,
+        reserved=RESERVED, rotators=world.rotators,
+    )  # fmt: skip
+    assert skipped.status == "skipped"
+
+
+def test_single_value_target_never_loses_the_credential_in_the_vault() -> None:
+    """A single-user database: between set and promote only the pending value works; it is in the vault
+    (the companion) all along, and the current version afterwards."""
+    world = World(single=True)
+    world.target.fail["test"] = TargetCrash("test")
+    with pytest.raises(TargetCrash):
+        world.rotate()
+    vault_values = {world.current(), world.store.get_value(pending_secret_name(NAME)).value}
+    assert world.target.accepted & vault_values
+    world.after_lease()
+    assert world.rotate().status == "rotated"
+    assert world.target.accepted == {world.current()}
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat()
