@@ -20,6 +20,7 @@ from shared.domain.errors import (
     OutcomeNotRecorded,
 )
 from shared.domain.secrets import InvalidSecret
+from shared.domain.targets import TargetRefused
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -141,7 +142,7 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
         return problem(400, "Bad Request", str(err))
     except NotFound as err:
         return problem(404, "Not Found", str(err))
-    except (Conflict, InvalidTransition) as err:
+    except (Conflict, InvalidTransition, TargetRefused) as err:  # a target's refusal: a state to fix first
         return problem(409, "Conflict", str(err))
     except OutcomeNotRecorded as err:
         logger.error("a change was made but not recorded: %s", err)

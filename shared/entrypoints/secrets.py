@@ -147,7 +147,7 @@ def secrets_onboard(req: func.HttpRequest, context: func.Context) -> func.HttpRe
         version = catalog.onboard(
             container.secret_store, container.state_store, container.audit_trail, container.clock,
             reserved=container.reserved_secrets, name=body.name, policy=policy,
-            actor=actor_of(req, principal), correlation_id=cid,
+            actor=actor_of(req, principal), correlation_id=cid, rotators=container.target_rotators,
         )  # fmt: skip
         return json_response(catalog.version_dict(version), 201)
 
@@ -167,7 +167,7 @@ def secrets_policy(req: func.HttpRequest, context: func.Context) -> func.HttpRes
             policy = catalog.apply_policy(
                 container.secret_store, container.state_store, container.audit_trail, container.clock,
                 reserved=container.reserved_secrets, name=name, fields=body.fields(),
-                actor=actor_of(req, principal), correlation_id=cid,
+                actor=actor_of(req, principal), correlation_id=cid, rotators=container.target_rotators,
             )  # fmt: skip
         except catalog.InvalidPolicy as err:
             raise BadRequest(err.field, err.problem) from None

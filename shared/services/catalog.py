@@ -46,8 +46,8 @@ from shared.domain.policy import (
 )
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name, validate_tags
-from shared.domain.targets import is_reserved
-from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore
+from shared.domain.targets import SIGNING_KEY_TAG, TargetSecret, is_reserved
+from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail, AuditUnavailable, query_audit
 from shared.services.rotation import (
     IDLE,
@@ -306,9 +306,12 @@ def onboard(
     policy: RotationPolicy,
     actor: Actor,
     correlation_id: str | None = None,
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> SecretVersion:
     """Create ``name`` with ``policy`` and a first value from its kind's generator; return the new
-    version's properties (never the value). The version carries the policy and the service's tags.
+    version's properties (never the value). The version carries the policy and the service's tags, and
+    the target rotator's (a webhook's signing key, created now so the consumer can have it before the
+    first rotation).
 
     Raises InvalidSecret (name), Conflict (reserved, exists, deleted but recoverable), Busy (another write
     holds the lease), AuditUnavailable (nothing written), DomainError from the vault, OutcomeNotRecorded
@@ -323,6 +326,7 @@ def onboard(
         raise Conflict(f"secret {name} exists already (its current version is disabled)") from None
     except NotFound:
         pass
+    extra = _target_tags(name, policy, rotators)
     progress, etag = acquire(states, name, stored, ONBOARDING, clock)
     assert progress.rotation_id is not None
     details = {"onboarding_id": progress.rotation_id, "policy": policy_dict(policy)}
@@ -336,7 +340,7 @@ def onboard(
                 name,
                 value.value,
                 content_type=value.content_type,
-                tags={**policy.to_tags(), **service_tags(progress.rotation_id)},
+                tags={**extra, **policy.to_tags(), **service_tags(progress.rotation_id)},
                 expires=policy.expires_on(clock.now()),
             )
         except DomainError as err:
@@ -368,9 +372,11 @@ def apply_policy(
     fields: PolicyInput,
     actor: Actor,
     correlation_id: str | None = None,
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> RotationPolicy:
     """Set ``name``'s policy on its current version: the policy tags are replaced, every other tag kept;
-    an unmanaged secret becomes managed (then ``kind`` is required). Returns the policy applied.
+    an unmanaged secret becomes managed (then ``kind`` is required). Returns the policy applied. A target
+    rotator's tags are set too (a webhook's signing key, created now).
 
     Raises InvalidSecret (name, too many tags), NotFound, InvalidPolicy (naming the field), Conflict
     (reserved, certificate-backed, disabled), Busy, AuditUnavailable (nothing changed), OutcomeNotRecorded
@@ -385,7 +391,8 @@ def apply_policy(
             raise InvalidPolicy("kind", "is required to put an unmanaged secret under management")
         kind = current.tags.get(KIND_TAG)
     policy = build_policy(replace(fields, kind=kind))
-    tags = {k: v for k, v in current.tags.items() if k not in POLICY_TAGS} | policy.to_tags()
+    kept = {k: v for k, v in current.tags.items() if k not in POLICY_TAGS and k != SIGNING_KEY_TAG}
+    tags = kept | _target_tags(name, policy, rotators) | policy.to_tags()
     validate_tags(tags)
     progress, etag = acquire(states, name, stored, UPDATING_POLICY, clock, from_version=current.version)
     previous = {k: v for k, v in current.tags.items() if k in POLICY_TAGS}
@@ -411,6 +418,17 @@ def apply_policy(
     finally:
         release(states, name, progress, etag, new_version=None)
     return policy
+
+
+def _target_tags(
+    name: str, policy: RotationPolicy, rotators: Mapping[Rotator, TargetRotator] | None
+) -> dict[str, str]:
+    """The tags the policy's target rotator puts on the secret's versions (it may create what they
+    name). Raises TargetRefused, DependencyUnavailable."""
+    target = (rotators or {}).get(policy.rotator)
+    if target is None:
+        return {}
+    return target.tags(TargetSecret(name, None, policy.target, ""))
 
 
 def _writable(store: SecretStore, name: str) -> SecretVersion:

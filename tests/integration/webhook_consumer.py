@@ -218,6 +218,12 @@ class WebhookConsumer:
         """Wait ``seconds`` before answering the next ``times`` ``step`` requests (then answer normally)."""
         self._script(step, _Script(None, times, delay=seconds))
 
+    def accept(self, value: str, version: str | None) -> None:
+        """Take ``value`` (made by rotation ``version``) as a valid key, as an operator configures a
+        consumer with a secret's first value."""
+        with self._lock:
+            self._keys[version] = value
+
     def accepts(self, value: str) -> bool:
         """Whether the consumer's key set holds ``value``."""
         with self._lock:

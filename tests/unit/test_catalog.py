@@ -527,3 +527,29 @@ def test_the_plan_lists_rotations_expiries_and_violations_in_the_window(world: W
     wide = catalog.rotation_plan(world.store, world.clock, reserved=RESERVED, within_days=40)
     assert ("later", "rotation") in [(i["name"], i["event"]) for i in wide["items"]]
     assert ("near", "expiry") in [(i["name"], i["event"]) for i in wide["items"]]
+
+
+def test_a_webhook_secret_gets_its_signing_key_when_onboarded_or_put_under_policy(world: World) -> None:
+    """The consumer must be able to verify the very first rotation's requests: the key (and the tag that
+    names it) exist from onboarding, or from the policy that made the secret a webhook one."""
+    from shared.adapters.webhook import WebhookRotator
+    from shared.domain.policy import Rotator
+    from shared.domain.targets import SIGNING_KEY_TAG, SIGNS_FOR_TAG, signing_key_name
+
+    target = "https://dispatch.example.com/rotate"
+    rotators = {Rotator.WEBHOOK: WebhookRotator(world.store)}
+    policy = catalog.build_policy(fields(rotator="webhook", rotation_target=target))
+    version = catalog.onboard(
+        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="hook-key",
+        policy=policy, actor=OPERATOR, rotators=rotators,
+    )  # fmt: skip
+    key = world.store.get_properties(signing_key_name(target))
+    assert version.tags[SIGNING_KEY_TAG] == key.name and key.tags[SIGNS_FOR_TAG] == target
+
+    other = "https://billing.example.com/rotate"
+    catalog.apply_policy(
+        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="hook-key",
+        fields=fields(rotator="webhook", rotation_target=other), actor=OPERATOR, rotators=rotators,
+    )  # fmt: skip
+    assert world.store.get_properties("hook-key").tags[SIGNING_KEY_TAG] == signing_key_name(other)
+    assert world.store.get_properties(signing_key_name(other)).tags[SIGNS_FOR_TAG] == other
