@@ -25,13 +25,17 @@ from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.host import HostProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
+from devtools.postgres import PostgresProcess
 from devtools.stack import DEMO_SECRETS, create_tables, seed_demo_secrets
-from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
+from shared.adapters.key_vault import AUDIT_KEY_SECRET, KeyVaultSecretStore, LocalTokenCredential
 from shared.config import Settings
 from shared.domain.identity import encode_principal
-from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.policy import RotationPolicy, Rotator, SecretKind
+from shared.domain.targets import ConnectionDocument
 from tests.integration.conftest import app_settings
 from tests.integration.http_client import Client
+from tests.integration.test_postgres_rotator import Role, create_role
+from tests.integration.webhook_consumer import WebhookConsumer
 
 REPO = Path(__file__).resolve().parents[2]
 NO_ROLE = encode_principal("oid-prober", [], name="prober")
@@ -105,12 +109,20 @@ def test_the_leak_check_itself_finds_a_planted_value() -> None:
     assert leaks({"x": "CANARY-123"}, {"log": "clean"}) == []
 
 
-def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_value_leaves_key_vault(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, postgres: PostgresProcess
+) -> None:
     caplog.set_level(logging.DEBUG)
     with (
         AzuriteProcess.start() as azurite,
         EmulatorProcess.start(tmp_path / "kv.pem") as emulator,
         EventGridSink(key="canary-topic-key") as sink,
+        WebhookConsumer.start(
+            KeyVaultSecretStore(
+                SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
+            ),
+            tmp_path,
+        ) as consumer,
     ):
         create_tables(azurite.connection_string)  # as the deployment does
         vault = SecretClient(emulator.url, LocalTokenCredential(), **emulator.client_kwargs())
@@ -143,6 +155,7 @@ def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCapt
             EVENT_GRID_TOPIC_ENDPOINT=sink.endpoint,
             EVENT_GRID_TOPIC_KEY="canary-topic-key",
             AUDIT_SCAN_DENIED_PER_ACTOR="3",
+            WEBHOOK_CA_BUNDLE=str(consumer.ca_bundle),
         )
         with HostProcess.start(env=env, settings=settings) as host:
             client = Client(host.url)
@@ -169,6 +182,7 @@ def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCapt
             )  # fmt: skip
             assert cli.returncode == 0, cli.stderr
             _rotation_paths(client, host, vault, Settings(env).key_vault.name, canaries)
+            _target_paths(client, host, vault, postgres, consumer, canaries)
             time.sleep(0.5)
             host_output = host.output()
 
@@ -199,4 +213,62 @@ def test_no_secret_value_leaves_key_vault(tmp_path: Path, caplog: pytest.LogCapt
         haystacks["HTTP responses"] = "\n".join(client.seen)
         haystacks["Event Grid notifications"] = b"\n".join(sink.raw).decode()
         haystacks["operator CLI"] = cli.stdout + cli.stderr
+        haystacks["webhook requests (headers, paths)"] = repr(
+            [(call.path, call.headers) for call in consumer.calls]
+        )
+        haystacks["PostgreSQL server log"] = postgres.log_file.read_text(errors="replace")
         assert leaks(canaries, haystacks) == []
+
+
+def _target_paths(
+    client: Client,
+    host: HostProcess,
+    vault: SecretClient,
+    pg: PostgresProcess,
+    consumer: WebhookConsumer,
+    canaries: dict[str, str],
+) -> None:
+    """The target rotators: PostgreSQL single user and alternating users, a webhook consumer (onboarded,
+    its signing key created), and a refused rotation (a password that does not log in)."""
+
+    def document(role: Role) -> str:
+        return ConnectionDocument(pg.host, pg.port, "postgres", role.name, role.password, "disable").to_json()
+
+    single = create_role(pg, "canary_single")
+    admin = create_role(pg, "canary_admin", "LOGIN", "CREATEROLE")
+    alternating = create_role(pg, "canary_alt")
+    broken = Role("canary_single", f"CANARY-{secrets.token_hex(16)}")  # not its password: refused
+    for role in (single, admin, alternating, broken):
+        canaries[f"password {len(canaries)} ({role.name})"] = role.password
+    kind, interval = SecretKind.DATABASE_PASSWORD, timedelta(days=30)
+    vault.set_secret("canary-pg-admin", document(admin), content_type="application/json")
+    plans = {
+        "canary-pg-single": (single, RotationPolicy(kind, interval, rotator=Rotator.POSTGRES_SINGLE_USER)),
+        "canary-pg-alt": (
+            alternating,
+            RotationPolicy(kind, interval, rotator=Rotator.POSTGRES_ALTERNATING, target="canary-pg-admin"),
+        ),
+        "canary-pg-broken": (broken, RotationPolicy(kind, interval, rotator=Rotator.POSTGRES_SINGLE_USER)),
+    }
+    for name, (role, policy) in plans.items():
+        vault.set_secret(name, document(role), content_type="application/json", tags=policy.to_tags())
+    body = {"name": "canary-hook", "kind": "api-key", "rotation_interval_days": 30, "rotator": "webhook",
+            "rotation_target": consumer.url}  # fmt: skip
+    status, created = client.post("/api/secrets", body, principal=OPERATOR)
+    assert status == 201, created
+    consumer.accept(vault.get_secret("canary-hook").value or "", created["tags"]["rotation-id"])
+    for name in ("canary-pg-single", "canary-pg-alt", "canary-hook"):
+        assert client.post(f"/api/secrets/{name}/rotate", {"force": True}, principal=OPERATOR)[0] == 202
+        assert host.wait_for_output(f"rotation of {name}: rotated", timeout=60), host.output()
+    assert client.post("/api/secrets/canary-pg-broken/rotate", {"force": True}, principal=OPERATOR)[0] == 202
+    assert host.wait_for_output("rotation of canary-pg-broken: failed", timeout=60), host.output()
+    assert client.post("/api/secrets/canary-pg-single/rollback", {}, principal=OPERATOR)[0] == 409
+    for name in ("canary-pg-single", "canary-pg-alt", "canary-pg-admin", "canary-hook"):
+        canaries[f"{name} (current)"] = vault.get_secret(name).value or ""
+    for key in vault.list_properties_of_secrets():
+        if key.name and key.name.startswith("slc-"):  # the signing key and pending copies
+            for version in vault.list_properties_of_secret_versions(key.name):
+                if version.enabled:
+                    canaries[f"{key.name}/{version.version}"] = (
+                        vault.get_secret(key.name, version.version).value or ""
+                    )
