@@ -9,9 +9,17 @@ PY     := $(VENV)/bin/python
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 
-.PHONY: install run test lint typecheck pytest unit functions integration bench clean
+.PHONY: install postgres-server run test lint typecheck pytest unit functions integration bench clean
 
-install: $(STAMP_PY) $(STAMP_NPM)
+install: $(STAMP_PY) $(STAMP_NPM) postgres-server
+
+# The PostgreSQL rotators' integration tests start a throwaway cluster from the server binaries
+# (devtools/postgres.py): Debian's postgresql package provides them.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "PostgreSQL server binaries missing: installing Debian's postgresql package"; \
+		command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { echo "install PostgreSQL (initdb, pg_ctl) first" >&2; exit 1; }; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
