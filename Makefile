@@ -61,6 +61,7 @@ bench: install
 	$(PY) -m bench.audit_append
 	$(PY) -m bench.audit_contention
 	$(PY) -m bench.sweep
+	$(PY) -m bench.target_rotation
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache
