@@ -152,7 +152,7 @@ class PostgresRotator:
     def set(self, secret: TargetSecret, pending: str) -> None:
         """Make the server accept ``pending``: single user, the current role changes its own password;
         alternating, the admin sets the other role's password (creating ``<name>_clone`` as a member of
-        ``<name>`` on the first rotation). Nothing is changed when ``pending`` logs in already.
+        ``<name>`` on the first rotation). Nothing is changed when a resumed ``pending`` logs in already.
 
         Raises TargetRefused: a document that is not one, a pending value naming another server, database
         or role, a credential that does not log in or is not what it claims, an admin credential that is
@@ -163,7 +163,8 @@ class PostgresRotator:
         current = _parse("set", secret.current, "the current value")
         target = _parse("set", pending, "the pending value")
         self._check_pending("set", current, target)
-        if self._accepts("set", target):
+        # A value made just now cannot work yet: no login bound to fail (and to alert on) for it.
+        if secret.resumed and self._accepts("set", target):
             logger.info(
                 "postgres: role %s at %s:%s accepts the pending credential already",
                 target.username, target.host, target.port,

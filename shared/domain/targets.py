@@ -75,12 +75,15 @@ class TargetSecret:
     """What a target rotator needs of the secret it rotates. ``current``: the current version's value
     (kept out of repr); ``rotation_id``: the rotation in flight, or, for ``finish``, the one that made the
     current version (None when it was not made by this service); ``target``: the policy's
-    ``rotation-target``."""
+    ``rotation-target``; ``resumed``: see below."""
 
     name: str
     rotation_id: str | None
     target: str | None
     current: str = field(repr=False)
+    #: The pending value was stored by an earlier attempt: the target may have it already (``set`` checks
+    #: first). False: it was made just now, so the target cannot have it (no login bound to fail).
+    resumed: bool = False
 
 
 def pending_secret_name(secret_name: str) -> str:

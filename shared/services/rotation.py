@@ -24,6 +24,7 @@ Every version this service writes carries ``rotated-by: secret-lifecycle`` and a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -394,10 +395,12 @@ def acquire(
     """Take ``name``'s lease for ``step`` over the progress ``stored`` as read (read it before the vault,
     so that a write completed in between makes this fail). Returns the progress written and its etag.
 
-    Raises Busy when another holder's lease still runs or the row changed since it was read."""
+    Raises Busy when another holder's lease still runs, a rotation is unfinished (even one whose holder
+    died: it is resumed, never taken over — its pending value may be the only credential that works at the
+    target), or the row changed since it was read."""
     now = clock.now()
     previous = Progress.of(stored.state) if stored else Progress()
-    if previous.leased_by_other("", now):
+    if previous.leased_by_other("", now) or previous.step == PROMOTING:
         raise Busy(name, previous)
     progress = Progress(
         rotation_id=rotation_id or uuid.uuid4().hex,
@@ -589,8 +592,10 @@ def _target_value(
     the target accepted it is resumed with the same value, never lost; a retry finds it there and the
     target's set is a no-op for a value it already has. Raises TargetRefused, DependencyUnavailable."""
     companion = pending_secret_name(name)
-    value = _stored_pending(store, companion, name, secret.rotation_id or "")
-    if value is None:
+    value = _stored_pending(store, companion, name, secret.current)
+    if value is not None:
+        secret = dataclasses.replace(secret, resumed=True)
+    else:
         value = target.pending(secret, generated.value)
         store.set_value(
             companion,
@@ -603,17 +608,20 @@ def _target_value(
     return NewValue(value, content_type or generated.content_type)
 
 
-def _stored_pending(store: SecretStore, companion: str, name: str, rotation_id: str) -> str | None:
-    """The pending value this rotation stored before (a crash, a retry), or None. Raises TargetRefused
-    when the companion's name is taken by a secret that is not this secret's companion."""
+def _stored_pending(store: SecretStore, companion: str, name: str, current: str) -> str | None:
+    """The pending value an earlier attempt stored and nothing promoted yet, or None. Not only this
+    rotation's: whatever happened to the progress row (a takeover, a storage writer deleting it), a
+    pending value still enabled may be the one the target accepts now (a single user's password changed
+    before the crash), so it is offered to the target before any new one. One equal to the current value
+    was promoted already. Raises TargetRefused when the companion's name is taken by a secret that is not
+    this secret's companion."""
     try:
         stored = store.get_value(companion)
     except (NotFound, SecretDisabled):
         return None
-    tags = stored.properties.tags
-    if tags.get(PENDING_FOR_TAG) != name.lower():
+    if stored.properties.tags.get(PENDING_FOR_TAG) != name.lower():
         raise TargetRefused("pending", f"the secret {companion} is not the pending companion of {name}")
-    return stored.value if tags.get(ROTATION_ID_TAG) == rotation_id else None
+    return None if stored.value == current else stored.value
 
 
 def _discard_pending(store: SecretStore, name: str, rotation_id: str | None) -> None:

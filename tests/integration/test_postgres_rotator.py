@@ -73,8 +73,10 @@ def document(pg: PostgresProcess, role: Role, *, port: int | None = None, **extr
     )
 
 
-def secret(current: str, target: str | None = None) -> TargetSecret:
-    return TargetSecret(name="orders-db", rotation_id="rot-1", target=target, current=current)
+def secret(current: str, target: str | None = None, *, resumed: bool = False) -> TargetSecret:
+    return TargetSecret(
+        name="orders-db", rotation_id="rot-1", target=target, current=current, resumed=resumed
+    )
 
 
 def rolpassword(pg: PostgresProcess, role: str) -> str | None:
@@ -157,10 +159,24 @@ def test_single_user_set_twice_changes_nothing_the_second_time(
     rotator.set(secret(current), pending)
     verifier = rolpassword(postgres, app.name)
 
-    rotator.set(secret(current), pending)  # a crash after set: the retry finds the password working
+    # A crash after set: the retry (the pending value stored earlier) finds the password working.
+    rotator.set(secret(current, resumed=True), pending)
 
     assert rolpassword(postgres, app.name) == verifier
     rotator.test(secret(current), pending)
+
+
+def test_a_value_made_just_now_is_not_tried_before_it_is_set(
+    postgres: PostgresProcess, store: InMemorySecretStore, prefix: str
+) -> None:
+    """No login bound to fail (and to trip alerting on failed logins) for a value the server cannot have."""
+    app = create_role(postgres, f"{prefix}_app")
+    current = document(postgres, app)
+    rotator = PostgresRotator(store, alternating=False)
+    pending = rotator.pending(secret(current), secrets.token_urlsafe(24))
+    failures = postgres.log_file.read_text(errors="replace").count("password authentication failed")
+    rotator.set(secret(current), pending)
+    assert postgres.log_file.read_text(errors="replace").count("password authentication failed") == failures
 
 
 def test_a_role_that_logs_in_as_another_is_refused(
@@ -303,7 +319,7 @@ def test_alternating_rotations_take_turns_between_the_role_and_its_clone(
         settings = conn.execute("SELECT current_setting('search_path'), current_setting('statement_timeout')")
         assert settings.fetchone() == ('"$user", public, "Odd Schema"', "5s")
     verifier = rolpassword(postgres, clone)
-    rotator.set(secret(first, ADMIN_SECRET), second)  # re-run: nothing changes
+    rotator.set(secret(first, ADMIN_SECRET, resumed=True), second)  # re-run: nothing changes
     assert rolpassword(postgres, clone) == verifier
 
     # The grace of the first value ends: the role is scrambled, its clone (now current) still logs in.

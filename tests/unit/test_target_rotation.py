@@ -316,3 +316,51 @@ def test_single_value_target_never_loses_the_credential_in_the_vault() -> None:
 
 def _at(moment: datetime) -> str:
     return moment.isoformat()
+
+
+def test_no_other_write_takes_over_a_dead_rotation_it_is_resumed_first() -> None:
+    """A single-user rotation died after set: only its pending value works at the target. A retirement
+    or a policy change must not take its lease over (its row would be lost, and the pending value with
+    it); they wait until the rotation is resumed."""
+    world = World(single=True)
+    world.target.crash_after = "set"
+    with pytest.raises(TargetCrash):
+        world.rotate()
+    world.after_lease()
+    stored = world.states.get(PARTITION, NAME)
+    with pytest.raises(Busy):
+        acquire(world.states, NAME, stored, "updating_policy", world.clock)
+    assert world.rotate().status == "rotated"
+    assert world.target.accepted == {world.current()}
+
+
+def test_a_fresh_rotation_offers_the_enabled_pending_value_first_whatever_happened_to_the_row() -> None:
+    """A storage writer deletes the progress row of a rotation that died after set: the next rotation
+    starts afresh, finds the pending value still enabled in the vault, and promotes that one (the target
+    accepts it already) instead of making one the target cannot get."""
+    world = World(single=True)
+    world.target.crash_after = "set"
+    with pytest.raises(TargetCrash):
+        world.rotate()
+    pending = world.store.get_value(pending_secret_name(NAME)).value
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None
+    world.states.delete(PARTITION, NAME, stored.etag)
+    outcome = world.rotate()
+    assert outcome.status == "rotated" and world.current() == pending
+    assert world.target.accepted == {pending}
+
+
+def test_a_pending_value_promoted_already_is_not_offered_again(world: World) -> None:
+    """The companion's copy left enabled (a crash between promote and disabling it, then the row lost):
+    a new rotation makes a new value instead of promoting the current one again."""
+    world.store.crash_on = NAME
+    with pytest.raises(TargetCrash):
+        world.rotate()
+    promoted = world.current()
+    assert world.store.get_value(pending_secret_name(NAME)).value == promoted  # still enabled
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None
+    world.states.delete(PARTITION, NAME, stored.etag)
+    assert world.rotate(force=True).status == "rotated"
+    assert world.current() != promoted and len(world.versions()) == 3
