@@ -125,6 +125,13 @@ class RotationPolicy:
             # trigger would rotate again.
             raise PolicyError(VALIDITY_TAG, "must be at least rotation-interval-days + 30")
         rotator = _rotator(tags)
+        grace = _grace(tags)
+        if rotator == Rotator.POSTGRES_ALTERNATING and (grace or DEFAULT_GRACE) >= interval:
+            # The next rotation changes the password of the previous version's role: its grace must be
+            # over by then, or consumers still allowed to use it are cut off.
+            raise PolicyError(
+                GRACE_TAG, "must be shorter than rotation-interval-days for postgres-alternating"
+            )
         return cls(
             kind=kind,
             interval=interval,
@@ -132,7 +139,7 @@ class RotationPolicy:
             owner=tags.get(OWNER_TAG) or None,
             rotator=rotator,
             target=_target(tags, rotator),
-            grace=_grace(tags),
+            grace=grace,
             warning_days=_warning_days(tags),
         )
 

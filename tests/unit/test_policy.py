@@ -48,6 +48,12 @@ def test_unmanaged_secrets_are_recognised() -> None:
         ({"rotator": "webhook", "rotation-target": "https://u:p@app.example.com/rotate"}, "rotation-target"),
         ({"rotator": "postgres-alternating"}, "rotation-target"),
         ({"rotator": "postgres-alternating", "rotation-target": "admin/creds"}, "rotation-target"),
+        # The next rotation changes the previous role's password: its grace must be over by then.
+        (
+            {"rotator": "postgres-alternating", "rotation-target": "a", "rotation-grace-hours": "720"},
+            "rotation-grace-hours",
+        ),
+        ({"rotator": "webhook", "rotation-target": "http://10.0.0.5/rotate"}, "rotation-target"),
         ({"rotation-target": "https://app.example.com/rotate"}, "rotation-target"),
         ({"rotation-grace-hours": "-1"}, "rotation-grace-hours"),
         ({"rotation-grace-hours": "721"}, "rotation-grace-hours"),
@@ -122,3 +128,10 @@ def test_due_when_the_current_version_nears_its_expiry() -> None:
     assert not policy.is_due(created, created + timedelta(days=9), expires)
     assert policy.is_due(created, created + timedelta(days=10), expires)  # 30 days before exp
     assert not policy.is_due(created, created + timedelta(days=10))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]"])
+def test_a_webhook_on_a_loopback_host_may_be_plain_http(host: str) -> None:
+    """For a consumer on a developer's machine; the webhook rotator refuses it outside a development host."""
+    tags = {**MANAGED, "rotator": "webhook", "rotation-target": f"http://{host}:8080/rotate"}
+    assert RotationPolicy.from_tags(tags).target == f"http://{host}:8080/rotate"
