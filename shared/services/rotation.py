@@ -302,9 +302,17 @@ def rotate(
 
     try:
         target = rotators.get(policy.rotator)
+
+        def announce(version: str) -> None:
+            made = RotationOutcome(
+                name, "rotated", reason, progress.rotation_id, version, progress.from_version
+            )
+            _announce(publisher, clock, trail.vault, made)
+
         new = _promote(
-            name, store, states, trail, clock, policy, current, progress, key, etag, correlation_id, target
-        )
+            name, store, states, trail, clock, policy, current, progress, key, etag, correlation_id, target,
+            announce,
+        )  # fmt: skip
     except _LeaseLost:
         return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
     except _ClosePending as pending:
@@ -317,11 +325,9 @@ def rotate(
     except DomainError as err:
         _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id)
         raise
-    outcome = RotationOutcome(
+    return RotationOutcome(
         name, "rotated", reason, progress.rotation_id, new_version=new, previous_version=progress.from_version
     )
-    _announce(publisher, clock, trail.vault, outcome)
-    return outcome
 
 
 def _done(
@@ -496,7 +502,8 @@ def _promote(
     key: str,
     etag: str,
     correlation_id: str | None,
-    target: TargetRotator | None = None,
+    target: TargetRotator | None,
+    announce: Callable[[str], None],
 ) -> str:
     """The one new version of this rotation (made now, or found: made before a crash), then the progress
     closed and the outcome recorded. Raises _LeaseLost when another holder took the lease meanwhile,
@@ -560,6 +567,10 @@ def _promote(
         )
     except DomainError as err:
         raise _ClosePending(err) from err
+    # Sent before the progress closes: a crash in between sends it again on retry (same event id: the
+    # rotation id), where sending it after would lose it for good — and consumers of a single-user
+    # database credential learn from it that the old value stopped working.
+    announce(new.version)
     progress.closed(new.version)
     try:
         states.replace(PARTITION, key, progress.state(), etag)

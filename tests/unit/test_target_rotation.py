@@ -364,3 +364,26 @@ def test_a_pending_value_promoted_already_is_not_offered_again(world: World) -> 
     world.states.delete(PARTITION, NAME, stored.etag)
     assert world.rotate(force=True).status == "rotated"
     assert world.current() != promoted and len(world.versions()) == 3
+
+
+def test_a_crash_before_the_rotated_event_is_sent_sends_it_on_retry(world: World) -> None:
+    """Consumers (a single-user database's above all) learn from SecretRotated to reload: a process that
+    dies before sending it must not lose it. Sent before the progress closes, it is sent again on retry
+    (same event id, so consumers can drop the duplicate)."""
+    sent: list[Any] = []
+    crashed: list[bool] = []
+
+    class DiesOnFirstSend(RecordingPublisher):
+        def publish(self, notifications: Any) -> None:
+            if not crashed:
+                crashed.append(True)
+                raise TargetCrash("before publish")
+            sent.extend(notifications)
+
+    world.publisher = DiesOnFirstSend()
+    with pytest.raises(TargetCrash):
+        world.rotate()
+    world.after_lease()
+    outcome = world.rotate()
+    assert outcome.status == "rotated" and len(world.versions()) == 2
+    assert [(n.type, n.id) for n in sent] == [("SecretLifecycle.SecretRotated", outcome.rotation_id)]
