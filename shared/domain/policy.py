@@ -126,7 +126,10 @@ class RotationPolicy:
             raise PolicyError(VALIDITY_TAG, "must be at least rotation-interval-days + 30")
         rotator = _rotator(tags)
         grace = _grace(tags)
-        if rotator == Rotator.POSTGRES_ALTERNATING and (grace or DEFAULT_GRACE) >= interval:
+        if (
+            rotator == Rotator.POSTGRES_ALTERNATING
+            and (DEFAULT_GRACE if grace is None else grace) >= interval
+        ):
             # The next rotation changes the password of the previous version's role: its grace must be
             # over by then, or consumers still allowed to use it are cut off.
             raise PolicyError(

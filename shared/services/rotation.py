@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.audit import Action, Result, format_time, parse_time
-from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
+from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, SecretDisabled
 from shared.domain.generators import NewValue, generate
 from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
@@ -275,7 +275,10 @@ def rotate(
     if rotation_id is not None and _done(store, name, progress, current, rotation_id):
         return _skip(trail, name, f"already done (rotation {rotation_id})", correlation_id)
     resuming = progress.step == PROMOTING and _resumable(progress, current)
-    if not (resuming or force or policy.is_due(current.created, now, current.expires)):
+    # A row alone never starts a write: without a trace of its rotation in the vault (the version it
+    # made, or its pending value) it only continues a rotation that is due or forced anyway.
+    started = resuming and _traced(store, name, progress, current, policy.rotator in rotators)
+    if not (started or force or policy.is_due(current.created, now, current.expires)):
         _close_stale(states, key, stored, clock)  # a dead holder's row the vault does not bear out
         due = policy.next_rotation(current.created, current.expires)
         return _skip(trail, name, f"not due until {format_time(due)}", correlation_id)
@@ -319,8 +322,10 @@ def rotate(
         _release(states, clock, name, key, progress, pending.cause)
         raise pending.cause from pending  # the queue retries; the retry records the version made
     except TargetRefused as err:
+        # The pending value stays enabled: the target may have taken it before refusing (a password set,
+        # then a refused test), and then it is the one value that works; the next rotation offers it to
+        # the target first (``_target_value``) and disables it once something is promoted.
         _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id, close=True)
-        _discard_pending(store, name, progress.rotation_id)
         return RotationOutcome(name, "failed", str(err), progress.rotation_id)
     except DomainError as err:
         _fail(states, trail, publisher, clock, name, key, progress, err, correlation_id)
@@ -362,6 +367,22 @@ def _abandon(states: StateStore, key: str, progress: Progress, etag: str) -> Non
     progress.last_error = "abandoned: the vault does not bear the rotation out"
     with contextlib.suppress(Conflict, NotFound):
         states.replace(PARTITION, key, progress.state(), etag)
+
+
+def _traced(store: SecretStore, name: str, progress: Progress, current: SecretVersion, pending: bool) -> bool:
+    """Whether the vault holds a trace of the stored rotation: the current version carries its id (the
+    crash came after the promotion), or (``pending``: a target rotator) the pending companion's enabled
+    version does (the target may have it already). A storage writer can forge a row, not these."""
+    if current.tags.get(ROTATION_ID_TAG) == progress.rotation_id:
+        return True
+    if not pending:
+        return False
+    try:
+        stored = store.get_properties(pending_secret_name(name))
+    except (NotFound, SecretDisabled):
+        return False
+    tags = stored.tags
+    return tags.get(PENDING_FOR_TAG) == name.lower() and tags.get(ROTATION_ID_TAG) == progress.rotation_id
 
 
 def _resumable(progress: Progress, current: SecretVersion) -> bool:
@@ -603,9 +624,14 @@ def _target_value(
     the target accepted it is resumed with the same value, never lost; a retry finds it there and the
     target's set is a no-op for a value it already has. Raises TargetRefused, DependencyUnavailable."""
     companion = pending_secret_name(name)
-    value = _stored_pending(store, companion, name, secret.current)
-    if value is not None:
-        secret = dataclasses.replace(secret, resumed=True)
+    stored = _stored_pending(store, companion, name, secret.current)
+    resumed = dataclasses.replace(secret, resumed=True)
+    if stored is not None and stored[1] == secret.rotation_id:
+        value, secret = stored[0], resumed  # this rotation's, from before a crash
+    elif stored is not None and _accepted(target, resumed, stored[0]):
+        # Another attempt's (its progress row was lost or closed): promoted only because the target
+        # accepts it already — never set there, so a value planted in the companion goes nowhere.
+        return NewValue(stored[0], content_type or generated.content_type)
     else:
         value = target.pending(secret, generated.value)
         store.set_value(
@@ -619,20 +645,32 @@ def _target_value(
     return NewValue(value, content_type or generated.content_type)
 
 
-def _stored_pending(store: SecretStore, companion: str, name: str, current: str) -> str | None:
-    """The pending value an earlier attempt stored and nothing promoted yet, or None. Not only this
-    rotation's: whatever happened to the progress row (a takeover, a storage writer deleting it), a
-    pending value still enabled may be the one the target accepts now (a single user's password changed
-    before the crash), so it is offered to the target before any new one. One equal to the current value
-    was promoted already. Raises TargetRefused when the companion's name is taken by a secret that is not
-    this secret's companion."""
+def _accepted(target: TargetRotator, secret: TargetSecret, value: str) -> bool:
+    """Whether the target accepts ``value`` already (its ``test``); a refusal or no answer is a no."""
+    try:
+        target.test(secret, value)
+    except (TargetRefused, DependencyUnavailable):
+        return False
+    return True
+
+
+def _stored_pending(
+    store: SecretStore, companion: str, name: str, current: str
+) -> tuple[str, str | None] | None:
+    """The pending value an earlier attempt stored and nothing promoted yet, with the rotation id it
+    carries, or None. Not only this rotation's: whatever happened to the progress row (a takeover, a
+    storage writer deleting it, a refusal after the target took it), a pending value still enabled may be
+    the one the target accepts now (a single user's password changed before the crash). One equal to the
+    current value was promoted already. Raises TargetRefused when the companion's name is taken by a
+    secret that is not this secret's companion."""
     try:
         stored = store.get_value(companion)
     except (NotFound, SecretDisabled):
         return None
-    if stored.properties.tags.get(PENDING_FOR_TAG) != name.lower():
+    tags = stored.properties.tags
+    if tags.get(PENDING_FOR_TAG) != name.lower():
         raise TargetRefused("pending", f"the secret {companion} is not the pending companion of {name}")
-    return None if stored.value == current else stored.value
+    return None if stored.value == current else (stored.value, tags.get(ROTATION_ID_TAG))
 
 
 def _discard_pending(store: SecretStore, name: str, rotation_id: str | None) -> None:
@@ -902,6 +940,10 @@ def retire_due(
     retired: list[str] = []
     kept: list[tuple[str, datetime]] = []
     finisher = _Finisher(name, store, states, clock, current, progress, rotators or {})
+    # Told to drop an old value, a target may drop every value but the current one (a webhook's finish:
+    # "keep only this rotation's"): while another replaced version is still in its grace, the due ones
+    # wait for it and retire together (the vault says which are, not the schedule).
+    wait = _grace_running(versions, current, replaced_at, grace, now) if finisher.target else None
     try:
         for version in due:
             since = replaced_at.get(version)
@@ -912,6 +954,9 @@ def retire_due(
                 continue
             if now < since + grace:
                 kept.append((version, since + grace))  # the schedule was early: the vault's time stands
+                continue
+            if wait is not None:
+                kept.append((version, wait))
                 continue
             trail.record(
                 Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
@@ -992,6 +1037,25 @@ class _Finisher:
             progress, etag = self.lease
             release(self.states, self.name, progress, etag, new_version=None)
             self.lease = None
+
+
+def _grace_running(
+    versions: Sequence[SecretVersion],
+    current: SecretVersion,
+    replaced_at: Mapping[str, datetime],
+    grace: timedelta | None,
+    now: datetime,
+) -> datetime | None:
+    """When the last grace of an enabled, replaced version still within it ends; None when none is."""
+    if grace is None:
+        return None
+    ends = [
+        replaced_at[v.version] + grace
+        for v in versions
+        if v.version != current.version and v.enabled and v.version in replaced_at
+    ]
+    running = [end for end in ends if end > now]
+    return max(running) if running else None
 
 
 def retired_tags(tags: Mapping[str, str]) -> dict[str, str]:
@@ -1206,8 +1270,11 @@ def replace(
         raise Conflict(f"secret {name} was not replaced: {outcome.reason}")
     if outcome.previous_version is None or outcome.previous_version == outcome.new_version:
         return outcome
-    progress = states.get(PARTITION, name.lower())
-    current = store.get_properties(name, outcome.new_version)
+    progress = states.get(PARTITION, name.lower())  # before the vault, as ``acquire`` wants it
+    current = store.get_properties(name)
+    if current.version != outcome.new_version:
+        # Another write came in between: finishing against a superseded value could cut off the new one.
+        raise Conflict(f"secret {name} was replaced, then changed again: its previous value was not finished")
     finisher = _Finisher(name, store, states, clock, current, progress, rotators or {})
     try:
         finisher.finish(outcome.previous_version)

@@ -199,10 +199,16 @@ def test_a_refusal_is_recorded_ends_the_rotation_and_is_not_raised(world: World)
     assert stored is not None
     progress = Progress.of(stored.state)
     assert (progress.step, progress.last_error) == ("idle", "TargetRefused")  # nothing to resume
-    assert [v.enabled for v in world.companion_versions()] == [False]
-    # The next trigger starts afresh, with a new value.
+    # The pending value stays enabled (the target might have taken it before refusing)...
+    [refused] = world.companion_versions()
+    refused_value = world.store.get_value(pending_secret_name(NAME)).value
+    assert refused.enabled
+    # ...and the next trigger, a new rotation, offers it first; the target does not accept it, so a new
+    # value is made, set and promoted, and every pending copy is disabled.
     again = world.rotate()
     assert again.status == "rotated" and again.rotation_id != outcome.rotation_id
+    assert world.current() != refused_value
+    assert not any(v.enabled for v in world.companion_versions())
 
 
 def test_a_companion_name_taken_by_another_secret_is_a_refusal_and_nothing_is_written(world: World) -> None:
