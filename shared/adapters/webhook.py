@@ -5,7 +5,8 @@ The contract (docs/webhook-consumer.md): a JSON body ``{"step", "secret_name", "
 ``set`` carries the pending value (the consumer accepts old and new from then on), ``test`` asks it to
 prove it accepts the new value (and carries it too), ``finish`` (after the grace period, no value) tells it
 to keep only the value of rotation ``version``. Each request is signed (``shared.domain.targets.sign``)
-with the consumer's own key, the Key Vault secret ``signing_key_name(target)``, created on first use.
+with the consumer's own key, the Key Vault secret ``signing_key_name(target)``, created by ``tags`` (the
+API's onboarding and policy change), never by a step.
 
 The value travels only in the body of a TLS request to the consumer: never in a URL, a header, a log line
 or an exception message. Redirects are never followed (one could carry the value elsewhere).
@@ -93,7 +94,7 @@ class WebhookRotator:
         exist. Raises TargetRefused (a URL this rotator refuses; a key disabled, deleted but recoverable,
         or signing for another consumer) and the store's errors."""
         target = self._target("tags", secret)
-        self._signing_key("tags", target)
+        self._signing_key("tags", target, create=True)
         return {SIGNING_KEY_TAG: signing_key_name(target)}
 
     def set(self, secret: TargetSecret, pending: str) -> None:
@@ -121,7 +122,7 @@ class WebhookRotator:
         target = self._target(step, secret)
         if secret.rotation_id is None:
             raise TargetRefused(step, "the rotation has no id")
-        key = self._signing_key(step, target)
+        key = self._signing_key(step, target, create=False)
         document: dict[str, str] = {"step": step, "secret_name": secret.name, "version": secret.rotation_id}
         if value is not None:
             document["value"] = value
@@ -227,15 +228,24 @@ class WebhookRotator:
             raise TargetRefused(step, "the rotation-target must be an https URL")
         return target
 
-    def _signing_key(self, step: str, target: str) -> bytes:
-        """The current value of the target's signing key, created on first use. Raises TargetRefused
-        when the key is disabled, deleted but recoverable, or signs for another consumer."""
+    def _signing_key(self, step: str, target: str, *, create: bool) -> bytes:
+        """The current value of the target's signing key; ``create``: made when missing (``tags``, which
+        the API's onboarding and policy change call). A request is never sent to a target without a key:
+        only the API (its role, its audit record) makes a URL a consumer, not whoever can change a tag.
+        Raises TargetRefused when the key is missing (and not created), disabled, deleted but
+        recoverable, or signs for another consumer."""
         name = signing_key_name(target)
         try:
             stored = self._store.get_value(name)
         except SecretDisabled:
             raise TargetRefused(step, f"the signing key {name} is disabled") from None
         except NotFound:
+            if not create:
+                raise TargetRefused(
+                    step,
+                    f"no signing key {name} for this target: give the secret its webhook policy through "
+                    "PUT /api/secrets/{name}/policy, which creates it",
+                ) from None
             try:
                 self._store.set_value(
                     name,

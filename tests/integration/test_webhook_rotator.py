@@ -49,9 +49,16 @@ def consumer(store: InMemorySecretStore, tmp_path: Path) -> Iterator[WebhookCons
 
 
 def rotator_for(consumer: WebhookConsumer, store: InMemorySecretStore, **options: Any) -> WebhookRotator:
+    """A rotator for the consumer, whose signing key exists (as onboarding through the API makes it)."""
     settings: dict[str, Any] = {"ca_bundle": consumer.ca_bundle, "backoff": 0.01, "timeout": 2.0}
     settings.update(options)
+    enrol(store, consumer.url)
     return WebhookRotator(store, **settings)
+
+
+def enrol(store: InMemorySecretStore, url: str) -> None:
+    """Create the target's signing key, as the API's onboarding or policy change does (``tags``)."""
+    WebhookRotator(store, allow_loopback_http=True).tags(secret_at(url))
 
 
 def secret_at(url: str, rotation_id: str | None = "rot-1") -> TargetSecret:
@@ -219,6 +226,7 @@ def test_environment_proxies_are_bypassed_for_a_loopback_consumer(
 def test_every_loopback_host_may_be_plain_http_when_allowed(store: InMemorySecretStore, url: str) -> None:
     """Accepted as a target (port 1: nothing answers there), where without the option it is refused."""
     with pytest.raises(TargetRefused):
+        enrol(store, url)
         WebhookRotator(store, attempts=1).set(secret_at(url), NEW)
     with pytest.raises(DependencyUnavailable, match="did not answer"):
         WebhookRotator(store, allow_loopback_http=True, attempts=1).set(secret_at(url), NEW)
@@ -255,6 +263,7 @@ def test_plain_http_only_to_loopback_and_only_when_allowed(
     with WebhookConsumer.start(store, tmp_path, current=OLD, tls=False) as plain:
         assert plain.url.startswith("http://127.0.0.1:")
         with pytest.raises(TargetRefused, match="https"):
+            enrol(store, plain.url)
             WebhookRotator(store).set(secret_at(plain.url), NEW)
         assert plain.calls == []
         WebhookRotator(store, allow_loopback_http=True).set(secret_at(plain.url), NEW)
@@ -287,7 +296,7 @@ def test_a_key_meant_for_another_consumer_is_never_used(
     store.set_value(
         name, "k" * 64, content_type="text/plain", tags={SIGNS_FOR_TAG: "https://other.example/r"}
     )
-    rotator = rotator_for(consumer, store)
+    rotator = WebhookRotator(store, ca_bundle=consumer.ca_bundle)
     with pytest.raises(TargetRefused, match="does not sign for this target"):
         rotator.tags(secret_at(consumer.url))
     with pytest.raises(TargetRefused, match="does not sign for this target"):
@@ -372,3 +381,17 @@ def test_the_value_appears_only_in_request_bodies(
             chain = chain.__cause__ or chain.__context__
     assert NEW not in caplog.text and OLD not in caplog.text
     assert NEW not in repr(secret) and OLD not in repr(secret)
+
+
+def test_no_request_goes_to_a_target_without_a_signing_key(
+    consumer: WebhookConsumer, store: InMemorySecretStore
+) -> None:
+    """Whoever can change a secret's tags cannot make it a consumer: only the API's onboarding or policy
+    change creates a target's key (``tags``), and a step never does."""
+    rotator = WebhookRotator(store, ca_bundle=consumer.ca_bundle)
+    with pytest.raises(TargetRefused, match="no signing key"):
+        rotator.set(secret_at(consumer.url), NEW)
+    assert consumer.calls == [] and not consumer.accepts(NEW)
+    rotator.tags(secret_at(consumer.url))
+    rotator.set(secret_at(consumer.url), NEW)
+    assert consumer.accepts(NEW)
