@@ -214,7 +214,14 @@ class PostgresRotator:
         if not self._alternating:
             return
         current = _parse("finish", secret.current, "the current value")
-        old = _parse("finish", retired, "the retired value")
+        try:
+            old = ConnectionDocument.parse(retired)
+        except ValueError:
+            # Not a document (a version from before the secret had this rotator): no role to scramble.
+            logger.info(
+                "postgres: the retired value of %s is no connection document: nothing to do", secret.name
+            )
+            return
         if old.username == current.username:
             return
         if not old.same_server(current):
@@ -318,13 +325,19 @@ class PostgresRotator:
 
     def _changeable(self, step: str, conn: _Connection, admin: ConnectionDocument, role: str) -> bool:
         """Whether the admin may change ``role`` (False: it does not exist). Raises TargetRefused for the
-        admin's own role and for a superuser."""
+        admin's own role, for a superuser, and for a pair that is not one: ``<name>_clone`` must be a
+        member of ``<name>`` (names alone could pair an unrelated role the admin also manages)."""
         if role == admin.username:
             raise TargetRefused(step, f"role {role} is the admin's own role")
         superuser = _superuser(conn, role)
         if superuser:
             raise TargetRefused(step, f"role {role} is a superuser")
-        return superuser is not None
+        if superuser is None:
+            return False
+        base, clone = base_role(role), base_role(role) + CLONE_SUFFIX
+        if _superuser(conn, clone) is not None and not _member(conn, clone, base):
+            raise TargetRefused(step, f"role {clone} is not a member of {base}: they are not a pair")
+        return True
 
     def _admin(
         self, step: str, secret: TargetSecret, current: ConnectionDocument
@@ -369,6 +382,9 @@ class PostgresRotator:
                 password=doc.password,
                 sslmode=doc.sslmode,
                 connect_timeout=self._connect_timeout,
+                # Only SCRAM: a server (or a man in the middle) asking for a plaintext or md5 password gets
+                # none; sslmode=verify-full in the document also proves the server's name.
+                require_auth="scram-sha-256",
                 application_name=APPLICATION_NAME,
                 autocommit=True,
             ) as conn:
@@ -442,6 +458,17 @@ def _superuser(conn: _Connection, role: str) -> bool | None:
     """Whether ``role`` is a superuser; None when it does not exist."""
     row = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone()
     return None if row is None else bool(row[0])
+
+
+def _member(conn: _Connection, member: str, group: str) -> bool:
+    """Whether ``member`` is a direct member of ``group``."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_auth_members m"
+        " JOIN pg_catalog.pg_roles g ON g.oid = m.roleid JOIN pg_catalog.pg_roles u ON u.oid = m.member"
+        " WHERE g.rolname = %s AND u.rolname = %s",
+        (group, member),
+    ).fetchone()
+    return row is not None
 
 
 def _verifier(conn: _Connection, role: str, password: str) -> str:

@@ -541,3 +541,31 @@ def test_a_clone_created_concurrently_gets_the_pending_password(
 
     assert errors == []
     assert logs_in(postgres, pending)
+
+
+def test_a_clone_that_is_not_a_member_of_its_original_is_not_its_pair(
+    postgres: PostgresProcess, store: InMemorySecretStore, prefix: str, admin: Role
+) -> None:
+    """Names alone do not make a pair: an unrelated role the admin also manages, named like a clone, is
+    never changed."""
+    app = create_role(postgres, f"{prefix}_app")
+    impostor = create_role(postgres, f"{app.name}_clone")  # not IN ROLE app
+    before = rolpassword(postgres, impostor.name)
+    rotator = PostgresRotator(store, alternating=True)
+    current = document(postgres, app)
+    pending = rotator.pending(secret(current, ADMIN_SECRET), secrets.token_urlsafe(24))
+    with pytest.raises(TargetRefused, match="not a member"):
+        rotator.set(secret(current, ADMIN_SECRET), pending)
+    assert rolpassword(postgres, impostor.name) == before and logs_in(postgres, document(postgres, impostor))
+
+
+def test_finish_of_a_value_that_is_no_document_does_nothing(
+    postgres: PostgresProcess, store: InMemorySecretStore, prefix: str, admin: Role
+) -> None:
+    """A version from before the secret had this rotator (a key-vault value): no role to scramble, and the
+    retirement goes on."""
+    app = create_role(postgres, f"{prefix}_app")
+    current = document(postgres, app)
+    before = rolpassword(postgres, app.name)
+    PostgresRotator(store, alternating=True).finish(secret(current, ADMIN_SECRET), "sk_an-old-api-key")
+    assert rolpassword(postgres, app.name) == before
