@@ -19,6 +19,8 @@ SECRET_NEAR_EXPIRY = "SecretLifecycle.SecretNearExpiry"
 SECRET_EXPIRED = "SecretLifecycle.SecretExpired"
 #: The previous version's value was made current again (as a new version).
 SECRET_ROLLED_BACK = "SecretLifecycle.SecretRolledBack"
+#: Versions of a secret were disabled by an emergency revocation (its result in the data).
+SECRET_REVOKED = "SecretLifecycle.SecretRevoked"
 
 
 @dataclass(frozen=True)

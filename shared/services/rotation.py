@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from shared.domain.audit import Action, Result, format_time, parse_time
 from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, SecretDisabled
@@ -936,6 +936,7 @@ def retire_due(
     grace = _grace_of(current)
     versions = store.list_versions(name)
     tags_of = {v.version: v.tags for v in versions}
+    enabled_of = {v.version: v.enabled for v in versions}
     replaced_at = _replaced_at(versions)
     retired: list[str] = []
     kept: list[tuple[str, datetime]] = []
@@ -946,17 +947,10 @@ def retire_due(
     wait = _grace_running(versions, current, replaced_at, grace, now) if finisher.target else None
     try:
         for version in due:
-            since = replaced_at.get(version)
-            if version == current.version or since is None or grace is None:
-                logger.warning(
-                    "retirement of %s version %s refused: not a retired version by policy", name, version
-                )
-                continue
-            if now < since + grace:
-                kept.append((version, since + grace))  # the schedule was early: the vault's time stands
-                continue
-            if wait is not None:
-                kept.append((version, wait))
+            when = _retire_when(name, version, current, replaced_at, grace, wait, enabled_of, now)
+            if isinstance(when, datetime):
+                kept.append((version, when))
+            if when != "now":
                 continue
             trail.record(
                 Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
@@ -977,6 +971,32 @@ def retire_due(
     else:
         states.delete(RETIRE, key, stored.etag)  # nothing left: the next rotation creates it afresh
     return retired
+
+
+def _retire_when(
+    name: str,
+    version: str,
+    current: SecretVersion,
+    replaced_at: Mapping[str, datetime],
+    grace: timedelta | None,
+    wait: datetime | None,
+    enabled_of: Mapping[str, bool],
+    now: datetime,
+) -> datetime | Literal["now", "never"]:
+    """When a due version retires: ``now``, ``never`` (dropped from the schedule), or a later time (kept
+    scheduled until then)."""
+    since = replaced_at.get(version)
+    if version == current.version or since is None or grace is None:
+        logger.warning("retirement of %s version %s refused: not a retired version by policy", name, version)
+        return "never"
+    if now < since + grace:
+        return since + grace  # the schedule was early: the vault's time stands
+    if not enabled_of.get(version, True):
+        # Disabled by someone else meanwhile (a revocation, by hand): nothing to retire, and no
+        # ``retired-by`` mark that would let a rollback bring it back.
+        logger.info("%s version %s is disabled already: left as it is", name, version)
+        return "never"
+    return "now" if wait is None else wait  # another replaced version in its grace: together, then
 
 
 #: The lease step of a retirement that calls a target rotator's ``finish``.

@@ -1,0 +1,464 @@
+"""Emergency revocation: request → approve → execute (shared.domain.revocation), stored as one
+compare-and-swap entity per request (``StateStore`` partition ``revocation``).
+
+Every state change is read → transition (the domain machine) → ``intent`` record → conditional write →
+``success`` record. Of racing writers exactly one wins the write; the others get Conflict (409), never a
+500 and never a record of a success that did not happen (the loser's intent is followed by a
+``failure``).
+
+Execution stores ``executing`` before it touches the vault, so a process that dies mid-way leaves the
+request ``executing``: calling execute again (or the ``revocation_expiry`` timer) finishes it once the
+holder's lease (``EXECUTION_LEASE``) has run out. It first replaces the value when asked (through the
+secret's rotator, ``shared.services.rotation.replace``, with the request's id as the rotation id, so a
+retry finds the replacement made), then disables the chosen versions under the secret's write lease —
+stripping the ``retired-by`` mark, so a rollback never restores a revoked version — and records what it
+could not disable (``result.errors``, status ``failed``), never silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import SYSTEM_ACTOR, Action, Actor, Result, format_time
+from shared.domain.errors import Conflict, DomainError, InvalidTransition, NotFound, SecretDisabled
+from shared.domain.notifications import SECRET_REVOKED, Notification
+from shared.domain.policy import Rotator
+from shared.domain.revocation import (
+    DEFAULT_APPROVALS,
+    DEFAULT_TTL,
+    REVOCATION_ID,
+    Reason,
+    Revocation,
+    Severity,
+    Status,
+    required_approvals,
+    validate_versions,
+)
+from shared.domain.revocation import Result as Outcome
+from shared.domain.secrets import InvalidSecret, validate_name
+from shared.domain.state import Versioned
+from shared.domain.targets import is_reserved
+from shared.ports import Clock, Publisher, SecretStore, StateStore, TargetRotator
+from shared.services import rotation
+from shared.services.audit import AuditTrail, AuditUnavailable
+
+logger = logging.getLogger(__name__)
+
+PARTITION = "revocation"
+#: The lease step a revocation holds on the secret while it disables versions.
+REVOKING = "revoking"
+#: How long an ``executing`` request belongs to the holder that began it; after that (a holder that died:
+#: longer than the function timeout) another call finishes it.
+EXECUTION_LEASE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class RevocationSettings:
+    ttl: timedelta = DEFAULT_TTL
+    approvals: Mapping[Severity, int] = field(default_factory=lambda: dict(DEFAULT_APPROVALS))
+
+
+@dataclass(frozen=True)
+class Services:
+    """The peers every revocation operation uses."""
+
+    store: SecretStore
+    states: StateStore
+    trail: AuditTrail
+    publisher: Publisher
+    clock: Clock
+    reserved: Collection[str]
+    rotators: Mapping[Rotator, TargetRotator] = field(default_factory=dict)
+    settings: RevocationSettings = field(default_factory=RevocationSettings)
+
+
+class InvalidRequest(InvalidSecret):
+    """A request naming something that is not there (a version of another secret): 400 naming the field."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"{field_name}: {problem}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    secret_name: str
+    reason: Reason
+    severity: Severity
+    justification: str
+    versions: Sequence[str] | None = None
+    replace: bool = False
+    break_glass: bool = False
+
+
+# -- read ---------------------------------------------------------------------------------------------
+
+
+def get(states: StateStore, revocation_id: str) -> Revocation:
+    """The request. Raises NotFound (unknown id, or a stored row this service did not write)."""
+    return _read(states, revocation_id)[0]
+
+
+def list_requests(
+    states: StateStore, *, status: Status | None = None, secret_name: str | None = None
+) -> list[Revocation]:
+    """Every request (newest first), filtered; rows this service did not write are left out."""
+    found: list[Revocation] = []
+    for stored in states.list(PARTITION).values():
+        try:
+            revocation = Revocation.of_state(stored.state)
+        except ValueError:
+            continue
+        if status is not None and revocation.status != status:
+            continue
+        if secret_name is not None and revocation.secret_name.lower() != secret_name.lower():
+            continue
+        found.append(revocation)
+    return sorted(found, key=lambda r: (r.requested_at, r.id), reverse=True)
+
+
+def _read(states: StateStore, revocation_id: str) -> tuple[Revocation, Versioned]:
+    if not REVOCATION_ID.fullmatch(revocation_id):
+        raise NotFound(f"no revocation {revocation_id[:64]!r}")
+    stored = states.get(PARTITION, revocation_id)
+    if stored is None:
+        raise NotFound(f"no revocation {revocation_id}")
+    try:
+        return Revocation.of_state(stored.state), stored
+    except ValueError as err:
+        logger.warning("revocation row %s ignored: %s", revocation_id, err)
+        raise NotFound(f"no revocation {revocation_id}") from None
+
+
+# -- request ------------------------------------------------------------------------------------------
+
+
+def request(
+    peers: Services, new: NewRequest, actor: Actor, *, correlation_id: str | None = None
+) -> Revocation:
+    """Store a pending request (201). A break-glass request (severity critical; the caller's role is the
+    entry point's to check) is executed at once and left ``review_required``.
+
+    Raises InvalidSecret (name), InvalidRequest (versions that are not the secret's, break-glass below
+    critical), NotFound (no such secret), Conflict (the service's own secret), AuditUnavailable (nothing
+    stored), and what ``execute`` raises for a break-glass one.
+    """
+    validate_name(new.secret_name)
+    if is_reserved(new.secret_name, peers.reserved):
+        raise Conflict(f"secret {new.secret_name} is the service's own secret: it is never revoked")
+    if new.break_glass and new.severity != Severity.CRITICAL:
+        raise InvalidRequest("break_glass", "only a critical request can be break-glass")
+    versions = peers.store.list_versions(new.secret_name)  # NotFound: 404
+    known = {v.version: v for v in versions}
+    if new.versions is None:
+        chosen = tuple(sorted(v.version for v in versions if v.enabled))
+    else:
+        try:
+            chosen = validate_versions(new.versions)
+        except ValueError as err:
+            raise InvalidRequest("versions", str(err)) from None
+        unknown = [v for v in chosen if v not in known]
+        if unknown:
+            raise InvalidRequest("versions", f"{unknown[0][:64]} is not a version of {new.secret_name}")
+    now = peers.clock.now()
+    revocation = Revocation(
+        id=uuid.uuid4().hex,
+        secret_name=versions[0].name if versions else new.secret_name,
+        vault=peers.trail.vault,
+        reason=new.reason,
+        severity=new.severity,
+        justification=new.justification,
+        versions=chosen,
+        replace=new.replace,
+        status=Status.APPROVED if new.break_glass else Status.PENDING,
+        requested_by=actor.id,
+        requested_at=now,
+        expires_at=now + peers.settings.ttl,
+        required_approvals=required_approvals(new.severity, peers.settings.approvals),
+        break_glass=new.break_glass,
+        review_required=new.break_glass,
+    )
+    action = Action.BREAK_GLASS if new.break_glass else Action.REVOCATION_REQUESTED
+    _changed(peers, revocation, action, actor, correlation_id, lambda: _create(peers.states, revocation))
+    if new.break_glass:
+        return execute(peers, revocation.id, actor, correlation_id=correlation_id)
+    return revocation
+
+
+def _create(states: StateStore, revocation: Revocation) -> None:
+    states.create(PARTITION, revocation.id, revocation.to_state())
+
+
+# -- decisions ----------------------------------------------------------------------------------------
+
+
+def approve(
+    peers: Services,
+    revocation_id: str,
+    actor: Actor,
+    comment: str | None,
+    *,
+    correlation_id: str | None = None,
+) -> Revocation:
+    """One approval. Raises NotFound, NotPermitted (the requester), InvalidTransition (not pending,
+    expired, a second approval by the same person), Conflict (a concurrent change won), AuditUnavailable."""
+    return _decide(
+        peers, revocation_id, actor, Action.REVOCATION_APPROVED, correlation_id,
+        lambda r, now: r.approve(actor.id, now, comment),
+    )  # fmt: skip
+
+
+def reject(
+    peers: Services, revocation_id: str, actor: Actor, comment: str, *, correlation_id: str | None = None
+) -> Revocation:
+    """Rejected. Raises NotFound, NotPermitted, InvalidTransition, Conflict, AuditUnavailable."""
+    return _decide(
+        peers, revocation_id, actor, Action.REVOCATION_REJECTED, correlation_id,
+        lambda r, now: r.reject(actor.id, now, comment),
+    )  # fmt: skip
+
+
+def cancel(
+    peers: Services, revocation_id: str, actor: Actor, *, correlation_id: str | None = None
+) -> Revocation:
+    """Cancelled by its requester. Raises NotFound, NotPermitted, InvalidTransition, Conflict,
+    AuditUnavailable."""
+    return _decide(
+        peers, revocation_id, actor, Action.REVOCATION_CANCELLED, correlation_id,
+        lambda r, now: r.cancel(actor.id, now),
+    )  # fmt: skip
+
+
+def review(
+    peers: Services, revocation_id: str, actor: Actor, comment: str, *, correlation_id: str | None = None
+) -> Revocation:
+    """A break-glass execution reviewed. Raises NotFound, NotPermitted, InvalidTransition, Conflict,
+    AuditUnavailable."""
+    return _decide(
+        peers, revocation_id, actor, Action.REVIEWED, correlation_id,
+        lambda r, now: r.reviewed(actor.id, now, comment),
+    )  # fmt: skip
+
+
+def _decide(
+    peers: Services,
+    revocation_id: str,
+    actor: Actor,
+    action: Action,
+    correlation_id: str | None,
+    transition: Any,
+) -> Revocation:
+    current, stored = _read(peers.states, revocation_id)
+    changed: Revocation = transition(current, peers.clock.now())
+    _changed(
+        peers, changed, action, actor, correlation_id,
+        lambda: _replace(peers.states, changed, stored.etag),
+    )  # fmt: skip
+    return changed
+
+
+def _replace(states: StateStore, revocation: Revocation, etag: str) -> Versioned:
+    try:
+        return states.replace(PARTITION, revocation.id, revocation.to_state(), etag)
+    except NotFound:
+        raise Conflict(f"revocation {revocation.id} changed meanwhile; read it again") from None
+    except Conflict:
+        raise Conflict(f"revocation {revocation.id} changed meanwhile; read it again") from None
+
+
+def _changed(
+    peers: Services,
+    revocation: Revocation,
+    action: Action,
+    actor: Actor,
+    correlation_id: str | None,
+    write: Any,
+) -> None:
+    """Intent, the write, then success — or failure when the write lost (the loser sees Conflict)."""
+    fields: dict[str, Any] = {
+        "secret_name": revocation.secret_name,
+        "actor": actor,
+        "correlation_id": correlation_id,
+        "details": _details(revocation),
+    }
+    peers.trail.record(action, result=Result.INTENT, **fields)
+    try:
+        write()
+    except DomainError as err:
+        with contextlib.suppress(AuditUnavailable):
+            peers.trail.record(action, result=Result.FAILURE, error=type(err).__name__, **fields)
+        raise
+    peers.trail.record(action, **fields)
+
+
+def _details(revocation: Revocation) -> dict[str, Any]:
+    """What a record says about a request: ids, never the justification's text beyond its length."""
+    return {
+        "revocation_id": revocation.id,
+        "status": revocation.status.value,
+        "severity": revocation.severity.value,
+        "reason": revocation.reason.value,
+        "approvals": len(revocation.approvals),
+        "required_approvals": revocation.required_approvals,
+        "break_glass": revocation.break_glass,
+    }
+
+
+# -- expiry -------------------------------------------------------------------------------------------
+
+
+def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tuple[list[str], list[str]]:
+    """Move every pending request past its TTL to ``expired`` (REVOCATION_EXPIRED), and finish every
+    ``executing`` one whose holder died. Returns (expired ids, finished ids). One request's failure is
+    logged and the others go on; a lost race is left to the winner."""
+    now = peers.clock.now()
+    expired: list[str] = []
+    finished: list[str] = []
+    for revocation in list_requests(peers.states):
+        try:
+            if revocation.status == Status.PENDING and now >= revocation.expires_at:
+                _decide(
+                    peers, revocation.id, SYSTEM_ACTOR, Action.REVOCATION_EXPIRED, correlation_id,
+                    lambda r, at: r.expire(at),
+                )  # fmt: skip
+                expired.append(revocation.id)
+            elif revocation.status == Status.EXECUTING and _lease_over(revocation, now):
+                execute(peers, revocation.id, SYSTEM_ACTOR, correlation_id=correlation_id)
+                finished.append(revocation.id)
+        except (Conflict, InvalidTransition):
+            logger.info("revocation %s changed meanwhile; left to the other writer", revocation.id)
+        except DomainError:
+            logger.exception("revocation %s could not be expired or finished", revocation.id)
+    return expired, finished
+
+
+def _lease_over(revocation: Revocation, now: datetime) -> bool:
+    return revocation.executed_at is None or now >= revocation.executed_at + EXECUTION_LEASE
+
+
+# -- execute ------------------------------------------------------------------------------------------
+
+
+def execute(
+    peers: Services, revocation_id: str, actor: Actor, *, correlation_id: str | None = None
+) -> Revocation:
+    """Disable the request's versions (after replacing the value first when asked), once.
+
+    Raises NotFound, AlreadyExecuted (executed or failed: carries the stored request), InvalidTransition
+    (not approved; being executed by a holder whose lease still runs), Conflict (a concurrent execute won),
+    AuditUnavailable (nothing done), Busy (another write to the secret holds its lease: retry), and the
+    vault's and the rotator's errors (the request stays ``executing``: a retry finishes it).
+    """
+    current, stored = _read(peers.states, revocation_id)
+    now = peers.clock.now()
+    if current.status == Status.EXECUTING:
+        if not _lease_over(current, now):
+            raise InvalidTransition(f"revocation {current.id} is being executed; try again later")
+        # A holder that died mid-way: take it over (a conditional write, so one taker wins).
+        executing = _takeover(peers, current, stored, actor, now, correlation_id)
+    else:
+        executing = current.begin(actor.id, now)
+        _changed(
+            peers, executing, Action.REVOKED, actor, correlation_id,
+            lambda: _replace(peers.states, executing, stored.etag),
+        )  # fmt: skip
+    result = _revoke(peers, executing)
+    finished = executing.finish(result, peers.clock.now())
+    latest = peers.states.get(PARTITION, finished.id)
+    if latest is None:
+        raise Conflict(f"revocation {finished.id} vanished during its execution")
+    fields: dict[str, Any] = {
+        "secret_name": finished.secret_name,
+        "actor": actor,
+        "correlation_id": correlation_id,
+        "details": {**_details(finished), "result": finished.result.to_dict() if finished.result else None},
+    }
+    _replace(peers.states, finished, latest.etag)
+    if result.errors:
+        peers.trail.record(Action.REVOKED, result=Result.FAILURE, error="versions not disabled", **fields)
+    else:
+        peers.trail.record(Action.REVOKED, **fields)
+    _notify(peers, finished)
+    return finished
+
+
+def _takeover(
+    peers: Services, current: Revocation, stored: Versioned, actor: Actor, now: datetime, cid: str | None
+) -> Revocation:
+    taken = dataclasses.replace(current, executed_by=actor.id, executed_at=now)
+    _changed(peers, taken, Action.REVOKED, actor, cid, lambda: _replace(peers.states, taken, stored.etag))
+    return taken
+
+
+def _revoke(peers: Services, revocation: Revocation) -> Outcome:
+    """Replace (when asked), then disable the versions under the secret's write lease."""
+    name = revocation.secret_name
+    new_version = _replacement(peers, revocation) if revocation.replace else None
+    progress = peers.states.get(rotation.PARTITION, name.lower())
+    lease, etag = rotation.acquire(peers.states, name, progress, REVOKING, peers.clock)
+    disabled: list[str] = []
+    errors: dict[str, str] = {}
+    try:
+        for version in revocation.versions:
+            if version == new_version:
+                continue
+            try:
+                props = peers.store.get_properties(name, version)
+                tags = {k: v for k, v in props.tags.items() if k != rotation.RETIRED_BY_TAG}
+                peers.store.update_properties(name, version, enabled=False, tags=tags)
+                disabled.append(version)
+            except (NotFound, Conflict, SecretDisabled) as err:
+                errors[version] = type(err).__name__
+    finally:
+        rotation.release(peers.states, name, lease, etag, new_version=None)
+    return Outcome(tuple(disabled), new_version, errors)
+
+
+def _replacement(peers: Services, revocation: Revocation) -> str:
+    """The version that replaced the value: made now through the secret's rotator, or found (made by an
+    execution that died after it) by its rotation id, the request's id."""
+    try:
+        current = peers.store.get_properties(revocation.secret_name)
+    except SecretDisabled:
+        current = None
+    if current is not None and current.tags.get(rotation.ROTATION_ID_TAG) == revocation.id:
+        return current.version
+    outcome = rotation.replace(
+        revocation.secret_name, peers.store, peers.states, peers.trail, peers.publisher, peers.clock,
+        reserved=peers.reserved, rotators=peers.rotators, rotation_id=revocation.id,
+    )  # fmt: skip
+    if outcome.new_version is None:
+        raise Conflict(f"secret {revocation.secret_name} was not replaced: {outcome.reason}")
+    return outcome.new_version
+
+
+def _notify(peers: Services, revocation: Revocation) -> None:
+    data: dict[str, Any] = {
+        "vault": revocation.vault,
+        "secret_name": revocation.secret_name,
+        "revocation_id": revocation.id,
+        "status": revocation.status.value,
+        "reason": revocation.reason.value,
+        "severity": revocation.severity.value,
+        "break_glass": revocation.break_glass,
+        **(revocation.result.to_dict() if revocation.result else {}),
+        "executed_at": format_time(revocation.executed_at) if revocation.executed_at else None,
+    }
+    note = Notification(
+        type=SECRET_REVOKED,
+        subject=revocation.secret_name,
+        time=peers.clock.now(),
+        data=data,
+        id=revocation.id,
+    )
+    try:
+        peers.publisher.publish([note])
+    except DomainError:
+        logger.exception("SecretRevoked of %s could not be sent", revocation.secret_name)
