@@ -66,14 +66,16 @@ def actor_of(req: func.HttpRequest, principal: Principal | None) -> Actor:
 
 def authorize(
     req: func.HttpRequest,
-    role: Role,
+    role: Role | tuple[Role, ...],
     container: Container,
     *,
     correlation_id: str | None,
     secret_name: str | None = None,
 ) -> Principal:
-    """The verified caller holding ``role``. Raises AccessDenied (after auditing it) otherwise, and
-    ConfigurationError when the settings make HTTP unsafe."""
+    """The verified caller holding ``role`` (a tuple: any one of them). Raises AccessDenied (after
+    auditing it) otherwise, and ConfigurationError when the settings make HTTP unsafe."""
+    roles = (role,) if isinstance(role, Role) else role
+    required = " or ".join(r.value for r in roles)
     settings = container.settings
     settings.check_http_safety()
     header = req.headers.get(PRINCIPAL_HEADER)
@@ -101,12 +103,12 @@ def authorize(
             denial = AccessDenied(401, "Unauthorized", f"invalid caller identity: {invalid}")
         else:
             principal = parsed
-            if not principal.has(role):
-                denial = AccessDenied(403, "Forbidden", f"the caller lacks the role {role.value}")
+            if not any(principal.has(r) for r in roles):
+                denial = AccessDenied(403, "Forbidden", f"the caller lacks the role {required}")
     if denial is None:
         assert principal is not None
         return principal
-    _audit_denial(req, container, principal, role, denial, correlation_id, secret_name, claimed)
+    _audit_denial(req, container, principal, required, denial, correlation_id, secret_name, claimed)
     raise denial
 
 
@@ -123,7 +125,7 @@ def _audit_denial(
     req: func.HttpRequest,
     container: Container,
     principal: Principal | None,
-    role: Role,
+    required: str,
     denial: AccessDenied,
     correlation_id: str | None,
     secret_name: str | None,
@@ -133,7 +135,7 @@ def _audit_denial(
     details: dict[str, Any] = {
         "status": denial.status,
         "reason": denial.detail,
-        "required_role": role.value,
+        "required_role": required,
         "method": req.method,
         "route": req.url.split("?", 1)[0].split("/api/", 1)[-1][:200],
         "secret_name": secret_name,

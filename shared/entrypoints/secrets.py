@@ -15,10 +15,10 @@ import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.bootstrap import Container, get_container
-from shared.domain.identity import Principal, PrincipalError, Role, parse_principal
+from shared.domain.identity import Principal, Role
 from shared.domain.policy import RotationPolicy
 from shared.domain.secrets import NAME_PATTERN, validate_name
-from shared.entrypoints.auth import PRINCIPAL_HEADER, actor_of, authorize
+from shared.entrypoints.auth import actor_of, authorize
 from shared.entrypoints.http import (
     BadRequest,
     correlation_id,
@@ -34,6 +34,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 
 SECRET_NAME = r"^[0-9A-Za-z-]{1,127}$"
 VERSION_ID = r"^[0-9A-Za-z]{1,64}$"
+READERS = (Role.ROTATION_OPERATE, Role.AUDIT_READ)
 
 
 class _Policy(BaseModel):
@@ -89,16 +90,8 @@ class NoParams(BaseModel):
 def _reader(
     req: func.HttpRequest, container: Container, cid: str | None, name: str | None = None
 ) -> Principal:
-    """The caller of a read-only endpoint: Secrets.Rotation.Operate or Secrets.Audit.Read. The header is
-    only peeked at to pick the role to require; ``authorize`` verifies it (and refuses it when untrusted)."""
-    role = Role.ROTATION_OPERATE
-    try:
-        claimed = parse_principal(req.headers.get(PRINCIPAL_HEADER) or "")
-        if claimed.has(Role.AUDIT_READ) and not claimed.has(Role.ROTATION_OPERATE):
-            role = Role.AUDIT_READ
-    except PrincipalError:
-        pass
-    return authorize(req, role, container, correlation_id=cid, secret_name=name)
+    """The caller of a read-only endpoint: Secrets.Rotation.Operate or Secrets.Audit.Read."""
+    return authorize(req, READERS, container, correlation_id=cid, secret_name=name)
 
 
 def _name(req: func.HttpRequest) -> str:
