@@ -113,6 +113,7 @@ class PgWorld(World):
         super().__init__(azurite, emulator)
         self.emulator, self.pg = emulator, pg
         self.prefix = f"p{uuid.uuid4().hex[:8]}"
+        self.made: list[str] = []
         admin = create_role(pg, f"{self.prefix}_admin", "LOGIN", "CREATEROLE")
         self.admin_secret = f"pg-admin-{uuid.uuid4().hex[:12]}"
         self.container.secret_client.set_secret(
@@ -142,6 +143,7 @@ class PgWorld(World):
             )
         value = value or self.document(role).to_json()
         name = f"pgrot-{uuid.uuid4().hex[:12]}"
+        self.made.append(name)
         self.container.secret_client.set_secret(
             name,
             value,
@@ -215,7 +217,11 @@ class PgWorld(World):
 def pg_world(
     azurite: AzuriteProcess, kv_emulator: EmulatorProcess, postgres: PostgresProcess
 ) -> Iterator[PgWorld]:
-    yield PgWorld(azurite, kv_emulator, postgres)
+    world = PgWorld(azurite, kv_emulator, postgres)
+    yield world
+    # The emulator is the session's: secrets left due (the refused ones) would be swept by later tests.
+    for name in [*world.made, world.admin_secret]:
+        world.container.secret_client.begin_delete_secret(name)
 
 
 @pytest.fixture

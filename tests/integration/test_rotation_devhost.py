@@ -44,7 +44,7 @@ def test_the_sweep_rotates_a_due_secret_once_through_the_queue(stack: Stack) -> 
     assert current.value and current.value.startswith("sk_") and current.value != "initial-value"
     assert RotationPolicy.from_tags(current.properties.tags) == policy
     rotation_id = (current.properties.tags or {})[ROTATION_ID_TAG]
-    rotated = [r for r in audit_rows(stack) if r["action"] == "ROTATED"]
+    rotated = [r for r in audit_rows(stack) if r["action"] == "ROTATED" and r["secret_name"] == name]
     assert sorted(r["result"] for r in rotated) == ["intent", "success"]
     assert all(rotation_id in r["details"] for r in rotated)
 
