@@ -9,6 +9,7 @@ import azure.functions as func
 from shared.entrypoints.audit import bp as audit_bp
 from shared.entrypoints.expiry import bp as expiry_bp
 from shared.entrypoints.health import bp as health_bp
+from shared.entrypoints.revocations import bp as revocations_bp
 from shared.entrypoints.rotation import bp as rotation_bp
 from shared.entrypoints.secrets import bp as secrets_bp
 
@@ -18,3 +19,4 @@ app.register_functions(audit_bp)
 app.register_functions(rotation_bp)
 app.register_functions(secrets_bp)
 app.register_functions(expiry_bp)
+app.register_functions(revocations_bp)

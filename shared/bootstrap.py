@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         TargetRotator,
     )
     from shared.services.audit import AuditTrail
+    from shared.services.revocation import Services as RevocationServices
 
 #: Health probes must answer quickly when a peer is down: no retries beyond one, short timeouts.
 _PROBE_TRANSPORT: dict[str, Any] = {
@@ -221,6 +222,24 @@ class Container:
             self.secret_store,
             allow_loopback_http=self.settings.allow_loopback_webhooks,
             ca_bundle=str(bundle) if bundle else None,
+        )
+
+    @property
+    def revocations(self) -> RevocationServices:
+        """The peers and settings of the revocation services (built per call: cheap, all cached)."""
+        from shared.domain.revocation import Severity
+        from shared.services.revocation import RevocationSettings, Services
+
+        approvals = {Severity(k): v for k, v in self.settings.revocation_approvals.items()}
+        return Services(
+            self.secret_store,
+            self.state_store,
+            self.audit_trail,
+            self.publisher,
+            self.clock,
+            self.reserved_secrets,
+            self.target_rotators,
+            RevocationSettings(self.settings.revocation_ttl, approvals),
         )
 
     @property

@@ -46,6 +46,8 @@ WEBSITE_AUTH_ENABLED = "WEBSITE_AUTH_ENABLED"
 AZURE_FUNCTIONS_ENVIRONMENT = "AZURE_FUNCTIONS_ENVIRONMENT"
 EXPIRY_REQUIRE_EXP = "EXPIRY_REQUIRE_EXP"
 WEBHOOK_CA_BUNDLE = "WEBHOOK_CA_BUNDLE"
+REVOCATION_TTL_HOURS = "REVOCATION_TTL_HOURS"
+REVOCATION_APPROVALS = "REVOCATION_APPROVALS"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -184,6 +186,37 @@ class Settings:
         if not path.is_file():
             raise ConfigurationError(WEBHOOK_CA_BUNDLE, "names a file that does not exist")
         return path
+
+    @cached_property
+    def revocation_ttl(self) -> timedelta:
+        """REVOCATION_TTL_HOURS: how long a pending revocation request may wait for its approvals (1-168,
+        default 24). Raises ConfigurationError."""
+        raw = self._get(REVOCATION_TTL_HOURS)
+        if raw is None:
+            return timedelta(hours=24)
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 168:
+            raise ConfigurationError(REVOCATION_TTL_HOURS, "expected whole hours from 1 to 168")
+        return timedelta(hours=int(raw))
+
+    @cached_property
+    def revocation_approvals(self) -> dict[str, int]:
+        """REVOCATION_APPROVALS: approvals needed per severity, e.g. ``low=2,medium=2,high=1,critical=1``
+        (the default; severities left out keep theirs; 1-5 each). Raises ConfigurationError."""
+        approvals = {"low": 2, "medium": 2, "high": 1, "critical": 1}
+        raw = self._get(REVOCATION_APPROVALS)
+        for part in (raw or "").split(","):
+            if not part.strip():
+                continue
+            severity, _, count = part.partition("=")
+            severity, count = severity.strip().lower(), count.strip()
+            if severity not in approvals or not (
+                count.isascii() and count.isdigit() and 1 <= int(count) <= 5
+            ):
+                raise ConfigurationError(
+                    REVOCATION_APPROVALS, "expected severity=count pairs like high=1 (counts 1-5)"
+                )
+            approvals[severity] = int(count)
+        return approvals
 
     def check_http_safety(self) -> None:
         """Raise when the settings make HTTP functions unsafe to serve: the local principal switch

@@ -29,6 +29,14 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
     "secrets_status": ("secrets/{name}/status", {"GET"}, func.AuthLevel.FUNCTION),
     "secrets_rollback": ("secrets/{name}/rollback", {"POST"}, func.AuthLevel.FUNCTION),
     "rotation_plan": ("rotation/plan", {"GET"}, func.AuthLevel.FUNCTION),
+    "revocations_request": ("revocations", {"POST"}, func.AuthLevel.FUNCTION),
+    "revocations_list": ("revocations", {"GET"}, func.AuthLevel.FUNCTION),
+    "revocations_get": ("revocations/{id}", {"GET"}, func.AuthLevel.FUNCTION),
+    "revocations_approve": ("revocations/{id}/approve", {"POST"}, func.AuthLevel.FUNCTION),
+    "revocations_reject": ("revocations/{id}/reject", {"POST"}, func.AuthLevel.FUNCTION),
+    "revocations_cancel": ("revocations/{id}/cancel", {"POST"}, func.AuthLevel.FUNCTION),
+    "revocations_execute": ("revocations/{id}/execute", {"POST"}, func.AuthLevel.FUNCTION),
+    "revocations_review": ("revocations/{id}/review", {"POST"}, func.AuthLevel.FUNCTION),
 }
 # name -> NCRONTAB schedule
 EXPECTED_TIMERS: dict[str, str] = {
@@ -36,6 +44,7 @@ EXPECTED_TIMERS: dict[str, str] = {
     "suspicious_activity_scan": "0 */15 * * * *",  # every 15 minutes
     "rotation_sweep": "%ROTATION_SWEEP_SCHEDULE%",  # an app setting: hourly in the sample and the Bicep
     "expiry_check": "%EXPIRY_CHECK_SCHEDULE%",  # an app setting: daily at 06:00 in the sample and the Bicep
+    "revocation_expiry": "0 */5 * * * *",  # every 5 minutes
 }
 # name -> trigger type of every other function
 EXPECTED_OTHER: dict[str, str] = {
@@ -102,6 +111,7 @@ def expected_period(schedule: str) -> timedelta:
     return {
         "0 0 * * * *": timedelta(hours=1),
         "0 */15 * * * *": timedelta(minutes=15),
+        "0 */5 * * * *": timedelta(minutes=5),
         "0 0 6 * * *": timedelta(days=1),
     }[schedule]
 

@@ -181,3 +181,20 @@ def test_keys_and_connection_strings_never_show_in_a_repr() -> None:
         assert topic_key not in shown
     assert "acct" not in repr(storage)  # the whole string is left out, not just the key
     assert "eventgrid.azure.net" in repr(event_grid)  # the rest still shows
+
+
+def test_revocation_settings() -> None:
+    from datetime import timedelta
+
+    assert Settings({}).revocation_ttl == timedelta(hours=24)
+    assert Settings({}).revocation_approvals == {"low": 2, "medium": 2, "high": 1, "critical": 1}
+    assert Settings({"REVOCATION_TTL_HOURS": "4"}).revocation_ttl == timedelta(hours=4)
+    assert Settings({"REVOCATION_APPROVALS": "high=2, critical=3"}).revocation_approvals == {
+        "low": 2, "medium": 2, "high": 2, "critical": 3,
+    }  # fmt: skip
+    for bad in ("0", "169", "1.5", "²"):
+        with pytest.raises(ConfigurationError, match="REVOCATION_TTL_HOURS"):
+            _ = Settings({"REVOCATION_TTL_HOURS": bad}).revocation_ttl
+    for bad in ("urgent=1", "high=0", "high=6", "high", "high=²"):
+        with pytest.raises(ConfigurationError, match="REVOCATION_APPROVALS"):
+            _ = Settings({"REVOCATION_APPROVALS": bad}).revocation_approvals
