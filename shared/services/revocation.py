@@ -57,6 +57,8 @@ REVOKING = "revoking"
 #: How long an ``executing`` request belongs to the holder that began it; after that (a holder that died:
 #: longer than the function timeout) another call finishes it.
 EXECUTION_LEASE = timedelta(minutes=15)
+#: Writes of one decision before a lost race is reported (each after reading the request again).
+DECISION_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -255,13 +257,28 @@ def _decide(
     correlation_id: str | None,
     transition: Any,
 ) -> Revocation:
+    """Apply ``transition`` to the stored request. A write that lost to a concurrent one is not yet a
+    refusal: the request is read again and the transition applied again (a second approver racing the
+    first is still a valid approval); only when the transition itself no longer applies (approved by
+    then, expired) is it refused. So of N concurrent decisions exactly the right number take effect."""
     current, stored = _read(peers.states, revocation_id)
-    changed: Revocation = transition(current, peers.clock.now())
-    _changed(
-        peers, changed, action, actor, correlation_id,
-        lambda: _replace(peers.states, changed, stored.etag),
-    )  # fmt: skip
-    return changed
+    now = peers.clock.now()
+    changed: Revocation = transition(current, now)  # refused before anything is recorded
+    result: list[Revocation] = [changed]
+
+    def write() -> None:
+        nonlocal stored
+        for _ in range(DECISION_ATTEMPTS - 1):
+            try:
+                _replace(peers.states, result[0], stored.etag)
+                return
+            except Conflict:
+                latest, stored = _read(peers.states, revocation_id)
+                result[0] = transition(latest, now)
+        _replace(peers.states, result[0], stored.etag)
+
+    _changed(peers, changed, action, actor, correlation_id, write, final=result)
+    return result[0]
 
 
 def _replace(states: StateStore, revocation: Revocation, etag: str) -> Versioned:
@@ -280,8 +297,12 @@ def _changed(
     actor: Actor,
     correlation_id: str | None,
     write: Any,
+    *,
+    final: list[Revocation] | None = None,
 ) -> None:
-    """Intent, the write, then success — or failure when the write lost (the loser sees Conflict)."""
+    """Intent, the write, then success — or failure when the write lost or was refused (the caller sees
+    the error). ``final``: where the write leaves the request it actually stored, when it re-applied the
+    transition (the success record describes that one)."""
     fields: dict[str, Any] = {
         "secret_name": revocation.secret_name,
         "actor": actor,
@@ -295,6 +316,8 @@ def _changed(
         with contextlib.suppress(AuditUnavailable):
             peers.trail.record(action, result=Result.FAILURE, error=type(err).__name__, **fields)
         raise
+    if final:
+        fields["details"] = _details(final[0])
     peers.trail.record(action, **fields)
 
 
