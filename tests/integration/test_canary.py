@@ -183,6 +183,7 @@ def test_no_secret_value_leaves_key_vault(
             assert cli.returncode == 0, cli.stderr
             _rotation_paths(client, host, vault, Settings(env).key_vault.name, canaries)
             _target_paths(client, host, vault, postgres, consumer, canaries)
+            _revocation_paths(client, vault, canaries)
             time.sleep(0.5)
             host_output = host.output()
 
@@ -272,3 +273,35 @@ def _target_paths(
                     canaries[f"{key.name}/{version.version}"] = (
                         vault.get_secret(key.name, version.version).value or ""
                     )
+
+
+def _revocation_paths(client: Client, vault: SecretClient, canaries: dict[str, str]) -> None:
+    """Request, approve, execute with a replacement, a second execute, break-glass and its review, list
+    and get: the documents and records carry names and ids only."""
+    requester = encode_principal("oid-canary-req", ["Secrets.Revocation.Request", "Secrets.BreakGlass"])
+    approver = encode_principal("oid-canary-appr", ["Secrets.Revocation.Approve"])
+    executor = encode_principal("oid-canary-exec", ["Secrets.Revocation.Execute"])
+    tags = RotationPolicy(SecretKind.API_KEY, interval=timedelta(days=30)).to_tags()
+    for name in ("canary-revoked", "canary-broken-glass"):
+        value = f"CANARY-{secrets.token_hex(16)}"
+        vault.set_secret(name, value, tags=tags)
+        canaries[f"{name} (revoked)"] = value
+    body = {"secret_name": "canary-revoked", "reason": "COMPROMISE_SUSPECTED", "severity": "high",
+            "justification": "canary", "replace": True}  # fmt: skip
+    status, made = client.post("/api/revocations", body, principal=requester)
+    assert status == 201, made
+    assert (
+        client.post(f"/api/revocations/{made['id']}/approve", {"comment": "ok"}, principal=approver)[0] == 200
+    )
+    assert client.post(f"/api/revocations/{made['id']}/execute", {}, principal=executor)[0] == 200
+    assert client.post(f"/api/revocations/{made['id']}/execute", {}, principal=executor)[0] == 409
+    canaries["canary-revoked (replacement)"] = vault.get_secret("canary-revoked").value or ""
+    glass = {"secret_name": "canary-broken-glass", "reason": "SYSTEM_BREACH", "severity": "critical",
+             "justification": "canary", "break_glass": True}  # fmt: skip
+    status, done = client.post("/api/revocations", glass, principal=requester)
+    assert (status, done["status"]) == (201, "executed"), done
+    assert (
+        client.post(f"/api/revocations/{done['id']}/review", {"comment": "ok"}, principal=approver)[0] == 200
+    )
+    assert client.get("/api/revocations?limit=10", principal=executor)[0] == 200
+    assert client.get(f"/api/revocations/{made['id']}", principal=executor)[0] == 200
