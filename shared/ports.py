@@ -113,6 +113,17 @@ class SecretStore(Protocol):
         """
         ...
 
+    def delete(self, name: str) -> None:
+        """Soft-delete the secret, every version of it: recoverable (``recover``) for the vault's
+        retention, never purged by this service. Returns once the vault accepted it (the deletion
+        completes moments later). Raises NotFound, Conflict (being deleted or recovered already)."""
+        ...
+
+    def recover(self, name: str) -> None:
+        """Recover a soft-deleted secret with all its versions. Raises NotFound (not deleted, or purged),
+        Conflict (being deleted or recovered, or the vault forbids it)."""
+        ...
+
 
 class MacKeyRing(Protocol):
     """The audit MAC keys. The key material lives in Key Vault, never in the audit store."""

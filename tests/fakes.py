@@ -328,6 +328,7 @@ class InMemorySecretStore:
     def __init__(self, clock: Clock | None = None, seed: int = 0) -> None:
         self.clock: Clock = clock or FixedClock()
         self.secrets: dict[str, _StoredSecret] = {}  # by lower-case name: Key Vault's are case-insensitive
+        self.deleted: dict[str, _StoredSecret] = {}  # soft-deleted, recoverable
         self.available = True
         self.denied: set[str] = set()
         self._random = random.Random(seed)
@@ -375,6 +376,8 @@ class InMemorySecretStore:
         self._call("set_value", name)
         validate_value(value)
         validate_tags(tags)
+        if name.lower() in self.deleted:
+            raise Conflict("key_vault: HTTP 409 (ObjectIsDeletedButRecoverable)")
         secret = self.secrets.get(name.lower())
         if secret is not None and secret.key_id is not None:
             raise Conflict("key_vault: HTTP 409 (the secret backs a certificate)")
@@ -408,6 +411,18 @@ class InMemorySecretStore:
             found.not_before = _whole_seconds(not_before)
         found.updated = self._now()
         return self._version(secret, found)
+
+    def delete(self, name: str) -> None:
+        self._call("delete", name)
+        self.deleted[name.lower()] = self._secret(name)
+        del self.secrets[name.lower()]
+
+    def recover(self, name: str) -> None:
+        self._call("recover", name)
+        secret = self.deleted.pop(name.lower(), None)
+        if secret is None:
+            raise NotFound("key_vault: not found (not deleted)")
+        self.secrets[name.lower()] = secret
 
     def add_certificate(self, name: str, value: str = "MIIcertificate-pfx", **tags: str) -> SecretVersion:
         """What creating (or renewing) a Key Vault certificate does to the secret of the same name: a new

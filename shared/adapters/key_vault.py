@@ -274,6 +274,21 @@ class KeyVaultSecretStore:
             raise self._translate(err) from err
         return self._version(props)
 
+    def delete(self, name: str) -> None:
+        validate_name(name)
+        try:
+            # The DELETE is sent at once; the poller only watches it complete (not waited for here).
+            self._client.begin_delete_secret(name)
+        except AzureError as err:
+            raise self._translate(err) from err
+
+    def recover(self, name: str) -> None:
+        validate_name(name)
+        try:
+            self._client.begin_recover_deleted_secret(name)
+        except AzureError as err:
+            raise self._translate(err) from err
+
     @staticmethod
     def _check(name: str, version: str | None) -> None:
         validate_name(name)

@@ -21,6 +21,9 @@ SECRET_EXPIRED = "SecretLifecycle.SecretExpired"
 SECRET_ROLLED_BACK = "SecretLifecycle.SecretRolledBack"
 #: Versions of a secret were disabled by an emergency revocation (its result in the data).
 SECRET_REVOKED = "SecretLifecycle.SecretRevoked"
+#: A managed secret was soft-deleted (decommissioned) / recovered.
+SECRET_DELETED = "SecretLifecycle.SecretDeleted"
+SECRET_RECOVERED = "SecretLifecycle.SecretRecovered"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
-"""Secret management endpoints: list, onboard, policy, rotate, status, rollback and the rotation plan.
+"""Secret management endpoints: list, onboard, policy, rotate, status, rollback, the rotation plan, and
+decommission (soft delete) and recovery.
 
-Every endpoint needs Secrets.Rotation.Operate; the read-only ones (list, status, plan) also accept
-Secrets.Audit.Read. Errors are problem+json (see shared.entrypoints.http.respond); no response ever
-carries a secret value. A change that was made but whose success record failed is a 500 naming it
-(``"changed": true`` with its ids), never a 503 "nothing was changed"; a rotation request that was queued
-is a 202 with its id whatever became of its record, since asking again would rotate twice.
+Every endpoint needs Secrets.Rotation.Operate, except delete and recover (Secrets.Revocation.Execute); the
+read-only ones (list, status, plan) also accept Secrets.Audit.Read. Errors are problem+json (see
+shared.entrypoints.http.respond); no response ever carries a secret value. A change that was made but
+whose success record failed is a 500 naming it (``"changed": true`` with its ids), never a 503 "nothing
+was changed"; a rotation request that was queued is a 202 with its id whatever became of its record,
+since asking again would rotate twice.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from shared.entrypoints.http import (
     parse_params,
     respond,
 )
-from shared.services import catalog
+from shared.services import catalog, decommission
 from shared.services.rollback import rollback
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -227,6 +229,54 @@ def secrets_rollback(req: func.HttpRequest, context: func.Context) -> func.HttpR
             actor=actor_of(req, principal), correlation_id=cid,
         )  # fmt: skip
         return json_response(outcome.to_dict())
+
+    return respond(handle)
+
+
+class DeleteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    justification: str = Field(min_length=1, max_length=2000)
+
+
+class EmptyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+@bp.function_name("secrets_delete")
+@bp.route(route="secrets/{name}", methods=["DELETE"])
+def secrets_delete(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        principal = authorize(
+            req, Role.REVOCATION_EXECUTE, container, correlation_id=cid, secret_name=_valid(req)
+        )
+        name, body = _name(req), parse_body(DeleteBody, req)
+        decommission.delete_secret(
+            container.secret_store, container.state_store, container.audit_trail, container.publisher,
+            container.clock, reserved=container.reserved_secrets, name=name, justification=body.justification,
+            actor=actor_of(req, principal), correlation_id=cid,
+        )  # fmt: skip
+        return json_response({"name": name, "status": "deleted", "recoverable": True}, 202)
+
+    return respond(handle)
+
+
+@bp.function_name("secrets_recover")
+@bp.route(route="secrets/{name}/recover", methods=["POST"])
+def secrets_recover(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    def handle() -> func.HttpResponse:
+        container, cid = get_container(), correlation_id(context)
+        principal = authorize(
+            req, Role.REVOCATION_EXECUTE, container, correlation_id=cid, secret_name=_valid(req)
+        )
+        name = _name(req)
+        parse_body(EmptyBody, req)
+        decommission.recover_secret(
+            container.secret_store, container.audit_trail, container.publisher, container.clock,
+            reserved=container.reserved_secrets, name=name, actor=actor_of(req, principal),
+            correlation_id=cid,
+        )  # fmt: skip
+        return json_response({"name": name, "status": "recovered"}, 202)
 
     return respond(handle)
 

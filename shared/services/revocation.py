@@ -188,7 +188,10 @@ def request(
         review_required=new.break_glass,
     )
     action = Action.BREAK_GLASS if new.break_glass else Action.REVOCATION_REQUESTED
-    _changed(peers, revocation, action, actor, correlation_id, lambda: _create(peers.states, revocation))
+    _changed(
+        peers, revocation, action, actor, correlation_id, lambda: _create(peers.states, revocation),
+        extra={"justification": revocation.justification[:500]},
+    )  # fmt: skip
     if new.break_glass:
         return execute(peers, revocation.id, actor, correlation_id=correlation_id)
     return revocation
@@ -299,6 +302,7 @@ def _changed(
     write: Any,
     *,
     final: list[Revocation] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Intent, the write, then success — or failure when the write lost or was refused (the caller sees
     the error). ``final``: where the write leaves the request it actually stored, when it re-applied the
@@ -307,7 +311,7 @@ def _changed(
         "secret_name": revocation.secret_name,
         "actor": actor,
         "correlation_id": correlation_id,
-        "details": _details(revocation),
+        "details": {**_details(revocation), **(extra or {})},
     }
     peers.trail.record(action, result=Result.INTENT, **fields)
     try:
@@ -317,12 +321,12 @@ def _changed(
             peers.trail.record(action, result=Result.FAILURE, error=type(err).__name__, **fields)
         raise
     if final:
-        fields["details"] = _details(final[0])
+        fields["details"] = {**_details(final[0]), **(extra or {})}
     peers.trail.record(action, **fields)
 
 
 def _details(revocation: Revocation) -> dict[str, Any]:
-    """What a record says about a request: ids, never the justification's text beyond its length."""
+    """What a record says about a request (its justification is on the request's first record)."""
     return {
         "revocation_id": revocation.id,
         "status": revocation.status.value,

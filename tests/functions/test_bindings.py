@@ -29,6 +29,8 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
     "secrets_status": ("secrets/{name}/status", {"GET"}, func.AuthLevel.FUNCTION),
     "secrets_rollback": ("secrets/{name}/rollback", {"POST"}, func.AuthLevel.FUNCTION),
     "rotation_plan": ("rotation/plan", {"GET"}, func.AuthLevel.FUNCTION),
+    "secrets_delete": ("secrets/{name}", {"DELETE"}, func.AuthLevel.FUNCTION),
+    "secrets_recover": ("secrets/{name}/recover", {"POST"}, func.AuthLevel.FUNCTION),
     "revocations_request": ("revocations", {"POST"}, func.AuthLevel.FUNCTION),
     "revocations_list": ("revocations", {"GET"}, func.AuthLevel.FUNCTION),
     "revocations_get": ("revocations/{id}", {"GET"}, func.AuthLevel.FUNCTION),

@@ -309,3 +309,46 @@ def test_an_unreachable_vault_is_unavailable(kind: str, tmp_path: Path) -> None:
         store.get_value("contract-unreachable")
     with pytest.raises(DependencyUnavailable):
         list(store.list_properties())
+
+
+def _eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
+    """The vault completes a deletion or recovery moments after accepting it (the emulator too)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except (NotFound, Conflict):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def test_delete_is_soft_and_recover_brings_every_version_back(store: SecretStore) -> None:
+    name = unique("deleted")
+    first = set_plain(store, name, "one")
+    second = set_plain(store, name, "two")
+    store.delete(name)
+
+    def gone() -> None:
+        try:
+            store.get_properties(name)
+        except NotFound:
+            return
+        raise Conflict("still there")
+
+    _eventually(gone)
+    assert name not in {item.name for item in store.list_properties()}
+    with pytest.raises(Conflict):  # a deleted name cannot be set again until recovered (or purged)
+        store.set_value(name, "three", content_type=None, tags={})
+    with pytest.raises(NotFound):
+        store.delete(name)
+    _eventually(lambda: store.recover(name))
+    _eventually(lambda: store.get_value(name))
+    assert store.get_value(name).value == "two"
+    assert {v.version for v in store.list_versions(name)} == {first, second}
+    with pytest.raises((NotFound, Conflict)):  # not deleted (any more)
+        store.recover(name)
+    with pytest.raises(NotFound):
+        store.recover(unique("never-deleted"))

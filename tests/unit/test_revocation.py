@@ -304,3 +304,12 @@ def test_a_retirement_after_a_revocation_leaves_the_revoked_version_unmarked(wor
     assert rotation.retire_due(NAME, world.store, world.states, trail, world.clock, reserved=RESERVED) == []
     assert rotation.RETIRED_BY_TAG not in world.store.get_properties(NAME, world.v2.version).tags
     assert world.states.get(rotation.RETIRE, NAME) is None  # dropped from the schedule
+
+
+def test_a_long_justification_of_any_script_still_fits_its_record(world: World) -> None:
+    """2,000 characters of a three-byte script are 6 KB (12 KB escaped); the record keeps the first 500
+    (records have 4 KiB of details), the request all of it."""
+    made = world.request(justification="認" * 2000)
+    [first, _] = world.records(Action.REVOCATION_REQUESTED)
+    assert first.details["justification"] == "認" * 500
+    assert revocation.get(world.states, made.id).justification == "認" * 2000

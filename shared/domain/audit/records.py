@@ -38,6 +38,10 @@ class Action(StrEnum):
     SECRET_ONBOARDED = "SECRET_ONBOARDED"
     #: A secret's rotation policy tags set or replaced (PUT /api/secrets/{name}/policy).
     POLICY_CHANGED = "POLICY_CHANGED"
+    #: A managed secret soft-deleted (DELETE /api/secrets/{name}); recoverable within the retention.
+    SECRET_DELETED = "SECRET_DELETED"
+    #: A soft-deleted secret recovered (POST /api/secrets/{name}/recover).
+    SECRET_RECOVERED = "SECRET_RECOVERED"
     #: A previous version disabled once its grace period after a rotation ended.
     VERSION_RETIRED = "VERSION_RETIRED"
     EXPIRY_WARNING = "EXPIRY_WARNING"
