@@ -359,8 +359,8 @@ def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tup
             elif revocation.status == Status.EXECUTING and _lease_over(revocation, now):
                 execute(peers, revocation.id, SYSTEM_ACTOR, correlation_id=correlation_id)
                 finished.append(revocation.id)
-        except (Conflict, InvalidTransition):
-            logger.info("revocation %s changed meanwhile; left to the other writer", revocation.id)
+        except (Conflict, InvalidTransition) as err:
+            logger.info("revocation %s left as it is: %s", revocation.id, err)
         except DomainError:
             logger.exception("revocation %s could not be expired or finished", revocation.id)
     return expired, finished
@@ -389,39 +389,34 @@ def execute(
         if not _lease_over(current, now):
             raise InvalidTransition(f"revocation {current.id} is being executed; try again later")
         # A holder that died mid-way: take it over (a conditional write, so one taker wins).
-        executing = _takeover(peers, current, stored, actor, now, correlation_id)
+        executing = dataclasses.replace(current, executed_by=actor.id, executed_at=now)
     else:
         executing = current.begin(actor.id, now)
-        _changed(
-            peers, executing, Action.REVOKED, actor, correlation_id,
-            lambda: _replace(peers.states, executing, stored.etag),
-        )  # fmt: skip
+    written: list[Versioned] = []
+    _changed(
+        peers, executing, Action.REVOKED, actor, correlation_id,
+        lambda: written.append(_replace(peers.states, executing, stored.etag)),
+    )  # fmt: skip
     result = _revoke(peers, executing)
     finished = executing.finish(result, peers.clock.now())
-    latest = peers.states.get(PARTITION, finished.id)
-    if latest is None:
-        raise Conflict(f"revocation {finished.id} vanished during its execution")
     fields: dict[str, Any] = {
         "secret_name": finished.secret_name,
         "actor": actor,
         "correlation_id": correlation_id,
         "details": {**_details(finished), "result": finished.result.to_dict() if finished.result else None},
     }
-    _replace(peers.states, finished, latest.etag)
+    # The outcome is on record and announced before the request closes: a crash in between leaves it
+    # executing, and the retry (whose disabling finds nothing left to do) records and announces it again
+    # rather than never. What it records happened: the versions are disabled either way.
     if result.errors:
         peers.trail.record(Action.REVOKED, result=Result.FAILURE, error="versions not disabled", **fields)
     else:
         peers.trail.record(Action.REVOKED, **fields)
     _notify(peers, finished)
+    # Conditional on this holder's own write: a holder that took over meanwhile (this one was too slow
+    # for its lease) closes it instead, and this one gets Conflict.
+    _replace(peers.states, finished, written[0].etag)
     return finished
-
-
-def _takeover(
-    peers: Services, current: Revocation, stored: Versioned, actor: Actor, now: datetime, cid: str | None
-) -> Revocation:
-    taken = dataclasses.replace(current, executed_by=actor.id, executed_at=now)
-    _changed(peers, taken, Action.REVOKED, actor, cid, lambda: _replace(peers.states, taken, stored.etag))
-    return taken
 
 
 def _revoke(peers: Services, revocation: Revocation) -> Outcome:
@@ -449,14 +444,9 @@ def _revoke(peers: Services, revocation: Revocation) -> Outcome:
 
 
 def _replacement(peers: Services, revocation: Revocation) -> str:
-    """The version that replaced the value: made now through the secret's rotator, or found (made by an
-    execution that died after it) by its rotation id, the request's id."""
-    try:
-        current = peers.store.get_properties(revocation.secret_name)
-    except SecretDisabled:
-        current = None
-    if current is not None and current.tags.get(rotation.ROTATION_ID_TAG) == revocation.id:
-        return current.version
+    """The version that replaced the value: made now through the secret's rotator, or (by an execution
+    that died after it) found by its rotation id, the request's id — its rotation resumed and closed, and
+    the previous value finished at the target, whichever of those the dead execution had not done."""
     outcome = rotation.replace(
         revocation.secret_name, peers.store, peers.states, peers.trail, peers.publisher, peers.clock,
         reserved=peers.reserved, rotators=peers.rotators, rotation_id=revocation.id,

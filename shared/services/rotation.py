@@ -1286,6 +1286,12 @@ def replace(
     )  # fmt: skip
     if outcome.status == "failed":
         raise TargetRefused("replace", outcome.reason)
+    if outcome.status == "skipped" and rotation_id is not None:
+        made = store.get_properties(name)
+        if made.tags.get(ROTATION_ID_TAG) == rotation_id:
+            # Made by an earlier attempt that died before its finish: the finish is what is left to do.
+            previous = made.tags.get(PREVIOUS_VERSION_TAG)
+            outcome = RotationOutcome(name, "rotated", "replace", rotation_id, made.version, previous)
     if outcome.status != "rotated" or outcome.new_version is None:
         raise Conflict(f"secret {name} was not replaced: {outcome.reason}")
     if outcome.previous_version is None or outcome.previous_version == outcome.new_version:
