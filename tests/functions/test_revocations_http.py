@@ -95,20 +95,23 @@ REQUEST = {
 }
 
 
-def test_the_lifecycle_over_http(call: Caller, fake: RevocationContainer) -> None:
-    status, made, response = call("revocations_request", body=REQUEST)
+@pytest.mark.parametrize(("severity", "approvals"), [("low", 2), ("medium", 2), ("high", 1), ("critical", 1)])
+def test_the_lifecycle_over_http(
+    call: Caller, fake: RevocationContainer, severity: str, approvals: int
+) -> None:
+    status, made, response = call("revocations_request", body={**REQUEST, "severity": severity})
     assert status == 201 and response.headers["Location"] == f"/api/revocations/{made['id']}"
     assert (made["status"], made["versions"], made["required_approvals"]) == (
         "pending",
         [fake.version.version],
-        1,
+        approvals,
     )
     rid = {"id": made["id"]}
     assert call("revocations_approve", route=rid, body={}, who=REQUESTER)[0] == 403  # lacks the role
-    assert (
-        call("revocations_approve", route=rid, body={"comment": "ok"}, who=APPROVER)[1]["status"]
-        == "approved"
-    )
+    for approver in (APPROVER, APPROVER2)[:approvals]:
+        assert call("revocations_execute", route=rid, who=EXECUTOR)[0] == 409  # not approved yet
+        decided = call("revocations_approve", route=rid, body={"comment": "ok"}, who=approver)[1]
+    assert decided["status"] == "approved" and len(decided["approvals"]) == approvals
     status, done, _ = call("revocations_execute", route=rid, who=EXECUTOR)
     assert status == 200 and done["result"]["disabled_versions"] == [fake.version.version]
     status, again, _ = call("revocations_execute", route=rid, who=EXECUTOR)
@@ -116,6 +119,20 @@ def test_the_lifecycle_over_http(call: Caller, fake: RevocationContainer) -> Non
     assert call("revocations_get", method="GET", route=rid, who=principal("x", Role.AUDIT_READ))[0] == 200
     status, listed, _ = call("revocations_list", method="GET", params={"status": "executed"}, who=EXECUTOR)
     assert status == 200 and [i["id"] for i in listed["items"]] == [made["id"]]
+
+
+def test_a_request_expires_and_the_timer_marks_it(
+    call: Caller, fake: RevocationContainer, functions: dict[str, Any]
+) -> None:
+    from azure.functions.timer import TimerRequest
+
+    made = call("revocations_request", body=REQUEST)[1]
+    fake.clock.advance(timedelta(hours=24))
+    assert call("revocations_approve", route={"id": made["id"]}, body={}, who=APPROVER)[0] == 409
+    functions["revocation_expiry"].get_user_function()(TimerRequest(), Ctx())
+    status, stored, _ = call("revocations_get", method="GET", route={"id": made["id"]}, who=EXECUTOR)
+    assert (status, stored["status"]) == (200, "expired")
+    assert call("revocations_execute", route={"id": made["id"]}, who=EXECUTOR)[0] == 409
 
 
 def test_self_approval_is_refused_even_with_every_role(call: Caller) -> None:
