@@ -120,10 +120,8 @@ def _document(revocation_: Revocation, status: int = 200) -> func.HttpResponse:
 def revocations_request(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
     def handle() -> func.HttpResponse:
         container, cid = get_container(), correlation_id(context)
+        principal = authorize(req, Role.REVOCATION_REQUEST, container, correlation_id=cid)
         body = parse_body(RequestBody, req)
-        principal = authorize(
-            req, Role.REVOCATION_REQUEST, container, correlation_id=cid, secret_name=body.secret_name
-        )
         if body.break_glass:
             authorize(req, Role.BREAK_GLASS, container, correlation_id=cid, secret_name=body.secret_name)
         if body.versions is not None and any(not _version(v) for v in body.versions):

@@ -15,7 +15,7 @@ from collections.abc import Collection
 from typing import Any
 
 from shared.domain.audit import Action, Actor, Result
-from shared.domain.errors import Conflict, DomainError, SecretDisabled
+from shared.domain.errors import Conflict, DomainError, OutcomeNotRecorded, SecretDisabled
 from shared.domain.notifications import SECRET_DELETED, SECRET_RECOVERED, Notification
 from shared.domain.policy import RotationPolicy
 from shared.domain.revocation import Status
@@ -47,7 +47,8 @@ def delete_secret(
 
     Raises InvalidSecret (name), NotFound, NotManaged (no policy), Conflict (the service's own secret, a
     certificate's, a revocation of it executing, deleted already), Busy (another write holds its lease),
-    AuditUnavailable (nothing deleted), and the vault's errors (recorded).
+    AuditUnavailable (nothing deleted), OutcomeNotRecorded (deleted, its success record failed), and the
+    vault's errors (recorded).
     """
     validate_name(name)
     if is_reserved(name, reserved):
@@ -86,7 +87,8 @@ def recover_secret(
     """Recover the soft-deleted secret ``name`` with all its versions.
 
     Raises InvalidSecret (name), NotFound (not deleted, or purged), Conflict (the service's own secret;
-    being deleted or recovered; the vault forbids it), AuditUnavailable (nothing recovered).
+    being deleted or recovered; the vault forbids it), AuditUnavailable (nothing recovered),
+    OutcomeNotRecorded (recovered, its success record failed).
     """
     validate_name(name)
     if is_reserved(name, reserved):
@@ -124,7 +126,12 @@ def _recorded(
         with contextlib.suppress(AuditUnavailable):
             trail.record(action, result=Result.FAILURE, error=type(err).__name__, **fields)
         raise
-    trail.record(action, **fields)
+    try:
+        trail.record(action, **fields)
+    except AuditUnavailable as err:
+        # Made, not recorded: never "nothing was changed" (503), or the caller repeats it.
+        done = "deleted" if action == Action.SECRET_DELETED else "recovered"
+        raise OutcomeNotRecorded.after(f"secret {name} was {done}", err, name=name) from err
 
 
 def _notify(publisher: Publisher, clock: Clock, vault: str, kind: str, name: str, actor: Actor) -> None:

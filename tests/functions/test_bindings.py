@@ -29,6 +29,7 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
     "secrets_status": ("secrets/{name}/status", {"GET"}, func.AuthLevel.FUNCTION),
     "secrets_rollback": ("secrets/{name}/rollback", {"POST"}, func.AuthLevel.FUNCTION),
     "rotation_plan": ("rotation/plan", {"GET"}, func.AuthLevel.FUNCTION),
+    "openapi": ("openapi.json", {"GET"}, func.AuthLevel.ANONYMOUS),
     "secrets_delete": ("secrets/{name}", {"DELETE"}, func.AuthLevel.FUNCTION),
     "secrets_recover": ("secrets/{name}/recover", {"POST"}, func.AuthLevel.FUNCTION),
     "revocations_request": ("revocations", {"POST"}, func.AuthLevel.FUNCTION),
@@ -74,10 +75,10 @@ def test_http_bindings(functions: dict[str, Any]) -> None:
         assert trigger.auth_level == auth_level, name
 
 
-def test_only_health_is_anonymous(functions: dict[str, Any]) -> None:
+def test_only_health_and_openapi_are_anonymous(functions: dict[str, Any]) -> None:
     for name, f in functions.items():
         trigger = _trigger(f)
-        if trigger.get_binding_name() == "httpTrigger" and name != "health":
+        if trigger.get_binding_name() == "httpTrigger" and name not in ("health", "openapi"):
             assert trigger.auth_level in (func.AuthLevel.FUNCTION, None), f"{name} must use function keys"
 
 

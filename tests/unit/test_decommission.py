@@ -125,3 +125,15 @@ def test_a_vault_refusal_is_recorded_as_a_failure(world: World) -> None:
         world.delete()
     assert [e.result for e in world.log.events] == [Result.INTENT, Result.FAILURE]
     assert world.states.get(rotation.PARTITION, NAME).state["step"] == "idle"  # type: ignore[union-attr]
+
+
+def test_a_deletion_whose_success_record_failed_says_it_was_made(world: World) -> None:
+    from shared.domain.audit import Result as R
+    from shared.domain.errors import OutcomeNotRecorded
+
+    world.log.fails = lambda event: event.result == R.SUCCESS  # type: ignore[assignment,misc]
+    with pytest.raises(OutcomeNotRecorded, match="was deleted"):
+        world.delete()
+    assert NAME in world.store.deleted
+    with pytest.raises(OutcomeNotRecorded, match="was recovered"):
+        world.recover()

@@ -1,0 +1,842 @@
+"""GET /api/openapi.json (anonymous): the OpenAPI 3.1 document of every HTTP endpoint of the app.
+
+The document is generated, lazily on the first request and then cached, from ``ENDPOINTS`` — one row per
+HTTP function, keyed by function name (the operationId) — and from the pydantic models: the query and body
+models the endpoints validate requests with, and the response models below, which mirror the dicts the
+endpoints answer. Nothing is read at import and nothing is read per request: no settings, no I/O.
+
+tests/functions/test_openapi.py fails when the app registers an HTTP function ``ENDPOINTS`` does not
+describe (or the reverse, or a route, method or auth level differs), and test_openapi_responses.py calls
+every endpoint and validates each answer against the schema documented for its status and media type.
+A new HTTP function therefore needs a row here (with a response model mirroring what it answers), a sample
+request in that file's SAMPLES, and a scenario giving each success and each 404/409 it documents.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Annotated, Any, Literal
+
+import azure.functions as func
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+
+from shared.domain.audit import Action, ActorType, BreakKind
+from shared.domain.audit import Result as AuditResult
+from shared.domain.identity import Role
+from shared.domain.policy import Rotator, SecretKind
+from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
+from shared.entrypoints import audit, revocations, secrets
+from shared.entrypoints.auth import PRINCIPAL_HEADER
+from shared.entrypoints.http import BODY_MEDIA_TYPE, PROBLEM_JSON
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
+
+OPENAPI_VERSION = "3.1.0"
+#: The API's version: the project's (pyproject.toml; a test keeps them equal).
+API_VERSION = "0.1.0"
+ROUTE_PREFIX = "/api"
+REF_TEMPLATE = "#/components/schemas/{model}"
+
+# -- response models: what the endpoints answer -------------------------------------------------------
+
+Timestamp = Annotated[AwareDatetime, Field(description="RFC 3339, UTC (`...Z`)")]
+
+
+class _Answer(BaseModel):
+    """Strict and closed: a response that drifts from its model fails the conformance tests."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Problem(_Answer):
+    """An RFC 9457 problem (`application/problem+json`). Never carries a secret value."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="Always `about:blank`: the status says what kind of problem it is.")
+    title: str
+    status: int = Field(ge=400, le=599)
+    detail: str | None = None
+    parameter: str | None = Field(
+        None, description="400: the query parameter, route parameter or (dotted) body field at fault."
+    )
+    changed: bool | None = Field(
+        None,
+        description="500: `true` when the change WAS made but its record could not be written; the "
+        "problem then also carries the change's ids (e.g. `version`, `rollback_id`). Do not repeat it.",
+    )
+
+
+class HealthCheck(_Answer):
+    status: Literal["ok", "error"]
+    duration_ms: int = Field(ge=0)
+    detail: str | None = Field(None, description="Why the check failed: a category, never a credential.")
+
+
+class HealthReport(_Answer):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, HealthCheck]
+
+
+class OpenApiDocument(_Answer):
+    """This document (OpenAPI 3.1)."""
+
+    model_config = ConfigDict(extra="allow")
+    openapi: str = Field(pattern=r"^3\.1\.\d+$")
+    info: dict[str, Any]
+    paths: dict[str, Any]
+
+
+class AuditRecord(_Answer):
+    """One audit record. Members without a value are left out."""
+
+    id: str
+    time: Timestamp
+    action: Action
+    vault: str
+    secret_name: str | None = None
+    version: str | None = None
+    result: AuditResult
+    actor_id: str
+    actor_type: ActorType
+    actor_ip: str | None = None
+    actor_user_agent: str | None = None
+    correlation_id: str | None = None
+    details: dict[str, Any]
+    error: str | None = None
+    duration_ms: int | None = None
+    chain: str
+    seq: int
+
+
+class AuditPage(_Answer):
+    items: list[AuditRecord]
+    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
+
+
+class LastRotationSummary(_Answer):
+    time: Timestamp
+    secret_name: str | None
+    version: str | None
+
+
+class FailureSummary(_Answer):
+    time: Timestamp
+    action: Action
+    secret_name: str | None
+    version: str | None
+    error: str | None
+    correlation_id: str | None
+
+
+class Failures(_Answer):
+    count: int
+    latest: list[FailureSummary] = Field(description="The 10 newest, newest first.")
+
+
+class AuditSummary(_Answer):
+    secret_name: str | None
+    days: int
+    since: Timestamp
+    total: int
+    by_action: dict[Action, dict[AuditResult, int]]
+    last_rotation: LastRotationSummary | None
+    failures: Failures
+
+
+class ChainBreak(_Answer):
+    chain: str
+    kind: BreakKind
+    seq: int | None
+    detail: str
+
+
+class VerifyReport(_Answer):
+    status: Literal["ok", "broken"]
+    chains: int
+    records: int
+    digests: int
+    latest_digest: Timestamp | None
+    breaks: list[ChainBreak]
+
+
+class FindingReviewed(_Answer):
+    finding_id: str
+    status: Literal["reviewed"]
+    reviewer: str
+    audit_seq: int
+
+
+class CurrentPolicy(_Answer):
+    """A secret's rotation policy as structured fields (the names of the policy body)."""
+
+    kind: SecretKind
+    rotation_interval_days: int
+    validity_days: int | None
+    owner: str | None
+    rotator: Rotator
+    rotation_target: str | None
+    rotation_grace_hours: int | None
+    expiry_warning_days: list[int]
+
+
+class PolicyViolation(_Answer):
+    tag: str
+    problem: str
+
+
+class RotationState(_Answer):
+    """The secret's write in flight: `idle`, or the step holding its lease (with its id and lease)."""
+
+    status: str
+    last_error: str | None
+    rotation_id: str | None = None
+    attempt: int | None = None
+    lease_until: str | None = None
+    lease_live: bool | None = None
+
+
+class SecretSummary(_Answer):
+    name: str
+    version: str | None
+    created: Timestamp
+    expires: Timestamp | None
+    enabled: bool
+    policy: CurrentPolicy | None
+    violation: PolicyViolation | None
+    next_due: Timestamp | None
+    due_now: bool
+    state: RotationState
+
+
+class SecretPage(_Answer):
+    items: list[SecretSummary]
+    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
+
+
+class SecretProperties(_Answer):
+    """A version's properties: never its value."""
+
+    name: str
+    version: str
+    created: Timestamp
+    expires: Timestamp | None
+    enabled: bool
+    content_type: str | None
+    tags: dict[str, str]
+
+
+class PolicyApplied(_Answer):
+    name: str
+    policy: CurrentPolicy
+
+
+class RotationQueued(_Answer):
+    rotation_id: str
+    status: Literal["queued"]
+
+
+class RotationInProgress(_Answer):
+    rotation_id: str | None
+    step: str
+    lease_until: str | None
+
+
+class RotationDryRun(_Answer):
+    """Whether a rotation would happen now, and why. The version fields are left out when the secret
+    cannot be rotated at all (`reason` says why)."""
+
+    name: str
+    would_rotate: bool
+    force: bool
+    in_progress: RotationInProgress | None
+    reason: str
+    current_version: str | None = None
+    created: Timestamp | None = None
+    expires: Timestamp | None = None
+    next_due: Timestamp | None = None
+    due_now: bool | None = None
+    rotator: Rotator | None = None
+
+
+class RecordedRotation(_Answer):
+    time: Timestamp | None
+    version: str | None
+    previous_version: str | None
+    rotation_id: str | None
+
+
+class LastWrite(_Answer):
+    rotation_id: str | None
+    new_version: str
+
+
+class LastRotation(_Answer):
+    recorded: RecordedRotation | None
+    last_write: LastWrite | None
+
+
+class LastFailure(_Answer):
+    error_class: str | None
+    time: Timestamp | None = None
+    version: str | None = None
+    rotation_id: str | None = None
+    step: str | None = None
+    error: str | None = None
+
+
+class Retirement(_Answer):
+    version: str
+    after: Timestamp
+
+
+class SecretStatus(_Answer):
+    name: str
+    version: str | None = Field(description="null when the current version is disabled (its id is hidden).")
+    created: Timestamp
+    expires: Timestamp | None
+    enabled: bool
+    managed: bool
+    reserved: bool
+    policy: CurrentPolicy | None
+    violation: PolicyViolation | None
+    next_due: Timestamp | None
+    due_now: bool
+    state: RotationState
+    last_rotation: LastRotation
+    last_failure: LastFailure | None
+    retirements: list[Retirement]
+
+
+class RollbackDone(_Answer):
+    name: str
+    rollback_id: str
+    version: str = Field(description="The new version, carrying the restored value.")
+    restored_version: str
+    rolled_back_from: str
+
+
+class SecretDeleted(_Answer):
+    name: str
+    status: Literal["deleted"]
+    recoverable: bool
+
+
+class SecretRecovered(_Answer):
+    name: str
+    status: Literal["recovered"]
+
+
+class PlannedExpiry(_Answer):
+    when: Timestamp
+    name: str
+    event: Literal["expiry"]
+    managed: bool
+    expired: bool
+
+
+class PlannedRotation(_Answer):
+    when: Timestamp
+    name: str
+    event: Literal["rotation"]
+    reason: Literal["interval", "near_expiry"]
+    rotator: Rotator
+    due_now: bool
+
+
+class PlanViolation(_Answer):
+    name: str
+    tag: str
+    problem: str
+
+
+class RotationPlan(_Answer):
+    within_days: int
+    now: Timestamp
+    until: Timestamp
+    items: list[Annotated[PlannedExpiry | PlannedRotation, Field(discriminator="event")]]
+    violations: list[PlanViolation]
+
+
+class Decision(_Answer):
+    by: str
+    at: Timestamp
+    comment: str | None
+
+
+class RevocationResult(_Answer):
+    disabled_versions: list[str]
+    new_version: str | None = None
+    errors: dict[str, str] | None = Field(None, description="Versions not disabled: id → error class.")
+
+
+class Revocation(_Answer):
+    """A revocation request (the stored document)."""
+
+    id: str = Field(pattern=f"^{REVOCATION_ID.pattern}$")
+    secret_name: str
+    vault: str
+    reason: Reason
+    severity: Severity
+    justification: str
+    versions: list[str]
+    replace: bool
+    status: Status
+    requested_by: str
+    requested_at: Timestamp
+    expires_at: Timestamp
+    required_approvals: int = Field(ge=1)
+    approvals: list[Decision]
+    rejection: Decision | None
+    cancellation: Decision | None
+    executed_by: str | None
+    executed_at: Timestamp | None
+    result: RevocationResult | None
+    break_glass: bool
+    review_required: bool
+    reviewed_by: str | None
+    review: Decision | None
+
+
+class RevocationPage(_Answer):
+    items: list[Revocation]
+    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
+
+
+class RevocationConflict(Problem):
+    """409 of execute: with the stored request when it was executed (or failed) already."""
+
+    revocation: Revocation | None = None
+
+
+# -- the endpoints ------------------------------------------------------------------------------------
+
+#: Problem statuses every endpoint behind a function key and a role can answer: input refused (an unknown
+#: query parameter at least), no verified caller, a missing role, an unexpected error, a dependency down.
+PROTECTED_ERRORS = (400, 401, 403, 500, 503)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One HTTP function, as the document describes it.
+
+    ``ok``: success status → body model (``application/json``). ``roles``: any one of them admits the
+    caller; none means anonymous (no function key, no principal). Problem statuses are PROTECTED_ERRORS
+    for a protected endpoint, 415 when it takes a ``body``, plus ``errors``. ``problems`` replaces the
+    Problem model for a status whose problem carries more; ``notes`` replaces a status's description;
+    ``parameters`` replaces a query parameter's schema; ``headers``: status → header → description.
+    """
+
+    route: str
+    method: str
+    tag: str
+    summary: str
+    ok: Mapping[int, type[BaseModel]]
+    roles: tuple[Role, ...] = ()
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    problems: Mapping[int, type[BaseModel]] = field(default_factory=dict)
+    notes: Mapping[int, str] = field(default_factory=dict)
+    parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def anonymous(self) -> bool:
+        return not self.roles
+
+    def problem_statuses(self) -> set[int]:
+        statuses = set(self.errors)
+        if not self.anonymous:
+            statuses.update(PROTECTED_ERRORS)
+        if self.body is not None:
+            statuses.add(415)
+        return statuses
+
+
+SECRET_READERS = secrets.READERS
+REVOCATION_READERS = revocations.READERS
+OPERATE = (Role.ROTATION_OPERATE,)
+CONTINUATION = {"type": "string", "description": "The `continuation` of the previous page (opaque)."}
+MOMENT = {
+    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
+    "description": "RFC 3339 with a zone, or a date (midnight UTC).",
+}
+LOCATION = {"Location": "Where to follow the request."}
+
+#: The route parameters, by the name the routes give them.
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "name": {
+        "description": "The secret's name (1-127 of 0-9, a-z, A-Z, -); anything else is 400.",
+        "schema": {"type": "string", "pattern": audit.SECRET_NAME},
+    },
+    "id": {
+        "description": "A revocation request's id (32 lowercase hex); anything else is 404.",
+        "schema": {"type": "string", "pattern": f"^{REVOCATION_ID.pattern}$"},
+    },
+    "finding_id": {
+        "description": "A suspicious-activity finding's id (32 lowercase hex); anything else is 400.",
+        "schema": {"type": "string", "pattern": audit.FINDING_ID},
+    },
+}
+
+# fmt: off
+ENDPOINTS: dict[str, Endpoint] = {
+    "health": Endpoint(
+        "health", "GET", "meta", "Health of the service's dependencies",
+        ok={200: HealthReport, 503: HealthReport}, errors=(503,),
+        description="Anonymous. Query parameters are ignored.",
+        notes={503: "A dependency failed its check (`application/json`, the report), or the settings make "
+               "the HTTP endpoints unsafe to serve (`application/problem+json`)."},
+    ),
+    "openapi": Endpoint(
+        "openapi.json", "GET", "meta", "This document", ok={200: OpenApiDocument},
+        description="Anonymous. Query parameters are ignored.",
+    ),
+    "audit_query": Endpoint(
+        "audit", "GET", "audit", "Audit records, newest first", ok={200: AuditPage},
+        roles=(Role.AUDIT_READ,), query=audit.QueryParams,
+        parameters={"since": MOMENT, "until": MOMENT, "continuation": CONTINUATION},
+    ),
+    "audit_summary": Endpoint(
+        "audit/summary", "GET", "audit", "Counts by action and result, the last rotation and the failures",
+        ok={200: AuditSummary}, roles=(Role.AUDIT_READ,), query=audit.SummaryParams,
+    ),
+    "audit_verify": Endpoint(
+        "audit/verify", "GET", "audit", "Verify the audit chains and digests (breaks are reported, 200)",
+        ok={200: VerifyReport}, roles=(Role.AUDIT_READ,), query=audit.VerifyParams,
+    ),
+    "audit_review_finding": Endpoint(
+        "audit/findings/{finding_id}/review", "POST", "audit", "Mark a suspicious-activity finding reviewed",
+        ok={200: FindingReviewed}, roles=(Role.AUDIT_REVIEW,), body=audit.ReviewBody, errors=(404, 409),
+        notes={403: "The caller lacks the role, or the finding is about the caller."},
+    ),
+    "secrets_list": Endpoint(
+        "secrets", "GET", "secrets", "The managed secrets, by name", ok={200: SecretPage},
+        roles=SECRET_READERS, query=secrets.ListParams,
+    ),
+    "secrets_onboard": Endpoint(
+        "secrets", "POST", "secrets", "Create a managed secret (its first value is generated)",
+        ok={201: SecretProperties}, roles=OPERATE, body=secrets.OnboardBody, errors=(409,),
+    ),
+    "secrets_policy": Endpoint(
+        "secrets/{name}/policy", "PUT", "secrets", "Set a secret's rotation policy", ok={200: PolicyApplied},
+        roles=OPERATE, body=secrets._Policy, errors=(404, 409),
+    ),
+    "secrets_rotate": Endpoint(
+        "secrets/{name}/rotate", "POST", "secrets", "Rotate a secret now (queued), or plan it (dry_run)",
+        ok={202: RotationQueued, 200: RotationDryRun}, roles=OPERATE, body=secrets.RotateBody,
+        errors=(404, 409), headers={202: {"Location": "The secret's status, to follow the rotation."}},
+        notes={200: "`dry_run`: what a rotation would do now; nothing is written.",
+               202: "Queued (also when its record could not be written: asking again would rotate twice)."},
+    ),
+    "secrets_status": Endpoint(
+        "secrets/{name}/status", "GET", "secrets", "Everything known about a secret's rotation",
+        ok={200: SecretStatus}, roles=SECRET_READERS, query=secrets.NoParams, errors=(404,),
+    ),
+    "secrets_rollback": Endpoint(
+        "secrets/{name}/rollback", "POST", "secrets", "Make the previous value current again (a new version)",
+        ok={200: RollbackDone}, roles=OPERATE, body=secrets.RollbackBody, errors=(404, 409),
+    ),
+    "secrets_delete": Endpoint(
+        "secrets/{name}", "DELETE", "secrets", "Decommission a managed secret (soft delete: recoverable)",
+        ok={202: SecretDeleted}, roles=(Role.REVOCATION_EXECUTE,), body=secrets.DeleteBody, errors=(404, 409),
+        notes={409: "The service's own secret, a certificate's, not managed, deleted already, or another "
+               "write (a rotation, a revocation being executed) holds it."},
+    ),
+    "secrets_recover": Endpoint(
+        "secrets/{name}/recover", "POST", "secrets", "Recover a deleted secret with all its versions",
+        ok={202: SecretRecovered}, roles=(Role.REVOCATION_EXECUTE,), body=secrets.EmptyBody,
+        errors=(404, 409), notes={404: "Not deleted, or purged."},
+    ),
+    "rotation_plan": Endpoint(
+        "rotation/plan", "GET", "secrets", "Rotations and expiries coming within a window",
+        ok={200: RotationPlan}, roles=SECRET_READERS, query=secrets.PlanParams,
+    ),
+    "revocations_request": Endpoint(
+        "revocations", "POST", "revocations", "Request a revocation (break-glass: executed at once)",
+        ok={201: Revocation}, roles=(Role.REVOCATION_REQUEST,), body=revocations.RequestBody,
+        errors=(404, 409), headers={201: {"Location": "The new request."}},
+        description=f"`break_glass: true` also needs `{Role.BREAK_GLASS.value}` and a critical severity.",
+    ),
+    "revocations_list": Endpoint(
+        "revocations", "GET", "revocations", "Revocation requests", ok={200: RevocationPage},
+        roles=REVOCATION_READERS, query=revocations.ListParams, parameters={"continuation": CONTINUATION},
+    ),
+    "revocations_get": Endpoint(
+        "revocations/{id}", "GET", "revocations", "One revocation request", ok={200: Revocation},
+        roles=REVOCATION_READERS, query=revocations.NoParams, errors=(404,),
+    ),
+    "revocations_approve": Endpoint(
+        "revocations/{id}/approve", "POST", "revocations", "Approve a pending request (never one's own)",
+        ok={200: Revocation}, roles=(Role.REVOCATION_APPROVE,), body=revocations.CommentBody,
+        errors=(404, 409), notes={403: "The caller lacks the role, or requested it."},
+    ),
+    "revocations_reject": Endpoint(
+        "revocations/{id}/reject", "POST", "revocations", "Reject a pending request (never one's own)",
+        ok={200: Revocation}, roles=(Role.REVOCATION_APPROVE,), body=revocations.RequiredComment,
+        errors=(404, 409), notes={403: "The caller lacks the role, or requested it (cancel it instead)."},
+    ),
+    "revocations_cancel": Endpoint(
+        "revocations/{id}/cancel", "POST", "revocations", "Cancel one's own pending or approved request",
+        ok={200: Revocation}, roles=(Role.REVOCATION_REQUEST,), body=revocations.EmptyBody,
+        errors=(404, 409), notes={403: "The caller lacks the role, or is not the requester."},
+    ),
+    "revocations_execute": Endpoint(
+        "revocations/{id}/execute", "POST", "revocations", "Execute an approved request",
+        ok={200: Revocation}, roles=(Role.REVOCATION_EXECUTE,), body=revocations.EmptyBody,
+        errors=(404, 409), problems={409: RevocationConflict},
+        notes={409: "Not approved, being executed, or executed already: then `revocation` is the stored "
+               "request, with its result."},
+    ),
+    "revocations_review": Endpoint(
+        "revocations/{id}/review", "POST", "revocations", "Review an executed break-glass request",
+        ok={200: Revocation}, roles=(Role.REVOCATION_APPROVE,), body=revocations.RequiredComment,
+        errors=(404, 409), notes={403: "The caller lacks the role, or requested it."},
+    ),
+}
+# fmt: on
+
+TAGS = [
+    {"name": "meta", "description": "Health and this document (anonymous)."},
+    {"name": "audit", "description": "The tamper-evident audit trail and suspicious-activity findings."},
+    {"name": "secrets", "description": "Managed secrets: onboarding, policy, rotation, rollback, deletion."},
+    {"name": "revocations", "description": "Emergency revocation: request, approve, execute, break-glass."},
+]
+
+STATUS_NOTES: dict[int, str] = {
+    400: "Bad Request: a query parameter, route parameter or body field is invalid (`parameter` names it "
+    "when it can), or an unknown one was sent.",
+    401: "Unauthorized: no verified caller (the `x-ms-client-principal` header is missing, malformed, or "
+    "not vouched for by App Service Authentication). The Functions host also answers 401, without a body, "
+    "when the function key is missing or wrong.",
+    403: "Forbidden: the caller lacks the role.",
+    404: "Not Found.",
+    409: "Conflict: the current state does not allow it (a concurrent change, a transition the state "
+    "forbids, the service's own secret, a lease held by another write, a target's refusal).",
+    415: f"Unsupported Media Type: the body must be `{BODY_MEDIA_TYPE}`; the header is required even for "
+    "an empty body.",
+    500: "Internal Server Error. With `changed: true` the change WAS made but its record could not be "
+    "written: the problem names it and its ids; do not repeat it.",
+    503: "Service Unavailable: a dependency is unavailable or the service is misconfigured; nothing was "
+    "changed: try again.",
+}
+
+SECURITY_SCHEMES = {
+    "functionKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "x-functions-key",
+        "description": "The function key (AuthLevel.FUNCTION), as a header.",
+    },
+    "functionKeyQuery": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "code",
+        "description": "The function key (AuthLevel.FUNCTION), as the `code` query parameter.",
+    },
+    "clientPrincipal": {
+        "type": "apiKey",
+        "in": "header",
+        "name": PRINCIPAL_HEADER,
+        "description": "The caller, as App Service Authentication (Easy Auth) passes it after validating "
+        "the caller's Entra ID token: base64 JSON with the `roles` claims. The service trusts it only when "
+        "the platform vouches for it; an operation needs one of the roles in its `x-roles`.",
+    },
+}
+PROTECTED: list[dict[str, list[str]]] = [
+    {"functionKey": [], "clientPrincipal": []},
+    {"functionKeyQuery": [], "clientPrincipal": []},
+]
+
+
+# -- the document -------------------------------------------------------------------------------------
+
+
+class SchemaNames(GenerateJsonSchema):
+    """Component names without a private model's leading underscore (``_Policy`` is ``Policy``); pydantic
+    falls back to a qualified name when two models would share one."""
+
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(name).lstrip("_") or name
+
+
+def _models() -> list[type[BaseModel]]:
+    """Every model the document refers to, in table order, once."""
+    found: dict[type[BaseModel], None] = {}
+    for endpoint in ENDPOINTS.values():
+        for model in (endpoint.query, endpoint.body, *endpoint.ok.values(), *endpoint.problems.values()):
+            if model is not None:
+                found[model] = None
+        if endpoint.problem_statuses() - set(endpoint.problems):
+            found[Problem] = None
+    return list(found)
+
+
+def model_schemas() -> tuple[dict[type[BaseModel], str], dict[str, Any]]:
+    """The component name of every model the document refers to, and every component schema (before the
+    unreferenced ones are dropped)."""
+    models = _models()
+    refs, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template=REF_TEMPLATE, schema_generator=SchemaNames
+    )
+    names = {model: refs[(model, "validation")]["$ref"].rsplit("/", 1)[1] for model in models}
+    return names, dict(definitions.get("$defs", {}))
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF_TEMPLATE.format(model=name)}
+
+
+def _without_null(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: present or absent, never null."""
+    out = {k: v for k, v in schema.items() if not (k == "default" and v is None)}
+    options = out.pop("anyOf", None)
+    if options is None:
+        return out
+    rest = [option for option in options if option != {"type": "null"}]
+    return {**out, **(rest[0] if len(rest) == 1 else {"anyOf": rest})}
+
+
+def _parameters(endpoint: Endpoint, query: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    params = [
+        {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
+        for name in re.findall(r"\{(\w+)\}", endpoint.route)
+    ]
+    if query is not None:
+        required = set(query.get("required", ()))
+        for name, schema in query.get("properties", {}).items():
+            override = endpoint.parameters.get(name)
+            params.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in required,
+                    "schema": dict(override) if override is not None else _without_null(schema),
+                }
+            )
+    return params
+
+
+def _operation(
+    function_name: str, endpoint: Endpoint, names: Mapping[type[BaseModel], str], schemas: Mapping[str, Any]
+) -> dict[str, Any]:
+    notes = [endpoint.description] if endpoint.description else []
+    op: dict[str, Any] = {"operationId": function_name, "tags": [endpoint.tag], "summary": endpoint.summary}
+    if endpoint.anonymous:
+        op["security"] = []
+    else:
+        roles = [role.value for role in endpoint.roles]
+        op["security"] = PROTECTED
+        op["x-roles"] = roles
+        notes.append("Roles (any one): " + ", ".join(f"`{role}`" for role in roles) + ".")
+        refused = "Query parameters are" if endpoint.body is not None else "Unknown query parameters are"
+        notes.append(f"{refused} refused (400).")
+    if notes:
+        op["description"] = " ".join(notes)
+    query = schemas[names[endpoint.query]] if endpoint.query is not None else None
+    op["parameters"] = _parameters(endpoint, query)
+    if endpoint.body is not None:
+        required = bool(schemas[names[endpoint.body]].get("required"))
+        op["requestBody"] = {
+            "required": required,
+            "content": {BODY_MEDIA_TYPE: {"schema": _ref(names[endpoint.body])}},
+        }
+        if not required:
+            op["requestBody"]["description"] = (
+                f"An empty body stands for {{}}; `Content-Type: {BODY_MEDIA_TYPE}` is required either way."
+            )
+    problems = endpoint.problem_statuses()
+    responses: dict[str, Any] = {}
+    for status in sorted(set(endpoint.ok) | problems):
+        content: dict[str, Any] = {}
+        if status in endpoint.ok:
+            content["application/json"] = {"schema": _ref(names[endpoint.ok[status]])}
+        if status in problems:
+            content[PROBLEM_JSON] = {"schema": _ref(names[endpoint.problems.get(status, Problem)])}
+        default = STATUS_NOTES.get(status) if status in problems else None
+        response: dict[str, Any] = {
+            "description": endpoint.notes.get(status) or default or HTTPStatus(status).phrase,
+            "content": content,
+        }
+        headers = dict(endpoint.headers.get(status, {}))
+        if status == 401:
+            headers["WWW-Authenticate"] = "`Bearer`."
+        if headers:
+            response["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+            }
+        responses[str(status)] = response
+    op["responses"] = responses
+    return op
+
+
+def _references(node: Any) -> set[str]:
+    if isinstance(node, Mapping):
+        found = {node["$ref"].rsplit("/", 1)[1]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _references(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_references(item) for item in node))
+    return set()
+
+
+def build() -> dict[str, Any]:
+    """The document, built from ENDPOINTS and the models (uncached: see ``document``)."""
+    names, schemas = model_schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for function_name, endpoint in ENDPOINTS.items():
+        operation = _operation(function_name, endpoint, names, schemas)
+        paths.setdefault("/" + endpoint.route, {})[endpoint.method.lower()] = operation
+    # Only what the paths refer to (query models are inlined as parameters), transitively.
+    used, todo = set[str](), _references(paths)
+    while todo:
+        name = todo.pop()
+        used.add(name)
+        todo |= _references(schemas[name]) - used
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Secret lifecycle service",
+            "version": API_VERSION,
+            "description": "Rotation, expiry, revocation and audit of Azure Key Vault secrets. No response "
+            "ever carries a secret value. Errors are RFC 9457 problems (`application/problem+json`).",
+        },
+        "servers": [{"url": ROUTE_PREFIX}],
+        "tags": TAGS,
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": {name: schemas[name] for name in sorted(used)},
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }
+
+
+@functools.cache
+def _document_text() -> str:
+    return json.dumps(build(), separators=(",", ":"))
+
+
+def document() -> dict[str, Any]:
+    """The document (built on first use, then cached); a fresh copy each call."""
+    loaded: dict[str, Any] = json.loads(_document_text())
+    return loaded
+
+
+@bp.function_name("openapi")
+@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse(
+        _document_text(),
+        status_code=200,
+        mimetype="application/json",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
