@@ -62,6 +62,7 @@ bench: install
 	$(PY) -m bench.audit_contention
 	$(PY) -m bench.sweep
 	$(PY) -m bench.target_rotation
+	$(PY) -m bench.revocation_flow
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

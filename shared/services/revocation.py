@@ -428,12 +428,19 @@ def _revoke(peers: Services, revocation: Revocation) -> Outcome:
     disabled: list[str] = []
     errors: dict[str, str] = {}
     try:
+        # One listing for every version's tags (no value read: the revoked ones may be compromised).
+        try:
+            tags_of = {v.version: v.tags for v in peers.store.list_versions(name)}
+        except NotFound:  # the secret is gone (deleted): nothing to disable, reported as such
+            tags_of = {}
         for version in revocation.versions:
             if version == new_version:
                 continue
+            if version not in tags_of:
+                errors[version] = "NotFound"
+                continue
+            tags = {k: v for k, v in tags_of[version].items() if k != rotation.RETIRED_BY_TAG}
             try:
-                props = peers.store.get_properties(name, version)
-                tags = {k: v for k, v in props.tags.items() if k != rotation.RETIRED_BY_TAG}
                 peers.store.update_properties(name, version, enabled=False, tags=tags)
                 disabled.append(version)
             except (NotFound, Conflict, SecretDisabled) as err:

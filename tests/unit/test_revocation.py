@@ -313,3 +313,13 @@ def test_a_long_justification_of_any_script_still_fits_its_record(world: World) 
     [first, _] = world.records(Action.REVOCATION_REQUESTED)
     assert first.details["justification"] == "認" * 500
     assert revocation.get(world.states, made.id).justification == "認" * 2000
+
+
+def test_versions_that_are_gone_are_reported_and_the_request_fails_not_hangs(world: World) -> None:
+    requested = world.request()
+    revocation.approve(world.peers, requested.id, BOB, None)
+    world.store.delete(NAME)  # decommissioned between approval and execution
+    done = revocation.execute(world.peers, requested.id, DAVE)
+    assert done.status == Status.FAILED and done.result is not None
+    assert done.result.errors == {v: "NotFound" for v in requested.versions}
+    assert [e.result for e in world.records(Action.REVOKED)][-1] == Result.FAILURE
