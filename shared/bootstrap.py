@@ -240,6 +240,8 @@ class Container:
             self.reserved_secrets,
             self.target_rotators,
             RevocationSettings(self.settings.revocation_ttl, approvals),
+            reader=self.audit_log,
+            keys=self.key_ring,
         )
 
     @property

@@ -160,9 +160,9 @@ class Revocation:
         """One more approval; ``approved`` once there are enough. Raises NotPermitted (the requester),
         InvalidTransition (not pending, expired, approved by ``by`` already)."""
         self._pending(at, "approved")
-        if by == self.requested_by:
+        if same_identity(by, self.requested_by):
             raise NotPermitted(f"revocation {self.id}: the requester cannot approve their own request")
-        if any(a.by == by for a in self.approvals):
+        if any(same_identity(a.by, by) for a in self.approvals):
             raise InvalidTransition(f"revocation {self.id}: {by} approved it already")
         approvals = (*self.approvals, Decision(by, at, comment))
         status = Status.APPROVED if len(approvals) >= self.required_approvals else Status.PENDING
@@ -172,14 +172,14 @@ class Revocation:
         """Rejected by an approver. Raises NotPermitted (the requester: cancel instead),
         InvalidTransition (not pending, expired)."""
         self._pending(at, "rejected")
-        if by == self.requested_by:
+        if same_identity(by, self.requested_by):
             raise NotPermitted(f"revocation {self.id}: the requester cancels, not rejects, their request")
         return dataclasses.replace(self, status=Status.REJECTED, rejection=Decision(by, at, comment))
 
     def cancel(self, by: str, at: datetime) -> Revocation:
         """Cancelled by its requester while pending or approved. Raises NotPermitted (anyone else),
         InvalidTransition (any other status)."""
-        if by != self.requested_by:
+        if not same_identity(by, self.requested_by):
             raise NotPermitted(f"revocation {self.id}: only its requester can cancel it")
         if self.status not in (Status.PENDING, Status.APPROVED):
             raise InvalidTransition(f"revocation {self.id} is {self.status.value}: it cannot be cancelled")
@@ -211,9 +211,9 @@ class Revocation:
     def reviewed(self, by: str, at: datetime, comment: str) -> Revocation:
         """A break-glass execution reviewed by someone other than its requester. Raises NotPermitted (the
         requester), InvalidTransition (no review due)."""
-        if not self.review_required:
-            raise InvalidTransition(f"revocation {self.id} needs no review")
-        if by == self.requested_by:
+        if not self.review_required or self.status not in (Status.EXECUTED, Status.FAILED):
+            raise InvalidTransition(f"revocation {self.id} needs no review (now)")
+        if same_identity(by, self.requested_by):
             raise NotPermitted(f"revocation {self.id}: the requester cannot review their own break-glass")
         return dataclasses.replace(self, review_required=False, review=Decision(by, at, comment))
 
@@ -293,6 +293,12 @@ class Revocation:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a revocation request this service wrote: {type(err).__name__}") from None
+
+
+def same_identity(a: str, b: str) -> bool:
+    """Whether two caller ids name the same identity: object ids are GUIDs (case-insensitive), and a
+    name claim differs from another in case or surrounding blanks only by accident or on purpose."""
+    return a.strip().casefold() == b.strip().casefold()
 
 
 def required_approvals(severity: Severity, configured: Mapping[Severity, int] | None = None) -> int:

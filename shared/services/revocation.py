@@ -26,10 +26,27 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain.audit import SYSTEM_ACTOR, Action, Actor, Result, format_time
-from shared.domain.errors import Conflict, DomainError, InvalidTransition, NotFound, SecretDisabled
+from shared.domain.audit import (
+    SYSTEM_ACTOR,
+    Action,
+    Actor,
+    AuditEvent,
+    AuditQuery,
+    Result,
+    authentic_event,
+    format_time,
+)
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    InvalidTransition,
+    NotFound,
+    OutcomeNotRecorded,
+    SecretDisabled,
+)
 from shared.domain.notifications import SECRET_REVOKED, Notification
-from shared.domain.policy import Rotator
+from shared.domain.policy import RotationPolicy, Rotator
 from shared.domain.revocation import (
     DEFAULT_APPROVALS,
     DEFAULT_TTL,
@@ -39,13 +56,14 @@ from shared.domain.revocation import (
     Severity,
     Status,
     required_approvals,
+    same_identity,
     validate_versions,
 )
 from shared.domain.revocation import Result as Outcome
 from shared.domain.secrets import InvalidSecret, validate_name
 from shared.domain.state import Versioned
-from shared.domain.targets import is_reserved
-from shared.ports import Clock, Publisher, SecretStore, StateStore, TargetRotator
+from shared.domain.targets import TargetRefused, is_reserved
+from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services import rotation
 from shared.services.audit import AuditTrail, AuditUnavailable
 
@@ -79,6 +97,9 @@ class Services:
     reserved: Collection[str]
     rotators: Mapping[Rotator, TargetRotator] = field(default_factory=dict)
     settings: RevocationSettings = field(default_factory=RevocationSettings)
+    #: The audit trail as stored, and its MAC keys: an execution is borne out by authentic records.
+    reader: AuditReader | None = None
+    keys: MacKeyRing | None = None
 
 
 class InvalidRequest(InvalidSecret):
@@ -159,6 +180,8 @@ def request(
         raise InvalidRequest("break_glass", "only a critical request can be break-glass")
     versions = peers.store.list_versions(new.secret_name)  # NotFound: 404
     known = {v.version: v for v in versions}
+    if new.replace and not _replaceable(peers.store, new.secret_name):
+        raise InvalidRequest("replace", f"secret {new.secret_name} has no rotation policy to replace it with")
     if new.versions is None:
         chosen = tuple(sorted(v.version for v in versions if v.enabled))
     else:
@@ -193,8 +216,22 @@ def request(
         extra={"justification": revocation.justification[:500]},
     )  # fmt: skip
     if new.break_glass:
-        return execute(peers, revocation.id, actor, correlation_id=correlation_id)
+        try:
+            return execute(peers, revocation.id, actor, correlation_id=correlation_id)
+        except (Conflict, InvalidTransition, DependencyUnavailable) as err:
+            # Stored and on record: the answer names it (executing, or still approved), and the timer or an
+            # execute call finishes it; the caller must not file a second break-glass.
+            logger.warning("break-glass %s not executed at once: %s", revocation.id, err)
+            return get(peers.states, revocation.id)
     return revocation
+
+
+def _replaceable(store: SecretStore, name: str) -> bool:
+    """Whether the secret has a rotation policy (the replacement goes through its rotator)."""
+    try:
+        return RotationPolicy.is_managed(store.get_properties(name).tags)
+    except SecretDisabled:
+        return False
 
 
 def _create(states: StateStore, revocation: Revocation) -> None:
@@ -216,7 +253,7 @@ def approve(
     expired, a second approval by the same person), Conflict (a concurrent change won), AuditUnavailable."""
     return _decide(
         peers, revocation_id, actor, Action.REVOCATION_APPROVED, correlation_id,
-        lambda r, now: r.approve(actor.id, now, comment),
+        lambda r, now: r.approve(actor.id, now, comment), extra={"comment": (comment or "")[:500]},
     )  # fmt: skip
 
 
@@ -226,7 +263,7 @@ def reject(
     """Rejected. Raises NotFound, NotPermitted, InvalidTransition, Conflict, AuditUnavailable."""
     return _decide(
         peers, revocation_id, actor, Action.REVOCATION_REJECTED, correlation_id,
-        lambda r, now: r.reject(actor.id, now, comment),
+        lambda r, now: r.reject(actor.id, now, comment), extra={"comment": comment[:500]},
     )  # fmt: skip
 
 
@@ -248,7 +285,7 @@ def review(
     AuditUnavailable."""
     return _decide(
         peers, revocation_id, actor, Action.REVIEWED, correlation_id,
-        lambda r, now: r.reviewed(actor.id, now, comment),
+        lambda r, now: r.reviewed(actor.id, now, comment), extra={"comment": comment[:500]},
     )  # fmt: skip
 
 
@@ -259,6 +296,8 @@ def _decide(
     action: Action,
     correlation_id: str | None,
     transition: Any,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> Revocation:
     """Apply ``transition`` to the stored request. A write that lost to a concurrent one is not yet a
     refusal: the request is read again and the transition applied again (a second approver racing the
@@ -280,7 +319,7 @@ def _decide(
                 result[0] = transition(latest, now)
         _replace(peers.states, result[0], stored.etag)
 
-    _changed(peers, changed, action, actor, correlation_id, write, final=result)
+    _changed(peers, changed, action, actor, correlation_id, write, final=result, extra=extra)
     return result[0]
 
 
@@ -322,7 +361,13 @@ def _changed(
         raise
     if final:
         fields["details"] = {**_details(final[0]), **(extra or {})}
-    peers.trail.record(action, **fields)
+    try:
+        peers.trail.record(action, **fields)
+    except AuditUnavailable as err:
+        # Stored, not recorded: never "nothing was changed" (503), or the caller repeats it.
+        raise OutcomeNotRecorded.after(
+            f"revocation {revocation.id}: {action.value} took effect", err, revocation_id=revocation.id
+        ) from err
 
 
 def _details(revocation: Revocation) -> dict[str, Any]:
@@ -361,7 +406,7 @@ def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tup
                 finished.append(revocation.id)
         except (Conflict, InvalidTransition) as err:
             logger.info("revocation %s left as it is: %s", revocation.id, err)
-        except DomainError:
+        except Exception:  # one request's failure never stops the others
             logger.exception("revocation %s could not be expired or finished", revocation.id)
     return expired, finished
 
@@ -392,37 +437,109 @@ def execute(
         executing = dataclasses.replace(current, executed_by=actor.id, executed_at=now)
     else:
         executing = current.begin(actor.id, now)
-    written: list[Versioned] = []
-    _changed(
-        peers, executing, Action.REVOKED, actor, correlation_id,
-        lambda: written.append(_replace(peers.states, executing, stored.etag)),
-    )  # fmt: skip
-    result = _revoke(peers, executing)
-    finished = executing.finish(result, peers.clock.now())
+    recorded = _borne_out(peers, current)
+    if recorded is not None:
+        # The execution happened and its outcome is on record; the holder died before closing it.
+        if current.status != Status.EXECUTING:  # a row rewound to before its execution
+            raise InvalidTransition(f"revocation {current.id} was executed already (the audit trail says)")
+        finished = current.finish(recorded, now)
+        _notify(peers, finished)
+        _replace(peers.states, finished, stored.etag)
+        return finished
     fields: dict[str, Any] = {
-        "secret_name": finished.secret_name,
+        "secret_name": executing.secret_name,
         "actor": actor,
         "correlation_id": correlation_id,
-        "details": {**_details(finished), "result": finished.result.to_dict() if finished.result else None},
+        "details": _details(executing),
     }
+    # Intent, then the executing write; the outcome (success or failure) comes once the versions are
+    # disabled, never before.
+    peers.trail.record(Action.REVOKED, result=Result.INTENT, **fields)
+    try:
+        written = _replace(peers.states, executing, stored.etag)
+    except DomainError as err:
+        with contextlib.suppress(AuditUnavailable):
+            peers.trail.record(Action.REVOKED, result=Result.FAILURE, error=type(err).__name__, **fields)
+        raise
+    result = _revoke(peers, executing)
+    finished = executing.finish(result, peers.clock.now())
+    fields["details"] = {**_details(finished), "result": result.to_dict()}
+    change = f"revocation {finished.id} disabled {len(result.disabled_versions)} version(s)"
     # The outcome is on record and announced before the request closes: a crash in between leaves it
     # executing, and the retry (whose disabling finds nothing left to do) records and announces it again
     # rather than never. What it records happened: the versions are disabled either way.
-    if result.errors:
-        peers.trail.record(Action.REVOKED, result=Result.FAILURE, error="versions not disabled", **fields)
-    else:
-        peers.trail.record(Action.REVOKED, **fields)
+    try:
+        if result.errors:
+            peers.trail.record(Action.REVOKED, result=Result.FAILURE, error="versions not disabled", **fields)
+        else:
+            peers.trail.record(Action.REVOKED, **fields)
+    except AuditUnavailable as err:
+        raise OutcomeNotRecorded.after(change, err, revocation_id=finished.id) from err
     _notify(peers, finished)
     # Conditional on this holder's own write: a holder that took over meanwhile (this one was too slow
     # for its lease) closes it instead, and this one gets Conflict.
-    _replace(peers.states, finished, written[0].etag)
+    try:
+        _replace(peers.states, finished, written.etag)
+    except DependencyUnavailable as err:
+        raise OutcomeNotRecorded.after(change, err, revocation_id=finished.id) from err
     return finished
 
 
+def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
+    """Refuse to execute a request the audit trail does not bear out. The row is storage anyone with
+    access could write (forge one executing, rewind one to approved after its execution); the trail's
+    records carry MACs only the service can make. It must hold the request's REQUESTED record (a
+    BREAK_GLASS one for break-glass) and enough APPROVED ones by distinct approvers other than the
+    requester. Returns the recorded outcome of its execution when there is one (then it is not executed
+    again). Raises InvalidTransition (409), DependencyUnavailable."""
+    if peers.reader is None or peers.keys is None:
+        raise DependencyUnavailable("audit_store", "no audit reader to check the request against")
+    keys = peers.keys
+
+    def events(action: Action) -> list[AuditEvent]:
+        assert peers.reader is not None
+        query = AuditQuery(vault=revocation.vault, secret_name=revocation.secret_name, action=action)
+        found = (
+            authentic_event(row.chain, row.record.fields, keys.get)
+            for row in peers.reader.list_records(query)
+        )
+        return [e for e in found if e is not None and e.details.get("revocation_id") == revocation.id]
+
+    opened = Action.BREAK_GLASS if revocation.break_glass else Action.REVOCATION_REQUESTED
+    if not any(e.result == Result.SUCCESS for e in events(opened)):
+        raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds no such request")
+    if not revocation.break_glass:
+        approvers = {
+            e.actor.id.strip().casefold()
+            for e in events(Action.REVOCATION_APPROVED)
+            if e.result == Result.SUCCESS and not same_identity(e.actor.id, revocation.requested_by)
+        }
+        if len(approvers) < revocation.required_approvals:
+            raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds too few approvals")
+    for event in events(Action.REVOKED):
+        result = event.details.get("result")
+        if event.details.get("status") in ("executed", "failed") and isinstance(result, dict):
+            return Outcome.of(result)
+    return None
+
+
 def _revoke(peers: Services, revocation: Revocation) -> Outcome:
-    """Replace (when asked), then disable the versions under the secret's write lease."""
+    """Replace (when asked), then disable the versions under the secret's write lease. A replacement that
+    cannot be made (the current version disabled meanwhile, a target's refusal) is reported in the
+    errors (``replace``) and the versions are disabled all the same: never a request stuck executing
+    with the compromised versions enabled. One that has to wait (another write holds the lease, the
+    target did not answer) is raised, and the retry goes on."""
     name = revocation.secret_name
-    new_version = _replacement(peers, revocation) if revocation.replace else None
+    new_version: str | None = None
+    refused: dict[str, str] = {}
+    if revocation.replace:
+        try:
+            new_version = _replacement(peers, revocation)
+        except rotation.Busy:
+            raise
+        except (Conflict, TargetRefused, NotFound, InvalidTransition) as err:
+            logger.warning("revocation %s: no replacement of %s: %s", revocation.id, name, err)
+            refused["replace"] = type(err).__name__
     progress = peers.states.get(rotation.PARTITION, name.lower())
     lease, etag = rotation.acquire(peers.states, name, progress, REVOKING, peers.clock)
     disabled: list[str] = []
@@ -433,6 +550,7 @@ def _revoke(peers: Services, revocation: Revocation) -> Outcome:
             tags_of = {v.version: v.tags for v in peers.store.list_versions(name)}
         except NotFound:  # the secret is gone (deleted): nothing to disable, reported as such
             tags_of = {}
+        errors.update(refused)
         for version in revocation.versions:
             if version == new_version:
                 continue
@@ -454,6 +572,12 @@ def _replacement(peers: Services, revocation: Revocation) -> str:
     """The version that replaced the value: made now through the secret's rotator, or (by an execution
     that died after it) found by its rotation id, the request's id — its rotation resumed and closed, and
     the previous value finished at the target, whichever of those the dead execution had not done."""
+    made = [
+        v for v in peers.store.list_versions(revocation.secret_name)
+        if v.tags.get(rotation.ROTATION_ID_TAG) == revocation.id
+    ]  # fmt: skip
+    if made and made[0].version != peers.store.get_properties(revocation.secret_name).version:
+        return made[0].version  # made before, and rotated again since: nothing of it left to do here
     outcome = rotation.replace(
         revocation.secret_name, peers.store, peers.states, peers.trail, peers.publisher, peers.clock,
         reserved=peers.reserved, rotators=peers.rotators, rotation_id=revocation.id,

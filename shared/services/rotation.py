@@ -1292,6 +1292,8 @@ def replace(
             # Made by an earlier attempt that died before its finish: the finish is what is left to do.
             previous = made.tags.get(PREVIOUS_VERSION_TAG)
             outcome = RotationOutcome(name, "rotated", "replace", rotation_id, made.version, previous)
+    if outcome.status == "in_progress":
+        raise Busy(name, Progress(step=PROMOTING, rotation_id=outcome.rotation_id))
     if outcome.status != "rotated" or outcome.new_version is None:
         raise Conflict(f"secret {name} was not replaced: {outcome.reason}")
     if outcome.previous_version is None or outcome.previous_version == outcome.new_version:

@@ -263,3 +263,16 @@ def test_a_principal_the_platform_did_not_vouch_for_is_refused(
     caller = Caller(functions)
     assert caller("revocations_request", body=REQUEST, who=EVERYTHING)[0] == 401
     assert caller("revocations_list", method="GET", who=EVERYTHING)[0] == 401
+
+
+def test_an_execution_whose_outcome_record_failed_says_it_was_made(
+    call: Caller, fake: RevocationContainer
+) -> None:
+    """The versions are disabled; the outcome record could not be written: 500 with ``changed: true``,
+    never 503 "nothing was changed" (the operator would repeat it)."""
+    made = call("revocations_request", body=REQUEST)[1]
+    call("revocations_approve", route={"id": made["id"]}, body={}, who=APPROVER)
+    fake.audit_log.fails = lambda e: e.action == Action.REVOKED and e.result.value == "success"  # type: ignore[attr-defined]
+    status, body, _ = call("revocations_execute", route={"id": made["id"]}, who=EXECUTOR)
+    assert not fake.secret_store.get_properties(NAME, fake.version.version).enabled
+    assert (status, body.get("changed")) == (500, True), body

@@ -35,6 +35,8 @@ class RevocationWorld(World):
             Crashing(RecordingPublisher(), wire, "topic"),
             self.clock,
             self.container.reserved_secrets,
+            reader=Crashing(self.log, wire, "audit"),
+            keys=self.container.key_ring,
         )
 
     def approved(self) -> tuple[str, list[str], str]:

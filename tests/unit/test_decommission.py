@@ -92,7 +92,10 @@ def test_refused_while_a_rotation_or_a_revocation_is_in_flight(world: World) -> 
         world.delete()
     rotation.release(world.states, NAME, progress, etag, new_version=None)
 
-    peers = Services(world.store, world.states, world.trail, world.publisher, world.clock, RESERVED)
+    peers = Services(
+        world.store, world.states, world.trail, world.publisher, world.clock, RESERVED,
+        reader=world.log, keys=world.log.keys,
+    )  # fmt: skip
     made = revocation.request(
         peers, NewRequest(NAME, Reason.MANUAL_REQUEST, Severity.HIGH, "why"), Actor("alice", ActorType.USER)
     )

@@ -11,7 +11,14 @@ from typing import Any
 
 from shared.domain.audit.canonical import canonical, compute_mac, event_from_fields
 from shared.domain.audit.digests import AnchoredDigest, Digest, digest_payload
-from shared.domain.audit.records import DIGEST_CHAIN, GENESIS_MAC, ChainContents, ChainHead, StoredRecord
+from shared.domain.audit.records import (
+    DIGEST_CHAIN,
+    GENESIS_MAC,
+    AuditEvent,
+    ChainContents,
+    ChainHead,
+    StoredRecord,
+)
 
 
 class BreakKind(StrEnum):
@@ -304,3 +311,24 @@ def check_anchor(anchor: AnchoredDigest | None, digests: Sequence[Digest]) -> li
         detail = f"digest {anchor.seq} in the table differs from the anchored one"
         return [Break(DIGEST_CHAIN, BreakKind.ANCHOR_MISMATCH, anchor.seq, detail)]
     return []
+
+
+def authentic_event(chain: str, fields: Mapping[str, Any], keys: KeyLookup) -> AuditEvent | None:
+    """The event of one stored record when its MAC proves the service wrote it (whatever its neighbours:
+    verify_chain judges the chain), else None. What a reader may trust from a single record, since a
+    storage writer cannot make a MAC without the key."""
+    rest = dict(fields)
+    try:
+        seq = int(rest.pop("seq"))
+        prev_mac = str(rest.pop("prev_mac"))
+        key_id = str(rest.pop("key_id"))
+        mac = str(rest.pop("mac"))
+        event = event_from_fields(rest)
+    except (KeyError, ValueError, TypeError):
+        return None
+    key = keys(key_id)
+    if key is None or not hmac.compare_digest(
+        mac, compute_mac(key, canonical(chain, seq, prev_mac, key_id, rest))
+    ):
+        return None
+    return event
