@@ -8,10 +8,10 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -46,12 +46,20 @@ from shared.domain.audit import (
     verify_digest_history,
     verify_digests,
 )
-from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, NotPermitted
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    DomainError,
+    NotFound,
+    NotPermitted,
+    OutcomeNotRecorded,
+)
 from shared.domain.findings import review
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
 from shared.ports import AuditLog, AuditReader, Clock, DigestAnchor, FindingStore, MacKeyRing, Publisher
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_PAGE = 500
 
@@ -100,6 +108,33 @@ class AuditTrail:
     def record(self, action: Action, **fields: Unpack[EventFields]) -> AuditRecord:
         """Record one event now. Raises AuditUnavailable."""
         return self.record_all([self.event(action, **fields)])[0]
+
+    def attempt(self, action: Action, change: Callable[[], T], **fields: Unpack[EventFields]) -> T:
+        """The ``intent`` record, then ``change``; when it raises a DomainError, a ``failure`` record (best
+        effort: the error is what the caller sees) and the error. Returns what ``change`` returned.
+        Raises AuditUnavailable when the intent cannot be recorded (then nothing was attempted)."""
+        self.record_all([replace(self.event(action, **fields), result=Result.INTENT)])
+        try:
+            return change()
+        except DomainError as err:
+            failure = replace(self.event(action, **fields), result=Result.FAILURE, error=type(err).__name__)
+            try:
+                self.record_all([failure])
+            except AuditUnavailable:
+                logger.error("%s failure could not be audited", action.value)
+            raise
+
+    def outcome(
+        self, action: Action, change: str, changed: Mapping[str, str], **fields: Unpack[EventFields]
+    ) -> None:
+        """The outcome record (``success`` unless ``result`` says otherwise) of a change that took effect
+        (``change`` says what, ``changed`` its ids).
+        Raises OutcomeNotRecorded when it cannot be written: never "nothing was changed", or the caller
+        repeats the change."""
+        try:
+            self.record(action, **fields)
+        except AuditUnavailable as err:
+            raise OutcomeNotRecorded.after(change, err, **changed) from err
 
     def record_all(self, events: list[AuditEvent]) -> list[AuditRecord]:
         """Record several events (batched per chain). Raises AuditUnavailable."""

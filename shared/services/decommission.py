@@ -9,13 +9,12 @@ then success or failure) and notified (``SecretDeleted`` / ``SecretRecovered``).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Collection
 from typing import Any
 
-from shared.domain.audit import Action, Actor, Result
-from shared.domain.errors import Conflict, DomainError, OutcomeNotRecorded, SecretDisabled
+from shared.domain.audit import Action, Actor
+from shared.domain.errors import Conflict, DomainError, SecretDisabled
 from shared.domain.notifications import SECRET_DELETED, SECRET_RECOVERED, Notification
 from shared.domain.policy import RotationPolicy
 from shared.domain.revocation import Status
@@ -23,7 +22,7 @@ from shared.domain.secrets import SecretVersion, validate_name
 from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services import revocation, rotation
-from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.audit import AuditTrail
 
 logger = logging.getLogger(__name__)
 
@@ -119,19 +118,9 @@ def _recorded(
     fields: dict[str, Any] = {
         "secret_name": name, "actor": actor, "correlation_id": correlation_id, "details": details,
     }  # fmt: skip
-    trail.record(action, result=Result.INTENT, **fields)
-    try:
-        change()
-    except DomainError as err:
-        with contextlib.suppress(AuditUnavailable):
-            trail.record(action, result=Result.FAILURE, error=type(err).__name__, **fields)
-        raise
-    try:
-        trail.record(action, **fields)
-    except AuditUnavailable as err:
-        # Made, not recorded: never "nothing was changed" (503), or the caller repeats it.
-        done = "deleted" if action == Action.SECRET_DELETED else "recovered"
-        raise OutcomeNotRecorded.after(f"secret {name} was {done}", err, name=name) from err
+    trail.attempt(action, change, **fields)
+    done = "deleted" if action == Action.SECRET_DELETED else "recovered"
+    trail.outcome(action, f"secret {name} was {done}", {"name": name}, **fields)
 
 
 def _notify(publisher: Publisher, clock: Clock, vault: str, kind: str, name: str, actor: Actor) -> None:

@@ -17,7 +17,6 @@ could not disable (``result.errors``, status ``failed``), never silently.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import uuid
@@ -65,7 +64,7 @@ from shared.domain.state import Versioned
 from shared.domain.targets import TargetRefused, is_reserved
 from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services import rotation
-from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.audit import AuditTrail
 
 logger = logging.getLogger(__name__)
 
@@ -352,22 +351,13 @@ def _changed(
         "correlation_id": correlation_id,
         "details": {**_details(revocation), **(extra or {})},
     }
-    peers.trail.record(action, result=Result.INTENT, **fields)
-    try:
-        write()
-    except DomainError as err:
-        with contextlib.suppress(AuditUnavailable):
-            peers.trail.record(action, result=Result.FAILURE, error=type(err).__name__, **fields)
-        raise
+    peers.trail.attempt(action, write, **fields)
     if final:
         fields["details"] = {**_details(final[0]), **(extra or {})}
-    try:
-        peers.trail.record(action, **fields)
-    except AuditUnavailable as err:
-        # Stored, not recorded: never "nothing was changed" (503), or the caller repeats it.
-        raise OutcomeNotRecorded.after(
-            f"revocation {revocation.id}: {action.value} took effect", err, revocation_id=revocation.id
-        ) from err
+    peers.trail.outcome(
+        action, f"revocation {revocation.id}: {action.value} took effect", {"revocation_id": revocation.id},
+        **fields,
+    )  # fmt: skip
 
 
 def _details(revocation: Revocation) -> dict[str, Any]:
@@ -454,13 +444,9 @@ def execute(
     }
     # Intent, then the executing write; the outcome (success or failure) comes once the versions are
     # disabled, never before.
-    peers.trail.record(Action.REVOKED, result=Result.INTENT, **fields)
-    try:
-        written = _replace(peers.states, executing, stored.etag)
-    except DomainError as err:
-        with contextlib.suppress(AuditUnavailable):
-            peers.trail.record(Action.REVOKED, result=Result.FAILURE, error=type(err).__name__, **fields)
-        raise
+    written = peers.trail.attempt(
+        Action.REVOKED, lambda: _replace(peers.states, executing, stored.etag), **fields
+    )
     result = _revoke(peers, executing)
     finished = executing.finish(result, peers.clock.now())
     fields["details"] = {**_details(finished), "result": result.to_dict()}
@@ -468,13 +454,9 @@ def execute(
     # The outcome is on record and announced before the request closes: a crash in between leaves it
     # executing, and the retry (whose disabling finds nothing left to do) records and announces it again
     # rather than never. What it records happened: the versions are disabled either way.
-    try:
-        if result.errors:
-            peers.trail.record(Action.REVOKED, result=Result.FAILURE, error="versions not disabled", **fields)
-        else:
-            peers.trail.record(Action.REVOKED, **fields)
-    except AuditUnavailable as err:
-        raise OutcomeNotRecorded.after(change, err, revocation_id=finished.id) from err
+    if result.errors:
+        fields.update(result=Result.FAILURE, error="versions not disabled")
+    peers.trail.outcome(Action.REVOKED, change, {"revocation_id": finished.id}, **fields)
     _notify(peers, finished)
     # Conditional on this holder's own write: a holder that took over meanwhile (this one was too slow
     # for its lease) closes it instead, and this one gets Conflict.
