@@ -192,12 +192,8 @@ def _time(moment: datetime | None) -> str | None:
     return format_time(moment) if moment is not None else None
 
 
-def _reserved(name: str, reserved: Collection[str]) -> bool:
-    return is_reserved(name, reserved)
-
-
 def _refuse_reserved(name: str, reserved: Collection[str]) -> None:
-    if _reserved(name, reserved):
+    if is_reserved(name, reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never changed through this API")
 
 
@@ -226,7 +222,7 @@ def list_managed(
         (
             item
             for item in store.list_properties()
-            if RotationPolicy.is_managed(item.tags) and not _reserved(item.name, reserved)
+            if RotationPolicy.is_managed(item.tags) and not is_reserved(item.name, reserved)
         ),
         key=lambda item: item.name.lower(),
     )
@@ -477,7 +473,7 @@ def _rotation_target(
     except SecretDisabled:
         store.list_versions(name)  # NotFound when the secret is gone altogether
         return "the current version is disabled"
-    if _reserved(name, reserved):
+    if is_reserved(name, reserved):
         return "the service's own secret is never rotated"
     if current.managed:
         return "certificate-backed: renew the certificate"
@@ -648,8 +644,8 @@ def secret_status(
         "created": _time(current.created),
         "expires": _time(current.expires),
         "enabled": current.enabled,
-        "managed": RotationPolicy.is_managed(current.tags) and not _reserved(name, reserved),
-        "reserved": _reserved(name, reserved),
+        "managed": RotationPolicy.is_managed(current.tags) and not is_reserved(name, reserved),
+        "reserved": is_reserved(name, reserved),
     }
     if status["managed"]:
         status.update(_policy_view(current, now))
@@ -727,7 +723,7 @@ def rotation_plan(
     items: list[dict[str, Any]] = []
     violations: list[dict[str, Any]] = []
     for item in store.list_properties():
-        if _reserved(item.name, reserved) or not item.enabled:
+        if is_reserved(item.name, reserved) or not item.enabled:
             continue
         managed = RotationPolicy.is_managed(item.tags) and not item.managed
         if item.expires is not None and item.expires <= until:
