@@ -8,10 +8,11 @@ Tests replace the whole container with ``set_container``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.config import Settings
 from shared.domain.policy import Rotator
@@ -49,6 +50,38 @@ _PROBE_TRANSPORT: dict[str, Any] = {
 
 #: Retries of a throttled (429) or failing (5xx) Key Vault call before the error reaches the service.
 KEY_VAULT_STATUS_RETRIES = 10
+
+_Client = TypeVar("_Client")
+
+
+def settled_environment(
+    build: Callable[..., _Client], url_of: Callable[[_Client], str], **options: Any
+) -> _Client:
+    """``build(**options)`` with what ``requests`` would otherwise look up in the environment on every
+    request settled once, when the client is made: the proxy for its endpoint (HTTPS_PROXY, HTTP_PROXY,
+    NO_PROXY) and a CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) unless ``connection_verify`` is given.
+
+    Per request, that lookup walks the whole environment twice: about 0.3 ms of CPU on a bare machine and
+    over 1 ms on a Functions worker, whose environment holds every app setting — a tenth to a quarter of
+    an SDK call's CPU, for an environment that does not change while the worker runs (a changed app
+    setting restarts it). ``~/.netrc`` is not read either: its credentials have no business on a request
+    that carries the app's own token."""
+    settled: dict[str, Any] = {"use_env_settings": False, **options}
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle and "connection_verify" not in settled:
+        settled["connection_verify"] = bundle
+    client = build(**settled)
+    from urllib.request import getproxies_environment
+
+    if not {k for k in getproxies_environment() if k != "no"}:
+        return client
+    from requests.utils import get_environ_proxies
+
+    proxies = get_environ_proxies(url_of(client))  # NO_PROXY judged for this endpoint
+    if not proxies:
+        return client
+    getattr(client, "close", lambda: None)()
+    return build(**settled, proxies=proxies)
 
 
 class Container:
@@ -109,7 +142,13 @@ class Container:
             # self-signed. Neither shortcut is ever taken for a non-loopback vault.
             options["verify_challenge_resource"] = False
             options["connection_verify"] = str(kv.ca_bundle)
-        return SecretClient(vault_url=kv.url, credential=self._key_vault_credential(), **options)
+        return settled_environment(
+            SecretClient,
+            lambda c: c.vault_url,
+            vault_url=kv.url,
+            credential=self._key_vault_credential(),
+            **options,
+        )
 
     @cached_property
     def secret_client(self) -> SecretClient:
@@ -124,10 +163,19 @@ class Container:
 
         storage = self.settings.storage
         if storage.connection_string is not None:
-            return TableServiceClient.from_connection_string(storage.connection_string, **transport)
+            return settled_environment(
+                TableServiceClient.from_connection_string,
+                _url,
+                conn_str=storage.connection_string,
+                **transport,
+            )
         assert storage.table_service_uri is not None
-        return TableServiceClient(
-            endpoint=storage.table_service_uri, credential=self._storage_credential, **transport
+        return settled_environment(
+            TableServiceClient,
+            _url,
+            endpoint=storage.table_service_uri,
+            credential=self._storage_credential,
+            **transport,
         )
 
     @cached_property
@@ -142,11 +190,17 @@ class Container:
 
         storage = self.settings.storage
         if storage.connection_string is not None:
-            return QueueServiceClient.from_connection_string(
-                storage.connection_string, api_version=QUEUE_API_VERSION, **transport
+            return settled_environment(
+                QueueServiceClient.from_connection_string,
+                _url,
+                conn_str=storage.connection_string,
+                api_version=QUEUE_API_VERSION,
+                **transport,
             )
         assert storage.queue_service_uri is not None
-        return QueueServiceClient(
+        return settled_environment(
+            QueueServiceClient,
+            _url,
             account_url=storage.queue_service_uri,
             credential=self._storage_credential,
             api_version=QUEUE_API_VERSION,
@@ -282,7 +336,11 @@ class Container:
         from azure.eventgrid import EventGridPublisherClient
 
         credential: Any = AzureKeyCredential(settings.key) if settings.key else self._azure_credential
-        return EventGridPublisher(EventGridPublisherClient(settings.endpoint, credential))
+        endpoint = settings.endpoint
+        client = settled_environment(
+            EventGridPublisherClient, lambda _: endpoint, endpoint=endpoint, credential=credential
+        )
+        return EventGridPublisher(client)
 
     # -- probes -----------------------------------------------------------------------------------
 
@@ -324,6 +382,15 @@ class Container:
     @cached_property
     def _probe_queue_service(self) -> QueueServiceClient:
         return self._queue_service(**_PROBE_TRANSPORT)
+
+
+class _Located(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+def _url(client: _Located) -> str:
+    return client.url
 
 
 class _Deferred:
