@@ -32,6 +32,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.adapters.azure_errors import translate
+from shared.adapters.table_batch import submit_transaction
 from shared.domain.audit import (
     DIGEST_CHAIN,
     GENESIS_MAC,
@@ -302,7 +303,7 @@ class TableAuditLog(_Table):
         operations: list[Any] = [("create", head_row) if etag is None else ("update", head_row, guard)]
         operations += [("create", row) for row in rows]
         try:
-            self.table.submit_transaction(operations)
+            self._transact(operations)
         except HttpResponseError as err:
             if self._landed_quietly(partition, rows[0]):
                 return result
@@ -316,6 +317,11 @@ class TableAuditLog(_Table):
                 return result
             raise _unavailable(err) from err
         return result
+
+    def _transact(self, operations: list[Any]) -> list[dict[str, Any]]:
+        """One entity-group transaction on the audit table: the SDK's request, without the CPU of its
+        multipart machinery (shared/adapters/table_batch.py)."""
+        return submit_transaction(self.table, operations)
 
     def _head_row(self, partition: str) -> tuple[ChainHead | None, str | None]:
         """The stored head (None when missing or unreadable) and the head row's ETag (None: no row)."""
@@ -379,7 +385,7 @@ class TableAuditLog(_Table):
                     ("create", head_row) if etag is None else ("update", head_row, guard)
                 ]
                 operations += [("create", row) for row in attempt_rows]
-                answers = self.table.submit_transaction(operations)
+                answers = self._transact(operations)
                 self._remember(partition, new_head, answers[0].get("etag") if answers else None)
                 return result
             except HttpResponseError as err:  # TableTransactionError, ResourceExistsError among them

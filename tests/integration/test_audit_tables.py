@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -279,18 +279,16 @@ def test_batched_append_splits_at_the_transaction_limit(env: Env) -> None:
 
 
 class LosesFirstAnswer:
-    """A table client whose first batch commits but whose answer is lost, the way a dropped connection
-    makes azure-core retry a batch that already went through (the retry then meets its own head: 412)."""
+    """The log's transactions, the first of which commits but whose answer is lost, the way a dropped
+    connection makes azure-core retry a batch that already went through (the retry then meets its own
+    head: 412)."""
 
-    def __init__(self, table: Any) -> None:
-        self._table = table
+    def __init__(self, transact: Callable[[Any], Any]) -> None:
+        self._transact = transact
         self.lost = 0
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._table, name)
-
-    def submit_transaction(self, operations: Any) -> Any:
-        result = self._table.submit_transaction(operations)
+    def __call__(self, operations: Any) -> Any:
+        result = self._transact(operations)
         if self.lost == 0:
             self.lost += 1
             err = HttpResponseError(message="precondition failed on the retried batch")
@@ -301,8 +299,8 @@ class LosesFirstAnswer:
 
 def test_a_lost_answer_does_not_write_the_records_twice(env: Env) -> None:
     env.fill(2)
-    flaky = LosesFirstAnswer(env.log.table)
-    env.log._table = flaky  # type: ignore[assignment]
+    flaky = LosesFirstAnswer(env.log._transact)
+    env.log._transact = flaky  # type: ignore[method-assign]
     records = env.log.append([env.trail.event(Action.ROTATED, secret_name=SECRET, version="v-new")])
     assert flaky.lost == 1
     assert [r.seq for r in records] == [3]
@@ -336,18 +334,15 @@ def test_nonsense_in_a_head_or_digest_row_is_reported_not_fatal(env: Env) -> Non
 
 
 class CountsBatches:
-    """The real table client, counting transactions; the first one is slow, so callers queue up behind it,
-    and a batch holding a row marked ``poison`` is refused with 400 the way Azure refuses a bad row."""
+    """The log's real transactions, counted; the first one is slow, so callers queue up behind it, and a
+    batch holding a row marked ``poison`` is refused with 400 the way Azure refuses a bad row."""
 
-    def __init__(self, table: Any) -> None:
-        self._table = table
+    def __init__(self, transact: Callable[[Any], Any]) -> None:
+        self._transact = transact
         self.batches: list[int] = []
         self.lock = threading.Lock()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._table, name)
-
-    def submit_transaction(self, operations: Any) -> Any:
+    def __call__(self, operations: Any) -> Any:
         with self.lock:
             self.batches.append(len(operations) - 1)
             first = len(self.batches) == 1
@@ -357,14 +352,14 @@ class CountsBatches:
             err = HttpResponseError(message="InvalidInput: one of the request inputs is not valid")
             err.status_code = 400
             raise err
-        return self._table.submit_transaction(operations)
+        return self._transact(operations)
 
 
 @pytest.mark.parametrize("poisoned", [False, True])
 def test_concurrent_appends_to_one_chain_are_group_committed(env: Env, poisoned: bool) -> None:
     env.fill(1)
-    counting = CountsBatches(env.log.table)
-    env.log._table = counting  # type: ignore[assignment]
+    counting = CountsBatches(env.log._transact)
+    env.log._transact = counting  # type: ignore[method-assign]
     failures: list[BaseException] = []
 
     def writer(i: int) -> None:
