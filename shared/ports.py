@@ -22,7 +22,7 @@ from shared.domain.findings import StoredFinding
 from shared.domain.notifications import Notification
 from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import SecretItem, SecretValue, SecretVersion
-from shared.domain.state import Versioned
+from shared.domain.state import StateWrite, Versioned
 from shared.domain.targets import TargetSecret
 
 
@@ -239,8 +239,15 @@ class StateStore(Protocol):
         DependencyUnavailable."""
         ...
 
-    def list(self, partition: str) -> dict[str, Versioned]:
-        """Every state of a partition by key. Raises DependencyUnavailable."""
+    def commit(self, partition: str, writes: Sequence[StateWrite]) -> list[Versioned]:
+        """All of ``writes`` (up to 100, keys of one partition) or none: one transaction. Returns what each
+        stored. Raises Conflict when a state to create exists or one to replace changed, NotFound when one
+        to replace is gone (nothing written then), DependencyUnavailable."""
+        ...
+
+    def list(self, partition: str, *, start: str = "", stop: str | None = None) -> dict[str, Versioned]:
+        """Every state of a partition by key, keys in [``start``, ``stop``) (``stop`` None: no upper
+        bound). Raises DependencyUnavailable."""
         ...
 
 

@@ -40,7 +40,7 @@ from shared.domain.secrets import (
     validate_tags,
     validate_value,
 )
-from shared.domain.state import Versioned
+from shared.domain.state import StateWrite, Versioned
 from shared.domain.targets import TargetSecret
 from shared.ports import Clock, MacKeyRing
 
@@ -237,9 +237,31 @@ class InMemoryStateStore:
                 raise Conflict(f"{partition}/{key} changed since it was read")
             del self.rows[(partition, key)]
 
-    def list(self, partition: str) -> dict[str, Versioned]:
+    def commit(self, partition: str, writes: Sequence[StateWrite]) -> list[Versioned]:
         with self._lock:
-            return {k: v for (p, k), v in self.rows.items() if p == partition}
+            if len({w.key for w in writes}) != len(writes) or len(writes) > 100:
+                raise ValueError("a transaction writes each key once, at most 100")
+            for write in writes:  # all checked before anything is written
+                current = self.rows.get((partition, write.key))
+                if write.etag is None and current is not None:
+                    raise Conflict(f"{partition}/{write.key} exists already")
+                if write.etag is not None and current is None:
+                    raise NotFound(f"{partition}/{write.key} does not exist")
+                if write.etag is not None and current is not None and current.etag != write.etag:
+                    raise Conflict(f"{partition}/{write.key} changed since it was read")
+            stored = []
+            for write in writes:
+                self.rows[(partition, write.key)] = version = self._next(write.state)
+                stored.append(version)
+            return stored
+
+    def list(self, partition: str, *, start: str = "", stop: str | None = None) -> dict[str, Versioned]:
+        with self._lock:
+            return {
+                k: v
+                for (p, k), v in self.rows.items()
+                if p == partition and k >= start and (stop is None or k < stop)
+            }
 
 
 class InMemoryFindings:

@@ -53,7 +53,7 @@ from shared.domain.audit import (
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
 from shared.domain.findings import StoredFinding, review
-from shared.domain.state import Versioned
+from shared.domain.state import StateWrite, Versioned
 from shared.ports import MacKeyRing
 
 logger = logging.getLogger(__name__)
@@ -694,10 +694,47 @@ class TableStateStore(_Table):
         except AzureError as err:
             raise _unavailable(err) from err
 
-    def list(self, partition: str) -> dict[str, Versioned]:
-        query = "PartitionKey eq @partition"
+    def commit(self, partition: str, writes: Sequence[StateWrite]) -> list[Versioned]:
+        operations: list[Any] = []
+        for write in writes:
+            entity = _strip({**write.state, "PartitionKey": partition, "RowKey": write.key})
+            if write.etag is None:
+                operations.append(("create", entity))
+            else:
+                guard = {
+                    "mode": UpdateMode.REPLACE,
+                    "etag": write.etag,
+                    "match_condition": MatchConditions.IfNotModified,
+                }
+                operations.append(("update", entity, guard))
         try:
-            entities = list(self.table.query_entities(query, parameters={"partition": partition}))
+            answers = submit_transaction(self.table, operations)
+        except HttpResponseError as err:
+            status = getattr(err, "status_code", None)
+            if status in (409, 412):
+                raise Conflict(
+                    f"{partition}: a state of the transaction exists or changed; nothing written"
+                ) from None
+            if status == 404:
+                raise NotFound(
+                    f"{partition}: a state of the transaction does not exist; nothing written"
+                ) from None
+            raise _unavailable(err) from err
+        except AzureError as err:
+            raise _unavailable(err) from err
+        return [
+            Versioned(state=_strip(write.state), etag=str(answer.get("etag", "")))
+            for write, answer in zip(writes, answers, strict=True)
+        ]
+
+    def list(self, partition: str, *, start: str = "", stop: str | None = None) -> dict[str, Versioned]:
+        query = "PartitionKey eq @partition and RowKey ge @start"
+        parameters = {"partition": partition, "start": start}
+        if stop is not None:
+            query += " and RowKey lt @stop"
+            parameters["stop"] = stop
+        try:
+            entities = list(self.table.query_entities(query, parameters=parameters))
         except ResourceNotFoundError:
             return {}
         except AzureError as err:

@@ -27,6 +27,16 @@ class Versioned:
     etag: str
 
 
+@dataclass(frozen=True)
+class StateWrite:
+    """One write of a transaction (``StateStore.commit``): create ``key`` (``etag`` None: it must not
+    exist) or replace it if still at version ``etag``."""
+
+    key: str
+    state: Mapping[str, Any]
+    etag: str | None = None
+
+
 def lease_runs(until: object, now: datetime, lease: timedelta) -> bool:
     """Whether a stored lease ending ``until`` still runs at ``now``. Anything but a time this service
     writes is no lease; one ending further ahead than any holder can take (``lease`` twice over: a forged

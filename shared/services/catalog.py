@@ -53,13 +53,14 @@ from shared.services.rotation import (
     IDLE,
     PARTITION,
     PROMOTING,
-    RETIRE,
     Busy,
     NotManaged,
     Progress,
     acquire,
+    progress_rows,
     release,
     retirements,
+    schedule_key,
     service_tags,
 )
 
@@ -229,7 +230,7 @@ def list_managed(
     if after is not None:
         managed = [item for item in managed if item.name.lower() > after.lower()]
     page, more = managed[:limit], len(managed) > limit
-    progress = states.list(PARTITION)
+    progress = progress_rows(states)
     now = clock.now()
     items = []
     for item in page:
@@ -655,7 +656,7 @@ def secret_status(
     status["state"] = _state(progress, now)
     status["last_rotation"] = _last_rotation(reader, vault, name, progress)
     status["last_failure"] = _last_failure(reader, vault, name, progress)
-    retire = states.get(RETIRE, key)
+    retire = states.get(PARTITION, schedule_key(key))
     status["retirements"] = [
         {"version": version, "after": format_time(after)}
         for version, after in (retirements(retire.state) if retire else [])

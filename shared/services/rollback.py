@@ -55,7 +55,6 @@ from shared.services.rotation import (
     PARTITION,
     PREVIOUS_VERSION_TAG,
     RESTORED_VERSION_TAG,
-    RETIRE,
     RETIRED_BY_TAG,
     ROTATED_BY,
     ROTATION_ID_TAG,
@@ -66,6 +65,7 @@ from shared.services.rotation import (
     release,
     retired_tags,
     retirements,
+    schedule_key,
     service_tags,
     write_progress,
     written_by_service,
@@ -381,15 +381,16 @@ def _schedule(states: StateStore, key: str, versions: list[str], after: datetime
     this one). One compare-and-swap, retried when a concurrent write changed the schedule; raises Conflict
     when it keeps changing."""
     for _ in range(3):
-        stored = states.get(RETIRE, key)
+        row = schedule_key(key)
+        stored = states.get(PARTITION, row)
         kept = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v not in versions]
         planned = [*kept, *((v, after) for v in versions)]
         state = {"versions": json.dumps([[v, format_time(t)] for v, t in planned])}
         try:
             if stored is None:
-                states.create(RETIRE, key, state)
+                states.create(PARTITION, row, state)
             else:
-                states.replace(RETIRE, key, state, stored.etag)
+                states.replace(PARTITION, row, state, stored.etag)
             return
         except (Conflict, NotFound):
             continue

@@ -41,7 +41,7 @@ from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notific
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import MAX_TAGS, SecretVersion
-from shared.domain.state import Versioned, lease_runs
+from shared.domain.state import StateWrite, Versioned, lease_runs
 from shared.domain.targets import (
     PENDING_FOR_TAG,
     TargetRefused,
@@ -57,7 +57,13 @@ logger = logging.getLogger(__name__)
 
 PARTITION = "rotation"
 VIOLATIONS = "policy-violation"
-RETIRE = "retire"
+#: A secret's retirement schedule is a row beside its progress, in the same partition (a rotation closes
+#: its progress and schedules the retirement in one transaction), keyed after every progress row: this
+#: prefix sorts after the characters of a secret name, so each kind is one key range of the partition
+#: (schedules: [prefix, prefix + "~"), since "~" sorts after them too).
+SCHEDULE_PREFIX = "~retire~"
+#: Where schedules were kept before they moved beside the progress: the next retirement run moves them.
+LEGACY_RETIRE = "retire"
 #: Longer than host.json's functionTimeout (10 min): a holder is stopped by the platform before its lease
 #: can run out under it, so a lease that expired belongs to a holder that is gone.
 LEASE = timedelta(minutes=15)
@@ -105,6 +111,17 @@ def written_by_service(version: SecretVersion, states: StateStore) -> bool:
     if progress.step != IDLE and progress.rotation_id == rotation_id:
         return True  # the event can arrive before the write's row closes
     return f"{rotation_id}:{version.version}" in progress.made_list()
+
+
+def schedule_key(key: str) -> str:
+    """The row key of the retirement schedule of the secret whose progress row is ``key``."""
+    return SCHEDULE_PREFIX + key
+
+
+def progress_rows(states: StateStore) -> dict[str, Versioned]:
+    """Every secret's progress row by key (the schedules beside them excluded). Raises
+    DependencyUnavailable."""
+    return states.list(PARTITION, stop=SCHEDULE_PREFIX)
 
 
 def service_tags(rotation_id: str) -> dict[str, str]:
@@ -571,13 +588,6 @@ def _promote(
     if target is not None:
         _discard_pending(store, name, progress.rotation_id)  # also when promoted before a crash
     try:
-        # Scheduled (idempotently) before the success is on record, so nothing after the success record
-        # can fail the rotation and make its retry record the success again.
-        grace = policy.previous_grace()
-        if grace is not None and progress.from_version != new.version:
-            _retrying(
-                lambda: schedule_retirement(states, key, progress.from_version or "", new.created + grace)
-            )
         # On record before the progress closes: a failure here leaves it open, and the retry records it.
         trail.record(
             Action.ROTATED,
@@ -592,14 +602,52 @@ def _promote(
     # rotation id), where sending it after would lose it for good — and consumers of a single-user
     # database credential learn from it that the old value stopped working.
     announce(new.version)
-    progress.closed(new.version)
+    grace = policy.previous_grace()
+    retire = None
+    if grace is not None and progress.from_version != new.version:
+        retire = (progress.from_version, new.created + grace)
+    closed = dataclasses.replace(progress)
+    closed.closed(new.version)
+    try:
+        _close(states, name, key, closed, etag, retire)
+    except DomainError as err:
+        # The row stays open and the lease is released: the retry (the queue's, or the sweep's
+        # resumption) finds the version made, and records, announces, schedules and closes again.
+        raise _ClosePending(err) from err
+    return new.version
+
+
+def _close(
+    states: StateStore,
+    name: str,
+    key: str,
+    progress: Progress,
+    etag: str,
+    retire: tuple[str, datetime] | None,
+) -> None:
+    """Close the progress and, with ``retire``, schedule that replaced version's retirement, in one
+    transaction: most secrets have no schedule when they rotate (retirement removes an emptied one long
+    before the next rotation), so this is one store call. When the schedule exists already or the row
+    changed, each is written on its own: the schedule (idempotently), then the progress — a row that
+    changed or vanished meanwhile (a takeover, a storage writer) does not make this a failed rotation, the
+    version is made and its success on record. Raises Conflict when the schedule keeps changing,
+    DependencyUnavailable."""
+    if retire is not None:
+        version, after = retire
+        writes = [
+            StateWrite(key, progress.state(), etag),
+            StateWrite(schedule_key(key), _schedule_state([(version, after)])),
+        ]
+        try:
+            states.commit(PARTITION, writes)
+            return
+        except (Conflict, NotFound):
+            pass
+        _retrying(lambda: schedule_retirement(states, key, version, after))
     try:
         states.replace(PARTITION, key, progress.state(), etag)
     except (Conflict, NotFound):
-        # The version is made and its success on record: a progress row that changed or vanished
-        # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
         logger.warning("rotation progress of %s changed before it could be closed", name)
-    return new.version
 
 
 def _value(store: SecretStore, name: str, version: SecretVersion) -> str:
@@ -868,27 +916,24 @@ def retirements(state: Mapping[str, Any]) -> list[tuple[str, datetime]]:
         return []
 
 
-def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
-    """Add a previous version to its secret's retirement schedule (its own entity, so retiring never
-    races a rotation's progress). Raises Conflict when the schedule changed meanwhile.
+def _schedule_state(planned: Sequence[tuple[str, datetime]]) -> dict[str, Any]:
+    return {"versions": json.dumps([[v, format_time(t)] for v, t in planned])}
 
-    Most secrets have no schedule when they rotate (retirement removes an emptied one, long before the
-    next rotation), so creating it is tried first: one store call instead of a read and a write."""
-    first = {"versions": json.dumps([[version, format_time(after)]])}
-    try:
-        states.create(RETIRE, key, first)
-        return
-    except Conflict:
-        pass
-    stored = states.get(RETIRE, key)
+
+def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
+    """Add a previous version to its secret's retirement schedule (its own row, so retiring never races a
+    rotation's progress), unless it is planned already. Raises Conflict when the schedule changed
+    meanwhile."""
+    row = schedule_key(key)
+    stored = states.get(PARTITION, row)
     planned = retirements(stored.state) if stored else []
     if any(v == version for v, _ in planned):
         return
-    state = {"versions": json.dumps([[v, format_time(t)] for v, t in [*planned, (version, after)]])}
+    state = _schedule_state([*planned, (version, after)])
     if stored is None:
-        states.create(RETIRE, key, state)
+        states.create(PARTITION, row, state)
     else:
-        states.replace(RETIRE, key, state, stored.etag)
+        states.replace(PARTITION, row, state, stored.etag)
 
 
 def retire_due(
@@ -915,7 +960,8 @@ def retire_due(
     meanwhile or another write holds the lease (retry later), DomainError from the vault or the target.
     """
     key = name.lower()
-    stored = states.get(RETIRE, key)
+    row = schedule_key(key)
+    stored = states.get(PARTITION, row)
     if stored is None:
         return []
     planned = retirements(stored.state)
@@ -924,14 +970,14 @@ def retire_due(
     if not due:
         return []
     if is_reserved(key, reserved):
-        states.delete(RETIRE, key, stored.etag)
+        states.delete(PARTITION, row, stored.etag)
         return []
     progress = states.get(PARTITION, key)  # before the vault, as ``acquire`` wants it
     try:
         current = store.get_properties(name)
     except NotFound:
         logger.info("retirement schedule of %s dropped: the secret is gone", name)
-        states.delete(RETIRE, key, stored.etag)
+        states.delete(PARTITION, row, stored.etag)
         return []
     grace = _grace_of(current)
     versions = store.list_versions(name)
@@ -966,10 +1012,9 @@ def retire_due(
         finisher.release()
     remaining = [(v, t) for v, t in planned if t > now] + kept
     if remaining:
-        state = {"versions": json.dumps([[v, format_time(t)] for v, t in remaining])}
-        states.replace(RETIRE, key, state, stored.etag)
+        states.replace(PARTITION, row, _schedule_state(remaining), stored.etag)
     else:
-        states.delete(RETIRE, key, stored.etag)  # nothing left: the next rotation creates it afresh
+        states.delete(PARTITION, row, stored.etag)  # nothing left: the next rotation creates it afresh
     return retired
 
 
@@ -1123,7 +1168,9 @@ def retire_all(
     the names that failed. Raises DependencyUnavailable when the schedule cannot be read at all."""
     retired: list[tuple[str, str]] = []
     failed: list[str] = []
-    for key in states.list(RETIRE):
+    _adopt_legacy_schedules(states)
+    scheduled = states.list(PARTITION, start=SCHEDULE_PREFIX, stop=SCHEDULE_PREFIX + "~")
+    for key in (row.removeprefix(SCHEDULE_PREFIX) for row in scheduled):
         try:
             retired += [
                 (key, version)
@@ -1144,6 +1191,19 @@ def retire_all(
                     error=str(err)[:500],
                 )
     return retired, failed
+
+
+def _adopt_legacy_schedules(states: StateStore) -> None:
+    """Move the schedules kept where they were before (partition ``retire``) beside their secrets'
+    progress: each planned version is added (``schedule_retirement``: none twice), then the old row is
+    deleted. One that changes meanwhile is left for the next run. Raises DependencyUnavailable."""
+    for key, stored in states.list(LEGACY_RETIRE).items():
+        try:
+            for version, after in retirements(stored.state):
+                _retrying(functools.partial(schedule_retirement, states, key, version, after))
+            states.delete(LEGACY_RETIRE, key, stored.etag)
+        except (Conflict, NotFound):
+            logger.info("the old retirement schedule of %s is moved by the next run", key)
 
 
 def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationOutcome) -> None:
@@ -1204,7 +1264,7 @@ def resume_stale(
     now = clock.now()
     stale = [
         key
-        for key, stored in states.list(PARTITION).items()
+        for key, stored in progress_rows(states).items()
         if (progress := Progress.of(stored.state)).step == PROMOTING and not progress.leased_by_other("", now)
     ]
     valid: list[RotationRequest] = []

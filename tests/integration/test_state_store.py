@@ -13,6 +13,7 @@ from azure.data.tables import TableServiceClient
 from devtools.azurite import AzuriteProcess
 from shared.adapters.tables import TableStateStore
 from shared.domain.errors import Conflict, NotFound
+from shared.domain.state import StateWrite
 from shared.ports import StateStore
 from tests.fakes import InMemoryStateStore
 
@@ -89,3 +90,38 @@ def test_concurrent_transitions_from_one_read_let_exactly_one_through(store: Sta
     assert len(won) == 1 and len(lost) == 7
     final = store.get("rotation", "api-key")
     assert final is not None and final.state["by"] == won[0]
+
+
+def test_a_partition_lists_a_key_range(store: StateStore) -> None:
+    for key in ("a", "b", "~retire~a", "~retire~b"):
+        store.create("rotation", key, {"k": key})
+    assert sorted(store.list("rotation", stop="~retire~")) == ["a", "b"]
+    assert sorted(store.list("rotation", start="~retire~", stop="~retire~~")) == ["~retire~a", "~retire~b"]
+    assert sorted(store.list("rotation", start="b")) == ["b", "~retire~a", "~retire~b"]
+
+
+def test_a_transaction_writes_all_or_nothing(store: StateStore) -> None:
+    progress = store.create("rotation", "db-password", {"step": "promoting"})
+    closed, schedule = store.commit(
+        "rotation",
+        [
+            StateWrite("db-password", {"step": "idle"}, progress.etag),
+            StateWrite("~retire~db-password", {"versions": "[]"}),
+        ],
+    )
+    assert store.get("rotation", "db-password") == closed
+    assert store.get("rotation", "~retire~db-password") == schedule
+    refused = [
+        # stale: read before the transaction above
+        [StateWrite("db-password", {"step": "x"}, progress.etag), StateWrite("new", {"v": 1})],
+        # the schedule exists already
+        [StateWrite("db-password", {"step": "x"}, closed.etag), StateWrite("~retire~db-password", {"v": 1})],
+    ]
+    for writes in refused:
+        with pytest.raises(Conflict):
+            store.commit("rotation", writes)
+    gone = [StateWrite("nothing", {"step": "x"}, closed.etag), StateWrite("new", {"v": 1})]
+    with pytest.raises(NotFound):
+        store.commit("rotation", gone)
+    assert store.get("rotation", "db-password") == closed  # none of the refused ones wrote anything
+    assert store.get("rotation", "new") is None

@@ -45,9 +45,9 @@ class CountingStates(InMemoryStateStore):
         super().__init__()
         self.calls: list[str] = []
 
-    def list(self, partition: str) -> dict[str, Versioned]:
+    def list(self, partition: str, *, start: str = "", stop: str | None = None) -> dict[str, Versioned]:
         self.calls.append(f"list:{partition}")
-        return super().list(partition)
+        return super().list(partition, start=start, stop=stop)
 
     def get(self, partition: str, key: str) -> Versioned | None:
         self.calls.append(f"get:{partition}")

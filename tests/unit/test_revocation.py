@@ -299,7 +299,8 @@ def test_a_retirement_after_a_revocation_leaves_the_revoked_version_unmarked(wor
     world.clock.advance(timedelta(hours=2))
     assert rotation.retire_due(NAME, world.store, world.states, trail, world.clock, reserved=RESERVED) == []
     assert rotation.RETIRED_BY_TAG not in world.store.get_properties(NAME, world.v2.version).tags
-    assert world.states.get(rotation.RETIRE, NAME) is None  # dropped from the schedule
+    schedule = world.states.get(rotation.PARTITION, rotation.schedule_key(NAME))
+    assert schedule is None  # dropped from the schedule
 
 
 def test_a_long_justification_of_any_script_still_fits_its_record(world: World) -> None:

@@ -18,7 +18,6 @@ from shared.services.audit import AuditTrail, AuditUnavailable
 from shared.services.rollback import ROLLED_BACK_FROM_TAG, RollbackOutcome, rollback
 from shared.services.rotation import (
     PARTITION,
-    RETIRE,
     RETIRED_BY_TAG,
     ROTATION_ID_TAG,
     Busy,
@@ -27,6 +26,7 @@ from shared.services.rotation import (
     retire_due,
     retirements,
     rotate,
+    schedule_key,
 )
 from tests.fakes import (
     FixedClock,
@@ -227,15 +227,16 @@ def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_a
     world.clock.advance(timedelta(hours=25))
     assert retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED) == [old]
     assert not world.store.get_properties(NAME, old).enabled
-    assert world.states.get(RETIRE, NAME) is None  # emptied: removed
+    assert world.states.get(PARTITION, schedule_key(NAME)) is None  # emptied: removed
     # And suppose it were still scheduled, at an earlier time.
-    world.states.create(RETIRE, NAME, {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'})
+    earlier = {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'}
+    world.states.create(PARTITION, schedule_key(NAME), earlier)
     outcome = world.rollback()
     assert world.store.get_properties(NAME, old).enabled
     assert world.store.get_value(NAME).value == "good-old-value"
     # Replaced again by the rollback's version: both old versions retire after the grace from it.
     created = world.store.get_properties(NAME, outcome.new_version).created
-    schedule = world.states.get(RETIRE, NAME)
+    schedule = world.states.get(PARTITION, schedule_key(NAME))
     assert schedule is not None
     assert sorted(retirements(schedule.state)) == sorted(
         [(old, created + timedelta(hours=24)), (bad, created + timedelta(hours=24))]
@@ -270,7 +271,7 @@ def test_without_a_grace_the_old_versions_stay_enabled(world: World) -> None:
     world.clock.advance(timedelta(days=31))
     rotate(NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED)
     world.rollback()
-    assert world.states.get(RETIRE, NAME) is None
+    assert world.states.get(PARTITION, schedule_key(NAME)) is None
     assert all(world.store.get_properties(NAME, v).enabled for v in world.versions())
 
 
@@ -299,13 +300,13 @@ def test_a_failed_rollback_leaves_a_retired_version_disabled_and_the_schedule_as
     world.clock.advance(timedelta(hours=25))
     retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
     assert not world.store.get_properties(NAME, old).enabled
-    schedule = world.states.get(RETIRE, NAME)
+    schedule = world.states.get(PARTITION, schedule_key(NAME))
     fail(world)
     with pytest.raises(error):
         world.rollback()
     assert not world.store.get_properties(NAME, old).enabled, "a failed rollback left the old version enabled"
     assert len(world.versions()) == 2
-    after = world.states.get(RETIRE, NAME)
+    after = world.states.get(PARTITION, schedule_key(NAME))
     assert (after.state if after else None) == (schedule.state if schedule else None)
     assert [e.result for e in world.records(Action.ROLLED_BACK)] == [Result.INTENT, Result.FAILURE]
     recovered = InMemorySecretStore.__new__(InMemorySecretStore)

@@ -28,6 +28,7 @@ from shared.services.rotation import (
     retire_due,
     rotate,
     rotate_requested,
+    schedule_key,
 )
 from shared.services.sweep import PolicyViolation
 from tests.fakes import (
@@ -398,8 +399,9 @@ def test_a_forged_retirement_schedule_disables_nothing_it_should_not(world: Worl
     [current] = world.versions()
     [mac_key] = world.versions("audit-hmac-key")
     for name, version in (("dispatch-api-key", current), ("audit-hmac-key", mac_key)):
-        world.states.create("retire", name, {"versions": f'[["{version}", "2000-01-01T00:00:00.000000Z"]]'})
-    world.states.create("retire", "other", {"versions": "not json"})
+        schedule = {"versions": f'[["{version}", "2000-01-01T00:00:00.000000Z"]]'}
+        world.states.create(PARTITION, schedule_key(name), schedule)
+    world.states.create(PARTITION, schedule_key("other"), {"versions": "not json"})
     retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
     assert (retired, failed) == ([], [])  # the unreadable schedule of "other" is ignored, not fatal
     assert world.store.get_properties("dispatch-api-key", current).enabled

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.errors import DependencyUnavailable
 from shared.domain.policy import (
     INTERVAL_TAG,
     KIND_TAG,
@@ -20,16 +21,18 @@ from shared.domain.policy import (
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.audit import AuditTrail, AuditUnavailable
 from shared.services.rotation import (
+    LEGACY_RETIRE,
     PARTITION,
-    RETIRE,
     Progress,
     acquire,
+    progress_rows,
     record_violations,
     release,
     resume_stale,
     retire_all,
     rotate,
     rotate_requested,
+    schedule_key,
     written_by_service,
 )
 from shared.services.sweep import sweep
@@ -107,12 +110,15 @@ class World:
     def successes(self) -> list[AuditEvent]:
         return [e for e in self.log.events if e.action == Action.ROTATED and e.result == Result.SUCCESS]
 
-    def forge(self, partition: str, state: dict[str, Any]) -> None:
-        stored = self.states.get(partition, NAME)
+    def forge_schedule(self, state: dict[str, Any]) -> None:
+        self.forge(PARTITION, state, schedule_key(NAME))
+
+    def forge(self, partition: str, state: dict[str, Any], key: str = NAME) -> None:
+        stored = self.states.get(partition, key)
         if stored is None:
-            self.states.create(partition, NAME, state)
+            self.states.create(partition, key, state)
         else:
-            self.states.replace(partition, NAME, state, stored.etag)
+            self.states.replace(partition, key, state, stored.etag)
 
 
 @pytest.fixture
@@ -134,7 +140,7 @@ def test_a_rotation_killed_after_its_write_is_finished_by_the_next_sweep_after_i
     [success] = world.successes()
     assert success.version == world.store.get_properties(NAME).version
     assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
-    stored = world.states.get(RETIRE, NAME)
+    stored = world.states.get(PARTITION, schedule_key(NAME))
     assert stored is not None and old in stored.state["versions"]
     for _ in range(3):  # and nothing more after that
         world.hourly_sweep()
@@ -167,8 +173,9 @@ def test_a_forged_promoting_row_naming_a_closed_rotation_records_no_second_succe
 def test_a_forged_schedule_never_retires_an_encryption_keys_previous_version(world: World) -> None:
     v1 = world.seed(RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30), None, "telemetry"))
     assert world.rotate().status == "rotated"
-    assert world.states.get(RETIRE, NAME) is None  # old ciphertext needs the previous versions
-    world.forge(RETIRE, {"versions": f'[["{v1}", "{LONG_AGO}"]]'})
+    # Old ciphertext needs the previous versions.
+    assert world.states.get(PARTITION, schedule_key(NAME)) is None
+    world.forge_schedule({"versions": f'[["{v1}", "{LONG_AGO}"]]'})
     retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
     assert world.store.get_properties(NAME, v1).enabled
 
@@ -176,7 +183,7 @@ def test_a_forged_schedule_never_retires_an_encryption_keys_previous_version(wor
 def test_a_forged_schedule_cannot_cut_the_grace_short(world: World) -> None:
     v1 = world.seed()
     world.rotate()
-    world.forge(RETIRE, {"versions": f'[["{v1}", "{LONG_AGO}"]]'})
+    world.forge_schedule({"versions": f'[["{v1}", "{LONG_AGO}"]]'})
     retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
     assert world.store.get_properties(NAME, v1).enabled  # 0 h into its 24 h grace
     world.clock.advance(timedelta(hours=24, seconds=1))
@@ -193,7 +200,7 @@ def test_a_deleted_secret_takes_its_schedule_with_it(world: World) -> None:
     for _ in range(3):
         world.clock.advance(timedelta(days=1))
         assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
-    assert world.states.get(RETIRE, NAME) is None
+    assert world.states.get(PARTITION, schedule_key(NAME)) is None
     assert not [e for e in world.log.events if e.action == Action.VERSION_RETIRED]
 
 
@@ -235,7 +242,7 @@ def test_a_schedule_written_concurrently_does_not_record_the_success_twice(world
             return getattr(inner, attr)
 
         def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
-            if partition == RETIRE and not Racy.hit:
+            if key == schedule_key(NAME) and not Racy.hit:
                 Racy.hit = True
                 current = inner.get(partition, key)
                 assert current is not None
@@ -307,35 +314,42 @@ def test_a_fresh_lease_is_not_renewed_before_the_vault_write(world: World) -> No
         writes.append(str(state.get("step")))
         return replace(partition, key, state, etag)
 
+    commit = world.states.commit
+
+    def counting_commit(partition: str, commits: Any) -> Any:
+        writes.extend(str(w.state.get("step")) for w in commits)
+        return commit(partition, commits)
+
     world.states.replace = counting  # type: ignore[method-assign]
+    world.states.commit = counting_commit  # type: ignore[method-assign]
     assert world.rotate().status == "rotated"
     # The lease is written once and closed once: no renewal a moment after it was taken.
     assert [w for w in writes if w in ("promoting", "idle")] == ["idle"]
 
 
 def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call(world: World) -> None:
+    """The rotation closes its progress and creates the schedule in one transaction: no call of its own."""
     v1 = world.seed()
     calls: list[str] = []
-    for method in ("get", "create", "replace", "delete"):
+    for method in ("get", "create", "replace", "delete", "commit"):
         inner = getattr(world.states, method)
 
         def counted(partition: str, *args: Any, _inner: Any = inner, _m: str = method) -> Any:
-            if partition == RETIRE:
-                calls.append(_m)
+            calls.append(_m)
             return _inner(partition, *args)
 
         setattr(world.states, method, counted)
     world.rotate()
-    assert calls == ["create"]  # the first schedule: one call
+    assert calls == ["get", "create", "commit"]  # progress read, lease, close + the first schedule
     world.clock.advance(timedelta(hours=25))
     assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
         (NAME, v1)
     ]
-    assert world.states.get(RETIRE, NAME) is None  # emptied: removed
+    assert world.states.get(PARTITION, schedule_key(NAME)) is None  # emptied: removed
     calls.clear()
     world.clock.advance(timedelta(days=31))
     assert world.rotate().status == "rotated"
-    assert calls == ["create"]  # so the next rotation's schedule is one call again
+    assert calls == ["get", "replace", "commit"]  # so the next rotation's schedule costs no call again
 
 
 def test_a_dead_holders_row_of_a_secret_deleted_since_is_closed_not_requested_every_hour(
@@ -353,3 +367,57 @@ def test_a_dead_holders_row_of_a_secret_deleted_since_is_closed_not_requested_ev
     skipped = len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED])
     world.hourly_sweep()
     assert len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]) == skipped
+
+
+def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(world: World) -> None:
+    """The progress and the schedule are one transaction after the success is on record: when it fails,
+    the lease is released for the retry, and nothing says the rotation failed (SecretRotated went out)."""
+    old = world.seed()
+    commit = world.states.commit
+    failures = [DependencyUnavailable("state", "unreachable")]
+
+    def failing(partition: str, writes: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return commit(partition, writes)
+
+    world.states.commit = failing  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        world.request()
+    stored = world.states.get(PARTITION, NAME)
+    assert stored is not None and stored.state["step"] == "promoting"
+    assert not Progress.of(stored.state).leased_by_other("", world.clock.now())  # released: retry at once
+    assert [e for e in world.log.events if e.action == Action.ROTATION_FAILED] == []
+    assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
+    assert world.request().status == "rotated"  # the queue's retry finishes it, no second version
+    assert len(world.store.versions_of(NAME)) == 2
+    closed = world.states.get(PARTITION, NAME)
+    assert closed is not None and closed.state["step"] == "idle"
+    schedule = world.states.get(PARTITION, schedule_key(NAME))
+    assert schedule is not None and old in schedule.state["versions"]
+
+
+def test_a_schedule_kept_where_schedules_were_before_is_moved_and_honoured(world: World) -> None:
+    old = world.seed()
+    world.rotate()
+    moved = world.states.get(PARTITION, schedule_key(NAME))
+    assert moved is not None
+    world.states.delete(PARTITION, schedule_key(NAME), moved.etag)
+    world.states.create(LEGACY_RETIRE, NAME, dict(moved.state))  # as an older release stored it
+    world.clock.advance(timedelta(hours=12))  # within the grace: moved, not retired yet
+    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
+    assert world.states.list(LEGACY_RETIRE) == {}
+    kept = world.states.get(PARTITION, schedule_key(NAME))
+    assert kept is not None and kept.state["versions"] == moved.state["versions"]
+    world.clock.advance(timedelta(hours=13))
+    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
+        (NAME, old)
+    ]
+    assert not world.store.get_properties(NAME, old).enabled
+
+
+def test_progress_and_schedules_are_listed_apart(world: World) -> None:
+    world.seed()
+    world.rotate()
+    assert list(progress_rows(world.states)) == [NAME]
+    assert set(world.states.list(PARTITION)) == {NAME, schedule_key(NAME)}
