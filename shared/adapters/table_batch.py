@@ -100,6 +100,11 @@ def submit_transaction(table: TableClient, operations: Iterable[Any]) -> list[di
     for part in parts:
         if not 200 <= part.status < 300:
             raise _part_error(table.table_name, part)
+    if len(parts) != len(builder.requests):
+        # Committed or not, this answer cannot say which: callers treat it as an ambiguous failure.
+        raise HttpResponseError(
+            message=f"a $batch answer with {len(parts)} part(s) for {len(builder.requests)} operation(s)"
+        )
     return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
 
 
