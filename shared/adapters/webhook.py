@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -129,9 +130,17 @@ class WebhookRotator:
         body = json.dumps(document, separators=(",", ":")).encode()
         parts = urlsplit(target)
         host = parts.netloc
-        # A loopback consumer is on this machine: an environment proxy could not reach it.
-        proxies = {"no_proxy": parts.hostname or ""} if _is_loopback(parts.hostname) else None
+        # A loopback consumer is on this machine: an environment proxy could not reach it. Otherwise the
+        # environment's proxy for this URL (HTTPS_PROXY, NO_PROXY), as requests would find it.
+        loopback = _is_loopback(parts.hostname)
+        proxies = {} if loopback else requests.utils.get_environ_proxies(target)
+        verify = self._verify
+        if verify is True:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         with requests.Session() as session:
+            # Nothing else from the environment: requests would send the credentials ~/.netrc holds for
+            # the consumer's host to the consumer, as basic auth.
+            session.trust_env = False
             for attempt in range(1, self._attempts + 1):
                 timestamp = int(self._now())  # signed per attempt: a retry is not a stale request
                 headers = {
@@ -147,7 +156,7 @@ class WebhookRotator:
                         headers=headers,
                         timeout=(self._timeout, self._timeout),
                         allow_redirects=False,
-                        verify=self._verify,
+                        verify=verify,
                         proxies=proxies,
                         stream=True,  # the answer's body is never read: only its status counts
                     )

@@ -395,3 +395,17 @@ def test_no_request_goes_to_a_target_without_a_signing_key(
     rotator.tags(secret_at(consumer.url))
     rotator.set(secret_at(consumer.url), NEW)
     assert consumer.accepts(NEW)
+
+
+def test_netrc_credentials_never_reach_the_consumer(
+    consumer: WebhookConsumer, store: InMemorySecretStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """requests would send what ``~/.netrc`` holds for the consumer's host as basic auth."""
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login operator password local-only-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(netrc))
+    rotator_for(consumer, store).set(secret_at(consumer.url), NEW)
+    [call] = consumer.calls
+    assert "Authorization" not in call.headers and "authorization" not in call.headers
