@@ -77,6 +77,8 @@ def settled_environment(
         return client
     from requests.utils import get_environ_proxies
 
+    if "proxies" in settled:
+        return client  # the caller's own
     proxies = get_environ_proxies(url_of(client))  # NO_PROXY judged for this endpoint
     if not proxies:
         return client

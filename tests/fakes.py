@@ -257,9 +257,9 @@ class InMemoryStateStore:
 
     def list(self, partition: str, *, start: str = "", stop: str | None = None) -> dict[str, Versioned]:
         with self._lock:
-            return {
+            return {  # in key order, as the Table service answers
                 k: v
-                for (p, k), v in self.rows.items()
+                for (p, k), v in sorted(self.rows.items())
                 if p == partition and k >= start and (stop is None or k < stop)
             }
 

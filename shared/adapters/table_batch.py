@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import RequestTooLargeError, TableClient, TableTransactionError
 from azure.data.tables._error import _decode_error, _validate_tablename_error
@@ -92,6 +92,9 @@ def submit_transaction(table: TableClient, operations: Iterable[Any]) -> list[di
     )
     response = table._client.send_request(request, stream=True)
     response.read()
+    if response.status_code == 413:
+        too_large = "The transaction request was too large"
+        raise _decode(response, error_message=too_large, error_type=RequestTooLargeError)
     if response.status_code != 202:
         decoded = _decode(response)
         _validate_name(decoded, table.table_name)
@@ -101,10 +104,7 @@ def submit_transaction(table: TableClient, operations: Iterable[Any]) -> list[di
         if not 200 <= part.status < 300:
             raise _part_error(table.table_name, part)
     if len(parts) != len(builder.requests):
-        # Committed or not, this answer cannot say which: callers treat it as an ambiguous failure.
-        raise HttpResponseError(
-            message=f"a $batch answer with {len(parts)} part(s) for {len(builder.requests)} operation(s)"
-        )
+        raise _unreadable(f"{len(parts)} part(s) for {len(builder.requests)} operation(s)")
     return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
 
 
@@ -132,7 +132,7 @@ def _parts(body: bytes, content_type: str) -> list[_Part]:
     """The ``application/http`` answers in a multipart/mixed body, nested changesets included, in order."""
     found = _BOUNDARY.search(content_type.encode())
     if found is None:
-        raise HttpResponseError(message=f"a $batch answer that is not multipart: {content_type!r}")
+        raise _unreadable(f"not multipart: {content_type[:80]!r}")
     delimiter = b"--" + found.group(1)
     parts: list[_Part] = []
     for section in body.split(delimiter)[1:]:
@@ -153,9 +153,16 @@ def _http_message(message: bytes) -> _Part:
     status_line, _, header_lines = head.partition(_CRLF)
     matched = _STATUS.match(status_line.strip())
     if matched is None:
-        raise HttpResponseError(message=f"unreadable part in a $batch answer: {status_line[:80]!r}")
+        raise _unreadable(f"a part without a status line: {status_line[:80]!r}")
     reason = (matched.group(2) or b"").decode("latin-1")
     return _Part(int(matched.group(1)), reason, _headers(header_lines), body.rstrip(_CRLF))
+
+
+def _unreadable(detail: str) -> ServiceResponseError:
+    """An answer that does not say what happened: the transaction may have committed or not. A read
+    error, as when the connection drops before the answer (azure-core's ServiceResponseError), so callers
+    check what landed instead of taking it for a refusal."""
+    return ServiceResponseError(f"unreadable $batch answer: {detail}")
 
 
 def _headers(block: bytes) -> dict[str, str]:

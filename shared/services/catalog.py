@@ -660,6 +660,7 @@ def secret_status(
     status["retirements"] = [
         {"version": version, "after": format_time(after)}
         for version, after in (retirements(retire.state) if retire else [])
+        if version != status["version"]  # planned by a rotation in flight (or one that failed)
     ]
     return status
 

@@ -315,12 +315,15 @@ def rotate(
         progress.join(rotation_id)
     progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
     progress.lease_until = format_time(now + LEASE)
+    grace = policy.previous_grace()
+    retire = None if grace is None else (progress.from_version or current.version, now + grace)
     try:
-        etag = write_progress(states, key, progress, stored.etag if stored else None)
+        etag, scheduled = _lease(states, key, progress, stored, retire)
     except Conflict:
         return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
 
     try:
+        _ensure_scheduled(states, key, retire, scheduled)
         target = rotators.get(policy.rotator)
 
         def announce(version: str) -> None:
@@ -602,36 +605,37 @@ def _promote(
     # rotation id), where sending it after would lose it for good — and consumers of a single-user
     # database credential learn from it that the old value stopped working.
     announce(new.version)
-    grace = policy.previous_grace()
-    retire = None
-    if grace is not None and progress.from_version != new.version:
-        retire = (progress.from_version, new.created + grace)
     closed = dataclasses.replace(progress)
     closed.closed(new.version)
     try:
-        _close(states, name, key, closed, etag, retire)
+        states.replace(PARTITION, key, closed.state(), etag)
+    except (Conflict, NotFound):
+        # The version is made and its success on record: a progress row that changed or vanished
+        # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
+        logger.warning("rotation progress of %s changed before it could be closed", name)
     except DomainError as err:
         # The row stays open and the lease is released: the retry (the queue's, or the sweep's
-        # resumption) finds the version made, and records, announces, schedules and closes again.
+        # resumption) finds the version made, and records, announces and closes again.
         raise _ClosePending(err) from err
     return new.version
 
 
-def _close(
+def _lease(
     states: StateStore,
-    name: str,
     key: str,
     progress: Progress,
-    etag: str,
+    stored: Versioned | None,
     retire: tuple[str, datetime] | None,
-) -> None:
-    """Close the progress and, with ``retire``, schedule that replaced version's retirement, in one
-    transaction: most secrets have no schedule when they rotate (retirement removes an emptied one long
-    before the next rotation), so this is one store call. When the schedule exists already or the row
-    changed, each is written on its own: the schedule (idempotently), then the progress — a row that
-    changed or vanished meanwhile (a takeover, a storage writer) does not make this a failed rotation, the
-    version is made and its success on record. Raises Conflict when the schedule keeps changing,
-    DependencyUnavailable."""
+) -> tuple[str, bool]:
+    """Write the lease ``progress`` holds over the row ``stored`` as read and, with ``retire``, schedule
+    the retirement of the version the rotation replaces, in one transaction: the schedule is on record
+    before any version is written, so no crash or failed write after the promotion can leave the old value
+    enabled for good (``retire_due`` asks the vault whether, and since when, it was replaced; a rotation
+    that made nothing leaves an entry it drops). Most secrets have no schedule when they rotate
+    (retirement removes an emptied one long before the next rotation): one store call. Returns the
+    lease's etag and whether the schedule was written with it (if not, the caller schedules it). Raises
+    Conflict when the row changed since it was read (another holder), DependencyUnavailable."""
+    etag = stored.etag if stored else None
     if retire is not None:
         version, after = retire
         writes = [
@@ -639,15 +643,13 @@ def _close(
             StateWrite(schedule_key(key), _schedule_state([(version, after)])),
         ]
         try:
-            states.commit(PARTITION, writes)
-            return
+            return states.commit(PARTITION, writes)[0].etag, True
         except (Conflict, NotFound):
-            pass
-        _retrying(lambda: schedule_retirement(states, key, version, after))
+            pass  # a schedule exists already, or the row changed: the lease alone says which
     try:
-        states.replace(PARTITION, key, progress.state(), etag)
-    except (Conflict, NotFound):
-        logger.warning("rotation progress of %s changed before it could be closed", name)
+        return write_progress(states, key, progress, etag), False
+    except NotFound as err:
+        raise Conflict(f"the rotation progress of {key} vanished since it was read") from err
 
 
 def _value(store: SecretStore, name: str, version: SecretVersion) -> str:
@@ -734,18 +736,6 @@ def _discard_pending(store: SecretStore, name: str, rotation_id: str | None) -> 
         return
     except DomainError:
         logger.warning("the pending value of %s (rotation %s) could not be disabled", name, rotation_id)
-
-
-def _retrying(write: Callable[[], None], attempts: int = 3) -> None:
-    """A compare-and-swap write that lost a race to another writer of the same entity: read and try
-    again (the write is idempotent). Raises the last Conflict."""
-    for attempt in range(attempts):
-        try:
-            write()
-            return
-        except Conflict:
-            if attempt == attempts - 1:
-                raise
 
 
 def _lease_left(progress: Progress, clock: Clock) -> timedelta:
@@ -920,20 +910,34 @@ def _schedule_state(planned: Sequence[tuple[str, datetime]]) -> dict[str, Any]:
     return {"versions": json.dumps([[v, format_time(t)] for v, t in planned])}
 
 
+def _ensure_scheduled(
+    states: StateStore, key: str, retire: tuple[str, datetime] | None, scheduled: bool
+) -> None:
+    """The schedule ``_lease`` could not write with the lease, written before anything else happens."""
+    if retire is not None and not scheduled:
+        schedule_retirement(states, key, *retire)
+
+
 def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
     """Add a previous version to its secret's retirement schedule (its own row, so retiring never races a
-    rotation's progress), unless it is planned already. Raises Conflict when the schedule changed
-    meanwhile."""
+    rotation's progress), unless it is planned already. Raises Conflict when the schedule keeps changing
+    (three reads and writes lost to retirement runs), DependencyUnavailable."""
     row = schedule_key(key)
-    stored = states.get(PARTITION, row)
-    planned = retirements(stored.state) if stored else []
-    if any(v == version for v, _ in planned):
-        return
-    state = _schedule_state([*planned, (version, after)])
-    if stored is None:
-        states.create(PARTITION, row, state)
-    else:
-        states.replace(PARTITION, row, state, stored.etag)
+    for _ in range(3):
+        stored = states.get(PARTITION, row)
+        planned = retirements(stored.state) if stored else []
+        if any(v == version for v, _ in planned):
+            return
+        state = _schedule_state([*planned, (version, after)])
+        try:
+            if stored is None:
+                states.create(PARTITION, row, state)
+            else:
+                states.replace(PARTITION, row, state, stored.etag)
+            return
+        except (Conflict, NotFound):
+            continue  # a retirement run changed or removed it meanwhile: read it again
+    raise Conflict(f"the retirement schedule of {key} keeps changing; try again")
 
 
 def retire_due(
@@ -1031,7 +1035,12 @@ def _retire_when(
     """When a due version retires: ``now``, ``never`` (dropped from the schedule), or a later time (kept
     scheduled until then)."""
     since = replaced_at.get(version)
-    if version == current.version or since is None or grace is None:
+    if version == current.version:
+        # Scheduled by a rotation that did not replace it (it failed, or is still running): that one
+        # schedules it again when it takes its lease.
+        logger.info("retirement of %s version %s dropped: it is still the current version", name, version)
+        return "never"
+    if since is None or grace is None:
         logger.warning("retirement of %s version %s refused: not a retired version by policy", name, version)
         return "never"
     if now < since + grace:
@@ -1196,14 +1205,15 @@ def retire_all(
 def _adopt_legacy_schedules(states: StateStore) -> None:
     """Move the schedules kept where they were before (partition ``retire``) beside their secrets'
     progress: each planned version is added (``schedule_retirement``: none twice), then the old row is
-    deleted. One that changes meanwhile is left for the next run. Raises DependencyUnavailable."""
+    deleted. One that cannot be moved is left for the next run. Raises DependencyUnavailable when the old
+    partition cannot be listed."""
     for key, stored in states.list(LEGACY_RETIRE).items():
         try:
             for version, after in retirements(stored.state):
-                _retrying(functools.partial(schedule_retirement, states, key, version, after))
+                schedule_retirement(states, key, version, after)
             states.delete(LEGACY_RETIRE, key, stored.etag)
-        except (Conflict, NotFound):
-            logger.info("the old retirement schedule of %s is moved by the next run", key)
+        except DomainError as err:  # one row (a forged key too long to move, say) never stops the others
+            logger.warning("the old retirement schedule of %.140s is left for the next run: %s", key, err)
 
 
 def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationOutcome) -> None:

@@ -314,21 +314,14 @@ def test_a_fresh_lease_is_not_renewed_before_the_vault_write(world: World) -> No
         writes.append(str(state.get("step")))
         return replace(partition, key, state, etag)
 
-    commit = world.states.commit
-
-    def counting_commit(partition: str, commits: Any) -> Any:
-        writes.extend(str(w.state.get("step")) for w in commits)
-        return commit(partition, commits)
-
     world.states.replace = counting  # type: ignore[method-assign]
-    world.states.commit = counting_commit  # type: ignore[method-assign]
     assert world.rotate().status == "rotated"
     # The lease is written once and closed once: no renewal a moment after it was taken.
     assert [w for w in writes if w in ("promoting", "idle")] == ["idle"]
 
 
 def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call(world: World) -> None:
-    """The rotation closes its progress and creates the schedule in one transaction: no call of its own."""
+    """The rotation takes its lease and creates the schedule in one transaction: no call of its own."""
     v1 = world.seed()
     calls: list[str] = []
     for method in ("get", "create", "replace", "delete", "commit"):
@@ -340,7 +333,7 @@ def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call
 
         setattr(world.states, method, counted)
     world.rotate()
-    assert calls == ["get", "create", "commit"]  # progress read, lease, close + the first schedule
+    assert calls == ["get", "commit", "replace"]  # progress read, lease + the first schedule, close
     world.clock.advance(timedelta(hours=25))
     assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
         (NAME, v1)
@@ -349,7 +342,7 @@ def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call
     calls.clear()
     world.clock.advance(timedelta(days=31))
     assert world.rotate().status == "rotated"
-    assert calls == ["get", "replace", "commit"]  # so the next rotation's schedule costs no call again
+    assert calls == ["get", "commit", "replace"]  # so the next rotation's schedule costs no call again
 
 
 def test_a_dead_holders_row_of_a_secret_deleted_since_is_closed_not_requested_every_hour(
@@ -369,19 +362,24 @@ def test_a_dead_holders_row_of_a_secret_deleted_since_is_closed_not_requested_ev
     assert len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]) == skipped
 
 
-def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(world: World) -> None:
-    """The progress and the schedule are one transaction after the success is on record: when it fails,
-    the lease is released for the retry, and nothing says the rotation failed (SecretRotated went out)."""
-    old = world.seed()
-    commit = world.states.commit
+def _failing_close(world: World) -> None:
+    """The store fails the close (the write that makes the row idle) once."""
+    replace = world.states.replace
     failures = [DependencyUnavailable("state", "unreachable")]
 
-    def failing(partition: str, writes: Any) -> Any:
-        if failures:
+    def failing(partition: str, key: str, state: Any, etag: str) -> Any:
+        if failures and state.get("step") == "idle":
             raise failures.pop()
-        return commit(partition, writes)
+        return replace(partition, key, state, etag)
 
-    world.states.commit = failing  # type: ignore[method-assign]
+    world.states.replace = failing  # type: ignore[method-assign]
+
+
+def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(world: World) -> None:
+    """When the close fails the lease is released for the retry, and nothing says the rotation failed
+    (SecretRotated went out); the retirement was scheduled with the lease, before anything was written."""
+    old = world.seed()
+    _failing_close(world)
     with pytest.raises(DependencyUnavailable):
         world.request()
     stored = world.states.get(PARTITION, NAME)
@@ -389,12 +387,63 @@ def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(w
     assert not Progress.of(stored.state).leased_by_other("", world.clock.now())  # released: retry at once
     assert [e for e in world.log.events if e.action == Action.ROTATION_FAILED] == []
     assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
+    schedule = world.states.get(PARTITION, schedule_key(NAME))
+    assert schedule is not None and old in schedule.state["versions"]
     assert world.request().status == "rotated"  # the queue's retry finishes it, no second version
     assert len(world.store.versions_of(NAME)) == 2
     closed = world.states.get(PARTITION, NAME)
     assert closed is not None and closed.state["step"] == "idle"
-    schedule = world.states.get(PARTITION, schedule_key(NAME))
-    assert schedule is not None and old in schedule.state["versions"]
+
+
+def test_a_failed_close_then_a_version_by_hand_still_retires_the_replaced_version(world: World) -> None:
+    """The row the close left open is abandoned (the vault moved on), but the schedule was on record
+    before the service's version was written: the version it replaced still retires after the grace."""
+    old = world.seed()
+    _failing_close(world)
+    with pytest.raises(DependencyUnavailable):
+        world.request()
+    made = world.store.get_properties(NAME).version
+    # Someone sets a value by hand; key_vault_events puts the policy tags back on it.
+    world.store.set_value(NAME, "by-hand", content_type="text/plain", tags=API_KEY.to_tags())
+    world.hourly_sweep()  # not due: the open row is abandoned
+    abandoned = world.states.get(PARTITION, NAME)
+    assert abandoned is not None and abandoned.state["step"] == "idle"
+    world.clock.advance(timedelta(hours=25))
+    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert (retired, failed) == ([(NAME, old)], [])
+    assert not world.store.get_properties(NAME, old).enabled
+    assert world.store.get_properties(NAME, made).enabled  # replaced by hand, not by the service
+
+
+def test_a_schedule_removed_while_a_rotation_adds_to_it_is_made_again(world: World) -> None:
+    """A retirement run deletes the emptied schedule between the rotation's read of it and its write: the
+    rotation reads again and creates it, instead of failing a rotation that happened."""
+    world.seed()
+    world.rotate()
+    world.clock.advance(timedelta(days=31))  # due again; the first schedule is still there
+    inner = world.states
+
+    class Racy:
+        hit = False
+
+        def __getattr__(self, attr: str) -> Any:
+            return getattr(inner, attr)
+
+        def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
+            if key == schedule_key(NAME) and not Racy.hit:
+                Racy.hit = True
+                current = inner.get(partition, key)
+                assert current is not None
+                inner.delete(partition, key, current.etag)  # retirement emptied and removed it
+            return inner.replace(partition, key, state, etag)
+
+    world.states = Racy()  # type: ignore[assignment]
+    current = world.store.get_properties(NAME).version
+    assert world.request().status == "rotated"
+    assert Racy.hit
+    schedule = inner.get(PARTITION, schedule_key(NAME))
+    assert schedule is not None and current in schedule.state["versions"]
+    assert [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED] == []
 
 
 def test_a_schedule_kept_where_schedules_were_before_is_moved_and_honoured(world: World) -> None:
@@ -421,3 +470,27 @@ def test_progress_and_schedules_are_listed_apart(world: World) -> None:
     world.rotate()
     assert list(progress_rows(world.states)) == [NAME]
     assert set(world.states.list(PARTITION)) == {NAME, schedule_key(NAME)}
+
+
+def test_an_old_schedule_that_cannot_be_moved_does_not_stop_the_others(world: World) -> None:
+    """One old row the store refuses to move (a key too long for the new place, say) is left; every other
+    schedule is moved and retired all the same."""
+    old = world.seed()
+    world.rotate()
+    moved = world.states.get(PARTITION, schedule_key(NAME))
+    assert moved is not None
+    world.states.delete(PARTITION, schedule_key(NAME), moved.etag)
+    world.states.create(LEGACY_RETIRE, NAME, dict(moved.state))
+    world.states.create(LEGACY_RETIRE, "x" * 1000, dict(moved.state))
+    create = world.states.create
+
+    def refusing(partition: str, key: str, state: Any) -> Any:
+        if key.endswith("x" * 1000):
+            raise DependencyUnavailable("state", "400 OutOfRangeInput")
+        return create(partition, key, state)
+
+    world.states.create = refusing  # type: ignore[method-assign]
+    world.clock.advance(timedelta(hours=25))
+    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert (retired, failed) == ([(NAME, old)], [])
+    assert list(world.states.list(LEGACY_RETIRE)) == ["x" * 1000]  # left for the next run
