@@ -57,8 +57,8 @@ logger = logging.getLogger(__name__)
 
 PARTITION = "rotation"
 VIOLATIONS = "policy-violation"
-#: A secret's retirement schedule is a row beside its progress, in the same partition (a rotation closes
-#: its progress and schedules the retirement in one transaction), keyed after every progress row: this
+#: A secret's retirement schedule is a row beside its progress, in the same partition (a rotation takes
+#: its lease and schedules the retirement in one transaction), keyed after every progress row: this
 #: prefix sorts after the characters of a secret name, so each kind is one key range of the partition
 #: (schedules: [prefix, prefix + "~"), since "~" sorts after them too).
 SCHEDULE_PREFIX = "~retire~"
