@@ -265,6 +265,11 @@ def _run(
             new = current  # made before a crash: never a second version
         else:
             trail.record(Action.ROLLED_BACK, version=bad, result=Result.INTENT, details=details, **fields)
+            if (grace := policy.previous_grace()) is not None:
+                # On the schedule before the write: nothing resumes a rollback that dies after it, and
+                # a rotation over its row would schedule only the rollback's version (``retire_due``
+                # asks the vault whether and since when each one was replaced).
+                _schedule(states, name.lower(), [bad, restore], clock.now() + grace)
             tags = {
                 **policy.to_tags(),
                 **service_tags(rollback_id),
@@ -274,8 +279,9 @@ def _run(
             }
             new, etag = _write(name, store, states, clock, policy, progress, etag, restore, tags)
         try:
-            # Both old versions are replaced versions now. Scheduled before the success is on record, so
-            # nothing after the record can fail the rollback and make its retry record it again.
+            # Both old versions are replaced versions now: their time is the new version's. Scheduled
+            # before the success is on record, so nothing after the record can fail the rollback and make
+            # its retry record it again.
             grace = policy.previous_grace()
             if grace is not None:
                 _schedule(states, name.lower(), [bad, restore], new.created + grace)

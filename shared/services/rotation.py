@@ -919,15 +919,17 @@ def _ensure_scheduled(
 
 
 def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
-    """Add a previous version to its secret's retirement schedule (its own row, so retiring never races a
-    rotation's progress), unless it is planned already. Raises Conflict when the schedule keeps changing
-    (three reads and writes lost to retirement runs), DependencyUnavailable."""
+    """Plan the retirement of a version at ``after`` in its secret's schedule (its own row, so retiring
+    never races a rotation's progress), replacing a time planned for it before. Always a fresh
+    compare-and-swap write, even when the version is planned already: a retirement run that read the
+    schedule before it and found the version still current (this rotation has not written its version
+    yet; an earlier attempt that failed had planned it) then loses its write, instead of dropping the entry
+    for good; and a time a storage writer pushed far ahead is pulled back. Raises Conflict when the
+    schedule keeps changing (three reads and writes lost to retirement runs), DependencyUnavailable."""
     row = schedule_key(key)
     for _ in range(3):
         stored = states.get(PARTITION, row)
-        planned = retirements(stored.state) if stored else []
-        if any(v == version for v, _ in planned):
-            return
+        planned = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v != version]
         state = _schedule_state([*planned, (version, after)])
         try:
             if stored is None:
@@ -1036,8 +1038,8 @@ def _retire_when(
     scheduled until then)."""
     since = replaced_at.get(version)
     if version == current.version:
-        # Scheduled by a rotation that did not replace it (it failed, or is still running): that one
-        # schedules it again when it takes its lease.
+        # Scheduled by a rotation that did not replace it (it failed, or is still running: its lease
+        # rewrote the schedule, so this run's write of it fails and the entry stays).
         logger.info("retirement of %s version %s dropped: it is still the current version", name, version)
         return "never"
     if since is None or grace is None:

@@ -23,6 +23,7 @@ from shared.services.rotation import (
     Busy,
     NotManaged,
     made_by_service,
+    retire_all,
     retire_due,
     retirements,
     rotate,
@@ -307,7 +308,13 @@ def test_a_failed_rollback_leaves_a_retired_version_disabled_and_the_schedule_as
     assert not world.store.get_properties(NAME, old).enabled, "a failed rollback left the old version enabled"
     assert len(world.versions()) == 2
     after = world.states.get(PARTITION, schedule_key(NAME))
-    assert (after.state if after else None) == (schedule.state if schedule else None)
+    before = dict(retirements(schedule.state)) if schedule else {}
+    added = {v: t for v, t in (retirements(after.state) if after else []) if before.get(v) != t}
+    # Planned before the write, so that a rollback dying after it still retires what it replaced: only
+    # those two, and not before a whole grace (retire_due then asks the vault, which says neither was
+    # replaced by a rollback that wrote nothing).
+    assert set(added) <= {old, world.store.get_properties(NAME).version}
+    assert all(t >= world.clock.now() + timedelta(hours=24) for t in added.values())
     assert [e.result for e in world.records(Action.ROLLED_BACK)] == [Result.INTENT, Result.FAILURE]
     recovered = InMemorySecretStore.__new__(InMemorySecretStore)
     recovered.__dict__ = world.store.__dict__
@@ -471,3 +478,42 @@ def test_a_rollback_written_but_not_recorded_says_so_and_the_retry_records_it(wo
     assert (outcome.restored_version, outcome.rolled_back_from) == (old, bad)
     assert len(world.versions()) == 3
     assert [e.result for e in world.records(Action.ROLLED_BACK)] == [Result.INTENT, Result.SUCCESS]
+
+
+class _ProcessDied(BaseException):
+    """The worker dies mid-call (not an error the service could handle)."""
+
+
+def test_a_rollback_that_dies_after_its_write_still_retires_both_old_versions(world: World) -> None:
+    """Nothing resumes a rollback, and a rotation over its dead row schedules only the rollback's own
+    version: the two versions it replaced are on the schedule before its write (found by review)."""
+    good, bad = world.rotated()
+    world.clock.advance(timedelta(hours=25))
+    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert not world.store.get_properties(NAME, good).enabled  # retired; the rollback re-enables it
+    set_value = world.store.set_value
+
+    def dies(name: str, value: str, **options: Any) -> Any:
+        set_value(name, value, **options)
+        raise _ProcessDied
+
+    world.store.set_value = dies  # type: ignore[method-assign]
+    with pytest.raises(_ProcessDied):
+        world.rollback()
+    world.store.set_value = set_value  # type: ignore[method-assign]
+    world.clock.advance(timedelta(minutes=20))  # its lease ran out
+    forced = rotate(
+        NAME,
+        world.store,
+        world.states,
+        world.trail,
+        world.publisher,
+        world.clock,
+        reserved=RESERVED,
+        force=True,
+    )
+    assert forced.status == "rotated"
+    world.clock.advance(timedelta(days=3))
+    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert not world.store.get_properties(NAME, good).enabled
+    assert not world.store.get_properties(NAME, bad).enabled

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import Action, AuditEvent, Result
-from shared.domain.errors import DependencyUnavailable
+from shared.domain.errors import DependencyUnavailable, DomainError
 from shared.domain.policy import (
     INTERVAL_TAG,
     KIND_TAG,
@@ -494,3 +494,33 @@ def test_an_old_schedule_that_cannot_be_moved_does_not_stop_the_others(world: Wo
     retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
     assert (retired, failed) == ([(NAME, old)], [])
     assert list(world.states.list(LEGACY_RETIRE)) == ["x" * 1000]  # left for the next run
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_a_retirement_run_during_the_retry_of_a_failed_rotation_cannot_drop_the_replaced_version(
+    world: World, interleaved: bool
+) -> None:
+    """The failed attempt planned v1, which is due by the time the retry runs; a retirement run between
+    the retry's lease and its vault write finds v1 still current. The retry's lease rewrote the schedule,
+    so that run's write loses and v1 stays planned (found by review)."""
+    v1 = world.seed()
+    world.store.denied = {"set_value"}
+    with pytest.raises(DomainError):
+        world.rotate()
+    world.store.denied = set()
+    world.clock.advance(timedelta(hours=25))
+    set_value = world.store.set_value
+    ran: list[bool] = []
+
+    def racing(name: str, value: str, **options: Any) -> Any:
+        if interleaved and not ran and name == NAME:
+            ran.append(True)
+            retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+        return set_value(name, value, **options)
+
+    world.store.set_value = racing  # type: ignore[method-assign]
+    assert world.rotate().status == "rotated"
+    assert ran == ([True] if interleaved else [])
+    world.clock.advance(timedelta(hours=25))
+    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert not world.store.get_properties(NAME, v1).enabled
