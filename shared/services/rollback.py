@@ -34,12 +34,10 @@ raises OutcomeNotRecorded (the retry records it, without a second version).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from shared.domain.audit import SYSTEM_ACTOR, Action, Actor, Result, format_time
@@ -64,8 +62,7 @@ from shared.services.rotation import (
     acquire,
     release,
     retired_tags,
-    retirements,
-    schedule_key,
+    schedule_retirement,
     service_tags,
     write_progress,
     written_by_service,
@@ -269,7 +266,7 @@ def _run(
                 # On the schedule before the write: nothing resumes a rollback that dies after it, and
                 # a rotation over its row would schedule only the rollback's version (``retire_due``
                 # asks the vault whether and since when each one was replaced).
-                _schedule(states, name.lower(), [bad, restore], clock.now() + grace)
+                schedule_retirement(states, name.lower(), [bad, restore], clock.now() + grace)
             tags = {
                 **policy.to_tags(),
                 **service_tags(rollback_id),
@@ -284,7 +281,7 @@ def _run(
             # its retry record it again.
             grace = policy.previous_grace()
             if grace is not None:
-                _schedule(states, name.lower(), [bad, restore], new.created + grace)
+                schedule_retirement(states, name.lower(), [bad, restore], new.created + grace)
             trail.record(Action.ROLLED_BACK, version=new.version, details=details, **fields)
         except DomainError as err:
             raise _CloseLater(err) from err
@@ -378,29 +375,6 @@ def _disable_again(store: SecretStore, name: str, version: str, tags: Mapping[st
         logger.info("secret %s: version %s disabled again after a failed rollback", name, version)
     except DomainError:
         logger.exception("secret %s: version %s stays enabled after a failed rollback", name, version)
-
-
-def _schedule(states: StateStore, key: str, versions: list[str], after: datetime) -> None:
-    """Schedule the retirement of ``versions`` at ``after``, replacing a time planned before: a restored
-    version was replaced again just now, so its grace starts again (``schedule_retirement`` would keep an
-    older, earlier time; ``retire_due`` checks the time against the vault either way, and the status shows
-    this one). One compare-and-swap, retried when a concurrent write changed the schedule; raises Conflict
-    when it keeps changing."""
-    for _ in range(3):
-        row = schedule_key(key)
-        stored = states.get(PARTITION, row)
-        kept = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v not in versions]
-        planned = [*kept, *((v, after) for v in versions)]
-        state = {"versions": json.dumps([[v, format_time(t)] for v, t in planned])}
-        try:
-            if stored is None:
-                states.create(PARTITION, row, state)
-            else:
-                states.replace(PARTITION, row, state, stored.etag)
-            return
-        except (Conflict, NotFound):
-            continue
-    raise Conflict(f"the retirement schedule of {key} keeps changing; try again")
 
 
 def _keep_for_retry(

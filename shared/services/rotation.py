@@ -915,12 +915,14 @@ def _ensure_scheduled(
 ) -> None:
     """The schedule ``_lease`` could not write with the lease, written before anything else happens."""
     if retire is not None and not scheduled:
-        schedule_retirement(states, key, *retire)
+        version, after = retire
+        schedule_retirement(states, key, [version], after)
 
 
-def schedule_retirement(states: StateStore, key: str, version: str, after: datetime) -> None:
-    """Plan the retirement of a version at ``after`` in its secret's schedule (its own row, so retiring
-    never races a rotation's progress), replacing a time planned for it before. Always a fresh
+def schedule_retirement(states: StateStore, key: str, versions: Collection[str], after: datetime) -> None:
+    """Plan the retirement of ``versions`` at ``after`` in their secret's schedule (its own row, so
+    retiring never races a rotation's progress), replacing a time planned for them before (a restored
+    version replaced again just now starts its grace again). Always a fresh
     compare-and-swap write, even when the version is planned already: a retirement run that read the
     schedule before it and found the version still current (this rotation has not written its version
     yet; an earlier attempt that failed had planned it) then loses its write, instead of dropping the entry
@@ -929,8 +931,8 @@ def schedule_retirement(states: StateStore, key: str, version: str, after: datet
     row = schedule_key(key)
     for _ in range(3):
         stored = states.get(PARTITION, row)
-        planned = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v != version]
-        state = _schedule_state([*planned, (version, after)])
+        kept = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v not in versions]
+        state = _schedule_state([*kept, *((v, after) for v in versions)])
         try:
             if stored is None:
                 states.create(PARTITION, row, state)
@@ -1212,7 +1214,7 @@ def _adopt_legacy_schedules(states: StateStore) -> None:
     for key, stored in states.list(LEGACY_RETIRE).items():
         try:
             for version, after in retirements(stored.state):
-                schedule_retirement(states, key, version, after)
+                schedule_retirement(states, key, [version], after)
             states.delete(LEGACY_RETIRE, key, stored.etag)
         except DomainError as err:  # one row (a forged key too long to move, say) never stops the others
             logger.warning("the old retirement schedule of %.140s is left for the next run: %s", key, err)
