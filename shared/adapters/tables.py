@@ -299,9 +299,7 @@ class TableAuditLog(_Table):
             raise _unavailable(err) from err
         accept(stored)
         head_row = {"PartitionKey": partition, "RowKey": HEAD_ROW, "seq": new_head.seq, "mac": new_head.mac}
-        guard = {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
-        operations: list[Any] = [("create", head_row) if etag is None else ("update", head_row, guard)]
-        operations += [("create", row) for row in rows]
+        operations = [_write_operation(head_row, etag), *(("create", row) for row in rows)]
         try:
             self._transact(operations)
         except HttpResponseError as err:
@@ -376,15 +374,7 @@ class TableAuditLog(_Table):
                     "seq": new_head.seq,
                     "mac": new_head.mac,
                 }
-                guard = {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                }
-                operations: list[Any] = [
-                    ("create", head_row) if etag is None else ("update", head_row, guard)
-                ]
-                operations += [("create", row) for row in attempt_rows]
+                operations = [_write_operation(head_row, etag), *(("create", row) for row in attempt_rows)]
                 answers = self._transact(operations)
                 self._remember(partition, new_head, answers[0].get("etag") if answers else None)
                 return result
@@ -695,18 +685,10 @@ class TableStateStore(_Table):
             raise _unavailable(err) from err
 
     def commit(self, partition: str, writes: Sequence[StateWrite]) -> list[Versioned]:
-        operations: list[Any] = []
-        for write in writes:
-            entity = _strip({**write.state, "PartitionKey": partition, "RowKey": write.key})
-            if write.etag is None:
-                operations.append(("create", entity))
-            else:
-                guard = {
-                    "mode": UpdateMode.REPLACE,
-                    "etag": write.etag,
-                    "match_condition": MatchConditions.IfNotModified,
-                }
-                operations.append(("update", entity, guard))
+        operations = [
+            _write_operation(_strip({**w.state, "PartitionKey": partition, "RowKey": w.key}), w.etag)
+            for w in writes
+        ]
         try:
             answers = submit_transaction(self.table, operations)
         except HttpResponseError as err:
@@ -740,6 +722,15 @@ class TableStateStore(_Table):
         except AzureError as err:
             raise _unavailable(err) from err
         return {str(e["RowKey"]): _versioned(e) for e in entities}
+
+
+def _write_operation(entity: dict[str, Any], etag: str | None) -> tuple[Any, ...]:
+    """A transaction's write of ``entity``: create it (``etag`` None: it must not exist), or replace it
+    only if still at ``etag``."""
+    if etag is None:
+        return ("create", entity)
+    guard = {"mode": UpdateMode.REPLACE, "etag": etag, "match_condition": MatchConditions.IfNotModified}
+    return ("update", entity, guard)
 
 
 def _versioned(entity: Mapping[str, Any]) -> Versioned:
