@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import unicodedata
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -33,6 +35,40 @@ class Role(StrEnum):
 
 class PrincipalError(ValueError):
     """The principal header is malformed or carries no identity."""
+
+
+#: Unicode categories an identity never contains: control (a NUL, an escape), format (zero-width and
+#: direction marks, invisible on every screen an approver looks at), surrogate, private use and
+#: unassigned code points. An id carrying one is refused, never compared.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+
+
+def refused_identity(raw: str) -> str | None:
+    """Why ``raw`` cannot be anyone's id (an invisible, control or unassigned character; nothing but
+    blanks), or None when it can."""
+    for char in raw:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return f"the caller id contains the character U+{ord(char):04X}"
+    if not raw.strip():
+        return "the caller id is blank"
+    return None
+
+
+def canonical_identity(raw: str) -> str:
+    """The one form every "not yourself" and "distinct people" rule compares: Unicode NFKC, case-folded,
+    trimmed (a full-width or upper-case spelling is the same person), and a GUID in its canonical form
+    (braces, no hyphens, upper case or ``urn:uuid:`` are the same object id). Ids this service accepts
+    carry no invisible characters (``refused_identity``)."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", raw).strip().casefold()).strip()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text
+
+
+def same_identity(a: str, b: str) -> bool:
+    """Whether two caller ids name the same identity (``canonical_identity``)."""
+    return canonical_identity(a) == canonical_identity(b)
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,9 @@ def parse_principal(header: str) -> Principal:
     identity = object_id or name
     if not identity:
         raise PrincipalError("principal header carries neither an object id nor a name")
+    refused = refused_identity(identity)
+    if refused is not None:
+        raise PrincipalError(refused)
     roles = frozenset(val for typ, val in claims if typ in (role_typ, "roles"))
     auth_type = _text(document.get("auth_typ"))
     return Principal(

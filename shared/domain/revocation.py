@@ -5,7 +5,8 @@ entity per request) decides whether it still applies to what was read.
 Rules the machine enforces, whoever calls it:
 
 - Approvers are distinct and never the requester — not even a caller holding every role
-  (``NotPermitted``, 403); a second approval by the same person is ``InvalidTransition`` (409).
+  (``NotPermitted``, 403); a second approval by the same person is ``AlreadyApproved`` (409). People are
+  compared in one canonical form (``shared.domain.identity.same_identity``).
 - A pending request expires at ``expires_at``: approving, rejecting or executing it after that is
   ``InvalidTransition``; ``expire`` moves it to ``expired``.
 - Execution needs ``approved``; it goes ``executing`` first (stored before anything is disabled, so a
@@ -30,6 +31,7 @@ from typing import Any
 
 from shared.domain.audit import format_time, parse_time
 from shared.domain.errors import InvalidTransition, NotPermitted
+from shared.domain.identity import same_identity
 
 #: A request id: what ``uuid.uuid4().hex`` writes.
 REVOCATION_ID = re.compile(r"[0-9a-f]{32}")
@@ -119,6 +121,10 @@ class Result:
         )
 
 
+class AlreadyApproved(InvalidTransition):
+    """A second approval by the same person (409): approvers are distinct people."""
+
+
 class AlreadyExecuted(InvalidTransition):
     """Execute of a request that was executed (or failed) already: 409 with its stored result."""
 
@@ -163,7 +169,7 @@ class Revocation:
         if same_identity(by, self.requested_by):
             raise NotPermitted(f"revocation {self.id}: the requester cannot approve their own request")
         if any(same_identity(a.by, by) for a in self.approvals):
-            raise InvalidTransition(f"revocation {self.id}: {by} approved it already")
+            raise AlreadyApproved(f"revocation {self.id}: {by} approved it already")
         approvals = (*self.approvals, Decision(by, at, comment))
         status = Status.APPROVED if len(approvals) >= self.required_approvals else Status.PENDING
         return dataclasses.replace(self, approvals=approvals, status=status)
@@ -293,12 +299,6 @@ class Revocation:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"not a revocation request this service wrote: {type(err).__name__}") from None
-
-
-def same_identity(a: str, b: str) -> bool:
-    """Whether two caller ids name the same identity: object ids are GUIDs (case-insensitive), and a
-    name claim differs from another in case or surrounding blanks only by accident or on purpose."""
-    return a.strip().casefold() == b.strip().casefold()
 
 
 def required_approvals(severity: Severity, configured: Mapping[Severity, int] | None = None) -> int:

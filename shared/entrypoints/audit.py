@@ -241,6 +241,7 @@ def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) ->
         container.clock,
         container.settings.scan_rules,
         correlation_id=correlation_id(context),
+        keys=container.key_ring,
     )
     logger.info(
         "suspicious-activity scan: %d record(s), %d new finding(s), %d already reported, %d notified",

@@ -55,6 +55,7 @@ from shared.domain.errors import (
     OutcomeNotRecorded,
 )
 from shared.domain.findings import review
+from shared.domain.identity import canonical_identity
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
 from shared.ports import AuditLog, AuditReader, Clock, DigestAnchor, FindingStore, MacKeyRing, Publisher
 
@@ -608,12 +609,21 @@ FINDING_ACTOR_CHARS = 64
 
 
 def finding_actors(details: Mapping[str, Any]) -> frozenset[str]:
-    """The (cut) ids of the actors a finding's details say it is about. A finding stored before findings
-    listed their actors counts its subject, which is the actor id for the per-actor rules."""
+    """The actors a finding's details say it is about, in canonical form (``canonical_identity``), each
+    cut as stored. A finding stored before findings listed their actors counts its subject, which is the
+    actor id for the per-actor rules."""
     actors = details.get("actors")
     if not isinstance(actors, list):
         actors = [details["subject"]] if details.get("subject") else []
-    return frozenset(str(actor)[:FINDING_ACTOR_CHARS] for actor in actors)
+    return frozenset(canonical_identity(str(actor)[:FINDING_ACTOR_CHARS]) for actor in actors)
+
+
+def involved(actor_id: str, details: Mapping[str, Any]) -> bool:
+    """Whether the caller ``actor_id`` is among the actors of a finding: compared as one canonical
+    identity, also when the stored id was cut (a collision of prefixes refuses, never admits)."""
+    actors = finding_actors(details)
+    cut = FINDING_ACTOR_CHARS
+    return bool({canonical_identity(actor_id)[:cut], canonical_identity(actor_id[:cut])} & actors)
 
 
 def review_finding(
@@ -635,7 +645,7 @@ def review_finding(
     finding = findings.get(finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")
-    if reviewer.id[:FINDING_ACTOR_CHARS] in finding_actors(finding.details):
+    if involved(reviewer.id, finding.details):
         trail.record(
             Action.REVIEWED,
             actor=reviewer,

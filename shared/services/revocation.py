@@ -41,21 +41,23 @@ from shared.domain.errors import (
     DomainError,
     InvalidTransition,
     NotFound,
+    NotPermitted,
     OutcomeNotRecorded,
     SecretDisabled,
 )
+from shared.domain.identity import canonical_identity, same_identity
 from shared.domain.notifications import SECRET_REVOKED, Notification
 from shared.domain.policy import RotationPolicy, Rotator
 from shared.domain.revocation import (
     DEFAULT_APPROVALS,
     DEFAULT_TTL,
     REVOCATION_ID,
+    AlreadyApproved,
     Reason,
     Revocation,
     Severity,
     Status,
     required_approvals,
-    same_identity,
     validate_versions,
 )
 from shared.domain.revocation import Result as Outcome
@@ -304,7 +306,13 @@ def _decide(
     then, expired) is it refused. So of N concurrent decisions exactly the right number take effect."""
     current, stored = _read(peers.states, revocation_id)
     now = peers.clock.now()
-    changed: Revocation = transition(current, now)  # refused before anything is recorded
+    try:
+        changed: Revocation = transition(current, now)
+    except (NotPermitted, AlreadyApproved) as err:
+        # A rule about people refused it (the requester approving, a second approval by one approver, a
+        # self-review): on record like every other 403, before the caller hears of it (fail closed).
+        _denied(peers, current, action, actor, correlation_id, err)
+        raise
     result: list[Revocation] = [changed]
 
     def write() -> None:
@@ -320,6 +328,26 @@ def _decide(
 
     _changed(peers, changed, action, actor, correlation_id, write, final=result, extra=extra)
     return result[0]
+
+
+def _denied(
+    peers: Services,
+    revocation: Revocation,
+    action: Action,
+    actor: Actor,
+    correlation_id: str | None,
+    err: DomainError,
+) -> None:
+    """The ``denied`` record of a decision a rule refused. Raises AuditUnavailable (then the caller gets
+    503, not the refusal: nothing goes unrecorded)."""
+    peers.trail.record(
+        action,
+        result=Result.DENIED,
+        secret_name=revocation.secret_name,
+        actor=actor,
+        correlation_id=correlation_id,
+        details={"revocation_id": revocation.id, "rule": type(err).__name__, "reason": str(err)[:300]},
+    )
 
 
 def _replace(states: StateStore, revocation: Revocation, etag: str) -> Versioned:
@@ -492,7 +520,7 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
         raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds no such request")
     if not revocation.break_glass:
         approvers = {
-            e.actor.id.strip().casefold()
+            canonical_identity(e.actor.id)
             for e in events(Action.REVOCATION_APPROVED)
             if e.result == Result.SUCCESS and not same_identity(e.actor.id, revocation.requested_by)
         }

@@ -16,12 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_time, readable_event
+from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, authentic_event, format_time
 from shared.domain.errors import DomainError
 from shared.domain.findings import StoredFinding
+from shared.domain.identity import canonical_identity
 from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
 from shared.domain.scan_rules import ScanRules
-from shared.ports import AuditReader, Clock, FindingStore, Publisher
+from shared.ports import AuditReader, Clock, FindingStore, MacKeyRing, Publisher
 from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,19 @@ class Finding:
 
 
 def _actors(events: Iterable[AuditEvent]) -> tuple[str, ...]:
-    """The distinct actor ids of the events, in order of appearance."""
-    return tuple(dict.fromkeys(e.actor.id for e in events))
+    """The distinct actors of the events (one canonical id each), in order of appearance."""
+    return tuple(dict.fromkeys(canonical_identity(e.actor.id) for e in events))
+
+
+def _person(event: AuditEvent) -> str:
+    """The actor of an event as the per-actor rules count it: one person, however their id is spelled."""
+    return canonical_identity(event.actor.id)
+
+
+def _outcomes(events: Iterable[AuditEvent], action: Action) -> list[AuditEvent]:
+    """The records of ``action`` that say what happened (a success), never the intent before it: one
+    request, one break-glass, is one record to count."""
+    return [e for e in events if e.action == action and e.result == Result.SUCCESS]
 
 
 def _finding_id(*parts: str) -> str:
@@ -133,7 +145,7 @@ def find_suspicious(
     findings = _bursts(
         "access_denied_burst_actor",
         denied,
-        lambda e: e.actor.id if e.actor.id != "anonymous" else None,
+        lambda e: _person(e) if e.actor.id != "anonymous" else None,
         rules.denied_per_actor,
         rules.window,
         lambda s, n: f"{n} denied requests by {s} within {rules.window}",
@@ -159,31 +171,23 @@ def find_suspicious(
     )
     findings += _bursts(
         "revocation_request_burst",
-        [e for e in events if e.action == Action.REVOCATION_REQUESTED],
-        lambda e: e.actor.id,
+        _outcomes(events, Action.REVOCATION_REQUESTED),
+        _person,
         rules.revocation_requests,
         rules.revocation_window,
         lambda s, n: f"{n} revocation requests by {s} within {rules.revocation_window}",
         since,
     )
     zone = ZoneInfo(rules.timezone)
-    for event in events:
-        if event.action == Action.BREAK_GLASS:
-            findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
-        elif event.action == Action.REVOCATION_APPROVED and event.result == Result.SUCCESS:
-            local = event.time.astimezone(zone)
-            inside = (
-                rules.working_start <= local.time() < rules.working_end
-                and local.weekday() in rules.working_days
-            )
-            if not inside:
-                findings.append(
-                    _single(
-                        "approval_outside_working_hours",
-                        event,
-                        f"approval by {event.actor.id} at {local.strftime('%a %H:%M')} {rules.timezone}",
-                    )
-                )
+    for event in _outcomes(events, Action.BREAK_GLASS):
+        findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
+    for event in _outcomes(events, Action.REVOCATION_APPROVED):
+        local = event.time.astimezone(zone)
+        hours = rules.working_start <= local.time() < rules.working_end
+        inside = hours and local.weekday() in rules.working_days
+        if not inside:
+            summary = f"approval by {event.actor.id} at {local.strftime('%a %H:%M')} {rules.timezone}"
+            findings.append(_single("approval_outside_working_hours", event, summary))
     return findings
 
 
@@ -198,7 +202,7 @@ def _single(rule: str, event: AuditEvent, summary: str) -> Finding:
         last_seen=event.time,
         secret_name=event.secret_name,
         record_ids=(event.id,),
-        actors=(event.actor.id,),
+        actors=(canonical_identity(event.actor.id),),
     )
 
 
@@ -224,8 +228,11 @@ def scan(
     clock: Clock,
     rules: ScanRules,
     correlation_id: str | None = None,
+    *,
+    keys: MacKeyRing,
 ) -> ScanReport:
-    """Scan the lookback period and report each new finding exactly once.
+    """Scan the lookback period and report each new finding exactly once. Only records whose MAC proves
+    the service wrote them count (``keys``): a row a storage writer put in the table makes no finding.
 
     A finding is claimed first (atomic, by id), then its SUSPICIOUS_ACTIVITY record is written, then its
     notification is sent; each step is marked, so a scan that is interrupted or meets a failure leaves the
@@ -236,7 +243,7 @@ def scan(
     since = now - rules.lookback
     report = ScanReport()
     rows = reader.list_records(AuditQuery(vault=trail.vault, since=since))
-    events = [e for row in rows if (e := readable_event(row.record.fields)) is not None]
+    events = [e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get)) is not None]
     report.scanned = len(events)
     on_record = {str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY}
     for finding in find_suspicious(events, rules, since):

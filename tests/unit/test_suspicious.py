@@ -9,7 +9,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from shared.config import ConfigurationError, Settings
-from shared.domain.audit import MAX_DETAILS_BYTES, Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.audit import MAX_DETAILS_BYTES, Action, Actor, ActorType, AuditEvent, AuditRecord, Result
 from shared.domain.scan_rules import ScanRules
 from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
 from shared.services.suspicious import find_suspicious, scan
@@ -121,9 +121,9 @@ def test_the_scan_reports_each_finding_once_across_overlapping_runs() -> None:
     for _m in range(6):
         trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
         clock.advance(timedelta(minutes=1))
-    first = scan(log, trail, findings, publisher, clock, RULES)
+    first = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     clock.advance(timedelta(minutes=15))
-    second = scan(log, trail, findings, publisher, clock, RULES)
+    second = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert (len(first.findings), len(second.findings), second.already_reported) == (1, 0, 1)
     assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
     assert len(publisher.sent) == 1
@@ -136,13 +136,13 @@ def test_a_finding_that_cannot_be_audited_is_neither_lost_nor_announced() -> Non
     trail = AuditTrail(log, clock, "fleet")
     trail.record(Action.BREAK_GLASS, secret_name="db-password")
     log.available = False
-    report = scan(log, trail, findings, publisher, clock, RULES)
+    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert not report.ok
     [pending] = findings.rows.values()
     assert (pending.audited, pending.notified) == (False, False)
     assert publisher.sent == []  # nothing announced before it is on record
     log.available = True
-    report = scan(log, trail, findings, publisher, clock, RULES)
+    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert report.ok
     assert (report.findings, report.already_reported, report.audited, report.notified) == ([], 1, 1, 1)
     assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
@@ -154,10 +154,10 @@ def test_an_interrupted_scan_does_not_write_the_record_twice() -> None:
     log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
     trail = AuditTrail(log, clock, "fleet")
     trail.record(Action.BREAK_GLASS, secret_name="db-password")
-    scan(log, trail, findings, publisher, clock, RULES)
+    scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     [finding] = findings.rows.values()
     findings.rows[finding.id] = replace(finding, audited=False, notified=False)  # crashed before marking
-    scan(log, trail, findings, publisher, clock, RULES)
+    scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
     assert findings.rows[finding.id].audited
     assert len(publisher.sent) == 2  # at-least-once; the event id (the finding id) lets consumers dedupe
@@ -172,12 +172,12 @@ def test_a_burst_is_not_reported_again_when_its_start_ages_out_of_the_lookback()
         trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
         clock.advance(timedelta(seconds=30))
     clock.current = T0 + timedelta(minutes=30)
-    first = scan(log, trail, findings, publisher, clock, RULES)
+    first = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert len(first.findings) == 1
     # A day later, every 15 minutes (and at odd moments), the lookback cuts through the burst.
     for minutes in [*range(0, 75, 15), 12, 13, 14, 15, 16]:
         clock.current = T0 + timedelta(days=1, minutes=minutes, seconds=5)
-        assert scan(log, trail, findings, publisher, clock, RULES).findings == []
+        assert scan(log, trail, findings, publisher, clock, RULES, keys=log.keys).findings == []
     assert len(publisher.sent) == 1
 
 
@@ -193,7 +193,7 @@ def test_every_rule_fires_through_the_scan_itself() -> None:
         clock.advance(timedelta(minutes=5))
         trail.record(Action.REVOCATION_REQUESTED, secret_name="api-key", actor=Actor("oid-r", ActorType.USER))
     clock.advance(timedelta(minutes=1))
-    report = scan(log, trail, findings, publisher, clock, RULES)
+    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert sorted(f.rule for f in findings.rows.values()) == [
         "repeated_rotation_failures",
         "revocation_request_burst",
@@ -230,3 +230,16 @@ def test_the_actors_of_a_finding_are_bounded_and_fit_an_audit_record() -> None:
     encoded = json.dumps(finding.details(), sort_keys=True, separators=(",", ":"))
     assert len(encoded.encode()) <= MAX_DETAILS_BYTES
     AuditEvent(Action.SUSPICIOUS_ACTIVITY, "fleet", T0, details=finding.details())  # refused if too large
+
+
+def test_records_a_storage_writer_put_in_the_table_make_no_finding() -> None:
+    clock = FixedClock(T0)
+    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
+    trail = AuditTrail(log, clock, "fleet")
+    for _m in range(6):  # a burst of denials "by" someone, written without the MAC key
+        event = trail.event(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
+        stored = log.records.setdefault(event.chain, [])
+        stored.append(AuditRecord(event, len(stored) + 1, "0" * 64, "key1", "f" * 64))
+        clock.advance(timedelta(minutes=1))
+    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
+    assert (report.scanned, report.findings, publisher.sent) == (0, [], [])
