@@ -80,9 +80,10 @@ from shared.domain.notifications import SECRET_ROTATED
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import MAX_PAGE_SIZE
-from shared.ports import MacKeyRing, Publisher
+from shared.ports import MacKeyRing, Publisher, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.rotation import rotate_requested
+from shared.services.sealed_state import SealedStateStore
 from shared.services.sweep import SweepReport, sweep
 
 #: Every managed bench secret: a 30-day API key; the due ones are made DUE_AGE_DAYS ago.
@@ -205,7 +206,7 @@ class World:
     (table and queue names can differ, so that a test shares an Azurite)."""
 
     store: KeyVaultSecretStore
-    states: TableStateStore
+    states: StateStore
     audit_log: TableAuditLog
     trail: AuditTrail
     publisher: Publisher
@@ -233,7 +234,8 @@ def build_world(
     audit_log = TableAuditLog(tables, keys, table=audit_table)
     return World(
         store=KeyVaultSecretStore(secrets_client),
-        states=TableStateStore(tables, state_table),
+        # Sealed, as bootstrap's state store is: every row written with its MAC, every row read checked.
+        states=SealedStateStore(TableStateStore(tables, state_table), keys, state_table),
         audit_log=audit_log,
         trail=AuditTrail(audit_log, clock, VAULT),
         publisher=publisher,
@@ -790,7 +792,8 @@ def run(args: argparse.Namespace) -> int:
         app_keys = KeyVaultMacKeyRing(app_client)
         app_keys.current()  # as a warm worker has it
         world = build_world(app_client, tables, queues, app_keys, sink.endpoint, sink.key)
-        _ = world.states.table, world.audit_log.table  # the tables exist before anything is measured
+        # The tables exist before anything is measured.
+        _ = world.states.list("rotation"), world.audit_log.table
         seeded_in = seed_and_report(client, emulator, small)
         print(f"seeded {n:,} secrets in {seeded_in:.1f} s (throttling off)", file=sys.stderr, flush=True)
 

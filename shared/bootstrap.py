@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from azure.storage.queue import QueueServiceClient
 
     from shared.adapters.tables import TableAuditLog
+    from shared.domain.state import StateTampered
     from shared.ports import (
         Clock,
         DigestAnchor,
@@ -242,11 +243,34 @@ class Container:
         return KeyVaultSecretStore(self.secret_client)
 
     @cached_property
-    def state_store(self) -> StateStore:
-        """Rotation progress and leases (and, later, revocations): compare-and-swap entities."""
+    def state_rows(self) -> StateStore:
+        """The ``secretstate`` table as stored (tests put an in-memory store here)."""
         from shared.adapters.tables import STATE_TABLE, TableStateStore
 
         return TableStateStore(self.table_service, STATE_TABLE)
+
+    @cached_property
+    def state_store(self) -> StateStore:
+        """Rotation progress, leases, retirement schedules, revocations, claims: compare-and-swap entities,
+        each sealed (shared/services/sealed_state.py), every tampered one reported."""
+        from shared.adapters.tables import STATE_TABLE
+        from shared.services.sealed_state import SealedStateStore
+
+        return SealedStateStore(self.state_rows, self.key_ring, STATE_TABLE, self.tamper_alarm)
+
+    @cached_property
+    def finding_rows(self) -> StateStore:
+        """The ``auditfindings`` table as stored (tests put an in-memory store here)."""
+        from shared.adapters.tables import FINDINGS_TABLE, TableStateStore
+
+        return TableStateStore(self.table_service, FINDINGS_TABLE)
+
+    @cached_property
+    def tamper_alarm(self) -> Callable[[StateTampered], None]:
+        """What hears of a tampered state row: a STATE_TAMPERED record, a finding and an event, once."""
+        from shared.services.findings import FindingPeers, TamperAlarm
+
+        return TamperAlarm(lambda: FindingPeers(self.findings, self.audit_trail, self.publisher, self.clock))
 
     @cached_property
     def rotation_requests(self) -> RotationRequests:
@@ -323,9 +347,13 @@ class Container:
 
     @cached_property
     def findings(self) -> FindingStore:
-        from shared.adapters.tables import TableFindingStore
+        from shared.adapters.tables import FINDINGS_TABLE
+        from shared.services.findings import StateFindingStore
+        from shared.services.sealed_state import SealedStateStore
 
-        return TableFindingStore(self.table_service)
+        return StateFindingStore(
+            SealedStateStore(self.finding_rows, self.key_ring, FINDINGS_TABLE, self.tamper_alarm)
+        )
 
     @cached_property
     def publisher(self) -> Publisher:

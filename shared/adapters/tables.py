@@ -1,4 +1,4 @@
-"""Azure Table Storage adapters: the audit log (chains, heads, digests) and the findings store.
+"""Azure Table Storage adapters: the audit log (chains, heads, digests) and compare-and-swap states.
 
 Layout of the audit table: one partition per chain (``<vault>:<secret>``, ``<vault>:_service`` and
 ``_digest``). Records have row key ``MAX_SEQ - seq`` (12 digits), so a partition reads newest first; the
@@ -52,7 +52,6 @@ from shared.domain.audit import (
     seal_digest,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable, NotFound
-from shared.domain.findings import StoredFinding, review
 from shared.domain.state import StateWrite, Versioned
 from shared.ports import MacKeyRing
 
@@ -736,91 +735,3 @@ def _write_operation(entity: dict[str, Any], etag: str | None) -> tuple[Any, ...
 def _versioned(entity: Mapping[str, Any]) -> Versioned:
     state = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
     return Versioned(state=state, etag=str(entity.metadata["etag"]))  # type: ignore[attr-defined]
-
-
-class TableFindingStore(_Table):
-    """Findings of the suspicious-activity scan, one row per finding id (which makes claims atomic)."""
-
-    PARTITION = "finding"
-
-    def __init__(self, service: TableServiceClient, table: str = FINDINGS_TABLE) -> None:
-        super().__init__(service, table)
-        self._states = TableStateStore(service, table)
-
-    def claim(self, finding: StoredFinding) -> bool:
-        entity = _strip(
-            {
-                "PartitionKey": self.PARTITION,
-                "RowKey": finding.id,
-                "rule": finding.rule,
-                "time": format_time(finding.time),
-                "secret_name": finding.secret_name,
-                "details": json.dumps(dict(finding.details), sort_keys=True, default=str)[:_CHUNK],
-                "audited": False,
-                "notified": False,
-                "status": "open",
-            }
-        )
-        try:
-            self.table.create_entity(entity)
-        except ResourceExistsError:
-            return False
-        except AzureError as err:
-            raise _unavailable(err) from err
-        return True
-
-    def get(self, finding_id: str) -> StoredFinding | None:
-        try:
-            entity = self.table.get_entity(self.PARTITION, finding_id)
-        except ResourceNotFoundError:
-            return None
-        except AzureError as err:
-            raise _unavailable(err) from err
-        return _finding(entity)
-
-    def pending(self) -> list[StoredFinding]:
-        query = "PartitionKey eq @p and (audited eq false or notified eq false)"
-        try:
-            entities = list(self.table.query_entities(query, parameters={"p": self.PARTITION}))
-        except AzureError as err:
-            raise _unavailable(err) from err
-        return [_finding(e) for e in entities]
-
-    def _merge(self, finding_id: str, **changes: Any) -> None:
-        try:
-            self.table.update_entity(
-                {"PartitionKey": self.PARTITION, "RowKey": finding_id, **changes}, mode=UpdateMode.MERGE
-            )
-        except AzureError as err:
-            raise _unavailable(err) from err
-
-    def mark_audited(self, finding_id: str) -> None:
-        self._merge(finding_id, audited=True)
-
-    def mark_notified(self, finding_id: str) -> None:
-        self._merge(finding_id, notified=True)
-
-    def mark_reviewed(self, finding_id: str, reviewer: str, note: str | None, time_: datetime) -> None:
-        current = self._states.get(self.PARTITION, finding_id)
-        if current is None:
-            raise NotFound(f"finding {finding_id} does not exist")
-        changes = review(_finding({**current.state, "RowKey": finding_id}), reviewer, note, time_)
-        self._states.replace(self.PARTITION, finding_id, {**current.state, **changes}, current.etag)
-
-
-def _finding(entity: Mapping[str, Any]) -> StoredFinding:
-    try:
-        details = json.loads(str(entity.get("details") or "{}"))
-    except ValueError:
-        details = {}
-    return StoredFinding(
-        id=str(entity["RowKey"]),
-        rule=str(entity.get("rule", "")),
-        time=parse_time(str(entity["time"])) if entity.get("time") else _EPOCH,
-        secret_name=entity.get("secret_name") or None,
-        details=details if isinstance(details, dict) else {},
-        audited=bool(entity.get("audited", False)),
-        notified=bool(entity.get("notified", False)),
-        status=str(entity.get("status", "open")),
-        reviewer=entity.get("reviewer") or None,
-    )

@@ -20,6 +20,7 @@ from shared.domain.errors import (
     OutcomeNotRecorded,
 )
 from shared.domain.secrets import InvalidSecret
+from shared.domain.state import StateTampered
 from shared.domain.targets import TargetRefused
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ MAX_BODY_BYTES = 16 * 1024
 BODY_MEDIA_TYPE = "application/json"
 
 PROBLEM_JSON = "application/problem+json"
+#: The problem type of a refusal because a stored state failed its seal (shared.domain.state).
+STATE_TAMPERED_TYPE = "urn:secret-lifecycle:problem:state-tampered"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -49,10 +52,11 @@ def problem(
     detail: str | None = None,
     *,
     headers: Mapping[str, str] | None = None,
+    problem_type: str = "about:blank",
     **extra: Any,
 ) -> func.HttpResponse:
     """An RFC 9457 problem+json response. ``detail`` must never carry a secret value."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body: dict[str, Any] = {"type": problem_type, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
@@ -128,20 +132,21 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
 
     try:
         return handler()
-    except BadRequest as err:
-        return problem(400, "Bad Request", f"{err.parameter}: {err.message}", parameter=err.parameter)
-    except AccessDenied as err:
-        challenge = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
-        return problem(err.status, err.title, err.detail, headers=challenge)
-    except UnsupportedMediaType as err:
-        sent = f"got {err.media_type}" if err.media_type else "no Content-Type was sent"
-        return problem(415, "Unsupported Media Type", f"the body must be {BODY_MEDIA_TYPE}; {sent}")
+    except (BadRequest, AccessDenied, UnsupportedMediaType) as err:
+        return _refused(err)
     except NotPermitted as err:
         return problem(403, "Forbidden", str(err))
     except InvalidSecret as err:  # a name, value or tag outside Key Vault's rules
         return problem(400, "Bad Request", str(err))
     except NotFound as err:
         return problem(404, "Not Found", str(err))
+    except StateTampered as err:
+        # Its own type: a client (or an operator's tooling) tells it from an ordinary conflict, which a
+        # retry can resolve. The row's keys and the failed check, never its contents.
+        return problem(
+            409, "Conflict", str(err), problem_type=STATE_TAMPERED_TYPE,
+            table=err.table, partition=err.partition, key=err.key[:200], check=err.check,
+        )  # fmt: skip
     except (Conflict, InvalidTransition, TargetRefused) as err:  # a target's refusal: a state to fix first
         return problem(409, "Conflict", str(err))
     except OutcomeNotRecorded as err:
@@ -160,6 +165,21 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
     except Exception:
         logger.exception("unhandled error in HTTP function")
         return problem(500, "Internal Server Error", "unexpected error; see the service logs")
+
+
+def _refused(err: Exception) -> func.HttpResponse:
+    """The problem of a request refused at the boundary: malformed (400), unauthenticated or
+    unauthorized (401/403), of the wrong media type (415)."""
+    from shared.entrypoints.auth import AccessDenied
+
+    if isinstance(err, BadRequest):
+        return problem(400, "Bad Request", f"{err.parameter}: {err.message}", parameter=err.parameter)
+    if isinstance(err, AccessDenied):
+        challenge = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return problem(err.status, err.title, err.detail, headers=challenge)
+    assert isinstance(err, UnsupportedMediaType)
+    sent = f"got {err.media_type}" if err.media_type else "no Content-Type was sent"
+    return problem(415, "Unsupported Media Type", f"the body must be {BODY_MEDIA_TYPE}; {sent}")
 
 
 def correlation_id(context: func.Context | None) -> str | None:

@@ -58,13 +58,22 @@ class Problem(_Answer):
     """An RFC 9457 problem (`application/problem+json`). Never carries a secret value."""
 
     model_config = ConfigDict(extra="allow")
-    type: str = Field(description="Always `about:blank`: the status says what kind of problem it is.")
+    type: str = Field(
+        description="`about:blank` (the status says what kind of problem it is), except "
+        "`urn:secret-lifecycle:problem:state-tampered` (409): a stored state the operation needs failed its "
+        "seal; `table`, `partition`, `key` and `check` name it (never its contents), a STATE_TAMPERED record "
+        "and a finding are written, and nothing acts on the row until an operator deletes it."
+    )
     title: str
     status: int = Field(ge=400, le=599)
     detail: str | None = None
     parameter: str | None = Field(
         None, description="400: the query parameter, route parameter or (dotted) body field at fault."
     )
+    table: str | None = Field(None, description="state-tampered: the table of the row.")
+    partition: str | None = Field(None, description="state-tampered: the row's partition key.")
+    key: str | None = Field(None, description="state-tampered: the row's key.")
+    check: str | None = Field(None, description="state-tampered: the seal check that failed.")
     changed: bool | None = Field(
         None,
         description="500: `true` when the change WAS made but its record could not be written; the "
@@ -191,7 +200,9 @@ class PolicyViolation(_Answer):
 
 
 class RotationState(_Answer):
-    """The secret's write in flight: `idle`, or the step holding its lease (with its id and lease)."""
+    """The secret's write in flight: `idle`, or the step holding its lease (with its id and lease), or
+    `tampered` when its stored progress failed its seal (`last_error` says which check; nothing acts on
+    the secret's rotation until an operator deletes the row)."""
 
     status: str
     last_error: str | None

@@ -46,6 +46,7 @@ from shared.domain.policy import (
 )
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name, validate_tags
+from shared.domain.state import StateTampered, Versioned
 from shared.domain.targets import SIGNING_KEY_TAG, TargetSecret, is_reserved
 from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail, AuditUnavailable, query_audit
@@ -84,6 +85,8 @@ POLICY_TAGS = frozenset(FIELD_OF_TAG)
 AVAILABLE_ROTATORS = frozenset(Rotator)
 ONBOARDING = "onboarding"
 UPDATING_POLICY = "updating_policy"
+#: The state of a secret whose rotation progress row failed its seal (status, list, plan).
+TAMPERED = "tampered"
 
 
 class InvalidPolicy(ValueError):
@@ -241,11 +244,11 @@ def list_managed(
         except NotFound:
             continue  # deleted since the listing
         stored = progress.get(item.name.lower())
-        items.append(_summary(current, Progress.of(stored.state) if stored else None, now))
+        items.append(_summary(current, stored, now))
     return {"items": items, "continuation": page[-1].name if more and page else None}
 
 
-def _summary(current: SecretItem, progress: Progress | None, now: datetime) -> dict[str, Any]:
+def _summary(current: SecretItem, stored: Versioned | None, now: datetime) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": current.name,
         "version": current.version if isinstance(current, SecretVersion) else None,
@@ -254,7 +257,7 @@ def _summary(current: SecretItem, progress: Progress | None, now: datetime) -> d
         "enabled": current.enabled,
     }
     entry.update(_policy_view(current, now))
-    entry["state"] = _state(progress, now)
+    entry["state"] = _state(stored, now)
     return entry
 
 
@@ -274,10 +277,14 @@ def _policy_view(current: SecretItem, now: datetime) -> dict[str, Any]:
     return view
 
 
-def _state(progress: Progress | None, now: datetime) -> dict[str, Any]:
-    """idle / the write in flight (step, id, attempt, lease) and the last error of the rotation progress."""
-    if progress is None:
+def _state(stored: Versioned | None, now: datetime) -> dict[str, Any]:
+    """idle / the write in flight (step, id, attempt, lease) and the last error of the rotation progress;
+    ``tampered`` with the failed check when its row's seal is missing or wrong (nothing acts on it)."""
+    if stored is None:
         return {"status": IDLE, "last_error": None}
+    if stored.tampered is not None:
+        return {"status": TAMPERED, "last_error": f"the stored state is tampered: {stored.tampered}"}
+    progress = Progress.of(stored.state)
     state: dict[str, Any] = {"status": progress.step, "last_error": progress.last_error}
     if progress.step != IDLE:
         state.update(
@@ -493,9 +500,12 @@ def plan_rotation(
     store: SecretStore, states: StateStore, clock: Clock, *, reserved: Collection[str], name: str, force: bool
 ) -> dict[str, Any]:
     """A dry run: whether a rotation would happen now and why. Writes nothing. Raises NotFound."""
-    stored = states.get(PARTITION, name.lower())
+    stored = _progress_row(states, name)
     found = _rotation_target(store, name, reserved)
     now = clock.now()
+    if stored is not None and stored.tampered is not None:
+        why = f"its rotation state is tampered ({stored.tampered}): nothing acts on it"
+        return {"name": name, "would_rotate": False, "force": force, "in_progress": None, "reason": why}
     progress = Progress.of(stored.state) if stored else None
     in_flight = progress is not None and progress.leased_by_other("", now)
     plan: dict[str, Any] = {"name": name, "would_rotate": False, "force": force}
@@ -630,7 +640,7 @@ def secret_status(
     Raises InvalidSecret, NotFound, DependencyUnavailable."""
     validate_name(name)
     key = name.lower()
-    stored = states.get(PARTITION, key)
+    stored = _progress_row(states, name)
     now = clock.now()
     try:
         current: SecretItem = store.get_properties(name)
@@ -652,17 +662,30 @@ def secret_status(
         status.update(_policy_view(current, now))
     else:
         status.update(policy=None, violation=None, next_due=None, due_now=False)
-    progress = Progress.of(stored.state) if stored else None
-    status["state"] = _state(progress, now)
+    progress = Progress.of(stored.state) if stored and stored.tampered is None else None
+    status["state"] = _state(stored, now)
     status["last_rotation"] = _last_rotation(reader, vault, name, progress)
     status["last_failure"] = _last_failure(reader, vault, name, progress)
-    retire = states.get(PARTITION, schedule_key(key))
+    retire = _row(states, schedule_key(key))
     status["retirements"] = [
         {"version": version, "after": format_time(after)}
         for version, after in (retirements(retire.state) if retire else [])
         if version != status["version"]  # planned by a rotation in flight (or one that failed)
     ]
     return status
+
+
+def _progress_row(states: StateStore, name: str) -> Versioned | None:
+    return _row(states, name.lower())
+
+
+def _row(states: StateStore, key: str) -> Versioned | None:
+    """A row of the rotation partition for a read-only view: a tampered one with its check (reported by
+    the store) instead of an error, so status and plan say why nothing acts on it."""
+    try:
+        return states.get(PARTITION, key)
+    except StateTampered as err:
+        return Versioned(state={}, etag=err.etag, tampered=err.check)
 
 
 def _newest(

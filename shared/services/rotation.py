@@ -41,7 +41,7 @@ from shared.domain.notifications import ROTATION_FAILED, SECRET_ROTATED, Notific
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import MAX_TAGS, SecretVersion
-from shared.domain.state import StateWrite, Versioned, lease_runs
+from shared.domain.state import StateTampered, StateWrite, Versioned, lease_runs
 from shared.domain.targets import (
     PENDING_FOR_TAG,
     TargetRefused,
@@ -62,8 +62,6 @@ VIOLATIONS = "policy-violation"
 #: prefix sorts after the characters of a secret name, so each kind is one key range of the partition
 #: (schedules: [prefix, prefix + "~"), since "~" sorts after them too).
 SCHEDULE_PREFIX = "~retire~"
-#: Where schedules were kept before they moved beside the progress: the next retirement run moves them.
-LEGACY_RETIRE = "retire"
 #: Longer than host.json's functionTimeout (10 min): a holder is stopped by the platform before its lease
 #: can run out under it, so a lease that expired belongs to a holder that is gone.
 LEASE = timedelta(minutes=15)
@@ -104,7 +102,10 @@ def written_by_service(version: SecretVersion, states: StateStore) -> bool:
     rotation_id = version.tags.get(ROTATION_ID_TAG)
     if not made_by_service(version) or not rotation_id:
         return False
-    stored = states.get(PARTITION, version.name.lower())
+    try:
+        stored = states.get(PARTITION, version.name.lower())
+    except StateTampered:
+        return False  # what a tampered row says proves nothing
     if stored is None:
         return False
     progress = Progress.of(stored.state)
@@ -804,7 +805,10 @@ def _once(states: StateStore, key: str, tag: str, record: Callable[[], object]) 
     try:
         claim = states.create(VIOLATIONS, key, {"tag": tag, "done": False})
     except Conflict:
-        stored = states.get(VIOLATIONS, key)
+        try:
+            stored = states.get(VIOLATIONS, key)
+        except StateTampered as err:  # a forged "recorded": never obeyed, the violation is recorded
+            stored = Versioned(state={"tag": tag, "done": False}, etag=err.etag)
         if stored is None or stored.state.get("done") is not False:
             return False  # recorded (a claim without the flag predates it: recorded then too)
         claim = stored
@@ -930,7 +934,7 @@ def schedule_retirement(states: StateStore, key: str, versions: Collection[str],
     schedule keeps changing (three reads and writes lost to retirement runs), DependencyUnavailable."""
     row = schedule_key(key)
     for _ in range(3):
-        stored = states.get(PARTITION, row)
+        stored = _schedule(states, row)
         kept = [(v, t) for v, t in (retirements(stored.state) if stored else []) if v not in versions]
         state = _schedule_state([*kept, *((v, after) for v in versions)])
         try:
@@ -942,6 +946,16 @@ def schedule_retirement(states: StateStore, key: str, versions: Collection[str],
         except (Conflict, NotFound):
             continue  # a retirement run changed or removed it meanwhile: read it again
     raise Conflict(f"the retirement schedule of {key} keeps changing; try again")
+
+
+def _schedule(states: StateStore, row: str) -> Versioned | None:
+    """A retirement schedule row; a tampered one (reported by the store) as an empty schedule at the
+    version read, so whoever writes next replaces it: what it planned cannot be trusted, and the vault
+    decides what retires anyway (``retire_due``)."""
+    try:
+        return states.get(PARTITION, row)
+    except StateTampered as err:
+        return Versioned(state={}, etag=err.etag, tampered=err.check)
 
 
 def retire_due(
@@ -969,13 +983,19 @@ def retire_due(
     """
     key = name.lower()
     row = schedule_key(key)
-    stored = states.get(PARTITION, row)
+    stored = _schedule(states, row)
     if stored is None:
         return []
     planned = retirements(stored.state)
     now = clock.now()
+    if stored.tampered is not None:
+        # What was planned is lost: every enabled version but the current one is looked at, and the
+        # vault's times say which retire now (the others stay planned until then).
+        planned = _every_replaced(store, name, now)
     due = [v for v, t in planned if t <= now]
     if not due:
+        if stored.tampered is not None:
+            states.replace(PARTITION, row, _schedule_state(planned), stored.etag)
         return []
     if is_reserved(key, reserved):
         states.delete(PARTITION, row, stored.etag)
@@ -1024,6 +1044,17 @@ def retire_due(
     else:
         states.delete(PARTITION, row, stored.etag)  # nothing left: the next rotation creates it afresh
     return retired
+
+
+def _every_replaced(store: SecretStore, name: str, now: datetime) -> list[tuple[str, datetime]]:
+    """A schedule re-derived from the vault: every enabled version but the current one, due now (each is
+    then judged by ``_retire_when``: its grace since a version this service made replaced it)."""
+    try:
+        current = store.get_properties(name).version
+        versions = store.list_versions(name)
+    except (NotFound, SecretDisabled):
+        return []
+    return [(v.version, now) for v in versions if v.enabled and v.version != current]
 
 
 def _retire_when(
@@ -1181,7 +1212,6 @@ def retire_all(
     the names that failed. Raises DependencyUnavailable when the schedule cannot be read at all."""
     retired: list[tuple[str, str]] = []
     failed: list[str] = []
-    _adopt_legacy_schedules(states)
     scheduled = states.list(PARTITION, start=SCHEDULE_PREFIX, stop=SCHEDULE_PREFIX + "~")
     for key in (row.removeprefix(SCHEDULE_PREFIX) for row in scheduled):
         try:
@@ -1204,20 +1234,6 @@ def retire_all(
                     error=str(err)[:500],
                 )
     return retired, failed
-
-
-def _adopt_legacy_schedules(states: StateStore) -> None:
-    """Move the schedules kept where they were before (partition ``retire``) beside their secrets'
-    progress: each planned version is added (``schedule_retirement``: none twice), then the old row is
-    deleted. One that cannot be moved is left for the next run. Raises DependencyUnavailable when the old
-    partition cannot be listed."""
-    for key, stored in states.list(LEGACY_RETIRE).items():
-        try:
-            for version, after in retirements(stored.state):
-                schedule_retirement(states, key, [version], after)
-            states.delete(LEGACY_RETIRE, key, stored.etag)
-        except DomainError as err:  # one row (a forged key too long to move, say) never stops the others
-            logger.warning("the old retirement schedule of %.140s is left for the next run: %s", key, err)
 
 
 def _announce(publisher: Publisher, clock: Clock, vault: str, outcome: RotationOutcome) -> None:
@@ -1319,6 +1335,9 @@ def rotate_requested(
         )  # fmt: skip
     except (NotFound, NotManaged) as err:
         return _skip(trail, name, str(err), cid)
+    except StateTampered as err:
+        # Never acted on (the store reported it: a record, a finding, an event); the request is done.
+        return _skip(trail, name, f"its rotation state is tampered ({err.check}): nothing acts on it", cid)
 
 
 def gave_up(request: RotationRequest, trail: AuditTrail, attempts: int) -> None:

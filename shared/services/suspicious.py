@@ -7,7 +7,6 @@ in the finding store before it is reported, so overlapping or concurrent scans n
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -20,10 +19,12 @@ from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, authenti
 from shared.domain.errors import DomainError
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
-from shared.domain.notifications import SUSPICIOUS_ACTIVITY, Notification
 from shared.domain.scan_rules import ScanRules
 from shared.ports import AuditReader, Clock, FindingStore, MacKeyRing, Publisher
 from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
+from shared.services.findings import FindingPeers
+from shared.services.findings import finding_id as _finding_id
+from shared.services.findings import report as report_finding
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +71,6 @@ def _outcomes(events: Iterable[AuditEvent], action: Action) -> list[AuditEvent]:
     """The records of ``action`` that say what happened (a success), never the intent before it: one
     request, one break-glass, is one record to count."""
     return [e for e in events if e.action == action and e.result == Result.SUCCESS]
-
-
-def _finding_id(*parts: str) -> str:
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 def _bucket(moment: datetime, width: timedelta) -> str:
@@ -245,7 +242,9 @@ def scan(
     rows = reader.list_records(AuditQuery(vault=trail.vault, since=since))
     events = [e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get)) is not None]
     report.scanned = len(events)
-    on_record = {str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY}
+    on_record = frozenset(
+        str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY
+    )
     for finding in find_suspicious(events, rules, since):
         stored = StoredFinding(
             id=finding.id,
@@ -258,38 +257,13 @@ def scan(
             report.findings.append(finding.id)
         else:
             report.already_reported += 1
+    peers = FindingPeers(findings, trail, publisher, clock)
     for pending in findings.pending():
         try:
-            if not pending.audited:
-                # A record from an earlier, interrupted scan counts: never write the same finding twice.
-                if pending.id not in on_record:
-                    trail.record(
-                        Action.SUSPICIOUS_ACTIVITY,
-                        secret_name=pending.secret_name,
-                        correlation_id=correlation_id,
-                        details=pending.details,
-                    )
-                findings.mark_audited(pending.id)
-                report.audited += 1
-            if not pending.notified:
-                publisher.publish([_notification(pending, trail.vault, now)])
-                findings.mark_notified(pending.id)
-                report.notified += 1
+            # A record from an earlier, interrupted report counts: never write the same finding twice.
+            report_finding(peers, pending, correlation_id, on_record=on_record)
+            report.audited += not pending.audited
+            report.notified += not pending.notified
         except DomainError as err:
             report.failures.append(f"finding {pending.id} ({pending.rule}): {err}")
     return report
-
-
-def _notification(finding: StoredFinding, vault: str, now: datetime) -> Notification:
-    return Notification(
-        type=SUSPICIOUS_ACTIVITY,
-        subject=finding.secret_name or finding.id,
-        time=now,
-        data={
-            "finding_id": finding.id,
-            "rule": finding.rule,
-            "vault": vault,
-            "summary": finding.details.get("summary"),
-        },
-        id=finding.id,  # the same finding always has the same event id: consumers can deduplicate
-    )

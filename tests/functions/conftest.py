@@ -19,7 +19,7 @@ from tests.fakes import (
     FixedClock,
     InMemoryAnchor,
     InMemoryAuditLog,
-    InMemoryFindings,
+    InMemoryStateStore,
     RecordingPublisher,
 )
 
@@ -42,7 +42,8 @@ class FakeContainer(Container):
         self.audit_log = InMemoryAuditLog(self.key_ring)  # type: ignore[assignment]
         self.digest_anchor = InMemoryAnchor()
         self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
-        self.findings = InMemoryFindings()
+        self.state_rows = InMemoryStateStore()
+        self.finding_rows = InMemoryStateStore()
         self.publisher = RecordingPublisher()
 
 

@@ -224,13 +224,13 @@ def test_review_fails_closed_when_the_audit_store_is_down(
     status, body, _ = review(functions, finding)
     assert status == 503
     assert "nothing was changed" in body["detail"]
-    assert fake.findings.rows[finding].status == "open"
+    assert fake.findings.get(finding).status == "open"
 
     fake.audit_log.available = True
     status, body, _ = review(functions, finding)
     assert status == 200
     assert body["status"] == "reviewed"
-    assert fake.findings.rows[finding].reviewer == "oid-reviewer"
+    assert fake.findings.get(finding).reviewer == "oid-reviewer"
     assert review(functions, finding, body=b"")[0] == 409  # an empty body means {}
     assert review(functions, "e" * 32)[0] == 404
     bad = review(functions, "nope")
@@ -289,7 +289,7 @@ def test_review_needs_a_json_content_type(
     assert status == 415, body
     assert response.mimetype == "application/problem+json"
     assert "application/json" in body["detail"]
-    assert fake.findings.rows[finding].status == "open"
+    assert fake.findings.get(finding).status == "open"
     assert [e for e in fake.audit_log.events if e.action == Action.REVIEWED] == []
 
 
@@ -309,7 +309,7 @@ def test_review_refuses_query_parameters(functions: dict[str, Any], fake: FakeCo
     fake.findings.claim(StoredFinding(finding, "break_glass", fake.clock.now()))
     status, body, _ = review(functions, finding, params={"note": "via the url"})
     assert (status, body["parameter"]) == (400, "note")
-    assert fake.findings.rows[finding].status == "open"
+    assert fake.findings.get(finding).status == "open"
 
 
 def test_review_needs_the_review_role_not_the_read_role(
@@ -322,7 +322,7 @@ def test_review_needs_the_review_role_not_the_read_role(
     assert "Secrets.Audit.Review" in body["detail"]
     [event] = denied(fake)
     assert event.details["required_role"] == "Secrets.Audit.Review"
-    assert fake.findings.rows[finding].status == "open"
+    assert fake.findings.get(finding).status == "open"
     assert call(functions, "audit_query", principal=REVIEWER)[0] == 403  # and review does not imply read
 
 
@@ -331,14 +331,16 @@ def test_nobody_reviews_a_finding_about_themselves(functions: dict[str, Any], fa
     actor = Actor("oid-reviewer", ActorType.USER, "203.0.113.50", "python-requests")
     fake.audit_trail.record(Action.BREAK_GLASS, secret_name="db-password", actor=actor)
     functions["suspicious_activity_scan"].get_user_function()(TimerRequest(), Ctx())
-    [finding] = fake.findings.rows.values()
+    [key] = fake.finding_rows.list("finding")
+    finding = fake.findings.get(key)
+    assert finding is not None
     assert finding.details["actors"] == ["oid-reviewer"]
 
     status, body, response = review(functions, finding.id)
     assert status == 403, body
     assert response.mimetype == "application/problem+json"
     assert "someone else" in body["detail"]
-    assert fake.findings.rows[finding.id].status == "open"
+    assert fake.findings.get(finding.id).status == "open"
     [refusal] = [e for e in fake.audit_log.events if e.action == Action.REVIEWED]
     assert refusal.result == Result.DENIED
     assert refusal.actor.id == "oid-reviewer"
@@ -346,7 +348,7 @@ def test_nobody_reviews_a_finding_about_themselves(functions: dict[str, Any], fa
 
     other = encode_principal("oid-colleague", ["Secrets.Audit.Review"], name="carl")
     assert review(functions, finding.id, principal=other)[0] == 200
-    assert fake.findings.rows[finding.id].reviewer == "oid-colleague"
+    assert fake.findings.get(finding.id).reviewer == "oid-colleague"
 
 
 def test_an_unverified_identity_is_kept_in_the_refusal_but_not_trusted(

@@ -30,7 +30,7 @@ class DecommissionContainer(FakeContainer):
     def __init__(self) -> None:
         super().__init__()
         self.secret_store = InMemorySecretStore(self.clock)
-        self.state_store = InMemoryStateStore()
+        self.state_rows = InMemoryStateStore()
         tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
         self.secret_store.set_value(NAME, "DECOMMISSIONED-VALUE", content_type=None, tags=tags)
 

@@ -35,7 +35,7 @@ class World(FakeContainer):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.secret_store = InMemorySecretStore(self.clock)
-        self.state_store = InMemoryStateStore()
+        self.state_rows = InMemoryStateStore()
         self.rotation_requests = RecordingRotationRequests()
 
     @property
@@ -101,7 +101,7 @@ def test_malformed_and_irrelevant_events_are_dropped_without_raising(
     deliver(functions, malformed)
     deliver(functions, event("Microsoft.KeyVault.KeyNearExpiry", "dispatch-api-key", "abc"))
     deliver(functions, event("Microsoft.Storage.BlobCreated", "dispatch-api-key", "abc"))
-    assert world.queue.sent == [] and world.audit_log.events == [] and world.state_store.rows == {}
+    assert world.queue.sent == [] and world.audit_log.events == [] and world.state_rows.rows == {}
 
 
 def test_a_dependency_failure_is_raised_and_the_redelivery_acts(

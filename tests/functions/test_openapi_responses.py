@@ -94,7 +94,7 @@ class World(FakeContainer):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.secret_store = InMemorySecretStore(self.clock)
-        self.state_store = InMemoryStateStore()
+        self.state_rows = InMemoryStateStore()
         self.rotation_requests = RecordingRotationRequests()
         self.probes: dict[str, DependencyProbe] = {"key_vault": Probe(), "storage": Probe()}
         self.clock.advance(timedelta(days=-40))

@@ -44,7 +44,7 @@ class RevocationContainer(FakeContainer):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
         self.secret_store = InMemorySecretStore(self.clock)
-        self.state_store = InMemoryStateStore()
+        self.state_rows = InMemoryStateStore()
         policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
         self.clock.advance(timedelta(days=-1))
         self.version = self.secret_store.set_value(NAME, "VALUE-1", content_type=None, tags=policy.to_tags())

@@ -39,7 +39,7 @@ class SecretsContainer(FakeContainer):
     def __init__(self) -> None:
         super().__init__()
         self.secret_store = InMemorySecretStore(self.clock)
-        self.state_store = InMemoryStateStore()
+        self.state_rows = InMemoryStateStore()
         self.rotation_requests = RecordingRotationRequests()
 
     def fail_success_of(self, action: Action | None) -> None:

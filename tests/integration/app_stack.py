@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from azure.data.tables import TableServiceClient
+from azure.keyvault.secrets import SecretClient
 
 from devtools.azurite import AzuriteProcess
 from devtools.host import HostProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from devtools.stack import create_tables
-from shared.adapters.tables import AUDIT_TABLE
+from shared.adapters.key_vault import KeyVaultMacKeyRing, LocalTokenCredential
+from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, TableStateStore
+from shared.services.findings import StateFindingStore
+from shared.services.sealed_state import SealedStateStore
 from tests.integration.conftest import app_settings
 from tests.integration.http_client import Client
 
@@ -42,6 +46,18 @@ class Stack:
 
     def tables(self) -> TableServiceClient:
         return TableServiceClient.from_connection_string(self.azurite.connection_string)
+
+    def vault(self) -> SecretClient:
+        return SecretClient(self.emulator.url, LocalTokenCredential(), **self.emulator.client_kwargs())
+
+    def sealed(self, table: str) -> SealedStateStore:
+        """The service's states in ``table`` as the app reads them (sealed with the app's audit key)."""
+        return SealedStateStore(
+            TableStateStore(self.tables(), table), KeyVaultMacKeyRing(self.vault()), table
+        )
+
+    def findings(self) -> StateFindingStore:
+        return StateFindingStore(self.sealed(FINDINGS_TABLE))
 
     def stop(self) -> None:
         self.host.stop()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.adapters.tables import AUDIT_TABLE, TableFindingStore, row_key
+from shared.adapters.tables import AUDIT_TABLE, row_key
 from shared.domain.findings import StoredFinding
 from tests.integration.app_stack import Stack, audit_rows
 
@@ -70,7 +70,7 @@ def test_verify_over_http_and_from_the_cli(stack: Stack) -> None:
 
 
 def test_state_change_fails_closed_while_storage_is_unreachable(stack: Stack) -> None:
-    findings = TableFindingStore(stack.tables())
+    findings = stack.findings()
     assert findings.claim(StoredFinding(FINDING, "break_glass", _now(), details={"summary": "test"}))
 
     stack.azurite.stop()
@@ -81,7 +81,7 @@ def test_state_change_fails_closed_while_storage_is_unreachable(stack: Stack) ->
     assert time.monotonic() - started < 60
 
     stack.restart_azurite()
-    findings = TableFindingStore(stack.tables())
+    findings = stack.findings()
     assert getattr(findings.get(FINDING), "status", None) == "open"
     assert [r for r in audit_rows(stack) if r["action"] == "REVIEWED"] == []
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import pytest
 
-from shared.adapters.tables import TableFindingStore
 from tests.integration.app_stack import Stack
 
 DENIED_PER_IP = 4
@@ -60,6 +59,6 @@ def test_a_burst_of_anonymous_refusals_from_one_ip_is_a_finding(stack: Stack) ->
         4,
     )
     assert sorted(details["record_ids"]) == sorted(item["id"] for item in denied["items"])
-    finding = TableFindingStore(stack.tables()).get(details["finding_id"])
+    finding = stack.findings().get(details["finding_id"])
     assert finding is not None
     assert (finding.rule, finding.audited, finding.notified) == ("access_denied_burst_ip", True, True)

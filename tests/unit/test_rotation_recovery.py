@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import Action, AuditEvent, Result
-from shared.domain.errors import DependencyUnavailable, DomainError
+from shared.domain.errors import DependencyUnavailable
 from shared.domain.policy import (
     INTERVAL_TAG,
     KIND_TAG,
@@ -21,7 +21,6 @@ from shared.domain.policy import (
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.audit import AuditTrail, AuditUnavailable
 from shared.services.rotation import (
-    LEGACY_RETIRE,
     PARTITION,
     Progress,
     acquire,
@@ -446,81 +445,8 @@ def test_a_schedule_removed_while_a_rotation_adds_to_it_is_made_again(world: Wor
     assert [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED] == []
 
 
-def test_a_schedule_kept_where_schedules_were_before_is_moved_and_honoured(world: World) -> None:
-    old = world.seed()
-    world.rotate()
-    moved = world.states.get(PARTITION, schedule_key(NAME))
-    assert moved is not None
-    world.states.delete(PARTITION, schedule_key(NAME), moved.etag)
-    world.states.create(LEGACY_RETIRE, NAME, dict(moved.state))  # as an older release stored it
-    world.clock.advance(timedelta(hours=12))  # within the grace: moved, not retired yet
-    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
-    assert world.states.list(LEGACY_RETIRE) == {}
-    kept = world.states.get(PARTITION, schedule_key(NAME))
-    assert kept is not None and kept.state["versions"] == moved.state["versions"]
-    world.clock.advance(timedelta(hours=13))
-    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
-        (NAME, old)
-    ]
-    assert not world.store.get_properties(NAME, old).enabled
-
-
 def test_progress_and_schedules_are_listed_apart(world: World) -> None:
     world.seed()
     world.rotate()
     assert list(progress_rows(world.states)) == [NAME]
     assert set(world.states.list(PARTITION)) == {NAME, schedule_key(NAME)}
-
-
-def test_an_old_schedule_that_cannot_be_moved_does_not_stop_the_others(world: World) -> None:
-    """One old row the store refuses to move (a key too long for the new place, say) is left; every other
-    schedule is moved and retired all the same."""
-    old = world.seed()
-    world.rotate()
-    moved = world.states.get(PARTITION, schedule_key(NAME))
-    assert moved is not None
-    world.states.delete(PARTITION, schedule_key(NAME), moved.etag)
-    world.states.create(LEGACY_RETIRE, NAME, dict(moved.state))
-    world.states.create(LEGACY_RETIRE, "x" * 1000, dict(moved.state))
-    create = world.states.create
-
-    def refusing(partition: str, key: str, state: Any) -> Any:
-        if key.endswith("x" * 1000):
-            raise DependencyUnavailable("state", "400 OutOfRangeInput")
-        return create(partition, key, state)
-
-    world.states.create = refusing  # type: ignore[method-assign]
-    world.clock.advance(timedelta(hours=25))
-    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-    assert (retired, failed) == ([(NAME, old)], [])
-    assert list(world.states.list(LEGACY_RETIRE)) == ["x" * 1000]  # left for the next run
-
-
-@pytest.mark.parametrize("interleaved", [False, True])
-def test_a_retirement_run_during_the_retry_of_a_failed_rotation_cannot_drop_the_replaced_version(
-    world: World, interleaved: bool
-) -> None:
-    """The failed attempt planned v1, which is due by the time the retry runs; a retirement run between
-    the retry's lease and its vault write finds v1 still current. The retry's lease rewrote the schedule,
-    so that run's write loses and v1 stays planned (found by review)."""
-    v1 = world.seed()
-    world.store.denied = {"set_value"}
-    with pytest.raises(DomainError):
-        world.rotate()
-    world.store.denied = set()
-    world.clock.advance(timedelta(hours=25))
-    set_value = world.store.set_value
-    ran: list[bool] = []
-
-    def racing(name: str, value: str, **options: Any) -> Any:
-        if interleaved and not ran and name == NAME:
-            ran.append(True)
-            retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-        return set_value(name, value, **options)
-
-    world.store.set_value = racing  # type: ignore[method-assign]
-    assert world.rotate().status == "rotated"
-    assert ran == ([True] if interleaved else [])
-    world.clock.advance(timedelta(hours=25))
-    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-    assert not world.store.get_properties(NAME, v1).enabled

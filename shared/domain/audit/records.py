@@ -62,6 +62,11 @@ class Action(StrEnum):
     TAMPERING_DETECTED = "TAMPERING_DETECTED"
     #: An operator re-derived a chain's head from its records after they verified (CLI ``repair``).
     CHAIN_REPAIRED = "CHAIN_REPAIRED"
+    #: A stored state row (rotation progress, a lease, a revocation request, a finding, ...) whose seal is
+    #: missing or wrong, or a row the trail says exists that is gone: refused, never acted on.
+    STATE_TAMPERED = "STATE_TAMPERED"
+    #: A due secret whose rotation did not happen (held by a lease too long, or still due sweeps later).
+    ROTATION_STALLED = "ROTATION_STALLED"
 
 
 class Result(StrEnum):

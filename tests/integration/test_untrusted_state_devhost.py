@@ -1,0 +1,88 @@
+"""Decisions rest on authenticated state: what a storage writer (table write access) or a tag editor does
+to the service's state ends in a refusal and a record, never in a change. Each scenario is an attack tried
+as such a party would — rows forged through the table SDK, tags edited through the Key Vault SDK — against
+the app served by the dev host on Azurite and the Key Vault emulator."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.adapters.tables import STATE_TABLE
+from shared.domain.audit import format_time
+from shared.domain.identity import encode_principal
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.entrypoints.http import STATE_TAMPERED_TYPE
+from tests.integration.app_stack import Stack, audit_rows
+
+OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate", "Secrets.Audit.Read"], name="op")
+
+
+def wait_until(check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    return check()
+
+
+def _due_secret(stack: Stack) -> tuple[str, str]:
+    name = f"dispatch-key-{uuid.uuid4().hex[:8]}"
+    policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
+    made = stack.vault().set_secret(
+        name, "initial-value", tags=policy.to_tags(), expires_on=datetime.now(UTC) + timedelta(days=10)
+    )
+    return name, made.properties.version or ""
+
+
+def test_a_forged_lease_is_refused_reported_once_and_never_obeyed(stack: Stack) -> None:
+    name, version = _due_secret(stack)
+    forged = {
+        "PartitionKey": "rotation",
+        "RowKey": name.lower(),
+        "rotation_id": "f" * 32,
+        "step": "promoting",
+        "from_version": version,
+        "holder": "mallory",
+        "lease_until": format_time(datetime.now(UTC) + timedelta(minutes=25)),
+        "attempt": 1,
+    }
+    stack.tables().create_table_if_not_exists(STATE_TABLE).create_entity(forged)
+
+    status, body = stack.client.post(f"/api/secrets/{name}/rotate", {}, principal=OPERATOR)
+    assert status == 409 and body["type"] == STATE_TAMPERED_TYPE, body
+    assert (body["partition"], body["key"], body["check"]) == ("rotation", name.lower(), "no seal")
+    status, shown = stack.client.get(f"/api/secrets/{name}/status", principal=OPERATOR)
+    assert status == 200 and shown["state"]["status"] == "tampered", shown
+    status, plan = stack.client.post(f"/api/secrets/{name}/rotate", {"dry_run": True}, principal=OPERATOR)
+    assert status == 200 and not plan["would_rotate"] and "tampered" in plan["reason"], plan
+
+    # The sweep requests the due secret; the queue trigger refuses the row and records why.
+    assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
+    assert stack.host.wait_for_output(f"rotation of {name}: skipped", timeout=60), stack.host.output()
+    assert len(list(stack.vault().list_properties_of_secret_versions(name))) == 1  # nothing rotated
+    rows = audit_rows(stack)
+    tampered = [r for r in rows if r["action"] == "STATE_TAMPERED" and name.lower() in r["details"]]
+    assert len(tampered) == 1 and tampered[0]["result"] == "failure", tampered  # once, however often met
+    assert "mallory" not in tampered[0]["details"] and "promoting" not in tampered[0]["details"]
+    skipped = [r for r in rows if r["action"] == "ROTATION_SKIPPED" and r.get("secret_name") == name]
+    assert skipped and "tampered" in skipped[-1]["details"]
+    suspicious = [
+        r for r in rows if r["action"] == "SUSPICIOUS_ACTIVITY" and "state_tampered" in r["details"]
+    ]
+    assert len(suspicious) == 1
+    pending = stack.findings().pending()
+    assert all(f.rule != "state_tampered" for f in pending)  # audited and notified
+
+    # The operator deletes the worthless row: the next request starts from no state and rotates.
+    table = stack.tables().get_table_client(STATE_TABLE)
+    table.delete_entity("rotation", name.lower())
+    status, queued = stack.client.post(f"/api/secrets/{name}/rotate", {}, principal=OPERATOR)
+    assert status == 202, queued
+    assert wait_until(lambda: len(list(stack.vault().list_properties_of_secret_versions(name))) == 2)
+    status, report = stack.client.get("/api/audit/verify")
+    assert (status, report["status"]) == (200, "ok"), report

@@ -1,0 +1,281 @@
+"""Sealed states: every stored state carries a MAC over its table, keys and properties; a row a storage
+writer wrote, edited, moved or copied is refused (never acted on) and reported once — a STATE_TAMPERED
+record naming the row's keys and the failed check (never its contents), a finding and an event."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shared.domain.audit import Action, Result
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.rotation import RotationReason, RotationRequest
+from shared.domain.scan_rules import ScanRules
+from shared.domain.state import MAC_FIELD, StateTampered, StateWrite
+from shared.services import expiry, rotation
+from shared.services.audit import AuditTrail
+from shared.services.findings import FindingPeers, StateFindingStore, TamperAlarm
+from shared.services.sealed_state import SealedStateStore
+from shared.services.suspicious import scan
+from tests.fakes import (
+    FakeKeyRing,
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+)
+
+TABLE = "secretstate"
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.keys = FakeKeyRing()
+        self.log = InMemoryAuditLog(self.keys)
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+        self.rows = InMemoryStateStore()  # what a storage writer reaches
+        self.finding_rows = InMemoryStateStore()
+        self.alarm = TamperAlarm(lambda: FindingPeers(self.findings, self.trail, self.publisher, self.clock))
+        self.states = SealedStateStore(self.rows, self.keys, TABLE, self.alarm)
+        self.findings = StateFindingStore(
+            SealedStateStore(self.finding_rows, self.keys, "auditfindings", self.alarm)
+        )
+
+    def records(self, action: Action) -> list[Any]:
+        return [e for e in self.log.events if e.action == action]
+
+    def overwrite(self, partition: str, key: str, state: dict[str, Any]) -> None:
+        """Rewrite a row as a storage writer does: straight into the table, no key."""
+        stored = self.rows.get(partition, key)
+        if stored is None:
+            self.rows.create(partition, key, state)
+        else:
+            self.rows.replace(partition, key, state, stored.etag)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_what_is_written_reads_back_and_carries_a_seal(world: World) -> None:
+    made = world.states.create("rotation", "dispatch-api-key", {"step": "idle", "attempt": 2, "done": True})
+    assert dict(made.state) == {"step": "idle", "attempt": 2, "done": True}
+    raw = world.rows.get("rotation", "dispatch-api-key")
+    assert raw is not None and MAC_FIELD in raw.state
+    read = world.states.get("rotation", "dispatch-api-key")
+    assert read is not None and dict(read.state) == {"step": "idle", "attempt": 2, "done": True}
+    world.states.replace("rotation", "dispatch-api-key", {"step": "promoting", "attempt": 3}, read.etag)
+    again = world.states.get("rotation", "dispatch-api-key")
+    assert again is not None and again.state["step"] == "promoting"
+    [_, other] = world.states.commit("rotation", [StateWrite("a", {"x": "1"}), StateWrite("b", {"y": "2"})])
+    assert world.states.list("rotation")["a"].state == {"x": "1"} and other.state == {"y": "2"}
+
+
+def forgeries(world: World) -> dict[str, dict[str, Any]]:
+    world.states.create("rotation", "victim", {"step": "idle", "lease_until": "2026-01-01T00:00:00.000000Z"})
+    world.states.create("rotation", "other", {"step": "idle"})
+    sealed = world.rows.get("rotation", "victim")
+    other = world.rows.get("rotation", "other")
+    assert sealed is not None and other is not None
+    return {
+        "no seal": {"step": "promoting", "lease_until": "2099-01-01T00:00:00.000000Z"},
+        "mac mismatch": {**sealed.state, "step": "promoting"},  # one property edited, the seal kept
+        "moved": dict(other.state),  # another row's sealed state copied here
+        "unknown key": {**sealed.state, "state_key_id": "key-that-never-was"},
+    }
+
+
+@pytest.mark.parametrize("kind", ["no seal", "mac mismatch", "moved", "unknown key"])
+def test_a_row_a_storage_writer_wrote_is_refused_and_reported_once(world: World, kind: str) -> None:
+    forged = forgeries(world)[kind]
+    world.overwrite("rotation", "victim", forged)
+    for _ in range(3):  # read again and again: reported once
+        with pytest.raises(StateTampered) as err:
+            world.states.get("rotation", "victim")
+    expected = {"no seal": "no seal", "unknown key": "unknown key"}.get(kind, "mac mismatch")
+    assert (err.value.partition, err.value.key, err.value.check) == ("rotation", "victim", expected)
+    [tampered] = world.records(Action.STATE_TAMPERED)
+    assert tampered.result == Result.FAILURE and tampered.secret_name is None  # the service chain
+    assert {k: tampered.details[k] for k in ("table", "partition", "key", "check")} == {
+        "table": TABLE, "partition": "rotation", "key": "victim", "check": expected,
+    }  # fmt: skip
+    assert "promoting" not in repr(tampered.details) and "2099" not in repr(tampered.details)  # no contents
+    [suspicious] = world.records(Action.SUSPICIOUS_ACTIVITY)
+    assert suspicious.details["rule"] == "state_tampered"
+    assert tampered.details["finding_id"] == suspicious.details["finding_id"]
+    [event] = world.publisher.sent
+    assert (event.type, event.id) == ("SecretLifecycle.SuspiciousActivity", suspicious.details["finding_id"])
+    finding = world.findings.get(event.id)
+    assert finding is not None and finding.audited and finding.notified
+
+
+def test_a_second_tampering_of_the_same_row_is_reported_again(world: World) -> None:
+    world.states.create("rotation", "victim", {"step": "idle"})
+    world.overwrite("rotation", "victim", {"step": "promoting"})
+    with pytest.raises(StateTampered):
+        world.states.get("rotation", "victim")
+    world.overwrite("rotation", "victim", {"step": "promoting", "holder": "mallory"})
+    with pytest.raises(StateTampered):
+        world.states.get("rotation", "victim")
+    assert len(world.records(Action.STATE_TAMPERED)) == 2
+
+
+def test_another_process_reports_a_tampering_once_too(world: World) -> None:
+    """The in-process memory is only a shortcut: the finding's claim is what makes it once."""
+    world.overwrite("revocation", "f" * 32, {"document": "{}"})
+    with pytest.raises(StateTampered):
+        world.states.get("revocation", "f" * 32)
+    fresh = TamperAlarm(lambda: FindingPeers(world.findings, world.trail, world.publisher, world.clock))
+    other = SealedStateStore(world.rows, world.keys, TABLE, fresh)  # a second worker process
+    with pytest.raises(StateTampered):
+        other.get("revocation", "f" * 32)
+    assert len(world.records(Action.STATE_TAMPERED)) == 1
+
+
+def test_a_listing_shows_a_tampered_row_with_no_contents(world: World) -> None:
+    world.states.create("revocation", "a" * 32, {"document": "{}", "status": "pending"})
+    world.overwrite("revocation", "b" * 32, {"document": "{}", "status": "approved"})
+    listed = world.states.list("revocation")
+    assert listed["a" * 32].tampered is None and listed["a" * 32].state["status"] == "pending"
+    assert (listed["b" * 32].tampered, dict(listed["b" * 32].state)) == ("no seal", {})
+    assert len(world.records(Action.STATE_TAMPERED)) == 1
+
+
+def test_rows_sealed_with_an_older_key_still_read_after_the_key_rotates(world: World) -> None:
+    world.states.create("rotation", "old", {"step": "idle"})
+    world.keys.keys["key2"] = b"\x02" * 32
+    world.keys.current_id = "key2"
+    world.states.create("rotation", "new", {"step": "idle"})
+    assert world.states.get("rotation", "old") is not None and world.states.get("rotation", "new") is not None
+    raw = world.rows.get("rotation", "new")
+    assert raw is not None and raw.state["state_key_id"] == "key2"
+
+
+def test_what_storage_would_not_give_back_as_written_is_never_sealed(world: World) -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        world.states.create("rotation", "x", {"ratio": 0.5})
+    with pytest.raises(ValueError, match="count"):
+        world.states.create("rotation", "x", {"count": 2**40})
+
+
+def test_a_finding_claim_a_storage_writer_planted_does_not_suppress_the_finding(world: World) -> None:
+    """A row put where a finding will be claimed (saying it was audited and notified) is taken over."""
+    world.overwrite("rotation", "victim", {"step": "promoting"})
+    with pytest.raises(StateTampered):
+        world.states.get("rotation", "victim")
+    [reported] = world.records(Action.STATE_TAMPERED)
+    fid = reported.details["finding_id"]
+    world.finding_rows.rows.clear()
+    world.log.records.clear()
+    world.log.heads.clear()
+    world.finding_rows.create("finding", fid, {"rule": "state_tampered", "audited": True, "notified": True})
+    fresh = TamperAlarm(lambda: FindingPeers(world.findings, world.trail, world.publisher, world.clock))
+    with pytest.raises(StateTampered):
+        SealedStateStore(world.rows, world.keys, TABLE, fresh).get("rotation", "victim")
+    # Both tamperings are on record: the planted finding row and the rotation row it was to hide.
+    named = sorted((e.details["partition"], e.details["key"]) for e in world.records(Action.STATE_TAMPERED))
+    assert named == [("finding", fid), ("rotation", "victim")]
+    finding = world.findings.get(fid)
+    assert finding is not None and finding.audited and finding.notified
+
+
+def test_the_alarm_never_stops_the_refusal_and_what_it_could_not_record_is_reported_later(
+    world: World,
+) -> None:
+    world.log.available = False  # the audit store is down: the alarm claims the finding, cannot record it
+    world.overwrite("rotation", "victim", {"step": "promoting"})
+    with pytest.raises(StateTampered):
+        world.states.get("rotation", "victim")
+    assert world.records(Action.STATE_TAMPERED) == []
+    world.log.available = True
+    world.clock.advance(timedelta(minutes=15))
+    scan(world.log, world.trail, world.findings, world.publisher, world.clock, ScanRules(), keys=world.keys)
+    [tampered] = world.records(Action.STATE_TAMPERED)  # the pending finding carries its cause
+    assert tampered.details["key"] == "victim"
+    assert [e.type for e in world.publisher.sent] == ["SecretLifecycle.SuspiciousActivity"]
+
+
+# -- what the services do with a tampered row --------------------------------------------------------
+
+NAME = "dispatch-api-key"
+
+
+def _rotated(world: World) -> tuple[InMemorySecretStore, str]:
+    """A managed secret rotated once through the sealed store: (the vault, the replaced version)."""
+    store = InMemorySecretStore(world.clock)
+    world.clock.advance(timedelta(days=-31))
+    policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
+    old = store.set_value(NAME, "v1", content_type="text/plain", tags=policy.to_tags()).version
+    world.clock.advance(timedelta(days=31))
+    outcome = rotation.rotate(
+        NAME, store, world.states, world.trail, world.publisher, world.clock, reserved=()
+    )
+    assert outcome.status == "rotated"
+    return store, old
+
+
+def test_a_tampered_retirement_schedule_is_re_derived_from_the_vault(world: World) -> None:
+    store, old = _rotated(world)
+    world.overwrite("rotation", rotation.schedule_key(NAME), {"versions": "[]"})  # "nothing to retire"
+    world.clock.advance(timedelta(hours=25))
+    retired, failed = rotation.retire_all(store, world.states, world.trail, world.clock, reserved=())
+    assert (retired, failed) == ([(NAME, old)], [])
+    assert not store.get_properties(NAME, old).enabled
+    assert len(world.records(Action.STATE_TAMPERED)) == 1
+
+
+def test_a_tampered_progress_row_stops_the_rotation_with_a_record(world: World) -> None:
+    store, _ = _rotated(world)
+    world.clock.advance(timedelta(days=31))  # due again
+    world.overwrite("rotation", NAME, {"step": "idle"})
+    request = RotationRequest(
+        secret_name=NAME, reason=RotationReason.DUE, requested_at=world.clock.now(), correlation_id="sweep"
+    )
+    outcome = rotation.rotate_requested(
+        request, store, world.states, world.trail, world.publisher, world.clock, reserved=()
+    )
+    assert outcome.status == "skipped" and "tampered" in outcome.reason
+    assert len(store.versions_of(NAME)) == 2  # nothing written
+    [skipped] = world.records(Action.ROTATION_SKIPPED)
+    assert "tampered" in skipped.details["reason"]
+
+
+def test_a_claim_forged_to_say_done_does_not_suppress_the_violation(world: World) -> None:
+    store = InMemorySecretStore(world.clock)
+    tags = {**RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags(), "rotation-interval-days": "x"}
+    made = store.set_value(NAME, "v1", content_type="text/plain", tags=tags)
+    world.overwrite(
+        "policy-violation", f"{NAME}:{made.version}", {"tag": "rotation-interval-days", "done": True}
+    )
+    outcome = rotation.rotate(
+        NAME, store, world.states, world.trail, world.publisher, world.clock, reserved=()
+    )
+    assert outcome.status == "skipped"
+    [violation] = world.records(Action.POLICY_VIOLATION)
+    assert violation.details == {"tag": "rotation-interval-days"}
+
+
+def test_an_expiry_notice_forged_as_done_is_sent_all_the_same(world: World) -> None:
+    store = InMemorySecretStore(world.clock)
+    made = store.set_value(
+        "plain-secret", "v", content_type=None, tags={}, expires=world.clock.now() + timedelta(days=5)
+    )
+    world.overwrite(expiry.NOTICES, expiry.notice_key("plain-secret", made.version, "7d"), {"status": "done"})
+    report = expiry.check_expiry(
+        store,
+        world.states,
+        world.trail,
+        world.publisher,
+        world.clock,
+        reserved=(),
+        require_exp=False,
+        correlation_id="c",
+    )
+    assert [e.details.get("threshold_days") for e in world.records(Action.EXPIRY_WARNING)] == [7]
+    assert report is not None
