@@ -322,7 +322,15 @@ class Container:
             RevocationSettings(self.settings.revocation_ttl, approvals),
             reader=self.audit_log,
             keys=self.key_ring,
+            report_missing=self._report_missing_state,
         )
+
+    def _report_missing_state(self, partition: str, key: str) -> None:
+        """A state the audit trail says exists whose row is gone: reported as tampering (once)."""
+        from shared.adapters.tables import STATE_TABLE
+        from shared.domain.state import StateTampered
+
+        self.tamper_alarm(StateTampered(STATE_TABLE, partition, key, "missing", "", "missing"))
 
     @property
     def reserved_secrets(self) -> frozenset[str]:

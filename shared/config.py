@@ -189,8 +189,8 @@ class Settings:
 
     @cached_property
     def revocation_ttl(self) -> timedelta:
-        """REVOCATION_TTL_HOURS: how long a pending revocation request may wait for its approvals (1-168,
-        default 24). Raises ConfigurationError."""
+        """REVOCATION_TTL_HOURS: how long a revocation request may wait for its approvals and its
+        execution (1-168, default 24). Raises ConfigurationError."""
         raw = self._get(REVOCATION_TTL_HOURS)
         if raw is None:
             return timedelta(hours=24)

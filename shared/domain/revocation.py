@@ -7,8 +7,8 @@ Rules the machine enforces, whoever calls it:
 - Approvers are distinct and never the requester — not even a caller holding every role
   (``NotPermitted``, 403); a second approval by the same person is ``AlreadyApproved`` (409). People are
   compared in one canonical form (``shared.domain.identity.same_identity``).
-- A pending request expires at ``expires_at``: approving, rejecting or executing it after that is
-  ``InvalidTransition``; ``expire`` moves it to ``expired``.
+- A request expires at ``expires_at`` until it is executed: approving, rejecting or executing a pending
+  or approved request after that is ``InvalidTransition``; ``expire`` moves it to ``expired``.
 - Execution needs ``approved``; it goes ``executing`` first (stored before anything is disabled, so a
   crash mid-way is finished by a retry), then ``executed`` or ``failed`` with the result. It never runs
   twice: executing an executed request is ``InvalidTransition``, which carries the stored result.
@@ -21,6 +21,7 @@ Every transition returns a new ``Revocation``: the stored one is never changed i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -192,18 +193,21 @@ class Revocation:
         return dataclasses.replace(self, status=Status.CANCELLED, cancellation=Decision(by, at))
 
     def expire(self, at: datetime) -> Revocation:
-        """``expired`` once its TTL ran out while pending. Raises InvalidTransition otherwise."""
-        if self.status != Status.PENDING or at < self.expires_at:
+        """``expired`` once its TTL ran out while pending or approved (not yet executing). Raises
+        InvalidTransition otherwise."""
+        if self.status not in (Status.PENDING, Status.APPROVED) or at < self.expires_at:
             raise InvalidTransition(f"revocation {self.id} is {self.status.value}: it does not expire now")
         return dataclasses.replace(self, status=Status.EXPIRED)
 
     def begin(self, by: str, at: datetime) -> Revocation:
         """``executing``: stored before anything is disabled. Raises AlreadyExecuted (executed or
-        failed), InvalidTransition (any other status but approved)."""
+        failed), InvalidTransition (any other status but approved; approved but past its TTL)."""
         if self.status in (Status.EXECUTED, Status.FAILED):
             raise AlreadyExecuted(self)
         if self.status != Status.APPROVED:
             raise InvalidTransition(f"revocation {self.id} is {self.status.value}: it cannot be executed")
+        if at >= self.expires_at:
+            raise InvalidTransition(f"revocation {self.id} expired at {format_time(self.expires_at)}")
         return dataclasses.replace(self, status=Status.EXECUTING, executed_by=by, executed_at=at)
 
     def finish(self, result: Result, at: datetime) -> Revocation:
@@ -228,6 +232,26 @@ class Revocation:
             raise InvalidTransition(f"revocation {self.id} is {self.status.value}: it cannot be {what}")
         if at >= self.expires_at:
             raise InvalidTransition(f"revocation {self.id} expired at {format_time(self.expires_at)}")
+
+    def terms(self) -> str:
+        """The digest of what the request asks, fixed when it is made: which secret, which versions, how
+        severe, how many approvals, replace or not, by whom, until when. Its first record carries it, so an
+        execution disables exactly what was requested and recorded (the row is only a cache of it)."""
+        document = {
+            "id": self.id,
+            "vault": self.vault.lower(),
+            "secret_name": self.secret_name.lower(),
+            "versions": sorted(self.versions),
+            "severity": self.severity.value,
+            "required_approvals": self.required_approvals,
+            "replace": self.replace,
+            "break_glass": self.break_glass,
+            "requested_by": self.requested_by,
+            "requested_at": format_time(self.requested_at),
+            "expires_at": format_time(self.expires_at),
+        }
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # -- storage ------------------------------------------------------------------------------------
 

@@ -414,9 +414,22 @@ class Revocation(_Answer):
     review: Decision | None
 
 
+class UnreadableRevocation(_Answer):
+    """A request that cannot be shown: its row failed its seal (`tampered: <check>`), or the audit trail
+    holds it (within 8 days) but its row is gone (`missing: ...`). Each is on record (STATE_TAMPERED) and
+    a finding; nothing acts on it."""
+
+    id: str
+    secret_name: str | None
+    problem: str
+
+
 class RevocationPage(_Answer):
     items: list[Revocation]
     continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
+    unreadable: list[UnreadableRevocation] = Field(
+        description="On the first page: requests that cannot be shown (tampered or missing rows)."
+    )
 
 
 class RevocationConflict(Problem):

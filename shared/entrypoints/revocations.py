@@ -164,9 +164,10 @@ def revocations_list(req: func.HttpRequest, context: func.Context) -> func.HttpR
         container, cid = get_container(), correlation_id(context)
         authorize(req, READERS, container, correlation_id=cid)
         params = parse_params(ListParams, req.params)
-        found = revocation.list_requests(
-            container.state_store, status=params.status, secret_name=params.secret_name
+        listing = revocation.list_all(
+            container.revocations, status=params.status, secret_name=params.secret_name
         )
+        found = listing.requests
         start = 0
         if params.continuation is not None:
             ids = [r.id for r in found]
@@ -178,6 +179,7 @@ def revocations_list(req: func.HttpRequest, context: func.Context) -> func.HttpR
         body = {
             "items": [r.to_dict() for r in page],
             "continuation": page[-1].id if more and page else None,
+            "unreadable": listing.unreadable if params.continuation is None else [],
         }
         return json_response(body)
 

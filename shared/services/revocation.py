@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -101,6 +101,8 @@ class Services:
     #: The audit trail as stored, and its MAC keys: an execution is borne out by authentic records.
     reader: AuditReader | None = None
     keys: MacKeyRing | None = None
+    #: Hears of a request on record whose row is gone (partition, key): a STATE_TAMPERED record, a finding.
+    report_missing: Callable[[str, str], None] | None = None
 
 
 class InvalidRequest(InvalidSecret):
@@ -133,9 +135,16 @@ def get(states: StateStore, revocation_id: str) -> Revocation:
 def list_requests(
     states: StateStore, *, status: Status | None = None, secret_name: str | None = None
 ) -> list[Revocation]:
-    """Every request (newest first), filtered; rows this service did not write are left out."""
+    """Every request (newest first), filtered; rows that fail their seal are left out (``unreadable``
+    names them)."""
+    return _listed(states.list(PARTITION), status=status, secret_name=secret_name)
+
+
+def _listed(
+    rows: Mapping[str, Versioned], *, status: Status | None = None, secret_name: str | None = None
+) -> list[Revocation]:
     found: list[Revocation] = []
-    for stored in states.list(PARTITION).values():
+    for stored in rows.values():
         try:
             revocation = Revocation.of_state(stored.state)
         except ValueError:
@@ -146,6 +155,65 @@ def list_requests(
             continue
         found.append(revocation)
     return sorted(found, key=lambda r: (r.requested_at, r.id), reverse=True)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The requests, and the ones that cannot be shown: a row that fails its seal, or a request the audit
+    trail holds (within ``MISSING_WINDOW``) whose row is gone — each ``{"id", "secret_name", "problem"}``."""
+
+    requests: list[Revocation]
+    unreadable: list[dict[str, Any]]
+
+
+#: How far back the trail is searched for requests whose row is gone: the longest TTL (7 days), a day more.
+MISSING_WINDOW = timedelta(days=8)
+
+
+def list_all(peers: Services, *, status: Status | None = None, secret_name: str | None = None) -> Listing:
+    """Every request (newest first, filtered) and every one that cannot be shown, tampered or missing;
+    a missing one is reported (``report_missing``: a record and a finding, once). Raises
+    DependencyUnavailable."""
+    rows = peers.states.list(PARTITION)
+    unreadable = [
+        {"id": key, "secret_name": None, "problem": f"tampered: {stored.tampered}"}
+        for key, stored in sorted(rows.items())
+        if stored.tampered is not None and secret_name is None
+    ]
+    for key, name in sorted(_missing(peers, rows).items()):
+        if secret_name is None or name.lower() == secret_name.lower():
+            unreadable.append(
+                {"id": key, "secret_name": name, "problem": "missing: on record, its row is gone"}
+            )
+    return Listing(_listed(rows, status=status, secret_name=secret_name), unreadable)
+
+
+def _missing(peers: Services, rows: Mapping[str, Versioned]) -> dict[str, str]:
+    """Requests the audit trail holds (authentic REQUESTED or BREAK_GLASS successes, within
+    ``MISSING_WINDOW``) whose row is gone, id → secret name; each reported."""
+    if peers.reader is None or peers.keys is None:
+        return {}
+    since = peers.clock.now() - MISSING_WINDOW
+    missing: dict[str, str] = {}
+    for action in (Action.REVOCATION_REQUESTED, Action.BREAK_GLASS):
+        for event in _authentic(peers, AuditQuery(vault=peers.trail.vault, action=action, since=since)):
+            rid = str(event.details.get("revocation_id", ""))
+            if event.result == Result.SUCCESS and REVOCATION_ID.fullmatch(rid) and rid not in rows:
+                missing[rid] = event.secret_name or ""
+    for rid in missing:
+        if peers.report_missing is not None:
+            peers.report_missing(PARTITION, rid)
+    return missing
+
+
+def _authentic(peers: Services, query: AuditQuery) -> list[AuditEvent]:
+    """The records matching ``query`` whose MAC proves the service wrote them."""
+    assert peers.reader is not None and peers.keys is not None
+    keys = peers.keys
+    found = (
+        authentic_event(row.chain, row.record.fields, keys.get) for row in peers.reader.list_records(query)
+    )
+    return [event for event in found if event is not None]
 
 
 def _read(states: StateStore, revocation_id: str) -> tuple[Revocation, Versioned]:
@@ -214,7 +282,7 @@ def request(
     action = Action.BREAK_GLASS if new.break_glass else Action.REVOCATION_REQUESTED
     _changed(
         peers, revocation, action, actor, correlation_id, lambda: _create(peers.states, revocation),
-        extra={"justification": revocation.justification[:500]},
+        extra={"justification": revocation.justification[:300], **_terms(revocation)},
     )  # fmt: skip
     if new.break_glass:
         try:
@@ -388,6 +456,22 @@ def _changed(
     )  # fmt: skip
 
 
+#: Versions a request's first record lists (its ``terms`` digest covers every one of them).
+_LISTED_VERSIONS = 16
+
+
+def _terms(revocation: Revocation) -> dict[str, Any]:
+    """What a request's first record says it asks for: the digest of its terms (``Revocation.terms``),
+    which an execution holds the row to, and the terms an auditor reads."""
+    return {
+        "terms": revocation.terms(),
+        "versions": list(revocation.versions[:_LISTED_VERSIONS]),
+        "version_count": len(revocation.versions),
+        "replace": revocation.replace,
+        "expires_at": format_time(revocation.expires_at),
+    }
+
+
 def _details(revocation: Revocation) -> dict[str, Any]:
     """What a record says about a request (its justification is on the request's first record)."""
     return {
@@ -405,15 +489,21 @@ def _details(revocation: Revocation) -> dict[str, Any]:
 
 
 def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tuple[list[str], list[str]]:
-    """Move every pending request past its TTL to ``expired`` (REVOCATION_EXPIRED), and finish every
-    ``executing`` one whose holder died. Returns (expired ids, finished ids). One request's failure is
-    logged and the others go on; a lost race is left to the winner."""
+    """Move every pending or approved request past its TTL to ``expired`` (REVOCATION_EXPIRED), finish
+    every ``executing`` one whose holder died, and report every request on record whose row is gone.
+    Returns (expired ids, finished ids). One request's failure is logged and the others go on; a lost
+    race is left to the winner."""
     now = peers.clock.now()
     expired: list[str] = []
     finished: list[str] = []
-    for revocation in list_requests(peers.states):
+    rows = peers.states.list(PARTITION)
+    try:
+        _missing(peers, rows)
+    except DomainError:  # reported by the next run; expiry goes on
+        logger.exception("revocations on record without a row could not be looked for")
+    for revocation in _listed(rows):
         try:
-            if revocation.status == Status.PENDING and now >= revocation.expires_at:
+            if revocation.status in (Status.PENDING, Status.APPROVED) and now >= revocation.expires_at:
                 _decide(
                     peers, revocation.id, SYSTEM_ACTOR, Action.REVOCATION_EXPIRED, correlation_id,
                     lambda r, at: r.expire(at),
@@ -496,41 +586,65 @@ def execute(
 
 
 def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
-    """Refuse to execute a request the audit trail does not bear out. The row is storage anyone with
-    access could write (forge one executing, rewind one to approved after its execution); the trail's
-    records carry MACs only the service can make. It must hold the request's REQUESTED record (a
-    BREAK_GLASS one for break-glass) and enough APPROVED ones by distinct approvers other than the
-    requester. Returns the recorded outcome of its execution when there is one (then it is not executed
-    again). Raises InvalidTransition (409), DependencyUnavailable."""
+    """Refuse to execute a request the audit trail does not bear out. The row is storage (sealed, yet an
+    old authentic row can be put back); the records carry MACs only the service can make, so they decide:
+
+    - its REQUESTED record (BREAK_GLASS for a break-glass) with the digest of exactly these terms (secret,
+      versions, severity, approvals, replace, requester, TTL): the versions disabled are the recorded ones;
+    - unless break-glass, APPROVED records by at least the larger of the recorded and today's configured
+      approvals for its severity, distinct people (canonical ids) other than the requester on record;
+    - no CANCELLED, REJECTED or EXPIRED outcome, and (unless its execution began: a REVOKED intent) a TTL
+      that has not run out.
+
+    Returns the recorded outcome of its execution when there is one (then it is not executed again).
+    Raises InvalidTransition (409), DependencyUnavailable."""
     if peers.reader is None or peers.keys is None:
         raise DependencyUnavailable("audit_store", "no audit reader to check the request against")
-    keys = peers.keys
+    # One query: the secret's chain from the request on (a request lives a few days at most).
+    query = AuditQuery(
+        vault=revocation.vault, secret_name=revocation.secret_name, since=revocation.requested_at - _SKEW
+    )
+    events = [e for e in _authentic(peers, query) if e.details.get("revocation_id") == revocation.id]
 
-    def events(action: Action) -> list[AuditEvent]:
-        assert peers.reader is not None
-        query = AuditQuery(vault=revocation.vault, secret_name=revocation.secret_name, action=action)
-        found = (
-            authentic_event(row.chain, row.record.fields, keys.get)
-            for row in peers.reader.list_records(query)
-        )
-        return [e for e in found if e is not None and e.details.get("revocation_id") == revocation.id]
+    def outcomes(action: Action) -> list[AuditEvent]:
+        return [e for e in events if e.action == action and e.result == Result.SUCCESS]
 
     opened = Action.BREAK_GLASS if revocation.break_glass else Action.REVOCATION_REQUESTED
-    if not any(e.result == Result.SUCCESS for e in events(opened)):
+    terms = revocation.terms()
+    first = [e for e in outcomes(opened) if e.details.get("terms") == terms]
+    if not first:
         raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds no such request")
-    if not revocation.break_glass:
-        approvers = {
-            canonical_identity(e.actor.id)
-            for e in events(Action.REVOCATION_APPROVED)
-            if e.result == Result.SUCCESS and not same_identity(e.actor.id, revocation.requested_by)
-        }
-        if len(approvers) < revocation.required_approvals:
-            raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds too few approvals")
-    for event in events(Action.REVOKED):
+    for event in (e for e in events if e.action == Action.REVOKED):
         result = event.details.get("result")
         if event.details.get("status") in ("executed", "failed") and isinstance(result, dict):
             return Outcome.of(result)
+    for ended in (Action.REVOCATION_CANCELLED, Action.REVOCATION_REJECTED, Action.REVOCATION_EXPIRED):
+        if outcomes(ended):
+            raise InvalidTransition(f"revocation {revocation.id} was {ended.value.split('_')[-1].lower()}")
+    began = any(e.action == Action.REVOKED and e.result == Result.INTENT for e in events)
+    if not began and peers.clock.now() >= revocation.expires_at:
+        raise InvalidTransition(f"revocation {revocation.id} expired at {format_time(revocation.expires_at)}")
+    if not revocation.break_glass:
+        requester = first[0].actor.id
+        recorded = first[0].details.get("required_approvals")
+        needed = max(
+            recorded if isinstance(recorded, int) else revocation.required_approvals,
+            required_approvals(revocation.severity, peers.settings.approvals),
+        )
+        approvers = {
+            canonical_identity(e.actor.id)
+            for e in outcomes(Action.REVOCATION_APPROVED)
+            if not same_identity(e.actor.id, requester)
+        }
+        if len(approvers) < needed:
+            raise InvalidTransition(
+                f"revocation {revocation.id}: the audit trail holds {len(approvers)} of {needed} approvals"
+            )
     return None
+
+
+#: Records are timed by the trail's clock after ``requested_at`` was taken; a margin for clock steps.
+_SKEW = timedelta(minutes=5)
 
 
 def _revoke(peers: Services, revocation: Revocation) -> Outcome:

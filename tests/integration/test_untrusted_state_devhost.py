@@ -5,10 +5,13 @@ the app served by the dev host on Azurite and the Key Vault emulator."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from azure.data.tables import UpdateMode
 
 from shared.adapters.tables import STATE_TABLE
 from shared.domain.audit import format_time
@@ -84,5 +87,94 @@ def test_a_forged_lease_is_refused_reported_once_and_never_obeyed(stack: Stack) 
     status, queued = stack.client.post(f"/api/secrets/{name}/rotate", {}, principal=OPERATOR)
     assert status == 202, queued
     assert wait_until(lambda: len(list(stack.vault().list_properties_of_secret_versions(name))) == 2)
+    status, report = stack.client.get("/api/audit/verify")
+    assert (status, report["status"]) == (200, "ok"), report
+
+
+REQUESTER = encode_principal("oid-alice", ["Secrets.Revocation.Request"], name="alice")
+EXECUTOR = encode_principal("oid-dave", ["Secrets.Revocation.Execute"], name="dave")
+
+
+def approver(i: int) -> str:
+    return encode_principal(f"oid-approver-{i}", ["Secrets.Revocation.Approve"], name=f"approver-{i}")
+
+
+def _two_versions(stack: Stack) -> tuple[str, list[str]]:
+    name = f"revoke-me-{uuid.uuid4().hex[:8]}"
+    tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
+    vault = stack.vault()
+    return name, [vault.set_secret(name, f"VALUE-{i}", tags=tags).properties.version or "" for i in (1, 2)]
+
+
+def _enabled(stack: Stack, name: str) -> dict[str, bool]:
+    return {p.version or "": bool(p.enabled) for p in stack.vault().list_properties_of_secret_versions(name)}
+
+
+def _request(stack: Stack, name: str, **extra: Any) -> str:
+    body = {"secret_name": name, "reason": "SECURITY_INCIDENT", "severity": "medium", "justification": "leak",
+            **extra}  # fmt: skip
+    status, made = stack.client.post("/api/revocations", body, principal=REQUESTER)
+    assert status == 201, made
+    return str(made["id"])
+
+
+def _approve(stack: Stack, rid: str, *who: int) -> None:
+    for i in who:
+        status, body = stack.client.post(f"/api/revocations/{rid}/approve", {}, principal=approver(i))
+        assert status == 200, body
+
+
+def test_revocation_rows_rewritten_or_put_back_by_a_storage_writer_are_never_executed(stack: Stack) -> None:
+    table = stack.tables().get_table_client(STATE_TABLE)
+    name, versions = _two_versions(stack)
+
+    # One approval of two; the row rewritten to say one is enough and it is approved.
+    rid = _request(stack, name)
+    _approve(stack, rid, 1)
+    row = dict(table.get_entity("revocation", rid))
+    document = json.loads(row["document"])
+    document.update(required_approvals=1, status="approved")
+    table.update_entity(
+        {**row, "document": json.dumps(document), "status": "approved"}, mode=UpdateMode.REPLACE
+    )
+    status, body = stack.client.post(f"/api/revocations/{rid}/execute", {}, principal=EXECUTOR)
+    assert status == 409 and body["type"] == STATE_TAMPERED_TYPE and body["check"] == "mac mismatch", body
+
+    # Approved twice, then cancelled; the authentic approved row (seal and all) put back.
+    rid = _request(stack, name)
+    _approve(stack, rid, 1, 2)
+    approved = table.get_entity("revocation", rid)
+    assert stack.client.post(f"/api/revocations/{rid}/cancel", {}, principal=REQUESTER)[0] == 200
+    table.update_entity(approved, mode=UpdateMode.REPLACE)
+    status, body = stack.client.post(f"/api/revocations/{rid}/execute", {}, principal=EXECUTOR)
+    assert status == 409 and "was cancelled" in body["detail"], body
+
+    # A pending request rewritten to "executing an hour ago, no approvals needed": the timer finishes
+    # executions whose holder died, never this one.
+    rid = _request(stack, name)
+    row = dict(table.get_entity("revocation", rid))
+    document = json.loads(row["document"])
+    an_hour_ago = format_time(datetime.now(UTC) - timedelta(hours=1))
+    document.update(status="executing", executed_by="nobody", executed_at=an_hour_ago, required_approvals=0)
+    table.update_entity(
+        {**row, "document": json.dumps(document), "status": "executing"}, mode=UpdateMode.REPLACE
+    )
+    assert stack.client.post("/admin/functions/revocation_expiry", {"input": ""})[0] == 202
+    assert stack.host.wait_for_output("revocation expiry:", timeout=60), stack.host.output()
+
+    # A request's row deleted: listed as missing, reported by the timer.
+    gone = _request(stack, name)
+    table.delete_entity("revocation", gone)
+    status, listing = stack.client.get("/api/revocations", principal=EXECUTOR)
+    assert status == 200
+    problems = {u["id"]: u["problem"] for u in listing["unreadable"]}
+    assert problems[gone].startswith("missing") and problems[rid].startswith("tampered"), problems
+
+    assert _enabled(stack, name) == dict.fromkeys(versions, True)  # nothing was ever disabled
+    rows = audit_rows(stack)
+    assert not [r for r in rows if r["action"] == "REVOKED"]
+    tampered = {(json.loads(r["details"])["key"], json.loads(r["details"])["check"])
+                for r in rows if r["action"] == "STATE_TAMPERED"}  # fmt: skip
+    assert {(rid, "mac mismatch"), (gone, "missing")} <= tampered, tampered
     status, report = stack.client.get("/api/audit/verify")
     assert (status, report["status"]) == (200, "ok"), report

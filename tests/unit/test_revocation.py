@@ -304,11 +304,11 @@ def test_a_retirement_after_a_revocation_leaves_the_revoked_version_unmarked(wor
 
 
 def test_a_long_justification_of_any_script_still_fits_its_record(world: World) -> None:
-    """2,000 characters of a three-byte script are 6 KB (12 KB escaped); the record keeps the first 500
+    """2,000 characters of a three-byte script are 6 KB (12 KB escaped); the record keeps the first 300
     (records have 4 KiB of details), the request all of it."""
     made = world.request(justification="認" * 2000)
     [first, _] = world.records(Action.REVOCATION_REQUESTED)
-    assert first.details["justification"] == "認" * 500
+    assert first.details["justification"] == "認" * 300
     assert revocation.get(world.states, made.id).justification == "認" * 2000
 
 

@@ -1,0 +1,154 @@
+"""Revocation from the trail: a request's row is a cache; what executes is what the audit trail bears
+out. Each test is an attack with write access to the row (forged, or an authentic row put back), and the
+execution — by a person or by the timer — is refused, the versions stay enabled."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from shared.domain.audit import Action, Result
+from shared.domain.errors import InvalidTransition
+from shared.domain.revocation import Revocation, Severity, Status
+from shared.services import revocation
+from shared.services.revocation import RevocationSettings, Services
+from tests.unit.test_revocation import ALICE, BOB, CAROL, DAVE, NAME, World
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def rewrite(world: World, changed: Revocation) -> None:
+    """Put a request's row back as given (a storage writer with the row, or an old authentic copy)."""
+    stored = world.states.get(revocation.PARTITION, changed.id)
+    assert stored is not None
+    world.states.replace(revocation.PARTITION, changed.id, changed.to_state(), stored.etag)
+
+
+def test_the_first_record_holds_the_terms(world: World) -> None:
+    made = world.request(Severity.MEDIUM, versions=[world.v1.version])
+    [intent, success] = world.records(Action.REVOCATION_REQUESTED)
+    for record in (intent, success):
+        assert record.details["terms"] == made.terms()
+        assert record.details["versions"] == [world.v1.version] and record.details["version_count"] == 1
+        assert (record.details["severity"], record.details["required_approvals"]) == ("medium", 2)
+        assert record.details["replace"] is False and record.details["expires_at"]
+
+
+def test_one_approval_and_a_row_saying_one_is_enough_is_refused(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    approved = revocation.approve(world.peers, made.id, BOB, None)
+    rewrite(world, dataclasses.replace(approved, required_approvals=1, status=Status.APPROVED))
+    with pytest.raises(InvalidTransition, match="no such request"):  # its terms are not the recorded ones
+        revocation.execute(world.peers, made.id, DAVE)
+    rewrite(world, dataclasses.replace(approved, status=Status.APPROVED))  # the terms kept, the status not
+    with pytest.raises(InvalidTransition, match="holds 1 of 2 approvals"):
+        revocation.execute(world.peers, made.id, DAVE)
+    assert all(world.enabled().values())
+
+
+def test_a_pending_row_rewritten_to_executing_is_never_executed_by_the_timer(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    now = world.clock.now()
+    forged = dataclasses.replace(
+        made, status=Status.EXECUTING, executed_by="nobody", executed_at=now - timedelta(hours=1)
+    )
+    rewrite(world, forged)
+    _, finished = revocation.expire_pending(world.peers)
+    assert finished == [] and all(world.enabled().values())
+    rewrite(world, dataclasses.replace(forged, required_approvals=0))
+    assert revocation.expire_pending(world.peers) == ([], []) and all(world.enabled().values())
+    assert world.records(Action.REVOKED) == []
+
+
+def test_widened_versions_are_refused(world: World) -> None:
+    made = world.request(Severity.MEDIUM, versions=[world.v1.version])
+    revocation.approve(world.peers, made.id, BOB, None)
+    approved = revocation.approve(world.peers, made.id, CAROL, None)
+    rewrite(world, dataclasses.replace(approved, versions=(world.v1.version, world.v2.version)))
+    with pytest.raises(InvalidTransition, match="no such request"):
+        revocation.execute(world.peers, made.id, DAVE)
+    assert world.enabled() == {world.v1.version: True, world.v2.version: True}
+
+
+def test_a_cancelled_request_put_back_as_approved_is_refused(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    revocation.approve(world.peers, made.id, BOB, None)
+    approved = revocation.approve(world.peers, made.id, CAROL, None)
+    revocation.cancel(world.peers, made.id, ALICE)
+    rewrite(world, approved)  # the authentic approved row, put back
+    with pytest.raises(InvalidTransition, match="was cancelled"):
+        revocation.execute(world.peers, made.id, DAVE)
+    assert all(world.enabled().values())
+
+
+def test_a_rejected_request_put_back_and_approved_is_refused(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    pending = revocation.get(world.states, made.id)
+    revocation.reject(world.peers, made.id, BOB, "not compromised")
+    rewrite(world, pending)  # the authentic pending row, put back: approvers approve it again
+    revocation.approve(world.peers, made.id, BOB, None)
+    revocation.approve(world.peers, made.id, CAROL, None)
+    with pytest.raises(InvalidTransition, match="was rejected"):
+        revocation.execute(world.peers, made.id, DAVE)
+    assert all(world.enabled().values())
+
+
+def test_approved_requests_expire_too(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    revocation.approve(world.peers, made.id, BOB, None)
+    approved = revocation.approve(world.peers, made.id, CAROL, None)
+    assert approved.status == Status.APPROVED
+    world.clock.advance(revocation.DEFAULT_TTL)
+    with pytest.raises(InvalidTransition, match="expired"):
+        revocation.execute(world.peers, made.id, DAVE)
+    expired, _ = revocation.expire_pending(world.peers)
+    assert expired == [made.id] and revocation.get(world.states, made.id).status == Status.EXPIRED
+    rewrite(world, approved)  # the approved row put back, its TTL ended on record
+    with pytest.raises(InvalidTransition, match="expired"):
+        revocation.execute(world.peers, made.id, DAVE)
+    assert all(world.enabled().values())
+
+
+def test_execution_needs_the_larger_of_the_recorded_and_todays_approvals(world: World) -> None:
+    made = world.request(Severity.HIGH)  # 1 approval when requested
+    revocation.approve(world.peers, made.id, BOB, None)
+    stricter = dataclasses.replace(
+        world.peers, settings=RevocationSettings(approvals={Severity.HIGH: 2})
+    )  # the configuration was raised since
+    with pytest.raises(InvalidTransition, match="holds 1 of 2 approvals"):
+        revocation.execute(stricter, made.id, DAVE)
+    done = revocation.execute(world.peers, made.id, DAVE)  # as configured then and now: 1
+    assert done.status == Status.EXECUTED
+
+
+def test_a_request_on_record_whose_row_is_gone_is_listed_and_reported_once(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    reported: list[tuple[str, str]] = []
+    peers: Services = dataclasses.replace(world.peers, report_missing=lambda p, k: reported.append((p, k)))
+    stored = world.states.get(revocation.PARTITION, made.id)
+    assert stored is not None
+    world.states.delete(revocation.PARTITION, made.id, stored.etag)
+    listing = revocation.list_all(peers)
+    assert listing.requests == []
+    assert listing.unreadable == [
+        {"id": made.id, "secret_name": NAME, "problem": "missing: on record, its row is gone"}
+    ]
+    revocation.expire_pending(peers)  # the timer looks too, without anyone listing
+    assert reported == [(revocation.PARTITION, made.id)] * 2  # the alarm makes it one finding
+
+
+def test_the_request_record_fits_whatever_the_request(world: World) -> None:
+    """A hundred versions and 2,000 characters of a three-byte script still make a first record that is
+    written (details are at most 4 KiB), and the digest covers every version."""
+    for i in range(98):
+        world.store.set_value(NAME, f"value-{i}", content_type="text/plain", tags={})
+    made = world.request(Severity.MEDIUM, justification="認" * 2000)
+    assert len(made.versions) == 100
+    [_, success] = world.records(Action.REVOCATION_REQUESTED)
+    assert success.result == Result.SUCCESS and success.details["version_count"] == 100
+    assert success.details["terms"] == made.terms()
