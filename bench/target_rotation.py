@@ -177,6 +177,9 @@ class TimedRotator:
     def tags(self, secret: TargetSecret) -> dict[str, str]:
         return self._timed(lambda: self._inner.tags(secret))
 
+    def bind(self, secret: TargetSecret) -> dict[str, str]:
+        return self._timed(lambda: self._inner.bind(secret))
+
     def set(self, secret: TargetSecret, pending: str) -> None:
         self._timed(lambda: self._inner.set(secret, pending))
 

@@ -292,7 +292,7 @@ class Container:
     def _postgres(self, *, alternating: bool) -> TargetRotator:
         from shared.adapters.postgres import PostgresRotator
 
-        return PostgresRotator(self.secret_store, alternating=alternating)
+        return PostgresRotator(self.secret_store, alternating=alternating, reserved=self.reserved_secrets)
 
     def _webhook(self) -> TargetRotator:
         from shared.adapters.webhook import WebhookRotator
@@ -300,6 +300,7 @@ class Container:
         bundle = self.settings.webhook_ca_bundle
         return WebhookRotator(
             self.secret_store,
+            self.key_ring,
             allow_loopback_http=self.settings.allow_loopback_webhooks,
             ca_bundle=str(bundle) if bundle else None,
         )

@@ -319,7 +319,13 @@ class TargetRotator(Protocol):
 
     def tags(self, secret: TargetSecret) -> dict[str, str]:
         """Tags the promoted version carries besides the policy's and the service's (e.g. the name of the
-        webhook signing key's secret); may create what they name."""
+        webhook signing key's secret). Reads and writes nothing."""
+        ...
+
+    def bind(self, secret: TargetSecret) -> dict[str, str]:
+        """Make the secret's target its consumer, for the API's onboarding and policy change only (never a
+        rotation): e.g. the webhook signing key, made for this secret and bound to its URL. Returns
+        ``tags``. Raises TargetRefused, DependencyUnavailable."""
         ...
 
     def set(self, secret: TargetSecret, pending: str) -> None:

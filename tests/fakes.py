@@ -593,6 +593,10 @@ class FakeTarget:
     def tags(self, secret: TargetSecret) -> dict[str, str]:
         return {"target-tag": "fake"}
 
+    def bind(self, secret: TargetSecret) -> dict[str, str]:
+        self._step("bind", None)
+        return self.tags(secret)
+
     def set(self, secret: TargetSecret, pending: str) -> None:
         self._step("set", pending)
         if pending not in self.accepted:

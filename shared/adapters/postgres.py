@@ -27,7 +27,7 @@ import logging
 import math
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Literal, NoReturn, TypeVar
 
 import psycopg
@@ -35,6 +35,7 @@ from psycopg import sql
 from psycopg.rows import TupleRow
 
 from shared.domain.errors import DependencyUnavailable, DomainError, NotFound, SecretDisabled
+from shared.domain.policy import SERVICE_SECRETS
 from shared.domain.secrets import InvalidSecret
 from shared.domain.targets import (
     CLONE_SUFFIX,
@@ -43,6 +44,7 @@ from shared.domain.targets import (
     TargetSecret,
     alternate_role,
     base_role,
+    is_reserved,
 )
 from shared.ports import SecretStore
 
@@ -126,9 +128,17 @@ class PostgresRotator:
     whole seconds, at least 2).
     """
 
-    def __init__(self, store: SecretStore, *, alternating: bool, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: SecretStore,
+        *,
+        alternating: bool,
+        connect_timeout: float = 10.0,
+        reserved: Collection[str] = (),
+    ) -> None:
         self._store = store
         self._alternating = alternating
+        self._reserved = (*SERVICE_SECRETS, *reserved)
         self._connect_timeout = max(2, math.ceil(connect_timeout))
 
     # --- the protocol ---------------------------------------------------------------------------------
@@ -147,6 +157,10 @@ class PostgresRotator:
 
     def tags(self, secret: TargetSecret) -> dict[str, str]:
         """No tags: a connection document needs no companion secret."""
+        return {}
+
+    def bind(self, secret: TargetSecret) -> dict[str, str]:
+        """Nothing to make: the admin credential is the operator's (``rotation-target`` names it)."""
         return {}
 
     def set(self, secret: TargetSecret, pending: str) -> None:
@@ -346,6 +360,9 @@ class PostgresRotator:
         name = secret.target
         if not name:
             raise TargetRefused(step, "no rotation target names the admin credential's secret")
+        # The policy refuses such a target when it is parsed; never read one whatever a caller passes.
+        if is_reserved(name, self._reserved) or name.lower() == secret.name.lower():
+            raise TargetRefused(step, "the rotation target names the service's own secret or this one")
         try:
             value = self._store.get_value(name).value
         except NotFound as err:
@@ -354,7 +371,13 @@ class PostgresRotator:
             raise TargetRefused(step, f"the admin credential's secret {name} is disabled") from err
         except InvalidSecret as err:
             raise TargetRefused(step, f"the admin credential's secret name {name} is not valid") from err
-        admin = _parse(step, value, f"the admin credential (secret {name})")
+        try:
+            admin = ConnectionDocument.parse(value)
+        except ValueError:
+            # Another secret's value: nothing about its shape is told (a field name would describe it).
+            raise TargetRefused(
+                step, f"the admin credential's secret {name} is no connection document"
+            ) from None
         if not admin.same_server(current):
             raise TargetRefused(
                 step, f"the admin credential (secret {name}) names another server than the current value"

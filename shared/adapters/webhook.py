@@ -5,8 +5,11 @@ The contract (docs/webhook-consumer.md): a JSON body ``{"step", "secret_name", "
 ``set`` carries the pending value (the consumer accepts old and new from then on), ``test`` asks it to
 prove it accepts the new value (and carries it too), ``finish`` (after the grace period, no value) tells it
 to keep only the value of rotation ``version``. Each request is signed (``shared.domain.targets.sign``)
-with the consumer's own key, the Key Vault secret ``signing_key_name(target)``, created by ``tags`` (the
-API's onboarding and policy change), never by a step.
+with the consumer's own key, the Key Vault secret ``signing_key_name(secret name)``, made by ``bind`` (the
+API's onboarding and policy change), never by a step. ``bind`` binds the key's version to this secret and
+the consumer's canonical URL with a MAC (``binding_mac``, the audit key), and every step checks it before
+anything is sent: a ``rotation-target`` changed by tag alone — to another secret's consumer, say — is
+``TargetNotBound`` and receives nothing.
 
 The value travels only in the body of a TLS request to the consumer: never in a URL, a header, a log line
 or an exception message. Redirects are never followed (one could carry the value elsewhere).
@@ -19,6 +22,7 @@ the retries. Errors of the secret store (Forbidden, DependencyUnavailable) pass 
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import logging
@@ -30,18 +34,25 @@ from urllib.parse import urlsplit
 
 import requests
 
-from shared.domain.errors import Conflict, DependencyUnavailable, NotFound, SecretDisabled
+from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, SecretDisabled
+from shared.domain.secrets import SecretValue
 from shared.domain.targets import (
+    BINDING_KEY_TAG,
+    BINDING_TAG,
     SIGNATURE_HEADER,
     SIGNING_KEY_TAG,
+    SIGNS_FOR_SECRET_TAG,
     SIGNS_FOR_TAG,
     TIMESTAMP_HEADER,
+    TargetNotBound,
     TargetRefused,
     TargetSecret,
+    binding_mac,
+    canonical_url,
     sign,
     signing_key_name,
 )
-from shared.ports import SecretStore
+from shared.ports import MacKeyRing, SecretStore
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +77,7 @@ class WebhookRotator:
     def __init__(
         self,
         store: SecretStore,
+        keys: MacKeyRing,
         *,
         allow_loopback_http: bool = False,
         ca_bundle: str | None = None,
@@ -78,6 +90,7 @@ class WebhookRotator:
         if attempts < 1:
             raise ValueError("attempts must be at least 1")
         self._store = store
+        self._keys = keys
         self._allow_loopback_http = allow_loopback_http
         self._verify: str | bool = ca_bundle if ca_bundle is not None else True
         self._timeout = timeout
@@ -91,12 +104,46 @@ class WebhookRotator:
         return generated
 
     def tags(self, secret: TargetSecret) -> dict[str, str]:
-        """``{webhook-signing-key: <the signing key's secret name>}``; creates the key when it does not
-        exist. Raises TargetRefused (a URL this rotator refuses; a key disabled, deleted but recoverable,
-        or signing for another consumer) and the store's errors."""
-        target = self._target("tags", secret)
-        self._signing_key("tags", target, create=True)
-        return {SIGNING_KEY_TAG: signing_key_name(target)}
+        """``{webhook-signing-key: <the signing key's secret name>}``. Reads and writes nothing."""
+        return {SIGNING_KEY_TAG: signing_key_name(secret.name)}
+
+    def bind(self, secret: TargetSecret) -> dict[str, str]:
+        """Make the consumer at the secret's target the one consumer of this secret (the API's onboarding
+        and policy change only): the signing key's current version when it is bound to this secret and
+        this URL already, else a new version — a new key, bound to them — with the older ones disabled.
+        Returns ``tags``. Raises TargetRefused (a URL this rotator refuses; the key's name deleted but
+        recoverable) and the store's errors."""
+        target = canonical_url(self._target("bind", secret))
+        name = signing_key_name(secret.name)
+        try:
+            if self._bound(self._store.get_value(name), secret.name, target):
+                return self.tags(secret)
+        except (NotFound, SecretDisabled):
+            pass
+        key_id, mac_key = self._keys.current()
+        tags = {SIGNS_FOR_TAG: target[:256], SIGNS_FOR_SECRET_TAG: secret.name.lower()}
+        try:
+            made = self._store.set_value(
+                name, secrets.token_urlsafe(48), content_type=SIGNING_KEY_CONTENT_TYPE, tags=tags
+            )
+        except Conflict:
+            raise TargetRefused(
+                "bind", f"the signing key {name} cannot be made (deleted but recoverable?)"
+            ) from None
+        binding = binding_mac(mac_key, secret.name, target, made.version)
+        self._store.update_properties(
+            name, made.version, tags={**tags, BINDING_TAG: binding, BINDING_KEY_TAG: key_id}
+        )
+        logger.info(
+            "webhook signing key %s bound to %s's consumer (version %s)", name, secret.name, made.version
+        )
+        for older in self._store.list_versions(name):
+            if older.enabled and older.version != made.version:
+                try:
+                    self._store.update_properties(name, older.version, enabled=False)
+                except DomainError:  # unbound anyway: never used to sign again
+                    logger.warning("signing key %s version %s could not be disabled", name, older.version)
+        return self.tags(secret)
 
     def set(self, secret: TargetSecret, pending: str) -> None:
         """Send ``set`` with the pending value: the consumer accepts old and new from now on.
@@ -123,7 +170,7 @@ class WebhookRotator:
         target = self._target(step, secret)
         if secret.rotation_id is None:
             raise TargetRefused(step, "the rotation has no id")
-        key = self._signing_key(step, target, create=False)
+        key = self._signing_key(step, secret, target)
         document: dict[str, str] = {"step": step, "secret_name": secret.name, "version": secret.rotation_id}
         if value is not None:
             document["value"] = value
@@ -237,49 +284,35 @@ class WebhookRotator:
             raise TargetRefused(step, "the rotation-target must be an https URL")
         return target
 
-    def _signing_key(self, step: str, target: str, *, create: bool) -> bytes:
-        """The current value of the target's signing key; ``create``: made when missing (``tags``, which
-        the API's onboarding and policy change call). A request is never sent to a target without a key:
-        only the API (its role, its audit record) makes a URL a consumer, not whoever can change a tag.
-        Raises TargetRefused when the key is missing (and not created), disabled, deleted but
-        recoverable, or signs for another consumer."""
-        name = signing_key_name(target)
+    def _signing_key(self, step: str, secret: TargetSecret, target: str) -> bytes:
+        """The signing key of ``secret``'s consumer, when its current version is bound to this secret and
+        this URL (``bind``). Raises TargetNotBound (no key, a key bound elsewhere or not bound at all: a
+        target changed by tag alone), TargetRefused (disabled, empty)."""
+        name = signing_key_name(secret.name)
         try:
             stored = self._store.get_value(name)
         except SecretDisabled:
             raise TargetRefused(step, f"the signing key {name} is disabled") from None
         except NotFound:
-            if not create:
-                raise TargetRefused(
-                    step,
-                    f"no signing key {name} for this target: give the secret its webhook policy through "
-                    "PUT /api/secrets/{name}/policy, which creates it",
-                ) from None
-            try:
-                self._store.set_value(
-                    name,
-                    secrets.token_urlsafe(48),
-                    content_type=SIGNING_KEY_CONTENT_TYPE,
-                    tags={SIGNS_FOR_TAG: target},
-                )
-            except Conflict:
-                raise TargetRefused(
-                    step, f"the signing key {name} cannot be created (deleted but recoverable?)"
-                ) from None
-            logger.info("created the webhook signing key %s", name)
-            try:
-                # Read back what is current: a concurrent first use may have created one too, and both
-                # must sign with the same key.
-                stored = self._store.get_value(name)
-            except SecretDisabled:
-                raise TargetRefused(step, f"the signing key {name} is disabled") from None
-        if stored.properties.tags.get(SIGNS_FOR_TAG) != target:
-            raise TargetRefused(step, f"the signing key {name} does not sign for this target")
-        if not stored.properties.enabled:
-            raise TargetRefused(step, f"the signing key {name} is disabled")
+            how = "give the secret its webhook policy through PUT /api/secrets/{name}/policy"
+            raise TargetNotBound(step, f"no signing key {name}: {how}") from None
+        if not self._bound(stored, secret.name, target):
+            raise TargetNotBound(step, f"the signing key {name} is not bound to this URL")
         if not stored.value:
             raise TargetRefused(step, f"the signing key {name} is empty")
         return stored.value.encode("utf-8")
+
+    def _bound(self, stored: SecretValue, secret_name: str, target: str) -> bool:
+        """Whether a signing key version carries the binding to ``secret_name`` and ``target``."""
+        tags = stored.properties.tags
+        mac_key = self._keys.get(tags.get(BINDING_KEY_TAG, "")) if tags.get(BINDING_KEY_TAG) else None
+        if mac_key is None or not stored.properties.enabled:
+            return False
+        try:
+            expected = binding_mac(mac_key, secret_name, target, stored.properties.version)
+        except ValueError:
+            return False
+        return hmac.compare_digest(tags.get(BINDING_TAG, "").encode(), expected.encode())
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
+
+from shared.domain.targets import is_reserved
 
 MANAGED_BY_TAG = "managed-by"
 MANAGED_BY_VALUE = "secret-lifecycle"
@@ -78,6 +80,9 @@ class Rotator(StrEnum):
 
 
 _SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
+#: The service's own secrets under their default names (deployments may name the anchor otherwise: the
+#: callers add theirs through ``reserved``).
+SERVICE_SECRETS = ("audit-hmac-key", "audit-digest-anchor")
 
 
 class PolicyError(ValueError):
@@ -105,8 +110,12 @@ class RotationPolicy:
         return bool(tags) and (tags or {}).get(MANAGED_BY_TAG) == MANAGED_BY_VALUE
 
     @classmethod
-    def from_tags(cls, tags: Mapping[str, str] | None) -> RotationPolicy:
-        """Parse a managed secret's policy. Raises PolicyError naming the tag that is wrong."""
+    def from_tags(
+        cls, tags: Mapping[str, str] | None, *, name: str | None = None, reserved: Collection[str] = ()
+    ) -> RotationPolicy:
+        """Parse the policy of the managed secret ``name``. ``reserved``: the service's own secrets, which
+        no ``rotation-target`` may name (nor the secret itself: it is checked before anything is read).
+        Raises PolicyError naming the tag that is wrong."""
         tags = tags or {}
         if tags.get(MANAGED_BY_TAG) != MANAGED_BY_VALUE:
             raise PolicyError(MANAGED_BY_TAG, f"secret is not managed (expected {MANAGED_BY_VALUE!r})")
@@ -141,7 +150,7 @@ class RotationPolicy:
             validity=validity,
             owner=tags.get(OWNER_TAG) or None,
             rotator=rotator,
-            target=_target(tags, rotator),
+            target=_target(tags, rotator, name, reserved),
             grace=grace,
             warning_days=_warning_days(tags),
         )
@@ -212,7 +221,9 @@ def _rotator(tags: Mapping[str, str]) -> Rotator:
         raise PolicyError(ROTATOR_TAG, f"{raw!r} is not one of {allowed}") from None
 
 
-def _target(tags: Mapping[str, str], rotator: Rotator) -> str | None:
+def _target(
+    tags: Mapping[str, str], rotator: Rotator, name: str | None, reserved: Collection[str]
+) -> str | None:
     raw = (tags.get(TARGET_TAG) or "").strip() or None
     if rotator == Rotator.WEBHOOK:
         parts = urlsplit(raw or "")
@@ -228,6 +239,12 @@ def _target(tags: Mapping[str, str], rotator: Rotator) -> str | None:
             raise PolicyError(
                 TARGET_TAG, "postgres-alternating needs the name of the admin credential's secret"
             )
+        # Checked here, before anything reads it: the admin credential is another secret of the vault,
+        # never one of the service's own (the audit key, the digest anchor, companions) nor this one.
+        if is_reserved(raw, (*SERVICE_SECRETS, *reserved)):
+            raise PolicyError(TARGET_TAG, "names one of the service's own secrets")
+        if name is not None and raw.lower() == name.lower():
+            raise PolicyError(TARGET_TAG, "names the secret itself")
     elif raw is not None:
         raise PolicyError(TARGET_TAG, f"the {rotator.value} rotator takes no target")
     return raw

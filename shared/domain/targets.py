@@ -30,6 +30,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.domain.errors import DomainError
 
@@ -55,8 +56,14 @@ SIGNING_PREFIX = "slc-webhook-"
 _COMPANION = re.compile(r"slc-(pending|webhook)-[0-9a-f]{40}")
 #: On a pending companion's versions: the secret it holds a pending value for.
 PENDING_FOR_TAG = "pending-for"
-#: On a signing key's versions: the target URL it signs for.
+#: On a signing key's versions: the target URL (canonical) and the secret it signs for — both informational:
+#: a tag editor can change them. What binds a key version to one secret and one URL is ``BINDING_TAG``, a
+#: MAC with the audit key (id in ``BINDING_KEY_TAG``) over both and the version, which only the service
+#: can make (``binding_mac``).
 SIGNS_FOR_TAG = "signs-for"
+SIGNS_FOR_SECRET_TAG = "signs-for-secret"
+BINDING_TAG = "binding"
+BINDING_KEY_TAG = "binding-key"
 
 
 class TargetRefused(DomainError):
@@ -68,6 +75,14 @@ class TargetRefused(DomainError):
         super().__init__(f"{step}: {reason}")
         self.step = step
         self.reason = reason
+
+
+class TargetNotBound(TargetRefused):
+    """The secret's ``rotation-target`` is not the consumer the API bound to this secret (a target changed
+    by tag alone, or no bound signing key): nothing is sent; recorded as ROTATION_FAILED and a finding."""
+
+    def __init__(self, step: str, detail: str) -> None:
+        super().__init__(step, f"target not bound to this secret ({detail})")
 
 
 @dataclass(frozen=True)
@@ -92,9 +107,37 @@ def pending_secret_name(secret_name: str) -> str:
     return PENDING_PREFIX + hashlib.sha256(secret_name.lower().encode()).hexdigest()[:40]
 
 
-def signing_key_name(target: str) -> str:
-    """The secret that holds the webhook signing key for the consumer at ``target``."""
-    return SIGNING_PREFIX + hashlib.sha256(target.encode()).hexdigest()[:40]
+def signing_key_name(secret_name: str) -> str:
+    """The secret that holds the webhook signing key of ``secret_name``'s consumer: one per secret, derived
+    from its (case-insensitive) name, whatever its URL or the URL's spelling."""
+    return SIGNING_PREFIX + hashlib.sha256(secret_name.lower().encode()).hexdigest()[:40]
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def canonical_url(url: str) -> str:
+    """One spelling of a consumer's URL: scheme and host lower-case, the default port and the fragment
+    dropped, an empty path ``/``. Raises ValueError for a URL without a scheme and host (or with
+    credentials, or a port that is not a number)."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if not scheme or not host or parts.username is not None or parts.password is not None:
+        raise ValueError("not an absolute URL without credentials")
+    port = parts.port
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{scheme}://{netloc}{parts.path or '/'}{query}"
+
+
+def binding_mac(mac_key: bytes, secret_name: str, url: str, key_version: str) -> str:
+    """The MAC that binds the signing key version ``key_version`` to one secret and one consumer URL: made
+    only by the API's onboarding or policy change of that secret, checked before any request is sent.
+    Raises ValueError for a URL ``canonical_url`` refuses."""
+    message = "\0".join(("webhook-binding/v1", secret_name.lower(), canonical_url(url), key_version))
+    return hmac.new(mac_key, message.encode(), hashlib.sha256).hexdigest()
 
 
 def is_reserved(name: str, reserved: Collection[str]) -> bool:

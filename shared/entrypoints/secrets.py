@@ -108,9 +108,11 @@ def _valid(req: func.HttpRequest) -> str | None:
     return name if NAME_PATTERN.fullmatch(name) else None
 
 
-def _policy(fields: catalog.PolicyInput, *, onboarding: bool = False) -> RotationPolicy:
+def _policy(
+    fields: catalog.PolicyInput, *, name: str, reserved: frozenset[str], onboarding: bool = False
+) -> RotationPolicy:
     try:
-        return catalog.build_policy(fields, onboarding=onboarding)
+        return catalog.build_policy(fields, onboarding=onboarding, name=name, reserved=reserved)
     except catalog.InvalidPolicy as err:
         raise BadRequest(err.field, err.problem) from None
 
@@ -138,7 +140,7 @@ def secrets_onboard(req: func.HttpRequest, context: func.Context) -> func.HttpRe
         container, cid = get_container(), correlation_id(context)
         principal = authorize(req, Role.ROTATION_OPERATE, container, correlation_id=cid)
         body = parse_body(OnboardBody, req)
-        policy = _policy(body.fields(), onboarding=True)
+        policy = _policy(body.fields(), name=body.name, reserved=container.reserved_secrets, onboarding=True)
         version = catalog.onboard(
             container.secret_store, container.state_store, container.audit_trail, container.clock,
             reserved=container.reserved_secrets, name=body.name, policy=policy,

@@ -124,10 +124,14 @@ class PolicyInput:
 _BROUGHT_VALUES = frozenset({Rotator.POSTGRES_SINGLE_USER, Rotator.POSTGRES_ALTERNATING})
 
 
-def build_policy(fields: PolicyInput, *, onboarding: bool = False) -> RotationPolicy:
-    """The policy, validated by the same rules as stored tags (``RotationPolicy.from_tags``). Raises
-    InvalidPolicy naming the body field; for ``onboarding`` (a generated first value), also for a
-    PostgreSQL rotator, whose first value is a connection document that already logs in."""
+def build_policy(
+    fields: PolicyInput, *, onboarding: bool = False, name: str | None = None, reserved: Collection[str] = ()
+) -> RotationPolicy:
+    """The policy of the secret ``name``, validated by the same rules as stored tags
+    (``RotationPolicy.from_tags``: a target naming one of the ``reserved`` secrets or the secret itself is
+    refused too). Raises InvalidPolicy naming the body field; for ``onboarding`` (a generated first
+    value), also for a PostgreSQL rotator, whose first value is a connection document that already logs
+    in."""
     if not fields.kind:
         raise InvalidPolicy("kind", "is required")
     tags = {
@@ -147,7 +151,7 @@ def build_policy(fields: PolicyInput, *, onboarding: bool = False) -> RotationPo
     }
     tags.update({tag: str(value) for tag, value in optional.items() if value is not None})
     try:
-        policy = RotationPolicy.from_tags(tags)
+        policy = RotationPolicy.from_tags(tags, name=name, reserved=reserved)
     except PolicyError as err:
         raise InvalidPolicy(FIELD_OF_TAG.get(err.tag, err.tag), _problem(err)) from None
     if onboarding and policy.rotator in _BROUGHT_VALUES:
@@ -244,11 +248,13 @@ def list_managed(
         except NotFound:
             continue  # deleted since the listing
         stored = progress.get(item.name.lower())
-        items.append(_summary(current, stored, now))
+        items.append(_summary(current, stored, now, reserved))
     return {"items": items, "continuation": page[-1].name if more and page else None}
 
 
-def _summary(current: SecretItem, stored: Versioned | None, now: datetime) -> dict[str, Any]:
+def _summary(
+    current: SecretItem, stored: Versioned | None, now: datetime, reserved: Collection[str]
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": current.name,
         "version": current.version if isinstance(current, SecretVersion) else None,
@@ -256,19 +262,19 @@ def _summary(current: SecretItem, stored: Versioned | None, now: datetime) -> di
         "expires": _time(current.expires),
         "enabled": current.enabled,
     }
-    entry.update(_policy_view(current, now))
+    entry.update(_policy_view(current, now, reserved))
     entry["state"] = _state(stored, now)
     return entry
 
 
-def _policy_view(current: SecretItem, now: datetime) -> dict[str, Any]:
+def _policy_view(current: SecretItem, now: datetime, reserved: Collection[str]) -> dict[str, Any]:
     """policy / violation / next_due / due_now of a managed secret's current version."""
     view: dict[str, Any] = {"policy": None, "violation": None, "next_due": None, "due_now": False}
     if current.managed:
         view["violation"] = {"tag": MANAGED_BY_TAG, "problem": "backs a certificate: renew the certificate"}
         return view
     try:
-        policy = RotationPolicy.from_tags(current.tags)
+        policy = RotationPolicy.from_tags(current.tags, name=current.name, reserved=reserved)
     except PolicyError as err:
         view["violation"] = {"tag": err.tag, "problem": _problem(err)}
         return view
@@ -330,7 +336,6 @@ def onboard(
         raise Conflict(f"secret {name} exists already (its current version is disabled)") from None
     except NotFound:
         pass
-    extra = _target_tags(name, policy, rotators)
     progress, etag = acquire(states, name, stored, ONBOARDING, clock)
     assert progress.rotation_id is not None
     details = {"onboarding_id": progress.rotation_id, "policy": policy_dict(policy)}
@@ -340,6 +345,7 @@ def onboard(
         trail.record(Action.SECRET_ONBOARDED, result=Result.INTENT, details=details, **fields)
         value = generate(policy.kind)
         try:
+            extra = _target_tags(name, policy, rotators, bind=True)
             new = store.set_value(
                 name,
                 value.value,
@@ -394,7 +400,7 @@ def apply_policy(
         if not RotationPolicy.is_managed(current.tags):
             raise InvalidPolicy("kind", "is required to put an unmanaged secret under management")
         kind = current.tags.get(KIND_TAG)
-    policy = build_policy(replace(fields, kind=kind))
+    policy = build_policy(replace(fields, kind=kind), name=name, reserved=reserved)
     kept = {k: v for k, v in current.tags.items() if k not in POLICY_TAGS and k != SIGNING_KEY_TAG}
     tags = kept | _target_tags(name, policy, rotators) | policy.to_tags()
     validate_tags(tags)
@@ -407,6 +413,7 @@ def apply_policy(
             Action.POLICY_CHANGED, version=current.version, result=Result.INTENT, details=details, **audit
         )
         try:
+            _target_tags(name, policy, rotators, bind=True)  # the consumer bound before the policy names it
             store.update_properties(name, current.version, tags=tags)
         except DomainError as err:
             _failed(trail, Action.POLICY_CHANGED, err, details, {**audit, "version": current.version})
@@ -425,14 +432,16 @@ def apply_policy(
 
 
 def _target_tags(
-    name: str, policy: RotationPolicy, rotators: Mapping[Rotator, TargetRotator] | None
+    name: str, policy: RotationPolicy, rotators: Mapping[Rotator, TargetRotator] | None, *, bind: bool = False
 ) -> dict[str, str]:
-    """The tags the policy's target rotator puts on the secret's versions (it may create what they
-    name). Raises TargetRefused, DependencyUnavailable."""
+    """The tags the policy's target rotator puts on the secret's versions; ``bind``: first make the
+    target this secret's consumer (a webhook's signing key, bound to the secret and its URL): only ever
+    under the secret's write lease, after the intent record. Raises TargetRefused, DependencyUnavailable."""
     target = (rotators or {}).get(policy.rotator)
     if target is None:
         return {}
-    return target.tags(TargetSecret(name, None, policy.target, ""))
+    secret = TargetSecret(name, None, policy.target, "")
+    return target.bind(secret) if bind else target.tags(secret)
 
 
 def _writable(store: SecretStore, name: str) -> SecretVersion:
@@ -488,7 +497,7 @@ def _rotation_target(
     if not RotationPolicy.is_managed(current.tags):
         return f"not managed: it lacks the tag {MANAGED_BY_TAG}"
     try:
-        policy = RotationPolicy.from_tags(current.tags)
+        policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
     except PolicyError as err:
         return f"invalid policy: {err}"
     if policy.rotator not in AVAILABLE_ROTATORS:
@@ -612,7 +621,7 @@ def _rotatable_now(
     if not RotationPolicy.is_managed(current.tags):
         raise NotManaged(name, MANAGED_BY_TAG)
     try:
-        policy = RotationPolicy.from_tags(current.tags)
+        policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
     except PolicyError as err:
         raise PolicyConflict(name, err) from None
     if policy.rotator not in AVAILABLE_ROTATORS:
@@ -659,7 +668,7 @@ def secret_status(
         "reserved": is_reserved(name, reserved),
     }
     if status["managed"]:
-        status.update(_policy_view(current, now))
+        status.update(_policy_view(current, now, reserved))
     else:
         status.update(policy=None, violation=None, next_due=None, due_now=False)
     progress = Progress.of(stored.state) if stored and stored.tampered is None else None
@@ -764,7 +773,7 @@ def rotation_plan(
         if not managed:
             continue
         try:
-            policy = RotationPolicy.from_tags(item.tags)
+            policy = RotationPolicy.from_tags(item.tags, name=item.name, reserved=reserved)
         except PolicyError as err:
             violations.append({"name": item.name, "tag": err.tag, "problem": _problem(err)})
             continue

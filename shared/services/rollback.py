@@ -171,7 +171,7 @@ def _current(store: SecretStore, name: str) -> tuple[SecretVersion, RotationPoli
     if not RotationPolicy.is_managed(current.tags):
         raise NotManaged(name, "managed-by")
     try:
-        policy = RotationPolicy.from_tags(current.tags)
+        policy = RotationPolicy.from_tags(current.tags, name=name)
     except PolicyError as err:
         raise Conflict(f"secret {name} has an invalid policy: {err}") from None
     if policy.rotator != Rotator.KEY_VAULT:

@@ -523,7 +523,7 @@ def _why_not(
     if not RotationPolicy.is_managed(current.tags):
         raise NotManaged(name, "managed-by")
     try:
-        policy = RotationPolicy.from_tags(current.tags)
+        policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
     except PolicyError as err:
         _violation(states, trail, name, current.version, err, correlation_id)
         return RotationOutcome(name, "skipped", f"invalid policy: {err}")

@@ -178,6 +178,11 @@ def find_suspicious(
     zone = ZoneInfo(rules.timezone)
     for event in _outcomes(events, Action.BREAK_GLASS):
         findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
+    for event in events:
+        if event.action == Action.ROTATION_FAILED and event.details.get("error_class") == "TargetNotBound":
+            # A rotation-target changed by tag alone: someone tried to make a URL a consumer of the value.
+            summary = f"rotation of {event.secret_name} refused: its target is not bound to it"
+            findings.append(_single("target_not_bound", event, summary, actors=()))
     for event in _outcomes(events, Action.REVOCATION_APPROVED):
         local = event.time.astimezone(zone)
         hours = rules.working_start <= local.time() < rules.working_end
@@ -188,18 +193,20 @@ def find_suspicious(
     return findings
 
 
-def _single(rule: str, event: AuditEvent, summary: str) -> Finding:
+def _single(rule: str, event: AuditEvent, summary: str, *, actors: tuple[str, ...] | None = None) -> Finding:
+    """A finding about one record; ``actors``: who it is about (default: the record's actor, also its
+    subject; with ``actors`` given, the subject is the record's secret)."""
     return Finding(
         id=_finding_id(rule, event.id),
         rule=rule,
-        subject=event.actor.id,
+        subject=event.actor.id if actors is None else (event.secret_name or event.actor.id),
         summary=summary,
         count=1,
         first_seen=event.time,
         last_seen=event.time,
         secret_name=event.secret_name,
         record_ids=(event.id,),
-        actors=(canonical_identity(event.actor.id),),
+        actors=(canonical_identity(event.actor.id),) if actors is None else actors,
     )
 
 

@@ -153,7 +153,7 @@ def _evaluate(
     if not item.enabled:
         return None
     try:
-        policy = RotationPolicy.from_tags(item.tags)
+        policy = RotationPolicy.from_tags(item.tags, name=item.name, reserved=reserved)
     except PolicyError as err:
         return _violation(item, err.tag, str(err).removeprefix(f"tag {err.tag}: "))
     if not policy.is_due(item.created, now, item.expires):

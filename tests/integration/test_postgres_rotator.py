@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from psycopg import sql
@@ -387,8 +388,8 @@ def test_a_missing_or_unusable_admin_credential_is_refused(
     with pytest.raises(TargetRefused, match="names the admin"):
         rotator.set(secret(current, None), pending)
     store.set_value(ADMIN_SECRET, "not json", content_type="application/json", tags={})
-    with pytest.raises(TargetRefused, match=f"the admin credential \\(secret {ADMIN_SECRET}\\): the value"):
-        rotator.set(secret(current, ADMIN_SECRET), pending)
+    with pytest.raises(TargetRefused, match=f"secret {ADMIN_SECRET} is no connection document$"):
+        rotator.set(secret(current, ADMIN_SECRET), pending)  # another secret's value: its shape untold
     outsider = create_role(postgres, f"{prefix}_outsider")
     outsider_doc = document(postgres, Role(outsider.name, "wrong-password"))
     store.set_value(ADMIN_SECRET, outsider_doc, content_type="application/json", tags={})
@@ -569,3 +570,32 @@ def test_finish_of_a_value_that_is_no_document_does_nothing(
     before = rolpassword(postgres, app.name)
     PostgresRotator(store, alternating=True).finish(secret(current, ADMIN_SECRET), "sk_an-old-api-key")
     assert rolpassword(postgres, app.name) == before
+
+
+class CountingStore(InMemorySecretStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: list[str] = []
+
+    def get_value(self, name: str, version: str | None = None) -> Any:
+        self.read.append(name.lower())
+        return super().get_value(name, version)
+
+
+@pytest.mark.parametrize("target", ["audit-hmac-key", "fleet-anchor", "slc-webhook-" + "b" * 40, "ORDERS-DB"])
+def test_the_service_s_own_secrets_and_the_secret_itself_are_never_read_as_an_admin_credential(
+    postgres: PostgresProcess, prefix: str, target: str
+) -> None:
+    store = CountingStore()
+    store.set_value(target, '{"host": "x"}', content_type="application/json", tags={})
+    app = create_role(postgres, f"{prefix}_app")
+    current = document(postgres, app)
+    rotator = PostgresRotator(store, alternating=True, reserved=("fleet-anchor",))
+    pending = rotator.pending(secret(current, target), secrets.token_urlsafe(24))
+    with pytest.raises(TargetRefused, match="service's own secret or this one") as err:
+        rotator.set(secret(current, target), pending)
+    assert store.read == [] and "host" not in str(err.value)
+    retired = document(postgres, create_role(postgres, f"{prefix}_app_clone"))
+    with pytest.raises(TargetRefused, match="service's own secret or this one"):
+        rotator.finish(secret(current, target), retired)
+    assert store.read == []

@@ -9,16 +9,21 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from azure.data.tables import UpdateMode
+from azure.keyvault.secrets import SecretClient
 
+from devtools.keyvault_emulator.process import EmulatorProcess
+from shared.adapters.key_vault import KeyVaultSecretStore, LocalTokenCredential
 from shared.adapters.tables import STATE_TABLE
 from shared.domain.audit import format_time
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.entrypoints.http import STATE_TAMPERED_TYPE
 from tests.integration.app_stack import Stack, audit_rows
+from tests.integration.webhook_consumer import WebhookConsumer
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate", "Secrets.Audit.Read"], name="op")
 
@@ -178,3 +183,69 @@ def test_revocation_rows_rewritten_or_put_back_by_a_storage_writer_are_never_exe
     assert {(rid, "mac mismatch"), (gone, "missing")} <= tampered, tampered
     status, report = stack.client.get("/api/audit/verify")
     assert (status, report["status"]) == (200, "ok"), report
+
+
+def _tag(stack: Stack, name: str, **changes: str) -> None:
+    """Edit the current version's tags as a tag editor does (update properties; no value access)."""
+    vault = stack.vault()
+    current = vault.get_secret(name).properties
+    vault.update_secret_properties(name, current.version, tags={**(current.tags or {}), **changes})
+
+
+def test_a_tag_editor_cannot_redirect_a_value_nor_aim_a_target_at_the_service_s_secrets(
+    make_stack: Any, kv_emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    vault = SecretClient(kv_emulator.url, LocalTokenCredential(), **kv_emulator.client_kwargs())
+    with WebhookConsumer.start(KeyVaultSecretStore(vault), tmp_path) as consumer:
+        stack = make_stack(WEBHOOK_CA_BUNDLE=str(consumer.ca_bundle))
+        # Consumer A, onboarded for secret A through the API (its signing key bound to A and its URL).
+        a_name = f"dispatch-hook-{uuid.uuid4().hex[:8]}"
+        body = {"name": a_name, "kind": "api-key", "rotation_interval_days": 30, "rotator": "webhook",
+                "rotation_target": consumer.url}  # fmt: skip
+        assert stack.client.post("/api/secrets", body, principal=OPERATOR)[0] == 201
+
+        # Secret B's tags pointed at consumer A: B's rotation sends nothing anywhere and fails on record.
+        b_name, _ = _due_secret(stack)
+        _tag(stack, b_name, **{"rotator": "webhook", "rotation-target": consumer.url})
+        status, queued = stack.client.post(
+            f"/api/secrets/{b_name}/rotate", {"force": True}, principal=OPERATOR
+        )
+        assert status == 202, queued
+        assert stack.host.wait_for_output(f"rotation of {b_name}: failed", timeout=60), stack.host.output()
+        assert [c for c in consumer.calls if c.secret_name == b_name] == []
+        failed = [
+            r
+            for r in audit_rows(stack)
+            if r["action"] == "ROTATION_FAILED" and r.get("secret_name") == b_name
+        ]
+        assert failed and "target not bound to this secret" in failed[-1]["error"], failed
+
+        # A postgres-alternating target naming the digest anchor: a policy violation, never read.
+        anchor = stack.env["AUDIT_ANCHOR_SECRET"]
+        stack.vault().set_secret(anchor, "not-a-connection-document")
+        c_name, _ = _due_secret(stack)
+        document = {"host": "127.0.0.1", "port": 1, "dbname": "orders", "username": "app", "password": "pw-1"}
+        due = datetime.now(UTC) + timedelta(days=10)
+        tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
+        stack.vault().set_secret(
+            c_name, json.dumps(document), content_type="application/json", expires_on=due, tags=tags
+        )
+        _tag(stack, c_name, **{"secret-kind": "database-password", "rotator": "postgres-alternating",
+                               "rotation-target": anchor, "rotation-grace-hours": "1"})  # fmt: skip
+        stack.emulator.reset_stats()
+        assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
+        assert wait_until(lambda: [r for r in audit_rows(stack) if r["action"] == "POLICY_VIOLATION"
+                                   and r.get("secret_name") == c_name])  # fmt: skip
+        [violation] = [
+            r
+            for r in audit_rows(stack)
+            if r["action"] == "POLICY_VIOLATION" and r.get("secret_name") == c_name
+        ]
+        assert "rotation-target" in violation["details"] and "own secrets" in violation["error"]
+        reads = stack.emulator.stats()["names"].get("get_secret", {})
+        assert anchor.lower() not in reads, reads
+
+        # The refused redirect is a finding, with its event.
+        assert stack.client.post("/admin/functions/suspicious_activity_scan", {"input": ""})[0] == 202
+        assert wait_until(lambda: [r for r in audit_rows(stack) if r["action"] == "SUSPICIOUS_ACTIVITY"
+                                   and "target_not_bound" in r["details"]])  # fmt: skip

@@ -19,22 +19,28 @@ import requests
 from shared.adapters.webhook import WebhookRotator
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.targets import (
+    BINDING_TAG,
     SIGNATURE_HEADER,
     SIGNATURE_TOLERANCE_SECONDS,
     SIGNING_KEY_TAG,
+    SIGNS_FOR_SECRET_TAG,
     SIGNS_FOR_TAG,
     TIMESTAMP_HEADER,
+    TargetNotBound,
     TargetRefused,
     TargetSecret,
     sign,
     signing_key_name,
     verify_signature,
 )
-from tests.fakes import InMemorySecretStore
+from tests.fakes import FakeKeyRing, InMemorySecretStore
 from tests.integration.webhook_consumer import WebhookConsumer
 
 OLD = "old-value-Zq9xW2"
 NEW = "new-value-Kp4vT7"
+NAME = "dispatch-api-key"
+#: The audit key ring the service binds signing keys with.
+KEYS = FakeKeyRing()
 
 
 @pytest.fixture
@@ -53,20 +59,21 @@ def rotator_for(consumer: WebhookConsumer, store: InMemorySecretStore, **options
     settings: dict[str, Any] = {"ca_bundle": consumer.ca_bundle, "backoff": 0.01, "timeout": 2.0}
     settings.update(options)
     enrol(store, consumer.url)
-    return WebhookRotator(store, **settings)
+    return WebhookRotator(store, KEYS, **settings)
 
 
 def enrol(store: InMemorySecretStore, url: str) -> None:
-    """Create the target's signing key, as the API's onboarding or policy change does (``tags``)."""
-    WebhookRotator(store, allow_loopback_http=True).tags(secret_at(url))
+    """Make the secret's signing key, bound to it and the URL, as the API's onboarding or policy change
+    does (``bind``)."""
+    WebhookRotator(store, KEYS, allow_loopback_http=True).bind(secret_at(url))
 
 
-def secret_at(url: str, rotation_id: str | None = "rot-1") -> TargetSecret:
-    return TargetSecret("dispatch-api-key", rotation_id, url, OLD)
+def secret_at(url: str, rotation_id: str | None = "rot-1", name: str = NAME) -> TargetSecret:
+    return TargetSecret(name, rotation_id, url, OLD)
 
 
-def key_of(store: InMemorySecretStore, url: str) -> bytes:
-    return store.get_value(signing_key_name(url)).value.encode()
+def key_of(store: InMemorySecretStore) -> bytes:
+    return store.get_value(signing_key_name(NAME)).value.encode()
 
 
 def test_set_test_finish_are_signed_and_drive_the_consumers_key_set(
@@ -76,7 +83,7 @@ def test_set_test_finish_are_signed_and_drive_the_consumers_key_set(
     secret = secret_at(consumer.url)
 
     assert rotator.pending(secret, NEW) == NEW
-    assert rotator.tags(secret) == {SIGNING_KEY_TAG: signing_key_name(consumer.url)}
+    assert rotator.tags(secret) == {SIGNING_KEY_TAG: signing_key_name(NAME)}
     rotator.set(secret, NEW)
     assert consumer.accepts(OLD) and consumer.accepts(NEW)
     rotator.test(secret, NEW)
@@ -227,9 +234,9 @@ def test_every_loopback_host_may_be_plain_http_when_allowed(store: InMemorySecre
     """Accepted as a target (port 1: nothing answers there), where without the option it is refused."""
     with pytest.raises(TargetRefused):
         enrol(store, url)
-        WebhookRotator(store, attempts=1).set(secret_at(url), NEW)
+        WebhookRotator(store, KEYS, attempts=1).set(secret_at(url), NEW)
     with pytest.raises(DependencyUnavailable, match="did not answer"):
-        WebhookRotator(store, allow_loopback_http=True, attempts=1).set(secret_at(url), NEW)
+        WebhookRotator(store, KEYS, allow_loopback_http=True, attempts=1).set(secret_at(url), NEW)
 
 
 @pytest.mark.parametrize(
@@ -246,9 +253,9 @@ def test_every_loopback_host_may_be_plain_http_when_allowed(store: InMemorySecre
     ],
 )
 def test_urls_the_rotator_refuses(store: InMemorySecretStore, url: str) -> None:
-    rotator = WebhookRotator(store, allow_loopback_http=True)
+    rotator = WebhookRotator(store, KEYS, allow_loopback_http=True)
     for call in (
-        lambda: rotator.tags(secret_at(url)),
+        lambda: rotator.bind(secret_at(url)),
         lambda: rotator.set(secret_at(url), NEW),
         lambda: rotator.finish(secret_at(url), OLD),
     ):
@@ -264,50 +271,78 @@ def test_plain_http_only_to_loopback_and_only_when_allowed(
         assert plain.url.startswith("http://127.0.0.1:")
         with pytest.raises(TargetRefused, match="https"):
             enrol(store, plain.url)
-            WebhookRotator(store).set(secret_at(plain.url), NEW)
+            WebhookRotator(store, KEYS).set(secret_at(plain.url), NEW)
         assert plain.calls == []
-        WebhookRotator(store, allow_loopback_http=True).set(secret_at(plain.url), NEW)
+        WebhookRotator(store, KEYS, allow_loopback_http=True).set(secret_at(plain.url), NEW)
         assert [(c.step, c.signature_ok) for c in plain.calls] == [("set", True)]
         assert plain.accepts(NEW)
 
 
-def test_the_signing_key_is_created_once_and_tagged_for_its_consumer(
+def test_the_signing_key_is_made_once_for_its_secret_and_bound_to_its_url(
     consumer: WebhookConsumer, store: InMemorySecretStore
 ) -> None:
     rotator = rotator_for(consumer, store)
-    name = signing_key_name(consumer.url)
+    name = signing_key_name(NAME)
     secret = secret_at(consumer.url)
-    assert rotator.tags(secret) == {SIGNING_KEY_TAG: name}
-    rotator.tags(secret)
+    assert rotator.tags(secret) == {SIGNING_KEY_TAG: name} == rotator.bind(secret)
+    spelled = consumer.url.replace("https://", "HTTPS://").replace("/rotate", "/rotate#again")
+    rotator.bind(secret_at(spelled))  # the same URL spelled otherwise: the same consumer, the same key
     rotator.set(secret, NEW)
     rotator_for(consumer, store).test(secret, NEW)  # another instance (another worker) reuses it too
     assert len(store.versions_of(name)) == 1
     stored = store.get_value(name)
-    assert stored.properties.tags == {SIGNS_FOR_TAG: consumer.url}
-    assert stored.properties.content_type == "text/plain"
+    assert {k: stored.properties.tags[k] for k in (SIGNS_FOR_TAG, SIGNS_FOR_SECRET_TAG)} == {
+        SIGNS_FOR_TAG: consumer.url, SIGNS_FOR_SECRET_TAG: NAME,
+    }  # fmt: skip
+    assert stored.properties.tags[BINDING_TAG] and stored.properties.content_type == "text/plain"
     assert len(stored.value) >= 64
     assert all(c.signature_ok for c in consumer.calls)
 
 
-def test_a_key_meant_for_another_consumer_is_never_used(
-    consumer: WebhookConsumer, store: InMemorySecretStore
+def test_a_target_changed_by_tag_alone_receives_nothing(
+    consumer: WebhookConsumer, store: InMemorySecretStore, tmp_path: Path
 ) -> None:
-    name = signing_key_name(consumer.url)
-    store.set_value(
-        name, "k" * 64, content_type="text/plain", tags={SIGNS_FOR_TAG: "https://other.example/r"}
-    )
-    rotator = WebhookRotator(store, ca_bundle=consumer.ca_bundle)
-    with pytest.raises(TargetRefused, match="does not sign for this target"):
-        rotator.tags(secret_at(consumer.url))
-    with pytest.raises(TargetRefused, match="does not sign for this target"):
-        rotator.set(secret_at(consumer.url), NEW)
+    """Secret B's tags pointed at consumer A (onboarded for secret A): B's value is never sent to A; nor to
+    a URL written into B's tags after B was bound to another one; nor through a binding tag copied or
+    rewritten by a tag editor."""
+    rotator = rotator_for(consumer, store)  # secret A (dispatch-api-key) bound to consumer A
+    with pytest.raises(TargetNotBound, match="target not bound to this secret"):
+        rotator.set(secret_at(consumer.url, name="billing-api-key"), NEW)
+    with WebhookConsumer.start(store, tmp_path, current=OLD) as other:
+        WebhookRotator(store, KEYS, ca_bundle=other.ca_bundle).bind(
+            secret_at(other.url, name="billing-api-key")
+        )
+        with pytest.raises(TargetNotBound):  # B's tag now names A's URL
+            rotator.set(secret_at(consumer.url, name="billing-api-key"), NEW)
+        b_key = signing_key_name("billing-api-key")
+        b_version = store.versions_of(b_key)[-1]
+        a_tags = store.get_properties(signing_key_name(NAME)).tags
+        store.update_properties(b_key, b_version, tags={**a_tags})  # A's binding copied onto B's key
+        with pytest.raises(TargetNotBound):
+            rotator.set(secret_at(consumer.url, name="billing-api-key"), NEW)
+        assert other.calls == []
+    assert consumer.calls == [] and not consumer.accepts(NEW)
+
+
+def test_a_binding_of_an_earlier_url_put_back_by_a_tag_editor_is_refused(
+    consumer: WebhookConsumer, store: InMemorySecretStore, tmp_path: Path
+) -> None:
+    rotator = rotator_for(consumer, store)
+    name = signing_key_name(NAME)
+    first = store.get_properties(name)
+    with WebhookConsumer.start(store, tmp_path, current=OLD) as moved:
+        WebhookRotator(store, KEYS, ca_bundle=moved.ca_bundle).bind(secret_at(moved.url))  # the API moved it
+        assert not store.get_properties(name, first.version).enabled  # the old key is off
+        current = store.get_properties(name)
+        store.update_properties(name, current.version, tags=dict(first.tags))  # the old binding put back
+        with pytest.raises(TargetNotBound):
+            rotator.set(secret_at(consumer.url), NEW)
     assert consumer.calls == []
 
 
 def test_a_disabled_signing_key_refuses(consumer: WebhookConsumer, store: InMemorySecretStore) -> None:
     rotator = rotator_for(consumer, store)
-    rotator.tags(secret_at(consumer.url))
-    name = signing_key_name(consumer.url)
+    name = signing_key_name(NAME)
     store.update_properties(name, store.versions_of(name)[0], enabled=False)
     with pytest.raises(TargetRefused, match="disabled"):
         rotator.set(secret_at(consumer.url), NEW)
@@ -317,7 +352,7 @@ def test_a_disabled_signing_key_refuses(consumer: WebhookConsumer, store: InMemo
 def test_a_replayed_request_is_rejected(consumer: WebhookConsumer, store: InMemorySecretStore) -> None:
     rotator_for(consumer, store).set(secret_at(consumer.url), NEW)
     sent = consumer.raw[0]
-    key = key_of(store, consumer.url)
+    key = key_of(store)
     timestamp, signature = sent.headers[TIMESTAMP_HEADER], sent.headers[SIGNATURE_HEADER]
     sent_at = int(timestamp)
     assert verify_signature(key, timestamp, sent.body, signature, sent_at)
@@ -387,12 +422,13 @@ def test_no_request_goes_to_a_target_without_a_signing_key(
     consumer: WebhookConsumer, store: InMemorySecretStore
 ) -> None:
     """Whoever can change a secret's tags cannot make it a consumer: only the API's onboarding or policy
-    change creates a target's key (``tags``), and a step never does."""
-    rotator = WebhookRotator(store, ca_bundle=consumer.ca_bundle)
-    with pytest.raises(TargetRefused, match="no signing key"):
-        rotator.set(secret_at(consumer.url), NEW)
-    assert consumer.calls == [] and not consumer.accepts(NEW)
+    change makes a secret's key (``bind``); a step never does, nor does ``tags``."""
+    rotator = WebhookRotator(store, KEYS, ca_bundle=consumer.ca_bundle)
     rotator.tags(secret_at(consumer.url))
+    with pytest.raises(TargetNotBound, match="no signing key"):
+        rotator.set(secret_at(consumer.url), NEW)
+    assert consumer.calls == [] and not consumer.accepts(NEW) and store.secrets == {}
+    rotator.bind(secret_at(consumer.url))
     rotator.set(secret_at(consumer.url), NEW)
     assert consumer.accepts(NEW)
 

@@ -2,7 +2,9 @@
 docs/webhook-consumer.md asks of a dispatch app.
 
 It verifies each request's signature with ``verify_signature`` and the key a real consumer reads from Key
-Vault (the secret ``signing_key_name(url)``, read from the store it is given at each request), and keeps a
+Vault (the secret ``signing_key_name(secret_name)`` of the secret the body names — a consumer serving several
+secrets picks the key that way, then verifies with it — read from the store it is given at each request),
+and keeps a
 key set as a real consumer does: ``set`` adds the value (old and new accepted), ``test`` answers 2xx only
 if the value is accepted, ``finish`` keeps only the value of rotation ``version`` (409 when it holds no
 such value). Every request is recorded as a ``Call``: step, secret name, version, whether a value came,
@@ -17,7 +19,8 @@ nothing); a slow one sleeps, then answers normally.
 Usage::
 
     with WebhookConsumer.start(store, tmp_path, current="old-value") as consumer:
-        rotator = WebhookRotator(store, ca_bundle=consumer.ca_bundle, backoff=0.01)
+        rotator = WebhookRotator(store, keys, ca_bundle=consumer.ca_bundle, backoff=0.01)
+        rotator.bind(TargetSecret("api-key", None, consumer.url, ""))
         rotator.set(TargetSecret("api-key", "rot-1", consumer.url, "old-value"), "new-value")
         assert consumer.accepts("old-value") and consumer.accepts("new-value")
 """
@@ -255,19 +258,17 @@ class WebhookConsumer:
                     queue.popleft()
             return script
 
-    def _key(self) -> bytes | None:
+    def _key(self, secret_name: object) -> bytes | None:
+        if not isinstance(secret_name, str):
+            return None
         try:
-            return self.store.get_value(signing_key_name(self.url)).value.encode("utf-8")
+            return self.store.get_value(signing_key_name(secret_name)).value.encode("utf-8")
         except DomainError:
             return None
 
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
         received = time.monotonic()
         self.raw.append(RawRequest(path, headers, body))
-        key = self._key()
-        signature_ok = key is not None and verify_signature(
-            key, headers.get(TIMESTAMP_HEADER, ""), body, headers.get(SIGNATURE_HEADER, ""), self.now()
-        )
         document: dict[str, Any] = {}
         try:
             parsed = json.loads(body)
@@ -275,6 +276,10 @@ class WebhookConsumer:
                 document = parsed
         except ValueError:
             pass
+        key = self._key(document.get("secret_name"))  # which key; the signature says whether to trust it
+        signature_ok = key is not None and verify_signature(
+            key, headers.get(TIMESTAMP_HEADER, ""), body, headers.get(SIGNATURE_HEADER, ""), self.now()
+        )
         step = document.get("step") if isinstance(document.get("step"), str) else None
         value = document.get("value")
         version = document.get("version") if isinstance(document.get("version"), str) else None

@@ -531,25 +531,30 @@ def test_the_plan_lists_rotations_expiries_and_violations_in_the_window(world: W
 
 def test_a_webhook_secret_gets_its_signing_key_when_onboarded_or_put_under_policy(world: World) -> None:
     """The consumer must be able to verify the very first rotation's requests: the key (and the tag that
-    names it) exist from onboarding, or from the policy that made the secret a webhook one."""
+    names it) exist from onboarding, or from the policy that made the secret a webhook one, bound to that
+    secret and that URL; a new URL through the API gets a new key, and the old one is disabled."""
     from shared.adapters.webhook import WebhookRotator
     from shared.domain.policy import Rotator
-    from shared.domain.targets import SIGNING_KEY_TAG, SIGNS_FOR_TAG, signing_key_name
+    from shared.domain.targets import BINDING_TAG, SIGNING_KEY_TAG, SIGNS_FOR_TAG, signing_key_name
+    from tests.fakes import FakeKeyRing
 
     target = "https://dispatch.example.com/rotate"
-    rotators = {Rotator.WEBHOOK: WebhookRotator(world.store)}
+    rotators = {Rotator.WEBHOOK: WebhookRotator(world.store, FakeKeyRing())}
     policy = catalog.build_policy(fields(rotator="webhook", rotation_target=target))
     version = catalog.onboard(
         world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="hook-key",
         policy=policy, actor=OPERATOR, rotators=rotators,
     )  # fmt: skip
-    key = world.store.get_properties(signing_key_name(target))
+    key = world.store.get_properties(signing_key_name("hook-key"))
     assert version.tags[SIGNING_KEY_TAG] == key.name and key.tags[SIGNS_FOR_TAG] == target
+    assert key.tags[BINDING_TAG]
 
     other = "https://billing.example.com/rotate"
     catalog.apply_policy(
         world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="hook-key",
         fields=fields(rotator="webhook", rotation_target=other), actor=OPERATOR, rotators=rotators,
     )  # fmt: skip
-    assert world.store.get_properties("hook-key").tags[SIGNING_KEY_TAG] == signing_key_name(other)
-    assert world.store.get_properties(signing_key_name(other)).tags[SIGNS_FOR_TAG] == other
+    assert world.store.get_properties("hook-key").tags[SIGNING_KEY_TAG] == key.name
+    rebound = world.store.get_properties(key.name)
+    assert rebound.version != key.version and rebound.tags[SIGNS_FOR_TAG] == other
+    assert not world.store.get_properties(key.name, key.version).enabled

@@ -135,3 +135,29 @@ def test_a_webhook_on_a_loopback_host_may_be_plain_http(host: str) -> None:
     """For a consumer on a developer's machine; the webhook rotator refuses it outside a development host."""
     tags = {**MANAGED, "rotator": "webhook", "rotation-target": f"http://{host}:8080/rotate"}
     assert RotationPolicy.from_tags(tags).target == f"http://{host}:8080/rotate"
+
+
+ALTERNATING = {**MANAGED, "secret-kind": "database-password", "rotator": "postgres-alternating"}
+
+
+@pytest.mark.parametrize(
+    ("target", "problem"),
+    [
+        ("audit-hmac-key", "own secrets"),
+        ("AUDIT-HMAC-KEY", "own secrets"),
+        ("audit-digest-anchor", "own secrets"),
+        ("fleet-anchor-7", "own secrets"),  # a deployment's own anchor name, passed as reserved
+        ("slc-pending-" + "0" * 40, "own secrets"),
+        ("slc-webhook-" + "a" * 40, "own secrets"),
+        ("Orders-DB", "the secret itself"),
+        ("not a name!", "admin credential"),
+    ],
+)
+def test_a_rotation_target_is_checked_when_the_policy_is_parsed(target: str, problem: str) -> None:
+    with pytest.raises(PolicyError, match=problem) as err:
+        RotationPolicy.from_tags(
+            {**ALTERNATING, "rotation-target": target}, name="orders-db", reserved=("fleet-anchor-7",)
+        )
+    assert err.value.tag == "rotation-target"
+    admin = RotationPolicy.from_tags({**ALTERNATING, "rotation-target": "orders-db-admin"}, name="orders-db")
+    assert admin.target == "orders-db-admin"

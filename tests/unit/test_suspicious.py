@@ -243,3 +243,19 @@ def test_records_a_storage_writer_put_in_the_table_make_no_finding() -> None:
         clock.advance(timedelta(minutes=1))
     report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
     assert (report.scanned, report.findings, publisher.sent) == (0, [], [])
+
+
+def test_a_rotation_refused_because_its_target_is_not_bound_is_a_finding() -> None:
+    clock = FixedClock(T0)
+    trail = AuditTrail(InMemoryAuditLog(), clock, "fleet")
+    refused = trail.event(
+        Action.ROTATION_FAILED,
+        result=Result.FAILURE,
+        secret_name="billing-api-key",
+        details={"rotation_id": "r1", "step": "set", "error_class": "TargetNotBound"},
+    )
+    other = replace(refused, details={**refused.details, "error_class": "TargetRefused"}, id="other")
+    [finding] = find_suspicious([refused, other], RULES)
+    assert (finding.rule, finding.subject, finding.actors, finding.record_ids) == (
+        "target_not_bound", "billing-api-key", (), (refused.id,),
+    )  # fmt: skip
