@@ -248,8 +248,14 @@ class PolicyApplied(_Answer):
 
 
 class RotationQueued(_Answer):
+    """A rotation request, by its own id. `queued`: on the queue, or joined to the request queued for the
+    secret; `in_progress`: joined to the rotation running. `joined`: the id of the request or rotation it
+    joined (null: it was queued itself). The rotation's outcome record (ROTATED, ROTATION_FAILED or
+    ROTATION_SKIPPED) names every id that joined it."""
+
     rotation_id: str
-    status: Literal["queued"]
+    status: Literal["queued", "in_progress"]
+    joined: str | None
 
 
 class RotationInProgress(_Answer):

@@ -100,4 +100,5 @@ def rotation_gave_up(msg: func.QueueMessage) -> None:
     except ValueError as err:
         logger.error("poisoned rotation request %s is malformed: %s", msg.id, err)
         return
-    rotation.gave_up(request, get_container().audit_trail, MAX_DEQUEUE_COUNT)
+    container = get_container()
+    rotation.gave_up(request, container.audit_trail, MAX_DEQUEUE_COUNT, container.state_store)

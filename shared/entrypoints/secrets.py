@@ -192,7 +192,8 @@ def secrets_rotate(req: func.HttpRequest, context: func.Context) -> func.HttpRes
             container.clock, reserved=container.reserved_secrets, name=name, force=body.force,
             actor=actor_of(req, principal), correlation_id=cid or uuid.uuid4().hex,
         )  # fmt: skip
-        response = json_response({"rotation_id": ticket.rotation_id, "status": ticket.status}, 202)
+        answer = {"rotation_id": ticket.rotation_id, "status": ticket.status, "joined": ticket.joined}
+        response = json_response(answer, 202)
         response.headers["Location"] = f"/api/secrets/{name}/status"
         return response
 

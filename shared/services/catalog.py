@@ -21,7 +21,6 @@ from typing import Any
 from shared.domain.audit import Action, Actor, AuditQuery, Result, format_time, parse_time
 from shared.domain.errors import (
     Conflict,
-    DependencyUnavailable,
     DomainError,
     NotFound,
     OutcomeNotRecorded,
@@ -53,16 +52,16 @@ from shared.services.audit import AuditTrail, AuditUnavailable, query_audit
 from shared.services.rotation import (
     IDLE,
     PARTITION,
-    PROMOTING,
-    Busy,
     NotManaged,
     Progress,
     acquire,
     progress_rows,
+    register_request,
     release,
     retirements,
     schedule_key,
     service_tags,
+    unregister_request,
 )
 
 logger = logging.getLogger(__name__)
@@ -474,10 +473,12 @@ def _failed(
 
 @dataclass(frozen=True)
 class RotationTicket:
-    """A manual rotation: ``queued`` (a request is on the queue) or ``in_progress`` (one runs already)."""
+    """A manual rotation request, by its own id: ``queued`` (on the queue, or joined to the request
+    queued: ``joined`` is its id) or ``in_progress`` (joined to the rotation running: ``joined``)."""
 
     rotation_id: str
     status: str
+    joined: str | None = None
 
 
 def _rotation_target(
@@ -561,21 +562,17 @@ def request_rotation(
     actor: Actor,
     correlation_id: str,
 ) -> RotationTicket:
-    """Check that ``name`` can be rotated now and queue a manual request for ``rotate_secret`` (so retries
-    and the poison queue apply); or, when a rotation holds the lease, answer its id.
+    """Check that ``name`` can be rotated now and ask for it, with an id of its own: it joins the rotation
+    running or the request queued for the secret (concurrent requests make one rotation, whose outcome
+    names every id), or it is queued for ``rotate_secret`` (so retries and the poison queue apply).
 
     Raises NotFound, NotManaged / PolicyConflict (naming the tag), Conflict (reserved, certificate-backed,
-    disabled, rotator unavailable, not due without ``force``, another kind of write in progress),
-    AuditUnavailable or DependencyUnavailable (nothing queued). A request that was queued is answered as
-    queued even when its success record fails (logged): asking again would rotate twice."""
-    stored = states.get(PARTITION, name.lower())
+    disabled, rotator unavailable, not due without ``force``, another kind of write in progress, too many
+    requests joined), AuditUnavailable or DependencyUnavailable (nothing queued). A request that was
+    queued or joined is answered so even when its success record fails (logged): asking again would
+    rotate twice."""
     current, policy = _rotatable_now(store, name, reserved)
     now = clock.now()
-    progress = Progress.of(stored.state) if stored else None
-    if progress is not None and progress.leased_by_other("", now):
-        if progress.step == PROMOTING and progress.rotation_id:
-            return RotationTicket(progress.rotation_id, "in_progress")
-        raise Busy(name, progress)
     due = policy.next_rotation(current.created, current.expires)
     if not force and now < due:
         raise Conflict(f"secret {name} is not due until {format_time(due)}; force=true rotates it now")
@@ -588,28 +585,35 @@ def request_rotation(
         rotation_id=uuid.uuid4().hex,
     )
     assert request.rotation_id is not None
-    details = {"rotation_id": request.rotation_id, "force": force}
+    details: dict[str, Any] = {"rotation_id": request.rotation_id, "force": force}
     fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
     trail.record(
         Action.ROTATION_REQUESTED, version=current.version, result=Result.INTENT, details=details, **fields
     )
     try:
-        requests.send([request])
-    except DependencyUnavailable as err:
+        status, joined = register_request(states, name, request.rotation_id, force, clock)
+        if joined is None:
+            try:
+                requests.send([request])
+            except DomainError:
+                unregister_request(states, name, request.rotation_id)
+                raise
+    except DomainError as err:
         _failed(trail, Action.ROTATION_REQUESTED, err, details, {**fields, "version": current.version})
         raise
+    if joined is not None:
+        details["joined"] = joined
     try:
         trail.record(Action.ROTATION_REQUESTED, version=current.version, details=details, **fields)
     except AuditUnavailable:
-        # The request is queued: an error here would make the caller ask again and rotate twice. The
-        # intent (actor, rotation id) is on record, and the rotation records itself under that id (its
-        # ROTATED intent fails closed), so the request is answered as queued and the gap is logged.
+        # The request is queued (or joined): an error here would make the caller ask again and rotate
+        # twice. The intent (actor, rotation id) is on record, and the rotation's outcome names the id.
         logger.error(
-            "secret %s: rotation %s was queued but its ROTATION_REQUESTED success was not recorded",
+            "secret %s: rotation %s was requested but its ROTATION_REQUESTED success was not recorded",
             name,
             request.rotation_id,
         )
-    return RotationTicket(request.rotation_id, "queued")
+    return RotationTicket(request.rotation_id, status, joined)
 
 
 def _rotatable_now(

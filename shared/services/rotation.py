@@ -79,6 +79,8 @@ RETIRED_BY_TAG = "retired-by"
 #: Idle: no write in flight. Other steps hold the lease while it runs.
 IDLE = "idle"
 PROMOTING = "promoting"
+#: Reads of the progress a request makes before it gives up on a row that keeps changing under it.
+LEASE_ATTEMPTS = 20
 
 
 def made_by_service(version: SecretVersion) -> bool:
@@ -89,9 +91,14 @@ def made_by_service(version: SecretVersion) -> bool:
     return tags.get(ROTATED_BY_TAG) == ROTATED_BY and bool(tags.get(ROTATION_ID_TAG))
 
 
-#: How many of its latest writes a secret's progress remembers: enough for an event delivered late
-#: (Event Grid retries for 24 h) after the secret was written again meanwhile.
-MADE_HISTORY = 16
+#: How many of its latest writes a secret's progress remembers (each with the requests that joined it):
+#: enough for an event delivered late (Event Grid retries for 24 h) after the secret was written again.
+MADE_HISTORY = 48
+#: Requests that may join one rotation (each is named in its outcome); one more is refused (409).
+MAX_JOINED = 40
+#: How long a queued manual request is joined by the next ones (its message is usually taken at once; a
+#: backlog can delay it). After that a request queues afresh.
+QUEUED_FOR = timedelta(minutes=15)
 
 
 def written_by_service(version: SecretVersion, states: StateStore) -> bool:
@@ -153,8 +160,9 @@ class NotManaged(Conflict):
 
 @dataclass(frozen=True)
 class RotationOutcome:
-    """What a call did. ``status``: ``rotated``, ``skipped`` (with the reason), ``in_progress`` (another
-    holder has the lease), ``planned`` (a dry run: what would happen)."""
+    """What a call did. ``status``: ``rotated``, ``skipped`` (with the reason), ``joined`` (the request
+    joined the rotation running, ``rotation_id``: its outcome names the request), ``in_progress`` (another
+    holder has the lease), ``failed``, ``planned`` (a dry run: what would happen)."""
 
     secret_name: str
     status: str
@@ -180,8 +188,14 @@ class Progress:
     restore_version: str | None = None
     #: The latest writes, as JSON ["rotation_id:version", ...] (``written_by_service``).
     made: str | None = None
-    #: JSON ids of requests that joined this rotation by resuming it (each is done when it closes).
+    #: JSON ids of requests that joined this rotation (or the queued request): each is named in its outcome
+    #: and is done when it closes.
     aliases: str | None = None
+    #: A manual request queued and not yet taken (its id), until when it is joined, and whether it (or a
+    #: request that joined it) forces the rotation ("true").
+    queued: str | None = None
+    queued_until: str | None = None
+    queued_force: str | None = None
 
     @classmethod
     def of(cls, state: Mapping[str, Any]) -> Progress:
@@ -214,12 +228,35 @@ class Progress:
             return []
         return [str(a) for a in aliases] if isinstance(aliases, list) else []
 
-    def join(self, rotation_id: str) -> None:
-        """A request with its own id resumes this rotation: its id is done when this one closes."""
-        if rotation_id != self.rotation_id and rotation_id not in self.alias_list():
-            self.aliases = json.dumps(
-                [*self.alias_list(), rotation_id][-MADE_HISTORY:], separators=(",", ":")
-            )
+    def join(self, rotation_id: str, *, new: bool = False) -> None:
+        """A request with its own id joins this rotation (or the queued request): its id is named in the
+        outcome and done when the rotation closes. ``new``: a request arriving now, refused (Conflict) when
+        MAX_JOINED have joined already (the row must stay small); requests waiting already always join."""
+        if rotation_id in (self.rotation_id, self.queued) or rotation_id in self.alias_list():
+            return
+        if new and len(self.alias_list()) >= MAX_JOINED:
+            raise Conflict(f"{MAX_JOINED} requests joined this rotation already; ask again once it is done")
+        self.aliases = json.dumps([*self.alias_list(), rotation_id], separators=(",", ":"))
+
+    def queued_now(self, now: datetime) -> str | None:
+        """The queued request that new requests join, while it is fresh."""
+        return self.queued if self.queued and lease_runs(self.queued_until, now, QUEUED_FOR) else None
+
+    def adopt_queued(self, now: datetime) -> list[str]:
+        """A rotation starting (or resumed) now takes over every request waiting on this row — the queued
+        one, while fresh, and those that joined it or an earlier attempt — so its outcome names them: their
+        ids, the queued marker cleared."""
+        queued = self.queued_now(now)
+        adopted = [*([queued] if queued else []), *self.alias_list()]
+        self.queued = self.queued_until = self.queued_force = None
+        return list(dict.fromkeys(adopted))
+
+    def merge_joined(self, stored: Progress) -> list[str]:
+        """Take the ids that joined the stored copy of this holder's row meanwhile; returns the new ones."""
+        new = [a for a in stored.alias_list() if a not in self.alias_list() and a != self.rotation_id]
+        if new:
+            self.aliases = json.dumps([*self.alias_list(), *new], separators=(",", ":"))
+        return new
 
     def finished(self, rotation_id: str) -> bool:
         """Whether the write ``rotation_id`` (or a request that joined it) closed, per this row."""
@@ -260,6 +297,7 @@ def rotate(
     correlation_id: str | None = None,
     rotation_id: str | None = None,
     rotators: Mapping[Rotator, TargetRotator] | None = None,
+    join: bool = True,
 ) -> RotationOutcome:
     """Rotate ``name`` if it is due (or ``force``), resuming a rotation that was interrupted.
 
@@ -269,7 +307,10 @@ def rotate(
 
     ``rotation_id``: the id a new rotation starts with (a manual request's); when that rotation is done
     already (a redelivered request), the call is a skip, so a forced request delivered five times still
-    makes one version.
+    makes one version. A request with an id that finds another rotation running joins it (``joined``: the
+    rotation's outcome names it), unless ``join`` is False (then ``in_progress``, as for a request without
+    an id); every request's outcome is on record. A rotation starting takes over a queued manual request
+    (``request_rotation``) and the requests that joined it.
 
     Raises NotFound (no such secret), NotManaged (no policy), AuditUnavailable (nothing changed), and
     any DomainError of a failed step after recording ROTATION_FAILED (the queue retries transient ones).
@@ -278,50 +319,15 @@ def rotate(
     """
     rotators = rotators or {}
     key = name.lower()
-    # The progress first, then the vault: a rotation that completes in between changes the progress, so
-    # the lease below (conditional on what was read here) fails instead of rotating a stale version again.
-    stored = states.get(PARTITION, key)
-    found = _rotatable(
-        name, store, states, trail, reserved, correlation_id, stale=(key, stored, clock), available=rotators
-    )
-    if isinstance(found, RotationOutcome):
-        return found
-    current, policy = found
-
-    now = clock.now()
-    progress = Progress.of(stored.state) if stored else Progress()
-    if rotation_id is not None and _done(store, name, progress, current, rotation_id):
-        return _skip(trail, name, f"already done (rotation {rotation_id})", correlation_id)
-    resuming = progress.step == PROMOTING and _resumable(progress, current)
-    # A row alone never starts a write: without a trace of its rotation in the vault (the version it
-    # made, or its pending value) it only continues a rotation that is due or forced anyway.
-    started = resuming and _traced(store, name, progress, current, policy.rotator in rotators)
-    if not (started or force or policy.is_due(current.created, now, current.expires)):
-        _close_stale(states, key, stored, clock)  # a dead holder's row the vault does not bear out
-        due = policy.next_rotation(current.created, current.expires)
-        return _skip(trail, name, f"not due until {format_time(due)}", correlation_id)
-    if dry_run:
-        return RotationOutcome(name, "planned", reason, previous_version=current.version)
-
-    holder = uuid.uuid4().hex
-    if progress.leased_by_other(holder, now):
-        return RotationOutcome(name, "in_progress", "another rotation holds the lease", progress.rotation_id)
-    if not resuming:
-        # A fresh rotation (over an idle row, a stale lease of another kind of write, or a row the vault
-        # does not bear out).
-        progress.rotation_id = rotation_id or uuid.uuid4().hex
-        progress.from_version, progress.attempt, progress.restore_version = current.version, 0, None
-        progress.aliases = None
-    elif rotation_id is not None:
-        progress.join(rotation_id)
-    progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
-    progress.lease_until = format_time(now + LEASE)
-    grace = policy.previous_grace()
-    retire = None if grace is None else (progress.from_version or current.version, now + grace)
-    try:
-        etag, scheduled = _lease(states, key, progress, stored, retire)
-    except Conflict:
-        return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
+    taken = _take(
+        name, store, states, trail, clock, reserved=reserved, force=force, dry_run=dry_run, reason=reason,
+        correlation_id=correlation_id, rotation_id=rotation_id, rotators=rotators, join=join,
+    )  # fmt: skip
+    if isinstance(taken, RotationOutcome):
+        if taken.status == "skipped" and rotation_id is not None:
+            _drop_queued(states, trail, name, rotation_id, taken.reason, correlation_id)
+        return taken
+    current, policy, progress, etag, scheduled, retire = taken
 
     try:
         _ensure_scheduled(states, key, retire, scheduled)
@@ -356,6 +362,161 @@ def rotate(
     )
 
 
+_Taken = tuple[SecretVersion, RotationPolicy, Progress, str, bool, "tuple[str, datetime] | None"]
+
+
+def _take(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    force: bool,
+    dry_run: bool,
+    reason: str,
+    correlation_id: str | None,
+    rotation_id: str | None,
+    rotators: Mapping[Rotator, TargetRotator],
+    join: bool = True,
+) -> _Taken | RotationOutcome:
+    """Decide whether this request rotates, and take the secret's lease when it does: (the current
+    version, the policy, the progress written, its etag, whether the retirement was scheduled with it,
+    the retirement) — or its outcome when it does not (skipped, joined, planned), on record. A lease lost
+    to a concurrent request is decided again: it joins that one, or takes the lease after it."""
+    key = name.lower()
+    for _ in range(LEASE_ATTEMPTS):
+        # The progress first, then the vault: a rotation that completes in between changes the progress,
+        # so the lease below (conditional on what was read here) fails instead of rotating a stale version.
+        stored = states.get(PARTITION, key)
+        found = _rotatable(
+            name, store, states, trail, reserved, correlation_id, stale=(key, stored, clock),
+            available=rotators, rotation_id=rotation_id,
+        )  # fmt: skip
+        if isinstance(found, RotationOutcome):
+            return found
+        current, policy = found
+        now = clock.now()
+        progress = Progress.of(stored.state) if stored else Progress()
+        if rotation_id is not None and _done(store, name, progress, current, rotation_id):
+            return _skip(trail, name, f"already done (rotation {rotation_id})", correlation_id, rotation_id)
+        queued = progress.queued_now(now)
+        forced = force or (queued is not None and progress.queued_force == "true")
+        resuming = progress.step == PROMOTING and _resumable(progress, current)
+        # A row alone never starts a write: without a trace of its rotation in the vault (the version it
+        # made, or its pending value) it only continues a rotation that is due or forced anyway.
+        started = resuming and _traced(store, name, progress, current, policy.rotator in rotators)
+        if not (started or forced or policy.is_due(current.created, now, current.expires)):
+            _close_stale(states, key, stored, clock)  # a dead holder's row the vault does not bear out
+            due = policy.next_rotation(current.created, current.expires)
+            return _skip(trail, name, f"not due until {format_time(due)}", correlation_id, rotation_id)
+        if dry_run:
+            return RotationOutcome(name, "planned", reason, previous_version=current.version)
+
+        holder = uuid.uuid4().hex
+        if progress.leased_by_other(holder, now):
+            joined = _join(states, trail, name, key, progress, stored, rotation_id, correlation_id, join=join)
+            if joined is None:
+                continue  # the row changed meanwhile: decide again
+            return joined
+        if not resuming:
+            # A fresh rotation (over an idle row, a stale lease of another kind of write, or a row the
+            # vault does not bear out); it takes over the queued request and those that joined it.
+            adopted = [r for r in progress.adopt_queued(now) if r != rotation_id]
+            progress.rotation_id = rotation_id or (adopted.pop(0) if adopted else uuid.uuid4().hex)
+            progress.from_version, progress.attempt, progress.restore_version = current.version, 0, None
+            progress.aliases = json.dumps(adopted, separators=(",", ":")) if adopted else None
+        else:
+            for request in [*progress.adopt_queued(now), *([rotation_id] if rotation_id else [])]:
+                progress.join(request)
+        progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
+        progress.lease_until = format_time(now + LEASE)
+        grace = policy.previous_grace()
+        retire = None if grace is None else (progress.from_version or current.version, now + grace)
+        try:
+            etag, scheduled = _lease(states, key, progress, stored, retire)
+        except Conflict:
+            continue  # another request took it, or joined, meanwhile: join it, or take it again
+        return current, policy, progress, etag, scheduled, retire
+    return _skip(trail, name, "the rotation's state kept changing; ask again", correlation_id, rotation_id)
+
+
+def register_request(
+    states: StateStore, name: str, request_id: str, force: bool, clock: Clock
+) -> tuple[str, str | None]:
+    """A manual request for ``name``'s rotation, coalesced with the others: it joins the rotation running
+    (``("in_progress", its id)``) or the request queued and not yet taken (``("queued", its id)``) —
+    named in that one's outcome — or it is marked queued itself (``("queued", None)``: the caller sends
+    its message). So concurrent requests make one rotation, and every id has an outcome. Raises Busy
+    (another kind of write holds the lease), Conflict (too many joined; a row that keeps changing),
+    StateTampered, DependencyUnavailable."""
+    key = name.lower()
+    for _ in range(LEASE_ATTEMPTS):
+        stored = states.get(PARTITION, key)
+        progress = Progress.of(stored.state) if stored else Progress()
+        now = clock.now()
+        joined: str | None = progress.queued_now(now)
+        status = "queued"
+        if progress.leased_by_other("", now):
+            if progress.step != PROMOTING or not progress.rotation_id:
+                raise Busy(name, progress)
+            status, joined = "in_progress", progress.rotation_id
+        if joined is None:
+            progress.queued, progress.queued_until = request_id, format_time(now + QUEUED_FOR)
+            progress.queued_force = "true" if force else None
+        else:
+            progress.join(request_id, new=True)
+            if force and status == "queued":
+                progress.queued_force = "true"
+        try:
+            write_progress(states, key, progress, stored.etag if stored else None)
+        except (Conflict, NotFound):
+            continue  # another request registered meanwhile: join it
+        return status, joined
+    raise Conflict(f"secret {name}: too many rotation requests at once; ask again")
+
+
+def unregister_request(states: StateStore, name: str, request_id: str) -> None:
+    """Take back a queued request whose message could not be sent (nothing will take it). Best effort:
+    the marker expires by itself."""
+    try:
+        stored = states.get(PARTITION, name.lower())
+        if stored is not None and (progress := Progress.of(stored.state)).queued == request_id:
+            progress.queued = progress.queued_until = progress.queued_force = None
+            write_progress(states, name.lower(), progress, stored.etag)
+    except DomainError:
+        logger.warning("the queued request %s of %s could not be taken back; it expires", request_id, name)
+
+
+def _drop_queued(
+    states: StateStore, trail: AuditTrail, name: str, rotation_id: str, why: str, correlation_id: str | None
+) -> None:
+    """A queued request that was skipped takes the requests that joined it along: they are skipped on
+    record too, and the marker goes, so later requests queue afresh. Best effort (the marker expires)."""
+    try:
+        stored = states.get(PARTITION, name.lower())
+        progress = Progress.of(stored.state) if stored else None
+        if stored is None or progress is None or progress.queued != rotation_id:
+            return
+        joined = [r for r in progress.alias_list() if r != rotation_id]
+        progress.queued = progress.queued_until = progress.queued_force = None
+        if progress.step == IDLE:
+            progress.aliases = None
+        write_progress(states, name.lower(), progress, stored.etag)
+        if joined:
+            details = {
+                "reason": f"the request they joined was skipped: {why}"[:500],
+                "rotation_id": rotation_id,
+                "joined": joined,
+            }
+            trail.record(
+                Action.ROTATION_SKIPPED, secret_name=name, correlation_id=correlation_id, details=details
+            )
+    except DomainError:
+        logger.warning("the queued request %s of %s could not be dropped; it expires", rotation_id, name)
+
+
 def _done(
     store: SecretStore, name: str, progress: Progress, current: SecretVersion, rotation_id: str
 ) -> bool:
@@ -364,7 +525,7 @@ def _done(
     secret does."""
     if progress.finished(rotation_id):
         return True
-    if progress.rotation_id == rotation_id or rotation_id in progress.alias_list():
+    if rotation_id in (progress.rotation_id, progress.queued) or rotation_id in progress.alias_list():
         return False  # in flight
     if current.tags.get(ROTATION_ID_TAG) == rotation_id:
         return True
@@ -489,12 +650,14 @@ def _rotatable(
     *,
     stale: tuple[str, Versioned | None, Clock],
     available: Collection[Rotator],
+    rotation_id: str | None = None,
 ) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
-    """The current version and its policy, or why this secret is not rotated (recorded; a dead holder's
-    row of it is then closed: nothing to resume). Raises NotFound, NotManaged."""
+    """The current version and its policy, or why this secret is not rotated (recorded, naming the request
+    ``rotation_id``; a dead holder's row of it is then closed: nothing to resume). Raises NotFound,
+    NotManaged."""
     key, stored, clock = stale
     try:
-        found = _why_not(name, store, states, trail, reserved, correlation_id, available)
+        found = _why_not(name, store, states, trail, reserved, correlation_id, available, rotation_id)
     except (NotFound, NotManaged):
         _close_stale(states, key, stored, clock)
         raise
@@ -511,24 +674,31 @@ def _why_not(
     reserved: Collection[str],
     correlation_id: str | None,
     available: Collection[Rotator],
+    rotation_id: str | None = None,
 ) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
     """The current version and its policy, or why this secret is not rotated (recorded)."""
+
+    def skip(why: str) -> RotationOutcome:
+        return _skip(trail, name, why, correlation_id, rotation_id)
+
     if is_reserved(name, reserved):
-        return _skip(trail, name, "the service's own secret is never rotated", correlation_id)
+        return skip("the service's own secret is never rotated")
     current = _current(store, name)
     if current is None:
-        return _skip(trail, name, "the current version is disabled", correlation_id)
+        return skip("the current version is disabled")
     if current.managed:
-        return _skip(trail, name, "certificate-backed: rotate the certificate", correlation_id)
+        return skip("certificate-backed: rotate the certificate")
     if not RotationPolicy.is_managed(current.tags):
         raise NotManaged(name, "managed-by")
     try:
         policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
     except PolicyError as err:
         _violation(states, trail, name, current.version, err, correlation_id)
+        if rotation_id is not None:  # a request's own outcome, beside the violation recorded once
+            return skip(f"invalid policy: {err}")
         return RotationOutcome(name, "skipped", f"invalid policy: {err}")
     if policy.rotator != Rotator.KEY_VAULT and policy.rotator not in available:
-        return _skip(trail, name, f"the {policy.rotator.value} rotator is not available", correlation_id)
+        return skip(f"the {policy.rotator.value} rotator is not available")
     return current, policy
 
 
@@ -593,12 +763,13 @@ def _promote(
         _discard_pending(store, name, progress.rotation_id)  # also when promoted before a crash
     try:
         # On record before the progress closes: a failure here leaves it open, and the retry records it.
+        # It names every request that joined this rotation (each is done with it).
         trail.record(
             Action.ROTATED,
             secret_name=name,
             version=new.version,
             correlation_id=correlation_id,
-            details={**details, "previous_version": progress.from_version},
+            details={**details, "previous_version": progress.from_version, **_joined(progress)},
         )
     except DomainError as err:
         raise _ClosePending(err) from err
@@ -606,10 +777,8 @@ def _promote(
     # rotation id), where sending it after would lose it for good — and consumers of a single-user
     # database credential learn from it that the old value stopped working.
     announce(new.version)
-    closed = dataclasses.replace(progress)
-    closed.closed(new.version)
     try:
-        states.replace(PARTITION, key, closed.state(), etag)
+        _close(states, trail, name, key, progress, etag, new.version, correlation_id)
     except (Conflict, NotFound):
         # The version is made and its success on record: a progress row that changed or vanished
         # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
@@ -619,6 +788,72 @@ def _promote(
         # resumption) finds the version made, and records, announces and closes again.
         raise _ClosePending(err) from err
     return new.version
+
+
+def _joined(progress: Progress) -> dict[str, Any]:
+    """What an outcome record says of the requests that joined the rotation (nothing when none did)."""
+    joined = progress.alias_list()
+    return {"joined": joined} if joined else {}
+
+
+def _close(
+    states: StateStore,
+    trail: AuditTrail,
+    name: str,
+    key: str,
+    progress: Progress,
+    etag: str,
+    version: str,
+    correlation_id: str | None,
+) -> None:
+    """Close the rotation that made ``version``. Requests that joined after its success was recorded get
+    their own outcome first (ROTATION_SKIPPED: they joined it, naming the version), then the close is
+    tried again with them. Raises Conflict / NotFound (another holder's row, or gone)."""
+
+    def late(joined: list[str]) -> None:
+        trail.record(
+            Action.ROTATION_SKIPPED,
+            secret_name=name,
+            version=version,
+            correlation_id=correlation_id,
+            details={"reason": f"joined rotation {progress.rotation_id}", "rotation_id": progress.rotation_id,
+                     "joined": joined},
+        )  # fmt: skip
+
+    _write_own(states, key, progress, etag, closing=version, joined=late)
+
+
+def _write_own(
+    states: StateStore,
+    key: str,
+    progress: Progress,
+    etag: str,
+    *,
+    closing: str | None = None,
+    joined: Callable[[list[str]], None] | None = None,
+) -> str:
+    """Write this holder's progress (``closing``: closed with that version). A write that lost to a request
+    joining (the row still this holder's, with more ids in it) takes the new ids in (``joined`` hears of
+    them) and is tried again; any other change is Conflict (another holder). Returns the new etag. Raises
+    Conflict, NotFound."""
+    for _ in range(LEASE_ATTEMPTS):
+        written = dataclasses.replace(progress)
+        if closing is not None:
+            written.closed(closing)
+        try:
+            return states.replace(PARTITION, key, written.state(), etag).etag
+        except Conflict:
+            stored = states.get(PARTITION, key)
+            if stored is None:
+                raise NotFound(f"the rotation progress of {key} is gone") from None
+            mine = Progress.of(stored.state)
+            if mine.holder != progress.holder or mine.rotation_id != progress.rotation_id:
+                raise
+            new = progress.merge_joined(mine)
+            if new and joined is not None:
+                joined(new)
+            etag = stored.etag
+    raise Conflict(f"the rotation progress of {key} keeps changing")
 
 
 def _lease(
@@ -748,8 +983,8 @@ def _lease_left(progress: Progress, clock: Clock) -> timedelta:
 
 def _renew(states: StateStore, key: str, progress: Progress, etag: str) -> str:
     try:
-        return states.replace(PARTITION, key, progress.state(), etag).etag
-    except Conflict as err:
+        return _write_own(states, key, progress, etag)
+    except (Conflict, NotFound) as err:
         raise _LeaseLost from err
 
 
@@ -766,11 +1001,44 @@ def _current(store: SecretStore, name: str) -> SecretVersion | None:
         return None
 
 
-def _skip(trail: AuditTrail, name: str, why: str, correlation_id: str | None) -> RotationOutcome:
-    trail.record(
-        Action.ROTATION_SKIPPED, secret_name=name, correlation_id=correlation_id, details={"reason": why}
-    )
-    return RotationOutcome(name, "skipped", why)
+def _skip(
+    trail: AuditTrail, name: str, why: str, correlation_id: str | None, rotation_id: str | None = None
+) -> RotationOutcome:
+    """The ROTATION_SKIPPED outcome of a request (``rotation_id``: the request's own id, when it has one)."""
+    details = {"reason": why} if rotation_id is None else {"reason": why, "rotation_id": rotation_id}
+    trail.record(Action.ROTATION_SKIPPED, secret_name=name, correlation_id=correlation_id, details=details)
+    return RotationOutcome(name, "skipped", why, rotation_id)
+
+
+def _join(
+    states: StateStore,
+    trail: AuditTrail,
+    name: str,
+    key: str,
+    progress: Progress,
+    stored: Versioned | None,
+    rotation_id: str | None,
+    correlation_id: str | None,
+    *,
+    join: bool = True,
+) -> RotationOutcome | None:
+    """A request that found another holder's lease: it joins the rotation running (named in its outcome)
+    or, when the lease is another kind of write's, the request has no id or may not join (``join``), it
+    is ``in_progress``, skipped on record. None: the row changed since it was read (read it again)."""
+    if progress.step != PROMOTING or rotation_id is None or stored is None or not join:
+        what = "a rotation" if progress.step == PROMOTING else f"another change ({progress.step})"
+        why = f"{what} holds the lease (rotation {progress.rotation_id})"
+        _skip(trail, name, why, correlation_id, rotation_id)
+        return RotationOutcome(name, "in_progress", why, progress.rotation_id)
+    try:
+        progress.join(rotation_id, new=True)
+    except Conflict as err:
+        return _skip(trail, name, str(err), correlation_id, rotation_id)
+    try:
+        write_progress(states, key, progress, stored.etag)
+    except (Conflict, NotFound):
+        return None
+    return RotationOutcome(name, "joined", f"joined rotation {progress.rotation_id}", progress.rotation_id)
 
 
 def _violation(
@@ -826,6 +1094,7 @@ def _release(
     try:
         stored = _ours(states, key, progress)
         if stored is not None:
+            progress.merge_joined(Progress.of(stored.state))  # requests that joined meanwhile stay joined
             write_progress(states, key, progress, stored.etag)
     except DomainError:
         logger.exception("rotation progress of %s could not be saved", name)
@@ -845,6 +1114,7 @@ def _end(states: StateStore, name: str, key: str, progress: Progress, err: Domai
     try:
         stored = _ours(states, key, progress)
         if stored is not None:
+            progress.merge_joined(Progress.of(stored.state))  # named in the failure record
             progress.step, progress.holder, progress.lease_until = IDLE, None, None
             progress.last_error = type(err).__name__
             states.replace(PARTITION, key, progress.state(), stored.etag)
@@ -873,7 +1143,12 @@ def _fail(
     else:
         _release(states, clock, name, key, progress, err)
     step = err.step if isinstance(err, TargetRefused) else "promote"
-    details = {"rotation_id": progress.rotation_id, "step": step, "attempt": progress.attempt}
+    details = {
+        "rotation_id": progress.rotation_id,
+        "step": step,
+        "attempt": progress.attempt,
+        **_joined(progress),
+    }
     try:
         trail.record(
             Action.ROTATION_FAILED,
@@ -1340,15 +1615,28 @@ def rotate_requested(
         return _skip(trail, name, f"its rotation state is tampered ({err.check}): nothing acts on it", cid)
 
 
-def gave_up(request: RotationRequest, trail: AuditTrail, attempts: int) -> None:
+def gave_up(
+    request: RotationRequest, trail: AuditTrail, attempts: int, states: StateStore | None = None
+) -> None:
     """A request that reached the poison queue: every attempt failed, or the process died during them
-    (a crash on the last attempt leaves nothing else behind). Recorded so it is never silent."""
+    (a crash on the last attempt leaves nothing else behind). Recorded so it is never silent, naming the
+    requests that joined it while it was queued (``states``: where to find them; they end with it)."""
+    details: dict[str, Any] = {"gave_up_after": attempts, "reason": "the request reached the poison queue"}
+    if request.rotation_id is not None:
+        details["rotation_id"] = request.rotation_id
+        if states is not None:
+            with contextlib.suppress(DomainError):
+                stored = states.get(PARTITION, request.secret_name.lower())
+                progress = Progress.of(stored.state) if stored else None
+                if progress is not None and progress.queued == request.rotation_id:
+                    details.update(_joined(progress))
+                    unregister_request(states, request.secret_name, request.rotation_id)
     trail.record(
         Action.ROTATION_FAILED,
         secret_name=request.secret_name,
         result=Result.FAILURE,
         correlation_id=request.correlation_id,
-        details={"gave_up_after": attempts, "reason": "the request reached the poison queue"},
+        details=details,
     )
 
 
@@ -1375,7 +1663,7 @@ def replace(
     """
     outcome = rotate(
         name, store, states, trail, publisher, clock, reserved=reserved, force=True, reason="replace",
-        correlation_id=correlation_id, rotation_id=rotation_id, rotators=rotators,
+        correlation_id=correlation_id, rotation_id=rotation_id, rotators=rotators, join=False,
     )  # fmt: skip
     if outcome.status == "failed":
         raise TargetRefused("replace", outcome.reason)

@@ -291,7 +291,7 @@ def test_a_forced_rotation_queued_but_not_recorded_is_still_202_with_its_id(
     fake.fail_success_of(Action.ROTATION_REQUESTED)
     status, body, _ = call("secrets_rotate", method="POST", route={"name": "alpha"}, body={"force": True})
     [request] = fake.rotation_requests.sent
-    assert (status, body) == (202, {"rotation_id": request.rotation_id, "status": "queued"})
+    assert (status, body) == (202, {"rotation_id": request.rotation_id, "status": "queued", "joined": None})
 
 
 def test_a_dry_run_is_200_with_the_plan(call: Caller, fake: SecretsContainer) -> None:

@@ -6,6 +6,7 @@ due. The service's own secrets are never touched."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -94,3 +95,42 @@ def test_a_request_in_the_poison_queue_is_recorded_as_given_up(stack: Stack) -> 
     [record] = gave_up
     assert (record["secret_name"], record["correlation_id"]) == ("flaky-secret", "sweep-7")
     assert '"gave_up_after":5' in record["details"]
+
+
+def test_twenty_concurrent_forced_requests_make_one_version_and_every_id_has_an_outcome(stack: Stack) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.domain.identity import encode_principal
+
+    operator = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="op")
+    vault = SecretClient(stack.emulator.url, LocalTokenCredential(), **stack.emulator.client_kwargs())
+    name = f"dispatch-key-{uuid.uuid4().hex[:8]}"
+    vault.set_secret(
+        name, "initial-value", tags=RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
+    )
+
+    def ask(_: int) -> tuple[int, dict[str, object]]:
+        return stack.client.post(f"/api/secrets/{name}/rotate", {"force": True}, principal=operator)
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert [status for status, _ in answers] == [202] * 20, answers
+    ids = {str(body["rotation_id"]) for _, body in answers}
+    assert len(ids) == 20
+
+    def answered() -> set[str]:
+        named: set[str] = set()
+        outcomes = ("ROTATED", "ROTATION_SKIPPED", "ROTATION_FAILED")
+        for row in audit_rows(stack):
+            if row.get("secret_name") == name and row["action"] in outcomes and row["result"] != "intent":
+                details = json.loads(row["details"])
+                named.add(str(details.get("rotation_id")))
+                named.update(details.get("joined") or [])
+        return named
+
+    deadline = time.monotonic() + 60
+    while not ids <= answered() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ids <= answered(), sorted(ids - answered())
+    time.sleep(1)  # nothing else is on its way
+    assert len(versions(vault, name)) == 2

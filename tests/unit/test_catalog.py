@@ -386,7 +386,7 @@ def test_a_manual_rotation_is_refused_naming_the_tag(world: World) -> None:
     assert world.requests.sent == []
 
 
-def test_a_rotation_in_progress_is_answered_instead_of_queueing_another(world: World) -> None:
+def test_a_request_joins_the_rotation_in_progress_instead_of_queueing_another(world: World) -> None:
     world.seed("alpha")
     world.states.create(
         PARTITION, "alpha",
@@ -394,8 +394,10 @@ def test_a_rotation_in_progress_is_answered_instead_of_queueing_another(world: W
          "lease_until": "2026-11-29T10:10:00.000000Z"},
     )  # fmt: skip
     ticket = world.request("alpha", force=True)
-    assert (ticket.rotation_id, ticket.status) == ("c" * 32, "in_progress")
+    assert (ticket.status, ticket.joined) == ("in_progress", "c" * 32) and ticket.rotation_id != "c" * 32
     assert world.requests.sent == []
+    stored = world.states.get(PARTITION, "alpha")
+    assert stored is not None and ticket.rotation_id in stored.state["aliases"]  # named in its outcome
     plan = catalog.plan_rotation(
         world.store, world.states, world.clock, reserved=RESERVED, name="alpha", force=True
     )

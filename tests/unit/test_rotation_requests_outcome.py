@@ -1,0 +1,186 @@
+"""Every accepted rotation request gets an outcome: concurrent requests for one secret join the rotation
+queued or running (its outcome record names every joined id) or are skipped on record with the reason;
+20 concurrent forced requests make exactly one new version."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.services import catalog, rotation
+from shared.services.audit import AuditTrail
+from tests.fakes import (
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+)
+
+NAME = "dispatch-api-key"
+RESERVED = ("audit-hmac-key",)
+OPERATOR = Actor("oid-operator", ActorType.USER)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = InMemorySecretStore(self.clock)
+        self.states = InMemoryStateStore()
+        self.log = InMemoryAuditLog()
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+        self.queue = RecordingRotationRequests()
+        policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
+        self.store.set_value(NAME, "v1", content_type="text/plain", tags=policy.to_tags())
+
+    def request(self) -> catalog.RotationTicket:
+        return catalog.request_rotation(
+            self.store, self.states, self.queue, self.trail, self.clock, reserved=RESERVED, name=NAME,
+            force=True, actor=OPERATOR, correlation_id="http",
+        )  # fmt: skip
+
+    def drain(self) -> list[Any]:
+        outcomes = []
+        while self.queue.sent:
+            request = self.queue.sent.pop(0)
+            outcomes.append(
+                rotation.rotate_requested(
+                    request,
+                    self.store,
+                    self.states,
+                    self.trail,
+                    self.publisher,
+                    self.clock,
+                    reserved=RESERVED,
+                )
+            )
+        return outcomes
+
+    def answered(self) -> set[str]:
+        """Every request id some outcome record names (its own rotation id, or among those it joined)."""
+        ids: set[str] = set()
+        for event in self.log.events:
+            if event.action in (Action.ROTATED, Action.ROTATION_SKIPPED, Action.ROTATION_FAILED) and (
+                event.result != Result.INTENT
+            ):
+                ids.add(str(event.details.get("rotation_id")))
+                ids.update(event.details.get("joined") or [])
+        return ids
+
+
+def test_twenty_concurrent_forced_requests_make_one_version_and_twenty_outcomes() -> None:
+    world = World()
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        tickets = list(pool.map(lambda _: world.request(), range(20)))
+    ids = {t.rotation_id for t in tickets}
+    assert len(ids) == 20
+    assert len(world.queue.sent) == 1  # one queued; nineteen joined it
+    [queued] = [t for t in tickets if t.joined is None]
+    assert {t.joined for t in tickets if t is not queued} == {queued.rotation_id}
+    [outcome] = world.drain()
+    assert outcome.status == "rotated"
+    assert len(world.store.versions_of(NAME)) == 2
+    [rotated] = [e for e in world.log.events if e.action == Action.ROTATED and e.result == Result.SUCCESS]
+    assert {rotated.details["rotation_id"], *rotated.details["joined"]} == ids
+    assert ids <= world.answered()
+
+
+def test_requests_during_a_rotation_join_it_even_after_its_success_is_recorded() -> None:
+    world = World()
+    first = world.request()
+    late: list[catalog.RotationTicket] = []
+    record = world.trail.record
+
+    def also_request(action: Action, **fields: Any) -> Any:
+        stored = record(action, **fields)
+        if action == Action.ROTATED:  # one request while the lease is held (the intent), one between the
+            late.append(world.request())  # success record and the close
+        return stored
+
+    world.trail.record = also_request  # type: ignore[method-assign]
+    [outcome] = world.drain()
+    assert outcome.status == "rotated" and len(late) == 2
+    assert [t.status for t in late] == ["in_progress", "in_progress"]
+    assert world.queue.sent == []  # both joined: nothing queued
+    assert len(world.store.versions_of(NAME)) == 2
+    assert {first.rotation_id, *(t.rotation_id for t in late)} <= world.answered()
+    skipped = [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]
+    # The holder learns of them when it closes (no extra read per rotation): one record names both.
+    assert [e.details["joined"] for e in skipped] == [[t.rotation_id for t in late]]
+    assert all(e.details["rotation_id"] == first.rotation_id and e.version for e in skipped)
+
+
+def test_a_request_that_cannot_join_gets_a_skip_on_record() -> None:
+    world = World()
+    first = world.request()
+    second_message: list[Any] = []
+    original = world.store.set_value
+
+    def racing(name: str, value: str, **kw: Any) -> Any:
+        if name == NAME and not second_message:
+            # Another queue message of the same secret, processed while this rotation holds the lease.
+            from shared.domain.rotation import RotationReason, RotationRequest
+
+            request = RotationRequest(
+                secret_name=NAME,
+                reason=RotationReason.EVENT,
+                requested_at=world.clock.now(),
+                correlation_id="event",
+                force=True,
+            )
+            second_message.append(
+                rotation.rotate_requested(
+                    request,
+                    world.store,
+                    world.states,
+                    world.trail,
+                    world.publisher,
+                    world.clock,
+                    reserved=RESERVED,
+                )
+            )
+        return original(name, value, **kw)
+
+    world.store.set_value = racing  # type: ignore[method-assign]
+    world.drain()
+    [other] = second_message
+    assert other.status == "in_progress"
+    [skip] = [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]
+    assert "holds the lease" in skip.details["reason"] and first.rotation_id in skip.details["reason"]
+
+
+def test_a_queued_request_that_reached_the_poison_queue_takes_its_joiners_along() -> None:
+    world = World()
+    first = world.request()
+    joined = world.request()
+    [message] = world.queue.sent
+    rotation.gave_up(message, world.trail, 5, world.states)
+    [failed] = [e for e in world.log.events if e.action == Action.ROTATION_FAILED]
+    assert failed.details["rotation_id"] == first.rotation_id and failed.details["joined"] == [
+        joined.rotation_id
+    ]
+    world.queue.sent.clear()
+    again = world.request()  # the marker is gone: a new request queues afresh
+    assert again.joined is None and len(world.queue.sent) == 1
+
+
+def test_many_threads_racing_for_one_row_all_register() -> None:
+    world = World()
+    barrier = threading.Barrier(8)
+
+    def racer(_: int) -> str:
+        barrier.wait()
+        return rotation.register_request(world.states, NAME, f"{_:032x}", True, world.clock)[0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(racer, range(8))) == ["queued"] * 8
+    stored = world.states.get(rotation.PARTITION, NAME.lower())
+    assert stored is not None
+    progress = rotation.Progress.of(stored.state)
+    assert len({progress.queued, *progress.alias_list()}) == 8
