@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from shared.services.audit import AuditTrail
     from shared.services.revocation import Services as RevocationServices
+    from shared.services.sweep_run import SweepPeers
 
 #: Health probes must answer quickly when a peer is down: no retries beyond one, short timeouts.
 _PROBE_TRANSPORT: dict[str, Any] = {
@@ -332,6 +333,25 @@ class Container:
         from shared.domain.state import StateTampered
 
         self.tamper_alarm(StateTampered(STATE_TABLE, partition, key, "missing", "", "missing"))
+
+    @property
+    def sweep_peers(self) -> SweepPeers:
+        """What the hourly rotation sweep uses (built per call: cheap, all cached)."""
+        from shared.services.findings import FindingPeers
+        from shared.services.sweep_run import SweepPeers
+
+        return SweepPeers(
+            self.secret_store,
+            self.state_store,
+            self.rotation_requests,
+            FindingPeers(self.findings, self.audit_trail, self.publisher, self.clock),
+            self.audit_log,
+            self.key_ring,
+            self.reserved_secrets,
+            self.target_rotators,
+            self.settings.rotation_stall_after,
+            self._report_missing_state,
+        )
 
     @property
     def reserved_secrets(self) -> frozenset[str]:

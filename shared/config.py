@@ -48,6 +48,7 @@ EXPIRY_REQUIRE_EXP = "EXPIRY_REQUIRE_EXP"
 WEBHOOK_CA_BUNDLE = "WEBHOOK_CA_BUNDLE"
 REVOCATION_TTL_HOURS = "REVOCATION_TTL_HOURS"
 REVOCATION_APPROVALS = "REVOCATION_APPROVALS"
+ROTATION_STALL_MINUTES = "ROTATION_STALL_MINUTES"
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
@@ -186,6 +187,18 @@ class Settings:
         if not path.is_file():
             raise ConfigurationError(WEBHOOK_CA_BUNDLE, "names a file that does not exist")
         return path
+
+    @cached_property
+    def rotation_stall_after(self) -> timedelta:
+        """ROTATION_STALL_MINUTES: how long after it became due a secret still due has stalled (30-10080,
+        default 120: two hourly sweeps; twice the sweep's period if ROTATION_SWEEP_SCHEDULE changes).
+        Raises ConfigurationError."""
+        raw = self._get(ROTATION_STALL_MINUTES)
+        if raw is None:
+            return timedelta(minutes=120)
+        if not raw.isascii() or not raw.isdigit() or not 30 <= int(raw) <= 10080:
+            raise ConfigurationError(ROTATION_STALL_MINUTES, "expected whole minutes from 30 to 10080")
+        return timedelta(minutes=int(raw))
 
     @cached_property
     def revocation_ttl(self) -> timedelta:

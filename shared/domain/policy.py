@@ -53,6 +53,18 @@ ROTATOR_TAG = "rotator"
 TARGET_TAG = "rotation-target"
 GRACE_TAG = "rotation-grace-hours"
 WARNING_TAG = "expiry-warning-days"
+#: Every tag a policy is made of.
+POLICY_TAGS = (
+    MANAGED_BY_TAG,
+    KIND_TAG,
+    INTERVAL_TAG,
+    VALIDITY_TAG,
+    OWNER_TAG,
+    ROTATOR_TAG,
+    TARGET_TAG,
+    GRACE_TAG,
+    WARNING_TAG,
+)
 
 #: Key Vault sends SecretNearExpiry this long before ``exp``; a version expiring within it is due.
 NEAR_EXPIRY = timedelta(days=30)

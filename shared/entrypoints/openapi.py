@@ -279,6 +279,7 @@ class RotationDryRun(_Answer):
     next_due: Timestamp | None = None
     due_now: bool | None = None
     rotator: Rotator | None = None
+    stalled: Stalled | None = None
 
 
 class RecordedRotation(_Answer):
@@ -312,6 +313,15 @@ class Retirement(_Answer):
     after: Timestamp
 
 
+class Stalled(_Answer):
+    """A due secret whose rotation did not happen: since when it counts as stalled, and why (a lease held
+    too long, a tampered state, the last attempt's error, or nothing tried). A ROTATION_STALLED record and
+    a `rotation_stalled` finding are on record, once per stall."""
+
+    since: Timestamp
+    reason: str
+
+
 class SecretStatus(_Answer):
     name: str
     version: str | None = Field(description="null when the current version is disabled (its id is hidden).")
@@ -328,6 +338,7 @@ class SecretStatus(_Answer):
     last_rotation: LastRotation
     last_failure: LastFailure | None
     retirements: list[Retirement]
+    stalled: Stalled | None
 
 
 class RollbackDone(_Answer):

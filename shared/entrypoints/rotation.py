@@ -15,11 +15,9 @@ import uuid
 import azure.functions as func
 
 from shared.bootstrap import get_container
-from shared.domain.errors import DomainError
 from shared.domain.rotation import RotationRequest
 from shared.entrypoints.http import correlation_id
-from shared.services import rotation
-from shared.services.sweep import sweep
+from shared.services import rotation, sweep_run
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -32,42 +30,12 @@ MAX_DEQUEUE_COUNT = 5
 @bp.function_name("rotation_sweep")
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SWEEP_SCHEDULE%")
 def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
-    container, cid = get_container(), correlation_id(context) or uuid.uuid4().hex
-    report = sweep(
-        container.secret_store,
-        container.rotation_requests,
-        container.clock,
-        reserved=container.reserved_secrets,
-        correlation_id=cid,
-    )
-    rotation.record_violations(container.state_store, container.audit_trail, report.violations, cid)
-    try:
-        resumed = rotation.resume_stale(
-            container.state_store, container.rotation_requests, container.clock, cid
-        )
-    except DomainError as err:  # the next sweep requests them again; retirements still run
-        logger.error("rotation sweep: rotations of dead holders not requested: %s", err)
-        resumed, not_resumed = [], True
-    else:
-        not_resumed = False
-    retired, not_retired = rotation.retire_all(
-        container.secret_store,
-        container.state_store,
-        container.audit_trail,
-        container.clock,
-        reserved=container.reserved_secrets,
-        rotators=container.target_rotators,
-    )
-    logger.info(
-        "rotation sweep: %s, %d resumed, %d version(s) retired", report.counts(), len(resumed), len(retired)
-    )
-    if report.failed or not_retired or not_resumed:
-        # Fail the invocation so the platform shows it; the next sweep tries again (both are on record).
-        raise RuntimeError(
-            f"rotation sweep: {len(report.not_sent)} request(s) not sent ({report.send_error}), "
-            f"{len(not_retired)} secret(s) not retired"
-            + (", stale rotations not requested" if not_resumed else "")
-        )
+    cid = correlation_id(context) or uuid.uuid4().hex
+    done = sweep_run.run(get_container().sweep_peers, cid)
+    logger.info("rotation sweep: %s", done.summary())
+    if done.failures:
+        # Fail the invocation so the platform shows it; the next sweep tries again (each is on record).
+        raise RuntimeError("rotation sweep: " + "; ".join(done.failures))
 
 
 @bp.function_name("rotate_secret")

@@ -186,6 +186,7 @@ def secrets_rotate(req: func.HttpRequest, context: func.Context) -> func.HttpRes
             return json_response(catalog.plan_rotation(
                 container.secret_store, container.state_store, container.clock,
                 reserved=container.reserved_secrets, name=name, force=body.force,
+                stall_after=container.settings.rotation_stall_after,
             ))  # fmt: skip
         ticket = catalog.request_rotation(
             container.secret_store, container.state_store, container.rotation_requests, container.audit_trail,
@@ -211,6 +212,7 @@ def secrets_status(req: func.HttpRequest, context: func.Context) -> func.HttpRes
         status = catalog.secret_status(
             container.secret_store, container.state_store, container.audit_log, container.clock,
             reserved=container.reserved_secrets, vault=container.settings.key_vault.name, name=name,
+            stall_after=container.settings.rotation_stall_after,
         )  # fmt: skip
         return json_response(status)
 

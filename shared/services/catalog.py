@@ -35,6 +35,7 @@ from shared.domain.policy import (
     MANAGED_BY_VALUE,
     NEAR_EXPIRY,
     OWNER_TAG,
+    POLICY_TAGS,
     ROTATOR_TAG,
     TARGET_TAG,
     VALIDITY_TAG,
@@ -63,6 +64,8 @@ from shared.services.rotation import (
     service_tags,
     unregister_request,
 )
+from shared.services.stalls import STALL_AFTER, stall
+from shared.services.sweep import DueSecret
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,6 @@ FIELD_OF_TAG: Mapping[str, str] = {
     GRACE_TAG: "rotation_grace_hours",
     WARNING_TAG: "expiry_warning_days",
 }
-POLICY_TAGS = frozenset(FIELD_OF_TAG)
 #: The rotators this deployment runs (the others are reported, not requested).
 AVAILABLE_ROTATORS = frozenset(Rotator)
 ONBOARDING = "onboarding"
@@ -507,7 +509,14 @@ def _rotation_target(
 
 
 def plan_rotation(
-    store: SecretStore, states: StateStore, clock: Clock, *, reserved: Collection[str], name: str, force: bool
+    store: SecretStore,
+    states: StateStore,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    name: str,
+    force: bool,
+    stall_after: timedelta = STALL_AFTER,
 ) -> dict[str, Any]:
     """A dry run: whether a rotation would happen now and why. Writes nothing. Raises NotFound."""
     stored = _progress_row(states, name)
@@ -539,6 +548,9 @@ def plan_rotation(
     if in_flight:
         return {**plan, "reason": "a rotation or rollback is in progress"}
     if now >= due:
+        stalled = stall(DueSecret(current.name, current.created, due), stored, now, stall_after)
+        if stalled is not None:
+            plan["stalled"] = {"since": format_time(due + stall_after), "reason": stalled.reason}
         return {**plan, "would_rotate": True, "reason": _due_reason(current, policy, now).value}
     if force:
         return {**plan, "would_rotate": True, "reason": "forced"}
@@ -647,10 +659,11 @@ def secret_status(
     reserved: Collection[str],
     vault: str,
     name: str,
+    stall_after: timedelta = STALL_AFTER,
 ) -> dict[str, Any]:
     """Everything known about one secret's rotation: policy (or violation), current version, next due,
-    the write in flight, the last rotation and failure, and the scheduled retirements. Never a value.
-    Raises InvalidSecret, NotFound, DependencyUnavailable."""
+    whether (and why) its rotation stalled, the write in flight, the last rotation and failure, and the
+    scheduled retirements. Never a value. Raises InvalidSecret, NotFound, DependencyUnavailable."""
     validate_name(name)
     key = name.lower()
     stored = _progress_row(states, name)
@@ -685,7 +698,19 @@ def secret_status(
         for version, after in (retirements(retire.state) if retire else [])
         if version != status["version"]  # planned by a rotation in flight (or one that failed)
     ]
+    status["stalled"] = _stalled(current, status, stored, now, stall_after)
     return status
+
+
+def _stalled(
+    current: SecretItem, view: Mapping[str, Any], stored: Versioned | None, now: datetime, after: timedelta
+) -> dict[str, Any] | None:
+    """Why a due secret's rotation stalled (``shared.services.stalls``), or None."""
+    if not view.get("due_now") or view.get("next_due") is None:
+        return None
+    due = DueSecret(current.name, current.created, parse_time(view["next_due"]))
+    found = stall(due, stored, now, after)
+    return None if found is None else {"since": format_time(found.due_at + after), "reason": found.reason}
 
 
 def _progress_row(states: StateStore, name: str) -> Versioned | None:

@@ -35,18 +35,7 @@ from typing import Any
 from shared.domain.audit import Action, Result
 from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
 from shared.domain.key_vault_events import KeyVaultEvent, KeyVaultEventType
-from shared.domain.policy import (
-    GRACE_TAG,
-    INTERVAL_TAG,
-    KIND_TAG,
-    MANAGED_BY_TAG,
-    OWNER_TAG,
-    ROTATOR_TAG,
-    TARGET_TAG,
-    VALIDITY_TAG,
-    WARNING_TAG,
-    RotationPolicy,
-)
+from shared.domain.policy import MANAGED_BY_TAG, POLICY_TAGS, RotationPolicy
 from shared.domain.rotation import RotationReason, RotationRequest, validate_correlation_id
 from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion
 from shared.domain.targets import is_reserved
@@ -61,17 +50,6 @@ logger = logging.getLogger(__name__)
 #: The step name of the write lease while a dropped policy is put back on an out-of-band version.
 RESTORING = "restoring_policy"
 PARTITION = "kv-event"
-POLICY_TAGS = (
-    MANAGED_BY_TAG,
-    KIND_TAG,
-    INTERVAL_TAG,
-    VALIDITY_TAG,
-    OWNER_TAG,
-    ROTATOR_TAG,
-    TARGET_TAG,
-    GRACE_TAG,
-    WARNING_TAG,
-)
 #: Key Vault sends SecretNearExpiry 30 days before exp; the delivery may come a little before our clock
 #: agrees that a threshold is crossed, or SecretExpired a moment before it agrees that exp has passed.
 WARN_SLACK = timedelta(days=1)

@@ -140,7 +140,7 @@ def rollback(
         if from_version is not None and from_version != progress.from_version:
             raise Conflict(f"secret {name}: the current version is not {from_version}")
         progress.holder, progress.attempt = uuid.uuid4().hex, progress.attempt + 1
-        progress.lease_until = format_time(now + LEASE)
+        progress.lease_until, progress.leased_at = format_time(now + LEASE), format_time(now)
         try:
             etag = write_progress(states, key, progress, stored.etag if stored else None)
         except (Conflict, NotFound) as err:

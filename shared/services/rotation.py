@@ -181,6 +181,9 @@ class Progress:
     from_version: str | None = None
     holder: str | None = None
     lease_until: str | None = None
+    #: When the holder took the lease (a renewal keeps it): a lease held far longer than a function may
+    #: run is a stall (shared/services/stalls.py).
+    leased_at: str | None = None
     attempt: int = 0
     last_error: str | None = None
     new_version: str | None = None
@@ -431,7 +434,7 @@ def _take(
             for request in [*progress.adopt_queued(now), *([rotation_id] if rotation_id else [])]:
                 progress.join(request)
         progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
-        progress.lease_until = format_time(now + LEASE)
+        progress.lease_until, progress.leased_at = format_time(now + LEASE), format_time(now)
         grace = policy.previous_grace()
         retire = None if grace is None else (progress.from_version or current.version, now + grace)
         try:
@@ -617,6 +620,7 @@ def acquire(
         from_version=from_version,
         holder=uuid.uuid4().hex,
         lease_until=format_time(now + LEASE),
+        leased_at=format_time(now),
         attempt=1,
         new_version=previous.new_version,  # the last rotation's version stays on record
         restore_version=restore_version,
@@ -1560,7 +1564,11 @@ def record_violations(
 
 
 def resume_stale(
-    states: StateStore, requests: RotationRequests, clock: Clock, correlation_id: str
+    states: StateStore,
+    requests: RotationRequests,
+    clock: Clock,
+    correlation_id: str,
+    rows: Mapping[str, Versioned] | None = None,
 ) -> list[str]:
     """Request the rotations whose holder died mid-way (a ``promoting`` row whose lease ran out): no
     other trigger finishes them, since a secret rotated before the crash is no longer due and the queue
@@ -1569,7 +1577,7 @@ def resume_stale(
     now = clock.now()
     stale = [
         key
-        for key, stored in progress_rows(states).items()
+        for key, stored in (progress_rows(states) if rows is None else rows).items()
         if (progress := Progress.of(stored.state)).step == PROMOTING and not progress.leased_by_other("", now)
     ]
     valid: list[RotationRequest] = []

@@ -17,7 +17,7 @@ the requests.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -50,6 +50,16 @@ class PolicyViolation:
 
 
 @dataclass(frozen=True)
+class DueSecret:
+    """A due secret as the listing showed it: its current version's creation time (standing for the
+    version: a listing has no version id) and since when it is due."""
+
+    name: str
+    created: datetime
+    due_at: datetime
+
+
+@dataclass(frozen=True)
 class SweepReport:
     """What one sweep found and did. Names only, never a value.
 
@@ -68,6 +78,8 @@ class SweepReport:
     #: Due secrets whose ``rotator`` this deployment cannot run yet: reported, not requested (a request
     #: would only be skipped, and recorded as skipped, every hour).
     unsupported: tuple[str, ...] = ()
+    #: Every due secret with since when it is due (what the stall check compares with).
+    due_since: tuple[DueSecret, ...] = ()
 
     @property
     def failed(self) -> bool:
@@ -93,8 +105,10 @@ def sweep(
     reserved: Collection[str],
     correlation_id: str,
     rotators: Collection[Rotator] = tuple(Rotator),
+    observe: Callable[[SecretItem], None] | None = None,
 ) -> SweepReport:
-    """List the vault once and send one rotation request per due managed secret.
+    """List the vault once and send one rotation request per due managed secret. ``observe`` sees every
+    listed secret (the inventory's reconciliation rides on this one listing).
 
     A failure to send is not raised: the report names the requests not sent (``failed``), for the caller
     to audit and report. Raises Forbidden or DependencyUnavailable when the listing fails (nothing is sent
@@ -105,10 +119,13 @@ def sweep(
     never = {name.lower() for name in reserved}  # Key Vault names are case-insensitive
     listed = managed = 0
     due: list[RotationRequest] = []
+    due_since: list[DueSecret] = []
     violations: list[PolicyViolation] = []
     unsupported: list[str] = []
     for item in store.list_properties():
         listed += 1
+        if observe is not None:
+            observe(item)
         verdict = _evaluate(item, now, never, rotators)
         if verdict is None:
             continue
@@ -119,6 +136,7 @@ def sweep(
         if verdict == "unsupported":
             unsupported.append(item.name)
         elif verdict != "not_due":
+            due_since.append(DueSecret(item.name, item.created, _due_at(item)))
             due.append(
                 RotationRequest(
                     secret_name=item.name, reason=verdict, requested_at=now, correlation_id=correlation_id
@@ -135,6 +153,7 @@ def sweep(
         not_sent=not_sent,
         send_error=send_error,
         unsupported=tuple(sorted(unsupported, key=str.lower)),
+        due_since=tuple(due_since),
     )
     logger.info("rotation sweep %s: %s", correlation_id, report.counts())
     return report
@@ -163,6 +182,11 @@ def _evaluate(
     if now >= item.created + policy.interval:
         return RotationReason.DUE
     return RotationReason.NEAR_EXPIRY
+
+
+def _due_at(item: SecretItem) -> datetime:
+    """Since when a secret ``_evaluate`` found due is due."""
+    return RotationPolicy.from_tags(item.tags).next_rotation(item.created, item.expires)
 
 
 def _violation(item: SecretItem, tag: str, problem: str) -> PolicyViolation:

@@ -249,3 +249,52 @@ def test_a_tag_editor_cannot_redirect_a_value_nor_aim_a_target_at_the_service_s_
         assert stack.client.post("/admin/functions/suspicious_activity_scan", {"input": ""})[0] == 202
         assert wait_until(lambda: [r for r in audit_rows(stack) if r["action"] == "SUSPICIOUS_ACTIVITY"
                                    and "target_not_bound" in r["details"]])  # fmt: skip
+
+
+def test_policy_changes_by_tag_alone_are_recorded_once_with_old_and_new_values(stack: Stack) -> None:
+    vault = stack.vault()
+    tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
+    raised, dropped, foreign = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("raised", "dropped", "foreign"))
+    for name in (raised, dropped):
+        vault.set_secret(name, "value", tags=tags)
+    vault.set_secret(foreign, "someone-elses", tags={"owner": "billing"})
+
+    def sweep(times: int) -> None:
+        assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
+        done = "Executed 'Functions.rotation_sweep'"
+        assert wait_until(lambda: stack.host.output().count(done) >= times), stack.host.output()
+
+    sweep(1)  # takes the inventory
+    _tag(stack, raised, **{"rotation-interval-days": "730"})
+    current = vault.get_secret(dropped).properties
+    vault.update_secret_properties(dropped, current.version, tags={"owner": "nobody"})  # managed-by gone
+    _tag(stack, foreign, **tags)
+    sweep(2)
+    sweep(3)  # nothing new: once per change
+
+    rows = audit_rows(stack)
+
+    def of(name: str, action: str) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in rows
+            if r.get("secret_name") == name and r["action"] == action and r["result"] != "intent"
+        ]
+
+    [changed] = of(raised, "POLICY_CHANGED")
+    details = json.loads(changed["details"])
+    assert changed["actor_id"] == "unknown" and changed["actor_type"] == "unknown"
+    assert (details["before"]["rotation-interval-days"], details["after"]["rotation-interval-days"]) == (
+        "30",
+        "730",
+    )
+    [left] = of(dropped, "POLICY_CHANGED")
+    assert json.loads(left["details"])["after"] == {}
+    [onboarded] = of(foreign, "SECRET_ONBOARDED")
+    assert onboarded["actor_id"] == "unknown" and json.loads(onboarded["details"])["by"] == "tags"
+    for name in (raised, dropped):
+        [finding] = of(name, "SUSPICIOUS_ACTIVITY")
+        assert "policy_changed_outside_api" in finding["details"]
+    assert of(foreign, "SUSPICIOUS_ACTIVITY") == []
+    status, report = stack.client.get("/api/audit/verify")
+    assert (status, report["status"]) == (200, "ok"), report

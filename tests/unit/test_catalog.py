@@ -560,3 +560,9 @@ def test_a_webhook_secret_gets_its_signing_key_when_onboarded_or_put_under_polic
     rebound = world.store.get_properties(key.name)
     assert rebound.version != key.version and rebound.tags[SIGNS_FOR_TAG] == other
     assert not world.store.get_properties(key.name, key.version).enabled
+
+
+def test_every_policy_tag_has_its_body_field() -> None:
+    from shared.domain.policy import POLICY_TAGS
+
+    assert set(catalog.FIELD_OF_TAG) == set(POLICY_TAGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -184,7 +185,6 @@ def test_keys_and_connection_strings_never_show_in_a_repr() -> None:
 
 
 def test_revocation_settings() -> None:
-    from datetime import timedelta
 
     assert Settings({}).revocation_ttl == timedelta(hours=24)
     assert Settings({}).revocation_approvals == {"low": 2, "medium": 2, "high": 1, "critical": 1}
@@ -198,3 +198,11 @@ def test_revocation_settings() -> None:
     for bad in ("urgent=1", "high=0", "high=6", "high", "high=²"):
         with pytest.raises(ConfigurationError, match="REVOCATION_APPROVALS"):
             _ = Settings({"REVOCATION_APPROVALS": bad}).revocation_approvals
+
+
+def test_rotation_stall_minutes() -> None:
+    assert Settings({}).rotation_stall_after == timedelta(minutes=120)
+    assert Settings({"ROTATION_STALL_MINUTES": "1440"}).rotation_stall_after == timedelta(days=1)
+    for bad in ("29", "10081", "two hours", "-5", "٣٠"):
+        with pytest.raises(ConfigurationError, match="ROTATION_STALL_MINUTES"):
+            _ = Settings({"ROTATION_STALL_MINUTES": bad}).rotation_stall_after

@@ -25,7 +25,9 @@ def test_every_setting_read_by_the_code_is_in_the_sample_and_the_readme() -> Non
     readme = (ROOT / "README.md").read_text()
     source = (ROOT / "shared" / "config.py").read_text()
     read = set(
-        re.findall(r'"((?:AUDIT|KEY_VAULT|SECRETS|EVENT_GRID|ALLOW|REVOCATION|WEBHOOK)_[A-Z_]+)"', source)
+        re.findall(
+            r'"((?:AUDIT|KEY_VAULT|SECRETS|EVENT_GRID|ALLOW|REVOCATION|ROTATION|WEBHOOK)_[A-Z_]+)"', source
+        )
     )
     assert read, "the pattern should find the settings"
     for name in read:

@@ -11,7 +11,7 @@ import pytest
 from shared.domain.errors import DependencyUnavailable, Forbidden
 from shared.domain.policy import RotationPolicy, Rotator, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
-from shared.services.sweep import PolicyViolation, SweepReport, sweep
+from shared.services.sweep import DueSecret, PolicyViolation, SweepReport, sweep
 from tests.fakes import FixedClock, InMemorySecretStore, RecordingRotationRequests
 
 RESERVED = ("audit-hmac-key", "audit-digest-anchor")
@@ -73,7 +73,11 @@ def test_due_by_interval(
             correlation_id=CORRELATION,
         )
     ]
-    assert report == SweepReport(listed=1, managed=1, due=("dispatch-api-key",), sent=1, violations=())
+    created = clock.now() - timedelta(days=30)
+    assert report == SweepReport(
+        listed=1, managed=1, due=("dispatch-api-key",), sent=1, violations=(),
+        due_since=(DueSecret("dispatch-api-key", created, clock.now()),),
+    )  # fmt: skip
     assert not report.failed
 
 

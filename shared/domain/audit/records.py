@@ -85,6 +85,8 @@ class ActorType(StrEnum):
     USER = "user"
     APP = "app"
     SYSTEM = "system"
+    #: Whoever changed something outside the service's API (a tag edited in the vault): not known to it.
+    UNKNOWN = "unknown"
 
 
 class AuditError(ValueError):
@@ -113,6 +115,8 @@ class Actor:
 
 
 SYSTEM_ACTOR = Actor(id="secret-lifecycle", type=ActorType.SYSTEM)
+#: The actor of a change the service found but did not make (a policy set or dropped by tag alone).
+UNKNOWN_ACTOR = Actor(id="unknown", type=ActorType.UNKNOWN)
 
 
 def chain_of(vault: str, secret_name: str | None) -> str:

@@ -1,0 +1,328 @@
+"""The inventory: the service knows what it manages. Policies live in tags anyone with the right to edit
+tags can change, so the service keeps its own, authenticated copy — one sealed row per managed secret with
+its policy tags (partition ``inventory``) — and every sweep compares the vault's listing with it:
+
+- a secret that entered management by tag alone is recorded as onboarded by an unknown actor
+  (SECRET_ONBOARDED, actor ``unknown``), then treated by its policy;
+- a secret whose policy changed outside the API, or that left management (its ``managed-by`` tag removed,
+  or the secret deleted out of band), is a POLICY_CHANGED record by an unknown actor with the old and new
+  tag values (tags are not secret), a ``policy_changed_outside_api`` finding and its event, once per
+  change.
+
+A change the API made is borne out by its own authentic record (POLICY_CHANGED, SECRET_ONBOARDED,
+SECRET_RECOVERED, SECRET_DELETED by a caller) and is taken in silently, so the API never writes the
+inventory itself. The first sweep takes the inventory (one record); a wiped inventory (its ``~taken`` row
+gone while the trail says it was taken) is reported as tampering and taken again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import (
+    SERVICE_CHAIN_SECRET,
+    UNKNOWN_ACTOR,
+    Action,
+    ActorType,
+    AuditEvent,
+    AuditQuery,
+    Result,
+    authentic_event,
+    format_time,
+    parse_time,
+)
+from shared.domain.errors import Conflict, DomainError, NotFound
+from shared.domain.findings import StoredFinding
+from shared.domain.policy import POLICY_TAGS, PolicyError, RotationPolicy
+from shared.domain.secrets import SecretItem
+from shared.domain.state import StateWrite, Versioned
+from shared.domain.targets import is_reserved
+from shared.ports import AuditReader, MacKeyRing, StateStore
+from shared.services.findings import FindingPeers, cause, finding_id, raise_finding
+
+logger = logging.getLogger(__name__)
+
+PARTITION = "inventory"
+#: The row saying the inventory was taken (sorts after every secret name).
+TAKEN = "~taken"
+RULE = "policy_changed_outside_api"
+#: Characters of each tag value a record keeps (a URL is at most 256; details are at most 4 KiB).
+_VALUE_CHARS = 120
+#: Records are timed by the trail's clock, the rows by the sweep's: a margin for clock steps.
+_SKEW = timedelta(minutes=5)
+_MAX_BATCH = 100
+
+
+def managed_policy(item: SecretItem, reserved: Collection[str]) -> dict[str, str] | None:
+    """The policy tags of a managed secret in one canonical form (a rotation rewrites them so), or None
+    when the service does not manage it (no ``managed-by``, the service's own, a certificate's)."""
+    if not RotationPolicy.is_managed(item.tags) or item.managed or is_reserved(item.name, reserved):
+        return None
+    try:
+        return RotationPolicy.from_tags(item.tags).to_tags()
+    except PolicyError:  # an invalid policy is a policy too: its tags as they are
+        return {k: v for k, v in sorted(item.tags.items()) if k in POLICY_TAGS}
+
+
+@dataclass(frozen=True)
+class Change:
+    """A difference between the vault and the inventory. ``before`` None: not in the inventory (entered);
+    ``after`` None: not managed any more (``gone``: not even listed)."""
+
+    name: str
+    before: Mapping[str, str] | None
+    after: Mapping[str, str] | None
+    since: datetime | None = None
+    gone: bool = False
+
+
+@dataclass
+class Inventory:
+    """One sweep's reconciliation: ``observe`` every listed secret, then ``reconcile``."""
+
+    rows: dict[str, Versioned]
+    reserved: Collection[str]
+    seen: set[str] = field(default_factory=set)
+    changes: list[Change] = field(default_factory=list)
+    policies: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, states: StateStore, reserved: Collection[str]) -> Inventory:
+        """The inventory as stored (a tampered row counts as absent: reported by the store)."""
+        return cls(states.list(PARTITION), reserved)
+
+    @property
+    def taken(self) -> bool:
+        stored = self.rows.get(TAKEN)
+        return stored is not None and stored.tampered is None
+
+    def observe(self, item: SecretItem) -> None:
+        key = item.name.lower()
+        if key in self.seen or key == TAKEN:
+            return
+        self.seen.add(key)
+        after = managed_policy(item, self.reserved)
+        if after is not None:
+            self.policies[key] = (item.name, after)
+        before, since = _row(self.rows.get(key))
+        if after != before:
+            self.changes.append(Change(item.name, before, after, since))
+
+    def gone(self) -> list[Change]:
+        """Secrets in the inventory the listing did not show (deleted)."""
+        found = []
+        for key, stored in self.rows.items():
+            if key == TAKEN or key in self.seen:
+                continue
+            before, since = _row(stored)
+            if before is not None:
+                found.append(Change(str(stored.state.get("name") or key), before, None, since, gone=True))
+        return found
+
+
+def _row(stored: Versioned | None) -> tuple[dict[str, str] | None, datetime | None]:
+    if stored is None or stored.tampered is not None:
+        return None, None
+    try:
+        policy = json.loads(str(stored.state.get("policy") or "null"))
+        since = parse_time(str(stored.state["at"]))
+    except (KeyError, ValueError):
+        return None, None
+    if not isinstance(policy, dict):
+        return None, None
+    return {str(k): str(v) for k, v in policy.items()}, since
+
+
+@dataclass(frozen=True)
+class InventoryPeers:
+    states: StateStore
+    findings: FindingPeers
+    reader: AuditReader
+    keys: MacKeyRing
+    #: Hears of a state the trail says exists whose row is gone (partition, key).
+    report_missing: Callable[[str, str], None] | None = None
+
+
+@dataclass
+class InventoryReport:
+    taken: int = 0
+    onboarded: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    by_api: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def reconcile(
+    peers: InventoryPeers, inventory: Inventory, correlation_id: str | None = None
+) -> InventoryReport:
+    """Take what the sweep's listing showed (the whole vault: call only after a complete listing) into the
+    inventory, recording what changed outside the API. One secret's failure is reported (``failures``)
+    and the others go on; it is found again by the next sweep. Raises DependencyUnavailable when the
+    inventory cannot be taken at all."""
+    report = InventoryReport()
+    trail = peers.findings.trail
+    if not inventory.taken:
+        _take(peers, inventory, report, correlation_id)
+        return report
+    for change in [*inventory.changes, *inventory.gone()]:
+        try:
+            if _by_api(peers, change):
+                report.by_api.append(change.name)
+            elif change.before is None:
+                assert change.after is not None
+                trail.record(
+                    Action.SECRET_ONBOARDED,
+                    secret_name=change.name,
+                    actor=UNKNOWN_ACTOR,
+                    correlation_id=correlation_id,
+                    details={"by": "tags", "policy_tags": _shown(change.after)},
+                )
+                report.onboarded.append(change.name)
+            else:
+                _changed_outside(peers.findings, change, correlation_id)
+                report.changed.append(change.name)
+            _write(peers.states, inventory, change, peers.findings.clock.now())
+        except DomainError as err:
+            logger.error("inventory of %s not reconciled: %s", change.name, err)
+            report.failures.append(f"{change.name}: {type(err).__name__}")
+    return report
+
+
+def _take(peers: InventoryPeers, inventory: Inventory, report: InventoryReport, cid: str | None) -> None:
+    """The first sweep takes every managed secret as the baseline (one record); an inventory the trail says
+    was taken before and is gone was wiped: reported, then taken again."""
+    # The service chain's own records (one partition), only when the ~taken row is missing.
+    service = AuditQuery(
+        vault=peers.findings.trail.vault, secret_name=SERVICE_CHAIN_SECRET, action=Action.SECRET_ONBOARDED
+    )
+    retaken = bool(_records(peers, service, taken=True))
+    if retaken and peers.report_missing is not None:
+        peers.report_missing(PARTITION, TAKEN)
+    now = peers.findings.clock.now()
+    writes = [
+        StateWrite(key, _state(name, policy, now), _etag(inventory.rows.get(key)))
+        for key, (name, policy) in sorted(inventory.policies.items())
+    ]
+    writes.append(StateWrite(TAKEN, {"at": format_time(now)}, _etag(inventory.rows.get(TAKEN))))
+    for start in range(0, len(writes), _MAX_BATCH):
+        peers.states.commit(PARTITION, writes[start : start + _MAX_BATCH])
+    report.taken = len(inventory.policies)
+    peers.findings.trail.record(
+        Action.SECRET_ONBOARDED,
+        correlation_id=cid,
+        details={"inventory": "retaken" if retaken else "taken", "secrets": report.taken},
+    )
+
+
+def _etag(stored: Versioned | None) -> str | None:
+    return None if stored is None else stored.etag
+
+
+def _state(name: str, policy: Mapping[str, str], at: datetime) -> dict[str, Any]:
+    return {"name": name, "policy": json.dumps(dict(sorted(policy.items())), separators=(",", ":")),
+            "at": format_time(at)}  # fmt: skip
+
+
+def _write(states: StateStore, inventory: Inventory, change: Change, now: datetime) -> None:
+    key = change.name.lower()
+    stored = inventory.rows.get(key)
+    try:
+        if change.after is None:
+            if stored is not None:
+                states.delete(PARTITION, key, stored.etag)
+        elif stored is None:
+            states.create(PARTITION, key, _state(change.name, change.after, now))
+        else:
+            states.replace(PARTITION, key, _state(change.name, change.after, now), stored.etag)
+    except (Conflict, NotFound):
+        logger.info("inventory row of %s changed meanwhile: the next sweep compares again", change.name)
+
+
+def _records(peers: InventoryPeers, query: AuditQuery, *, taken: bool = False) -> list[AuditEvent]:
+    keys, found = peers.keys, []
+    for row in peers.reader.list_records(query):
+        event = authentic_event(row.chain, row.record.fields, keys.get)
+        if event is None:
+            continue
+        if taken and event.details.get("inventory") not in ("taken", "retaken"):
+            continue
+        found.append(event)
+    return found
+
+
+#: The API's records that change a secret's management, and what each leaves it as.
+_API_ACTIONS = (
+    Action.SECRET_ONBOARDED,
+    Action.POLICY_CHANGED,
+    Action.SECRET_RECOVERED,
+    Action.SECRET_DELETED,
+)
+
+
+def _by_api(peers: InventoryPeers, change: Change) -> bool:
+    """Whether an authentic record of the API (a caller's, not an unknown actor's) bears the change out:
+    the policy it set is the one found, or it deleted or recovered the secret."""
+    since = None if change.since is None else change.since - _SKEW  # the secret's chain since its last row
+    query = AuditQuery(vault=peers.findings.trail.vault, secret_name=change.name, since=since)
+    for event in _records(peers, query):
+        if event.action not in _API_ACTIONS or event.actor.type in (ActorType.UNKNOWN, ActorType.SYSTEM):
+            continue
+        if event.result not in (Result.INTENT, Result.SUCCESS):
+            continue
+        if change.after is None:
+            if event.action == Action.SECRET_DELETED and change.gone:
+                return True
+            continue
+        if event.action == Action.SECRET_RECOVERED:
+            return True
+        recorded = event.details.get("policy")
+        if isinstance(recorded, Mapping) and recorded == _policy_fields(change.after):
+            return True
+    return False
+
+
+def _policy_fields(tags: Mapping[str, str]) -> dict[str, Any] | None:
+    """A policy as the API records it (``catalog.policy_dict``), or None for an invalid one."""
+    from shared.services.catalog import policy_dict
+
+    try:
+        return policy_dict(RotationPolicy.from_tags(tags))
+    except PolicyError:
+        return None
+
+
+def _shown(tags: Mapping[str, str]) -> dict[str, str]:
+    return {k: v[:_VALUE_CHARS] for k, v in sorted(tags.items())}
+
+
+def _changed_outside(peers: FindingPeers, change: Change, cid: str | None) -> None:
+    """A POLICY_CHANGED by an unknown actor, a finding and its event, once per change."""
+    before = _shown(change.before or {})
+    after = _shown(change.after or {})
+    digest = hashlib.sha256(json.dumps([before, after], sort_keys=True).encode()).hexdigest()[:32]
+    fid = finding_id(RULE, change.name.lower(), digest)
+    if change.after is None:
+        what = "was deleted outside the API" if change.gone else "left management by tag"
+    else:
+        what = "had its policy changed outside the API"
+    facts = {"before": before, "after": after, "outside_api": True, "gone": change.gone}
+    finding = StoredFinding(
+        id=fid,
+        rule=RULE,
+        time=peers.clock.now(),
+        secret_name=change.name,
+        details={
+            "finding_id": fid,
+            "rule": RULE,
+            "summary": f"{change.name} {what}",
+            "actors": [],
+            "cause": cause(Action.POLICY_CHANGED, facts, actor=UNKNOWN_ACTOR),
+        },
+    )
+    raise_finding(peers, finding, cid)

@@ -1,0 +1,241 @@
+"""No silent skip, and the service knows what it manages: a sweep run over in-memory fakes (the state
+store sealed as in production) reports a due secret whose rotation stalls, keeps an inventory of the
+managed secrets and their policies, and records what changed outside the API — each once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.state import StateTampered
+from shared.services import catalog, decommission, inventory, rotation, stalls, sweep_run
+from shared.services.audit import AuditTrail
+from shared.services.findings import FindingPeers, StateFindingStore, TamperAlarm
+from shared.services.sealed_state import SealedStateStore
+from tests.fakes import (
+    FakeKeyRing,
+    FixedClock,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+)
+
+RESERVED = ("audit-hmac-key", "audit-digest-anchor")
+POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
+OPERATOR = Actor("oid-operator", ActorType.USER)
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FixedClock()
+        self.store = InMemorySecretStore(self.clock)
+        self.keys = FakeKeyRing()
+        self.log = InMemoryAuditLog(self.keys)
+        self.trail = AuditTrail(self.log, self.clock, "fleet")
+        self.publisher = RecordingPublisher()
+        self.requests = RecordingRotationRequests()
+        self.rows = InMemoryStateStore()
+        self.finding_rows = InMemoryStateStore()
+        self.alarm = TamperAlarm(lambda: self.finding_peers)
+        self.states = SealedStateStore(self.rows, self.keys, "secretstate", self.alarm)
+        self.findings = StateFindingStore(SealedStateStore(self.finding_rows, self.keys, "auditfindings"))
+        self.finding_peers = FindingPeers(self.findings, self.trail, self.publisher, self.clock)
+
+    @property
+    def peers(self) -> sweep_run.SweepPeers:
+        def missing(partition: str, key: str) -> None:
+            self.alarm(StateTampered("secretstate", partition, key, "missing", "", "missing"))
+
+        return sweep_run.SweepPeers(
+            self.store, self.states, self.requests, self.finding_peers, self.log, self.keys, RESERVED,
+            report_missing=missing,
+        )  # fmt: skip
+
+    def sweep(self, *, drain: bool = True) -> sweep_run.SweepRun:
+        done = sweep_run.run(self.peers, "sweep")
+        if drain:
+            for request in self.requests.sent:
+                rotation.rotate_requested(request, self.store, self.states, self.trail, self.publisher,
+                                          self.clock, reserved=RESERVED)  # fmt: skip
+        self.requests.sent.clear()
+        return done
+
+    def secret(self, name: str, age_days: int = 0, **tags: str) -> str:
+        self.clock.advance(timedelta(days=-age_days))
+        made = self.store.set_value(name, "v", content_type="text/plain", tags={**POLICY.to_tags(), **tags})
+        self.clock.advance(timedelta(days=age_days))
+        return made.version
+
+    def edit(self, name: str, **tags: str | None) -> None:
+        """A tag editor's change to the current version (None drops a tag)."""
+        current = self.store.get_properties(name)
+        merged = {**current.tags, **tags}
+        self.store.update_properties(
+            name, current.version, tags={k: v for k, v in merged.items() if v is not None}
+        )
+
+    def records(self, action: Action, name: str | None = None) -> list[AuditEvent]:
+        return [e for e in self.log.events if e.action == action and (name is None or e.secret_name == name)]
+
+
+@pytest.fixture
+def world() -> World:
+    world = World()
+    world.secret("steady")
+    first = world.sweep()
+    assert first.inventory is not None and first.inventory.taken == 1
+    [taken] = world.records(Action.SECRET_ONBOARDED)
+    assert taken.details == {"inventory": "taken", "secrets": 1} and taken.secret_name is None
+    return world
+
+
+# -- 3. no silent skip --------------------------------------------------------------------------------
+
+
+def test_a_due_secret_that_is_not_rotated_for_two_sweeps_stalls_once(world: World) -> None:
+    world.secret("stuck", age_days=31)
+    world.rows.create("rotation", "stuck", {"step": "promoting"})  # a forged row: every rotation refused
+    world.sweep()  # due since a day: requested, refused (tampered), not stalled yet? It is: due > 2 h ago
+    [stalled] = world.records(Action.ROTATION_STALLED, "stuck")
+    assert stalled.result == Result.FAILURE and "tampered" in stalled.details["reason"]
+    [finding] = [
+        e
+        for e in world.records(Action.SUSPICIOUS_ACTIVITY, "stuck")
+        if e.details["rule"] == "rotation_stalled"
+    ]
+    assert finding.details["finding_id"] == stalled.details["finding_id"]
+    assert any(n.id == finding.details["finding_id"] for n in world.publisher.sent)
+    world.clock.advance(timedelta(hours=1))
+    world.sweep()
+    assert len(world.records(Action.ROTATION_STALLED, "stuck")) == 1  # once per stall
+    status = catalog.secret_status(world.store, world.states, world.log, world.clock, reserved=RESERVED,
+                                   vault="fleet", name="stuck")  # fmt: skip
+    assert status["stalled"] is not None and "tampered" in status["stalled"]["reason"]
+
+
+def test_a_secret_due_only_just_now_has_not_stalled_yet(world: World) -> None:
+    world.secret("fresh")
+    world.clock.advance(timedelta(days=30, minutes=5))  # due 5 minutes ago
+    world.sweep(drain=False)  # requested, not yet rotated
+    assert world.records(Action.ROTATION_STALLED) == []
+    world.clock.advance(stalls.STALL_AFTER)
+    world.sweep(drain=False)  # the requests were lost: still due two sweeps later
+    [stalled] = world.records(Action.ROTATION_STALLED, "fresh")
+    assert stalled.details["reason"].startswith("not rotated since it became due")
+
+
+def test_a_lease_held_longer_than_any_holder_runs_is_a_stall_at_once(world: World) -> None:
+    world.secret("held", age_days=30)
+    world.clock.advance(timedelta(minutes=1))
+    progress = rotation.Progress(rotation_id="a" * 32, step="rolling_back", holder="h")
+    progress.leased_at = rotation.format_time(world.clock.now() - timedelta(minutes=20))
+    progress.lease_until = rotation.format_time(world.clock.now() + timedelta(minutes=10))
+    world.states.create("rotation", "held", progress.state())
+    world.sweep()
+    [stalled] = world.records(Action.ROTATION_STALLED, "held")
+    assert stalled.details["reason"].startswith("held by rolling_back")
+    plan = catalog.plan_rotation(
+        world.store, world.states, world.clock, reserved=RESERVED, name="held", force=False
+    )
+    assert plan["in_progress"] is not None  # and the status says the same
+    status = catalog.secret_status(world.store, world.states, world.log, world.clock, reserved=RESERVED,
+                                   vault="fleet", name="held")  # fmt: skip
+    assert status["stalled"]["reason"].startswith("held by rolling_back")
+
+
+# -- 4. the service knows what it manages -------------------------------------------------------------
+
+
+def _changed(world: World, name: str) -> list[AuditEvent]:
+    return [e for e in world.records(Action.POLICY_CHANGED, name) if e.actor.type == ActorType.UNKNOWN]
+
+
+def test_a_policy_raised_by_tag_alone_is_recorded_with_old_and_new_values_once(world: World) -> None:
+    world.secret("due-soon", age_days=29)
+    world.sweep()
+    world.edit("due-soon", **{"rotation-interval-days": "730"})
+    world.clock.advance(timedelta(days=2))  # due by the old policy, not by the new one
+    world.sweep()
+    [changed] = _changed(world, "due-soon")
+    assert changed.details["before"]["rotation-interval-days"] == "30"
+    assert changed.details["after"]["rotation-interval-days"] == "730"
+    assert changed.actor.id == "unknown"
+    [finding] = [e for e in world.records(Action.SUSPICIOUS_ACTIVITY, "due-soon")]
+    assert finding.details["rule"] == "policy_changed_outside_api"
+    assert any(n.id == finding.details["finding_id"] for n in world.publisher.sent)
+    world.sweep()
+    assert len(_changed(world, "due-soon")) == 1  # once per change
+
+
+def test_a_secret_that_leaves_management_by_tag_is_recorded(world: World) -> None:
+    world.edit("steady", **{"managed-by": None})
+    world.sweep()
+    [left] = _changed(world, "steady")
+    assert left.details["after"] == {} and left.details["before"]["managed-by"] == "secret-lifecycle"
+
+
+def test_a_secret_deleted_outside_the_api_is_recorded_one_deleted_through_it_is_not(world: World) -> None:
+    world.secret("decommissioned")
+    world.sweep()
+    decommission.delete_secret(
+        world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
+        name="decommissioned", justification="gone", actor=OPERATOR,
+    )  # fmt: skip
+    world.store.delete("steady")  # out of band
+    world.sweep()
+    assert _changed(world, "decommissioned") == []
+    [gone] = _changed(world, "steady")
+    assert gone.details["gone"] is True
+
+
+def test_a_foreign_secret_tagged_managed_is_onboarded_by_an_unknown_actor_and_rotated(world: World) -> None:
+    world.clock.advance(timedelta(days=-40))
+    world.store.set_value("foreign", "x", content_type="text/plain", tags={"owner": "billing"})
+    world.clock.advance(timedelta(days=40))
+    world.edit("foreign", **POLICY.to_tags())
+    world.sweep()
+    [onboarded] = [e for e in world.records(Action.SECRET_ONBOARDED, "foreign")]
+    assert (onboarded.actor.id, onboarded.details["by"]) == ("unknown", "tags")
+    assert len(world.store.versions_of("foreign")) == 2  # then treated by its policy: due, rotated
+    world.sweep()
+    assert len(world.records(Action.SECRET_ONBOARDED, "foreign")) == 1
+    assert _changed(world, "foreign") == []  # its rotation changed no policy
+
+
+def test_changes_through_the_api_are_taken_in_silently(world: World) -> None:
+    catalog.onboard(world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="made",
+                    policy=POLICY, actor=OPERATOR)  # fmt: skip
+    fields = catalog.PolicyInput(kind="api-key", rotation_interval_days=90)
+    catalog.apply_policy(world.store, world.states, world.trail, world.clock, reserved=RESERVED,
+                         name="steady", fields=fields, actor=OPERATOR)  # fmt: skip
+    done = world.sweep()
+    assert done.inventory is not None and sorted(done.inventory.by_api) == ["made", "steady"]
+    assert _changed(world, "steady") == [] and world.records(Action.SUSPICIOUS_ACTIVITY) == []
+    unknown = [e for e in world.records(Action.SECRET_ONBOARDED, "made") if e.actor.type == ActorType.UNKNOWN]
+    assert unknown == []
+
+
+def test_a_wiped_inventory_is_reported_and_taken_again(world: World) -> None:
+    for key in list(world.rows.list(inventory.PARTITION)):
+        stored = world.rows.get(inventory.PARTITION, key)
+        assert stored is not None
+        world.rows.delete(inventory.PARTITION, key, stored.etag)
+    done = world.sweep()
+    assert done.inventory is not None and done.inventory.taken == 1
+    [tampered] = world.records(Action.STATE_TAMPERED)
+    assert (tampered.details["partition"], tampered.details["check"]) == ("inventory", "missing")
+    assert world.records(Action.SECRET_ONBOARDED)[-1].details["inventory"] == "retaken"
+
+
+def test_a_forged_inventory_row_is_refused_and_the_vault_taken_in(world: World) -> None:
+    stored = world.rows.get(inventory.PARTITION, "steady")
+    assert stored is not None
+    forged = {"name": "steady", "policy": "{}", "at": "2026-01-01T00:00:00.000000Z"}
+    world.rows.replace(inventory.PARTITION, "steady", forged, stored.etag)
+    world.sweep()
+    assert [e.details["key"] for e in world.records(Action.STATE_TAMPERED)] == ["steady"]
