@@ -298,3 +298,32 @@ def test_policy_changes_by_tag_alone_are_recorded_once_with_old_and_new_values(s
     assert of(foreign, "SUSPICIOUS_ACTIVITY") == []
     status, report = stack.client.get("/api/audit/verify")
     assert (status, report["status"]) == (200, "ok"), report
+
+
+def test_one_person_is_one_person_whatever_the_spelling_and_every_refusal_is_on_record(stack: Stack) -> None:
+    name, _ = _two_versions(stack)
+    guid = "3f2c9a1e-4b7d-4e8a-9c1f-0a2b3c4d5e6f"
+    requester = encode_principal(guid, ["Secrets.Revocation.Request", "Secrets.Revocation.Approve"])
+    same_person = encode_principal("{" + guid.upper() + "}", ["Secrets.Revocation.Approve"])
+    hidden = encode_principal("approver\u200b-1", ["Secrets.Revocation.Approve"])
+    wide_id = "".join(chr(ord(c) + 0xFEE0) for c in "OID-APPROVER-1")  # oid-approver-1, full-width capitals
+    wide = encode_principal(wide_id, ["Secrets.Revocation.Approve"])
+
+    body = {"secret_name": name, "reason": "SECURITY_INCIDENT", "severity": "medium", "justification": "leak"}
+    rid = stack.client.post("/api/revocations", body, principal=requester)[1]["id"]
+    assert stack.client.post(f"/api/revocations/{rid}/approve", {}, principal=hidden)[0] == 401
+    status, refused = stack.client.post(f"/api/revocations/{rid}/approve", {}, principal=same_person)
+    assert status == 403, refused  # the requester, spelled otherwise
+    assert stack.client.post(f"/api/revocations/{rid}/approve", {}, principal=approver(1))[0] == 200
+    status, refused = stack.client.post(f"/api/revocations/{rid}/approve", {}, principal=wide)
+    assert status == 409 and "approved it already" in refused["detail"], refused  # oid-approver-1 again
+    assert stack.client.get(f"/api/revocations/{rid}", principal=EXECUTOR)[1]["status"] == "pending"
+
+    rows = audit_rows(stack)
+    denied = [(r["actor_id"], json.loads(r["details"])["rule"]) for r in rows
+              if r["action"] == "REVOCATION_APPROVED" and r["result"] == "denied"]  # fmt: skip
+    assert sorted(denied) == sorted(
+        [("{" + guid.upper() + "}", "NotPermitted"), (wide_id, "AlreadyApproved")]
+    )
+    anonymous = [r for r in rows if r["action"] == "ACCESS_DENIED" and "U+200B" in r["details"]]
+    assert len(anonymous) == 1  # the id with a zero-width space: refused at parse, on record too
