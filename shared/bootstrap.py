@@ -274,10 +274,18 @@ class Container:
         return TamperAlarm(lambda: FindingPeers(self.findings, self.audit_trail, self.publisher, self.clock))
 
     @cached_property
-    def rotation_requests(self) -> RotationRequests:
+    def rotation_queue(self) -> RotationRequests:
+        """The ``rotation-requests`` queue as stored (tests put an in-memory one here)."""
         from shared.adapters.storage import StorageQueueRotationRequests
 
         return StorageQueueRotationRequests(self.queue_service)
+
+    @cached_property
+    def rotation_requests(self) -> RotationRequests:
+        """Rotation requests, each sealed when sent (``rotate_secret`` acts only on sealed ones)."""
+        from shared.services.sealed_queue import SealedRotationRequests
+
+        return SealedRotationRequests(self.rotation_queue, self.key_ring)
 
     @cached_property
     def target_rotators(self) -> Mapping[Rotator, TargetRotator]:

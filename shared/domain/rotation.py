@@ -10,13 +10,21 @@ given, which the rotation starts with, so a redelivered request finds its rotati
 
 The two optional fields are written only when set, so a message without them (older senders, the sweep,
 the Event Grid handler) is the same message it always was.
+
+Sealed: the service seals every request it sends (``sealed``: an HMAC with the audit key over the
+request's fields, its key id beside it), and ``rotate_secret`` acts only on a request whose seal checks
+(``seal_problem``), so one a queue writer put there (a forced rotation nobody asked for, a rotation id
+borrowed from a revocation) is refused and reported, never acted on.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,7 +40,10 @@ _CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")
 #: A rotation id: what ``uuid.uuid4().hex`` writes.
 ROTATION_ID = re.compile(r"[0-9a-f]{32}")
 _FIELDS = frozenset({"secret_name", "reason", "requested_at", "correlation_id"})
-_OPTIONAL = frozenset({"force", "rotation_id"})
+_OPTIONAL = frozenset({"force", "rotation_id", "seal", "seal_key"})
+_SEAL = re.compile(r"[0-9a-f]{64}")
+#: Tells a request's MAC input from a record's or a state's, although the same keys make all three.
+_DOMAIN = b"secret-lifecycle/rotation-request/v1\n"
 
 
 class RotationReason(StrEnum):
@@ -55,6 +66,9 @@ class RotationRequest:
     force: bool = False
     #: The id the rotation starts with (32 lowercase hex); None: the rotation picks one.
     rotation_id: str | None = None
+    #: The request's MAC (``sealed``) and the id of the audit key that made it.
+    seal: str | None = None
+    seal_key: str | None = None
 
     def __post_init__(self) -> None:
         validate_name(self.secret_name)  # InvalidSecret, a ValueError
@@ -69,8 +83,40 @@ class RotationRequest:
             isinstance(self.rotation_id, str) and ROTATION_ID.fullmatch(self.rotation_id)
         ):
             raise ValueError("rotation_id must be 32 lowercase hex characters")
+        if self.seal is not None and not (isinstance(self.seal, str) and _SEAL.fullmatch(self.seal)):
+            raise ValueError("seal must be 64 lowercase hex characters")
+        if self.seal_key is not None and not (
+            isinstance(self.seal_key, str) and _CORRELATION_ID.fullmatch(self.seal_key)
+        ):
+            raise ValueError("seal_key must be 1-128 visible ASCII characters")
+
+    def sealed(self, key_id: str, key: bytes) -> RotationRequest:
+        """The request with its seal (``key_id``: the audit key's id)."""
+        mac = hmac.new(key, _DOMAIN + self._body().encode(), hashlib.sha256).hexdigest()
+        return dataclasses.replace(self, seal=mac, seal_key=key_id)
+
+    def seal_problem(self, keys: Callable[[str], bytes | None]) -> str | None:
+        """Why the request's seal does not check (``no seal``, ``unknown key``, ``mac mismatch``), or None
+        when it does: the service sent it."""
+        if self.seal is None or self.seal_key is None:
+            return "no seal"
+        key = keys(self.seal_key)
+        if key is None:
+            return "unknown key"
+        expected = hmac.new(key, _DOMAIN + self._body().encode(), hashlib.sha256).hexdigest()
+        return None if hmac.compare_digest(expected, self.seal) else "mac mismatch"
+
+    def _body(self) -> str:
+        """The fields the seal covers, in one canonical form."""
+        return json.dumps(self._fields(), sort_keys=True, separators=(",", ":"))
 
     def to_json(self) -> str:
+        fields = self._fields()
+        if self.seal is not None and self.seal_key is not None:
+            fields.update(seal=self.seal, seal_key=self.seal_key)
+        return json.dumps(fields, separators=(",", ":"))
+
+    def _fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "secret_name": self.secret_name,
             "reason": self.reason.value,
@@ -81,7 +127,7 @@ class RotationRequest:
             fields["force"] = True
         if self.rotation_id is not None:
             fields["rotation_id"] = self.rotation_id
-        return json.dumps(fields, separators=(",", ":"))
+        return fields
 
     @classmethod
     def from_json(cls, text: str | bytes) -> RotationRequest:
@@ -120,6 +166,9 @@ class RotationRequest:
             requested_at = datetime.fromisoformat(values["requested_at"])
         except ValueError:
             raise ValueError("rotation request requested_at is not an ISO 8601 time") from None
+        seal, seal_key = raw.get("seal"), raw.get("seal_key")
+        if not all(v is None or isinstance(v, str) for v in (seal, seal_key)):
+            raise ValueError("rotation request seal fields must be strings")
         return cls(
             secret_name=values["secret_name"],
             reason=reason,
@@ -127,6 +176,8 @@ class RotationRequest:
             correlation_id=values["correlation_id"],
             force=force,
             rotation_id=rotation_id,
+            seal=seal,
+            seal_key=seal_key,
         )
 
 

@@ -17,7 +17,7 @@ import azure.functions as func
 from shared.bootstrap import get_container
 from shared.domain.rotation import RotationRequest
 from shared.entrypoints.http import correlation_id
-from shared.services import rotation, sweep_run
+from shared.services import rotation, sealed_queue, sweep_run
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -47,6 +47,8 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
         logger.error("rotation request %s dropped: %s", msg.id, err)  # malformed: retrying cannot help
         return
     container = get_container()
+    if not sealed_queue.accepted(request, container.key_ring, QUEUE, container.tamper_alarm):
+        return  # not the service's: reported, never acted on
     outcome = rotation.rotate_requested(
         request,
         container.secret_store,
@@ -69,4 +71,6 @@ def rotation_gave_up(msg: func.QueueMessage) -> None:
         logger.error("poisoned rotation request %s is malformed: %s", msg.id, err)
         return
     container = get_container()
+    if not sealed_queue.accepted(request, container.key_ring, f"{QUEUE}-poison", container.tamper_alarm):
+        return
     rotation.gave_up(request, container.audit_trail, MAX_DEQUEUE_COUNT, container.state_store)

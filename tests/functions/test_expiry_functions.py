@@ -36,7 +36,7 @@ class World(FakeContainer):
         super().__init__(env)
         self.secret_store = InMemorySecretStore(self.clock)
         self.state_rows = InMemoryStateStore()
-        self.rotation_requests = RecordingRotationRequests()
+        self.rotation_queue = RecordingRotationRequests()
 
     @property
     def store(self) -> InMemorySecretStore:
@@ -45,8 +45,8 @@ class World(FakeContainer):
 
     @property
     def queue(self) -> RecordingRotationRequests:
-        assert isinstance(self.rotation_requests, RecordingRotationRequests)
-        return self.rotation_requests
+        assert isinstance(self.rotation_queue, RecordingRotationRequests)
+        return self.rotation_queue
 
 
 @pytest.fixture

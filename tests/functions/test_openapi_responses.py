@@ -95,7 +95,7 @@ class World(FakeContainer):
         super().__init__(env)
         self.secret_store = InMemorySecretStore(self.clock)
         self.state_rows = InMemoryStateStore()
-        self.rotation_requests = RecordingRotationRequests()
+        self.rotation_queue = RecordingRotationRequests()
         self.probes: dict[str, DependencyProbe] = {"key_vault": Probe(), "storage": Probe()}
         self.clock.advance(timedelta(days=-40))
         for name in (NAME, OTHER, RESERVED):
@@ -350,7 +350,7 @@ def secrets(client: Client, world: World) -> None:
     client("secrets_rotate", route={"name": MISSING}, body={"force": True}, expect=404)
     client("secrets_rotate", route={"name": RESERVED}, body={"force": True}, expect=409)
     client("secrets_rotate", route={"name": NAME}, body={}, expect=202)
-    [request] = world.rotation_requests.sent
+    [request] = world.rotation_queue.sent
     rotate_requested(
         request, world.secret_store, world.state_store, world.audit_trail, world.publisher, world.clock,
         reserved=world.reserved_secrets,

@@ -3,6 +3,7 @@ ports: every bad input answered with the right problem+json, roles, and never a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,7 +15,7 @@ import pytest
 from shared.domain.audit import Action, Result
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
-from shared.domain.rotation import RotationReason
+from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.rotation import rotate_requested
 from tests.fakes import (
     InMemorySecretStore,
@@ -40,7 +41,7 @@ class SecretsContainer(FakeContainer):
         super().__init__()
         self.secret_store = InMemorySecretStore(self.clock)
         self.state_rows = InMemoryStateStore()
-        self.rotation_requests = RecordingRotationRequests()
+        self.rotation_queue = RecordingRotationRequests()
 
     def fail_success_of(self, action: Action | None) -> None:
         """From now on the success record of ``action`` cannot be written (None: every record can)."""
@@ -269,7 +270,7 @@ def test_a_forced_rotation_is_queued_with_a_location(call: Caller, fake: Secrets
     )
     assert (status, body["status"]) == (202, "queued")
     assert response.headers["Location"] == "/api/secrets/alpha/status"
-    [request] = fake.rotation_requests.sent
+    [request] = fake.rotation_queue.sent
     assert (request.reason, request.force, request.rotation_id) == (
         RotationReason.MANUAL,
         True,
@@ -290,7 +291,7 @@ def test_a_forced_rotation_queued_but_not_recorded_is_still_202_with_its_id(
     seed(fake, "alpha")
     fake.fail_success_of(Action.ROTATION_REQUESTED)
     status, body, _ = call("secrets_rotate", method="POST", route={"name": "alpha"}, body={"force": True})
-    [request] = fake.rotation_requests.sent
+    [request] = fake.rotation_queue.sent
     assert (status, body) == (202, {"rotation_id": request.rotation_id, "status": "queued", "joined": None})
 
 
@@ -298,7 +299,7 @@ def test_a_dry_run_is_200_with_the_plan(call: Caller, fake: SecretsContainer) ->
     seed(fake, "alpha")
     status, plan, _ = call("secrets_rotate", method="POST", route={"name": "alpha"}, body={"dry_run": True})
     assert status == 200 and plan["would_rotate"] is False and plan["reason"].startswith("not due until")
-    assert fake.rotation_requests.sent == []
+    assert fake.rotation_queue.sent == []
 
 
 @pytest.mark.parametrize(
@@ -324,7 +325,7 @@ def test_rotate_refusals(
     code, problem, response = call("secrets_rotate", method="POST", route=route, body=body)
     assert (code, response.mimetype) == (status, "application/problem+json")
     assert says in json.dumps(problem)
-    assert fake.rotation_requests.sent == []
+    assert fake.rotation_queue.sent == []
 
 
 def test_rotate_needs_a_json_content_type_and_no_query(call: Caller, fake: SecretsContainer) -> None:
@@ -357,7 +358,7 @@ def test_status(call: Caller, fake: SecretsContainer) -> None:
 def test_rollback_restores_the_previous_value_once(call: Caller, fake: SecretsContainer) -> None:
     old = seed(fake, "alpha", age_days=40)
     call("secrets_rotate", method="POST", route={"name": "alpha"}, body={})
-    [request] = fake.rotation_requests.sent
+    [request] = fake.rotation_queue.sent
     rotate_requested(
         request, fake.secret_store, fake.state_store, fake.audit_trail, fake.publisher, fake.clock,
         reserved=fake.reserved_secrets,
@@ -383,7 +384,7 @@ def test_a_rollback_written_but_not_recorded_is_500_naming_it_and_the_retry_reco
 ) -> None:
     old = seed(fake, "alpha", age_days=40)
     call("secrets_rotate", method="POST", route={"name": "alpha"}, body={})
-    [request] = fake.rotation_requests.sent
+    [request] = fake.rotation_queue.sent
     rotate_requested(
         request, fake.secret_store, fake.state_store, fake.audit_trail, fake.publisher, fake.clock,
         reserved=fake.reserved_secrets,
@@ -431,3 +432,33 @@ def test_plan_lists_what_is_coming(call: Caller, fake: SecretsContainer) -> None
     status, plan, _ = call("rotation_plan", params={"within_days": "7"})
     assert status == 200 and [(i["name"], i["event"]) for i in plan["items"]] == [("soon", "rotation")]
     assert plan["within_days"] == 7
+
+
+def _deliver(functions: dict[str, Any], body: str) -> None:
+    """One queue delivery to the registered rotate_secret function."""
+    message = func.QueueMessage(id="m-1", body=body.encode())
+    functions["rotate_secret"].get_user_function()(message, Ctx())
+
+
+def test_only_requests_the_service_sealed_are_acted_on(
+    functions: dict[str, Any], fake: SecretsContainer
+) -> None:
+    """The queue is storage: a request a queue writer put there — unsealed, or a sealed one edited (a
+    forced rotation, another rotation id) — is refused and reported once, never acted on."""
+    seed(fake, "alpha")
+    asked = RotationRequest(
+        secret_name="alpha", reason=RotationReason.MANUAL, requested_at=fake.clock.now(), correlation_id="c",
+        force=True, rotation_id="a" * 32,
+    )  # fmt: skip
+    fake.rotation_requests.send([asked])
+    [sealed] = fake.rotation_queue.sent
+    forged = dataclasses.replace(sealed, seal=None, seal_key=None)
+    edited = dataclasses.replace(sealed, rotation_id="b" * 32)
+    for bad in (forged, edited, forged):  # the same forged message twice: reported once
+        _deliver(functions, bad.to_json())
+    assert len(fake.secret_store.versions_of("alpha")) == 1  # nothing rotated
+    tampered = [e for e in fake.audit_log.events if e.action == Action.STATE_TAMPERED]
+    assert sorted(e.details["check"] for e in tampered) == ["mac mismatch", "no seal"]
+    assert {e.details["partition"] for e in tampered} == {"rotation-requests"}
+    _deliver(functions, sealed.to_json())
+    assert len(fake.secret_store.versions_of("alpha")) == 2

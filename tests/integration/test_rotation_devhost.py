@@ -15,7 +15,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.keyvault.secrets import SecretClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
-from shared.adapters.key_vault import AUDIT_KEY_SECRET, LocalTokenCredential
+from shared.adapters.key_vault import AUDIT_KEY_SECRET, KeyVaultMacKeyRing, LocalTokenCredential
 from shared.adapters.storage import QUEUE_API_VERSION
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
@@ -85,7 +85,12 @@ def test_a_request_in_the_poison_queue_is_recorded_as_given_up(stack: Stack) -> 
         requested_at=datetime.now(UTC),
         correlation_id="sweep-7",
     )
-    poison.send_message(request.to_json())
+    poison.send_message(request.to_json())  # unsealed, as a queue writer would put it: refused
+    keys = KeyVaultMacKeyRing(
+        SecretClient(stack.emulator.url, LocalTokenCredential(), **stack.emulator.client_kwargs())
+    )
+    key_id, key = keys.current()
+    poison.send_message(request.sealed(key_id, key).to_json())  # as the service sends it
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         gave_up = [r for r in audit_rows(stack) if r["action"] == "ROTATION_FAILED"]
@@ -93,6 +98,10 @@ def test_a_request_in_the_poison_queue_is_recorded_as_given_up(stack: Stack) -> 
             break
         time.sleep(0.5)
     [record] = gave_up
+    [refused] = [r for r in audit_rows(stack) if r["action"] == "STATE_TAMPERED"]
+    assert (
+        '"partition":"rotation-requests-poison"' in refused["details"] and '"no seal"' in refused["details"]
+    )
     assert (record["secret_name"], record["correlation_id"]) == ("flaky-secret", "sweep-7")
     assert '"gave_up_after":5' in record["details"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from shared.domain.rotation import MAX_MESSAGE_CHARS, RotationReason, RotationRequest
+from tests.fakes import FakeKeyRing
 
 WHEN = datetime(2026, 11, 29, 10, 0, 0, 123456, tzinfo=UTC)
 
@@ -144,3 +146,17 @@ def test_malformed_new_fields_raise_value_error(text: str) -> None:
 def test_invalid_new_fields_cannot_be_built(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         _request(**changes)
+
+
+def test_a_sealed_request_survives_the_queue_and_any_edit_breaks_its_seal() -> None:
+    keys = FakeKeyRing()
+    request = RotationRequest(
+        secret_name="dispatch-api-key", reason=RotationReason.MANUAL, requested_at=datetime.now(UTC),
+        correlation_id="c", force=True, rotation_id="a" * 32,
+    ).sealed("key1", keys.keys["key1"])  # fmt: skip
+    received = RotationRequest.from_json(request.to_json())
+    assert received == request and received.seal_problem(keys.get) is None
+    assert dataclasses.replace(received, force=False).seal_problem(keys.get) == "mac mismatch"
+    assert dataclasses.replace(received, secret_name="billing-key").seal_problem(keys.get) == "mac mismatch"
+    assert dataclasses.replace(received, seal_key="other").seal_problem(keys.get) == "unknown key"
+    assert dataclasses.replace(received, seal=None).seal_problem(keys.get) == "no seal"
