@@ -63,6 +63,7 @@ bench: install
 	$(PY) -m bench.sweep
 	$(PY) -m bench.target_rotation
 	$(PY) -m bench.revocation_flow
+	$(PY) -m bench.inventory
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache

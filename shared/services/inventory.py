@@ -108,7 +108,7 @@ class Inventory:
             return
         self.seen.add(key)
         after = managed_policy(item, self.reserved)
-        if after is not None:
+        if after is not None and not self.taken:  # the first sweep takes them all; later ones the changes
             self.policies[key] = (item.name, after)
         before, since = _row(self.rows.get(key))
         if after != before:
