@@ -612,7 +612,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     ),
     "revocations_get": Endpoint(
         "revocations/{id}", "GET", "revocations", "One revocation request", ok={200: Revocation},
-        roles=REVOCATION_READERS, query=revocations.NoParams, errors=(404,),
+        roles=REVOCATION_READERS, query=revocations.NoParams, errors=(404, 409),
+        notes={409: "The stored request failed its seal (problem type state-tampered): never acted on."},
     ),
     "revocations_approve": Endpoint(
         "revocations/{id}/approve", "POST", "revocations", "Approve a pending request (never one's own)",

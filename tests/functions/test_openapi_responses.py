@@ -390,6 +390,7 @@ def decommission(client: Client, world: World) -> None:
     ("revocations_list", 200, JSON),
     ("revocations_get", 200, JSON),
     ("revocations_get", 404, PROBLEM),
+    ("revocations_get", 409, PROBLEM),
     ("revocations_approve", 200, JSON),
     ("revocations_approve", 404, PROBLEM),
     ("revocations_approve", 409, PROBLEM),
@@ -442,6 +443,15 @@ def revocations(client: Client, world: World) -> None:
     client("revocations_review", route=missing, body={"comment": "x"}, who=APPROVER, expect=404)
     listed = client("revocations_list", params={"limit": "2"}, who=READER, expect=200)
     assert len(listed["items"]) == 2 and listed["continuation"]
+    # A row a storage writer rewrote fails its seal: 409 with its own problem type.
+    stored = world.state_rows.get("revocation", third["id"])
+    assert stored is not None
+    world.state_rows.replace("revocation", third["id"], {**stored.state, "status": "approved"}, stored.etag)
+    tampered = client("revocations_get", route=third, who=READER, expect=409)
+    assert (
+        tampered["type"] == "urn:secret-lifecycle:problem:state-tampered"
+        and tampered["check"] == "mac mismatch"
+    )
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
