@@ -176,6 +176,33 @@ def cause(action: Action, details: Mapping[str, Any], *, actor: Actor = SYSTEM_A
     }
 
 
+def caused(
+    rule: str,
+    identity: tuple[str, ...],
+    *,
+    time: datetime,
+    secret_name: str | None,
+    summary: str,
+    action: Action,
+    facts: Mapping[str, Any],
+    actor: Actor = SYSTEM_ACTOR,
+    facts_shown: bool = True,
+) -> StoredFinding:
+    """A finding with its cause record (``action`` by ``actor`` with ``facts``): its id derived from the rule
+    and ``identity`` (the same facts always make the same finding: reported once). ``facts_shown``: the
+    facts are also in the finding's own details (unless too large to be there twice)."""
+    fid = finding_id(rule, *identity)
+    shown = dict(facts) if facts_shown else {}
+    details = {"finding_id": fid, "rule": rule, "summary": summary, "actors": [], **shown}
+    return StoredFinding(
+        id=fid,
+        rule=rule,
+        time=time,
+        secret_name=secret_name,
+        details={**details, "cause": cause(action, facts, actor=actor)},
+    )
+
+
 def raise_finding(peers: FindingPeers, finding: StoredFinding, correlation_id: str | None = None) -> bool:
     """Report a finding once: claimed, audited (its cause record and SUSPICIOUS_ACTIVITY, in one append),
     notified. Returns False when it was claimed before (its reporter, or the next scan, finishes it).
@@ -266,7 +293,8 @@ class TamperAlarm:
         self._reported: OrderedDict[str, None] = OrderedDict()
 
     def __call__(self, err: StateTampered) -> None:
-        fid = finding_id(STATE_TAMPERED_RULE, err.table, err.partition, err.key, err.fingerprint)
+        identity = (err.table, err.partition, err.key, err.fingerprint)
+        fid = finding_id(STATE_TAMPERED_RULE, *identity)
         with self._lock:
             if fid in self._reported:
                 return
@@ -279,19 +307,11 @@ class TamperAlarm:
         try:
             peers = self._peers()
             where = {"table": err.table, "partition": err.partition, "key": err.key[:200], "check": err.check}
-            finding = StoredFinding(
-                id=fid,
-                rule=STATE_TAMPERED_RULE,
-                time=peers.clock.now(),
-                details={
-                    "finding_id": fid,
-                    "rule": STATE_TAMPERED_RULE,
-                    "summary": f"stored state {err.table}/{err.partition}/{err.key[:140]}: {err.check}",
-                    **where,
-                    "actors": [],
-                    "cause": cause(Action.STATE_TAMPERED, where),
-                },
-            )
+            finding = caused(
+                STATE_TAMPERED_RULE, identity, time=peers.clock.now(), secret_name=None,
+                summary=f"stored state {err.table}/{err.partition}/{err.key[:140]}: {err.check}",
+                action=Action.STATE_TAMPERED, facts=where,
+            )  # fmt: skip
             raise_finding(peers, finding)
             with self._lock:
                 self._reported[fid] = None

@@ -38,13 +38,12 @@ from shared.domain.audit import (
     parse_time,
 )
 from shared.domain.errors import Conflict, DomainError, NotFound
-from shared.domain.findings import StoredFinding
 from shared.domain.policy import POLICY_TAGS, PolicyError, RotationPolicy
 from shared.domain.secrets import SecretItem
 from shared.domain.state import StateWrite, Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import AuditReader, MacKeyRing, StateStore
-from shared.services.findings import FindingPeers, cause, finding_id, raise_finding
+from shared.services.findings import FindingPeers, caused, raise_finding
 
 logger = logging.getLogger(__name__)
 
@@ -306,23 +305,14 @@ def _changed_outside(peers: FindingPeers, change: Change, cid: str | None) -> No
     before = _shown(change.before or {})
     after = _shown(change.after or {})
     digest = hashlib.sha256(json.dumps([before, after], sort_keys=True).encode()).hexdigest()[:32]
-    fid = finding_id(RULE, change.name.lower(), digest)
     if change.after is None:
         what = "was deleted outside the API" if change.gone else "left management by tag"
     else:
         what = "had its policy changed outside the API"
     facts = {"before": before, "after": after, "outside_api": True, "gone": change.gone}
-    finding = StoredFinding(
-        id=fid,
-        rule=RULE,
-        time=peers.clock.now(),
-        secret_name=change.name,
-        details={
-            "finding_id": fid,
-            "rule": RULE,
-            "summary": f"{change.name} {what}",
-            "actors": [],
-            "cause": cause(Action.POLICY_CHANGED, facts, actor=UNKNOWN_ACTOR),
-        },
-    )
+    finding = caused(
+        RULE, (change.name.lower(), digest), time=peers.clock.now(), secret_name=change.name,
+        summary=f"{change.name} {what}", action=Action.POLICY_CHANGED, facts=facts, actor=UNKNOWN_ACTOR,
+        facts_shown=False,  # the old and new tags are on the cause record: twice would not fit 4 KiB
+    )  # fmt: skip
     raise_finding(peers, finding, cid)

@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 
 from shared.domain.audit import Action, format_time, parse_time
 from shared.domain.errors import DomainError
-from shared.domain.findings import StoredFinding
 from shared.domain.state import Versioned, lease_runs
-from shared.services.findings import FindingPeers, cause, finding_id, raise_finding
+from shared.services.findings import FindingPeers, caused, raise_finding
 from shared.services.rotation import IDLE, LEASE, Progress
 from shared.services.sweep import DueSecret
 
@@ -75,10 +74,6 @@ def _reason(stored: Versioned | None, held: datetime | None) -> str:
     return "not rotated since it became due"
 
 
-def stall_id(name: str, created: datetime) -> str:
-    return finding_id(RULE, name.lower(), format_time(created))
-
-
 def report_stalls(
     peers: FindingPeers,
     due: Sequence[DueSecret],
@@ -100,21 +95,11 @@ def report_stalls(
             "version_created": format_time(found.created),
             "reason": found.reason,
         }
-        fid = stall_id(found.name, found.created)
-        finding = StoredFinding(
-            id=fid,
-            rule=RULE,
-            time=now,
-            secret_name=found.name,
-            details={
-                "finding_id": fid,
-                "rule": RULE,
-                "summary": f"{found.name} is due since {facts['due_since']} and not rotated: {found.reason}",
-                "actors": [],
-                **facts,
-                "cause": cause(Action.ROTATION_STALLED, facts),
-            },
-        )
+        summary = f"{found.name} is due since {facts['due_since']} and not rotated: {found.reason}"
+        finding = caused(
+            RULE, (found.name.lower(), format_time(found.created)), time=now, secret_name=found.name,
+            summary=summary, action=Action.ROTATION_STALLED, facts=facts,
+        )  # fmt: skip
         try:
             if raise_finding(peers, finding, correlation_id):
                 reported.append(found)
