@@ -174,6 +174,11 @@ class AuditReader(Protocol):
         """Raw contents of one chain, or of all chains (the digest chain excluded)."""
         ...
 
+    def read_head(self, chain: str) -> ChainHead | None:
+        """One chain's head (None: no head row, or one that cannot be read). Raises
+        DependencyUnavailable."""
+        ...
+
     def read_heads(self) -> dict[str, ChainHead]:
         """The head (newest sequence number and MAC) of every chain, the digest chain excluded. A head
         row that cannot be read is left out (to the digest writer, that chain has no head)."""

@@ -152,6 +152,9 @@ class InMemoryAuditLog:
             if chain is None or name == chain
         }
 
+    def read_head(self, chain: str) -> ChainHead | None:
+        return self.heads.get(chain)
+
     def read_heads(self) -> dict[str, ChainHead]:
         return dict(self.heads)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -71,6 +73,10 @@ class KeyVaultProbe:
 
 
 AUDIT_KEY_SECRET = "audit-hmac-key"
+#: A Key Vault version id: what a key id is.
+_KEY_ID = re.compile(r"[0-9a-fA-F]{32}")
+#: How many key ids found missing a key ring remembers (each spares a vault call when met again).
+_MISSING_REMEMBERED = 256
 _KEY_TAGS = {"purpose": "audit-hmac-key", "created-by": "secret-lifecycle"}
 
 
@@ -88,7 +94,8 @@ class KeyVaultMacKeyRing:
         self._ttl_s = ttl_s
         self._current: tuple[str, bytes] | None = None
         self._current_at = 0.0
-        self._by_id: dict[str, bytes | None] = {}
+        self._by_id: dict[str, bytes] = {}
+        self._missing: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def current(self) -> tuple[str, bytes]:
@@ -114,11 +121,15 @@ class KeyVaultMacKeyRing:
             return self._current
 
     def get(self, key_id: str) -> bytes | None:
+        # A key id comes from a row anyone who can write storage wrote: only a Key Vault version id (32
+        # hex digits) is ever looked up, and ids found missing are remembered only so many.
+        if not _KEY_ID.fullmatch(key_id):
+            return None
         with self._lock:
             if key_id in self._by_id:
                 return self._by_id[key_id]
-        if not key_id or not all(c in "0123456789abcdefABCDEF" for c in key_id):
-            return None
+            if key_id in self._missing:
+                return None
         try:
             secret = self._client.get_secret(self._name, key_id)
             key: bytes | None = base64.b64decode(secret.value) if secret.value else None
@@ -127,7 +138,12 @@ class KeyVaultMacKeyRing:
         except AzureError as err:
             raise translate(DEPENDENCY, err) from err
         with self._lock:
-            self._by_id[key_id] = key
+            if key is None:
+                self._missing[key_id] = None
+                while len(self._missing) > _MISSING_REMEMBERED:
+                    self._missing.popitem(last=False)
+            else:
+                self._by_id[key_id] = key
         return key
 
 

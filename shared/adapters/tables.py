@@ -508,6 +508,12 @@ class TableAuditLog(_Table):
             for name, rows in records.items()
         }
 
+    def read_head(self, chain: str) -> ChainHead | None:
+        try:
+            return self._head_row(chain)[0]
+        except AzureError as err:
+            raise _unavailable(err) from err
+
     def read_heads(self) -> dict[str, ChainHead]:
         entities = self._query(
             "RowKey eq @head and PartitionKey ne @digest", {"head": HEAD_ROW, "digest": DIGEST_CHAIN}

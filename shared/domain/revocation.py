@@ -193,9 +193,10 @@ class Revocation:
         return dataclasses.replace(self, status=Status.CANCELLED, cancellation=Decision(by, at))
 
     def expire(self, at: datetime) -> Revocation:
-        """``expired`` once its TTL ran out while pending or approved (not yet executing). Raises
+        """``expired`` once its TTL ran out while pending or approved (not yet executing). A break-glass
+        never expires: it is approved when made, and executed as soon as it can be. Raises
         InvalidTransition otherwise."""
-        if self.status not in (Status.PENDING, Status.APPROVED) or at < self.expires_at:
+        if self.status not in (Status.PENDING, Status.APPROVED) or at < self.expires_at or self.break_glass:
             raise InvalidTransition(f"revocation {self.id} is {self.status.value}: it does not expire now")
         return dataclasses.replace(self, status=Status.EXPIRED)
 
@@ -206,7 +207,7 @@ class Revocation:
             raise AlreadyExecuted(self)
         if self.status != Status.APPROVED:
             raise InvalidTransition(f"revocation {self.id} is {self.status.value}: it cannot be executed")
-        if at >= self.expires_at:
+        if at >= self.expires_at and not self.break_glass:
             raise InvalidTransition(f"revocation {self.id} expired at {format_time(self.expires_at)}")
         return dataclasses.replace(self, status=Status.EXECUTING, executed_by=by, executed_at=at)
 

@@ -15,7 +15,6 @@ import uuid
 import azure.functions as func
 
 from shared.bootstrap import get_container
-from shared.domain.rotation import RotationRequest
 from shared.entrypoints.http import correlation_id
 from shared.services import rotation, sealed_queue, sweep_run
 
@@ -41,14 +40,10 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
 @bp.function_name("rotate_secret")
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="SECRETS_STORAGE")
 def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
-    try:
-        request = RotationRequest.from_json(msg.get_body().decode("utf-8", errors="replace"))
-    except ValueError as err:
-        logger.error("rotation request %s dropped: %s", msg.id, err)  # malformed: retrying cannot help
-        return
     container = get_container()
-    if not sealed_queue.accepted(request, container.key_ring, QUEUE, container.tamper_alarm):
-        return  # not the service's: reported, never acted on
+    request = sealed_queue.receive(msg.get_body(), QUEUE, container.key_ring, container.tamper_alarm)
+    if request is None:
+        return  # not the service's (malformed, unsealed, edited): reported, never acted on
     outcome = rotation.rotate_requested(
         request,
         container.secret_store,
@@ -65,12 +60,9 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
 @bp.function_name("rotation_gave_up")
 @bp.queue_trigger(arg_name="msg", queue_name=f"{QUEUE}-poison", connection="SECRETS_STORAGE")
 def rotation_gave_up(msg: func.QueueMessage) -> None:
-    try:
-        request = RotationRequest.from_json(msg.get_body().decode("utf-8", errors="replace"))
-    except ValueError as err:
-        logger.error("poisoned rotation request %s is malformed: %s", msg.id, err)
-        return
     container = get_container()
-    if not sealed_queue.accepted(request, container.key_ring, f"{QUEUE}-poison", container.tamper_alarm):
+    poison = f"{QUEUE}-poison"
+    request = sealed_queue.receive(msg.get_body(), poison, container.key_ring, container.tamper_alarm)
+    if request is None:
         return
     rotation.gave_up(request, container.audit_trail, MAX_DEQUEUE_COUNT, container.state_store)

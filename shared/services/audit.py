@@ -18,6 +18,7 @@ from shared.domain.audit import (
     SYSTEM_ACTOR,
     Action,
     Actor,
+    AuditError,
     AuditEvent,
     AuditQuery,
     AuditRecord,
@@ -91,7 +92,16 @@ class AuditTrail:
         self.vault = vault
 
     def event(self, action: Action, **fields: Unpack[EventFields]) -> AuditEvent:
-        """An event of this vault, timed now by the trail's clock."""
+        """An event of this vault, timed now by the trail's clock. Raises AuditUnavailable for details the
+        audit refuses (too large, a key that would hold a value): such a record is not written, and a
+        fail-closed caller sees that one way, never an unexpected error."""
+        try:
+            return self._event(action, **fields)
+        except AuditError as err:
+            logger.error("%s record refused: %s", action.value, err)
+            raise AuditUnavailable("audit_store", f"record not written ({err})") from err
+
+    def _event(self, action: Action, **fields: Unpack[EventFields]) -> AuditEvent:
         return AuditEvent(
             action=action,
             vault=self.vault,

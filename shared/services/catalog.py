@@ -545,12 +545,13 @@ def plan_rotation(
         due_now=now >= due,
         rotator=policy.rotator.value,
     )
+    if now >= due:  # a lease held too long is a stall too: said whatever else the plan says
+        stalled = stall(DueSecret(current.name, current.created, due), stored, now, stall_after)
+        if stalled is not None:
+            plan["stalled"] = {"since": format_time(stalled.since), "reason": stalled.reason}
     if in_flight:
         return {**plan, "reason": "a rotation or rollback is in progress"}
     if now >= due:
-        stalled = stall(DueSecret(current.name, current.created, due), stored, now, stall_after)
-        if stalled is not None:
-            plan["stalled"] = {"since": format_time(due + stall_after), "reason": stalled.reason}
         return {**plan, "would_rotate": True, "reason": _due_reason(current, policy, now).value}
     if force:
         return {**plan, "would_rotate": True, "reason": "forced"}
@@ -608,7 +609,7 @@ def request_rotation(
             try:
                 requests.send([request])
             except DomainError:
-                unregister_request(states, name, request.rotation_id)
+                unregister_request(states, trail, name, request.rotation_id, correlation_id)
                 raise
     except DomainError as err:
         _failed(trail, Action.ROTATION_REQUESTED, err, details, {**fields, "version": current.version})
@@ -710,7 +711,7 @@ def _stalled(
         return None
     due = DueSecret(current.name, current.created, parse_time(view["next_due"]))
     found = stall(due, stored, now, after)
-    return None if found is None else {"since": format_time(found.due_at + after), "reason": found.reason}
+    return None if found is None else {"since": format_time(found.since), "reason": found.reason}
 
 
 def _progress_row(states: StateStore, name: str) -> Versioned | None:

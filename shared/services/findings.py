@@ -31,6 +31,7 @@ from shared.domain.audit import (
     ActorType,
     AuditEvent,
     Result,
+    clip,
     format_time,
     parse_time,
 )
@@ -193,7 +194,7 @@ def caused(
     facts are also in the finding's own details (unless too large to be there twice)."""
     fid = finding_id(rule, *identity)
     shown = dict(facts) if facts_shown else {}
-    details = {"finding_id": fid, "rule": rule, "summary": summary, "actors": [], **shown}
+    details = {"finding_id": fid, "rule": rule, "summary": clip(summary, 500), "actors": [], **shown}
     return StoredFinding(
         id=fid,
         rule=rule,
@@ -275,6 +276,11 @@ def notification(finding: StoredFinding, vault: str, now: datetime) -> Notificat
     )
 
 
+def printable(text: str) -> str:
+    """``text`` with everything but printable ASCII replaced by ``?``."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text)
+
+
 #: How many tamperings an alarm remembers having reported (each one store call fewer when met again).
 _REMEMBERED = 1024
 
@@ -306,10 +312,18 @@ class TamperAlarm:
         self._local.busy = True
         try:
             peers = self._peers()
-            where = {"table": err.table, "partition": err.partition, "key": err.key[:200], "check": err.check}
+            # Keys are storage's: any text up to 1 KiB. Named in printable ASCII, cut: a record's details
+            # must fit their 4 KiB whatever a storage writer chose.
+            key = printable(err.key)[:200]
+            where = {
+                "table": err.table,
+                "partition": printable(err.partition)[:100],
+                "key": key,
+                "check": err.check,
+            }
             finding = caused(
                 STATE_TAMPERED_RULE, identity, time=peers.clock.now(), secret_name=None,
-                summary=f"stored state {err.table}/{err.partition}/{err.key[:140]}: {err.check}",
+                summary=f"stored state {err.table}/{where['partition']}/{key[:140]}: {err.check}",
                 action=Action.STATE_TAMPERED, facts=where,
             )  # fmt: skip
             raise_finding(peers, finding)

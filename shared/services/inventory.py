@@ -71,14 +71,17 @@ def managed_policy(item: SecretItem, reserved: Collection[str]) -> dict[str, str
 
 @dataclass(frozen=True)
 class Change:
-    """A difference between the vault and the inventory. ``before`` None: not in the inventory (entered);
-    ``after`` None: not managed any more (``gone``: not even listed)."""
+    """A difference between the vault and the inventory. ``before`` None: not managed per the inventory
+    (entered; ``left`` holds the policy it had when it left, for a secret that comes back); ``after``
+    None: not managed any more (``gone``: not even listed). ``since``: when the inventory last changed for
+    it (or was taken): what bears the change out is on record after that."""
 
     name: str
     before: Mapping[str, str] | None
     after: Mapping[str, str] | None
     since: datetime | None = None
     gone: bool = False
+    left: Mapping[str, str] | None = None
 
 
 @dataclass
@@ -101,6 +104,18 @@ class Inventory:
         stored = self.rows.get(TAKEN)
         return stored is not None and stored.tampered is None
 
+    @property
+    def taken_at(self) -> datetime | None:
+        return _time(self.rows.get(TAKEN))
+
+    @property
+    def missing(self) -> int:
+        """How many rows the ``~taken`` row counts that are not there (deleted by a storage writer: a seal
+        cannot show a row that is gone, the count does)."""
+        stored = self.rows.get(TAKEN)
+        counted = stored.state.get("rows") if stored is not None and stored.tampered is None else None
+        return max(0, counted - (len(self.rows) - 1)) if isinstance(counted, int) else 0
+
     def observe(self, item: SecretItem) -> None:
         key = item.name.lower()
         if key in self.seen or key == TAKEN:
@@ -109,9 +124,11 @@ class Inventory:
         after = managed_policy(item, self.reserved)
         if after is not None and not self.taken:  # the first sweep takes them all; later ones the changes
             self.policies[key] = (item.name, after)
-        before, since = _row(self.rows.get(key))
+        stored = self.rows.get(key)
+        before, left = _policies(stored)
         if after != before:
-            self.changes.append(Change(item.name, before, after, since))
+            since = _time(stored) or self.taken_at
+            self.changes.append(Change(item.name, before, after, since, left=left))
 
     def gone(self) -> list[Change]:
         """Secrets in the inventory the listing did not show (deleted)."""
@@ -119,23 +136,34 @@ class Inventory:
         for key, stored in self.rows.items():
             if key == TAKEN or key in self.seen:
                 continue
-            before, since = _row(stored)
+            before, _ = _policies(stored)
             if before is not None:
-                found.append(Change(str(stored.state.get("name") or key), before, None, since, gone=True))
+                name = str(stored.state.get("name") or key)
+                found.append(Change(name, before, None, _time(stored), gone=True))
         return found
 
 
-def _row(stored: Versioned | None) -> tuple[dict[str, str] | None, datetime | None]:
+def _policies(stored: Versioned | None) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """(the policy of a managed secret's row, the policy a row kept when its secret left management)."""
     if stored is None or stored.tampered is not None:
         return None, None
     try:
         policy = json.loads(str(stored.state.get("policy") or "null"))
-        since = parse_time(str(stored.state["at"]))
-    except (KeyError, ValueError):
+    except ValueError:
         return None, None
     if not isinstance(policy, dict):
         return None, None
-    return {str(k): str(v) for k, v in policy.items()}, since
+    tags = {str(k): str(v) for k, v in policy.items()}
+    return (None, tags) if stored.state.get("left") is True else (tags, None)
+
+
+def _time(stored: Versioned | None) -> datetime | None:
+    if stored is None or stored.tampered is not None:
+        return None
+    try:
+        return parse_time(str(stored.state["at"]))
+    except (KeyError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -169,6 +197,9 @@ def reconcile(
     if not inventory.taken:
         _take(peers, inventory, report, correlation_id)
         return report
+    if inventory.missing and peers.report_missing is not None:
+        peers.report_missing(PARTITION, f"{TAKEN}:rows")  # rows deleted: their secrets count as new below
+    created = 0
     for change in [*inventory.changes, *inventory.gone()]:
         try:
             if _by_api(peers, change):
@@ -186,11 +217,25 @@ def reconcile(
             else:
                 _changed_outside(peers.findings, change, correlation_id)
                 report.changed.append(change.name)
-            _write(peers.states, inventory, change, peers.findings.clock.now())
+            created += _write(peers.states, inventory, change, peers.findings.clock.now())
         except DomainError as err:
             logger.error("inventory of %s not reconciled: %s", change.name, err)
             report.failures.append(f"{change.name}: {type(err).__name__}")
+    _count(peers.states, inventory, created)
     return report
+
+
+def _count(states: StateStore, inventory: Inventory, created: int) -> None:
+    """Keep the ``~taken`` row's count of rows (rows are never deleted: a secret that leaves keeps its
+    row, marked ``left``), so a row a storage writer deletes is seen by the next sweep."""
+    stored = inventory.rows[TAKEN]
+    rows = len(inventory.rows) - 1 + created
+    if stored.state.get("rows") == rows:
+        return
+    try:
+        states.replace(PARTITION, TAKEN, {**stored.state, "rows": rows}, stored.etag)
+    except (Conflict, NotFound):
+        logger.info("the inventory's count changed meanwhile: the next sweep counts again")
 
 
 def _take(peers: InventoryPeers, inventory: Inventory, report: InventoryReport, cid: str | None) -> None:
@@ -208,7 +253,8 @@ def _take(peers: InventoryPeers, inventory: Inventory, report: InventoryReport, 
         StateWrite(key, _state(name, policy, now), _etag(inventory.rows.get(key)))
         for key, (name, policy) in sorted(inventory.policies.items())
     ]
-    writes.append(StateWrite(TAKEN, {"at": format_time(now)}, _etag(inventory.rows.get(TAKEN))))
+    taken = {"at": format_time(now), "rows": len(writes)}
+    writes.append(StateWrite(TAKEN, taken, _etag(inventory.rows.get(TAKEN))))
     for start in range(0, len(writes), _MAX_BATCH):
         peers.states.commit(PARTITION, writes[start : start + _MAX_BATCH])
     report.taken = len(inventory.policies)
@@ -223,24 +269,28 @@ def _etag(stored: Versioned | None) -> str | None:
     return None if stored is None else stored.etag
 
 
-def _state(name: str, policy: Mapping[str, str], at: datetime) -> dict[str, Any]:
+def _state(name: str, policy: Mapping[str, str], at: datetime, *, left: bool = False) -> dict[str, Any]:
     return {"name": name, "policy": json.dumps(dict(sorted(policy.items())), separators=(",", ":")),
-            "at": format_time(at)}  # fmt: skip
+            "at": format_time(at), "left": left or None}  # fmt: skip
 
 
-def _write(states: StateStore, inventory: Inventory, change: Change, now: datetime) -> None:
+def _write(states: StateStore, inventory: Inventory, change: Change, now: datetime) -> int:
+    """The change into its row: a secret that left keeps its row (``left``, with the policy it had).
+    Returns the rows created (0 or 1)."""
     key = change.name.lower()
     stored = inventory.rows.get(key)
+    if change.after is None:
+        state = _state(change.name, change.before or {}, now, left=True)
+    else:
+        state = _state(change.name, change.after, now)
     try:
-        if change.after is None:
-            if stored is not None:
-                states.delete(PARTITION, key, stored.etag)
-        elif stored is None:
-            states.create(PARTITION, key, _state(change.name, change.after, now))
-        else:
-            states.replace(PARTITION, key, _state(change.name, change.after, now), stored.etag)
+        if stored is None:
+            states.create(PARTITION, key, state)
+            return 1
+        states.replace(PARTITION, key, state, stored.etag)
     except (Conflict, NotFound):
         logger.info("inventory row of %s changed meanwhile: the next sweep compares again", change.name)
+    return 0
 
 
 def _records(peers: InventoryPeers, query: AuditQuery, *, taken: bool = False) -> list[AuditEvent]:
@@ -265,12 +315,20 @@ _API_ACTIONS = (
 
 
 def _by_api(peers: InventoryPeers, change: Change) -> bool:
-    """Whether an authentic record of the API (a caller's, not an unknown actor's) bears the change out:
-    the policy it set is the one found, or it deleted or recovered the secret."""
-    since = None if change.since is None else change.since - _SKEW  # the secret's chain since its last row
+    """Whether an authentic record of the API (a caller's, not an unknown actor's), written since the
+    inventory last changed for the secret, bears the change out: the policy it set is the one found, it
+    deleted the secret, or it recovered it as it was when it left. An intent followed by its failure
+    (same action and correlation) bears nothing out; one without (its success not written) does."""
+    since = None if change.since is None else change.since - _SKEW
     query = AuditQuery(vault=peers.findings.trail.vault, secret_name=change.name, since=since)
-    for event in _records(peers, query):
-        if event.action not in _API_ACTIONS or event.actor.type in (ActorType.UNKNOWN, ActorType.SYSTEM):
+    events = [
+        e
+        for e in _records(peers, query)
+        if e.action in _API_ACTIONS and e.actor.type not in (ActorType.UNKNOWN, ActorType.SYSTEM)
+    ]
+    failed = {(e.action, e.correlation_id) for e in events if e.result == Result.FAILURE}
+    for event in events:
+        if event.result == Result.INTENT and (event.action, event.correlation_id) in failed:
             continue
         if event.result not in (Result.INTENT, Result.SUCCESS):
             continue
@@ -279,7 +337,9 @@ def _by_api(peers: InventoryPeers, change: Change) -> bool:
                 return True
             continue
         if event.action == Action.SECRET_RECOVERED:
-            return True
+            if change.left is not None and dict(change.left) == dict(change.after):
+                return True
+            continue
         recorded = event.details.get("policy")
         if isinstance(recorded, Mapping) and recorded == _policy_fields(change.after):
             return True

@@ -31,8 +31,12 @@ from shared.domain.audit import (
     Actor,
     AuditEvent,
     AuditQuery,
+    ChainHead,
     Result,
+    StoredAuditRow,
     authentic_event,
+    chain_of,
+    clip,
     format_time,
 )
 from shared.domain.errors import (
@@ -62,7 +66,7 @@ from shared.domain.revocation import (
 )
 from shared.domain.revocation import Result as Outcome
 from shared.domain.secrets import InvalidSecret, validate_name
-from shared.domain.state import Versioned
+from shared.domain.state import StateTampered, Versioned
 from shared.domain.targets import TargetRefused, is_reserved
 from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services import rotation
@@ -174,13 +178,14 @@ def list_all(peers: Services, *, status: Status | None = None, secret_name: str 
     """Every request (newest first, filtered) and every one that cannot be shown, tampered or missing;
     a missing one is reported (``report_missing``: a record and a finding, once). Raises
     DependencyUnavailable."""
+    recorded = _recorded(peers)  # before the rows: a request made in between is in both, never missing
     rows = peers.states.list(PARTITION)
     unreadable = [
         {"id": key, "secret_name": None, "problem": f"tampered: {stored.tampered}"}
         for key, stored in sorted(rows.items())
         if stored.tampered is not None and secret_name is None
     ]
-    for key, name in sorted(_missing(peers, rows).items()):
+    for key, name in sorted(_missing(peers, recorded, rows).items()):
         if secret_name is None or name.lower() == secret_name.lower():
             unreadable.append(
                 {"id": key, "secret_name": name, "problem": "missing: on record, its row is gone"}
@@ -188,21 +193,31 @@ def list_all(peers: Services, *, status: Status | None = None, secret_name: str 
     return Listing(_listed(rows, status=status, secret_name=secret_name), unreadable)
 
 
-def _missing(peers: Services, rows: Mapping[str, Versioned]) -> dict[str, str]:
-    """Requests the audit trail holds (authentic REQUESTED or BREAK_GLASS successes, within
-    ``MISSING_WINDOW``) whose row is gone, id → secret name; each reported."""
+def _recorded(peers: Services) -> dict[str, str]:
+    """The requests the audit trail holds (authentic REQUESTED or BREAK_GLASS successes, within
+    ``MISSING_WINDOW``): id → secret name. Read before the rows they are compared with."""
     if peers.reader is None or peers.keys is None:
         return {}
     since = peers.clock.now() - MISSING_WINDOW
-    missing: dict[str, str] = {}
+    recorded: dict[str, str] = {}
     for action in (Action.REVOCATION_REQUESTED, Action.BREAK_GLASS):
         for event in _authentic(peers, AuditQuery(vault=peers.trail.vault, action=action, since=since)):
             rid = str(event.details.get("revocation_id", ""))
-            if event.result == Result.SUCCESS and REVOCATION_ID.fullmatch(rid) and rid not in rows:
-                missing[rid] = event.secret_name or ""
+            if event.result == Result.SUCCESS and REVOCATION_ID.fullmatch(rid):
+                recorded[rid] = event.secret_name or ""
+    return recorded
+
+
+def _missing(peers: Services, recorded: Mapping[str, str], rows: Mapping[str, Versioned]) -> dict[str, str]:
+    """The recorded requests whose row is gone, id → secret name; each reported (best effort: the alarm
+    never fails the caller)."""
+    missing = {rid: name for rid, name in recorded.items() if rid not in rows}
     for rid in missing:
         if peers.report_missing is not None:
-            peers.report_missing(PARTITION, rid)
+            try:
+                peers.report_missing(PARTITION, rid)
+            except Exception:
+                logger.exception("revocation %s on record without a row could not be reported", rid)
     return missing
 
 
@@ -282,7 +297,7 @@ def request(
     action = Action.BREAK_GLASS if new.break_glass else Action.REVOCATION_REQUESTED
     _changed(
         peers, revocation, action, actor, correlation_id, lambda: _create(peers.states, revocation),
-        extra={"justification": revocation.justification[:300], **_terms(revocation)},
+        extra={"justification": clip(revocation.justification, 1200), **_terms(revocation)},
     )  # fmt: skip
     if new.break_glass:
         try:
@@ -322,7 +337,7 @@ def approve(
     expired, a second approval by the same person), Conflict (a concurrent change won), AuditUnavailable."""
     return _decide(
         peers, revocation_id, actor, Action.REVOCATION_APPROVED, correlation_id,
-        lambda r, now: r.approve(actor.id, now, comment), extra={"comment": (comment or "")[:500]},
+        lambda r, now: r.approve(actor.id, now, comment), extra={"comment": clip(comment or "", 1500)},
     )  # fmt: skip
 
 
@@ -332,7 +347,7 @@ def reject(
     """Rejected. Raises NotFound, NotPermitted, InvalidTransition, Conflict, AuditUnavailable."""
     return _decide(
         peers, revocation_id, actor, Action.REVOCATION_REJECTED, correlation_id,
-        lambda r, now: r.reject(actor.id, now, comment), extra={"comment": comment[:500]},
+        lambda r, now: r.reject(actor.id, now, comment), extra={"comment": clip(comment, 1500)},
     )  # fmt: skip
 
 
@@ -354,7 +369,7 @@ def review(
     AuditUnavailable."""
     return _decide(
         peers, revocation_id, actor, Action.REVIEWED, correlation_id,
-        lambda r, now: r.reviewed(actor.id, now, comment), extra={"comment": comment[:500]},
+        lambda r, now: r.reviewed(actor.id, now, comment), extra={"comment": clip(comment, 1500)},
     )  # fmt: skip
 
 
@@ -414,7 +429,7 @@ def _denied(
         secret_name=revocation.secret_name,
         actor=actor,
         correlation_id=correlation_id,
-        details={"revocation_id": revocation.id, "rule": type(err).__name__, "reason": str(err)[:300]},
+        details={"revocation_id": revocation.id, "rule": type(err).__name__, "reason": clip(str(err), 600)},
     )
 
 
@@ -472,6 +487,28 @@ def _terms(revocation: Revocation) -> dict[str, Any]:
     }
 
 
+#: Versions (disabled, or not) an outcome record lists; more are counted, and the record says it is partial.
+_RESULT_VERSIONS = 20
+
+
+def _recorded_result(result: Outcome) -> dict[str, Any]:
+    """What a REVOKED outcome record says of the result: all of it when it is small, else the first
+    versions, the counts and ``complete: false`` (an execution that finds such a record runs again rather
+    than close the request with a partial result)."""
+    full = result.to_dict()
+    disabled, errors = list(result.disabled_versions), dict(result.errors)
+    if len(disabled) <= _RESULT_VERSIONS and len(errors) <= _RESULT_VERSIONS:
+        return full
+    return {
+        **full,
+        "disabled_versions": disabled[:_RESULT_VERSIONS],
+        "errors": dict(list(errors.items())[:_RESULT_VERSIONS]),
+        "disabled_count": len(disabled),
+        "error_count": len(errors),
+        "complete": False,
+    }
+
+
 def _details(revocation: Revocation) -> dict[str, Any]:
     """What a record says about a request (its justification is on the request's first record)."""
     return {
@@ -496,14 +533,20 @@ def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tup
     now = peers.clock.now()
     expired: list[str] = []
     finished: list[str] = []
-    rows = peers.states.list(PARTITION)
     try:
-        _missing(peers, rows)
-    except DomainError:  # reported by the next run; expiry goes on
+        recorded = _recorded(peers)  # before the rows: a request made in between is in both
+    except DomainError:  # looked for by the next run; expiry goes on
         logger.exception("revocations on record without a row could not be looked for")
+        recorded = {}
+    rows = peers.states.list(PARTITION)
+    _missing(peers, recorded, rows)
     for revocation in _listed(rows):
         try:
-            if revocation.status in (Status.PENDING, Status.APPROVED) and now >= revocation.expires_at:
+            if revocation.status == Status.APPROVED and revocation.break_glass:
+                # A break-glass that could not run at once (another write held the secret): run it now.
+                execute(peers, revocation.id, SYSTEM_ACTOR, correlation_id=correlation_id)
+                finished.append(revocation.id)
+            elif revocation.status in (Status.PENDING, Status.APPROVED) and now >= revocation.expires_at:
                 _decide(
                     peers, revocation.id, SYSTEM_ACTOR, Action.REVOCATION_EXPIRED, correlation_id,
                     lambda r, at: r.expire(at),
@@ -567,7 +610,7 @@ def execute(
     )
     result = _revoke(peers, executing)
     finished = executing.finish(result, peers.clock.now())
-    fields["details"] = {**_details(finished), "result": result.to_dict()}
+    fields["details"] = {**_details(finished), "result": _recorded_result(result)}
     change = f"revocation {finished.id} disabled {len(result.disabled_versions)} version(s)"
     # The outcome is on record and announced before the request closes: a crash in between leaves it
     # executing, and the retry (whose disabling finds nothing left to do) records and announces it again
@@ -587,42 +630,62 @@ def execute(
 
 def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
     """Refuse to execute a request the audit trail does not bear out. The row is storage (sealed, yet an
-    old authentic row can be put back); the records carry MACs only the service can make, so they decide:
+    old authentic row can be put back); the records carry MACs only the service can make, so they decide.
+    The secret's chain from the request on is read in one query, and must be whole: every record
+    authentic, each linked to the one before, up to the chain's head (a record deleted from the middle,
+    a cancellation say, is a refusal, not a forgotten cancellation). Then it must hold:
 
-    - its REQUESTED record (BREAK_GLASS for a break-glass) with the digest of exactly these terms (secret,
-      versions, severity, approvals, replace, requester, TTL): the versions disabled are the recorded ones;
-    - unless break-glass, APPROVED records by at least the larger of the recorded and today's configured
-      approvals for its severity, distinct people (canonical ids) other than the requester on record;
-    - no CANCELLED, REJECTED or EXPIRED outcome, and (unless its execution began: a REVOKED intent) a TTL
+    - the request's REQUESTED record (BREAK_GLASS for a break-glass) with the digest of exactly these
+      terms (secret, versions, severity, approvals, replace, requester, TTL): the versions disabled are the
+      recorded ones;
+    - unless break-glass, approvals by at least the larger of the recorded and today's configured number
+      for its severity, distinct people (canonical ids) other than the requester on record;
+    - no CANCELLED, REJECTED or EXPIRED, and (unless its execution began, or it is a break-glass) a TTL
       that has not run out.
 
-    Returns the recorded outcome of its execution when there is one (then it is not executed again).
-    Raises InvalidTransition (409), DependencyUnavailable."""
+    A decision counts from its success record, or from its intent when the success could not be written
+    after the change (the sealed row bears the change out: the request exists with these terms, the
+    approver is among its approvals); an ending counts from its intent unless a failure followed it (the
+    safe side). Returns the recorded outcome of its execution when there is one, whole (then it is not
+    executed again). Raises InvalidTransition (409), DependencyUnavailable."""
     if peers.reader is None or peers.keys is None:
         raise DependencyUnavailable("audit_store", "no audit reader to check the request against")
-    # One query: the secret's chain from the request on (a request lives a few days at most).
+    chain = chain_of(revocation.vault, revocation.secret_name)
+    head = peers.reader.read_head(chain)  # before the records: an append in between only adds to them
     query = AuditQuery(
         vault=revocation.vault, secret_name=revocation.secret_name, since=revocation.requested_at - _SKEW
     )
-    events = [e for e in _authentic(peers, query) if e.details.get("revocation_id") == revocation.id]
+    rows = sorted(peers.reader.list_records(query), key=lambda row: row.record.position)
+    events = _whole(peers.keys, revocation.id, chain, rows, head)
 
-    def outcomes(action: Action) -> list[AuditEvent]:
-        return [e for e in events if e.action == action and e.result == Result.SUCCESS]
+    def happened(action: Action, borne: Callable[[AuditEvent], bool]) -> list[AuditEvent]:
+        failed = {e.correlation_id for e in events if e.action == action and e.result == Result.FAILURE}
+
+        def counts(e: AuditEvent) -> bool:
+            if e.result == Result.SUCCESS:
+                return True
+            return e.result == Result.INTENT and borne(e) and e.correlation_id not in failed
+
+        return [e for e in events if e.action == action and counts(e)]
 
     opened = Action.BREAK_GLASS if revocation.break_glass else Action.REVOCATION_REQUESTED
     terms = revocation.terms()
-    first = [e for e in outcomes(opened) if e.details.get("terms") == terms]
+    first = [e for e in happened(opened, lambda e: True) if e.details.get("terms") == terms]
     if not first:
         raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds no such request")
     for event in (e for e in events if e.action == Action.REVOKED):
         result = event.details.get("result")
-        if event.details.get("status") in ("executed", "failed") and isinstance(result, dict):
+        if (
+            event.details.get("status") in ("executed", "failed")
+            and isinstance(result, dict)
+            and result.get("complete", True) is True
+        ):
             return Outcome.of(result)
     for ended in (Action.REVOCATION_CANCELLED, Action.REVOCATION_REJECTED, Action.REVOCATION_EXPIRED):
-        if outcomes(ended):
+        if happened(ended, lambda e: True):
             raise InvalidTransition(f"revocation {revocation.id} was {ended.value.split('_')[-1].lower()}")
     began = any(e.action == Action.REVOKED and e.result == Result.INTENT for e in events)
-    if not began and peers.clock.now() >= revocation.expires_at:
+    if not began and not revocation.break_glass and peers.clock.now() >= revocation.expires_at:
         raise InvalidTransition(f"revocation {revocation.id} expired at {format_time(revocation.expires_at)}")
     if not revocation.break_glass:
         requester = first[0].actor.id
@@ -631,9 +694,10 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
             recorded if isinstance(recorded, int) else revocation.required_approvals,
             required_approvals(revocation.severity, peers.settings.approvals),
         )
+        in_row = {canonical_identity(a.by) for a in revocation.approvals}
         approvers = {
             canonical_identity(e.actor.id)
-            for e in outcomes(Action.REVOCATION_APPROVED)
+            for e in happened(Action.REVOCATION_APPROVED, lambda e: canonical_identity(e.actor.id) in in_row)
             if not same_identity(e.actor.id, requester)
         }
         if len(approvers) < needed:
@@ -641,6 +705,36 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
                 f"revocation {revocation.id}: the audit trail holds {len(approvers)} of {needed} approvals"
             )
     return None
+
+
+def _whole(
+    keys: MacKeyRing, revocation_id: str, chain: str, rows: Sequence[StoredAuditRow], head: ChainHead | None
+) -> list[AuditEvent]:
+    """The request's authentic events, from the chain's rows since the request (in sequence), when they
+    are whole: every row authentic, each linked to the one before, and reaching the head read before
+    them. Raises InvalidTransition (the trail was cut or edited there: verify says how)."""
+    events: list[AuditEvent] = []
+    previous: StoredAuditRow | None = None
+    for row in rows:
+        event = authentic_event(row.chain, row.record.fields, keys.get)
+        linked = previous is None or (
+            row.record.position == previous.record.position + 1
+            and row.record.fields.get("prev_mac") == previous.record.fields.get("mac")
+        )
+        if event is None or not linked:
+            raise InvalidTransition(
+                f"revocation {revocation_id}: the audit trail of its secret is not whole at record "
+                f"{row.record.position} (run verify); nothing is executed"
+            )
+        if event.details.get("revocation_id") == revocation_id:
+            events.append(event)
+        previous = row
+    if head is not None and (previous is None or previous.record.position < head.seq):
+        raise InvalidTransition(
+            f"revocation {revocation_id}: the audit trail of its secret ends before its head (run verify); "
+            "nothing is executed"
+        )
+    return events
 
 
 #: Records are timed by the trail's clock after ``requested_at`` was taken; a margin for clock steps.
@@ -664,7 +758,12 @@ def _revoke(peers: Services, revocation: Revocation) -> Outcome:
         except (Conflict, TargetRefused, NotFound, InvalidTransition) as err:
             logger.warning("revocation %s: no replacement of %s: %s", revocation.id, name, err)
             refused["replace"] = type(err).__name__
-    progress = peers.states.get(rotation.PARTITION, name.lower())
+    try:
+        progress = peers.states.get(rotation.PARTITION, name.lower())
+    except StateTampered as err:
+        # An emergency is never held up by a forged lock: the row (reported by the store) is taken over,
+        # and the vault says what each version is.
+        progress = Versioned(state={}, etag=err.etag)
     lease, etag = rotation.acquire(peers.states, name, progress, REVOKING, peers.clock)
     disabled: list[str] = []
     errors: dict[str, str] = {}

@@ -91,11 +91,16 @@ def made_by_service(version: SecretVersion) -> bool:
     return tags.get(ROTATED_BY_TAG) == ROTATED_BY and bool(tags.get(ROTATION_ID_TAG))
 
 
-#: How many of its latest writes a secret's progress remembers (each with the requests that joined it):
-#: enough for an event delivered late (Event Grid retries for 24 h) after the secret was written again.
-MADE_HISTORY = 48
+#: How many of its latest writes a secret's progress remembers: enough for an event delivered late (Event
+#: Grid retries for 24 h) after the secret was written again meanwhile.
+MADE_HISTORY = 16
+#: How many of the requests that joined its latest writes it remembers as done (a redelivered one skips).
+JOINED_HISTORY = 48
 #: Requests that may join one rotation (each is named in its outcome); one more is refused (409).
 MAX_JOINED = 40
+#: How long a forced request may wait on the queue (it is taken within seconds; the host retries within
+#: minutes): an older one is skipped on record.
+FORCED_FOR = timedelta(days=1)
 #: How long a queued manual request is joined by the next ones (its message is usually taken at once; a
 #: backlog can delay it). After that a request queues afresh.
 QUEUED_FOR = timedelta(minutes=15)
@@ -191,6 +196,8 @@ class Progress:
     restore_version: str | None = None
     #: The latest writes, as JSON ["rotation_id:version", ...] (``written_by_service``).
     made: str | None = None
+    #: JSON ids of the requests that joined the latest writes (each done with the write it joined).
+    joined_done: str | None = None
     #: JSON ids of requests that joined this rotation (or the queued request): each is named in its outcome
     #: and is done when it closes.
     aliases: str | None = None
@@ -225,11 +232,10 @@ class Progress:
         return [str(m) for m in made] if isinstance(made, list) else []
 
     def alias_list(self) -> list[str]:
-        try:
-            aliases = json.loads(self.aliases or "[]")
-        except ValueError:
-            return []
-        return [str(a) for a in aliases] if isinstance(aliases, list) else []
+        return _ids(self.aliases)
+
+    def joined_done_list(self) -> list[str]:
+        return _ids(self.joined_done)
 
     def join(self, rotation_id: str, *, new: bool = False) -> None:
         """A request with its own id joins this rotation (or the queued request): its id is named in the
@@ -263,19 +269,35 @@ class Progress:
 
     def finished(self, rotation_id: str) -> bool:
         """Whether the write ``rotation_id`` (or a request that joined it) closed, per this row."""
-        return (self.step == IDLE and self.rotation_id == rotation_id) or any(
-            m.split(":", 1)[0] == rotation_id for m in self.made_list()
+        return (
+            (self.step == IDLE and self.rotation_id == rotation_id)
+            or any(m.split(":", 1)[0] == rotation_id for m in self.made_list())
+            or rotation_id in self.joined_done_list()
         )
 
     def closed(self, new_version: str) -> None:
-        """The write in flight made ``new_version``: the row goes idle and remembers it (and the ids of
-        the requests that joined it)."""
+        """The write in flight made ``new_version``: the row goes idle and remembers it among its latest
+        writes (a rotation's close also calls ``done_with_joined``: its outcome named the joined ids)."""
         self.step, self.holder, self.lease_until, self.last_error = IDLE, None, None, None
         self.new_version = new_version
-        entries = [f"{rid}:{new_version}" for rid in [self.rotation_id, *self.alias_list()]]
-        made = [m for m in self.made_list() if m not in entries]
-        self.made = json.dumps([*made, *entries][-MADE_HISTORY:], separators=(",", ":"))
-        self.aliases = None
+        entry = f"{self.rotation_id}:{new_version}"
+        made = [m for m in self.made_list() if m != entry]
+        self.made = json.dumps([*made, entry][-MADE_HISTORY:], separators=(",", ":"))
+
+    def done_with_joined(self) -> list[str]:
+        """The requests that joined are named in an outcome: remembered as done, no longer waiting.
+        Returns their ids."""
+        joined = self.alias_list()
+        self.done_with(joined)
+        return joined
+
+    def done_with(self, ids: Sequence[str]) -> None:
+        """The requests ``ids`` are named in an outcome: remembered as done, no longer waiting."""
+        waiting = [a for a in self.alias_list() if a not in ids]
+        self.aliases = json.dumps(waiting, separators=(",", ":")) if waiting else None
+        if ids:
+            done = [d for d in self.joined_done_list() if d not in ids]
+            self.joined_done = json.dumps([*done, *ids][-JOINED_HISTORY:], separators=(",", ":"))
 
     def leased_by_other(self, holder: str, now: datetime) -> bool:
         """Another holder's lease that still runs (whatever its step). A lease ending further ahead than
@@ -283,6 +305,14 @@ class Progress:
         if self.step == IDLE or self.holder == holder:
             return False
         return lease_runs(self.lease_until, now, LEASE)
+
+
+def _ids(raw: str | None) -> list[str]:
+    try:
+        ids = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    return [str(i) for i in ids] if isinstance(ids, list) else []
 
 
 def rotate(
@@ -480,33 +510,25 @@ def register_request(
     raise Conflict(f"secret {name}: too many rotation requests at once; ask again")
 
 
-def unregister_request(states: StateStore, name: str, request_id: str) -> None:
-    """Take back a queued request whose message could not be sent (nothing will take it). Best effort:
-    the marker expires by itself."""
-    try:
-        stored = states.get(PARTITION, name.lower())
-        if stored is not None and (progress := Progress.of(stored.state)).queued == request_id:
-            progress.queued = progress.queued_until = progress.queued_force = None
-            write_progress(states, name.lower(), progress, stored.etag)
-    except DomainError:
-        logger.warning("the queued request %s of %s could not be taken back; it expires", request_id, name)
+def unregister_request(
+    states: StateStore, trail: AuditTrail, name: str, request_id: str, correlation_id: str | None
+) -> None:
+    """Take back a queued request whose message could not be sent (nothing will take it): the requests
+    that joined it get their outcome (ROTATION_SKIPPED), then the marker goes. Best effort: the marker
+    expires by itself."""
+    _drop_queued(states, trail, name, request_id, "it could not be queued", correlation_id)
 
 
 def _drop_queued(
     states: StateStore, trail: AuditTrail, name: str, rotation_id: str, why: str, correlation_id: str | None
 ) -> None:
-    """A queued request that was skipped takes the requests that joined it along: they are skipped on
-    record too, and the marker goes, so later requests queue afresh. Best effort (the marker expires)."""
+    """A queued request that was skipped (or not sent) takes the requests that joined it along: they are
+    skipped on record, then the marker goes, so later requests queue afresh. Best effort (the marker
+    expires)."""
     try:
-        stored = states.get(PARTITION, name.lower())
-        progress = Progress.of(stored.state) if stored else None
-        if stored is None or progress is None or progress.queued != rotation_id:
+        joined = _waiting_on(states, name, rotation_id, queued_only=True)
+        if joined is None:
             return
-        joined = [r for r in progress.alias_list() if r != rotation_id]
-        progress.queued = progress.queued_until = progress.queued_force = None
-        if progress.step == IDLE:
-            progress.aliases = None
-        write_progress(states, name.lower(), progress, stored.etag)
         if joined:
             details = {
                 "reason": f"the request they joined was skipped: {why}"[:500],
@@ -516,8 +538,46 @@ def _drop_queued(
             trail.record(
                 Action.ROTATION_SKIPPED, secret_name=name, correlation_id=correlation_id, details=details
             )
+        _take_off(states, name, rotation_id, joined)  # after the record: a crash names them twice, not never
     except DomainError:
         logger.warning("the queued request %s of %s could not be dropped; it expires", rotation_id, name)
+
+
+def _waiting_on(
+    states: StateStore, name: str, request_id: str | None, *, queued_only: bool = False
+) -> list[str] | None:
+    """The ids of the requests waiting with ``request_id`` on the secret's row — those that joined it,
+    queued or (unless ``queued_only``) running; for None, those of the rotation in flight — or None when
+    the row does not wait on it. Raises StateTampered, DependencyUnavailable."""
+    stored = states.get(PARTITION, name.lower())
+    if stored is None:
+        return None
+    progress = Progress.of(stored.state)
+    if request_id is None:
+        return progress.alias_list() if progress.step == PROMOTING else None
+    if progress.queued == request_id or (not queued_only and progress.rotation_id == request_id):
+        return [a for a in progress.alias_list() if a != request_id]
+    return None
+
+
+def _take_off(states: StateStore, name: str, request_id: str | None, ids: Sequence[str]) -> None:
+    """The requests ``ids`` are named in an outcome: off the row (done), and the marker of ``request_id``
+    with them. A compare-and-swap, read again when another write came in between. Raises
+    DependencyUnavailable."""
+    key = name.lower()
+    for _ in range(LEASE_ATTEMPTS):
+        stored = states.get(PARTITION, key)
+        if stored is None:
+            return
+        progress = Progress.of(stored.state)
+        progress.done_with(ids)
+        if request_id is not None and progress.queued == request_id:
+            progress.queued = progress.queued_until = progress.queued_force = None
+        try:
+            write_progress(states, key, progress, stored.etag)
+            return
+        except (Conflict, NotFound):
+            continue
 
 
 def _done(
@@ -625,6 +685,12 @@ def acquire(
         new_version=previous.new_version,  # the last rotation's version stays on record
         restore_version=restore_version,
         made=previous.made,  # and the versions the service wrote (written_by_service)
+        joined_done=previous.joined_done,
+        # Requests waiting for a rotation (queued, or joined) wait on through this write.
+        aliases=previous.aliases,
+        queued=previous.queued,
+        queued_until=previous.queued_until,
+        queued_force=previous.queued_force,
     )
     try:
         return progress, write_progress(states, name.lower(), progress, stored.etag if stored else None)
@@ -844,6 +910,7 @@ def _write_own(
         written = dataclasses.replace(progress)
         if closing is not None:
             written.closed(closing)
+            written.done_with_joined()
         try:
             return states.replace(PARTITION, key, written.state(), etag).etag
         except Conflict:
@@ -1026,9 +1093,13 @@ def _join(
     *,
     join: bool = True,
 ) -> RotationOutcome | None:
-    """A request that found another holder's lease: it joins the rotation running (named in its outcome)
-    or, when the lease is another kind of write's, the request has no id or may not join (``join``), it
-    is ``in_progress``, skipped on record. None: the row changed since it was read (read it again)."""
+    """A request that found another holder's lease: it joins the rotation running (named in its outcome).
+    A request with an id that meets another kind of write (a rollback, a policy change: seconds) raises
+    Busy, for the queue to deliver it again (it may be the queued one others joined). Without an id, or
+    when it may not join (``join``), it is ``in_progress``, skipped on record. None: the row changed since
+    it was read (read it again)."""
+    if rotation_id is not None and join and progress.step != PROMOTING:
+        raise Busy(name, progress)
     if progress.step != PROMOTING or rotation_id is None or stored is None or not join:
         what = "a rotation" if progress.step == PROMOTING else f"another change ({progress.step})"
         why = f"{what} holds the lease (rotation {progress.rotation_id})"
@@ -1093,13 +1164,37 @@ def _once(states: StateStore, key: str, tag: str, record: Callable[[], object]) 
 def _release(
     states: StateStore, clock: Clock, name: str, key: str, progress: Progress, err: DomainError
 ) -> None:
-    """End this holder's lease now, keeping the progress for the retry; only while it is still ours."""
+    """End this holder's lease now, keeping the progress (and the requests that joined) for the retry;
+    only while it is still ours."""
     progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
+    _save_own(states, name, key, progress)
+
+
+def _save_own(
+    states: StateStore,
+    name: str,
+    key: str,
+    progress: Progress,
+    closing: Callable[[Progress], None] | None = None,
+) -> None:
+    """Write this holder's progress while it is still ours (``closing``: as it changes it), taking in the
+    requests that joined meanwhile (a joiner's write is no other holder: read again and retry). Best
+    effort: logged when it cannot be."""
     try:
-        stored = _ours(states, key, progress)
-        if stored is not None:
-            progress.merge_joined(Progress.of(stored.state))  # requests that joined meanwhile stay joined
-            write_progress(states, key, progress, stored.etag)
+        for _ in range(LEASE_ATTEMPTS):
+            stored = _ours(states, key, progress)
+            if stored is None:
+                return
+            progress.merge_joined(Progress.of(stored.state))
+            written = dataclasses.replace(progress)
+            if closing is not None:
+                closing(written)
+            try:
+                write_progress(states, key, written, stored.etag)
+                return
+            except (Conflict, NotFound):
+                continue
+        logger.error("rotation progress of %s kept changing: not saved", name)
     except DomainError:
         logger.exception("rotation progress of %s could not be saved", name)
 
@@ -1110,20 +1205,6 @@ def _ours(states: StateStore, key: str, progress: Progress) -> Versioned | None:
     if progress.holder is None or stored is None or stored.state.get("holder") != progress.holder:
         return None
     return stored
-
-
-def _end(states: StateStore, name: str, key: str, progress: Progress, err: DomainError) -> None:
-    """Close this holder's rotation for good (a refusal): the row goes idle with the error, so neither a
-    retry nor the sweep's resumption acts on it again; only while it is still ours."""
-    try:
-        stored = _ours(states, key, progress)
-        if stored is not None:
-            progress.merge_joined(Progress.of(stored.state))  # named in the failure record
-            progress.step, progress.holder, progress.lease_until = IDLE, None, None
-            progress.last_error = type(err).__name__
-            states.replace(PARTITION, key, progress.state(), stored.etag)
-    except DomainError:
-        logger.exception("rotation progress of %s could not be closed", name)
 
 
 def _fail(
@@ -1139,13 +1220,13 @@ def _fail(
     *,
     close: bool = False,
 ) -> None:
-    """Record the failure, release the lease (the progress stays, so a retry resumes; ``close``: the
-    rotation ends, nothing to resume), notify. Each part is best effort: the failure itself is what the
-    caller sees."""
-    if close:
-        _end(states, name, key, progress, err)
-    else:
-        _release(states, clock, name, key, progress, err)
+    """Record the failure (naming the requests that joined), then release the lease (the progress stays,
+    so a retry resumes) or, with ``close``, end the rotation (nothing to resume; the joined requests end
+    with it), then notify. Each part is best effort: the failure itself is what the caller sees."""
+    with contextlib.suppress(DomainError):
+        stored = _ours(states, key, progress)
+        if stored is not None:
+            progress.merge_joined(Progress.of(stored.state))
     step = err.step if isinstance(err, TargetRefused) else "promote"
     details = {
         "rotation_id": progress.rotation_id,
@@ -1163,8 +1244,22 @@ def _fail(
             details={**details, "error_class": type(err).__name__},
             error=str(err)[:500],
         )
+        recorded = True
     except DomainError:
         logger.exception("ROTATION_FAILED of %s could not be audited", name)
+        recorded = False
+    if close:
+        named = progress.alias_list() if recorded else []
+
+        def ended(row: Progress) -> None:
+            # Closed for good: neither a retry nor the sweep's resumption acts on it again. The requests the
+            # failure named are done; any that joined since wait for the next rotation.
+            row.step, row.holder, row.lease_until, row.last_error = IDLE, None, None, type(err).__name__
+            row.done_with(named)
+
+        _save_own(states, name, key, progress, ended)
+    else:
+        _release(states, clock, name, key, progress, err)
     try:
         publisher.publish(
             [
@@ -1609,18 +1704,26 @@ def rotate_requested(
     rotators: Mapping[Rotator, TargetRotator] | None = None,
 ) -> RotationOutcome:
     """One queued rotation request. A secret that is gone or not managed is recorded as skipped and the
-    request consumed; any other failure is raised for the queue to retry (``gave_up`` records the end)."""
+    request consumed; so is a forced request older than FORCED_FOR (a sealed message put back on the queue
+    long after, to force a rotation nobody asks for now). Any other failure is raised for the queue to
+    retry (``gave_up`` records the end)."""
     name, cid = request.secret_name, request.correlation_id
+    if request.force and clock.now() - request.requested_at > FORCED_FOR:
+        return _skip(trail, name, "a forced request this old is not acted on", cid, request.rotation_id)
     try:
         return rotate(
             name, store, states, trail, publisher, clock, reserved=reserved, reason=request.reason.value,
             correlation_id=cid, force=request.force, rotation_id=request.rotation_id, rotators=rotators,
         )  # fmt: skip
     except (NotFound, NotManaged) as err:
-        return _skip(trail, name, str(err), cid)
+        outcome = _skip(trail, name, str(err), cid, request.rotation_id)
+        if request.rotation_id is not None:
+            _drop_queued(states, trail, name, request.rotation_id, str(err), cid)
+        return outcome
     except StateTampered as err:
         # Never acted on (the store reported it: a record, a finding, an event); the request is done.
-        return _skip(trail, name, f"its rotation state is tampered ({err.check}): nothing acts on it", cid)
+        why = f"its rotation state is tampered ({err.check}): nothing acts on it"
+        return _skip(trail, name, why, cid, request.rotation_id)
 
 
 def gave_up(
@@ -1628,17 +1731,27 @@ def gave_up(
 ) -> None:
     """A request that reached the poison queue: every attempt failed, or the process died during them
     (a crash on the last attempt leaves nothing else behind). Recorded so it is never silent, naming the
-    requests that joined it while it was queued (``states``: where to find them; they end with it)."""
+    requests that joined it — while it was queued, or once it held the lease (``states``: where to find
+    them) — which end with it; they are then taken off the row (after the record: a crash names them
+    twice, never never). Raises AuditUnavailable."""
     details: dict[str, Any] = {"gave_up_after": attempts, "reason": "the request reached the poison queue"}
     if request.rotation_id is not None:
         details["rotation_id"] = request.rotation_id
-        if states is not None:
-            with contextlib.suppress(DomainError):
-                stored = states.get(PARTITION, request.secret_name.lower())
-                progress = Progress.of(stored.state) if stored else None
-                if progress is not None and progress.queued == request.rotation_id:
-                    details.update(_joined(progress))
-                    unregister_request(states, request.secret_name, request.rotation_id)
+    joined: list[str] | None = None
+    if states is not None:
+        try:
+            stored = states.get(PARTITION, request.secret_name.lower())
+            rid = request.rotation_id
+            if stored is not None and rid is not None and Progress.of(stored.state).finished(rid):
+                # Its rotation was made (a message put on the poison queue afterwards, or one whose last
+                # delivery died after the work): no failure to record.
+                logger.warning("poisoned request %s of %s was done already", rid, request.secret_name)
+                return
+            joined = _waiting_on(states, request.secret_name, request.rotation_id)
+        except DomainError:
+            logger.warning("the requests that joined %s could not be read", request.secret_name)
+    if joined:
+        details["joined"] = joined
     trail.record(
         Action.ROTATION_FAILED,
         secret_name=request.secret_name,
@@ -1646,6 +1759,11 @@ def gave_up(
         correlation_id=request.correlation_id,
         details=details,
     )
+    if states is not None and joined is not None:
+        try:
+            _take_off(states, request.secret_name, request.rotation_id, joined)
+        except DomainError:
+            logger.warning("the requests that joined %s stay on its row", request.secret_name)
 
 
 def replace(

@@ -1,7 +1,7 @@
 """Sealed rotation requests: the ``rotation-requests`` queue is storage too. Every request the service
-sends is sealed with the audit key ring (``SealedRotationRequests``); ``accepted`` decides whether a
+sends is sealed with the audit key ring (``SealedRotationRequests``); ``receive`` decides whether a
 received one may be acted on. A request a queue writer put there (no seal, another key, edited fields)
-is never acted on: the alarm reports it (a STATE_TAMPERED record naming the queue and the check, a
+is never acted on: ``receive`` reports it (a STATE_TAMPERED record naming the queue and the check, a
 finding and an event, once per message content)."""
 
 from __future__ import annotations
@@ -31,20 +31,32 @@ class SealedRotationRequests:
         self._inner.send([r.sealed(key_id, key) for r in requests])
 
 
-def accepted(
-    request: RotationRequest, keys: MacKeyRing, queue: str, alarm: Callable[[StateTampered], None]
-) -> bool:
-    """Whether a received request was sent by the service (its seal checks). One that was not is reported
-    to ``alarm`` (by the queue's name and the request's content: the same forged message delivered five
-    times is one report) and must be dropped."""
+def receive(
+    body: bytes, queue: str, keys: MacKeyRing, alarm: Callable[[StateTampered], None]
+) -> RotationRequest | None:
+    """The request in a received message when the service sent it (it parses, and its seal checks), else
+    None: a message a queue writer put there (malformed, no seal, another key, edited fields) is reported
+    to ``alarm`` — by the queue's name and the message's content, so the same forged message delivered
+    five times is one report — and must be dropped, never acted on."""
+    text = body.decode("utf-8", errors="replace")
+    try:
+        request = RotationRequest.from_json(text)
+    except ValueError:
+        _report(alarm, queue, text, "malformed")
+        return None
     problem = request.seal_problem(keys.get)
     if problem is None:
-        return True
-    body = request.to_json()
-    fingerprint = hashlib.sha256(body.encode()).hexdigest()[:32]
-    logger.error("rotation request for %s refused: %s", request.secret_name, problem)
+        return request
+    _report(alarm, queue, text, problem, request.rotation_id)
+    return None
+
+
+def _report(
+    alarm: Callable[[StateTampered], None], queue: str, text: str, problem: str, key: str | None = None
+) -> None:
+    fingerprint = hashlib.sha256(text.encode()).hexdigest()[:32]
+    logger.error("a message on queue %s refused: %s", queue, problem)
     try:
-        alarm(StateTampered("queue", queue, request.rotation_id or fingerprint, problem, "", fingerprint))
+        alarm(StateTampered("queue", queue, key or fingerprint, problem, "", fingerprint))
     except Exception:  # the refusal stands whatever the alarm does
         logger.exception("the alarm about a forged rotation request failed")
-    return False

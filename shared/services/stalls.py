@@ -34,6 +34,8 @@ class Stall:
     created: datetime
     due_at: datetime
     reason: str
+    #: Since when it counts as stalled: ``stall_after`` past its due time, or a lease held too long.
+    since: datetime
 
 
 def stall(
@@ -44,7 +46,8 @@ def stall(
     held = _held_since(stored, now)
     if held is None and now - due.due_at < stall_after:
         return None
-    return Stall(due.name, due.created, due.due_at, _reason(stored, held))
+    since = due.due_at + stall_after if held is None else min(held + HELD_TOO_LONG, due.due_at + stall_after)
+    return Stall(due.name, due.created, due.due_at, _reason(stored, held), since)
 
 
 def _held_since(stored: Versioned | None, now: datetime) -> datetime | None:

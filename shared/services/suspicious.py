@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, authentic_event, format_time
-from shared.domain.errors import DomainError
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
 from shared.domain.scan_rules import ScanRules
@@ -271,6 +270,7 @@ def scan(
             report_finding(peers, pending, correlation_id, on_record=on_record)
             report.audited += not pending.audited
             report.notified += not pending.notified
-        except DomainError as err:
-            report.failures.append(f"finding {pending.id} ({pending.rule}): {err}")
+        except Exception as err:  # one finding that cannot be reported never stops the others
+            logger.exception("finding %s could not be reported", pending.id)
+            report.failures.append(f"finding {pending.id} ({pending.rule}): {type(err).__name__}")
     return report

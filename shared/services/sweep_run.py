@@ -98,7 +98,11 @@ def run(peers: SweepPeers, correlation_id: str) -> SweepRun:
         except DomainError as err:
             logger.error("rotation sweep: the inventory was not taken: %s", err)
             done.failures.append("inventory not taken")
-    rotation.record_violations(peers.states, trail, report.violations, correlation_id)
+    try:
+        rotation.record_violations(peers.states, trail, report.violations, correlation_id)
+    except DomainError as err:  # recorded by the next sweep (each claim stays pending)
+        logger.error("rotation sweep: policy violations not recorded: %s", err)
+        done.failures.append("policy violations not recorded")
     try:
         rows = rotation.progress_rows(peers.states)
         done.resumed = rotation.resume_stale(peers.states, peers.requests, clock, correlation_id, rows)

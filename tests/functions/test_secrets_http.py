@@ -443,8 +443,9 @@ def _deliver(functions: dict[str, Any], body: str) -> None:
 def test_only_requests_the_service_sealed_are_acted_on(
     functions: dict[str, Any], fake: SecretsContainer
 ) -> None:
-    """The queue is storage: a request a queue writer put there — unsealed, or a sealed one edited (a
-    forced rotation, another rotation id) — is refused and reported once, never acted on."""
+    """The queue is storage: a request a queue writer put there — unsealed, a sealed one edited (a
+    forced rotation, another rotation id), or no request at all — is refused and reported once, never
+    acted on."""
     seed(fake, "alpha")
     asked = RotationRequest(
         secret_name="alpha", reason=RotationReason.MANUAL, requested_at=fake.clock.now(), correlation_id="c",
@@ -456,9 +457,11 @@ def test_only_requests_the_service_sealed_are_acted_on(
     edited = dataclasses.replace(sealed, rotation_id="b" * 32)
     for bad in (forged, edited, forged):  # the same forged message twice: reported once
         _deliver(functions, bad.to_json())
+    # A message that is not a request at all is reported and dropped, not retried into the poison queue.
+    _deliver(functions, '{"secret_name": "alpha", "force": "yes"')
     assert len(fake.secret_store.versions_of("alpha")) == 1  # nothing rotated
     tampered = [e for e in fake.audit_log.events if e.action == Action.STATE_TAMPERED]
-    assert sorted(e.details["check"] for e in tampered) == ["mac mismatch", "no seal"]
+    assert sorted(e.details["check"] for e in tampered) == ["mac mismatch", "malformed", "no seal"]
     assert {e.details["partition"] for e in tampered} == {"rotation-requests"}
     _deliver(functions, sealed.to_json())
     assert len(fake.secret_store.versions_of("alpha")) == 2

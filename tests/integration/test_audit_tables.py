@@ -124,6 +124,42 @@ def test_mac_key_is_created_in_key_vault_once(env: Env, kv_emulator: EmulatorPro
     assert other.get("0" * 32) is None
 
 
+class _CountingClient:
+    """The real SecretClient, its reads counted."""
+
+    def __init__(self, inner: SecretClient) -> None:
+        self.inner = inner
+        self.reads: list[str | None] = []
+
+    def get_secret(self, name: str, version: str | None = None, **kw: Any) -> Any:
+        self.reads.append(version)
+        return self.inner.get_secret(name, version, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_key_ids_from_rows_are_looked_up_only_when_they_are_version_ids(
+    env: Env, kv_emulator: EmulatorProcess
+) -> None:
+    """A key id comes from a row a storage writer may have written: nothing but a Key Vault version id
+    reaches the vault, and an id found missing is asked for once."""
+    key_id, key = env.keys.current()
+    client = _CountingClient(
+        SecretClient(kv_emulator.url, LocalTokenCredential(), **kv_emulator.client_kwargs())
+    )
+    ring = KeyVaultMacKeyRing(client)  # type: ignore[arg-type]
+    for forged in ("", "../audit-hmac-key", "x" * 32, "0" * 31, "0" * 33, key_id + "/", "a" * 5000):
+        assert ring.get(forged) is None
+    assert client.reads == []
+    assert ring.get(key_id) == key
+    assert ring.get(key_id) == key
+    missing = "f" * 32
+    assert ring.get(missing) is None
+    assert ring.get(missing) is None
+    assert client.reads == [key_id, missing]
+
+
 def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
     errors: list[BaseException] = []
 

@@ -303,13 +303,18 @@ def test_a_retirement_after_a_revocation_leaves_the_revoked_version_unmarked(wor
     assert schedule is None  # dropped from the schedule
 
 
-def test_a_long_justification_of_any_script_still_fits_its_record(world: World) -> None:
-    """2,000 characters of a three-byte script are 6 KB (12 KB escaped); the record keeps the first 300
-    (records have 4 KiB of details), the request all of it."""
-    made = world.request(justification="認" * 2000)
+@pytest.mark.parametrize(("char", "kept"), [("x", 1200), ("認", 200), ("\U0001f511", 100)])
+def test_a_long_justification_of_any_script_still_fits_its_record(world: World, char: str, kept: int) -> None:
+    """2,000 characters of any script (an emoji escapes to 12 characters): the record keeps the start that
+    fits 1,200 escaped characters (records have 4 KiB of details), the request all of it; a comment as
+    long as allowed fits too."""
+    made = world.request(severity=Severity.LOW, justification=char * 2000)
     [first, _] = world.records(Action.REVOCATION_REQUESTED)
-    assert first.details["justification"] == "認" * 300
-    assert revocation.get(world.states, made.id).justification == "認" * 2000
+    assert first.details["justification"] == char * kept
+    assert revocation.get(world.states, made.id).justification == char * 2000
+    revocation.approve(world.peers, made.id, BOB, char * 2000)
+    [approved] = [e for e in world.records(Action.REVOCATION_APPROVED) if e.result == Result.SUCCESS]
+    assert approved.details["comment"].startswith(char * 10)
 
 
 def test_versions_that_are_gone_are_reported_and_the_request_fails_not_hangs(world: World) -> None:

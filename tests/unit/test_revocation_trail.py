@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from shared.domain.audit import Action, Result
-from shared.domain.errors import InvalidTransition
+from shared.domain.errors import InvalidTransition, OutcomeNotRecorded
 from shared.domain.revocation import Revocation, Severity, Status
 from shared.services import revocation
 from shared.services.revocation import RevocationSettings, Services
+from shared.services.sealed_state import SealedStateStore
 from tests.unit.test_revocation import ALICE, BOB, CAROL, DAVE, NAME, World
 
 
@@ -152,3 +154,85 @@ def test_the_request_record_fits_whatever_the_request(world: World) -> None:
     [_, success] = world.records(Action.REVOCATION_REQUESTED)
     assert success.result == Result.SUCCESS and success.details["version_count"] == 100
     assert success.details["terms"] == made.terms()
+
+
+# -- what a review found: each failed before its fix ----------------------------------------------------
+
+
+def test_a_forged_lock_on_the_secret_never_holds_up_an_execution(world: World) -> None:
+    made = world.request(Severity.HIGH)
+    revocation.approve(world.peers, made.id, BOB, None)
+    sealed = SealedStateStore(world.states, world.log.keys, "secretstate")
+    peers = dataclasses.replace(world.peers, states=sealed)
+    stored = world.states.get(revocation.PARTITION, made.id)
+    assert stored is not None  # the request's row, sealed as the service writes it
+    sealed.replace(revocation.PARTITION, made.id, dict(stored.state), stored.etag)
+    world.states.create("rotation", NAME.lower(), {"step": "promoting", "holder": "x"})  # forged, no seal
+    done = revocation.execute(peers, made.id, DAVE)
+    assert done.status == Status.EXECUTED and not any(world.enabled().values())
+
+
+def test_a_break_glass_that_could_not_run_at_once_runs_later_and_never_expires(world: World) -> None:
+    world.log.fails = lambda e: e.action == Action.REVOKED  # its execution cannot start now
+    made = world.request(Severity.CRITICAL, break_glass=True)
+    assert made.status == Status.APPROVED and all(world.enabled().values())
+    world.log.fails = lambda e: False
+    world.clock.advance(revocation.DEFAULT_TTL * 2)
+    expired, finished = revocation.expire_pending(world.peers)
+    assert (expired, finished) == ([], [made.id])
+    assert revocation.get(world.states, made.id).status == Status.EXECUTED
+    assert not any(world.enabled().values())
+
+
+def test_a_cancellation_deleted_from_the_trail_still_refuses(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    revocation.approve(world.peers, made.id, BOB, None)
+    approved = revocation.approve(world.peers, made.id, CAROL, None)
+    revocation.cancel(world.peers, made.id, ALICE)
+    chain = world.log.records[next(iter(world.log.records))]
+    trail = [r for r in chain if r.event.action != Action.REVOCATION_CANCELLED]  # cut out of the middle
+    world.log.records[next(iter(world.log.records))] = trail
+    rewrite(world, approved)
+    with pytest.raises(InvalidTransition, match=r"not whole|ends before its head"):
+        revocation.execute(world.peers, made.id, DAVE)
+    assert all(world.enabled().values())
+
+
+def test_an_approval_whose_success_record_failed_still_counts(world: World) -> None:
+    made = world.request(Severity.MEDIUM)
+    revocation.approve(world.peers, made.id, BOB, None)
+    world.log.fails = lambda e: e.action == Action.REVOCATION_APPROVED and e.result == Result.SUCCESS
+    with pytest.raises(OutcomeNotRecorded):
+        revocation.approve(world.peers, made.id, CAROL, None)  # made, not recorded: 500 changed:true
+    world.log.fails = lambda e: False
+    done = revocation.execute(world.peers, made.id, DAVE)
+    assert done.status == Status.EXECUTED
+
+
+def test_a_request_made_while_the_list_is_read_is_not_reported_missing(world: World) -> None:
+    reported: list[tuple[str, str]] = []
+    peers = dataclasses.replace(world.peers, report_missing=lambda p, k: reported.append((p, k)))
+    listed = world.states.list
+
+    def meanwhile(partition: str, **kw: Any) -> Any:
+        rows = listed(partition, **kw)
+        world.request(Severity.LOW)  # created after the rows were read, recorded before the trail is
+        return rows
+
+    world.states.list = meanwhile  # type: ignore[method-assign]
+    revocation.list_all(peers)
+    world.states.list = listed  # type: ignore[method-assign]
+    assert reported == []
+
+
+def test_an_execution_of_a_hundred_versions_is_on_record(world: World) -> None:
+    for i in range(98):
+        world.store.set_value(NAME, f"value-{i}", content_type="text/plain", tags={})
+    made = world.request(Severity.HIGH)
+    revocation.approve(world.peers, made.id, BOB, None)
+    done = revocation.execute(world.peers, made.id, DAVE)
+    assert done.status == Status.EXECUTED and done.result is not None
+    assert len(done.result.disabled_versions) == 100
+    [outcome] = [e for e in world.records(Action.REVOKED) if e.result == Result.SUCCESS]
+    recorded = outcome.details["result"]
+    assert (recorded["disabled_count"], recorded["complete"]) == (100, False)

@@ -9,6 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services import catalog, rotation
@@ -184,3 +186,99 @@ def test_many_threads_racing_for_one_row_all_register() -> None:
     assert stored is not None
     progress = rotation.Progress.of(stored.state)
     assert len({progress.queued, *progress.alias_list()}) == 8
+
+
+# -- what a review found: each failed before its fix ----------------------------------------------------
+
+
+def test_another_write_between_the_queueing_and_the_rotation_keeps_the_joiners() -> None:
+    world = World()
+    first, joined = world.request(), world.request()
+    fields = catalog.PolicyInput(kind="api-key", rotation_interval_days=45)
+    catalog.apply_policy(world.store, world.states, world.trail, world.clock, reserved=RESERVED, name=NAME,
+                         fields=fields, actor=OPERATOR)  # fmt: skip
+    world.drain()
+    assert {first.rotation_id, joined.rotation_id} <= world.answered()
+    assert len(world.store.versions_of(NAME)) == 2
+
+
+def test_a_queued_request_whose_secret_is_gone_takes_its_joiners_along() -> None:
+    world = World()
+    first, joined = world.request(), world.request()
+    world.store.delete(NAME)
+    world.drain()
+    assert {first.rotation_id, joined.rotation_id} <= world.answered()
+
+
+def test_a_request_that_could_not_be_sent_takes_those_that_joined_it_along() -> None:
+    world = World()
+    joined: list[catalog.RotationTicket] = []
+    send = world.queue.send
+
+    def failing(requests: Any) -> None:
+        joined.append(world.request())  # joins the one being sent (the queue keeps failing for it)
+        raise rotation.DependencyUnavailable("queue", "unreachable")
+
+    world.queue.send = failing  # type: ignore[method-assign]
+    with pytest.raises(rotation.DependencyUnavailable):
+        world.request()
+    world.queue.send = send  # type: ignore[method-assign]
+    assert joined and joined[0].rotation_id in world.answered()
+
+
+def test_a_request_given_up_after_taking_the_lease_names_those_that_joined() -> None:
+    world = World()
+    first, joined = world.request(), world.request()
+    [message] = world.queue.sent
+    original = world.store.set_value
+
+    def dies(*a: Any, **k: Any) -> Any:
+        raise Crash
+
+    world.store.set_value = dies  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        rotation.rotate_requested(
+            message, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
+        )
+    world.store.set_value = original  # type: ignore[method-assign]
+    rotation.gave_up(message, world.trail, 5, world.states)
+    assert {first.rotation_id, joined.rotation_id} <= world.answered()
+
+
+def test_a_sealed_request_put_back_on_the_poison_queue_after_its_rotation_is_no_failure() -> None:
+    world = World()
+    world.request()
+    [message] = world.queue.sent
+    world.drain()
+    rotation.gave_up(message, world.trail, 5, world.states)
+    assert [e for e in world.log.events if e.action == Action.ROTATION_FAILED] == []
+
+
+def test_a_forced_request_put_back_on_the_queue_days_later_is_not_acted_on() -> None:
+    """A sealed message copied aside (never taken) and put back two days later forces nothing."""
+    world = World()
+    world.request()
+    copied = world.queue.sent.pop()
+    world.clock.advance(timedelta(days=2))
+    world.queue.sent.append(copied)
+    [outcome] = world.drain()
+    assert outcome.status == "skipped" and len(world.store.versions_of(NAME)) == 1
+
+
+def test_many_joined_requests_do_not_push_the_rotations_own_writes_out_of_the_row() -> None:
+    world = World()
+    before = world.store.get_properties(NAME)
+    world.request()
+    world.drain()
+    made = world.store.get_properties(NAME)
+    for _ in range(2):  # two rotations, each joined by as many requests as may join one
+        for _ in range(rotation.MAX_JOINED):
+            world.request()
+        world.drain()
+    stored = world.states.get(rotation.PARTITION, NAME.lower())
+    assert stored is not None and before.version != made.version
+    assert rotation.written_by_service(made, world.states)  # a late event for it is still the service's
+
+
+class Crash(BaseException):
+    """The process dies here."""

@@ -279,3 +279,17 @@ def test_an_expiry_notice_forged_as_done_is_sent_all_the_same(world: World) -> N
     )
     assert [e.details.get("threshold_days") for e in world.records(Action.EXPIRY_WARNING)] == [7]
     assert report is not None
+
+
+def test_a_tampered_row_under_any_key_is_reported_and_the_scan_goes_on(world: World) -> None:
+    """A key of 300 emoji (1.2 KB) would not fit a record's details if it were named as it is."""
+    key = "\U0001f511" * 300
+    world.overwrite("rotation", key, {"step": "promoting"})
+    with pytest.raises(StateTampered):
+        world.states.get("rotation", key)
+    [tampered] = world.records(Action.STATE_TAMPERED)
+    assert tampered.details["key"] == "?" * 200
+    report = scan(
+        world.log, world.trail, world.findings, world.publisher, world.clock, ScanRules(), keys=world.keys
+    )
+    assert report.ok

@@ -239,3 +239,47 @@ def test_a_forged_inventory_row_is_refused_and_the_vault_taken_in(world: World) 
     world.rows.replace(inventory.PARTITION, "steady", forged, stored.etag)
     world.sweep()
     assert [e.details["key"] for e in world.records(Action.STATE_TAMPERED)] == ["steady"]
+
+
+# -- what a review found: each failed before its fix ----------------------------------------------------
+
+
+def test_a_secret_that_left_and_comes_back_by_tag_is_recorded_though_the_api_once_set_that_policy(
+    world: World,
+) -> None:
+    fields = catalog.PolicyInput(kind="api-key", rotation_interval_days=90)
+    catalog.apply_policy(world.store, world.states, world.trail, world.clock, reserved=RESERVED,
+                         name="steady", fields=fields, actor=OPERATOR)  # fmt: skip
+    world.sweep()  # taken in: the API did it
+    world.edit("steady", **{"managed-by": None})
+    world.clock.advance(timedelta(days=60))
+    world.sweep()  # left by tag: recorded
+    world.edit("steady", **{"managed-by": "secret-lifecycle"})  # back, with the policy the API once set
+    world.clock.advance(timedelta(days=1))
+    world.sweep()
+    unknown = [
+        e for e in world.records(Action.SECRET_ONBOARDED, "steady") if e.actor.type == ActorType.UNKNOWN
+    ]
+    assert len(unknown) == 1
+
+
+def test_an_inventory_row_a_storage_writer_deleted_is_reported(world: World) -> None:
+    stored = world.rows.get(inventory.PARTITION, "steady")
+    assert stored is not None
+    world.rows.delete(inventory.PARTITION, "steady", stored.etag)
+    world.sweep()
+    [tampered] = world.records(Action.STATE_TAMPERED)
+    assert (tampered.details["partition"], tampered.details["check"]) == ("inventory", "missing")
+
+
+def test_a_plan_shows_a_lease_held_too_long_as_a_stall(world: World) -> None:
+    world.secret("held", age_days=30)
+    world.clock.advance(timedelta(minutes=1))
+    progress = rotation.Progress(rotation_id="a" * 32, step="rolling_back", holder="h")
+    progress.leased_at = rotation.format_time(world.clock.now() - timedelta(minutes=20))
+    progress.lease_until = rotation.format_time(world.clock.now() + timedelta(minutes=10))
+    world.states.create("rotation", "held", progress.state())
+    plan = catalog.plan_rotation(
+        world.store, world.states, world.clock, reserved=RESERVED, name="held", force=False
+    )
+    assert plan["in_progress"] is not None and plan["stalled"]["reason"].startswith("held by rolling_back")

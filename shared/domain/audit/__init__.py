@@ -49,6 +49,7 @@ from shared.domain.audit.records import (
     StoredAuditRow,
     StoredRecord,
     chain_of,
+    clip,
 )
 from shared.domain.audit.verify import (
     Break,
@@ -102,6 +103,7 @@ __all__ = [
     "chain_of",
     "check_against_digest",
     "check_anchor",
+    "clip",
     "compute_mac",
     "digest_payload",
     "event_fields",

@@ -169,6 +169,17 @@ class AuditRecord:
         return self.event.chain
 
 
+def clip(text: str, budget: int) -> str:
+    """The longest start of ``text`` whose JSON form (ASCII-escaped, as details are measured) takes at most
+    ``budget`` characters: a text that fits a record whatever its script (an emoji escapes to 12)."""
+    used = 0
+    for index, char in enumerate(text):
+        used += len(json.dumps(char)) - 2
+        if used > budget:
+            return text[:index]
+    return text
+
+
 def _check_details(details: Mapping[str, Any]) -> None:
     def walk(value: Any) -> None:
         if isinstance(value, Mapping):
