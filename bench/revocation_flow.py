@@ -139,9 +139,10 @@ def minimum_requests(versions: int = VERSIONS) -> dict[str, tuple[int, int]]:
     * request: KV 1 (list the versions: the secret exists, which versions to revoke; up to 25 a page);
       table 4 = head read + intent + insert of the request + success (a new request needs no read).
     * approve: table 4 = read + intent + conditional replace + success; KV 0.
-    * execute: table 9 = begin (read + intent + replace ``executing``: 3), the trail's word for the
-      request (one query of the secret's chain from the request on: its REQUESTED record with the terms,
-      APPROVED, CANCELLED/REJECTED/EXPIRED and REVOKED records, MACs checked: 1), the secret's write lease
+    * execute: table 10 = begin (read + intent + replace ``executing``: 3), the trail's word for the
+      request (the chain's head, then one query of the secret's chain from the request on, checked whole
+      up to that head: its REQUESTED record with the terms, APPROVED, CANCELLED/REJECTED/EXPIRED and
+      REVOKED records, MACs and links checked: 2), the secret's write lease
       (read the progress row, take the lease, release it: 3), finish (the ``REVOKED`` outcome record +
       replace ``executed`` with the ETag the begin write returned: 2). KV: the versions'
       tags (to drop the ``retired-by`` mark) from one listing page per 25 versions — or one get per
@@ -152,7 +153,7 @@ def minimum_requests(versions: int = VERSIONS) -> dict[str, tuple[int, int]]:
         "request": (4, math.ceil(versions / MAX_PAGE_SIZE)),
         "approve 1": (4, 0),
         "approve 2": (4, 0),
-        "execute": (9, reads + versions),
+        "execute": (10, reads + versions),
     }
 
 
@@ -970,7 +971,7 @@ def print_minimum(minimum: Mapping[str, tuple[int, int]]) -> None:
     print("  request   table 4 = chain head read + intent + insert the request + success;  KV 1 = list")
     print("  approve   table 4 = read the request + intent + conditional replace + success;  KV 0")
     print(
-        "  execute   table 9 = begin (read, intent, replace) + the trail's records (1 query)"
+        "  execute   table 10 = begin (read, intent, replace) + the trail (head read, 1 query)"
         " + lease (read, take, release) + finish (REVOKED, replace with the begin write's ETag);"
         f"  KV {minimum['execute'][1]} = the versions' tags in one listing page + {VERSIONS} updates"
     )
