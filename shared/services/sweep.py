@@ -136,10 +136,11 @@ def sweep(
         if verdict == "unsupported":
             unsupported.append(item.name)
         elif verdict != "not_due":
-            due_since.append(DueSecret(item.name, item.created, _due_at(item)))
+            reason, due_at = verdict
+            due_since.append(DueSecret(item.name, item.created, due_at))
             due.append(
                 RotationRequest(
-                    secret_name=item.name, reason=verdict, requested_at=now, correlation_id=correlation_id
+                    secret_name=item.name, reason=reason, requested_at=now, correlation_id=correlation_id
                 )
             )
     due.sort(key=lambda r: r.secret_name.lower())
@@ -161,8 +162,9 @@ def sweep(
 
 def _evaluate(
     item: SecretItem, now: datetime, reserved: Collection[str], rotators: Collection[Rotator]
-) -> RotationReason | Literal["not_due", "unsupported"] | PolicyViolation | None:
-    """A due secret's reason, "not_due", a violation, or None for a secret the sweep leaves alone."""
+) -> tuple[RotationReason, datetime] | Literal["not_due", "unsupported"] | PolicyViolation | None:
+    """A due secret's reason and since when it is due, "not_due", a violation, or None for a secret the
+    sweep leaves alone."""
     if not RotationPolicy.is_managed(item.tags):
         return None
     if is_reserved(item.name, reserved):
@@ -179,14 +181,10 @@ def _evaluate(
         return "not_due"
     if policy.rotator not in rotators:
         return "unsupported"
+    due_at = policy.next_rotation(item.created, item.expires)
     if now >= item.created + policy.interval:
-        return RotationReason.DUE
-    return RotationReason.NEAR_EXPIRY
-
-
-def _due_at(item: SecretItem) -> datetime:
-    """Since when a secret ``_evaluate`` found due is due."""
-    return RotationPolicy.from_tags(item.tags).next_rotation(item.created, item.expires)
+        return RotationReason.DUE, due_at
+    return RotationReason.NEAR_EXPIRY, due_at
 
 
 def _violation(item: SecretItem, tag: str, problem: str) -> PolicyViolation:
