@@ -32,6 +32,7 @@ from shared.domain.audit import (
     MacLookup,
     Result,
     StoredRecord,
+    authentic_event,
     chain_of,
     check_against_digest,
     check_anchor,
@@ -558,6 +559,13 @@ def _items(reader: AuditReader, query: AuditQuery) -> list[dict[str, Any]]:
     """Every readable record matching the query's filters. Unreadable rows are left to verify (which
     reports them) rather than shown."""
     return [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+
+
+def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -> list[AuditEvent]:
+    """The records matching ``query`` whose MAC proves the service wrote them (a row a storage writer put
+    in the table is left out): what a decision may rest on. Raises DependencyUnavailable."""
+    rows = reader.list_records(query)
+    return [e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get)) is not None]
 
 
 def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:

@@ -30,10 +30,8 @@ from shared.domain.audit import (
     UNKNOWN_ACTOR,
     Action,
     ActorType,
-    AuditEvent,
     AuditQuery,
     Result,
-    authentic_event,
     format_time,
     parse_time,
 )
@@ -43,6 +41,7 @@ from shared.domain.secrets import SecretItem
 from shared.domain.state import StateWrite, Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import AuditReader, MacKeyRing, StateStore
+from shared.services.audit import authentic_events
 from shared.services.findings import FindingPeers, caused, raise_finding
 
 logger = logging.getLogger(__name__)
@@ -245,7 +244,10 @@ def _take(peers: InventoryPeers, inventory: Inventory, report: InventoryReport, 
     service = AuditQuery(
         vault=peers.findings.trail.vault, secret_name=SERVICE_CHAIN_SECRET, action=Action.SECRET_ONBOARDED
     )
-    retaken = bool(_records(peers, service, taken=True))
+    retaken = any(
+        e.details.get("inventory") in ("taken", "retaken")
+        for e in authentic_events(peers.reader, peers.keys, service)
+    )
     if retaken and peers.report_missing is not None:
         peers.report_missing(PARTITION, TAKEN)
     now = peers.findings.clock.now()
@@ -293,18 +295,6 @@ def _write(states: StateStore, inventory: Inventory, change: Change, now: dateti
     return 0
 
 
-def _records(peers: InventoryPeers, query: AuditQuery, *, taken: bool = False) -> list[AuditEvent]:
-    keys, found = peers.keys, []
-    for row in peers.reader.list_records(query):
-        event = authentic_event(row.chain, row.record.fields, keys.get)
-        if event is None:
-            continue
-        if taken and event.details.get("inventory") not in ("taken", "retaken"):
-            continue
-        found.append(event)
-    return found
-
-
 #: The API's records that change a secret's management, and what each leaves it as.
 _API_ACTIONS = (
     Action.SECRET_ONBOARDED,
@@ -323,7 +313,7 @@ def _by_api(peers: InventoryPeers, change: Change) -> bool:
     query = AuditQuery(vault=peers.findings.trail.vault, secret_name=change.name, since=since)
     events = [
         e
-        for e in _records(peers, query)
+        for e in authentic_events(peers.reader, peers.keys, query)
         if e.action in _API_ACTIONS and e.actor.type not in (ActorType.UNKNOWN, ActorType.SYSTEM)
     ]
     failed = {(e.action, e.correlation_id) for e in events if e.result == Result.FAILURE}

@@ -70,7 +70,7 @@ from shared.domain.state import StateTampered, Versioned
 from shared.domain.targets import TargetRefused, is_reserved
 from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services import rotation
-from shared.services.audit import AuditTrail
+from shared.services.audit import AuditTrail, authentic_events
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,8 @@ def _recorded(peers: Services) -> dict[str, str]:
     since = peers.clock.now() - MISSING_WINDOW
     recorded: dict[str, str] = {}
     for action in (Action.REVOCATION_REQUESTED, Action.BREAK_GLASS):
-        for event in _authentic(peers, AuditQuery(vault=peers.trail.vault, action=action, since=since)):
+        query = AuditQuery(vault=peers.trail.vault, action=action, since=since)
+        for event in authentic_events(peers.reader, peers.keys, query):
             rid = str(event.details.get("revocation_id", ""))
             if event.result == Result.SUCCESS and REVOCATION_ID.fullmatch(rid):
                 recorded[rid] = event.secret_name or ""
@@ -219,16 +220,6 @@ def _missing(peers: Services, recorded: Mapping[str, str], rows: Mapping[str, Ve
             except Exception:
                 logger.exception("revocation %s on record without a row could not be reported", rid)
     return missing
-
-
-def _authentic(peers: Services, query: AuditQuery) -> list[AuditEvent]:
-    """The records matching ``query`` whose MAC proves the service wrote them."""
-    assert peers.reader is not None and peers.keys is not None
-    keys = peers.keys
-    found = (
-        authentic_event(row.chain, row.record.fields, keys.get) for row in peers.reader.list_records(query)
-    )
-    return [event for event in found if event is not None]
 
 
 def _read(states: StateStore, revocation_id: str) -> tuple[Revocation, Versioned]:

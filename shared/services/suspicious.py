@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, authentic_event, format_time
+from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_time
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
 from shared.domain.scan_rules import ScanRules
 from shared.ports import AuditReader, Clock, FindingStore, MacKeyRing, Publisher
-from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
+from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail, authentic_events
 from shared.services.findings import FindingPeers
 from shared.services.findings import finding_id as _finding_id
 from shared.services.findings import report as report_finding
@@ -245,8 +245,7 @@ def scan(
     now = clock.now()
     since = now - rules.lookback
     report = ScanReport()
-    rows = reader.list_records(AuditQuery(vault=trail.vault, since=since))
-    events = [e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get)) is not None]
+    events = authentic_events(reader, keys, AuditQuery(vault=trail.vault, since=since))
     report.scanned = len(events)
     on_record = frozenset(
         str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY
