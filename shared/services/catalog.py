@@ -46,7 +46,7 @@ from shared.domain.policy import (
 )
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name, validate_tags
-from shared.domain.state import StateTampered, Versioned
+from shared.domain.state import Versioned
 from shared.domain.targets import SIGNING_KEY_TAG, TargetSecret, is_reserved
 from shared.ports import AuditReader, Clock, RotationRequests, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail, AuditUnavailable, query_audit
@@ -64,6 +64,7 @@ from shared.services.rotation import (
     service_tags,
     unregister_request,
 )
+from shared.services.sealed_state import get_as_found
 from shared.services.stalls import STALL_AFTER, stall
 from shared.services.sweep import DueSecret
 
@@ -721,10 +722,7 @@ def _progress_row(states: StateStore, name: str) -> Versioned | None:
 def _row(states: StateStore, key: str) -> Versioned | None:
     """A row of the rotation partition for a read-only view: a tampered one with its check (reported by
     the store) instead of an error, so status and plan say why nothing acts on it."""
-    try:
-        return states.get(PARTITION, key)
-    except StateTampered as err:
-        return Versioned(state={}, etag=err.etag, tampered=err.check)
+    return get_as_found(states, PARTITION, key)
 
 
 def _newest(

@@ -66,11 +66,12 @@ from shared.domain.revocation import (
 )
 from shared.domain.revocation import Result as Outcome
 from shared.domain.secrets import InvalidSecret, validate_name
-from shared.domain.state import StateTampered, Versioned
+from shared.domain.state import Versioned
 from shared.domain.targets import TargetRefused, is_reserved
 from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services import rotation
 from shared.services.audit import AuditTrail, authentic_events
+from shared.services.sealed_state import get_as_found
 
 logger = logging.getLogger(__name__)
 
@@ -749,12 +750,9 @@ def _revoke(peers: Services, revocation: Revocation) -> Outcome:
         except (Conflict, TargetRefused, NotFound, InvalidTransition) as err:
             logger.warning("revocation %s: no replacement of %s: %s", revocation.id, name, err)
             refused["replace"] = type(err).__name__
-    try:
-        progress = peers.states.get(rotation.PARTITION, name.lower())
-    except StateTampered as err:
-        # An emergency is never held up by a forged lock: the row (reported by the store) is taken over,
-        # and the vault says what each version is.
-        progress = Versioned(state={}, etag=err.etag)
+    # An emergency is never held up by a forged lock: a tampered row (reported by the store) is taken over
+    # as found, and the vault says what each version is.
+    progress = get_as_found(peers.states, rotation.PARTITION, name.lower())
     lease, etag = rotation.acquire(peers.states, name, progress, REVOKING, peers.clock)
     disabled: list[str] = []
     errors: dict[str, str] = {}

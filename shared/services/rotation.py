@@ -51,6 +51,7 @@ from shared.domain.targets import (
 )
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail
+from shared.services.sealed_state import get_as_found
 from shared.services.sweep import PolicyViolation
 
 logger = logging.getLogger(__name__)
@@ -1326,10 +1327,7 @@ def _schedule(states: StateStore, row: str) -> Versioned | None:
     """A retirement schedule row; a tampered one (reported by the store) as an empty schedule at the
     version read, so whoever writes next replaces it: what it planned cannot be trusted, and the vault
     decides what retires anyway (``retire_due``)."""
-    try:
-        return states.get(PARTITION, row)
-    except StateTampered as err:
-        return Versioned(state={}, etag=err.etag, tampered=err.check)
+    return get_as_found(states, PARTITION, row)
 
 
 def retire_due(

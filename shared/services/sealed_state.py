@@ -99,3 +99,14 @@ class SealedStateStore:
             except Exception:  # the refusal stands whatever the alarm does
                 logger.exception("the alarm about state %s/%s/%.140s failed", self.table, partition, key)
         return err
+
+
+def get_as_found(states: StateStore, partition: str, key: str) -> Versioned | None:
+    """A row as found: the authentic state, None, or — when its seal fails (the store has reported it) —
+    no properties, the failed check (``tampered``) and the version read. For a reader that goes on without
+    the row's contents: a view that says why nothing acts on it, or a writer that replaces it (that
+    version is what the replace is conditional on). Raises DependencyUnavailable."""
+    try:
+        return states.get(partition, key)
+    except StateTampered as err:
+        return Versioned(state={}, etag=err.etag, tampered=err.check)
