@@ -226,11 +226,7 @@ class Progress:
         return {k: v for k, v in vars(self).items() if v is not None}
 
     def made_list(self) -> list[str]:
-        try:
-            made = json.loads(self.made or "[]")
-        except ValueError:
-            return []
-        return [str(m) for m in made] if isinstance(made, list) else []
+        return _ids(self.made)
 
     def alias_list(self) -> list[str]:
         return _ids(self.aliases)
@@ -246,7 +242,7 @@ class Progress:
             return
         if new and len(self.alias_list()) >= MAX_JOINED:
             raise Conflict(f"{MAX_JOINED} requests joined this rotation already; ask again once it is done")
-        self.aliases = json.dumps([*self.alias_list(), rotation_id], separators=(",", ":"))
+        self.aliases = _dump_ids([*self.alias_list(), rotation_id])
 
     def queued_now(self, now: datetime) -> str | None:
         """The queued request that new requests join, while it is fresh."""
@@ -265,7 +261,7 @@ class Progress:
         """Take the ids that joined the stored copy of this holder's row meanwhile; returns the new ones."""
         new = [a for a in stored.alias_list() if a not in self.alias_list() and a != self.rotation_id]
         if new:
-            self.aliases = json.dumps([*self.alias_list(), *new], separators=(",", ":"))
+            self.aliases = _dump_ids([*self.alias_list(), *new])
         return new
 
     def finished(self, rotation_id: str) -> bool:
@@ -283,7 +279,7 @@ class Progress:
         self.new_version = new_version
         entry = f"{self.rotation_id}:{new_version}"
         made = [m for m in self.made_list() if m != entry]
-        self.made = json.dumps([*made, entry][-MADE_HISTORY:], separators=(",", ":"))
+        self.made = _dump_ids([*made, entry][-MADE_HISTORY:])
 
     def done_with_joined(self) -> list[str]:
         """The requests that joined are named in an outcome: remembered as done, no longer waiting.
@@ -295,10 +291,10 @@ class Progress:
     def done_with(self, ids: Sequence[str]) -> None:
         """The requests ``ids`` are named in an outcome: remembered as done, no longer waiting."""
         waiting = [a for a in self.alias_list() if a not in ids]
-        self.aliases = json.dumps(waiting, separators=(",", ":")) if waiting else None
+        self.aliases = _dump_ids(waiting)
         if ids:
             done = [d for d in self.joined_done_list() if d not in ids]
-            self.joined_done = json.dumps([*done, *ids][-JOINED_HISTORY:], separators=(",", ":"))
+            self.joined_done = _dump_ids([*done, *ids][-JOINED_HISTORY:])
 
     def leased_by_other(self, holder: str, now: datetime) -> bool:
         """Another holder's lease that still runs (whatever its step). A lease ending further ahead than
@@ -309,11 +305,17 @@ class Progress:
 
 
 def _ids(raw: str | None) -> list[str]:
+    """A list of ids as a progress row keeps it (JSON); [] for none, or for what is no such list."""
     try:
         ids = json.loads(raw or "[]")
     except ValueError:
         return []
     return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
+def _dump_ids(ids: Sequence[str]) -> str | None:
+    """A list of ids as a progress row keeps it: compact JSON, or None (no property) for none."""
+    return json.dumps(list(ids), separators=(",", ":")) if ids else None
 
 
 def rotate(
@@ -460,7 +462,7 @@ def _take(
             adopted = [r for r in progress.adopt_queued(now) if r != rotation_id]
             progress.rotation_id = rotation_id or (adopted.pop(0) if adopted else uuid.uuid4().hex)
             progress.from_version, progress.attempt, progress.restore_version = current.version, 0, None
-            progress.aliases = json.dumps(adopted, separators=(",", ":")) if adopted else None
+            progress.aliases = _dump_ids(adopted)
         else:
             for request in [*progress.adopt_queued(now), *([rotation_id] if rotation_id else [])]:
                 progress.join(request)
