@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         TargetRotator,
     )
     from shared.services.audit import AuditTrail
+    from shared.services.findings import FindingPeers
     from shared.services.revocation import Services as RevocationServices
     from shared.services.sweep_run import SweepPeers
 
@@ -268,10 +269,18 @@ class Container:
 
     @cached_property
     def tamper_alarm(self) -> Callable[[StateTampered], None]:
-        """What hears of a tampered state row: a STATE_TAMPERED record, a finding and an event, once."""
-        from shared.services.findings import FindingPeers, TamperAlarm
+        """What hears of a tampered state row: a STATE_TAMPERED record, a finding and an event, once (its
+        peers are built on first use: the findings store is sealed with this alarm)."""
+        from shared.services.findings import TamperAlarm
 
-        return TamperAlarm(lambda: FindingPeers(self.findings, self.audit_trail, self.publisher, self.clock))
+        return TamperAlarm(lambda: self.finding_peers)
+
+    @cached_property
+    def finding_peers(self) -> FindingPeers:
+        """What reporting a finding uses: the store, the trail, the publisher, the clock."""
+        from shared.services.findings import FindingPeers
+
+        return FindingPeers(self.findings, self.audit_trail, self.publisher, self.clock)
 
     @cached_property
     def rotation_queue(self) -> RotationRequests:
@@ -345,14 +354,13 @@ class Container:
     @property
     def sweep_peers(self) -> SweepPeers:
         """What the hourly rotation sweep uses (built per call: cheap, all cached)."""
-        from shared.services.findings import FindingPeers
         from shared.services.sweep_run import SweepPeers
 
         return SweepPeers(
             self.secret_store,
             self.state_store,
             self.rotation_requests,
-            FindingPeers(self.findings, self.audit_trail, self.publisher, self.clock),
+            self.finding_peers,
             self.audit_log,
             self.key_ring,
             self.reserved_secrets,
