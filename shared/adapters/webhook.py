@@ -305,7 +305,7 @@ class WebhookRotator:
     def _bound(self, stored: SecretValue, secret_name: str, target: str) -> bool:
         """Whether a signing key version carries the binding to ``secret_name`` and ``target``."""
         tags = stored.properties.tags
-        mac_key = self._keys.get(tags.get(BINDING_KEY_TAG, "")) if tags.get(BINDING_KEY_TAG) else None
+        mac_key = self._keys.get(tags.get(BINDING_KEY_TAG, ""))  # None for no id, or one it never made
         if mac_key is None or not stored.properties.enabled:
             return False
         try:
