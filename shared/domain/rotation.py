@@ -92,8 +92,7 @@ class RotationRequest:
 
     def sealed(self, key_id: str, key: bytes) -> RotationRequest:
         """The request with its seal (``key_id``: the audit key's id)."""
-        mac = hmac.new(key, _DOMAIN + self._body().encode(), hashlib.sha256).hexdigest()
-        return dataclasses.replace(self, seal=mac, seal_key=key_id)
+        return dataclasses.replace(self, seal=self._mac(key), seal_key=key_id)
 
     def seal_problem(self, keys: Callable[[str], bytes | None]) -> str | None:
         """Why the request's seal does not check (``no seal``, ``unknown key``, ``mac mismatch``), or None
@@ -103,12 +102,12 @@ class RotationRequest:
         key = keys(self.seal_key)
         if key is None:
             return "unknown key"
-        expected = hmac.new(key, _DOMAIN + self._body().encode(), hashlib.sha256).hexdigest()
-        return None if hmac.compare_digest(expected, self.seal) else "mac mismatch"
+        return None if hmac.compare_digest(self._mac(key), self.seal) else "mac mismatch"
 
-    def _body(self) -> str:
-        """The fields the seal covers, in one canonical form."""
-        return json.dumps(self._fields(), sort_keys=True, separators=(",", ":"))
+    def _mac(self, key: bytes) -> str:
+        """The MAC over the fields the seal covers, in one canonical form."""
+        body = json.dumps(self._fields(), sort_keys=True, separators=(",", ":"))
+        return hmac.new(key, _DOMAIN + body.encode(), hashlib.sha256).hexdigest()
 
     def to_json(self) -> str:
         fields = self._fields()

@@ -63,8 +63,13 @@ class StateTampered(Conflict):
         self.fingerprint = fingerprint
 
 
-def _payload(table: str, partition: str, key: str, state: Mapping[str, Any]) -> bytes:
-    body = {k: v for k, v in state.items() if v is not None and k not in _SEAL_FIELDS}
+def _body(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The properties a seal covers: all but the seal's own, None dropped (as storage drops them)."""
+    return {k: v for k, v in state.items() if v is not None and k not in _SEAL_FIELDS}
+
+
+def _payload(table: str, partition: str, key: str, body: Mapping[str, Any]) -> bytes:
+    """The MAC input of a state's ``_body``. Raises ValueError for a property storage would change."""
     for name, value in body.items():
         if isinstance(value, float) or (
             isinstance(value, int) and not isinstance(value, bool) and value not in _INT32
@@ -81,7 +86,7 @@ def seal_state(
 ) -> dict[str, Any]:
     """The state as stored: its properties (None dropped, as storage drops them) and its seal. Raises
     ValueError for a property storage would not give back as it was (a float, a wide integer)."""
-    body = {k: v for k, v in state.items() if v is not None and k not in _SEAL_FIELDS}
+    body = _body(state)
     mac = hmac.new(mac_key, _payload(table, partition, key, body), hashlib.sha256).hexdigest()
     return {**body, KEY_ID_FIELD: key_id, MAC_FIELD: mac}
 
@@ -97,7 +102,7 @@ def check_state(
     mac_key = keys(key_id)
     if mac_key is None:
         return {}, "unknown key"
-    body = {k: v for k, v in stored.items() if v is not None and k not in _SEAL_FIELDS}
+    body = _body(stored)
     try:
         payload = _payload(table, partition, key, body)
     except ValueError:
