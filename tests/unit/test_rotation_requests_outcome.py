@@ -14,43 +14,29 @@ import pytest
 from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services import catalog, rotation
-from shared.services.audit import AuditTrail
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-    RecordingRotationRequests,
-)
+from tests.unit.sealed_world import SealedWorld
 
 NAME = "dispatch-api-key"
 RESERVED = ("audit-hmac-key",)
 OPERATOR = Actor("oid-operator", ActorType.USER)
 
 
-class World:
+class World(SealedWorld):
     def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = InMemorySecretStore(self.clock)
-        self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-        self.queue = RecordingRotationRequests()
+        super().__init__()
         policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
         self.store.set_value(NAME, "v1", content_type="text/plain", tags=policy.to_tags())
 
     def request(self) -> catalog.RotationTicket:
         return catalog.request_rotation(
-            self.store, self.states, self.queue, self.trail, self.clock, reserved=RESERVED, name=NAME,
+            self.store, self.states, self.requests, self.trail, self.clock, reserved=RESERVED, name=NAME,
             force=True, actor=OPERATOR, correlation_id="http",
         )  # fmt: skip
 
     def drain(self) -> list[Any]:
         outcomes = []
-        while self.queue.sent:
-            request = self.queue.sent.pop(0)
+        while self.requests.sent:
+            request = self.requests.sent.pop(0)
             outcomes.append(
                 rotation.rotate_requested(
                     request,
@@ -82,7 +68,7 @@ def test_twenty_concurrent_forced_requests_make_one_version_and_twenty_outcomes(
         tickets = list(pool.map(lambda _: world.request(), range(20)))
     ids = {t.rotation_id for t in tickets}
     assert len(ids) == 20
-    assert len(world.queue.sent) == 1  # one queued; nineteen joined it
+    assert len(world.requests.sent) == 1  # one queued; nineteen joined it
     [queued] = [t for t in tickets if t.joined is None]
     assert {t.joined for t in tickets if t is not queued} == {queued.rotation_id}
     [outcome] = world.drain()
@@ -109,7 +95,7 @@ def test_requests_during_a_rotation_join_it_even_after_its_success_is_recorded()
     [outcome] = world.drain()
     assert outcome.status == "rotated" and len(late) == 2
     assert [t.status for t in late] == ["in_progress", "in_progress"]
-    assert world.queue.sent == []  # both joined: nothing queued
+    assert world.requests.sent == []  # both joined: nothing queued
     assert len(world.store.versions_of(NAME)) == 2
     assert {first.rotation_id, *(t.rotation_id for t in late)} <= world.answered()
     skipped = [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]
@@ -161,15 +147,15 @@ def test_a_queued_request_that_reached_the_poison_queue_takes_its_joiners_along(
     world = World()
     first = world.request()
     joined = world.request()
-    [message] = world.queue.sent
+    [message] = world.requests.sent
     rotation.gave_up(message, world.trail, 5, world.states)
     [failed] = [e for e in world.log.events if e.action == Action.ROTATION_FAILED]
     assert failed.details["rotation_id"] == first.rotation_id and failed.details["joined"] == [
         joined.rotation_id
     ]
-    world.queue.sent.clear()
+    world.requests.sent.clear()
     again = world.request()  # the marker is gone: a new request queues afresh
-    assert again.joined is None and len(world.queue.sent) == 1
+    assert again.joined is None and len(world.requests.sent) == 1
 
 
 def test_many_threads_racing_for_one_row_all_register() -> None:
@@ -213,23 +199,23 @@ def test_a_queued_request_whose_secret_is_gone_takes_its_joiners_along() -> None
 def test_a_request_that_could_not_be_sent_takes_those_that_joined_it_along() -> None:
     world = World()
     joined: list[catalog.RotationTicket] = []
-    send = world.queue.send
+    send = world.requests.send
 
     def failing(requests: Any) -> None:
         joined.append(world.request())  # joins the one being sent (the queue keeps failing for it)
         raise rotation.DependencyUnavailable("queue", "unreachable")
 
-    world.queue.send = failing  # type: ignore[method-assign]
+    world.requests.send = failing  # type: ignore[method-assign]
     with pytest.raises(rotation.DependencyUnavailable):
         world.request()
-    world.queue.send = send  # type: ignore[method-assign]
+    world.requests.send = send  # type: ignore[method-assign]
     assert joined and joined[0].rotation_id in world.answered()
 
 
 def test_a_request_given_up_after_taking_the_lease_names_those_that_joined() -> None:
     world = World()
     first, joined = world.request(), world.request()
-    [message] = world.queue.sent
+    [message] = world.requests.sent
     original = world.store.set_value
 
     def dies(*a: Any, **k: Any) -> Any:
@@ -248,7 +234,7 @@ def test_a_request_given_up_after_taking_the_lease_names_those_that_joined() -> 
 def test_a_sealed_request_put_back_on_the_poison_queue_after_its_rotation_is_no_failure() -> None:
     world = World()
     world.request()
-    [message] = world.queue.sent
+    [message] = world.requests.sent
     world.drain()
     rotation.gave_up(message, world.trail, 5, world.states)
     assert [e for e in world.log.events if e.action == Action.ROTATION_FAILED] == []
@@ -258,9 +244,9 @@ def test_a_forced_request_put_back_on_the_queue_days_later_is_not_acted_on() -> 
     """A sealed message copied aside (never taken) and put back two days later forces nothing."""
     world = World()
     world.request()
-    copied = world.queue.sent.pop()
+    copied = world.requests.sent.pop()
     world.clock.advance(timedelta(days=2))
-    world.queue.sent.append(copied)
+    world.requests.sent.append(copied)
     [outcome] = world.drain()
     assert outcome.status == "skipped" and len(world.store.versions_of(NAME)) == 1
 

@@ -15,47 +15,16 @@ from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.scan_rules import ScanRules
 from shared.domain.state import MAC_FIELD, StateTampered, StateWrite
 from shared.services import expiry, rotation
-from shared.services.audit import AuditTrail
-from shared.services.findings import FindingPeers, StateFindingStore, TamperAlarm
+from shared.services.findings import FindingPeers, TamperAlarm
 from shared.services.sealed_state import SealedStateStore
 from shared.services.suspicious import scan
 from tests.fakes import (
-    FakeKeyRing,
-    FixedClock,
-    InMemoryAuditLog,
     InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
 )
+from tests.unit.sealed_world import STATE_TABLE
+from tests.unit.sealed_world import SealedWorld as World
 
-TABLE = "secretstate"
-
-
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.keys = FakeKeyRing()
-        self.log = InMemoryAuditLog(self.keys)
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-        self.rows = InMemoryStateStore()  # what a storage writer reaches
-        self.finding_rows = InMemoryStateStore()
-        self.alarm = TamperAlarm(lambda: FindingPeers(self.findings, self.trail, self.publisher, self.clock))
-        self.states = SealedStateStore(self.rows, self.keys, TABLE, self.alarm)
-        self.findings = StateFindingStore(
-            SealedStateStore(self.finding_rows, self.keys, "auditfindings", self.alarm)
-        )
-
-    def records(self, action: Action) -> list[Any]:
-        return [e for e in self.log.events if e.action == action]
-
-    def overwrite(self, partition: str, key: str, state: dict[str, Any]) -> None:
-        """Rewrite a row as a storage writer does: straight into the table, no key."""
-        stored = self.rows.get(partition, key)
-        if stored is None:
-            self.rows.create(partition, key, state)
-        else:
-            self.rows.replace(partition, key, state, stored.etag)
+TABLE = STATE_TABLE
 
 
 @pytest.fixture

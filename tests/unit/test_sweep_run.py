@@ -12,40 +12,14 @@ from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.state import StateTampered
 from shared.services import catalog, decommission, inventory, rotation, stalls, sweep_run
-from shared.services.audit import AuditTrail
-from shared.services.findings import FindingPeers, StateFindingStore, TamperAlarm
-from shared.services.sealed_state import SealedStateStore
-from tests.fakes import (
-    FakeKeyRing,
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-    RecordingRotationRequests,
-)
+from tests.unit.sealed_world import SealedWorld
 
 RESERVED = ("audit-hmac-key", "audit-digest-anchor")
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
 OPERATOR = Actor("oid-operator", ActorType.USER)
 
 
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = InMemorySecretStore(self.clock)
-        self.keys = FakeKeyRing()
-        self.log = InMemoryAuditLog(self.keys)
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-        self.requests = RecordingRotationRequests()
-        self.rows = InMemoryStateStore()
-        self.finding_rows = InMemoryStateStore()
-        self.alarm = TamperAlarm(lambda: self.finding_peers)
-        self.states = SealedStateStore(self.rows, self.keys, "secretstate", self.alarm)
-        self.findings = StateFindingStore(SealedStateStore(self.finding_rows, self.keys, "auditfindings"))
-        self.finding_peers = FindingPeers(self.findings, self.trail, self.publisher, self.clock)
-
+class World(SealedWorld):
     @property
     def peers(self) -> sweep_run.SweepPeers:
         def missing(partition: str, key: str) -> None:
@@ -78,9 +52,6 @@ class World:
         self.store.update_properties(
             name, current.version, tags={k: v for k, v in merged.items() if v is not None}
         )
-
-    def records(self, action: Action, name: str | None = None) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == action and (name is None or e.secret_name == name)]
 
 
 @pytest.fixture
@@ -129,13 +100,18 @@ def test_a_secret_due_only_just_now_has_not_stalled_yet(world: World) -> None:
     assert stalled.details["reason"].startswith("not rotated since it became due")
 
 
-def test_a_lease_held_longer_than_any_holder_runs_is_a_stall_at_once(world: World) -> None:
-    world.secret("held", age_days=30)
+def _held_too_long(world: World, name: str) -> None:
+    """A due secret whose lease (a rollback's) was taken 20 minutes ago and still runs."""
+    world.secret(name, age_days=30)
     world.clock.advance(timedelta(minutes=1))
     progress = rotation.Progress(rotation_id="a" * 32, step="rolling_back", holder="h")
     progress.leased_at = rotation.format_time(world.clock.now() - timedelta(minutes=20))
     progress.lease_until = rotation.format_time(world.clock.now() + timedelta(minutes=10))
-    world.states.create("rotation", "held", progress.state())
+    world.states.create("rotation", name, progress.state())
+
+
+def test_a_lease_held_longer_than_any_holder_runs_is_a_stall_at_once(world: World) -> None:
+    _held_too_long(world, "held")
     world.sweep()
     [stalled] = world.records(Action.ROTATION_STALLED, "held")
     assert stalled.details["reason"].startswith("held by rolling_back")
@@ -273,12 +249,7 @@ def test_an_inventory_row_a_storage_writer_deleted_is_reported(world: World) -> 
 
 
 def test_a_plan_shows_a_lease_held_too_long_as_a_stall(world: World) -> None:
-    world.secret("held", age_days=30)
-    world.clock.advance(timedelta(minutes=1))
-    progress = rotation.Progress(rotation_id="a" * 32, step="rolling_back", holder="h")
-    progress.leased_at = rotation.format_time(world.clock.now() - timedelta(minutes=20))
-    progress.lease_until = rotation.format_time(world.clock.now() + timedelta(minutes=10))
-    world.states.create("rotation", "held", progress.state())
+    _held_too_long(world, "held")
     plan = catalog.plan_rotation(
         world.store, world.states, world.clock, reserved=RESERVED, name="held", force=False
     )
