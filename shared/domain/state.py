@@ -28,6 +28,13 @@ from shared.domain.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
+#: host.json's ``functionTimeout``: the platform stops an invocation that runs longer (a test pins it).
+FUNCTION_TIMEOUT = timedelta(minutes=10)
+#: Every lease this service takes (a write to a secret, a revocation's execution, an expiry claim) runs
+#: this long: longer than FUNCTION_TIMEOUT, so a holder is stopped by the platform before its lease can
+#: run out under it, and a lease that ran out belongs to a holder that is gone.
+LEASE = timedelta(minutes=15)
+
 #: The MAC of a sealed state and the id of the key that made it: stored beside the state's properties.
 MAC_FIELD = "state_mac"
 KEY_ID_FIELD = "state_key_id"

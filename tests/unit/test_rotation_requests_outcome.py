@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.errors import DependencyUnavailable
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services import catalog, rotation
 from tests.unit.sealed_world import SealedWorld
@@ -203,10 +204,10 @@ def test_a_request_that_could_not_be_sent_takes_those_that_joined_it_along() -> 
 
     def failing(requests: Any) -> None:
         joined.append(world.request())  # joins the one being sent (the queue keeps failing for it)
-        raise rotation.DependencyUnavailable("queue", "unreachable")
+        raise DependencyUnavailable("queue", "unreachable")
 
     world.requests.send = failing  # type: ignore[method-assign]
-    with pytest.raises(rotation.DependencyUnavailable):
+    with pytest.raises(DependencyUnavailable):
         world.request()
     world.requests.send = send  # type: ignore[method-assign]
     assert joined and joined[0].rotation_id in world.answered()

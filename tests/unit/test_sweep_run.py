@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result, format_time
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.state import StateTampered
 from shared.services import catalog, decommission, inventory, rotation, stalls, sweep_run
@@ -105,8 +105,8 @@ def _held_too_long(world: World, name: str) -> None:
     world.secret(name, age_days=30)
     world.clock.advance(timedelta(minutes=1))
     progress = rotation.Progress(rotation_id="a" * 32, step="rolling_back", holder="h")
-    progress.leased_at = rotation.format_time(world.clock.now() - timedelta(minutes=20))
-    progress.lease_until = rotation.format_time(world.clock.now() + timedelta(minutes=10))
+    progress.leased_at = format_time(world.clock.now() - timedelta(minutes=20))
+    progress.lease_until = format_time(world.clock.now() + timedelta(minutes=10))
     world.states.create("rotation", name, progress.state())
 
 

@@ -1,0 +1,314 @@
+"""Retirement of replaced versions once their grace has ended. The schedule only says which versions to
+look at: what may be retired, and when, is re-derived from the vault. Through a target rotator the
+target's ``finish`` makes the old value unusable there first, under the secret's write lease."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Literal
+
+from shared.domain.audit import Action, Result
+from shared.domain.errors import Conflict, DomainError, NotFound, SecretDisabled
+from shared.domain.policy import PolicyError, RotationPolicy, Rotator
+from shared.domain.progress import (
+    PREVIOUS_VERSION_TAG,
+    RESTORED_VERSION_TAG,
+    ROTATED_BY,
+    ROTATED_BY_TAG,
+    ROTATION_ID_TAG,
+    Progress,
+    made_by_service,
+    retired_tags,
+)
+from shared.domain.secrets import SecretVersion
+from shared.domain.state import Versioned
+from shared.domain.targets import (
+    TargetSecret,
+    is_reserved,
+)
+from shared.ports import Clock, SecretStore, StateStore, TargetRotator
+from shared.services.audit import AuditTrail
+from shared.services.rotation.lease import acquire, release
+from shared.services.rotation.rows import (
+    PARTITION,
+    SCHEDULE_PREFIX,
+    retirements,
+    schedule_key,
+    schedule_row,
+    schedule_state,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def retire_due(
+    name: str,
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
+) -> list[str]:
+    """Disable the previous versions of ``name`` whose grace has ended; return their ids. Through a target
+    rotator, the target's ``finish`` makes each one unusable there first, under the secret's write lease
+    (a rotation in flight is setting the other role's password: never both at once).
+
+    The schedule is a stored state anyone with storage access could write, so it only says which
+    versions to look at: what may be retired, and when, is re-derived from the vault. A reserved secret is
+    never touched; a version is disabled only when it is not the current one, a version this service made
+    replaced it (names it as its ``previous-version``, or a rollback as its ``restored-version``), the
+    current policy retires previous versions at all (an encryption key without a grace keeps them), and
+    that grace has run since the replacing version was created. A version that is gone already counts as
+    retired; a secret that is gone takes its schedule with it. Raises Conflict when the schedule changed
+    meanwhile or another write holds the lease (retry later), DomainError from the vault or the target.
+    """
+    key = name.lower()
+    row = schedule_key(key)
+    stored = schedule_row(states, row)
+    if stored is None:
+        return []
+    planned = retirements(stored.state)
+    now = clock.now()
+    if stored.tampered is not None:
+        # What was planned is lost: every enabled version but the current one is looked at, and the
+        # vault's times say which retire now (the others stay planned until then).
+        planned = _every_replaced(store, name, now)
+    due = [v for v, t in planned if t <= now]
+    if not due:
+        if stored.tampered is not None:
+            states.replace(PARTITION, row, schedule_state(planned), stored.etag)
+        return []
+    if is_reserved(key, reserved):
+        states.delete(PARTITION, row, stored.etag)
+        return []
+    progress = states.get(PARTITION, key)  # before the vault, as ``acquire`` wants it
+    try:
+        current = store.get_properties(name)
+    except NotFound:
+        logger.info("retirement schedule of %s dropped: the secret is gone", name)
+        states.delete(PARTITION, row, stored.etag)
+        return []
+    grace = _grace_of(current)
+    versions = store.list_versions(name)
+    tags_of = {v.version: v.tags for v in versions}
+    enabled_of = {v.version: v.enabled for v in versions}
+    replaced_at = _replaced_at(versions)
+    retired: list[str] = []
+    kept: list[tuple[str, datetime]] = []
+    finisher = Finisher(name, store, states, clock, current, progress, rotators or {})
+    # Told to drop an old value, a target may drop every value but the current one (a webhook's finish:
+    # "keep only this rotation's"): while another replaced version is still in its grace, the due ones
+    # wait for it and retire together (the vault says which are, not the schedule).
+    wait = _grace_running(versions, current, replaced_at, grace, now) if finisher.target else None
+    try:
+        for version in due:
+            when = _retire_when(name, version, current, replaced_at, grace, wait, enabled_of, now)
+            if isinstance(when, datetime):
+                kept.append((version, when))
+            if when != "now":
+                continue
+            trail.record(
+                Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
+            )
+            finisher.finish(version)
+            with contextlib.suppress(NotFound):  # gone already: nothing left to disable
+                store.update_properties(
+                    name, version, enabled=False, tags=retired_tags(tags_of.get(version, {}))
+                )
+            trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
+            retired.append(version)
+    finally:
+        finisher.release()
+    remaining = [(v, t) for v, t in planned if t > now] + kept
+    if remaining:
+        states.replace(PARTITION, row, schedule_state(remaining), stored.etag)
+    else:
+        states.delete(PARTITION, row, stored.etag)  # nothing left: the next rotation creates it afresh
+    return retired
+
+
+def _every_replaced(store: SecretStore, name: str, now: datetime) -> list[tuple[str, datetime]]:
+    """A schedule re-derived from the vault: every enabled version but the current one, due now (each is
+    then judged by ``_retire_when``: its grace since a version this service made replaced it)."""
+    try:
+        current = store.get_properties(name).version
+        versions = store.list_versions(name)
+    except (NotFound, SecretDisabled):
+        return []
+    return [(v.version, now) for v in versions if v.enabled and v.version != current]
+
+
+def _retire_when(
+    name: str,
+    version: str,
+    current: SecretVersion,
+    replaced_at: Mapping[str, datetime],
+    grace: timedelta | None,
+    wait: datetime | None,
+    enabled_of: Mapping[str, bool],
+    now: datetime,
+) -> datetime | Literal["now", "never"]:
+    """When a due version retires: ``now``, ``never`` (dropped from the schedule), or a later time (kept
+    scheduled until then)."""
+    since = replaced_at.get(version)
+    if version == current.version:
+        # Scheduled by a rotation that did not replace it (it failed, or is still running: its lease
+        # rewrote the schedule, so this run's write of it fails and the entry stays).
+        logger.info("retirement of %s version %s dropped: it is still the current version", name, version)
+        return "never"
+    if since is None or grace is None:
+        logger.warning("retirement of %s version %s refused: not a retired version by policy", name, version)
+        return "never"
+    if now < since + grace:
+        return since + grace  # the schedule was early: the vault's time stands
+    if not enabled_of.get(version, True):
+        # Disabled by someone else meanwhile (a revocation, by hand): nothing to retire, and no
+        # ``retired-by`` mark that would let a rollback bring it back.
+        logger.info("%s version %s is disabled already: left as it is", name, version)
+        return "never"
+    return "now" if wait is None else wait  # another replaced version in its grace: together, then
+
+
+#: The lease step of a retirement that calls a target rotator's ``finish``.
+RETIRING = "retiring"
+
+
+class Finisher:
+    """A target rotator's ``finish`` for the versions a retirement (or a replacement) ends, under the
+    secret's write lease, taken on the first call and released by ``release``. Nothing to do for a
+    ``key-vault`` secret."""
+
+    def __init__(
+        self,
+        name: str,
+        store: SecretStore,
+        states: StateStore,
+        clock: Clock,
+        current: SecretVersion,
+        progress: Versioned | None,
+        rotators: Mapping[Rotator, TargetRotator],
+    ) -> None:
+        self.name, self.store, self.states, self.clock = name, store, states, clock
+        self.current, self.progress = current, progress
+        self.policy: RotationPolicy | None = None
+        with contextlib.suppress(PolicyError):
+            self.policy = RotationPolicy.from_tags(current.tags)
+        rotator = self.policy.rotator if self.policy else Rotator.KEY_VAULT
+        self.target = rotators.get(rotator)
+        if rotator != Rotator.KEY_VAULT and self.target is None:
+            # Retiring in the vault alone would leave the old credential working at the target.
+            raise Conflict(f"secret {name}: the {rotator.value} rotator is not available to finish with")
+        self.lease: tuple[Progress, str] | None = None
+        self.secret: TargetSecret | None = None
+
+    def finish(self, version: str) -> None:
+        """Make ``version`` unusable at the target (unless the current value still needs it). Raises Busy
+        (another write holds the lease), TargetRefused, DependencyUnavailable."""
+        if self.target is None or self.policy is None:
+            return
+        if self.lease is None:
+            self.lease = acquire(self.states, self.name, self.progress, RETIRING, self.clock)
+        try:
+            retired = self.store.get_value(self.name, version).value
+        except (NotFound, SecretDisabled):
+            # Disabled or deleted by someone else: its value (its role) cannot be read; nothing is guessed.
+            logger.warning(
+                "%s version %s cannot be read: the target was not told to drop it", self.name, version
+            )
+            return
+        if self.secret is None:
+            rotation_id = self.current.tags.get(ROTATION_ID_TAG) if made_by_service(self.current) else None
+            current = self.store.get_value(self.name, self.current.version).value
+            self.secret = TargetSecret(self.name, rotation_id, self.policy.target, current)
+        self.target.finish(self.secret, retired)
+
+    def release(self) -> None:
+        if self.lease is not None:
+            progress, etag = self.lease
+            release(self.states, self.name, progress, etag, new_version=None)
+            self.lease = None
+
+
+def _grace_running(
+    versions: Sequence[SecretVersion],
+    current: SecretVersion,
+    replaced_at: Mapping[str, datetime],
+    grace: timedelta | None,
+    now: datetime,
+) -> datetime | None:
+    """When the last grace of an enabled, replaced version still within it ends; None when none is."""
+    if grace is None:
+        return None
+    ends = [
+        replaced_at[v.version] + grace
+        for v in versions
+        if v.version != current.version and v.enabled and v.version in replaced_at
+    ]
+    running = [end for end in ends if end > now]
+    return max(running) if running else None
+
+
+def _replaced_at(versions: Sequence[SecretVersion]) -> dict[str, datetime]:
+    """When each replaced version was last replaced, by a version this service made: one that names it as
+    its ``previous-version`` (a rotation, a rollback) or ``restored-version`` (a rollback)."""
+    replaced_at: dict[str, datetime] = {}
+    for v in versions:
+        if v.tags.get(ROTATED_BY_TAG) == ROTATED_BY and v.tags.get(ROTATION_ID_TAG):
+            for tag in (PREVIOUS_VERSION_TAG, RESTORED_VERSION_TAG):
+                old = v.tags.get(tag)
+                # The latest replacement: a version restored by a rollback was replaced again then.
+                if old and (old not in replaced_at or v.created > replaced_at[old]):
+                    replaced_at[old] = v.created
+    return replaced_at
+
+
+def _grace_of(current: SecretVersion) -> timedelta | None:
+    """The grace the secret's current policy gives a replaced version; None: they stay enabled (also
+    when the policy cannot be read: nothing is disabled on a guess)."""
+    try:
+        return RotationPolicy.from_tags(current.tags).previous_grace()
+    except PolicyError:
+        return None
+
+
+def retire_all(
+    store: SecretStore,
+    states: StateStore,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    rotators: Mapping[Rotator, TargetRotator] | None = None,
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Retire every previous version whose grace has ended, secret by secret: one secret's failure is
+    recorded (VERSION_RETIRED failure) and the others go on. Returns the (name, version) pairs retired and
+    the names that failed. Raises DependencyUnavailable when the schedule cannot be read at all."""
+    retired: list[tuple[str, str]] = []
+    failed: list[str] = []
+    scheduled = states.list(PARTITION, start=SCHEDULE_PREFIX, stop=SCHEDULE_PREFIX + "~")
+    for key in (row.removeprefix(SCHEDULE_PREFIX) for row in scheduled):
+        try:
+            retired += [
+                (key, version)
+                for version in retire_due(
+                    key, store, states, trail, clock, reserved=reserved, rotators=rotators
+                )
+            ]
+        except Conflict:
+            logger.info("retirement of %s left for the next run: its schedule changed", key)
+        except DomainError as err:
+            failed.append(key)
+            with contextlib.suppress(DomainError):
+                trail.record(
+                    Action.VERSION_RETIRED,
+                    secret_name=key,
+                    result=Result.FAILURE,
+                    details={"error_class": type(err).__name__},
+                    error=str(err)[:500],
+                )
+    return retired, failed
