@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.domain.audit import format_time, parse_time
@@ -133,26 +134,41 @@ def take_lease(
         raise Conflict(f"the rotation progress of {key} vanished since it was read") from err
 
 
+@dataclass
+class Held:
+    """This holder's lease on a secret's progress row through one rotation: the progress as this holder
+    last wrote it, its etag (each write moves it on), and the request's correlation id for the records."""
+
+    name: str
+    progress: Progress
+    etag: str
+    correlation_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
 def write_own(
     states: StateStore,
-    key: str,
-    progress: Progress,
-    etag: str,
+    held: Held,
     *,
     closing: str | None = None,
     joined: Callable[[list[str]], None] | None = None,
-) -> str:
-    """Write this holder's progress (``closing``: closed with that version). A write that lost to a request
-    joining (the row still this holder's, with more ids in it) takes the new ids in (``joined`` hears of
-    them) and is tried again; any other change is Conflict (another holder). Returns the new etag. Raises
-    Conflict, NotFound."""
+) -> None:
+    """Write this holder's progress (``closing``: closed with that version); ``held.etag`` moves on. A
+    write that lost to a request joining (the row still this holder's, with more ids in it) takes the new
+    ids in (``joined`` hears of them) and is tried again; any other change is Conflict (another holder).
+    Raises Conflict, NotFound."""
+    progress, key = held.progress, held.key
     for _ in range(LEASE_ATTEMPTS):
         written = dataclasses.replace(progress)
         if closing is not None:
             written.closed(closing)
             written.done_with_joined()
         try:
-            return states.replace(PARTITION, key, written.state(), etag).etag
+            held.etag = states.replace(PARTITION, key, written.state(), held.etag).etag
+            return
         except Conflict:
             stored = states.get(PARTITION, key)
             if stored is None:
@@ -163,68 +179,66 @@ def write_own(
             new = progress.merge_joined(mine)
             if new and joined is not None:
                 joined(new)
-            etag = stored.etag
+            held.etag = stored.etag
     raise Conflict(f"the rotation progress of {key} keeps changing")
 
 
-def renew(states: StateStore, key: str, progress: Progress, etag: str) -> str:
+def renew(states: StateStore, held: Held, clock: Clock) -> None:
+    """Make the lease outlast the write that comes next, unless it was taken a moment ago (one store call
+    fewer per rotation; the vault call, retries included, takes minutes at most). Raises LeaseLost when
+    another holder took the lease meanwhile."""
+    if _lease_left(held.progress, clock) >= LEASE - RENEW_AFTER:
+        return
+    held.progress.lease_until = format_time(clock.now() + LEASE)
     try:
-        return write_own(states, key, progress, etag)
+        write_own(states, held)
     except (Conflict, NotFound) as err:
         raise LeaseLost from err
 
 
-def lease_left(progress: Progress, clock: Clock) -> timedelta:
+def _lease_left(progress: Progress, clock: Clock) -> timedelta:
     try:
         return parse_time(progress.lease_until or "") - clock.now()
     except (ValueError, TypeError):
         return timedelta(0)
 
 
-def save_own(
-    states: StateStore,
-    name: str,
-    key: str,
-    progress: Progress,
-    closing: Callable[[Progress], None] | None = None,
-) -> None:
+def save_own(states: StateStore, held: Held, closing: Callable[[Progress], None] | None = None) -> None:
     """Write this holder's progress while it is still ours (``closing``: as it changes it), taking in the
     requests that joined meanwhile (a joiner's write is no other holder: read again and retry). Best
     effort: logged when it cannot be."""
     try:
         for _ in range(LEASE_ATTEMPTS):
-            stored = ours(states, key, progress)
+            stored = ours(states, held)
             if stored is None:
                 return
-            progress.merge_joined(Progress.of(stored.state))
-            written = dataclasses.replace(progress)
+            held.progress.merge_joined(Progress.of(stored.state))
+            written = dataclasses.replace(held.progress)
             if closing is not None:
                 closing(written)
             try:
-                write_progress(states, key, written, stored.etag)
+                write_progress(states, held.key, written, stored.etag)
                 return
             except (Conflict, NotFound):
                 continue
-        logger.error("rotation progress of %s kept changing: not saved", name)
+        logger.error("rotation progress of %s kept changing: not saved", held.name)
     except DomainError:
-        logger.exception("rotation progress of %s could not be saved", name)
+        logger.exception("rotation progress of %s could not be saved", held.name)
 
 
-def ours(states: StateStore, key: str, progress: Progress) -> Versioned | None:
+def ours(states: StateStore, held: Held) -> Versioned | None:
     """The stored progress while this holder still holds it, else None. Raises DependencyUnavailable."""
-    stored = states.get(PARTITION, key)
-    if progress.holder is None or stored is None or stored.state.get("holder") != progress.holder:
+    stored = states.get(PARTITION, held.key)
+    if held.progress.holder is None or stored is None or stored.state.get("holder") != held.progress.holder:
         return None
     return stored
 
 
-def release_now(
-    states: StateStore, clock: Clock, name: str, key: str, progress: Progress, err: DomainError
-) -> None:
+def release_now(states: StateStore, held: Held, clock: Clock, err: DomainError) -> None:
     """End this holder's lease now, keeping the progress (and the requests that joined) for the retry;
     only while it is still ours."""
-    progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
-    save_own(states, name, key, progress)
+    held.progress.last_error, held.progress.lease_until = type(err).__name__, format_time(clock.now())
+    save_own(states, held)
 
 
 def close_stale(states: StateStore, key: str, stored: Versioned | None, clock: Clock) -> None:

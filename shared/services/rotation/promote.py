@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from typing import Any
 
-from shared.domain.audit import Action, Result, format_time
+from shared.domain.audit import Action, Result
 from shared.domain.errors import Conflict, DependencyUnavailable, DomainError, NotFound, SecretDisabled
 from shared.domain.generators import NewValue, generate
 from shared.domain.notifications import ROTATION_FAILED, Notification
@@ -23,25 +23,17 @@ from shared.domain.progress import (
     service_tags,
 )
 from shared.domain.secrets import SecretVersion
-from shared.domain.state import LEASE
 from shared.domain.targets import (
     PENDING_FOR_TAG,
     TargetRefused,
     TargetSecret,
     pending_secret_name,
 )
-from shared.ports import Clock, Publisher, SecretStore, StateStore, TargetRotator
+from shared.ports import SecretStore, TargetRotator
 from shared.services.audit import AuditTrail
-from shared.services.rotation.lease import (
-    RENEW_AFTER,
-    lease_left,
-    ours,
-    release_now,
-    renew,
-    save_own,
-    write_own,
-)
-from shared.services.rotation.outcomes import joined_details
+from shared.services.peers import Peers
+from shared.services.rotation.lease import Held, ours, release_now, renew, save_own, write_own
+from shared.services.rotation.outcomes import RotationOutcome, announce, joined_details
 
 logger = logging.getLogger(__name__)
 
@@ -55,25 +47,14 @@ class ClosePending(Exception):
         self.cause = cause
 
 
-def promote(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    policy: RotationPolicy,
-    current: SecretVersion,
-    progress: Progress,
-    key: str,
-    etag: str,
-    correlation_id: str | None,
-    target: TargetRotator | None,
-    announce: Callable[[str], None],
-) -> str:
-    """The one new version of this rotation (made now, or found: made before a crash), then the progress
-    closed and the outcome recorded. Raises LeaseLost when another holder took the lease meanwhile,
-    TargetRefused / DependencyUnavailable from the target rotator (nothing promoted then)."""
+def promote(peers: Peers, held: Held, policy: RotationPolicy, current: SecretVersion, reason: str) -> str:
+    """The one new version of this rotation (made now, or found: made before a crash), then its success
+    on record, ``SecretRotated`` sent and the progress closed. Raises LeaseLost when another holder took
+    the lease meanwhile, TargetRefused / DependencyUnavailable from the target rotator (nothing promoted
+    then), ClosePending when the version is made but its close could not be recorded."""
+    progress = held.progress
     assert progress.rotation_id is not None and progress.from_version is not None
+    target = peers.rotators.get(policy.rotator)
     details = {
         "rotation_id": progress.rotation_id,
         "attempt": progress.attempt,
@@ -82,46 +63,27 @@ def promote(
     if current.tags.get(ROTATION_ID_TAG) == progress.rotation_id:
         new = current  # promoted before a crash: never a second version
     else:
-        trail.record(
+        peers.trail.record(
             Action.ROTATED,
-            secret_name=name,
+            secret_name=held.name,
             version=progress.from_version,
             result=Result.INTENT,
-            correlation_id=correlation_id,
+            correlation_id=held.correlation_id,
             details=details,
         )
-        # The one write that cannot be made conditional needs the lease to outlast it: renewed first,
-        # unless it was taken a moment ago (one store call fewer per rotation; the vault call, retries
-        # included, takes minutes at most, far less than what is left).
-        if lease_left(progress, clock) < LEASE - RENEW_AFTER:
-            progress.lease_until = format_time(clock.now() + LEASE)
-            etag = renew(states, key, progress, etag)
-        value = generate(policy.kind)
-        extra: dict[str, str] = {}
-        if target is not None:
-            secret = TargetSecret(name, progress.rotation_id, policy.target, _value(store, name, current))
-            value = _target_value(store, name, target, secret, value, current.content_type)
-            extra = target.tags(secret)
-        created = clock.now()
-        tags = {
-            **extra,
-            **policy.to_tags(),
-            **service_tags(progress.rotation_id),
-            PREVIOUS_VERSION_TAG: progress.from_version,
-        }
-        new = store.set_value(
-            name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
-        )
+        # The one write that cannot be made conditional needs the lease to outlast it.
+        renew(peers.states, held, peers.clock)
+        new = _write_version(peers, held, policy, current, target)
     if target is not None:
-        discard_pending(store, name, progress.rotation_id)  # also when promoted before a crash
+        discard_pending(peers.store, held.name, progress.rotation_id)  # also when promoted before a crash
     try:
         # On record before the progress closes: a failure here leaves it open, and the retry records it.
         # It names every request that joined this rotation (each is done with it).
-        trail.record(
+        peers.trail.record(
             Action.ROTATED,
-            secret_name=name,
+            secret_name=held.name,
             version=new.version,
-            correlation_id=correlation_id,
+            correlation_id=held.correlation_id,
             details={**details, "previous_version": progress.from_version, **joined_details(progress)},
         )
     except DomainError as err:
@@ -129,45 +91,68 @@ def promote(
     # Sent before the progress closes: a crash in between sends it again on retry (same event id: the
     # rotation id), where sending it after would lose it for good — and consumers of a single-user
     # database credential learn from it that the old value stopped working.
-    announce(new.version)
-    try:
-        close_rotation(states, trail, name, key, progress, etag, new.version, correlation_id)
-    except (Conflict, NotFound):
-        # The version is made and its success on record: a progress row that changed or vanished
-        # meanwhile (a takeover, a storage writer) does not make this a failed rotation.
-        logger.warning("rotation progress of %s changed before it could be closed", name)
-    except DomainError as err:
-        # The row stays open and the lease is released: the retry (the queue's, or the sweep's
-        # resumption) finds the version made, and records, announces and closes again.
-        raise ClosePending(err) from err
+    made = RotationOutcome(
+        held.name, "rotated", reason, progress.rotation_id, new.version, progress.from_version
+    )
+    announce(peers.publisher, peers.clock, peers.trail.vault, made)
+    _close(peers, held, new.version)
     return new.version
 
 
-def close_rotation(
-    states: StateStore,
-    trail: AuditTrail,
-    name: str,
-    key: str,
-    progress: Progress,
-    etag: str,
-    version: str,
-    correlation_id: str | None,
-) -> None:
+def _write_version(
+    peers: Peers, held: Held, policy: RotationPolicy, current: SecretVersion, target: TargetRotator | None
+) -> SecretVersion:
+    """The new version in the vault: a generated value, or (through a target rotator) the pending value
+    the target took and accepted; tagged with the policy and this rotation's id."""
+    progress = held.progress
+    assert progress.rotation_id is not None and progress.from_version is not None
+    value = generate(policy.kind)
+    extra: dict[str, str] = {}
+    if target is not None:
+        secret = TargetSecret(
+            held.name, progress.rotation_id, policy.target, _value(peers.store, held.name, current)
+        )
+        value = _target_value(peers.store, held.name, target, secret, value, current.content_type)
+        extra = target.tags(secret)
+    created = peers.clock.now()
+    tags = {
+        **extra,
+        **policy.to_tags(),
+        **service_tags(progress.rotation_id),
+        PREVIOUS_VERSION_TAG: progress.from_version,
+    }
+    return peers.store.set_value(
+        held.name, value.value, content_type=value.content_type, tags=tags, expires=policy.expires_on(created)
+    )
+
+
+def _close(peers: Peers, held: Held, version: str) -> None:
     """Close the rotation that made ``version``. Requests that joined after its success was recorded get
     their own outcome first (ROTATION_SKIPPED: they joined it, naming the version), then the close is
-    tried again with them. Raises Conflict / NotFound (another holder's row, or gone)."""
+    tried again with them. A row that changed or vanished meanwhile (a takeover, a storage writer) does
+    not make this a failed rotation: the version is made and on record. Raises ClosePending when the row
+    cannot be written (the retry finds the version made, and records, announces and closes again)."""
+    rotation_id = held.progress.rotation_id
 
     def late(joined: list[str]) -> None:
-        trail.record(
+        peers.trail.record(
             Action.ROTATION_SKIPPED,
-            secret_name=name,
+            secret_name=held.name,
             version=version,
-            correlation_id=correlation_id,
-            details={"reason": f"joined rotation {progress.rotation_id}", "rotation_id": progress.rotation_id,
-                     "joined": joined},
-        )  # fmt: skip
+            correlation_id=held.correlation_id,
+            details={
+                "reason": f"joined rotation {rotation_id}",
+                "rotation_id": rotation_id,
+                "joined": joined,
+            },
+        )
 
-    write_own(states, key, progress, etag, closing=version, joined=late)
+    try:
+        write_own(peers.states, held, closing=version, joined=late)
+    except (Conflict, NotFound):
+        logger.warning("rotation progress of %s changed before it could be closed", held.name)
+    except DomainError as err:
+        raise ClosePending(err) from err
 
 
 def _value(store: SecretStore, name: str, version: SecretVersion) -> str:
@@ -256,24 +241,13 @@ def discard_pending(store: SecretStore, name: str, rotation_id: str | None) -> N
         logger.warning("the pending value of %s (rotation %s) could not be disabled", name, rotation_id)
 
 
-def fail(
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    name: str,
-    key: str,
-    progress: Progress,
-    err: DomainError,
-    correlation_id: str | None,
-    *,
-    close: bool = False,
-) -> None:
+def fail(peers: Peers, held: Held, err: DomainError, *, close: bool = False) -> None:
     """Record the failure (naming the requests that joined), then release the lease (the progress stays,
     so a retry resumes) or, with ``close``, end the rotation (nothing to resume; the joined requests end
     with it), then notify. Each part is best effort: the failure itself is what the caller sees."""
+    progress = held.progress
     with contextlib.suppress(DomainError):
-        stored = ours(states, key, progress)
+        stored = ours(peers.states, held)
         if stored is not None:
             progress.merge_joined(Progress.of(stored.state))
     step = err.step if isinstance(err, TargetRefused) else "promote"
@@ -283,20 +257,7 @@ def fail(
         "attempt": progress.attempt,
         **joined_details(progress),
     }
-    try:
-        trail.record(
-            Action.ROTATION_FAILED,
-            secret_name=name,
-            version=progress.from_version,
-            result=Result.FAILURE,
-            correlation_id=correlation_id,
-            details={**details, "error_class": type(err).__name__},
-            error=str(err)[:500],
-        )
-        recorded = True
-    except DomainError:
-        logger.exception("ROTATION_FAILED of %s could not be audited", name)
-        recorded = False
+    recorded = _record_failure(peers.trail, held, details, err)
     if close:
         named = progress.alias_list() if recorded else []
 
@@ -306,19 +267,31 @@ def fail(
             row.step, row.holder, row.lease_until, row.last_error = IDLE, None, None, type(err).__name__
             row.done_with(named)
 
-        save_own(states, name, key, progress, ended)
+        save_own(peers.states, held, ended)
     else:
-        release_now(states, clock, name, key, progress, err)
+        release_now(peers.states, held, peers.clock, err)
     try:
-        publisher.publish(
-            [
-                Notification(
-                    type=ROTATION_FAILED,
-                    subject=name,
-                    time=clock.now(),
-                    data={**details, "vault": trail.vault},
-                )
-            ]
+        data = {**details, "vault": peers.trail.vault}
+        peers.publisher.publish(
+            [Notification(type=ROTATION_FAILED, subject=held.name, time=peers.clock.now(), data=data)]
         )
     except DomainError:
-        logger.exception("RotationFailed of %s could not be sent", name)
+        logger.exception("RotationFailed of %s could not be sent", held.name)
+
+
+def _record_failure(trail: AuditTrail, held: Held, details: dict[str, Any], err: DomainError) -> bool:
+    """ROTATION_FAILED on record; whether it could be."""
+    try:
+        trail.record(
+            Action.ROTATION_FAILED,
+            secret_name=held.name,
+            version=held.progress.from_version,
+            result=Result.FAILURE,
+            correlation_id=held.correlation_id,
+            details={**details, "error_class": type(err).__name__},
+            error=str(err)[:500],
+        )
+    except DomainError:
+        logger.exception("ROTATION_FAILED of %s could not be audited", held.name)
+        return False
+    return True

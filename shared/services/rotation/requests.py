@@ -22,7 +22,6 @@ from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.state import Versioned
 from shared.ports import Clock, RotationRequests, StateStore
 from shared.services.audit import AuditTrail
-from shared.services.rotation.outcomes import RotationOutcome, skip
 from shared.services.rotation.rows import LEASE_ATTEMPTS, PARTITION, progress_rows, write_progress
 
 logger = logging.getLogger(__name__)
@@ -136,41 +135,6 @@ def take_off(states: StateStore, name: str, request_id: str | None, ids: Sequenc
             return
         except (Conflict, NotFound):
             continue
-
-
-def join_running(
-    states: StateStore,
-    trail: AuditTrail,
-    name: str,
-    key: str,
-    progress: Progress,
-    stored: Versioned | None,
-    rotation_id: str | None,
-    correlation_id: str | None,
-    *,
-    join: bool = True,
-) -> RotationOutcome | None:
-    """A request that found another holder's lease: it joins the rotation running (named in its outcome).
-    A request with an id that meets another kind of write (a rollback, a policy change: seconds) raises
-    Busy, for the queue to deliver it again (it may be the queued one others joined). Without an id, or
-    when it may not join (``join``), it is ``in_progress``, skipped on record. None: the row changed since
-    it was read (read it again)."""
-    if rotation_id is not None and join and progress.step != PROMOTING:
-        raise Busy(name, progress)
-    if progress.step != PROMOTING or rotation_id is None or stored is None or not join:
-        what = "a rotation" if progress.step == PROMOTING else f"another change ({progress.step})"
-        why = f"{what} holds the lease (rotation {progress.rotation_id})"
-        skip(trail, name, why, correlation_id, rotation_id)
-        return RotationOutcome(name, "in_progress", why, progress.rotation_id)
-    try:
-        progress.join(rotation_id, new=True)
-    except Conflict as err:
-        return skip(trail, name, str(err), correlation_id, rotation_id)
-    try:
-        write_progress(states, key, progress, stored.etag)
-    except (Conflict, NotFound):
-        return None
-    return RotationOutcome(name, "joined", f"joined rotation {progress.rotation_id}", progress.rotation_id)
 
 
 def resume_stale(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -67,13 +68,12 @@ def retire_due(
     retired; a secret that is gone takes its schedule with it. Raises Conflict when the schedule changed
     meanwhile or another write holds the lease (retry later), DomainError from the vault or the target.
     """
-    key = name.lower()
-    row = schedule_key(key)
+    row = schedule_key(name.lower())
     stored = schedule_row(states, row)
     if stored is None:
         return []
-    planned = retirements(stored.state)
     now = clock.now()
+    planned = retirements(stored.state)
     if stored.tampered is not None:
         # What was planned is lost: every enabled version but the current one is looked at, and the
         # vault's times say which retire now (the others stay planned until then).
@@ -83,45 +83,20 @@ def retire_due(
         if stored.tampered is not None:
             states.replace(PARTITION, row, schedule_state(planned), stored.etag)
         return []
-    if is_reserved(key, reserved):
+    if is_reserved(name, reserved):
         states.delete(PARTITION, row, stored.etag)
         return []
-    progress = states.get(PARTITION, key)  # before the vault, as ``acquire`` wants it
+    progress = states.get(PARTITION, name.lower())  # before the vault, as ``acquire`` wants it
     try:
         current = store.get_properties(name)
     except NotFound:
         logger.info("retirement schedule of %s dropped: the secret is gone", name)
         states.delete(PARTITION, row, stored.etag)
         return []
-    grace = _grace_of(current)
-    versions = store.list_versions(name)
-    tags_of = {v.version: v.tags for v in versions}
-    enabled_of = {v.version: v.enabled for v in versions}
-    replaced_at = _replaced_at(versions)
-    retired: list[str] = []
-    kept: list[tuple[str, datetime]] = []
     finisher = Finisher(name, store, states, clock, current, progress, rotators or {})
-    # Told to drop an old value, a target may drop every value but the current one (a webhook's finish:
-    # "keep only this rotation's"): while another replaced version is still in its grace, the due ones
-    # wait for it and retire together (the vault says which are, not the schedule).
-    wait = _grace_running(versions, current, replaced_at, grace, now) if finisher.target else None
     try:
-        for version in due:
-            when = _retire_when(name, version, current, replaced_at, grace, wait, enabled_of, now)
-            if isinstance(when, datetime):
-                kept.append((version, when))
-            if when != "now":
-                continue
-            trail.record(
-                Action.VERSION_RETIRED, secret_name=current.name, version=version, result=Result.INTENT
-            )
-            finisher.finish(version)
-            with contextlib.suppress(NotFound):  # gone already: nothing left to disable
-                store.update_properties(
-                    name, version, enabled=False, tags=retired_tags(tags_of.get(version, {}))
-                )
-            trail.record(Action.VERSION_RETIRED, secret_name=current.name, version=version)
-            retired.append(version)
+        view = _VaultView.read(store, current, now, targeted=finisher.target is not None)
+        retired, kept = _retire(view, due, finisher, store, trail)
     finally:
         finisher.release()
     remaining = [(v, t) for v, t in planned if t > now] + kept
@@ -132,9 +107,34 @@ def retire_due(
     return retired
 
 
+def _retire(
+    view: _VaultView, due: Sequence[str], finisher: Finisher, store: SecretStore, trail: AuditTrail
+) -> tuple[list[str], list[tuple[str, datetime]]]:
+    """Retire the due versions the vault says may retire now; returns them, and the ones kept scheduled
+    until a later time the vault gives."""
+    name = view.current.name
+    retired: list[str] = []
+    kept: list[tuple[str, datetime]] = []
+    for version in due:
+        when = view.when(version)
+        if isinstance(when, datetime):
+            kept.append((version, when))
+        if when != "now":
+            continue
+        trail.record(Action.VERSION_RETIRED, secret_name=name, version=version, result=Result.INTENT)
+        finisher.finish(version)
+        with contextlib.suppress(NotFound):  # gone already: nothing left to disable
+            store.update_properties(
+                view.current.name, version, enabled=False, tags=retired_tags(view.tags_of(version))
+            )
+        trail.record(Action.VERSION_RETIRED, secret_name=name, version=version)
+        retired.append(version)
+    return retired, kept
+
+
 def _every_replaced(store: SecretStore, name: str, now: datetime) -> list[tuple[str, datetime]]:
     """A schedule re-derived from the vault: every enabled version but the current one, due now (each is
-    then judged by ``_retire_when``: its grace since a version this service made replaced it)."""
+    then judged by ``_VaultView.when``: its grace since a version this service made replaced it)."""
     try:
         current = store.get_properties(name).version
         versions = store.list_versions(name)
@@ -143,35 +143,57 @@ def _every_replaced(store: SecretStore, name: str, now: datetime) -> list[tuple[
     return [(v.version, now) for v in versions if v.enabled and v.version != current]
 
 
-def _retire_when(
-    name: str,
-    version: str,
-    current: SecretVersion,
-    replaced_at: Mapping[str, datetime],
-    grace: timedelta | None,
-    wait: datetime | None,
-    enabled_of: Mapping[str, bool],
-    now: datetime,
-) -> datetime | Literal["now", "never"]:
-    """When a due version retires: ``now``, ``never`` (dropped from the schedule), or a later time (kept
-    scheduled until then)."""
-    since = replaced_at.get(version)
-    if version == current.version:
-        # Scheduled by a rotation that did not replace it (it failed, or is still running: its lease
-        # rewrote the schedule, so this run's write of it fails and the entry stays).
-        logger.info("retirement of %s version %s dropped: it is still the current version", name, version)
-        return "never"
-    if since is None or grace is None:
-        logger.warning("retirement of %s version %s refused: not a retired version by policy", name, version)
-        return "never"
-    if now < since + grace:
-        return since + grace  # the schedule was early: the vault's time stands
-    if not enabled_of.get(version, True):
-        # Disabled by someone else meanwhile (a revocation, by hand): nothing to retire, and no
-        # ``retired-by`` mark that would let a rollback bring it back.
-        logger.info("%s version %s is disabled already: left as it is", name, version)
-        return "never"
-    return "now" if wait is None else wait  # another replaced version in its grace: together, then
+@dataclass(frozen=True)
+class _VaultView:
+    """What the vault says of a secret's versions, which decides what retires and when (the schedule
+    only says which versions to look at): the current version, every version, the grace the current
+    policy gives, when each version was replaced by one this service made, and (``wait``) when the last
+    grace still running ends, when a target rotator finishes the due versions together."""
+
+    current: SecretVersion
+    versions: Sequence[SecretVersion]
+    grace: timedelta | None
+    replaced_at: Mapping[str, datetime]
+    now: datetime
+    wait: datetime | None
+
+    @classmethod
+    def read(cls, store: SecretStore, current: SecretVersion, now: datetime, *, targeted: bool) -> _VaultView:
+        """The view of ``current``'s secret. ``targeted``: told to drop an old value, a target may drop
+        every value but the current one (a webhook's finish: "keep only this rotation's"), so while
+        another replaced version is still in its grace, the due ones wait for it and retire together."""
+        grace = _grace_of(current)
+        versions = store.list_versions(current.name)
+        replaced_at = _replaced_at(versions)
+        wait = _grace_running(versions, current, replaced_at, grace, now) if targeted else None
+        return cls(current, versions, grace, replaced_at, now, wait)
+
+    def tags_of(self, version: str) -> Mapping[str, str]:
+        return next((v.tags for v in self.versions if v.version == version), {})
+
+    def when(self, version: str) -> datetime | Literal["now", "never"]:
+        """When a due version retires: ``now``, ``never`` (dropped from the schedule), or a later time
+        (kept scheduled until then)."""
+        name = self.current.name
+        since = self.replaced_at.get(version)
+        if version == self.current.version:
+            # Scheduled by a rotation that did not replace it (it failed, or is still running: its lease
+            # rewrote the schedule, so this run's write of it fails and the entry stays).
+            logger.info("retirement of %s version %s dropped: it is still the current version", name, version)
+            return "never"
+        if since is None or self.grace is None:
+            logger.warning(
+                "retirement of %s version %s refused: not a retired version by policy", name, version
+            )
+            return "never"
+        if self.now < since + self.grace:
+            return since + self.grace  # the schedule was early: the vault's time stands
+        if not next((v.enabled for v in self.versions if v.version == version), True):
+            # Disabled by someone else meanwhile (a revocation, by hand): nothing to retire, and no
+            # ``retired-by`` mark that would let a rollback bring it back.
+            logger.info("%s version %s is disabled already: left as it is", name, version)
+            return "never"
+        return "now" if self.wait is None else self.wait  # another replaced version in its grace: together
 
 
 #: The lease step of a retirement that calls a target rotator's ``finish``.

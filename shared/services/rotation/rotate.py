@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from shared.domain.audit import format_time
@@ -32,12 +33,13 @@ from shared.domain.targets import (
 )
 from shared.ports import Clock, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail
-from shared.services.rotation.lease import LeaseLost, close_stale, release_now, take_lease
-from shared.services.rotation.outcomes import NotManaged, RotationOutcome, announce, record_violation, skip
+from shared.services.peers import Peers
+from shared.services.rotation.lease import Held, LeaseLost, close_stale, release_now, take_lease
+from shared.services.rotation.outcomes import NotManaged, RotationOutcome, record_violation, skip
 from shared.services.rotation.promote import ClosePending, fail, promote
-from shared.services.rotation.requests import FORCED_FOR, drop_queued, join_running
+from shared.services.rotation.requests import FORCED_FOR, drop_queued
 from shared.services.rotation.retirement import Finisher
-from shared.services.rotation.rows import LEASE_ATTEMPTS, PARTITION, ensure_scheduled
+from shared.services.rotation.rows import LEASE_ATTEMPTS, PARTITION, ensure_scheduled, write_progress
 
 logger = logging.getLogger(__name__)
 
@@ -77,131 +79,175 @@ def rotate(
     A target's refusal (TargetRefused: retrying cannot help) is recorded, closes the rotation and is
     returned as ``failed``, not raised: the request is done.
     """
-    rotators = rotators or {}
-    key = name.lower()
-    taken = _take(
-        name, store, states, trail, clock, reserved=reserved, force=force, dry_run=dry_run, reason=reason,
-        correlation_id=correlation_id, rotation_id=rotation_id, rotators=rotators, join=join,
-    )  # fmt: skip
+    peers = Peers(store, states, trail, publisher, clock, reserved, rotators or {})
+    return _rotate(peers, _Ask(name, force, reason, correlation_id, rotation_id, join, dry_run))
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What one request asks of a rotation (see ``rotate``)."""
+
+    name: str
+    force: bool = False
+    reason: str = "due"
+    correlation_id: str | None = None
+    rotation_id: str | None = None
+    join: bool = True
+    dry_run: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """A request that rotates, once it holds the lease: the current version and its policy, the progress
+    written and its etag, and the retirement scheduled with it (``scheduled``: in the same write)."""
+
+    current: SecretVersion
+    policy: RotationPolicy
+    progress: Progress
+    etag: str
+    scheduled: bool
+    retire: tuple[str, datetime] | None
+
+
+def _rotate(peers: Peers, ask: _Ask) -> RotationOutcome:
+    taken = _take(peers, ask)
     if isinstance(taken, RotationOutcome):
-        if taken.status == "skipped" and rotation_id is not None:
-            drop_queued(states, trail, name, rotation_id, taken.reason, correlation_id)
-        return taken
-    current, policy, progress, etag, scheduled, retire = taken
-
-    try:
-        ensure_scheduled(states, key, retire, scheduled)
-        target = rotators.get(policy.rotator)
-
-        def announce_made(version: str) -> None:
-            made = RotationOutcome(
-                name, "rotated", reason, progress.rotation_id, version, progress.from_version
+        if taken.status == "skipped" and ask.rotation_id is not None:
+            drop_queued(
+                peers.states, peers.trail, ask.name, ask.rotation_id, taken.reason, ask.correlation_id
             )
-            announce(publisher, clock, trail.vault, made)
-
-        new = promote(
-            name, store, states, trail, clock, policy, current, progress, key, etag, correlation_id, target,
-            announce_made,
-        )  # fmt: skip
+        return taken
+    held = Held(ask.name, taken.progress, taken.etag, ask.correlation_id)
+    rotation_id, previous = held.progress.rotation_id, held.progress.from_version
+    try:
+        ensure_scheduled(peers.states, held.key, taken.retire, taken.scheduled)
+        new = promote(peers, held, taken.policy, taken.current, ask.reason)
     except LeaseLost:
-        return RotationOutcome(name, "in_progress", "another rotation took the lease", progress.rotation_id)
+        return RotationOutcome(ask.name, "in_progress", "another rotation took the lease", rotation_id)
     except ClosePending as pending:
-        release_now(states, clock, name, key, progress, pending.cause)
+        release_now(peers.states, held, peers.clock, pending.cause)
         raise pending.cause from pending  # the queue retries; the retry records the version made
     except TargetRefused as err:
         # The pending value stays enabled: the target may have taken it before refusing (a password set,
         # then a refused test), and then it is the one value that works; the next rotation offers it to
         # the target first (``_target_value``) and disables it once something is promoted.
-        fail(states, trail, publisher, clock, name, key, progress, err, correlation_id, close=True)
-        return RotationOutcome(name, "failed", str(err), progress.rotation_id)
+        fail(peers, held, err, close=True)
+        return RotationOutcome(ask.name, "failed", str(err), rotation_id)
     except DomainError as err:
-        fail(states, trail, publisher, clock, name, key, progress, err, correlation_id)
+        fail(peers, held, err)
         raise
-    return RotationOutcome(
-        name, "rotated", reason, progress.rotation_id, new_version=new, previous_version=progress.from_version
-    )
+    return RotationOutcome(ask.name, "rotated", ask.reason, rotation_id, new, previous)
 
 
-_Taken = tuple[SecretVersion, RotationPolicy, Progress, str, bool, "tuple[str, datetime] | None"]
-
-
-def _take(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    force: bool,
-    dry_run: bool,
-    reason: str,
-    correlation_id: str | None,
-    rotation_id: str | None,
-    rotators: Mapping[Rotator, TargetRotator],
-    join: bool = True,
-) -> _Taken | RotationOutcome:
-    """Decide whether this request rotates, and take the secret's lease when it does: (the current
-    version, the policy, the progress written, its etag, whether the retirement was scheduled with it,
-    the retirement) — or its outcome when it does not (skipped, joined, planned), on record. A lease lost
-    to a concurrent request is decided again: it joins that one, or takes the lease after it."""
-    key = name.lower()
+def _take(peers: Peers, ask: _Ask) -> _Taken | RotationOutcome:
+    """Decide whether this request rotates, and take the secret's lease when it does — or its outcome
+    when it does not (skipped, joined, planned), on record. A lease lost to a concurrent request is
+    decided again: it joins that one, or takes the lease after it."""
     for _ in range(LEASE_ATTEMPTS):
         # The progress first, then the vault: a rotation that completes in between changes the progress,
         # so the lease below (conditional on what was read here) fails instead of rotating a stale version.
-        stored = states.get(PARTITION, key)
-        found = _rotatable(
-            name, store, states, trail, reserved, correlation_id, stale=(key, stored, clock),
-            available=rotators, rotation_id=rotation_id,
-        )  # fmt: skip
-        if isinstance(found, RotationOutcome):
-            return found
-        current, policy = found
-        now = clock.now()
-        progress = Progress.of(stored.state) if stored else Progress()
-        if rotation_id is not None and _done(store, name, progress, current, rotation_id):
-            return skip(trail, name, f"already done (rotation {rotation_id})", correlation_id, rotation_id)
-        queued = progress.queued_now(now)
-        forced = force or (queued is not None and progress.queued_force == "true")
-        resuming = progress.step == PROMOTING and _resumable(progress, current)
-        # A row alone never starts a write: without a trace of its rotation in the vault (the version it
-        # made, or its pending value) it only continues a rotation that is due or forced anyway.
-        started = resuming and _traced(store, name, progress, current, policy.rotator in rotators)
-        if not (started or forced or policy.is_due(current.created, now, current.expires)):
-            close_stale(states, key, stored, clock)  # a dead holder's row the vault does not bear out
-            due = policy.next_rotation(current.created, current.expires)
-            return skip(trail, name, f"not due until {format_time(due)}", correlation_id, rotation_id)
-        if dry_run:
-            return RotationOutcome(name, "planned", reason, previous_version=current.version)
-
+        stored = peers.states.get(PARTITION, ask.key)
+        now = peers.clock.now()
+        decided = _decide(peers, ask, stored, now)
+        if isinstance(decided, RotationOutcome):
+            return decided
+        current, policy, progress, resuming = decided
         holder = uuid.uuid4().hex
         if progress.leased_by_other(holder, now):
-            joined = join_running(
-                states, trail, name, key, progress, stored, rotation_id, correlation_id, join=join
-            )
+            joined = _join(peers, ask, progress, stored)
             if joined is None:
                 continue  # the row changed meanwhile: decide again
             return joined
-        if not resuming:
-            # A fresh rotation (over an idle row, a stale lease of another kind of write, or a row the
-            # vault does not bear out); it takes over the queued request and those that joined it.
-            adopted = [r for r in progress.adopt_queued(now) if r != rotation_id]
-            progress.rotation_id = rotation_id or (adopted.pop(0) if adopted else uuid.uuid4().hex)
-            progress.from_version, progress.attempt, progress.restore_version = current.version, 0, None
-            progress.aliases = dump_ids(adopted)
-        else:
-            for request in [*progress.adopt_queued(now), *([rotation_id] if rotation_id else [])]:
-                progress.join(request)
-        progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
-        progress.lease_until, progress.leased_at = format_time(now + LEASE), format_time(now)
+        _start(progress, ask.rotation_id, current.version, holder, now, resuming=resuming)
         grace = policy.previous_grace()
         retire = None if grace is None else (progress.from_version or current.version, now + grace)
         try:
-            etag, scheduled = take_lease(states, key, progress, stored, retire)
+            etag, scheduled = take_lease(peers.states, ask.key, progress, stored, retire)
         except Conflict:
             continue  # another request took it, or joined, meanwhile: join it, or take it again
-        return current, policy, progress, etag, scheduled, retire
-    return skip(trail, name, "the rotation's state kept changing; ask again", correlation_id, rotation_id)
+        return _Taken(current, policy, progress, etag, scheduled, retire)
+    return _skip(peers, ask, "the rotation's state kept changing; ask again")
+
+
+def _decide(
+    peers: Peers, ask: _Ask, stored: Versioned | None, now: datetime
+) -> tuple[SecretVersion, RotationPolicy, Progress, bool] | RotationOutcome:
+    """Whether this request rotates now: the current version, its policy, the progress read and whether
+    it resumes the rotation that row holds — or the request's outcome (on record)."""
+    found = _rotatable(peers, ask, stored)
+    if isinstance(found, RotationOutcome):
+        return found
+    current, policy = found
+    progress = Progress.of(stored.state) if stored else Progress()
+    if ask.rotation_id is not None and _done(peers.store, ask.name, progress, current, ask.rotation_id):
+        return _skip(peers, ask, f"already done (rotation {ask.rotation_id})")
+    queued = progress.queued_now(now)
+    forced = ask.force or (queued is not None and progress.queued_force == "true")
+    resuming = progress.step == PROMOTING and _resumable(progress, current)
+    # A row alone never starts a write: without a trace of its rotation in the vault (the version it
+    # made, or its pending value) it only continues a rotation that is due or forced anyway.
+    started = resuming and _traced(peers.store, ask.name, progress, current, policy.rotator in peers.rotators)
+    if not (started or forced or policy.is_due(current.created, now, current.expires)):
+        close_stale(
+            peers.states, ask.key, stored, peers.clock
+        )  # a dead holder's row the vault does not bear out
+        due = policy.next_rotation(current.created, current.expires)
+        return _skip(peers, ask, f"not due until {format_time(due)}")
+    if ask.dry_run:
+        return RotationOutcome(ask.name, "planned", ask.reason, previous_version=current.version)
+    return current, policy, progress, resuming
+
+
+def _start(
+    progress: Progress, rotation_id: str | None, version: str, holder: str, now: datetime, *, resuming: bool
+) -> None:
+    """The progress a request writes as it takes the lease (step ``promoting``). A fresh rotation (over
+    an idle row, a stale lease of another kind of write, or a row the vault does not bear out) takes over
+    the queued request and those that joined it; a resumed one keeps its id and takes them in."""
+    if not resuming:
+        adopted = [r for r in progress.adopt_queued(now) if r != rotation_id]
+        progress.rotation_id = rotation_id or (adopted.pop(0) if adopted else uuid.uuid4().hex)
+        progress.from_version, progress.attempt, progress.restore_version = version, 0, None
+        progress.aliases = dump_ids(adopted)
+    else:
+        for request in [*progress.adopt_queued(now), *([rotation_id] if rotation_id else [])]:
+            progress.join(request)
+    progress.step, progress.holder, progress.attempt = PROMOTING, holder, progress.attempt + 1
+    progress.lease_until, progress.leased_at = format_time(now + LEASE), format_time(now)
+
+
+def _join(peers: Peers, ask: _Ask, progress: Progress, stored: Versioned | None) -> RotationOutcome | None:
+    """A request that found another holder's lease: it joins the rotation running (named in its outcome).
+    A request with an id that meets another kind of write (a rollback, a policy change: seconds) raises
+    Busy, for the queue to deliver it again (it may be the queued one others joined). Without an id, or
+    when it may not join (``join``), it is ``in_progress``, skipped on record. None: the row changed since
+    it was read (read it again)."""
+    if ask.rotation_id is not None and ask.join and progress.step != PROMOTING:
+        raise Busy(ask.name, progress)
+    if progress.step != PROMOTING or ask.rotation_id is None or stored is None or not ask.join:
+        what = "a rotation" if progress.step == PROMOTING else f"another change ({progress.step})"
+        why = f"{what} holds the lease (rotation {progress.rotation_id})"
+        _skip(peers, ask, why)
+        return RotationOutcome(ask.name, "in_progress", why, progress.rotation_id)
+    try:
+        progress.join(ask.rotation_id, new=True)
+    except Conflict as err:
+        return _skip(peers, ask, str(err))
+    try:
+        write_progress(peers.states, ask.key, progress, stored.etag)
+    except (Conflict, NotFound):
+        return None
+    return RotationOutcome(
+        ask.name, "joined", f"joined rotation {progress.rotation_id}", progress.rotation_id
+    )
+
+
+def _skip(peers: Peers, ask: _Ask, why: str) -> RotationOutcome:
+    return skip(peers.trail, ask.name, why, ask.correlation_id, ask.rotation_id)
 
 
 def _done(
@@ -248,64 +294,41 @@ def _resumable(progress: Progress, current: SecretVersion) -> bool:
 
 
 def _rotatable(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    reserved: Collection[str],
-    correlation_id: str | None,
-    *,
-    stale: tuple[str, Versioned | None, Clock],
-    available: Collection[Rotator],
-    rotation_id: str | None = None,
+    peers: Peers, ask: _Ask, stored: Versioned | None
 ) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
     """The current version and its policy, or why this secret is not rotated (recorded, naming the request
     ``rotation_id``; a dead holder's row of it is then closed: nothing to resume). Raises NotFound,
     NotManaged."""
-    key, stored, clock = stale
     try:
-        found = _why_not(name, store, states, trail, reserved, correlation_id, available, rotation_id)
+        found = _why_not(peers, ask)
     except (NotFound, NotManaged):
-        close_stale(states, key, stored, clock)
+        close_stale(peers.states, ask.key, stored, peers.clock)
         raise
     if isinstance(found, RotationOutcome):
-        close_stale(states, key, stored, clock)
+        close_stale(peers.states, ask.key, stored, peers.clock)
     return found
 
 
-def _why_not(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    reserved: Collection[str],
-    correlation_id: str | None,
-    available: Collection[Rotator],
-    rotation_id: str | None = None,
-) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
+def _why_not(peers: Peers, ask: _Ask) -> tuple[SecretVersion, RotationPolicy] | RotationOutcome:
     """The current version and its policy, or why this secret is not rotated (recorded)."""
-
-    def skipped(why: str) -> RotationOutcome:
-        return skip(trail, name, why, correlation_id, rotation_id)
-
-    if is_reserved(name, reserved):
-        return skipped("the service's own secret is never rotated")
-    current = _current(store, name)
+    if is_reserved(ask.name, peers.reserved):
+        return _skip(peers, ask, "the service's own secret is never rotated")
+    current = _current(peers.store, ask.name)
     if current is None:
-        return skipped("the current version is disabled")
+        return _skip(peers, ask, "the current version is disabled")
     if current.managed:
-        return skipped("certificate-backed: rotate the certificate")
+        return _skip(peers, ask, "certificate-backed: rotate the certificate")
     if not RotationPolicy.is_managed(current.tags):
-        raise NotManaged(name, "managed-by")
+        raise NotManaged(ask.name, "managed-by")
     try:
-        policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
+        policy = RotationPolicy.from_tags(current.tags, name=ask.name, reserved=peers.reserved)
     except PolicyError as err:
-        record_violation(states, trail, name, current.version, err, correlation_id)
-        if rotation_id is not None:  # a request's own outcome, beside the violation recorded once
-            return skipped(f"invalid policy: {err}")
-        return RotationOutcome(name, "skipped", f"invalid policy: {err}")
-    if policy.rotator != Rotator.KEY_VAULT and policy.rotator not in available:
-        return skipped(f"the {policy.rotator.value} rotator is not available")
+        record_violation(peers.states, peers.trail, ask.name, current.version, err, ask.correlation_id)
+        if ask.rotation_id is not None:  # a request's own outcome, beside the violation recorded once
+            return _skip(peers, ask, f"invalid policy: {err}")
+        return RotationOutcome(ask.name, "skipped", f"invalid policy: {err}")
+    if policy.rotator != Rotator.KEY_VAULT and policy.rotator not in peers.rotators:
+        return _skip(peers, ask, f"the {policy.rotator.value} rotator is not available")
     return current, policy
 
 
@@ -331,23 +354,22 @@ def rotate_requested(
     request consumed; so is a forced request older than FORCED_FOR (a sealed message put back on the queue
     long after, to force a rotation nobody asks for now). Any other failure is raised for the queue to
     retry (``gave_up`` records the end)."""
+
+    peers = Peers(store, states, trail, publisher, clock, reserved, rotators or {})
     name, cid = request.secret_name, request.correlation_id
     if request.force and clock.now() - request.requested_at > FORCED_FOR:
         return skip(trail, name, "a forced request this old is not acted on", cid, request.rotation_id)
+    ask = _Ask(name, request.force, request.reason.value, cid, request.rotation_id)
     try:
-        return rotate(
-            name, store, states, trail, publisher, clock, reserved=reserved, reason=request.reason.value,
-            correlation_id=cid, force=request.force, rotation_id=request.rotation_id, rotators=rotators,
-        )  # fmt: skip
+        return _rotate(peers, ask)
     except (NotFound, NotManaged) as err:
-        outcome = skip(trail, name, str(err), cid, request.rotation_id)
+        outcome = _skip(peers, ask, str(err))
         if request.rotation_id is not None:
             drop_queued(states, trail, name, request.rotation_id, str(err), cid)
         return outcome
     except StateTampered as err:
         # Never acted on (the store reported it: a record, a finding, an event); the request is done.
-        why = f"its rotation state is tampered ({err.check}): nothing acts on it"
-        return skip(trail, name, why, cid, request.rotation_id)
+        return _skip(peers, ask, f"its rotation state is tampered ({err.check}): nothing acts on it")
 
 
 def replace(
@@ -371,22 +393,9 @@ def replace(
     Raises what ``rotate`` raises; Conflict when it did not rotate (another write holds the lease, the
     secret is not rotatable: the reason says which); TargetRefused when the target refused (recorded).
     """
-    outcome = rotate(
-        name, store, states, trail, publisher, clock, reserved=reserved, force=True, reason="replace",
-        correlation_id=correlation_id, rotation_id=rotation_id, rotators=rotators, join=False,
-    )  # fmt: skip
-    if outcome.status == "failed":
-        raise TargetRefused("replace", outcome.reason)
-    if outcome.status == "skipped" and rotation_id is not None:
-        made = store.get_properties(name)
-        if made.tags.get(ROTATION_ID_TAG) == rotation_id:
-            # Made by an earlier attempt that died before its finish: the finish is what is left to do.
-            previous = made.tags.get(PREVIOUS_VERSION_TAG)
-            outcome = RotationOutcome(name, "rotated", "replace", rotation_id, made.version, previous)
-    if outcome.status == "in_progress":
-        raise Busy(name, Progress(step=PROMOTING, rotation_id=outcome.rotation_id))
-    if outcome.status != "rotated" or outcome.new_version is None:
-        raise Conflict(f"secret {name} was not replaced: {outcome.reason}")
+    peers = Peers(store, states, trail, publisher, clock, reserved, rotators or {})
+    ask = _Ask(name, True, "replace", correlation_id, rotation_id, join=False)
+    outcome = _replaced(peers, ask, _rotate(peers, ask))
     if outcome.previous_version is None or outcome.previous_version == outcome.new_version:
         return outcome
     progress = states.get(PARTITION, name.lower())  # before the vault, as ``acquire`` wants it
@@ -394,9 +403,27 @@ def replace(
     if current.version != outcome.new_version:
         # Another write came in between: finishing against a superseded value could cut off the new one.
         raise Conflict(f"secret {name} was replaced, then changed again: its previous value was not finished")
-    finisher = Finisher(name, store, states, clock, current, progress, rotators or {})
+    finisher = Finisher(name, store, states, clock, current, progress, peers.rotators)
     try:
         finisher.finish(outcome.previous_version)
     finally:
         finisher.release()
+    return outcome
+
+
+def _replaced(peers: Peers, ask: _Ask, outcome: RotationOutcome) -> RotationOutcome:
+    """A replacement's rotation, made (now or by an earlier attempt that died before its finish), or why
+    not: Busy, Conflict, TargetRefused."""
+    if outcome.status == "failed":
+        raise TargetRefused("replace", outcome.reason)
+    if outcome.status == "skipped" and ask.rotation_id is not None:
+        made = peers.store.get_properties(ask.name)
+        if made.tags.get(ROTATION_ID_TAG) == ask.rotation_id:
+            # Made by an earlier attempt that died before its finish: the finish is what is left to do.
+            previous = made.tags.get(PREVIOUS_VERSION_TAG)
+            outcome = RotationOutcome(ask.name, "rotated", "replace", ask.rotation_id, made.version, previous)
+    if outcome.status == "in_progress":
+        raise Busy(ask.name, Progress(step=PROMOTING, rotation_id=outcome.rotation_id))
+    if outcome.status != "rotated" or outcome.new_version is None:
+        raise Conflict(f"secret {ask.name} was not replaced: {outcome.reason}")
     return outcome
