@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time as dt_time
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.domain.scan_rules import ScanRules
+from shared.domain.secrets import NAME_PATTERN
 
 KEY_VAULT_URL = "KEY_VAULT_URL"
 KEY_VAULT_CA_BUNDLE = "KEY_VAULT_CA_BUNDLE"
@@ -335,7 +335,7 @@ class Settings:
         """AUDIT_ANCHOR_SECRET: the Key Vault secret whose versions anchor the audit digests. One per
         audit table: deployments sharing a vault need different names."""
         name = self._get("AUDIT_ANCHOR_SECRET") or "audit-digest-anchor"
-        if not re.fullmatch(r"[0-9A-Za-z-]{1,127}", name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ConfigurationError("AUDIT_ANCHOR_SECRET", "must be 1-127 characters of 0-9, a-z, A-Z and -")
         if name.lower() == "audit-hmac-key":
             raise ConfigurationError("AUDIT_ANCHOR_SECRET", "must not name the audit MAC key")

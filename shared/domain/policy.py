@@ -34,13 +34,13 @@ one idempotent rotate-if-due.
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
+from shared.domain.secrets import NAME_PATTERN
 from shared.domain.targets import is_reserved
 
 MANAGED_BY_TAG = "managed-by"
@@ -91,7 +91,6 @@ class Rotator(StrEnum):
     WEBHOOK = "webhook"
 
 
-_SECRET_NAME = re.compile(r"[0-9A-Za-z-]{1,127}")
 #: The service's own secrets under their default names (deployments may name the anchor otherwise: the
 #: callers add theirs through ``reserved``).
 SERVICE_SECRETS = ("audit-hmac-key", "audit-digest-anchor")
@@ -247,7 +246,7 @@ def _target(
                 TARGET_TAG, "a webhook rotator needs the consumer's https URL, without credentials"
             )
     elif rotator == Rotator.POSTGRES_ALTERNATING:
-        if raw is None or not _SECRET_NAME.fullmatch(raw):
+        if raw is None or not NAME_PATTERN.fullmatch(raw):
             raise PolicyError(
                 TARGET_TAG, "postgres-alternating needs the name of the admin credential's secret"
             )

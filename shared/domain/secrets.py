@@ -17,10 +17,14 @@ from datetime import datetime
 
 from shared.domain.errors import DomainError
 
-NAME_PATTERN = re.compile(r"[0-9A-Za-z-]{1,127}")
+#: A Key Vault secret name: 1-127 characters of 0-9, a-z, A-Z and -. The one definition (the HTTP models,
+#: the settings and the CLI use it too).
+NAME = r"[0-9A-Za-z-]{1,127}"
+NAME_PATTERN = re.compile(NAME)
 # Not Key Vault's documented shape (32 hex digits) but anything that cannot be one is not a version: it
 # is refused before it reaches a URL.
-VERSION_PATTERN = re.compile(r"[0-9A-Za-z]{1,64}")
+VERSION = r"[0-9A-Za-z]{1,64}"
+VERSION_PATTERN = re.compile(VERSION)
 MAX_VALUE_BYTES = 25 * 1024
 MAX_TAGS = 15
 MAX_TAG_CHARS = 256

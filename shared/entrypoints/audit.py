@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -22,23 +21,12 @@ from pydantic import (
 from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
 from shared.domain.identity import Role
-from shared.entrypoints.auth import actor_of, authorize
-from shared.entrypoints.http import (
-    BadRequest,
-    correlation_id,
-    json_response,
-    parse_body,
-    parse_params,
-    respond,
-)
+from shared.entrypoints.http import Call, SecretName, correlation_id, endpoint, json_response
 from shared.services import audit as service
 from shared.services.suspicious import scan
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
-
-SECRET_NAME = r"^[0-9A-Za-z-]{1,127}$"
-FINDING_ID = r"^[0-9a-f]{32}$"
 
 
 def _moment(value: Any) -> Any:
@@ -86,7 +74,7 @@ Cursor = Annotated[tuple[str, str, int], BeforeValidator(_cursor)]
 
 class QueryParams(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    secret_name: str | None = Field(None, pattern=SECRET_NAME)
+    secret_name: SecretName | None = None
     action: Action | None = None
     actor: str | None = Field(None, min_length=1, max_length=256)
     since: Moment | None = None
@@ -117,13 +105,13 @@ class QueryParams(BaseModel):
 
 class SummaryParams(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    secret_name: str | None = Field(None, pattern=SECRET_NAME)
+    secret_name: SecretName | None = None
     days: int = Field(30, ge=1, le=365)
 
 
 class VerifyParams(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    secret_name: str | None = Field(None, pattern=SECRET_NAME)
+    secret_name: SecretName | None = None
 
 
 class ReviewBody(BaseModel):
@@ -131,84 +119,47 @@ class ReviewBody(BaseModel):
     note: str | None = Field(None, max_length=500)
 
 
-def _secret_param(req: func.HttpRequest) -> str | None:
-    """The secret_name parameter when well-formed, named in the details of a refusal's record."""
-    raw = (req.params.get("secret_name") or "").strip()
-    return raw if re.fullmatch(SECRET_NAME, raw) else None
+@endpoint(bp, "audit_query", "audit", "GET", roles=Role.AUDIT_READ, accepts=QueryParams)
+def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
+    c = call.container
+    query = call.input.query(c.settings.key_vault.name)
+    return json_response(service.query_audit(c.audit_log, query).to_dict())
 
 
-@bp.function_name("audit_query")
-@bp.route(route="audit", methods=["GET"])
-def audit_query(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
-        query = parse_params(QueryParams, req.params).query(container.settings.key_vault.name)
-        return json_response(service.query_audit(container.audit_log, query).to_dict())
-
-    return respond(handle)
-
-
-@bp.function_name("audit_summary")
-@bp.route(route="audit/summary", methods=["GET"])
-def audit_summary(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
-        params = parse_params(SummaryParams, req.params)
-        summary = service.summarize_audit(
-            container.audit_log,
-            container.clock,
-            vault=container.settings.key_vault.name,
-            secret_name=params.secret_name,
-            days=params.days,
-        )
-        return json_response(summary)
-
-    return respond(handle)
+@endpoint(bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams)
+def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
+    c, params = call.container, call.input
+    summary = service.summarize_audit(
+        c.audit_log,
+        c.clock,
+        vault=c.settings.key_vault.name,
+        secret_name=params.secret_name,
+        days=params.days,
+    )
+    return json_response(summary)
 
 
-@bp.function_name("audit_verify")
-@bp.route(route="audit/verify", methods=["GET"])
-def audit_verify(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        authorize(req, Role.AUDIT_READ, container, correlation_id=cid, secret_name=_secret_param(req))
-        params = parse_params(VerifyParams, req.params)
-        report = service.verify_audit(
-            container.audit_log,
-            container.key_ring,
-            container.clock,
-            container.digest_anchor,
-            vault=container.settings.key_vault.name,
-            secret_name=params.secret_name,
-        )
-        return json_response(report.to_dict())
-
-    return respond(handle)
+@endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams)
+def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
+    c = call.container
+    report = service.verify_audit(
+        c.audit_log, c.key_ring, c.clock, c.digest_anchor, vault=c.settings.key_vault.name,
+        secret_name=call.input.secret_name,
+    )  # fmt: skip
+    return json_response(report.to_dict())
 
 
-@bp.function_name("audit_review_finding")
-@bp.route(route="audit/findings/{finding_id}/review", methods=["POST"])
-def audit_review_finding(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        finding_id = req.route_params.get("finding_id", "")
-        principal = authorize(req, Role.AUDIT_REVIEW, container, correlation_id=cid)
-        if not re.fullmatch(FINDING_ID, finding_id):
-            raise BadRequest("finding_id", "must be 32 lowercase hex characters")
-        body = parse_body(ReviewBody, req)
-        result = service.review_finding(
-            container.findings,
-            container.audit_trail,
-            finding_id,
-            reviewer=actor_of(req, principal),
-            note=body.note,
-            correlation_id=cid,
-        )
-        return json_response(result)
-
-    return respond(handle)
+@endpoint(
+    bp, "audit_review_finding", "audit/findings/{finding_id}/review", "POST", roles=Role.AUDIT_REVIEW,
+    accepts=ReviewBody,
+)  # fmt: skip
+def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
+    c = call.container
+    result = service.review_finding(
+        c.findings, c.audit_trail, call.route["finding_id"], reviewer=call.actor, note=call.input.note,
+        correlation_id=call.correlation_id,
+    )  # fmt: skip
+    return json_response(result)
 
 
 @bp.function_name("audit_digest")

@@ -28,6 +28,7 @@ from shared.bootstrap import Container
 from shared.config import ConfigurationError, Settings
 from shared.domain.audit import Actor, ActorType
 from shared.domain.errors import Conflict, DomainError, NotFound
+from shared.domain.secrets import NAME_PATTERN
 from shared.services.audit import repair_chain, verify_audit, write_digest
 
 EXIT_COULD_NOT_VERIFY = 3
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     repair.add_argument("--reason", required=True, help="why (recorded; an incident id, for example)")
     args = parser.parse_args(argv)
     secret_name = getattr(args, "secret_name", None)
-    if secret_name is not None and not re.fullmatch(r"[0-9A-Za-z-]{1,127}", secret_name):
+    if secret_name is not None and not NAME_PATTERN.fullmatch(secret_name):
         parser.error("--secret-name must be 1-127 characters of 0-9, a-z, A-Z and -")
     try:
         settings_file = getattr(args, "settings", None)

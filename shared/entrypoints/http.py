@@ -1,15 +1,22 @@
-"""HTTP helpers shared by every HTTP trigger: JSON and RFC 9457 problem+json responses."""
+"""What every HTTP trigger shares: ``endpoint`` registers one (the role check, the route parameters, the
+query or body model, the error mapping), so a handler is the few lines that differ; JSON and RFC 9457
+problem+json responses."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
 
 import azure.functions as func
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.bootstrap import Container, get_container
+from shared.config import ConfigurationError
+from shared.domain.audit import Actor
 from shared.domain.errors import (
     Conflict,
     DependencyUnavailable,
@@ -19,9 +26,12 @@ from shared.domain.errors import (
     NotPermitted,
     OutcomeNotRecorded,
 )
-from shared.domain.secrets import InvalidSecret
+from shared.domain.identity import Principal, Role
+from shared.domain.revocation import REVOCATION_ID
+from shared.domain.secrets import NAME, NAME_PATTERN, VERSION, InvalidSecret, validate_name
 from shared.domain.state import StateTampered
 from shared.domain.targets import TargetRefused
+from shared.entrypoints.auth import AccessDenied, actor_of, authorize
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -34,6 +44,150 @@ PROBLEM_JSON = "application/problem+json"
 #: The problem type of a refusal because a stored state failed its seal (shared.domain.state).
 STATE_TAMPERED_TYPE = "urn:secret-lifecycle:problem:state-tampered"
 _NO_STORE = {"Cache-Control": "no-store"}
+
+#: A secret name and a version id in a query parameter or a body field (Key Vault's rules, one definition:
+#: shared.domain.secrets).
+SecretName = Annotated[str, Field(pattern=f"^{NAME}$")]
+VersionId = Annotated[str, Field(pattern=f"^{VERSION}$")]
+FINDING_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# What an endpoint that takes nothing accepts: an empty JSON object (or no body); for a GET, no query
+# parameter. (A comment, not a docstring: the OpenAPI document would show it.)
+class EmptyBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+@dataclass(frozen=True)
+class Call(Generic[M]):
+    """One HTTP call, authorized and parsed: what a handler works with. ``route``: the route's parameters,
+    validated (``ROUTE_PARAMETERS``); ``input``: the query parameters of a GET, the body otherwise."""
+
+    req: func.HttpRequest
+    container: Container
+    correlation_id: str | None
+    principal: Principal
+    route: Mapping[str, str]
+    input: M
+
+    @property
+    def actor(self) -> Actor:
+        return actor_of(self.req, self.principal)
+
+    @property
+    def name(self) -> str:
+        """The route's secret name (``{name}``)."""
+        return self.route["name"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """An HTTP function as registered: its name, ``METHOD /api/<route>``, the roles that may call it
+    (any one of them; none: anonymous), and what it accepts (None: it reads nothing from the request)."""
+
+    name: str
+    route: str
+    method: str
+    roles: tuple[Role, ...]
+    accepts: type[BaseModel] | None
+
+
+#: Every HTTP function registered through ``endpoint``, by function name.
+ROUTES: dict[str, Route] = {}
+
+
+def _secret_name(value: str) -> str:
+    validate_name(value)  # InvalidSecret: 400
+    return value
+
+
+def _revocation_id(value: str) -> str:
+    if not REVOCATION_ID.fullmatch(value):
+        raise NotFound(f"no revocation {value[:64]!r}")
+    return value
+
+
+def _finding_id(value: str) -> str:
+    if not FINDING_ID.fullmatch(value):
+        raise BadRequest("finding_id", "must be 32 lowercase hex characters")
+    return value
+
+
+#: How each route parameter is validated: a route may name only these.
+ROUTE_PARAMETERS: dict[str, Callable[[str], str]] = {
+    "name": _secret_name,
+    "id": _revocation_id,
+    "finding_id": _finding_id,
+}
+
+
+def endpoint(
+    bp: func.Blueprint, name: str, route: str, method: str, *, roles: Role | Sequence[Role], accepts: type[M]
+) -> Callable[[Callable[[Call[M]], func.HttpResponse]], Any]:
+    """Register the HTTP function ``name`` for ``METHOD /api/<route>``, run as the decorated handler with
+    the call checked in this order: the caller holds one of ``roles`` (401/403, audited), each route
+    parameter is valid, and the query parameters of a GET (or the JSON body of any other method, with no
+    query parameter) are ``accepts`` (400 naming the parameter or field). Every error is mapped by
+    ``respond``."""
+    allowed = (roles,) if isinstance(roles, Role) else tuple(roles)
+    if not allowed:
+        raise ValueError(f"{name}: a protected endpoint names the roles that may call it (see anonymous)")
+    parameters = re.findall(r"{(\w+)}", route)
+    unknown = set(parameters) - ROUTE_PARAMETERS.keys()
+    if unknown:
+        raise ValueError(f"route {route}: no validation for {sorted(unknown)}")
+
+    def register(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
+        def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+            return respond(lambda: handler(_call(req, context, allowed, parameters, accepts)))
+
+        function.__name__ = function.__qualname__ = name
+        function.__doc__ = handler.__doc__
+        ROUTES[name] = Route(name, route, method, allowed, accepts)
+        return bp.function_name(name)(bp.route(route=route, methods=[method])(function))
+
+    return register
+
+
+def anonymous(bp: func.Blueprint, name: str, route: str) -> Callable[[Callable[[], func.HttpResponse]], Any]:
+    """Register the anonymous ``GET /api/<route>`` (no function key, no caller identity): a handler that
+    reads nothing from the request (its query parameters are ignored)."""
+
+    def register(handler: Callable[[], func.HttpResponse]) -> Any:
+        def function(req: func.HttpRequest) -> func.HttpResponse:
+            return handler()
+
+        function.__name__ = function.__qualname__ = name
+        function.__doc__ = handler.__doc__
+        ROUTES[name] = Route(name, route, "GET", (), None)
+        route_ = bp.route(route=route, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+        return bp.function_name(name)(route_(function))
+
+    return register
+
+
+def _call(
+    req: func.HttpRequest,
+    context: func.Context | None,
+    roles: tuple[Role, ...],
+    parameters: Sequence[str],
+    accepts: type[M],
+) -> Call[M]:
+    container, cid = get_container(), correlation_id(context)
+    principal = authorize(req, roles, container, correlation_id=cid, secret_name=_about(req))
+    route = {p: ROUTE_PARAMETERS[p](str(req.route_params.get(p, ""))) for p in parameters}
+    parsed = parse_params(accepts, req.params) if req.method.upper() == "GET" else parse_body(accepts, req)
+    return Call(req, container, cid, principal, route, parsed)
+
+
+def _about(req: func.HttpRequest) -> str | None:
+    """The secret a call is about, when it names a well-formed one (its route's ``{name}``, or a
+    ``secret_name`` query parameter): named in a refusal's record."""
+    for raw in (req.route_params.get("name"), req.params.get("secret_name")):
+        found = str(raw or "").strip()
+        if NAME_PATTERN.fullmatch(found):
+            return found
+    return None
 
 
 def json_response(body: Any, status: int = 200) -> func.HttpResponse:
@@ -127,9 +281,6 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
     was made but could not be recorded (OutcomeNotRecorded) is therefore a 500, never a 503: its detail
     says the change was made and names it, and the problem carries ``"changed": true`` and the ids, so
     nobody repeats it believing nothing happened."""
-    from shared.config import ConfigurationError
-    from shared.entrypoints.auth import AccessDenied
-
     try:
         return handler()
     except (BadRequest, AccessDenied, UnsupportedMediaType) as err:
@@ -170,8 +321,6 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
 def _refused(err: Exception) -> func.HttpResponse:
     """The problem of a request refused at the boundary: malformed (400), unauthenticated or
     unauthorized (401/403), of the wrong media type (415)."""
-    from shared.entrypoints.auth import AccessDenied
-
     if isinstance(err, BadRequest):
         return problem(400, "Bad Request", f"{err.parameter}: {err.message}", parameter=err.parameter)
     if isinstance(err, AccessDenied):

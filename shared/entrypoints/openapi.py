@@ -14,6 +14,7 @@ request in that file's SAMPLES, and a scenario giving each success and each 404/
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -31,9 +32,19 @@ from shared.domain.audit import Result as AuditResult
 from shared.domain.identity import Role
 from shared.domain.policy import Rotator, SecretKind
 from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
-from shared.entrypoints import audit, revocations, secrets
+from shared.domain.secrets import NAME
+
+# Imported for what importing does: each module registers its HTTP functions in ``http.ROUTES``.
+from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.auth import PRINCIPAL_HEADER
-from shared.entrypoints.http import BODY_MEDIA_TYPE, PROBLEM_JSON
+from shared.entrypoints.http import (
+    BODY_MEDIA_TYPE,
+    FINDING_ID,
+    PROBLEM_JSON,
+    ROUTES,
+    Route,
+    anonymous,
+)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
@@ -473,20 +484,42 @@ class Endpoint:
     ``parameters`` replaces a query parameter's schema; ``headers``: status → header → description.
     """
 
-    route: str
-    method: str
     tag: str
     summary: str
     ok: Mapping[int, type[BaseModel]]
-    roles: tuple[Role, ...] = ()
-    query: type[BaseModel] | None = None
-    body: type[BaseModel] | None = None
     errors: tuple[int, ...] = ()
     description: str = ""
     problems: Mapping[int, type[BaseModel]] = field(default_factory=dict)
     notes: Mapping[int, str] = field(default_factory=dict)
     parameters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     headers: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    #: The HTTP function it describes (its key in ENDPOINTS), whose registration (``http.ROUTES``) gives
+    #: the route, the method, the roles and the model it accepts.
+    function: str = ""
+
+    @property
+    def registered(self) -> Route:
+        return ROUTES[self.function]
+
+    @property
+    def route(self) -> str:
+        return self.registered.route
+
+    @property
+    def method(self) -> str:
+        return self.registered.method
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        return self.registered.roles
+
+    @property
+    def query(self) -> type[BaseModel] | None:
+        return self.registered.accepts if self.method == "GET" else None
+
+    @property
+    def body(self) -> type[BaseModel] | None:
+        return self.registered.accepts if self.method != "GET" else None
 
     @property
     def anonymous(self) -> bool:
@@ -501,9 +534,6 @@ class Endpoint:
         return statuses
 
 
-SECRET_READERS = secrets.READERS
-REVOCATION_READERS = revocations.READERS
-OPERATE = (Role.ROTATION_OPERATE,)
 CONTINUATION = {"type": "string", "description": "The `continuation` of the previous page (opaque)."}
 MOMENT = {
     "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
@@ -515,7 +545,7 @@ LOCATION = {"Location": "Where to follow the request."}
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "name": {
         "description": "The secret's name (1-127 of 0-9, a-z, A-Z, -); anything else is 400.",
-        "schema": {"type": "string", "pattern": audit.SECRET_NAME},
+        "schema": {"type": "string", "pattern": f"^{NAME}$"},
     },
     "id": {
         "description": "A revocation request's id (32 lowercase hex); anything else is 404.",
@@ -523,127 +553,122 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "finding_id": {
         "description": "A suspicious-activity finding's id (32 lowercase hex); anything else is 400.",
-        "schema": {"type": "string", "pattern": audit.FINDING_ID},
+        "schema": {"type": "string", "pattern": f"^{FINDING_ID.pattern}$"},
     },
 }
 
 # fmt: off
-ENDPOINTS: dict[str, Endpoint] = {
+_DESCRIBED: dict[str, Endpoint] = {
     "health": Endpoint(
-        "health", "GET", "meta", "Health of the service's dependencies",
+        "meta", "Health of the service's dependencies",
         ok={200: HealthReport, 503: HealthReport}, errors=(503,),
         description="Anonymous. Query parameters are ignored.",
         notes={503: "A dependency failed its check (`application/json`, the report), or the settings make "
                "the HTTP endpoints unsafe to serve (`application/problem+json`)."},
     ),
     "openapi": Endpoint(
-        "openapi.json", "GET", "meta", "This document", ok={200: OpenApiDocument},
+        "meta", "This document", ok={200: OpenApiDocument},
         description="Anonymous. Query parameters are ignored.",
     ),
     "audit_query": Endpoint(
-        "audit", "GET", "audit", "Audit records, newest first", ok={200: AuditPage},
-        roles=(Role.AUDIT_READ,), query=audit.QueryParams,
+        "audit", "Audit records, newest first", ok={200: AuditPage},
         parameters={"since": MOMENT, "until": MOMENT, "continuation": CONTINUATION},
     ),
     "audit_summary": Endpoint(
-        "audit/summary", "GET", "audit", "Counts by action and result, the last rotation and the failures",
-        ok={200: AuditSummary}, roles=(Role.AUDIT_READ,), query=audit.SummaryParams,
+        "audit", "Counts by action and result, the last rotation and the failures",
+        ok={200: AuditSummary},
     ),
     "audit_verify": Endpoint(
-        "audit/verify", "GET", "audit", "Verify the audit chains and digests (breaks are reported, 200)",
-        ok={200: VerifyReport}, roles=(Role.AUDIT_READ,), query=audit.VerifyParams,
+        "audit", "Verify the audit chains and digests (breaks are reported, 200)",
+        ok={200: VerifyReport},
     ),
     "audit_review_finding": Endpoint(
-        "audit/findings/{finding_id}/review", "POST", "audit", "Mark a suspicious-activity finding reviewed",
-        ok={200: FindingReviewed}, roles=(Role.AUDIT_REVIEW,), body=audit.ReviewBody, errors=(404, 409),
+        "audit", "Mark a suspicious-activity finding reviewed",
+        ok={200: FindingReviewed}, errors=(404, 409),
         notes={403: "The caller lacks the role, or the finding is about the caller."},
     ),
     "secrets_list": Endpoint(
-        "secrets", "GET", "secrets", "The managed secrets, by name", ok={200: SecretPage},
-        roles=SECRET_READERS, query=secrets.ListParams,
+        "secrets", "The managed secrets, by name", ok={200: SecretPage},
     ),
     "secrets_onboard": Endpoint(
-        "secrets", "POST", "secrets", "Create a managed secret (its first value is generated)",
-        ok={201: SecretProperties}, roles=OPERATE, body=secrets.OnboardBody, errors=(409,),
+        "secrets", "Create a managed secret (its first value is generated)",
+        ok={201: SecretProperties}, errors=(409,),
     ),
     "secrets_policy": Endpoint(
-        "secrets/{name}/policy", "PUT", "secrets", "Set a secret's rotation policy", ok={200: PolicyApplied},
-        roles=OPERATE, body=secrets._Policy, errors=(404, 409),
+        "secrets", "Set a secret's rotation policy", ok={200: PolicyApplied},
+        errors=(404, 409),
     ),
     "secrets_rotate": Endpoint(
-        "secrets/{name}/rotate", "POST", "secrets", "Rotate a secret now (queued), or plan it (dry_run)",
-        ok={202: RotationQueued, 200: RotationDryRun}, roles=OPERATE, body=secrets.RotateBody,
-        errors=(404, 409), headers={202: {"Location": "The secret's status, to follow the rotation."}},
+        "secrets", "Rotate a secret now (queued), or plan it (dry_run)",
+        ok={202: RotationQueued, 200: RotationDryRun}, errors=(404, 409),
+        headers={202: {"Location": "The secret's status, to follow the rotation."}},
         notes={200: "`dry_run`: what a rotation would do now; nothing is written.",
                202: "Queued (also when its record could not be written: asking again would rotate twice)."},
     ),
     "secrets_status": Endpoint(
-        "secrets/{name}/status", "GET", "secrets", "Everything known about a secret's rotation",
-        ok={200: SecretStatus}, roles=SECRET_READERS, query=secrets.NoParams, errors=(404,),
+        "secrets", "Everything known about a secret's rotation",
+        ok={200: SecretStatus}, errors=(404,),
     ),
     "secrets_rollback": Endpoint(
-        "secrets/{name}/rollback", "POST", "secrets", "Make the previous value current again (a new version)",
-        ok={200: RollbackDone}, roles=OPERATE, body=secrets.RollbackBody, errors=(404, 409),
+        "secrets", "Make the previous value current again (a new version)",
+        ok={200: RollbackDone}, errors=(404, 409),
     ),
     "secrets_delete": Endpoint(
-        "secrets/{name}", "DELETE", "secrets", "Decommission a managed secret (soft delete: recoverable)",
-        ok={202: SecretDeleted}, roles=(Role.REVOCATION_EXECUTE,), body=secrets.DeleteBody, errors=(404, 409),
+        "secrets", "Decommission a managed secret (soft delete: recoverable)",
+        ok={202: SecretDeleted}, errors=(404, 409),
         notes={409: "The service's own secret, a certificate's, not managed, deleted already, or another "
                "write (a rotation, a revocation being executed) holds it."},
     ),
     "secrets_recover": Endpoint(
-        "secrets/{name}/recover", "POST", "secrets", "Recover a deleted secret with all its versions",
-        ok={202: SecretRecovered}, roles=(Role.REVOCATION_EXECUTE,), body=secrets.EmptyBody,
-        errors=(404, 409), notes={404: "Not deleted, or purged."},
+        "secrets", "Recover a deleted secret with all its versions",
+        ok={202: SecretRecovered}, errors=(404, 409), notes={404: "Not deleted, or purged."},
     ),
     "rotation_plan": Endpoint(
-        "rotation/plan", "GET", "secrets", "Rotations and expiries coming within a window",
-        ok={200: RotationPlan}, roles=SECRET_READERS, query=secrets.PlanParams,
+        "secrets", "Rotations and expiries coming within a window",
+        ok={200: RotationPlan},
     ),
     "revocations_request": Endpoint(
-        "revocations", "POST", "revocations", "Request a revocation (break-glass: executed at once)",
-        ok={201: Revocation}, roles=(Role.REVOCATION_REQUEST,), body=revocations.RequestBody,
-        errors=(404, 409), headers={201: {"Location": "The new request."}},
+        "revocations", "Request a revocation (break-glass: executed at once)",
+        ok={201: Revocation}, errors=(404, 409), headers={201: {"Location": "The new request."}},
         description=f"`break_glass: true` also needs `{Role.BREAK_GLASS.value}` and a critical severity.",
     ),
     "revocations_list": Endpoint(
-        "revocations", "GET", "revocations", "Revocation requests", ok={200: RevocationPage},
-        roles=REVOCATION_READERS, query=revocations.ListParams, parameters={"continuation": CONTINUATION},
+        "revocations", "Revocation requests", ok={200: RevocationPage},
+        parameters={"continuation": CONTINUATION},
     ),
     "revocations_get": Endpoint(
-        "revocations/{id}", "GET", "revocations", "One revocation request", ok={200: Revocation},
-        roles=REVOCATION_READERS, query=revocations.NoParams, errors=(404, 409),
+        "revocations", "One revocation request", ok={200: Revocation},
+        errors=(404, 409),
         notes={409: "The stored request failed its seal (problem type state-tampered): never acted on."},
     ),
     "revocations_approve": Endpoint(
-        "revocations/{id}/approve", "POST", "revocations", "Approve a pending request (never one's own)",
-        ok={200: Revocation}, roles=(Role.REVOCATION_APPROVE,), body=revocations.CommentBody,
-        errors=(404, 409), notes={403: "The caller lacks the role, or requested it."},
+        "revocations", "Approve a pending request (never one's own)",
+        ok={200: Revocation}, errors=(404, 409), notes={403: "The caller lacks the role, or requested it."},
     ),
     "revocations_reject": Endpoint(
-        "revocations/{id}/reject", "POST", "revocations", "Reject a pending request (never one's own)",
-        ok={200: Revocation}, roles=(Role.REVOCATION_APPROVE,), body=revocations.RequiredComment,
-        errors=(404, 409), notes={403: "The caller lacks the role, or requested it (cancel it instead)."},
+        "revocations", "Reject a pending request (never one's own)",
+        ok={200: Revocation}, errors=(404, 409),
+        notes={403: "The caller lacks the role, or requested it (cancel it instead)."},
     ),
     "revocations_cancel": Endpoint(
-        "revocations/{id}/cancel", "POST", "revocations", "Cancel one's own pending or approved request",
-        ok={200: Revocation}, roles=(Role.REVOCATION_REQUEST,), body=revocations.EmptyBody,
-        errors=(404, 409), notes={403: "The caller lacks the role, or is not the requester."},
+        "revocations", "Cancel one's own pending or approved request",
+        ok={200: Revocation}, errors=(404, 409),
+        notes={403: "The caller lacks the role, or is not the requester."},
     ),
     "revocations_execute": Endpoint(
-        "revocations/{id}/execute", "POST", "revocations", "Execute an approved request",
-        ok={200: Revocation}, roles=(Role.REVOCATION_EXECUTE,), body=revocations.EmptyBody,
-        errors=(404, 409), problems={409: RevocationConflict},
+        "revocations", "Execute an approved request",
+        ok={200: Revocation}, errors=(404, 409), problems={409: RevocationConflict},
         notes={409: "Not approved, being executed, or executed already: then `revocation` is the stored "
                "request, with its result."},
     ),
     "revocations_review": Endpoint(
-        "revocations/{id}/review", "POST", "revocations", "Review an executed break-glass request",
-        ok={200: Revocation}, roles=(Role.REVOCATION_APPROVE,), body=revocations.RequiredComment,
-        errors=(404, 409), notes={403: "The caller lacks the role, or requested it."},
+        "revocations", "Review an executed break-glass request",
+        ok={200: Revocation}, errors=(404, 409), notes={403: "The caller lacks the role, or requested it."},
     ),
 }
 # fmt: on
+#: Every HTTP function the app registers, as the document describes it.
+ENDPOINTS = {name: dataclasses.replace(doc, function=name) for name, doc in _DESCRIBED.items()}
 
 TAGS = [
     {"name": "meta", "description": "Health and this document (anonymous)."},
@@ -872,9 +897,8 @@ def document() -> dict[str, Any]:
     return loaded
 
 
-@bp.function_name("openapi")
-@bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-def openapi(req: func.HttpRequest) -> func.HttpResponse:
+@anonymous(bp, "openapi", "openapi.json")
+def openapi() -> func.HttpResponse:
     return func.HttpResponse(
         _document_text(),
         status_code=200,

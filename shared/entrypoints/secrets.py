@@ -16,26 +16,24 @@ import uuid
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.bootstrap import Container, get_container
-from shared.domain.identity import Principal, Role
+from shared.domain.identity import Role
 from shared.domain.policy import RotationPolicy
-from shared.domain.secrets import NAME_PATTERN, validate_name
-from shared.entrypoints.auth import actor_of, authorize
 from shared.entrypoints.http import (
     BadRequest,
-    correlation_id,
+    Call,
+    EmptyBody,
+    SecretName,
+    VersionId,
+    endpoint,
     json_response,
-    parse_body,
-    parse_params,
-    respond,
 )
 from shared.services import catalog, decommission
 from shared.services.rollback import rollback
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
-SECRET_NAME = r"^[0-9A-Za-z-]{1,127}$"
-VERSION_ID = r"^[0-9A-Za-z]{1,64}$"
+OPERATE = Role.ROTATION_OPERATE
+EXECUTE = Role.REVOCATION_EXECUTE
 READERS = (Role.ROTATION_OPERATE, Role.AUDIT_READ)
 
 
@@ -59,7 +57,7 @@ class _Policy(BaseModel):
 
 
 class OnboardBody(_Policy):
-    name: str = Field(pattern=SECRET_NAME)
+    name: SecretName
     kind: str = Field(min_length=1, max_length=64)
 
 
@@ -71,41 +69,18 @@ class RotateBody(BaseModel):
 
 class RollbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    from_version: str | None = Field(None, pattern=VERSION_ID)
+    from_version: VersionId | None = None
 
 
 class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(50, ge=1, le=catalog.MAX_PAGE)
-    continuation: str | None = Field(None, pattern=SECRET_NAME)
+    continuation: SecretName | None = None
 
 
 class PlanParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     within_days: int = Field(7, ge=1, le=365)
-
-
-class NoParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _reader(
-    req: func.HttpRequest, container: Container, cid: str | None, name: str | None = None
-) -> Principal:
-    """The caller of a read-only endpoint: Secrets.Rotation.Operate or Secrets.Audit.Read."""
-    return authorize(req, READERS, container, correlation_id=cid, secret_name=name)
-
-
-def _name(req: func.HttpRequest) -> str:
-    """The route's secret name; InvalidSecret (400) when it cannot be one."""
-    name = str(req.route_params.get("name", ""))
-    validate_name(name)
-    return name
-
-
-def _valid(req: func.HttpRequest) -> str | None:
-    name = req.route_params.get("name", "")
-    return name if NAME_PATTERN.fullmatch(name) else None
 
 
 def _policy(
@@ -117,125 +92,88 @@ def _policy(
         raise BadRequest(err.field, err.problem) from None
 
 
-@bp.function_name("secrets_list")
-@bp.route(route="secrets", methods=["GET"])
-def secrets_list(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        _reader(req, container, cid)
-        params = parse_params(ListParams, req.params)
-        page = catalog.list_managed(
-            container.secret_store, container.state_store, container.clock,
-            reserved=container.reserved_secrets, limit=params.limit, after=params.continuation,
+@endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams)
+def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
+    c = call.container
+    page = catalog.list_managed(
+        c.secret_store, c.state_store, c.clock, reserved=c.reserved_secrets, limit=call.input.limit,
+        after=call.input.continuation,
+    )  # fmt: skip
+    return json_response(page)
+
+
+@endpoint(bp, "secrets_onboard", "secrets", "POST", roles=OPERATE, accepts=OnboardBody)
+def secrets_onboard(call: Call[OnboardBody]) -> func.HttpResponse:
+    c, body = call.container, call.input
+    policy = _policy(body.fields(), name=body.name, reserved=c.reserved_secrets, onboarding=True)
+    version = catalog.onboard(
+        c.secret_store, c.state_store, c.audit_trail, c.clock, reserved=c.reserved_secrets, name=body.name,
+        policy=policy, actor=call.actor, correlation_id=call.correlation_id, rotators=c.target_rotators,
+    )  # fmt: skip
+    return json_response(catalog.version_dict(version), 201)
+
+
+@endpoint(bp, "secrets_policy", "secrets/{name}/policy", "PUT", roles=OPERATE, accepts=_Policy)
+def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
+    c = call.container
+    try:
+        policy = catalog.apply_policy(
+            c.secret_store, c.state_store, c.audit_trail, c.clock, reserved=c.reserved_secrets,
+            name=call.name, fields=call.input.fields(), actor=call.actor, correlation_id=call.correlation_id,
+            rotators=c.target_rotators,
         )  # fmt: skip
-        return json_response(page)
-
-    return respond(handle)
-
-
-@bp.function_name("secrets_onboard")
-@bp.route(route="secrets", methods=["POST"])
-def secrets_onboard(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        principal = authorize(req, Role.ROTATION_OPERATE, container, correlation_id=cid)
-        body = parse_body(OnboardBody, req)
-        policy = _policy(body.fields(), name=body.name, reserved=container.reserved_secrets, onboarding=True)
-        version = catalog.onboard(
-            container.secret_store, container.state_store, container.audit_trail, container.clock,
-            reserved=container.reserved_secrets, name=body.name, policy=policy,
-            actor=actor_of(req, principal), correlation_id=cid, rotators=container.target_rotators,
-        )  # fmt: skip
-        return json_response(catalog.version_dict(version), 201)
-
-    return respond(handle)
+    except catalog.InvalidPolicy as err:
+        raise BadRequest(err.field, err.problem) from None
+    return json_response({"name": call.name, "policy": catalog.policy_dict(policy)})
 
 
-@bp.function_name("secrets_policy")
-@bp.route(route="secrets/{name}/policy", methods=["PUT"])
-def secrets_policy(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        principal = authorize(
-            req, Role.ROTATION_OPERATE, container, correlation_id=cid, secret_name=_valid(req)
-        )
-        name, body = _name(req), parse_body(_Policy, req)
-        try:
-            policy = catalog.apply_policy(
-                container.secret_store, container.state_store, container.audit_trail, container.clock,
-                reserved=container.reserved_secrets, name=name, fields=body.fields(),
-                actor=actor_of(req, principal), correlation_id=cid, rotators=container.target_rotators,
-            )  # fmt: skip
-        except catalog.InvalidPolicy as err:
-            raise BadRequest(err.field, err.problem) from None
-        return json_response({"name": name, "policy": catalog.policy_dict(policy)})
-
-    return respond(handle)
-
-
-@bp.function_name("secrets_rotate")
-@bp.route(route="secrets/{name}/rotate", methods=["POST"])
-def secrets_rotate(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        principal = authorize(
-            req, Role.ROTATION_OPERATE, container, correlation_id=cid, secret_name=_valid(req)
-        )
-        name, body = _name(req), parse_body(RotateBody, req)
-        if body.dry_run:
-            return json_response(catalog.plan_rotation(
-                container.secret_store, container.state_store, container.clock,
-                reserved=container.reserved_secrets, name=name, force=body.force,
-                stall_after=container.settings.rotation_stall_after,
-            ))  # fmt: skip
-        ticket = catalog.request_rotation(
-            container.secret_store, container.state_store, container.rotation_requests, container.audit_trail,
-            container.clock, reserved=container.reserved_secrets, name=name, force=body.force,
-            actor=actor_of(req, principal), correlation_id=cid or uuid.uuid4().hex,
-        )  # fmt: skip
-        answer = {"rotation_id": ticket.rotation_id, "status": ticket.status, "joined": ticket.joined}
-        response = json_response(answer, 202)
-        response.headers["Location"] = f"/api/secrets/{name}/status"
-        return response
-
-    return respond(handle)
+@endpoint(
+    bp, "secrets_rotate", "secrets/{name}/rotate", "POST", roles=Role.ROTATION_OPERATE, accepts=RotateBody
+)
+def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
+    c, body = call.container, call.input
+    if body.dry_run:
+        return json_response(catalog.plan_rotation(
+            c.secret_store, c.state_store, c.clock, reserved=c.reserved_secrets, name=call.name,
+            force=body.force, stall_after=c.settings.rotation_stall_after,
+        ))  # fmt: skip
+    ticket = catalog.request_rotation(
+        c.secret_store, c.state_store, c.rotation_requests, c.audit_trail, c.clock,
+        reserved=c.reserved_secrets, name=call.name, force=body.force, actor=call.actor,
+        correlation_id=call.correlation_id or uuid.uuid4().hex,
+    )  # fmt: skip
+    answer = {"rotation_id": ticket.rotation_id, "status": ticket.status, "joined": ticket.joined}
+    response = json_response(answer, 202)
+    response.headers["Location"] = f"/api/secrets/{call.name}/status"
+    return response
 
 
-@bp.function_name("secrets_status")
-@bp.route(route="secrets/{name}/status", methods=["GET"])
-def secrets_status(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        _reader(req, container, cid, _valid(req))
-        name = _name(req)
-        parse_params(NoParams, req.params)
-        status = catalog.secret_status(
-            container.secret_store, container.state_store, container.audit_log, container.clock,
-            reserved=container.reserved_secrets, vault=container.settings.key_vault.name, name=name,
-            stall_after=container.settings.rotation_stall_after,
-        )  # fmt: skip
-        return json_response(status)
-
-    return respond(handle)
+@endpoint(bp, "secrets_status", "secrets/{name}/status", "GET", roles=READERS, accepts=EmptyBody)
+def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
+    c = call.container
+    status = catalog.secret_status(
+        c.secret_store, c.state_store, c.audit_log, c.clock, reserved=c.reserved_secrets,
+        vault=c.settings.key_vault.name, name=call.name, stall_after=c.settings.rotation_stall_after,
+    )  # fmt: skip
+    return json_response(status)
 
 
-@bp.function_name("secrets_rollback")
-@bp.route(route="secrets/{name}/rollback", methods=["POST"])
-def secrets_rollback(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        principal = authorize(
-            req, Role.ROTATION_OPERATE, container, correlation_id=cid, secret_name=_valid(req)
-        )
-        name, body = _name(req), parse_body(RollbackBody, req)
-        outcome = rollback(
-            name, container.secret_store, container.state_store, container.audit_trail, container.publisher,
-            container.clock, reserved=container.reserved_secrets, from_version=body.from_version,
-            actor=actor_of(req, principal), correlation_id=cid,
-        )  # fmt: skip
-        return json_response(outcome.to_dict())
-
-    return respond(handle)
+@endpoint(
+    bp,
+    "secrets_rollback",
+    "secrets/{name}/rollback",
+    "POST",
+    roles=Role.ROTATION_OPERATE,
+    accepts=RollbackBody,
+)
+def secrets_rollback(call: Call[RollbackBody]) -> func.HttpResponse:
+    c = call.container
+    outcome = rollback(
+        call.name, c.secret_store, c.state_store, c.audit_trail, c.publisher, c.clock,
+        reserved=c.reserved_secrets, from_version=call.input.from_version, actor=call.actor,
+        correlation_id=call.correlation_id,
+    )  # fmt: skip
+    return json_response(outcome.to_dict())
 
 
 class DeleteBody(BaseModel):
@@ -243,60 +181,33 @@ class DeleteBody(BaseModel):
     justification: str = Field(min_length=1, max_length=2000)
 
 
-class EmptyBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+@endpoint(bp, "secrets_delete", "secrets/{name}", "DELETE", roles=EXECUTE, accepts=DeleteBody)
+def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
+    c = call.container
+    decommission.delete_secret(
+        c.secret_store, c.state_store, c.audit_trail, c.publisher, c.clock, reserved=c.reserved_secrets,
+        name=call.name, justification=call.input.justification, actor=call.actor,
+        correlation_id=call.correlation_id,
+    )  # fmt: skip
+    return json_response({"name": call.name, "status": "deleted", "recoverable": True}, 202)
 
 
-@bp.function_name("secrets_delete")
-@bp.route(route="secrets/{name}", methods=["DELETE"])
-def secrets_delete(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        principal = authorize(
-            req, Role.REVOCATION_EXECUTE, container, correlation_id=cid, secret_name=_valid(req)
-        )
-        name, body = _name(req), parse_body(DeleteBody, req)
-        decommission.delete_secret(
-            container.secret_store, container.state_store, container.audit_trail, container.publisher,
-            container.clock, reserved=container.reserved_secrets, name=name, justification=body.justification,
-            actor=actor_of(req, principal), correlation_id=cid,
-        )  # fmt: skip
-        return json_response({"name": name, "status": "deleted", "recoverable": True}, 202)
-
-    return respond(handle)
+@endpoint(
+    bp, "secrets_recover", "secrets/{name}/recover", "POST", roles=Role.REVOCATION_EXECUTE, accepts=EmptyBody
+)
+def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
+    c = call.container
+    decommission.recover_secret(
+        c.secret_store, c.audit_trail, c.publisher, c.clock, reserved=c.reserved_secrets, name=call.name,
+        actor=call.actor, correlation_id=call.correlation_id,
+    )  # fmt: skip
+    return json_response({"name": call.name, "status": "recovered"}, 202)
 
 
-@bp.function_name("secrets_recover")
-@bp.route(route="secrets/{name}/recover", methods=["POST"])
-def secrets_recover(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        principal = authorize(
-            req, Role.REVOCATION_EXECUTE, container, correlation_id=cid, secret_name=_valid(req)
-        )
-        name = _name(req)
-        parse_body(EmptyBody, req)
-        decommission.recover_secret(
-            container.secret_store, container.audit_trail, container.publisher, container.clock,
-            reserved=container.reserved_secrets, name=name, actor=actor_of(req, principal),
-            correlation_id=cid,
-        )  # fmt: skip
-        return json_response({"name": name, "status": "recovered"}, 202)
-
-    return respond(handle)
-
-
-@bp.function_name("rotation_plan")
-@bp.route(route="rotation/plan", methods=["GET"])
-def rotation_plan(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-    def handle() -> func.HttpResponse:
-        container, cid = get_container(), correlation_id(context)
-        _reader(req, container, cid)
-        params = parse_params(PlanParams, req.params)
-        plan = catalog.rotation_plan(
-            container.secret_store, container.clock, reserved=container.reserved_secrets,
-            within_days=params.within_days,
-        )  # fmt: skip
-        return json_response(plan)
-
-    return respond(handle)
+@endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams)
+def rotation_plan(call: Call[PlanParams]) -> func.HttpResponse:
+    c = call.container
+    plan = catalog.rotation_plan(
+        c.secret_store, c.clock, reserved=c.reserved_secrets, within_days=call.input.within_days
+    )
+    return json_response(plan)
