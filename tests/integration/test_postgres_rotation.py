@@ -135,7 +135,7 @@ class PgWorld(World):
         """A fresh role (unless given) and a secret holding its document, due because it expires within
         Key Vault's near-expiry window."""
         role = role or create_role(self.pg, f"{self.prefix}_{uuid.uuid4().hex[:10]}")
-        if rotator == Rotator.POSTGRES_ALTERNATING:  # what PostgreSQL 16+ needs (README)
+        if rotator == Rotator.POSTGRES_ALTERNATING:  # what PostgreSQL 16+ needs (docs/rotation.md)
             self.pg.admin_execute(
                 sql.SQL("GRANT {} TO {} WITH ADMIN OPTION").format(
                     sql.Identifier(role.name), sql.Identifier(f"{self.prefix}_admin")
