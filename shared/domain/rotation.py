@@ -33,6 +33,9 @@ from typing import Any
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.secrets import validate_name
 
+#: host.json's ``extensions.queues.maxDequeueCount``: the delivery after which the host moves a message to
+#: the poison queue (a test pins it).
+MAX_DEQUEUE_COUNT = 5
 #: A message larger than this is refused before it is parsed (a real one is ~200 bytes).
 MAX_MESSAGE_CHARS = 4096
 #: Visible ASCII only: correlation ids end up in logs and audit records.

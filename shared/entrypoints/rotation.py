@@ -15,6 +15,7 @@ import uuid
 import azure.functions as func
 
 from shared.bootstrap import get_container
+from shared.domain.rotation import MAX_DEQUEUE_COUNT
 from shared.entrypoints.http import correlation_id
 from shared.services import rotation, sealed_queue, sweep_run
 
@@ -22,8 +23,6 @@ logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 QUEUE = "rotation-requests"
-#: host.json extensions.queues.maxDequeueCount: the attempt after which a message goes to the poison queue.
-MAX_DEQUEUE_COUNT = 5
 
 
 @bp.function_name("rotation_sweep")

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 
 from shared.domain.audit import Action, format_time, parse_time
 from shared.domain.errors import DomainError
-from shared.domain.state import Versioned, lease_runs
+from shared.domain.progress import IDLE, Progress
+from shared.domain.state import FUNCTION_TIMEOUT, LEASE, Versioned, lease_runs
 from shared.services.findings import FindingPeers, caused, raise_finding
-from shared.services.rotation import IDLE, LEASE, Progress
 from shared.services.sweep import DueSecret
 
 logger = logging.getLogger(__name__)
@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 RULE = "rotation_stalled"
 #: Two hourly sweeps: a due secret still due this long after it became due has stalled.
 STALL_AFTER = timedelta(hours=2)
-#: Longer than host.json's functionTimeout (10 min) plus a margin: no holder runs this long.
-HELD_TOO_LONG = timedelta(minutes=12)
+#: Longer than any invocation may run, plus a margin: no holder runs this long.
+HELD_TOO_LONG = FUNCTION_TIMEOUT + timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
