@@ -28,12 +28,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from devtools.processes import ChildProcess, StoppableProcess, start
+from devtools.processes import TAIL_LINES, ChildProcess, StoppableProcess, start
 
 SUPERUSER = "postgres"
 _BIN_ROOT = Path("/usr/lib/postgresql")
 _UNPRIVILEGED_USER = "nobody"
-_TAIL_LINES = 30
 # A clean environment: PG* variables of the caller must not steer the tools or the server.
 _TOOL_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
 
@@ -232,7 +231,7 @@ class PostgresProcess(StoppableProcess):
         except subprocess.TimeoutExpired as err:
             raise RuntimeError(f"{tool} did not finish within {timeout:.0f}s") from err
         if done.returncode != 0:
-            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-_TAIL_LINES:])
+            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-TAIL_LINES:])
             raise RuntimeError(f"{tool} exited with {done.returncode}:\n{output}")
 
     def connect(

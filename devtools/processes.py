@@ -214,10 +214,10 @@ def start(
     within ``timeout`` seconds) and the end of its output; the child is stopped first. Interrupted while
     waiting (Ctrl-C), it stops the child and re-raises.
     """
-    if ready_line is None and ready is None:
-        raise ValueError("start needs ready_line or ready")
-    log_file = output if isinstance(output, Path) else None
     capture = output == "capture"
+    if ready is None and (ready_line is None or not capture):
+        raise ValueError("start needs ready, or ready_line with captured output")
+    log_file = output if isinstance(output, Path) else None
     stdin: int | None = None if output == "inherit" else subprocess.DEVNULL
     stdout: int | IO[str] | None = subprocess.PIPE if capture else None
     stderr: int | None = subprocess.PIPE if capture else None
