@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import threading
-import time
-from collections import deque
 from pathlib import Path
 
-from devtools.processes import StoppableProcess, terminate
+from devtools.processes import ChildProcess, StoppableProcess, start
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,8 +51,8 @@ def connection_string(host: str, blob_port: int, queue_port: int, table_port: in
 class AzuriteProcess(StoppableProcess):
     """A running Azurite. Ports 0 let Azurite pick free ports; the real ones are read from its output."""
 
-    def __init__(self, proc: subprocess.Popen[str], host: str, ports: dict[str, int]) -> None:
-        self._proc = proc
+    def __init__(self, child: ChildProcess, host: str, ports: dict[str, int]) -> None:
+        self._child = child
         self.host = host
         self.blob_port = ports["Blob"]
         self.queue_port = ports["Queue"]
@@ -68,7 +64,7 @@ class AzuriteProcess(StoppableProcess):
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        return self._child.pid
 
     @classmethod
     def start(
@@ -107,42 +103,15 @@ class AzuriteProcess(StoppableProcess):
         else:
             workdir.mkdir(parents=True, exist_ok=True)
             args += ["--location", str(workdir)]
-        proc = subprocess.Popen(
-            args,
-            cwd=str(workdir or REPO_ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
         ports: dict[str, int] = {}
-        tail: deque[str] = deque(maxlen=40)
-        ready = threading.Event()
 
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                tail.append(line.rstrip())
-                match = _LISTENING.search(line)
-                if match:
-                    ports[match.group(1)] = int(match.group(2))
-                    if len(ports) == 3:
-                        ready.set()
-            ready.set()  # EOF: the process ended
+        def listening(line: str) -> dict[str, int] | None:
+            if match := _LISTENING.search(line):
+                ports[match.group(1)] = int(match.group(2))
+            return ports if len(ports) == 3 else None
 
-        threading.Thread(target=pump, name="azurite-output", daemon=True).start()
-        deadline = time.monotonic() + timeout
-        try:
-            ready.wait(timeout)
-        except BaseException:
-            terminate(proc)  # Ctrl-C while starting: the child has its own session, so stop it here
-            raise
-        if len(ports) == 3:
-            return cls(proc, host, ports)
-        terminate(proc)
-        why = "exited" if time.monotonic() < deadline else f"did not listen within {timeout:.0f}s"
-        raise RuntimeError(f"Azurite {why}; its last output:\n" + "\n".join(tail))
+        child, ports = start("Azurite", args, cwd=workdir or REPO_ROOT, ready_line=listening, timeout=timeout)
+        return cls(child, host, ports)
 
     def stop(self) -> int:
-        return terminate(self._proc)
+        return self._child.stop()

@@ -17,6 +17,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -27,12 +28,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from devtools.processes import StoppableProcess
+from devtools.processes import TAIL_LINES, ChildProcess, StoppableProcess, start
 
 SUPERUSER = "postgres"
 _BIN_ROOT = Path("/usr/lib/postgresql")
 _UNPRIVILEGED_USER = "nobody"
-_TAIL_LINES = 30
+# A clean environment: PG* variables of the caller must not steer the tools or the server.
+_TOOL_ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
 
 # pg_hba.conf: the launcher (over the private socket) as the superuser without a password; everything
 # else only over TCP on loopback, with SCRAM.
@@ -52,7 +54,7 @@ def server_binaries() -> Path:
         for candidate in _BIN_ROOT.iterdir():
             binaries = candidate / "bin"
             version = tuple(int(part) for part in re.findall(r"\d+", candidate.name))
-            if version and all((binaries / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            if version and all((binaries / tool).exists() for tool in ("initdb", "postgres")):
                 found.append((version, binaries))
     if not found:
         raise RuntimeError(
@@ -89,6 +91,7 @@ class PostgresProcess(StoppableProcess):
         self._bin_dir = bin_dir
         self._root = root
         self._demote = list(demote)
+        self._server: ChildProcess | None = None
         self.host = host
         self.port = port
         self.superuser = SUPERUSER
@@ -143,38 +146,56 @@ class PostgresProcess(StoppableProcess):
             if owner is not None:
                 for path in (root, process.socket_dir, pwfile):
                     os.chown(path, *owner)
-            process._run(
-                "initdb",
-                "-D", str(process.data_dir),
-                "-U", SUPERUSER,
-                f"--pwfile={pwfile}",
-                "--auth-host=scram-sha-256",
-                "--auth-local=trust",
-                "-E", "UTF8",
-                "--no-locale",
-                "--no-sync",
-                "--no-instructions",
-                timeout=timeout,
-            )  # fmt: skip
+            try:
+                process._run(
+                    "initdb",
+                    "-D", str(process.data_dir),
+                    "-U", SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "-E", "UTF8",
+                    "--no-locale",
+                    "--no-sync",
+                    "--no-instructions",
+                    timeout=timeout,
+                )  # fmt: skip
+            except RuntimeError as err:
+                raise RuntimeError(f"PostgreSQL did not start: {err}") from err
             pwfile.unlink()
             process._configure()
-            process._run(
-                "pg_ctl",
-                "start",
-                "-D", str(process.data_dir),
-                "-l", str(process.log_file),
-                "-w",
-                "-t", str(max(1, int(timeout))),
-                timeout=timeout + 10,
-            )  # fmt: skip
-            process.admin_execute(sql.SQL("SELECT 1"))
+            process._server, _ = start(
+                "PostgreSQL",
+                [*demote, str(bin_dir / "postgres"), "-D", str(process.data_dir)],
+                cwd=root,
+                env=_TOOL_ENV,
+                output=process.log_file,
+                ready=process._takes_logins,
+                timeout=timeout,
+                stop_signal=signal.SIGINT,  # fast shutdown
+                stop_timeout=60.0,
+            )
         except BaseException as err:
-            tail = process._log_tail()
             process.stop()
-            if isinstance(err, RuntimeError | OSError | psycopg.Error):
-                raise RuntimeError(f"PostgreSQL did not start: {err}{tail}") from err
+            if isinstance(err, OSError):
+                raise RuntimeError(f"PostgreSQL did not start: {err}") from err
             raise
         return process
+
+    def _takes_logins(self) -> bool | None:
+        """None until the server says it is ready, as ``pg_ctl -w`` reads it (the status line of
+        postmaster.pid); then True once the launcher logs in. Raises RuntimeError when it cannot."""
+        try:
+            status = (self.data_dir / "postmaster.pid").read_text(encoding="utf-8").splitlines()[7:8]
+        except OSError:
+            return None
+        if [line.strip() for line in status] != ["ready"]:
+            return None
+        try:
+            self.admin_execute(sql.SQL("SELECT 1"))
+        except psycopg.Error as err:
+            raise RuntimeError(f"PostgreSQL is up but the launcher cannot log in: {err}") from err
+        return True
 
     def _configure(self) -> None:
         hba = self.data_dir / "pg_hba.conf"
@@ -196,13 +217,11 @@ class PostgresProcess(StoppableProcess):
 
     def _run(self, tool: str, *args: str, timeout: float) -> None:
         command = [*self._demote, str(self._bin_dir / tool), *args]
-        # A clean environment: PG* variables of the caller must not steer the tools.
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
         try:
             done = subprocess.run(
                 command,
                 cwd=self._root,
-                env=env,
+                env=_TOOL_ENV,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -212,15 +231,8 @@ class PostgresProcess(StoppableProcess):
         except subprocess.TimeoutExpired as err:
             raise RuntimeError(f"{tool} did not finish within {timeout:.0f}s") from err
         if done.returncode != 0:
-            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-_TAIL_LINES:])
+            output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-TAIL_LINES:])
             raise RuntimeError(f"{tool} exited with {done.returncode}:\n{output}")
-
-    def _log_tail(self) -> str:
-        try:
-            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            return ""
-        return "\nthe server log ends with:\n" + "\n".join(lines[-_TAIL_LINES:])
 
     def connect(
         self, *, dbname: str = "postgres", user: str | None = None, password: str | None = None
@@ -253,14 +265,9 @@ class PostgresProcess(StoppableProcess):
             return False
 
     def stop(self) -> int:
-        """Stop the server (fast shutdown) and remove its directory. Returns pg_ctl's exit code (0 when
-        the server was not running)."""
-        code = 0
-        if (self.data_dir / "postmaster.pid").exists():
-            try:
-                self._run("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", timeout=60)
-            except RuntimeError:
-                code = 1
+        """Stop the server (fast shutdown) and remove its directory. Returns the server's exit code (0 when
+        it was not running)."""
+        code = 0 if self._server is None else self._server.stop()
         with contextlib.suppress(OSError):
             shutil.rmtree(self._root)
         return code

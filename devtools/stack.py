@@ -18,10 +18,8 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +28,7 @@ from types import FrameType
 from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.keyvault_emulator.process import EmulatorProcess, set_clock_offset
+from devtools.processes import ChildProcess, start
 from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
@@ -185,8 +184,10 @@ def ensure_local_settings(target: Path) -> None:
 
 
 def start_app(
-    port: int, env: dict[str, str], use_func: bool, settings_file: Path, state_dir: Path
-) -> subprocess.Popen[str]:
+    port: int, env: dict[str, str], use_func: bool, settings_file: Path, state_dir: Path, timeout: float = 120
+) -> tuple[ChildProcess, int]:
+    """Start the app, its output on our terminal, and wait until GET /api/health answers. Returns the app and
+    the status it answered. Raises RuntimeError when it exits or does not answer within ``timeout``."""
     child_env = {**os.environ, **env}
     if use_func:
         func_path = shutil.which("func")
@@ -203,24 +204,33 @@ def start_app(
         _say(f"Core Tools (func) not found: starting the app under the dev host on port {port}")
         args = [sys.executable, "-m", "devtools.host", "--port", str(port), "--settings", str(settings_file),
                 "--state-dir", str(state_dir / "devhost")]  # fmt: skip
-    return subprocess.Popen(args, cwd=REPO_ROOT, env=child_env, text=True)
+    return start(
+        "the app",
+        args,
+        cwd=REPO_ROOT,
+        env=child_env,
+        output="inherit",
+        ready=lambda: health_status(f"http://127.0.0.1:{port}/api/health"),
+        poll_interval=0.3,
+        timeout=timeout,
+        new_session=False,
+        stop_signal=signal.SIGINT,
+        stop_timeout=15.0,
+    )
 
 
-def wait_for_health(url: str, proc: subprocess.Popen[str], timeout: float) -> int | None:
-    """Poll GET /api/health until it answers (any status) or the app exits. Returns the status."""
+def health_status(url: str) -> int | None:
+    """GET /api/health once: the status it answered (any), or None when nothing answers yet."""
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - loopback URL we built
-                return int(response.status)
-        except urllib.error.HTTPError as err:
-            return err.code
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    return None
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - loopback URL we built
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         args.port = _free_port()
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
-    cleanups: list[Callable[[], None]] = []
+    cleanups: list[Callable[[], object]] = []
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -285,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    app: subprocess.Popen[str] | None = None
+    app: ChildProcess | None = None
     try:
         _say("starting Azurite (Blob, Queue, Table)")
         azurite = AzuriteProcess.start(
@@ -311,12 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_local_settings(args.settings)
         env = app_environment(azurite, emulator, sink)
         use_func = shutil.which("func") is not None and not args.dev_host
-        app = start_app(args.port, env, use_func, args.settings, state_dir)
+        app, status = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"
-        status = wait_for_health(f"{base}/api/health", app, timeout=120)
-        if status is None:
-            _say("the app did not start; see its output above")
-            return 1
         operator = encode_principal("local-operator", DEMO_OPERATOR_ROLES)  # honoured locally only
         header = f"-H 'x-ms-client-principal: {operator}'"
         rotate = f"-X POST {header} -H 'Content-Type: application/json' -d '{{\"force\": true}}'"
@@ -342,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             "  Stop:        Ctrl-C\n",
             flush=True,
         )
-        while not stopping.is_set() and app.poll() is None:
+        while not stopping.is_set() and app.returncode is None:
             stopping.wait(0.5)
-        if app.poll() is not None and not stopping.is_set():
+        if app.returncode is not None and not stopping.is_set():
             _say(f"the app exited with code {app.returncode}")
             return app.returncode or 1
         return 0
@@ -353,13 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         _say("stopping")
-        if app is not None and app.poll() is None:
-            app.send_signal(signal.SIGINT)
-            try:
-                app.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                app.kill()
-                app.wait()
+        if app is not None:
+            app.stop()
         for cleanup in reversed(cleanups):
             cleanup()
         _say("stopped")

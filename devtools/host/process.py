@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import subprocess
 import sys
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
 
-from devtools.processes import StoppableProcess, terminate
+from devtools.processes import ChildProcess, StoppableProcess, start
 
 __all__ = ["REPO_ROOT", "HostProcess"]
 
@@ -26,14 +20,13 @@ _READY = re.compile(r"dev host ready on (http://(?:\[[0-9A-Fa-f:.]+\]|[\w.-]+):\
 class HostProcess(StoppableProcess):
     """A running ``python -m devtools.host``; ``url`` is its base URL (``http://127.0.0.1:<port>``)."""
 
-    def __init__(self, proc: subprocess.Popen[str], url: str, output: deque[str]) -> None:
-        self._proc = proc
+    def __init__(self, child: ChildProcess, url: str) -> None:
+        self._child = child
         self.url = url
-        self._output = output
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        return self._child.pid
 
     @property
     def port(self) -> int:
@@ -71,67 +64,27 @@ class HostProcess(StoppableProcess):
         if state_dir is not None:
             args += ["--state-dir", str(state_dir)]
         args += list(extra_args)
-        proc = subprocess.Popen(
+        child, url = start(
+            f"dev host ({' '.join(args[1:])})",
             args,
-            cwd=str(cwd),
+            cwd=cwd,
             env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
+            ready_line=lambda line: match.group(1) if (match := _READY.search(line)) else None,
+            timeout=timeout,
+            keep_lines=5000,
+            echo="[devhost] " if echo else None,
+            new_session=False,
         )
-        output: deque[str] = deque(maxlen=5000)
-        found: list[str] = []
-        ready = threading.Event()
-
-        def pump(stream: IO[str], watch: bool) -> None:
-            # stdout and stderr are read separately so that their lines never interleave mid-line.
-            for line in stream:
-                output.append(line.rstrip("\n"))
-                if echo:
-                    print(f"[devhost] {line}", end="", file=sys.stderr, flush=True)
-                if watch and not found and (match := _READY.search(line)):
-                    found.append(match.group(1))
-                    ready.set()
-            if watch:
-                ready.set()  # EOF: the host ended
-
-        assert proc.stdout is not None and proc.stderr is not None
-        for stream, watch in ((proc.stdout, True), (proc.stderr, False)):
-            threading.Thread(
-                target=pump, args=(stream, watch), name=f"devhost-output-{proc.pid}", daemon=True
-            ).start()
-        try:
-            ready.wait(timeout)
-        except BaseException:
-            terminate(proc)  # Ctrl-C while starting: do not leave the host behind
-            raise
-        if found:
-            return cls(proc, found[0], output)
-        if ready.is_set():  # output ended: the host is exiting, let it finish
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        exited = proc.poll() is not None
-        terminate(proc)
-        why = f"exited with code {proc.returncode}" if exited else f"was not ready within {timeout:.0f}s"
-        tail = "\n".join(list(output)[-60:])
-        raise RuntimeError(f"dev host ({' '.join(args[1:])}) {why}; its last output:\n{tail}")
+        return cls(child, url)
 
     def output(self) -> str:
         """Everything the host has printed so far (stdout and stderr lines, last 5000)."""
-        return "\n".join(list(self._output))
+        return self._child.output()
 
     def wait_for_output(self, text: str, timeout: float = 10.0) -> bool:
         """Wait until ``text`` appears in the output; False on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return True
-            time.sleep(0.05)
-        return text in self.output()
+        return self._child.wait_for_output(text, timeout)
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        return terminate(self._proc, timeout)
+        return self._child.stop(timeout)

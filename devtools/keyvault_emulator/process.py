@@ -5,41 +5,28 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import subprocess
 import sys
-import threading
-import time
 import urllib.request
-from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote
 
 from devtools.keyvault_emulator.rbac import parse_operations
-from devtools.processes import StoppableProcess, terminate
+from devtools.processes import ChildProcess, StoppableProcess, start
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"\bready (https://\S+)")
 
 
 class EmulatorProcess(StoppableProcess):
-    """A running emulator. Its stderr (the request log) is kept as a tail, and copied to ``log_file``."""
+    """A running emulator. Its output (the request log) is kept as a tail, and copied to ``log_file``."""
 
-    def __init__(
-        self,
-        proc: subprocess.Popen[str],
-        url: str,
-        cert_file: Path,
-        stderr_tail: deque[str],
-        pumps: list[threading.Thread],
-    ) -> None:
-        self._proc = proc
-        self._pumps = pumps
+    def __init__(self, child: ChildProcess, url: str, cert_file: Path) -> None:
+        self._child = child
         self.url = url
         self.port = int(url.rsplit(":", 1)[1])
         self.cert_file = cert_file
-        self._stderr_tail = stderr_tail
 
     @classmethod
     def start(
@@ -68,7 +55,7 @@ class EmulatorProcess(StoppableProcess):
         ``--throttling-off`` (``set_throttling(True)`` switches the limits on later).
 
         Raises ValueError for an unknown operation in ``deny``, and RuntimeError, with the end of the
-        emulator's stderr, if it exits or is not ready within ``timeout`` seconds.
+        emulator's output, if it exits or is not ready within ``timeout`` seconds.
         """
         denied = sorted(parse_operations(deny))
         args = [
@@ -95,77 +82,31 @@ class EmulatorProcess(StoppableProcess):
             args.append("--empty-pages")
         if denied:
             args += ["--deny", ",".join(denied)]
-        proc = subprocess.Popen(
+        child, url = start(
+            "the Key Vault emulator",
             args,
-            cwd=str(REPO_ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            # Its own session: a Ctrl-C in the terminal reaches the parent, which stops the emulator in order.
-            start_new_session=True,
+            cwd=REPO_ROOT,
+            ready_line=lambda line: match.group(1) if (match := _READY.search(line)) else None,
+            timeout=timeout,
+            copy_to=log_file,
+            stop_timeout=5.0,
         )
-        stderr_tail: deque[str] = deque(maxlen=200)
-        found: list[str] = []
-        ready = threading.Event()
-
-        def pump_stdout(stream: IO[str]) -> None:
-            for line in stream:
-                match = _READY.search(line)
-                if match and not found:
-                    found.append(match.group(1))
-                    ready.set()
-            ready.set()  # EOF: the process ended
-
-        def pump_stderr(stream: IO[str]) -> None:
-            sink = log_file.open("a", encoding="utf-8") if log_file is not None else None
-            try:
-                for line in stream:
-                    stderr_tail.append(line.rstrip("\n"))
-                    if sink is not None:
-                        sink.write(line)
-                        sink.flush()
-            finally:
-                if sink is not None:
-                    sink.close()
-
-        assert proc.stdout is not None and proc.stderr is not None
-        pumps = [
-            threading.Thread(target=pump_stdout, args=(proc.stdout,), name="kv-emulator-out", daemon=True),
-            threading.Thread(target=pump_stderr, args=(proc.stderr,), name="kv-emulator-err", daemon=True),
-        ]
-        for pump in pumps:
-            pump.start()
-        started = time.monotonic()
-        try:
-            ready.wait(timeout)
-        except BaseException:
-            terminate(proc, 5.0, pumps)  # Ctrl-C while starting: the child has its own session
-            raise
-        if found:
-            return cls(proc, found[0], cert_file, stderr_tail, pumps)
-        timed_out = time.monotonic() - started >= timeout and proc.poll() is None
-        terminate(proc, 5.0, pumps)
-        why = f"was not ready within {timeout:.0f}s" if timed_out else f"exited with code {proc.returncode}"
-        tail = "\n".join(stderr_tail) or "(no output)"
-        raise RuntimeError(f"the Key Vault emulator {why}; its last output:\n{tail}")
+        return cls(child, url, cert_file)
 
     # --------------------------------------------------------------------------------------------- queries
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        return self._child.pid
 
     @property
     def returncode(self) -> int | None:
         """None while running; the exit code afterwards (0 after a clean ``stop``)."""
-        return self._proc.poll()
+        return self._child.returncode
 
     def log_tail(self) -> list[str]:
-        """The last lines of the emulator's stderr (its request log)."""
-        return list(self._stderr_tail)
+        """The last lines of the emulator's output (its request log)."""
+        return self._child.lines()
 
     def client_kwargs(self) -> dict[str, Any]:
         """What a ``SecretClient`` for this emulator needs besides ``vault_url`` and a credential."""
@@ -220,7 +161,7 @@ class EmulatorProcess(StoppableProcess):
 
     def stop(self) -> None:
         """SIGTERM (the emulator saves its state and exits 0); SIGKILL if it has not exited after 5 s."""
-        terminate(self._proc, 5.0, self._pumps)
+        self._child.stop()
 
 
 def set_clock_offset(url: str, cert_file: Path, seconds: int | float) -> dict[str, Any]:

@@ -7,19 +7,17 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
 from azure.keyvault.secrets import SecretClient
 
+from devtools.processes import start
 from devtools.stack import (
     DEMO_SECRETS,
     DUE_DEMO_AGE_DAYS,
@@ -45,47 +43,37 @@ def _refused(url: str) -> bool:
 
 
 class Stack:
-    """`python -m devtools.stack` on free ports, with its state and settings in a temporary folder."""
+    """`python -m devtools.stack` on free ports, with its state and settings in a temporary folder, started
+    and waited for (its "Try:" lines) like any peer."""
 
     def __init__(self, tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         args = [sys.executable, "-m", "devtools.stack", "--port", "0", "--vault-port", "0",
                 "--storage-ports", "0,0,0", "--events-port", "0", "--state-dir", str(tmp_path),
                 "--settings", str(tmp_path / "local.settings.json"), *extra]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        self.proc, _ = start(
+            "make run",
+            args,
+            cwd=REPO,
+            env=env,
+            ready_line=lambda line: "Try:" in line or None,
+            timeout=120,
+            keep_lines=400,
+            new_session=False,
+            stop_signal=signal.SIGINT,
+            stop_timeout=60,
         )
-        self.lines: deque[str] = deque(maxlen=400)
-        self.ready = threading.Event()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip())
-            if "Try:" in line:
-                self.ready.set()
-        self.ready.set()
 
     @property
     def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_ready(self) -> None:
-        assert self.ready.wait(120) and self.proc.poll() is None, self.text
+        return self.proc.output()
 
     def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+        return self.proc.stop()
 
 
 def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
     stack = Stack(tmp_path, "--dev-host")
     try:
-        stack.wait_ready()
         text = stack.text
         health_url = re.search(r"curl -s (\S+/api/health)", text)
         vault_url = re.search(r"Key Vault\s+(https://\S+)", text)
@@ -186,7 +174,6 @@ def test_core_tools_gets_this_venvs_python(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"}
     stack = Stack(tmp_path / "state", env=env)
     try:
-        stack.wait_ready()
         assert "Azure Functions Core Tools" in stack.text
     finally:
         assert stack.interrupt() == 0, stack.text
