@@ -1,0 +1,295 @@
+"""Rotations asked for and coming: a manual request (queued, or joined to the one queued or running),
+its dry run, and the plan of the rotations and expiries due within a window."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import Action, Actor, Result, format_time, parse_time
+from shared.domain.errors import (
+    Conflict,
+    DomainError,
+    SecretDisabled,
+)
+from shared.domain.policy import (
+    MANAGED_BY_TAG,
+    NEAR_EXPIRY,
+    ROTATOR_TAG,
+    PolicyError,
+    RotationPolicy,
+)
+from shared.domain.rotation import RotationReason, RotationRequest
+from shared.domain.secrets import SecretItem, SecretVersion, validate_name
+from shared.domain.targets import is_reserved
+from shared.ports import Clock, RotationRequests, SecretStore, StateStore
+from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.catalog.policies import (
+    AVAILABLE_ROTATORS,
+    PolicyConflict,
+    problem_text,
+    record_failed,
+    refuse_reserved,
+    time_text,
+    writable_version,
+)
+from shared.services.catalog.views import progress_row
+from shared.services.rotation import (
+    NotManaged,
+    Progress,
+    register_request,
+    unregister_request,
+)
+from shared.services.stalls import STALL_AFTER, stall
+from shared.services.sweep import DueSecret
+
+logger = logging.getLogger(__name__)
+# -- rotate -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RotationTicket:
+    """A manual rotation request, by its own id: ``queued`` (on the queue, or joined to the request
+    queued: ``joined`` is its id) or ``in_progress`` (joined to the rotation running: ``joined``)."""
+
+    rotation_id: str
+    status: str
+    joined: str | None = None
+
+
+def _rotation_target(
+    store: SecretStore, name: str, reserved: Collection[str]
+) -> tuple[SecretVersion, RotationPolicy] | str:
+    """The current version and policy, or why the secret is not rotated. Raises NotFound, InvalidSecret."""
+    validate_name(name)
+    try:
+        current = store.get_properties(name)
+    except SecretDisabled:
+        store.list_versions(name)  # NotFound when the secret is gone altogether
+        return "the current version is disabled"
+    if is_reserved(name, reserved):
+        return "the service's own secret is never rotated"
+    if current.managed:
+        return "certificate-backed: renew the certificate"
+    if not RotationPolicy.is_managed(current.tags):
+        return f"not managed: it lacks the tag {MANAGED_BY_TAG}"
+    try:
+        policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
+    except PolicyError as err:
+        return f"invalid policy: {err}"
+    if policy.rotator not in AVAILABLE_ROTATORS:
+        return f"the {policy.rotator.value} rotator is not available yet"
+    return current, policy
+
+
+def plan_rotation(
+    store: SecretStore,
+    states: StateStore,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    name: str,
+    force: bool,
+    stall_after: timedelta = STALL_AFTER,
+) -> dict[str, Any]:
+    """A dry run: whether a rotation would happen now and why. Writes nothing. Raises NotFound."""
+    stored = progress_row(states, name)
+    found = _rotation_target(store, name, reserved)
+    now = clock.now()
+    if stored is not None and stored.tampered is not None:
+        why = f"its rotation state is tampered ({stored.tampered}): nothing acts on it"
+        return {"name": name, "would_rotate": False, "force": force, "in_progress": None, "reason": why}
+    progress = Progress.of(stored.state) if stored else None
+    in_flight = progress is not None and progress.leased_by_other("", now)
+    plan: dict[str, Any] = {"name": name, "would_rotate": False, "force": force}
+    plan["in_progress"] = (
+        {"rotation_id": progress.rotation_id, "step": progress.step, "lease_until": progress.lease_until}
+        if progress is not None and in_flight
+        else None
+    )
+    if isinstance(found, str):
+        return {**plan, "reason": found}
+    current, policy = found
+    due = policy.next_rotation(current.created, current.expires)
+    plan.update(
+        current_version=current.version,
+        created=format_time(current.created),
+        expires=time_text(current.expires),
+        next_due=format_time(due),
+        due_now=now >= due,
+        rotator=policy.rotator.value,
+    )
+    if now >= due:  # a lease held too long is a stall too: said whatever else the plan says
+        stalled = stall(DueSecret(current.name, current.created, due), stored, now, stall_after)
+        if stalled is not None:
+            plan["stalled"] = {"since": format_time(stalled.since), "reason": stalled.reason}
+    if in_flight:
+        return {**plan, "reason": "a rotation or rollback is in progress"}
+    if now >= due:
+        return {**plan, "would_rotate": True, "reason": _due_reason(current, policy, now).value}
+    if force:
+        return {**plan, "would_rotate": True, "reason": "forced"}
+    return {**plan, "reason": f"not due until {format_time(due)}"}
+
+
+def _due_reason(current: SecretItem, policy: RotationPolicy, now: datetime) -> RotationReason:
+    return RotationReason.DUE if now >= current.created + policy.interval else RotationReason.NEAR_EXPIRY
+
+
+def request_rotation(
+    store: SecretStore,
+    states: StateStore,
+    requests: RotationRequests,
+    trail: AuditTrail,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    name: str,
+    force: bool,
+    actor: Actor,
+    correlation_id: str,
+) -> RotationTicket:
+    """Check that ``name`` can be rotated now and ask for it, with an id of its own: it joins the rotation
+    running or the request queued for the secret (concurrent requests make one rotation, whose outcome
+    names every id), or it is queued for ``rotate_secret`` (so retries and the poison queue apply).
+
+    Raises NotFound, NotManaged / PolicyConflict (naming the tag), Conflict (reserved, certificate-backed,
+    disabled, rotator unavailable, not due without ``force``, another kind of write in progress, too many
+    requests joined), AuditUnavailable or DependencyUnavailable (nothing queued). A request that was
+    queued or joined is answered so even when its success record fails (logged): asking again would
+    rotate twice."""
+    current, policy = _rotatable_now(store, name, reserved)
+    now = clock.now()
+    due = policy.next_rotation(current.created, current.expires)
+    if not force and now < due:
+        raise Conflict(f"secret {name} is not due until {format_time(due)}; force=true rotates it now")
+    request = RotationRequest(
+        secret_name=current.name,
+        reason=RotationReason.MANUAL,
+        requested_at=now,
+        correlation_id=correlation_id,
+        force=force,
+        rotation_id=uuid.uuid4().hex,
+    )
+    assert request.rotation_id is not None
+    details: dict[str, Any] = {"rotation_id": request.rotation_id, "force": force}
+    fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
+    trail.record(
+        Action.ROTATION_REQUESTED, version=current.version, result=Result.INTENT, details=details, **fields
+    )
+    try:
+        status, joined = register_request(states, name, request.rotation_id, force, clock)
+        if joined is None:
+            try:
+                requests.send([request])
+            except DomainError:
+                unregister_request(states, trail, name, request.rotation_id, correlation_id)
+                raise
+    except DomainError as err:
+        record_failed(trail, Action.ROTATION_REQUESTED, err, details, {**fields, "version": current.version})
+        raise
+    if joined is not None:
+        details["joined"] = joined
+    try:
+        trail.record(Action.ROTATION_REQUESTED, version=current.version, details=details, **fields)
+    except AuditUnavailable:
+        # The request is queued (or joined): an error here would make the caller ask again and rotate
+        # twice. The intent (actor, rotation id) is on record, and the rotation's outcome names the id.
+        logger.error(
+            "secret %s: rotation %s was requested but its ROTATION_REQUESTED success was not recorded",
+            name,
+            request.rotation_id,
+        )
+    return RotationTicket(request.rotation_id, status, joined)
+
+
+def _rotatable_now(
+    store: SecretStore, name: str, reserved: Collection[str]
+) -> tuple[SecretVersion, RotationPolicy]:
+    validate_name(name)
+    refuse_reserved(name, reserved)
+    current = writable_version(store, name)
+    if not RotationPolicy.is_managed(current.tags):
+        raise NotManaged(name, MANAGED_BY_TAG)
+    try:
+        policy = RotationPolicy.from_tags(current.tags, name=name, reserved=reserved)
+    except PolicyError as err:
+        raise PolicyConflict(name, err) from None
+    if policy.rotator not in AVAILABLE_ROTATORS:
+        raise Conflict(
+            f"secret {name}: the {policy.rotator.value} rotator is not available yet (tag {ROTATOR_TAG})"
+        )
+    return current, policy
+
+
+# -- plan --------------------------------------------------------------------------------------------
+
+
+def rotation_plan(
+    store: SecretStore, clock: Clock, *, reserved: Collection[str], within_days: int
+) -> dict[str, Any]:
+    """From one listing: the managed secrets that would rotate within ``within_days`` (when, and why:
+    interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has passed),
+    managed or not, and invalid policies. Reserved secrets are left out. Raises DependencyUnavailable."""
+    if not 1 <= within_days <= 365:
+        raise ValueError("within_days is 1-365")
+    now = clock.now()
+    until = now + timedelta(days=within_days)
+    items: list[dict[str, Any]] = []
+    violations: list[dict[str, Any]] = []
+    for item in store.list_properties():
+        if is_reserved(item.name, reserved) or not item.enabled:
+            continue
+        managed = RotationPolicy.is_managed(item.tags) and not item.managed
+        if item.expires is not None and item.expires <= until:
+            items.append(
+                {
+                    "when": format_time(item.expires),
+                    "name": item.name,
+                    "event": "expiry",
+                    "managed": managed,
+                    "expired": item.expires <= now,
+                }
+            )
+        if not managed:
+            continue
+        try:
+            policy = RotationPolicy.from_tags(item.tags, name=item.name, reserved=reserved)
+        except PolicyError as err:
+            violations.append({"name": item.name, "tag": err.tag, "problem": problem_text(err)})
+            continue
+        due = policy.next_rotation(item.created, item.expires)
+        if due <= until:
+            reason = "interval" if item.created + policy.interval <= _near_expiry(item) else "near_expiry"
+            items.append(
+                {
+                    "when": format_time(due),
+                    "name": item.name,
+                    "event": "rotation",
+                    "reason": reason,
+                    "rotator": policy.rotator.value,
+                    "due_now": now >= due,
+                }
+            )
+    items.sort(key=lambda entry: (parse_time(entry["when"]), entry["name"].lower(), entry["event"]))
+    violations.sort(key=lambda entry: entry["name"].lower())
+    return {
+        "within_days": within_days,
+        "now": format_time(now),
+        "until": format_time(until),
+        "items": items,
+        "violations": violations,
+    }
+
+
+def _near_expiry(item: SecretItem) -> datetime:
+    """Start of the current version's near-expiry window (never, without ``exp``)."""
+    return (
+        item.expires - NEAR_EXPIRY
+        if item.expires is not None
+        else datetime.max.replace(tzinfo=item.created.tzinfo)
+    )

@@ -1,0 +1,254 @@
+"""The managed secrets as operators read them: one page of them, and everything known about one
+secret's rotation (its policy, its state, its last rotation and failure, a stall). Never a value."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import Action, AuditQuery, Result, format_time, parse_time
+from shared.domain.errors import (
+    NotFound,
+    SecretDisabled,
+)
+from shared.domain.policy import (
+    MANAGED_BY_TAG,
+    PolicyError,
+    RotationPolicy,
+)
+from shared.domain.secrets import SecretItem, SecretVersion, validate_name
+from shared.domain.state import Versioned
+from shared.domain.targets import is_reserved
+from shared.ports import AuditReader, Clock, SecretStore, StateStore
+from shared.services.audit import query_audit
+from shared.services.catalog.policies import MAX_PAGE, TAMPERED, policy_dict, problem_text, time_text
+from shared.services.rotation import (
+    IDLE,
+    PARTITION,
+    Progress,
+    progress_rows,
+    retirements,
+    schedule_key,
+)
+from shared.services.sealed_state import get_as_found
+from shared.services.stalls import STALL_AFTER, stall
+from shared.services.sweep import DueSecret
+
+logger = logging.getLogger(__name__)
+# -- list -------------------------------------------------------------------------------------------
+
+
+def list_managed(
+    store: SecretStore,
+    states: StateStore,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    limit: int = 50,
+    after: str | None = None,
+) -> dict[str, Any]:
+    """One page of the managed secrets, sorted by name (case-insensitive), after the name ``after``.
+
+    The vault is listed once and read once per secret on the page; the rotation progress of every secret
+    is one read. Invalid policies are listed with the violation. Returns {"items", "continuation"}
+    (the last name of the page when more follow). Raises DependencyUnavailable, Forbidden."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit is 1-{MAX_PAGE}")
+    if after is not None:
+        validate_name(after)
+    managed = sorted(
+        (
+            item
+            for item in store.list_properties()
+            if RotationPolicy.is_managed(item.tags) and not is_reserved(item.name, reserved)
+        ),
+        key=lambda item: item.name.lower(),
+    )
+    if after is not None:
+        managed = [item for item in managed if item.name.lower() > after.lower()]
+    page, more = managed[:limit], len(managed) > limit
+    progress = progress_rows(states)
+    now = clock.now()
+    items = []
+    for item in page:
+        try:
+            current: SecretItem = store.get_properties(item.name)
+        except SecretDisabled:
+            current = item  # the id of a disabled current version cannot be read
+        except NotFound:
+            continue  # deleted since the listing
+        stored = progress.get(item.name.lower())
+        items.append(_summary(current, stored, now, reserved))
+    return {"items": items, "continuation": page[-1].name if more and page else None}
+
+
+def _summary(
+    current: SecretItem, stored: Versioned | None, now: datetime, reserved: Collection[str]
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": current.name,
+        "version": current.version if isinstance(current, SecretVersion) else None,
+        "created": time_text(current.created),
+        "expires": time_text(current.expires),
+        "enabled": current.enabled,
+    }
+    entry.update(policy_view(current, now, reserved))
+    entry["state"] = state_view(stored, now)
+    return entry
+
+
+def policy_view(current: SecretItem, now: datetime, reserved: Collection[str]) -> dict[str, Any]:
+    """policy / violation / next_due / due_now of a managed secret's current version."""
+    view: dict[str, Any] = {"policy": None, "violation": None, "next_due": None, "due_now": False}
+    if current.managed:
+        view["violation"] = {"tag": MANAGED_BY_TAG, "problem": "backs a certificate: renew the certificate"}
+        return view
+    try:
+        policy = RotationPolicy.from_tags(current.tags, name=current.name, reserved=reserved)
+    except PolicyError as err:
+        view["violation"] = {"tag": err.tag, "problem": problem_text(err)}
+        return view
+    due = policy.next_rotation(current.created, current.expires)
+    view.update(policy=policy_dict(policy), next_due=format_time(due), due_now=current.enabled and now >= due)
+    return view
+
+
+def state_view(stored: Versioned | None, now: datetime) -> dict[str, Any]:
+    """idle / the write in flight (step, id, attempt, lease) and the last error of the rotation progress;
+    ``tampered`` with the failed check when its row's seal is missing or wrong (nothing acts on it)."""
+    if stored is None:
+        return {"status": IDLE, "last_error": None}
+    if stored.tampered is not None:
+        return {"status": TAMPERED, "last_error": f"the stored state is tampered: {stored.tampered}"}
+    progress = Progress.of(stored.state)
+    state: dict[str, Any] = {"status": progress.step, "last_error": progress.last_error}
+    if progress.step != IDLE:
+        state.update(
+            rotation_id=progress.rotation_id,
+            attempt=progress.attempt,
+            lease_until=progress.lease_until,
+            lease_live=progress.leased_by_other("", now),
+        )
+    return state
+
+
+# -- status ------------------------------------------------------------------------------------------
+
+
+def secret_status(
+    store: SecretStore,
+    states: StateStore,
+    reader: AuditReader,
+    clock: Clock,
+    *,
+    reserved: Collection[str],
+    vault: str,
+    name: str,
+    stall_after: timedelta = STALL_AFTER,
+) -> dict[str, Any]:
+    """Everything known about one secret's rotation: policy (or violation), current version, next due,
+    whether (and why) its rotation stalled, the write in flight, the last rotation and failure, and the
+    scheduled retirements. Never a value. Raises InvalidSecret, NotFound, DependencyUnavailable."""
+    validate_name(name)
+    key = name.lower()
+    stored = progress_row(states, name)
+    now = clock.now()
+    try:
+        current: SecretItem = store.get_properties(name)
+    except SecretDisabled:
+        # The vault does not say which version is current then: the newest stands for its properties,
+        # without claiming its id.
+        newest = max(store.list_versions(name), key=lambda v: v.created)  # NotFound when gone
+        current = SecretItem(**{k: getattr(newest, k) for k in SecretItem.__dataclass_fields__})
+    status: dict[str, Any] = {
+        "name": current.name,
+        "version": current.version if isinstance(current, SecretVersion) else None,
+        "created": time_text(current.created),
+        "expires": time_text(current.expires),
+        "enabled": current.enabled,
+        "managed": RotationPolicy.is_managed(current.tags) and not is_reserved(name, reserved),
+        "reserved": is_reserved(name, reserved),
+    }
+    if status["managed"]:
+        status.update(policy_view(current, now, reserved))
+    else:
+        status.update(policy=None, violation=None, next_due=None, due_now=False)
+    progress = Progress.of(stored.state) if stored and stored.tampered is None else None
+    status["state"] = state_view(stored, now)
+    status["last_rotation"] = _last_rotation(reader, vault, name, progress)
+    status["last_failure"] = _last_failure(reader, vault, name, progress)
+    retire = read_row(states, schedule_key(key))
+    status["retirements"] = [
+        {"version": version, "after": format_time(after)}
+        for version, after in (retirements(retire.state) if retire else [])
+        if version != status["version"]  # planned by a rotation in flight (or one that failed)
+    ]
+    status["stalled"] = _stalled(current, status, stored, now, stall_after)
+    return status
+
+
+def _stalled(
+    current: SecretItem, view: Mapping[str, Any], stored: Versioned | None, now: datetime, after: timedelta
+) -> dict[str, Any] | None:
+    """Why a due secret's rotation stalled (``shared.services.stalls``), or None."""
+    if not view.get("due_now") or view.get("next_due") is None:
+        return None
+    due = DueSecret(current.name, current.created, parse_time(view["next_due"]))
+    found = stall(due, stored, now, after)
+    return None if found is None else {"since": format_time(found.since), "reason": found.reason}
+
+
+def progress_row(states: StateStore, name: str) -> Versioned | None:
+    return read_row(states, name.lower())
+
+
+def read_row(states: StateStore, key: str) -> Versioned | None:
+    """A row of the rotation partition for a read-only view: a tampered one with its check (reported by
+    the store) instead of an error, so status and plan say why nothing acts on it."""
+    return get_as_found(states, PARTITION, key)
+
+
+def _newest(
+    reader: AuditReader, vault: str, name: str, action: Action, result: Result
+) -> dict[str, Any] | None:
+    page = query_audit(reader, AuditQuery(vault=vault, secret_name=name, action=action, limit=500))
+    return next((item for item in page.items if item.get("result") == result.value), None)
+
+
+def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progress | None) -> dict[str, Any]:
+    record = _newest(reader, vault, name, Action.ROTATED, Result.SUCCESS)
+    rotated = None
+    if record is not None:
+        details = record.get("details") or {}
+        rotated = {
+            "time": record.get("time"),
+            "version": record.get("version"),
+            "previous_version": details.get("previous_version"),
+            "rotation_id": details.get("rotation_id"),
+        }
+    last_write = None
+    if progress is not None and progress.step == IDLE and progress.new_version:
+        last_write = {"rotation_id": progress.rotation_id, "new_version": progress.new_version}
+    return {"recorded": rotated, "last_write": last_write}
+
+
+def _last_failure(
+    reader: AuditReader, vault: str, name: str, progress: Progress | None
+) -> dict[str, Any] | None:
+    record = _newest(reader, vault, name, Action.ROTATION_FAILED, Result.FAILURE)
+    if record is None and (progress is None or not progress.last_error):
+        return None
+    failure: dict[str, Any] = {"error_class": progress.last_error if progress else None}
+    if record is not None:
+        details = record.get("details") or {}
+        failure.update(
+            time=record.get("time"),
+            version=record.get("version"),
+            rotation_id=details.get("rotation_id"),
+            step=details.get("step"),
+            error=record.get("error"),
+        )
+        failure["error_class"] = failure["error_class"] or details.get("error_class")
+    return failure
