@@ -3,7 +3,6 @@ secret's rotation (its policy, its state, its last rotation and failure, a stall
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -36,7 +35,6 @@ from shared.services.sealed_state import get_as_found
 from shared.services.stalls import STALL_AFTER, stall
 from shared.services.sweep import DueSecret
 
-logger = logging.getLogger(__name__)
 # -- list -------------------------------------------------------------------------------------------
 
 
