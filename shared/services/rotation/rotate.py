@@ -5,7 +5,6 @@ queued request."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -40,8 +39,6 @@ from shared.services.rotation.promote import ClosePending, fail, promote
 from shared.services.rotation.requests import FORCED_FOR, drop_queued
 from shared.services.rotation.retirement import Finisher
 from shared.services.rotation.rows import LEASE_ATTEMPTS, PARTITION, ensure_scheduled, write_progress
-
-logger = logging.getLogger(__name__)
 
 
 def rotate(
