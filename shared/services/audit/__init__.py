@@ -1,0 +1,52 @@
+"""Audit use cases: record (fail closed), verify, query, summarize, and the hourly digest.
+
+The package: ``trail.py`` writes, ``verification.py`` verifies, seals digests and repairs,
+``queries.py`` reads and reviews findings.
+"""
+
+from shared.services.audit.queries import (
+    FINDING_ACTOR_CHARS,
+    FINDING_MAX_ACTORS,
+    AuditPage,
+    InvalidCursor,
+    authentic_events,
+    decode_cursor,
+    encode_cursor,
+    finding_actors,
+    query_audit,
+    review_finding,
+    summarize_audit,
+)
+from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, EventFields
+from shared.services.audit.verification import (
+    DigestOutcome,
+    DigestRefused,
+    VerifyReport,
+    repair_chain,
+    verify_audit,
+    write_digest,
+)
+
+__all__ = [
+    "FINDING_ACTOR_CHARS",
+    "FINDING_MAX_ACTORS",
+    "MAX_PAGE",
+    "AuditPage",
+    "AuditTrail",
+    "AuditUnavailable",
+    "DigestOutcome",
+    "DigestRefused",
+    "EventFields",
+    "InvalidCursor",
+    "VerifyReport",
+    "authentic_events",
+    "decode_cursor",
+    "encode_cursor",
+    "finding_actors",
+    "query_audit",
+    "repair_chain",
+    "review_finding",
+    "summarize_audit",
+    "verify_audit",
+    "write_digest",
+]

@@ -1,0 +1,270 @@
+"""Reading the audit trail: a page of records (with an opaque cursor), only authentic records for the
+decisions that rest on them, the summary, and the review of a suspicious-activity finding."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from shared.domain.audit import (
+    Action,
+    Actor,
+    AuditEvent,
+    AuditQuery,
+    Result,
+    StoredRecord,
+    authentic_event,
+    event_fields,
+    format_time,
+    parse_time,
+    readable_event,
+)
+from shared.domain.errors import (
+    DomainError,
+    NotFound,
+    NotPermitted,
+)
+from shared.domain.findings import review
+from shared.domain.identity import canonical_identity
+from shared.ports import AuditReader, Clock, FindingStore, MacKeyRing
+from shared.services.audit.trail import AuditTrail, AuditUnavailable
+
+logger = logging.getLogger(__name__)
+# -- query ----------------------------------------------------------------------------------------
+
+
+class InvalidCursor(ValueError):
+    """The continuation token is not one this service issued."""
+
+
+Cursor = tuple[str, str, int]
+
+
+def _position(item: Mapping[str, Any]) -> Cursor:
+    """Where a record stands in "newest first": time, then chain and sequence number. Unique, and within
+    a chain it follows the chain even when two records carry the same time."""
+    return (str(item["time"]), str(item["chain"]), int(item["seq"]))
+
+
+#: A token of the longest position (a 127-character vault and secret name, a 12-digit seq) is about 410
+#: characters; anything longer is refused before it is decoded.
+_CURSOR_MAX_CHARS = 512
+_CURSOR_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{_CURSOR_MAX_CHARS}}}")
+_CURSOR_CHAIN = re.compile(r"[0-9a-z_-]{1,127}:[0-9a-z_-]{1,127}")
+_CURSOR_MAX_SEQ = 10**12 - 1
+
+
+def encode_cursor(position: Cursor) -> str:
+    """The continuation token of a position (unpadded URL-safe base64 of its JSON)."""
+    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor:
+    """The position a token of ``encode_cursor`` names. Strict, because its time ends up in the store's
+    filter: bounded length, the exact stored time format, a well-formed chain name, a seq in range, and
+    nothing but the token ``encode_cursor`` would issue for that position. Raises InvalidCursor only."""
+    invalid = InvalidCursor("continuation is not a valid token")
+    if not _CURSOR_TOKEN.fullmatch(token):
+        raise invalid
+    try:
+        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: deeply nested JSON
+        raise invalid from None
+    if not isinstance(position, list) or len(position) != 3:
+        raise invalid
+    time_text, chain, seq = position
+    if not (
+        isinstance(time_text, str)
+        and _is_stored_time(time_text)
+        and isinstance(chain, str)
+        and _CURSOR_CHAIN.fullmatch(chain)
+        and type(seq) is int
+        and 1 <= seq <= _CURSOR_MAX_SEQ
+    ):
+        raise invalid
+    cursor = (time_text, chain, seq)
+    if encode_cursor(cursor) != token:  # one token per position: no padding, spacing or escaping games
+        raise invalid
+    return cursor
+
+
+def _is_stored_time(text: str) -> bool:
+    """``text`` is a time exactly as ``format_time`` stores it."""
+    try:
+        return format_time(parse_time(text)) == text
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    items: list[dict[str, Any]]
+    continuation: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": self.items, "continuation": self.continuation}
+
+
+def _item(chain: str, row: StoredRecord) -> dict[str, Any] | None:
+    event = readable_event(row.fields)
+    if event is None:
+        return None
+    item = {k: v for k, v in event_fields(event).items() if v is not None}
+    item["details"] = dict(event.details)
+    item["chain"] = chain
+    item["seq"] = row.position
+    return item
+
+
+def _items(reader: AuditReader, query: AuditQuery) -> list[dict[str, Any]]:
+    """Every readable record matching the query's filters. Unreadable rows are left to verify (which
+    reports them) rather than shown."""
+    return [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+
+
+def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -> list[AuditEvent]:
+    """The records matching ``query`` whose MAC proves the service wrote them (a row a storage writer put
+    in the table is left out): what a decision may rest on. Raises DependencyUnavailable."""
+    rows = reader.list_records(query)
+    return [e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get)) is not None]
+
+
+def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
+    """Records matching the filters, newest first, ``query.limit`` per page. Raises
+    DependencyUnavailable."""
+    items = _items(reader, query)
+    if query.before is not None:
+        before = query.before
+        items = [i for i in items if _position(i) < before]
+    items.sort(key=_position, reverse=True)
+    page = items[: query.limit]
+    more = len(items) > query.limit
+    continuation = encode_cursor(_position(page[-1])) if more and page else None
+    return AuditPage(items=page, continuation=continuation)
+
+
+def summarize_audit(
+    reader: AuditReader, clock: Clock, *, vault: str, secret_name: str | None, days: int
+) -> dict[str, Any]:
+    """Counts by action and result, the last rotation and the failures of the last ``days`` days."""
+    since = clock.now() - timedelta(days=days)
+    items = _items(reader, AuditQuery(vault=vault, secret_name=secret_name, since=since))
+    by_action: dict[str, Counter[str]] = {}
+    for item in items:
+        by_action.setdefault(item["action"], Counter())[item["result"]] += 1
+    rotations = sorted(
+        (i for i in items if i["action"] == Action.ROTATED.value and i["result"] == Result.SUCCESS.value),
+        key=lambda i: i["time"],
+    )
+    failures = sorted(
+        (i for i in items if i["result"] == Result.FAILURE.value), key=lambda i: i["time"], reverse=True
+    )
+    last = rotations[-1] if rotations else None
+    return {
+        "secret_name": secret_name,
+        "days": days,
+        "since": format_time(since),
+        "total": len(items),
+        "by_action": {action: dict(counts) for action, counts in sorted(by_action.items())},
+        "last_rotation": None
+        if last is None
+        else {"time": last["time"], "secret_name": last.get("secret_name"), "version": last.get("version")},
+        "failures": {
+            "count": len(failures),
+            "latest": [
+                {k: f.get(k) for k in ("time", "action", "secret_name", "version", "error", "correlation_id")}
+                for f in failures[:10]
+            ],
+        },
+    }
+
+
+# -- findings review ------------------------------------------------------------------------------
+
+#: A finding names at most this many of the actors it is about, each cut to this many characters, so its
+#: details stay small; a reviewer is compared by the same prefix (a collision refuses, never admits).
+FINDING_MAX_ACTORS = 20
+FINDING_ACTOR_CHARS = 64
+
+
+def finding_actors(details: Mapping[str, Any]) -> frozenset[str]:
+    """The actors a finding's details say it is about, in canonical form (``canonical_identity``), each
+    cut as stored. A finding stored before findings listed their actors counts its subject, which is the
+    actor id for the per-actor rules."""
+    actors = details.get("actors")
+    if not isinstance(actors, list):
+        actors = [details["subject"]] if details.get("subject") else []
+    return frozenset(canonical_identity(str(actor)[:FINDING_ACTOR_CHARS]) for actor in actors)
+
+
+def involved(actor_id: str, details: Mapping[str, Any]) -> bool:
+    """Whether the caller ``actor_id`` is among the actors of a finding: compared as one canonical
+    identity, also when the stored id was cut (a collision of prefixes refuses, never admits)."""
+    actors = finding_actors(details)
+    cut = FINDING_ACTOR_CHARS
+    return bool({canonical_identity(actor_id)[:cut], canonical_identity(actor_id[:cut])} & actors)
+
+
+def review_finding(
+    findings: FindingStore,
+    trail: AuditTrail,
+    finding_id: str,
+    *,
+    reviewer: Actor,
+    note: str | None,
+    correlation_id: str | None,
+) -> dict[str, Any]:
+    """Mark a suspicious-activity finding reviewed: a REVIEWED ``intent`` record (fail closed: when it
+    cannot be written nothing changes and AuditUnavailable is raised), the compare-and-swap on the
+    finding, then the outcome record — ``success``, or ``failure`` when a concurrent review won. Raises
+    NotFound, InvalidTransition (not open), Conflict (lost a race).
+
+    Nobody reviews a finding about themselves: a reviewer among the finding's actors is refused with
+    NotPermitted after a REVIEWED record with result ``denied`` (fail closed too), and nothing changes."""
+    finding = findings.get(finding_id)
+    if finding is None:
+        raise NotFound(f"finding {finding_id} does not exist")
+    if involved(reviewer.id, finding.details):
+        trail.record(
+            Action.REVIEWED,
+            actor=reviewer,
+            result=Result.DENIED,
+            correlation_id=correlation_id,
+            details={"finding_id": finding_id, "rule": finding.rule, "reason": "the reviewer is involved"},
+        )
+        raise NotPermitted(f"finding {finding_id} is about the caller; someone else must review it")
+    review(finding, reviewer.id, note, trail.event(Action.REVIEWED).time)  # InvalidTransition: no record
+    details = {"finding_id": finding_id, "rule": finding.rule, "note": note}
+    intent = trail.record(
+        Action.REVIEWED, actor=reviewer, result=Result.INTENT, correlation_id=correlation_id, details=details
+    )
+    try:
+        findings.mark_reviewed(finding_id, reviewer.id, note, intent.event.time)
+    except DomainError as err:
+        trail.record(
+            Action.REVIEWED,
+            actor=reviewer,
+            result=Result.FAILURE,
+            correlation_id=correlation_id,
+            details={"finding_id": finding_id},
+            error=str(err),
+        )
+        raise
+    outcome = {"finding_id": finding_id, "status": "reviewed", "reviewer": reviewer.id}
+    try:
+        done = trail.record(
+            Action.REVIEWED, actor=reviewer, correlation_id=correlation_id, details={"finding_id": finding_id}
+        )
+    except AuditUnavailable:
+        # The review took effect and its intent is on record; the finding itself says who reviewed it.
+        logger.error("REVIEWED outcome of finding %s could not be recorded", finding_id)
+        return {**outcome, "audit_seq": intent.seq}
+    return {**outcome, "audit_seq": done.seq}

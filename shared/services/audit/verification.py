@@ -1,0 +1,354 @@
+"""Verifying the audit chains against the MAC keys and the digests, sealing a digest every hour (anchored in
+Key Vault) and repairing a chain an operator accepts as broken, on record."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import (
+    DIGEST_CHAIN,
+    Action,
+    Actor,
+    AuditEvent,
+    AuditRecord,
+    Break,
+    BreakKind,
+    ChainContents,
+    ChainHead,
+    ChainTampered,
+    ChainVerdict,
+    Digest,
+    MacLookup,
+    Result,
+    chain_of,
+    check_against_digest,
+    check_anchor,
+    format_time,
+    hold_regressions,
+    links,
+    readable_event,
+    regressions,
+    verify_chain,
+    verify_contents,
+    verify_digest_history,
+    verify_digests,
+)
+from shared.domain.errors import (
+    Conflict,
+    DomainError,
+    NotFound,
+)
+from shared.domain.notifications import AUDIT_TAMPERING, Notification
+from shared.ports import AuditLog, AuditReader, Clock, DigestAnchor, MacKeyRing, Publisher
+from shared.services.audit.trail import AuditTrail
+
+logger = logging.getLogger(__name__)
+# -- verify ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    chains: int = 0
+    records: int = 0
+    digests: int = 0
+    latest_digest: datetime | None = None
+    breaks: list[Break] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self.ok else "broken",
+            "chains": self.chains,
+            "records": self.records,
+            "digests": self.digests,
+            "latest_digest": format_time(self.latest_digest) if self.latest_digest else None,
+            "breaks": [b.to_dict() for b in self.breaks],
+        }
+
+
+def verify_audit(
+    reader: AuditReader,
+    keys: MacKeyRing,
+    clock: Clock,
+    anchor: DigestAnchor,
+    *,
+    vault: str,
+    secret_name: str | None = None,
+    digest_interval: timedelta = timedelta(hours=1),
+) -> VerifyReport:
+    """Walk the chains (one secret's, or all) and the digests; report every break.
+
+    The anchor outside the table is read first, then the digests, then the chains, so that everything
+    read later is at least as new as what it is compared with. Every consecutive pair of digests is
+    compared (a sealed chain never regresses), and the chains with the newest digest. Raises
+    DependencyUnavailable when the store or the key vault cannot be read.
+    """
+    chain = chain_of(vault, secret_name) if secret_name else None
+    anchored = anchor.read()
+    digests = reader.read_digests()
+    contents = dict(reader.read_chains(chain))
+    verdicts: dict[str, ChainVerdict] = {
+        name: verify_contents(name, c, keys.get) for name, c in sorted(contents.items())
+    }
+    for name, verdict in list(verdicts.items()):
+        if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
+            # A chain's records and its head are read one after the other: an append in between looks
+            # like a cut (or an overrun) once. Read that chain again before calling it a break.
+            again = reader.read_chains(name).get(name)
+            if again is not None:
+                contents[name] = again
+                verdicts[name] = verify_contents(name, again, keys.get)
+    report = VerifyReport(chains=len(verdicts), records=sum(v.records for v in verdicts.values()))
+    for verdict in verdicts.values():
+        report.breaks += verdict.breaks
+
+    report.digests = len(digests)
+    report.breaks += check_anchor(anchored, digests)
+    digest_breaks = verify_digests(digests, keys.get)
+    # Also for one secret: a forged digest may be how a cut of that secret's chain is hidden.
+    report.breaks += digest_breaks
+    forged = {b.seq for b in digest_breaks if b.kind == BreakKind.FORGED_DIGEST}
+    trusted = [_scoped(d, chain) for d in digests if d.seq not in forged]
+    macs_at = _mac_lookup(contents)
+    report.breaks += verify_digest_history(trusted, macs_at)
+    latest: Digest | None = max(trusted, key=lambda d: d.seq) if trusted else None
+    if latest is not None:
+        report.latest_digest = latest.time
+        report.breaks += check_against_digest(verdicts, latest, macs_at)
+    if chain is None:
+        # Unsealed since: the latest digest, or (no digest yet) the oldest record, read only then.
+        unsealed_since = latest.time if latest is not None else _oldest_record_time(contents)
+        if unsealed_since is not None and clock.now() - unsealed_since > 2 * digest_interval:
+            sealed = format_time(latest.time) if latest else "never"
+            report.breaks.append(
+                Break(
+                    DIGEST_CHAIN,
+                    BreakKind.STALE_DIGEST,
+                    latest.seq if latest else None,
+                    f"latest digest: {sealed}",
+                )
+            )
+    report.breaks = _once(report.breaks)
+    return report
+
+
+def _once(breaks: list[Break]) -> list[Break]:
+    """The same break seen from two sides (a chain's own head, a digest) is reported once, the first
+    way it was seen. Breaks at no position (stray rows) differ by what they say."""
+    seen: dict[tuple[str, BreakKind, int | str | None], Break] = {}
+    for item in breaks:
+        seen.setdefault((item.chain, item.kind, item.detail if item.seq is None else item.seq), item)
+    return list(seen.values())
+
+
+_IN_FLIGHT = (BreakKind.TRUNCATED, BreakKind.UNEXPECTED, BreakKind.MISSING_HEAD)
+
+
+def _scoped(digest: Digest, chain: str | None) -> Digest:
+    """The digest as far as one chain is concerned (all of it when ``chain`` is None)."""
+    if chain is None:
+        return digest
+    return replace(digest, heads={n: h for n, h in digest.heads.items() if n == chain})
+
+
+def _mac_lookup(contents: Mapping[str, ChainContents]) -> MacLookup:
+    index = {
+        (name, r.position): str(r.fields.get("mac", "")) for name, c in contents.items() for r in c.records
+    }
+
+    def macs_at(chain: str, seq: int) -> str | None:
+        return index.get((chain, seq))
+
+    return macs_at
+
+
+def _oldest_record_time(contents: Mapping[str, ChainContents]) -> datetime | None:
+    times = [
+        e.time for c in contents.values() for r in c.records if (e := readable_event(r.fields)) is not None
+    ]
+    return min(times, default=None)
+
+
+# -- digests and repair ---------------------------------------------------------------------------
+
+
+class DigestRefused(DomainError):
+    """The digest chain the next digest would extend is not intact (the anchored digest is gone or
+    differs, a digest is forged): sealing now would seal over tampering, so nothing is sealed."""
+
+    def __init__(self, breaks: list[Break]) -> None:
+        super().__init__(
+            f"digest refused: {len(breaks)} break(s) in the digest chain, e.g. {breaks[0].detail}"
+        )
+        self.breaks = breaks
+
+
+@dataclass(frozen=True)
+class DigestOutcome:
+    digest: Digest
+    #: Chains that regressed since the previous digest (their old head was kept and sealed again).
+    regressions: list[Break]
+    #: Regressions not held by the previous digest: found by this run, audited and notified now.
+    new_regressions: list[Break]
+
+
+def write_digest(
+    reader: AuditReader,
+    keys: MacKeyRing,
+    clock: Clock,
+    anchor: DigestAnchor,
+    trail: AuditTrail,
+    publisher: Publisher,
+) -> DigestOutcome:
+    """Seal every chain's head into the next digest (also when nothing happened), then anchor it.
+
+    Never forgives: a chain that went backwards or vanished since the previous digest keeps the head the
+    previous digest sealed (the new digest names it as held), and a newly found regression is audited
+    (TAMPERING_DETECTED) and notified. When the digest chain itself is not intact — the anchored digest
+    is missing or differs, a digest is forged — nothing is sealed: raises DigestRefused after reporting.
+    Raises DependencyUnavailable when the store or the vault cannot be used.
+    """
+    anchored = anchor.read()
+    # From the anchored digest on: what the anchor vouches for is all the next digest extends (verify
+    # walks the whole chain; the hourly writer need not re-read a year of digests).
+    since = anchored.seq if anchored is not None else 1
+    digests = reader.read_digests(since)
+    refusal = [b for b in check_anchor(anchored, digests) if b.kind != BreakKind.UNANCHORED]
+    refusal += verify_digests(digests, keys.get, first=since)
+    if refusal:
+        _report_tampering(trail, publisher, clock, refusal)
+        raise DigestRefused(refusal)
+    if anchored is None and digests:
+        logger.warning("audit digests exist but none is anchored; anchoring from this digest on")
+    previous = max(digests, key=lambda d: d.seq) if digests else None
+    heads = reader.read_heads()
+
+    def passes_through(chain: str, sealed: ChainHead, now: ChainHead) -> bool:
+        # Walk what was appended since: the stored MAC at the sealed position alone could be an old
+        # record put back after a cut.
+        return links(chain, sealed, now, reader.read_range(chain, sealed.seq, now.seq), keys.get)
+
+    found = regressions(previous, heads, passes_through) if previous is not None else []
+    held = sorted({b.chain for b in found})
+    already = set(previous.held) if previous is not None else set()
+    new = [b for b in found if b.chain not in already]
+    if new:
+        # Before sealing: once a digest names a chain as held, later runs take it as reported.
+        _report_tampering(trail, publisher, clock, new, before_sealing=True)
+    digest = reader.append_digest(previous, hold_regressions(previous, heads, held), clock.now(), keys, held)
+    anchor.write(digest)
+    # The MAC in the log is one more copy outside the table (Application Insights keeps it).
+    logger.info("audit digest %d sealed over %d chain(s), mac %s", digest.seq, len(digest.heads), digest.mac)
+    if found:
+        logger.error("audit digest %d held %d regressed chain(s): %s", digest.seq, len(held), ", ".join(held))
+    return DigestOutcome(digest=digest, regressions=found, new_regressions=new)
+
+
+_MAX_REPORTED_BREAKS = 10
+
+
+def _report_tampering(
+    trail: AuditTrail,
+    publisher: Publisher,
+    clock: Clock,
+    breaks: list[Break],
+    *,
+    before_sealing: bool = False,
+) -> None:
+    """Audit and notify breaks the digest writer found.
+
+    ``before_sealing``: the record must be written, or AuditUnavailable is raised and nothing is sealed,
+    so the next run reports again — unless the service chain that takes the record is itself tampered
+    with (then the alarm is logged and notified, and sealing goes on: it holds that chain too). The
+    notification is best effort (logged when it fails): the audit record is the system of record."""
+    shown = [b.to_dict() for b in breaks[:_MAX_REPORTED_BREAKS]]
+    for item in shown:
+        item["detail"] = str(item["detail"])[:160]
+    details = {"breaks": shown, "count": len(breaks)}
+    try:
+        trail.record(Action.TAMPERING_DETECTED, result=Result.FAILURE, details=details)
+    except DomainError as err:
+        logger.critical("TAMPERING_DETECTED could not be audited: %s", err)
+        if before_sealing and not isinstance(err.__cause__, ChainTampered):
+            raise
+    notification = Notification(
+        type=AUDIT_TAMPERING,
+        subject="audit",
+        time=clock.now(),
+        data={"vault": trail.vault, "chains": sorted({b.chain for b in breaks})[:50], "count": len(breaks)},
+    )
+    try:
+        publisher.publish([notification])
+    except DomainError as err:
+        logger.error("audit tampering notification could not be sent: %s", err)
+
+
+def repair_chain(
+    log: AuditLog,
+    reader: AuditReader,
+    keys: MacKeyRing,
+    clock: Clock,
+    anchor: DigestAnchor,
+    *,
+    vault: str,
+    secret_name: str | None,
+    operator: Actor,
+    reason: str,
+) -> AuditRecord:
+    """Re-derive a chain's head from its records, only when they verify: every record intact and linked,
+    every position any digest sealed still there, the digest chain anchored. The repair is on record: a
+    CHAIN_REPAIRED record sealed after the last record becomes the new head, in one atomic write.
+
+    Raises NotFound (no records), Conflict (the chain does not verify — a cut cannot be repaired, only
+    reported — or its head is intact), DependencyUnavailable.
+    """
+    chain = chain_of(vault, secret_name)
+    anchored = anchor.read()
+    digests = reader.read_digests()
+    contents = reader.read_chains(chain).get(chain)
+    if contents is None or not contents.records:
+        raise NotFound(f"audit chain {chain} has no records: nothing to repair")
+    verdict = verify_chain(chain, contents.records, keys.get)  # the records alone: the head is the fault
+    breaks = verdict.breaks + check_anchor(anchored, digests)
+    # An unreadable head row is what repair replaces; any other stray row is a break.
+    breaks += [Break(chain, BreakKind.UNEXPECTED, None, f"row {r[:64]!r}") for r in contents.stray_rows]
+    digest_breaks = verify_digests(digests, keys.get)
+    breaks += digest_breaks
+    if not digest_breaks and digests:
+        scoped = [_scoped(d, chain) for d in digests]
+        macs_at = _mac_lookup({chain: contents})
+        breaks += verify_digest_history(scoped, macs_at)
+        breaks += check_against_digest({chain: verdict}, max(scoped, key=lambda d: d.seq), macs_at)
+    if breaks:
+        raise Conflict(
+            f"audit chain {chain} does not verify ({len(breaks)} break(s), e.g. {breaks[0].kind.value}: "
+            f"{breaks[0].detail}); a head is re-derived only from an intact chain"
+        )
+    newest = max(contents.records, key=lambda r: r.position)
+    last = ChainHead(newest.position, str(newest.fields["mac"]))
+    if contents.head == last:
+        raise Conflict(f"audit chain {chain} is intact and its head matches: nothing to repair")
+    if contents.head is not None and contents.head.seq > last.seq:
+        raise Conflict(
+            f"audit chain {chain} has its head at {contents.head.seq} but records only to {last.seq}: "
+            "records were cut, which is reported, never repaired"
+        )
+    previous = None if contents.head is None else {"seq": contents.head.seq}
+    event = AuditEvent(
+        action=Action.CHAIN_REPAIRED,
+        vault=vault,
+        time=clock.now(),
+        actor=operator,
+        secret_name=secret_name,
+        details={"reason": reason[:500], "records": verdict.records, "previous_head": previous},
+    )
+    record = log.repair(chain, last, event, contents.head)
+    logger.warning("audit chain %s repaired by %s: head re-derived at %d", chain, operator.id, record.seq)
+    return record
