@@ -67,7 +67,7 @@ class Env:
 
     @property
     def log_name(self) -> str:
-        return self.log._table_name
+        return self.log.table_name
 
     def digest(self) -> DigestOutcome:
         self.clock.advance(timedelta(minutes=1))
@@ -335,8 +335,8 @@ class LosesFirstAnswer:
 
 def test_a_lost_answer_does_not_write_the_records_twice(env: Env) -> None:
     env.fill(2)
-    flaky = LosesFirstAnswer(env.log._transact)
-    env.log._transact = flaky  # type: ignore[method-assign]
+    flaky = LosesFirstAnswer(env.log.audit_table.transact)
+    env.log.audit_table.transact = flaky  # type: ignore[method-assign]
     records = env.log.append([env.trail.event(Action.ROTATED, secret_name=SECRET, version="v-new")])
     assert flaky.lost == 1
     assert [r.seq for r in records] == [3]
@@ -394,8 +394,8 @@ class CountsBatches:
 @pytest.mark.parametrize("poisoned", [False, True])
 def test_concurrent_appends_to_one_chain_are_group_committed(env: Env, poisoned: bool) -> None:
     env.fill(1)
-    counting = CountsBatches(env.log._transact)
-    env.log._transact = counting  # type: ignore[method-assign]
+    counting = CountsBatches(env.log.audit_table.transact)
+    env.log.audit_table.transact = counting  # type: ignore[method-assign]
     failures: list[BaseException] = []
 
     def writer(i: int) -> None:

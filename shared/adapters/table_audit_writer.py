@@ -1,0 +1,168 @@
+"""The audit table's writer: appends records to chains (group commit, retries on contention) and writes
+the repair record that re-derives a chain's head.
+
+An append is one entity-group transaction: the head, updated only if its ETag is unchanged, plus up to 99
+new records — so two writers can never fork a chain: the loser gets 412 (or 409 on the very first
+record), rereads the head and retries.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from azure.core.exceptions import AzureError, HttpResponseError
+
+from shared.adapters.azure_errors import translate
+from shared.adapters.group_commit import ContentRejected, GroupCommit
+from shared.adapters.table_rows import (
+    DEPENDENCY,
+    MAX_BATCH,
+    AuditTable,
+    head_write,
+    record_entity,
+    unavailable,
+)
+from shared.domain.audit import (
+    GENESIS_MAC,
+    AuditEvent,
+    AuditRecord,
+    ChainHead,
+    ChainTampered,
+    seal_all,
+)
+from shared.domain.errors import Conflict, DependencyUnavailable
+from shared.ports import MacKeyRing
+
+T = TypeVar("T")
+
+#: How many chains' last written heads a writer remembers (a chain each secret: a few KiB).
+MAX_KNOWN_HEADS = 4096
+
+
+class TableAuditWriter:
+    """AuditLog's writes on the audit table."""
+
+    def __init__(self, table: AuditTable, keys: MacKeyRing, max_attempts: int = 50) -> None:
+        self._audit = table
+        self._keys = keys
+        self._max_attempts = max_attempts
+        self._group = GroupCommit(self._append_chain, MAX_BATCH - 1)
+        #: The head (and its row's ETag) this writer last wrote per chain: the next append to the chain
+        #: starts from it instead of reading the head row. Only a hint: the write stays guarded by the
+        #: ETag, and a head that moved meanwhile (another writer, a repair, tampering) is a 412 that
+        #: reads it again.
+        self._heads: OrderedDict[str, tuple[ChainHead, str]] = OrderedDict()
+
+    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        by_chain: OrderedDict[str, list[AuditEvent]] = OrderedDict()
+        for event in events:
+            by_chain.setdefault(event.chain, []).append(event)
+        stored: list[AuditRecord] = []
+        for chain, chain_events in by_chain.items():
+            for start in range(0, len(chain_events), MAX_BATCH - 1):
+                stored += self._group.append(chain, chain_events[start : start + MAX_BATCH - 1])
+        return stored
+
+    def repair(self, chain: str, after: ChainHead, event: AuditEvent, seen: ChainHead | None) -> AuditRecord:
+        if event.chain != chain:
+            raise ValueError(f"a repair record of {event.chain} cannot repair {chain}")
+        key_id, key = self._keys.current()
+        [record] = seal_all([event], after.seq, after.mac, key_id, key)
+
+        def unchanged(stored: ChainHead | None) -> None:
+            if stored != seen:
+                raise Conflict(f"audit chain {chain} changed while being repaired; verify it again")
+
+        return self._audit.write_after(
+            chain, unchanged, ChainHead(record.seq, record.mac), [record_entity(record)], record
+        )
+
+    def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        key_id, key = self._keys.current()
+
+        def build(head: ChainHead) -> tuple[ChainHead, list[dict[str, Any]], list[AuditRecord]]:
+            records = seal_all(events, head.seq, head.mac, key_id, key)
+            last = records[-1]
+            return ChainHead(last.seq, last.mac), [record_entity(r) for r in records], records
+
+        return self._after_head(chain, build)
+
+    def _after_head(
+        self,
+        partition: str,
+        build: Callable[[ChainHead], tuple[ChainHead, list[dict[str, Any]], T]],
+    ) -> T:
+        """Append entities after a partition's head in one transaction guarded by the head's ETag.
+
+        ``build`` seals the new rows after the head it is given and returns the new head, the rows (the
+        first of which stands at the new head's first sequence number) and the result. A writer that lost
+        the race (409 on a partition's first append, 412 after) reads the head again and seals again.
+
+        A conflict after which the head is unchanged was not another writer: rows stand beyond the head
+        (or without one), so the partition was tampered with — ChainTampered at once, no retry storm.
+        """
+        attempt_rows: list[dict[str, Any]] = []
+        result: T | None = None
+        conflicted_at: tuple[str | None] | None = None  # the head's ETag when the last conflict came
+        etag: str | None = None
+        from_cache = False
+        for attempt in range(self._max_attempts):
+            try:
+                if attempt_rows and result is not None and self._audit.landed(partition, attempt_rows[0]):
+                    # The previous attempt committed but its answer was lost (azure-core retried the
+                    # batch, which then met its own head): the rows are stored, do not write them twice.
+                    return result
+                known = self._heads.pop(partition, None) if attempt == 0 else None
+                from_cache = known is not None
+                if known is not None:
+                    head, etag = known
+                else:
+                    head, etag = self._read_head(partition)
+                    if conflicted_at == (etag,):
+                        where = "has records but no head" if etag is None else "has records beyond its head"
+                        raise ChainTampered(partition, where)
+                new_head, attempt_rows, result = build(head)
+                operations = [head_write(partition, new_head, etag), *(("create", r) for r in attempt_rows)]
+                answers = self._audit.transact(operations)
+                self._remember(partition, new_head, answers[0].get("etag") if answers else None)
+                return result
+            except HttpResponseError as err:  # TableTransactionError, ResourceExistsError among them
+                status = getattr(err, "status_code", None)
+                # A head remembered from this writer's last write that is gone now (404) moved like any
+                # other: read it again (an attempt that read it judges what the conflict means).
+                if status in (409, 412) or (status == 404 and from_cache):
+                    conflicted_at = (etag,)
+                    time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
+                    continue
+                if status == 400:
+                    raise ContentRejected(DEPENDENCY, f"rows refused: {translate(DEPENDENCY, err)}") from err
+                raise unavailable(err) from err
+            except AzureError as err:
+                # A read error after the request went out (azure-core does not retry a POST then): the
+                # batch may have committed. Say "written" only when it is there.
+                landed = attempt_rows and self._audit.landed_quietly(partition, attempt_rows[0])
+                if landed and result is not None:
+                    return result
+                raise unavailable(err) from err
+        raise DependencyUnavailable(
+            DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
+        )
+
+    def _remember(self, partition: str, head: ChainHead, etag: Any) -> None:
+        if isinstance(etag, str) and etag:
+            self._heads[partition] = (head, etag)
+            self._heads.move_to_end(partition)
+            while len(self._heads) > MAX_KNOWN_HEADS:
+                self._heads.popitem(last=False)
+
+    def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
+        """The head and its ETag; (genesis, None) when there is no head row. An unreadable head row is
+        ChainTampered."""
+        head, etag = self._audit.head_row(chain)
+        if head is None and etag is not None:
+            raise ChainTampered(chain, "has an unreadable head")
+        return head or ChainHead(0, GENESIS_MAC), etag
