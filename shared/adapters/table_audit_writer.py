@@ -12,7 +12,8 @@ import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
@@ -27,11 +28,11 @@ from shared.adapters.table_rows import (
     unavailable,
 )
 from shared.domain.audit import (
-    GENESIS_MAC,
     AuditEvent,
     AuditRecord,
     ChainHead,
-    ChainTampered,
+    RefusedAppend,
+    head_to_append_after,
     seal_all,
 )
 from shared.domain.errors import Conflict, DependencyUnavailable
@@ -100,57 +101,55 @@ class TableAuditWriter:
 
         ``build`` seals the new rows after the head it is given and returns the new head, the rows (the
         first of which stands at the new head's first sequence number) and the result. A writer that lost
-        the race (409 on a partition's first append, 412 after) reads the head again and seals again.
-
-        A conflict after which the head is unchanged was not another writer: rows stand beyond the head
-        (or without one), so the partition was tampered with — ChainTampered at once, no retry storm.
+        the race (409 on a partition's first append, 412 after) reads the head again and seals again,
+        unless what it reads says the partition was tampered with (shared.domain.audit.tamper):
+        ChainTampered at once, no retry storm.
         """
-        attempt_rows: list[dict[str, Any]] = []
-        result: T | None = None
-        conflicted_at: tuple[str | None] | None = None  # the head's ETag when the last conflict came
-        etag: str | None = None
-        from_cache = False
+        tries: _Tries[T] = _Tries()
         for attempt in range(self._max_attempts):
             try:
-                if attempt_rows and result is not None and self._audit.landed(partition, attempt_rows[0]):
+                if tries.result is not None and self._audit.landed(partition, tries.rows[0]):
                     # The previous attempt committed but its answer was lost (azure-core retried the
                     # batch, which then met its own head): the rows are stored, do not write them twice.
-                    return result
-                known = self._heads.pop(partition, None) if attempt == 0 else None
-                from_cache = known is not None
-                if known is not None:
-                    head, etag = known
-                else:
-                    head, etag = self._read_head(partition)
-                    if conflicted_at == (etag,):
-                        where = "has records but no head" if etag is None else "has records beyond its head"
-                        raise ChainTampered(partition, where)
-                new_head, attempt_rows, result = build(head)
-                operations = [head_write(partition, new_head, etag), *(("create", r) for r in attempt_rows)]
-                answers = self._audit.transact(operations)
-                self._remember(partition, new_head, answers[0].get("etag") if answers else None)
-                return result
+                    return tries.result
+                return self._attempt(partition, build, tries, remembered=attempt == 0)
             except HttpResponseError as err:  # TableTransactionError, ResourceExistsError among them
-                status = getattr(err, "status_code", None)
-                # A head remembered from this writer's last write that is gone now (404) moved like any
-                # other: read it again (an attempt that read it judges what the conflict means).
-                if status in (409, 412) or (status == 404 and from_cache):
-                    conflicted_at = (etag,)
-                    time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
-                    continue
-                if status == 400:
-                    raise ContentRejected(DEPENDENCY, f"rows refused: {translate(DEPENDENCY, err)}") from err
-                raise unavailable(err) from err
+                if not tries.conflicted(err):
+                    raise _refused(err) from err
+                tries.refused = RefusedAppend(tries.etag)
+                time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
             except AzureError as err:
                 # A read error after the request went out (azure-core does not retry a POST then): the
                 # batch may have committed. Say "written" only when it is there.
-                landed = attempt_rows and self._audit.landed_quietly(partition, attempt_rows[0])
-                if landed and result is not None:
-                    return result
+                if tries.result is not None and self._audit.landed_quietly(partition, tries.rows[0]):
+                    return tries.result
                 raise unavailable(err) from err
         raise DependencyUnavailable(
             DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
         )
+
+    def _attempt(
+        self,
+        partition: str,
+        build: Callable[[ChainHead], tuple[ChainHead, list[dict[str, Any]], T]],
+        tries: _Tries[T],
+        remembered: bool,
+    ) -> T:
+        """One try: the head (the one this writer remembers writing when ``remembered``, else the head
+        row, read and judged), the rows sealed after it, one transaction. Raises azure-core's errors."""
+        known = self._heads.pop(partition, None) if remembered else None
+        tries.from_cache = known is not None
+        if known is not None:
+            head, tries.etag = known
+        else:
+            stored, tries.etag = self._audit.head_row(partition)
+            head = head_to_append_after(partition, stored, tries.etag, tries.refused)
+        new_head, tries.rows, result = build(head)
+        tries.result = result
+        operations = [head_write(partition, new_head, tries.etag), *(("create", row) for row in tries.rows)]
+        answers = self._audit.transact(operations)
+        self._remember(partition, new_head, answers[0].get("etag") if answers else None)
+        return result
 
     def _remember(self, partition: str, head: ChainHead, etag: Any) -> None:
         if isinstance(etag, str) and etag:
@@ -159,10 +158,33 @@ class TableAuditWriter:
             while len(self._heads) > MAX_KNOWN_HEADS:
                 self._heads.popitem(last=False)
 
-    def _read_head(self, chain: str) -> tuple[ChainHead, str | None]:
-        """The head and its ETag; (genesis, None) when there is no head row. An unreadable head row is
-        ChainTampered."""
-        head, etag = self._audit.head_row(chain)
-        if head is None and etag is not None:
-            raise ChainTampered(chain, "has an unreadable head")
-        return head or ChainHead(0, GENESIS_MAC), etag
+
+@dataclass
+class _Tries(Generic[T]):
+    """One append's attempts so far: what the latest sent, and how the store refused the one before."""
+
+    #: The rows the latest attempt sent (never empty once ``result`` is set: ``build`` seals at least
+    #: one), and what the append returns when they are stored.
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    result: T | None = None
+    #: The head row's ETag the latest attempt was guarded by (None: it expected no head row).
+    etag: str | None = None
+    #: Whether the latest attempt took its head from the writer's memory rather than the head row.
+    from_cache: bool = False
+    refused: RefusedAppend | None = None
+
+    def conflicted(self, err: HttpResponseError) -> bool:
+        """Whether the store refused the latest attempt as another writer's conflict: 409 (a row to
+        create exists: a partition's first append) or 412 (the head moved). A head remembered from this
+        writer's last write that is gone now (404) moved like any other: read it again (an attempt that
+        read it judges what the conflict means)."""
+        status = getattr(err, "status_code", None)
+        return status in (409, 412) or (status == 404 and self.from_cache)
+
+
+def _refused(err: HttpResponseError) -> DependencyUnavailable:
+    """The error of an append the store refused outright: its rows (400, which retrying cannot help) or
+    anything else (unavailable)."""
+    if getattr(err, "status_code", None) == 400:
+        return ContentRejected(DEPENDENCY, f"rows refused: {translate(DEPENDENCY, err)}")
+    return unavailable(err)

@@ -25,7 +25,9 @@ from shared.domain.audit import (
     GENESIS_MAC,
     ChainHead,
     Digest,
+    DigestHeadFound,
     format_time,
+    judge_digest_head,
     parse_time,
     seal_digest,
 )
@@ -76,12 +78,10 @@ class TableDigestStore:
         digest = seal_digest(after.seq + 1, time_, heads, after.mac, key_id, key, held)
 
         def newest(stored: ChainHead | None) -> None:
-            # The head row only guards concurrent writers; the digest follows ``previous``, which the
-            # caller checked against the anchor. A row naming a later digest that exists is another
-            # writer's; anything else (missing, rewound, junk) is a stale or tampered copy: replaced.
-            if stored is not None and stored.seq > after.seq and self._digest_exists(stored.seq):
+            found = judge_digest_head(stored, after if previous else None, self._digest_exists)
+            if found is DigestHeadFound.SEALED_MEANWHILE and stored is not None:
                 raise Conflict(f"digest {stored.seq} was sealed meanwhile by another writer")
-            if stored != (after if previous else None):
+            if found is DigestHeadFound.STALE:
                 logger.warning("the digest head row did not name digest %d; it is rewritten", after.seq)
 
         row = _digest_row(digest, len(heads), text)
