@@ -9,6 +9,7 @@ record), rereads the head and retries.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -44,19 +45,60 @@ T = TypeVar("T")
 MAX_KNOWN_HEADS = 4096
 
 
+class HeadCache:
+    """The head (and its row's ETag) a writer last wrote per chain, for the newest ``bound`` chains: the
+    next append to a chain starts from it instead of reading the head row. Only a hint: the write stays
+    guarded by the ETag, and a head that moved meanwhile (another writer, a repair, tampering) is a 412
+    that reads it again.
+
+    Chains commit concurrently, each from its own leader's thread (group_commit.py), and one's eviction
+    may drop another's entry between its write and its reorder: every change is made under one lock."""
+
+    def __init__(
+        self, bound: int = MAX_KNOWN_HEADS, entries: OrderedDict[str, tuple[ChainHead, str]] | None = None
+    ) -> None:
+        self._bound = bound
+        #: ``entries``: an empty mapping to keep them in (tests pass one that pauses mid-change).
+        self._heads = OrderedDict() if entries is None else entries
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._heads)
+
+    def take(self, chain: str) -> tuple[ChainHead, str] | None:
+        """The head remembered for ``chain`` and its ETag, forgotten now (the append that takes it
+        writes a new one or reads the row), or None."""
+        with self._lock:
+            return self._heads.pop(chain, None)
+
+    def remember(self, chain: str, head: ChainHead, etag: object) -> None:
+        """Remember ``head`` as ``chain``'s, at ``etag`` (nothing when the store answered none), as the
+        newest entry; the oldest beyond the bound are forgotten."""
+        if not isinstance(etag, str) or not etag:
+            return
+        with self._lock:
+            self._heads[chain] = (head, etag)
+            self._heads.move_to_end(chain)
+            while len(self._heads) > self._bound:
+                self._heads.popitem(last=False)
+
+
 class TableAuditWriter:
     """AuditLog's writes on the audit table."""
 
-    def __init__(self, table: AuditTable, keys: MacKeyRing, max_attempts: int = 50) -> None:
+    def __init__(
+        self,
+        table: AuditTable,
+        keys: MacKeyRing,
+        max_attempts: int = 50,
+        max_known_heads: int = MAX_KNOWN_HEADS,
+    ) -> None:
         self._audit = table
         self._keys = keys
         self._max_attempts = max_attempts
         self._group = GroupCommit(self._append_chain, MAX_BATCH - 1)
-        #: The head (and its row's ETag) this writer last wrote per chain: the next append to the chain
-        #: starts from it instead of reading the head row. Only a hint: the write stays guarded by the
-        #: ETag, and a head that moved meanwhile (another writer, a repair, tampering) is a 412 that
-        #: reads it again.
-        self._heads: OrderedDict[str, tuple[ChainHead, str]] = OrderedDict()
+        self.heads = HeadCache(max_known_heads)
 
     def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         by_chain: OrderedDict[str, list[AuditEvent]] = OrderedDict()
@@ -137,7 +179,7 @@ class TableAuditWriter:
     ) -> T:
         """One try: the head (the one this writer remembers writing when ``remembered``, else the head
         row, read and judged), the rows sealed after it, one transaction. Raises azure-core's errors."""
-        known = self._heads.pop(partition, None) if remembered else None
+        known = self.heads.take(partition) if remembered else None
         tries.from_cache = known is not None
         if known is not None:
             head, tries.etag = known
@@ -148,15 +190,8 @@ class TableAuditWriter:
         tries.result = result
         operations = [head_write(partition, new_head, tries.etag), *(("create", row) for row in tries.rows)]
         answers = self._audit.transact(operations)
-        self._remember(partition, new_head, answers[0].get("etag") if answers else None)
+        self.heads.remember(partition, new_head, answers[0].get("etag") if answers else None)
         return result
-
-    def _remember(self, partition: str, head: ChainHead, etag: Any) -> None:
-        if isinstance(etag, str) and etag:
-            self._heads[partition] = (head, etag)
-            self._heads.move_to_end(partition)
-            while len(self._heads) > MAX_KNOWN_HEADS:
-                self._heads.popitem(last=False)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.adapters.table_audit_reader import TableAuditReader
-from shared.adapters.table_audit_writer import TableAuditWriter
+from shared.adapters.table_audit_writer import MAX_KNOWN_HEADS, TableAuditWriter
 from shared.adapters.table_batch import submit_transaction
 from shared.adapters.table_digests import TableDigestStore
 from shared.adapters.table_rows import (
@@ -72,10 +72,15 @@ class TableAuditLog:
     table on first use."""
 
     def __init__(
-        self, service: TableServiceClient, keys: MacKeyRing, table: str = AUDIT_TABLE, max_attempts: int = 50
+        self,
+        service: TableServiceClient,
+        keys: MacKeyRing,
+        table: str = AUDIT_TABLE,
+        max_attempts: int = 50,
+        max_known_heads: int = MAX_KNOWN_HEADS,
     ) -> None:
         self.audit_table = AuditTable(service, table)
-        self.writer = TableAuditWriter(self.audit_table, keys, max_attempts)
+        self.writer = TableAuditWriter(self.audit_table, keys, max_attempts, max_known_heads)
         self.reader = TableAuditReader(self.audit_table)
         self.digests = TableDigestStore(self.audit_table)
 

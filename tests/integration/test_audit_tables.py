@@ -182,6 +182,36 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
     assert env.breaks() == []
 
 
+def test_many_chains_appended_at_once_through_a_small_head_cache_stay_whole(env: Env) -> None:
+    """Six chains, two writers each, through one log that remembers two heads: every chain's leader
+    evicts others' heads while they update theirs (shared/adapters/table_audit_writer.py, HeadCache)."""
+    log = TableAuditLog(env.container.table_service, env.keys, table=env.log_name, max_known_heads=2)
+    trail = AuditTrail(log, env.clock, env.vault)
+    errors: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def writer(n: int) -> None:
+        try:
+            start.wait()
+            for j in range(5):
+                trail.record(Action.ROTATION_STARTED, secret_name=f"s{n % 6}", details={"writer": n, "j": j})
+        except BaseException as err:  # collected and asserted on below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    chains = log.read_chains()
+    assert {name: sorted(r.position for r in c.records) for name, c in chains.items()} == {
+        f"{env.vault}:s{n}": list(range(1, 11)) for n in range(6)
+    }
+    assert len(log.writer.heads) <= 2
+    assert env.breaks() == []
+
+
 def test_a_log_appends_after_the_head_it_wrote_without_reading_it_again(env: Env) -> None:
     reads: list[str] = []
     get_entity = env.log.table.get_entity
