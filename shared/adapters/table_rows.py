@@ -17,7 +17,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoun
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.adapters.azure_errors import translate
-from shared.adapters.table_batch import submit_transaction
+from shared.adapters.table_batch import TableTransactions, default_transactions
 from shared.domain.audit import AuditRecord, ChainHead, StoredRecord, event_fields
 from shared.domain.errors import Conflict, DependencyUnavailable
 
@@ -123,9 +123,15 @@ class AuditTable(LazyTable):
     """The audit table as its writer, reader and digest store share it: one client, one way to commit a
     transaction, to read a head row, to tell whether rows landed."""
 
+    def __init__(
+        self, service: TableServiceClient, table: str, transactions: TableTransactions | None = None
+    ) -> None:
+        super().__init__(service, table)
+        self.transactions = transactions or default_transactions()
+
     def transact(self, operations: list[Any]) -> list[dict[str, Any]]:
         """One entity-group transaction; each operation's answer (its ``etag``). See table_batch."""
-        return submit_transaction(self.table, operations)
+        return self.transactions.submit(self.table, operations)
 
     def query(self, query_filter: str, params: dict[str, Any]) -> Iterator[Mapping[str, Any]]:
         try:

@@ -24,7 +24,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.adapters.table_audit_reader import TableAuditReader
 from shared.adapters.table_audit_writer import MAX_KNOWN_HEADS, TableAuditWriter
-from shared.adapters.table_batch import submit_transaction
+from shared.adapters.table_batch import TableTransactions, default_transactions
 from shared.adapters.table_digests import TableDigestStore
 from shared.adapters.table_rows import (
     AUDIT_TABLE,
@@ -78,8 +78,9 @@ class TableAuditLog:
         table: str = AUDIT_TABLE,
         max_attempts: int = 50,
         max_known_heads: int = MAX_KNOWN_HEADS,
+        transactions: TableTransactions | None = None,
     ) -> None:
-        self.audit_table = AuditTable(service, table)
+        self.audit_table = AuditTable(service, table, transactions)
         self.writer = TableAuditWriter(self.audit_table, keys, max_attempts, max_known_heads)
         self.reader = TableAuditReader(self.audit_table)
         self.digests = TableDigestStore(self.audit_table)
@@ -134,6 +135,12 @@ class TableAuditLog:
 class TableStateStore(LazyTable):
     """StateStore on one table: each state one entity, each write conditional on its ETag."""
 
+    def __init__(
+        self, service: TableServiceClient, table: str, transactions: TableTransactions | None = None
+    ) -> None:
+        super().__init__(service, table)
+        self._transactions = transactions or default_transactions()
+
     def get(self, partition: str, key: str) -> Versioned | None:
         try:
             entity = self.table.get_entity(partition, key)
@@ -184,7 +191,7 @@ class TableStateStore(LazyTable):
             for w in writes
         ]
         try:
-            answers = submit_transaction(self.table, operations)
+            answers = self._transactions.submit(self.table, operations)
         except HttpResponseError as err:
             status = getattr(err, "status_code", None)
             if status in (409, 412):

@@ -23,6 +23,7 @@ from shared.adapters.key_vault import (
     KeyVaultMacKeyRing,
     LocalTokenCredential,
 )
+from shared.adapters.table_batch import TableTransactions
 from shared.adapters.tables import HEAD_ROW, TableAuditLog, row_key
 from shared.bootstrap import Container
 from shared.config import Settings
@@ -34,6 +35,7 @@ from shared.domain.audit import (
     AuditQuery,
     AuditRecord,
     BreakKind,
+    ChainTampered,
     readable_event,
     seal_all,
 )
@@ -210,6 +212,41 @@ def test_many_chains_appended_at_once_through_a_small_head_cache_stay_whole(env:
     }
     assert len(log.writer.heads) <= 2
     assert env.breaks() == []
+
+
+def test_the_trail_holds_on_the_sdk_s_public_transactions(env: Env) -> None:
+    """On table_batch's fallback (an SDK version it was not written for): concurrent writers still group
+    commit into one chain, each append's answer still gives the head's ETag to remember, and a head
+    deleted behind the service's back still stops appends at once."""
+    log = TableAuditLog(
+        env.container.table_service,
+        env.keys,
+        table=env.log_name,
+        transactions=TableTransactions(installed_version="12.99.0"),
+    )
+    assert not log.audit_table.transactions.lean
+    trail = AuditTrail(log, env.clock, env.vault)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for j in range(3):
+                trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
+        except BaseException as err:  # collected and asserted on below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert sorted(r.position for r in log.read_chains(env.chain)[env.chain].records) == list(range(1, 25))
+    assert len(log.writer.heads) == 1
+    assert env.breaks() == []
+    log.table.delete_entity(env.chain, HEAD_ROW)
+    with pytest.raises(ChainTampered, match="has records but no head"):
+        log.append([trail.event(Action.ROTATED, secret_name=SECRET)])
 
 
 def test_a_log_appends_after_the_head_it_wrote_without_reading_it_again(env: Env) -> None:
