@@ -1,4 +1,5 @@
-"""Entity-group transactions (the Table service's ``$batch``) without the SDK's multipart machinery.
+"""Entity-group transactions (the Table service's ``$batch``), and the one module of shared/ that uses
+azure-data-tables internals.
 
 azure-data-tables' ``TableClient.submit_transaction`` writes its request through azure-core's multipart
 support: a thread pool per multipart level (two per call) to run policies over the parts, and the
@@ -6,23 +7,42 @@ standard library's ``email`` package to write the body and to parse the answer. 
 transaction cost 10-12 ms of CPU that way against 3-4 ms for a one-entity write; the audit trail writes
 two per rotation, so that was about a fifth of a rotation's CPU.
 
-``submit_transaction`` here does the same request with plain bytes: the parts are built by the SDK's own
-request builders (``TableBatchOperations``, what ``submit_transaction`` uses: the same URLs, headers and
-JSON), the body is the multipart/mixed text the Table service documents, and it goes through the table
-client's own pipeline (its credential, retries, hooks, timeouts). The answer is read the same way, and
-errors are the SDK's: a failed operation is a ``TableTransactionError`` with the part's status code and
-error code, a refused request the SDK's decoded error.
+The lean path here does the same request with plain bytes: the parts are built by the SDK's own request
+builders (``TableBatchOperations``, what ``submit_transaction`` uses: the same URLs, headers and JSON),
+the body is the multipart/mixed text the Table service documents, and it goes through the table client's
+own pipeline (its credential, retries, hooks, timeouts). The answer is read the same way, and errors are
+the SDK's: a failed operation is a ``TableTransactionError`` with the part's status code and error code,
+a refused request the SDK's decoded error.
 
-It reaches into azure-data-tables internals (the batch builder, the client's pipeline, its error decoder),
-pinned in requirements.txt; ``tests/integration/test_table_batch.py`` compares the body with the SDK's
-part by part and the outcomes with ``submit_transaction``'s against Azurite, so an upgrade that changes
-them fails there.
+Private internals, all used here and nowhere else: ``azure.data.tables._table_batch.TableBatchOperations``,
+``azure.data.tables._error._decode_error`` and ``_validate_tablename_error``, and the table client's
+``_client`` (``_config``, ``send_request``), ``_primary_hostname`` and ``_cosmos_endpoint``. The lean
+path is taken only when the installed azure-data-tables is a version this module was written for
+(``WRITTEN_FOR``: what requirements.txt pins) and those internals exist; otherwise ``TableTransactions``
+logs one warning and commits with the SDK's public ``TableClient.submit_transaction``.
+
+What differs on that fallback, for callers: nothing they rely on. The public path answers per operation
+too: both send the same request and return one ``{"etag": ...}`` per operation (``{}`` when the service
+gave none: a delete), raise the same errors for a malformed operation and for a refused operation or
+request, and send nothing for no operations. The fallback costs the SDK's CPU (7-8 ms for a two-entity
+transaction against 3-4 ms on the lean path, measured against Azurite), and it trusts azure-core to read
+the answer: it checks that there is one answer per operation (else the lean path's "unreadable answer"
+ServiceResponseError: the transaction may have committed, so callers check what landed), but an answer
+azure-core cannot split into parts (a 202 that is not multipart/mixed, which the service does not send)
+is azure-core's ValueError there, not that read error: callers then fail closed without checking.
+
+``tests/integration/test_table_batch.py`` compares both paths with the SDK against Azurite (the body part
+by part, the answers, every refusal) and expects the installed SDK to take the lean path: raising the
+pin fails there until the lean path is checked against the new version and ``WRITTEN_FOR`` names it.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import logging
 import re
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -32,12 +52,11 @@ from typing import Any
 from azure.core.exceptions import ServiceResponseError
 from azure.core.rest import HttpRequest
 from azure.data.tables import RequestTooLargeError, TableClient, TableTransactionError
-from azure.data.tables._error import _decode_error, _validate_tablename_error
-from azure.data.tables._table_batch import TableBatchOperations
 
-#: The SDK's own (untyped) error decoding, so that errors are the ones ``submit_transaction`` raises.
-_decode: Any = _decode_error
-_validate_name: Any = _validate_tablename_error
+logger = logging.getLogger(__name__)
+
+#: The azure-data-tables versions whose internals the lean path was written for and tested against.
+WRITTEN_FOR = frozenset({"12.7.0"})
 
 _CRLF = b"\r\n"
 _BOUNDARY = re.compile(rb'boundary="?([^";\s]+)"?', re.IGNORECASE)
@@ -45,23 +64,139 @@ _STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})(?: (.*))?$")
 
 
 @dataclass(frozen=True)
-class _Part:
-    """One operation's answer inside the batch response."""
+class _Internals:
+    """The private parts of azure-data-tables the lean path uses (untyped in the SDK)."""
 
-    status: int
-    reason: str
-    headers: Mapping[str, str]  # names lower-cased
-    body: bytes
+    batch_operations: Any  # _table_batch.TableBatchOperations: the per-operation request builder
+    decode: Any  # _error._decode_error: the SDK's error for a refused request
+    validate_name: Any  # _error._validate_tablename_error: its better error for a bad table name
+
+
+def load_internals(version: str | None) -> tuple[_Internals | None, str]:
+    """The internals, when ``version`` (the installed azure-data-tables', None: unknown) is one this
+    module was written for and they import; else None and why not."""
+    if version not in WRITTEN_FOR:
+        written_for = ", ".join(sorted(WRITTEN_FOR))
+        return None, f"azure-data-tables {version or '(version unknown)'} is not {written_for}"
+    try:
+        from azure.data.tables._error import _decode_error, _validate_tablename_error
+        from azure.data.tables._table_batch import TableBatchOperations
+    except ImportError as err:
+        return None, f"azure-data-tables {version} lacks an internal module ({err})"
+    if not callable(getattr(TableBatchOperations, "add_operation", None)):
+        return None, f"azure-data-tables {version} lacks TableBatchOperations.add_operation"
+    return _Internals(TableBatchOperations, _decode_error, _validate_tablename_error), ""
+
+
+def _installed_version() -> str | None:
+    try:
+        return importlib.metadata.version("azure-data-tables")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _missing_on(table: TableClient) -> str | None:
+    """The first private attribute of the table client the lean path needs that it lacks, or None."""
+    for name in ("_primary_hostname", "_cosmos_endpoint", "_client"):
+        if not hasattr(table, name):
+            return name
+    client = table._client
+    if not hasattr(client, "_config"):
+        return "_client._config"
+    if not callable(getattr(client, "send_request", None)):
+        return "_client.send_request"
+    return None
+
+
+class TableTransactions:
+    """Commits entity-group transactions: on the lean path when it holds for the installed SDK and the
+    table client, else with the SDK's public ``submit_transaction`` (one warning per instance). The
+    choice of path is made on first use, never at import or construction."""
+
+    def __init__(self, installed_version: str | None = None) -> None:
+        """``installed_version``: judge this azure-data-tables version instead of the installed one's
+        (tests pretend an upgrade to take the fallback)."""
+        self._version = installed_version
+        self._lock = threading.Lock()
+        self._decided = False
+        self._internals: _Internals | None = None
+        self._warned = False
+
+    @property
+    def lean(self) -> bool:
+        """Whether the installed SDK allows the lean path (a table client may still lack its internals)."""
+        return self._decide() is not None
+
+    def submit(self, table: TableClient, operations: Iterable[Any]) -> list[dict[str, Any]]:
+        """What ``table.submit_transaction(operations)`` does: commit ``operations`` (the SDK's ``(kind,
+        entity[, options])`` tuples) as one entity-group transaction and return each operation's metadata
+        (its ``etag``). Raises what the SDK raises: TypeError for a malformed operation, ValueError for
+        entities of different partitions, TableTransactionError (RequestTooLargeError) when the service
+        refused an operation, the decoded HttpResponseError when it refused the request, and
+        azure-core's errors when it could not be reached or its answer could not be read."""
+        internals = self._decide()
+        if internals is not None:
+            missing = _missing_on(table)
+            if missing is None:
+                return _submit_lean(internals, table, operations)
+            self._warn(f"the table client lacks {missing}")
+        return _submit_public(table, operations)
+
+    def _decide(self) -> _Internals | None:
+        if self._decided:  # set once, after the internals: no lock on every transaction
+            return self._internals
+        with self._lock:
+            if not self._decided:
+                version = self._version if self._version is not None else _installed_version()
+                self._internals, why_not = load_internals(version)
+                self._decided = True
+                if self._internals is None:
+                    self._warn_locked(why_not)
+            return self._internals
+
+    def _warn(self, why: str) -> None:
+        with self._lock:
+            self._warn_locked(why)
+
+    def _warn_locked(self, why: str) -> None:
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "table transactions use the SDK's public submit_transaction (more CPU, same outcomes): %s",
+                why,
+            )
+
+
+_DEFAULT = TableTransactions()
+
+
+def default_transactions() -> TableTransactions:
+    """The process's transactions: the installed SDK judged once, one warning at most."""
+    return _DEFAULT
 
 
 def submit_transaction(table: TableClient, operations: Iterable[Any]) -> list[dict[str, Any]]:
-    """What ``table.submit_transaction(operations)`` does, in a fraction of its CPU: commit ``operations``
-    (the SDK's ``(kind, entity[, options])`` tuples) as one entity-group transaction and return each
-    operation's metadata (its ``etag``). Raises what the SDK raises: TypeError for a malformed operation,
-    ValueError for entities of different partitions, TableTransactionError (RequestTooLargeError) when
-    the service refused an operation, the decoded HttpResponseError when it refused the request, and
-    azure-core's errors when it could not be reached."""
-    builder = TableBatchOperations(
+    """``default_transactions().submit(table, operations)``."""
+    return _DEFAULT.submit(table, operations)
+
+
+def _submit_public(table: TableClient, operations: Iterable[Any]) -> list[dict[str, Any]]:
+    """The SDK's public path, held to the lean path's promises: no request for no operations, and one
+    answer per operation or a read error."""
+    operations = list(operations)
+    if not operations:
+        return []
+    answers = table.submit_transaction(operations)
+    if len(answers) != len(operations):
+        raise _unreadable(f"{len(answers)} answer(s) for {len(operations)} operation(s)")
+    return [dict(answer) for answer in answers]
+
+
+def _submit_lean(
+    internals: _Internals, table: TableClient, operations: Iterable[Any]
+) -> list[dict[str, Any]]:
+    """The same request through the table client's pipeline, its body and answer handled as bytes."""
+    builder = internals.batch_operations(
         config=table._client._config,
         endpoint=f"{table.scheme}://{table._primary_hostname}",
         table_name=table.table_name,
@@ -94,18 +229,28 @@ def submit_transaction(table: TableClient, operations: Iterable[Any]) -> list[di
     response.read()
     if response.status_code == 413:
         too_large = "The transaction request was too large"
-        raise _decode(response, error_message=too_large, error_type=RequestTooLargeError)
+        raise internals.decode(response, error_message=too_large, error_type=RequestTooLargeError)
     if response.status_code != 202:
-        decoded = _decode(response)
-        _validate_name(decoded, table.table_name)
+        decoded = internals.decode(response)
+        internals.validate_name(decoded, table.table_name)
         raise decoded
     parts = _parts(response.content, response.headers.get("Content-Type", ""))
     for part in parts:
         if not 200 <= part.status < 300:
-            raise _part_error(table.table_name, part)
+            raise _part_error(internals, table.table_name, part)
     if len(parts) != len(builder.requests):
         raise _unreadable(f"{len(parts)} part(s) for {len(builder.requests)} operation(s)")
     return [{"etag": part.headers["etag"]} if "etag" in part.headers else {} for part in parts]
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One operation's answer inside the batch response."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]  # names lower-cased
+    body: bytes
 
 
 def _body(requests: list[HttpRequest], batch: str, changeset: str) -> bytes:
@@ -174,7 +319,7 @@ def _headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def _part_error(table_name: str, part: _Part) -> TableTransactionError:
+def _part_error(internals: _Internals, table_name: str, part: _Part) -> TableTransactionError:
     """The SDK's error for a refused operation: its message starts with the operation's index."""
     code = part.headers.get("x-ms-error-code")
     message = part.reason
@@ -189,5 +334,5 @@ def _part_error(table_name: str, part: _Part) -> TableTransactionError:
     err = kind(message=text)
     fields: Any = err  # error_code: the attribute the SDK's decoder sets too
     fields.status_code, fields.reason, fields.error_code = part.status, part.reason, code
-    _validate_name(err, table_name)
+    internals.validate_name(err, table_name)
     return err

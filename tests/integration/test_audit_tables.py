@@ -23,6 +23,7 @@ from shared.adapters.key_vault import (
     KeyVaultMacKeyRing,
     LocalTokenCredential,
 )
+from shared.adapters.table_batch import TableTransactions
 from shared.adapters.tables import HEAD_ROW, TableAuditLog, row_key
 from shared.bootstrap import Container
 from shared.config import Settings
@@ -34,6 +35,7 @@ from shared.domain.audit import (
     AuditQuery,
     AuditRecord,
     BreakKind,
+    ChainTampered,
     readable_event,
     seal_all,
 )
@@ -67,7 +69,7 @@ class Env:
 
     @property
     def log_name(self) -> str:
-        return self.log._table_name
+        return self.log.table_name
 
     def digest(self) -> DigestOutcome:
         self.clock.advance(timedelta(minutes=1))
@@ -180,6 +182,71 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
     assert sorted(r.position for r in contents.records) == list(range(1, 81))
     assert contents.head is not None and contents.head.seq == 80
     assert env.breaks() == []
+
+
+def test_many_chains_appended_at_once_through_a_small_head_cache_stay_whole(env: Env) -> None:
+    """Six chains, two writers each, through one log that remembers two heads: every chain's leader
+    evicts others' heads while they update theirs (shared/adapters/table_audit_writer.py, HeadCache)."""
+    log = TableAuditLog(env.container.table_service, env.keys, table=env.log_name, max_known_heads=2)
+    trail = AuditTrail(log, env.clock, env.vault)
+    errors: list[BaseException] = []
+    start = threading.Barrier(12)
+
+    def writer(n: int) -> None:
+        try:
+            start.wait()
+            for j in range(5):
+                trail.record(Action.ROTATION_STARTED, secret_name=f"s{n % 6}", details={"writer": n, "j": j})
+        except BaseException as err:  # collected and asserted on below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    chains = log.read_chains()
+    assert {name: sorted(r.position for r in c.records) for name, c in chains.items()} == {
+        f"{env.vault}:s{n}": list(range(1, 11)) for n in range(6)
+    }
+    assert len(log.writer.heads) <= 2
+    assert env.breaks() == []
+
+
+def test_the_trail_holds_on_the_sdk_s_public_transactions(env: Env) -> None:
+    """On table_batch's fallback (an SDK version it was not written for): concurrent writers still group
+    commit into one chain, each append's answer still gives the head's ETag to remember, and a head
+    deleted behind the service's back still stops appends at once."""
+    log = TableAuditLog(
+        env.container.table_service,
+        env.keys,
+        table=env.log_name,
+        transactions=TableTransactions(installed_version="12.99.0"),
+    )
+    assert not log.audit_table.transactions.lean
+    trail = AuditTrail(log, env.clock, env.vault)
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            for j in range(3):
+                trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
+        except BaseException as err:  # collected and asserted on below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert sorted(r.position for r in log.read_chains(env.chain)[env.chain].records) == list(range(1, 25))
+    assert len(log.writer.heads) == 1
+    assert env.breaks() == []
+    log.table.delete_entity(env.chain, HEAD_ROW)
+    with pytest.raises(ChainTampered, match="has records but no head"):
+        log.append([trail.event(Action.ROTATED, secret_name=SECRET)])
 
 
 def test_a_log_appends_after_the_head_it_wrote_without_reading_it_again(env: Env) -> None:
@@ -335,8 +402,8 @@ class LosesFirstAnswer:
 
 def test_a_lost_answer_does_not_write_the_records_twice(env: Env) -> None:
     env.fill(2)
-    flaky = LosesFirstAnswer(env.log._transact)
-    env.log._transact = flaky  # type: ignore[method-assign]
+    flaky = LosesFirstAnswer(env.log.audit_table.transact)
+    env.log.audit_table.transact = flaky  # type: ignore[method-assign]
     records = env.log.append([env.trail.event(Action.ROTATED, secret_name=SECRET, version="v-new")])
     assert flaky.lost == 1
     assert [r.seq for r in records] == [3]
@@ -394,8 +461,8 @@ class CountsBatches:
 @pytest.mark.parametrize("poisoned", [False, True])
 def test_concurrent_appends_to_one_chain_are_group_committed(env: Env, poisoned: bool) -> None:
     env.fill(1)
-    counting = CountsBatches(env.log._transact)
-    env.log._transact = counting  # type: ignore[method-assign]
+    counting = CountsBatches(env.log.audit_table.transact)
+    env.log.audit_table.transact = counting  # type: ignore[method-assign]
     failures: list[BaseException] = []
 
     def writer(i: int) -> None:

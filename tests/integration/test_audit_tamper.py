@@ -236,7 +236,8 @@ class CommitsThenLosesAnswer:
 
 def test_an_ambiguous_answer_is_not_reported_as_not_written(env: Env) -> None:
     env.fill(1)
-    env.log._transact = CommitsThenLosesAnswer(env.log._transact)  # type: ignore[method-assign]
+    losing = CommitsThenLosesAnswer(env.log.audit_table.transact)
+    env.log.audit_table.transact = losing  # type: ignore[method-assign]
     event = env.trail.event(Action.REVOKED, secret_name=SECRET, version="v9")
     [record] = env.trail.record_all([event])
     assert record.seq == 2
@@ -297,16 +298,16 @@ class AppendsBetweenPages:
                 # Every read of the chain races an append, the reread of a chain that looks cut included.
                 appended_now = True
                 self.appended += 1
-                self.env.log._table = self._table  # the append itself goes to the real client
+                self.env.log.audit_table._table = self._table  # the append itself goes to the real client
                 self.env.fill(3)
-                self.env.log._table = self  # type: ignore[assignment]
+                self.env.log.audit_table._table = self  # type: ignore[assignment]
 
 
 def test_verify_does_not_call_a_growing_chain_cut(env: Env) -> None:
     env.fill(6)
     env.digest()
     paging = AppendsBetweenPages(env)
-    env.log._table = paging  # type: ignore[assignment]
+    env.log.audit_table._table = paging  # type: ignore[assignment]
     report = verify_audit(env.log, env.keys, env.clock, env.anchor, vault=env.vault)
     assert paging.appended
     assert report.ok, report.breaks

@@ -1,12 +1,15 @@
 """shared/adapters/table_batch.py against azure-data-tables' own ``submit_transaction``, on Azurite: the
 same request body, part by part (boundaries and dates aside), and the same outcomes — metadata on
-success, the same error types, status codes, error codes and failing index on refusal."""
+success, the same error types, status codes, error codes and failing index on refusal — on its lean path
+and on its fallback to the SDK's public path (taken for an SDK version it was not written for, or a
+table client without the internals it uses), each with the callers that rely on the answers."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -16,13 +19,21 @@ from azure.core.pipeline import PipelineRequest
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from devtools.azurite import AzuriteProcess
-from shared.adapters.table_batch import submit_transaction
+from shared.adapters.table_batch import WRITTEN_FOR, TableTransactions, submit_transaction
+from shared.adapters.tables import TableStateStore
+from shared.domain.errors import Conflict, NotFound
+from shared.domain.state import StateWrite
+
+#: An azure-data-tables release the module was not written for: its transactions take the fallback.
+UPGRADED = "12.99.0"
 
 Submit = Callable[[TableClient, list[Any]], list[dict[str, Any]]]
 SUBMITS: dict[str, Submit] = {
     "sdk": lambda table, operations: table.submit_transaction(operations),
     "ours": submit_transaction,
+    "fallback": TableTransactions(installed_version=UPGRADED).submit,
 }
+OURS = ("ours", "fallback")
 
 
 @pytest.fixture
@@ -94,7 +105,8 @@ def test_the_body_is_the_sdk_s_part_by_part(
         submit(table, operations)
         body, headers = _batch_body(seen)
         bodies[name] = (body.replace(table.table_name.encode(), b"T"), headers)
-    assert bodies["ours"] == bodies["sdk"]
+    for ours in OURS:
+        assert bodies[ours] == bodies["sdk"], ours
     assert bodies["ours"][0].count(b"Content-Type: application/http") == 5
 
 
@@ -113,7 +125,8 @@ def test_a_committed_transaction_answers_each_operation_s_etag(
         assert table.get_entity("p", "it's é")["big"].value == 2**40
         with pytest.raises(HttpResponseError):
             table.get_entity("p", "gone")
-    assert [sorted(a) for a in answers["ours"]] == [sorted(a) for a in answers["sdk"]]
+    for ours in OURS:
+        assert [sorted(a) for a in answers[ours]] == [sorted(a) for a in answers["sdk"]], ours
 
 
 def _refusal(submit: Submit, table: TableClient, operations: list[Any]) -> tuple[Any, ...]:
@@ -168,7 +181,8 @@ def test_a_refusal_is_the_sdk_s(
         table.create_entity({"PartitionKey": "p", "RowKey": "head", "seq": 1})
         outcomes[name] = _refusal(submit, table, SCENARIOS[scenario](table))
         assert table.get_entity("p", "head")["seq"] == 1  # nothing of it was written
-    assert outcomes["ours"] == outcomes["sdk"]
+    for ours in OURS:
+        assert outcomes[ours] == outcomes["sdk"], ours
 
 
 def test_a_missing_table_is_the_sdk_s_error(
@@ -177,12 +191,110 @@ def test_a_missing_table_is_the_sdk_s_error(
     client, _ = service
     table = client.get_table_client(f"missing{uuid.uuid4().hex[:12]}")
     operations = [("create", {"PartitionKey": "p", "RowKey": "a"})]
-    assert _refusal(submit_transaction, table, operations) == _refusal(SUBMITS["sdk"], table, operations)
+    for ours in OURS:
+        assert _refusal(SUBMITS[ours], table, operations) == _refusal(SUBMITS["sdk"], table, operations)
 
 
-def test_no_operations_is_no_request(service: tuple[TableServiceClient, list[PipelineRequest[Any]]]) -> None:
+@pytest.mark.parametrize("path", OURS)
+def test_no_operations_is_no_request(
+    service: tuple[TableServiceClient, list[PipelineRequest[Any]]], path: str
+) -> None:
     client, seen = service
     table = _table(client)
     seen.clear()
-    assert submit_transaction(table, []) == []
+    assert SUBMITS[path](table, []) == []
     assert seen == []
+
+
+# -- which path: the lean one for the SDK it was written for, else the public one with a warning --------
+
+
+class SdkTable:
+    """A real TableClient behind a wrapper that counts calls of the SDK's public ``submit_transaction``;
+    with ``internals=False`` it hides every private attribute, as an SDK that renamed them would."""
+
+    def __init__(self, table: TableClient, internals: bool = True) -> None:
+        self.table, self.internals, self.public_calls = table, internals, 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") and not self.internals:
+            raise AttributeError(name)
+        return getattr(self.table, name)
+
+    def submit_transaction(self, operations: Any, **kwargs: Any) -> list[Mapping[str, Any]]:
+        self.public_calls += 1
+        return self.table.submit_transaction(operations, **kwargs)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "shared.adapters.table_batch" and r.levelno == logging.WARNING
+    ]
+
+
+def _create(table: SdkTable, row: str) -> list[Any]:
+    return [("create", {"PartitionKey": "p", "RowKey": row, "v": row})]
+
+
+def test_the_sdk_version_it_was_written_for_takes_the_lean_path(
+    service: tuple[TableServiceClient, list[PipelineRequest[Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """requirements.txt pins a version the module was written for: the installed one."""
+    client, _ = service
+    table = SdkTable(_table(client))
+    transactions = TableTransactions()
+    assert transactions.lean
+    [answer] = transactions.submit(table, _create(table, "a"))  # type: ignore[arg-type]
+    assert table.public_calls == 0
+    assert answer["etag"] == table.table.get_entity("p", "a").metadata["etag"]
+    assert _warnings(caplog) == []
+    assert not TableTransactions(installed_version=UPGRADED).lean
+    assert "12.7.0" in WRITTEN_FOR
+
+
+def test_another_sdk_version_takes_the_public_path_with_one_warning(
+    service: tuple[TableServiceClient, list[PipelineRequest[Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ = service
+    table = SdkTable(_table(client))
+    transactions = TableTransactions(installed_version=UPGRADED)
+    for row in ("a", "b"):
+        [answer] = transactions.submit(table, _create(table, row))  # type: ignore[arg-type]
+        assert answer["etag"] == table.table.get_entity("p", row).metadata["etag"]
+    assert table.public_calls == 2
+    [warning] = _warnings(caplog)
+    assert UPGRADED in warning and "submit_transaction" in warning
+
+
+def test_a_table_client_without_the_internals_takes_the_public_path(
+    service: tuple[TableServiceClient, list[PipelineRequest[Any]]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ = service
+    table = SdkTable(_table(client), internals=False)
+    transactions = TableTransactions()
+    for row in ("a", "b"):
+        transactions.submit(table, _create(table, row))  # type: ignore[arg-type]
+    assert table.public_calls == 2
+    [warning] = _warnings(caplog)
+    assert "lacks _primary_hostname" in warning
+
+
+def test_the_state_store_s_transactions_hold_on_the_public_path(
+    service: tuple[TableServiceClient, list[PipelineRequest[Any]]],
+) -> None:
+    """TableStateStore.commit returns each state's new ETag from the answers: they are the stored ones,
+    and a refusal is still Conflict or NotFound."""
+    client, _ = service
+    name = f"state{uuid.uuid4().hex[:12]}"
+    store = TableStateStore(client, name, TableTransactions(installed_version=UPGRADED))
+    written = store.commit("p", [StateWrite("a", {"n": 1}), StateWrite("b", {"n": 2})])
+    assert [w.etag for w in written] == [store.get("p", key).etag for key in ("a", "b")]  # type: ignore[union-attr]
+    again = store.commit("p", [StateWrite("a", {"n": 3}, etag=written[0].etag)])
+    assert store.get("p", "a") == again[0]
+    with pytest.raises(Conflict):
+        store.commit("p", [StateWrite("a", {"n": 4}, etag=written[0].etag)])
+    with pytest.raises(NotFound):
+        store.commit("p", [StateWrite("gone", {"n": 5}, etag=written[0].etag)])
+    assert store.get("p", "a").state == {"n": 3}  # type: ignore[union-attr]

@@ -7,7 +7,15 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.data.tables import RequestTooLargeError, TableTransactionError
 
-from shared.adapters.table_batch import _part_error, _parts
+from shared.adapters.table_batch import WRITTEN_FOR, _Internals, _part_error, _parts, load_internals
+
+
+def _internals() -> _Internals:
+    """The SDK internals the lean path reads answers with (the installed SDK is the one it was written
+    for: requirements.txt pins it)."""
+    internals, why_not = load_internals(max(WRITTEN_FOR))
+    assert internals is not None, why_not
+    return internals
 
 
 def _answer(*parts: str, changeset: bool = True) -> tuple[bytes, str]:
@@ -51,14 +59,14 @@ def test_an_answer_outside_a_changeset_is_read_too() -> None:
 
 def test_a_refused_operation_is_the_sdk_s_transaction_error() -> None:
     [part] = _parts(*_answer(REFUSED))
-    err = _part_error("t", part)
+    err = _part_error(_internals(), "t", part)
     assert isinstance(err, TableTransactionError)
     assert (err.status_code, err.error_code, err.index) == (412, "UpdateConditionNotSatisfied", 0)
 
 
 def test_a_too_large_part_is_request_too_large() -> None:
     [part] = _parts(*_answer("HTTP/1.1 413 Request Entity Too Large\r\n\r\n"))
-    err = _part_error("t", part)
+    err = _part_error(_internals(), "t", part)
     assert isinstance(err, RequestTooLargeError) and err.status_code == 413
 
 
@@ -73,3 +81,10 @@ def test_an_unreadable_answer_is_a_read_error_not_a_refusal(answer: tuple[bytes,
     with pytest.raises(ServiceResponseError) as caught:
         _parts(*answer)
     assert not isinstance(caught.value, HttpResponseError)
+
+
+@pytest.mark.parametrize("version", [None, "12.6.0", "12.7.1", "13.0.0"])
+def test_an_sdk_it_was_not_written_for_has_no_internals_to_use(version: str | None) -> None:
+    internals, why_not = load_internals(version)
+    assert internals is None
+    assert "12.7.0" in why_not

@@ -3,7 +3,8 @@
 - ``records``: actions, actors, events, chained records and how they are stored and queried;
 - ``canonical``: the canonical form of a record, its MAC, sealing records into a chain;
 - ``digests``: sealed snapshots of every chain's head, and their anchor outside the table;
-- ``verify``: walking chains and digests and reporting every break.
+- ``verify``: walking chains and digests and reporting every break;
+- ``tamper``: what a writer finds in the store when it writes — another writer's work, or tampering.
 
 Pure: no I/O, no azure.*. Storage is the adapter's business; the key comes from a ``KeyRing``. The names
 below are the package's public surface, so callers import from ``shared.domain.audit``.
@@ -51,6 +52,12 @@ from shared.domain.audit.records import (
     chain_of,
     clip,
 )
+from shared.domain.audit.tamper import (
+    DigestHeadFound,
+    RefusedAppend,
+    head_to_append_after,
+    judge_digest_head,
+)
 from shared.domain.audit.verify import (
     Break,
     BreakKind,
@@ -92,9 +99,11 @@ __all__ = [
     "ChainTampered",
     "ChainVerdict",
     "Digest",
+    "DigestHeadFound",
     "KeyLookup",
     "MacLookup",
     "PassesThrough",
+    "RefusedAppend",
     "Result",
     "StoredAuditRow",
     "StoredRecord",
@@ -109,7 +118,9 @@ __all__ = [
     "event_fields",
     "event_from_fields",
     "format_time",
+    "head_to_append_after",
     "hold_regressions",
+    "judge_digest_head",
     "links",
     "parse_time",
     "readable_event",
