@@ -23,8 +23,8 @@ from shared.adapters.key_vault import (
     KeyVaultMacKeyRing,
     LocalTokenCredential,
 )
-from shared.adapters.table_batch import TableTransactions
 from shared.adapters.tables import HEAD_ROW, TableAuditLog, row_key
+from shared.adapters.tables.batch import TableTransactions
 from shared.bootstrap import Container
 from shared.config import Settings
 from shared.domain.audit import (
@@ -186,7 +186,7 @@ def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
 
 def test_many_chains_appended_at_once_through_a_small_head_cache_stay_whole(env: Env) -> None:
     """Six chains, two writers each, through one log that remembers two heads: every chain's leader
-    evicts others' heads while they update theirs (shared/adapters/table_audit_writer.py, HeadCache)."""
+    evicts others' heads while they update theirs (shared/adapters/tables/audit_writer.py, HeadCache)."""
     log = TableAuditLog(env.container.table_service, env.keys, table=env.log_name, max_known_heads=2)
     trail = AuditTrail(log, env.clock, env.vault)
     errors: list[BaseException] = []
@@ -215,7 +215,7 @@ def test_many_chains_appended_at_once_through_a_small_head_cache_stay_whole(env:
 
 
 def test_the_trail_holds_on_the_sdk_s_public_transactions(env: Env) -> None:
-    """On table_batch's fallback (an SDK version it was not written for): concurrent writers still group
+    """On the table batch's fallback (an SDK version it was not written for): concurrent writers still group
     commit into one chain, each append's answer still gives the head's ETag to remember, and a head
     deleted behind the service's back still stops appends at once."""
     log = TableAuditLog(

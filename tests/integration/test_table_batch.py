@@ -1,4 +1,4 @@
-"""shared/adapters/table_batch.py against azure-data-tables' own ``submit_transaction``, on Azurite: the
+"""shared/adapters/tables/batch.py against azure-data-tables' own ``submit_transaction``, on Azurite: the
 same request body, part by part (boundaries and dates aside), and the same outcomes — metadata on
 success, the same error types, status codes, error codes and failing index on refusal — on its lean path
 and on its fallback to the SDK's public path (taken for an SDK version it was not written for, or a
@@ -19,8 +19,8 @@ from azure.core.pipeline import PipelineRequest
 from azure.data.tables import EdmType, EntityProperty, TableClient, TableServiceClient, UpdateMode
 
 from devtools.azurite import AzuriteProcess
-from shared.adapters.table_batch import WRITTEN_FOR, TableTransactions, submit_transaction
 from shared.adapters.tables import TableStateStore
+from shared.adapters.tables.batch import WRITTEN_FOR, TableTransactions, submit_transaction
 from shared.domain.errors import Conflict, NotFound
 from shared.domain.state import StateWrite
 
@@ -230,7 +230,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "shared.adapters.table_batch" and r.levelno == logging.WARNING
+        if r.name == "shared.adapters.tables.batch" and r.levelno == logging.WARNING
     ]
 
 

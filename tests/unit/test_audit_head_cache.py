@@ -1,4 +1,4 @@
-"""The audit writer's head cache (shared/adapters/table_audit_writer.py) under concurrent chains: each
+"""The audit writer's head cache (shared/adapters/tables/audit_writer.py) under concurrent chains: each
 chain's group-commit leader runs on its own thread, and one chain's eviction must not break another
 chain's update half-way."""
 
@@ -8,7 +8,7 @@ import sys
 import threading
 from collections import OrderedDict
 
-from shared.adapters.table_audit_writer import HeadCache
+from shared.adapters.tables.audit_writer import HeadCache
 from shared.domain.audit import ChainHead
 
 MAC = "m" * 64

@@ -1,4 +1,4 @@
-"""Reading a ``$batch`` answer (shared/adapters/table_batch.py): the shapes the Table service documents,
+"""Reading a ``$batch`` answer (shared/adapters/tables/batch.py): the shapes the Table service documents,
 beyond the ones Azurite produced in tests/integration/test_table_batch.py."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceResponseError
 from azure.data.tables import RequestTooLargeError, TableTransactionError
 
-from shared.adapters.table_batch import WRITTEN_FOR, _Internals, _part_error, _parts, load_internals
+from shared.adapters.tables.batch import WRITTEN_FOR, _Internals, _part_error, _parts, load_internals
 
 
 def _internals() -> _Internals:

@@ -19,8 +19,8 @@ from typing import Any, Generic, TypeVar
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from shared.adapters.azure_errors import translate
-from shared.adapters.group_commit import ContentRejected, GroupCommit
-from shared.adapters.table_rows import (
+from shared.adapters.tables.group_commit import ContentRejected, GroupCommit
+from shared.adapters.tables.rows import (
     DEPENDENCY,
     MAX_BATCH,
     AuditTable,

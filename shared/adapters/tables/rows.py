@@ -17,7 +17,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoun
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.adapters.azure_errors import translate
-from shared.adapters.table_batch import TableTransactions, default_transactions
+from shared.adapters.tables.batch import TableTransactions, default_transactions
 from shared.domain.audit import AuditRecord, ChainHead, StoredRecord, event_fields
 from shared.domain.errors import Conflict, DependencyUnavailable
 
@@ -130,7 +130,7 @@ class AuditTable(LazyTable):
         self.transactions = transactions or default_transactions()
 
     def transact(self, operations: list[Any]) -> list[dict[str, Any]]:
-        """One entity-group transaction; each operation's answer (its ``etag``). See table_batch."""
+        """One entity-group transaction; each operation's answer (its ``etag``). See batch.py."""
         return self.transactions.submit(self.table, operations)
 
     def query(self, query_filter: str, params: dict[str, Any]) -> Iterator[Mapping[str, Any]]:

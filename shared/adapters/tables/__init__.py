@@ -1,6 +1,6 @@
 """Azure Table Storage adapters: the audit log (chains, heads, digests) and compare-and-swap states.
 
-The audit log is three parts on one table (the layout: shared/adapters/table_rows.py): the writer
+The audit log is three parts on one table (the layout: shared/adapters/tables/rows.py): the writer
 (``TableAuditWriter``: group commit, appends with retries, repair), the reader (``TableAuditReader``) and
 the digest store (``TableDigestStore``). ``TableAuditLog`` composes them into the AuditLog and AuditReader
 ports, so callers hold one object.
@@ -22,11 +22,11 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from shared.adapters.table_audit_reader import TableAuditReader
-from shared.adapters.table_audit_writer import MAX_KNOWN_HEADS, TableAuditWriter
-from shared.adapters.table_batch import TableTransactions, default_transactions
-from shared.adapters.table_digests import TableDigestStore
-from shared.adapters.table_rows import (
+from shared.adapters.tables.audit_reader import TableAuditReader
+from shared.adapters.tables.audit_writer import MAX_KNOWN_HEADS, TableAuditWriter
+from shared.adapters.tables.batch import TableTransactions, default_transactions
+from shared.adapters.tables.digests import TableDigestStore
+from shared.adapters.tables.rows import (
     AUDIT_TABLE,
     HEAD_ROW,
     MAX_BATCH,

@@ -9,7 +9,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared.adapters.table_rows import (
+from shared.adapters.tables.rows import (
     HEAD_ROW,
     MAX_SEQ,
     AuditTable,

@@ -11,7 +11,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.adapters.table_rows import (
+from shared.adapters.tables.rows import (
     DEPENDENCY,
     HEAD_ROW,
     AuditTable,
