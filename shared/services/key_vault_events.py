@@ -14,7 +14,7 @@ digest anchor, which it writes every hour) or an old version changes nothing.
   ``success`` with ``policy_restored``.
 
 Event Grid delivers at least once and may send the same fact with different ids, at the same time too, so
-each fact (type, secret, version) is a claim (partition ``kv-event``, ``shared.services.expiry.claim``)
+each fact (type, secret, version) is a claim (partition ``kv-event``, ``shared.services.claims.claim``)
 that is pending until its action is done and held under a short lease: a delivery that finds it done
 does nothing; one that finds another delivery's lease running raises ClaimHeld, to be delivered again
 later; one that finds it pending with the lease ended (an earlier one failed, or died, part-way) takes it
@@ -41,7 +41,8 @@ from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion
 from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
 from shared.services.audit import AuditTrail
-from shared.services.expiry import Claim, ClaimHeld, claim, notify_expiry, thresholds_of
+from shared.services.claims import Claim, ClaimHeld, claim
+from shared.services.expiry import notify_expiry, thresholds_of
 from shared.services.rotation import PARTITION as ROTATION_PARTITION
 from shared.services.rotation import Busy, acquire, release, written_by_service
 

@@ -16,6 +16,7 @@ from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.domain.audit import Actor, ActorType
 from shared.domain.revocation import Reason, Severity, Status
+from shared.domain.state import LEASE
 from shared.services import revocation, rotation
 from shared.services.audit import AuditTrail
 from shared.services.revocation import NewRequest, Services
@@ -79,7 +80,7 @@ def test_a_crash_at_every_step_of_an_execution_is_finished_by_the_timer(world: R
         name, versions, rid = world.approved()
         with pytest.raises(Crash):
             revocation.execute(world.peers(Tripwire(at, after)), rid, DAVE)
-        world.clock.advance(revocation.EXECUTION_LEASE + timedelta(seconds=1))
+        world.clock.advance(LEASE + timedelta(seconds=1))
         status = revocation.get(world.states, rid).status
         if status == Status.APPROVED:  # died before it began: executing it again is the retry
             revocation.execute(world.peers(), rid, DAVE)

@@ -13,8 +13,9 @@ from shared.domain.audit import Action, AuditEvent, Result, format_time
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
 from shared.domain.policy import RotationPolicy, SecretKind
+from shared.domain.state import LEASE
 from shared.services.audit import AuditTrail
-from shared.services.expiry import CLAIM_LEASE, VIOLATIONS, ExpiryReport, check_expiry
+from shared.services.expiry import VIOLATIONS, ExpiryReport, check_expiry
 from tests.fakes import (
     FixedClock,
     InMemoryAuditLog,
@@ -248,7 +249,7 @@ def test_a_notice_another_run_is_sending_is_left_to_it_and_a_dead_runs_is_finish
     report = world.check()
     assert (report.busy, report.warned, report.failed) == (("partner-token",), (), ())
     assert world.warned() == [("partner-token", 30)] and world.publisher.sent == []
-    world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+    world.clock.advance(LEASE + timedelta(seconds=1))
     report = world.check()
     assert (report.busy, report.warned) == ((), ("partner-token",))
     assert world.warned() == [("partner-token", 30)] and len(world.publisher.sent) == 1

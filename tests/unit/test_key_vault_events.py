@@ -25,9 +25,10 @@ from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
 from shared.domain.secrets import SecretVersion
-from shared.domain.state import Versioned
+from shared.domain.state import LEASE, Versioned
 from shared.services.audit import AuditTrail
-from shared.services.expiry import CLAIM_LEASE, ClaimHeld, check_expiry
+from shared.services.claims import ClaimHeld
+from shared.services.expiry import check_expiry
 from shared.services.key_vault_events import PARTITION, EventOutcome, handle_event
 from shared.services.rotation import (
     ROTATED_BY,
@@ -548,7 +549,7 @@ def test_a_crash_at_any_point_of_a_restore_converges_on_one_restore_on_record(
     world.states.fail_when = lambda partition, state: False
     world.store.available = True
     world.log.before_append = lambda events: None
-    world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))  # a holder that died: its lease runs out
+    world.clock.advance(LEASE + timedelta(seconds=1))  # a holder that died: its lease runs out
     for i in range(3):
         world.deliver(NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
     records = world.records(Action.OUT_OF_BAND_CHANGE)
@@ -611,7 +612,7 @@ def test_a_delivery_whose_holder_died_is_finished_after_its_lease_ran_out(world:
     with pytest.raises(ClaimHeld):
         world.deliver(NEAR, "partner-token", version, _id="evt-2")
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and world.publisher.sent == []
-    world.clock.advance(CLAIM_LEASE + timedelta(seconds=1))
+    world.clock.advance(LEASE + timedelta(seconds=1))
     assert world.deliver(NEAR, "partner-token", version, _id="evt-3").status == "acted"
     assert world.deliver(NEAR, "partner-token", version, _id="evt-4").status == "duplicate"
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1

@@ -17,6 +17,7 @@ from shared.domain.errors import Conflict, InvalidTransition, NotFound, NotPermi
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.revocation import AlreadyExecuted, Reason, Severity, Status
 from shared.domain.secrets import SecretVersion
+from shared.domain.state import LEASE
 from shared.services import revocation, rotation
 from shared.services.audit import AuditTrail, AuditUnavailable
 from shared.services.revocation import InvalidRequest, NewRequest, Services
@@ -165,7 +166,7 @@ def test_a_crash_mid_execution_is_finished_by_a_retry_once_the_lease_ran_out(wor
     assert revocation.get(world.states, requested.id).status == Status.EXECUTING
     with pytest.raises(InvalidTransition, match="being executed"):
         revocation.execute(world.peers, requested.id, CAROL)
-    world.clock.advance(revocation.EXECUTION_LEASE)
+    world.clock.advance(LEASE)
     assert revocation.expire_pending(world.peers) == ([], [requested.id])  # the timer finishes it
     done = revocation.get(world.states, requested.id)
     assert done.status == Status.EXECUTED and all(not enabled for enabled in world.enabled().values())

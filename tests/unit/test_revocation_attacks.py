@@ -15,6 +15,7 @@ import pytest
 from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.errors import DependencyUnavailable, InvalidTransition, NotPermitted, OutcomeNotRecorded
 from shared.domain.revocation import Reason, Revocation, Severity, Status
+from shared.domain.state import LEASE
 from shared.services import decommission, revocation, rotation
 from shared.services.audit import AuditTrail
 from shared.services.revocation import InvalidRequest
@@ -103,7 +104,7 @@ def test_a_rotation_between_crash_and_retry_does_not_wedge_the_request(world: Wo
     rotation.rotate(
         NAME, world.store, world.states, trail, world.publisher, world.clock, reserved=RESERVED, force=True
     )  # a manual rotation meanwhile
-    world.clock.advance(revocation.EXECUTION_LEASE)
+    world.clock.advance(LEASE)
     revocation.expire_pending(world.peers)
     done = revocation.get(world.states, requested.id)
     assert done.status in (Status.EXECUTED, Status.FAILED), f"still {done.status.value}"
@@ -195,7 +196,7 @@ def test_a_refused_break_glass_leaves_nothing_behind_or_names_it(world: World) -
     made = world.request(Severity.CRITICAL, break_glass=True)
     assert [r.id for r in revocation.list_requests(world.states)] == [made.id]
     assert made.status == Status.EXECUTING  # the timer finishes it once the lease is free
-    world.clock.advance(revocation.EXECUTION_LEASE)
+    world.clock.advance(LEASE)
     assert revocation.expire_pending(world.peers) == ([], [made.id])
     assert revocation.get(world.states, made.id).status == Status.EXECUTED
 
@@ -211,7 +212,7 @@ def test_a_row_rewound_to_executing_is_closed_with_the_recorded_outcome_not_exec
     stored = world.states.get(revocation.PARTITION, requested.id)
     assert stored is not None
     world.states.replace(revocation.PARTITION, requested.id, rewound.to_state(), stored.etag)
-    world.clock.advance(revocation.EXECUTION_LEASE)
+    world.clock.advance(LEASE)
     assert revocation.expire_pending(world.peers) == ([], [requested.id])
     closed = revocation.get(world.states, requested.id)
     assert closed.status == Status.EXECUTED and closed.result == done.result

@@ -8,7 +8,7 @@ Every state change is read → transition (the domain machine) → ``intent`` re
 
 Execution stores ``executing`` before it touches the vault, so a process that dies mid-way leaves the
 request ``executing``: calling execute again (or the ``revocation_expiry`` timer) finishes it once the
-holder's lease (``EXECUTION_LEASE``) has run out. It first replaces the value when asked (through the
+holder's lease (``LEASE``) has run out. It first replaces the value when asked (through the
 secret's rotator, ``shared.services.rotation.replace``, with the request's id as the rotation id, so a
 retry finds the replacement made), then disables the chosen versions under the secret's write lease —
 stripping the ``retired-by`` mark, so a rollback never restores a revoked version — and records what it
@@ -23,7 +23,6 @@ from shared.services.revocation.decisions import approve, cancel, expire_pending
 from shared.services.revocation.execution import execute
 from shared.services.revocation.reads import Listing, get, list_all, list_requests
 from shared.services.revocation.stored import (
-    EXECUTION_LEASE,
     PARTITION,
     InvalidRequest,
     NewRequest,
@@ -33,7 +32,6 @@ from shared.services.revocation.stored import (
 
 __all__ = [
     "DEFAULT_TTL",
-    "EXECUTION_LEASE",
     "PARTITION",
     "InvalidRequest",
     "Listing",

@@ -30,7 +30,7 @@ from shared.domain.revocation import (
 )
 from shared.domain.revocation import Result as Outcome
 from shared.domain.secrets import InvalidSecret
-from shared.domain.state import Versioned
+from shared.domain.state import LEASE, Versioned
 from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
 from shared.services.audit import AuditTrail
 
@@ -41,7 +41,6 @@ PARTITION = "revocation"
 REVOKING = "revoking"
 #: How long an ``executing`` request belongs to the holder that began it; after that (a holder that died:
 #: longer than the function timeout) another call finishes it.
-EXECUTION_LEASE = timedelta(minutes=15)
 #: Writes of one decision before a lost race is reported (each after reading the request again).
 DECISION_ATTEMPTS = 20
 
@@ -193,5 +192,5 @@ def details_of(revocation: Revocation) -> dict[str, Any]:
 
 
 def execution_lease_over(revocation: Revocation, now: datetime) -> bool:
-    """Whether an ``executing`` request's holder is gone: its lease (``EXECUTION_LEASE``) has run out."""
-    return revocation.executed_at is None or now >= revocation.executed_at + EXECUTION_LEASE
+    """Whether an ``executing`` request's holder is gone: its lease (``LEASE``) has run out."""
+    return revocation.executed_at is None or now >= revocation.executed_at + LEASE
