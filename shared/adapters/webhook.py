@@ -30,6 +30,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
@@ -62,6 +63,20 @@ USER_AGENT = "secret-lifecycle-webhook/1"
 #: The longest ``Retry-After`` (seconds) honoured on a 429 or 503: the function has a timeout too.
 MAX_RETRY_AFTER = 30.0
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+@dataclass(frozen=True)
+class _Post:
+    """One POST to a consumer, as every attempt sends it (each attempt signs it afresh)."""
+
+    step: str
+    secret: TargetSecret
+    target: str
+    host: str
+    body: bytes
+    key: bytes
+    proxies: dict[str, str]
+    verify: bool | str
 
 
 class WebhookRotator:
@@ -176,85 +191,88 @@ class WebhookRotator:
             document["value"] = value
         body = json.dumps(document, separators=(",", ":")).encode()
         parts = urlsplit(target)
-        host = parts.netloc
         # A loopback consumer is on this machine: an environment proxy could not reach it. Otherwise the
         # environment's proxy for this URL (HTTPS_PROXY, NO_PROXY), as requests would find it.
-        loopback = _is_loopback(parts.hostname)
-        proxies = {} if loopback else requests.utils.get_environ_proxies(target)
+        proxies = {} if _is_loopback(parts.hostname) else requests.utils.get_environ_proxies(target)
         verify = self._verify
         if verify is True:
             verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        post = _Post(step, secret, target, parts.netloc, body, key, proxies, verify)
         with requests.Session() as session:
             # Nothing else from the environment: requests would send the credentials ~/.netrc holds for
             # the consumer's host to the consumer, as basic auth.
             session.trust_env = False
             for attempt in range(1, self._attempts + 1):
-                timestamp = int(self._now())  # signed per attempt: a retry is not a stale request
-                headers = {
-                    "Content-Type": "application/json",
-                    "User-Agent": USER_AGENT,
-                    SIGNATURE_HEADER: sign(key, timestamp, body),
-                    TIMESTAMP_HEADER: str(timestamp),
-                }
-                try:
-                    response = session.post(
-                        target,
-                        data=body,
-                        headers=headers,
-                        timeout=(self._timeout, self._timeout),
-                        allow_redirects=False,
-                        verify=verify,
-                        proxies=proxies,
-                        stream=True,  # the answer's body is never read: only its status counts
-                    )
-                except (requests.ConnectionError, requests.Timeout) as err:
-                    # SSLError is a ConnectionError: a handshake cut short is as transient as a refused
-                    # connection, and an operator needs to tell an untrusted certificate from silence.
-                    tls = isinstance(err, requests.exceptions.SSLError)
-                    logger.warning(
-                        "webhook %s for %s: %s did not answer (attempt %s of %s, %s)",
-                        step,
-                        secret.name,
-                        host,
-                        attempt,
-                        self._attempts,
-                        type(err).__name__,
-                    )
-                    if attempt == self._attempts:
-                        detail = f"{host} failed the TLS handshake" if tls else f"{host} did not answer"
-                        raise DependencyUnavailable(DEPENDENCY, detail) from err
-                    self._sleep(self._delay(attempt, None))
-                    continue
-                except requests.RequestException as err:
-                    raise DependencyUnavailable(DEPENDENCY, f"{host}: {type(err).__name__}") from err
-                status = response.status_code
-                retry_after = response.headers.get("Retry-After")
-                response.close()
-                if 200 <= status < 300:
-                    logger.info(
-                        "webhook %s for %s (rotation %s): %s answered %s",
-                        step,
-                        secret.name,
-                        secret.rotation_id,
-                        host,
-                        status,
-                    )
+                answer = self._send(session, post, attempt)
+                if answer is not None and self._accepted(post, *answer, attempt):
                     return
-                if status != 429 and status < 500:
-                    logger.warning("webhook %s for %s: %s answered %s", step, secret.name, host, status)
-                    raise TargetRefused(step, f"the consumer answered {status}")
-                logger.warning(
-                    "webhook %s for %s: %s answered %s (attempt %s of %s)",
-                    step,
-                    secret.name,
-                    host,
-                    status,
-                    attempt,
-                    self._attempts,
-                )
-                if attempt == self._attempts:
-                    raise DependencyUnavailable(DEPENDENCY, f"{host} answered {status}")
-                self._sleep(self._delay(attempt, retry_after))
+
+    def _send(self, session: requests.Session, post: _Post, attempt: int) -> tuple[int, str | None] | None:
+        """One attempt: the status and Retry-After of the answer, or None when none came (after the wait
+        before the next attempt). Raises DependencyUnavailable when the last attempt got no answer."""
+        timestamp = int(self._now())  # signed per attempt: a retry is not a stale request
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            SIGNATURE_HEADER: sign(post.key, timestamp, post.body),
+            TIMESTAMP_HEADER: str(timestamp),
+        }
+        try:
+            response = session.post(
+                post.target,
+                data=post.body,
+                headers=headers,
+                timeout=(self._timeout, self._timeout),
+                allow_redirects=False,
+                verify=post.verify,
+                proxies=post.proxies,
+                stream=True,  # the answer's body is never read: only its status counts
+            )
+        except (requests.ConnectionError, requests.Timeout) as err:
+            # SSLError is a ConnectionError: a handshake cut short is as transient as a refused
+            # connection, and an operator needs to tell an untrusted certificate from silence.
+            tls = isinstance(err, requests.exceptions.SSLError)
+            logger.warning(
+                "webhook %s for %s: %s did not answer (attempt %s of %s, %s)",
+                post.step, post.secret.name, post.host, attempt, self._attempts, type(err).__name__,
+            )  # fmt: skip
+            if attempt == self._attempts:
+                detail = f"{post.host} failed the TLS handshake" if tls else f"{post.host} did not answer"
+                raise DependencyUnavailable(DEPENDENCY, detail) from err
+            self._sleep(self._delay(attempt, None))
+            return None
+        except requests.RequestException as err:
+            raise DependencyUnavailable(DEPENDENCY, f"{post.host}: {type(err).__name__}") from err
+        retry_after = response.headers.get("Retry-After")
+        response.close()
+        return response.status_code, retry_after
+
+    def _accepted(self, post: _Post, status: int, retry_after: str | None, attempt: int) -> bool:
+        """Whether the consumer took it (2xx); False after the wait before the next attempt (429, 5xx).
+        Raises TargetRefused for any other answer, DependencyUnavailable after the last attempt."""
+        step, name, host = post.step, post.secret.name, post.host
+        if 200 <= status < 300:
+            rotation_id = post.secret.rotation_id
+            logger.info(
+                "webhook %s for %s (rotation %s): %s answered %s", step, name, rotation_id, host, status
+            )
+            return True
+        if status != 429 and status < 500:
+            logger.warning("webhook %s for %s: %s answered %s", step, name, host, status)
+            raise TargetRefused(step, f"the consumer answered {status}")
+        logger.warning(
+            "webhook %s for %s: %s answered %s (attempt %s of %s)",
+            step,
+            name,
+            host,
+            status,
+            attempt,
+            self._attempts,
+        )
+        if attempt == self._attempts:
+            raise DependencyUnavailable(DEPENDENCY, f"{host} answered {status}")
+        self._sleep(self._delay(attempt, retry_after))
+        return False
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         delay = self._backoff * 2.0 ** (attempt - 1)
