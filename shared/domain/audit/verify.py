@@ -60,7 +60,7 @@ class ChainVerdict:
     breaks: list[Break]
 
 
-def verify_chain(  # noqa: PLR0912 - one branch per kind of break, kept together on purpose
+def verify_chain(
     chain: str, stored: Iterable[StoredRecord], keys: KeyLookup, head: ChainHead | None = None
 ) -> ChainVerdict:
     """Walk one chain in position order and report every break."""
@@ -71,75 +71,73 @@ def verify_chain(  # noqa: PLR0912 - one branch per kind of break, kept together
     last_seq = 0
     for item in sorted(stored, key=lambda s: s.position):
         count += 1
-        fields = dict(item.fields)
-        try:
-            seq = int(fields.pop("seq"))
-            stored_prev = str(fields.pop("prev_mac"))
-            key_id = str(fields.pop("key_id"))
-            mac = str(fields.pop("mac"))
-            event_from_fields(fields)  # every field present and valid
-        except (KeyError, ValueError, TypeError) as err:
-            breaks.append(Break(chain, BreakKind.MALFORMED, item.position, f"unreadable record: {err}"))
-            expected, prev_mac, last_seq = item.position + 1, "", item.position
-            continue
-        key = keys(key_id)
-        if key is None:
-            breaks.append(
-                Break(chain, BreakKind.UNKNOWN_KEY, item.position, f"MAC key {key_id!r} does not exist")
-            )
-            mac_ok = False
-        else:
-            mac_ok = hmac.compare_digest(
-                mac, compute_mac(key, canonical(chain, seq, stored_prev, key_id, fields))
-            )
+        gap = None
         if item.position > expected:
             missing = f"{expected}" if item.position == expected + 1 else f"{expected}-{item.position - 1}"
-            breaks.append(Break(chain, BreakKind.DELETED, expected, f"record(s) {missing} missing"))
-        if seq != item.position:
-            if mac_ok:
-                breaks.append(
-                    Break(
-                        chain,
-                        BreakKind.REORDERED,
-                        item.position,
-                        f"record {seq} stands at position {item.position}",
-                    )
-                )
-            else:
-                breaks.append(Break(chain, BreakKind.EDITED, item.position, "content does not match its MAC"))
-        elif not mac_ok and key is not None:
-            breaks.append(Break(chain, BreakKind.EDITED, seq, "content does not match its MAC"))
-        elif (
-            mac_ok
-            and item.position == expected
-            and prev_mac
-            and not hmac.compare_digest(stored_prev, prev_mac)
-        ):
-            breaks.append(Break(chain, BreakKind.REORDERED, seq, "does not follow the record before it"))
-        expected = item.position + 1
-        prev_mac = mac
-        last_seq = item.position
+            gap = Break(chain, BreakKind.DELETED, expected, f"record(s) {missing} missing")
+        prev_mac = _record_breaks(
+            chain, item, keys, prev_mac if item.position == expected else "", gap, breaks
+        )
+        expected, last_seq = item.position + 1, item.position
     if head is not None:
-        if head.seq > last_seq:
-            breaks.append(
-                Break(
-                    chain,
-                    BreakKind.TRUNCATED,
-                    last_seq + 1,
-                    f"chain head is at {head.seq}, records end at {last_seq}",
-                )
-            )
-        elif head.seq < last_seq:
-            breaks.append(
-                Break(
-                    chain, BreakKind.UNEXPECTED, head.seq + 1, f"records beyond the chain head ({head.seq})"
-                )
-            )
-        elif count and not hmac.compare_digest(head.mac, prev_mac):
-            breaks.append(
-                Break(chain, BreakKind.EDITED, last_seq, "newest record does not match the chain head")
-            )
+        breaks += _head_breaks(chain, head, last_seq, prev_mac if count else None)
     return ChainVerdict(chain=chain, records=count, last_seq=last_seq, breaks=breaks)
+
+
+def _record_breaks(
+    chain: str, item: StoredRecord, keys: KeyLookup, prev_mac: str, gap: Break | None, breaks: list[Break]
+) -> str:
+    """The breaks of one record (appended to ``breaks``), given the MAC of the record right before it
+    (``prev_mac``; "" when that one is missing or unreadable: the link is not judged) and the records
+    missing before it (``gap``, reported unless this record is unreadable). Returns the MAC the next
+    record must follow ("" for an unreadable record)."""
+    fields = dict(item.fields)
+    try:
+        seq = int(fields.pop("seq"))
+        stored_prev = str(fields.pop("prev_mac"))
+        key_id = str(fields.pop("key_id"))
+        mac = str(fields.pop("mac"))
+        event_from_fields(fields)  # every field present and valid
+    except (KeyError, ValueError, TypeError) as err:
+        breaks.append(Break(chain, BreakKind.MALFORMED, item.position, f"unreadable record: {err}"))
+        return ""
+    key = keys(key_id)
+    if key is None:
+        breaks.append(
+            Break(chain, BreakKind.UNKNOWN_KEY, item.position, f"MAC key {key_id!r} does not exist")
+        )
+        mac_ok = False
+    else:
+        mac_ok = hmac.compare_digest(
+            mac, compute_mac(key, canonical(chain, seq, stored_prev, key_id, fields))
+        )
+    if gap is not None:
+        breaks.append(gap)
+    if seq != item.position:
+        if mac_ok:
+            moved = f"record {seq} stands at position {item.position}"
+            breaks.append(Break(chain, BreakKind.REORDERED, item.position, moved))
+        else:
+            breaks.append(Break(chain, BreakKind.EDITED, item.position, "content does not match its MAC"))
+    elif not mac_ok and key is not None:
+        breaks.append(Break(chain, BreakKind.EDITED, seq, "content does not match its MAC"))
+    elif mac_ok and prev_mac and not hmac.compare_digest(stored_prev, prev_mac):
+        breaks.append(Break(chain, BreakKind.REORDERED, seq, "does not follow the record before it"))
+    return mac
+
+
+def _head_breaks(chain: str, head: ChainHead, last_seq: int, newest_mac: str | None) -> list[Break]:
+    """How the chain's head disagrees with its records (``newest_mac``: the newest record's, None when the
+    chain has none)."""
+    if head.seq > last_seq:
+        ends = f"chain head is at {head.seq}, records end at {last_seq}"
+        return [Break(chain, BreakKind.TRUNCATED, last_seq + 1, ends)]
+    if head.seq < last_seq:
+        beyond = f"records beyond the chain head ({head.seq})"
+        return [Break(chain, BreakKind.UNEXPECTED, head.seq + 1, beyond)]
+    if newest_mac is not None and not hmac.compare_digest(head.mac, newest_mac):
+        return [Break(chain, BreakKind.EDITED, last_seq, "newest record does not match the chain head")]
+    return []
 
 
 def verify_contents(chain: str, contents: ChainContents, keys: KeyLookup) -> ChainVerdict:
