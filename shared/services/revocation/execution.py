@@ -135,6 +135,29 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
     approver is among its approvals); an ending counts from its intent unless a failure followed it (the
     safe side). Returns the recorded outcome of its execution when there is one, whole (then it is not
     executed again). Raises InvalidTransition (409), DependencyUnavailable."""
+    events = _trail_events(peers, revocation)
+    opened = Action.BREAK_GLASS if revocation.break_glass else Action.REVOCATION_REQUESTED
+    terms = revocation.terms()
+    first = [e for e in _happened(events, opened) if e.details.get("terms") == terms]
+    if not first:
+        raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds no such request")
+    executed = _recorded_execution(events)
+    if executed is not None:
+        return executed
+    for ended in (Action.REVOCATION_CANCELLED, Action.REVOCATION_REJECTED, Action.REVOCATION_EXPIRED):
+        if _happened(events, ended):
+            raise InvalidTransition(f"revocation {revocation.id} was {ended.value.split('_')[-1].lower()}")
+    began = any(e.action == Action.REVOKED and e.result == Result.INTENT for e in events)
+    if not began and not revocation.break_glass and peers.clock.now() >= revocation.expires_at:
+        raise InvalidTransition(f"revocation {revocation.id} expired at {format_time(revocation.expires_at)}")
+    if not revocation.break_glass:
+        _check_approvals(peers, revocation, events, first[0])
+    return None
+
+
+def _trail_events(peers: Services, revocation: Revocation) -> list[AuditEvent]:
+    """The request's authentic events: its secret's chain from the request on, read in one query after
+    the chain's head, and whole (``_whole``). Raises InvalidTransition, DependencyUnavailable."""
     if peers.reader is None or peers.keys is None:
         raise DependencyUnavailable("audit_store", "no audit reader to check the request against")
     chain = chain_of(revocation.vault, revocation.secret_name)
@@ -143,23 +166,26 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
         vault=revocation.vault, secret_name=revocation.secret_name, since=revocation.requested_at - _SKEW
     )
     rows = sorted(peers.reader.list_records(query), key=lambda row: row.record.position)
-    events = _whole(peers.keys, revocation.id, chain, rows, head)
+    return _whole(peers.keys, revocation.id, chain, rows, head)
 
-    def happened(action: Action, borne: Callable[[AuditEvent], bool]) -> list[AuditEvent]:
-        failed = {e.correlation_id for e in events if e.action == action and e.result == Result.FAILURE}
 
-        def counts(e: AuditEvent) -> bool:
-            if e.result == Result.SUCCESS:
-                return True
-            return e.result == Result.INTENT and borne(e) and e.correlation_id not in failed
+def _happened(
+    events: Sequence[AuditEvent], action: Action, borne: Callable[[AuditEvent], bool] = lambda e: True
+) -> list[AuditEvent]:
+    """The ``action`` events that count: a success, or an intent the row bears out (``borne``) with no
+    failure after it."""
+    failed = {e.correlation_id for e in events if e.action == action and e.result == Result.FAILURE}
 
-        return [e for e in events if e.action == action and counts(e)]
+    def counts(e: AuditEvent) -> bool:
+        if e.result == Result.SUCCESS:
+            return True
+        return e.result == Result.INTENT and borne(e) and e.correlation_id not in failed
 
-    opened = Action.BREAK_GLASS if revocation.break_glass else Action.REVOCATION_REQUESTED
-    terms = revocation.terms()
-    first = [e for e in happened(opened, lambda e: True) if e.details.get("terms") == terms]
-    if not first:
-        raise InvalidTransition(f"revocation {revocation.id}: the audit trail holds no such request")
+    return [e for e in events if e.action == action and counts(e)]
+
+
+def _recorded_execution(events: Sequence[AuditEvent]) -> Outcome | None:
+    """The recorded outcome of the request's execution, when one is on record whole."""
     for event in (e for e in events if e.action == Action.REVOKED):
         result = event.details.get("result")
         if (
@@ -168,30 +194,30 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
             and result.get("complete", True) is True
         ):
             return Outcome.of(result)
-    for ended in (Action.REVOCATION_CANCELLED, Action.REVOCATION_REJECTED, Action.REVOCATION_EXPIRED):
-        if happened(ended, lambda e: True):
-            raise InvalidTransition(f"revocation {revocation.id} was {ended.value.split('_')[-1].lower()}")
-    began = any(e.action == Action.REVOKED and e.result == Result.INTENT for e in events)
-    if not began and not revocation.break_glass and peers.clock.now() >= revocation.expires_at:
-        raise InvalidTransition(f"revocation {revocation.id} expired at {format_time(revocation.expires_at)}")
-    if not revocation.break_glass:
-        requester = first[0].actor.id
-        recorded = first[0].details.get("required_approvals")
-        needed = max(
-            recorded if isinstance(recorded, int) else revocation.required_approvals,
-            required_approvals(revocation.severity, peers.settings.approvals),
-        )
-        in_row = {canonical_identity(a.by) for a in revocation.approvals}
-        approvers = {
-            canonical_identity(e.actor.id)
-            for e in happened(Action.REVOCATION_APPROVED, lambda e: canonical_identity(e.actor.id) in in_row)
-            if not same_identity(e.actor.id, requester)
-        }
-        if len(approvers) < needed:
-            raise InvalidTransition(
-                f"revocation {revocation.id}: the audit trail holds {len(approvers)} of {needed} approvals"
-            )
     return None
+
+
+def _check_approvals(
+    peers: Services, revocation: Revocation, events: Sequence[AuditEvent], first: AuditEvent
+) -> None:
+    """Approvals by at least the larger of the recorded and today's configured number for its severity,
+    distinct people other than the requester on record; an approval's intent counts when the row names
+    its approver. Raises InvalidTransition."""
+    requester = first.actor.id
+    recorded = first.details.get("required_approvals")
+    needed = max(
+        recorded if isinstance(recorded, int) else revocation.required_approvals,
+        required_approvals(revocation.severity, peers.settings.approvals),
+    )
+    in_row = {canonical_identity(a.by) for a in revocation.approvals}
+    approved = _happened(
+        events, Action.REVOCATION_APPROVED, lambda e: canonical_identity(e.actor.id) in in_row
+    )
+    approvers = {canonical_identity(e.actor.id) for e in approved if not same_identity(e.actor.id, requester)}
+    if len(approvers) < needed:
+        raise InvalidTransition(
+            f"revocation {revocation.id}: the audit trail holds {len(approvers)} of {needed} approvals"
+        )
 
 
 def _whole(
