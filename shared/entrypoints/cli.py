@@ -42,6 +42,41 @@ def _load_settings_file(path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    secret_name = getattr(args, "secret_name", None)
+    if secret_name is not None and not NAME_PATTERN.fullmatch(secret_name):
+        parser.error("--secret-name must be 1-127 characters of 0-9, a-z, A-Z and -")
+    try:
+        settings_file = getattr(args, "settings", None)
+        if settings_file is not None:
+            _load_settings_file(settings_file)
+        container = Container(Settings())
+        if args.command == "digest":
+            return _digest(container)
+        if args.command == "repair":
+            return _repair(container, args)
+        report = verify_audit(
+            container.audit_log, container.key_ring, container.clock, container.digest_anchor,
+            vault=container.settings.key_vault.name, secret_name=secret_name,
+        )  # fmt: skip
+    except (ConfigurationError, DomainError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_COULD_NOT_VERIFY
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(
+            f"{report.chains} chain(s), {report.records} record(s), {report.digests} digest(s); "
+            f"latest digest {report.to_dict()['latest_digest'] or 'never'}"
+        )
+        for item in report.breaks:
+            print(f"BREAK {item.kind.value:14} {item.chain} seq={item.seq}: {item.detail}")
+        print("intact" if report.ok else f"{len(report.breaks)} break(s) found")
+    return 0 if report.ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--settings",
@@ -67,52 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--service", action="store_true", help="the service chain (refusals, findings)")
     repair.add_argument("--operator", required=True, help="who repairs (recorded in CHAIN_REPAIRED)")
     repair.add_argument("--reason", required=True, help="why (recorded; an incident id, for example)")
-    args = parser.parse_args(argv)
-    secret_name = getattr(args, "secret_name", None)
-    if secret_name is not None and not NAME_PATTERN.fullmatch(secret_name):
-        parser.error("--secret-name must be 1-127 characters of 0-9, a-z, A-Z and -")
-    try:
-        settings_file = getattr(args, "settings", None)
-        if settings_file is not None:
-            _load_settings_file(settings_file)
-        container = Container(Settings())
-        if args.command == "digest":
-            outcome = write_digest(
-                container.audit_log,
-                container.key_ring,
-                container.clock,
-                container.digest_anchor,
-                container.audit_trail,
-                container.publisher,
-            )
-            print(f"digest {outcome.digest.seq} sealed over {len(outcome.digest.heads)} chain(s)")
-            for item in outcome.regressions:
-                print(f"HELD   {item.chain} seq={item.seq}: {item.detail}")
-            return 1 if outcome.regressions else 0
-        if args.command == "repair":
-            return _repair(container, args)
-        report = verify_audit(
-            container.audit_log,
-            container.key_ring,
-            container.clock,
-            container.digest_anchor,
-            vault=container.settings.key_vault.name,
-            secret_name=secret_name,
-        )
-    except (ConfigurationError, DomainError, OSError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_COULD_NOT_VERIFY
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print(
-            f"{report.chains} chain(s), {report.records} record(s), {report.digests} digest(s); "
-            f"latest digest {report.to_dict()['latest_digest'] or 'never'}"
-        )
-        for item in report.breaks:
-            print(f"BREAK {item.kind.value:14} {item.chain} seq={item.seq}: {item.detail}")
-        print("intact" if report.ok else f"{len(report.breaks)} break(s) found")
-    return 0 if report.ok else 1
+    return parser
+
+
+def _digest(container: Container) -> int:
+    outcome = write_digest(
+        container.audit_log, container.key_ring, container.clock, container.digest_anchor,
+        container.audit_trail, container.publisher,
+    )  # fmt: skip
+    print(f"digest {outcome.digest.seq} sealed over {len(outcome.digest.heads)} chain(s)")
+    for item in outcome.regressions:
+        print(f"HELD   {item.chain} seq={item.seq}: {item.detail}")
+    return 1 if outcome.regressions else 0
 
 
 def _repair(container: Container, args: argparse.Namespace) -> int:
