@@ -113,11 +113,30 @@ def _finding_id(value: str) -> str:
     return value
 
 
-#: How each route parameter is validated: a route may name only these.
-ROUTE_PARAMETERS: dict[str, Callable[[str], str]] = {
-    "name": _secret_name,
-    "id": _revocation_id,
-    "finding_id": _finding_id,
+@dataclass(frozen=True)
+class RouteParameter:
+    """A route parameter: how it is checked, its pattern and what the OpenAPI document says of it."""
+
+    check: Callable[[str], str]
+    pattern: str
+    description: str
+
+
+#: Every route parameter, by the name routes give it: a route may name only these.
+ROUTE_PARAMETERS: dict[str, RouteParameter] = {
+    "name": RouteParameter(
+        _secret_name, f"^{NAME}$", "The secret's name (1-127 of 0-9, a-z, A-Z, -); anything else is 400."
+    ),
+    "id": RouteParameter(
+        _revocation_id,
+        f"^{REVOCATION_ID.pattern}$",
+        "A revocation request's id (32 lowercase hex); anything else is 404.",
+    ),
+    "finding_id": RouteParameter(
+        _finding_id,
+        f"^{FINDING_ID.pattern}$",
+        "A suspicious-activity finding's id (32 lowercase hex); anything else is 400.",
+    ),
 }
 
 
@@ -175,7 +194,7 @@ def _call(
 ) -> Call[M]:
     container, cid = get_container(), correlation_id(context)
     principal = authorize(req, roles, container, correlation_id=cid, secret_name=_about(req))
-    route = {p: ROUTE_PARAMETERS[p](str(req.route_params.get(p, ""))) for p in parameters}
+    route = {p: ROUTE_PARAMETERS[p].check(str(req.route_params.get(p, ""))) for p in parameters}
     parsed = parse_params(accepts, req.params) if req.method.upper() == "GET" else parse_body(accepts, req)
     return Call(req, container, cid, principal, route, parsed)
 
