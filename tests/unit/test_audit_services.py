@@ -20,7 +20,7 @@ from shared.services.audit import (
     summarize_audit,
 )
 from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
-from tests.unit.conftest import VAULT
+from tests.unit.world import VAULT
 
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
 

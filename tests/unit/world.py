@@ -1,0 +1,330 @@
+"""One world for the unit tier: every port a service meets, as an in-memory fake wired as
+``shared/bootstrap.py`` wires them, and each service called in one place.
+
+A test builds ``World()`` (the ``world`` fixture of ``conftest.py``), seeds the vault (``secret``), calls a
+service through the world (``world.rotate()``, ``world.rollback()``, ``world.revocations`` ...) and asserts
+on the fakes' state (versions, rows, records, events). When a service's signature changes, the method of
+the same name below is the one place in the unit tests to change.
+
+Variants are chosen at construction: a fake of one's own (``store=``, ``rows=``, ``log=``: a class or
+factory, called as the default one is), another start time (``now=``), and ``sealed=True`` for the state
+store as production seals it (``states`` over the table ``rows`` a storage writer reaches, with the tamper
+alarm that turns what it meets into records, findings and events). Without it ``states`` is ``rows``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.domain.audit import Action, AuditEvent, AuditRecord
+from shared.domain.key_vault_events import KeyVaultEvent
+from shared.domain.policy import SERVICE_SECRETS, RotationPolicy, Rotator, SecretKind
+from shared.domain.rotation import RotationRequest
+from shared.domain.scan_rules import ScanRules
+from shared.domain.secrets import SecretVersion
+from shared.domain.state import Versioned
+from shared.ports import Clock, StateStore
+from shared.services import audit as audit_service
+from shared.services import (
+    catalog,
+    decommission,
+    expiry,
+    key_vault_events,
+    rollback,
+    rotation,
+    suspicious,
+    sweep,
+    sweep_run,
+)
+from shared.services.audit import AuditTrail
+from shared.services.findings import FindingPeers, StateFindingStore, TamperAlarm
+from shared.services.revocation import Services as RevocationServices
+from shared.services.sealed_state import SealedStateStore
+from shared.services.sweep import PolicyViolation
+from tests.fakes import (
+    FakeKeyRing,
+    FixedClock,
+    InMemoryAnchor,
+    InMemoryAuditLog,
+    InMemorySecretStore,
+    InMemoryStateStore,
+    RecordingPublisher,
+    RecordingRotationRequests,
+)
+
+VAULT = "fleet"
+NAME = "dispatch-api-key"
+#: The service's own secrets, as the product names them: never rotated, revoked or listed as managed.
+RESERVED = SERVICE_SECRETS
+STATE_TABLE = "secretstate"
+FINDINGS_TABLE = "auditfindings"
+#: The policy a seeded secret carries unless told otherwise.
+API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
+
+
+class World:
+    def __init__(
+        self,
+        *,
+        name: str = NAME,
+        now: datetime | None = None,
+        store: Callable[[Clock], InMemorySecretStore] = InMemorySecretStore,
+        rows: Callable[[], InMemoryStateStore] = InMemoryStateStore,
+        log: Callable[[FakeKeyRing], InMemoryAuditLog] = InMemoryAuditLog,
+        sealed: bool = False,
+        rotators: Mapping[Rotator, Any] | None = None,
+    ) -> None:
+        self.name = name  # the secret a service call is about when the test names none
+        self.vault = VAULT
+        self.reserved: Collection[str] = RESERVED
+        self.clock = FixedClock(now)
+        self.store = store(self.clock)
+        self.keys = FakeKeyRing()
+        self.log = log(self.keys)
+        self.trail = AuditTrail(self.log, self.clock, self.vault)
+        self.anchor = InMemoryAnchor()
+        self.publisher = RecordingPublisher()
+        self.requests = RecordingRotationRequests()
+        self.rotators: Mapping[Rotator, Any] = dict(rotators or {})
+        self.rows = rows()  # the state table, as a storage writer reaches it
+        self.finding_rows = InMemoryStateStore()
+        self.alarm = TamperAlarm(lambda: self.finding_peers)
+        self.states: StateStore = (
+            SealedStateStore(self.rows, self.keys, STATE_TABLE, self.alarm) if sealed else self.rows
+        )
+        self.findings = StateFindingStore(
+            SealedStateStore(self.finding_rows, self.keys, FINDINGS_TABLE, self.alarm)
+        )
+
+    @property
+    def finding_peers(self) -> FindingPeers:
+        return FindingPeers(self.findings, self.trail, self.publisher, self.clock)
+
+    # -- seeding and reading back -------------------------------------------------------------------
+
+    def secret(
+        self,
+        name: str | None = None,
+        value: str = "initial-value",
+        *,
+        tags: Mapping[str, str] | None = None,
+        age_days: float = 0,
+        content_type: str | None = "text/plain",
+        **properties: Any,
+    ) -> SecretVersion:
+        """A new version of ``name`` (with the tags of ``API_KEY`` unless given), made ``age_days`` ago."""
+        self.clock.advance(timedelta(days=-age_days))
+        try:
+            return self.store.set_value(
+                name or self.name,
+                value,
+                content_type=content_type,
+                tags=API_KEY.to_tags() if tags is None else tags,
+                **properties,
+            )
+        finally:
+            self.clock.advance(timedelta(days=age_days))
+
+    def versions(self, name: str | None = None) -> list[str]:
+        """The version ids of ``name`` in creation order."""
+        return self.store.versions_of(name or self.name)
+
+    def enabled(self, name: str | None = None) -> dict[str, bool]:
+        return {v.version: v.enabled for v in self.store.list_versions(name or self.name)}
+
+    def current(self, name: str | None = None) -> str:
+        """The value of the current version."""
+        return self.store.get_value(name or self.name).value
+
+    def records(self, action: Action, name: str | None = None) -> list[AuditEvent]:
+        """The records of ``action`` (about the secret ``name``, when given)."""
+        return [e for e in self.log.events if e.action == action and (name is None or e.secret_name == name)]
+
+    def overwrite(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
+        """Rewrite a row as a storage writer does: straight into the table, no key."""
+        stored = self.rows.get(partition, key)
+        if stored is None:
+            return self.rows.create(partition, key, state)
+        return self.rows.replace(partition, key, state, stored.etag)
+
+    # -- the services, each called here and nowhere else in the unit tests ----------------------------
+
+    def rotate(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
+        return rotation.rotate(
+            name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, **{"rotators": self.rotators, **options},
+        )  # fmt: skip
+
+    def rotate_requested(self, request: RotationRequest) -> rotation.RotationOutcome:
+        return rotation.rotate_requested(
+            request, self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, rotators=self.rotators,
+        )  # fmt: skip
+
+    def drain(self) -> list[rotation.RotationOutcome]:
+        """Rotate what is on the rotation queue, oldest first, as the queue trigger does."""
+        outcomes = []
+        while self.requests.sent:
+            outcomes.append(self.rotate_requested(self.requests.sent.pop(0)))
+        return outcomes
+
+    def replace(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
+        return rotation.replace(
+            name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, **{"rotators": self.rotators, **options},
+        )  # fmt: skip
+
+    def retire_due(self, name: str | None = None) -> list[str]:
+        return rotation.retire_due(
+            name or self.name, self.store, self.states, self.trail, self.clock,
+            reserved=self.reserved, rotators=self.rotators,
+        )  # fmt: skip
+
+    def retire_all(self) -> tuple[list[tuple[str, str]], list[str]]:
+        return rotation.retire_all(
+            self.store, self.states, self.trail, self.clock, reserved=self.reserved, rotators=self.rotators
+        )
+
+    def record_violations(self, violations: Sequence[PolicyViolation], correlation_id: str | None) -> int:
+        return rotation.record_violations(self.states, self.trail, violations, correlation_id)
+
+    def resume_stale(self, correlation_id: str, rows: Mapping[str, Versioned] | None = None) -> list[str]:
+        return rotation.resume_stale(self.states, self.requests, self.clock, correlation_id, rows)
+
+    def acquire(
+        self, step: str, name: str | None = None, stored: Versioned | None = None, **options: Any
+    ) -> tuple[rotation.Progress, str]:
+        """Take the write lease of ``name`` as a rotation or revocation does (``stored``: its row as read)."""
+        return rotation.acquire(self.states, name or self.name, stored, step, self.clock, **options)
+
+    def release(
+        self, progress: rotation.Progress, etag: str, *, name: str | None = None, **options: Any
+    ) -> None:
+        rotation.release(self.states, name or self.name, progress, etag, **options)
+
+    def gave_up(self, request: RotationRequest, attempts: int) -> None:
+        rotation.gave_up(request, self.trail, attempts, self.states)
+
+    def rollback(self, name: str | None = None, **options: Any) -> rollback.RollbackOutcome:
+        return rollback.rollback(
+            name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, **options,
+        )  # fmt: skip
+
+    def check_expiry(
+        self, *, require_exp: bool = False, correlation_id: str = "check-1"
+    ) -> expiry.ExpiryReport:
+        return expiry.check_expiry(
+            self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, require_exp=require_exp, correlation_id=correlation_id,
+        )  # fmt: skip
+
+    def handle_event(self, event: KeyVaultEvent) -> key_vault_events.EventOutcome:
+        return key_vault_events.handle_event(
+            event, self.store, self.states, self.trail, self.publisher, self.requests, self.clock,
+            reserved=self.reserved,
+        )  # fmt: skip
+
+    def sweep(self, correlation_id: str = "sweep", **options: Any) -> sweep.SweepReport:
+        return sweep.sweep(
+            self.store, self.requests, self.clock, reserved=self.reserved, correlation_id=correlation_id,
+            **options,
+        )  # fmt: skip
+
+    @property
+    def sweep_peers(self) -> sweep_run.SweepPeers:
+        return sweep_run.SweepPeers(
+            self.store, self.states, self.requests, self.finding_peers, self.log, self.keys, self.reserved,
+            rotators=self.rotators, report_missing=self.report_missing,
+        )  # fmt: skip
+
+    def sweep_run(self, correlation_id: str = "sweep") -> sweep_run.SweepRun:
+        return sweep_run.run(self.sweep_peers, correlation_id)
+
+    def report_missing(self, partition: str, key: str) -> None:
+        """What bootstrap wires for a row an index names that is not there: the alarm hears of it."""
+        from shared.domain.state import StateTampered
+
+        self.alarm(StateTampered(STATE_TABLE, partition, key, "missing", "", "missing"))
+
+    @property
+    def revocations(self) -> RevocationServices:
+        return RevocationServices(
+            self.store, self.states, self.trail, self.publisher, self.clock, self.reserved,
+            rotators=self.rotators, reader=self.log, keys=self.keys,
+        )  # fmt: skip
+
+    def list_managed(self, **options: Any) -> dict[str, Any]:
+        return catalog.list_managed(self.store, self.states, self.clock, reserved=self.reserved, **options)
+
+    def request_rotation(self, name: str | None = None, **options: Any) -> catalog.RotationTicket:
+        return catalog.request_rotation(
+            self.store, self.states, self.requests, self.trail, self.clock,
+            reserved=self.reserved, name=name or self.name, **options,
+        )  # fmt: skip
+
+    def onboard(self, name: str, policy: RotationPolicy, **options: Any) -> SecretVersion:
+        return catalog.onboard(
+            self.store, self.states, self.trail, self.clock,
+            reserved=self.reserved, name=name, policy=policy, **{"rotators": self.rotators, **options},
+        )  # fmt: skip
+
+    def apply_policy(self, name: str, fields: catalog.PolicyInput, **options: Any) -> RotationPolicy:
+        return catalog.apply_policy(
+            self.store, self.states, self.trail, self.clock,
+            reserved=self.reserved, name=name, fields=fields, **{"rotators": self.rotators, **options},
+        )  # fmt: skip
+
+    def plan_rotation(
+        self, name: str | None = None, *, force: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        return catalog.plan_rotation(
+            self.store, self.states, self.clock, reserved=self.reserved, name=name or self.name, force=force,
+            **options,
+        )  # fmt: skip
+
+    def rotation_plan(self, within_days: int) -> dict[str, Any]:
+        return catalog.rotation_plan(self.store, self.clock, reserved=self.reserved, within_days=within_days)
+
+    def secret_status(self, name: str | None = None, **options: Any) -> dict[str, Any]:
+        return catalog.secret_status(
+            self.store, self.states, self.log, self.clock,
+            reserved=self.reserved, vault=self.vault, name=name or self.name, **options,
+        )  # fmt: skip
+
+    def delete_secret(self, name: str | None = None, **options: Any) -> None:
+        decommission.delete_secret(
+            self.store, self.states, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, name=name or self.name, **options,
+        )  # fmt: skip
+
+    def recover_secret(self, name: str | None = None, **options: Any) -> None:
+        decommission.recover_secret(
+            self.store, self.trail, self.publisher, self.clock,
+            reserved=self.reserved, name=name or self.name, **options,
+        )  # fmt: skip
+
+    def write_digest(self) -> audit_service.DigestOutcome:
+        return audit_service.write_digest(
+            self.log, self.keys, self.clock, self.anchor, self.trail, self.publisher
+        )
+
+    def verify_audit(self, **options: Any) -> audit_service.VerifyReport:
+        return audit_service.verify_audit(
+            self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
+        )
+
+    def repair_chain(self, **options: Any) -> AuditRecord:
+        return audit_service.repair_chain(
+            self.log, self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
+        )
+
+    def scan(
+        self, rules: ScanRules | None = None, correlation_id: str | None = None
+    ) -> suspicious.ScanReport:
+        return suspicious.scan(
+            self.log, self.trail, self.findings, self.publisher, self.clock, rules or ScanRules(),
+            correlation_id, keys=self.keys,
+        )  # fmt: skip
