@@ -29,7 +29,7 @@ from shared.services import revocation
 from shared.services.audit import AuditTrail, review_finding
 from shared.services.suspicious import find_suspicious
 from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
-from tests.unit.test_revocation import BOB, World
+from tests.unit.test_revocation import BOB, request, revocation_world
 
 GUID = "3f2c9a1e-4b7d-4e8a-9c1f-0a2b3c4d5e6f"
 
@@ -93,10 +93,10 @@ def _user(raw: str) -> Actor:
 
 @pytest.mark.parametrize("spelling", ["ALICE", "  alice ", full_width("alice")])
 def test_the_requester_cannot_approve_in_another_spelling_and_the_refusal_is_on_record(spelling: str) -> None:
-    world = World()
-    requested = world.request(Severity.LOW)
+    world = revocation_world()
+    requested = request(world, Severity.LOW)
     with pytest.raises(NotPermitted):
-        revocation.approve(world.peers, requested.id, _user(spelling), None)
+        revocation.approve(world.revocations, requested.id, _user(spelling), None)
     [denied] = [e for e in world.records(Action.REVOCATION_APPROVED) if e.result == Result.DENIED]
     assert denied.actor.id == spelling and denied.details["revocation_id"] == requested.id
     assert denied.details["rule"] == "NotPermitted"
@@ -105,11 +105,11 @@ def test_the_requester_cannot_approve_in_another_spelling_and_the_refusal_is_on_
 
 @pytest.mark.parametrize("second", [GUID.upper(), "{" + GUID + "}", GUID.replace("-", "")])
 def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(second: str) -> None:
-    world = World()
-    requested = world.request(Severity.LOW)
-    revocation.approve(world.peers, requested.id, _user(GUID), None)
+    world = revocation_world()
+    requested = request(world, Severity.LOW)
+    revocation.approve(world.revocations, requested.id, _user(GUID), None)
     with pytest.raises(InvalidTransition, match="approved it already"):
-        revocation.approve(world.peers, requested.id, _user(second), None)
+        revocation.approve(world.revocations, requested.id, _user(second), None)
     denied = [e for e in world.records(Action.REVOCATION_APPROVED) if e.result == Result.DENIED]
     assert [(e.actor.id, e.details["rule"]) for e in denied] == [(second, "AlreadyApproved")]
     stored = revocation.get(world.states, requested.id)
@@ -117,24 +117,23 @@ def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(
 
 
 def test_a_self_review_of_a_break_glass_is_refused_on_record() -> None:
-    world = World()
-    done = world.request(Severity.CRITICAL, break_glass=True)
+    world = revocation_world()
+    done = request(world, Severity.CRITICAL, break_glass=True)
     with pytest.raises(NotPermitted):
-        revocation.review(world.peers, done.id, _user(full_width("ALICE")), "looks fine")
+        revocation.review(world.revocations, done.id, _user(full_width("ALICE")), "looks fine")
     [denied] = [e for e in world.records(Action.REVIEWED) if e.result == Result.DENIED]
     assert denied.details["revocation_id"] == done.id
     assert revocation.get(world.states, done.id).review_required
-    revocation.review(world.peers, done.id, BOB, "checked")  # someone else may
+    revocation.review(world.revocations, done.id, BOB, "checked")  # someone else may
 
 
 def test_the_audit_trail_counts_approvers_as_people() -> None:
     """Execution counts distinct approvers on record in the canonical form, so two spellings of one
     approver can never make up the second approval, whatever the stored row says."""
-    world = World()
-    requested = world.request(Severity.LOW)
-    trail = AuditTrail(world.log, world.clock, "fleet")
+    world = revocation_world()
+    requested = request(world, Severity.LOW)
     for spelling in (GUID, "{" + GUID.upper() + "}"):  # forged into the trail as two approvals
-        trail.record(
+        world.trail.record(
             Action.REVOCATION_APPROVED,
             secret_name=requested.secret_name,
             actor=_user(spelling),
@@ -150,7 +149,7 @@ def test_the_audit_trail_counts_approvers_as_people() -> None:
     )
     world.states.replace(revocation.PARTITION, requested.id, forged.to_state(), stored.etag)
     with pytest.raises(InvalidTransition, match="holds 1 of 2 approvals"):
-        revocation.execute(world.peers, requested.id, _user("dave"))
+        revocation.execute(world.revocations, requested.id, _user("dave"))
     assert all(world.enabled().values())
 
 
