@@ -14,21 +14,14 @@ import pytest
 from shared.domain.errors import Conflict, DependencyUnavailable, DomainError
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator, SecretKind
 from shared.domain.targets import PENDING_FOR_TAG, TargetRefused, TargetSecret, pending_secret_name
-from shared.services.audit import AuditTrail
-from shared.services.rotation import replace, rotate
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-)
-from tests.unit.test_target_rotation import NAME, RESERVED, World
+from tests.fakes import InMemoryStateStore
+from tests.unit.test_target_rotation import NAME, companion_versions, target_world
+from tests.unit.world import World
 
 
 @pytest.fixture
 def world() -> World:
-    return World()
+    return target_world()
 
 
 def _vault_values_that_work(world: World) -> set[str]:
@@ -36,19 +29,19 @@ def _vault_values_that_work(world: World) -> set[str]:
     enabled = {world.current()}
     with contextlib.suppress(DomainError):
         enabled.add(world.store.get_value(pending_secret_name(NAME)).value)
-    return enabled & world.target.accepted
+    return enabled & world.target().accepted
 
 
 # --- 1. single-value target: a refusal after set disables the only working credential -----------------
 def test_refusal_after_set_on_single_value_target_leaves_a_working_value_enabled() -> None:
-    world = World(single=True)  # a single-user database role: set replaces the password
-    world.target.fail["test"] = TargetRefused("test", "logs in as role x, not dispatch_app")
+    world = target_world(single=True)  # a single-user database role: set replaces the password
+    world.target().fail["test"] = TargetRefused("test", "logs in as role x, not dispatch_app")
     outcome = world.rotate()
     assert outcome.status == "failed"
     # The target now takes only the pending value; the vault must still hold it enabled somewhere.
     assert _vault_values_that_work(world), (
-        f"target accepts only {world.target.accepted}; vault current={world.current()!r}, companion "
-        f"enabled={[v.enabled for v in world.companion_versions()]}"
+        f"target accepts only {world.target().accepted}; vault current={world.current()!r}, companion "
+        f"enabled={[v.enabled for v in companion_versions(world)]}"
     )
 
 
@@ -110,26 +103,18 @@ class RacingStates(InMemoryStateStore):
 
 
 def test_replace_never_finishes_against_a_value_that_is_no_longer_current() -> None:
-    clock = FixedClock()
-    store, states = InMemorySecretStore(clock), RacingStates()
-    trail, publisher = AuditTrail(InMemoryAuditLog(), clock, "fleet"), RecordingPublisher()
-    clock.advance(timedelta(days=-31))
-    store.set_value(NAME, "a:pw0", content_type="application/json", tags=ALT.to_tags())
-    clock.advance(timedelta(days=31))
     target = AlternatingTarget("a:pw0")
-    rotators = {Rotator.POSTGRES_ALTERNATING: target}
+    world = World(name=NAME, rows=RacingStates, rotators={Rotator.POSTGRES_ALTERNATING: target})
+    world.secret(value="a:pw0", tags=ALT.to_tags(), content_type="application/json", age_days=31)
 
     def concurrent_forced_rotation() -> None:  # e.g. a manual "force" request on another instance
-        clock.advance(timedelta(seconds=5))
-        out = rotate(
-            NAME, store, states, trail, publisher, clock, reserved=RESERVED, force=True, rotators=rotators
-        )
-        assert out.status == "rotated"
+        world.clock.advance(timedelta(seconds=5))
+        assert world.rotate(force=True).status == "rotated"
 
-    states.race = concurrent_forced_rotation
+    world.rows.race = concurrent_forced_rotation
     with pytest.raises(Conflict, match="changed again"):
-        replace(NAME, store, states, trail, publisher, clock, reserved=RESERVED, rotators=rotators)  # type: ignore[arg-type]
-    current = store.get_value(NAME).value
+        world.replace()
+    current = world.current()
     assert target.works(current), f"current {current.split(':')[0]} cut off: {target.passwords}"
 
 
@@ -176,10 +161,10 @@ def test_webhook_finish_does_not_drop_a_previous_value_still_in_its_grace(world:
     world.clock.advance(timedelta(hours=1))
     assert world.rotate(force=True).status == "rotated"  # V2: V1's grace runs until now + 2 h
     world.clock.advance(timedelta(hours=1, seconds=1))  # V0's grace is over, V1's is not
-    assert world.retire() == []  # V0 waits for V1: the consumer's finish would drop both
+    assert world.retire_due() == []  # V0 waits for V1: the consumer's finish would drop both
     assert v1 in target.values.values(), "V1 dropped at the consumer an hour before its grace ends"
     world.clock.advance(timedelta(hours=1))
-    assert len(world.retire()) == 2  # together, once V1's grace is over too
+    assert len(world.retire_due()) == 2  # together, once V1's grace is over too
     assert list(target.values.values()) == [world.current()]
 
 

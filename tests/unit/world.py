@@ -138,6 +138,10 @@ class World:
         """The value of the current version."""
         return self.store.get_value(name or self.name).value
 
+    def target(self, rotator: Rotator = Rotator.WEBHOOK) -> Any:
+        """The fake target the test put behind ``rotator``."""
+        return self.rotators[rotator]
+
     def records(self, action: Action, name: str | None = None) -> list[AuditEvent]:
         """The records of ``action`` (about the secret ``name``, when given)."""
         return [e for e in self.log.events if e.action == action and (name is None or e.secret_name == name)]
