@@ -26,10 +26,10 @@ from shared.domain.identity import (
 from shared.domain.revocation import Decision, Severity, Status
 from shared.domain.scan_rules import ScanRules
 from shared.services import revocation
-from shared.services.audit import AuditTrail, review_finding
 from shared.services.suspicious import find_suspicious
-from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
+from tests.fakes import FixedClock, InMemoryFindings
 from tests.unit.test_revocation import BOB, request, revocation_world
+from tests.unit.world import World
 
 GUID = "3f2c9a1e-4b7d-4e8a-9c1f-0a2b3c4d5e6f"
 
@@ -155,17 +155,14 @@ def test_the_audit_trail_counts_approvers_as_people() -> None:
 
 @pytest.mark.parametrize("spelling", ["MALLORY", " mallory  ", full_width("mallory")])
 def test_nobody_reviews_a_finding_about_themselves_in_any_spelling(spelling: str) -> None:
-    clock = FixedClock()
-    log = InMemoryAuditLog()
-    trail = AuditTrail(log, clock, "fleet")
-    findings = InMemoryFindings()
-    findings.claim(
-        StoredFinding(id="f1", rule="break_glass", time=clock.now(), details={"actors": ["mallory"]})
+    world = World(findings=InMemoryFindings)
+    world.findings.claim(
+        StoredFinding(id="f1", rule="break_glass", time=world.clock.now(), details={"actors": ["mallory"]})
     )
     with pytest.raises(NotPermitted):
-        review_finding(findings, trail, "f1", reviewer=_user(spelling), note=None, correlation_id=None)
-    assert [e.result for e in log.events if e.action == Action.REVIEWED] == [Result.DENIED]
-    found = findings.get("f1")
+        world.review_finding("f1", reviewer=_user(spelling), note=None, correlation_id=None)
+    assert [e.result for e in world.records(Action.REVIEWED)] == [Result.DENIED]
+    found = world.findings.get("f1")
     assert found is not None and found.status == "open"
 
 

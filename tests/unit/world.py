@@ -18,14 +18,14 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain.audit import Action, AuditEvent, AuditRecord
+from shared.domain.audit import Action, AuditEvent, AuditQuery, AuditRecord
 from shared.domain.key_vault_events import KeyVaultEvent
 from shared.domain.policy import SERVICE_SECRETS, RotationPolicy, Rotator, SecretKind
 from shared.domain.rotation import RotationRequest
 from shared.domain.scan_rules import ScanRules
 from shared.domain.secrets import SecretVersion
 from shared.domain.state import Versioned
-from shared.ports import Clock, StateStore
+from shared.ports import AuditReader, Clock, FindingStore, StateStore
 from shared.services import audit as audit_service
 from shared.services import (
     catalog,
@@ -73,6 +73,7 @@ class World:
         store: Callable[[Clock], InMemorySecretStore] = InMemorySecretStore,
         rows: Callable[[], InMemoryStateStore] = InMemoryStateStore,
         log: Callable[[FakeKeyRing], InMemoryAuditLog] = InMemoryAuditLog,
+        findings: Callable[[], FindingStore] | None = None,
         sealed: bool = False,
         rotators: Mapping[Rotator, Any] | None = None,
     ) -> None:
@@ -94,8 +95,10 @@ class World:
         self.states: StateStore = (
             SealedStateStore(self.rows, self.keys, STATE_TABLE, self.alarm) if sealed else self.rows
         )
-        self.findings = StateFindingStore(
-            SealedStateStore(self.finding_rows, self.keys, FINDINGS_TABLE, self.alarm)
+        self.findings: FindingStore = (
+            findings()
+            if findings is not None
+            else StateFindingStore(SealedStateStore(self.finding_rows, self.keys, FINDINGS_TABLE, self.alarm))
         )
 
     @property
@@ -202,6 +205,12 @@ class World:
     ) -> tuple[rotation.Progress, str]:
         """Take the write lease of ``name`` as a rotation or revocation does (``stored``: its row as read)."""
         return rotation.acquire(self.states, name or self.name, stored, step, self.clock, **options)
+
+    def register_request(
+        self, request_id: str, force: bool, name: str | None = None
+    ) -> tuple[str, str | None]:
+        """A request's registration on the secret's row (queued, or joined to the rotation there)."""
+        return rotation.register_request(self.states, name or self.name, request_id, force, self.clock)
 
     def release(
         self, progress: rotation.Progress, etag: str, *, name: str | None = None, **options: Any
@@ -310,20 +319,34 @@ class World:
             reserved=self.reserved, name=name or self.name, **options,
         )  # fmt: skip
 
-    def write_digest(self) -> audit_service.DigestOutcome:
+    def write_digest(self, *, reader: AuditReader | None = None) -> audit_service.DigestOutcome:
+        """The hourly digest (``reader``: what it reads the trail through, when not the log itself)."""
         return audit_service.write_digest(
-            self.log, self.keys, self.clock, self.anchor, self.trail, self.publisher
+            reader or self.log, self.keys, self.clock, self.anchor, self.trail, self.publisher
         )
 
-    def verify_audit(self, **options: Any) -> audit_service.VerifyReport:
+    def verify_audit(
+        self, *, reader: AuditReader | None = None, **options: Any
+    ) -> audit_service.VerifyReport:
         return audit_service.verify_audit(
-            self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
+            reader or self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
         )
 
     def repair_chain(self, **options: Any) -> AuditRecord:
         return audit_service.repair_chain(
             self.log, self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
         )
+
+    def query_audit(self, query: AuditQuery) -> audit_service.AuditPage:
+        return audit_service.query_audit(self.log, query)
+
+    def summarize_audit(self, *, secret_name: str | None, days: int) -> dict[str, Any]:
+        return audit_service.summarize_audit(
+            self.log, self.clock, vault=self.vault, secret_name=secret_name, days=days
+        )
+
+    def review_finding(self, finding_id: str, **options: Any) -> dict[str, Any]:
+        return audit_service.review_finding(self.findings, self.trail, finding_id, **options)
 
     def scan(
         self, rules: ScanRules | None = None, correlation_id: str | None = None
