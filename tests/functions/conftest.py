@@ -13,14 +13,20 @@ import pytest
 
 from shared.bootstrap import Container, set_container
 from shared.config import Settings
+from shared.domain.audit import Action, Result
+from shared.domain.rotation import RotationRequest
+from shared.services import rotation
 from shared.services.audit import AuditTrail
+from shared.services.rotation import RotationOutcome
 from tests.fakes import (
     FakeKeyRing,
     FixedClock,
     InMemoryAnchor,
     InMemoryAuditLog,
+    InMemorySecretStore,
     InMemoryStateStore,
     RecordingPublisher,
+    RecordingRotationRequests,
 )
 
 LOCAL_ENV = {
@@ -33,7 +39,8 @@ LOCAL_ENV = {
 
 class FakeContainer(Container):
     """The real container with every port replaced by an in-memory fake (instance attributes shadow the
-    cached properties)."""
+    cached properties). The sealed state store, the finding store and the service bundles are the real
+    container's, built over these."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(Settings(LOCAL_ENV if env is None else env))
@@ -42,9 +49,22 @@ class FakeContainer(Container):
         self.audit_log = InMemoryAuditLog(self.key_ring)  # type: ignore[assignment]
         self.digest_anchor = InMemoryAnchor()
         self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
+        self.secret_store = InMemorySecretStore(self.clock)
         self.state_rows = InMemoryStateStore()
         self.finding_rows = InMemoryStateStore()
+        self.rotation_queue = RecordingRotationRequests()
         self.publisher = RecordingPublisher()
+
+    def fail_success_of(self, action: Action | None) -> None:
+        """From now on the success record of ``action`` cannot be written (None: every record can)."""
+        self.audit_log.fails = lambda e: e.action == action and e.result == Result.SUCCESS
+
+    def rotate_requested(self, request: RotationRequest) -> RotationOutcome:
+        """What the rotate_secret queue function does with a request it took off the queue."""
+        return rotation.rotate_requested(
+            request, self.secret_store, self.state_store, self.audit_trail, self.publisher, self.clock,
+            reserved=self.reserved_secrets,
+        )  # fmt: skip
 
 
 @pytest.fixture(scope="session")

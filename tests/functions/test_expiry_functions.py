@@ -18,7 +18,7 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
 from shared.services.expiry import ClaimHeld
 from shared.services.key_vault_events import PARTITION
-from tests.fakes import InMemorySecretStore, InMemoryStateStore, RecordingRotationRequests
+from tests.fakes import InMemorySecretStore, RecordingRotationRequests
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
 API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
@@ -32,12 +32,6 @@ class Ctx:
 
 
 class World(FakeContainer):
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__(env)
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
-        self.rotation_queue = RecordingRotationRequests()
-
     @property
     def store(self) -> InMemorySecretStore:
         assert isinstance(self.secret_store, InMemorySecretStore)

@@ -33,8 +33,6 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.entrypoints import openapi
 from shared.entrypoints.openapi import ENDPOINTS, REF_TEMPLATE
 from shared.ports import DependencyProbe
-from shared.services.rotation import rotate_requested
-from tests.fakes import InMemorySecretStore, InMemoryStateStore, RecordingRotationRequests
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
 JSON = "application/json"
@@ -93,9 +91,6 @@ class World(FakeContainer):
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
-        self.rotation_queue = RecordingRotationRequests()
         self.probes: dict[str, DependencyProbe] = {"key_vault": Probe(), "storage": Probe()}
         self.clock.advance(timedelta(days=-40))
         for name in (NAME, OTHER, RESERVED):
@@ -108,10 +103,6 @@ class World(FakeContainer):
 
     def health_probes(self) -> dict[str, DependencyProbe]:
         return dict(self.probes)
-
-    def fail_success_of(self, action: Action | None) -> None:
-        """From now on the success record of ``action`` cannot be written (None: every record can)."""
-        self.audit_log.fails = lambda e: e.action == action and e.result == Result.SUCCESS
 
 
 class Exploding:
@@ -351,10 +342,7 @@ def secrets(client: Client, world: World) -> None:
     client("secrets_rotate", route={"name": RESERVED}, body={"force": True}, expect=409)
     client("secrets_rotate", route={"name": NAME}, body={}, expect=202)
     [request] = world.rotation_queue.sent
-    rotate_requested(
-        request, world.secret_store, world.state_store, world.audit_trail, world.publisher, world.clock,
-        reserved=world.reserved_secrets,
-    )  # fmt: skip
+    world.rotate_requested(request)
     status = client("secrets_status", route={"name": NAME}, expect=200)
     assert status["last_rotation"]["recorded"]["rotation_id"] == request.rotation_id
     client("secrets_status", route={"name": MISSING}, expect=404)

@@ -16,7 +16,6 @@ import pytest
 from shared.domain.audit import Action
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
-from tests.fakes import InMemorySecretStore, InMemoryStateStore
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
 NAME = "dispatch-api-key"
@@ -43,8 +42,6 @@ class Ctx:
 class RevocationContainer(FakeContainer):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
         policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
         self.clock.advance(timedelta(days=-1))
         self.version = self.secret_store.set_value(NAME, "VALUE-1", content_type=None, tags=policy.to_tags())
