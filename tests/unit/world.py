@@ -56,8 +56,6 @@ from tests.fakes import (
 
 VAULT = "fleet"
 NAME = "dispatch-api-key"
-#: The service's own secrets, as the product names them: never rotated, revoked or listed as managed.
-RESERVED = SERVICE_SECRETS
 STATE_TABLE = "secretstate"
 FINDINGS_TABLE = "auditfindings"
 #: The policy a seeded secret carries unless told otherwise.
@@ -79,7 +77,8 @@ class World:
     ) -> None:
         self.name = name  # the secret a service call is about when the test names none
         self.vault = VAULT
-        self.reserved: Collection[str] = RESERVED
+        # The service's own secrets under the product's names: never rotated, revoked or listed as managed.
+        self.reserved: Collection[str] = SERVICE_SECRETS
         self.clock = FixedClock(now)
         self.store = store(self.clock)
         self.keys = FakeKeyRing()
