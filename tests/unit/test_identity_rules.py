@@ -91,7 +91,7 @@ def _user(raw: str) -> Actor:
     return Actor(raw, ActorType.USER)
 
 
-@pytest.mark.parametrize("spelling", ["ALICE", "  alice ", full_width("alice")])
+@pytest.mark.parametrize("spelling", ["Alice", "ALICE", " alice", "alice ", "  alice ", full_width("alice")])
 def test_the_requester_cannot_approve_in_another_spelling_and_the_refusal_is_on_record(spelling: str) -> None:
     world = revocation_world()
     requested = request(world, Severity.LOW)
@@ -103,11 +103,16 @@ def test_the_requester_cannot_approve_in_another_spelling_and_the_refusal_is_on_
     assert revocation.get(world.states, requested.id).approvals == ()
 
 
-@pytest.mark.parametrize("second", [GUID.upper(), "{" + GUID + "}", GUID.replace("-", "")])
-def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(second: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(GUID, GUID.upper()), (GUID, "{" + GUID + "}"), (GUID, GUID.replace("-", "")), ("bob", "BOB")],
+)
+def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(
+    first: str, second: str
+) -> None:
     world = revocation_world()
     requested = request(world, Severity.LOW)
-    revocation.approve(world.revocations, requested.id, _user(GUID), None)
+    revocation.approve(world.revocations, requested.id, _user(first), None)
     with pytest.raises(InvalidTransition, match="approved it already"):
         revocation.approve(world.revocations, requested.id, _user(second), None)
     denied = [e for e in world.records(Action.REVOCATION_APPROVED) if e.result == Result.DENIED]

@@ -1,7 +1,8 @@
 """Emergency revocation over in-memory fakes: the four-eyes lifecycle for each severity, self-approval and
 duplicate approvers refused, expiry, execute once (crash mid-way finished by a retry), break-glass and its
 review, replace first, concurrent approvals, and a revoked version that no rollback or retirement brings
-back."""
+back; a replacement that cannot be made never leaves the request stuck, and a change that was made is
+never answered as "nothing was changed"."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from typing import Any
 import pytest
 
 from shared.domain.audit import Action, Actor, ActorType, Result
-from shared.domain.errors import Conflict, InvalidTransition, NotFound, NotPermitted
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    InvalidTransition,
+    NotFound,
+    NotPermitted,
+    OutcomeNotRecorded,
+)
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.revocation import AlreadyExecuted, Reason, Revocation, Severity, Status
 from shared.domain.secrets import SecretVersion
@@ -302,3 +310,117 @@ def test_versions_that_are_gone_are_reported_and_the_request_fails_not_hangs(wor
     assert done.status == Status.FAILED and done.result is not None
     assert done.result.errors == {v: "NotFound" for v in requested.versions}
     assert [e.result for e in world.records(Action.REVOKED)][-1] == Result.FAILURE
+
+
+# -- what a review found: each failed before its fix -----------------------------------------------------
+
+
+# a replacement that can never be made leaves the request executing forever, nothing disabled
+def test_an_impossible_replacement_ends_failed_and_still_disables(world: World) -> None:
+    requested = request(world, replace=True, versions=[v1(world), v2(world)])
+    revocation.approve(world.revocations, requested.id, BOB, None)
+    # The responder disabled the leaked current version by hand first (portal): rotate skips, replace fails.
+    world.store.update_properties(NAME, v2(world), enabled=False)
+    done = revocation.execute(world.revocations, requested.id, DAVE)
+    assert world.enabled()[v1(world)] is False, "v1 (named compromised) is still enabled"
+    assert done.status == Status.FAILED and done.result is not None
+    assert done.result.errors.get("replace") == "SecretDisabled" and done.result.new_version is None
+    world.delete_secret(justification="x", actor=DAVE)  # nothing in flight any more
+
+
+# crash after the replacement, a rotation before the retry: never finishes
+def test_a_rotation_between_crash_and_retry_does_not_wedge_the_request(world: World) -> None:
+    requested = request(world, replace=True)
+    revocation.approve(world.revocations, requested.id, BOB, None)
+    original = world.store.update_properties
+
+    class Crash(BaseException):
+        pass
+
+    def dies(*a: Any, **k: Any) -> Any:
+        raise Crash
+
+    world.store.update_properties = dies  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        revocation.execute(world.revocations, requested.id, DAVE)
+    world.store.update_properties = original  # type: ignore[method-assign]
+    world.rotate(force=True)  # a manual rotation meanwhile
+    world.clock.advance(revocation.EXECUTION_LEASE)
+    revocation.expire_pending(world.revocations)
+    done = revocation.get(world.states, requested.id)
+    assert done.status in (Status.EXECUTED, Status.FAILED), f"still {done.status.value}"
+
+
+# replace on an unmanaged secret is accepted, then can never execute
+def test_replace_of_an_unmanaged_secret_is_a_400(world: World) -> None:
+    world.store.set_value("plain-secret", "v", content_type=None, tags={})
+    with pytest.raises(InvalidRequest, match="replace"):
+        request(world, secret_name="plain-secret", replace=True)
+
+
+# 503 "nothing was changed" after the versions were disabled
+def test_an_unrecorded_outcome_is_not_reported_as_nothing_changed(world: World) -> None:
+    requested = request(world)
+    revocation.approve(world.revocations, requested.id, BOB, None)
+    seen = {"n": 0}
+
+    def outcome_record_fails(e: Any) -> bool:  # the REVOKED success: the outcome, after disabling
+        if e.action == Action.REVOKED and e.result == Result.SUCCESS:
+            seen["n"] += 1
+            return seen["n"] == 1
+        return False
+
+    world.log.fails = outcome_record_fails  # type: ignore[assignment,method-assign]
+    with pytest.raises(Exception) as err:
+        revocation.execute(world.revocations, requested.id, DAVE)
+    assert not any(world.enabled().values())  # the change was made
+    assert not isinstance(err.value, DependencyUnavailable)  # respond(): 503 "nothing was changed"
+    assert isinstance(err.value, OutcomeNotRecorded)
+
+
+def test_an_unrecorded_begin_is_not_reported_as_nothing_changed(world: World) -> None:
+    requested = request(world)
+    revocation.approve(world.revocations, requested.id, BOB, None)
+    world.log.fails = lambda e: e.action == Action.REVOKED and e.result == Result.SUCCESS  # type: ignore
+    with pytest.raises(Exception) as err:
+        revocation.execute(world.revocations, requested.id, DAVE)
+    assert revocation.get(world.states, requested.id).status == Status.EXECUTING  # stored; timer runs it
+    assert isinstance(err.value, OutcomeNotRecorded)
+
+
+def test_an_unrecorded_approval_is_not_reported_as_nothing_changed(world: World) -> None:
+    requested = request(world)
+    world.log.fails = lambda e: e.action == Action.REVOCATION_APPROVED and e.result == Result.SUCCESS  # type: ignore
+    with pytest.raises(Exception) as err:
+        revocation.approve(world.revocations, requested.id, BOB, None)
+    assert revocation.get(world.states, requested.id).status == Status.APPROVED  # it was stored
+    assert isinstance(err.value, OutcomeNotRecorded)
+
+
+def test_closing_write_failing_after_disable_is_not_nothing_changed(world: World) -> None:
+    requested = request(world)
+    revocation.approve(world.revocations, requested.id, BOB, None)
+    original = world.states.replace
+
+    def flaky(partition: str, key: str, state: Any, etag: str) -> Any:
+        if partition == revocation.PARTITION and '"status":"executed"' in str(state["document"]):
+            raise DependencyUnavailable("table_storage", "HTTP 503")
+        return original(partition, key, state, etag)
+
+    world.states.replace = flaky  # type: ignore[method-assign]
+    with pytest.raises(Exception) as err:
+        revocation.execute(world.revocations, requested.id, DAVE)
+    assert not any(world.enabled().values())
+    assert isinstance(err.value, OutcomeNotRecorded)
+
+
+# a break-glass whose execution is refused (Busy) leaves a stored, executing request the caller never
+# hears of; a retry makes a second break-glass
+def test_a_refused_break_glass_leaves_nothing_behind_or_names_it(world: World) -> None:
+    world.acquire("policy", NAME)  # a policy change holds the lease
+    made = request(world, Severity.CRITICAL, break_glass=True)
+    assert [r.id for r in revocation.list_requests(world.states)] == [made.id]
+    assert made.status == Status.EXECUTING  # the timer finishes it once the lease is free
+    world.clock.advance(revocation.EXECUTION_LEASE)
+    assert revocation.expire_pending(world.revocations) == ([], [made.id])
+    assert revocation.get(world.states, made.id).status == Status.EXECUTED

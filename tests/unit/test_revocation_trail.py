@@ -12,7 +12,7 @@ import pytest
 
 from shared.domain.audit import Action, Result
 from shared.domain.errors import InvalidTransition, OutcomeNotRecorded
-from shared.domain.revocation import Revocation, Severity, Status
+from shared.domain.revocation import Reason, Revocation, Severity, Status
 from shared.services import revocation
 from shared.services.revocation import RevocationSettings, Services
 from shared.services.sealed_state import SealedStateStore
@@ -239,3 +239,61 @@ def test_an_execution_of_a_hundred_versions_is_on_record(world: World) -> None:
     [outcome] = [e for e in world.records(Action.REVOKED) if e.result == Result.SUCCESS]
     recorded = outcome.details["result"]
     assert (recorded["disabled_count"], recorded["complete"]) == (100, False)
+
+
+# a storage writer alone makes the timer disable versions nobody requested or approved
+def test_a_forged_executing_row_is_never_executed_by_the_timer(world: World) -> None:
+    now = world.clock.now()
+    forged = Revocation(
+        id="f" * 32,
+        secret_name=NAME,
+        vault="fleet",
+        reason=Reason.MANUAL_REQUEST,
+        severity=Severity.LOW,
+        justification="x",
+        versions=(v2(world),),
+        replace=False,
+        status=Status.EXECUTING,
+        requested_by="nobody",
+        requested_at=now,
+        expires_at=now,
+        required_approvals=2,
+        executed_by="nobody",
+        executed_at=now - timedelta(hours=1),
+    )
+    world.states.create(revocation.PARTITION, forged.id, forged.to_state())
+    revocation.expire_pending(world.revocations)  # the 5-minute timer, no human involved
+    assert world.enabled()[v2(world)], "the current version was disabled on a forged row"
+
+
+# a rewound (replayed) approved row is executed a second time
+def test_a_replayed_approved_row_is_not_executed_again(world: World) -> None:
+    requested = request(world, versions=[v1(world)])
+    approved = revocation.approve(world.revocations, requested.id, BOB, None)
+    snapshot = approved.to_state()
+    revocation.execute(world.revocations, requested.id, DAVE)
+    world.store.update_properties(NAME, v1(world), enabled=True)  # an operator re-enables it
+    stored = world.states.get(revocation.PARTITION, requested.id)
+    assert stored is not None
+    world.states.replace(revocation.PARTITION, requested.id, snapshot, stored.etag)  # storage writer
+    with pytest.raises(InvalidTransition, match="executed already"):
+        revocation.execute(world.revocations, requested.id, DAVE)
+    assert world.enabled()[v1(world)]
+
+
+def test_a_row_rewound_to_executing_is_closed_with_the_recorded_outcome_not_executed_again(
+    world: World,
+) -> None:
+    requested = request(world, versions=[v1(world)])
+    revocation.approve(world.revocations, requested.id, BOB, None)
+    done = revocation.execute(world.revocations, requested.id, DAVE)
+    world.store.update_properties(NAME, v1(world), enabled=True)  # an operator re-enables it
+    rewound = dataclasses.replace(done, status=Status.EXECUTING, result=None)
+    stored = world.states.get(revocation.PARTITION, requested.id)
+    assert stored is not None
+    world.states.replace(revocation.PARTITION, requested.id, rewound.to_state(), stored.etag)
+    world.clock.advance(revocation.EXECUTION_LEASE)
+    assert revocation.expire_pending(world.revocations) == ([], [requested.id])
+    closed = revocation.get(world.states, requested.id)
+    assert closed.status == Status.EXECUTED and closed.result == done.result
+    assert world.enabled()[v1(world)]  # not disabled again
