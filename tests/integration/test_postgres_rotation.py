@@ -54,6 +54,7 @@ from shared.services.catalog import PolicyInput, apply_policy
 from tests.fakes import FixedClock, RecordingPublisher, RecordingRotationRequests
 from tests.integration.test_postgres_rotator import Role, create_role, rolpassword
 from tests.integration.test_rotation_crash import Crash, Crashing, Tripwire, World
+from tests.waiting import eventually
 
 GRACE = timedelta(hours=1)
 #: libpq's minimum: an answer from a local server takes milliseconds, a dead one fails fast anyway.
@@ -317,9 +318,13 @@ class LoginPoller:
 
     def wait(self, polls: int) -> None:
         """Until ``polls`` more polls have completed."""
-        target, deadline = len(self.polls) + polls, time.monotonic() + 30
-        while len(self.polls) < target and time.monotonic() < deadline and self._thread.is_alive():
-            time.sleep(0.005)
+        target = len(self.polls) + polls
+        eventually(
+            lambda: (len(self.polls), self._thread.is_alive()),
+            f"{polls} more polls (done, poller alive)",
+            interval=0.005,
+            until=lambda seen: seen[0] >= target or not seen[1],
+        )
         assert len(self.polls) >= target, ("the poller stalled", self.errors[-3:])
 
     def failures(self) -> list[Poll]:
