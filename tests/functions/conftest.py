@@ -6,9 +6,12 @@ every test looks functions up by name.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+import azure.functions as func
 import pytest
 
 from shared.bootstrap import Container, set_container
@@ -65,6 +68,39 @@ class FakeContainer(Container):
             request, self.secret_store, self.state_store, self.audit_trail, self.publisher, self.clock,
             reserved=self.reserved_secrets,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Context:
+    """The ``func.Context`` a function reads: its invocation id is the correlation id of what it records."""
+
+    invocation_id: str
+    function_name: str = "test"
+
+
+def call_http(
+    function: Any,
+    context: Context,
+    *,
+    method: str,
+    url: str,
+    principal: str | None,
+    body: Any = None,
+    route: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], func.HttpResponse]:
+    """Call a registered HTTP function as the host does: a real ``HttpRequest`` (``body`` as JSON unless it
+    is bytes) with the caller's principal header. Returns the status, the JSON body and the response."""
+    all_headers = {"user-agent": "pytest", **(headers or {})}
+    if principal is not None:
+        all_headers["x-ms-client-principal"] = principal
+    raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
+    request = func.HttpRequest(
+        method, url, headers=all_headers, params=params or {}, route_params=route or {}, body=raw
+    )
+    response: func.HttpResponse = function.get_user_function()(request, context)
+    return response.status_code, json.loads(response.get_body() or b"{}"), response
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from shared.domain.audit import Action, Result
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
-from tests.functions.conftest import FakeContainer
+from tests.functions.conftest import Context, FakeContainer, call_http
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
 READER = encode_principal("oid-auditor", ["Secrets.Audit.Read"], name="ana")
@@ -25,9 +25,7 @@ JSON = {"content-type": "application/json"}
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 
 
-class Ctx:
-    invocation_id = "inv-456"
-    function_name = "test"
+CONTEXT = Context("inv-456")
 
 
 @pytest.fixture
@@ -57,17 +55,13 @@ class Caller:
         principal: str | None = OPERATOR,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any], func.HttpResponse]:
-        all_headers = {"user-agent": "pytest", **(JSON if body is not None else {}), **(headers or {})}
-        if principal is not None:
-            all_headers["x-ms-client-principal"] = principal
-        raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
-        request = func.HttpRequest(
-            method, "http://localhost/api/secrets", headers=all_headers, params=params or {},
-            route_params=route or {}, body=raw,
+        answer = call_http(
+            self.functions[name], CONTEXT, method=method, url="http://localhost/api/secrets",
+            principal=principal, body=body, route=route, params=params,
+            headers={**(JSON if body is not None else {}), **(headers or {})},
         )  # fmt: skip
-        response: func.HttpResponse = self.functions[name].get_user_function()(request, Ctx())
-        self.seen.append(response.get_body() or b"")
-        return response.status_code, json.loads(response.get_body() or b"{}"), response
+        self.seen.append(answer[2].get_body() or b"")
+        return answer
 
 
 @pytest.fixture
@@ -410,7 +404,7 @@ def test_plan_lists_what_is_coming(call: Caller, fake: FakeContainer) -> None:
 def _deliver(functions: dict[str, Any], body: str) -> None:
     """One queue delivery to the registered rotate_secret function."""
     message = func.QueueMessage(id="m-1", body=body.encode())
-    functions["rotate_secret"].get_user_function()(message, Ctx())
+    functions["rotate_secret"].get_user_function()(message, CONTEXT)
 
 
 def test_only_requests_the_service_sealed_are_acted_on(

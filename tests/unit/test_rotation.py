@@ -115,14 +115,16 @@ def test_a_crash_at_promotion_then_a_retry_leaves_exactly_one_new_version(world:
     assert world.rotate().status == "skipped"
 
 
+def promoting(world: World, rotation_id: str, *, holder: str, lease_until: str) -> None:
+    """The progress row of a rotation that holds the lease, promoting from the current version."""
+    row = {"rotation_id": rotation_id, "step": "promoting", "from_version": world.versions()[0],
+           "holder": holder, "lease_until": lease_until, "attempt": 1}  # fmt: skip
+    world.states.create(PARTITION, world.name, row)
+
+
 def test_a_crashed_holder_blocks_only_until_its_lease_expires(world: World) -> None:
     world.secret(age_days=DUE)
-    world.states.create(
-        PARTITION,
-        "dispatch-api-key",
-        {"rotation_id": "r1", "step": "promoting", "from_version": world.versions()[0], "holder": "dead",
-         "lease_until": "2026-11-29T10:04:00.000000Z", "attempt": 1},
-    )  # fmt: skip
+    promoting(world, "r1", holder="dead", lease_until="2026-11-29T10:04:00.000000Z")
     assert world.rotate().status == "in_progress"
     world.clock.advance(timedelta(minutes=5))
     outcome = world.rotate()
@@ -339,12 +341,7 @@ def test_a_forged_retirement_schedule_disables_nothing_it_should_not(world: Worl
 
 def test_a_lease_far_in_the_future_is_not_honoured(world: World) -> None:
     world.secret(age_days=DUE)
-    world.states.create(
-        PARTITION,
-        "dispatch-api-key",
-        {"rotation_id": "r9", "step": "promoting", "from_version": world.versions()[0], "holder": "forged",
-         "lease_until": "2999-01-01T00:00:00.000000Z", "attempt": 1},
-    )  # fmt: skip
+    promoting(world, "r9", holder="forged", lease_until="2999-01-01T00:00:00.000000Z")
     assert world.rotate().status == "rotated"
     assert len(world.versions()) == 2
 

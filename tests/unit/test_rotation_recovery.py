@@ -3,6 +3,7 @@ not the row, decides what is resumed and what is retired, and nothing done is fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from shared.domain.policy import (
     SecretKind,
 )
 from shared.domain.rotation import RotationReason, RotationRequest
+from shared.domain.state import Versioned
 from shared.services.audit import AuditUnavailable
 from shared.services.rotation import (
     PARTITION,
@@ -47,6 +49,26 @@ class DiesAfterWrite(InMemorySecretStore):
             self.armed = False
             raise ProcessDied
         return made
+
+
+class ScheduleWrittenMeanwhile:
+    """The world's state store, where another write to NAME's retirement schedule (``meanwhile``, given the
+    row as read) lands just before this caller's first replace of it. It puts itself in the world."""
+
+    def __init__(self, world: World, meanwhile: Callable[[Versioned], object]) -> None:
+        self.inner, self.meanwhile, self.hit = world.states, meanwhile, False
+        world.states = self  # type: ignore[assignment]
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
+
+    def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
+        if key == schedule_key(NAME) and not self.hit:
+            self.hit = True
+            current = self.inner.get(partition, key)
+            assert current is not None
+            self.meanwhile(current)
+        return self.inner.replace(partition, key, state, etag)
 
 
 @pytest.fixture
@@ -188,25 +210,13 @@ def test_a_schedule_written_concurrently_does_not_record_the_success_twice(world
     seed(world)
     world.rotate()
     world.clock.advance(timedelta(days=31))
-    inner = world.states
-
-    class Racy:  # retire_due's write lands between schedule_retirement's read and its write
-        hit = False
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(inner, attr)
-
-        def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
-            if key == schedule_key(NAME) and not Racy.hit:
-                Racy.hit = True
-                current = inner.get(partition, key)
-                assert current is not None
-                inner.replace(partition, key, dict(current.state), current.etag)
-            return inner.replace(partition, key, state, etag)
-
-    world.states = Racy()  # type: ignore[assignment]
+    # retire_due's write lands between schedule_retirement's read and its write.
+    key = schedule_key(NAME)
+    racy = ScheduleWrittenMeanwhile(
+        world, lambda row: world.rows.replace(PARTITION, key, dict(row.state), row.etag)
+    )
     assert request(world).status == "rotated"
-    assert Racy.hit and len(successes(world)) == 2  # two rotations, one success each
+    assert racy.hit and len(successes(world)) == 2  # two rotations, one success each
 
 
 def test_a_violation_whose_record_failed_is_recorded_by_the_next_sweep(world: World) -> None:
@@ -374,26 +384,14 @@ def test_a_schedule_removed_while_a_rotation_adds_to_it_is_made_again(world: Wor
     seed(world)
     world.rotate()
     world.clock.advance(timedelta(days=31))  # due again; the first schedule is still there
-    inner = world.states
-
-    class Racy:
-        hit = False
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(inner, attr)
-
-        def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
-            if key == schedule_key(NAME) and not Racy.hit:
-                Racy.hit = True
-                current = inner.get(partition, key)
-                assert current is not None
-                inner.delete(partition, key, current.etag)  # retirement emptied and removed it
-            return inner.replace(partition, key, state, etag)
-
-    world.states = Racy()  # type: ignore[assignment]
+    inner = world.rows
+    # A retirement run emptied the schedule and removed it.
+    racy = ScheduleWrittenMeanwhile(
+        world, lambda row: world.rows.delete(PARTITION, schedule_key(NAME), row.etag)
+    )
     current = world.store.get_properties(NAME).version
     assert request(world).status == "rotated"
-    assert Racy.hit
+    assert racy.hit
     schedule = inner.get(PARTITION, schedule_key(NAME))
     assert schedule is not None and current in schedule.state["versions"]
     assert [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED] == []
