@@ -186,30 +186,17 @@ def test_unknown_ids_are_404(call: Caller) -> None:
     assert call("revocations_request", body={**REQUEST, "secret_name": "no-such"})[0] == 404
 
 
+READERS = {
+    Role.REVOCATION_REQUEST,
+    Role.REVOCATION_APPROVE,
+    Role.REVOCATION_EXECUTE,
+    Role.BREAK_GLASS,
+    Role.AUDIT_READ,
+}
 ENDPOINTS: list[tuple[str, str, set[Role]]] = [
     ("revocations_request", "POST", {Role.REVOCATION_REQUEST}),
-    (
-        "revocations_list",
-        "GET",
-        {
-            Role.REVOCATION_REQUEST,
-            Role.REVOCATION_APPROVE,
-            Role.REVOCATION_EXECUTE,
-            Role.BREAK_GLASS,
-            Role.AUDIT_READ,
-        },
-    ),
-    (
-        "revocations_get",
-        "GET",
-        {
-            Role.REVOCATION_REQUEST,
-            Role.REVOCATION_APPROVE,
-            Role.REVOCATION_EXECUTE,
-            Role.BREAK_GLASS,
-            Role.AUDIT_READ,
-        },
-    ),
+    ("revocations_list", "GET", READERS),
+    ("revocations_get", "GET", READERS),
     ("revocations_approve", "POST", {Role.REVOCATION_APPROVE}),
     ("revocations_reject", "POST", {Role.REVOCATION_APPROVE}),
     ("revocations_cancel", "POST", {Role.REVOCATION_REQUEST}),
