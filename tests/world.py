@@ -1,15 +1,17 @@
-"""One world for the unit tier: every port a service meets, as an in-memory fake wired as
+"""One world for the tests: every port a service meets, as an in-memory fake wired as
 ``shared/bootstrap.py`` wires them, and each service called in one place.
 
-A test builds ``World()`` (the ``world`` fixture of ``conftest.py``), seeds the vault (``secret``), calls a
-service through the world (``world.rotate()``, ``world.rollback()``, ``world.revocations`` ...) and asserts
-on the fakes' state (versions, rows, records, events). When a service's signature changes, the method of
-the same name below is the one place in the unit tests to change.
+A unit test builds ``World()`` (the ``world`` fixture of ``tests/unit/conftest.py``), seeds the vault
+(``secret``), calls a service through the world (``world.rotate()``, ``world.rollback()``,
+``world.revocations`` ...) and asserts on the fakes' state (versions, rows, records, events). When a
+service's signature changes, the method of the same name below is the one place in the unit tests to
+change. The functions tier's ``FakeContainer`` takes its fakes from a world too.
 
-Variants are chosen at construction: a fake of one's own (``store=``, ``rows=``, ``log=``: a class or
-factory, called as the default one is), another start time (``now=``), and ``sealed=True`` for the state
-store as production seals it (``states`` over the table ``rows`` a storage writer reaches, with the tamper
-alarm that turns what it meets into records, findings and events). Without it ``states`` is ``rows``.
+Variants are chosen at construction: a fake of one's own (``store=``, ``rows=``, ``log=``, ``findings=``:
+a class or factory, called as the default one is), another start time (``now=``), and ``sealed=True`` for
+the state store as production seals it (``states`` over the table ``rows`` a storage writer reaches, with
+the tamper alarm that turns what it meets into records, findings and events). Without it ``states`` is
+``rows``.
 """
 
 from __future__ import annotations

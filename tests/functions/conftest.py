@@ -19,18 +19,8 @@ from shared.config import Settings
 from shared.domain.audit import Action, Result
 from shared.domain.rotation import RotationRequest
 from shared.services import rotation
-from shared.services.audit import AuditTrail
 from shared.services.rotation import RotationOutcome
-from tests.fakes import (
-    FakeKeyRing,
-    FixedClock,
-    InMemoryAnchor,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-    RecordingRotationRequests,
-)
+from tests.world import World
 
 LOCAL_ENV = {
     "KEY_VAULT_URL": "https://fleet.vault.azure.net",
@@ -47,16 +37,17 @@ class FakeContainer(Container):
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(Settings(LOCAL_ENV if env is None else env))
-        self.clock = FixedClock()
-        self.key_ring = FakeKeyRing()
-        self.audit_log = InMemoryAuditLog(self.key_ring)  # type: ignore[assignment]
-        self.digest_anchor = InMemoryAnchor()
-        self.audit_trail = AuditTrail(self.audit_log, self.clock, "fleet")
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
-        self.finding_rows = InMemoryStateStore()
-        self.rotation_queue = RecordingRotationRequests()
-        self.publisher = RecordingPublisher()
+        world = World()  # the fakes, wired as in the unit tier
+        self.clock = world.clock
+        self.key_ring = world.keys
+        self.audit_log = world.log  # type: ignore[assignment]
+        self.digest_anchor = world.anchor
+        self.audit_trail = world.trail
+        self.secret_store = world.store
+        self.state_rows = world.rows
+        self.finding_rows = world.finding_rows
+        self.rotation_queue = world.requests
+        self.publisher = world.publisher
 
     def fail_success_of(self, action: Action | None) -> None:
         """From now on the success record of ``action`` cannot be written (None: every record can)."""

@@ -1,4 +1,4 @@
-"""Unit tier: the pure core over in-memory fakes, wired once in ``tests/unit/world.py``. A test module that
+"""Unit tier: the pure core over in-memory fakes, wired once in ``tests/world.py``. A test module that
 needs a variant of the world (a fake of its own, sealed state, a seeded secret) overrides ``world``."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 
 from shared.services.audit import AuditTrail
 from tests.fakes import FixedClock, InMemoryAuditLog
-from tests.unit.world import World
+from tests.world import World
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from shared.services.audit import (
     finding_actors,
 )
 from tests.fakes import InMemoryFindings
-from tests.unit.world import World
+from tests.world import World
 
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
 

@@ -36,7 +36,7 @@ from shared.services.audit import (
     VerifyReport,
 )
 from tests.fakes import InMemoryAnchor, InMemoryAuditLog
-from tests.unit.world import World
+from tests.world import World
 
 DB = "fleet:db-password"
 SERVICE = "fleet:_service"

@@ -16,7 +16,7 @@ from shared.services.audit import (
     decode_cursor,
 )
 from tests.fakes import InMemoryFindings
-from tests.unit.world import VAULT, World
+from tests.world import VAULT, World
 
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
 

@@ -26,7 +26,7 @@ from shared.services.rotation import (
     made_by_service,
 )
 from tests.fakes import FixedClock, InMemorySecretStore, InMemoryStateStore
-from tests.unit.world import World
+from tests.world import World
 
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 OPERATOR = Actor(id="oid-operator", type=ActorType.USER)

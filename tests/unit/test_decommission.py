@@ -15,7 +15,7 @@ from shared.domain.revocation import Reason, Severity
 from shared.services import revocation, rotation
 from shared.services.audit import AuditUnavailable
 from shared.services.revocation import NewRequest
-from tests.unit.world import World
+from tests.world import World
 
 NAME = "retired-partner-key"
 OPERATOR = Actor("olga", ActorType.USER)

@@ -15,7 +15,7 @@ from shared.domain.notifications import SECRET_EXPIRED, SECRET_NEAR_EXPIRY
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services.expiry import CLAIM_LEASE, VIOLATIONS, ExpiryReport
 from tests.fakes import FixedClock, InMemorySecretStore
-from tests.unit.world import API_KEY, World
+from tests.world import API_KEY, World
 
 EXP = datetime(2027, 3, 1, 12, 0, tzinfo=UTC)
 

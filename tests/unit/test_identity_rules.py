@@ -29,7 +29,7 @@ from shared.services import revocation
 from shared.services.suspicious import find_suspicious
 from tests.fakes import FixedClock, InMemoryFindings
 from tests.unit.test_revocation import BOB, request, revocation_world
-from tests.unit.world import World
+from tests.world import World
 
 GUID = "3f2c9a1e-4b7d-4e8a-9c1f-0a2b3c4d5e6f"
 

@@ -34,7 +34,7 @@ from shared.services.rotation import (
     Busy,
 )
 from tests.fakes import FakeKeyRing, FixedClock, InMemoryAuditLog, InMemorySecretStore, InMemoryStateStore
-from tests.unit.world import API_KEY, VAULT, World
+from tests.world import API_KEY, VAULT, World
 
 NEAR, EXPIRED, NEW = KeyVaultEventType.NEAR_EXPIRY, KeyVaultEventType.EXPIRED, KeyVaultEventType.NEW_VERSION
 

@@ -28,7 +28,7 @@ from shared.domain.secrets import SecretVersion
 from shared.services import revocation, rotation
 from shared.services.audit import AuditUnavailable
 from shared.services.revocation import InvalidRequest, NewRequest
-from tests.unit.world import World
+from tests.world import World
 
 NAME = "dispatch-api-key"
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), grace=timedelta(hours=1))

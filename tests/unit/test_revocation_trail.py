@@ -17,7 +17,7 @@ from shared.services import revocation
 from shared.services.revocation import RevocationSettings, Services
 from shared.services.sealed_state import SealedStateStore
 from tests.unit.test_revocation import ALICE, BOB, CAROL, DAVE, NAME, request, revocation_world, v1, v2
-from tests.unit.world import World
+from tests.world import World
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from shared.services.rotation import (
     schedule_key,
 )
 from tests.fakes import InMemorySecretStore
-from tests.unit.world import World
+from tests.world import World
 
 NAME = "dispatch-api-key"
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")

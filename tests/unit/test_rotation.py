@@ -25,7 +25,7 @@ from shared.services.rotation import (
 )
 from shared.services.sweep import PolicyViolation
 from tests.fakes import InMemoryAuditLog, InMemorySecretStore
-from tests.unit.world import API_KEY, World
+from tests.world import API_KEY, World
 
 DUE = 31  # days: older than the 30-day interval of API_KEY
 

@@ -30,7 +30,7 @@ from shared.services.rotation import (
     written_by_service,
 )
 from tests.fakes import InMemorySecretStore
-from tests.unit.world import API_KEY, World
+from tests.world import API_KEY, World
 
 NAME = "dispatch-api-key"
 LONG_AGO = "2000-01-01T00:00:00.000000Z"

@@ -14,7 +14,7 @@ import pytest
 from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services import catalog, rotation
-from tests.unit.world import World
+from tests.world import World
 
 NAME = "dispatch-api-key"
 OPERATOR = Actor("oid-operator", ActorType.USER)

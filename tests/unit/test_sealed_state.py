@@ -16,7 +16,7 @@ from shared.domain.state import MAC_FIELD, StateTampered, StateWrite
 from shared.services import expiry, rotation
 from shared.services.findings import TamperAlarm
 from shared.services.sealed_state import SealedStateStore
-from tests.unit.world import STATE_TABLE, World
+from tests.world import STATE_TABLE, World
 
 TABLE = STATE_TABLE
 

@@ -14,7 +14,7 @@ from shared.domain.scan_rules import ScanRules
 from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS
 from shared.services.suspicious import find_suspicious
 from tests.fakes import InMemoryFindings
-from tests.unit.world import World
+from tests.world import World
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday
 RULES = ScanRules()

@@ -13,7 +13,7 @@ from shared.domain.policy import RotationPolicy, Rotator, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.sweep import DueSecret, PolicyViolation, SweepReport
 from tests.fakes import FixedClock, InMemorySecretStore
-from tests.unit.world import World
+from tests.world import World
 
 CORRELATION = "sweep-0001"
 

@@ -11,7 +11,7 @@ import pytest
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services import catalog, inventory, rotation, stalls, sweep_run
-from tests.unit.world import World
+from tests.world import World
 
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
 OPERATOR = Actor("oid-operator", ActorType.USER)

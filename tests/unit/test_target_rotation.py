@@ -40,7 +40,7 @@ from tests.fakes import (
     RecordingPublisher,
     TargetCrash,
 )
-from tests.unit.world import World
+from tests.world import World
 
 NAME = "dispatch-webhook-key"
 POLICY = RotationPolicy(
