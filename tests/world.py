@@ -4,8 +4,9 @@
 A unit test builds ``World()`` (the ``world`` fixture of ``tests/unit/conftest.py``), seeds the vault
 (``secret``), calls a service through the world (``world.rotate()``, ``world.rollback()``,
 ``world.revocations`` ...) and asserts on the fakes' state (versions, rows, records, events). When a
-service's signature changes, the method of the same name below is the one place in the unit tests to
-change. The functions tier's ``FakeContainer`` takes its fakes from a world too.
+service's signature changes, the method of the same name on ``Peers`` below is the one place in the tests
+to change: the integration tests call the services through ``Peers`` over real adapters, and the functions
+tier's ``FakeContainer`` takes its fakes from a world.
 
 Variants are chosen at construction: a fake of one's own (``store=``, ``rows=``, ``log=``, ``findings=``:
 a class or factory, called as the default one is), another start time (``now=``), and ``sealed=True`` for
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from shared.domain.audit import Action, AuditEvent, AuditQuery, AuditRecord
@@ -64,100 +66,35 @@ FINDINGS_TABLE = "auditfindings"
 API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 
 
-class World:
-    def __init__(
-        self,
-        *,
-        name: str = NAME,
-        now: datetime | None = None,
-        store: Callable[[Clock], InMemorySecretStore] = InMemorySecretStore,
-        rows: Callable[[], InMemoryStateStore] = InMemoryStateStore,
-        log: Callable[[FakeKeyRing], InMemoryAuditLog] = InMemoryAuditLog,
-        findings: Callable[[], FindingStore] | None = None,
-        sealed: bool = False,
-        rotators: Mapping[Rotator, Any] | None = None,
-    ) -> None:
-        self.name = name  # the secret a service call is about when the test names none
-        self.vault = VAULT
-        # The service's own secrets under the product's names: never rotated, revoked or listed as managed.
-        self.reserved: Collection[str] = SERVICE_SECRETS
-        self.clock = FixedClock(now)
-        self.store = store(self.clock)
-        self.keys = FakeKeyRing()
-        self.log = log(self.keys)
-        self.trail = AuditTrail(self.log, self.clock, self.vault)
-        self.anchor = InMemoryAnchor()
-        self.publisher = RecordingPublisher()
-        self.requests = RecordingRotationRequests()
-        self.rotators: Mapping[Rotator, Any] = dict(rotators or {})
-        self.rows = rows()  # the state table, as a storage writer reaches it
-        self.finding_rows = InMemoryStateStore()
-        self.alarm = TamperAlarm(lambda: self.finding_peers)
-        self.states: StateStore = (
-            SealedStateStore(self.rows, self.keys, STATE_TABLE, self.alarm) if sealed else self.rows
-        )
-        self.findings: FindingStore = (
-            findings()
-            if findings is not None
-            else StateFindingStore(SealedStateStore(self.finding_rows, self.keys, FINDINGS_TABLE, self.alarm))
-        )
+class Peers:
+    """The peers a service takes, and each service called with them here and nowhere else in the tests.
+    ``World`` is these over in-memory fakes; an integration test may make one over real adapters
+    (``Peers(store=..., states=..., ...)``): a method only needs the peers its service takes."""
+
+    name: str = NAME  # the secret a service call is about when the test names none
+    vault: str = VAULT
+    # The service's own secrets under the product's names: never rotated, revoked or listed as managed.
+    reserved: Collection[str] = SERVICE_SECRETS
+    rotators: Mapping[Rotator, Any] = MappingProxyType({})
+    clock: Clock
+    store: Any
+    states: StateStore
+    log: Any
+    keys: Any
+    trail: AuditTrail
+    anchor: Any
+    publisher: Any
+    requests: Any
+    findings: FindingStore
+    alarm: Callable[[Any], None]
+
+    def __init__(self, **peers: Any) -> None:
+        for role, peer in peers.items():
+            setattr(self, role, peer)
 
     @property
     def finding_peers(self) -> FindingPeers:
         return FindingPeers(self.findings, self.trail, self.publisher, self.clock)
-
-    # -- seeding and reading back -------------------------------------------------------------------
-
-    def secret(
-        self,
-        name: str | None = None,
-        value: str = "initial-value",
-        *,
-        tags: Mapping[str, str] | None = None,
-        age_days: float = 0,
-        content_type: str | None = "text/plain",
-        **properties: Any,
-    ) -> SecretVersion:
-        """A new version of ``name`` (with the tags of ``API_KEY`` unless given), made ``age_days`` ago."""
-        self.clock.advance(timedelta(days=-age_days))
-        try:
-            return self.store.set_value(
-                name or self.name,
-                value,
-                content_type=content_type,
-                tags=API_KEY.to_tags() if tags is None else tags,
-                **properties,
-            )
-        finally:
-            self.clock.advance(timedelta(days=age_days))
-
-    def versions(self, name: str | None = None) -> list[str]:
-        """The version ids of ``name`` in creation order."""
-        return self.store.versions_of(name or self.name)
-
-    def enabled(self, name: str | None = None) -> dict[str, bool]:
-        return {v.version: v.enabled for v in self.store.list_versions(name or self.name)}
-
-    def current(self, name: str | None = None) -> str:
-        """The value of the current version."""
-        return self.store.get_value(name or self.name).value
-
-    def target(self, rotator: Rotator = Rotator.WEBHOOK) -> Any:
-        """The fake target the test put behind ``rotator``."""
-        return self.rotators[rotator]
-
-    def records(self, action: Action, name: str | None = None) -> list[AuditEvent]:
-        """The records of ``action`` (about the secret ``name``, when given)."""
-        return [e for e in self.log.events if e.action == action and (name is None or e.secret_name == name)]
-
-    def overwrite(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
-        """Rewrite a row as a storage writer does: straight into the table, no key."""
-        stored = self.rows.get(partition, key)
-        if stored is None:
-            return self.rows.create(partition, key, state)
-        return self.rows.replace(partition, key, state, stored.etag)
-
-    # -- the services, each called here and nowhere else in the unit tests ----------------------------
 
     def rotate(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
         return rotation.rotate(
@@ -356,3 +293,90 @@ class World:
             self.log, self.trail, self.findings, self.publisher, self.clock, rules or ScanRules(),
             correlation_id, keys=self.keys,
         )  # fmt: skip
+
+
+class World(Peers):
+    """The peers over in-memory fakes, wired as bootstrap wires the real ones, and a test's view of them."""
+
+    def __init__(
+        self,
+        *,
+        name: str = NAME,
+        now: datetime | None = None,
+        store: Callable[[Clock], InMemorySecretStore] = InMemorySecretStore,
+        rows: Callable[[], InMemoryStateStore] = InMemoryStateStore,
+        log: Callable[[FakeKeyRing], InMemoryAuditLog] = InMemoryAuditLog,
+        findings: Callable[[], FindingStore] | None = None,
+        sealed: bool = False,
+        rotators: Mapping[Rotator, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.clock = FixedClock(now)
+        self.store = store(self.clock)
+        self.keys = FakeKeyRing()
+        self.log = log(self.keys)
+        self.trail = AuditTrail(self.log, self.clock, self.vault)
+        self.anchor = InMemoryAnchor()
+        self.publisher = RecordingPublisher()
+        self.requests = RecordingRotationRequests()
+        self.rotators = dict(rotators or {})
+        self.rows = rows()  # the state table, as a storage writer reaches it
+        self.finding_rows = InMemoryStateStore()
+        self.alarm = TamperAlarm(lambda: self.finding_peers)
+        self.states = SealedStateStore(self.rows, self.keys, STATE_TABLE, self.alarm) if sealed else self.rows
+        self.findings = (
+            findings()
+            if findings is not None
+            else StateFindingStore(SealedStateStore(self.finding_rows, self.keys, FINDINGS_TABLE, self.alarm))
+        )
+
+    # -- seeding and reading back -------------------------------------------------------------------
+
+    def secret(
+        self,
+        name: str | None = None,
+        value: str = "initial-value",
+        *,
+        tags: Mapping[str, str] | None = None,
+        age_days: float = 0,
+        content_type: str | None = "text/plain",
+        **properties: Any,
+    ) -> SecretVersion:
+        """A new version of ``name`` (with the tags of ``API_KEY`` unless given), made ``age_days`` ago."""
+        self.clock.advance(timedelta(days=-age_days))
+        try:
+            return self.store.set_value(
+                name or self.name,
+                value,
+                content_type=content_type,
+                tags=API_KEY.to_tags() if tags is None else tags,
+                **properties,
+            )
+        finally:
+            self.clock.advance(timedelta(days=age_days))
+
+    def versions(self, name: str | None = None) -> list[str]:
+        """The version ids of ``name`` in creation order."""
+        return self.store.versions_of(name or self.name)
+
+    def enabled(self, name: str | None = None) -> dict[str, bool]:
+        return {v.version: v.enabled for v in self.store.list_versions(name or self.name)}
+
+    def current(self, name: str | None = None) -> str:
+        """The value of the current version."""
+        return self.store.get_value(name or self.name).value
+
+    def target(self, rotator: Rotator = Rotator.WEBHOOK) -> Any:
+        """The fake target the test put behind ``rotator``."""
+        return self.rotators[rotator]
+
+    def records(self, action: Action, name: str | None = None) -> list[AuditEvent]:
+        """The records of ``action`` (about the secret ``name``, when given)."""
+        return [e for e in self.log.events if e.action == action and (name is None or e.secret_name == name)]
+
+    def overwrite(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
+        """Rewrite a row as a storage writer does: straight into the table, no key."""
+        stored = self.rows.get(partition, key)
+        if stored is None:
+            return self.rows.create(partition, key, state)
+        return self.rows.replace(partition, key, state, stored.etag)

@@ -49,12 +49,12 @@ from shared.domain.targets import (
 )
 from shared.ports import TargetRotator
 from shared.services import rotation
-from shared.services.audit import AuditTrail
-from shared.services.catalog import PolicyInput, apply_policy
-from tests.fakes import FixedClock, RecordingPublisher, RecordingRotationRequests
+from shared.services.catalog import PolicyInput
+from tests.fakes import FixedClock, RecordingRotationRequests
 from tests.integration.test_postgres_rotator import Role, create_role, rolpassword
 from tests.integration.test_rotation_crash import Crash, Crashing, Tripwire, World
 from tests.waiting import eventually
+from tests.world import Peers
 
 GRACE = timedelta(hours=1)
 #: libpq's minimum: an answer from a local server takes milliseconds, a dead one fails fast anyway.
@@ -170,34 +170,18 @@ class PgWorld(World):
             for rotator in ROTATORS
         }
 
+    def peers(self, wire: Tripwire | None = None) -> Peers:
+        peers = super().peers(wire)
+        peers.rotators = self.rotators(wire)
+        return peers
+
     def rotate(
         self, name: str, wire: Tripwire | None = None, *, force: bool = False
     ) -> rotation.RotationOutcome:
-        wire = wire or Tripwire()
-        trail = AuditTrail(Crashing(self.log, wire, "audit"), self.clock, self.vault)
-        return rotation.rotate(
-            name,
-            Crashing(self.store, wire, "vault"),
-            Crashing(self.states, wire, "state"),
-            trail,
-            Crashing(RecordingPublisher(), wire, "topic"),
-            self.clock,
-            reserved=self.container.reserved_secrets,
-            force=force,
-            rotators=self.rotators(wire),
-        )
+        return self.peers(wire or Tripwire()).rotate(name, force=force)
 
     def retire(self, name: str) -> list[str]:
-        trail = AuditTrail(self.log, self.clock, self.vault)
-        return rotation.retire_due(
-            name,
-            self.store,
-            self.states,
-            trail,
-            self.clock,
-            reserved=self.container.reserved_secrets,
-            rotators=self.rotators(),
-        )
+        return self.peers().retire_due(name)
 
     def value(self, name: str, version: str | None = None) -> str:
         return self.store.get_value(name, version).value
@@ -617,7 +601,8 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
     """Crash a rotation after the target's set, let its lease run out, let ``interloper`` write, then
     run what the sweep does next; returns the outcome of the request it queued."""
     at = _calls(world, case.rotator, after=True).index("target.set") + 1
-    requests = RecordingRotationRequests()
+    peers = world.peers()  # the sweep's and the operator's: no tripwire
+    peers.requests = requests = RecordingRotationRequests()
     if interloper == "retirement":
         # A manual rotation within the grace of the previous version dies; the hourly sweep requests its
         # resumption, then retires that previous version.
@@ -625,7 +610,7 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
         with pytest.raises(Crash):
             world.rotate(case.name, Tripwire(at, after=True), force=True)
         world.clock.advance(GRACE + timedelta(seconds=1))  # the lease (15 min) ran out too
-        assert rotation.resume_stale(world.states, requests, world.clock, "sweep") == [case.name.lower()]
+        assert peers.resume_stale("sweep") == [case.name.lower()]
         with contextlib.suppress(Conflict):  # waiting for the dead rotation would be fine too
             assert world.retire(case.name) == [case.first]
     else:
@@ -643,18 +628,8 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
             rotation_grace_hours=1,
         )
         with contextlib.suppress(Conflict):  # refusing while a dead rotation is pending would be fine too
-            apply_policy(
-                world.store,
-                world.states,
-                AuditTrail(world.log, world.clock, world.vault),
-                world.clock,
-                reserved=world.container.reserved_secrets,
-                name=case.name,
-                fields=fields,
-                actor=Actor("operator", ActorType.USER),
-                rotators=world.rotators(),
-            )
-        resumed = rotation.resume_stale(world.states, requests, world.clock, "sweep")
+            peers.apply_policy(case.name, fields, actor=Actor("operator", ActorType.USER))
+        resumed = peers.resume_stale("sweep")
         if not resumed:  # the row is gone: the sweep's due request is what comes next
             requests.send(
                 [
@@ -666,16 +641,7 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
                     )
                 ]
             )
-    return rotation.rotate_requested(
-        requests.sent[0],
-        world.store,
-        world.states,
-        AuditTrail(world.log, world.clock, world.vault),
-        RecordingPublisher(),
-        world.clock,
-        reserved=world.container.reserved_secrets,
-        rotators=world.rotators(),
-    )
+    return peers.rotate_requested(requests.sent[0])
 
 
 @pytest.mark.parametrize(
