@@ -376,6 +376,22 @@ def _crash_and_retry(world: PgWorld, poller: LoginPoller, name: str, at: int, af
     poller.wait(3)
 
 
+def _crashed_and_retried(
+    world: PgWorld, rotator: Rotator, points: list[tuple[int, bool, str]]
+) -> Iterator[tuple[str, str, bool, LoginPoller]]:
+    """For each crash point, a fresh secret's rotation crashed there and retried while a consumer polls:
+    (where, the call, after it or not, the poller), once the rotation is done exactly once and the poller
+    saw no error."""
+    for at, after, call in points:
+        case = world.new_case(rotator)
+        with LoginPoller(world.emulator, case.name) as poller:
+            _crash_and_retry(world, poller, case.name, at, after)
+        where = f"crash {'after' if after else 'before'} {call}"
+        world.assert_rotated_once(case.name, case.first)
+        assert poller.errors == [], (where, poller.errors)
+        yield where, call, after, poller
+
+
 def test_alternating_users_the_current_credential_never_stops_working(world: PgWorld) -> None:
     rotator = Rotator.POSTGRES_ALTERNATING
     case = world.new_case(rotator)
@@ -390,13 +406,7 @@ def test_alternating_users_the_current_credential_never_stops_working(world: PgW
 
     points = _target_points(world, rotator)
     assert len(points) == 8, points  # tags, pending, set, test; before and after each
-    for at, after, call in points:
-        case = world.new_case(rotator)
-        with LoginPoller(world.emulator, case.name) as poller:
-            _crash_and_retry(world, poller, case.name, at, after)
-        where = f"crash {'after' if after else 'before'} {call}"
-        world.assert_rotated_once(case.name, case.first)
-        assert poller.errors == [], (where, poller.errors)
+    for where, _, _, poller in _crashed_and_retried(world, rotator, points):
         assert poller.current_failures() == [], (where, poller.current_failures())
         assert len({p.current_version for p in poller.polls}) == 2, where  # it saw both versions
 
@@ -443,13 +453,7 @@ def test_single_user_some_value_in_the_vault_always_logs_in(world: PgWorld) -> N
         f"{len(windows)} window(s), longest {1000 * longest[0]:.0f}-{1000 * longest[1]:.0f} ms"
     )
 
-    for at, after, call in _target_points(world, rotator):
-        case = world.new_case(rotator)
-        with LoginPoller(world.emulator, case.name) as poller:
-            _crash_and_retry(world, poller, case.name, at, after)
-        where = f"crash {'after' if after else 'before'} {call}"
-        world.assert_rotated_once(case.name, case.first)
-        assert poller.errors == [], (where, poller.errors)
+    for where, call, after, poller in _crashed_and_retried(world, rotator, _target_points(world, rotator)):
         assert poller.failures() == [], (where, poller.failures())
         if call in {"target.test", "target.tags"} or (call == "target.set" and after):
             # The role's password changed before the crash: until the retry promotes it, consumers of
