@@ -28,7 +28,7 @@ from shared.domain.policy import SERVICE_SECRETS, RotationPolicy, Rotator, Secre
 from shared.domain.rotation import RotationRequest
 from shared.domain.scan_rules import ScanRules
 from shared.domain.secrets import SecretVersion
-from shared.domain.state import Versioned
+from shared.domain.state import StateTampered, Versioned
 from shared.ports import AuditReader, Clock, FindingStore, StateStore
 from shared.services import audit as audit_service
 from shared.services import (
@@ -99,7 +99,7 @@ class Peers:
     def rotate(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
         return rotation.rotate(
             name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, **{"rotators": self.rotators, **options},
+            reserved=self.reserved, rotators=self.rotators, **options,
         )  # fmt: skip
 
     def rotate_requested(self, request: RotationRequest) -> rotation.RotationOutcome:
@@ -118,7 +118,7 @@ class Peers:
     def replace(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
         return rotation.replace(
             name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, **{"rotators": self.rotators, **options},
+            reserved=self.reserved, rotators=self.rotators, **options,
         )  # fmt: skip
 
     def retire_due(self, name: str | None = None) -> list[str]:
@@ -196,8 +196,6 @@ class Peers:
 
     def report_missing(self, partition: str, key: str) -> None:
         """What bootstrap wires for a row an index names that is not there: the alarm hears of it."""
-        from shared.domain.state import StateTampered
-
         self.alarm(StateTampered(STATE_TABLE, partition, key, "missing", "", "missing"))
 
     @property
@@ -219,13 +217,13 @@ class Peers:
     def onboard(self, name: str, policy: RotationPolicy, **options: Any) -> SecretVersion:
         return catalog.onboard(
             self.store, self.states, self.trail, self.clock,
-            reserved=self.reserved, name=name, policy=policy, **{"rotators": self.rotators, **options},
+            reserved=self.reserved, name=name, policy=policy, rotators=self.rotators, **options,
         )  # fmt: skip
 
     def apply_policy(self, name: str, fields: catalog.PolicyInput, **options: Any) -> RotationPolicy:
         return catalog.apply_policy(
             self.store, self.states, self.trail, self.clock,
-            reserved=self.reserved, name=name, fields=fields, **{"rotators": self.rotators, **options},
+            reserved=self.reserved, name=name, fields=fields, rotators=self.rotators, **options,
         )  # fmt: skip
 
     def plan_rotation(
