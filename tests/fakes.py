@@ -221,23 +221,22 @@ class InMemoryStateStore:
             self.rows[(partition, key)] = stored = self._next(state)
             return stored
 
+    def _check(self, partition: str, key: str, etag: str) -> None:
+        current = self.rows.get((partition, key))
+        if current is None:
+            raise NotFound(f"{partition}/{key} does not exist")
+        if current.etag != etag:
+            raise Conflict(f"{partition}/{key} changed since it was read")
+
     def replace(self, partition: str, key: str, state: Mapping[str, Any], etag: str) -> Versioned:
         with self._lock:
-            current = self.rows.get((partition, key))
-            if current is None:
-                raise NotFound(f"{partition}/{key} does not exist")
-            if current.etag != etag:
-                raise Conflict(f"{partition}/{key} changed since it was read")
+            self._check(partition, key, etag)
             self.rows[(partition, key)] = stored = self._next(state)
             return stored
 
     def delete(self, partition: str, key: str, etag: str) -> None:
         with self._lock:
-            current = self.rows.get((partition, key))
-            if current is None:
-                raise NotFound(f"{partition}/{key} does not exist")
-            if current.etag != etag:
-                raise Conflict(f"{partition}/{key} changed since it was read")
+            self._check(partition, key, etag)
             del self.rows[(partition, key)]
 
     def commit(self, partition: str, writes: Sequence[StateWrite]) -> list[Versioned]:

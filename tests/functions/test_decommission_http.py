@@ -13,7 +13,6 @@ import pytest
 from shared.domain.audit import Action, Result
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
-from tests.fakes import InMemorySecretStore, InMemoryStateStore
 from tests.functions.conftest import FakeContainer
 
 NAME = "old-partner-key"
@@ -29,8 +28,6 @@ class Ctx:
 class DecommissionContainer(FakeContainer):
     def __init__(self) -> None:
         super().__init__()
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
         tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
         self.secret_store.set_value(NAME, "DECOMMISSIONED-VALUE", content_type=None, tags=tags)
 

@@ -18,9 +18,10 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
 from shared.services.expiry import ClaimHeld
 from shared.services.key_vault_events import PARTITION
-from tests.fakes import InMemorySecretStore, InMemoryStateStore, RecordingRotationRequests
+from tests.fakes import InMemorySecretStore, RecordingRotationRequests
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
+NAME = "dispatch-api-key"
 API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 NEAR = "Microsoft.KeyVault.SecretNearExpiry"
 NEW = "Microsoft.KeyVault.SecretNewVersionCreated"
@@ -32,12 +33,6 @@ class Ctx:
 
 
 class World(FakeContainer):
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        super().__init__(env)
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
-        self.rotation_queue = RecordingRotationRequests()
-
     @property
     def store(self) -> InMemorySecretStore:
         assert isinstance(self.secret_store, InMemorySecretStore)
@@ -72,6 +67,13 @@ def event(
     )
 
 
+def near_expiry(world: World) -> str:
+    """A managed secret whose current version expires in 29 days: the version."""
+    expires = world.clock.now() + timedelta(days=29)
+    made = world.store.set_value(NAME, "v", content_type=None, tags=API_KEY.to_tags(), expires=expires)
+    return made.version
+
+
 def deliver(functions: dict[str, Any], e: func.EventGridEvent) -> None:
     functions["key_vault_events"].get_user_function()(e)
 
@@ -79,10 +81,7 @@ def deliver(functions: dict[str, Any], e: func.EventGridEvent) -> None:
 def test_near_expiry_of_a_managed_secret_is_one_rotation_request(
     functions: dict[str, Any], world: World
 ) -> None:
-    version = world.store.set_value(
-        "dispatch-api-key", "v", content_type=None, tags=API_KEY.to_tags(),
-        expires=world.clock.now() + timedelta(days=29),
-    ).version  # fmt: skip
+    version = near_expiry(world)
     for i in range(5):
         deliver(functions, event(NEAR, "dispatch-api-key", version, event_id=f"evt-{i}"))
     [request] = world.queue.sent
@@ -107,10 +106,7 @@ def test_malformed_and_irrelevant_events_are_dropped_without_raising(
 def test_a_dependency_failure_is_raised_and_the_redelivery_acts(
     functions: dict[str, Any], world: World
 ) -> None:
-    version = world.store.set_value(
-        "dispatch-api-key", "v", content_type=None, tags=API_KEY.to_tags(),
-        expires=world.clock.now() + timedelta(days=29),
-    ).version  # fmt: skip
+    version = near_expiry(world)
     world.queue.available = False
     with pytest.raises(DependencyUnavailable):
         deliver(functions, event(NEAR, "dispatch-api-key", version))

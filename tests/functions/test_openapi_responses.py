@@ -24,6 +24,7 @@ import azure.functions as func
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from shared.adapters.key_vault import AUDIT_KEY_SECRET
 from shared.bootstrap import Container
 from shared.domain.audit import Action, Result
 from shared.domain.errors import DependencyUnavailable
@@ -33,15 +34,12 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.entrypoints import openapi
 from shared.entrypoints.openapi import ENDPOINTS, REF_TEMPLATE
 from shared.ports import DependencyProbe
-from shared.services.rotation import rotate_requested
-from tests.fakes import InMemorySecretStore, InMemoryStateStore, RecordingRotationRequests
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
 NAME = "dispatch-api-key"
 OTHER = "partner-api-key"
-RESERVED = "audit-hmac-key"
 MISSING = "no-such-key"
 FINDING = "f" * 32
 NO_ID = "0" * 32
@@ -89,16 +87,13 @@ class Probe:
 
 
 class World(FakeContainer):
-    """Every port a fake; NAME (40 days old: due), OTHER and the service's own RESERVED in the vault."""
+    """Every port a fake; NAME (40 days old: due), OTHER and the service's own MAC key in the vault."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
-        self.rotation_queue = RecordingRotationRequests()
         self.probes: dict[str, DependencyProbe] = {"key_vault": Probe(), "storage": Probe()}
         self.clock.advance(timedelta(days=-40))
-        for name in (NAME, OTHER, RESERVED):
+        for name in (NAME, OTHER, AUDIT_KEY_SECRET):
             self.secret_store.set_value(name, f"VALUE-OF-{name}", content_type=None, tags=POLICY.to_tags())
         self.clock.advance(timedelta(days=40))
         expires = self.clock.now() + timedelta(days=3)
@@ -108,10 +103,6 @@ class World(FakeContainer):
 
     def health_probes(self) -> dict[str, DependencyProbe]:
         return dict(self.probes)
-
-    def fail_success_of(self, action: Action | None) -> None:
-        """From now on the success record of ``action`` cannot be written (None: every record can)."""
-        self.audit_log.fails = lambda e: e.action == action and e.result == Result.SUCCESS
 
 
 class Exploding:
@@ -345,16 +336,13 @@ def secrets(client: Client, world: World) -> None:
     assert client("secrets_list", params={"limit": "1"}, expect=200)["continuation"]
     client("secrets_policy", route={"name": NAME}, body=POLICY_BODY, expect=200)
     client("secrets_policy", route={"name": MISSING}, body=POLICY_BODY, expect=404)
-    client("secrets_policy", route={"name": RESERVED}, body=POLICY_BODY, expect=409)
+    client("secrets_policy", route={"name": AUDIT_KEY_SECRET}, body=POLICY_BODY, expect=409)
     assert client("secrets_rotate", route={"name": NAME}, body={"dry_run": True}, expect=200)["would_rotate"]
     client("secrets_rotate", route={"name": MISSING}, body={"force": True}, expect=404)
-    client("secrets_rotate", route={"name": RESERVED}, body={"force": True}, expect=409)
+    client("secrets_rotate", route={"name": AUDIT_KEY_SECRET}, body={"force": True}, expect=409)
     client("secrets_rotate", route={"name": NAME}, body={}, expect=202)
     [request] = world.rotation_queue.sent
-    rotate_requested(
-        request, world.secret_store, world.state_store, world.audit_trail, world.publisher, world.clock,
-        reserved=world.reserved_secrets,
-    )  # fmt: skip
+    world.rotate_requested(request)
     status = client("secrets_status", route={"name": NAME}, expect=200)
     assert status["last_rotation"]["recorded"]["rotation_id"] == request.rotation_id
     client("secrets_status", route={"name": MISSING}, expect=404)
@@ -377,10 +365,10 @@ def decommission(client: Client, world: World) -> None:
     body = {"justification": "the contract ended"}
     client("secrets_delete", route={"name": NAME}, body=body, who=EXECUTOR, expect=202)
     client("secrets_delete", route={"name": NAME}, body=body, who=EXECUTOR, expect=404)
-    client("secrets_delete", route={"name": RESERVED}, body=body, who=EXECUTOR, expect=409)
+    client("secrets_delete", route={"name": AUDIT_KEY_SECRET}, body=body, who=EXECUTOR, expect=409)
     client("secrets_recover", route={"name": NAME}, body={}, who=EXECUTOR, expect=202)
     client("secrets_recover", route={"name": NAME}, body={}, who=EXECUTOR, expect=404)
-    client("secrets_recover", route={"name": RESERVED}, body={}, who=EXECUTOR, expect=409)
+    client("secrets_recover", route={"name": AUDIT_KEY_SECRET}, body={}, who=EXECUTOR, expect=409)
 
 
 @answers(
@@ -415,7 +403,9 @@ def revocations(client: Client, world: World) -> None:
     missing = {"id": NO_ID}
     first = request()
     client("revocations_request", body={**REQUEST, "secret_name": MISSING}, who=REQUESTER, expect=404)
-    client("revocations_request", body={**REQUEST, "secret_name": RESERVED}, who=REQUESTER, expect=409)
+    client(
+        "revocations_request", body={**REQUEST, "secret_name": AUDIT_KEY_SECRET}, who=REQUESTER, expect=409
+    )
     assert client("revocations_get", route=first, who=READER, expect=200)["status"] == "pending"
     client("revocations_get", route=missing, who=READER, expect=404)
     client("revocations_approve", route=first, body={"comment": "go"}, who=APPROVER, expect=200)

@@ -5,7 +5,6 @@ principal refused when the platform does not vouch for it, and never a value in 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -16,8 +15,7 @@ import pytest
 from shared.domain.audit import Action
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
-from tests.fakes import InMemorySecretStore, InMemoryStateStore
-from tests.functions.conftest import LOCAL_ENV, FakeContainer
+from tests.functions.conftest import LOCAL_ENV, Context, FakeContainer, call_http
 
 NAME = "dispatch-api-key"
 JSON = {"content-type": "application/json"}
@@ -35,16 +33,12 @@ EXECUTOR = principal("dave", Role.REVOCATION_EXECUTE)
 EVERYTHING = principal("root", *ALL_ROLES)
 
 
-class Ctx:
-    invocation_id = "inv-789"
-    function_name = "test"
+CONTEXT = Context("inv-789")
 
 
 class RevocationContainer(FakeContainer):
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env)
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
         policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
         self.clock.advance(timedelta(days=-1))
         self.version = self.secret_store.set_value(NAME, "VALUE-1", content_type=None, tags=policy.to_tags())
@@ -66,17 +60,12 @@ class Caller:
         self, name: str, *, method: str = "POST", route: dict[str, str] | None = None,
         params: dict[str, str] | None = None, body: Any = None, who: str | None = REQUESTER,
     ) -> tuple[int, dict[str, Any], func.HttpResponse]:  # fmt: skip
-        headers = {"user-agent": "pytest", **(JSON if method == "POST" else {})}
-        if who is not None:
-            headers["x-ms-client-principal"] = who
-        raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
-        request = func.HttpRequest(
-            method, "http://localhost/api/revocations", headers=headers, params=params or {},
-            route_params=route or {}, body=raw,
+        answer = call_http(
+            self.functions[name], CONTEXT, method=method, url="http://localhost/api/revocations",
+            principal=who, body=body, route=route, params=params, headers=JSON if method == "POST" else {},
         )  # fmt: skip
-        response: func.HttpResponse = self.functions[name].get_user_function()(request, Ctx())
-        self.seen.append(response.get_body() or b"")
-        return response.status_code, json.loads(response.get_body() or b"{}"), response
+        self.seen.append(answer[2].get_body() or b"")
+        return answer
 
 
 @pytest.fixture
@@ -129,7 +118,7 @@ def test_a_request_expires_and_the_timer_marks_it(
     made = call("revocations_request", body=REQUEST)[1]
     fake.clock.advance(timedelta(hours=24))
     assert call("revocations_approve", route={"id": made["id"]}, body={}, who=APPROVER)[0] == 409
-    functions["revocation_expiry"].get_user_function()(TimerRequest(), Ctx())
+    functions["revocation_expiry"].get_user_function()(TimerRequest(), CONTEXT)
     status, stored, _ = call("revocations_get", method="GET", route={"id": made["id"]}, who=EXECUTOR)
     assert (status, stored["status"]) == (200, "expired")
     assert call("revocations_execute", route={"id": made["id"]}, who=EXECUTOR)[0] == 409
@@ -197,30 +186,17 @@ def test_unknown_ids_are_404(call: Caller) -> None:
     assert call("revocations_request", body={**REQUEST, "secret_name": "no-such"})[0] == 404
 
 
+READERS = {
+    Role.REVOCATION_REQUEST,
+    Role.REVOCATION_APPROVE,
+    Role.REVOCATION_EXECUTE,
+    Role.BREAK_GLASS,
+    Role.AUDIT_READ,
+}
 ENDPOINTS: list[tuple[str, str, set[Role]]] = [
     ("revocations_request", "POST", {Role.REVOCATION_REQUEST}),
-    (
-        "revocations_list",
-        "GET",
-        {
-            Role.REVOCATION_REQUEST,
-            Role.REVOCATION_APPROVE,
-            Role.REVOCATION_EXECUTE,
-            Role.BREAK_GLASS,
-            Role.AUDIT_READ,
-        },
-    ),
-    (
-        "revocations_get",
-        "GET",
-        {
-            Role.REVOCATION_REQUEST,
-            Role.REVOCATION_APPROVE,
-            Role.REVOCATION_EXECUTE,
-            Role.BREAK_GLASS,
-            Role.AUDIT_READ,
-        },
-    ),
+    ("revocations_list", "GET", READERS),
+    ("revocations_get", "GET", READERS),
     ("revocations_approve", "POST", {Role.REVOCATION_APPROVE}),
     ("revocations_reject", "POST", {Role.REVOCATION_APPROVE}),
     ("revocations_cancel", "POST", {Role.REVOCATION_REQUEST}),

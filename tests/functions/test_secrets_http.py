@@ -16,13 +16,7 @@ from shared.domain.audit import Action, Result
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
-from shared.services.rotation import rotate_requested
-from tests.fakes import (
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingRotationRequests,
-)
-from tests.functions.conftest import FakeContainer
+from tests.functions.conftest import Context, FakeContainer, call_http
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
 READER = encode_principal("oid-auditor", ["Secrets.Audit.Read"], name="ana")
@@ -31,26 +25,12 @@ JSON = {"content-type": "application/json"}
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 
 
-class Ctx:
-    invocation_id = "inv-456"
-    function_name = "test"
-
-
-class SecretsContainer(FakeContainer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.secret_store = InMemorySecretStore(self.clock)
-        self.state_rows = InMemoryStateStore()
-        self.rotation_queue = RecordingRotationRequests()
-
-    def fail_success_of(self, action: Action | None) -> None:
-        """From now on the success record of ``action`` cannot be written (None: every record can)."""
-        self.audit_log.fails = lambda e: e.action == action and e.result == Result.SUCCESS
+CONTEXT = Context("inv-456")
 
 
 @pytest.fixture
-def fake(use_container: Any) -> SecretsContainer:
-    container: SecretsContainer = use_container(SecretsContainer())
+def fake(use_container: Any) -> FakeContainer:
+    container: FakeContainer = use_container(FakeContainer())
     return container
 
 
@@ -61,7 +41,7 @@ def responses() -> Iterator[list[bytes]]:
 
 
 class Caller:
-    def __init__(self, functions: dict[str, Any], fake: SecretsContainer, seen: list[bytes]) -> None:
+    def __init__(self, functions: dict[str, Any], fake: FakeContainer, seen: list[bytes]) -> None:
         self.functions, self.fake, self.seen = functions, fake, seen
 
     def __call__(
@@ -75,21 +55,17 @@ class Caller:
         principal: str | None = OPERATOR,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any], func.HttpResponse]:
-        all_headers = {"user-agent": "pytest", **(JSON if body is not None else {}), **(headers or {})}
-        if principal is not None:
-            all_headers["x-ms-client-principal"] = principal
-        raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
-        request = func.HttpRequest(
-            method, "http://localhost/api/secrets", headers=all_headers, params=params or {},
-            route_params=route or {}, body=raw,
+        answer = call_http(
+            self.functions[name], CONTEXT, method=method, url="http://localhost/api/secrets",
+            principal=principal, body=body, route=route, params=params,
+            headers={**(JSON if body is not None else {}), **(headers or {})},
         )  # fmt: skip
-        response: func.HttpResponse = self.functions[name].get_user_function()(request, Ctx())
-        self.seen.append(response.get_body() or b"")
-        return response.status_code, json.loads(response.get_body() or b"{}"), response
+        self.seen.append(answer[2].get_body() or b"")
+        return answer
 
 
 @pytest.fixture
-def call(functions: dict[str, Any], fake: SecretsContainer, responses: list[bytes]) -> Iterator[Caller]:
+def call(functions: dict[str, Any], fake: FakeContainer, responses: list[bytes]) -> Iterator[Caller]:
     caller = Caller(functions, fake, responses)
     yield caller
     # Whatever a test did: no response ever carried a value the store holds.
@@ -99,7 +75,7 @@ def call(functions: dict[str, Any], fake: SecretsContainer, responses: list[byte
             assert value.encode() not in body
 
 
-def seed(fake: SecretsContainer, name: str, tags: dict[str, str] | None = None, age_days: int = 1) -> str:
+def seed(fake: FakeContainer, name: str, tags: dict[str, str] | None = None, age_days: int = 1) -> str:
     fake.clock.advance(timedelta(days=-age_days))
     made = fake.secret_store.set_value(
         name, f"value-of-{name}", content_type="text/plain", tags=POLICY.to_tags() if tags is None else tags
@@ -124,7 +100,7 @@ ONBOARD = {"name": "new-key", "kind": "api-key", "rotation_interval_days": 30, "
     ],
 )
 def test_writes_need_the_operate_role(
-    call: Caller, fake: SecretsContainer, function: str, method: str, route: Any, body: Any
+    call: Caller, fake: FakeContainer, function: str, method: str, route: Any, body: Any
 ) -> None:
     seed(fake, "alpha")
     for principal, status in ((NO_ROLE, 403), (READER, 403), (None, 401)):
@@ -139,7 +115,7 @@ def test_writes_need_the_operate_role(
     ("function", "route"),
     [("secrets_list", None), ("secrets_status", {"name": "alpha"}), ("rotation_plan", None)],
 )
-def test_reads_accept_either_role(call: Caller, fake: SecretsContainer, function: str, route: Any) -> None:
+def test_reads_accept_either_role(call: Caller, fake: FakeContainer, function: str, route: Any) -> None:
     seed(fake, "alpha")
     assert call(function, route=route, principal=READER)[0] == 200
     assert call(function, route=route, principal=OPERATOR)[0] == 200
@@ -149,7 +125,7 @@ def test_reads_accept_either_role(call: Caller, fake: SecretsContainer, function
 # -- list ---------------------------------------------------------------------------------------------------
 
 
-def test_list_pages_with_a_continuation(call: Caller, fake: SecretsContainer) -> None:
+def test_list_pages_with_a_continuation(call: Caller, fake: FakeContainer) -> None:
     for name in ("alpha", "bravo", "charlie"):
         seed(fake, name)
     seed(fake, "audit-hmac-key")
@@ -179,7 +155,7 @@ def test_list_refuses_bad_parameters(call: Caller, params: dict[str, str], param
 # -- onboard ------------------------------------------------------------------------------------------------
 
 
-def test_onboarding_answers_201_with_the_properties_only(call: Caller, fake: SecretsContainer) -> None:
+def test_onboarding_answers_201_with_the_properties_only(call: Caller, fake: FakeContainer) -> None:
     status, body, _ = call("secrets_onboard", method="POST", body=ONBOARD)
     assert status == 201
     [version] = fake.secret_store.versions_of("new-key")
@@ -194,7 +170,7 @@ def test_onboarding_answers_201_with_the_properties_only(call: Caller, fake: Sec
 
 
 def test_an_onboarding_whose_success_record_fails_is_500_saying_the_secret_was_created(
-    call: Caller, fake: SecretsContainer
+    call: Caller, fake: FakeContainer
 ) -> None:
     fake.fail_success_of(Action.SECRET_ONBOARDED)
     status, problem, _ = call("secrets_onboard", method="POST", body=ONBOARD)
@@ -218,7 +194,7 @@ def test_an_onboarding_whose_success_record_fails_is_500_saying_the_secret_was_c
     ],
 )
 def test_onboarding_refuses_bad_bodies_naming_the_field(
-    call: Caller, fake: SecretsContainer, body: dict[str, Any], parameter: str
+    call: Caller, fake: FakeContainer, body: dict[str, Any], parameter: str
 ) -> None:
     status, problem, _ = call("secrets_onboard", method="POST", body=body)
     assert (status, problem["parameter"]) == (400, parameter)
@@ -226,7 +202,7 @@ def test_onboarding_refuses_bad_bodies_naming_the_field(
     assert fake.secret_store.secrets == {}
 
 
-def test_onboarding_a_reserved_name_is_409(call: Caller, fake: SecretsContainer) -> None:
+def test_onboarding_a_reserved_name_is_409(call: Caller, fake: FakeContainer) -> None:
     status, problem, _ = call("secrets_onboard", method="POST", body={**ONBOARD, "name": "audit-hmac-key"})
     assert status == 409 and "own secret" in problem["detail"]
 
@@ -241,7 +217,7 @@ def test_a_body_that_is_not_json_is_415(call: Caller) -> None:
 # -- policy -------------------------------------------------------------------------------------------------
 
 
-def test_a_policy_is_applied_and_returned(call: Caller, fake: SecretsContainer) -> None:
+def test_a_policy_is_applied_and_returned(call: Caller, fake: FakeContainer) -> None:
     seed(fake, "legacy", tags={"team": "ops"})
     status, problem, _ = call(
         "secrets_policy", method="PUT", route={"name": "legacy"}, body={"rotation_interval_days": 7}
@@ -263,7 +239,7 @@ def test_a_policy_is_applied_and_returned(call: Caller, fake: SecretsContainer) 
 # -- rotate -------------------------------------------------------------------------------------------------
 
 
-def test_a_forced_rotation_is_queued_with_a_location(call: Caller, fake: SecretsContainer) -> None:
+def test_a_forced_rotation_is_queued_with_a_location(call: Caller, fake: FakeContainer) -> None:
     seed(fake, "alpha")
     status, body, response = call(
         "secrets_rotate", method="POST", route={"name": "alpha"}, body={"force": True}
@@ -276,17 +252,14 @@ def test_a_forced_rotation_is_queued_with_a_location(call: Caller, fake: Secrets
         True,
         body["rotation_id"],
     )
-    outcome = rotate_requested(
-        request, fake.secret_store, fake.state_store, fake.audit_trail, fake.publisher, fake.clock,
-        reserved=fake.reserved_secrets,
-    )  # fmt: skip
+    outcome = fake.rotate_requested(request)
     assert outcome.rotation_id == body["rotation_id"]
     status, state, _ = call("secrets_status", route={"name": "alpha"})
     assert state["last_rotation"]["recorded"]["rotation_id"] == body["rotation_id"]
 
 
 def test_a_forced_rotation_queued_but_not_recorded_is_still_202_with_its_id(
-    call: Caller, fake: SecretsContainer
+    call: Caller, fake: FakeContainer
 ) -> None:
     seed(fake, "alpha")
     fake.fail_success_of(Action.ROTATION_REQUESTED)
@@ -295,7 +268,7 @@ def test_a_forced_rotation_queued_but_not_recorded_is_still_202_with_its_id(
     assert (status, body) == (202, {"rotation_id": request.rotation_id, "status": "queued", "joined": None})
 
 
-def test_a_dry_run_is_200_with_the_plan(call: Caller, fake: SecretsContainer) -> None:
+def test_a_dry_run_is_200_with_the_plan(call: Caller, fake: FakeContainer) -> None:
     seed(fake, "alpha")
     status, plan, _ = call("secrets_rotate", method="POST", route={"name": "alpha"}, body={"dry_run": True})
     assert status == 200 and plan["would_rotate"] is False and plan["reason"].startswith("not due until")
@@ -316,7 +289,7 @@ def test_a_dry_run_is_200_with_the_plan(call: Caller, fake: SecretsContainer) ->
     ],
 )
 def test_rotate_refusals(
-    call: Caller, fake: SecretsContainer, route: dict[str, str], body: Any, status: int, says: str
+    call: Caller, fake: FakeContainer, route: dict[str, str], body: Any, status: int, says: str
 ) -> None:
     seed(fake, "alpha")
     seed(fake, "legacy", tags={"team": "ops"})
@@ -328,7 +301,7 @@ def test_rotate_refusals(
     assert fake.rotation_queue.sent == []
 
 
-def test_rotate_needs_a_json_content_type_and_no_query(call: Caller, fake: SecretsContainer) -> None:
+def test_rotate_needs_a_json_content_type_and_no_query(call: Caller, fake: FakeContainer) -> None:
     seed(fake, "alpha")
     assert call("secrets_rotate", method="POST", route={"name": "alpha"}, body=b"{}",
                 headers={"content-type": "application/x-www-form-urlencoded"})[0] == 415  # fmt: skip
@@ -342,7 +315,7 @@ def test_rotate_needs_a_json_content_type_and_no_query(call: Caller, fake: Secre
 # -- status -------------------------------------------------------------------------------------------------
 
 
-def test_status(call: Caller, fake: SecretsContainer) -> None:
+def test_status(call: Caller, fake: FakeContainer) -> None:
     version = seed(fake, "alpha")
     status, body, _ = call("secrets_status", route={"name": "alpha"})
     assert status == 200 and body["version"] == version and body["policy"]["kind"] == "api-key"
@@ -355,14 +328,11 @@ def test_status(call: Caller, fake: SecretsContainer) -> None:
 # -- rollback -----------------------------------------------------------------------------------------------
 
 
-def test_rollback_restores_the_previous_value_once(call: Caller, fake: SecretsContainer) -> None:
+def test_rollback_restores_the_previous_value_once(call: Caller, fake: FakeContainer) -> None:
     old = seed(fake, "alpha", age_days=40)
     call("secrets_rotate", method="POST", route={"name": "alpha"}, body={})
     [request] = fake.rotation_queue.sent
-    rotate_requested(
-        request, fake.secret_store, fake.state_store, fake.audit_trail, fake.publisher, fake.clock,
-        reserved=fake.reserved_secrets,
-    )  # fmt: skip
+    fake.rotate_requested(request)
     bad = fake.secret_store.get_properties("alpha").version
     status, problem, _ = call(
         "secrets_rollback", method="POST", route={"name": "alpha"}, body={"from_version": old}
@@ -380,15 +350,12 @@ def test_rollback_restores_the_previous_value_once(call: Caller, fake: SecretsCo
 
 
 def test_a_rollback_written_but_not_recorded_is_500_naming_it_and_the_retry_records_it(
-    call: Caller, fake: SecretsContainer
+    call: Caller, fake: FakeContainer
 ) -> None:
     old = seed(fake, "alpha", age_days=40)
     call("secrets_rotate", method="POST", route={"name": "alpha"}, body={})
     [request] = fake.rotation_queue.sent
-    rotate_requested(
-        request, fake.secret_store, fake.state_store, fake.audit_trail, fake.publisher, fake.clock,
-        reserved=fake.reserved_secrets,
-    )  # fmt: skip
+    fake.rotate_requested(request)
     fake.fail_success_of(Action.ROLLED_BACK)
     status, problem, _ = call("secrets_rollback", method="POST", route={"name": "alpha"}, body={})
     made = fake.secret_store.versions_of("alpha")[-1]
@@ -401,7 +368,7 @@ def test_a_rollback_written_but_not_recorded_is_500_naming_it_and_the_retry_reco
     assert body["rollback_id"] == problem["rollback_id"] and len(fake.secret_store.versions_of("alpha")) == 3
 
 
-def test_rollback_refusals(call: Caller, fake: SecretsContainer) -> None:
+def test_rollback_refusals(call: Caller, fake: FakeContainer) -> None:
     seed(fake, "alpha")
     seed(fake, "legacy", tags={})
     assert call("secrets_rollback", method="POST", route={"name": "nothing"}, body={})[0] == 404
@@ -426,7 +393,7 @@ def test_plan_refuses_bad_parameters(call: Caller, params: dict[str, str], param
     assert (status, problem["parameter"]) == (400, parameter)
 
 
-def test_plan_lists_what_is_coming(call: Caller, fake: SecretsContainer) -> None:
+def test_plan_lists_what_is_coming(call: Caller, fake: FakeContainer) -> None:
     seed(fake, "soon", age_days=27)
     seed(fake, "later")
     status, plan, _ = call("rotation_plan", params={"within_days": "7"})
@@ -437,11 +404,11 @@ def test_plan_lists_what_is_coming(call: Caller, fake: SecretsContainer) -> None
 def _deliver(functions: dict[str, Any], body: str) -> None:
     """One queue delivery to the registered rotate_secret function."""
     message = func.QueueMessage(id="m-1", body=body.encode())
-    functions["rotate_secret"].get_user_function()(message, Ctx())
+    functions["rotate_secret"].get_user_function()(message, CONTEXT)
 
 
 def test_only_requests_the_service_sealed_are_acted_on(
-    functions: dict[str, Any], fake: SecretsContainer
+    functions: dict[str, Any], fake: FakeContainer
 ) -> None:
     """The queue is storage: a request a queue writer put there — unsealed, a sealed one edited (a
     forced rotation, another rotation id), or no request at all — is refused and reported once, never

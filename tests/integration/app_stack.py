@@ -15,6 +15,7 @@ from devtools.host import HostProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from devtools.stack import create_tables
 from shared.adapters.key_vault import KeyVaultMacKeyRing, LocalTokenCredential
+from shared.adapters.storage import QUEUE_API_VERSION, ROTATION_QUEUE
 from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, TableStateStore
 from shared.services.findings import StateFindingStore
 from shared.services.sealed_state import SealedStateStore
@@ -58,6 +59,20 @@ class Stack:
 
     def findings(self) -> StateFindingStore:
         return StateFindingStore(self.sealed(FINDINGS_TABLE))
+
+    def rotation_requests_left(self) -> int:
+        """Rotation requests on the queue, those a function is working on included: a message leaves the
+        queue only when the function that took it has finished (none when the queue was never made)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.storage.queue import QueueClient
+
+        queue = QueueClient.from_connection_string(
+            self.azurite.connection_string, ROTATION_QUEUE, api_version=QUEUE_API_VERSION
+        )
+        try:
+            return int(queue.get_queue_properties().approximate_message_count or 0)
+        except ResourceNotFoundError:
+            return 0
 
     def stop(self) -> None:
         self.host.stop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import pytest
 
@@ -27,36 +27,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def azurite() -> Iterator[AzuriteProcess]:
+class _Peer(Protocol):
+    def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Peer)
+
+
+def _running(what: str, start: Callable[[], P]) -> Iterator[P]:
+    """A peer for the session: started (a failure naming ``what`` if it cannot start), then stopped."""
     try:
-        proc = AzuriteProcess.start()
+        proc = start()
     except RuntimeError as err:
-        pytest.fail(f"Azurite could not start (run `make install`?): {err}", pytrace=False)
+        pytest.fail(f"{what} could not start: {err}", pytrace=False)
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteProcess]:
+    yield from _running("Azurite (run `make install`?)", AzuriteProcess.start)
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresProcess]:
     """A throwaway PostgreSQL cluster (SCRAM over TCP on loopback) for the whole session."""
-    try:
-        proc = PostgresProcess.start()
-    except RuntimeError as err:
-        pytest.fail(f"PostgreSQL could not start: {err}", pytrace=False)
-    yield proc
-    proc.stop()
+    yield from _running("PostgreSQL", PostgresProcess.start)
 
 
 @pytest.fixture(scope="session")
 def kv_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     cert = tmp_path_factory.mktemp("kv") / "emulator.pem"
-    try:
-        proc = EmulatorProcess.start(cert, delete_delay_ms=200)
-    except RuntimeError as err:
-        pytest.fail(f"the Key Vault emulator could not start: {err}", pytrace=False)
-    yield proc
-    proc.stop()
+    yield from _running("the Key Vault emulator", lambda: EmulatorProcess.start(cert, delete_delay_ms=200))
 
 
 def app_settings(azurite: AzuriteProcess, emulator: EmulatorProcess, **extra: str) -> dict[str, str]:

@@ -12,7 +12,6 @@ import logging
 import secrets
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +35,7 @@ from tests.integration.conftest import app_settings
 from tests.integration.http_client import Client
 from tests.integration.test_postgres_rotator import Role, create_role
 from tests.integration.webhook_consumer import WebhookConsumer
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 NO_ROLE = encode_principal("oid-prober", [], name="prober")
@@ -184,8 +184,11 @@ def test_no_secret_value_leaves_key_vault(
             _rotation_paths(client, host, vault, Settings(env).key_vault.name, canaries)
             _target_paths(client, host, vault, postgres, consumer, canaries)
             _revocation_paths(client, vault, canaries)
-            time.sleep(0.5)
-            host_output = host.output()
+            # The host logs each invocation as it ends; the last request's line means every line is in.
+            last = "Executed 'Functions.revocations_get'"
+            host_output = eventually(
+                host.output, "the last request's log line", until=lambda out: last in out
+            )
 
         for item in vault.list_properties_of_secrets():  # every value any path made: rotations, rollback, ...
             for version in vault.list_properties_of_secret_versions(item.name):

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +33,7 @@ from devtools.azurite import AzuriteProcess
 from devtools.host import HostProcess
 from devtools.host.process import REPO_ROOT
 from devtools.host.triggers import QUEUE_API_VERSION
+from tests.waiting import eventually
 
 SAMPLE_DIR = Path(__file__).parent / "devhost_sample"
 SAMPLE_APP = "sample_app:app"
@@ -62,16 +63,6 @@ def records(markers: Path, function: str) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def sample_env(markers: Path, **extra: str) -> dict[str, str]:
@@ -213,7 +204,9 @@ def test_settings_file_values_are_loaded_but_the_environment_wins(host: HostProc
 
     assert seen["greeting"] == "from local.settings.json"
     assert seen["empty_in_environment"] == "from local.settings.json"  # empty counts as unset
-    wait_for(lambda: records(markers, "tick"), 5, "the timer to write into the environment's marker dir")
+    eventually(
+        lambda: records(markers, "tick"), "the timer to write into the environment's marker dir", timeout=5
+    )
 
 
 def test_functions_environment_is_development_whatever_the_settings_file_says(host: HostProcess) -> None:
@@ -379,8 +372,8 @@ def test_the_peer_is_appended_to_x_forwarded_for_after_the_clients_hops(headers_
 
 
 def test_timer_runs_on_startup_and_then_on_its_schedule(host: HostProcess, markers: Path) -> None:
-    ticks = wait_for(
-        lambda: len(records(markers, "tick")) >= 3 and records(markers, "tick"), 8, "three ticks"
+    ticks = eventually(
+        lambda: len(records(markers, "tick")) >= 3 and records(markers, "tick"), "three ticks", timeout=8
     )
 
     assert all(tick["past_due"] is False for tick in ticks)
@@ -396,7 +389,7 @@ def test_admin_api_runs_a_timer_function_now(host: HostProcess, markers: Path) -
     reply = call("POST", f"{host.url}/admin/functions/yearly", body=b'{"input": ""}')
 
     assert reply.status == 202
-    ran = wait_for(lambda: records(markers, "yearly"), 5, "the yearly timer to run")
+    ran = eventually(lambda: records(markers, "yearly"), "the yearly timer to run", timeout=5)
     assert ran == [{"past_due": False, "function_name": "yearly"}]
 
 
@@ -404,7 +397,7 @@ def test_admin_api_runs_a_queue_function_with_the_input_as_body(host: HostProces
     reply = call("POST", f"{host.url}/admin/functions/record_message", body=b'{"input": "hello from admin"}')
 
     assert reply.status == 202
-    seen = wait_for(lambda: records(markers, "record_message"), 5, "the queue function to run")
+    seen = eventually(lambda: records(markers, "record_message"), "the queue function to run", timeout=5)
     assert seen[0]["body"] == "hello from admin"
     assert seen[0]["dequeue_count"] == 1
 
@@ -417,8 +410,10 @@ def test_admin_api_runs_an_event_grid_function_with_a_json_event(host: HostProce
     )
 
     assert reply.status == 202
-    seen = wait_for(
-        lambda: [r for r in records(markers, "on_event") if r["id"] == "admin-ev"], 5, "the admin-run event"
+    seen = eventually(
+        lambda: [r for r in records(markers, "on_event") if r["id"] == "admin-ev"],
+        "the admin-run event",
+        timeout=5,
     )
     assert seen[0]["subject"] == "from-admin"
     assert seen[0]["data"] == {"k": "v"}
@@ -461,8 +456,8 @@ def test_event_grid_notification_calls_the_function_once_per_event(host: HostPro
     )
 
     assert reply.status == 202
-    seen = wait_for(
-        lambda: len(records(markers, "on_event")) >= 2 and records(markers, "on_event"), 5, "events"
+    seen = eventually(
+        lambda: len(records(markers, "on_event")) >= 2 and records(markers, "on_event"), "events", timeout=5
     )
     mine = {record["id"]: record for record in seen if record["id"] in ("ev-1", "ev-2")}
     assert mine["ev-1"]["subject"] == "db-password"
@@ -660,7 +655,7 @@ def test_a_missed_occurrence_runs_once_at_startup_past_due_and_is_recorded(tmp_p
     (state_dir / "timers.json").write_text(json.dumps(seeded), encoding="utf-8")
 
     with _start_monitor_host(markers, state_dir) as proc:
-        states = wait_for(
+        states = eventually(
             lambda: (
                 all(
                     _timer_states(state_dir)[name]["last"] != MISSED["last"]
@@ -668,11 +663,14 @@ def test_a_missed_occurrence_runs_once_at_startup_past_due_and_is_recorded(tmp_p
                 )
                 and _timer_states(state_dir)
             ),
-            10,
             "both missed timers to run and be recorded",
+            timeout=10,
         )
-        time.sleep(0.3)  # a second (run_on_startup) invocation would come now
-        output = proc.output()
+        # The host logs the catch-up before it runs it.
+        past_due = "Executing 'Functions.missed' (Reason='Timer is past due on host startup'"
+        output = eventually(proc.output, "the catch-up in the host's log", until=lambda out: past_due in out)
+    # Leaving the block stopped the host, which joins its timer threads first: a second startup run of
+    # either timer (run_on_startup besides the catch-up) would be in the markers by now.
 
     for name in ("missed", "missed_on_startup"):
         runs = records(markers, name)
@@ -685,21 +683,21 @@ def test_a_missed_occurrence_runs_once_at_startup_past_due_and_is_recorded(tmp_p
     assert all(run["past_due"] is False for run in records(markers, "frequent"))  # sub-minute: not monitored
     assert states["frequent"] == MISSED
     assert "Function 'missed' is past due on startup (its occurrence at 2021-01-01T00:00:00+00:00" in output
-    assert "Executing 'Functions.missed' (Reason='Timer is past due on host startup'" in output
+    assert past_due in output
 
 
 def test_a_fresh_state_records_next_occurrences_and_a_restart_catches_nothing_up(tmp_path: Path) -> None:
     markers, state_dir = tmp_path / "markers", tmp_path / "state" / "devhost"  # created if missing
 
     with _start_monitor_host(markers, state_dir):
-        first = wait_for(
+        first = eventually(
             lambda: (
                 "missed" in (states := _timer_states(state_dir))
                 and states.get("missed_on_startup", {}).get("last")
                 and states
             ),
-            10,
             "the first start to record the monitored timers and the run_on_startup run",
+            timeout=10,
         )
     assert first["missed"] == {
         "last": None,
@@ -711,8 +709,10 @@ def test_a_fresh_state_records_next_occurrences_and_a_restart_catches_nothing_up
     assert "frequent" not in first
 
     with _start_monitor_host(markers, state_dir):
-        wait_for(lambda: len(records(markers, "missed_on_startup")) == 2, 10, "run_on_startup on restart")
-        time.sleep(0.3)
+        eventually(
+            lambda: len(records(markers, "missed_on_startup")) == 2, "run_on_startup on restart", timeout=10
+        )
+    # The host stopped and joined its timer threads: a catch-up run of "missed" would be recorded by now.
 
     assert records(markers, "missed") == []
     assert [run["past_due"] for run in records(markers, "missed_on_startup")] == [False, False]
@@ -723,7 +723,7 @@ def test_without_state_dir_nothing_is_recorded_or_caught_up(tmp_path: Path) -> N
     markers = tmp_path / "markers"
 
     with HostProcess.start(app=MONITOR_APP, cwd=SAMPLE_DIR, env=sample_env(markers)):
-        wait_for(lambda: records(markers, "missed_on_startup"), 10, "run_on_startup")
+        eventually(lambda: records(markers, "missed_on_startup"), "run_on_startup", timeout=10)
 
     assert records(markers, "missed_on_startup")[0] == {"past_due": False, "status": {}}
     assert not (SAMPLE_DIR / "timers.json").exists()
@@ -784,10 +784,12 @@ def test_base64_queue_message_is_processed_and_deleted(storage_host: StorageHost
 
     client.send_message("rotate db-password")
 
-    seen = wait_for(lambda: records(storage_host.markers, "record_message"), 10, "the queue function to run")
+    seen = eventually(
+        lambda: records(storage_host.markers, "record_message"), "the queue function to run", timeout=10
+    )
     assert seen[0]["body"] == "rotate db-password"
     assert seen[0]["dequeue_count"] == 1
-    wait_for(lambda: _message_count(client) == 0, 5, "the processed message to be deleted")
+    eventually(lambda: _message_count(client) == 0, "the processed message to be deleted", timeout=5)
     assert "Request URL" not in storage_host.proc.output(), (
         "the pollers' HTTP requests must not flood the log"
     )
@@ -799,12 +801,14 @@ def test_failing_message_moves_to_poison_after_five_dequeues(storage_host: Stora
 
     client.send_message("cannot be processed")
 
-    moved = wait_for(lambda: poison.peek_messages(max_messages=5), 20, "the message in the poison queue")
+    moved = eventually(
+        lambda: poison.peek_messages(max_messages=5), "the message in the poison queue", timeout=20
+    )
     assert base64.b64decode(moved[0].content) == b"cannot be processed"
     attempts = records(storage_host.markers, "always_fails")
     assert [attempt["dequeue_count"] for attempt in attempts] == [1, 2, 3, 4, 5]
     assert all(attempt["body"] == "cannot be processed" for attempt in attempts)
-    wait_for(lambda: _message_count(client) == 0, 5, "the original message to be deleted")
+    eventually(lambda: _message_count(client) == 0, "the original message to be deleted", timeout=5)
 
 
 def test_message_that_is_not_base64_fails_and_ends_in_poison(storage_host: StorageHost) -> None:
@@ -813,7 +817,9 @@ def test_message_that_is_not_base64_fails_and_ends_in_poison(storage_host: Stora
 
     raw.send_message("not base64 at all!")
 
-    moved = wait_for(lambda: poison.peek_messages(max_messages=5), 20, "the undecodable message in poison")
+    moved = eventually(
+        lambda: poison.peek_messages(max_messages=5), "the undecodable message in poison", timeout=20
+    )
     assert moved[0].content == "not base64 at all!"
     assert all(
         seen["body"] != "not base64 at all!" for seen in records(storage_host.markers, "record_message")

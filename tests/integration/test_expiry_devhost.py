@@ -5,7 +5,6 @@ the host's Event Grid webhook as Event Grid delivers them, the vault read throug
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from shared.config import Settings
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services.rotation import ROTATION_ID_TAG
 from tests.integration.app_stack import Stack, audit_rows
+from tests.waiting import eventually
 
 API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 
@@ -80,7 +80,8 @@ def test_near_expiry_of_a_managed_secret_rotates_it_once_however_often_delivered
     ]
     assert statuses == [202] * 5
     assert stack.host.wait_for_output(f"rotation of {name}: rotated (event)", timeout=60), stack.host.output()
-    time.sleep(2)  # any second request would be consumed by now
+    # A second request would have been taken off the queue and done once the queue is empty.
+    eventually(stack.rotation_requests_left, "the rotation queue to be empty", until=lambda left: left == 0)
     output = stack.host.output()
     assert output.count(f"rotation of {name}:") == 1, output
     assert output.count(f"near-expiry of {name} version {first.properties.version}: acted") == 1
@@ -100,8 +101,11 @@ def test_near_expiry_of_a_managed_secret_rotates_it_once_however_often_delivered
 def test_an_out_of_band_version_is_recorded_once_and_its_policy_restored(stack: Stack) -> None:
     kv = vault(stack)
     name = f"dispatch-key-{uuid.uuid4().hex[:8]}"
-    kv.set_secret(name, "managed-value", tags=API_KEY.to_tags())
-    time.sleep(1.1)  # versions are stamped in whole seconds
+    made = kv.set_secret(name, "managed-value", tags=API_KEY.to_tags()).properties.created_on
+    assert made is not None
+    # Versions are stamped in whole seconds: the out-of-band one must come in a later second.
+    later = made + timedelta(seconds=1)
+    eventually(lambda: datetime.now(UTC), "the next second", until=lambda now: now >= later)
     oob = kv.set_secret(name, "set-by-hand", tags={"changed-by": "alice"})
     assert oob.properties.version is not None
     for _ in range(3):
@@ -124,10 +128,12 @@ def test_the_expiry_check_warns_once_per_threshold(stack: Stack) -> None:
                   expires_on=datetime.now(UTC) + timedelta(days=6))  # fmt: skip
     for run in (1, 2):
         assert stack.client.post("/admin/functions/expiry_check", {"input": ""})[0] == 202
-        deadline = time.monotonic() + 60
-        while stack.host.output().count("expiry check: {") < run and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert stack.host.output().count("expiry check: {") >= run, stack.host.output()
+        eventually(
+            stack.host.output,
+            f"expiry check {run}",
+            timeout=60,
+            until=lambda out, run=run: out.count("expiry check: {") >= run,
+        )
     [warning] = [r for r in rows(stack, "EXPIRY_WARNING", name) if r["result"] == "success"]
     details = json.loads(warning["details"])
     assert (details["threshold_days"], details["owner"]) == (7, "team-partners")

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from devtools.keyvault_emulator.process import REPO_ROOT, EmulatorProcess
 from devtools.keyvault_emulator.rbac import ACTIONS
 from devtools.keyvault_emulator.server import EMULATOR_TENANT_ID, route
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -580,10 +581,10 @@ def test_state_file_keeps_secrets_and_deleted_secrets_across_restarts(tmp_path: 
         assert recovered.value == "gone"
         assert certificate.properties.managed is True and certificate.properties.key_id is not None
         os.kill(second_run.pid, signal.SIGINT)  # Ctrl-C: a clean stop too
-        deadline = time.monotonic() + 10
-        while second_run.returncode is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert second_run.returncode == 0
+        code = eventually(
+            lambda: second_run.returncode, "the emulator to exit", timeout=10, until=lambda c: c is not None
+        )
+        assert code == 0
     finally:
         second_run.stop()
     names = {s["name"]: s["deleted_date"] for s in json.loads(state.read_text(encoding="utf-8"))["secrets"]}
@@ -596,9 +597,10 @@ def test_log_names_calls_but_never_values(client: SecretClient, emulator: Emulat
     client.set_secret(name, value)
     client.get_secret(name)
     expected = f"GET /secrets/{name}/ -> 200 get_secret"
-    deadline = time.monotonic() + 5  # a thread reads the log from the emulator's stderr
-    while expected not in (log := "\n".join(emulator.log_tail())) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # A thread reads the log from the emulator's stderr.
+    log = eventually(
+        lambda: "\n".join(emulator.log_tail()), "the GET in the log", timeout=5, until=lambda t: expected in t
+    )
 
     assert f"PUT /secrets/{name} -> 200 set_secret" in log
     assert f"GET /secrets/{name}/ -> 200 get_secret" in log

@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import sys
-import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from devtools.stack import (
 from shared.adapters.key_vault import LocalTokenCredential
 from shared.domain.identity import Role, parse_principal
 from shared.domain.policy import RotationPolicy
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,11 +143,12 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
         code = stack.interrupt()
     assert code == 0, stack.text
     assert "[make run] stopped" in stack.text
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (
-        _refused(health_url.group(1)) and _refused(vault_url.group(1))
-    ):
-        time.sleep(0.2)
+    eventually(
+        lambda: _refused(health_url.group(1)) and _refused(vault_url.group(1)),
+        "the app and the emulator to stop answering",
+        timeout=10,
+        interval=0.2,
+    )
     assert _refused(health_url.group(1)), "the app still answers after Ctrl-C"
     assert _refused(vault_url.group(1)), "the emulator still answers after Ctrl-C"
     assert (tmp_path / "keyvault-state.json").exists()

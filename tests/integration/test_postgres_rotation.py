@@ -49,11 +49,12 @@ from shared.domain.targets import (
 )
 from shared.ports import TargetRotator
 from shared.services import rotation
-from shared.services.audit import AuditTrail
-from shared.services.catalog import PolicyInput, apply_policy
-from tests.fakes import FixedClock, RecordingPublisher, RecordingRotationRequests
+from shared.services.catalog import PolicyInput
+from tests.fakes import FixedClock, RecordingRotationRequests
 from tests.integration.test_postgres_rotator import Role, create_role, rolpassword
 from tests.integration.test_rotation_crash import Crash, Crashing, Tripwire, World
+from tests.waiting import eventually
+from tests.world import Peers
 
 GRACE = timedelta(hours=1)
 #: libpq's minimum: an answer from a local server takes milliseconds, a dead one fails fast anyway.
@@ -169,34 +170,18 @@ class PgWorld(World):
             for rotator in ROTATORS
         }
 
+    def peers(self, wire: Tripwire | None = None) -> Peers:
+        peers = super().peers(wire)
+        peers.rotators = self.rotators(wire)
+        return peers
+
     def rotate(
         self, name: str, wire: Tripwire | None = None, *, force: bool = False
     ) -> rotation.RotationOutcome:
-        wire = wire or Tripwire()
-        trail = AuditTrail(Crashing(self.log, wire, "audit"), self.clock, self.vault)
-        return rotation.rotate(
-            name,
-            Crashing(self.store, wire, "vault"),
-            Crashing(self.states, wire, "state"),
-            trail,
-            Crashing(RecordingPublisher(), wire, "topic"),
-            self.clock,
-            reserved=self.container.reserved_secrets,
-            force=force,
-            rotators=self.rotators(wire),
-        )
+        return self.peers(wire or Tripwire()).rotate(name, force=force)
 
     def retire(self, name: str) -> list[str]:
-        trail = AuditTrail(self.log, self.clock, self.vault)
-        return rotation.retire_due(
-            name,
-            self.store,
-            self.states,
-            trail,
-            self.clock,
-            reserved=self.container.reserved_secrets,
-            rotators=self.rotators(),
-        )
+        return self.peers().retire_due(name)
 
     def value(self, name: str, version: str | None = None) -> str:
         return self.store.get_value(name, version).value
@@ -317,9 +302,13 @@ class LoginPoller:
 
     def wait(self, polls: int) -> None:
         """Until ``polls`` more polls have completed."""
-        target, deadline = len(self.polls) + polls, time.monotonic() + 30
-        while len(self.polls) < target and time.monotonic() < deadline and self._thread.is_alive():
-            time.sleep(0.005)
+        target = len(self.polls) + polls
+        eventually(
+            lambda: (len(self.polls), self._thread.is_alive()),
+            f"{polls} more polls (done, poller alive)",
+            interval=0.005,
+            until=lambda seen: seen[0] >= target or not seen[1],
+        )
         assert len(self.polls) >= target, ("the poller stalled", self.errors[-3:])
 
     def failures(self) -> list[Poll]:
@@ -387,6 +376,22 @@ def _crash_and_retry(world: PgWorld, poller: LoginPoller, name: str, at: int, af
     poller.wait(3)
 
 
+def _crashed_and_retried(
+    world: PgWorld, rotator: Rotator, points: list[tuple[int, bool, str]]
+) -> Iterator[tuple[str, str, bool, LoginPoller]]:
+    """For each crash point, a fresh secret's rotation crashed there and retried while a consumer polls:
+    (where, the call, after it or not, the poller), once the rotation is done exactly once and the poller
+    saw no error."""
+    for at, after, call in points:
+        case = world.new_case(rotator)
+        with LoginPoller(world.emulator, case.name) as poller:
+            _crash_and_retry(world, poller, case.name, at, after)
+        where = f"crash {'after' if after else 'before'} {call}"
+        world.assert_rotated_once(case.name, case.first)
+        assert poller.errors == [], (where, poller.errors)
+        yield where, call, after, poller
+
+
 def test_alternating_users_the_current_credential_never_stops_working(world: PgWorld) -> None:
     rotator = Rotator.POSTGRES_ALTERNATING
     case = world.new_case(rotator)
@@ -401,13 +406,7 @@ def test_alternating_users_the_current_credential_never_stops_working(world: PgW
 
     points = _target_points(world, rotator)
     assert len(points) == 8, points  # tags, pending, set, test; before and after each
-    for at, after, call in points:
-        case = world.new_case(rotator)
-        with LoginPoller(world.emulator, case.name) as poller:
-            _crash_and_retry(world, poller, case.name, at, after)
-        where = f"crash {'after' if after else 'before'} {call}"
-        world.assert_rotated_once(case.name, case.first)
-        assert poller.errors == [], (where, poller.errors)
+    for where, _, _, poller in _crashed_and_retried(world, rotator, points):
         assert poller.current_failures() == [], (where, poller.current_failures())
         assert len({p.current_version for p in poller.polls}) == 2, where  # it saw both versions
 
@@ -454,13 +453,7 @@ def test_single_user_some_value_in_the_vault_always_logs_in(world: PgWorld) -> N
         f"{len(windows)} window(s), longest {1000 * longest[0]:.0f}-{1000 * longest[1]:.0f} ms"
     )
 
-    for at, after, call in _target_points(world, rotator):
-        case = world.new_case(rotator)
-        with LoginPoller(world.emulator, case.name) as poller:
-            _crash_and_retry(world, poller, case.name, at, after)
-        where = f"crash {'after' if after else 'before'} {call}"
-        world.assert_rotated_once(case.name, case.first)
-        assert poller.errors == [], (where, poller.errors)
+    for where, call, after, poller in _crashed_and_retried(world, rotator, _target_points(world, rotator)):
         assert poller.failures() == [], (where, poller.failures())
         if call in {"target.test", "target.tags"} or (call == "target.set" and after):
             # The role's password changed before the crash: until the retry promotes it, consumers of
@@ -612,7 +605,8 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
     """Crash a rotation after the target's set, let its lease run out, let ``interloper`` write, then
     run what the sweep does next; returns the outcome of the request it queued."""
     at = _calls(world, case.rotator, after=True).index("target.set") + 1
-    requests = RecordingRotationRequests()
+    peers = world.peers()  # the sweep's and the operator's: no tripwire
+    peers.requests = requests = RecordingRotationRequests()
     if interloper == "retirement":
         # A manual rotation within the grace of the previous version dies; the hourly sweep requests its
         # resumption, then retires that previous version.
@@ -620,7 +614,7 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
         with pytest.raises(Crash):
             world.rotate(case.name, Tripwire(at, after=True), force=True)
         world.clock.advance(GRACE + timedelta(seconds=1))  # the lease (15 min) ran out too
-        assert rotation.resume_stale(world.states, requests, world.clock, "sweep") == [case.name.lower()]
+        assert peers.resume_stale("sweep") == [case.name.lower()]
         with contextlib.suppress(Conflict):  # waiting for the dead rotation would be fine too
             assert world.retire(case.name) == [case.first]
     else:
@@ -638,18 +632,8 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
             rotation_grace_hours=1,
         )
         with contextlib.suppress(Conflict):  # refusing while a dead rotation is pending would be fine too
-            apply_policy(
-                world.store,
-                world.states,
-                AuditTrail(world.log, world.clock, world.vault),
-                world.clock,
-                reserved=world.container.reserved_secrets,
-                name=case.name,
-                fields=fields,
-                actor=Actor("operator", ActorType.USER),
-                rotators=world.rotators(),
-            )
-        resumed = rotation.resume_stale(world.states, requests, world.clock, "sweep")
+            peers.apply_policy(case.name, fields, actor=Actor("operator", ActorType.USER))
+        resumed = peers.resume_stale("sweep")
         if not resumed:  # the row is gone: the sweep's due request is what comes next
             requests.send(
                 [
@@ -661,16 +645,7 @@ def _sweep_after_a_takeover(world: PgWorld, case: Case, interloper: str) -> rota
                     )
                 ]
             )
-    return rotation.rotate_requested(
-        requests.sent[0],
-        world.store,
-        world.states,
-        AuditTrail(world.log, world.clock, world.vault),
-        RecordingPublisher(),
-        world.clock,
-        reserved=world.container.reserved_secrets,
-        rotators=world.rotators(),
-    )
+    return peers.rotate_requested(requests.sent[0])
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ import logging
 import secrets
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from shared.adapters.postgres import PostgresError, PostgresRotator
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.targets import ConnectionDocument, TargetRefused, TargetSecret
 from tests.fakes import InMemorySecretStore
+from tests.waiting import eventually
 
 ADMIN_SECRET = "pg-admin"
 
@@ -526,16 +526,17 @@ def test_a_clone_created_concurrently_gets_the_pending_password(
         )
         worker = threading.Thread(target=run_set)
         worker.start()
-        deadline = time.monotonic() + 10
-        waiting: list[tuple[object, ...]] = []
-        while not waiting and time.monotonic() < deadline and worker.is_alive():
-            waiting = postgres.admin_execute(
-                sql.SQL(
-                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'secret-lifecycle'"
-                    " AND wait_event_type = 'Lock'"
-                )
-            )
-            time.sleep(0.02)
+        locked = sql.SQL(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'secret-lifecycle'"
+            " AND wait_event_type = 'Lock'"
+        )
+        waiting, _ = eventually(
+            lambda: (postgres.admin_execute(locked), worker.is_alive()),
+            "the rotator to wait on the concurrent CREATE ROLE's lock (waiting, rotator alive)",
+            timeout=10,
+            interval=0.02,
+            until=lambda seen: seen[0] or not seen[1],
+        )
         assert waiting, "the rotator never waited for the concurrent CREATE ROLE"
         other.execute("COMMIT")
         worker.join(timeout=10)

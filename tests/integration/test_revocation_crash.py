@@ -18,38 +18,26 @@ from shared.domain.audit import Actor, ActorType
 from shared.domain.revocation import Reason, Severity, Status
 from shared.domain.state import LEASE
 from shared.services import revocation, rotation
-from shared.services.audit import AuditTrail
 from shared.services.revocation import NewRequest, Services
-from tests.fakes import RecordingPublisher
-from tests.integration.test_rotation_crash import POLICY, Crash, Crashing, Tripwire, World
+from tests.integration.test_rotation_crash import POLICY, Crash, Tripwire, World
 
 ALICE, BOB, DAVE = (Actor(n, ActorType.USER) for n in ("alice", "bob", "dave"))
 
 
 class RevocationWorld(World):
-    def peers(self, wire: Tripwire | None = None) -> Services:
-        wire = wire or Tripwire()
-        return Services(
-            Crashing(self.store, wire, "vault"),
-            Crashing(self.states, wire, "state"),
-            AuditTrail(Crashing(self.log, wire, "audit"), self.clock, self.vault),
-            Crashing(RecordingPublisher(), wire, "topic"),
-            self.clock,
-            self.container.reserved_secrets,
-            reader=Crashing(self.log, wire, "audit"),
-            keys=self.container.key_ring,
-        )
+    def revocations(self, wire: Tripwire | None = None) -> Services:
+        return self.peers(wire or Tripwire()).revocations
 
     def approved(self) -> tuple[str, list[str], str]:
         name = f"revoke-crash-{uuid.uuid4().hex[:10]}"
         client = self.container.secret_client
         versions = [client.set_secret(name, v, tags=POLICY.to_tags()).properties.version or "" for v in "ab"]
         made = revocation.request(
-            self.peers(),
+            self.revocations(),
             NewRequest(name, Reason.SECURITY_INCIDENT, Severity.HIGH, "crash test", replace=True),
             ALICE,
         )
-        revocation.approve(self.peers(), made.id, BOB, None)
+        revocation.approve(self.revocations(), made.id, BOB, None)
         return name, versions, made.id
 
     def assert_executed_once(self, name: str, versions: list[str], rid: str) -> None:
@@ -72,20 +60,20 @@ def world(azurite: AzuriteProcess, kv_emulator: EmulatorProcess) -> Iterator[Rev
 def test_a_crash_at_every_step_of_an_execution_is_finished_by_the_timer(world: RevocationWorld) -> None:
     name, versions, rid = world.approved()
     wire = Tripwire()
-    revocation.execute(world.peers(wire), rid, DAVE)
+    revocation.execute(world.revocations(wire), rid, DAVE)
     world.assert_executed_once(name, versions, rid)
     assert wire.calls is not None and any("vault.update_properties" in c for c in wire.calls)
     points = [(i + 1, after, call) for after in (False, True) for i, call in enumerate(wire.calls)]
     for at, after, call in points:
         name, versions, rid = world.approved()
         with pytest.raises(Crash):
-            revocation.execute(world.peers(Tripwire(at, after)), rid, DAVE)
+            revocation.execute(world.revocations(Tripwire(at, after)), rid, DAVE)
         world.clock.advance(LEASE + timedelta(seconds=1))
         status = revocation.get(world.states, rid).status
         if status == Status.APPROVED:  # died before it began: executing it again is the retry
-            revocation.execute(world.peers(), rid, DAVE)
+            revocation.execute(world.revocations(), rid, DAVE)
         elif status == Status.EXECUTING:  # the timer finishes it
-            _expired, finished = revocation.expire_pending(world.peers())
+            _expired, finished = revocation.expire_pending(world.revocations())
             assert rid in finished, (call, after, revocation.get(world.states, rid).status)
         else:  # died after its last write: done
             assert (status, call, after) == (Status.EXECUTED, "state.replace", True)

@@ -30,6 +30,7 @@ from shared.services import rotation
 from shared.services.audit import AuditTrail
 from tests.fakes import FixedClock, RecordingPublisher
 from tests.integration.conftest import app_settings
+from tests.world import Peers
 
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
 
@@ -95,18 +96,28 @@ class World:
         )
         return name, self.store.get_properties(name).version
 
-    def rotate(self, name: str, wire: Tripwire | None = None) -> rotation.RotationOutcome:
-        wire = wire or Tripwire()
-        trail = AuditTrail(Crashing(self.log, wire, "audit"), self.clock, self.vault)
-        return rotation.rotate(
-            name,
-            Crashing(self.store, wire, "vault"),
-            Crashing(self.states, wire, "state"),
-            trail,
-            Crashing(RecordingPublisher(), wire, "topic"),
-            self.clock,
+    def peers(self, wire: Tripwire | None = None) -> Peers:
+        """What a service takes, the real adapters each (with ``wire``: through its tripwire); a new
+        recording publisher each time."""
+
+        def through(port: Any, label: str) -> Any:
+            return port if wire is None else Crashing(port, wire, label)
+
+        log = through(self.log, "audit")
+        return Peers(
+            store=through(self.store, "vault"),
+            states=through(self.states, "state"),
+            log=log,
+            keys=self.container.key_ring,
+            trail=AuditTrail(log, self.clock, self.vault),
+            publisher=through(RecordingPublisher(), "topic"),
+            clock=self.clock,
+            vault=self.vault,
             reserved=self.container.reserved_secrets,
         )
+
+    def rotate(self, name: str, wire: Tripwire | None = None) -> rotation.RotationOutcome:
+        return self.peers(wire or Tripwire()).rotate(name)
 
     def records(self, name: str, action: Action) -> list[Any]:
         query = AuditQuery(vault=self.vault, secret_name=name, action=action, limit=100)
@@ -192,21 +203,12 @@ def _race(world: World, name: str, calls: list[Callable[[], Any]]) -> list[Any]:
 @pytest.mark.parametrize("round_", range(5))
 def test_sweep_event_and_manual_call_racing_make_one_rotation(world: World, round_: int) -> None:
     name, first = world.new_secret()
-    trail = AuditTrail(world.log, world.clock, world.vault)
 
     def request(reason: RotationReason) -> Callable[[], Any]:
         req = RotationRequest(
             secret_name=name, reason=reason, requested_at=world.clock.now(), correlation_id=f"race-{reason}"
         )
-        return lambda: rotation.rotate_requested(
-            req,
-            world.store,
-            world.states,
-            trail,
-            RecordingPublisher(),
-            world.clock,
-            reserved=world.container.reserved_secrets,
-        )
+        return lambda: world.peers().rotate_requested(req)
 
     reasons = [RotationReason.DUE, RotationReason.EVENT, RotationReason.MANUAL]
     results = _race(world, name, [request(r) for r in reasons])
@@ -221,12 +223,9 @@ def test_the_previous_version_is_retired_once_its_grace_has_run(world: World) ->
     name, first = world.new_secret()
     outcome = world.rotate(name)
     assert outcome.status == "rotated"
-    trail = AuditTrail(world.log, world.clock, world.vault)
 
     def retire() -> list[str]:
-        return rotation.retire_due(
-            name, world.store, world.states, trail, world.clock, reserved=world.container.reserved_secrets
-        )
+        return world.peers().retire_due(name)
 
     assert retire() == []
     world.clock.advance(timedelta(hours=24, seconds=1))  # the default grace

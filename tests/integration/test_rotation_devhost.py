@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +20,7 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services.rotation import ROTATION_ID_TAG
 from tests.integration.app_stack import Stack, audit_rows
+from tests.waiting import eventually
 
 
 def versions(vault: SecretClient, name: str) -> list[str]:
@@ -53,15 +53,11 @@ def test_the_sweep_rotates_a_due_secret_once_through_the_queue(stack: Stack) -> 
     # secrets in the shared emulator may be due: only this one's requests count.)
     requested = stack.host.output().count(f"rotation of {name}:")
     assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
-    deadline = time.monotonic() + 30
-    while (
-        stack.host.output().count("Executed 'Functions.rotation_sweep'") < 2 and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    assert stack.host.output().count("Executed 'Functions.rotation_sweep' (Succeeded") == 2, (
-        stack.host.output()
-    )
-    time.sleep(1)
+    swept = "Executed 'Functions.rotation_sweep'"
+    output = eventually(stack.host.output, "the second sweep", until=lambda out: out.count(swept) >= 2)
+    assert output.count("Executed 'Functions.rotation_sweep' (Succeeded") == 2, output
+    # Whatever the second sweep asked for has been taken off the queue and done once the queue is empty.
+    eventually(stack.rotation_requests_left, "the rotation queue to be empty", until=lambda left: left == 0)
     assert stack.host.output().count(f"rotation of {name}:") == requested
     assert len(versions(vault, name)) == 2
     assert versions(vault, AUDIT_KEY_SECRET) == mac_key_versions
@@ -91,13 +87,12 @@ def test_a_request_in_the_poison_queue_is_recorded_as_given_up(stack: Stack) -> 
     )
     key_id, key = keys.current()
     poison.send_message(request.sealed(key_id, key).to_json())  # as the service sends it
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        gave_up = [r for r in audit_rows(stack) if r["action"] == "ROTATION_FAILED"]
-        if gave_up:
-            break
-        time.sleep(0.5)
-    [record] = gave_up
+    [record] = eventually(
+        lambda: [r for r in audit_rows(stack) if r["action"] == "ROTATION_FAILED"],
+        "the poisoned request's ROTATION_FAILED record",
+        timeout=60,
+        interval=0.5,
+    )
     [refused] = [r for r in audit_rows(stack) if r["action"] == "STATE_TAMPERED"]
     assert (
         '"partition":"rotation-requests-poison"' in refused["details"] and '"no seal"' in refused["details"]
@@ -137,9 +132,9 @@ def test_twenty_concurrent_forced_requests_make_one_version_and_every_id_has_an_
                 named.update(details.get("joined") or [])
         return named
 
-    deadline = time.monotonic() + 60
-    while not ids <= answered() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ids <= answered(), sorted(ids - answered())
-    time.sleep(1)  # nothing else is on its way
+    eventually(
+        answered, "an outcome record naming every request id", timeout=60, until=lambda named: ids <= named
+    )
+    # Every request left is done once the queue is empty: no second version comes later.
+    eventually(stack.rotation_requests_left, "the rotation queue to be empty", until=lambda left: left == 0)
     assert len(versions(vault, name)) == 2

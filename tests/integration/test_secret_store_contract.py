@@ -31,6 +31,7 @@ from shared.domain.secrets import (
 )
 from shared.ports import SecretStore
 from tests.fakes import InMemorySecretStore
+from tests.waiting import eventually
 
 KINDS = ["fake", "key_vault"]
 
@@ -311,18 +312,19 @@ def test_an_unreachable_vault_is_unavailable(kind: str, tmp_path: Path) -> None:
         list(store.list_properties())
 
 
-def _eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
-    """The vault completes a deletion or recovery moments after accepting it (the emulator too)."""
-    import time
+def _settled(check: Callable[[], object], timeout: float = 10.0) -> object:
+    """The vault completes a deletion or recovery moments after accepting it (the emulator too): ``check``
+    until it no longer raises NotFound or Conflict."""
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def attempt() -> tuple[bool, object]:
         try:
-            return check()
-        except (NotFound, Conflict):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+            return True, check()
+        except (NotFound, Conflict) as err:
+            return False, err
+
+    return eventually(attempt, "the deletion or recovery to complete", timeout=timeout, until=lambda r: r[0])[
+        1
+    ]
 
 
 def test_delete_is_soft_and_recover_brings_every_version_back(store: SecretStore) -> None:
@@ -338,14 +340,14 @@ def test_delete_is_soft_and_recover_brings_every_version_back(store: SecretStore
             return
         raise Conflict("still there")
 
-    _eventually(gone)
+    _settled(gone)
     assert name not in {item.name for item in store.list_properties()}
     with pytest.raises(Conflict):  # a deleted name cannot be set again until recovered (or purged)
         store.set_value(name, "three", content_type=None, tags={})
     with pytest.raises(NotFound):
         store.delete(name)
-    _eventually(lambda: store.recover(name))
-    _eventually(lambda: store.get_value(name))
+    _settled(lambda: store.recover(name))
+    _settled(lambda: store.get_value(name))
     assert store.get_value(name).value == "two"
     assert {v.version for v in store.list_versions(name)} == {first, second}
     with pytest.raises((NotFound, Conflict)):  # not deleted (any more)

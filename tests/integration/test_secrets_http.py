@@ -5,7 +5,6 @@ value."""
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from azure.keyvault.secrets import SecretClient
@@ -14,8 +13,10 @@ from shared.adapters.key_vault import LocalTokenCredential
 from shared.domain.identity import encode_principal
 from shared.services.rotation import ROTATION_ID_TAG
 from tests.integration.app_stack import Stack, audit_rows
+from tests.waiting import eventually
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="operator")
+PLANNED = "Executed 'Functions.rotation_plan'"
 
 
 def test_onboard_list_rotate_status_rollback_and_plan(stack: Stack) -> None:
@@ -75,7 +76,8 @@ def test_onboard_list_rotate_status_rollback_and_plan(stack: Stack) -> None:
     assert (name, "rotation") in [(i["name"], i["event"]) for i in plan["items"]]
     assert client.get("/api/rotation/plan?within_days=0", principal=OPERATOR)[0] == 400
 
-    time.sleep(0.5)
+    # The host logs each invocation as it ends: once the last request's line is in, so is everything.
+    eventually(stack.host.output, "the plan requests' log lines", until=lambda out: out.count(PLANNED) >= 2)
     values = [first_value, rotated.value]
     assert not any(v and v in seen for v in values for seen in client.seen)
     assert not any(v and v in stack.host.output() for v in values)

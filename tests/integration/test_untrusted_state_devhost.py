@@ -6,7 +6,6 @@ the app served by the dev host on Azurite and the Key Vault emulator."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,18 +23,9 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.entrypoints.http import STATE_TAMPERED_TYPE
 from tests.integration.app_stack import Stack, audit_rows
 from tests.integration.webhook_consumer import WebhookConsumer
+from tests.waiting import eventually
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate", "Secrets.Audit.Read"], name="op")
-
-
-def wait_until(check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    return check()
 
 
 def _due_secret(stack: Stack) -> tuple[str, str]:
@@ -91,7 +81,12 @@ def test_a_forged_lease_is_refused_reported_once_and_never_obeyed(stack: Stack) 
     table.delete_entity("rotation", name.lower())
     status, queued = stack.client.post(f"/api/secrets/{name}/rotate", {}, principal=OPERATOR)
     assert status == 202, queued
-    assert wait_until(lambda: len(list(stack.vault().list_properties_of_secret_versions(name))) == 2)
+    eventually(
+        lambda: len(list(stack.vault().list_properties_of_secret_versions(name))),
+        "the requested rotation's version",
+        timeout=60,
+        until=lambda versions: versions == 2,
+    )
     status, report = stack.client.get("/api/audit/verify")
     assert (status, report["status"]) == (200, "ok"), report
 
@@ -234,21 +229,22 @@ def test_a_tag_editor_cannot_redirect_a_value_nor_aim_a_target_at_the_service_s_
                                "rotation-target": anchor, "rotation-grace-hours": "1"})  # fmt: skip
         stack.emulator.reset_stats()
         assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
-        assert wait_until(lambda: [r for r in audit_rows(stack) if r["action"] == "POLICY_VIOLATION"
-                                   and r.get("secret_name") == c_name])  # fmt: skip
-        [violation] = [
-            r
-            for r in audit_rows(stack)
-            if r["action"] == "POLICY_VIOLATION" and r.get("secret_name") == c_name
-        ]
+        [violation] = eventually(
+            lambda: [r for r in audit_rows(stack) if r["action"] == "POLICY_VIOLATION"
+                     and r.get("secret_name") == c_name],
+            "the sweep's POLICY_VIOLATION record", timeout=60,
+        )  # fmt: skip
         assert "rotation-target" in violation["details"] and "own secrets" in violation["error"]
         reads = stack.emulator.stats()["names"].get("get_secret", {})
         assert anchor.lower() not in reads, reads
 
         # The refused redirect is a finding, with its event.
         assert stack.client.post("/admin/functions/suspicious_activity_scan", {"input": ""})[0] == 202
-        assert wait_until(lambda: [r for r in audit_rows(stack) if r["action"] == "SUSPICIOUS_ACTIVITY"
-                                   and "target_not_bound" in r["details"]])  # fmt: skip
+        eventually(
+            lambda: [r for r in audit_rows(stack) if r["action"] == "SUSPICIOUS_ACTIVITY"
+                     and "target_not_bound" in r["details"]],
+            "the target_not_bound finding", timeout=60,
+        )  # fmt: skip
 
 
 def test_policy_changes_by_tag_alone_are_recorded_once_with_old_and_new_values(stack: Stack) -> None:
@@ -262,7 +258,9 @@ def test_policy_changes_by_tag_alone_are_recorded_once_with_old_and_new_values(s
     def sweep(times: int) -> None:
         assert stack.client.post("/admin/functions/rotation_sweep", {"input": ""})[0] == 202
         done = "Executed 'Functions.rotation_sweep'"
-        assert wait_until(lambda: stack.host.output().count(done) >= times), stack.host.output()
+        eventually(
+            stack.host.output, f"sweep {times}", timeout=60, until=lambda out: out.count(done) >= times
+        )
 
     sweep(1)  # takes the inventory
     _tag(stack, raised, **{"rotation-interval-days": "730"})

@@ -35,6 +35,7 @@ from shared.domain.targets import (
 )
 from tests.fakes import FakeKeyRing, InMemorySecretStore
 from tests.integration.webhook_consumer import WebhookConsumer
+from tests.waiting import eventually
 
 OLD = "old-value-Zq9xW2"
 NEW = "new-value-Kp4vT7"
@@ -210,10 +211,11 @@ def test_an_untrusted_certificate_is_unavailable(
         rotator_for(consumer, store, ca_bundle=None, attempts=2).set(secret_at(consumer.url), NEW)
     assert unavailable.value.detail == f"127.0.0.1:{consumer.port} failed the TLS handshake"
     assert consumer.calls == []
-    deadline = time.monotonic() + 2  # the server notices the hang-up in its own thread
-    while consumer.handshake_failures < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert consumer.handshake_failures == 2
+    # The server notices each hang-up in its own thread.
+    failures = eventually(
+        lambda: consumer.handshake_failures, "two failed handshakes", timeout=2, until=lambda n: n >= 2
+    )
+    assert failures == 2
 
 
 def test_environment_proxies_are_bypassed_for_a_loopback_consumer(

@@ -1,4 +1,5 @@
-"""Unit tier: the pure core over in-memory fakes. The audit trail most tests record with."""
+"""Unit tier: the pure core over in-memory fakes, wired once in ``tests/world.py``. A test module that
+needs a variant of the world (a fake of its own, sealed state, a seeded secret) overrides ``world``."""
 
 from __future__ import annotations
 
@@ -6,20 +7,24 @@ import pytest
 
 from shared.services.audit import AuditTrail
 from tests.fakes import FixedClock, InMemoryAuditLog
-
-VAULT = "fleet"
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock()
+from tests.world import World
 
 
 @pytest.fixture
-def log() -> InMemoryAuditLog:
-    return InMemoryAuditLog()
+def world() -> World:
+    return World()
 
 
 @pytest.fixture
-def trail(log: InMemoryAuditLog, clock: FixedClock) -> AuditTrail:
-    return AuditTrail(log, clock, VAULT)
+def clock(world: World) -> FixedClock:
+    return world.clock
+
+
+@pytest.fixture
+def log(world: World) -> InMemoryAuditLog:
+    return world.log
+
+
+@pytest.fixture
+def trail(world: World) -> AuditTrail:
+    return world.trail

@@ -13,15 +13,14 @@ from shared.domain.errors import NotPermitted
 from shared.domain.findings import StoredFinding
 from shared.services.audit import (
     FINDING_ACTOR_CHARS,
-    AuditTrail,
     AuditUnavailable,
     InvalidCursor,
     decode_cursor,
     encode_cursor,
     finding_actors,
-    review_finding,
 )
-from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
+from tests.fakes import InMemoryFindings
+from tests.world import World
 
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
 
@@ -70,49 +69,50 @@ def test_cursor_tokens_are_validated_strictly(token: str) -> None:
         decode_cursor(token)
 
 
-def test_a_finding_is_not_reviewed_by_an_actor_it_is_about(
-    trail: AuditTrail, log: InMemoryAuditLog, clock: FixedClock
-) -> None:
-    findings = InMemoryFindings()
+@pytest.fixture
+def world() -> World:
+    return World(findings=InMemoryFindings)
+
+
+def test_a_finding_is_not_reviewed_by_an_actor_it_is_about(world: World) -> None:
+    findings = world.findings
     details = {"subject": "203.0.113.9", "actors": ["oid-x", OPERATOR.id]}
-    findings.claim(StoredFinding("a" * 32, "access_denied_burst_ip", clock.now(), details=details))
+    findings.claim(StoredFinding("a" * 32, "access_denied_burst_ip", world.clock.now(), details=details))
     with pytest.raises(NotPermitted):
-        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note="me? never", correlation_id="c1")
+        world.review_finding("a" * 32, reviewer=OPERATOR, note="me? never", correlation_id="c1")
     assert findings.rows["a" * 32].status == "open"
-    [refusal] = log.events
+    [refusal] = world.log.events
     assert (refusal.action, refusal.result, refusal.actor) == (Action.REVIEWED, Result.DENIED, OPERATOR)
     assert refusal.details["finding_id"] == "a" * 32
     assert "note" not in refusal.details
 
-    log.available = False  # the refusal is on record or it is not answered (fail closed)
+    world.log.available = False  # the refusal is on record or it is not answered (fail closed)
     with pytest.raises(AuditUnavailable):
-        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note=None, correlation_id="c2")
-    log.available = True
+        world.review_finding("a" * 32, reviewer=OPERATOR, note=None, correlation_id="c2")
+    world.log.available = True
 
     colleague = Actor("oid-y", ActorType.USER)
-    assert review_finding(findings, trail, "a" * 32, reviewer=colleague, note=None, correlation_id="c3")
+    assert world.review_finding("a" * 32, reviewer=colleague, note=None, correlation_id="c3")
     assert findings.rows["a" * 32].reviewer == "oid-y"
     with pytest.raises(NotPermitted):  # still refused, not told it was reviewed already
-        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note=None, correlation_id="c4")
+        world.review_finding("a" * 32, reviewer=OPERATOR, note=None, correlation_id="c4")
 
 
-def test_actors_are_compared_by_the_prefix_a_finding_keeps(trail: AuditTrail, clock: FixedClock) -> None:
-    findings = InMemoryFindings()
+def test_actors_are_compared_by_the_prefix_a_finding_keeps(world: World) -> None:
+    findings = world.findings
     long_id = "u" * 200
     kept = {"actors": [long_id[:FINDING_ACTOR_CHARS]]}
-    findings.claim(StoredFinding("a" * 32, "break_glass", clock.now(), details=kept))
+    findings.claim(StoredFinding("a" * 32, "break_glass", world.clock.now(), details=kept))
     with pytest.raises(NotPermitted):
-        review_finding(
-            findings, trail, "a" * 32, reviewer=Actor(long_id, ActorType.USER), note=None, correlation_id=None
+        world.review_finding(
+            "a" * 32, reviewer=Actor(long_id, ActorType.USER), note=None, correlation_id=None
         )
 
 
-def test_a_finding_stored_before_actors_were_listed_counts_its_subject(
-    trail: AuditTrail, clock: FixedClock
-) -> None:
-    findings = InMemoryFindings()
+def test_a_finding_stored_before_actors_were_listed_counts_its_subject(world: World) -> None:
+    findings = world.findings
     legacy = {"subject": OPERATOR.id, "summary": "6 denied requests by op-7"}
-    findings.claim(StoredFinding("a" * 32, "access_denied_burst_actor", clock.now(), details=legacy))
+    findings.claim(StoredFinding("a" * 32, "access_denied_burst_actor", world.clock.now(), details=legacy))
     with pytest.raises(NotPermitted):
-        review_finding(findings, trail, "a" * 32, reviewer=OPERATOR, note=None, correlation_id=None)
+        world.review_finding("a" * 32, reviewer=OPERATOR, note=None, correlation_id=None)
     assert finding_actors({}) == frozenset()

@@ -34,65 +34,36 @@ from shared.services.audit import (
     DigestOutcome,
     DigestRefused,
     VerifyReport,
-    repair_chain,
-    verify_audit,
-    write_digest,
 )
-from tests.fakes import FixedClock, InMemoryAnchor, InMemoryAuditLog, RecordingPublisher
+from tests.fakes import InMemoryAnchor, InMemoryAuditLog
+from tests.world import World
 
-VAULT = "fleet"
 DB = "fleet:db-password"
 SERVICE = "fleet:_service"
 OPERATOR = Actor("op-7", ActorType.USER)
 
 
-class World:
-    """The audit trail and everything around it, as the app wires it."""
-
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.log = InMemoryAuditLog()
-        self.anchor = InMemoryAnchor()
-        self.publisher = RecordingPublisher()
-        self.trail = AuditTrail(self.log, self.clock, VAULT)
-
-    def record(self, n: int, secret: str | None = "db-password") -> None:
-        for i in range(n):
-            self.clock.advance(timedelta(seconds=1))
-            self.trail.record(Action.ROTATED, secret_name=secret, version=f"v{i}")
-
-    def digest(self) -> DigestOutcome:
-        self.clock.advance(timedelta(minutes=1))
-        return write_digest(self.log, self.log.keys, self.clock, self.anchor, self.trail, self.publisher)
-
-    def verify(self, secret_name: str | None = None) -> VerifyReport:
-        return verify_audit(
-            self.log, self.log.keys, self.clock, self.anchor, vault=VAULT, secret_name=secret_name
-        )
-
-    def kinds(self, secret_name: str | None = None) -> set[tuple[str, BreakKind]]:
-        return {(b.chain, b.kind) for b in self.verify(secret_name).breaks}
-
-    def repair(self, reason: str, secret_name: str = "db-password") -> AuditRecord:
-        return repair_chain(
-            self.log,
-            self.log,
-            self.log.keys,
-            self.clock,
-            self.anchor,
-            vault=VAULT,
-            secret_name=secret_name,
-            operator=OPERATOR,
-            reason=reason,
-        )
-
-    def tampering_records(self) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == Action.TAMPERING_DETECTED]
+def record_rotations(world: World, n: int, secret: str | None = "db-password") -> None:
+    for i in range(n):
+        world.clock.advance(timedelta(seconds=1))
+        world.trail.record(Action.ROTATED, secret_name=secret, version=f"v{i}")
 
 
-@pytest.fixture
-def world() -> World:
-    return World()
+def digest(world: World) -> DigestOutcome:
+    world.clock.advance(timedelta(minutes=1))
+    return world.write_digest()
+
+
+def verify(world: World, secret_name: str | None = None) -> VerifyReport:
+    return world.verify_audit(secret_name=secret_name)
+
+
+def kinds(world: World, secret_name: str | None = None) -> set[tuple[str, BreakKind]]:
+    return {(b.chain, b.kind) for b in verify(world, secret_name).breaks}
+
+
+def repair(world: World, reason: str, secret_name: str = "db-password") -> AuditRecord:
+    return world.repair_chain(secret_name=secret_name, operator=OPERATOR, reason=reason)
 
 
 # -- the golden vectors: the canonical form and the MAC are a stored format --------------------------
@@ -140,98 +111,98 @@ def test_golden_digest_vectors() -> None:
 
 
 def test_clean_trail_verifies_and_every_digest_is_anchored(world: World) -> None:
-    world.record(4)
-    first = world.digest()
-    second = world.digest()
+    record_rotations(world, 4)
+    first = digest(world)
+    second = digest(world)
     assert (first.digest.seq, second.digest.seq) == (1, 2)
     assert second.digest.prev_mac == first.digest.mac
     assert [v.seq for v in world.anchor.versions] == [1, 2]
-    report = world.verify()
+    report = verify(world)
     assert report.ok, report.breaks
     assert (report.chains, report.records, report.digests) == (1, 4, 2)
-    assert world.tampering_records() == [] and world.publisher.sent == []
+    assert world.records(Action.TAMPERING_DETECTED) == [] and world.publisher.sent == []
 
 
 def test_digest_covers_every_chain_even_when_nothing_happened(world: World) -> None:
-    assert world.digest().digest.heads == {}
-    assert world.verify().ok
+    assert digest(world).digest.heads == {}
+    assert verify(world).ok
 
 
 def test_stale_digest(world: World) -> None:
-    world.record(1)
+    record_rotations(world, 1)
     world.clock.advance(timedelta(hours=3))
-    assert world.kinds() == {("_digest", BreakKind.STALE_DIGEST)}
-    world.digest()
-    assert world.verify().ok
+    assert kinds(world) == {("_digest", BreakKind.STALE_DIGEST)}
+    digest(world)
+    assert verify(world).ok
 
 
 def test_scoped_verify_ignores_other_chains(world: World) -> None:
-    world.record(1)
-    world.record(1, "api-key")
-    world.digest()
+    record_rotations(world, 1)
+    record_rotations(world, 1, "api-key")
+    digest(world)
     world.log.records["fleet:api-key"].clear()
-    assert world.verify("db-password").ok
-    assert not world.verify("api-key").ok
+    assert verify(world, "db-password").ok
+    assert not verify(world, "api-key").ok
 
 
 # -- finding 1: a cut is never forgiven by the next digest ---------------------------------------------
 
 
 def test_cut_tail_and_rewound_head_stay_broken_after_the_next_digest(world: World) -> None:
-    world.record(10)
-    world.digest()
+    record_rotations(world, 10)
+    digest(world)
     del world.log.records[DB][7:]  # records 8-10 gone
     world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)  # head rewound to match
-    assert (DB, BreakKind.TRUNCATED) in world.kinds()
+    assert (DB, BreakKind.TRUNCATED) in kinds(world)
 
-    outcome = world.digest()
+    outcome = digest(world)
     assert [b.chain for b in outcome.new_regressions] == [DB]
     assert outcome.digest.heads[DB].seq == 10  # held: the digest kept what it had sealed
     assert outcome.digest.held == (DB,)
-    assert (DB, BreakKind.TRUNCATED) in world.kinds()
-    [alarm] = world.tampering_records()
+    assert (DB, BreakKind.TRUNCATED) in kinds(world)
+    [alarm] = world.records(Action.TAMPERING_DETECTED)
     assert alarm.result == Result.FAILURE
     assert alarm.details["breaks"][0]["chain"] == DB
     assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.AuditTampering"]
 
-    world.digest()  # still held, but reported once, not every hour
-    assert (DB, BreakKind.TRUNCATED) in world.kinds()
-    assert len(world.tampering_records()) == 1 and len(world.publisher.sent) == 1
+    digest(world)  # still held, but reported once, not every hour
+    assert (DB, BreakKind.TRUNCATED) in kinds(world)
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1 and len(world.publisher.sent) == 1
 
 
 def test_cut_then_new_appends_do_not_launder_the_chain(world: World) -> None:
     """After a rewind the service itself appends valid records at the cut positions: the chain links
     again, but no longer passes through what the digest sealed."""
-    world.record(10)
-    world.digest()
+    record_rotations(world, 10)
+    digest(world)
     del world.log.records[DB][7:]
     world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
-    world.record(5)  # seq 8-12, validly MACed by the service
-    assert (DB, BreakKind.EDITED) in world.kinds()
-    outcome = world.digest()
+    record_rotations(world, 5)  # seq 8-12, validly MACed by the service
+    assert (DB, BreakKind.EDITED) in kinds(world)
+    outcome = digest(world)
     assert [b.kind for b in outcome.regressions] == [BreakKind.REGRESSED]
     assert outcome.digest.heads[DB].seq == 10
-    assert (DB, BreakKind.EDITED) in world.kinds()
-    world.digest()
-    assert (DB, BreakKind.EDITED) in world.kinds()
+    assert (DB, BreakKind.EDITED) in kinds(world)
+    digest(world)
+    assert (DB, BreakKind.EDITED) in kinds(world)
 
 
 def test_a_whole_chain_deleted_with_its_head_stays_broken(world: World) -> None:
-    world.record(3)
-    world.record(2, "api-key")
-    world.digest()
+    record_rotations(world, 3)
+    record_rotations(world, 2, "api-key")
+    digest(world)
     del world.log.records[DB], world.log.heads[DB]
-    assert (DB, BreakKind.TRUNCATED) in world.kinds()
-    world.digest()
-    world.digest()
-    assert (DB, BreakKind.TRUNCATED) in world.kinds()
-    assert world.verify("api-key").ok
+    assert (DB, BreakKind.TRUNCATED) in kinds(world)
+    digest(world)
+    digest(world)
+    assert (DB, BreakKind.TRUNCATED) in kinds(world)
+    assert verify(world, "api-key").ok
 
 
 def test_a_regression_sealed_by_a_forgiving_writer_is_found_between_digests(world: World) -> None:
     """Every consecutive pair of digests is compared, not only the newest with the records."""
-    world.record(5)
-    world.digest()
+    record_rotations(world, 5)
+    digest(world)
     del world.log.records[DB][3:]
     world.log.heads[DB] = ChainHead(3, world.log.records[DB][-1].mac)
     # A writer without the regression check (an older version, or a bug) seals the cut state.
@@ -241,7 +212,7 @@ def test_a_regression_sealed_by_a_forgiving_writer_is_found_between_digests(worl
     )
     world.anchor.write(forgiving)
     assert forgiving.prev_mac == previous.mac
-    breaks = world.verify().breaks
+    breaks = verify(world).breaks
     assert [(b.chain, b.kind, b.seq) for b in breaks] == [(DB, BreakKind.REGRESSED, 5)]
 
 
@@ -249,104 +220,104 @@ def test_a_regression_sealed_by_a_forgiving_writer_is_found_between_digests(worl
 
 
 def test_a_deleted_head_is_reported_and_stops_appends_without_retries(world: World) -> None:
-    world.record(4)
-    world.digest()
+    record_rotations(world, 4)
+    digest(world)
     del world.log.heads[DB]
-    assert world.kinds() == {(DB, BreakKind.MISSING_HEAD)}
+    assert kinds(world) == {(DB, BreakKind.MISSING_HEAD)}
     with pytest.raises(AuditUnavailable, match="tampering suspected"):
         world.trail.record(Action.ROTATED, secret_name="db-password")
     assert len(world.log.records[DB]) == 4  # nothing written, nothing forked
-    outcome = world.digest()  # the digest holds the head it sealed and raises the alarm
+    outcome = digest(world)  # the digest holds the head it sealed and raises the alarm
     assert outcome.digest.heads[DB].seq == 4
-    assert world.kinds() == {(DB, BreakKind.MISSING_HEAD)}
+    assert kinds(world) == {(DB, BreakKind.MISSING_HEAD)}
 
 
 def test_records_beyond_a_rewound_head_stop_appends(world: World) -> None:
-    world.record(4)
+    record_rotations(world, 4)
     world.log.heads[DB] = ChainHead(2, world.log.records[DB][1].mac)
     with pytest.raises(ChainTampered):
         world.log.append([world.trail.event(Action.ROTATED, secret_name="db-password")])
-    assert (DB, BreakKind.UNEXPECTED) in world.kinds()
+    assert (DB, BreakKind.UNEXPECTED) in kinds(world)
 
 
 def test_repair_re_derives_the_head_on_record_and_appends_resume(world: World) -> None:
-    world.record(4)
-    world.digest()
+    record_rotations(world, 4)
+    digest(world)
     del world.log.heads[DB]
-    world.digest()
-    record = world.repair("INC-42 head row deleted")
+    digest(world)
+    record = repair(world, "INC-42 head row deleted")
     assert (record.seq, record.event.action, record.event.actor) == (5, Action.CHAIN_REPAIRED, OPERATOR)
     assert record.event.details["previous_head"] is None
     assert record.prev_mac == world.log.records[DB][3].mac
-    world.record(1)
+    record_rotations(world, 1)
     assert world.log.heads[DB].seq == 6
-    assert world.verify().ok
-    outcome = world.digest()
+    assert verify(world).ok
+    outcome = digest(world)
     assert outcome.regressions == [] and outcome.digest.held == ()
-    assert world.verify().ok
+    assert verify(world).ok
 
 
 def test_repair_refuses_a_chain_whose_tail_was_cut(world: World) -> None:
-    world.record(6)
-    world.digest()
+    record_rotations(world, 6)
+    digest(world)
     del world.log.records[DB][4:], world.log.heads[DB]
     with pytest.raises(Conflict, match="does not verify"):
-        world.repair("try to launder")
+        repair(world, "try to launder")
     assert DB not in world.log.heads
 
 
 def test_repair_refuses_an_intact_chain(world: World) -> None:
-    world.record(2)
+    record_rotations(world, 2)
     with pytest.raises(Conflict, match="nothing to repair"):
-        world.repair("x")
+        repair(world, "x")
 
 
 # -- finding 3: the end of the digest chain is anchored ------------------------------------------------
 
 
 def test_deleting_the_newest_digest_is_caught_by_the_anchor(world: World) -> None:
-    world.record(2)
-    world.digest()
-    world.digest()
+    record_rotations(world, 2)
+    digest(world)
+    digest(world)
     world.log.digests.pop()
-    assert world.kinds() == {("_digest", BreakKind.ANCHOR_MISMATCH)}
+    assert kinds(world) == {("_digest", BreakKind.ANCHOR_MISMATCH)}
     with pytest.raises(DigestRefused):
-        world.digest()
+        digest(world)
     assert [v.seq for v in world.anchor.versions] == [1, 2]  # nothing sealed or anchored over it
-    assert world.tampering_records() and world.publisher.sent
-    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in world.kinds()
+    assert world.records(Action.TAMPERING_DETECTED) and world.publisher.sent
+    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
 
 
 @pytest.mark.parametrize("what", ["all digests", "the whole table"])
 def test_wiping_digests_or_the_table_is_broken_under_an_existing_anchor(world: World, what: str) -> None:
-    world.record(3)
-    world.record(1, None)
-    world.digest()
+    record_rotations(world, 3)
+    record_rotations(world, 1, None)
+    digest(world)
     world.log.digests.clear()
     if what == "the whole table":
         world.log.records.clear()
         world.log.heads.clear()
-    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in world.kinds()
+    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
     with pytest.raises(DigestRefused):
-        world.digest()
-    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in world.kinds()
+        digest(world)
+    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
 
 
 def test_a_replaced_digest_with_the_anchored_number_is_caught(world: World) -> None:
-    world.record(2)
-    world.digest()
+    record_rotations(world, 2)
+    digest(world)
     [only] = world.log.digests
     world.log.digests[0] = Digest(only.seq, only.time, {}, only.prev_mac, only.key_id, "f" * 64)
-    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in world.kinds()
+    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
 
 
 def test_digests_without_any_anchor_are_reported(world: World) -> None:
-    world.record(1)
-    world.digest()
+    record_rotations(world, 1)
+    digest(world)
     world.anchor.versions.clear()
-    assert world.kinds() == {("_digest", BreakKind.UNANCHORED)}
-    world.digest()  # the writer anchors again from here on
-    assert world.verify().ok
+    assert kinds(world) == {("_digest", BreakKind.UNANCHORED)}
+    digest(world)  # the writer anchors again from here on
+    assert verify(world).ok
 
 
 # -- the verifier and a concurrent writer -------------------------------------------------------------
@@ -373,50 +344,50 @@ class AppendsWhileRead(InMemoryAuditLog):
 
 
 def test_verify_does_not_mistake_an_append_in_flight_for_a_cut(world: World) -> None:
-    world.record(1)
+    record_rotations(world, 1)
     racing = AppendsWhileRead(world.log, world.trail)
-    report = verify_audit(racing, world.log.keys, world.clock, world.anchor, vault=VAULT)
+    report = world.verify_audit(reader=racing)
     assert racing.raced
     assert report.ok, report.breaks
 
 
 def test_the_writer_extends_what_the_anchor_vouches_for_and_verify_reads_everything(world: World) -> None:
-    world.record(1)
-    world.digest()
-    world.digest()
+    record_rotations(world, 1)
+    digest(world)
+    digest(world)
     first = world.log.digests[0]
     world.log.digests[0] = Digest(first.seq, first.time, first.heads, first.prev_mac, first.key_id, "f" * 64)
-    assert ("_digest", BreakKind.FORGED_DIGEST) in world.kinds()
-    world.digest()  # digest 2 is anchored and intact: the hourly writer need not re-read digest 1
+    assert ("_digest", BreakKind.FORGED_DIGEST) in kinds(world)
+    digest(world)  # digest 2 is anchored and intact: the hourly writer need not re-read digest 1
     assert [v.seq for v in world.anchor.versions] == [1, 2, 3]
-    assert ("_digest", BreakKind.FORGED_DIGEST) in world.kinds()
+    assert ("_digest", BreakKind.FORGED_DIGEST) in kinds(world)
 
 
 # -- found in review: each of these passed (wrongly) before the fix -------------------------------------
 
 
 def test_an_old_record_put_back_at_the_sealed_position_does_not_launder_a_cut(world: World) -> None:
-    world.record(12)
-    world.digest()
+    record_rotations(world, 12)
+    digest(world)
     records = world.log.records[DB]
     old_twelve = records[11]
     del records[10:]
     world.log.heads[DB] = ChainHead(10, records[-1].mac)
-    world.record(3)  # the service appends 11', 12', 13'
+    record_rotations(world, 3)  # the service appends 11', 12', 13'
     new_twelve, records[11] = records[11], old_twelve  # the original 12 put back where the digest saw it
-    outcome = world.digest()
+    outcome = digest(world)
     assert [b.kind for b in outcome.regressions] == [BreakKind.REGRESSED]
     assert outcome.digest.heads[DB].seq == 12  # held
     records[11] = new_twelve
-    world.digest()
-    assert len(world.tampering_records()) == 1 and len(world.publisher.sent) == 1
-    assert (DB, BreakKind.EDITED) in world.kinds()
+    digest(world)
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1 and len(world.publisher.sent) == 1
+    assert (DB, BreakKind.EDITED) in kinds(world)
 
 
 def test_one_secret_verify_reports_forged_digests_that_hide_its_cut(world: World) -> None:
-    world.record(10)
-    world.digest()
-    world.digest()
+    record_rotations(world, 10)
+    digest(world)
+    digest(world)
     del world.log.records[DB][7:]
     world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
     # Every digest gets a changed time (covered by its MAC) but keeps its mac field.
@@ -424,7 +395,7 @@ def test_one_secret_verify_reports_forged_digests_that_hide_its_cut(world: World
         Digest(d.seq, d.time + timedelta(seconds=1), d.heads, d.prev_mac, d.key_id, d.mac, d.held)
         for d in world.log.digests
     ]
-    report = world.verify("db-password")
+    report = verify(world, "db-password")
     assert not report.ok
     assert ("_digest", BreakKind.FORGED_DIGEST) in {(b.chain, b.kind) for b in report.breaks}
 
@@ -439,29 +410,29 @@ class FailingAnchor(InMemoryAnchor):
 
 
 def test_an_alarm_is_on_record_before_the_digest_that_holds_the_chain(world: World) -> None:
-    world.record(10)
-    world.digest()
+    record_rotations(world, 10)
+    digest(world)
     del world.log.records[DB][7:]
     world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
     real, world.anchor = world.anchor, FailingAnchor(world.anchor)
     with pytest.raises(RuntimeError):
-        world.digest()  # sealed (holding the chain), then died before anchoring
+        digest(world)  # sealed (holding the chain), then died before anchoring
     world.anchor = real
-    assert len(world.tampering_records()) == 1 and len(world.publisher.sent) == 1
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1 and len(world.publisher.sent) == 1
 
 
 def test_the_alarm_must_be_recorded_before_sealing(world: World) -> None:
-    world.record(10)
-    world.digest()
+    record_rotations(world, 10)
+    digest(world)
     del world.log.records[DB][7:]
     world.log.heads[DB] = ChainHead(7, world.log.records[DB][-1].mac)
     world.log.keys.available = False  # type: ignore[attr-defined]  # the record cannot be sealed now
     with pytest.raises(AuditUnavailable):
-        write_digest(world.log, world.log.keys, world.clock, world.anchor, world.trail, world.publisher)
+        world.write_digest()
     assert len(world.log.digests) == 1  # nothing sealed: the next run reports again
     world.log.keys.available = True  # type: ignore[attr-defined]
-    assert [b.chain for b in world.digest().new_regressions] == [DB]
-    assert len(world.tampering_records()) == 1
+    assert [b.chain for b in digest(world).new_regressions] == [DB]
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1
 
 
 class SealsBetweenReads(InMemoryAuditLog):
@@ -473,28 +444,26 @@ class SealsBetweenReads(InMemoryAuditLog):
 
     def read_heads(self) -> dict[str, ChainHead]:
         heads = dict(self.heads)
-        self.world.record(2)
-        self.world.digest()
+        record_rotations(self.world, 2)
+        digest(self.world)
         return heads
 
 
 def test_two_digest_writers_at_once_seal_once_and_leave_no_false_regression(world: World) -> None:
-    world.record(3)
-    world.digest()
+    record_rotations(world, 3)
+    digest(world)
     with pytest.raises(Conflict, match="sealed meanwhile"):
-        write_digest(
-            SealsBetweenReads(world), world.log.keys, world.clock, world.anchor, world.trail, world.publisher
-        )
+        world.write_digest(reader=SealsBetweenReads(world))
     assert [d.heads[DB].seq for d in world.log.digests] == [3, 5]
-    world.digest()
-    assert world.verify().ok
+    digest(world)
+    assert verify(world).ok
 
 
 def test_repair_refuses_a_head_ahead_of_its_records(world: World) -> None:
-    world.record(10)
-    world.digest()
-    world.record(2)  # 11, 12: not sealed yet
+    record_rotations(world, 10)
+    digest(world)
+    record_rotations(world, 2)  # 11, 12: not sealed yet
     del world.log.records[DB][10:]  # cut; the head still says 12
     with pytest.raises(Conflict, match="never repaired"):
-        world.repair("launder")
-    assert (DB, BreakKind.TRUNCATED) in world.kinds()
+        repair(world, "launder")
+    assert (DB, BreakKind.TRUNCATED) in kinds(world)

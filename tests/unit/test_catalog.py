@@ -16,7 +16,7 @@ from shared.domain.rotation import RotationReason
 from shared.domain.secrets import SecretVersion
 from shared.domain.state import Versioned
 from shared.services import catalog
-from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.audit import AuditUnavailable
 from shared.services.catalog import InvalidPolicy, PolicyConflict, PolicyInput
 from shared.services.rotation import (
     PARTITION,
@@ -24,18 +24,10 @@ from shared.services.rotation import (
     Busy,
     NotManaged,
     made_by_service,
-    rotate_requested,
 )
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-    RecordingRotationRequests,
-)
+from tests.fakes import FixedClock, InMemorySecretStore, InMemoryStateStore
+from tests.world import World
 
-RESERVED = ("audit-hmac-key", "audit-digest-anchor")
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 OPERATOR = Actor(id="oid-operator", type=ActorType.USER)
 
@@ -68,38 +60,20 @@ def success_of(action: Action) -> Callable[[AuditEvent], bool]:
     return lambda event: event.action == action and event.result == Result.SUCCESS
 
 
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = CountingStore(self.clock)
-        self.states = CountingStates()
-        self.log = InMemoryAuditLog()
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-        self.requests = RecordingRotationRequests()
-
-    def seed(self, name: str, tags: Mapping[str, str] | None = None, age_days: int = 1, **kw: Any) -> None:
-        self.clock.advance(timedelta(days=-age_days))
-        tags = POLICY.to_tags() if tags is None else tags
-        self.store.set_value(name, "seed-value", content_type="text/plain", tags=tags, **kw)
-        self.clock.advance(timedelta(days=age_days))
-
-    def records(self, action: Action) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == action]
-
-    def list(self, **options: Any) -> dict[str, Any]:
-        return catalog.list_managed(self.store, self.states, self.clock, reserved=RESERVED, **options)
-
-    def request(self, name: str, force: bool = False) -> catalog.RotationTicket:
-        return catalog.request_rotation(
-            self.store, self.states, self.requests, self.trail, self.clock, reserved=RESERVED, name=name,
-            force=force, actor=OPERATOR, correlation_id="http-7",
-        )  # fmt: skip
-
-
 @pytest.fixture
 def world() -> World:
-    return World()
+    return World(store=CountingStore, rows=CountingStates)
+
+
+def seed(
+    world: World, name: str, tags: Mapping[str, str] | None = None, age_days: int = 1, **kw: Any
+) -> None:
+    world.secret(name, "seed-value", tags=tags, age_days=age_days, **kw)
+
+
+def ask_rotation(world: World, name: str, force: bool = False) -> catalog.RotationTicket:
+    """A manual rotation as the operator asks for it over HTTP."""
+    return world.request_rotation(name, force=force, actor=OPERATOR, correlation_id="http-7")
 
 
 def fields(**changes: Any) -> PolicyInput:
@@ -111,11 +85,11 @@ def fields(**changes: Any) -> PolicyInput:
 
 def test_list_pages_managed_secrets_by_name_reading_only_the_page(world: World) -> None:
     for name in ("charlie", "Alpha", "bravo", "delta", "echo"):
-        world.seed(name)
-    world.seed("legacy", tags={"owner": "ops"})  # unmanaged
-    world.seed("audit-hmac-key")  # reserved, whatever its tags
-    world.seed("broken", tags={**POLICY.to_tags(), "rotation-interval-days": "soon"})
-    first = world.list(limit=3)
+        seed(world, name)
+    seed(world, "legacy", tags={"owner": "ops"})  # unmanaged
+    seed(world, "audit-hmac-key")  # reserved, whatever its tags
+    seed(world, "broken", tags={**POLICY.to_tags(), "rotation-interval-days": "soon"})
+    first = world.list_managed(limit=3)
     assert [i["name"] for i in first["items"]] == ["Alpha", "bravo", "broken"]
     assert first["continuation"] == "broken"
     assert sorted(world.store.reads) == ["Alpha", "bravo", "broken"]
@@ -126,7 +100,7 @@ def test_list_pages_managed_secrets_by_name_reading_only_the_page(world: World) 
         "tag": "rotation-interval-days",
         "problem": "'soon' is not a whole number of days",
     }
-    second = world.list(limit=3, after=first["continuation"])
+    second = world.list_managed(limit=3, after=first["continuation"])
     assert [i["name"] for i in second["items"]] == ["charlie", "delta", "echo"]
     assert second["continuation"] is None
     alpha = first["items"][0]
@@ -137,13 +111,13 @@ def test_list_pages_managed_secrets_by_name_reading_only_the_page(world: World) 
 
 
 def test_list_shows_a_rotation_in_progress_and_the_last_error(world: World) -> None:
-    world.seed("alpha")
+    seed(world, "alpha")
     world.states.create(
         PARTITION, "alpha",
         {"rotation_id": "a" * 32, "step": "promoting", "holder": "h", "attempt": 2,
          "lease_until": "2026-11-29T10:10:00.000000Z", "last_error": "DependencyUnavailable"},
     )  # fmt: skip
-    [item] = world.list()["items"]
+    [item] = world.list_managed()["items"]
     assert item["state"] == {
         "status": "promoting", "last_error": "DependencyUnavailable", "rotation_id": "a" * 32, "attempt": 2,
         "lease_until": "2026-11-29T10:10:00.000000Z", "lease_live": True,
@@ -154,10 +128,7 @@ def test_list_shows_a_rotation_in_progress_and_the_last_error(world: World) -> N
 
 
 def onboard(world: World, name: str = "new-api-key", policy: RotationPolicy = POLICY) -> SecretVersion:
-    return catalog.onboard(
-        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name=name, policy=policy,
-        actor=OPERATOR, correlation_id="http-1",
-    )  # fmt: skip
+    return world.onboard(name, policy, actor=OPERATOR, correlation_id="http-1")
 
 
 def test_onboarding_creates_one_version_with_the_policy_and_the_service_tags(world: World) -> None:
@@ -177,7 +148,7 @@ def test_onboarding_creates_one_version_with_the_policy_and_the_service_tags(wor
 
 
 def test_onboarding_refuses_an_existing_reserved_or_recoverable_name(world: World) -> None:
-    world.seed("taken")
+    seed(world, "taken")
     with pytest.raises(Conflict, match="exists"):
         onboard(world, "taken")
     with pytest.raises(Conflict, match="own secret"):
@@ -274,14 +245,11 @@ def test_a_full_policy_round_trips() -> None:
 
 
 def apply(world: World, name: str, policy: PolicyInput) -> RotationPolicy:
-    return catalog.apply_policy(
-        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name=name, fields=policy,
-        actor=OPERATOR, correlation_id="http-2",
-    )  # fmt: skip
+    return world.apply_policy(name, policy, actor=OPERATOR, correlation_id="http-2")
 
 
 def test_a_policy_replaces_the_policy_tags_of_the_current_version_and_keeps_the_others(world: World) -> None:
-    world.seed("alpha", tags={**POLICY.to_tags(), "validity-days": "90", "cost-center": "42"})
+    seed(world, "alpha", tags={**POLICY.to_tags(), "validity-days": "90", "cost-center": "42"})
     [version] = world.store.versions_of("alpha")
     applied = apply(world, "alpha", fields(kind=None, rotation_interval_days=7))
     assert world.store.versions_of("alpha") == [version]  # no new version
@@ -292,7 +260,7 @@ def test_a_policy_replaces_the_policy_tags_of_the_current_version_and_keeps_the_
 
 
 def test_a_policy_whose_success_record_fails_says_it_was_applied(world: World) -> None:
-    world.seed("alpha")
+    seed(world, "alpha")
     [version] = world.store.versions_of("alpha")
     world.log.fails = success_of(Action.POLICY_CHANGED)
     with pytest.raises(OutcomeNotRecorded) as raised:
@@ -304,7 +272,7 @@ def test_a_policy_whose_success_record_fails_says_it_was_applied(world: World) -
 
 
 def test_an_unmanaged_secret_becomes_managed_and_needs_a_kind(world: World) -> None:
-    world.seed("legacy", tags={"owner": "ops"})
+    seed(world, "legacy", tags={"owner": "ops"})
     with pytest.raises(InvalidPolicy) as err:
         apply(world, "legacy", fields(kind=None))
     assert err.value.field == "kind"
@@ -318,7 +286,7 @@ def test_an_unmanaged_secret_becomes_managed_and_needs_a_kind(world: World) -> N
 def test_a_policy_is_refused_for_unknown_reserved_and_certificate_secrets(world: World) -> None:
     with pytest.raises(NotFound):
         apply(world, "nothing", fields())
-    world.seed("audit-hmac-key", tags={})
+    seed(world, "audit-hmac-key", tags={})
     with pytest.raises(Conflict):
         apply(world, "audit-hmac-key", fields())
     world.store.add_certificate("tls")
@@ -331,8 +299,8 @@ def test_a_policy_is_refused_for_unknown_reserved_and_certificate_secrets(world:
 
 
 def test_a_manual_rotation_is_queued_and_the_queued_request_rotates_once(world: World) -> None:
-    world.seed("alpha")
-    ticket = world.request("alpha", force=True)
+    seed(world, "alpha")
+    ticket = ask_rotation(world, "alpha", force=True)
     assert ticket.status == "queued"
     [request] = world.requests.sent
     assert (request.reason, request.force, request.rotation_id, request.correlation_id) == (
@@ -340,87 +308,79 @@ def test_a_manual_rotation_is_queued_and_the_queued_request_rotates_once(world: 
     )  # fmt: skip
     assert [e.result for e in world.records(Action.ROTATION_REQUESTED)] == [Result.INTENT, Result.SUCCESS]
     for _ in range(3):  # delivered, then redelivered
-        rotate_requested(
-            request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-        )
+        world.rotate_requested(request)
     assert len(world.store.versions_of("alpha")) == 2
     assert world.store.get_properties("alpha").tags[ROTATION_ID_TAG] == ticket.rotation_id
 
 
 def test_a_queued_rotation_whose_success_record_fails_is_answered_as_queued(world: World) -> None:
-    world.seed("alpha")
+    seed(world, "alpha")
     world.log.fails = success_of(Action.ROTATION_REQUESTED)
-    ticket = world.request("alpha", force=True)  # not an error: asking again would rotate twice
+    ticket = ask_rotation(world, "alpha", force=True)  # not an error: asking again would rotate twice
     [request] = world.requests.sent
     assert (ticket.status, ticket.rotation_id) == ("queued", request.rotation_id)
     [intent] = world.records(Action.ROTATION_REQUESTED)
     assert intent.result == Result.INTENT and intent.details["rotation_id"] == ticket.rotation_id
     world.log.fails = lambda event: False
-    rotate_requested(
-        request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-    )
+    world.rotate_requested(request)
     assert len(world.store.versions_of("alpha")) == 2
     assert [e.details["rotation_id"] for e in world.records(Action.ROTATED)] == [ticket.rotation_id] * 2
 
 
 def test_a_manual_rotation_that_is_not_due_needs_force(world: World) -> None:
-    world.seed("alpha")
+    seed(world, "alpha")
     with pytest.raises(Conflict, match=r"not due until 2026-12-28.*force=true"):
-        world.request("alpha")
+        ask_rotation(world, "alpha")
     assert world.requests.sent == [] and world.log.events == []
-    world.seed("old", age_days=40)
-    assert world.request("old").status == "queued"
+    seed(world, "old", age_days=40)
+    assert ask_rotation(world, "old").status == "queued"
 
 
 def test_a_manual_rotation_is_refused_naming_the_tag(world: World) -> None:
-    world.seed("legacy", tags={"owner": "ops"})
+    seed(world, "legacy", tags={"owner": "ops"})
     with pytest.raises(NotManaged) as unmanaged:
-        world.request("legacy", force=True)
+        ask_rotation(world, "legacy", force=True)
     assert unmanaged.value.tag == "managed-by"
-    world.seed("broken", tags={**POLICY.to_tags(), "secret-kind": "ssh"})
+    seed(world, "broken", tags={**POLICY.to_tags(), "secret-kind": "ssh"})
     with pytest.raises(PolicyConflict) as invalid:
-        world.request("broken", force=True)
+        ask_rotation(world, "broken", force=True)
     assert invalid.value.tag == "secret-kind"
     with pytest.raises(NotFound):
-        world.request("nothing", force=True)
+        ask_rotation(world, "nothing", force=True)
     assert world.requests.sent == []
 
 
 def test_a_request_joins_the_rotation_in_progress_instead_of_queueing_another(world: World) -> None:
-    world.seed("alpha")
+    seed(world, "alpha")
     world.states.create(
         PARTITION, "alpha",
         {"rotation_id": "c" * 32, "step": "promoting", "holder": "h", "attempt": 1,
          "lease_until": "2026-11-29T10:10:00.000000Z"},
     )  # fmt: skip
-    ticket = world.request("alpha", force=True)
+    ticket = ask_rotation(world, "alpha", force=True)
     assert (ticket.status, ticket.joined) == ("in_progress", "c" * 32) and ticket.rotation_id != "c" * 32
     assert world.requests.sent == []
     stored = world.states.get(PARTITION, "alpha")
     assert stored is not None and ticket.rotation_id in stored.state["aliases"]  # named in its outcome
-    plan = catalog.plan_rotation(
-        world.store, world.states, world.clock, reserved=RESERVED, name="alpha", force=True
-    )
+    plan = world.plan_rotation("alpha", force=True)
     assert plan["would_rotate"] is False and plan["in_progress"]["rotation_id"] == "c" * 32
 
 
 def test_a_queue_that_does_not_answer_is_on_record_and_raised(world: World) -> None:
-    world.seed("alpha")
+    seed(world, "alpha")
     world.requests.available = False
     with pytest.raises(DependencyUnavailable):
-        world.request("alpha", force=True)
+        ask_rotation(world, "alpha", force=True)
     assert [e.result for e in world.records(Action.ROTATION_REQUESTED)] == [Result.INTENT, Result.FAILURE]
 
 
 def test_a_dry_run_says_what_would_happen_and_writes_nothing(world: World) -> None:
-    world.seed("alpha")
-    world.seed("old", age_days=40)
-    world.seed("legacy", tags={})
+    seed(world, "alpha")
+    seed(world, "old", age_days=40)
+    seed(world, "legacy", tags={})
 
     def plan(name: str, force: bool = False) -> dict[str, Any]:
-        return catalog.plan_rotation(
-            world.store, world.states, world.clock, reserved=RESERVED, name=name, force=force
-        )
+        return world.plan_rotation(name, force=force)
 
     assert plan("alpha")["would_rotate"] is False and plan("alpha")["reason"].startswith("not due until")
     assert (plan("alpha", force=True)["would_rotate"], plan("alpha", force=True)["reason"]) == (
@@ -445,16 +405,11 @@ def test_a_dry_run_says_what_would_happen_and_writes_nothing(world: World) -> No
 
 
 def test_status_after_a_rotation_shows_it_and_the_retirement(world: World) -> None:
-    world.seed("alpha", age_days=40)
+    seed(world, "alpha", age_days=40)
     [old] = world.store.versions_of("alpha")
-    rotate_requested(
-        _queued(world, "alpha"), world.store, world.states, world.trail, world.publisher, world.clock,
-        reserved=RESERVED,
-    )  # fmt: skip
+    world.rotate_requested(_queued(world, "alpha"))
     new = world.store.get_properties("alpha")
-    status = catalog.secret_status(
-        world.store, world.states, world.log, world.clock, reserved=RESERVED, vault="fleet", name="alpha"
-    )
+    status = world.secret_status("alpha")
     assert status["version"] == new.version and status["managed"] is True and status["due_now"] is False
     assert status["policy"] == catalog.policy_dict(POLICY)
     assert status["state"] == {"status": "idle", "last_error": None}
@@ -467,57 +422,43 @@ def test_status_after_a_rotation_shows_it_and_the_retirement(world: World) -> No
 
 
 def _queued(world: World, name: str) -> Any:
-    world.request(name)
+    ask_rotation(world, name)
     return world.requests.sent[-1]
 
 
 def test_status_shows_a_failed_rotation_and_an_invalid_policy(world: World) -> None:
-    world.seed("alpha", age_days=40)
+    seed(world, "alpha", age_days=40)
     request = _queued(world, "alpha")
     world.store.denied.add("set_value")
     with pytest.raises(Exception):  # noqa: B017 - Forbidden, the queue retries
-        rotate_requested(
-            request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-        )
-    status = catalog.secret_status(
-        world.store, world.states, world.log, world.clock, reserved=RESERVED, vault="fleet", name="alpha"
-    )
+        world.rotate_requested(request)
+    status = world.secret_status("alpha")
     failure = status["last_failure"]
     assert (failure["error_class"], failure["step"], failure["rotation_id"]) == (
         "Forbidden", "promote", request.rotation_id,
     )  # fmt: skip
     assert status["state"]["status"] == "promoting" and status["state"]["lease_live"] is False
     world.store.denied.clear()
-    world.seed("broken", tags={**POLICY.to_tags(), "rotation-interval-days": "0"})
-    broken = catalog.secret_status(
-        world.store, world.states, world.log, world.clock, reserved=RESERVED, vault="fleet", name="broken"
-    )
+    seed(world, "broken", tags={**POLICY.to_tags(), "rotation-interval-days": "0"})
+    broken = world.secret_status("broken")
     assert broken["policy"] is None and broken["violation"]["tag"] == "rotation-interval-days"
     with pytest.raises(NotFound):
-        catalog.secret_status(
-            world.store,
-            world.states,
-            world.log,
-            world.clock,
-            reserved=RESERVED,
-            vault="fleet",
-            name="nothing",
-        )
+        world.secret_status("nothing")
 
 
 # -- plan ------------------------------------------------------------------------------------------------
 
 
 def test_the_plan_lists_rotations_expiries_and_violations_in_the_window(world: World) -> None:
-    world.seed("soon", age_days=25)  # due in 5 days (interval)
-    world.seed("later", age_days=1)  # due in 29 days: outside a 7-day window
-    world.seed("near", age_days=1, expires=world.clock.now() + timedelta(days=33))  # near-expiry in 3 days
-    world.seed("plain", tags={}, expires=world.clock.now() + timedelta(days=2))  # unmanaged, expiring
-    world.seed("gone-by", tags={}, expires=world.clock.now() - timedelta(days=1))  # expired already
-    world.seed("off", tags={}, enabled=False, expires=world.clock.now() + timedelta(days=1))  # disabled
-    world.seed("audit-hmac-key", expires=world.clock.now() + timedelta(days=1))  # reserved
-    world.seed("broken", tags={**POLICY.to_tags(), "secret-kind": "ssh"})
-    plan = catalog.rotation_plan(world.store, world.clock, reserved=RESERVED, within_days=7)
+    seed(world, "soon", age_days=25)  # due in 5 days (interval)
+    seed(world, "later", age_days=1)  # due in 29 days: outside a 7-day window
+    seed(world, "near", age_days=1, expires=world.clock.now() + timedelta(days=33))  # near-expiry in 3 days
+    seed(world, "plain", tags={}, expires=world.clock.now() + timedelta(days=2))  # unmanaged, expiring
+    seed(world, "gone-by", tags={}, expires=world.clock.now() - timedelta(days=1))  # expired already
+    seed(world, "off", tags={}, enabled=False, expires=world.clock.now() + timedelta(days=1))  # disabled
+    seed(world, "audit-hmac-key", expires=world.clock.now() + timedelta(days=1))  # reserved
+    seed(world, "broken", tags={**POLICY.to_tags(), "secret-kind": "ssh"})
+    plan = world.rotation_plan(within_days=7)
     assert [(i["name"], i["event"]) for i in plan["items"]] == [
         ("gone-by", "expiry"), ("plain", "expiry"), ("near", "rotation"), ("soon", "rotation"),
     ]  # fmt: skip
@@ -526,7 +467,7 @@ def test_the_plan_lists_rotations_expiries_and_violations_in_the_window(world: W
     assert plan["violations"] == [
         {"name": "broken", "tag": "secret-kind", "problem": plan["violations"][0]["problem"]}
     ]
-    wide = catalog.rotation_plan(world.store, world.clock, reserved=RESERVED, within_days=40)
+    wide = world.rotation_plan(within_days=40)
     assert ("later", "rotation") in [(i["name"], i["event"]) for i in wide["items"]]
     assert ("near", "expiry") in [(i["name"], i["event"]) for i in wide["items"]]
 
@@ -541,21 +482,15 @@ def test_a_webhook_secret_gets_its_signing_key_when_onboarded_or_put_under_polic
     from tests.fakes import FakeKeyRing
 
     target = "https://dispatch.example.com/rotate"
-    rotators = {Rotator.WEBHOOK: WebhookRotator(world.store, FakeKeyRing())}
+    world.rotators = {Rotator.WEBHOOK: WebhookRotator(world.store, FakeKeyRing())}
     policy = catalog.build_policy(fields(rotator="webhook", rotation_target=target))
-    version = catalog.onboard(
-        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="hook-key",
-        policy=policy, actor=OPERATOR, rotators=rotators,
-    )  # fmt: skip
+    version = world.onboard("hook-key", policy, actor=OPERATOR)
     key = world.store.get_properties(signing_key_name("hook-key"))
     assert version.tags[SIGNING_KEY_TAG] == key.name and key.tags[SIGNS_FOR_TAG] == target
     assert key.tags[BINDING_TAG]
 
     other = "https://billing.example.com/rotate"
-    catalog.apply_policy(
-        world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="hook-key",
-        fields=fields(rotator="webhook", rotation_target=other), actor=OPERATOR, rotators=rotators,
-    )  # fmt: skip
+    world.apply_policy("hook-key", fields(rotator="webhook", rotation_target=other), actor=OPERATOR)
     assert world.store.get_properties("hook-key").tags[SIGNING_KEY_TAG] == key.name
     rebound = world.store.get_properties(key.name)
     assert rebound.version != key.version and rebound.tags[SIGNS_FOR_TAG] == other

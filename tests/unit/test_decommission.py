@@ -12,90 +12,68 @@ from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.errors import Conflict, NotFound
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.revocation import Reason, Severity
-from shared.services import decommission, revocation, rotation
-from shared.services.audit import AuditTrail, AuditUnavailable
-from shared.services.revocation import NewRequest, Services
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-)
+from shared.services import revocation, rotation
+from shared.services.audit import AuditUnavailable
+from shared.services.revocation import NewRequest
+from tests.world import World
 
 NAME = "retired-partner-key"
 OPERATOR = Actor("olga", ActorType.USER)
-RESERVED = ("audit-hmac-key",)
-
-
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = InMemorySecretStore(self.clock)
-        self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-        tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
-        self.store.set_value(NAME, "v1", content_type=None, tags=tags)
-        self.store.set_value(NAME, "v2", content_type=None, tags=tags)
-
-    def delete(self, name: str = NAME) -> None:
-        decommission.delete_secret(
-            self.store, self.states, self.trail, self.publisher, self.clock, reserved=RESERVED, name=name,
-            justification="partner offboarded", actor=OPERATOR,
-        )  # fmt: skip
-
-    def recover(self, name: str = NAME) -> None:
-        decommission.recover_secret(
-            self.store, self.trail, self.publisher, self.clock, reserved=RESERVED, name=name, actor=OPERATOR
-        )
 
 
 @pytest.fixture
 def world() -> World:
-    return World()
+    world = World(name=NAME)
+    tags = RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags()
+    world.secret(value="v1", tags=tags, content_type=None)
+    world.secret(value="v2", tags=tags, content_type=None)
+    return world
+
+
+def delete(world: World, name: str = NAME) -> None:
+    world.delete_secret(name, justification="partner offboarded", actor=OPERATOR)
+
+
+def recover(world: World, name: str = NAME) -> None:
+    world.recover_secret(name, actor=OPERATOR)
 
 
 def test_delete_is_soft_recorded_and_notified_and_recover_brings_it_back(world: World) -> None:
-    world.delete()
+    delete(world)
     assert NAME not in world.store.secrets and NAME in world.store.deleted
     records = [(e.action, e.result) for e in world.log.events]
     assert records == [(Action.SECRET_DELETED, Result.INTENT), (Action.SECRET_DELETED, Result.SUCCESS)]
     assert world.log.events[0].details["justification"] == "partner offboarded"
     assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretDeleted"]
     with pytest.raises(NotFound):
-        world.delete()
-    world.recover()
+        delete(world)
+    recover(world)
     assert world.store.get_value(NAME).value == "v2" and len(world.store.list_versions(NAME)) == 2
     assert world.publisher.sent[-1].type == "SecretLifecycle.SecretRecovered"
     with pytest.raises(NotFound):  # not deleted any more
-        world.recover()
+        recover(world)
 
 
 def test_never_the_services_own_nor_an_unmanaged_secret(world: World) -> None:
     world.store.set_value("audit-hmac-key", "k", content_type=None, tags={})
     world.store.set_value("someone-elses", "x", content_type=None, tags={})
     with pytest.raises(Conflict):
-        world.delete("audit-hmac-key")
+        delete(world, "audit-hmac-key")
     with pytest.raises(rotation.NotManaged):
-        world.delete("someone-elses")
+        delete(world, "someone-elses")
     with pytest.raises(Conflict):
-        world.recover("audit-hmac-key")
+        recover(world, "audit-hmac-key")
     assert world.store.deleted == {}
 
 
 def test_refused_while_a_rotation_or_a_revocation_is_in_flight(world: World) -> None:
     stored = world.states.get(rotation.PARTITION, NAME)
-    progress, etag = rotation.acquire(world.states, NAME, stored, rotation.PROMOTING, world.clock)
+    progress, etag = world.acquire(rotation.PROMOTING, NAME, stored)
     with pytest.raises(rotation.Busy):
-        world.delete()
-    rotation.release(world.states, NAME, progress, etag, new_version=None)
+        delete(world)
+    world.release(progress, etag, name=NAME, new_version=None)
 
-    peers = Services(
-        world.store, world.states, world.trail, world.publisher, world.clock, RESERVED,
-        reader=world.log, keys=world.log.keys,
-    )  # fmt: skip
+    peers = world.revocations
     made = revocation.request(
         peers, NewRequest(NAME, Reason.MANUAL_REQUEST, Severity.HIGH, "why"), Actor("alice", ActorType.USER)
     )
@@ -111,21 +89,21 @@ def test_refused_while_a_rotation_or_a_revocation_is_in_flight(world: World) -> 
     world.store.update_properties = crashed  # type: ignore[method-assign]
     world.clock.advance(rotation.LEASE + timedelta(seconds=1))  # the secret's lease ran out, not the request
     with pytest.raises(Conflict, match="being executed"):
-        world.delete()
+        delete(world)
     assert world.store.deleted == {}
 
 
 def test_nothing_is_deleted_when_the_audit_is_down(world: World) -> None:
     world.log.fails = lambda event: True  # type: ignore[assignment,misc]
     with pytest.raises(AuditUnavailable):
-        world.delete()
+        delete(world)
     assert world.store.deleted == {} and world.store.get_value(NAME).value == "v2"
 
 
 def test_a_vault_refusal_is_recorded_as_a_failure(world: World) -> None:
     world.store.denied.add("delete")
     with pytest.raises(Exception, match="forbidden"):
-        world.delete()
+        delete(world)
     assert [e.result for e in world.log.events] == [Result.INTENT, Result.FAILURE]
     assert world.states.get(rotation.PARTITION, NAME).state["step"] == "idle"  # type: ignore[union-attr]
 
@@ -136,7 +114,7 @@ def test_a_deletion_whose_success_record_failed_says_it_was_made(world: World) -
 
     world.log.fails = lambda event: event.result == R.SUCCESS  # type: ignore[assignment,misc]
     with pytest.raises(OutcomeNotRecorded, match="was deleted"):
-        world.delete()
+        delete(world)
     assert NAME in world.store.deleted
     with pytest.raises(OutcomeNotRecorded, match="was recovered"):
-        world.recover()
+        recover(world)

@@ -26,10 +26,10 @@ from shared.domain.identity import (
 from shared.domain.revocation import Decision, Severity, Status
 from shared.domain.scan_rules import ScanRules
 from shared.services import revocation
-from shared.services.audit import AuditTrail, review_finding
 from shared.services.suspicious import find_suspicious
-from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings
-from tests.unit.test_revocation import BOB, World
+from tests.fakes import FixedClock, InMemoryFindings
+from tests.unit.test_revocation import BOB, request, revocation_world
+from tests.world import World
 
 GUID = "3f2c9a1e-4b7d-4e8a-9c1f-0a2b3c4d5e6f"
 
@@ -91,25 +91,30 @@ def _user(raw: str) -> Actor:
     return Actor(raw, ActorType.USER)
 
 
-@pytest.mark.parametrize("spelling", ["ALICE", "  alice ", full_width("alice")])
+@pytest.mark.parametrize("spelling", ["Alice", "ALICE", " alice", "alice ", "  alice ", full_width("alice")])
 def test_the_requester_cannot_approve_in_another_spelling_and_the_refusal_is_on_record(spelling: str) -> None:
-    world = World()
-    requested = world.request(Severity.LOW)
+    world = revocation_world()
+    requested = request(world, Severity.LOW)
     with pytest.raises(NotPermitted):
-        revocation.approve(world.peers, requested.id, _user(spelling), None)
+        revocation.approve(world.revocations, requested.id, _user(spelling), None)
     [denied] = [e for e in world.records(Action.REVOCATION_APPROVED) if e.result == Result.DENIED]
     assert denied.actor.id == spelling and denied.details["revocation_id"] == requested.id
     assert denied.details["rule"] == "NotPermitted"
     assert revocation.get(world.states, requested.id).approvals == ()
 
 
-@pytest.mark.parametrize("second", [GUID.upper(), "{" + GUID + "}", GUID.replace("-", "")])
-def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(second: str) -> None:
-    world = World()
-    requested = world.request(Severity.LOW)
-    revocation.approve(world.peers, requested.id, _user(GUID), None)
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(GUID, GUID.upper()), (GUID, "{" + GUID + "}"), (GUID, GUID.replace("-", "")), ("bob", "BOB")],
+)
+def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(
+    first: str, second: str
+) -> None:
+    world = revocation_world()
+    requested = request(world, Severity.LOW)
+    revocation.approve(world.revocations, requested.id, _user(first), None)
     with pytest.raises(InvalidTransition, match="approved it already"):
-        revocation.approve(world.peers, requested.id, _user(second), None)
+        revocation.approve(world.revocations, requested.id, _user(second), None)
     denied = [e for e in world.records(Action.REVOCATION_APPROVED) if e.result == Result.DENIED]
     assert [(e.actor.id, e.details["rule"]) for e in denied] == [(second, "AlreadyApproved")]
     stored = revocation.get(world.states, requested.id)
@@ -117,24 +122,23 @@ def test_one_approver_in_two_spellings_counts_once_and_the_refusal_is_on_record(
 
 
 def test_a_self_review_of_a_break_glass_is_refused_on_record() -> None:
-    world = World()
-    done = world.request(Severity.CRITICAL, break_glass=True)
+    world = revocation_world()
+    done = request(world, Severity.CRITICAL, break_glass=True)
     with pytest.raises(NotPermitted):
-        revocation.review(world.peers, done.id, _user(full_width("ALICE")), "looks fine")
+        revocation.review(world.revocations, done.id, _user(full_width("ALICE")), "looks fine")
     [denied] = [e for e in world.records(Action.REVIEWED) if e.result == Result.DENIED]
     assert denied.details["revocation_id"] == done.id
     assert revocation.get(world.states, done.id).review_required
-    revocation.review(world.peers, done.id, BOB, "checked")  # someone else may
+    revocation.review(world.revocations, done.id, BOB, "checked")  # someone else may
 
 
 def test_the_audit_trail_counts_approvers_as_people() -> None:
     """Execution counts distinct approvers on record in the canonical form, so two spellings of one
     approver can never make up the second approval, whatever the stored row says."""
-    world = World()
-    requested = world.request(Severity.LOW)
-    trail = AuditTrail(world.log, world.clock, "fleet")
+    world = revocation_world()
+    requested = request(world, Severity.LOW)
     for spelling in (GUID, "{" + GUID.upper() + "}"):  # forged into the trail as two approvals
-        trail.record(
+        world.trail.record(
             Action.REVOCATION_APPROVED,
             secret_name=requested.secret_name,
             actor=_user(spelling),
@@ -150,23 +154,20 @@ def test_the_audit_trail_counts_approvers_as_people() -> None:
     )
     world.states.replace(revocation.PARTITION, requested.id, forged.to_state(), stored.etag)
     with pytest.raises(InvalidTransition, match="holds 1 of 2 approvals"):
-        revocation.execute(world.peers, requested.id, _user("dave"))
+        revocation.execute(world.revocations, requested.id, _user("dave"))
     assert all(world.enabled().values())
 
 
 @pytest.mark.parametrize("spelling", ["MALLORY", " mallory  ", full_width("mallory")])
 def test_nobody_reviews_a_finding_about_themselves_in_any_spelling(spelling: str) -> None:
-    clock = FixedClock()
-    log = InMemoryAuditLog()
-    trail = AuditTrail(log, clock, "fleet")
-    findings = InMemoryFindings()
-    findings.claim(
-        StoredFinding(id="f1", rule="break_glass", time=clock.now(), details={"actors": ["mallory"]})
+    world = World(findings=InMemoryFindings)
+    world.findings.claim(
+        StoredFinding(id="f1", rule="break_glass", time=world.clock.now(), details={"actors": ["mallory"]})
     )
     with pytest.raises(NotPermitted):
-        review_finding(findings, trail, "f1", reviewer=_user(spelling), note=None, correlation_id=None)
-    assert [e.result for e in log.events if e.action == Action.REVIEWED] == [Result.DENIED]
-    found = findings.get("f1")
+        world.review_finding("f1", reviewer=_user(spelling), note=None, correlation_id=None)
+    assert [e.result for e in world.records(Action.REVIEWED)] == [Result.DENIED]
+    found = world.findings.get("f1")
     assert found is not None and found.status == "open"
 
 

@@ -15,7 +15,6 @@ import pytest
 from shared.domain.audit import Action, AuditEvent, AuditRecord, Result, format_time
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.key_vault_events import (
-    KeyVaultEvent,
     KeyVaultEventType,
     MalformedEvent,
     event_type,
@@ -26,31 +25,17 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason
 from shared.domain.secrets import SecretVersion
 from shared.domain.state import LEASE, Versioned
-from shared.services.audit import AuditTrail
 from shared.services.claims import ClaimHeld
-from shared.services.expiry import check_expiry
-from shared.services.key_vault_events import PARTITION, EventOutcome, handle_event
+from shared.services.key_vault_events import PARTITION, EventOutcome
 from shared.services.rotation import (
     ROTATED_BY,
     ROTATED_BY_TAG,
     ROTATION_ID_TAG,
     Busy,
-    acquire,
-    release,
-    rotate,
 )
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-    RecordingRotationRequests,
-)
+from tests.fakes import FakeKeyRing, FixedClock, InMemoryAuditLog, InMemorySecretStore, InMemoryStateStore
+from tests.world import API_KEY, VAULT, World
 
-RESERVED = ("audit-hmac-key", "audit-digest-anchor")
-VAULT = "fleet"
-API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 NEAR, EXPIRED, NEW = KeyVaultEventType.NEAR_EXPIRY, KeyVaultEventType.EXPIRED, KeyVaultEventType.NEW_VERSION
 
 
@@ -99,8 +84,8 @@ class States(InMemoryStateStore):
 class Log(InMemoryAuditLog):
     """``before_append(events)`` runs before each append; it may raise (the store is down for those)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, keys: FakeKeyRing | None = None) -> None:
+        super().__init__(keys)
         self.before_append: Callable[[Sequence[AuditEvent]], None] = lambda events: None
 
     def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
@@ -108,50 +93,24 @@ class Log(InMemoryAuditLog):
         return super().append(events)
 
 
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = Store(self.clock)
-        self.states = States()
-        self.log = Log()
-        self.trail = AuditTrail(self.log, self.clock, VAULT)
-        self.publisher = RecordingPublisher()
-        self.requests = RecordingRotationRequests()
-
-    def secret(self, name: str, tags: dict[str, str], expires_in: timedelta | None = None) -> str:
-        expires = self.clock.now() + expires_in if expires_in is not None else None
-        return self.store.set_value(
-            name, "initial-value", content_type=None, tags=tags, expires=expires
-        ).version
-
-    def deliver(self, kind: KeyVaultEventType, name: str, version: str, **data: Any) -> EventOutcome:
-        raw = {"Id": f"{InMemorySecretStore.VAULT_URL}/secrets/{name}/{version}", "VaultName": VAULT,
-               "ObjectType": "Secret", "ObjectName": name, "Version": version,
-               "NBF": None, "EXP": None}  # fmt: skip
-        event_id = data.pop("_id", "evt-1")
-        raw.update(data)
-        event = parse_event(event_id=event_id, type_=kind, subject=name, data=raw)
-        return self.handle(event)
-
-    def handle(self, event: KeyVaultEvent) -> EventOutcome:
-        return handle_event(
-            event,
-            self.store,
-            self.states,
-            self.trail,
-            self.publisher,
-            self.requests,
-            self.clock,
-            reserved=RESERVED,
-        )
-
-    def records(self, action: Action) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == action]
-
-
 @pytest.fixture
 def world() -> World:
-    return World()
+    return World(store=Store, rows=States, log=Log)
+
+
+def secret(world: World, name: str, tags: dict[str, str], expires_in: timedelta | None = None) -> str:
+    expires = world.clock.now() + expires_in if expires_in is not None else None
+    return world.secret(name, tags=tags, content_type=None, expires=expires).version
+
+
+def deliver(world: World, kind: KeyVaultEventType, name: str, version: str, **data: Any) -> EventOutcome:
+    """Event Grid delivers Key Vault's event about ``version`` (``_id``: the event id)."""
+    raw = {"Id": f"{InMemorySecretStore.VAULT_URL}/secrets/{name}/{version}", "VaultName": VAULT,
+           "ObjectType": "Secret", "ObjectName": name, "Version": version,
+           "NBF": None, "EXP": None}  # fmt: skip
+    event_id = data.pop("_id", "evt-1")
+    raw.update(data)
+    return world.handle_event(parse_event(event_id=event_id, type_=kind, subject=name, data=raw))
 
 
 # -- parsing ---------------------------------------------------------------------------------------
@@ -226,59 +185,61 @@ def test_event_types_are_matched_loosely_and_unknown_ones_are_none() -> None:
 def test_another_vault_another_object_type_and_reserved_secrets_are_ignored_without_reading(
     world: World,
 ) -> None:
-    version = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=20))
-    world.secret("audit-hmac-key", API_KEY.to_tags(), timedelta(days=20))
+    version = secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=20))
+    secret(world, "audit-hmac-key", API_KEY.to_tags(), timedelta(days=20))
     world.store.available = False  # nothing may be read for these
-    assert world.deliver(NEAR, "dispatch-api-key", version, VaultName="other").status == "ignored"
-    assert world.deliver(NEAR, "dispatch-api-key", version, ObjectType="Key").status == "ignored"
-    assert world.deliver(NEAR, "audit-hmac-key", "abcdef").status == "ignored"
+    assert deliver(world, NEAR, "dispatch-api-key", version, VaultName="other").status == "ignored"
+    assert deliver(world, NEAR, "dispatch-api-key", version, ObjectType="Key").status == "ignored"
+    assert deliver(world, NEAR, "audit-hmac-key", "abcdef").status == "ignored"
     assert world.requests.sent == [] and world.log.events == [] and world.states.rows == {}
 
 
 def test_an_event_about_an_old_version_is_a_no_op(world: World) -> None:
-    old = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=20))
-    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
-    assert world.deliver(NEAR, "dispatch-api-key", old).reason == "about an old version"
+    old = secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=20))
+    secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    assert deliver(world, NEAR, "dispatch-api-key", old).reason == "about an old version"
     assert world.requests.sent == [] and world.log.events == []
 
 
 def test_an_event_about_a_secret_that_is_gone_is_dropped(world: World) -> None:
-    assert world.deliver(NEAR, "no-such-secret", "abc").status == "ignored"
-    assert world.deliver(NEW, "no-such-secret", "abc").status == "ignored"
+    assert deliver(world, NEAR, "no-such-secret", "abc").status == "ignored"
+    assert deliver(world, NEW, "no-such-secret", "abc").status == "ignored"
 
 
 # -- managed: a rotation request, once -------------------------------------------------------------
 
 
 def test_near_expiry_of_a_managed_secret_requests_one_rotation_whatever_the_deliveries(world: World) -> None:
-    version = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=29))
+    version = secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=29))
     # Five deliveries of one fact, some with other event ids (Event Grid may re-send a fact that way).
-    statuses = [world.deliver(NEAR, "dispatch-api-key", version, _id=f"evt-{i % 2}").status for i in range(5)]
+    statuses = [
+        deliver(world, NEAR, "dispatch-api-key", version, _id=f"evt-{i % 2}").status for i in range(5)
+    ]
     assert statuses == ["acted", "duplicate", "duplicate", "duplicate", "duplicate"]
     [request] = world.requests.sent
     assert (request.secret_name, request.reason) == ("dispatch-api-key", RotationReason.EVENT)
     # An expired event of the same version is another fact: one more request (rotation absorbs it).
-    assert world.deliver(EXPIRED, "dispatch-api-key", version).status == "acted"
+    assert deliver(world, EXPIRED, "dispatch-api-key", version).status == "acted"
     assert len(world.requests.sent) == 2
     assert world.log.events == [] and world.publisher.sent == []
 
 
 def test_a_crash_between_the_claim_and_the_request_is_finished_by_the_redelivery(world: World) -> None:
-    version = world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=29))
+    version = secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=29))
     world.requests.available = False  # the process dies (the queue fails) after the claim
     with pytest.raises(DependencyUnavailable):
-        world.deliver(NEAR, "dispatch-api-key", version)
+        deliver(world, NEAR, "dispatch-api-key", version)
     assert world.requests.sent == []
     world.requests.available = True
-    assert world.deliver(NEAR, "dispatch-api-key", version).status == "acted"
-    assert world.deliver(NEAR, "dispatch-api-key", version).status == "duplicate"
+    assert deliver(world, NEAR, "dispatch-api-key", version).status == "acted"
+    assert deliver(world, NEAR, "dispatch-api-key", version).status == "duplicate"
     assert len(world.requests.sent) == 1
 
 
 def test_a_certificate_backed_secret_is_never_requested(world: World) -> None:
     cert = world.store.add_certificate("tls-cert", **API_KEY.to_tags())
     world.clock.advance(timedelta(days=340))
-    world.deliver(NEAR, "tls-cert", cert.version)
+    deliver(world, NEAR, "tls-cert", cert.version)
     assert world.requests.sent == []
     [warning] = world.records(Action.EXPIRY_WARNING)  # reported like any unmanaged secret instead
     assert warning.details["threshold_days"] == 30
@@ -288,11 +249,11 @@ def test_a_certificate_backed_secret_is_never_requested(world: World) -> None:
 
 
 def test_near_expiry_of_an_unmanaged_secret_is_warned_once(world: World) -> None:
-    version = world.secret(
-        "partner-token", {"owner": "team-partners"}, timedelta(days=30) - timedelta(hours=2)
+    version = secret(
+        world, "partner-token", {"owner": "team-partners"}, timedelta(days=30) - timedelta(hours=2)
     )
     for i in range(5):
-        world.deliver(NEAR, "partner-token", version, _id=f"evt-{i}")
+        deliver(world, NEAR, "partner-token", version, _id=f"evt-{i}")
     [warning] = world.records(Action.EXPIRY_WARNING)
     assert (warning.secret_name, warning.version, warning.details["threshold_days"]) == (
         "partner-token",
@@ -309,17 +270,17 @@ def test_near_expiry_of_an_unmanaged_secret_is_warned_once(world: World) -> None
 
 def test_the_vault_not_the_event_decides(world: World) -> None:
     # The event says near expiry, but someone extended exp since: nothing to warn about.
-    version = world.secret("partner-token", {}, timedelta(days=90))
-    assert world.deliver(NEAR, "partner-token", version, EXP="1").status == "ignored"
-    assert world.deliver(EXPIRED, "partner-token", version).status == "ignored"
+    version = secret(world, "partner-token", {}, timedelta(days=90))
+    assert deliver(world, NEAR, "partner-token", version, EXP="1").status == "ignored"
+    assert deliver(world, EXPIRED, "partner-token", version).status == "ignored"
     assert world.log.events == [] and world.publisher.sent == []
 
 
 def test_expired_unmanaged_secret_is_reported_once(world: World) -> None:
-    version = world.secret("partner-token", {}, timedelta(minutes=1))
+    version = secret(world, "partner-token", {}, timedelta(minutes=1))
     world.clock.advance(timedelta(minutes=2))
     for _ in range(5):
-        world.deliver(EXPIRED, "partner-token", version)
+        deliver(world, EXPIRED, "partner-token", version)
     [expired] = world.records(Action.SECRET_EXPIRED)
     assert expired.version == version and world.records(Action.EXPIRY_WARNING) == []
     [sent] = world.publisher.sent
@@ -327,33 +288,32 @@ def test_expired_unmanaged_secret_is_reported_once(world: World) -> None:
 
 
 def test_a_notification_that_failed_is_sent_by_the_redelivery_without_a_second_record(world: World) -> None:
-    version = world.secret("partner-token", {}, timedelta(days=29))
+    version = secret(world, "partner-token", {}, timedelta(days=29))
     world.publisher.available = False
     with pytest.raises(DependencyUnavailable):
-        world.deliver(NEAR, "partner-token", version)
+        deliver(world, NEAR, "partner-token", version)
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and world.publisher.sent == []
     world.publisher.available = True
-    world.deliver(NEAR, "partner-token", version)
-    world.deliver(NEAR, "partner-token", version)
+    deliver(world, NEAR, "partner-token", version)
+    deliver(world, NEAR, "partner-token", version)
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
 
 
 def test_an_audit_failure_is_retried_by_the_redelivery(world: World) -> None:
-    version = world.secret("partner-token", {}, timedelta(days=29))
+    version = secret(world, "partner-token", {}, timedelta(days=29))
     world.log.available = False
     with pytest.raises(DependencyUnavailable):
-        world.deliver(NEAR, "partner-token", version)
+        deliver(world, NEAR, "partner-token", version)
     world.log.available = True
-    world.deliver(NEAR, "partner-token", version)
+    deliver(world, NEAR, "partner-token", version)
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
 
 
 def test_the_event_and_the_daily_check_share_their_claims(world: World) -> None:
-    version = world.secret("partner-token", {}, timedelta(days=29, hours=23))
-    world.deliver(NEAR, "partner-token", version)
+    version = secret(world, "partner-token", {}, timedelta(days=29, hours=23))
+    deliver(world, NEAR, "partner-token", version)
     world.clock.advance(timedelta(hours=6))
-    check_expiry(world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
-                 require_exp=False, correlation_id="check-1")  # fmt: skip
+    world.check_expiry()
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
 
 
@@ -361,12 +321,12 @@ def test_the_event_and_the_daily_check_share_their_claims(world: World) -> None:
 
 
 def test_an_out_of_band_version_is_recorded_once_and_its_dropped_policy_restored(world: World) -> None:
-    world.secret("dispatch-api-key", {**API_KEY.to_tags(), "team": "dispatch"}, timedelta(days=60))
+    secret(world, "dispatch-api-key", {**API_KEY.to_tags(), "team": "dispatch"}, timedelta(days=60))
     world.clock.advance(timedelta(seconds=5))
     # Someone sets a value by hand, with a tag of their own and without the policy.
-    oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
+    oob = secret(world, "dispatch-api-key", {"changed-by": "alice"})
     for i in range(5):
-        world.deliver(NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
+        deliver(world, NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
     # A change to the vault: the intent (naming the tags to restore) before it, the success after.
     intent, record = world.records(Action.OUT_OF_BAND_CHANGE)
     assert (intent.result, intent.version, record.result) == (Result.INTENT, oob, Result.SUCCESS)
@@ -382,24 +342,24 @@ def test_an_out_of_band_version_is_recorded_once_and_its_dropped_policy_restored
 
 
 def test_a_restore_waits_for_another_write_holding_the_secrets_lease(world: World) -> None:
-    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
     world.clock.advance(timedelta(seconds=5))
-    oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
+    oob = secret(world, "dispatch-api-key", {"changed-by": "alice"})
     # An operator's policy change (or a rotation) holds the secret's write lease right now.
-    progress, etag = acquire(world.states, "dispatch-api-key", None, "updating_policy", world.clock)
+    progress, etag = world.acquire("updating_policy")
     with pytest.raises(Busy):  # raised: Event Grid delivers it again
-        world.deliver(NEW, "dispatch-api-key", oob)
+        deliver(world, NEW, "dispatch-api-key", oob)
     assert world.store.writes == 0
-    release(world.states, "dispatch-api-key", progress, etag, new_version=None)
+    world.release(progress, etag, new_version=None)
     world.clock.advance(timedelta(minutes=16))  # the claim's lease of the first delivery ran out
-    world.deliver(NEW, "dispatch-api-key", oob, _id="evt-again")
+    deliver(world, NEW, "dispatch-api-key", oob, _id="evt-again")
     assert RotationPolicy.from_tags(world.store.get_properties("dispatch-api-key", oob).tags) == API_KEY
 
 
 def test_a_policy_applied_before_the_restore_is_not_overwritten(world: World) -> None:
-    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
     world.clock.advance(timedelta(seconds=5))
-    oob = world.secret("dispatch-api-key", {"changed-by": "alice"})
+    oob = secret(world, "dispatch-api-key", {"changed-by": "alice"})
     newer = RotationPolicy(SecretKind.API_KEY, timedelta(days=45), None, "dispatch-api")
     reads = 0
     get_properties = world.store.get_properties
@@ -412,17 +372,17 @@ def test_a_policy_applied_before_the_restore_is_not_overwritten(world: World) ->
         return get_properties(name, version)
 
     world.store.get_properties = operator_applies_a_policy_meanwhile  # type: ignore[method-assign]
-    world.deliver(NEW, "dispatch-api-key", oob)
+    deliver(world, NEW, "dispatch-api-key", oob)
     assert RotationPolicy.from_tags(get_properties("dispatch-api-key", oob).tags) == newer
     record = world.records(Action.OUT_OF_BAND_CHANGE)[-1]
     assert record.result == Result.SUCCESS and record.details["policy_restored"] is False
 
 
 def test_an_out_of_band_version_of_an_unmanaged_secret_is_recorded_without_a_restore(world: World) -> None:
-    world.secret("partner-token", {"owner": "x"})
+    secret(world, "partner-token", {"owner": "x"})
     world.clock.advance(timedelta(seconds=1))
-    oob = world.secret("partner-token", {})
-    world.deliver(NEW, "partner-token", oob)
+    oob = secret(world, "partner-token", {})
+    deliver(world, NEW, "partner-token", oob)
     [record] = world.records(Action.OUT_OF_BAND_CHANGE)
     assert "policy_restored" not in record.details
     assert world.store.get_properties("partner-token", oob).tags == {}
@@ -430,61 +390,59 @@ def test_an_out_of_band_version_of_an_unmanaged_secret_is_recorded_without_a_res
 
 def test_a_version_this_service_made_is_not_out_of_band(world: World) -> None:
     world.clock.advance(timedelta(days=-31))
-    world.secret("dispatch-api-key", API_KEY.to_tags())
+    secret(world, "dispatch-api-key", API_KEY.to_tags())
     world.clock.advance(timedelta(days=31))
-    outcome = rotate("dispatch-api-key", world.store, world.states, world.trail, world.publisher, world.clock,
-                     reserved=RESERVED)  # fmt: skip
+    outcome = world.rotate()
     assert outcome.new_version is not None
-    assert world.deliver(NEW, "dispatch-api-key", outcome.new_version).reason == "made by this service"
+    assert deliver(world, NEW, "dispatch-api-key", outcome.new_version).reason == "made by this service"
     assert world.records(Action.OUT_OF_BAND_CHANGE) == []
 
 
 def test_forged_service_tags_are_out_of_band(world: World) -> None:
-    world.secret("dispatch-api-key", API_KEY.to_tags())
+    secret(world, "dispatch-api-key", API_KEY.to_tags())
     world.clock.advance(timedelta(seconds=1))
     forged = {**API_KEY.to_tags(), ROTATED_BY_TAG: ROTATED_BY, ROTATION_ID_TAG: "f" * 32}
-    version = world.secret("dispatch-api-key", forged)
-    world.deliver(NEW, "dispatch-api-key", version)
+    version = secret(world, "dispatch-api-key", forged)
+    deliver(world, NEW, "dispatch-api-key", version)
     [record] = world.records(Action.OUT_OF_BAND_CHANGE)
     assert record.version == version and "policy_restored" not in record.details
 
 
 def _rotate(world: World, *, force: bool = False) -> str:
-    outcome = rotate("dispatch-api-key", world.store, world.states, world.trail, world.publisher, world.clock,
-                     reserved=RESERVED, force=force)  # fmt: skip
+    outcome = world.rotate(force=force)
     assert outcome.new_version is not None
     return outcome.new_version
 
 
 def test_an_event_delivered_late_after_another_write_still_knows_the_services_version(world: World) -> None:
     world.clock.advance(timedelta(days=-31))
-    world.secret("dispatch-api-key", API_KEY.to_tags())
+    secret(world, "dispatch-api-key", API_KEY.to_tags())
     world.clock.advance(timedelta(days=31))
     first = _rotate(world)
     world.clock.advance(timedelta(hours=1))
     _rotate(world, force=True)  # the progress row now names the second rotation
     # Event Grid retried the first version's event for hours: it is still the service's own version.
-    assert world.deliver(NEW, "dispatch-api-key", first).reason == "made by this service"
+    assert deliver(world, NEW, "dispatch-api-key", first).reason == "made by this service"
     assert world.records(Action.OUT_OF_BAND_CHANGE) == []
 
 
 def test_a_copy_of_a_real_rotation_id_on_another_version_is_out_of_band(world: World) -> None:
     world.clock.advance(timedelta(days=-31))
-    world.secret("dispatch-api-key", API_KEY.to_tags())
+    secret(world, "dispatch-api-key", API_KEY.to_tags())
     world.clock.advance(timedelta(days=31))
     made = world.store.get_properties("dispatch-api-key", _rotate(world))
     world.clock.advance(timedelta(seconds=1))
     # Someone with set permission copies the service's tags, rotation id included, onto their own value.
-    copied = world.secret("dispatch-api-key", dict(made.tags))
-    assert world.deliver(NEW, "dispatch-api-key", copied).status == "acted"
+    copied = secret(world, "dispatch-api-key", dict(made.tags))
+    assert deliver(world, NEW, "dispatch-api-key", copied).status == "acted"
     [record] = world.records(Action.OUT_OF_BAND_CHANGE)
     assert record.version == copied
 
 
 def _out_of_band_without_policy(world: World) -> str:
-    world.secret("dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
+    secret(world, "dispatch-api-key", API_KEY.to_tags(), timedelta(days=60))
     world.clock.advance(timedelta(seconds=1))
-    return world.secret("dispatch-api-key", {})
+    return secret(world, "dispatch-api-key", {})
 
 
 def _is_managed(world: World, version: str) -> bool:
@@ -495,12 +453,12 @@ def test_while_the_audit_is_down_an_out_of_band_versions_policy_is_not_restored(
     oob = _out_of_band_without_policy(world)
     world.log.available = False
     with pytest.raises(DependencyUnavailable):
-        world.deliver(NEW, "dispatch-api-key", oob)
+        deliver(world, NEW, "dispatch-api-key", oob)
     # Fail closed: nothing on record, so nothing changed in the vault.
     assert not _is_managed(world, oob) and world.store.writes == 0
     world.log.available = True
-    world.deliver(NEW, "dispatch-api-key", oob)
-    world.deliver(NEW, "dispatch-api-key", oob)
+    deliver(world, NEW, "dispatch-api-key", oob)
+    deliver(world, NEW, "dispatch-api-key", oob)
     assert [e.result for e in world.records(Action.OUT_OF_BAND_CHANGE)] == [Result.INTENT, Result.SUCCESS]
     assert _is_managed(world, oob) and world.store.writes == 1
 
@@ -545,13 +503,13 @@ def test_a_crash_at_any_point_of_a_restore_converges_on_one_restore_on_record(
     oob = _out_of_band_without_policy(world)
     crash(world)
     with pytest.raises((DependencyUnavailable, Died)):
-        world.deliver(NEW, "dispatch-api-key", oob)
+        deliver(world, NEW, "dispatch-api-key", oob)
     world.states.fail_when = lambda partition, state: False
     world.store.available = True
     world.log.before_append = lambda events: None
     world.clock.advance(LEASE + timedelta(seconds=1))  # a holder that died: its lease runs out
     for i in range(3):
-        world.deliver(NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
+        deliver(world, NEW, "dispatch-api-key", oob, _id=f"evt-{i}")
     records = world.records(Action.OUT_OF_BAND_CHANGE)
     assert [e.result for e in records] == [Result.INTENT] * intents + [Result.SUCCESS]
     [success] = [e for e in records if e.result == Result.SUCCESS]
@@ -567,11 +525,11 @@ def test_a_restore_the_vault_refuses_for_good_is_recorded_as_failed(world: World
             del world.store.secrets["dispatch-api-key"]  # deleted between the intent and the write
 
     world.log.before_append = delete_the_secret
-    assert world.deliver(NEW, "dispatch-api-key", oob).reason.endswith("policy not restored")
+    assert deliver(world, NEW, "dispatch-api-key", oob).reason.endswith("policy not restored")
     intent, failure = world.records(Action.OUT_OF_BAND_CHANGE)
     assert (intent.result, failure.result) == (Result.INTENT, Result.FAILURE)
     assert failure.details["error_class"] == "NotFound" and "policy_restored" not in failure.details
-    assert world.deliver(NEW, "dispatch-api-key", oob).status == "duplicate"
+    assert deliver(world, NEW, "dispatch-api-key", oob).status == "duplicate"
 
 
 # -- deliveries at the same time -------------------------------------------------------------------
@@ -585,52 +543,49 @@ def test_two_deliveries_of_one_fact_at_the_same_time_record_it_once(world: World
         # Event Grid's redelivery runs while the first is still working (another invocation: its
         # failure is its own, and Event Grid delivers it again later).
         try:
-            world.deliver(NEW, "dispatch-api-key", oob, _id="evt-retry")
+            deliver(world, NEW, "dispatch-api-key", oob, _id="evt-retry")
         except ClaimHeld as err:
             refused.append(err)
 
     world.store.on_read_version = second_delivery
-    assert world.deliver(NEW, "dispatch-api-key", oob).status == "acted"
+    assert deliver(world, NEW, "dispatch-api-key", oob).status == "acted"
     assert len(refused) == 1  # raised, so that it is delivered again rather than lost
-    assert world.deliver(NEW, "dispatch-api-key", oob, _id="evt-retry").status == "duplicate"
+    assert deliver(world, NEW, "dispatch-api-key", oob, _id="evt-retry").status == "duplicate"
     assert [e.result for e in world.records(Action.OUT_OF_BAND_CHANGE)] == [Result.INTENT, Result.SUCCESS]
     assert world.store.writes == 1
 
 
 def test_a_delivery_whose_holder_died_is_finished_after_its_lease_ran_out(world: World) -> None:
-    version = world.secret("partner-token", {}, timedelta(days=29))
+    version = secret(world, "partner-token", {}, timedelta(days=29))
 
     def die_sending(events: Sequence[AuditEvent]) -> None:
         world.publisher.publish = lambda notifications: _die()  # type: ignore[method-assign]
 
     world.log.before_append = die_sending  # recorded, then the process dies before the notification
     with pytest.raises(Died):
-        world.deliver(NEAR, "partner-token", version)
+        deliver(world, NEAR, "partner-token", version)
     del world.publisher.publish
     world.log.before_append = lambda events: None
     # Its lease still runs: the redelivery does not act (the holder might only be slow), and is raised.
     with pytest.raises(ClaimHeld):
-        world.deliver(NEAR, "partner-token", version, _id="evt-2")
+        deliver(world, NEAR, "partner-token", version, _id="evt-2")
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and world.publisher.sent == []
     world.clock.advance(LEASE + timedelta(seconds=1))
-    assert world.deliver(NEAR, "partner-token", version, _id="evt-3").status == "acted"
-    assert world.deliver(NEAR, "partner-token", version, _id="evt-4").status == "duplicate"
+    assert deliver(world, NEAR, "partner-token", version, _id="evt-3").status == "acted"
+    assert deliver(world, NEAR, "partner-token", version, _id="evt-4").status == "duplicate"
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
 
 
 def test_the_daily_check_during_an_events_notice_leaves_it_to_the_event(world: World) -> None:
-    version = world.secret("partner-token", {}, timedelta(days=29))
+    version = secret(world, "partner-token", {}, timedelta(days=29))
     reports = []
 
     def check_meanwhile(events: Sequence[AuditEvent]) -> None:
         if any(e.action == Action.EXPIRY_WARNING for e in events) and not reports:
-            reports.append(
-                check_expiry(world.store, world.states, world.trail, world.publisher, world.clock,
-                             reserved=RESERVED, require_exp=False, correlation_id="check-1")
-            )  # fmt: skip
+            reports.append(world.check_expiry())
 
     world.log.before_append = check_meanwhile  # the timer fires while the event records its warning
-    assert world.deliver(NEAR, "partner-token", version).status == "acted"
+    assert deliver(world, NEAR, "partner-token", version).status == "acted"
     [report] = reports
     assert (report.busy, report.warned, report.failed) == (("partner-token",), (), ())
     assert len(world.records(Action.EXPIRY_WARNING)) == 1 and len(world.publisher.sent) == 1
@@ -641,7 +596,7 @@ def test_a_forged_lease_far_ahead_does_not_block_a_fact_for_good(world: World) -
     far = world.clock.now() + timedelta(days=365)
     world.states.create(PARTITION, f"new-version:dispatch-api-key:{oob}",
                         {"status": "pending", "holder": "x", "lease_until": format_time(far)})  # fmt: skip
-    assert world.deliver(NEW, "dispatch-api-key", oob).status == "acted"
+    assert deliver(world, NEW, "dispatch-api-key", oob).status == "acted"
     assert _is_managed(world, oob)
 
 

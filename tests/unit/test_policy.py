@@ -161,3 +161,15 @@ def test_a_rotation_target_is_checked_when_the_policy_is_parsed(target: str, pro
     assert err.value.tag == "rotation-target"
     admin = RotationPolicy.from_tags({**ALTERNATING, "rotation-target": "orders-db-admin"}, name="orders-db")
     assert admin.target == "orders-db-admin"
+
+
+# Found in review: a grace of 0 was taken for the default 24 h in the alternating check.
+def test_alternating_with_zero_grace_and_one_day_interval_is_valid() -> None:
+    tags = RotationPolicy(
+        SecretKind.DATABASE_PASSWORD, timedelta(days=1), rotator=Rotator.POSTGRES_ALTERNATING,
+        target="db-admin", grace=timedelta(0),
+    ).to_tags()  # fmt: skip
+    try:
+        RotationPolicy.from_tags(tags)
+    except PolicyError as err:
+        pytest.fail(f"grace 0 < 1 day refused: {err}")

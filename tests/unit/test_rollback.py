@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, OutcomeNotRecorded
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.secrets import SecretVersion
-from shared.services.audit import AuditTrail, AuditUnavailable
-from shared.services.rollback import ROLLED_BACK_FROM_TAG, RollbackOutcome, rollback
+from shared.services.audit import AuditUnavailable
+from shared.services.rollback import ROLLED_BACK_FROM_TAG, RollbackOutcome
 from shared.services.rotation import (
     PARTITION,
     RETIRED_BY_TAG,
@@ -23,69 +23,35 @@ from shared.services.rotation import (
     Busy,
     NotManaged,
     made_by_service,
-    retire_all,
-    retire_due,
     retirements,
-    rotate,
     schedule_key,
 )
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-)
+from tests.fakes import InMemorySecretStore
+from tests.world import World
 
 NAME = "dispatch-api-key"
-RESERVED = ("audit-hmac-key", "audit-digest-anchor")
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 OPERATOR = Actor(id="oid-operator", type=ActorType.USER, ip="198.51.100.7")
 
 
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = InMemorySecretStore(self.clock)
-        self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-
-    def rotated(self, name: str = NAME) -> tuple[str, str]:
-        """A managed secret rotated once: (the good old version, the new version)."""
-        self.clock.advance(timedelta(days=-31))
-        self.store.set_value(name, "good-old-value", content_type="text/plain", tags=POLICY.to_tags())
-        self.clock.advance(timedelta(days=31))
-        outcome = rotate(
-            name, self.store, self.states, self.trail, self.publisher, self.clock, reserved=RESERVED
-        )
-        assert outcome.status == "rotated" and outcome.new_version and outcome.previous_version
-        self.publisher.sent.clear()
-        return outcome.previous_version, outcome.new_version
-
-    def rollback(self, name: str = NAME, **options: Any) -> RollbackOutcome:
-        return rollback(
-            name, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=RESERVED, actor=OPERATOR, correlation_id="http-1", **options,
-        )  # fmt: skip
-
-    def versions(self, name: str = NAME) -> list[str]:
-        return self.store.versions_of(name)
-
-    def records(self, action: Action) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == action]
+def rotated(world: World) -> tuple[str, str]:
+    """A managed secret rotated once: (the good old version, the new version)."""
+    world.secret(NAME, "good-old-value", tags=POLICY.to_tags(), age_days=31)
+    outcome = world.rotate(NAME)
+    assert outcome.status == "rotated" and outcome.new_version and outcome.previous_version
+    world.publisher.sent.clear()
+    return outcome.previous_version, outcome.new_version
 
 
-@pytest.fixture
-def world() -> World:
-    return World()
+def roll_back(world: World, name: str = NAME, **options: Any) -> RollbackOutcome:
+    """A rollback as the operator asks for it over HTTP."""
+    return world.rollback(name, actor=OPERATOR, correlation_id="http-1", **options)
 
 
 def test_the_previous_value_becomes_current_as_a_new_version(world: World) -> None:
-    old, bad = world.rotated()
+    old, bad = rotated(world)
     bad_value = world.store.get_value(NAME).value
-    outcome = world.rollback()
+    outcome = roll_back(world)
     assert len(world.versions()) == 3
     current = world.store.get_value(NAME)
     assert current.value == "good-old-value" and current.properties.version == outcome.new_version
@@ -113,34 +79,23 @@ def test_the_previous_value_becomes_current_as_a_new_version(world: World) -> No
 
 
 def test_a_duplicated_rollback_is_refused_and_does_not_undo_the_first(world: World) -> None:
-    world.rotated()
-    world.rollback()
+    rotated(world)
+    roll_back(world)
     for _ in range(3):
         with pytest.raises(Conflict, match="itself a rollback"):
-            world.rollback()
+            roll_back(world)
     assert len(world.versions()) == 3
     assert world.store.get_value(NAME).value == "good-old-value"
 
 
 def test_the_rollback_is_not_due_and_rolling_forward_then_back_again_works(world: World) -> None:
-    world.rotated()
-    rolled = world.rollback()
-    again = rotate(
-        NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-    )
+    rotated(world)
+    rolled = roll_back(world)
+    again = world.rotate()
     assert again.status == "skipped"  # not due: exp and created are fresh
-    forward = rotate(
-        NAME,
-        world.store,
-        world.states,
-        world.trail,
-        world.publisher,
-        world.clock,
-        reserved=RESERVED,
-        force=True,
-    )
+    forward = world.rotate(force=True)
     assert forward.status == "rotated" and forward.previous_version == rolled.new_version
-    back = world.rollback()
+    back = roll_back(world)
     assert back.restored_version == rolled.new_version
     assert world.store.get_value(NAME).value == "good-old-value"
 
@@ -168,34 +123,34 @@ class Died(BaseException):
 
 
 def test_a_rollback_retried_after_an_error_following_the_write_makes_one_version(world: World) -> None:
-    _, bad = world.rotated()
+    _, bad = rotated(world)
     world.store = CrashesAfterTheWrite(world, hard=False)
     with pytest.raises(DependencyUnavailable):
-        world.rollback()
+        roll_back(world)
     assert len(world.versions()) == 3
     [failed] = [e for e in world.records(Action.ROLLED_BACK) if e.result == Result.FAILURE]
     assert failed.details["error_class"] == "DependencyUnavailable"
-    outcome = world.rollback()  # the retry resumes: the version it made is found by the rollback id
+    outcome = roll_back(world)  # the retry resumes: the version it made is found by the rollback id
     assert len(world.versions()) == 3
     assert outcome.new_version == world.versions()[-1] and outcome.rolled_back_from == bad
     assert [e.result for e in world.records(Action.ROLLED_BACK)].count(Result.SUCCESS) == 1
     with pytest.raises(Conflict):
-        world.rollback()
+        roll_back(world)
 
 
 def test_a_rollback_retried_after_the_process_died_between_write_and_close_makes_one_version(
     world: World,
 ) -> None:
-    world.rotated()
+    rotated(world)
     world.store = CrashesAfterTheWrite(world, hard=True)
     with pytest.raises(Died):
-        world.rollback()
+        roll_back(world)
     progress = world.states.get(PARTITION, NAME)
     assert progress is not None and progress.state["step"] == "rolling_back"
     with pytest.raises(Busy):  # the dead holder's lease still runs
-        world.rollback()
+        roll_back(world)
     world.clock.advance(timedelta(minutes=16))
-    outcome = world.rollback()
+    outcome = roll_back(world)
     assert len(world.versions()) == 3 and outcome.new_version == world.versions()[-1]
     assert world.store.get_value(NAME).value == "good-old-value"
     stored = world.states.get(PARTITION, NAME)
@@ -203,20 +158,20 @@ def test_a_rollback_retried_after_the_process_died_between_write_and_close_makes
 
 
 def test_a_previous_version_disabled_outside_the_service_is_never_restored(world: World) -> None:
-    old, bad = world.rotated()
+    old, bad = rotated(world)
     world.store.update_properties(NAME, old, enabled=False)  # revoked, or disabled by hand
     with pytest.raises(Conflict, match="revoked"):
-        world.rollback()
+        roll_back(world)
     assert not world.store.get_properties(NAME, old).enabled
     assert world.store.get_properties(NAME).version == bad
 
 
 def test_a_retired_version_is_marked_and_the_mark_goes_when_a_rollback_restores_it(world: World) -> None:
-    old, _ = world.rotated()
+    old, _ = rotated(world)
     world.clock.advance(timedelta(hours=25))
-    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.retire_due()
     assert world.store.get_properties(NAME, old).tags[RETIRED_BY_TAG] == "secret-lifecycle"
-    world.rollback()
+    roll_back(world)
     # Enabled again without the mark: were it disabled later some other way, no rollback would restore it.
     assert RETIRED_BY_TAG not in world.store.get_properties(NAME, old).tags
 
@@ -224,15 +179,15 @@ def test_a_retired_version_is_marked_and_the_mark_goes_when_a_rollback_restores_
 def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_again_after_it(
     world: World,
 ) -> None:
-    old, bad = world.rotated()
+    old, bad = rotated(world)
     world.clock.advance(timedelta(hours=25))
-    assert retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED) == [old]
+    assert world.retire_due() == [old]
     assert not world.store.get_properties(NAME, old).enabled
     assert world.states.get(PARTITION, schedule_key(NAME)) is None  # emptied: removed
     # And suppose it were still scheduled, at an earlier time.
     earlier = {"versions": f'[["{old}", "2026-11-30T00:00:00.000000Z"]]'}
     world.states.create(PARTITION, schedule_key(NAME), earlier)
-    outcome = world.rollback()
+    outcome = roll_back(world)
     assert world.store.get_properties(NAME, old).enabled
     assert world.store.get_value(NAME).value == "good-old-value"
     # Replaced again by the rollback's version: both old versions retire after the grace from it.
@@ -243,7 +198,7 @@ def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_a
         [(old, created + timedelta(hours=24)), (bad, created + timedelta(hours=24))]
     )
     world.clock.advance(timedelta(hours=25))
-    retired = retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    retired = world.retire_due()
     assert sorted(retired) == sorted([old, bad])
     assert [v for v in world.versions() if world.store.get_properties(NAME, v).enabled] == [
         outcome.new_version
@@ -251,16 +206,13 @@ def test_a_retired_previous_version_is_re_enabled_for_the_rollback_and_retires_a
 
 
 def test_the_restored_version_retires_again_also_after_rolling_forward(world: World) -> None:
-    world.rotated()
-    world.rollback()
+    rotated(world)
+    roll_back(world)
     world.clock.advance(timedelta(hours=25))
-    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-    rotate(
-        NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
-        force=True,
-    )  # fmt: skip
+    world.retire_due()
+    world.rotate(force=True)
     world.clock.advance(timedelta(hours=25))
-    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.retire_due()
     current = world.store.get_properties(NAME).version
     assert [v for v in world.versions() if world.store.get_properties(NAME, v).enabled] == [current]
 
@@ -270,8 +222,8 @@ def test_without_a_grace_the_old_versions_stay_enabled(world: World) -> None:
     world.clock.advance(timedelta(days=-31))
     world.store.set_value(NAME, "good-old-value", content_type=None, tags=key.to_tags())
     world.clock.advance(timedelta(days=31))
-    rotate(NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED)
-    world.rollback()
+    world.rotate()
+    roll_back(world)
     assert world.states.get(PARTITION, schedule_key(NAME)) is None
     assert all(world.store.get_properties(NAME, v).enabled for v in world.versions())
 
@@ -297,14 +249,14 @@ class RefusesTheWrite(InMemorySecretStore):
 def test_a_failed_rollback_leaves_a_retired_version_disabled_and_the_schedule_as_it_was(
     world: World, fail: Any, error: type[Exception]
 ) -> None:
-    old, _ = world.rotated()
+    old, _ = rotated(world)
     world.clock.advance(timedelta(hours=25))
-    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.retire_due()
     assert not world.store.get_properties(NAME, old).enabled
     schedule = world.states.get(PARTITION, schedule_key(NAME))
     fail(world)
     with pytest.raises(error):
-        world.rollback()
+        roll_back(world)
     assert not world.store.get_properties(NAME, old).enabled, "a failed rollback left the old version enabled"
     assert len(world.versions()) == 2
     after = world.states.get(PARTITION, schedule_key(NAME))
@@ -320,23 +272,23 @@ def test_a_failed_rollback_leaves_a_retired_version_disabled_and_the_schedule_as
     recovered.__dict__ = world.store.__dict__
     recovered.denied = set()
     world.store = recovered
-    outcome = world.rollback()  # the retry resumes the same rollback
+    outcome = roll_back(world)  # the retry resumes the same rollback
     assert outcome.restored_version == old and world.store.get_value(NAME).value == "good-old-value"
 
 
 def test_the_version_rolled_back_from_retires_after_the_grace(world: World) -> None:
-    _, bad = world.rotated()
-    world.rollback()
+    _, bad = rotated(world)
+    roll_back(world)
     world.clock.advance(timedelta(hours=25))
-    assert bad in retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    assert bad in world.retire_due()
     assert world.store.get_properties(NAME).enabled
 
 
 def test_the_precondition_names_the_current_version(world: World) -> None:
-    old, bad = world.rotated()
+    old, bad = rotated(world)
     with pytest.raises(Conflict, match="not " + old):
-        world.rollback(from_version=old)
-    assert world.rollback(from_version=bad).rolled_back_from == bad
+        roll_back(world, from_version=old)
+    assert roll_back(world, from_version=bad).rolled_back_from == bad
 
 
 @pytest.mark.parametrize(
@@ -354,7 +306,7 @@ def test_refused(world: World, prepare: Any, error: type[Exception]) -> None:
     prepare(world)
     before = world.store.versions_of(name) if name.lower() in world.store.secrets else []
     with pytest.raises(error):
-        world.rollback(name)
+        roll_back(world, name)
     after = world.store.versions_of(name) if name.lower() in world.store.secrets else []
     assert before == after and world.records(Action.ROLLED_BACK) == []
 
@@ -364,12 +316,12 @@ def test_reserved_secrets_are_never_rolled_back(world: World) -> None:
     tags = {**POLICY.to_tags(), "previous-version": first.version}
     world.store.set_value("audit-hmac-key", "k2", content_type=None, tags=tags)
     with pytest.raises(Conflict, match="own secret"):
-        world.rollback("audit-hmac-key")
+        roll_back(world, "audit-hmac-key")
     assert len(world.versions("audit-hmac-key")) == 2 and world.log.events == []
 
 
 def test_one_rotation_or_rollback_at_a_time(world: World) -> None:
-    _, bad = world.rotated()
+    _, bad = rotated(world)
     world.states.replace(
         PARTITION, NAME,
         {"rotation_id": "f" * 32, "step": "promoting", "from_version": bad, "holder": "h", "attempt": 1,
@@ -377,21 +329,21 @@ def test_one_rotation_or_rollback_at_a_time(world: World) -> None:
         world.states.get(PARTITION, NAME).etag,  # type: ignore[union-attr]
     )  # fmt: skip
     with pytest.raises(Busy):
-        world.rollback()
+        roll_back(world)
     assert len(world.versions()) == 2
 
 
 def test_no_intent_on_record_nothing_changes(world: World) -> None:
-    old, _ = world.rotated()
+    old, _ = rotated(world)
     world.clock.advance(timedelta(hours=25))
-    retire_due(NAME, world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.retire_due()
     world.log.available = False
     with pytest.raises(AuditUnavailable):
-        world.rollback()
+        roll_back(world)
     assert len(world.versions()) == 2
     assert not world.store.get_properties(NAME, old).enabled  # not even re-enabled
     world.log.available = True
-    assert world.rollback().restored_version == old  # and the lease was released
+    assert roll_back(world).restored_version == old  # and the lease was released
 
 
 def _forge(world: World, **row: str) -> None:
@@ -404,11 +356,8 @@ def _forge(world: World, **row: str) -> None:
 
 
 def _rotated_twice(world: World) -> tuple[str, str, str]:
-    first, second = world.rotated()
-    third = rotate(
-        NAME, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
-        force=True,
-    ).new_version  # fmt: skip
+    first, second = rotated(world)
+    third = world.rotate(force=True).new_version
     assert third is not None
     return first, second, third
 
@@ -422,7 +371,7 @@ def test_a_forged_rolling_back_row_never_chooses_what_is_restored(world: World, 
         world, from_version=v3, restore_version=v1,
         **({"rotation_id": current_id} if rollback_id != "own" else {}),
     )  # fmt: skip
-    outcome = world.rollback(from_version=v3)
+    outcome = roll_back(world, from_version=v3)
     assert (outcome.rolled_back_from, outcome.restored_version) == (v3, v2)
     assert outcome.new_version == world.versions()[-1] and len(world.versions()) == 4
     assert world.store.get_value(NAME).value == world.store.get_value(NAME, v2).value
@@ -431,41 +380,41 @@ def test_a_forged_rolling_back_row_never_chooses_what_is_restored(world: World, 
 
 
 def test_a_forged_row_cannot_roll_back_a_rollback(world: World) -> None:
-    world.rotated()
-    rolled = world.rollback()
+    rotated(world)
+    rolled = roll_back(world)
     current = world.store.get_properties(NAME)
     _forge(world, from_version=rolled.new_version, restore_version=current.tags["previous-version"])
     with pytest.raises(Conflict, match="itself a rollback"):
-        world.rollback()
+        roll_back(world)
     assert len(world.versions()) == 3 and world.store.get_value(NAME).value == "good-old-value"
 
 
 def test_a_forged_row_cannot_reopen_a_finished_rollback(world: World) -> None:
-    world.rotated()
-    rolled = world.rollback()
+    rotated(world)
+    rolled = roll_back(world)
     _forge(
         world, rotation_id=rolled.rollback_id, from_version=rolled.rolled_back_from,
         restore_version=rolled.restored_version,
     )  # fmt: skip
     with pytest.raises(Conflict, match="itself a rollback"):
-        world.rollback()
+        roll_back(world)
     assert [e.result for e in world.records(Action.ROLLED_BACK)].count(Result.SUCCESS) == 1
 
 
 def test_a_version_written_out_of_band_with_copied_tags_is_not_rolled_back(world: World) -> None:
-    world.rotated()
+    rotated(world)
     copied = dict(world.store.get_properties(NAME).tags)  # rotated-by, rotation-id, previous-version: old
     world.store.set_value(NAME, "out-of-band", content_type=None, tags=copied)
     with pytest.raises(Conflict, match="not written by this service"):
-        world.rollback()
+        roll_back(world)
     assert len(world.versions()) == 3 and world.records(Action.ROLLED_BACK) == []
 
 
 def test_a_rollback_written_but_not_recorded_says_so_and_the_retry_records_it(world: World) -> None:
-    old, bad = world.rotated()
+    old, bad = rotated(world)
     world.log.fails = lambda e: e.action == Action.ROLLED_BACK and e.result == Result.SUCCESS
     with pytest.raises(OutcomeNotRecorded) as raised:
-        world.rollback()
+        roll_back(world)
     assert not isinstance(raised.value, DependencyUnavailable)
     made = world.versions()[-1]
     assert len(world.versions()) == 3 and world.store.get_value(NAME).value == "good-old-value"
@@ -473,7 +422,7 @@ def test_a_rollback_written_but_not_recorded_says_so_and_the_retry_records_it(wo
     assert made in raised.value.change and "rolled back" in raised.value.change
     assert raised.value.reason == "audit_store unavailable"
     world.log.fails = lambda e: False
-    outcome = world.rollback()  # resumed: recorded, no second version
+    outcome = roll_back(world)  # resumed: recorded, no second version
     assert (outcome.new_version, outcome.rollback_id) == (made, raised.value.changed["rollback_id"])
     assert (outcome.restored_version, outcome.rolled_back_from) == (old, bad)
     assert len(world.versions()) == 3
@@ -487,9 +436,9 @@ class _ProcessDied(BaseException):
 def test_a_rollback_that_dies_after_its_write_still_retires_both_old_versions(world: World) -> None:
     """Nothing resumes a rollback, and a rotation over its dead row schedules only the rollback's own
     version: the two versions it replaced are on the schedule before its write (found by review)."""
-    good, bad = world.rotated()
+    good, bad = rotated(world)
     world.clock.advance(timedelta(hours=25))
-    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.retire_all()
     assert not world.store.get_properties(NAME, good).enabled  # retired; the rollback re-enables it
     set_value = world.store.set_value
 
@@ -499,21 +448,12 @@ def test_a_rollback_that_dies_after_its_write_still_retires_both_old_versions(wo
 
     world.store.set_value = dies  # type: ignore[method-assign]
     with pytest.raises(_ProcessDied):
-        world.rollback()
+        roll_back(world)
     world.store.set_value = set_value  # type: ignore[method-assign]
     world.clock.advance(timedelta(minutes=20))  # its lease ran out
-    forced = rotate(
-        NAME,
-        world.store,
-        world.states,
-        world.trail,
-        world.publisher,
-        world.clock,
-        reserved=RESERVED,
-        force=True,
-    )
+    forced = world.rotate(force=True)
     assert forced.status == "rotated"
     world.clock.advance(timedelta(days=3))
-    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.retire_all()
     assert not world.store.get_properties(NAME, good).enabled
     assert not world.store.get_properties(NAME, bad).enabled

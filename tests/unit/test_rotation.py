@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.audit import Action, Result
 from shared.domain.errors import DependencyUnavailable, Forbidden
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
@@ -20,71 +20,18 @@ from shared.services.rotation import (
     PARTITION,
     ROTATION_ID_TAG,
     NotManaged,
-    RotationOutcome,
-    gave_up,
     made_by_service,
-    record_violations,
-    retire_all,
-    retire_due,
-    rotate,
-    rotate_requested,
     schedule_key,
 )
 from shared.services.sweep import PolicyViolation
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-)
+from tests.fakes import InMemoryAuditLog, InMemorySecretStore
+from tests.world import API_KEY, World
 
-RESERVED = ("audit-hmac-key", "audit-digest-anchor")
-API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
-
-
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = InMemorySecretStore(self.clock)
-        self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-
-    def seed(
-        self, name: str = "dispatch-api-key", policy: RotationPolicy = API_KEY, age_days: int = 31
-    ) -> None:
-        self.clock.advance(timedelta(days=-age_days))
-        self.store.set_value(name, "initial-value", content_type="text/plain", tags=policy.to_tags())
-        self.clock.advance(timedelta(days=age_days))
-
-    def rotate(self, name: str = "dispatch-api-key", **options: Any) -> RotationOutcome:
-        return rotate(
-            name,
-            self.store,
-            self.states,
-            self.trail,
-            self.publisher,
-            self.clock,
-            reserved=RESERVED,
-            **options,
-        )
-
-    def versions(self, name: str = "dispatch-api-key") -> list[str]:
-        return self.store.versions_of(name)
-
-    def records(self, action: Action) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == action]
-
-
-@pytest.fixture
-def world() -> World:
-    return World()
+DUE = 31  # days: older than the 30-day interval of API_KEY
 
 
 def test_a_due_secret_gets_one_new_version_carrying_its_policy(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     [old] = world.versions()
     outcome = world.rotate()
     assert outcome.status == "rotated"
@@ -108,7 +55,7 @@ def test_a_due_secret_gets_one_new_version_carrying_its_policy(world: World) -> 
 
 
 def test_not_due_is_skipped_on_record_and_changes_nothing(world: World) -> None:
-    world.seed(age_days=10)
+    world.secret(age_days=10)
     outcome = world.rotate()
     assert (outcome.status, len(world.versions())) == ("skipped", 1)
     assert outcome.reason.startswith("not due until")
@@ -117,14 +64,14 @@ def test_not_due_is_skipped_on_record_and_changes_nothing(world: World) -> None:
 
 
 def test_five_duplicate_triggers_make_one_version(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     statuses = [world.rotate().status for _ in range(5)]
     assert statuses == ["rotated", "skipped", "skipped", "skipped", "skipped"]
     assert len(world.versions()) == 2
 
 
 def test_force_and_dry_run(world: World) -> None:
-    world.seed(age_days=1)
+    world.secret(age_days=1)
     planned = world.rotate(force=True, dry_run=True)
     assert (planned.status, len(world.versions()), world.log.events) == ("planned", 1, [])
     assert world.rotate(force=True).status == "rotated"
@@ -150,7 +97,7 @@ class CrashesOnce(InMemorySecretStore):
 
 @pytest.mark.parametrize("after", [False, True], ids=["before-the-write", "after-the-write"])
 def test_a_crash_at_promotion_then_a_retry_leaves_exactly_one_new_version(world: World, after: bool) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     world.store = CrashesOnce(world, after)
     with pytest.raises(DependencyUnavailable):
         world.rotate()
@@ -168,14 +115,16 @@ def test_a_crash_at_promotion_then_a_retry_leaves_exactly_one_new_version(world:
     assert world.rotate().status == "skipped"
 
 
+def promoting(world: World, rotation_id: str, *, holder: str, lease_until: str) -> None:
+    """The progress row of a rotation that holds the lease, promoting from the current version."""
+    row = {"rotation_id": rotation_id, "step": "promoting", "from_version": world.versions()[0],
+           "holder": holder, "lease_until": lease_until, "attempt": 1}  # fmt: skip
+    world.states.create(PARTITION, world.name, row)
+
+
 def test_a_crashed_holder_blocks_only_until_its_lease_expires(world: World) -> None:
-    world.seed()
-    world.states.create(
-        PARTITION,
-        "dispatch-api-key",
-        {"rotation_id": "r1", "step": "promoting", "from_version": world.versions()[0], "holder": "dead",
-         "lease_until": "2026-11-29T10:04:00.000000Z", "attempt": 1},
-    )  # fmt: skip
+    world.secret(age_days=DUE)
+    promoting(world, "r1", holder="dead", lease_until="2026-11-29T10:04:00.000000Z")
     assert world.rotate().status == "in_progress"
     world.clock.advance(timedelta(minutes=5))
     outcome = world.rotate()
@@ -184,7 +133,7 @@ def test_a_crashed_holder_blocks_only_until_its_lease_expires(world: World) -> N
 
 
 def test_racing_triggers_make_one_version(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     barrier = threading.Barrier(6)
     outcomes: list[str] = []
 
@@ -202,7 +151,7 @@ def test_racing_triggers_make_one_version(world: World) -> None:
 
 
 def test_no_intent_on_record_no_new_version(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     world.log.available = False
     with pytest.raises(AuditUnavailable):
         world.rotate()
@@ -212,7 +161,7 @@ def test_no_intent_on_record_no_new_version(world: World) -> None:
 @pytest.mark.parametrize(
     ("prepare", "reason"),
     [
-        (lambda w: w.seed("audit-hmac-key"), "the service's own secret is never rotated"),
+        (lambda w: w.secret("audit-hmac-key", age_days=DUE), "the service's own secret is never rotated"),
         (lambda w: w.store.add_certificate("tls-cert", **API_KEY.to_tags()), "certificate-backed"),
     ],
 )
@@ -244,37 +193,26 @@ def test_an_invalid_policy_is_a_violation_once_per_version(world: World) -> None
 
 
 def test_the_previous_version_is_retired_after_its_grace(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     [old] = world.versions()
     world.rotate()
     world.clock.advance(timedelta(hours=23))
-    assert (
-        retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-        == []
-    )
+    assert world.retire_due() == []
     world.clock.advance(timedelta(hours=1))
-    assert retire_due(
-        "dispatch-api-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED
-    ) == [old]
+    assert world.retire_due() == [old]
     assert not world.store.get_properties("dispatch-api-key", old).enabled
     assert world.store.get_properties("dispatch-api-key").enabled
     assert [e.result for e in world.records(Action.VERSION_RETIRED)] == [Result.INTENT, Result.SUCCESS]
-    assert (
-        retire_due("dispatch-api-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-        == []
-    )
+    assert world.retire_due() == []
 
 
 def test_encryption_keys_keep_previous_versions_enabled(world: World) -> None:
     keys = RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30))
-    world.seed("telemetry-key", keys)
+    world.secret("telemetry-key", tags=keys.to_tags(), age_days=DUE)
     [old] = world.versions("telemetry-key")
     world.rotate("telemetry-key")
     world.clock.advance(timedelta(days=365))
-    assert (
-        retire_due("telemetry-key", world.store, world.states, world.trail, world.clock, reserved=RESERVED)
-        == []
-    )
+    assert world.retire_due("telemetry-key") == []
     assert world.store.get_properties("telemetry-key", old).enabled
 
 
@@ -301,10 +239,7 @@ def request(name: str = "dispatch-api-key") -> RotationRequest:
 def test_a_queued_request_for_a_gone_or_unmanaged_secret_is_consumed_on_record(world: World) -> None:
     world.store.set_value("legacy", "x", content_type=None, tags={})
     for name in ("nothing-here", "legacy"):
-        outcome = rotate_requested(
-            request(name), world.store, world.states, world.trail, world.publisher, world.clock,
-            reserved=RESERVED,
-        )  # fmt: skip
+        outcome = world.rotate_requested(request(name))
         assert outcome.status == "skipped"
     assert [e.secret_name for e in world.records(Action.ROTATION_SKIPPED)] == ["nothing-here", "legacy"]
 
@@ -312,30 +247,28 @@ def test_a_queued_request_for_a_gone_or_unmanaged_secret_is_consumed_on_record(w
 def test_a_transient_failure_is_raised_for_the_queue_and_the_poison_queue_records_the_end(
     world: World,
 ) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     world.store.available = False
     with pytest.raises(DependencyUnavailable):
-        rotate_requested(
-            request(), world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-        )
-    gave_up(request(), world.trail, 5)
+        world.rotate_requested(request())
+    world.gave_up(request(), 5)
     [given_up] = [e for e in world.records(Action.ROTATION_FAILED) if "gave_up_after" in e.details]
     assert (given_up.secret_name, given_up.details["gave_up_after"]) == ("dispatch-api-key", 5)
 
 
 def test_sweep_helpers_record_violations_once_and_retire_every_secret(world: World) -> None:
     violation = PolicyViolation("bad", "secret-kind", "'ssh' is not a kind", world.clock.now())
-    assert record_violations(world.states, world.trail, [violation, violation], "sweep-1") == 1
-    assert record_violations(world.states, world.trail, [violation], "sweep-2") == 0
+    assert world.record_violations([violation, violation], "sweep-1") == 1
+    assert world.record_violations([violation], "sweep-2") == 0
     assert len(world.records(Action.POLICY_VIOLATION)) == 1
-    world.seed("one")
-    world.seed("two")
+    world.secret("one", age_days=DUE)
+    world.secret("two", age_days=DUE)
     world.rotate("one")
     world.rotate("two")
     world.clock.advance(timedelta(hours=25))
-    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    retired, failed = world.retire_all()
     assert sorted(name for name, _ in retired) == ["one", "two"] and failed == []
-    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
+    assert world.retire_all() == ([], [])
 
 
 # -- found in review: each of these went wrong before the fix --------------------------------------------
@@ -353,15 +286,12 @@ class RotatesUnderneath(InMemorySecretStore):
         seen = super().get_properties(name, version)
         if not self.raced:
             self.raced = True
-            assert rotate(
-                name, self, self.world.states, self.world.trail, self.world.publisher, self.world.clock,
-                reserved=RESERVED,
-            ).status == "rotated"  # fmt: skip
+            assert self.world.rotate(name).status == "rotated"  # the world's store is this one
         return seen
 
 
 def test_a_trigger_that_read_a_stale_version_does_not_rotate_again(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     world.store = RotatesUnderneath(world)
     outcome = world.rotate()  # its lease loses to the rotation that happened: decided again, not due now
     assert (outcome.status, outcome.reason.startswith("not due")) == ("skipped", True)
@@ -378,12 +308,12 @@ class RetiresDuringPromotion(InMemorySecretStore):
     def set_value(self, name: str, value: str, **kwargs: Any) -> SecretVersion:
         if not self.retired:
             self.retired = True
-            retire_all(self, self.world.states, self.world.trail, self.world.clock, reserved=RESERVED)
+            self.world.retire_all()  # the world's store is this one
         return super().set_value(name, value, **kwargs)
 
 
 def test_retiring_while_a_rotation_promotes_does_not_strand_it(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     world.rotate()
     world.clock.advance(timedelta(days=31))  # due again, and the first previous version's grace is over
     world.store = RetiresDuringPromotion(world)
@@ -395,28 +325,23 @@ def test_retiring_while_a_rotation_promotes_does_not_strand_it(world: World) -> 
 
 
 def test_a_forged_retirement_schedule_disables_nothing_it_should_not(world: World) -> None:
-    world.seed()
-    world.seed("audit-hmac-key", age_days=0)
+    world.secret(age_days=DUE)
+    world.secret("audit-hmac-key")
     [current] = world.versions()
     [mac_key] = world.versions("audit-hmac-key")
     for name, version in (("dispatch-api-key", current), ("audit-hmac-key", mac_key)):
         schedule = {"versions": f'[["{version}", "2000-01-01T00:00:00.000000Z"]]'}
         world.states.create(PARTITION, schedule_key(name), schedule)
     world.states.create(PARTITION, schedule_key("other"), {"versions": "not json"})
-    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    retired, failed = world.retire_all()
     assert (retired, failed) == ([], [])  # the unreadable schedule of "other" is ignored, not fatal
     assert world.store.get_properties("dispatch-api-key", current).enabled
     assert world.store.get_properties("audit-hmac-key", mac_key).enabled
 
 
 def test_a_lease_far_in_the_future_is_not_honoured(world: World) -> None:
-    world.seed()
-    world.states.create(
-        PARTITION,
-        "dispatch-api-key",
-        {"rotation_id": "r9", "step": "promoting", "from_version": world.versions()[0], "holder": "forged",
-         "lease_until": "2999-01-01T00:00:00.000000Z", "attempt": 1},
-    )  # fmt: skip
+    world.secret(age_days=DUE)
+    promoting(world, "r9", holder="forged", lease_until="2999-01-01T00:00:00.000000Z")
     assert world.rotate().status == "rotated"
     assert len(world.versions()) == 2
 
@@ -434,7 +359,7 @@ class SuccessNotRecorded(InMemoryAuditLog):
 def test_a_rotation_whose_success_was_not_recorded_is_finished_by_the_retry_not_reported_failed(
     world: World,
 ) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     log = SuccessNotRecorded(world.log.keys)
     log.failed = False
     world.log, world.trail = log, AuditTrail(log, world.clock, "fleet")
@@ -461,11 +386,11 @@ class RefusesOne(InMemorySecretStore):
 
 def test_one_secret_failing_retirement_is_recorded_and_the_others_go_on(world: World) -> None:
     for name in ("one", "two"):
-        world.seed(name)
+        world.secret(name, age_days=DUE)
         world.rotate(name)
     world.clock.advance(timedelta(hours=25))
     world.store = RefusesOne(world, "one")
-    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    retired, failed = world.retire_all()
     assert ([n for n, _ in retired], failed) == (["two"], ["one"])
     [failure] = [e for e in world.records(Action.VERSION_RETIRED) if e.result == Result.FAILURE]
     assert (failure.secret_name, failure.details["error_class"]) == ("one", "Forbidden")
@@ -485,7 +410,7 @@ class ProgressDeletedAfterPromotion(InMemorySecretStore):
 
 
 def test_a_deleted_progress_row_never_leads_to_a_second_version(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     world.store = ProgressDeletedAfterPromotion(world)
     assert world.rotate().status == "rotated"  # the progress is gone, the version made and on record
     assert len(world.versions()) == 2
@@ -506,13 +431,8 @@ def manual(rotation_id: str = "c0ffee" + "0" * 26, name: str = "dispatch-api-key
 
 
 def test_a_forced_request_delivered_five_times_makes_one_version_with_its_id(world: World) -> None:
-    world.seed(age_days=1)  # not due: only force rotates it
-    outcomes = [
-        rotate_requested(
-            manual(), world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-        )
-        for _ in range(5)
-    ]
+    world.secret(age_days=1)  # not due: only force rotates it
+    outcomes = [world.rotate_requested(manual()) for _ in range(5)]
     assert [o.status for o in outcomes] == ["rotated"] + ["skipped"] * 4
     assert all(o.reason.startswith("already done") for o in outcomes[1:])
     assert len(world.versions()) == 2
@@ -522,31 +442,26 @@ def test_a_forced_request_delivered_five_times_makes_one_version_with_its_id(wor
 
 
 def test_a_forced_request_redelivered_after_another_rotation_is_still_done(world: World) -> None:
-    world.seed(age_days=1)
-    deliver = lambda: rotate_requested(  # noqa: E731
-        manual(), world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-    )
-    assert deliver().status == "rotated"
+    world.secret(age_days=1)
+    assert world.rotate_requested(manual()).status == "rotated"
     world.clock.advance(timedelta(days=31))
     assert world.rotate().status == "rotated"  # the sweep's rotation supersedes it
-    assert deliver().status == "skipped"  # found among the versions: not a third version
+    assert world.rotate_requested(manual()).status == "skipped"  # found among the versions: no third
     assert len(world.versions()) == 3
 
 
 def test_without_force_a_manual_request_still_checks_the_due_date(world: World) -> None:
-    world.seed(age_days=1)
+    world.secret(age_days=1)
     request = RotationRequest(
         secret_name="dispatch-api-key", reason=RotationReason.MANUAL, requested_at=world.clock.now(),
         correlation_id="http-2", rotation_id="d" * 32,
     )  # fmt: skip
-    outcome = rotate_requested(
-        request, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-    )
+    outcome = world.rotate_requested(request)
     assert outcome.status == "skipped" and outcome.reason.startswith("not due")
 
 
 def test_any_live_lease_blocks_a_rotation_and_a_stale_one_of_another_kind_is_taken_over(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     [old] = world.versions()
     world.states.create(
         PARTITION, "dispatch-api-key",
@@ -561,7 +476,7 @@ def test_any_live_lease_blocks_a_rotation_and_a_stale_one_of_another_kind_is_tak
 
 
 def test_made_by_service_tells_service_versions_from_out_of_band_ones(world: World) -> None:
-    world.seed()
+    world.secret(age_days=DUE)
     assert not made_by_service(world.store.get_properties("dispatch-api-key"))
     world.rotate()
     assert made_by_service(world.store.get_properties("dispatch-api-key"))

@@ -3,6 +3,7 @@ not the row, decides what is resumed and what is retired, and nothing done is fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,34 +20,19 @@ from shared.domain.policy import (
     SecretKind,
 )
 from shared.domain.rotation import RotationReason, RotationRequest
-from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.domain.state import Versioned
+from shared.services.audit import AuditUnavailable
 from shared.services.rotation import (
     PARTITION,
     Progress,
-    acquire,
     progress_rows,
-    record_violations,
-    release,
-    resume_stale,
-    retire_all,
-    rotate,
-    rotate_requested,
     schedule_key,
     written_by_service,
 )
-from shared.services.sweep import sweep
-from tests.fakes import (
-    FixedClock,
-    InMemoryAuditLog,
-    InMemorySecretStore,
-    InMemoryStateStore,
-    RecordingPublisher,
-    RecordingRotationRequests,
-)
+from tests.fakes import InMemorySecretStore
+from tests.world import API_KEY, World
 
-RESERVED = ("audit-hmac-key", "audit-digest-anchor")
 NAME = "dispatch-api-key"
-API_KEY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 LONG_AGO = "2000-01-01T00:00:00.000000Z"
 
 
@@ -65,192 +51,172 @@ class DiesAfterWrite(InMemorySecretStore):
         return made
 
 
-class World:
-    def __init__(self) -> None:
-        self.clock = FixedClock()
-        self.store = DiesAfterWrite(self.clock)
-        self.states = InMemoryStateStore()
-        self.log = InMemoryAuditLog()
-        self.trail = AuditTrail(self.log, self.clock, "fleet")
-        self.publisher = RecordingPublisher()
-        self.requests = RecordingRotationRequests()
+class ScheduleWrittenMeanwhile:
+    """The world's state store, where another write to NAME's retirement schedule (``meanwhile``, given the
+    row as read) lands just before this caller's first replace of it. It puts itself in the world."""
 
-    def seed(self, policy: RotationPolicy = API_KEY, age_days: int = 31) -> str:
-        self.clock.advance(timedelta(days=-age_days))
-        made = self.store.set_value(NAME, "initial-value", content_type="text/plain", tags=policy.to_tags())
-        self.clock.advance(timedelta(days=age_days))
-        return made.version
+    def __init__(self, world: World, meanwhile: Callable[[Versioned], object]) -> None:
+        self.inner, self.meanwhile, self.hit = world.states, meanwhile, False
+        world.states = self  # type: ignore[assignment]
 
-    def rotate(self, **options: Any) -> Any:
-        return rotate(NAME, self.store, self.states, self.trail, self.publisher, self.clock,
-                      reserved=RESERVED, **options)  # fmt: skip
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.inner, attr)
 
-    def request(self, rotation_id: str | None = None, *, force: bool = False) -> Any:
-        request = RotationRequest(
-            secret_name=NAME,
-            reason=RotationReason.MANUAL if rotation_id else RotationReason.DUE,
-            requested_at=self.clock.now(),
-            correlation_id="test",
-            rotation_id=rotation_id,
-            force=force,
-        )
-        return rotate_requested(request, self.store, self.states, self.trail, self.publisher, self.clock,
-                                reserved=RESERVED)  # fmt: skip
-
-    def hourly_sweep(self) -> None:
-        self.clock.advance(timedelta(hours=1))
-        sweep(self.store, self.requests, self.clock, reserved=RESERVED, correlation_id="sweep")
-        resume_stale(self.states, self.requests, self.clock, "sweep")
-        for request in self.requests.sent:
-            rotate_requested(request, self.store, self.states, self.trail, self.publisher, self.clock,
-                             reserved=RESERVED)  # fmt: skip
-        self.requests.sent.clear()
-
-    def successes(self) -> list[AuditEvent]:
-        return [e for e in self.log.events if e.action == Action.ROTATED and e.result == Result.SUCCESS]
-
-    def forge_schedule(self, state: dict[str, Any]) -> None:
-        self.forge(PARTITION, state, schedule_key(NAME))
-
-    def forge(self, partition: str, state: dict[str, Any], key: str = NAME) -> None:
-        stored = self.states.get(partition, key)
-        if stored is None:
-            self.states.create(partition, key, state)
-        else:
-            self.states.replace(partition, key, state, stored.etag)
+    def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
+        if key == schedule_key(NAME) and not self.hit:
+            self.hit = True
+            current = self.inner.get(partition, key)
+            assert current is not None
+            self.meanwhile(current)
+        return self.inner.replace(partition, key, state, etag)
 
 
 @pytest.fixture
 def world() -> World:
-    return World()
+    return World(store=DiesAfterWrite)
+
+
+def seed(world: World, policy: RotationPolicy = API_KEY, age_days: int = 31) -> str:
+    return world.secret(NAME, tags=policy.to_tags(), age_days=age_days).version
+
+
+def request(world: World, rotation_id: str | None = None, *, force: bool = False) -> Any:
+    """A rotation request delivered by the queue: due (the sweep's), or manual with its id."""
+    request = RotationRequest(
+        secret_name=NAME,
+        reason=RotationReason.MANUAL if rotation_id else RotationReason.DUE,
+        requested_at=world.clock.now(),
+        correlation_id="test",
+        rotation_id=rotation_id,
+        force=force,
+    )
+    return world.rotate_requested(request)
+
+
+def hourly_sweep(world: World) -> None:
+    world.clock.advance(timedelta(hours=1))
+    world.sweep("sweep")
+    world.resume_stale("sweep")
+    world.drain()
+
+
+def successes(world: World) -> list[AuditEvent]:
+    return [e for e in world.records(Action.ROTATED) if e.result == Result.SUCCESS]
 
 
 def test_a_rotation_killed_after_its_write_is_finished_by_the_next_sweep_after_its_lease(
     world: World,
 ) -> None:
-    old = world.seed()
+    old = seed(world)
     world.store.armed = True
     with pytest.raises(ProcessDied):
-        world.request()
+        request(world)
     world.clock.advance(timedelta(minutes=10))  # the queue redelivers while the dead lease still runs
-    assert world.request().status == "in_progress"  # consumed: nobody rotates twice
-    world.hourly_sweep()  # the lease ran out: the sweep asks for the rotation to be finished
+    assert request(world).status == "in_progress"  # consumed: nobody rotates twice
+    hourly_sweep(world)  # the lease ran out: the sweep asks for the rotation to be finished
     assert len(world.store.versions_of(NAME)) == 2
-    [success] = world.successes()
+    [success] = successes(world)
     assert success.version == world.store.get_properties(NAME).version
     assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
     stored = world.states.get(PARTITION, schedule_key(NAME))
     assert stored is not None and old in stored.state["versions"]
     for _ in range(3):  # and nothing more after that
-        world.hourly_sweep()
-    assert len(world.store.versions_of(NAME)) == 2 and len(world.successes()) == 1
+        hourly_sweep(world)
+    assert len(world.store.versions_of(NAME)) == 2 and len(successes(world)) == 1
 
 
 def test_a_forged_promoting_row_the_vault_contradicts_is_not_resumed(world: World) -> None:
-    world.seed(age_days=1)  # not due
+    seed(world, age_days=1)  # not due
     current = world.store.get_properties(NAME).version
-    world.forge(PARTITION, {"step": "promoting", "rotation_id": "f" * 32, "from_version": "0" * 32,
-                            "holder": "x", "lease_until": LONG_AGO, "attempt": 1})  # fmt: skip
+    forged = {"step": "promoting", "rotation_id": "f" * 32, "from_version": "0" * 32, "holder": "x",
+              "lease_until": LONG_AGO, "attempt": 1}  # fmt: skip
+    world.overwrite(PARTITION, NAME, forged)
     for _ in range(3):
-        world.hourly_sweep()
+        hourly_sweep(world)
     assert world.store.versions_of(NAME) == [current]  # no rotation that is not due
     progress = world.states.get(PARTITION, NAME)
     assert progress is not None and progress.state["step"] == "idle"  # closed, not requested every hour
 
 
 def test_a_forged_promoting_row_naming_a_closed_rotation_records_no_second_success(world: World) -> None:
-    world.seed()
+    seed(world)
     done = world.rotate()
     stored = world.states.get(PARTITION, NAME)
     assert stored is not None
-    world.forge(PARTITION, {**stored.state, "step": "promoting", "holder": "x", "lease_until": LONG_AGO})
-    assert world.request().status == "skipped"  # a trigger finds the row: nothing to resume, not due
-    world.hourly_sweep()
-    assert len(world.successes()) == 1 and world.store.get_properties(NAME).version == done.new_version
+    world.overwrite(
+        PARTITION, NAME, {**stored.state, "step": "promoting", "holder": "x", "lease_until": LONG_AGO}
+    )
+    assert request(world).status == "skipped"  # a trigger finds the row: nothing to resume, not due
+    hourly_sweep(world)
+    assert len(successes(world)) == 1 and world.store.get_properties(NAME).version == done.new_version
 
 
 def test_a_forged_schedule_never_retires_an_encryption_keys_previous_version(world: World) -> None:
-    v1 = world.seed(RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30), None, "telemetry"))
+    v1 = seed(world, RotationPolicy(SecretKind.ENCRYPTION_KEY, timedelta(days=30), None, "telemetry"))
     assert world.rotate().status == "rotated"
     # Old ciphertext needs the previous versions.
     assert world.states.get(PARTITION, schedule_key(NAME)) is None
-    world.forge_schedule({"versions": f'[["{v1}", "{LONG_AGO}"]]'})
-    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.overwrite(PARTITION, schedule_key(NAME), {"versions": f'[["{v1}", "{LONG_AGO}"]]'})
+    world.retire_all()
     assert world.store.get_properties(NAME, v1).enabled
 
 
 def test_a_forged_schedule_cannot_cut_the_grace_short(world: World) -> None:
-    v1 = world.seed()
+    v1 = seed(world)
     world.rotate()
-    world.forge_schedule({"versions": f'[["{v1}", "{LONG_AGO}"]]'})
-    retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    world.overwrite(PARTITION, schedule_key(NAME), {"versions": f'[["{v1}", "{LONG_AGO}"]]'})
+    world.retire_all()
     assert world.store.get_properties(NAME, v1).enabled  # 0 h into its 24 h grace
     world.clock.advance(timedelta(hours=24, seconds=1))
-    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
-        (NAME, v1)
-    ]
+    assert world.retire_all()[0] == [(NAME, v1)]
     assert not world.store.get_properties(NAME, v1).enabled
 
 
 def test_a_deleted_secret_takes_its_schedule_with_it(world: World) -> None:
-    world.seed()
+    seed(world)
     world.rotate()
     del world.store.secrets[NAME]  # deleted and purged by its owner
     for _ in range(3):
         world.clock.advance(timedelta(days=1))
-        assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED) == ([], [])
+        assert world.retire_all() == ([], [])
     assert world.states.get(PARTITION, schedule_key(NAME)) is None
     assert not [e for e in world.log.events if e.action == Action.VERSION_RETIRED]
 
 
 def test_a_policy_change_keeps_the_record_of_the_services_own_versions(world: World) -> None:
-    world.seed()
+    seed(world)
     made = world.rotate().new_version
     # Another write (a policy change, an onboarding, a rollback) takes the lease and releases it.
-    progress, etag = acquire(
-        world.states, NAME, world.states.get(PARTITION, NAME), "updating_policy", world.clock
-    )
-    release(world.states, NAME, progress, etag, new_version=None)
+    progress, etag = world.acquire("updating_policy", NAME, world.states.get(PARTITION, NAME))
+    world.release(progress, etag, name=NAME, new_version=None)
     # The rotation's SecretNewVersionCreated, delivered late, is still the service's own.
     assert written_by_service(world.store.get_properties(NAME, made), world.states)
 
 
 def test_a_forced_request_that_resumed_another_rotation_is_done_when_redelivered(world: World) -> None:
-    world.seed(age_days=1)
+    seed(world, age_days=1)
     world.log.fails = lambda e: e.action == Action.ROTATED and e.result == Result.SUCCESS
     with pytest.raises(AuditUnavailable):  # r1's version is made; its success could not be recorded
-        world.request("1" * 32, force=True)
+        request(world, "1" * 32, force=True)
     world.log.fails = lambda e: False
     world.clock.advance(timedelta(minutes=16))
-    assert world.request("2" * 32, force=True).status == "rotated"  # r2 finishes r1's rotation
+    assert request(world, "2" * 32, force=True).status == "rotated"  # r2 finishes r1's rotation
     for rid in ("1" * 32, "2" * 32, "2" * 32, "1" * 32):  # the queue delivers each again
-        assert world.request(rid, force=True).status == "skipped"
+        assert request(world, rid, force=True).status == "skipped"
     assert len(world.store.versions_of(NAME)) == 2
 
 
 def test_a_schedule_written_concurrently_does_not_record_the_success_twice(world: World) -> None:
-    world.seed()
+    seed(world)
     world.rotate()
     world.clock.advance(timedelta(days=31))
-    inner = world.states
-
-    class Racy:  # retire_due's write lands between schedule_retirement's read and its write
-        hit = False
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(inner, attr)
-
-        def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
-            if key == schedule_key(NAME) and not Racy.hit:
-                Racy.hit = True
-                current = inner.get(partition, key)
-                assert current is not None
-                inner.replace(partition, key, dict(current.state), current.etag)
-            return inner.replace(partition, key, state, etag)
-
-    world.states = Racy()  # type: ignore[assignment]
-    assert world.request().status == "rotated"
-    assert Racy.hit and len(world.successes()) == 2  # two rotations, one success each
+    # retire_due's write lands between schedule_retirement's read and its write.
+    key = schedule_key(NAME)
+    racy = ScheduleWrittenMeanwhile(
+        world, lambda row: world.rows.replace(PARTITION, key, dict(row.state), row.etag)
+    )
+    assert request(world).status == "rotated"
+    assert racy.hit and len(successes(world)) == 2  # two rotations, one success each
 
 
 def test_a_violation_whose_record_failed_is_recorded_by_the_next_sweep(world: World) -> None:
@@ -258,14 +224,14 @@ def test_a_violation_whose_record_failed_is_recorded_by_the_next_sweep(world: Wo
     tags = {MANAGED_BY_TAG: MANAGED_BY_VALUE, KIND_TAG: "nonsense", INTERVAL_TAG: "30"}
     world.store.set_value(NAME, "v", content_type=None, tags=tags)
     world.clock.advance(timedelta(days=31))
-    report = sweep(world.store, world.requests, world.clock, reserved=RESERVED, correlation_id="s1")
+    report = world.sweep(correlation_id="s1")
     world.log.fails = lambda e: e.action == Action.POLICY_VIOLATION
     with pytest.raises(AuditUnavailable):
-        record_violations(world.states, world.trail, report.violations, "s1")
+        world.record_violations(report.violations, "s1")
     world.log.fails = lambda e: False
     for hour in range(3):
-        report = sweep(world.store, world.requests, world.clock, reserved=RESERVED, correlation_id=f"s{hour}")
-        record_violations(world.states, world.trail, report.violations, f"s{hour}")
+        report = world.sweep(correlation_id=f"s{hour}")
+        world.record_violations(report.violations, f"s{hour}")
     assert len([e for e in world.log.events if e.action == Action.POLICY_VIOLATION]) == 1
 
 
@@ -278,15 +244,15 @@ def test_a_violation_whose_record_failed_is_recorded_by_the_next_sweep(world: Wo
     ],
 )
 def test_a_malformed_progress_row_is_read_as_defaults_not_an_error(world: World, row: dict[str, Any]) -> None:
-    world.seed()
-    world.forge(PARTITION, row)
+    seed(world)
+    world.overwrite(PARTITION, NAME, row)
     Progress.of(row).leased_by_other("h", world.clock.now())
     assert world.rotate().status == "rotated"
     assert written_by_service(world.store.get_properties(NAME), world.states)
 
 
 def test_a_holder_slowed_past_its_lease_before_the_vault_write_never_writes(world: World) -> None:
-    world.seed()
+    seed(world)
     inner_outcomes: list[Any] = []
     slowed: list[bool] = []
 
@@ -305,7 +271,7 @@ def test_a_holder_slowed_past_its_lease_before_the_vault_write_never_writes(worl
 
 
 def test_a_fresh_lease_is_not_renewed_before_the_vault_write(world: World) -> None:
-    world.seed()
+    seed(world)
     writes: list[str] = []
     replace = world.states.replace
 
@@ -321,7 +287,7 @@ def test_a_fresh_lease_is_not_renewed_before_the_vault_write(world: World) -> No
 
 def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call(world: World) -> None:
     """The rotation takes its lease and creates the schedule in one transaction: no call of its own."""
-    v1 = world.seed()
+    v1 = seed(world)
     calls: list[str] = []
     for method in ("get", "create", "replace", "delete", "commit"):
         inner = getattr(world.states, method)
@@ -334,9 +300,7 @@ def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call
     world.rotate()
     assert calls == ["get", "commit", "replace"]  # progress read, lease + the first schedule, close
     world.clock.advance(timedelta(hours=25))
-    assert retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)[0] == [
-        (NAME, v1)
-    ]
+    assert world.retire_all()[0] == [(NAME, v1)]
     assert world.states.get(PARTITION, schedule_key(NAME)) is None  # emptied: removed
     calls.clear()
     world.clock.advance(timedelta(days=31))
@@ -347,17 +311,17 @@ def test_a_schedule_emptied_by_retirement_is_removed_and_made_afresh_in_one_call
 def test_a_dead_holders_row_of_a_secret_deleted_since_is_closed_not_requested_every_hour(
     world: World,
 ) -> None:
-    world.seed()
+    seed(world)
     world.store.armed = True
     with pytest.raises(ProcessDied):
-        world.request()
+        request(world)
     del world.store.secrets[NAME]  # deleted by its owner before anything resumed it
     world.clock.advance(timedelta(minutes=16))
-    world.hourly_sweep()  # requested once, found gone: skipped on record, and the row closed
+    hourly_sweep(world)  # requested once, found gone: skipped on record, and the row closed
     progress = world.states.get(PARTITION, NAME)
     assert progress is not None and progress.state["step"] == "idle"
     skipped = len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED])
-    world.hourly_sweep()
+    hourly_sweep(world)
     assert len([e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]) == skipped
 
 
@@ -377,10 +341,10 @@ def _failing_close(world: World) -> None:
 def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(world: World) -> None:
     """When the close fails the lease is released for the retry, and nothing says the rotation failed
     (SecretRotated went out); the retirement was scheduled with the lease, before anything was written."""
-    old = world.seed()
+    old = seed(world)
     _failing_close(world)
     with pytest.raises(DependencyUnavailable):
-        world.request()
+        request(world)
     stored = world.states.get(PARTITION, NAME)
     assert stored is not None and stored.state["step"] == "promoting"
     assert not Progress.of(stored.state).leased_by_other("", world.clock.now())  # released: retry at once
@@ -388,7 +352,7 @@ def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(w
     assert [n.type for n in world.publisher.sent] == ["SecretLifecycle.SecretRotated"]
     schedule = world.states.get(PARTITION, schedule_key(NAME))
     assert schedule is not None and old in schedule.state["versions"]
-    assert world.request().status == "rotated"  # the queue's retry finishes it, no second version
+    assert request(world).status == "rotated"  # the queue's retry finishes it, no second version
     assert len(world.store.versions_of(NAME)) == 2
     closed = world.states.get(PARTITION, NAME)
     assert closed is not None and closed.state["step"] == "idle"
@@ -397,18 +361,18 @@ def test_a_close_that_fails_after_the_success_leaves_the_rotation_to_its_retry(w
 def test_a_failed_close_then_a_version_by_hand_still_retires_the_replaced_version(world: World) -> None:
     """The row the close left open is abandoned (the vault moved on), but the schedule was on record
     before the service's version was written: the version it replaced still retires after the grace."""
-    old = world.seed()
+    old = seed(world)
     _failing_close(world)
     with pytest.raises(DependencyUnavailable):
-        world.request()
+        request(world)
     made = world.store.get_properties(NAME).version
     # Someone sets a value by hand; key_vault_events puts the policy tags back on it.
     world.store.set_value(NAME, "by-hand", content_type="text/plain", tags=API_KEY.to_tags())
-    world.hourly_sweep()  # not due: the open row is abandoned
+    hourly_sweep(world)  # not due: the open row is abandoned
     abandoned = world.states.get(PARTITION, NAME)
     assert abandoned is not None and abandoned.state["step"] == "idle"
     world.clock.advance(timedelta(hours=25))
-    retired, failed = retire_all(world.store, world.states, world.trail, world.clock, reserved=RESERVED)
+    retired, failed = world.retire_all()
     assert (retired, failed) == ([(NAME, old)], [])
     assert not world.store.get_properties(NAME, old).enabled
     assert world.store.get_properties(NAME, made).enabled  # replaced by hand, not by the service
@@ -417,36 +381,24 @@ def test_a_failed_close_then_a_version_by_hand_still_retires_the_replaced_versio
 def test_a_schedule_removed_while_a_rotation_adds_to_it_is_made_again(world: World) -> None:
     """A retirement run deletes the emptied schedule between the rotation's read of it and its write: the
     rotation reads again and creates it, instead of failing a rotation that happened."""
-    world.seed()
+    seed(world)
     world.rotate()
     world.clock.advance(timedelta(days=31))  # due again; the first schedule is still there
-    inner = world.states
-
-    class Racy:
-        hit = False
-
-        def __getattr__(self, attr: str) -> Any:
-            return getattr(inner, attr)
-
-        def replace(self, partition: str, key: str, state: Any, etag: str) -> Any:
-            if key == schedule_key(NAME) and not Racy.hit:
-                Racy.hit = True
-                current = inner.get(partition, key)
-                assert current is not None
-                inner.delete(partition, key, current.etag)  # retirement emptied and removed it
-            return inner.replace(partition, key, state, etag)
-
-    world.states = Racy()  # type: ignore[assignment]
+    inner = world.rows
+    # A retirement run emptied the schedule and removed it.
+    racy = ScheduleWrittenMeanwhile(
+        world, lambda row: world.rows.delete(PARTITION, schedule_key(NAME), row.etag)
+    )
     current = world.store.get_properties(NAME).version
-    assert world.request().status == "rotated"
-    assert Racy.hit
+    assert request(world).status == "rotated"
+    assert racy.hit
     schedule = inner.get(PARTITION, schedule_key(NAME))
     assert schedule is not None and current in schedule.state["versions"]
     assert [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED] == []
 
 
 def test_progress_and_schedules_are_listed_apart(world: World) -> None:
-    world.seed()
+    seed(world)
     world.rotate()
     assert list(progress_rows(world.states)) == [NAME]
     assert set(world.states.list(PARTITION)) == {NAME, schedule_key(NAME)}

@@ -15,58 +15,40 @@ from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.services import catalog, rotation
-from tests.unit.sealed_world import SealedWorld
+from tests.world import World
 
 NAME = "dispatch-api-key"
-RESERVED = ("audit-hmac-key",)
 OPERATOR = Actor("oid-operator", ActorType.USER)
 
 
-class World(SealedWorld):
-    def __init__(self) -> None:
-        super().__init__()
-        policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
-        self.store.set_value(NAME, "v1", content_type="text/plain", tags=policy.to_tags())
+def outcome_world() -> World:
+    """NAME, managed and not due, with the state store sealed as in production."""
+    world = World(sealed=True)
+    world.secret(NAME, "v1", tags=RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags())
+    return world
 
-    def request(self) -> catalog.RotationTicket:
-        return catalog.request_rotation(
-            self.store, self.states, self.requests, self.trail, self.clock, reserved=RESERVED, name=NAME,
-            force=True, actor=OPERATOR, correlation_id="http",
-        )  # fmt: skip
 
-    def drain(self) -> list[Any]:
-        outcomes = []
-        while self.requests.sent:
-            request = self.requests.sent.pop(0)
-            outcomes.append(
-                rotation.rotate_requested(
-                    request,
-                    self.store,
-                    self.states,
-                    self.trail,
-                    self.publisher,
-                    self.clock,
-                    reserved=RESERVED,
-                )
-            )
-        return outcomes
+def request(world: World) -> catalog.RotationTicket:
+    """An operator's forced rotation over HTTP."""
+    return world.request_rotation(NAME, force=True, actor=OPERATOR, correlation_id="http")
 
-    def answered(self) -> set[str]:
-        """Every request id some outcome record names (its own rotation id, or among those it joined)."""
-        ids: set[str] = set()
-        for event in self.log.events:
-            if event.action in (Action.ROTATED, Action.ROTATION_SKIPPED, Action.ROTATION_FAILED) and (
-                event.result != Result.INTENT
-            ):
-                ids.add(str(event.details.get("rotation_id")))
-                ids.update(event.details.get("joined") or [])
-        return ids
+
+def answered(world: World) -> set[str]:
+    """Every request id some outcome record names (its own rotation id, or among those it joined)."""
+    ids: set[str] = set()
+    for event in world.log.events:
+        if event.action in (Action.ROTATED, Action.ROTATION_SKIPPED, Action.ROTATION_FAILED) and (
+            event.result != Result.INTENT
+        ):
+            ids.add(str(event.details.get("rotation_id")))
+            ids.update(event.details.get("joined") or [])
+    return ids
 
 
 def test_twenty_concurrent_forced_requests_make_one_version_and_twenty_outcomes() -> None:
-    world = World()
+    world = outcome_world()
     with ThreadPoolExecutor(max_workers=20) as pool:
-        tickets = list(pool.map(lambda _: world.request(), range(20)))
+        tickets = list(pool.map(lambda _: request(world), range(20)))
     ids = {t.rotation_id for t in tickets}
     assert len(ids) == 20
     assert len(world.requests.sent) == 1  # one queued; nineteen joined it
@@ -77,19 +59,19 @@ def test_twenty_concurrent_forced_requests_make_one_version_and_twenty_outcomes(
     assert len(world.store.versions_of(NAME)) == 2
     [rotated] = [e for e in world.log.events if e.action == Action.ROTATED and e.result == Result.SUCCESS]
     assert {rotated.details["rotation_id"], *rotated.details["joined"]} == ids
-    assert ids <= world.answered()
+    assert ids <= answered(world)
 
 
 def test_requests_during_a_rotation_join_it_even_after_its_success_is_recorded() -> None:
-    world = World()
-    first = world.request()
+    world = outcome_world()
+    first = request(world)
     late: list[catalog.RotationTicket] = []
     record = world.trail.record
 
     def also_request(action: Action, **fields: Any) -> Any:
         stored = record(action, **fields)
         if action == Action.ROTATED:  # one request while the lease is held (the intent), one between the
-            late.append(world.request())  # success record and the close
+            late.append(request(world))  # success record and the close
         return stored
 
     world.trail.record = also_request  # type: ignore[method-assign]
@@ -98,7 +80,7 @@ def test_requests_during_a_rotation_join_it_even_after_its_success_is_recorded()
     assert [t.status for t in late] == ["in_progress", "in_progress"]
     assert world.requests.sent == []  # both joined: nothing queued
     assert len(world.store.versions_of(NAME)) == 2
-    assert {first.rotation_id, *(t.rotation_id for t in late)} <= world.answered()
+    assert {first.rotation_id, *(t.rotation_id for t in late)} <= answered(world)
     skipped = [e for e in world.log.events if e.action == Action.ROTATION_SKIPPED]
     # The holder learns of them when it closes (no extra read per rotation): one record names both.
     assert [e.details["joined"] for e in skipped] == [[t.rotation_id for t in late]]
@@ -106,8 +88,8 @@ def test_requests_during_a_rotation_join_it_even_after_its_success_is_recorded()
 
 
 def test_a_request_that_cannot_join_gets_a_skip_on_record() -> None:
-    world = World()
-    first = world.request()
+    world = outcome_world()
+    first = request(world)
     second_message: list[Any] = []
     original = world.store.set_value
 
@@ -123,17 +105,7 @@ def test_a_request_that_cannot_join_gets_a_skip_on_record() -> None:
                 correlation_id="event",
                 force=True,
             )
-            second_message.append(
-                rotation.rotate_requested(
-                    request,
-                    world.store,
-                    world.states,
-                    world.trail,
-                    world.publisher,
-                    world.clock,
-                    reserved=RESERVED,
-                )
-            )
+            second_message.append(world.rotate_requested(request))
         return original(name, value, **kw)
 
     world.store.set_value = racing  # type: ignore[method-assign]
@@ -145,27 +117,27 @@ def test_a_request_that_cannot_join_gets_a_skip_on_record() -> None:
 
 
 def test_a_queued_request_that_reached_the_poison_queue_takes_its_joiners_along() -> None:
-    world = World()
-    first = world.request()
-    joined = world.request()
+    world = outcome_world()
+    first = request(world)
+    joined = request(world)
     [message] = world.requests.sent
-    rotation.gave_up(message, world.trail, 5, world.states)
+    world.gave_up(message, 5)
     [failed] = [e for e in world.log.events if e.action == Action.ROTATION_FAILED]
     assert failed.details["rotation_id"] == first.rotation_id and failed.details["joined"] == [
         joined.rotation_id
     ]
     world.requests.sent.clear()
-    again = world.request()  # the marker is gone: a new request queues afresh
+    again = request(world)  # the marker is gone: a new request queues afresh
     assert again.joined is None and len(world.requests.sent) == 1
 
 
 def test_many_threads_racing_for_one_row_all_register() -> None:
-    world = World()
+    world = outcome_world()
     barrier = threading.Barrier(8)
 
     def racer(_: int) -> str:
         barrier.wait()
-        return rotation.register_request(world.states, NAME, f"{_:032x}", True, world.clock)[0]
+        return world.register_request(f"{_:032x}", True)[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(racer, range(8))) == ["queued"] * 8
@@ -179,43 +151,42 @@ def test_many_threads_racing_for_one_row_all_register() -> None:
 
 
 def test_another_write_between_the_queueing_and_the_rotation_keeps_the_joiners() -> None:
-    world = World()
-    first, joined = world.request(), world.request()
+    world = outcome_world()
+    first, joined = request(world), request(world)
     fields = catalog.PolicyInput(kind="api-key", rotation_interval_days=45)
-    catalog.apply_policy(world.store, world.states, world.trail, world.clock, reserved=RESERVED, name=NAME,
-                         fields=fields, actor=OPERATOR)  # fmt: skip
+    world.apply_policy(NAME, fields, actor=OPERATOR)
     world.drain()
-    assert {first.rotation_id, joined.rotation_id} <= world.answered()
+    assert {first.rotation_id, joined.rotation_id} <= answered(world)
     assert len(world.store.versions_of(NAME)) == 2
 
 
 def test_a_queued_request_whose_secret_is_gone_takes_its_joiners_along() -> None:
-    world = World()
-    first, joined = world.request(), world.request()
+    world = outcome_world()
+    first, joined = request(world), request(world)
     world.store.delete(NAME)
     world.drain()
-    assert {first.rotation_id, joined.rotation_id} <= world.answered()
+    assert {first.rotation_id, joined.rotation_id} <= answered(world)
 
 
 def test_a_request_that_could_not_be_sent_takes_those_that_joined_it_along() -> None:
-    world = World()
+    world = outcome_world()
     joined: list[catalog.RotationTicket] = []
     send = world.requests.send
 
     def failing(requests: Any) -> None:
-        joined.append(world.request())  # joins the one being sent (the queue keeps failing for it)
+        joined.append(request(world))  # joins the one being sent (the queue keeps failing for it)
         raise DependencyUnavailable("queue", "unreachable")
 
     world.requests.send = failing  # type: ignore[method-assign]
     with pytest.raises(DependencyUnavailable):
-        world.request()
+        request(world)
     world.requests.send = send  # type: ignore[method-assign]
-    assert joined and joined[0].rotation_id in world.answered()
+    assert joined and joined[0].rotation_id in answered(world)
 
 
 def test_a_request_given_up_after_taking_the_lease_names_those_that_joined() -> None:
-    world = World()
-    first, joined = world.request(), world.request()
+    world = outcome_world()
+    first, joined = request(world), request(world)
     [message] = world.requests.sent
     original = world.store.set_value
 
@@ -224,27 +195,25 @@ def test_a_request_given_up_after_taking_the_lease_names_those_that_joined() -> 
 
     world.store.set_value = dies  # type: ignore[method-assign]
     with pytest.raises(Crash):
-        rotation.rotate_requested(
-            message, world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED
-        )
+        world.rotate_requested(message)
     world.store.set_value = original  # type: ignore[method-assign]
-    rotation.gave_up(message, world.trail, 5, world.states)
-    assert {first.rotation_id, joined.rotation_id} <= world.answered()
+    world.gave_up(message, 5)
+    assert {first.rotation_id, joined.rotation_id} <= answered(world)
 
 
 def test_a_sealed_request_put_back_on_the_poison_queue_after_its_rotation_is_no_failure() -> None:
-    world = World()
-    world.request()
+    world = outcome_world()
+    request(world)
     [message] = world.requests.sent
     world.drain()
-    rotation.gave_up(message, world.trail, 5, world.states)
+    world.gave_up(message, 5)
     assert [e for e in world.log.events if e.action == Action.ROTATION_FAILED] == []
 
 
 def test_a_forced_request_put_back_on_the_queue_days_later_is_not_acted_on() -> None:
     """A sealed message copied aside (never taken) and put back two days later forces nothing."""
-    world = World()
-    world.request()
+    world = outcome_world()
+    request(world)
     copied = world.requests.sent.pop()
     world.clock.advance(timedelta(days=2))
     world.requests.sent.append(copied)
@@ -253,14 +222,14 @@ def test_a_forced_request_put_back_on_the_queue_days_later_is_not_acted_on() -> 
 
 
 def test_many_joined_requests_do_not_push_the_rotations_own_writes_out_of_the_row() -> None:
-    world = World()
+    world = outcome_world()
     before = world.store.get_properties(NAME)
-    world.request()
+    request(world)
     world.drain()
     made = world.store.get_properties(NAME)
     for _ in range(2):  # two rotations, each joined by as many requests as may join one
         for _ in range(rotation.MAX_JOINED):
-            world.request()
+            request(world)
         world.drain()
     stored = world.states.get(rotation.PARTITION, NAME.lower())
     assert stored is not None and before.version != made.version

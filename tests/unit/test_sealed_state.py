@@ -12,24 +12,18 @@ import pytest
 from shared.domain.audit import Action, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
-from shared.domain.scan_rules import ScanRules
 from shared.domain.state import MAC_FIELD, StateTampered, StateWrite
 from shared.services import expiry, rotation
-from shared.services.findings import FindingPeers, TamperAlarm
+from shared.services.findings import TamperAlarm
 from shared.services.sealed_state import SealedStateStore
-from shared.services.suspicious import scan
-from tests.fakes import (
-    InMemorySecretStore,
-)
-from tests.unit.sealed_world import STATE_TABLE
-from tests.unit.sealed_world import SealedWorld as World
+from tests.world import STATE_TABLE, World
 
 TABLE = STATE_TABLE
 
 
 @pytest.fixture
 def world() -> World:
-    return World()
+    return World(sealed=True)
 
 
 def test_what_is_written_reads_back_and_carries_a_seal(world: World) -> None:
@@ -100,7 +94,7 @@ def test_another_process_reports_a_tampering_once_too(world: World) -> None:
     world.overwrite("revocation", "f" * 32, {"document": "{}"})
     with pytest.raises(StateTampered):
         world.states.get("revocation", "f" * 32)
-    fresh = TamperAlarm(lambda: FindingPeers(world.findings, world.trail, world.publisher, world.clock))
+    fresh = TamperAlarm(lambda: world.finding_peers)
     other = SealedStateStore(world.rows, world.keys, TABLE, fresh)  # a second worker process
     with pytest.raises(StateTampered):
         other.get("revocation", "f" * 32)
@@ -144,7 +138,7 @@ def test_a_finding_claim_a_storage_writer_planted_does_not_suppress_the_finding(
     world.log.records.clear()
     world.log.heads.clear()
     world.finding_rows.create("finding", fid, {"rule": "state_tampered", "audited": True, "notified": True})
-    fresh = TamperAlarm(lambda: FindingPeers(world.findings, world.trail, world.publisher, world.clock))
+    fresh = TamperAlarm(lambda: world.finding_peers)
     with pytest.raises(StateTampered):
         SealedStateStore(world.rows, world.keys, TABLE, fresh).get("rotation", "victim")
     # Both tamperings are on record: the planted finding row and the rotation row it was to hide.
@@ -164,7 +158,7 @@ def test_the_alarm_never_stops_the_refusal_and_what_it_could_not_record_is_repor
     assert world.records(Action.STATE_TAMPERED) == []
     world.log.available = True
     world.clock.advance(timedelta(minutes=15))
-    scan(world.log, world.trail, world.findings, world.publisher, world.clock, ScanRules(), keys=world.keys)
+    world.scan()
     [tampered] = world.records(Action.STATE_TAMPERED)  # the pending finding carries its cause
     assert tampered.details["key"] == "victim"
     assert [e.type for e in world.publisher.sent] == ["SecretLifecycle.SuspiciousActivity"]
@@ -175,77 +169,56 @@ def test_the_alarm_never_stops_the_refusal_and_what_it_could_not_record_is_repor
 NAME = "dispatch-api-key"
 
 
-def _rotated(world: World) -> tuple[InMemorySecretStore, str]:
-    """A managed secret rotated once through the sealed store: (the vault, the replaced version)."""
-    store = InMemorySecretStore(world.clock)
-    world.clock.advance(timedelta(days=-31))
+def _rotated(world: World) -> str:
+    """A managed secret rotated once through the sealed store: the replaced version."""
     policy = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
-    old = store.set_value(NAME, "v1", content_type="text/plain", tags=policy.to_tags()).version
-    world.clock.advance(timedelta(days=31))
-    outcome = rotation.rotate(
-        NAME, store, world.states, world.trail, world.publisher, world.clock, reserved=()
-    )
+    old = world.secret(NAME, "v1", tags=policy.to_tags(), age_days=31).version
+    outcome = world.rotate(NAME)
     assert outcome.status == "rotated"
-    return store, old
+    return old
 
 
 def test_a_tampered_retirement_schedule_is_re_derived_from_the_vault(world: World) -> None:
-    store, old = _rotated(world)
+    old = _rotated(world)
     world.overwrite("rotation", rotation.schedule_key(NAME), {"versions": "[]"})  # "nothing to retire"
     world.clock.advance(timedelta(hours=25))
-    retired, failed = rotation.retire_all(store, world.states, world.trail, world.clock, reserved=())
+    retired, failed = world.retire_all()
     assert (retired, failed) == ([(NAME, old)], [])
-    assert not store.get_properties(NAME, old).enabled
+    assert not world.store.get_properties(NAME, old).enabled
     assert len(world.records(Action.STATE_TAMPERED)) == 1
 
 
 def test_a_tampered_progress_row_stops_the_rotation_with_a_record(world: World) -> None:
-    store, _ = _rotated(world)
+    _rotated(world)
     world.clock.advance(timedelta(days=31))  # due again
     world.overwrite("rotation", NAME, {"step": "idle"})
     request = RotationRequest(
         secret_name=NAME, reason=RotationReason.DUE, requested_at=world.clock.now(), correlation_id="sweep"
     )
-    outcome = rotation.rotate_requested(
-        request, store, world.states, world.trail, world.publisher, world.clock, reserved=()
-    )
+    outcome = world.rotate_requested(request)
     assert outcome.status == "skipped" and "tampered" in outcome.reason
-    assert len(store.versions_of(NAME)) == 2  # nothing written
+    assert len(world.store.versions_of(NAME)) == 2  # nothing written
     [skipped] = world.records(Action.ROTATION_SKIPPED)
     assert "tampered" in skipped.details["reason"]
 
 
 def test_a_claim_forged_to_say_done_does_not_suppress_the_violation(world: World) -> None:
-    store = InMemorySecretStore(world.clock)
     tags = {**RotationPolicy(SecretKind.API_KEY, timedelta(days=30)).to_tags(), "rotation-interval-days": "x"}
-    made = store.set_value(NAME, "v1", content_type="text/plain", tags=tags)
+    made = world.secret(NAME, "v1", tags=tags)
     world.overwrite(
         "policy-violation", f"{NAME}:{made.version}", {"tag": "rotation-interval-days", "done": True}
     )
-    outcome = rotation.rotate(
-        NAME, store, world.states, world.trail, world.publisher, world.clock, reserved=()
-    )
+    outcome = world.rotate(NAME)
     assert outcome.status == "skipped"
     [violation] = world.records(Action.POLICY_VIOLATION)
     assert violation.details == {"tag": "rotation-interval-days"}
 
 
 def test_an_expiry_notice_forged_as_done_is_sent_all_the_same(world: World) -> None:
-    store = InMemorySecretStore(world.clock)
-    made = store.set_value(
-        "plain-secret", "v", content_type=None, tags={}, expires=world.clock.now() + timedelta(days=5)
-    )
+    expires = world.clock.now() + timedelta(days=5)
+    made = world.secret("plain-secret", "v", tags={}, content_type=None, expires=expires)
     world.overwrite(expiry.NOTICES, expiry.notice_key("plain-secret", made.version, "7d"), {"status": "done"})
-    report = expiry.check_expiry(
-        store,
-        world.states,
-        world.trail,
-        world.publisher,
-        world.clock,
-        reserved=(),
-        require_exp=False,
-        correlation_id="c",
-    )
+    report = world.check_expiry(correlation_id="c")
     assert [e.details.get("threshold_days") for e in world.records(Action.EXPIRY_WARNING)] == [7]
     assert report is not None
 
@@ -258,7 +231,5 @@ def test_a_tampered_row_under_any_key_is_reported_and_the_scan_goes_on(world: Wo
         world.states.get("rotation", key)
     [tampered] = world.records(Action.STATE_TAMPERED)
     assert tampered.details["key"] == "?" * 200
-    report = scan(
-        world.log, world.trail, world.findings, world.publisher, world.clock, ScanRules(), keys=world.keys
-    )
+    report = world.scan()
     assert report.ok

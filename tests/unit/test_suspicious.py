@@ -11,9 +11,10 @@ import pytest
 from shared.config import ConfigurationError, Settings
 from shared.domain.audit import MAX_DETAILS_BYTES, Action, Actor, ActorType, AuditEvent, AuditRecord, Result
 from shared.domain.scan_rules import ScanRules
-from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail
-from shared.services.suspicious import find_suspicious, scan
-from tests.fakes import FixedClock, InMemoryAuditLog, InMemoryFindings, RecordingPublisher
+from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS
+from shared.services.suspicious import find_suspicious
+from tests.fakes import InMemoryFindings
+from tests.world import World
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday
 RULES = ScanRules()
@@ -115,86 +116,81 @@ def test_scan_settings_are_validated() -> None:
 
 
 def test_the_scan_reports_each_finding_once_across_overlapping_runs() -> None:
-    clock = FixedClock(T0)
-    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
-    trail = AuditTrail(log, clock, "fleet")
+    world = World(now=T0, findings=InMemoryFindings)
     for _m in range(6):
-        trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
-        clock.advance(timedelta(minutes=1))
-    first = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
-    clock.advance(timedelta(minutes=15))
-    second = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
+        world.trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
+        world.clock.advance(timedelta(minutes=1))
+    first = world.scan(RULES)
+    world.clock.advance(timedelta(minutes=15))
+    second = world.scan(RULES)
     assert (len(first.findings), len(second.findings), second.already_reported) == (1, 0, 1)
-    assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
-    assert len(publisher.sent) == 1
-    assert publisher.sent[0].id == first.findings[0]  # the event id is the finding id: consumers can dedupe
+    assert len([e for e in world.log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
+    assert len(world.publisher.sent) == 1
+    # The event id is the finding id: consumers can dedupe.
+    assert world.publisher.sent[0].id == first.findings[0]
 
 
 def test_a_finding_that_cannot_be_audited_is_neither_lost_nor_announced() -> None:
-    clock = FixedClock(T0)
-    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
-    trail = AuditTrail(log, clock, "fleet")
-    trail.record(Action.BREAK_GLASS, secret_name="db-password")
-    log.available = False
-    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
+    world = World(now=T0, findings=InMemoryFindings)
+    world.trail.record(Action.BREAK_GLASS, secret_name="db-password")
+    world.log.available = False
+    report = world.scan(RULES)
     assert not report.ok
-    [pending] = findings.rows.values()
+    [pending] = world.findings.rows.values()
     assert (pending.audited, pending.notified) == (False, False)
-    assert publisher.sent == []  # nothing announced before it is on record
-    log.available = True
-    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
+    assert world.publisher.sent == []  # nothing announced before it is on record
+    world.log.available = True
+    report = world.scan(RULES)
     assert report.ok
     assert (report.findings, report.already_reported, report.audited, report.notified) == ([], 1, 1, 1)
-    assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
-    assert len(publisher.sent) == 1
+    assert len([e for e in world.log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
+    assert len(world.publisher.sent) == 1
 
 
 def test_an_interrupted_scan_does_not_write_the_record_twice() -> None:
-    clock = FixedClock(T0)
-    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
-    trail = AuditTrail(log, clock, "fleet")
-    trail.record(Action.BREAK_GLASS, secret_name="db-password")
-    scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
-    [finding] = findings.rows.values()
-    findings.rows[finding.id] = replace(finding, audited=False, notified=False)  # crashed before marking
-    scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
-    assert len([e for e in log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
-    assert findings.rows[finding.id].audited
-    assert len(publisher.sent) == 2  # at-least-once; the event id (the finding id) lets consumers dedupe
-    assert publisher.sent[0].id == publisher.sent[1].id
+    world = World(now=T0, findings=InMemoryFindings)
+    world.trail.record(Action.BREAK_GLASS, secret_name="db-password")
+    world.scan(RULES)
+    [finding] = world.findings.rows.values()
+    # Crashed before marking it audited and notified:
+    world.findings.rows[finding.id] = replace(finding, audited=False, notified=False)
+    world.scan(RULES)
+    assert len([e for e in world.log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 1
+    assert world.findings.rows[finding.id].audited
+    # At least once; the event id (the finding id) lets consumers dedupe.
+    assert len(world.publisher.sent) == 2
+    assert world.publisher.sent[0].id == world.publisher.sent[1].id
 
 
 def test_a_burst_is_not_reported_again_when_its_start_ages_out_of_the_lookback() -> None:
-    clock = FixedClock(T0 + timedelta(minutes=14))
-    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
-    trail = AuditTrail(log, clock, "fleet")
+    world = World(now=T0 + timedelta(minutes=14), findings=InMemoryFindings)
     for _ in range(10):  # 10 denials between 10:14 and 10:18:30, across a 15-minute boundary
-        trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
-        clock.advance(timedelta(seconds=30))
-    clock.current = T0 + timedelta(minutes=30)
-    first = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
+        world.trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
+        world.clock.advance(timedelta(seconds=30))
+    world.clock.current = T0 + timedelta(minutes=30)
+    first = world.scan(RULES)
     assert len(first.findings) == 1
     # A day later, every 15 minutes (and at odd moments), the lookback cuts through the burst.
     for minutes in [*range(0, 75, 15), 12, 13, 14, 15, 16]:
-        clock.current = T0 + timedelta(days=1, minutes=minutes, seconds=5)
-        assert scan(log, trail, findings, publisher, clock, RULES, keys=log.keys).findings == []
-    assert len(publisher.sent) == 1
+        world.clock.current = T0 + timedelta(days=1, minutes=minutes, seconds=5)
+        assert world.scan(RULES).findings == []
+    assert len(world.publisher.sent) == 1
 
 
 def test_every_rule_fires_through_the_scan_itself() -> None:
     """The scan's lookback guard must leave every rule alive, the 24-hour rotation rule included."""
-    clock = FixedClock(T0)
-    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
-    trail = AuditTrail(log, clock, "fleet")
+    world = World(now=T0, findings=InMemoryFindings)
     for _ in range(3):
-        clock.advance(timedelta(hours=2))
-        trail.record(Action.ROTATION_FAILED, secret_name="db-password", result=Result.FAILURE)
+        world.clock.advance(timedelta(hours=2))
+        world.trail.record(Action.ROTATION_FAILED, secret_name="db-password", result=Result.FAILURE)
     for _ in range(3):
-        clock.advance(timedelta(minutes=5))
-        trail.record(Action.REVOCATION_REQUESTED, secret_name="api-key", actor=Actor("oid-r", ActorType.USER))
-    clock.advance(timedelta(minutes=1))
-    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
-    assert sorted(f.rule for f in findings.rows.values()) == [
+        world.clock.advance(timedelta(minutes=5))
+        world.trail.record(
+            Action.REVOCATION_REQUESTED, secret_name="api-key", actor=Actor("oid-r", ActorType.USER)
+        )
+    world.clock.advance(timedelta(minutes=1))
+    report = world.scan(RULES)
+    assert sorted(f.rule for f in world.findings.rows.values()) == [
         "repeated_rotation_failures",
         "revocation_request_burst",
     ]
@@ -233,21 +229,20 @@ def test_the_actors_of_a_finding_are_bounded_and_fit_an_audit_record() -> None:
 
 
 def test_records_a_storage_writer_put_in_the_table_make_no_finding() -> None:
-    clock = FixedClock(T0)
-    log, findings, publisher = InMemoryAuditLog(), InMemoryFindings(), RecordingPublisher()
-    trail = AuditTrail(log, clock, "fleet")
+    world = World(now=T0, findings=InMemoryFindings)
     for _m in range(6):  # a burst of denials "by" someone, written without the MAC key
-        event = trail.event(Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER))
-        stored = log.records.setdefault(event.chain, [])
+        event = world.trail.event(
+            Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("oid-x", ActorType.USER)
+        )
+        stored = world.log.records.setdefault(event.chain, [])
         stored.append(AuditRecord(event, len(stored) + 1, "0" * 64, "key1", "f" * 64))
-        clock.advance(timedelta(minutes=1))
-    report = scan(log, trail, findings, publisher, clock, RULES, keys=log.keys)
-    assert (report.scanned, report.findings, publisher.sent) == (0, [], [])
+        world.clock.advance(timedelta(minutes=1))
+    report = world.scan(RULES)
+    assert (report.scanned, report.findings, world.publisher.sent) == (0, [], [])
 
 
 def test_a_rotation_refused_because_its_target_is_not_bound_is_a_finding() -> None:
-    clock = FixedClock(T0)
-    trail = AuditTrail(InMemoryAuditLog(), clock, "fleet")
+    trail = World(now=T0).trail
     refused = trail.event(
         Action.ROTATION_FAILED,
         result=Result.FAILURE,

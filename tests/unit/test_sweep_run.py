@@ -10,55 +10,40 @@ import pytest
 
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result, format_time
 from shared.domain.policy import RotationPolicy, SecretKind
-from shared.domain.state import StateTampered
-from shared.services import catalog, decommission, inventory, rotation, stalls, sweep_run
-from tests.unit.sealed_world import SealedWorld
+from shared.services import catalog, inventory, rotation, stalls, sweep_run
+from tests.world import World
 
-RESERVED = ("audit-hmac-key", "audit-digest-anchor")
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
 OPERATOR = Actor("oid-operator", ActorType.USER)
 
 
-class World(SealedWorld):
-    @property
-    def peers(self) -> sweep_run.SweepPeers:
-        def missing(partition: str, key: str) -> None:
-            self.alarm(StateTampered("secretstate", partition, key, "missing", "", "missing"))
+def sweep(world: World, *, drain: bool = True) -> sweep_run.SweepRun:
+    """The hourly sweep run; then the rotations it asked for (``drain``), or they are lost."""
+    done = world.sweep_run("sweep")
+    if drain:
+        world.drain()
+    world.requests.sent.clear()
+    return done
 
-        return sweep_run.SweepPeers(
-            self.store, self.states, self.requests, self.finding_peers, self.log, self.keys, RESERVED,
-            report_missing=missing,
-        )  # fmt: skip
 
-    def sweep(self, *, drain: bool = True) -> sweep_run.SweepRun:
-        done = sweep_run.run(self.peers, "sweep")
-        if drain:
-            for request in self.requests.sent:
-                rotation.rotate_requested(request, self.store, self.states, self.trail, self.publisher,
-                                          self.clock, reserved=RESERVED)  # fmt: skip
-        self.requests.sent.clear()
-        return done
+def secret(world: World, name: str, age_days: int = 0, **tags: str) -> str:
+    return world.secret(name, "v", tags={**POLICY.to_tags(), **tags}, age_days=age_days).version
 
-    def secret(self, name: str, age_days: int = 0, **tags: str) -> str:
-        self.clock.advance(timedelta(days=-age_days))
-        made = self.store.set_value(name, "v", content_type="text/plain", tags={**POLICY.to_tags(), **tags})
-        self.clock.advance(timedelta(days=age_days))
-        return made.version
 
-    def edit(self, name: str, **tags: str | None) -> None:
-        """A tag editor's change to the current version (None drops a tag)."""
-        current = self.store.get_properties(name)
-        merged = {**current.tags, **tags}
-        self.store.update_properties(
-            name, current.version, tags={k: v for k, v in merged.items() if v is not None}
-        )
+def edit(world: World, name: str, **tags: str | None) -> None:
+    """A tag editor's change to the current version (None drops a tag)."""
+    current = world.store.get_properties(name)
+    merged = {**current.tags, **tags}
+    world.store.update_properties(
+        name, current.version, tags={k: v for k, v in merged.items() if v is not None}
+    )
 
 
 @pytest.fixture
 def world() -> World:
-    world = World()
-    world.secret("steady")
-    first = world.sweep()
+    world = World(sealed=True)
+    secret(world, "steady")
+    first = sweep(world)
     assert first.inventory is not None and first.inventory.taken == 1
     [taken] = world.records(Action.SECRET_ONBOARDED)
     assert taken.details == {"inventory": "taken", "secrets": 1} and taken.secret_name is None
@@ -69,9 +54,9 @@ def world() -> World:
 
 
 def test_a_due_secret_that_is_not_rotated_for_two_sweeps_stalls_once(world: World) -> None:
-    world.secret("stuck", age_days=31)
+    secret(world, "stuck", age_days=31)
     world.rows.create("rotation", "stuck", {"step": "promoting"})  # a forged row: every rotation refused
-    world.sweep()  # due since a day: requested, refused (tampered), not stalled yet? It is: due > 2 h ago
+    sweep(world)  # due since a day: requested, refused (tampered), not stalled yet? It is: due > 2 h ago
     [stalled] = world.records(Action.ROTATION_STALLED, "stuck")
     assert stalled.result == Result.FAILURE and "tampered" in stalled.details["reason"]
     [finding] = [
@@ -82,27 +67,26 @@ def test_a_due_secret_that_is_not_rotated_for_two_sweeps_stalls_once(world: Worl
     assert finding.details["finding_id"] == stalled.details["finding_id"]
     assert any(n.id == finding.details["finding_id"] for n in world.publisher.sent)
     world.clock.advance(timedelta(hours=1))
-    world.sweep()
+    sweep(world)
     assert len(world.records(Action.ROTATION_STALLED, "stuck")) == 1  # once per stall
-    status = catalog.secret_status(world.store, world.states, world.log, world.clock, reserved=RESERVED,
-                                   vault="fleet", name="stuck")  # fmt: skip
+    status = world.secret_status("stuck")
     assert status["stalled"] is not None and "tampered" in status["stalled"]["reason"]
 
 
 def test_a_secret_due_only_just_now_has_not_stalled_yet(world: World) -> None:
-    world.secret("fresh")
+    secret(world, "fresh")
     world.clock.advance(timedelta(days=30, minutes=5))  # due 5 minutes ago
-    world.sweep(drain=False)  # requested, not yet rotated
+    sweep(world, drain=False)  # requested, not yet rotated
     assert world.records(Action.ROTATION_STALLED) == []
     world.clock.advance(stalls.STALL_AFTER)
-    world.sweep(drain=False)  # the requests were lost: still due two sweeps later
+    sweep(world, drain=False)  # the requests were lost: still due two sweeps later
     [stalled] = world.records(Action.ROTATION_STALLED, "fresh")
     assert stalled.details["reason"].startswith("not rotated since it became due")
 
 
 def _held_too_long(world: World, name: str) -> None:
     """A due secret whose lease (a rollback's) was taken 20 minutes ago and still runs."""
-    world.secret(name, age_days=30)
+    secret(world, name, age_days=30)
     world.clock.advance(timedelta(minutes=1))
     progress = rotation.Progress(rotation_id="a" * 32, step="rolling_back", holder="h")
     progress.leased_at = format_time(world.clock.now() - timedelta(minutes=20))
@@ -112,15 +96,12 @@ def _held_too_long(world: World, name: str) -> None:
 
 def test_a_lease_held_longer_than_any_holder_runs_is_a_stall_at_once(world: World) -> None:
     _held_too_long(world, "held")
-    world.sweep()
+    sweep(world)
     [stalled] = world.records(Action.ROTATION_STALLED, "held")
     assert stalled.details["reason"].startswith("held by rolling_back")
-    plan = catalog.plan_rotation(
-        world.store, world.states, world.clock, reserved=RESERVED, name="held", force=False
-    )
+    plan = world.plan_rotation("held", force=False)
     assert plan["in_progress"] is not None  # and the status says the same
-    status = catalog.secret_status(world.store, world.states, world.log, world.clock, reserved=RESERVED,
-                                   vault="fleet", name="held")  # fmt: skip
+    status = world.secret_status("held")
     assert status["stalled"]["reason"].startswith("held by rolling_back")
 
 
@@ -132,11 +113,11 @@ def _changed(world: World, name: str) -> list[AuditEvent]:
 
 
 def test_a_policy_raised_by_tag_alone_is_recorded_with_old_and_new_values_once(world: World) -> None:
-    world.secret("due-soon", age_days=29)
-    world.sweep()
-    world.edit("due-soon", **{"rotation-interval-days": "730"})
+    secret(world, "due-soon", age_days=29)
+    sweep(world)
+    edit(world, "due-soon", **{"rotation-interval-days": "730"})
     world.clock.advance(timedelta(days=2))  # due by the old policy, not by the new one
-    world.sweep()
+    sweep(world)
     [changed] = _changed(world, "due-soon")
     assert changed.details["before"]["rotation-interval-days"] == "30"
     assert changed.details["after"]["rotation-interval-days"] == "730"
@@ -144,26 +125,23 @@ def test_a_policy_raised_by_tag_alone_is_recorded_with_old_and_new_values_once(w
     [finding] = [e for e in world.records(Action.SUSPICIOUS_ACTIVITY, "due-soon")]
     assert finding.details["rule"] == "policy_changed_outside_api"
     assert any(n.id == finding.details["finding_id"] for n in world.publisher.sent)
-    world.sweep()
+    sweep(world)
     assert len(_changed(world, "due-soon")) == 1  # once per change
 
 
 def test_a_secret_that_leaves_management_by_tag_is_recorded(world: World) -> None:
-    world.edit("steady", **{"managed-by": None})
-    world.sweep()
+    edit(world, "steady", **{"managed-by": None})
+    sweep(world)
     [left] = _changed(world, "steady")
     assert left.details["after"] == {} and left.details["before"]["managed-by"] == "secret-lifecycle"
 
 
 def test_a_secret_deleted_outside_the_api_is_recorded_one_deleted_through_it_is_not(world: World) -> None:
-    world.secret("decommissioned")
-    world.sweep()
-    decommission.delete_secret(
-        world.store, world.states, world.trail, world.publisher, world.clock, reserved=RESERVED,
-        name="decommissioned", justification="gone", actor=OPERATOR,
-    )  # fmt: skip
+    secret(world, "decommissioned")
+    sweep(world)
+    world.delete_secret("decommissioned", justification="gone", actor=OPERATOR)
     world.store.delete("steady")  # out of band
-    world.sweep()
+    sweep(world)
     assert _changed(world, "decommissioned") == []
     [gone] = _changed(world, "steady")
     assert gone.details["gone"] is True
@@ -173,23 +151,21 @@ def test_a_foreign_secret_tagged_managed_is_onboarded_by_an_unknown_actor_and_ro
     world.clock.advance(timedelta(days=-40))
     world.store.set_value("foreign", "x", content_type="text/plain", tags={"owner": "billing"})
     world.clock.advance(timedelta(days=40))
-    world.edit("foreign", **POLICY.to_tags())
-    world.sweep()
+    edit(world, "foreign", **POLICY.to_tags())
+    sweep(world)
     [onboarded] = [e for e in world.records(Action.SECRET_ONBOARDED, "foreign")]
     assert (onboarded.actor.id, onboarded.details["by"]) == ("unknown", "tags")
     assert len(world.store.versions_of("foreign")) == 2  # then treated by its policy: due, rotated
-    world.sweep()
+    sweep(world)
     assert len(world.records(Action.SECRET_ONBOARDED, "foreign")) == 1
     assert _changed(world, "foreign") == []  # its rotation changed no policy
 
 
 def test_changes_through_the_api_are_taken_in_silently(world: World) -> None:
-    catalog.onboard(world.store, world.states, world.trail, world.clock, reserved=RESERVED, name="made",
-                    policy=POLICY, actor=OPERATOR)  # fmt: skip
+    world.onboard("made", POLICY, actor=OPERATOR)
     fields = catalog.PolicyInput(kind="api-key", rotation_interval_days=90)
-    catalog.apply_policy(world.store, world.states, world.trail, world.clock, reserved=RESERVED,
-                         name="steady", fields=fields, actor=OPERATOR)  # fmt: skip
-    done = world.sweep()
+    world.apply_policy("steady", fields, actor=OPERATOR)
+    done = sweep(world)
     assert done.inventory is not None and sorted(done.inventory.by_api) == ["made", "steady"]
     assert _changed(world, "steady") == [] and world.records(Action.SUSPICIOUS_ACTIVITY) == []
     unknown = [e for e in world.records(Action.SECRET_ONBOARDED, "made") if e.actor.type == ActorType.UNKNOWN]
@@ -201,7 +177,7 @@ def test_a_wiped_inventory_is_reported_and_taken_again(world: World) -> None:
         stored = world.rows.get(inventory.PARTITION, key)
         assert stored is not None
         world.rows.delete(inventory.PARTITION, key, stored.etag)
-    done = world.sweep()
+    done = sweep(world)
     assert done.inventory is not None and done.inventory.taken == 1
     [tampered] = world.records(Action.STATE_TAMPERED)
     assert (tampered.details["partition"], tampered.details["check"]) == ("inventory", "missing")
@@ -213,7 +189,7 @@ def test_a_forged_inventory_row_is_refused_and_the_vault_taken_in(world: World) 
     assert stored is not None
     forged = {"name": "steady", "policy": "{}", "at": "2026-01-01T00:00:00.000000Z"}
     world.rows.replace(inventory.PARTITION, "steady", forged, stored.etag)
-    world.sweep()
+    sweep(world)
     assert [e.details["key"] for e in world.records(Action.STATE_TAMPERED)] == ["steady"]
 
 
@@ -224,15 +200,14 @@ def test_a_secret_that_left_and_comes_back_by_tag_is_recorded_though_the_api_onc
     world: World,
 ) -> None:
     fields = catalog.PolicyInput(kind="api-key", rotation_interval_days=90)
-    catalog.apply_policy(world.store, world.states, world.trail, world.clock, reserved=RESERVED,
-                         name="steady", fields=fields, actor=OPERATOR)  # fmt: skip
-    world.sweep()  # taken in: the API did it
-    world.edit("steady", **{"managed-by": None})
+    world.apply_policy("steady", fields, actor=OPERATOR)
+    sweep(world)  # taken in: the API did it
+    edit(world, "steady", **{"managed-by": None})
     world.clock.advance(timedelta(days=60))
-    world.sweep()  # left by tag: recorded
-    world.edit("steady", **{"managed-by": "secret-lifecycle"})  # back, with the policy the API once set
+    sweep(world)  # left by tag: recorded
+    edit(world, "steady", **{"managed-by": "secret-lifecycle"})  # back, with the policy the API once set
     world.clock.advance(timedelta(days=1))
-    world.sweep()
+    sweep(world)
     unknown = [
         e for e in world.records(Action.SECRET_ONBOARDED, "steady") if e.actor.type == ActorType.UNKNOWN
     ]
@@ -243,14 +218,12 @@ def test_an_inventory_row_a_storage_writer_deleted_is_reported(world: World) -> 
     stored = world.rows.get(inventory.PARTITION, "steady")
     assert stored is not None
     world.rows.delete(inventory.PARTITION, "steady", stored.etag)
-    world.sweep()
+    sweep(world)
     [tampered] = world.records(Action.STATE_TAMPERED)
     assert (tampered.details["partition"], tampered.details["check"]) == ("inventory", "missing")
 
 
 def test_a_plan_shows_a_lease_held_too_long_as_a_stall(world: World) -> None:
     _held_too_long(world, "held")
-    plan = catalog.plan_rotation(
-        world.store, world.states, world.clock, reserved=RESERVED, name="held", force=False
-    )
+    plan = world.plan_rotation("held", force=False)
     assert plan["in_progress"] is not None and plan["stalled"]["reason"].startswith("held by rolling_back")
