@@ -46,9 +46,12 @@ from bench.common import azurite_version, run_benchmark, start_peers, tool_versi
 from shared.adapters.clock import SystemClock
 from shared.adapters.event_grid import LoggingPublisher
 from shared.adapters.key_vault import KeyVaultDigestAnchor, KeyVaultMacKeyRing
-from shared.adapters.tables import MAX_BATCH, TableAuditLog
+from shared.adapters.tables import MAX_BATCH, TableAuditLog, TableStateStore
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent
+from shared.ports import FindingStore
 from shared.services.audit import AuditTrail, VerifyReport, verify_audit, write_digest
+from shared.services.findings import StateFindingStore
+from shared.services.peers import AuditPeers
 
 TARGET_SPEEDUP = 5.0
 VAULT = "bench-vault"
@@ -182,14 +185,28 @@ def run_mode(
 
 
 def verify(
-    log: TableAuditLog, keys: KeyVaultMacKeyRing, secrets_client: SecretClient, appends: int, secrets: int
+    log: TableAuditLog,
+    keys: KeyVaultMacKeyRing,
+    secrets_client: SecretClient,
+    findings: FindingStore,
+    appends: int,
+    secrets: int,
 ) -> Verified:
     clock = SystemClock()
-    # Each table gets its own digest anchor, as each deployment does (AUDIT_ANCHOR_SECRET).
-    anchor = KeyVaultDigestAnchor(secrets_client, f"anchor-{log.table.table_name}")
+    peers = AuditPeers(
+        log=log,
+        reader=log,
+        keys=keys,
+        # Each table gets its own digest anchor, as each deployment does (AUDIT_ANCHOR_SECRET).
+        anchor=KeyVaultDigestAnchor(secrets_client, f"anchor-{log.table.table_name}"),
+        trail=AuditTrail(log, clock, VAULT),
+        findings=findings,  # neither the digest nor verify reads it
+        publisher=LoggingPublisher(),
+        clock=clock,
+    )
     started = time.perf_counter()
-    write_digest(log, keys, clock, anchor, AuditTrail(log, clock, VAULT), LoggingPublisher())
-    report = verify_audit(log, keys, clock, anchor, vault=VAULT)
+    write_digest(peers)
+    report = verify_audit(peers)
     seconds = time.perf_counter() - started
     problems = [f"break: {json.dumps(b.to_dict())}" for b in report.breaks[:10]]
     if len(report.breaks) > 10:
@@ -329,6 +346,7 @@ def run(args: argparse.Namespace) -> int:
         run_id = uuid.uuid4().hex[:8]
         baseline_log = TableAuditLog(tables, keys, table=f"benchbaseline{run_id}")
         batched_log = TableAuditLog(tables, keys, table=f"benchbatched{run_id}")
+        findings = StateFindingStore(TableStateStore(tables, f"benchfindings{run_id}"))
         for log in (baseline_log, batched_log):
             _ = log.table  # creates the table before the clock starts
 
@@ -366,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
             f"{'seconds':>9}  result"
         )
         for result, log in ((baseline, baseline_log), (batched, batched_log)):
-            checked = verify(log, keys, secrets_client, args.appends, args.secrets)
+            checked = verify(log, keys, secrets_client, findings, args.appends, args.secrets)
             if result.written != args.appends:
                 checked.problems.append(f"append returned {result.written} records, expected {args.appends}")
             report = checked.report

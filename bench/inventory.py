@@ -47,6 +47,7 @@ from shared.ports import StateStore
 from shared.services import inventory
 from shared.services.audit import AuditTrail
 from shared.services.findings import FindingPeers, StateFindingStore
+from shared.services.peers import Peers
 from shared.services.sealed_state import SealedStateStore
 from shared.services.sweep import sweep
 
@@ -157,13 +158,19 @@ def run(args: argparse.Namespace) -> int:
         inventory_peers = inventory.InventoryPeers(states, finding_peers, log, peers.keys)
         _ = states.list("warm-up"), log.table  # the tables exist before anything is measured
 
+        def sweep_peers() -> Peers:
+            return Peers(
+                store=store, states=states, trail=trail, publisher=LoggingPublisher(), clock=clock,
+                requests=Collector(), reader=log, keys=peers.keys, reserved=RESERVED,
+            )  # fmt: skip
+
         def alone() -> inventory.InventoryReport | None:
-            sweep(store, Collector(), clock, reserved=RESERVED, correlation_id="bench")
+            sweep(sweep_peers(), "bench")
             return None
 
         def with_inventory() -> inventory.InventoryReport | None:
             found = inventory.Inventory.load(states, RESERVED)
-            sweep(store, Collector(), clock, reserved=RESERVED, correlation_id="bench", observe=found.observe)
+            sweep(sweep_peers(), "bench", observe=found.observe)
             return inventory.reconcile(inventory_peers, found, "bench")
 
         print("measuring ...", file=sys.stderr, flush=True)

@@ -80,8 +80,9 @@ from shared.domain.notifications import SECRET_ROTATED
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationRequest
 from shared.domain.secrets import MAX_PAGE_SIZE
-from shared.ports import MacKeyRing, Publisher, StateStore
+from shared.ports import MacKeyRing, Publisher, RotationRequests, StateStore
 from shared.services.audit import AuditTrail
+from shared.services.peers import Peers as ServicePeers
 from shared.services.rotation import rotate_requested
 from shared.services.sealed_state import SealedStateStore
 from shared.services.sweep import SweepReport, sweep
@@ -214,6 +215,15 @@ class World:
     queue: QueueClient
     clock: SystemClock
     reserved: frozenset[str]
+    keys: MacKeyRing
+
+    def peers(self, requests: RotationRequests | None = None) -> ServicePeers:
+        """The bundle the services take (``requests``: where rotation requests go, default the queue)."""
+        return ServicePeers(
+            store=self.store, states=self.states, trail=self.trail, publisher=self.publisher,
+            clock=self.clock, requests=requests or self.requests, reader=self.audit_log, keys=self.keys,
+            reserved=self.reserved,
+        )  # fmt: skip
 
 
 def build_world(
@@ -243,6 +253,7 @@ def build_world(
         queue=reader,
         clock=clock,
         reserved=frozenset({AUDIT_KEY_SECRET, AUDIT_ANCHOR_SECRET}),
+        keys=keys,
     )
 
 
@@ -287,13 +298,7 @@ def run_sweep(world: World, emulator: EmulatorProcess, requests: Any = None) -> 
     """One production sweep (sending to ``requests``, default the queue), timed and counted."""
     emulator.reset_stats()
     started = time.perf_counter()
-    report = sweep(
-        world.store,
-        requests if requests is not None else world.requests,
-        world.clock,
-        reserved=world.reserved,
-        correlation_id=uuid.uuid4().hex,
-    )
+    report = sweep(world.peers(requests), uuid.uuid4().hex)
     seconds = time.perf_counter() - started
     return SweepRun(report, seconds, Requests(emulator.stats()))
 
@@ -388,15 +393,7 @@ def drain_threads(world: World, threads: int, ready: Callable[[], None]) -> Drai
             try:
                 request = RotationRequest.from_json(str(message.content))
                 name = request.secret_name
-                outcome = rotate_requested(
-                    request,
-                    world.store,
-                    world.states,
-                    world.trail,
-                    world.publisher,
-                    world.clock,
-                    reserved=world.reserved,
-                )
+                outcome = rotate_requested(world.peers(), request)
             except Exception as err:  # every failure is counted and printed
                 with lock:
                     run.failures.append((name, f"{type(err).__name__}: {err}"))
@@ -629,7 +626,7 @@ def measure_memory(world: World, emulator: EmulatorProcess) -> MemoryRun:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        report = sweep(world.store, collector, world.clock, reserved=world.reserved, correlation_id="memory")
+        report = sweep(world.peers(collector), "memory")
         current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -41,6 +41,7 @@ Exit 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -384,11 +385,10 @@ def rotate_one(rig: Rig, name: str, kind: str, *, forced: bool) -> tuple[Rotatio
     started = time.perf_counter()
     result: RotationOutcome | str
     try:
+        peers = dataclasses.replace(c.peers, publisher=rig.publisher, rotators=rig.rotators)
         result = rotate(
-            name, c.secret_store, c.state_store, c.audit_trail, rig.publisher, c.clock,
-            reserved=c.reserved_secrets, force=forced, reason="manual" if forced else "due",
-            correlation_id=uuid.uuid4().hex, rotators=rig.rotators,
-        )  # fmt: skip
+            peers, name, force=forced, reason="manual" if forced else "due", correlation_id=uuid.uuid4().hex
+        )
     except DomainError as err:
         result = f"{type(err).__name__}: {err}"
     ms = (time.perf_counter() - started) * 1000

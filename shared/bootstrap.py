@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     )
     from shared.services.audit import AuditTrail
     from shared.services.findings import FindingPeers
+    from shared.services.peers import AuditPeers, Peers
     from shared.services.revocation import Services as RevocationServices
     from shared.services.sweep_run import SweepPeers
 
@@ -324,25 +325,52 @@ class Container:
         )
 
     @property
+    def peers(self) -> Peers:
+        """What the secret services use (built per call: cheap, every peer is cached)."""
+        from shared.services.peers import Peers
+
+        return Peers(**self._peer_fields())
+
+    def _peer_fields(self) -> dict[str, Any]:
+        return {
+            "store": self.secret_store,
+            "states": self.state_store,
+            "trail": self.audit_trail,
+            "publisher": self.publisher,
+            "clock": self.clock,
+            "requests": self.rotation_requests,
+            "reader": self.audit_log,
+            "keys": self.key_ring,
+            "reserved": self.reserved_secrets,
+            "rotators": self.target_rotators,
+            "report_missing": self._report_missing_state,
+        }
+
+    @property
+    def audit_peers(self) -> AuditPeers:
+        """What the audit services use (built per call: cheap, every peer is cached)."""
+        from shared.services.peers import AuditPeers
+
+        return AuditPeers(
+            log=self.audit_log,
+            reader=self.audit_log,
+            keys=self.key_ring,
+            anchor=self.digest_anchor,
+            trail=self.audit_trail,
+            findings=self.findings,
+            publisher=self.publisher,
+            clock=self.clock,
+        )
+
+    @property
     def revocations(self) -> RevocationServices:
         """The peers and settings of the revocation services (built per call: cheap, all cached)."""
         from shared.domain.revocation import Severity
         from shared.services.revocation import RevocationSettings, Services
 
         approvals = {Severity(k): v for k, v in self.settings.revocation_approvals.items()}
-        return Services(
-            self.secret_store,
-            self.state_store,
-            self.audit_trail,
-            self.publisher,
-            self.clock,
-            self.reserved_secrets,
-            self.target_rotators,
-            RevocationSettings(self.settings.revocation_ttl, approvals),
-            reader=self.audit_log,
-            keys=self.key_ring,
-            report_missing=self._report_missing_state,
-        )
+        settings = RevocationSettings(self.settings.revocation_ttl, approvals)
+        return Services(**self._peer_fields(), settings=settings)
 
     def _report_missing_state(self, partition: str, key: str) -> None:
         """A state the audit trail says exists whose row is gone: reported as tampering (once)."""
@@ -357,16 +385,9 @@ class Container:
         from shared.services.sweep_run import SweepPeers
 
         return SweepPeers(
-            self.secret_store,
-            self.state_store,
-            self.rotation_requests,
-            self.finding_peers,
-            self.audit_log,
-            self.key_ring,
-            self.reserved_secrets,
-            self.target_rotators,
-            self.settings.rotation_stall_after,
-            self._report_missing_state,
+            **self._peer_fields(),
+            findings=self.finding_peers,
+            stall_after=self.settings.rotation_stall_after,
         )
 
     @property

@@ -44,6 +44,8 @@ from shared.services import (
 )
 from shared.services.audit import AuditTrail
 from shared.services.findings import FindingPeers, StateFindingStore, TamperAlarm
+from shared.services.peers import AuditPeers
+from shared.services.peers import Peers as ServicePeers
 from shared.services.revocation import Services as RevocationServices
 from shared.services.sealed_state import SealedStateStore
 from shared.services.sweep import PolicyViolation
@@ -96,17 +98,30 @@ class Peers:
     def finding_peers(self) -> FindingPeers:
         return FindingPeers(self.findings, self.trail, self.publisher, self.clock)
 
-    def rotate(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
-        return rotation.rotate(
-            name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, rotators=self.rotators, **options,
+    def _peer_fields(self) -> dict[str, Any]:
+        return {
+            "store": self.store, "states": self.states, "trail": self.trail, "publisher": self.publisher,
+            "clock": self.clock, "requests": self.requests, "reader": self.log, "keys": self.keys,
+            "reserved": self.reserved, "rotators": self.rotators, "report_missing": self.report_missing,
+        }  # fmt: skip
+
+    @property
+    def peers(self) -> ServicePeers:
+        """The bundle the secret services take (shared.services.peers.Peers)."""
+        return ServicePeers(**self._peer_fields())
+
+    def audit_peers(self, reader: AuditReader | None = None) -> AuditPeers:
+        """The bundle the audit services take (``reader``: the trail as read, when not the log itself)."""
+        return AuditPeers(
+            log=self.log, reader=reader or self.log, keys=self.keys, anchor=self.anchor, trail=self.trail,
+            findings=self.findings, publisher=self.publisher, clock=self.clock,
         )  # fmt: skip
 
+    def rotate(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
+        return rotation.rotate(self.peers, name or self.name, **options)
+
     def rotate_requested(self, request: RotationRequest) -> rotation.RotationOutcome:
-        return rotation.rotate_requested(
-            request, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, rotators=self.rotators,
-        )  # fmt: skip
+        return rotation.rotate_requested(self.peers, request)
 
     def drain(self) -> list[rotation.RotationOutcome]:
         """Rotate what is on the rotation queue, oldest first, as the queue trigger does."""
@@ -116,21 +131,13 @@ class Peers:
         return outcomes
 
     def replace(self, name: str | None = None, **options: Any) -> rotation.RotationOutcome:
-        return rotation.replace(
-            name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, rotators=self.rotators, **options,
-        )  # fmt: skip
+        return rotation.replace(self.peers, name or self.name, **options)
 
     def retire_due(self, name: str | None = None) -> list[str]:
-        return rotation.retire_due(
-            name or self.name, self.store, self.states, self.trail, self.clock,
-            reserved=self.reserved, rotators=self.rotators,
-        )  # fmt: skip
+        return rotation.retire_due(self.peers, name or self.name)
 
     def retire_all(self) -> tuple[list[tuple[str, str]], list[str]]:
-        return rotation.retire_all(
-            self.store, self.states, self.trail, self.clock, reserved=self.reserved, rotators=self.rotators
-        )
+        return rotation.retire_all(self.peers)
 
     def record_violations(self, violations: Sequence[PolicyViolation], correlation_id: str | None) -> int:
         return rotation.record_violations(self.states, self.trail, violations, correlation_id)
@@ -159,37 +166,22 @@ class Peers:
         rotation.gave_up(request, self.trail, attempts, self.states)
 
     def rollback(self, name: str | None = None, **options: Any) -> rollback.RollbackOutcome:
-        return rollback.rollback(
-            name or self.name, self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, **options,
-        )  # fmt: skip
+        return rollback.rollback(self.peers, name or self.name, **options)
 
     def check_expiry(
         self, *, require_exp: bool = False, correlation_id: str = "check-1"
     ) -> expiry.ExpiryReport:
-        return expiry.check_expiry(
-            self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, require_exp=require_exp, correlation_id=correlation_id,
-        )  # fmt: skip
+        return expiry.check_expiry(self.peers, require_exp=require_exp, correlation_id=correlation_id)
 
     def handle_event(self, event: KeyVaultEvent) -> key_vault_events.EventOutcome:
-        return key_vault_events.handle_event(
-            event, self.store, self.states, self.trail, self.publisher, self.requests, self.clock,
-            reserved=self.reserved,
-        )  # fmt: skip
+        return key_vault_events.handle_event(self.peers, event)
 
     def sweep(self, correlation_id: str = "sweep", **options: Any) -> sweep.SweepReport:
-        return sweep.sweep(
-            self.store, self.requests, self.clock, reserved=self.reserved, correlation_id=correlation_id,
-            **options,
-        )  # fmt: skip
+        return sweep.sweep(self.peers, correlation_id, **options)
 
     @property
     def sweep_peers(self) -> sweep_run.SweepPeers:
-        return sweep_run.SweepPeers(
-            self.store, self.states, self.requests, self.finding_peers, self.log, self.keys, self.reserved,
-            rotators=self.rotators, report_missing=self.report_missing,
-        )  # fmt: skip
+        return sweep_run.SweepPeers(**self._peer_fields(), findings=self.finding_peers)
 
     def sweep_run(self, correlation_id: str = "sweep") -> sweep_run.SweepRun:
         return sweep_run.run(self.sweep_peers, correlation_id)
@@ -200,97 +192,62 @@ class Peers:
 
     @property
     def revocations(self) -> RevocationServices:
-        return RevocationServices(
-            self.store, self.states, self.trail, self.publisher, self.clock, self.reserved,
-            rotators=self.rotators, reader=self.log, keys=self.keys,
-        )  # fmt: skip
+        return RevocationServices(**self._peer_fields())
 
     def list_managed(self, **options: Any) -> dict[str, Any]:
-        return catalog.list_managed(self.store, self.states, self.clock, reserved=self.reserved, **options)
+        return catalog.list_managed(self.peers, **options)
 
     def request_rotation(self, name: str | None = None, **options: Any) -> catalog.RotationTicket:
-        return catalog.request_rotation(
-            self.store, self.states, self.requests, self.trail, self.clock,
-            reserved=self.reserved, name=name or self.name, **options,
-        )  # fmt: skip
+        return catalog.request_rotation(self.peers, name or self.name, **options)
 
     def onboard(self, name: str, policy: RotationPolicy, **options: Any) -> SecretVersion:
-        return catalog.onboard(
-            self.store, self.states, self.trail, self.clock,
-            reserved=self.reserved, name=name, policy=policy, rotators=self.rotators, **options,
-        )  # fmt: skip
+        return catalog.onboard(self.peers, name, policy, **options)
 
     def apply_policy(self, name: str, fields: catalog.PolicyInput, **options: Any) -> RotationPolicy:
-        return catalog.apply_policy(
-            self.store, self.states, self.trail, self.clock,
-            reserved=self.reserved, name=name, fields=fields, rotators=self.rotators, **options,
-        )  # fmt: skip
+        return catalog.apply_policy(self.peers, name, fields, **options)
 
     def plan_rotation(
         self, name: str | None = None, *, force: bool = False, **options: Any
     ) -> dict[str, Any]:
-        return catalog.plan_rotation(
-            self.store, self.states, self.clock, reserved=self.reserved, name=name or self.name, force=force,
-            **options,
-        )  # fmt: skip
+        return catalog.plan_rotation(self.peers, name or self.name, force=force, **options)
 
     def rotation_plan(self, within_days: int) -> dict[str, Any]:
-        return catalog.rotation_plan(self.store, self.clock, reserved=self.reserved, within_days=within_days)
+        return catalog.rotation_plan(self.peers, within_days=within_days)
 
     def secret_status(self, name: str | None = None, **options: Any) -> dict[str, Any]:
-        return catalog.secret_status(
-            self.store, self.states, self.log, self.clock,
-            reserved=self.reserved, vault=self.vault, name=name or self.name, **options,
-        )  # fmt: skip
+        return catalog.secret_status(self.peers, name or self.name, **options)
 
     def delete_secret(self, name: str | None = None, **options: Any) -> None:
-        decommission.delete_secret(
-            self.store, self.states, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, name=name or self.name, **options,
-        )  # fmt: skip
+        decommission.delete_secret(self.peers, name or self.name, **options)
 
     def recover_secret(self, name: str | None = None, **options: Any) -> None:
-        decommission.recover_secret(
-            self.store, self.trail, self.publisher, self.clock,
-            reserved=self.reserved, name=name or self.name, **options,
-        )  # fmt: skip
+        decommission.recover_secret(self.peers, name or self.name, **options)
 
     def write_digest(self, *, reader: AuditReader | None = None) -> audit_service.DigestOutcome:
         """The hourly digest (``reader``: what it reads the trail through, when not the log itself)."""
-        return audit_service.write_digest(
-            reader or self.log, self.keys, self.clock, self.anchor, self.trail, self.publisher
-        )
+        return audit_service.write_digest(self.audit_peers(reader))
 
     def verify_audit(
         self, *, reader: AuditReader | None = None, **options: Any
     ) -> audit_service.VerifyReport:
-        return audit_service.verify_audit(
-            reader or self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
-        )
+        return audit_service.verify_audit(self.audit_peers(reader), **options)
 
     def repair_chain(self, **options: Any) -> AuditRecord:
-        return audit_service.repair_chain(
-            self.log, self.log, self.keys, self.clock, self.anchor, vault=self.vault, **options
-        )
+        return audit_service.repair_chain(self.audit_peers(), **options)
 
     def query_audit(self, query: AuditQuery) -> audit_service.AuditPage:
         return audit_service.query_audit(self.log, query)
 
     def summarize_audit(self, *, secret_name: str | None, days: int) -> dict[str, Any]:
-        return audit_service.summarize_audit(
-            self.log, self.clock, vault=self.vault, secret_name=secret_name, days=days
-        )
+        return audit_service.summarize_audit(self.audit_peers(), secret_name=secret_name, days=days)
 
     def review_finding(self, finding_id: str, **options: Any) -> dict[str, Any]:
-        return audit_service.review_finding(self.findings, self.trail, finding_id, **options)
+        return audit_service.review_finding(self.audit_peers(), finding_id, **options)
 
     def scan(
         self, rules: ScanRules | None = None, correlation_id: str | None = None
     ) -> suspicious.ScanReport:
-        return suspicious.scan(
-            self.log, self.trail, self.findings, self.publisher, self.clock, rules or ScanRules(),
-            correlation_id, keys=self.keys,
-        )  # fmt: skip
+        return suspicious.scan(self.audit_peers(), rules or ScanRules(), correlation_id=correlation_id)
 
 
 class World(Peers):

@@ -129,23 +129,14 @@ def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
 @endpoint(bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams)
 def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
     c, params = call.container, call.input
-    summary = service.summarize_audit(
-        c.audit_log,
-        c.clock,
-        vault=c.settings.key_vault.name,
-        secret_name=params.secret_name,
-        days=params.days,
-    )
+    summary = service.summarize_audit(c.audit_peers, secret_name=params.secret_name, days=params.days)
     return json_response(summary)
 
 
 @endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams)
 def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
     c = call.container
-    report = service.verify_audit(
-        c.audit_log, c.key_ring, c.clock, c.digest_anchor, vault=c.settings.key_vault.name,
-        secret_name=call.input.secret_name,
-    )  # fmt: skip
+    report = service.verify_audit(c.audit_peers, secret_name=call.input.secret_name)
     return json_response(report.to_dict())
 
 
@@ -156,7 +147,7 @@ def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
 def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
     c = call.container
     result = service.review_finding(
-        c.findings, c.audit_trail, call.route["finding_id"], reviewer=call.actor, note=call.input.note,
+        c.audit_peers, call.route["finding_id"], reviewer=call.actor, note=call.input.note,
         correlation_id=call.correlation_id,
     )  # fmt: skip
     return json_response(result)
@@ -165,15 +156,7 @@ def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
 @bp.function_name("audit_digest")
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
-    container = get_container()
-    outcome = service.write_digest(
-        container.audit_log,
-        container.key_ring,
-        container.clock,
-        container.digest_anchor,
-        container.audit_trail,
-        container.publisher,
-    )
+    outcome = service.write_digest(get_container().audit_peers)
     if outcome.new_regressions:
         # Fail the invocation so the platform shows it; the breaks are audited and notified already.
         regressed = len(outcome.new_regressions)
@@ -185,14 +168,7 @@ def audit_digest(timer: func.TimerRequest) -> None:
 def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
     container = get_container()
     report = scan(
-        container.audit_log,
-        container.audit_trail,
-        container.findings,
-        container.publisher,
-        container.clock,
-        container.settings.scan_rules,
-        correlation_id=correlation_id(context),
-        keys=container.key_ring,
+        container.audit_peers, container.settings.scan_rules, correlation_id=correlation_id(context)
     )
     logger.info(
         "suspicious-activity scan: %d record(s), %d new finding(s), %d already reported, %d notified",

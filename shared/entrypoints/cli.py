@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             return _digest(container)
         if args.command == "repair":
             return _repair(container, args)
-        report = verify_audit(
-            container.audit_log, container.key_ring, container.clock, container.digest_anchor,
-            vault=container.settings.key_vault.name, secret_name=secret_name,
-        )  # fmt: skip
+        report = verify_audit(container.audit_peers, secret_name=secret_name)
     except (ConfigurationError, DomainError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_COULD_NOT_VERIFY
@@ -106,10 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _digest(container: Container) -> int:
-    outcome = write_digest(
-        container.audit_log, container.key_ring, container.clock, container.digest_anchor,
-        container.audit_trail, container.publisher,
-    )  # fmt: skip
+    outcome = write_digest(container.audit_peers)
     print(f"digest {outcome.digest.seq} sealed over {len(outcome.digest.heads)} chain(s)")
     for item in outcome.regressions:
         print(f"HELD   {item.chain} seq={item.seq}: {item.detail}")
@@ -122,12 +116,7 @@ def _repair(container: Container, args: argparse.Namespace) -> int:
         return 2
     try:
         record = repair_chain(
-            container.audit_log,
-            container.audit_log,
-            container.key_ring,
-            container.clock,
-            container.digest_anchor,
-            vault=container.settings.key_vault.name,
+            container.audit_peers,
             secret_name=args.secret_name,
             operator=Actor(id=args.operator, type=ActorType.USER, user_agent="secret-lifecycle-cli"),
             reason=args.reason,

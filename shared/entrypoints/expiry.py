@@ -30,12 +30,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
     container = get_container()
     report = check_expiry(
-        container.secret_store,
-        container.state_store,
-        container.audit_trail,
-        container.publisher,
-        container.clock,
-        reserved=container.reserved_secrets,
+        container.peers,
         require_exp=container.settings.expiry_require_exp,
         correlation_id=correlation_id(context) or uuid.uuid4().hex,
     )
@@ -59,13 +54,4 @@ def key_vault_events(event: func.EventGridEvent) -> None:
         logger.warning("Key Vault event %.80s dropped: %s", event.id, err)
         return
     container = get_container()
-    handle_event(
-        parsed,
-        container.secret_store,
-        container.state_store,
-        container.audit_trail,
-        container.publisher,
-        container.rotation_requests,
-        container.clock,
-        reserved=container.reserved_secrets,
-    )
+    handle_event(container.peers, parsed)

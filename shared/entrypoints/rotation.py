@@ -43,16 +43,7 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
     request = sealed_queue.receive(msg.get_body(), QUEUE, container.key_ring, container.tamper_alarm)
     if request is None:
         return  # not the service's (malformed, unsealed, edited): reported, never acted on
-    outcome = rotation.rotate_requested(
-        request,
-        container.secret_store,
-        container.state_store,
-        container.audit_trail,
-        container.publisher,
-        container.clock,
-        reserved=container.reserved_secrets,
-        rotators=container.target_rotators,
-    )
+    outcome = rotation.rotate_requested(container.peers, request)
     logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
 
 

@@ -94,11 +94,7 @@ def _policy(
 
 @endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams)
 def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
-    c = call.container
-    page = catalog.list_managed(
-        c.secret_store, c.state_store, c.clock, reserved=c.reserved_secrets, limit=call.input.limit,
-        after=call.input.continuation,
-    )  # fmt: skip
+    page = catalog.list_managed(call.container.peers, limit=call.input.limit, after=call.input.continuation)
     return json_response(page)
 
 
@@ -107,20 +103,17 @@ def secrets_onboard(call: Call[OnboardBody]) -> func.HttpResponse:
     c, body = call.container, call.input
     policy = _policy(body.fields(), name=body.name, reserved=c.reserved_secrets, onboarding=True)
     version = catalog.onboard(
-        c.secret_store, c.state_store, c.audit_trail, c.clock, reserved=c.reserved_secrets, name=body.name,
-        policy=policy, actor=call.actor, correlation_id=call.correlation_id, rotators=c.target_rotators,
-    )  # fmt: skip
+        c.peers, body.name, policy, actor=call.actor, correlation_id=call.correlation_id
+    )
     return json_response(catalog.version_dict(version), 201)
 
 
 @endpoint(bp, "secrets_policy", "secrets/{name}/policy", "PUT", roles=OPERATE, accepts=_Policy)
 def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
-    c = call.container
     try:
         policy = catalog.apply_policy(
-            c.secret_store, c.state_store, c.audit_trail, c.clock, reserved=c.reserved_secrets,
-            name=call.name, fields=call.input.fields(), actor=call.actor, correlation_id=call.correlation_id,
-            rotators=c.target_rotators,
+            call.container.peers, call.name, call.input.fields(), actor=call.actor,
+            correlation_id=call.correlation_id,
         )  # fmt: skip
     except catalog.InvalidPolicy as err:
         raise BadRequest(err.field, err.problem) from None
@@ -133,13 +126,12 @@ def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
 def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
     c, body = call.container, call.input
     if body.dry_run:
-        return json_response(catalog.plan_rotation(
-            c.secret_store, c.state_store, c.clock, reserved=c.reserved_secrets, name=call.name,
-            force=body.force, stall_after=c.settings.rotation_stall_after,
-        ))  # fmt: skip
+        plan = catalog.plan_rotation(
+            c.peers, call.name, force=body.force, stall_after=c.settings.rotation_stall_after
+        )
+        return json_response(plan)
     ticket = catalog.request_rotation(
-        c.secret_store, c.state_store, c.rotation_requests, c.audit_trail, c.clock,
-        reserved=c.reserved_secrets, name=call.name, force=body.force, actor=call.actor,
+        c.peers, call.name, force=body.force, actor=call.actor,
         correlation_id=call.correlation_id or uuid.uuid4().hex,
     )  # fmt: skip
     answer = {"rotation_id": ticket.rotation_id, "status": ticket.status, "joined": ticket.joined}
@@ -151,10 +143,7 @@ def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
 @endpoint(bp, "secrets_status", "secrets/{name}/status", "GET", roles=READERS, accepts=EmptyBody)
 def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
     c = call.container
-    status = catalog.secret_status(
-        c.secret_store, c.state_store, c.audit_log, c.clock, reserved=c.reserved_secrets,
-        vault=c.settings.key_vault.name, name=call.name, stall_after=c.settings.rotation_stall_after,
-    )  # fmt: skip
+    status = catalog.secret_status(c.peers, call.name, stall_after=c.settings.rotation_stall_after)
     return json_response(status)
 
 
@@ -167,10 +156,8 @@ def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
     accepts=RollbackBody,
 )
 def secrets_rollback(call: Call[RollbackBody]) -> func.HttpResponse:
-    c = call.container
     outcome = rollback(
-        call.name, c.secret_store, c.state_store, c.audit_trail, c.publisher, c.clock,
-        reserved=c.reserved_secrets, from_version=call.input.from_version, actor=call.actor,
+        call.container.peers, call.name, from_version=call.input.from_version, actor=call.actor,
         correlation_id=call.correlation_id,
     )  # fmt: skip
     return json_response(outcome.to_dict())
@@ -183,10 +170,8 @@ class DeleteBody(BaseModel):
 
 @endpoint(bp, "secrets_delete", "secrets/{name}", "DELETE", roles=EXECUTE, accepts=DeleteBody)
 def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
-    c = call.container
     decommission.delete_secret(
-        c.secret_store, c.state_store, c.audit_trail, c.publisher, c.clock, reserved=c.reserved_secrets,
-        name=call.name, justification=call.input.justification, actor=call.actor,
+        call.container.peers, call.name, justification=call.input.justification, actor=call.actor,
         correlation_id=call.correlation_id,
     )  # fmt: skip
     return json_response({"name": call.name, "status": "deleted", "recoverable": True}, 202)
@@ -196,18 +181,13 @@ def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
     bp, "secrets_recover", "secrets/{name}/recover", "POST", roles=Role.REVOCATION_EXECUTE, accepts=EmptyBody
 )
 def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
-    c = call.container
     decommission.recover_secret(
-        c.secret_store, c.audit_trail, c.publisher, c.clock, reserved=c.reserved_secrets, name=call.name,
-        actor=call.actor, correlation_id=call.correlation_id,
-    )  # fmt: skip
+        call.container.peers, call.name, actor=call.actor, correlation_id=call.correlation_id
+    )
     return json_response({"name": call.name, "status": "recovered"}, 202)
 
 
 @endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams)
 def rotation_plan(call: Call[PlanParams]) -> func.HttpResponse:
-    c = call.container
-    plan = catalog.rotation_plan(
-        c.secret_store, c.clock, reserved=c.reserved_secrets, within_days=call.input.within_days
-    )
+    plan = catalog.rotation_plan(call.container.peers, within_days=call.input.within_days)
     return json_response(plan)

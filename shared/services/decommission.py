@@ -10,7 +10,6 @@ then success or failure) and notified (``SecretDeleted`` / ``SecretRecovered``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from typing import Any
 
 from shared.domain.audit import Action, Actor
@@ -20,9 +19,10 @@ from shared.domain.policy import RotationPolicy
 from shared.domain.revocation import Status
 from shared.domain.secrets import SecretVersion, validate_name
 from shared.domain.targets import is_reserved
-from shared.ports import Clock, Publisher, SecretStore, StateStore
+from shared.ports import Clock, Publisher, SecretStore
 from shared.services import revocation, rotation
 from shared.services.audit import AuditTrail
+from shared.services.peers import Peers
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +30,7 @@ DELETING = "deleting"
 
 
 def delete_secret(
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    name: str,
-    justification: str,
-    actor: Actor,
-    correlation_id: str | None = None,
+    peers: Peers, name: str, *, justification: str, actor: Actor, correlation_id: str | None = None
 ) -> None:
     """Soft-delete the managed secret ``name``.
 
@@ -49,6 +39,14 @@ def delete_secret(
     AuditUnavailable (nothing deleted), OutcomeNotRecorded (deleted, its success record failed), and the
     vault's errors (recorded).
     """
+    store, states, trail, publisher, clock = (
+        peers.store,
+        peers.states,
+        peers.trail,
+        peers.publisher,
+        peers.clock,
+    )
+    reserved = peers.reserved
     validate_name(name)
     if is_reserved(name, reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never deleted through this API")
@@ -72,23 +70,15 @@ def delete_secret(
     _notify(publisher, clock, trail.vault, SECRET_DELETED, name, actor)
 
 
-def recover_secret(
-    store: SecretStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    name: str,
-    actor: Actor,
-    correlation_id: str | None = None,
-) -> None:
+def recover_secret(peers: Peers, name: str, *, actor: Actor, correlation_id: str | None = None) -> None:
     """Recover the soft-deleted secret ``name`` with all its versions.
 
     Raises InvalidSecret (name), NotFound (not deleted, or purged), Conflict (the service's own secret;
     being deleted or recovered; the vault forbids it), AuditUnavailable (nothing recovered),
     OutcomeNotRecorded (recovered, its success record failed).
     """
+    store, trail, publisher, clock = peers.store, peers.trail, peers.publisher, peers.clock
+    reserved = peers.reserved
     validate_name(name)
     if is_reserved(name, reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never recovered through this API")

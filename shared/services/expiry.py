@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -40,6 +40,7 @@ from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.claims import DONE, Claim, ClaimHeld, claim, is_done
+from shared.services.peers import Peers
 
 logger = logging.getLogger(__name__)
 
@@ -196,17 +197,7 @@ class ExpiryReport:
         }
 
 
-def check_expiry(
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    require_exp: bool,
-    correlation_id: str,
-) -> ExpiryReport:
+def check_expiry(peers: Peers, *, require_exp: bool = False, correlation_id: str) -> ExpiryReport:
     """Check every enabled secret (managed or not, certificate-backed included, the service's own
     excluded): warnings at its thresholds (a managed secret's ``expiry-warning-days`` when its policy is
     valid, else 30, 7, 1 days), SECRET_EXPIRED for an expired current version, and POLICY_VIOLATION for a
@@ -215,6 +206,14 @@ def check_expiry(
 
     Raises Forbidden or DependencyUnavailable when the listing fails (nothing was checked then).
     """
+    store, states, trail, publisher, clock = (
+        peers.store,
+        peers.states,
+        peers.trail,
+        peers.publisher,
+        peers.clock,
+    )
+    reserved = peers.reserved
     never = {name.lower() for name in reserved}
     listed = checked = violations = 0
     warned: list[str] = []

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -43,6 +43,7 @@ from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateS
 from shared.services.audit import AuditTrail
 from shared.services.claims import Claim, ClaimHeld, claim
 from shared.services.expiry import notify_expiry, thresholds_of
+from shared.services.peers import Peers
 from shared.services.rotation import PARTITION as ROTATION_PARTITION
 from shared.services.rotation import Busy, acquire, release, written_by_service
 
@@ -65,17 +66,7 @@ class EventOutcome:
     reason: str
 
 
-def handle_event(
-    event: KeyVaultEvent,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    requests: RotationRequests,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-) -> EventOutcome:
+def handle_event(peers: Peers, event: KeyVaultEvent) -> EventOutcome:
     """Act on one Key Vault secret event, once per fact whatever the deliveries.
 
     Raises DependencyUnavailable (AuditUnavailable, RequestsNotSent among them) or Forbidden when the
@@ -85,6 +76,14 @@ def handle_event(
     or that holder's lease run out (it died) and finishes it. Never raises for an event that names nothing
     this service acts on.
     """
+    store, states, trail, publisher, clock = (
+        peers.store,
+        peers.states,
+        peers.trail,
+        peers.publisher,
+        peers.clock,
+    )
+    requests, reserved = peers.requests, peers.reserved
     if event.vault_name.lower() != trail.vault.lower():
         return _ignored(event, f"about the vault {event.vault_name[:64]!r}, not {trail.vault!r}")
     if not event.is_secret:

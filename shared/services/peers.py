@@ -1,28 +1,67 @@
-"""The peers the services share, in one bundle: each service function takes a ``Peers`` (and the few
-values of its own call), built once in ``shared/bootstrap.py`` (``Container.peers``) and by the world in
-the unit tests. A service uses the peers it needs; none is built on the bundle's account (the container
-builds each client lazily, on first use)."""
+"""The peers the services use, in two bundles built once in ``shared/bootstrap.py`` (``Container.peers``,
+``Container.audit_peers``) and by the world in the tests. A service function takes a bundle and the few
+values of its own call; it uses the peers it needs, and the container builds each client on first use,
+so a bundle costs nothing it does not use.
+
+``Peers``: what the secret services use (rotation, catalog, rollback, decommission, expiry, Key Vault
+events, sweep, revocation). ``AuditPeers``: what the audit services use (verify, digests, repair, queries,
+findings, the suspicious-activity scan).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from shared.domain.policy import Rotator
-from shared.ports import Clock, Publisher, SecretStore, StateStore, TargetRotator
+from shared.ports import (
+    AuditLog,
+    AuditReader,
+    Clock,
+    DigestAnchor,
+    FindingStore,
+    MacKeyRing,
+    Publisher,
+    RotationRequests,
+    SecretStore,
+    StateStore,
+    TargetRotator,
+)
 from shared.services.audit import AuditTrail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Peers:
-    """Key Vault, the service's state rows, the audit trail, the event topic and the clock; the secrets
-    this service never touches (``reserved``: its own key ring, ...) and the target rotators this
-    deployment runs (``rotators``: a secret whose policy names another one is not rotated)."""
+    """Key Vault (``store``), the service's sealed state rows, the audit trail (written through ``trail``,
+    read through ``reader``, checked with ``keys``), the event topic, the rotation queue and the clock;
+    the secrets the service never touches (``reserved``: its own key ring and digest anchor) and the
+    target rotators this deployment runs (a secret whose policy names another one is not rotated)."""
 
     store: SecretStore
     states: StateStore
     trail: AuditTrail
     publisher: Publisher
     clock: Clock
+    requests: RotationRequests
+    reader: AuditReader
+    keys: MacKeyRing
     reserved: Collection[str] = frozenset()
     rotators: Mapping[Rotator, TargetRotator] = field(default_factory=dict)
+    #: Hears of a state row the audit trail names that is gone (partition, key): reported as tampering.
+    report_missing: Callable[[str, str], None] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditPeers:
+    """The audit table (``log`` to repair a chain, ``reader`` for the rest), its MAC keys, the digest
+    anchor in Key Vault, the trail the services' own records go through, the findings, the event topic
+    and the clock."""
+
+    log: AuditLog
+    reader: AuditReader
+    keys: MacKeyRing
+    anchor: DigestAnchor
+    trail: AuditTrail
+    findings: FindingStore
+    publisher: Publisher
+    clock: Clock

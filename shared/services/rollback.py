@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from shared.domain.secrets import SecretVersion, validate_name
 from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
+from shared.services.peers import Peers
 from shared.services.rotation import (
     LEASE,
     PARTITION,
@@ -102,14 +103,9 @@ class _CloseLater(Exception):
 
 
 def rollback(
+    peers: Peers,
     name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
     *,
-    reserved: Collection[str],
     from_version: str | None = None,
     actor: Actor = SYSTEM_ACTOR,
     correlation_id: str | None = None,
@@ -126,6 +122,14 @@ def rollback(
     written but its success not recorded: a retry records it), and any DomainError of a failed step after
     recording it.
     """
+    store, states, trail, publisher, clock = (
+        peers.store,
+        peers.states,
+        peers.trail,
+        peers.publisher,
+        peers.clock,
+    )
+    reserved = peers.reserved
     validate_name(name)
     key = name.lower()
     if is_reserved(name, reserved):

@@ -12,18 +12,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_time
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
 from shared.domain.scan_rules import ScanRules
-from shared.ports import AuditReader, Clock, FindingStore, MacKeyRing, Publisher
-from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, AuditTrail, authentic_events
+from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, authentic_events
 from shared.services.findings import FindingPeers
 from shared.services.findings import finding_id as _finding_id
 from shared.services.findings import report as report_finding
+
+if TYPE_CHECKING:  # the bundle imports this package: annotations only
+    from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
 
@@ -223,17 +225,7 @@ class ScanReport:
         return not self.failures
 
 
-def scan(
-    reader: AuditReader,
-    trail: AuditTrail,
-    findings: FindingStore,
-    publisher: Publisher,
-    clock: Clock,
-    rules: ScanRules,
-    correlation_id: str | None = None,
-    *,
-    keys: MacKeyRing,
-) -> ScanReport:
+def scan(peers: AuditPeers, rules: ScanRules, *, correlation_id: str | None = None) -> ScanReport:
     """Scan the lookback period and report each new finding exactly once. Only records whose MAC proves
     the service wrote them count (``keys``): a row a storage writer put in the table makes no finding.
 
@@ -242,6 +234,14 @@ def scan(
     rest to the next scan, and nothing is announced before it is on record. Raises DependencyUnavailable
     when the audit or the finding store cannot be read at all.
     """
+    reader, trail, findings, publisher, clock = (
+        peers.reader,
+        peers.trail,
+        peers.findings,
+        peers.publisher,
+        peers.clock,
+    )
+    keys = peers.keys
     now = clock.now()
     since = now - rules.lookback
     report = ScanReport()
@@ -262,11 +262,11 @@ def scan(
             report.findings.append(finding.id)
         else:
             report.already_reported += 1
-    peers = FindingPeers(findings, trail, publisher, clock)
+    reporting = FindingPeers(findings, trail, publisher, clock)
     for pending in findings.pending():
         try:
             # A record from an earlier, interrupted report counts: never write the same finding twice.
-            report_finding(peers, pending, correlation_id, on_record=on_record)
+            report_finding(reporting, pending, correlation_id, on_record=on_record)
             report.audited += not pending.audited
             report.notified += not pending.notified
         except Exception as err:  # one finding that cannot be reported never stops the others

@@ -32,7 +32,8 @@ from shared.domain.rotation import (
 )
 from shared.domain.secrets import SecretItem
 from shared.domain.targets import is_reserved
-from shared.ports import Clock, RotationRequests, SecretStore
+from shared.ports import RotationRequests
+from shared.services.peers import Peers
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +99,9 @@ class SweepReport:
 
 
 def sweep(
-    store: SecretStore,
-    requests: RotationRequests,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
+    peers: Peers,
     correlation_id: str,
+    *,
     rotators: Collection[Rotator] = tuple(Rotator),
     observe: Callable[[SecretItem], None] | None = None,
 ) -> SweepReport:
@@ -115,8 +113,8 @@ def sweep(
     then), ValueError for a ``correlation_id`` a request cannot carry.
     """
     validate_correlation_id(correlation_id)
-    now = clock.now()
-    never = {name.lower() for name in reserved}  # Key Vault names are case-insensitive
+    store, requests, now = peers.store, peers.requests, peers.clock.now()
+    never = {name.lower() for name in peers.reserved}  # Key Vault names are case-insensitive
     listed = managed = 0
     due: list[RotationRequest] = []
     due_since: list[DueSecret] = []

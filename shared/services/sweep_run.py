@@ -14,35 +14,26 @@ the invocation fails where the platform shows it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from shared.domain.errors import DomainError
-from shared.domain.policy import Rotator
-from shared.ports import AuditReader, MacKeyRing, RotationRequests, SecretStore, StateStore, TargetRotator
 from shared.services import inventory as inventories
 from shared.services import rotation, stalls
 from shared.services.findings import FindingPeers
+from shared.services.peers import Peers
 from shared.services.sweep import SweepReport, sweep
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SweepPeers:
-    """Everything a sweep run uses."""
+@dataclass(frozen=True, kw_only=True)
+class SweepPeers(Peers):
+    """Everything a sweep run uses: the peers, what reporting a finding uses, and how long a due secret
+    may stay due before its rotation counts as stalled."""
 
-    store: SecretStore
-    states: StateStore
-    requests: RotationRequests
     findings: FindingPeers
-    reader: AuditReader
-    keys: MacKeyRing
-    reserved: Collection[str]
-    rotators: Mapping[Rotator, TargetRotator] = field(default_factory=dict)
     stall_after: timedelta = stalls.STALL_AFTER
-    report_missing: Callable[[str, str], None] | None = None
 
 
 @dataclass
@@ -70,16 +61,12 @@ class SweepRun:
 def run(peers: SweepPeers, correlation_id: str) -> SweepRun:
     """One sweep. Raises Forbidden / DependencyUnavailable when the vault cannot be listed (nothing else is
     done then: the next sweep runs again)."""
-    trail, clock = peers.findings.trail, peers.findings.clock
     try:
         inventory: inventories.Inventory | None = inventories.Inventory.load(peers.states, peers.reserved)
     except DomainError as err:
         logger.error("rotation sweep: the inventory cannot be read: %s", err)
         inventory = None
-    report = sweep(
-        peers.store, peers.requests, clock, reserved=peers.reserved, correlation_id=correlation_id,
-        observe=inventory.observe if inventory is not None else None,
-    )  # fmt: skip
+    report = sweep(peers, correlation_id, observe=inventory.observe if inventory is not None else None)
     done = SweepRun(report)
     if report.failed:
         done.failures.append(f"{len(report.not_sent)} request(s) not sent ({report.send_error})")
@@ -99,13 +86,13 @@ def run(peers: SweepPeers, correlation_id: str) -> SweepRun:
             logger.error("rotation sweep: the inventory was not taken: %s", err)
             done.failures.append("inventory not taken")
     try:
-        rotation.record_violations(peers.states, trail, report.violations, correlation_id)
+        rotation.record_violations(peers.states, peers.trail, report.violations, correlation_id)
     except DomainError as err:  # recorded by the next sweep (each claim stays pending)
         logger.error("rotation sweep: policy violations not recorded: %s", err)
         done.failures.append("policy violations not recorded")
     try:
         rows = rotation.progress_rows(peers.states)
-        done.resumed = rotation.resume_stale(peers.states, peers.requests, clock, correlation_id, rows)
+        done.resumed = rotation.resume_stale(peers.states, peers.requests, peers.clock, correlation_id, rows)
         found = stalls.report_stalls(
             peers.findings, report.due_since, rows, peers.stall_after, correlation_id
         )
@@ -113,9 +100,7 @@ def run(peers: SweepPeers, correlation_id: str) -> SweepRun:
     except DomainError as err:  # the next sweep requests them again; retirements still run
         logger.error("rotation sweep: rotations of dead holders not requested: %s", err)
         done.failures.append("stale rotations not requested")
-    retired, not_retired = rotation.retire_all(
-        peers.store, peers.states, trail, clock, reserved=peers.reserved, rotators=peers.rotators
-    )
+    retired, not_retired = rotation.retire_all(peers)
     done.retired = retired
     if not_retired:
         done.failures.append(f"{len(not_retired)} secret(s) not retired")

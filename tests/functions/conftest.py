@@ -6,6 +6,7 @@ every test looks functions up by name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,10 +56,7 @@ class FakeContainer(Container):
 
     def rotate_requested(self, request: RotationRequest) -> RotationOutcome:
         """What the rotate_secret queue function does with a request it took off the queue."""
-        return rotation.rotate_requested(
-            request, self.secret_store, self.state_store, self.audit_trail, self.publisher, self.clock,
-            reserved=self.reserved_secrets,
-        )  # fmt: skip
+        return rotation.rotate_requested(dataclasses.replace(self.peers, rotators={}), request)
 
 
 @dataclass(frozen=True)

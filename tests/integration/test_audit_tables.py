@@ -39,6 +39,7 @@ from shared.domain.audit import (
     readable_event,
     seal_all,
 )
+from shared.ports import AuditReader
 from shared.services.audit import (
     AuditTrail,
     DigestOutcome,
@@ -47,7 +48,9 @@ from shared.services.audit import (
     verify_audit,
     write_digest,
 )
-from tests.fakes import FixedClock, RecordingPublisher
+from shared.services.findings import StateFindingStore
+from shared.services.peers import AuditPeers
+from tests.fakes import FixedClock, InMemoryStateStore, RecordingPublisher
 from tests.integration.conftest import app_settings
 
 SECRET = "db-password"
@@ -71,21 +74,20 @@ class Env:
     def log_name(self) -> str:
         return self.log.table_name
 
+    def peers(self, reader: AuditReader | None = None) -> AuditPeers:
+        """What the audit services take, over this table (``reader``: the table as read, when another)."""
+        return AuditPeers(
+            log=self.log, reader=reader or self.log, keys=self.keys, anchor=self.anchor, trail=self.trail,
+            findings=StateFindingStore(InMemoryStateStore()), publisher=self.publisher, clock=self.clock,
+        )  # fmt: skip
+
     def digest(self) -> DigestOutcome:
         self.clock.advance(timedelta(minutes=1))
-        return write_digest(self.log, self.keys, self.clock, self.anchor, self.trail, self.publisher)
+        return write_digest(self.peers())
 
     def repair(self, secret: str | None) -> AuditRecord:
         return repair_chain(
-            self.log,
-            self.log,
-            self.keys,
-            self.clock,
-            self.anchor,
-            vault=self.vault,
-            secret_name=secret,
-            operator=Actor("op-7", ActorType.USER),
-            reason="test",
+            self.peers(), secret_name=secret, operator=Actor("op-7", ActorType.USER), reason="test"
         )
 
     def trail_events(self) -> list[AuditEvent]:
@@ -101,9 +103,7 @@ class Env:
             self.trail.record(Action.ROTATED, secret_name=secret, version=f"{i:032x}", details={"step": i})
 
     def breaks(self, secret_name: str | None = None) -> list[tuple[str, BreakKind, int | None]]:
-        report = verify_audit(
-            self.log, self.keys, self.clock, self.anchor, vault=self.vault, secret_name=secret_name
-        )
+        report = verify_audit(self.peers(), secret_name=secret_name)
         return [(b.chain, b.kind, b.seq) for b in report.breaks]
 
     def row(self, seq: int) -> dict[str, Any]:

@@ -266,12 +266,7 @@ def test_repair_writes_only_over_the_head_it_verified(env: Env) -> None:
     )
     with pytest.raises((Conflict, AuditUnavailable)):
         repair_chain(
-            env.log,
-            AppendsAfterRepairReads(env),
-            env.keys,
-            env.clock,
-            env.anchor,
-            vault=env.vault,
+            env.peers(AppendsAfterRepairReads(env)),
             secret_name=SECRET,
             operator=Actor("op", ActorType.USER),
             reason="x",
@@ -308,6 +303,6 @@ def test_verify_does_not_call_a_growing_chain_cut(env: Env) -> None:
     env.digest()
     paging = AppendsBetweenPages(env)
     env.log.audit_table._table = paging  # type: ignore[assignment]
-    report = verify_audit(env.log, env.keys, env.clock, env.anchor, vault=env.vault)
+    report = verify_audit(env.peers())
     assert paging.appended
     assert report.ok, report.breaks

@@ -28,7 +28,7 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.services import rotation
 from shared.services.audit import AuditTrail
-from tests.fakes import FixedClock, RecordingPublisher
+from tests.fakes import FixedClock, RecordingPublisher, RecordingRotationRequests
 from tests.integration.conftest import app_settings
 from tests.world import Peers
 
@@ -112,6 +112,7 @@ class World:
             trail=AuditTrail(log, self.clock, self.vault),
             publisher=through(RecordingPublisher(), "topic"),
             clock=self.clock,
+            requests=RecordingRotationRequests(),
             vault=self.vault,
             reserved=self.container.reserved_secrets,
         )

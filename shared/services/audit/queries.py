@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.domain.audit import (
     Action,
@@ -34,8 +34,11 @@ from shared.domain.errors import (
 )
 from shared.domain.findings import review
 from shared.domain.identity import canonical_identity
-from shared.ports import AuditReader, Clock, FindingStore, MacKeyRing
-from shared.services.audit.trail import AuditTrail, AuditUnavailable
+from shared.ports import AuditReader, MacKeyRing
+from shared.services.audit.trail import AuditUnavailable
+
+if TYPE_CHECKING:  # the bundle imports this package: annotations only
+    from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
 # -- query ----------------------------------------------------------------------------------------
@@ -151,10 +154,9 @@ def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
     return AuditPage(items=page, continuation=continuation)
 
 
-def summarize_audit(
-    reader: AuditReader, clock: Clock, *, vault: str, secret_name: str | None, days: int
-) -> dict[str, Any]:
+def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) -> dict[str, Any]:
     """Counts by action and result, the last rotation and the failures of the last ``days`` days."""
+    reader, clock, vault = peers.reader, peers.clock, peers.trail.vault
     since = clock.now() - timedelta(days=days)
     items = _items(reader, AuditQuery(vault=vault, secret_name=secret_name, since=since))
     by_action: dict[str, Counter[str]] = {}
@@ -214,13 +216,7 @@ def involved(actor_id: str, details: Mapping[str, Any]) -> bool:
 
 
 def review_finding(
-    findings: FindingStore,
-    trail: AuditTrail,
-    finding_id: str,
-    *,
-    reviewer: Actor,
-    note: str | None,
-    correlation_id: str | None,
+    peers: AuditPeers, finding_id: str, *, reviewer: Actor, note: str | None, correlation_id: str | None
 ) -> dict[str, Any]:
     """Mark a suspicious-activity finding reviewed: a REVIEWED ``intent`` record (fail closed: when it
     cannot be written nothing changes and AuditUnavailable is raised), the compare-and-swap on the
@@ -229,6 +225,7 @@ def review_finding(
 
     Nobody reviews a finding about themselves: a reviewer among the finding's actors is refused with
     NotPermitted after a REVIEWED record with result ``denied`` (fail closed too), and nothing changes."""
+    findings, trail = peers.findings, peers.trail
     finding = findings.get(finding_id)
     if finding is None:
         raise NotFound(f"finding {finding_id} does not exist")

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -43,8 +43,11 @@ from shared.domain.errors import (
     NotFound,
 )
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
-from shared.ports import AuditLog, AuditReader, Clock, DigestAnchor, MacKeyRing, Publisher
+from shared.ports import Clock, Publisher
 from shared.services.audit.trail import AuditTrail
+
+if TYPE_CHECKING:  # the bundle imports this package: annotations only
+    from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
 # -- verify ---------------------------------------------------------------------------------------
@@ -74,14 +77,7 @@ class VerifyReport:
 
 
 def verify_audit(
-    reader: AuditReader,
-    keys: MacKeyRing,
-    clock: Clock,
-    anchor: DigestAnchor,
-    *,
-    vault: str,
-    secret_name: str | None = None,
-    digest_interval: timedelta = timedelta(hours=1),
+    peers: AuditPeers, *, secret_name: str | None = None, digest_interval: timedelta = timedelta(hours=1)
 ) -> VerifyReport:
     """Walk the chains (one secret's, or all) and the digests; report every break.
 
@@ -90,6 +86,13 @@ def verify_audit(
     compared (a sealed chain never regresses), and the chains with the newest digest. Raises
     DependencyUnavailable when the store or the key vault cannot be read.
     """
+    reader, keys, clock, anchor, vault = (
+        peers.reader,
+        peers.keys,
+        peers.clock,
+        peers.anchor,
+        peers.trail.vault,
+    )
     chain = chain_of(vault, secret_name) if secret_name else None
     anchored = anchor.read()
     digests = reader.read_digests()
@@ -199,14 +202,7 @@ class DigestOutcome:
     new_regressions: list[Break]
 
 
-def write_digest(
-    reader: AuditReader,
-    keys: MacKeyRing,
-    clock: Clock,
-    anchor: DigestAnchor,
-    trail: AuditTrail,
-    publisher: Publisher,
-) -> DigestOutcome:
+def write_digest(peers: AuditPeers) -> DigestOutcome:
     """Seal every chain's head into the next digest (also when nothing happened), then anchor it.
 
     Never forgives: a chain that went backwards or vanished since the previous digest keeps the head the
@@ -215,6 +211,8 @@ def write_digest(
     is missing or differs, a digest is forged — nothing is sealed: raises DigestRefused after reporting.
     Raises DependencyUnavailable when the store or the vault cannot be used.
     """
+    reader, keys, clock, anchor, trail = peers.reader, peers.keys, peers.clock, peers.anchor, peers.trail
+    publisher = peers.publisher
     anchored = anchor.read()
     # From the anchored digest on: what the anchor vouches for is all the next digest extends (verify
     # walks the whole chain; the hourly writer need not re-read a year of digests).
@@ -290,18 +288,7 @@ def _report_tampering(
         logger.error("audit tampering notification could not be sent: %s", err)
 
 
-def repair_chain(
-    log: AuditLog,
-    reader: AuditReader,
-    keys: MacKeyRing,
-    clock: Clock,
-    anchor: DigestAnchor,
-    *,
-    vault: str,
-    secret_name: str | None,
-    operator: Actor,
-    reason: str,
-) -> AuditRecord:
+def repair_chain(peers: AuditPeers, *, secret_name: str | None, operator: Actor, reason: str) -> AuditRecord:
     """Re-derive a chain's head from its records, only when they verify: every record intact and linked,
     every position any digest sealed still there, the digest chain anchored. The repair is on record: a
     CHAIN_REPAIRED record sealed after the last record becomes the new head, in one atomic write.
@@ -309,6 +296,8 @@ def repair_chain(
     Raises NotFound (no records), Conflict (the chain does not verify — a cut cannot be repaired, only
     reported — or its head is intact), DependencyUnavailable.
     """
+    log, reader, keys, clock, anchor = peers.log, peers.reader, peers.keys, peers.clock, peers.anchor
+    vault = peers.trail.vault
     chain = chain_of(vault, secret_name)
     anchored = anchor.read()
     digests = reader.read_digests()

@@ -26,8 +26,8 @@ from shared.domain.policy import (
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name
 from shared.domain.targets import is_reserved
-from shared.ports import Clock, RotationRequests, SecretStore, StateStore
-from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.ports import SecretStore
+from shared.services.audit import AuditUnavailable
 from shared.services.catalog.policies import (
     AVAILABLE_ROTATORS,
     PolicyConflict,
@@ -38,6 +38,7 @@ from shared.services.catalog.policies import (
     writable_version,
 )
 from shared.services.catalog.views import progress_row
+from shared.services.peers import Peers
 from shared.services.rotation import (
     NotManaged,
     Progress,
@@ -87,16 +88,10 @@ def _rotation_target(
 
 
 def plan_rotation(
-    store: SecretStore,
-    states: StateStore,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    name: str,
-    force: bool,
-    stall_after: timedelta = STALL_AFTER,
+    peers: Peers, name: str, *, force: bool, stall_after: timedelta = STALL_AFTER
 ) -> dict[str, Any]:
     """A dry run: whether a rotation would happen now and why. Writes nothing. Raises NotFound."""
+    store, states, clock, reserved = peers.store, peers.states, peers.clock, peers.reserved
     stored = progress_row(states, name)
     found = _rotation_target(store, name, reserved)
     now = clock.now()
@@ -141,17 +136,7 @@ def _due_reason(current: SecretItem, policy: RotationPolicy, now: datetime) -> R
 
 
 def request_rotation(
-    store: SecretStore,
-    states: StateStore,
-    requests: RotationRequests,
-    trail: AuditTrail,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    name: str,
-    force: bool,
-    actor: Actor,
-    correlation_id: str,
+    peers: Peers, name: str, *, force: bool, actor: Actor, correlation_id: str
 ) -> RotationTicket:
     """Check that ``name`` can be rotated now and ask for it, with an id of its own: it joins the rotation
     running or the request queued for the secret (concurrent requests make one rotation, whose outcome
@@ -162,6 +147,14 @@ def request_rotation(
     requests joined), AuditUnavailable or DependencyUnavailable (nothing queued). A request that was
     queued or joined is answered so even when its success record fails (logged): asking again would
     rotate twice."""
+    store, states, requests, trail, clock = (
+        peers.store,
+        peers.states,
+        peers.requests,
+        peers.trail,
+        peers.clock,
+    )
+    reserved = peers.reserved
     current, policy = _rotatable_now(store, name, reserved)
     now = clock.now()
     due = policy.next_rotation(current.created, current.expires)
@@ -229,12 +222,11 @@ def _rotatable_now(
 # -- plan --------------------------------------------------------------------------------------------
 
 
-def rotation_plan(
-    store: SecretStore, clock: Clock, *, reserved: Collection[str], within_days: int
-) -> dict[str, Any]:
+def rotation_plan(peers: Peers, *, within_days: int) -> dict[str, Any]:
     """From one listing: the managed secrets that would rotate within ``within_days`` (when, and why:
     interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has passed),
     managed or not, and invalid policies. Reserved secrets are left out. Raises DependencyUnavailable."""
+    store, clock, reserved = peers.store, peers.clock, peers.reserved
     if not 1 <= within_days <= 365:
         raise ValueError("within_days is 1-365")
     now = clock.now()

@@ -36,8 +36,9 @@ from shared.domain.policy import (
 )
 from shared.domain.secrets import SecretVersion, validate_name, validate_tags
 from shared.domain.targets import SIGNING_KEY_TAG, TargetSecret, is_reserved
-from shared.ports import Clock, SecretStore, StateStore, TargetRotator
+from shared.ports import SecretStore, TargetRotator
 from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.peers import Peers
 from shared.services.rotation import (
     PARTITION,
     acquire,
@@ -188,17 +189,7 @@ def refuse_reserved(name: str, reserved: Collection[str]) -> None:
 
 
 def onboard(
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    name: str,
-    policy: RotationPolicy,
-    actor: Actor,
-    correlation_id: str | None = None,
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
+    peers: Peers, name: str, policy: RotationPolicy, *, actor: Actor, correlation_id: str | None = None
 ) -> SecretVersion:
     """Create ``name`` with ``policy`` and a first value from its kind's generator; return the new
     version's properties (never the value). The version carries the policy and the service's tags, and
@@ -208,6 +199,8 @@ def onboard(
     Raises InvalidSecret (name), Conflict (reserved, exists, deleted but recoverable), Busy (another write
     holds the lease), AuditUnavailable (nothing written), DomainError from the vault, OutcomeNotRecorded
     (the secret was created, its success record failed)."""
+    store, states, trail, clock = peers.store, peers.states, peers.trail, peers.clock
+    reserved, rotators = peers.reserved, peers.rotators
     validate_name(name)
     refuse_reserved(name, reserved)
     stored = states.get(PARTITION, name.lower())
@@ -254,17 +247,7 @@ def onboard(
 
 
 def apply_policy(
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    name: str,
-    fields: PolicyInput,
-    actor: Actor,
-    correlation_id: str | None = None,
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
+    peers: Peers, name: str, fields: PolicyInput, *, actor: Actor, correlation_id: str | None = None
 ) -> RotationPolicy:
     """Set ``name``'s policy on its current version: the policy tags are replaced, every other tag kept;
     an unmanaged secret becomes managed (then ``kind`` is required). Returns the policy applied. A target
@@ -273,6 +256,8 @@ def apply_policy(
     Raises InvalidSecret (name, too many tags), NotFound, InvalidPolicy (naming the field), Conflict
     (reserved, certificate-backed, disabled), Busy, AuditUnavailable (nothing changed), OutcomeNotRecorded
     (the policy was applied, its success record failed)."""
+    store, states, trail, clock = peers.store, peers.states, peers.trail, peers.clock
+    reserved, rotators = peers.reserved, peers.rotators
     validate_name(name)
     refuse_reserved(name, reserved)
     stored = states.get(PARTITION, name.lower())

@@ -20,9 +20,10 @@ from shared.domain.policy import (
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name
 from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
-from shared.ports import AuditReader, Clock, SecretStore, StateStore
+from shared.ports import AuditReader, StateStore
 from shared.services.audit import query_audit
 from shared.services.catalog.policies import MAX_PAGE, TAMPERED, policy_dict, problem_text, time_text
+from shared.services.peers import Peers
 from shared.services.rotation import (
     IDLE,
     PARTITION,
@@ -38,20 +39,13 @@ from shared.services.sweep import DueSecret
 # -- list -------------------------------------------------------------------------------------------
 
 
-def list_managed(
-    store: SecretStore,
-    states: StateStore,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    limit: int = 50,
-    after: str | None = None,
-) -> dict[str, Any]:
+def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> dict[str, Any]:
     """One page of the managed secrets, sorted by name (case-insensitive), after the name ``after``.
 
     The vault is listed once and read once per secret on the page; the rotation progress of every secret
     is one read. Invalid policies are listed with the violation. Returns {"items", "continuation"}
     (the last name of the page when more follow). Raises DependencyUnavailable, Forbidden."""
+    store, states, clock, reserved = peers.store, peers.states, peers.clock, peers.reserved
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit is 1-{MAX_PAGE}")
     if after is not None:
@@ -135,20 +129,12 @@ def state_view(stored: Versioned | None, now: datetime) -> dict[str, Any]:
 # -- status ------------------------------------------------------------------------------------------
 
 
-def secret_status(
-    store: SecretStore,
-    states: StateStore,
-    reader: AuditReader,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    vault: str,
-    name: str,
-    stall_after: timedelta = STALL_AFTER,
-) -> dict[str, Any]:
+def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFTER) -> dict[str, Any]:
     """Everything known about one secret's rotation: policy (or violation), current version, next due,
     whether (and why) its rotation stalled, the write in flight, the last rotation and failure, and the
     scheduled retirements. Never a value. Raises InvalidSecret, NotFound, DependencyUnavailable."""
+    store, states, reader, clock = peers.store, peers.states, peers.reader, peers.clock
+    reserved, vault = peers.reserved, peers.trail.vault
     validate_name(name)
     key = name.lower()
     stored = progress_row(states, name)

@@ -158,8 +158,6 @@ def _borne_out(peers: Services, revocation: Revocation) -> Outcome | None:
 def _trail_events(peers: Services, revocation: Revocation) -> list[AuditEvent]:
     """The request's authentic events: its secret's chain from the request on, read in one query after
     the chain's head, and whole (``_whole``). Raises InvalidTransition, DependencyUnavailable."""
-    if peers.reader is None or peers.keys is None:
-        raise DependencyUnavailable("audit_store", "no audit reader to check the request against")
     chain = chain_of(revocation.vault, revocation.secret_name)
     head = peers.reader.read_head(chain)  # before the records: an append in between only adds to them
     query = AuditQuery(
@@ -311,10 +309,7 @@ def _replacement(peers: Services, revocation: Revocation) -> str:
     ]  # fmt: skip
     if made and made[0].version != peers.store.get_properties(revocation.secret_name).version:
         return made[0].version  # made before, and rotated again since: nothing of it left to do here
-    outcome = rotation.replace(
-        revocation.secret_name, peers.store, peers.states, peers.trail, peers.publisher, peers.clock,
-        reserved=peers.reserved, rotators=peers.rotators, rotation_id=revocation.id,
-    )  # fmt: skip
+    outcome = rotation.replace(peers, revocation.secret_name, rotation_id=revocation.id)
     if outcome.new_version is None:
         raise Conflict(f"secret {revocation.secret_name} was not replaced: {outcome.reason}")
     return outcome.new_version

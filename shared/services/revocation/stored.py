@@ -5,7 +5,7 @@ request's terms."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +19,6 @@ from shared.domain.errors import (
     Conflict,
     NotFound,
 )
-from shared.domain.policy import Rotator
 from shared.domain.revocation import (
     DEFAULT_APPROVALS,
     DEFAULT_TTL,
@@ -31,8 +30,8 @@ from shared.domain.revocation import (
 from shared.domain.revocation import Result as Outcome
 from shared.domain.secrets import InvalidSecret
 from shared.domain.state import LEASE, Versioned
-from shared.ports import AuditReader, Clock, MacKeyRing, Publisher, SecretStore, StateStore, TargetRotator
-from shared.services.audit import AuditTrail
+from shared.ports import StateStore
+from shared.services.peers import Peers
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +50,12 @@ class RevocationSettings:
     approvals: Mapping[Severity, int] = field(default_factory=lambda: dict(DEFAULT_APPROVALS))
 
 
-@dataclass(frozen=True)
-class Services:
-    """The peers every revocation operation uses."""
+@dataclass(frozen=True, kw_only=True)
+class Services(Peers):
+    """The peers every revocation operation uses (an execution is borne out by the authentic records
+    ``reader`` and ``keys`` give), and the revocation settings."""
 
-    store: SecretStore
-    states: StateStore
-    trail: AuditTrail
-    publisher: Publisher
-    clock: Clock
-    reserved: Collection[str]
-    rotators: Mapping[Rotator, TargetRotator] = field(default_factory=dict)
     settings: RevocationSettings = field(default_factory=RevocationSettings)
-    #: The audit trail as stored, and its MAC keys: an execution is borne out by authentic records.
-    reader: AuditReader | None = None
-    keys: MacKeyRing | None = None
-    #: Hears of a request on record whose row is gone (partition, key): a STATE_TAMPERED record, a finding.
-    report_missing: Callable[[str, str], None] | None = None
 
 
 class InvalidRequest(InvalidSecret):

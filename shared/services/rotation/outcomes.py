@@ -32,7 +32,7 @@ VIOLATIONS = "policy-violation"
 class RotationOutcome:
     """What a call did. ``status``: ``rotated``, ``skipped`` (with the reason), ``joined`` (the request
     joined the rotation running, ``rotation_id``: its outcome names the request), ``in_progress`` (another
-    holder has the lease), ``failed``, ``planned`` (a dry run: what would happen)."""
+    holder has the lease), ``failed``."""
 
     secret_name: str
     status: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -30,8 +30,9 @@ from shared.domain.targets import (
     TargetSecret,
     is_reserved,
 )
-from shared.ports import Clock, SecretStore, StateStore, TargetRotator
+from shared.ports import SecretStore
 from shared.services.audit import AuditTrail
+from shared.services.peers import Peers
 from shared.services.rotation.lease import acquire, release
 from shared.services.rotation.rows import (
     PARTITION,
@@ -45,16 +46,7 @@ from shared.services.rotation.rows import (
 logger = logging.getLogger(__name__)
 
 
-def retire_due(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
-) -> list[str]:
+def retire_due(peers: Peers, name: str) -> list[str]:
     """Disable the previous versions of ``name`` whose grace has ended; return their ids. Through a target
     rotator, the target's ``finish`` makes each one unusable there first, under the secret's write lease
     (a rotation in flight is setting the other role's password: never both at once).
@@ -68,11 +60,12 @@ def retire_due(
     retired; a secret that is gone takes its schedule with it. Raises Conflict when the schedule changed
     meanwhile or another write holds the lease (retry later), DomainError from the vault or the target.
     """
+    store, states, trail = peers.store, peers.states, peers.trail
     row = schedule_key(name.lower())
     stored = schedule_row(states, row)
     if stored is None:
         return []
-    now = clock.now()
+    now = peers.clock.now()
     planned = retirements(stored.state)
     if stored.tampered is not None:
         # What was planned is lost: every enabled version but the current one is looked at, and the
@@ -83,7 +76,7 @@ def retire_due(
         if stored.tampered is not None:
             states.replace(PARTITION, row, schedule_state(planned), stored.etag)
         return []
-    if is_reserved(name, reserved):
+    if is_reserved(name, peers.reserved):
         states.delete(PARTITION, row, stored.etag)
         return []
     progress = states.get(PARTITION, name.lower())  # before the vault, as ``acquire`` wants it
@@ -93,7 +86,7 @@ def retire_due(
         logger.info("retirement schedule of %s dropped: the secret is gone", name)
         states.delete(PARTITION, row, stored.etag)
         return []
-    finisher = Finisher(name, store, states, clock, current, progress, rotators or {})
+    finisher = Finisher(peers, name, current, progress)
     try:
         view = _VaultView.read(store, current, now, targeted=finisher.target is not None)
         retired, kept = _retire(view, due, finisher, store, trail)
@@ -205,23 +198,14 @@ class Finisher:
     secret's write lease, taken on the first call and released by ``release``. Nothing to do for a
     ``key-vault`` secret."""
 
-    def __init__(
-        self,
-        name: str,
-        store: SecretStore,
-        states: StateStore,
-        clock: Clock,
-        current: SecretVersion,
-        progress: Versioned | None,
-        rotators: Mapping[Rotator, TargetRotator],
-    ) -> None:
-        self.name, self.store, self.states, self.clock = name, store, states, clock
+    def __init__(self, peers: Peers, name: str, current: SecretVersion, progress: Versioned | None) -> None:
+        self.name, self.store, self.states, self.clock = name, peers.store, peers.states, peers.clock
         self.current, self.progress = current, progress
         self.policy: RotationPolicy | None = None
         with contextlib.suppress(PolicyError):
             self.policy = RotationPolicy.from_tags(current.tags)
         rotator = self.policy.rotator if self.policy else Rotator.KEY_VAULT
-        self.target = rotators.get(rotator)
+        self.target = peers.rotators.get(rotator)
         if rotator != Rotator.KEY_VAULT and self.target is None:
             # Retiring in the vault alone would leave the old credential working at the target.
             raise Conflict(f"secret {name}: the {rotator.value} rotator is not available to finish with")
@@ -298,35 +282,22 @@ def _grace_of(current: SecretVersion) -> timedelta | None:
         return None
 
 
-def retire_all(
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
-) -> tuple[list[tuple[str, str]], list[str]]:
+def retire_all(peers: Peers) -> tuple[list[tuple[str, str]], list[str]]:
     """Retire every previous version whose grace has ended, secret by secret: one secret's failure is
     recorded (VERSION_RETIRED failure) and the others go on. Returns the (name, version) pairs retired and
     the names that failed. Raises DependencyUnavailable when the schedule cannot be read at all."""
     retired: list[tuple[str, str]] = []
     failed: list[str] = []
-    scheduled = states.list(PARTITION, start=SCHEDULE_PREFIX, stop=SCHEDULE_PREFIX + "~")
+    scheduled = peers.states.list(PARTITION, start=SCHEDULE_PREFIX, stop=SCHEDULE_PREFIX + "~")
     for key in (row.removeprefix(SCHEDULE_PREFIX) for row in scheduled):
         try:
-            retired += [
-                (key, version)
-                for version in retire_due(
-                    key, store, states, trail, clock, reserved=reserved, rotators=rotators
-                )
-            ]
+            retired += [(key, version) for version in retire_due(peers, key)]
         except Conflict:
             logger.info("retirement of %s left for the next run: its schedule changed", key)
         except DomainError as err:
             failed.append(key)
             with contextlib.suppress(DomainError):
-                trail.record(
+                peers.trail.record(
                     Action.VERSION_RETIRED,
                     secret_name=key,
                     result=Result.FAILURE,

@@ -6,7 +6,6 @@ queued request."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,8 +29,7 @@ from shared.domain.targets import (
     is_reserved,
     pending_secret_name,
 )
-from shared.ports import Clock, Publisher, SecretStore, StateStore, TargetRotator
-from shared.services.audit import AuditTrail
+from shared.ports import SecretStore
 from shared.services.peers import Peers
 from shared.services.rotation.lease import Held, LeaseLost, close_stale, release_now, take_lease
 from shared.services.rotation.outcomes import NotManaged, RotationOutcome, record_violation, skip
@@ -42,26 +40,18 @@ from shared.services.rotation.rows import LEASE_ATTEMPTS, PARTITION, ensure_sche
 
 
 def rotate(
+    peers: Peers,
     name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
     *,
-    reserved: Collection[str],
     force: bool = False,
-    dry_run: bool = False,
     reason: str = "due",
     correlation_id: str | None = None,
     rotation_id: str | None = None,
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
-    join: bool = True,
 ) -> RotationOutcome:
     """Rotate ``name`` if it is due (or ``force``), resuming a rotation that was interrupted.
 
-    ``rotators``: the target rotators this deployment runs; a secret whose policy names another one is
-    skipped (recorded). Through a target rotator, the pending value is stored in the secret's pending
+    ``peers.rotators``: the target rotators this deployment runs; a secret whose policy names another one
+    is skipped (recorded). Through a target rotator, the pending value is stored in the secret's pending
     companion, set at the target and tested there before it is promoted (``_target_value``).
 
     ``rotation_id``: the id a new rotation starts with (a manual request's); when that rotation is done
@@ -76,8 +66,7 @@ def rotate(
     A target's refusal (TargetRefused: retrying cannot help) is recorded, closes the rotation and is
     returned as ``failed``, not raised: the request is done.
     """
-    peers = Peers(store, states, trail, publisher, clock, reserved, rotators or {})
-    return _rotate(peers, _Ask(name, force, reason, correlation_id, rotation_id, join, dry_run))
+    return _rotate(peers, _Ask(name, force, reason, correlation_id, rotation_id))
 
 
 @dataclass(frozen=True)
@@ -90,7 +79,6 @@ class _Ask:
     correlation_id: str | None = None
     rotation_id: str | None = None
     join: bool = True
-    dry_run: bool = False
 
     @property
     def key(self) -> str:
@@ -142,7 +130,7 @@ def _rotate(peers: Peers, ask: _Ask) -> RotationOutcome:
 
 def _take(peers: Peers, ask: _Ask) -> _Taken | RotationOutcome:
     """Decide whether this request rotates, and take the secret's lease when it does — or its outcome
-    when it does not (skipped, joined, planned), on record. A lease lost to a concurrent request is
+    when it does not (skipped, joined), on record. A lease lost to a concurrent request is
     decided again: it joins that one, or takes the lease after it."""
     for _ in range(LEASE_ATTEMPTS):
         # The progress first, then the vault: a rotation that completes in between changes the progress,
@@ -194,8 +182,6 @@ def _decide(
         )  # a dead holder's row the vault does not bear out
         due = policy.next_rotation(current.created, current.expires)
         return _skip(peers, ask, f"not due until {format_time(due)}")
-    if ask.dry_run:
-        return RotationOutcome(ask.name, "planned", ask.reason, previous_version=current.version)
     return current, policy, progress, resuming
 
 
@@ -336,33 +322,22 @@ def _current(store: SecretStore, name: str) -> SecretVersion | None:
         return None
 
 
-def rotate_requested(
-    request: RotationRequest,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
-) -> RotationOutcome:
+def rotate_requested(peers: Peers, request: RotationRequest) -> RotationOutcome:
     """One queued rotation request. A secret that is gone or not managed is recorded as skipped and the
     request consumed; so is a forced request older than FORCED_FOR (a sealed message put back on the queue
     long after, to force a rotation nobody asks for now). Any other failure is raised for the queue to
     retry (``gave_up`` records the end)."""
 
-    peers = Peers(store, states, trail, publisher, clock, reserved, rotators or {})
     name, cid = request.secret_name, request.correlation_id
-    if request.force and clock.now() - request.requested_at > FORCED_FOR:
-        return skip(trail, name, "a forced request this old is not acted on", cid, request.rotation_id)
+    if request.force and peers.clock.now() - request.requested_at > FORCED_FOR:
+        return skip(peers.trail, name, "a forced request this old is not acted on", cid, request.rotation_id)
     ask = _Ask(name, request.force, request.reason.value, cid, request.rotation_id)
     try:
         return _rotate(peers, ask)
     except (NotFound, NotManaged) as err:
         outcome = _skip(peers, ask, str(err))
         if request.rotation_id is not None:
-            drop_queued(states, trail, name, request.rotation_id, str(err), cid)
+            drop_queued(peers.states, peers.trail, name, request.rotation_id, str(err), cid)
         return outcome
     except StateTampered as err:
         # Never acted on (the store reported it: a record, a finding, an event); the request is done.
@@ -370,17 +345,7 @@ def rotate_requested(
 
 
 def replace(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    *,
-    reserved: Collection[str],
-    rotators: Mapping[Rotator, TargetRotator] | None = None,
-    correlation_id: str | None = None,
-    rotation_id: str | None = None,
+    peers: Peers, name: str, *, correlation_id: str | None = None, rotation_id: str | None = None
 ) -> RotationOutcome:
     """A fresh value now, and the previous one unusable at the target at once (what a revocation with
     ``replace`` calls): a forced rotation through the secret's rotator, then the target's ``finish`` for
@@ -390,17 +355,16 @@ def replace(
     Raises what ``rotate`` raises; Conflict when it did not rotate (another write holds the lease, the
     secret is not rotatable: the reason says which); TargetRefused when the target refused (recorded).
     """
-    peers = Peers(store, states, trail, publisher, clock, reserved, rotators or {})
     ask = _Ask(name, True, "replace", correlation_id, rotation_id, join=False)
     outcome = _replaced(peers, ask, _rotate(peers, ask))
     if outcome.previous_version is None or outcome.previous_version == outcome.new_version:
         return outcome
-    progress = states.get(PARTITION, name.lower())  # before the vault, as ``acquire`` wants it
-    current = store.get_properties(name)
+    progress = peers.states.get(PARTITION, name.lower())  # before the vault, as ``acquire`` wants it
+    current = peers.store.get_properties(name)
     if current.version != outcome.new_version:
         # Another write came in between: finishing against a superseded value could cut off the new one.
         raise Conflict(f"secret {name} was replaced, then changed again: its previous value was not finished")
-    finisher = Finisher(name, store, states, clock, current, progress, peers.rotators)
+    finisher = Finisher(peers, name, current, progress)
     try:
         finisher.finish(outcome.previous_version)
     finally:
