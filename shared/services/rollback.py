@@ -45,9 +45,9 @@ from shared.domain.errors import Conflict, DomainError, NotFound, OutcomeNotReco
 from shared.domain.notifications import SECRET_ROLLED_BACK, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.secrets import SecretVersion, validate_name
+from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
-from shared.services.audit import AuditTrail
 from shared.services.peers import Peers
 from shared.services.rotation import (
     LEASE,
@@ -68,6 +68,7 @@ from shared.services.rotation import (
     write_progress,
     written_by_service,
 )
+from shared.services.rotation.lease import Held
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,9 @@ class _CloseLater(Exception):
     """The new version exists but its success could not be recorded: the lease is released with the
     progress kept, so the retry finds the version and records it."""
 
-    def __init__(self, cause: DomainError) -> None:
+    def __init__(self, cause: DomainError, version: str) -> None:
         super().__init__(str(cause))
-        self.cause = cause
+        self.cause, self.version = cause, version
 
 
 def rollback(
@@ -122,47 +123,46 @@ def rollback(
     written but its success not recorded: a retry records it), and any DomainError of a failed step after
     recording it.
     """
-    store, states, trail, publisher, clock = (
-        peers.store,
-        peers.states,
-        peers.trail,
-        peers.publisher,
-        peers.clock,
-    )
-    reserved = peers.reserved
     validate_name(name)
-    key = name.lower()
-    if is_reserved(name, reserved):
+    if is_reserved(name, peers.reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never rolled back")
-    stored = states.get(PARTITION, key)  # the progress first, then the vault (as rotation does)
-    current, policy = _current(store, name)
+    stored = peers.states.get(PARTITION, name.lower())  # the progress first, then the vault (as rotation)
+    current, policy = _current(peers.store, name)
+    held = _take(peers, name, stored, current, from_version)
+    held.correlation_id = correlation_id
+    return _run(peers, held, policy, current, actor)
+
+
+def _take(
+    peers: Peers, name: str, stored: Versioned | None, current: SecretVersion, from_version: str | None
+) -> Held:
+    """The secret's lease for this rollback: the one the row holds, resumed when the vault bears it out,
+    or a new one. Raises Busy, Conflict."""
     progress = Progress.of(stored.state) if stored else Progress()
-    now = clock.now()
+    now = peers.clock.now()
     if progress.leased_by_other("", now):
         raise Busy(name, progress)
-    if _resumable(current, progress, states):
+    if _resumable(current, progress, peers.states):
         if from_version is not None and from_version != progress.from_version:
             raise Conflict(f"secret {name}: the current version is not {from_version}")
         progress.holder, progress.attempt = uuid.uuid4().hex, progress.attempt + 1
         progress.lease_until, progress.leased_at = format_time(now + LEASE), format_time(now)
         try:
-            etag = write_progress(states, key, progress, stored.etag if stored else None)
+            etag = write_progress(peers.states, name.lower(), progress, stored.etag if stored else None)
         except (Conflict, NotFound) as err:
             raise Busy(name, progress) from err
-    else:
-        if progress.step == ROLLING_BACK:
-            logger.warning(
-                "secret %s: the stored rollback %s is not borne out by the vault; not resumed",
-                name,
-                progress.rotation_id,
-            )
-        previous = _previous(name, current, states, from_version)
-        progress, etag = acquire(
-            states, name, stored, ROLLING_BACK, clock, from_version=current.version, restore_version=previous
-        )
-    return _run(
-        name, store, states, trail, publisher, clock, policy, current, progress, etag, actor, correlation_id
-    )
+        return Held(name, progress, etag)
+    if progress.step == ROLLING_BACK:
+        logger.warning(
+            "secret %s: the stored rollback %s is not borne out by the vault; not resumed", name,
+            progress.rotation_id,
+        )  # fmt: skip
+    previous = _previous(name, current, peers.states, from_version)
+    progress, etag = acquire(
+        peers.states, name, stored, ROLLING_BACK, peers.clock, from_version=current.version,
+        restore_version=previous,
+    )  # fmt: skip
+    return Held(name, progress, etag)
 
 
 def _current(store: SecretStore, name: str) -> tuple[SecretVersion, RotationPolicy]:
@@ -239,19 +239,9 @@ def _resumable(current: SecretVersion, progress: Progress, states: StateStore) -
 
 
 def _run(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    policy: RotationPolicy,
-    current: SecretVersion,
-    progress: Progress,
-    etag: str,
-    actor: Actor,
-    correlation_id: str | None,
+    peers: Peers, held: Held, policy: RotationPolicy, current: SecretVersion, actor: Actor
 ) -> RollbackOutcome:
+    name, progress = held.name, held.progress
     assert progress.rotation_id and progress.from_version and progress.restore_version
     rollback_id, bad, restore = progress.rotation_id, progress.from_version, progress.restore_version
     details = {
@@ -260,48 +250,22 @@ def _run(
         "rolled_back_from": bad,
         "attempt": progress.attempt,
     }
-    fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
+    fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": held.correlation_id}
     try:
-        if current.tags.get(ROTATION_ID_TAG) == rollback_id:
-            new = current  # made before a crash: never a second version
-        else:
-            trail.record(Action.ROLLED_BACK, version=bad, result=Result.INTENT, details=details, **fields)
-            if (grace := policy.previous_grace()) is not None:
-                # On the schedule before the write: nothing resumes a rollback that dies after it, and
-                # a rotation over its row would schedule only the rollback's version (``retire_due``
-                # asks the vault whether and since when each one was replaced).
-                schedule_retirement(states, name.lower(), [bad, restore], clock.now() + grace)
-            tags = {
-                **policy.to_tags(),
-                **service_tags(rollback_id),
-                PREVIOUS_VERSION_TAG: bad,
-                ROLLED_BACK_FROM_TAG: bad,
-                RESTORED_VERSION_TAG: restore,
-            }
-            new, etag = _write(name, store, states, clock, policy, progress, etag, restore, tags)
-        try:
-            # Both old versions are replaced versions now: their time is the new version's. Scheduled
-            # before the success is on record, so nothing after the record can fail the rollback and make
-            # its retry record it again.
-            grace = policy.previous_grace()
-            if grace is not None:
-                schedule_retirement(states, name.lower(), [bad, restore], new.created + grace)
-            trail.record(Action.ROLLED_BACK, version=new.version, details=details, **fields)
-        except DomainError as err:
-            raise _CloseLater(err) from err
+        new = _made(peers, held, policy, current, details, fields)
     except _CloseLater as pending:
-        _keep_for_retry(states, clock, name, progress, pending.cause)
+        _keep_for_retry(peers, held, pending.cause)
         raise OutcomeNotRecorded.after(
-            f"secret {name} was rolled back (version {new.version} restores {restore}, rollback "
+            f"secret {name} was rolled back (version {pending.version} restores {restore}, rollback "
             f"{rollback_id}); the same rollback again records it without another version",
             pending.cause,
-            version=new.version,
+            version=pending.version,
             rollback_id=rollback_id,
         ) from pending.cause
     except DomainError as err:
-        _keep_for_retry(states, clock, name, progress, err)
+        _keep_for_retry(peers, held, err)
         try:
-            trail.record(
+            peers.trail.record(
                 Action.ROLLED_BACK,
                 version=bad,
                 result=Result.FAILURE,
@@ -312,28 +276,64 @@ def _run(
         except DomainError:
             logger.exception("ROLLED_BACK failure of %s could not be audited", name)
         raise
-    release(states, name, progress, etag, new_version=new.version)
+    release(peers.states, name, progress, held.etag, new_version=new.version)
     outcome = RollbackOutcome(name, rollback_id, new.version, restore, bad)
-    _announce(publisher, clock, trail.vault, outcome, policy)
+    _announce(peers.publisher, peers.clock, peers.trail.vault, outcome, policy)
     return outcome
 
 
-def _write(
-    name: str,
-    store: SecretStore,
-    states: StateStore,
-    clock: Clock,
+def _made(
+    peers: Peers,
+    held: Held,
     policy: RotationPolicy,
-    progress: Progress,
-    etag: str,
-    restore: str,
-    tags: dict[str, str],
-) -> tuple[SecretVersion, str]:
+    current: SecretVersion,
+    details: dict[str, Any],
+    fields: dict[str, Any],
+) -> SecretVersion:
+    """The rollback's version (made now, or before a crash) with its success on record and both old
+    versions' retirement scheduled (``details``, ``fields``: of its records). Raises _CloseLater when the
+    version is made but its record is not."""
+    rollback_id, bad = held.progress.rotation_id or "", held.progress.from_version or ""
+    restore = held.progress.restore_version or ""
+    grace = policy.previous_grace()
+    if current.tags.get(ROTATION_ID_TAG) == rollback_id:
+        new = current  # made before a crash: never a second version
+    else:
+        peers.trail.record(Action.ROLLED_BACK, version=bad, result=Result.INTENT, details=details, **fields)
+        if grace is not None:
+            # On the schedule before the write: nothing resumes a rollback that dies after it, and a
+            # rotation over its row would schedule only the rollback's version (``retire_due`` asks the
+            # vault whether and since when each one was replaced).
+            schedule_retirement(peers.states, held.key, [bad, restore], peers.clock.now() + grace)
+        tags = {
+            **policy.to_tags(),
+            **service_tags(rollback_id),
+            PREVIOUS_VERSION_TAG: bad,
+            ROLLED_BACK_FROM_TAG: bad,
+            RESTORED_VERSION_TAG: restore,
+        }
+        new = _write(peers, held, policy, restore, tags)
+    try:
+        # Both old versions are replaced versions now: their time is the new version's. Scheduled before
+        # the success is on record, so nothing after the record can fail the rollback and make its retry
+        # record it again.
+        if grace is not None:
+            schedule_retirement(peers.states, held.key, [bad, restore], new.created + grace)
+        peers.trail.record(Action.ROLLED_BACK, version=new.version, details=details, **fields)
+    except DomainError as err:
+        raise _CloseLater(err, new.version) from err
+    return new
+
+
+def _write(
+    peers: Peers, held: Held, policy: RotationPolicy, restore: str, tags: dict[str, str]
+) -> SecretVersion:
     """Read ``restore``'s value (enabling it just for that when it is retired), renew the lease right
-    before the one write that cannot be made conditional, and write the value as the new version. Returns
-    it and the progress's new etag. A failure before the write disables a version it enabled again, so
+    before the one write that cannot be made conditional (``held.etag`` moves on), and write the value as
+    the new version; returns it. A failure before the write disables a version it enabled again, so
     nothing is left half done. Raises Conflict (the version is gone), Busy (the lease was taken over),
     DomainError from the vault."""
+    store, name, progress = peers.store, held.name, held.progress
     try:
         restored = store.get_properties(name, restore)
     except NotFound:
@@ -352,9 +352,9 @@ def _write(
             enabled = True
             logger.info("secret %s: retired version %s re-enabled for a rollback", name, restore)
         value = store.get_value(name, restore)
-        progress.lease_until = format_time(clock.now() + LEASE)
+        progress.lease_until = format_time(peers.clock.now() + LEASE)
         try:
-            etag = states.replace(PARTITION, name.lower(), progress.state(), etag).etag
+            held.etag = peers.states.replace(PARTITION, held.key, progress.state(), held.etag).etag
         except (Conflict, NotFound) as err:
             raise Busy(name, progress) from err
         new = store.set_value(
@@ -362,13 +362,13 @@ def _write(
             value.value,
             content_type=value.properties.content_type,
             tags=tags,
-            expires=policy.expires_on(clock.now()),
+            expires=policy.expires_on(peers.clock.now()),
         )
     except DomainError:
         if enabled:
             _disable_again(store, name, restore, restored.tags)
         raise
-    return new, etag
+    return new
 
 
 def _disable_again(store: SecretStore, name: str, version: str, tags: Mapping[str, str]) -> None:
@@ -381,18 +381,16 @@ def _disable_again(store: SecretStore, name: str, version: str, tags: Mapping[st
         logger.exception("secret %s: version %s stays enabled after a failed rollback", name, version)
 
 
-def _keep_for_retry(
-    states: StateStore, clock: Clock, name: str, progress: Progress, err: DomainError
-) -> None:
+def _keep_for_retry(peers: Peers, held: Held, err: DomainError) -> None:
     """End this holder's lease now, keeping the progress (the retry resumes it); only while it is ours."""
-    key = name.lower()
-    progress.last_error, progress.lease_until = type(err).__name__, format_time(clock.now())
+    progress = held.progress
+    progress.last_error, progress.lease_until = type(err).__name__, format_time(peers.clock.now())
     try:
-        stored = states.get(PARTITION, key)
+        stored = peers.states.get(PARTITION, held.key)
         if stored is not None and stored.state.get("holder") == progress.holder:
-            write_progress(states, key, progress, stored.etag)
+            write_progress(peers.states, held.key, progress, stored.etag)
     except DomainError:
-        logger.exception("rollback progress of %s could not be saved", name)
+        logger.exception("rollback progress of %s could not be saved", held.name)
 
 
 def _announce(
