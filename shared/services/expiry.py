@@ -37,7 +37,6 @@ from shared.domain.policy import (
 )
 from shared.domain.secrets import SecretItem, SecretVersion
 from shared.domain.targets import is_reserved
-from shared.ports import Clock, Publisher, SecretStore, StateStore
 from shared.services.audit import AuditTrail
 from shared.services.claims import DONE, Claim, ClaimHeld, claim, is_done
 from shared.services.peers import Peers
@@ -60,38 +59,40 @@ def notice_key(name: str, version: str, what: str) -> str:
     return f"{name.lower()}:{version.lower()}:{what}"
 
 
+@dataclass(frozen=True)
+class Asked:
+    """Who asks for an expiry notice and how: ``source`` (the daily check, a Key Vault event) and the
+    correlation id of its records; whether a warning may be sent (``warn``); and the slacks that widen
+    "crossed" and "expired" for an event that arrives a moment before the vault's clock agrees."""
+
+    source: str
+    correlation_id: str | None
+    warn: bool = True
+    warn_slack: timedelta = timedelta(0)
+    expired_slack: timedelta = timedelta(0)
+
+
 def notify_expiry(
-    version: SecretVersion,
-    thresholds: Sequence[int],
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    *,
-    source: str,
-    correlation_id: str | None,
-    warn: bool = True,
-    warn_slack: timedelta = timedelta(0),
-    expired_slack: timedelta = timedelta(0),
+    peers: Peers, version: SecretVersion, thresholds: Sequence[int], asked: Asked
 ) -> str | None:
     """SECRET_EXPIRED + SecretExpired once for an expired version; else (``warn``) EXPIRY_WARNING +
     SecretNearExpiry once for the tightest threshold crossed and not warned yet (the wider ones it stands
     for are claimed with it). Returns ``expired``, ``warning:<days>``, or None when nothing was due.
 
-    ``version`` must be what the vault answered; the slacks widen "crossed" and "expired" for events that
-    arrive a moment before the vault's clock agrees. Raises AuditUnavailable, DependencyUnavailable
+    ``version`` must be what the vault answered. Raises AuditUnavailable, DependencyUnavailable
     (pending claims stay: the next attempt finishes them), ClaimHeld (another run is sending this notice
     right now).
     """
     if version.expires is None or not version.enabled:
         return None
-    left = version.expires - clock.now()
-    send = _Notice(version, states, trail, publisher, clock, source, correlation_id)
-    if left <= expired_slack:
+    states = peers.states
+    left = version.expires - peers.clock.now()
+    send = _Notice(peers, version, asked.source, asked.correlation_id)
+    if left <= asked.expired_slack:
         return "expired" if send.once("expired", left, threshold=None) else None
-    if not warn:
+    if not asked.warn:
         return None
-    crossed = sorted({t for t in thresholds if left <= timedelta(days=t) + warn_slack})
+    crossed = sorted({t for t in thresholds if left <= timedelta(days=t) + asked.warn_slack})
     if not crossed:
         return None
     # A tighter threshold already warned stands for every wider one (a first run that crossed several).
@@ -111,11 +112,8 @@ def notify_expiry(
 
 @dataclass
 class _Notice:
+    peers: Peers
     version: SecretVersion
-    states: StateStore
-    trail: AuditTrail
-    publisher: Publisher
-    clock: Clock
     source: str
     correlation_id: str | None
 
@@ -123,7 +121,7 @@ class _Notice:
         """Record and notify under the claim ``what``; False when it was done before."""
         v = self.version
         key = notice_key(v.name, v.version, what)
-        held = claim(self.states, NOTICES, key, self.clock)
+        held = claim(self.peers.states, NOTICES, key, self.peers.clock)
         if held is None:
             return False
         with held.releasing():
@@ -146,7 +144,7 @@ class _Notice:
             facts["owner"] = owner
         expired = threshold is None
         if not held.has("recorded"):
-            self.trail.record(
+            self.peers.trail.record(
                 Action.SECRET_EXPIRED if expired else Action.EXPIRY_WARNING,
                 secret_name=v.name,
                 version=v.version,
@@ -158,11 +156,11 @@ class _Notice:
             notification = Notification(
                 type=SECRET_EXPIRED if expired else SECRET_NEAR_EXPIRY,
                 subject=v.name,
-                time=self.clock.now(),
-                data={"vault": self.trail.vault, "secret_name": v.name, "version": v.version, **facts},
-                id=uuid.uuid5(_NAMESPACE, f"{self.trail.vault}:{key}").hex,
+                time=self.peers.clock.now(),
+                data={"vault": self.peers.trail.vault, "secret_name": v.name, "version": v.version, **facts},
+                id=uuid.uuid5(_NAMESPACE, f"{self.peers.trail.vault}:{key}").hex,
             )
-            self.publisher.publish([notification])
+            self.peers.publisher.publish([notification])
             held.mark("notified")
         held.finish()
 
@@ -206,35 +204,27 @@ def check_expiry(peers: Peers, *, require_exp: bool = False, correlation_id: str
 
     Raises Forbidden or DependencyUnavailable when the listing fails (nothing was checked then).
     """
-    store, states, trail, publisher, clock = (
-        peers.store,
-        peers.states,
-        peers.trail,
-        peers.publisher,
-        peers.clock,
-    )
-    reserved = peers.reserved
-    never = {name.lower() for name in reserved}
+    never = {name.lower() for name in peers.reserved}
     listed = checked = violations = 0
     warned: list[str] = []
     expired: list[str] = []
     failed: list[str] = []
     busy: list[str] = []
-    for item in store.list_properties():
+    for item in peers.store.list_properties():
         listed += 1
         if is_reserved(item.name, never) or not item.enabled:
             continue
         checked += 1
         try:
-            found, held = _violations(item, states, trail, clock, require_exp, correlation_id)
+            found, held = _violations(peers, item, require_exp, correlation_id)
             violations += found
-            sent = _expiry(item, store, states, trail, publisher, clock, correlation_id)
+            sent = _expiry(peers, item, correlation_id)
         except ClaimHeld:
             held = True
             sent = None
         except DomainError as err:
             failed.append(item.name)
-            _record_failure(trail, item.name, err, correlation_id)
+            _record_failure(peers.trail, item.name, err, correlation_id)
             continue
         if held:
             # Not a failure: the holder (an event delivery) finishes, or tomorrow's run does.
@@ -267,44 +257,20 @@ def thresholds_of(tags: Mapping[str, str] | None) -> tuple[int, ...]:
         return DEFAULT_WARNING_DAYS  # the sweep reports the invalid policy
 
 
-def _expiry(
-    item: SecretItem,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    correlation_id: str,
-) -> str | None:
+def _expiry(peers: Peers, item: SecretItem, correlation_id: str) -> str | None:
     if item.expires is None:
         return None
-    left = item.expires - clock.now()
+    left = item.expires - peers.clock.now()
     if left > timedelta(days=max(thresholds_of(item.tags))):
         return None  # the common case: nothing to read
     try:
-        current = store.get_properties(item.name)  # the version id, and what the vault says now
+        current = peers.store.get_properties(item.name)  # the version id, and what the vault says now
     except (NotFound, SecretDisabled):
         return None  # deleted or disabled since the listing
-    return notify_expiry(
-        current,
-        thresholds_of(current.tags),
-        states,
-        trail,
-        publisher,
-        clock,
-        source="expiry_check",
-        correlation_id=correlation_id,
-    )
+    return notify_expiry(peers, current, thresholds_of(current.tags), Asked("expiry_check", correlation_id))
 
 
-def _violations(
-    item: SecretItem,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    require_exp: bool,
-    correlation_id: str,
-) -> tuple[int, bool]:
+def _violations(peers: Peers, item: SecretItem, require_exp: bool, correlation_id: str) -> tuple[int, bool]:
     """POLICY_VIOLATION once per version (the listing has no version id: the creation time stands for it)
     and tag; returns how many were recorded now, and whether another run held one of their claims."""
     found: list[tuple[str, str]] = []
@@ -317,14 +283,14 @@ def _violations(
     for tag, problem in found:
         key = f"{item.name.lower()}:{format_time(item.created)}:{tag}"
         try:
-            held = claim(states, VIOLATIONS, key, clock, tag=tag)
+            held = claim(peers.states, VIOLATIONS, key, peers.clock, tag=tag)
         except ClaimHeld:
             busy = True
             continue
         if held is None:
             continue
         with held.releasing():
-            trail.record(
+            peers.trail.record(
                 Action.POLICY_VIOLATION,
                 secret_name=item.name,
                 result=Result.FAILURE,

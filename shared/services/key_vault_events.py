@@ -39,10 +39,10 @@ from shared.domain.policy import MANAGED_BY_TAG, POLICY_TAGS, RotationPolicy
 from shared.domain.rotation import RotationReason, RotationRequest, validate_correlation_id
 from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion
 from shared.domain.targets import is_reserved
-from shared.ports import Clock, Publisher, RotationRequests, SecretStore, StateStore
+from shared.ports import SecretStore
 from shared.services.audit import AuditTrail
 from shared.services.claims import Claim, ClaimHeld, claim
-from shared.services.expiry import notify_expiry, thresholds_of
+from shared.services.expiry import Asked, notify_expiry, thresholds_of
 from shared.services.peers import Peers
 from shared.services.rotation import PARTITION as ROTATION_PARTITION
 from shared.services.rotation import Busy, acquire, release, written_by_service
@@ -76,23 +76,16 @@ def handle_event(peers: Peers, event: KeyVaultEvent) -> EventOutcome:
     or that holder's lease run out (it died) and finishes it. Never raises for an event that names nothing
     this service acts on.
     """
-    store, states, trail, publisher, clock = (
-        peers.store,
-        peers.states,
-        peers.trail,
-        peers.publisher,
-        peers.clock,
-    )
-    requests, reserved = peers.requests, peers.reserved
+    trail = peers.trail
     if event.vault_name.lower() != trail.vault.lower():
         return _ignored(event, f"about the vault {event.vault_name[:64]!r}, not {trail.vault!r}")
     if not event.is_secret:
         return _ignored(event, f"about a {event.object_type[:32]!r}, not a secret")
-    if is_reserved(event.name, reserved):
+    if is_reserved(event.name, peers.reserved):
         return _ignored(event, "about the service's own secret")
     key = f"{event.type.short}:{event.name.lower()}:{event.version}"
     try:
-        held = claim(states, PARTITION, key, clock, event_id=event.id)
+        held = claim(peers.states, PARTITION, key, peers.clock, event_id=event.id)
     except ClaimHeld:
         logger.info("%s of %s version %s: another delivery is acting on it", *_names(event))
         raise
@@ -103,9 +96,9 @@ def handle_event(peers: Peers, event: KeyVaultEvent) -> EventOutcome:
     with held.releasing():
         try:
             if event.type == KeyVaultEventType.NEW_VERSION:
-                outcome = _new_version(event, held, store, states, trail, clock, cid)
+                outcome = _new_version(peers, event, held, cid)
             else:
-                outcome = _expiry(event, store, states, trail, publisher, requests, clock, cid)
+                outcome = _expiry(peers, event, cid)
         except NotFound:
             outcome = EventOutcome("ignored", "the secret or version no longer exists")
         held.finish(outcome=outcome.status)
@@ -113,47 +106,25 @@ def handle_event(peers: Peers, event: KeyVaultEvent) -> EventOutcome:
     return outcome
 
 
-def _expiry(
-    event: KeyVaultEvent,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    publisher: Publisher,
-    requests: RotationRequests,
-    clock: Clock,
-    cid: str,
-) -> EventOutcome:
+def _expiry(peers: Peers, event: KeyVaultEvent, cid: str) -> EventOutcome:
     try:
-        current = store.get_properties(event.name)
+        current = peers.store.get_properties(event.name)
     except SecretDisabled:
         return EventOutcome("ignored", "the current version is disabled")
     if current.version.lower() != event.version:
         return EventOutcome("ignored", "about an old version")
     if RotationPolicy.is_managed(current.tags) and not current.managed:
-        requests.send(
-            [
-                RotationRequest(
-                    secret_name=current.name,
-                    reason=RotationReason.EVENT,
-                    requested_at=clock.now(),
-                    correlation_id=cid,
-                )
-            ]
+        request = RotationRequest(
+            secret_name=current.name,
+            reason=RotationReason.EVENT,
+            requested_at=peers.clock.now(),
+            correlation_id=cid,
         )
+        peers.requests.send([request])
         return EventOutcome("acted", "rotation requested")
-    sent = notify_expiry(
-        current,
-        thresholds_of(current.tags),
-        states,
-        trail,
-        publisher,
-        clock,
-        source=f"key_vault_event:{event.type.short}",
-        correlation_id=cid,
-        warn=event.type == KeyVaultEventType.NEAR_EXPIRY,
-        warn_slack=WARN_SLACK,
-        expired_slack=EXPIRED_SLACK,
-    )
+    warn = event.type == KeyVaultEventType.NEAR_EXPIRY
+    asked = Asked(f"key_vault_event:{event.type.short}", cid, warn, WARN_SLACK, EXPIRED_SLACK)
+    sent = notify_expiry(peers, current, thresholds_of(current.tags), asked)
     if sent is None:
         return EventOutcome("ignored", "nothing due per the vault, or notified before")
     return EventOutcome("acted", f"{sent} notified")
@@ -190,15 +161,7 @@ class _Restore:
         return {"restore_tags": sorted(self.tags), "restore_from": self.source}
 
 
-def _new_version(
-    event: KeyVaultEvent,
-    held: Claim,
-    store: SecretStore,
-    states: StateStore,
-    trail: AuditTrail,
-    clock: Clock,
-    cid: str,
-) -> EventOutcome:
+def _new_version(peers: Peers, event: KeyVaultEvent, held: Claim, cid: str) -> EventOutcome:
     """OUT_OF_BAND_CHANGE for a version this service did not make. A restore of a dropped policy is a
     change to the vault, so it is recorded as the house records changes: OUT_OF_BAND_CHANGE ``intent``
     naming the tags to restore (fail closed: no intent on record, no write), the write, then ``success``
@@ -208,29 +171,32 @@ def _new_version(
     if held.has("intent") and planned is None:
         logger.warning("restore plan of %s version %s unreadable; planned again", event.name, event.version)
     try:
-        version = store.get_properties(event.name, event.version)
+        version = peers.store.get_properties(event.name, event.version)
     except NotFound as err:
         if planned is None:
             raise
-        return _restore_failed(trail, event.name, event.version, planned, err, cid)
+        return _restore_failed(peers.trail, event.name, event.version, planned, err, cid)
     if planned is None:
         if version.managed:
             return EventOutcome("ignored", "certificate-backed: Key Vault renewed the certificate")
-        if written_by_service(version, states):
+        if written_by_service(version, peers.states):
             return EventOutcome("ignored", "made by this service")
-        planned = _plan_restore(version, store)
-    base = {"source": "key_vault_event"}
+        planned = _plan_restore(version, peers.store)
     if planned is None:
-        trail.record(
-            Action.OUT_OF_BAND_CHANGE,
-            secret_name=version.name,
-            version=version.version,
-            correlation_id=cid,
-            details=base,
-        )
+        peers.trail.record(
+            Action.OUT_OF_BAND_CHANGE, secret_name=version.name, version=version.version, correlation_id=cid,
+            details={"source": "key_vault_event"},
+        )  # fmt: skip
         return EventOutcome("acted", "out-of-band version recorded")
+    return _restore(peers, version, held, planned, cid)
+
+
+def _restore(peers: Peers, version: SecretVersion, held: Claim, planned: _Restore, cid: str) -> EventOutcome:
+    """The planned restore of the version's policy: its intent on record and on the claim, the write, its
+    outcome on record."""
+    base = {"source": "key_vault_event"}
     if not held.has("intent"):
-        trail.record(
+        peers.trail.record(
             Action.OUT_OF_BAND_CHANGE,
             secret_name=version.name,
             version=version.version,
@@ -243,13 +209,13 @@ def _new_version(
     restored = True
     if {**version.tags, **planned.tags} != version.tags:
         try:
-            restored = _write_restore(version, planned, store, states, clock)
+            restored = _write_restore(peers, version, planned)
         except Busy:
             raise  # another write to the secret holds its lease: Event Grid delivers again later
         except (NotFound, InvalidSecret, Conflict) as err:
             # Gone, or refused for good (too many tags now, certificate-backed): retrying cannot help.
-            return _restore_failed(trail, version.name, version.version, planned, err, cid)
-    trail.record(
+            return _restore_failed(peers.trail, version.name, version.version, planned, err, cid)
+    peers.trail.record(
         Action.OUT_OF_BAND_CHANGE,
         secret_name=version.name,
         version=version.version,
@@ -266,15 +232,14 @@ def _new_version(
     return EventOutcome("acted", "out-of-band version recorded, policy restored")
 
 
-def _write_restore(
-    version: SecretVersion, planned: _Restore, store: SecretStore, states: StateStore, clock: Clock
-) -> bool:
+def _write_restore(peers: Peers, version: SecretVersion, planned: _Restore) -> bool:
     """Put the planned policy tags back on ``version``, under the secret's write lease, so a policy change
     or rotation at the same moment is neither overwritten nor overwrites this. Returns False when the
     version carries a policy by then (applied meanwhile: left as it is). Raises Busy (another write holds
     the lease), NotFound, InvalidSecret, Conflict."""
+    store, states = peers.store, peers.states
     held = states.get(ROTATION_PARTITION, version.name.lower())
-    progress, etag = acquire(states, version.name, held, RESTORING, clock)
+    progress, etag = acquire(states, version.name, held, RESTORING, peers.clock)
     try:
         now = store.get_properties(version.name, version.version)
         if RotationPolicy.is_managed(now.tags):
