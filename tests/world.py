@@ -149,7 +149,7 @@ class Peers:
         self, step: str, name: str | None = None, stored: Versioned | None = None, **options: Any
     ) -> tuple[rotation.Progress, str]:
         """Take the write lease of ``name`` as a rotation or revocation does (``stored``: its row as read)."""
-        return rotation.acquire(self.states, name or self.name, stored, step, self.clock, **options)
+        return rotation.acquire(self.peers, name or self.name, stored, step, **options)
 
     def register_request(
         self, request_id: str, force: bool, name: str | None = None

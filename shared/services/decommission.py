@@ -59,7 +59,7 @@ def delete_secret(
     executing = revocation.list_requests(states, status=Status.EXECUTING, secret_name=name)
     if executing:
         raise Conflict(f"secret {name}: revocation {executing[0].id} is being executed; try again later")
-    progress, etag = rotation.acquire(states, name, stored, DELETING, clock)
+    progress, etag = rotation.acquire(peers, name, stored, DELETING)
     details = {"justification": justification[:500], "version": current.version}  # records: 4 KiB
     try:
         _recorded(

@@ -177,30 +177,31 @@ def cause(action: Action, details: Mapping[str, Any], *, actor: Actor = SYSTEM_A
     }
 
 
+@dataclass(frozen=True)
+class Cause:
+    """The record that caused a finding: ``action`` by ``actor`` with ``facts``; ``shown``: the facts are
+    also in the finding's own details (unless too large to be there twice)."""
+
+    action: Action
+    facts: Mapping[str, Any]
+    actor: Actor = SYSTEM_ACTOR
+    shown: bool = True
+
+
 def caused(
-    rule: str,
-    identity: tuple[str, ...],
-    *,
-    time: datetime,
-    secret_name: str | None,
-    summary: str,
-    action: Action,
-    facts: Mapping[str, Any],
-    actor: Actor = SYSTEM_ACTOR,
-    facts_shown: bool = True,
+    rule: str, identity: tuple[str, ...], why: Cause, *, time: datetime, secret_name: str | None, summary: str
 ) -> StoredFinding:
-    """A finding with its cause record (``action`` by ``actor`` with ``facts``): its id derived from the rule
-    and ``identity`` (the same facts always make the same finding: reported once). ``facts_shown``: the
-    facts are also in the finding's own details (unless too large to be there twice)."""
+    """A finding with its cause record (``why``): its id derived from the rule and ``identity`` (the same
+    facts always make the same finding: reported once)."""
     fid = finding_id(rule, *identity)
-    shown = dict(facts) if facts_shown else {}
+    shown = dict(why.facts) if why.shown else {}
     details = {"finding_id": fid, "rule": rule, "summary": clip(summary, 500), "actors": [], **shown}
     return StoredFinding(
         id=fid,
         rule=rule,
         time=time,
         secret_name=secret_name,
-        details={**details, "cause": cause(action, facts, actor=actor)},
+        details={**details, "cause": cause(why.action, why.facts, actor=why.actor)},
     )
 
 
@@ -322,9 +323,9 @@ class TamperAlarm:
                 "check": err.check,
             }
             finding = caused(
-                STATE_TAMPERED_RULE, identity, time=peers.clock.now(), secret_name=None,
+                STATE_TAMPERED_RULE, identity, Cause(Action.STATE_TAMPERED, where), time=peers.clock.now(),
+                secret_name=None,
                 summary=f"stored state {err.table}/{where['partition']}/{key[:140]}: {err.check}",
-                action=Action.STATE_TAMPERED, facts=where,
             )  # fmt: skip
             raise_finding(peers, finding)
             with self._lock:

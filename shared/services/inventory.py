@@ -42,7 +42,7 @@ from shared.domain.state import StateWrite, Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import AuditReader, MacKeyRing, StateStore
 from shared.services.audit import authentic_events
-from shared.services.findings import FindingPeers, caused, raise_finding
+from shared.services.findings import Cause, FindingPeers, caused, raise_finding
 
 logger = logging.getLogger(__name__)
 
@@ -360,9 +360,10 @@ def _changed_outside(peers: FindingPeers, change: Change, cid: str | None) -> No
     else:
         what = "had its policy changed outside the API"
     facts = {"before": before, "after": after, "outside_api": True, "gone": change.gone}
+    # The old and new tags are on the cause record: twice would not fit 4 KiB.
+    why = Cause(Action.POLICY_CHANGED, facts, actor=UNKNOWN_ACTOR, shown=False)
     finding = caused(
-        RULE, (change.name.lower(), digest), time=peers.clock.now(), secret_name=change.name,
-        summary=f"{change.name} {what}", action=Action.POLICY_CHANGED, facts=facts, actor=UNKNOWN_ACTOR,
-        facts_shown=False,  # the old and new tags are on the cause record: twice would not fit 4 KiB
+        RULE, (change.name.lower(), digest), why, time=peers.clock.now(), secret_name=change.name,
+        summary=f"{change.name} {what}",
     )  # fmt: skip
     raise_finding(peers, finding, cid)

@@ -239,7 +239,7 @@ def _write_restore(peers: Peers, version: SecretVersion, planned: _Restore) -> b
     the lease), NotFound, InvalidSecret, Conflict."""
     store, states = peers.store, peers.states
     held = states.get(ROTATION_PARTITION, version.name.lower())
-    progress, etag = acquire(states, version.name, held, RESTORING, peers.clock)
+    progress, etag = acquire(peers, version.name, held, RESTORING)
     try:
         now = store.get_properties(version.name, version.version)
         if RotationPolicy.is_managed(now.tags):

@@ -159,9 +159,8 @@ def _take(
         )  # fmt: skip
     previous = _previous(name, current, peers.states, from_version)
     progress, etag = acquire(
-        peers.states, name, stored, ROLLING_BACK, peers.clock, from_version=current.version,
-        restore_version=previous,
-    )  # fmt: skip
+        peers, name, stored, ROLLING_BACK, from_version=current.version, restore_version=previous
+    )
     return Held(name, progress, etag)
 
 

@@ -16,7 +16,7 @@ from shared.domain.audit import Action, format_time, parse_time
 from shared.domain.errors import DomainError
 from shared.domain.progress import IDLE, Progress
 from shared.domain.state import FUNCTION_TIMEOUT, LEASE, Versioned, lease_runs
-from shared.services.findings import FindingPeers, caused, raise_finding
+from shared.services.findings import Cause, FindingPeers, caused, raise_finding
 from shared.services.sweep import DueSecret
 
 logger = logging.getLogger(__name__)
@@ -100,8 +100,8 @@ def report_stalls(
         }
         summary = f"{found.name} is due since {facts['due_since']} and not rotated: {found.reason}"
         finding = caused(
-            RULE, (found.name.lower(), format_time(found.created)), time=now, secret_name=found.name,
-            summary=summary, action=Action.ROTATION_STALLED, facts=facts,
+            RULE, (found.name.lower(), format_time(found.created)), Cause(Action.ROTATION_STALLED, facts),
+            time=now, secret_name=found.name, summary=summary,
         )  # fmt: skip
         try:
             if raise_finding(peers, finding, correlation_id):

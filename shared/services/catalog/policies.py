@@ -211,7 +211,7 @@ def onboard(
         raise Conflict(f"secret {name} exists already (its current version is disabled)") from None
     except NotFound:
         pass
-    progress, etag = acquire(states, name, stored, ONBOARDING, clock)
+    progress, etag = acquire(peers, name, stored, ONBOARDING)
     assert progress.rotation_id is not None
     details = {"onboarding_id": progress.rotation_id, "policy": policy_dict(policy)}
     fields: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}
@@ -256,7 +256,7 @@ def apply_policy(
     Raises InvalidSecret (name, too many tags), NotFound, InvalidPolicy (naming the field), Conflict
     (reserved, certificate-backed, disabled), Busy, AuditUnavailable (nothing changed), OutcomeNotRecorded
     (the policy was applied, its success record failed)."""
-    store, states, trail, clock = peers.store, peers.states, peers.trail, peers.clock
+    store, states, trail = peers.store, peers.states, peers.trail
     reserved, rotators = peers.reserved, peers.rotators
     validate_name(name)
     refuse_reserved(name, reserved)
@@ -271,7 +271,7 @@ def apply_policy(
     kept = {k: v for k, v in current.tags.items() if k not in POLICY_TAGS and k != SIGNING_KEY_TAG}
     tags = kept | _target_tags(name, policy, rotators) | policy.to_tags()
     validate_tags(tags)
-    progress, etag = acquire(states, name, stored, UPDATING_POLICY, clock, from_version=current.version)
+    progress, etag = acquire(peers, name, stored, UPDATING_POLICY, from_version=current.version)
     previous = {k: v for k, v in current.tags.items() if k in POLICY_TAGS}
     details = {"policy": policy_dict(policy), "previous_tags": previous}
     audit: dict[str, Any] = {"secret_name": name, "actor": actor, "correlation_id": correlation_id}

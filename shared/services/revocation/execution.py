@@ -272,7 +272,7 @@ def _revoke(peers: Services, revocation: Revocation) -> Outcome:
     # An emergency is never held up by a forged lock: a tampered row (reported by the store) is taken over
     # as found, and the vault says what each version is.
     progress = get_as_found(peers.states, rotation.PARTITION, name.lower())
-    lease, etag = rotation.acquire(peers.states, name, progress, REVOKING, peers.clock)
+    lease, etag = rotation.acquire(peers, name, progress, REVOKING)
     disabled: list[str] = []
     errors: dict[str, str] = {}
     try:

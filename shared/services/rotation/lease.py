@@ -26,6 +26,7 @@ from shared.domain.progress import (
 from shared.domain.secrets import SecretVersion
 from shared.domain.state import LEASE, StateTampered, StateWrite, Versioned
 from shared.ports import Clock, StateStore
+from shared.services.peers import Peers
 from shared.services.rotation.rows import (
     LEASE_ATTEMPTS,
     PARTITION,
@@ -46,13 +47,11 @@ class LeaseLost(Exception):
 
 
 def acquire(
-    states: StateStore,
+    peers: Peers,
     name: str,
     stored: Versioned | None,
     step: str,
-    clock: Clock,
     *,
-    rotation_id: str | None = None,
     from_version: str | None = None,
     restore_version: str | None = None,
 ) -> tuple[Progress, str]:
@@ -62,12 +61,12 @@ def acquire(
     Raises Busy when another holder's lease still runs, a rotation is unfinished (even one whose holder
     died: it is resumed, never taken over — its pending value may be the only credential that works at the
     target), or the row changed since it was read."""
-    now = clock.now()
+    now = peers.clock.now()
     previous = Progress.of(stored.state) if stored else Progress()
     if previous.leased_by_other("", now) or previous.step == PROMOTING:
         raise Busy(name, previous)
     progress = Progress(
-        rotation_id=rotation_id or uuid.uuid4().hex,
+        rotation_id=uuid.uuid4().hex,
         step=step,
         from_version=from_version,
         holder=uuid.uuid4().hex,
@@ -85,7 +84,7 @@ def acquire(
         queued_force=previous.queued_force,
     )
     try:
-        return progress, write_progress(states, name.lower(), progress, stored.etag if stored else None)
+        return progress, write_progress(peers.states, name.lower(), progress, stored.etag if stored else None)
     except (Conflict, NotFound) as err:
         raise Busy(name, previous) from err
 

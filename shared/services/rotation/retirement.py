@@ -199,7 +199,7 @@ class Finisher:
     ``key-vault`` secret."""
 
     def __init__(self, peers: Peers, name: str, current: SecretVersion, progress: Versioned | None) -> None:
-        self.name, self.store, self.states, self.clock = name, peers.store, peers.states, peers.clock
+        self.peers, self.name, self.store, self.states = peers, name, peers.store, peers.states
         self.current, self.progress = current, progress
         self.policy: RotationPolicy | None = None
         with contextlib.suppress(PolicyError):
@@ -218,7 +218,7 @@ class Finisher:
         if self.target is None or self.policy is None:
             return
         if self.lease is None:
-            self.lease = acquire(self.states, self.name, self.progress, RETIRING, self.clock)
+            self.lease = acquire(self.peers, self.name, self.progress, RETIRING)
         try:
             retired = self.store.get_value(self.name, version).value
         except (NotFound, SecretDisabled):
