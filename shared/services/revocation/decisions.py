@@ -40,6 +40,7 @@ from shared.services.revocation.reads import get, listed, missing, recorded_ids
 from shared.services.revocation.stored import (
     DECISION_ATTEMPTS,
     PARTITION,
+    Change,
     InvalidRequest,
     NewRequest,
     Services,
@@ -102,10 +103,13 @@ def request(
         review_required=new.break_glass,
     )
     action = Action.BREAK_GLASS if new.break_glass else Action.REVOCATION_REQUESTED
+    extra = {"justification": clip(revocation.justification, 1200), **terms(revocation)}
     record_change(
-        peers, revocation, action, actor, correlation_id, lambda: _create(peers.states, revocation),
-        extra={"justification": clip(revocation.justification, 1200), **terms(revocation)},
-    )  # fmt: skip
+        peers,
+        revocation,
+        Change(action, actor, correlation_id, extra),
+        lambda: _create(peers.states, revocation),
+    )
     if new.break_glass:
         try:
             return execute(peers, revocation.id, actor, correlation_id=correlation_id)
@@ -142,20 +146,16 @@ def approve(
 ) -> Revocation:
     """One approval. Raises NotFound, NotPermitted (the requester), InvalidTransition (not pending,
     expired, a second approval by the same person), Conflict (a concurrent change won), AuditUnavailable."""
-    return _decide(
-        peers, revocation_id, actor, Action.REVOCATION_APPROVED, correlation_id,
-        lambda r, now: r.approve(actor.id, now, comment), extra={"comment": clip(comment or "", 1500)},
-    )  # fmt: skip
+    change = Change(Action.REVOCATION_APPROVED, actor, correlation_id, {"comment": clip(comment or "", 1500)})
+    return _decide(peers, revocation_id, change, lambda r, now: r.approve(actor.id, now, comment))
 
 
 def reject(
     peers: Services, revocation_id: str, actor: Actor, comment: str, *, correlation_id: str | None = None
 ) -> Revocation:
     """Rejected. Raises NotFound, NotPermitted, InvalidTransition, Conflict, AuditUnavailable."""
-    return _decide(
-        peers, revocation_id, actor, Action.REVOCATION_REJECTED, correlation_id,
-        lambda r, now: r.reject(actor.id, now, comment), extra={"comment": clip(comment, 1500)},
-    )  # fmt: skip
+    change = Change(Action.REVOCATION_REJECTED, actor, correlation_id, {"comment": clip(comment, 1500)})
+    return _decide(peers, revocation_id, change, lambda r, now: r.reject(actor.id, now, comment))
 
 
 def cancel(
@@ -163,10 +163,8 @@ def cancel(
 ) -> Revocation:
     """Cancelled by its requester. Raises NotFound, NotPermitted, InvalidTransition, Conflict,
     AuditUnavailable."""
-    return _decide(
-        peers, revocation_id, actor, Action.REVOCATION_CANCELLED, correlation_id,
-        lambda r, now: r.cancel(actor.id, now),
-    )  # fmt: skip
+    change = Change(Action.REVOCATION_CANCELLED, actor, correlation_id)
+    return _decide(peers, revocation_id, change, lambda r, now: r.cancel(actor.id, now))
 
 
 def review(
@@ -174,22 +172,11 @@ def review(
 ) -> Revocation:
     """A break-glass execution reviewed. Raises NotFound, NotPermitted, InvalidTransition, Conflict,
     AuditUnavailable."""
-    return _decide(
-        peers, revocation_id, actor, Action.REVIEWED, correlation_id,
-        lambda r, now: r.reviewed(actor.id, now, comment), extra={"comment": clip(comment, 1500)},
-    )  # fmt: skip
+    change = Change(Action.REVIEWED, actor, correlation_id, {"comment": clip(comment, 1500)})
+    return _decide(peers, revocation_id, change, lambda r, now: r.reviewed(actor.id, now, comment))
 
 
-def _decide(
-    peers: Services,
-    revocation_id: str,
-    actor: Actor,
-    action: Action,
-    correlation_id: str | None,
-    transition: Any,
-    *,
-    extra: dict[str, Any] | None = None,
-) -> Revocation:
+def _decide(peers: Services, revocation_id: str, change: Change, transition: Any) -> Revocation:
     """Apply ``transition`` to the stored request. A write that lost to a concurrent one is not yet a
     refusal: the request is read again and the transition applied again (a second approver racing the
     first is still a valid approval); only when the transition itself no longer applies (approved by
@@ -201,7 +188,7 @@ def _decide(
     except (NotPermitted, AlreadyApproved) as err:
         # A rule about people refused it (the requester approving, a second approval by one approver, a
         # self-review): on record like every other 403, before the caller hears of it (fail closed).
-        _denied(peers, current, action, actor, correlation_id, err)
+        _denied(peers, current, change, err)
         raise
     result: list[Revocation] = [changed]
 
@@ -216,26 +203,19 @@ def _decide(
                 result[0] = transition(latest, now)
         replace_row(peers.states, result[0], stored.etag)
 
-    record_change(peers, changed, action, actor, correlation_id, write, final=result, extra=extra)
+    record_change(peers, changed, change, write, final=result)
     return result[0]
 
 
-def _denied(
-    peers: Services,
-    revocation: Revocation,
-    action: Action,
-    actor: Actor,
-    correlation_id: str | None,
-    err: DomainError,
-) -> None:
+def _denied(peers: Services, revocation: Revocation, change: Change, err: DomainError) -> None:
     """The ``denied`` record of a decision a rule refused. Raises AuditUnavailable (then the caller gets
     503, not the refusal: nothing goes unrecorded)."""
     peers.trail.record(
-        action,
+        change.action,
         result=Result.DENIED,
         secret_name=revocation.secret_name,
-        actor=actor,
-        correlation_id=correlation_id,
+        actor=change.actor,
+        correlation_id=change.correlation_id,
         details={"revocation_id": revocation.id, "rule": type(err).__name__, "reason": clip(str(err), 600)},
     )
 
@@ -262,10 +242,8 @@ def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tup
                 execute(peers, revocation.id, SYSTEM_ACTOR, correlation_id=correlation_id)
                 finished.append(revocation.id)
             elif revocation.status in (Status.PENDING, Status.APPROVED) and now >= revocation.expires_at:
-                _decide(
-                    peers, revocation.id, SYSTEM_ACTOR, Action.REVOCATION_EXPIRED, correlation_id,
-                    lambda r, at: r.expire(at),
-                )  # fmt: skip
+                expiry = Change(Action.REVOCATION_EXPIRED, SYSTEM_ACTOR, correlation_id)
+                _decide(peers, revocation.id, expiry, lambda r, at: r.expire(at))
                 expired.append(revocation.id)
             elif revocation.status == Status.EXECUTING and execution_lease_over(revocation, now):
                 execute(peers, revocation.id, SYSTEM_ACTOR, correlation_id=correlation_id)

@@ -99,29 +99,38 @@ def replace_row(states: StateStore, revocation: Revocation, etag: str) -> Versio
         raise Conflict(f"revocation {revocation.id} changed meanwhile; read it again") from None
 
 
+@dataclass(frozen=True)
+class Change:
+    """A change to a request as its records name it: what (``action``), by whom, under which correlation
+    id, and what else the records say (``extra``)."""
+
+    action: Action
+    actor: Actor
+    correlation_id: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
 def record_change(
     peers: Services,
     revocation: Revocation,
-    action: Action,
-    actor: Actor,
-    correlation_id: str | None,
+    change: Change,
     write: Any,
     *,
     final: list[Revocation] | None = None,
-    extra: dict[str, Any] | None = None,
 ) -> None:
     """Intent, the write, then success — or failure when the write lost or was refused (the caller sees
     the error). ``final``: where the write leaves the request it actually stored, when it re-applied the
     transition (the success record describes that one)."""
+    action = change.action
     fields: dict[str, Any] = {
         "secret_name": revocation.secret_name,
-        "actor": actor,
-        "correlation_id": correlation_id,
-        "details": {**details_of(revocation), **(extra or {})},
+        "actor": change.actor,
+        "correlation_id": change.correlation_id,
+        "details": {**details_of(revocation), **change.extra},
     }
     peers.trail.attempt(action, write, **fields)
     if final:
-        fields["details"] = {**details_of(final[0]), **(extra or {})}
+        fields["details"] = {**details_of(final[0]), **change.extra}
     peers.trail.outcome(
         action, f"revocation {revocation.id}: {action.value} took effect", {"revocation_id": revocation.id},
         **fields,
