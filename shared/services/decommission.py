@@ -10,6 +10,7 @@ then success or failure) and notified (``SecretDeleted`` / ``SecretRecovered``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from shared.domain.audit import Action, Actor
@@ -21,7 +22,7 @@ from shared.domain.secrets import SecretVersion, validate_name
 from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore
 from shared.services import revocation, rotation
-from shared.services.audit import AuditTrail
+from shared.services.audit import AuditTrail, Change
 from shared.services.peers import Peers
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,7 @@ def delete_secret(
     progress, etag = rotation.acquire(peers, name, stored, DELETING)
     details = {"justification": justification[:500], "version": current.version}  # records: 4 KiB
     try:
-        _recorded(
-            trail, Action.SECRET_DELETED, name, actor, correlation_id, details, lambda: store.delete(name)
-        )
+        _recorded(trail, name, Change(Action.SECRET_DELETED, actor, correlation_id, details), store.delete)
     finally:
         rotation.release(states, name, progress, etag, new_version=None)
     _notify(publisher, clock, trail.vault, SECRET_DELETED, name, actor)
@@ -82,7 +81,7 @@ def recover_secret(peers: Peers, name: str, *, actor: Actor, correlation_id: str
     validate_name(name)
     if is_reserved(name, reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never recovered through this API")
-    _recorded(trail, Action.SECRET_RECOVERED, name, actor, correlation_id, {}, lambda: store.recover(name))
+    _recorded(trail, name, Change(Action.SECRET_RECOVERED, actor, correlation_id), store.recover)
     _notify(publisher, clock, trail.vault, SECRET_RECOVERED, name, actor)
 
 
@@ -95,22 +94,16 @@ def _current(store: SecretStore, name: str) -> SecretVersion:
         return max(versions, key=lambda v: v.created)
 
 
-def _recorded(
-    trail: AuditTrail,
-    action: Action,
-    name: str,
-    actor: Actor,
-    correlation_id: str | None,
-    details: dict[str, Any],
-    change: Any,
-) -> None:
-    """Intent, the change, then success — or failure (and the error raised) when the vault refused."""
+def _recorded(trail: AuditTrail, name: str, change: Change, act: Callable[[str], object]) -> None:
+    """Intent, ``act`` on the secret, then success — or failure (and the error raised) when the vault
+    refused."""
     fields: dict[str, Any] = {
-        "secret_name": name, "actor": actor, "correlation_id": correlation_id, "details": details,
+        "secret_name": name, "actor": change.actor, "correlation_id": change.correlation_id,
+        "details": dict(change.extra),
     }  # fmt: skip
-    trail.attempt(action, change, **fields)
-    done = "deleted" if action == Action.SECRET_DELETED else "recovered"
-    trail.outcome(action, f"secret {name} was {done}", {"name": name}, **fields)
+    trail.attempt(change.action, lambda: act(name), **fields)
+    done = "deleted" if change.action == Action.SECRET_DELETED else "recovered"
+    trail.outcome(change.action, f"secret {name} was {done}", {"name": name}, **fields)
 
 
 def _notify(publisher: Publisher, clock: Clock, vault: str, kind: str, name: str, actor: Actor) -> None:

@@ -17,7 +17,7 @@ from shared.services.audit.queries import (
     review_finding,
     summarize_audit,
 )
-from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, EventFields
+from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, Change, EventFields
 from shared.services.audit.verification import (
     DigestOutcome,
     DigestRefused,
@@ -34,6 +34,7 @@ __all__ = [
     "AuditPage",
     "AuditTrail",
     "AuditUnavailable",
+    "Change",
     "DigestOutcome",
     "DigestRefused",
     "EventFields",

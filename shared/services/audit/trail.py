@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from shared.domain.audit import (
@@ -45,6 +45,17 @@ class EventFields(TypedDict, total=False):
     details: Mapping[str, Any] | None
     error: str | None
     duration_ms: int | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change as its records name it (intent, then outcome): what (``action``), by whom, under which
+    correlation id, and what else the records say (``extra``)."""
+
+    action: Action
+    actor: Actor
+    correlation_id: str | None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class AuditTrail:

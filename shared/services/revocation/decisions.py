@@ -35,12 +35,12 @@ from shared.domain.revocation import (
 from shared.domain.secrets import validate_name
 from shared.domain.targets import is_reserved
 from shared.ports import SecretStore, StateStore
+from shared.services.audit import Change
 from shared.services.revocation.execution import execute
 from shared.services.revocation.reads import get, listed, missing, recorded_ids
 from shared.services.revocation.stored import (
     DECISION_ATTEMPTS,
     PARTITION,
-    Change,
     InvalidRequest,
     NewRequest,
     Services,

@@ -11,8 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.domain.audit import (
-    Action,
-    Actor,
     format_time,
 )
 from shared.domain.errors import (
@@ -31,6 +29,7 @@ from shared.domain.revocation import Result as Outcome
 from shared.domain.secrets import InvalidSecret
 from shared.domain.state import LEASE, Versioned
 from shared.ports import StateStore
+from shared.services.audit import Change
 from shared.services.peers import Peers
 
 logger = logging.getLogger(__name__)
@@ -97,17 +96,6 @@ def replace_row(states: StateStore, revocation: Revocation, etag: str) -> Versio
         raise Conflict(f"revocation {revocation.id} changed meanwhile; read it again") from None
     except Conflict:
         raise Conflict(f"revocation {revocation.id} changed meanwhile; read it again") from None
-
-
-@dataclass(frozen=True)
-class Change:
-    """A change to a request as its records name it: what (``action``), by whom, under which correlation
-    id, and what else the records say (``extra``)."""
-
-    action: Action
-    actor: Actor
-    correlation_id: str | None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def record_change(
