@@ -80,21 +80,27 @@ def _bucket(moment: datetime, width: timedelta) -> str:
     return str(epoch - epoch % seconds)
 
 
-def _bursts(
-    rule: str,
-    events: Iterable[AuditEvent],
-    key: Callable[[AuditEvent], str | None],
-    threshold: int,
-    window: timedelta,
-    describe: Callable[[str, int], str],
-    since: datetime | None,
-) -> list[Finding]:
+@dataclass(frozen=True)
+class _Burst:
+    """A burst rule: ``threshold`` events with the same ``key`` within ``window``, and how its finding
+    reads (``describe(subject, count)``)."""
+
+    rule: str
+    key: Callable[[AuditEvent], str | None]
+    threshold: int
+    window: timedelta
+    describe: Callable[[str, int], str]
+
+
+def _bursts(burst_rule: _Burst, events: Iterable[AuditEvent], since: datetime | None) -> list[Finding]:
     """Sliding-window bursts: ``threshold`` events with the same key within ``window``. One finding per
     key per window-sized bucket of the burst's first event, so a long burst is reported once per window.
 
     A burst whose first event lies within ``window`` of the scan's lookback start is not judged: its
     earlier events may have aged out of the lookback, and judging what is left would give the burst a
     new first event — and a new finding id — for a burst an earlier scan already reported."""
+    rule, key, threshold, window = burst_rule.rule, burst_rule.key, burst_rule.threshold, burst_rule.window
+    describe = burst_rule.describe
     groups: dict[str, list[AuditEvent]] = defaultdict(list)
     for event in events:
         subject = key(event)
@@ -141,41 +147,39 @@ def find_suspicious(
     events = [e for e in events if e.action != Action.SUSPICIOUS_ACTIVITY]
     denied = [e for e in events if e.action == Action.ACCESS_DENIED]
     findings = _bursts(
-        "access_denied_burst_actor",
+        _Burst(
+            "access_denied_burst_actor", lambda e: _person(e) if e.actor.id != "anonymous" else None,
+            rules.denied_per_actor, rules.window,
+            lambda s, n: f"{n} denied requests by {s} within {rules.window}",
+        ),
         denied,
-        lambda e: _person(e) if e.actor.id != "anonymous" else None,
-        rules.denied_per_actor,
-        rules.window,
-        lambda s, n: f"{n} denied requests by {s} within {rules.window}",
         since,
-    )
+    )  # fmt: skip
     findings += _bursts(
-        "access_denied_burst_ip",
+        _Burst(
+            "access_denied_burst_ip", lambda e: e.actor.ip, rules.denied_per_ip, rules.window,
+            lambda s, n: f"{n} denied requests from {s} within {rules.window}",
+        ),
         denied,
-        lambda e: e.actor.ip,
-        rules.denied_per_ip,
-        rules.window,
-        lambda s, n: f"{n} denied requests from {s} within {rules.window}",
         since,
-    )
+    )  # fmt: skip
     findings += _bursts(
-        "repeated_rotation_failures",
+        _Burst(
+            "repeated_rotation_failures", lambda e: e.secret_name, rules.rotation_failures,
+            rules.rotation_failure_window,
+            lambda s, n: f"{n} failed rotations of {s} within {rules.rotation_failure_window}",
+        ),
         [e for e in events if e.action == Action.ROTATION_FAILED],
-        lambda e: e.secret_name,
-        rules.rotation_failures,
-        rules.rotation_failure_window,
-        lambda s, n: f"{n} failed rotations of {s} within {rules.rotation_failure_window}",
         since,
-    )
+    )  # fmt: skip
     findings += _bursts(
-        "revocation_request_burst",
+        _Burst(
+            "revocation_request_burst", _person, rules.revocation_requests, rules.revocation_window,
+            lambda s, n: f"{n} revocation requests by {s} within {rules.revocation_window}",
+        ),
         _outcomes(events, Action.REVOCATION_REQUESTED),
-        _person,
-        rules.revocation_requests,
-        rules.revocation_window,
-        lambda s, n: f"{n} revocation requests by {s} within {rules.revocation_window}",
         since,
-    )
+    )  # fmt: skip
     zone = ZoneInfo(rules.timezone)
     for event in _outcomes(events, Action.BREAK_GLASS):
         findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
