@@ -77,7 +77,7 @@ class SecretStore(Protocol):
         """A version's value and properties (None: the current version). Raises NotFound, SecretDisabled."""
         ...
 
-    def set_value(
+    def set_value(  # noqa: PLR0913 - SecretClient.set_secret's properties, by keyword
         self,
         name: str,
         value: str,

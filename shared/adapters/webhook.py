@@ -89,7 +89,7 @@ class WebhookRotator:
     with and the wait, for tests.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - its peers, then the HTTP knobs tests and settings turn, by keyword
         self,
         store: SecretStore,
         keys: MacKeyRing,
