@@ -86,28 +86,12 @@ def verify_audit(
     compared (a sealed chain never regresses), and the chains with the newest digest. Raises
     DependencyUnavailable when the store or the key vault cannot be read.
     """
-    reader, keys, clock, anchor, vault = (
-        peers.reader,
-        peers.keys,
-        peers.clock,
-        peers.anchor,
-        peers.trail.vault,
-    )
-    chain = chain_of(vault, secret_name) if secret_name else None
-    anchored = anchor.read()
+    reader, keys = peers.reader, peers.keys
+    chain = chain_of(peers.trail.vault, secret_name) if secret_name else None
+    anchored = peers.anchor.read()
     digests = reader.read_digests()
     contents = dict(reader.read_chains(chain))
-    verdicts: dict[str, ChainVerdict] = {
-        name: verify_contents(name, c, keys.get) for name, c in sorted(contents.items())
-    }
-    for name, verdict in list(verdicts.items()):
-        if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
-            # A chain's records and its head are read one after the other: an append in between looks
-            # like a cut (or an overrun) once. Read that chain again before calling it a break.
-            again = reader.read_chains(name).get(name)
-            if again is not None:
-                contents[name] = again
-                verdicts[name] = verify_contents(name, again, keys.get)
+    verdicts = _verdicts(peers, contents)
     report = VerifyReport(chains=len(verdicts), records=sum(v.records for v in verdicts.values()))
     for verdict in verdicts.values():
         report.breaks += verdict.breaks
@@ -126,20 +110,40 @@ def verify_audit(
         report.latest_digest = latest.time
         report.breaks += check_against_digest(verdicts, latest, macs_at)
     if chain is None:
-        # Unsealed since: the latest digest, or (no digest yet) the oldest record, read only then.
-        unsealed_since = latest.time if latest is not None else _oldest_record_time(contents)
-        if unsealed_since is not None and clock.now() - unsealed_since > 2 * digest_interval:
-            sealed = format_time(latest.time) if latest else "never"
-            report.breaks.append(
-                Break(
-                    DIGEST_CHAIN,
-                    BreakKind.STALE_DIGEST,
-                    latest.seq if latest else None,
-                    f"latest digest: {sealed}",
-                )
-            )
+        report.breaks += _stale(peers, latest, contents, digest_interval)
     report.breaks = _once(report.breaks)
     return report
+
+
+def _verdicts(peers: AuditPeers, contents: dict[str, ChainContents]) -> dict[str, ChainVerdict]:
+    """Each chain's verdict. A chain's records and its head are read one after the other: an append in
+    between looks like a cut (or an overrun) once, so such a chain is read again (``contents`` updated)
+    before it is called a break."""
+    keys = peers.keys
+    verdicts = {name: verify_contents(name, c, keys.get) for name, c in sorted(contents.items())}
+    for name, verdict in list(verdicts.items()):
+        if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
+            again = peers.reader.read_chains(name).get(name)
+            if again is not None:
+                contents[name] = again
+                verdicts[name] = verify_contents(name, again, keys.get)
+    return verdicts
+
+
+def _stale(
+    peers: AuditPeers, latest: Digest | None, contents: Mapping[str, ChainContents], interval: timedelta
+) -> list[Break]:
+    """A STALE_DIGEST break when nothing was sealed for two digest intervals: since the latest digest, or
+    (no digest yet) since the oldest record."""
+    unsealed_since = latest.time if latest is not None else _oldest_record_time(contents)
+    if unsealed_since is None or peers.clock.now() - unsealed_since <= 2 * interval:
+        return []
+    sealed = format_time(latest.time) if latest else "never"
+    return [
+        Break(
+            DIGEST_CHAIN, BreakKind.STALE_DIGEST, latest.seq if latest else None, f"latest digest: {sealed}"
+        )
+    ]
 
 
 def _once(breaks: list[Break]) -> list[Break]:
