@@ -147,16 +147,9 @@ def request_rotation(
     requests joined), AuditUnavailable or DependencyUnavailable (nothing queued). A request that was
     queued or joined is answered so even when its success record fails (logged): asking again would
     rotate twice."""
-    store, states, requests, trail, clock = (
-        peers.store,
-        peers.states,
-        peers.requests,
-        peers.trail,
-        peers.clock,
-    )
-    reserved = peers.reserved
-    current, policy = _rotatable_now(store, name, reserved)
-    now = clock.now()
+    trail = peers.trail
+    current, policy = _rotatable_now(peers.store, name, peers.reserved)
+    now = peers.clock.now()
     due = policy.next_rotation(current.created, current.expires)
     if not force and now < due:
         raise Conflict(f"secret {name} is not due until {format_time(due)}; force=true rotates it now")
@@ -175,13 +168,7 @@ def request_rotation(
         Action.ROTATION_REQUESTED, version=current.version, result=Result.INTENT, details=details, **fields
     )
     try:
-        status, joined = register_request(states, name, request.rotation_id, force, clock)
-        if joined is None:
-            try:
-                requests.send([request])
-            except DomainError:
-                unregister_request(states, trail, name, request.rotation_id, correlation_id)
-                raise
+        status, joined = _queue(peers, name, request)
     except DomainError as err:
         record_failed(trail, Action.ROTATION_REQUESTED, err, details, {**fields, "version": current.version})
         raise
@@ -198,6 +185,20 @@ def request_rotation(
             request.rotation_id,
         )
     return RotationTicket(request.rotation_id, status, joined)
+
+
+def _queue(peers: Peers, name: str, request: RotationRequest) -> tuple[str, str | None]:
+    """Register the request on the secret's row (it may join the rotation running or the request queued
+    there), and send it when it joined neither: (status, the id it joined). Raises DomainError."""
+    rotation_id = request.rotation_id or ""
+    status, joined = register_request(peers.states, name, rotation_id, request.force, peers.clock)
+    if joined is None:
+        try:
+            peers.requests.send([request])
+        except DomainError:
+            unregister_request(peers.states, peers.trail, name, rotation_id, request.correlation_id)
+            raise
+    return status, joined
 
 
 def _rotatable_now(
