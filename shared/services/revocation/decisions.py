@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from shared.domain.audit import (
@@ -32,7 +33,7 @@ from shared.domain.revocation import (
     required_approvals,
     validate_versions,
 )
-from shared.domain.secrets import validate_name
+from shared.domain.secrets import SecretVersion, validate_name
 from shared.domain.targets import is_reserved
 from shared.ports import SecretStore, StateStore
 from shared.services.audit import Change
@@ -71,19 +72,9 @@ def request(
     if new.break_glass and new.severity != Severity.CRITICAL:
         raise InvalidRequest("break_glass", "only a critical request can be break-glass")
     versions = peers.store.list_versions(new.secret_name)  # NotFound: 404
-    known = {v.version: v for v in versions}
     if new.replace and not _replaceable(peers.store, new.secret_name):
         raise InvalidRequest("replace", f"secret {new.secret_name} has no rotation policy to replace it with")
-    if new.versions is None:
-        chosen = tuple(sorted(v.version for v in versions if v.enabled))
-    else:
-        try:
-            chosen = validate_versions(new.versions)
-        except ValueError as err:
-            raise InvalidRequest("versions", str(err)) from None
-        unknown = [v for v in chosen if v not in known]
-        if unknown:
-            raise InvalidRequest("versions", f"{unknown[0][:64]} is not a version of {new.secret_name}")
+    chosen = _chosen(new, versions)
     now = peers.clock.now()
     revocation = Revocation(
         id=uuid.uuid4().hex,
@@ -119,6 +110,22 @@ def request(
             logger.warning("break-glass %s not executed at once: %s", revocation.id, err)
             return get(peers.states, revocation.id)
     return revocation
+
+
+def _chosen(new: NewRequest, versions: Sequence[SecretVersion]) -> tuple[str, ...]:
+    """The versions a request revokes: those it names (each one of the secret's), or every enabled one.
+    Raises InvalidRequest."""
+    if new.versions is None:
+        return tuple(sorted(v.version for v in versions if v.enabled))
+    try:
+        chosen = validate_versions(new.versions)
+    except ValueError as err:
+        raise InvalidRequest("versions", str(err)) from None
+    known = {v.version for v in versions}
+    unknown = [v for v in chosen if v not in known]
+    if unknown:
+        raise InvalidRequest("versions", f"{unknown[0][:64]} is not a version of {new.secret_name}")
+    return chosen
 
 
 def _replaceable(store: SecretStore, name: str) -> bool:
