@@ -8,15 +8,16 @@ Tests replace the whole container with ``set_container``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.adapters.environment import settled_environment
 from shared.config import Settings
 from shared.domain.policy import Rotator
 from shared.ports import DependencyProbe
+from shared.services.peers import LazyRotators
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -54,40 +55,6 @@ _PROBE_TRANSPORT: dict[str, Any] = {
 
 #: Retries of a throttled (429) or failing (5xx) Key Vault call before the error reaches the service.
 KEY_VAULT_STATUS_RETRIES = 10
-
-_Client = TypeVar("_Client")
-
-
-def settled_environment(
-    build: Callable[..., _Client], url_of: Callable[[_Client], str], **options: Any
-) -> _Client:
-    """``build(**options)`` with what ``requests`` would otherwise look up in the environment on every
-    request settled once, when the client is made: the proxy for its endpoint (HTTPS_PROXY, HTTP_PROXY,
-    NO_PROXY) and a CA bundle (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE) unless ``connection_verify`` is given.
-
-    Per request, that lookup walks the whole environment twice: about 0.3 ms of CPU on a bare machine and
-    over 1 ms on a Functions worker, whose environment holds every app setting — a tenth to a quarter of
-    an SDK call's CPU, for an environment that does not change while the worker runs (a changed app
-    setting restarts it). ``~/.netrc`` is not read either: its credentials have no business on a request
-    that carries the app's own token."""
-    settled: dict[str, Any] = {"use_env_settings": False, **options}
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle and "connection_verify" not in settled:
-        settled["connection_verify"] = bundle
-    client = build(**settled)
-    from urllib.request import getproxies_environment
-
-    if not {k for k in getproxies_environment() if k != "no"}:
-        return client
-    from requests.utils import get_environ_proxies
-
-    if "proxies" in settled:
-        return client  # the caller's own
-    proxies = get_environ_proxies(url_of(client))  # NO_PROXY judged for this endpoint
-    if not proxies:
-        return client
-    getattr(client, "close", lambda: None)()
-    return build(**settled, proxies=proxies)
 
 
 class Container:
@@ -300,7 +267,7 @@ class Container:
     @cached_property
     def target_rotators(self) -> Mapping[Rotator, TargetRotator]:
         """The target rotators, each built (and its technology imported) on first use."""
-        return _LazyRotators(
+        return LazyRotators(
             {
                 Rotator.POSTGRES_SINGLE_USER: lambda: self._postgres(alternating=False),
                 Rotator.POSTGRES_ALTERNATING: lambda: self._postgres(alternating=True),
@@ -501,30 +468,6 @@ class _Deferred:
 
 _container: Container | None = None
 _container_lock = threading.Lock()
-
-
-class _LazyRotators(Mapping[Rotator, "TargetRotator"]):
-    """A mapping whose values are built on first access (a key-vault rotation never imports psycopg)."""
-
-    def __init__(self, factories: Mapping[Rotator, Callable[[], TargetRotator]]) -> None:
-        self._factories = dict(factories)
-        self._built: dict[Rotator, TargetRotator] = {}
-        self._lock = threading.Lock()
-
-    def __getitem__(self, key: Rotator) -> TargetRotator:
-        with self._lock:
-            if key not in self._built:
-                self._built[key] = self._factories[key]()
-            return self._built[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._factories
-
-    def __iter__(self) -> Iterator[Rotator]:
-        return iter(self._factories)
-
-    def __len__(self) -> int:
-        return len(self._factories)
 
 
 def get_container() -> Container:

@@ -10,7 +10,8 @@ findings, the suspicious-activity scan).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+import threading
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from shared.domain.policy import Rotator
@@ -65,3 +66,27 @@ class AuditPeers:
     findings: FindingStore
     publisher: Publisher
     clock: Clock
+
+
+class LazyRotators(Mapping[Rotator, TargetRotator]):
+    """A mapping whose values are built on first access (a key-vault rotation never imports psycopg)."""
+
+    def __init__(self, factories: Mapping[Rotator, Callable[[], TargetRotator]]) -> None:
+        self._factories = dict(factories)
+        self._built: dict[Rotator, TargetRotator] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: Rotator) -> TargetRotator:
+        with self._lock:
+            if key not in self._built:
+                self._built[key] = self._factories[key]()
+            return self._built[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._factories
+
+    def __iter__(self) -> Iterator[Rotator]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
