@@ -129,7 +129,7 @@ PROCESSES = ("dev host", "Azurite", "KV emulator", "bench")
 
 def minimum_requests(versions: int = VERSIONS) -> dict[str, tuple[int, int]]:
     """(table, Key Vault) requests each step needs at the least, by the design of
-    shared/services/revocation.py, for a secret of ``versions`` versions (every one revoked).
+    shared/services/revocation/, for a secret of ``versions`` versions (every one revoked).
 
     Every state change is: read the request (with its ETag), an ``intent`` audit record, the conditional
     write, a ``success`` record. An audit record is ONE entity-group transaction (the record + the chain's
@@ -967,7 +967,7 @@ def print_pass(result: Pass, minimum: Mapping[str, tuple[int, int]]) -> None:
 
 
 def print_minimum(minimum: Mapping[str, tuple[int, int]]) -> None:
-    print(f"minimum requests per step, by the design (shared/services/revocation.py; {VERSIONS} versions):")
+    print(f"minimum requests per step, by the design (shared/services/revocation/; {VERSIONS} versions):")
     print("  request   table 4 = chain head read + intent + insert the request + success;  KV 1 = list")
     print("  approve   table 4 = read the request + intent + conditional replace + success;  KV 0")
     print(

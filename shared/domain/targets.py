@@ -2,7 +2,7 @@
 role, a consumer that checks its own keys). Pure: no I/O; the adapters (shared/adapters/postgres.py,
 shared/adapters/webhook.py) implement ``shared.ports.TargetRotator`` with these types.
 
-The protocol (shared/services/rotation.py): the pending value is generated and stored in Key Vault first
+The protocol (shared/services/rotation/): the pending value is generated and stored in Key Vault first
 (in the secret's pending companion, ``pending_secret_name``), so a crash after the target accepted it is
 resumed, never lost; then ``set`` at the target, ``test`` it, promote it as the secret's new version, and
 ``finish`` once the previous version's grace has ended. Every step is re-runnable.

@@ -15,7 +15,7 @@ the error class and the attempt, and a ``RotationFailed`` notification — never
 
 The same progress entity is the lease of every write this service makes to a secret's versions: a
 rotation (step ``promoting``), a rollback (``rolling_back``, shared/services/rollback.py), onboarding and
-policy changes (shared/services/catalog.py). One at a time per secret; ``acquire`` takes it.
+policy changes (shared/services/catalog/). One at a time per secret; ``acquire`` takes it.
 
 Every version this service writes carries ``rotated-by: secret-lifecycle`` and a ``rotation-id``
 (``made_by_service`` tells them from out-of-band versions).
