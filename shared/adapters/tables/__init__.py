@@ -8,8 +8,7 @@ ports, so callers hold one object.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from azure.core import MatchConditions
@@ -37,16 +36,6 @@ from shared.adapters.tables.rows import (
     unavailable,
     write_operation,
 )
-from shared.domain.audit import (
-    AuditEvent,
-    AuditQuery,
-    AuditRecord,
-    ChainContents,
-    ChainHead,
-    Digest,
-    StoredAuditRow,
-    StoredRecord,
-)
 from shared.domain.errors import Conflict, NotFound
 from shared.domain.state import StateWrite, Versioned
 from shared.ports import MacKeyRing
@@ -67,9 +56,9 @@ FINDINGS_TABLE = "auditfindings"
 STATE_TABLE = "secretstate"
 
 
-class TableAuditLog:
-    """AuditLog and AuditReader on one table, each call handed to the part that does it. Creates the
-    table on first use."""
+class TableAuditLog(TableAuditWriter, TableAuditReader, TableDigestStore):
+    """AuditLog and AuditReader on one table: the writer, the reader and the digest store over one
+    ``AuditTable`` (their methods do not overlap). Creates the table on first use."""
 
     def __init__(
         self,
@@ -81,9 +70,9 @@ class TableAuditLog:
         transactions: TableTransactions | None = None,
     ) -> None:
         self.audit_table = AuditTable(service, table, transactions)
-        self.writer = TableAuditWriter(self.audit_table, keys, max_attempts, max_known_heads)
-        self.reader = TableAuditReader(self.audit_table)
-        self.digests = TableDigestStore(self.audit_table)
+        TableAuditWriter.__init__(self, self.audit_table, keys, max_attempts, max_known_heads)
+        TableAuditReader.__init__(self, self.audit_table)
+        TableDigestStore.__init__(self, self.audit_table)
 
     @property
     def table_name(self) -> str:
@@ -92,44 +81,6 @@ class TableAuditLog:
     @property
     def table(self) -> TableClient:
         return self.audit_table.table
-
-    # -- AuditLog -----------------------------------------------------------------------------------
-
-    def append(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        return self.writer.append(events)
-
-    def repair(self, chain: str, after: ChainHead, event: AuditEvent, seen: ChainHead | None) -> AuditRecord:
-        return self.writer.repair(chain, after, event, seen)
-
-    # -- AuditReader ----------------------------------------------------------------------------------
-
-    def list_records(self, query: AuditQuery) -> Iterable[StoredAuditRow]:
-        return self.reader.list_records(query)
-
-    def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
-        return self.reader.read_chains(chain)
-
-    def read_head(self, chain: str) -> ChainHead | None:
-        return self.reader.read_head(chain)
-
-    def read_heads(self) -> dict[str, ChainHead]:
-        return self.reader.read_heads()
-
-    def read_range(self, chain: str, first: int, last: int) -> list[StoredRecord]:
-        return self.reader.read_range(chain, first, last)
-
-    def read_digests(self, since: int = 1) -> list[Digest]:
-        return self.digests.read_digests(since)
-
-    def append_digest(
-        self,
-        previous: Digest | None,
-        heads: Mapping[str, ChainHead],
-        time_: datetime,
-        keys: MacKeyRing,
-        held: Sequence[str] = (),
-    ) -> Digest:
-        return self.digests.append_digest(previous, heads, time_, keys, held)
 
 
 class TableStateStore(LazyTable):
