@@ -134,22 +134,22 @@ class Container:
     def _table_service(self, **transport: Any) -> TableServiceClient:
         from azure.data.tables import TableServiceClient
 
+        service: TableServiceClient = self._storage_client(
+            TableServiceClient, "endpoint", self.settings.storage.table_service_uri, **transport
+        )
+        return service
+
+    def _storage_client(self, client: Any, uri_option: str, uri: str | None, **options: Any) -> Any:
+        """A storage service client: from the connection string when the settings give one, else from the
+        service's URI (``uri_option``: the client's name for it) with the app's identity."""
         storage = self.settings.storage
         if storage.connection_string is not None:
             return settled_environment(
-                TableServiceClient.from_connection_string,
-                _url,
-                conn_str=storage.connection_string,
-                **transport,
+                client.from_connection_string, _url, conn_str=storage.connection_string, **options
             )
-        assert storage.table_service_uri is not None
-        return settled_environment(
-            TableServiceClient,
-            _url,
-            endpoint=storage.table_service_uri,
-            credential=self._storage_credential,
-            **transport,
-        )
+        assert uri is not None
+        options[uri_option] = uri
+        return settled_environment(client, _url, credential=self._storage_credential, **options)
 
     @cached_property
     def table_service(self) -> TableServiceClient:
@@ -161,24 +161,11 @@ class Container:
 
         from shared.adapters.storage import QUEUE_API_VERSION
 
-        storage = self.settings.storage
-        if storage.connection_string is not None:
-            return settled_environment(
-                QueueServiceClient.from_connection_string,
-                _url,
-                conn_str=storage.connection_string,
-                api_version=QUEUE_API_VERSION,
-                **transport,
-            )
-        assert storage.queue_service_uri is not None
-        return settled_environment(
-            QueueServiceClient,
-            _url,
-            account_url=storage.queue_service_uri,
-            credential=self._storage_credential,
-            api_version=QUEUE_API_VERSION,
-            **transport,
+        uri = self.settings.storage.queue_service_uri
+        service: QueueServiceClient = self._storage_client(
+            QueueServiceClient, "account_url", uri, api_version=QUEUE_API_VERSION, **transport
         )
+        return service
 
     @cached_property
     def queue_service(self) -> QueueServiceClient:
