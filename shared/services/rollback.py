@@ -41,13 +41,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.audit import SYSTEM_ACTOR, Action, Actor, Result, format_time
-from shared.domain.errors import Conflict, DomainError, NotFound, OutcomeNotRecorded, SecretDisabled
+from shared.domain.errors import Conflict, DomainError, NotFound, OutcomeNotRecorded
 from shared.domain.notifications import SECRET_ROLLED_BACK, Notification
 from shared.domain.policy import PolicyError, RotationPolicy, Rotator
 from shared.domain.secrets import SecretVersion, validate_name
 from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import Clock, Publisher, SecretStore, StateStore
+from shared.services.catalog.policies import writable_version
 from shared.services.peers import Peers
 from shared.services.rotation import (
     LEASE,
@@ -165,12 +166,7 @@ def _take(
 
 
 def _current(store: SecretStore, name: str) -> tuple[SecretVersion, RotationPolicy]:
-    try:
-        current = store.get_properties(name)
-    except SecretDisabled:
-        raise Conflict(f"secret {name}: the current version is disabled") from None
-    if current.managed:
-        raise Conflict(f"secret {name} backs a certificate: renew the certificate instead")
+    current = writable_version(store, name)
     if not RotationPolicy.is_managed(current.tags):
         raise NotManaged(name, "managed-by")
     try:

@@ -312,6 +312,8 @@ def _target_tags(
 
 
 def writable_version(store: SecretStore, name: str) -> SecretVersion:
+    """The current version, when this service may write over it. Raises Conflict (disabled, backs a
+    certificate), NotFound."""
     try:
         current = store.get_properties(name)
     except SecretDisabled:

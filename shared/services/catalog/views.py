@@ -79,16 +79,22 @@ def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> 
 def _summary(
     current: SecretItem, stored: Versioned | None, now: datetime, reserved: Collection[str]
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {
+    entry = _properties(current)
+    entry.update(policy_view(current, now, reserved))
+    entry["state"] = state_view(stored, now)
+    return entry
+
+
+def _properties(current: SecretItem) -> dict[str, Any]:
+    """A secret's properties as the list and the status show them (a disabled current version's id is
+    not known)."""
+    return {
         "name": current.name,
         "version": current.version if isinstance(current, SecretVersion) else None,
         "created": time_text(current.created),
         "expires": time_text(current.expires),
         "enabled": current.enabled,
     }
-    entry.update(policy_view(current, now, reserved))
-    entry["state"] = state_view(stored, now)
-    return entry
 
 
 def policy_view(current: SecretItem, now: datetime, reserved: Collection[str]) -> dict[str, Any]:
@@ -147,11 +153,7 @@ def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFT
         newest = max(store.list_versions(name), key=lambda v: v.created)  # NotFound when gone
         current = SecretItem(**{k: getattr(newest, k) for k in SecretItem.__dataclass_fields__})
     status: dict[str, Any] = {
-        "name": current.name,
-        "version": current.version if isinstance(current, SecretVersion) else None,
-        "created": time_text(current.created),
-        "expires": time_text(current.expires),
-        "enabled": current.enabled,
+        **_properties(current),
         "managed": RotationPolicy.is_managed(current.tags) and not is_reserved(name, reserved),
         "reserved": is_reserved(name, reserved),
     }
