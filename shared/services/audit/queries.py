@@ -41,7 +41,9 @@ if TYPE_CHECKING:  # the bundle imports this package: annotations only
     from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
-# -- query ----------------------------------------------------------------------------------------
+
+
+# -- query ---------------------------------------------------------------------------------------------
 
 
 class InvalidCursor(ValueError):
@@ -189,7 +191,7 @@ def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) ->
     }
 
 
-# -- findings review ------------------------------------------------------------------------------
+# -- findings review -----------------------------------------------------------------------------------
 
 #: A finding names at most this many of the actors it is about, each cut to this many characters, so its
 #: details stay small; a reviewer is compared by the same prefix (a collision refuses, never admits).

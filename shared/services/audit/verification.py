@@ -50,7 +50,9 @@ if TYPE_CHECKING:  # the bundle imports this package: annotations only
     from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
-# -- verify ---------------------------------------------------------------------------------------
+
+
+# -- verify --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -183,7 +185,7 @@ def _oldest_record_time(contents: Mapping[str, ChainContents]) -> datetime | Non
     return min(times, default=None)
 
 
-# -- digests and repair ---------------------------------------------------------------------------
+# -- digests and repair --------------------------------------------------------------------------------
 
 
 class DigestRefused(DomainError):

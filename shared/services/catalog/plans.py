@@ -49,7 +49,9 @@ from shared.services.stalls import STALL_AFTER, stall
 from shared.services.sweep import DueSecret
 
 logger = logging.getLogger(__name__)
-# -- rotate -------------------------------------------------------------------------------------------
+
+
+# -- a manual request ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,7 @@ def _rotatable_now(
     return current, policy
 
 
-# -- plan --------------------------------------------------------------------------------------------
+# -- the plan ------------------------------------------------------------------------------------------
 
 
 def rotation_plan(peers: Peers, *, within_days: int) -> dict[str, Any]:

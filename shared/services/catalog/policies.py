@@ -185,7 +185,7 @@ def refuse_reserved(name: str, reserved: Collection[str]) -> None:
         raise Conflict(f"secret {name} is the service's own secret: it is never changed through this API")
 
 
-# -- onboard and policy ---------------------------------------------------------------------------------
+# -- onboard and policy --------------------------------------------------------------------------------
 
 
 def onboard(

@@ -36,7 +36,7 @@ from shared.services.sealed_state import get_as_found
 from shared.services.stalls import STALL_AFTER, stall
 from shared.services.sweep import DueSecret
 
-# -- list -------------------------------------------------------------------------------------------
+# -- list ----------------------------------------------------------------------------------------------
 
 
 def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def state_view(stored: Versioned | None, now: datetime) -> dict[str, Any]:
     return state
 
 
-# -- status ------------------------------------------------------------------------------------------
+# -- status --------------------------------------------------------------------------------------------
 
 
 def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFTER) -> dict[str, Any]:

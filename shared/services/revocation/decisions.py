@@ -53,7 +53,9 @@ from shared.services.revocation.stored import (
 )
 
 logger = logging.getLogger(__name__)
-# -- request ------------------------------------------------------------------------------------------
+
+
+# -- request -------------------------------------------------------------------------------------------
 
 
 def request(
@@ -140,7 +142,7 @@ def _create(states: StateStore, revocation: Revocation) -> None:
     states.create(PARTITION, revocation.id, revocation.to_state())
 
 
-# -- decisions ----------------------------------------------------------------------------------------
+# -- decisions -----------------------------------------------------------------------------------------
 
 
 def approve(
@@ -227,6 +229,9 @@ def _denied(peers: Services, revocation: Revocation, change: Change, err: Domain
     )
 
 
+# -- the expiry timer ----------------------------------------------------------------------------------
+
+
 def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tuple[list[str], list[str]]:
     """Move every pending or approved request past its TTL to ``expired`` (REVOCATION_EXPIRED), finish
     every ``executing`` one whose holder died, and report every request on record whose row is gone.
@@ -260,6 +265,3 @@ def expire_pending(peers: Services, *, correlation_id: str | None = None) -> tup
         except Exception:  # one request's failure never stops the others
             logger.exception("revocation %s could not be expired or finished", revocation.id)
     return expired, finished
-
-
-# -- execute ------------------------------------------------------------------------------------------

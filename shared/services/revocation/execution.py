@@ -53,7 +53,6 @@ from shared.services.revocation.stored import (
 from shared.services.sealed_state import get_as_found
 
 logger = logging.getLogger(__name__)
-# -- expiry -------------------------------------------------------------------------------------------
 
 
 def execute(

@@ -25,7 +25,6 @@ from shared.services.audit import authentic_events
 from shared.services.revocation.stored import PARTITION, Services, read
 
 logger = logging.getLogger(__name__)
-# -- read ---------------------------------------------------------------------------------------------
 
 
 def get(states: StateStore, revocation_id: str) -> Revocation:
