@@ -163,21 +163,11 @@ def test_key_ids_from_rows_are_looked_up_only_when_they_are_version_ids(
 
 
 def test_twenty_concurrent_writers_leave_one_unbroken_chain(env: Env) -> None:
-    errors: list[BaseException] = []
-
     def writer(n: int) -> None:
-        try:
-            for j in range(4):
-                env.trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
-        except BaseException as err:  # collected and asserted on below
-            errors.append(err)
+        for j in range(4):
+            env.trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert _concurrently(20, writer) == []
     contents = env.log.read_chains(env.chain)[env.chain]
     assert sorted(r.position for r in contents.records) == list(range(1, 81))
     assert contents.head is not None and contents.head.seq == 80
@@ -189,23 +179,14 @@ def test_many_chains_appended_at_once_through_a_small_head_cache_stay_whole(env:
     evicts others' heads while they update theirs (shared/adapters/tables/audit_writer.py, HeadCache)."""
     log = TableAuditLog(env.container.table_service, env.keys, table=env.log_name, max_known_heads=2)
     trail = AuditTrail(log, env.clock, env.vault)
-    errors: list[BaseException] = []
     start = threading.Barrier(12)
 
     def writer(n: int) -> None:
-        try:
-            start.wait()
-            for j in range(5):
-                trail.record(Action.ROTATION_STARTED, secret_name=f"s{n % 6}", details={"writer": n, "j": j})
-        except BaseException as err:  # collected and asserted on below
-            errors.append(err)
+        start.wait()
+        for j in range(5):
+            trail.record(Action.ROTATION_STARTED, secret_name=f"s{n % 6}", details={"writer": n, "j": j})
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    assert _concurrently(12, writer) == []
     chains = log.read_chains()
     assert {name: sorted(r.position for r in c.records) for name, c in chains.items()} == {
         f"{env.vault}:s{n}": list(range(1, 11)) for n in range(6)
@@ -226,21 +207,12 @@ def test_the_trail_holds_on_the_sdk_s_public_transactions(env: Env) -> None:
     )
     assert not log.audit_table.transactions.lean
     trail = AuditTrail(log, env.clock, env.vault)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            for j in range(3):
-                trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
-        except BaseException as err:  # collected and asserted on below
-            errors.append(err)
+        for j in range(3):
+            trail.record(Action.ROTATION_STARTED, secret_name=SECRET, details={"writer": n, "j": j})
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert errors == []
+    assert _concurrently(8, writer) == []
     assert sorted(r.position for r in log.read_chains(env.chain)[env.chain].records) == list(range(1, 25))
     assert len(log.heads) == 1
     assert env.breaks() == []
@@ -490,3 +462,21 @@ def test_concurrent_appends_to_one_chain_are_group_committed(env: Env, poisoned:
         assert failures == []
         assert len(stored) == 40 and len(counting.batches) == 2
     assert env.breaks() == []
+
+
+def _concurrently(writers: int, work: Callable[[int], None]) -> list[BaseException]:
+    """Run ``work(n)`` for each of ``writers`` threads at once; what any of them raised."""
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n)
+        except BaseException as err:  # collected and returned
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return errors
