@@ -195,7 +195,7 @@ class Peers:
         return RevocationServices(**self._peer_fields())
 
     def list_managed(self, **options: Any) -> dict[str, Any]:
-        return catalog.list_managed(self.peers, **options)
+        return catalog.list_managed(self.peers, **options).to_json()  # as the API answers it
 
     def request_rotation(self, name: str | None = None, **options: Any) -> catalog.RotationTicket:
         return catalog.request_rotation(self.peers, name or self.name, **options)
@@ -215,7 +215,7 @@ class Peers:
         return catalog.rotation_plan(self.peers, within_days=within_days)
 
     def secret_status(self, name: str | None = None, **options: Any) -> dict[str, Any]:
-        return catalog.secret_status(self.peers, name or self.name, **options)
+        return catalog.secret_status(self.peers, name or self.name, **options).to_json()
 
     def delete_secret(self, name: str | None = None, **options: Any) -> None:
         decommission.delete_secret(self.peers, name or self.name, **options)

@@ -1,28 +1,27 @@
-"""The response models: what each endpoint answers, strict and closed. The OpenAPI document
-(``shared/entrypoints/openapi.py``) is built from them, and the functions-tier conformance tests check
-every answer against its model."""
+"""The response models of the answers whose services still return plain values: what each endpoint
+answers, strict and closed. The OpenAPI document (``shared/entrypoints/openapi.py``) is built from them and
+from the services' own result models (``shared/services/results.py``: the catalog's, in
+``shared/services/catalog/results.py``), and the functions-tier conformance tests check every answer
+against its model."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.domain.audit import Action, ActorType, BreakKind
 from shared.domain.audit import Result as AuditResult
-from shared.domain.policy import Rotator, SecretKind
+from shared.domain.policy import Rotator
 from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
-
-Timestamp = Annotated[AwareDatetime, Field(description="RFC 3339, UTC (`...Z`)")]
-
-
-class _Answer(BaseModel):
-    """Strict and closed: a response that drifts from its model fails the conformance tests."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
+from shared.services.catalog.results import (
+    CurrentPolicy,
+    Stalled,
+)
+from shared.services.results import Answer, Timestamp
 
 
-class Problem(_Answer):
+class Problem(Answer):
     """An RFC 9457 problem (`application/problem+json`). Never carries a secret value."""
 
     model_config = ConfigDict(extra="allow")
@@ -49,18 +48,18 @@ class Problem(_Answer):
     )
 
 
-class HealthCheck(_Answer):
+class HealthCheck(Answer):
     status: Literal["ok", "error"]
     duration_ms: int = Field(ge=0)
     detail: str | None = Field(None, description="Why the check failed: a category, never a credential.")
 
 
-class HealthReport(_Answer):
+class HealthReport(Answer):
     status: Literal["ok", "degraded"]
     checks: dict[str, HealthCheck]
 
 
-class OpenApiDocument(_Answer):
+class OpenApiDocument(Answer):
     """This document (OpenAPI 3.1)."""
 
     model_config = ConfigDict(extra="allow")
@@ -69,7 +68,7 @@ class OpenApiDocument(_Answer):
     paths: dict[str, Any]
 
 
-class AuditRecord(_Answer):
+class AuditRecord(Answer):
     """One audit record. Members without a value are left out."""
 
     id: str
@@ -91,18 +90,18 @@ class AuditRecord(_Answer):
     seq: int
 
 
-class AuditPage(_Answer):
+class AuditPage(Answer):
     items: list[AuditRecord]
     continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
 
 
-class LastRotationSummary(_Answer):
+class LastRotationSummary(Answer):
     time: Timestamp
     secret_name: str | None
     version: str | None
 
 
-class FailureSummary(_Answer):
+class FailureSummary(Answer):
     time: Timestamp
     action: Action
     secret_name: str | None
@@ -111,12 +110,12 @@ class FailureSummary(_Answer):
     correlation_id: str | None
 
 
-class Failures(_Answer):
+class Failures(Answer):
     count: int
     latest: list[FailureSummary] = Field(description="The 10 newest, newest first.")
 
 
-class AuditSummary(_Answer):
+class AuditSummary(Answer):
     secret_name: str | None
     days: int
     since: Timestamp
@@ -126,14 +125,14 @@ class AuditSummary(_Answer):
     failures: Failures
 
 
-class ChainBreak(_Answer):
+class ChainBreak(Answer):
     chain: str
     kind: BreakKind
     seq: int | None
     detail: str
 
 
-class VerifyReport(_Answer):
+class VerifyReport(Answer):
     status: Literal["ok", "broken"]
     chains: int
     records: int
@@ -142,80 +141,19 @@ class VerifyReport(_Answer):
     breaks: list[ChainBreak]
 
 
-class FindingReviewed(_Answer):
+class FindingReviewed(Answer):
     finding_id: str
     status: Literal["reviewed"]
     reviewer: str
     audit_seq: int
 
 
-class CurrentPolicy(_Answer):
-    """A secret's rotation policy as structured fields (the names of the policy body)."""
-
-    kind: SecretKind
-    rotation_interval_days: int
-    validity_days: int | None
-    owner: str | None
-    rotator: Rotator
-    rotation_target: str | None
-    rotation_grace_hours: int | None
-    expiry_warning_days: list[int]
-
-
-class PolicyViolation(_Answer):
-    tag: str
-    problem: str
-
-
-class RotationState(_Answer):
-    """The secret's write in flight: `idle`, or the step holding its lease (with its id and lease), or
-    `tampered` when its stored progress failed its seal (`last_error` says which check; nothing acts on
-    the secret's rotation until an operator deletes the row)."""
-
-    status: str
-    last_error: str | None
-    rotation_id: str | None = None
-    attempt: int | None = None
-    lease_until: str | None = None
-    lease_live: bool | None = None
-
-
-class SecretSummary(_Answer):
-    name: str
-    version: str | None
-    created: Timestamp
-    expires: Timestamp | None
-    enabled: bool
-    policy: CurrentPolicy | None
-    violation: PolicyViolation | None
-    next_due: Timestamp | None
-    due_now: bool
-    state: RotationState
-
-
-class SecretPage(_Answer):
-    items: list[SecretSummary]
-    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
-
-
-class SecretProperties(_Answer):
-    """A version's properties: never its value."""
-
-    name: str
-    version: str
-    created: Timestamp
-    expires: Timestamp | None
-    enabled: bool
-    content_type: str | None
-    tags: dict[str, str]
-
-
-class PolicyApplied(_Answer):
+class PolicyApplied(Answer):
     name: str
     policy: CurrentPolicy
 
 
-class RotationQueued(_Answer):
+class RotationQueued(Answer):
     """A rotation request, by its own id. `queued`: on the queue, or joined to the request queued for the
     secret; `in_progress`: joined to the rotation running. `joined`: the id of the request or rotation it
     joined (null: it was queued itself). The rotation's outcome record (ROTATED, ROTATION_FAILED or
@@ -226,13 +164,13 @@ class RotationQueued(_Answer):
     joined: str | None
 
 
-class RotationInProgress(_Answer):
+class RotationInProgress(Answer):
     rotation_id: str | None
     step: str
     lease_until: str | None
 
 
-class RotationDryRun(_Answer):
+class RotationDryRun(Answer):
     """Whether a rotation would happen now, and why. The version fields are left out when the secret
     cannot be rotated at all (`reason` says why)."""
 
@@ -250,66 +188,7 @@ class RotationDryRun(_Answer):
     stalled: Stalled | None = None
 
 
-class RecordedRotation(_Answer):
-    time: Timestamp | None
-    version: str | None
-    previous_version: str | None
-    rotation_id: str | None
-
-
-class LastWrite(_Answer):
-    rotation_id: str | None
-    new_version: str
-
-
-class LastRotation(_Answer):
-    recorded: RecordedRotation | None
-    last_write: LastWrite | None
-
-
-class LastFailure(_Answer):
-    error_class: str | None
-    time: Timestamp | None = None
-    version: str | None = None
-    rotation_id: str | None = None
-    step: str | None = None
-    error: str | None = None
-
-
-class Retirement(_Answer):
-    version: str
-    after: Timestamp
-
-
-class Stalled(_Answer):
-    """A due secret whose rotation did not happen: since when it counts as stalled, and why (a lease held
-    too long, a tampered state, the last attempt's error, or nothing tried). A ROTATION_STALLED record and
-    a `rotation_stalled` finding are on record, once per stall."""
-
-    since: Timestamp
-    reason: str
-
-
-class SecretStatus(_Answer):
-    name: str
-    version: str | None = Field(description="null when the current version is disabled (its id is hidden).")
-    created: Timestamp
-    expires: Timestamp | None
-    enabled: bool
-    managed: bool
-    reserved: bool
-    policy: CurrentPolicy | None
-    violation: PolicyViolation | None
-    next_due: Timestamp | None
-    due_now: bool
-    state: RotationState
-    last_rotation: LastRotation
-    last_failure: LastFailure | None
-    retirements: list[Retirement]
-    stalled: Stalled | None
-
-
-class RollbackDone(_Answer):
+class RollbackDone(Answer):
     name: str
     rollback_id: str
     version: str = Field(description="The new version, carrying the restored value.")
@@ -317,18 +196,18 @@ class RollbackDone(_Answer):
     rolled_back_from: str
 
 
-class SecretDeleted(_Answer):
+class SecretDeleted(Answer):
     name: str
     status: Literal["deleted"]
     recoverable: bool
 
 
-class SecretRecovered(_Answer):
+class SecretRecovered(Answer):
     name: str
     status: Literal["recovered"]
 
 
-class PlannedExpiry(_Answer):
+class PlannedExpiry(Answer):
     when: Timestamp
     name: str
     event: Literal["expiry"]
@@ -336,7 +215,7 @@ class PlannedExpiry(_Answer):
     expired: bool
 
 
-class PlannedRotation(_Answer):
+class PlannedRotation(Answer):
     when: Timestamp
     name: str
     event: Literal["rotation"]
@@ -345,13 +224,13 @@ class PlannedRotation(_Answer):
     due_now: bool
 
 
-class PlanViolation(_Answer):
+class PlanViolation(Answer):
     name: str
     tag: str
     problem: str
 
 
-class RotationPlan(_Answer):
+class RotationPlan(Answer):
     within_days: int
     now: Timestamp
     until: Timestamp
@@ -359,19 +238,19 @@ class RotationPlan(_Answer):
     violations: list[PlanViolation]
 
 
-class Decision(_Answer):
+class Decision(Answer):
     by: str
     at: Timestamp
     comment: str | None
 
 
-class RevocationResult(_Answer):
+class RevocationResult(Answer):
     disabled_versions: list[str]
     new_version: str | None = None
     errors: dict[str, str] | None = Field(None, description="Versions not disabled: id → error class.")
 
 
-class Revocation(_Answer):
+class Revocation(Answer):
     """A revocation request (the stored document)."""
 
     id: str = Field(pattern=f"^{REVOCATION_ID.pattern}$")
@@ -399,7 +278,7 @@ class Revocation(_Answer):
     review: Decision | None
 
 
-class UnreadableRevocation(_Answer):
+class UnreadableRevocation(Answer):
     """A request that cannot be shown: its row failed its seal (`tampered: <check>`), or the audit trail
     holds it (within 8 days) but its row is gone (`missing: ...`). Each is on record (STATE_TAMPERED) and
     a finding; nothing acts on it."""
@@ -409,7 +288,7 @@ class UnreadableRevocation(_Answer):
     problem: str
 
 
-class RevocationPage(_Answer):
+class RevocationPage(Answer):
     items: list[Revocation]
     continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
     unreadable: list[UnreadableRevocation] = Field(

@@ -47,10 +47,7 @@ from shared.entrypoints.answers import (
     RotationPlan,
     RotationQueued,
     SecretDeleted,
-    SecretPage,
-    SecretProperties,
     SecretRecovered,
-    SecretStatus,
     VerifyReport,
 )
 from shared.entrypoints.auth import PRINCIPAL_HEADER
@@ -62,6 +59,7 @@ from shared.entrypoints.http import (
     Route,
     anonymous,
 )
+from shared.services.catalog.results import SecretPage, SecretProperties, SecretStatus
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 

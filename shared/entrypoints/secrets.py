@@ -95,7 +95,7 @@ def _policy(
 @endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams)
 def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
     page = catalog.list_managed(call.container.peers, limit=call.input.limit, after=call.input.continuation)
-    return json_response(page)
+    return json_response(page.to_json())
 
 
 @endpoint(bp, "secrets_onboard", "secrets", "POST", roles=OPERATE, accepts=OnboardBody)
@@ -105,7 +105,7 @@ def secrets_onboard(call: Call[OnboardBody]) -> func.HttpResponse:
     version = catalog.onboard(
         c.peers, body.name, policy, actor=call.actor, correlation_id=call.correlation_id
     )
-    return json_response(catalog.version_dict(version), 201)
+    return json_response(catalog.properties_of(version).to_json(), 201)
 
 
 @endpoint(bp, "secrets_policy", "secrets/{name}/policy", "PUT", roles=OPERATE, accepts=_Policy)
@@ -144,7 +144,7 @@ def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
 def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
     c = call.container
     status = catalog.secret_status(c.peers, call.name, stall_after=c.settings.rotation_stall_after)
-    return json_response(status)
+    return json_response(status.to_json())
 
 
 @endpoint(

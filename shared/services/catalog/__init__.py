@@ -23,7 +23,7 @@ from shared.services.catalog.policies import (
     build_policy,
     onboard,
     policy_dict,
-    version_dict,
+    properties_of,
 )
 from shared.services.catalog.views import list_managed, secret_status
 
@@ -40,8 +40,8 @@ __all__ = [
     "onboard",
     "plan_rotation",
     "policy_dict",
+    "properties_of",
     "request_rotation",
     "rotation_plan",
     "secret_status",
-    "version_dict",
 ]

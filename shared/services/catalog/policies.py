@@ -38,6 +38,7 @@ from shared.domain.secrets import SecretVersion, validate_name, validate_tags
 from shared.domain.targets import SIGNING_KEY_TAG, TargetSecret, is_reserved
 from shared.ports import SecretStore, TargetRotator
 from shared.services.audit import AuditTrail, AuditUnavailable
+from shared.services.catalog.results import CurrentPolicy, SecretProperties
 from shared.services.peers import Peers
 from shared.services.rotation import (
     PARTITION,
@@ -143,33 +144,37 @@ def build_policy(
     return policy
 
 
-def policy_dict(policy: RotationPolicy) -> dict[str, Any]:
+def current_policy(policy: RotationPolicy) -> CurrentPolicy:
     """A policy as structured fields (the body's names)."""
-    return {
-        "kind": policy.kind.value,
-        "rotation_interval_days": policy.interval.days,
-        "validity_days": policy.validity.days if policy.validity else None,
-        "owner": policy.owner,
-        "rotator": policy.rotator.value,
-        "rotation_target": policy.target,
-        "rotation_grace_hours": int(policy.grace.total_seconds() // 3600)
-        if policy.grace is not None
-        else None,
-        "expiry_warning_days": list(policy.warning_days),
-    }
+    grace = int(policy.grace.total_seconds() // 3600) if policy.grace is not None else None
+    return CurrentPolicy(
+        kind=policy.kind,
+        rotation_interval_days=policy.interval.days,
+        validity_days=policy.validity.days if policy.validity else None,
+        owner=policy.owner,
+        rotator=policy.rotator,
+        rotation_target=policy.target,
+        rotation_grace_hours=grace,
+        expiry_warning_days=list(policy.warning_days),
+    )
 
 
-def version_dict(version: SecretVersion) -> dict[str, Any]:
-    """A version's properties as an HTTP body: never a value."""
-    return {
-        "name": version.name,
-        "version": version.version,
-        "created": format_time(version.created),
-        "expires": time_text(version.expires),
-        "enabled": version.enabled,
-        "content_type": version.content_type,
-        "tags": dict(version.tags),
-    }
+def policy_dict(policy: RotationPolicy) -> dict[str, Any]:
+    """A policy as structured fields, as JSON (in records and answers)."""
+    return current_policy(policy).to_json()
+
+
+def properties_of(version: SecretVersion) -> SecretProperties:
+    """A version's properties as an answer: never a value."""
+    return SecretProperties(
+        name=version.name,
+        version=version.version,
+        created=version.created,
+        expires=version.expires,
+        enabled=version.enabled,
+        content_type=version.content_type,
+        tags=dict(version.tags),
+    )
 
 
 def problem_text(err: PolicyError) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain.audit import Action, AuditQuery, Result, format_time, parse_time
+from shared.domain.audit import Action, AuditQuery, Result, parse_time
 from shared.domain.errors import (
     NotFound,
     SecretDisabled,
@@ -22,7 +22,20 @@ from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import AuditReader, StateStore
 from shared.services.audit import query_audit
-from shared.services.catalog.policies import MAX_PAGE, TAMPERED, policy_dict, problem_text, time_text
+from shared.services.catalog.policies import MAX_PAGE, TAMPERED, current_policy, problem_text
+from shared.services.catalog.results import (
+    LastFailure,
+    LastRotation,
+    LastWrite,
+    PolicyViolation,
+    RecordedRotation,
+    Retirement,
+    RotationState,
+    SecretPage,
+    SecretStatus,
+    SecretSummary,
+    Stalled,
+)
 from shared.services.peers import Peers
 from shared.services.rotation import (
     IDLE,
@@ -39,13 +52,13 @@ from shared.services.sweep import DueSecret
 # -- list ----------------------------------------------------------------------------------------------
 
 
-def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> dict[str, Any]:
+def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> SecretPage:
     """One page of the managed secrets, sorted by name (case-insensitive), after the name ``after``.
 
     The vault is listed once and read once per secret on the page; the rotation progress of every secret
-    is one read. Invalid policies are listed with the violation. Returns {"items", "continuation"}
-    (the last name of the page when more follow). Raises DependencyUnavailable, Forbidden."""
-    store, states, clock, reserved = peers.store, peers.states, peers.clock, peers.reserved
+    is one read. Invalid policies are listed with the violation. ``continuation``: the last name of the
+    page when more follow. Raises DependencyUnavailable, Forbidden."""
+    store, reserved = peers.store, peers.reserved
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit is 1-{MAX_PAGE}")
     if after is not None:
@@ -61,8 +74,8 @@ def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> 
     if after is not None:
         managed = [item for item in managed if item.name.lower() > after.lower()]
     page, more = managed[:limit], len(managed) > limit
-    progress = progress_rows(states)
-    now = clock.now()
+    progress = progress_rows(peers.states)
+    now = peers.clock.now()
     items = []
     for item in page:
         try:
@@ -72,17 +85,11 @@ def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> 
         except NotFound:
             continue  # deleted since the listing
         stored = progress.get(item.name.lower())
-        items.append(_summary(current, stored, now, reserved))
-    return {"items": items, "continuation": page[-1].name if more and page else None}
-
-
-def _summary(
-    current: SecretItem, stored: Versioned | None, now: datetime, reserved: Collection[str]
-) -> dict[str, Any]:
-    entry = _properties(current)
-    entry.update(policy_view(current, now, reserved))
-    entry["state"] = state_view(stored, now)
-    return entry
+        state = state_view(stored, now)
+        items.append(
+            SecretSummary(**_properties(current), **policy_view(current, now, reserved), state=state)
+        )
+    return SecretPage(items=items, continuation=page[-1].name if more and page else None)
 
 
 def _properties(current: SecretItem) -> dict[str, Any]:
@@ -91,8 +98,8 @@ def _properties(current: SecretItem) -> dict[str, Any]:
     return {
         "name": current.name,
         "version": current.version if isinstance(current, SecretVersion) else None,
-        "created": time_text(current.created),
-        "expires": time_text(current.expires),
+        "created": current.created,
+        "expires": current.expires,
         "enabled": current.enabled,
     }
 
@@ -101,50 +108,52 @@ def policy_view(current: SecretItem, now: datetime, reserved: Collection[str]) -
     """policy / violation / next_due / due_now of a managed secret's current version."""
     view: dict[str, Any] = {"policy": None, "violation": None, "next_due": None, "due_now": False}
     if current.managed:
-        view["violation"] = {"tag": MANAGED_BY_TAG, "problem": "backs a certificate: renew the certificate"}
+        view["violation"] = PolicyViolation(
+            tag=MANAGED_BY_TAG, problem="backs a certificate: renew the certificate"
+        )
         return view
     try:
         policy = RotationPolicy.from_tags(current.tags, name=current.name, reserved=reserved)
     except PolicyError as err:
-        view["violation"] = {"tag": err.tag, "problem": problem_text(err)}
+        view["violation"] = PolicyViolation(tag=err.tag, problem=problem_text(err))
         return view
     due = policy.next_rotation(current.created, current.expires)
-    view.update(policy=policy_dict(policy), next_due=format_time(due), due_now=current.enabled and now >= due)
+    view.update(policy=current_policy(policy), next_due=due, due_now=current.enabled and now >= due)
     return view
 
 
-def state_view(stored: Versioned | None, now: datetime) -> dict[str, Any]:
+def state_view(stored: Versioned | None, now: datetime) -> RotationState:
     """idle / the write in flight (step, id, attempt, lease) and the last error of the rotation progress;
     ``tampered`` with the failed check when its row's seal is missing or wrong (nothing acts on it)."""
     if stored is None:
-        return {"status": IDLE, "last_error": None}
+        return RotationState(status=IDLE, last_error=None)
     if stored.tampered is not None:
-        return {"status": TAMPERED, "last_error": f"the stored state is tampered: {stored.tampered}"}
+        return RotationState(status=TAMPERED, last_error=f"the stored state is tampered: {stored.tampered}")
     progress = Progress.of(stored.state)
-    state: dict[str, Any] = {"status": progress.step, "last_error": progress.last_error}
-    if progress.step != IDLE:
-        state.update(
-            rotation_id=progress.rotation_id,
-            attempt=progress.attempt,
-            lease_until=progress.lease_until,
-            lease_live=progress.leased_by_other("", now),
-        )
-    return state
+    if progress.step == IDLE:
+        return RotationState(status=progress.step, last_error=progress.last_error)
+    return RotationState(
+        status=progress.step,
+        last_error=progress.last_error,
+        rotation_id=progress.rotation_id,
+        attempt=progress.attempt,
+        lease_until=progress.lease_until,
+        lease_live=progress.leased_by_other("", now),
+    )
 
 
 # -- status --------------------------------------------------------------------------------------------
 
 
-def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFTER) -> dict[str, Any]:
+def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFTER) -> SecretStatus:
     """Everything known about one secret's rotation: policy (or violation), current version, next due,
     whether (and why) its rotation stalled, the write in flight, the last rotation and failure, and the
     scheduled retirements. Never a value. Raises InvalidSecret, NotFound, DependencyUnavailable."""
-    store, states, reader, clock = peers.store, peers.states, peers.reader, peers.clock
-    reserved, vault = peers.reserved, peers.trail.vault
+    store, states, reader, reserved = peers.store, peers.states, peers.reader, peers.reserved
+    vault = peers.trail.vault
     validate_name(name)
-    key = name.lower()
     stored = progress_row(states, name)
-    now = clock.now()
+    now = peers.clock.now()
     try:
         current: SecretItem = store.get_properties(name)
     except SecretDisabled:
@@ -152,38 +161,40 @@ def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFT
         # without claiming its id.
         newest = max(store.list_versions(name), key=lambda v: v.created)  # NotFound when gone
         current = SecretItem(**{k: getattr(newest, k) for k in SecretItem.__dataclass_fields__})
-    status: dict[str, Any] = {
-        **_properties(current),
-        "managed": RotationPolicy.is_managed(current.tags) and not is_reserved(name, reserved),
-        "reserved": is_reserved(name, reserved),
-    }
-    if status["managed"]:
-        status.update(policy_view(current, now, reserved))
+    properties = _properties(current)
+    managed = RotationPolicy.is_managed(current.tags) and not is_reserved(name, reserved)
+    if managed:
+        view = policy_view(current, now, reserved)
     else:
-        status.update(policy=None, violation=None, next_due=None, due_now=False)
+        view = {"policy": None, "violation": None, "next_due": None, "due_now": False}
     progress = Progress.of(stored.state) if stored and stored.tampered is None else None
-    status["state"] = state_view(stored, now)
-    status["last_rotation"] = _last_rotation(reader, vault, name, progress)
-    status["last_failure"] = _last_failure(reader, vault, name, progress)
-    retire = read_row(states, schedule_key(key))
-    status["retirements"] = [
-        {"version": version, "after": format_time(after)}
-        for version, after in (retirements(retire.state) if retire else [])
-        if version != status["version"]  # planned by a rotation in flight (or one that failed)
-    ]
-    status["stalled"] = _stalled(current, status, stored, now, stall_after)
-    return status
+    retire = read_row(states, schedule_key(name.lower()))
+    planned = retirements(retire.state) if retire else []
+    return SecretStatus(
+        **properties,
+        managed=managed,
+        reserved=is_reserved(name, reserved),
+        **view,
+        state=state_view(stored, now),
+        last_rotation=_last_rotation(reader, vault, name, progress),
+        last_failure=_last_failure(reader, vault, name, progress),
+        retirements=[
+            Retirement(version=version, after=after)
+            for version, after in planned
+            if version != properties["version"]  # planned by a rotation in flight (or one that failed)
+        ],
+        stalled=_stalled(current, view, stored, now, stall_after),
+    )
 
 
 def _stalled(
     current: SecretItem, view: Mapping[str, Any], stored: Versioned | None, now: datetime, after: timedelta
-) -> dict[str, Any] | None:
+) -> Stalled | None:
     """Why a due secret's rotation stalled (``shared.services.stalls``), or None."""
-    if not view.get("due_now") or view.get("next_due") is None:
+    if not view["due_now"] or view["next_due"] is None:
         return None
-    due = DueSecret(current.name, current.created, parse_time(view["next_due"]))
-    found = stall(due, stored, now, after)
-    return None if found is None else {"since": format_time(found.since), "reason": found.reason}
+    found = stall(DueSecret(current.name, current.created, view["next_due"]), stored, now, after)
+    return None if found is None else Stalled(since=found.since, reason=found.reason)
 
 
 def progress_row(states: StateStore, name: str) -> Versioned | None:
@@ -203,38 +214,46 @@ def _newest(
     return next((item for item in page.items if item.get("result") == result.value), None)
 
 
-def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progress | None) -> dict[str, Any]:
+def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progress | None) -> LastRotation:
     record = _newest(reader, vault, name, Action.ROTATED, Result.SUCCESS)
     rotated = None
     if record is not None:
         details = record.get("details") or {}
-        rotated = {
-            "time": record.get("time"),
-            "version": record.get("version"),
-            "previous_version": details.get("previous_version"),
-            "rotation_id": details.get("rotation_id"),
-        }
+        rotated = RecordedRotation(
+            time=_time(record.get("time")),
+            version=record.get("version"),
+            previous_version=details.get("previous_version"),
+            rotation_id=details.get("rotation_id"),
+        )
     last_write = None
     if progress is not None and progress.step == IDLE and progress.new_version:
-        last_write = {"rotation_id": progress.rotation_id, "new_version": progress.new_version}
-    return {"recorded": rotated, "last_write": last_write}
+        last_write = LastWrite(rotation_id=progress.rotation_id, new_version=progress.new_version)
+    return LastRotation(recorded=rotated, last_write=last_write)
 
 
 def _last_failure(
     reader: AuditReader, vault: str, name: str, progress: Progress | None
-) -> dict[str, Any] | None:
+) -> LastFailure | None:
     record = _newest(reader, vault, name, Action.ROTATION_FAILED, Result.FAILURE)
     if record is None and (progress is None or not progress.last_error):
         return None
-    failure: dict[str, Any] = {"error_class": progress.last_error if progress else None}
-    if record is not None:
-        details = record.get("details") or {}
-        failure.update(
-            time=record.get("time"),
-            version=record.get("version"),
-            rotation_id=details.get("rotation_id"),
-            step=details.get("step"),
-            error=record.get("error"),
-        )
-        failure["error_class"] = failure["error_class"] or details.get("error_class")
-    return failure
+    error_class = progress.last_error if progress else None
+    if record is None:
+        return LastFailure(error_class=error_class)
+    details = record.get("details") or {}
+    return LastFailure(
+        error_class=error_class or details.get("error_class"),
+        time=_time(record.get("time")),
+        version=record.get("version"),
+        rotation_id=details.get("rotation_id"),
+        step=details.get("step"),
+        error=record.get("error"),
+    )
+
+
+def _time(text: object) -> datetime | None:
+    """A record's time (its stored text), or None when it is not one."""
+    try:
+        return parse_time(str(text))
+    except ValueError:
+        return None
