@@ -209,10 +209,10 @@ class Peers:
     def plan_rotation(
         self, name: str | None = None, *, force: bool = False, **options: Any
     ) -> dict[str, Any]:
-        return catalog.plan_rotation(self.peers, name or self.name, force=force, **options)
+        return catalog.plan_rotation(self.peers, name or self.name, force=force, **options).to_json()
 
     def rotation_plan(self, within_days: int) -> dict[str, Any]:
-        return catalog.rotation_plan(self.peers, within_days=within_days)
+        return catalog.rotation_plan(self.peers, within_days=within_days).to_json()
 
     def secret_status(self, name: str | None = None, **options: Any) -> dict[str, Any]:
         return catalog.secret_status(self.peers, name or self.name, **options).to_json()

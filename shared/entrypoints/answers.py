@@ -6,18 +6,13 @@ against its model."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
 from shared.domain.audit import Action, ActorType, BreakKind
 from shared.domain.audit import Result as AuditResult
-from shared.domain.policy import Rotator
 from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
-from shared.services.catalog.results import (
-    CurrentPolicy,
-    Stalled,
-)
 from shared.services.results import Answer, Timestamp
 
 
@@ -148,11 +143,6 @@ class FindingReviewed(Answer):
     audit_seq: int
 
 
-class PolicyApplied(Answer):
-    name: str
-    policy: CurrentPolicy
-
-
 class RotationQueued(Answer):
     """A rotation request, by its own id. `queued`: on the queue, or joined to the request queued for the
     secret; `in_progress`: joined to the rotation running. `joined`: the id of the request or rotation it
@@ -162,30 +152,6 @@ class RotationQueued(Answer):
     rotation_id: str
     status: Literal["queued", "in_progress"]
     joined: str | None
-
-
-class RotationInProgress(Answer):
-    rotation_id: str | None
-    step: str
-    lease_until: str | None
-
-
-class RotationDryRun(Answer):
-    """Whether a rotation would happen now, and why. The version fields are left out when the secret
-    cannot be rotated at all (`reason` says why)."""
-
-    name: str
-    would_rotate: bool
-    force: bool
-    in_progress: RotationInProgress | None
-    reason: str
-    current_version: str | None = None
-    created: Timestamp | None = None
-    expires: Timestamp | None = None
-    next_due: Timestamp | None = None
-    due_now: bool | None = None
-    rotator: Rotator | None = None
-    stalled: Stalled | None = None
 
 
 class RollbackDone(Answer):
@@ -205,37 +171,6 @@ class SecretDeleted(Answer):
 class SecretRecovered(Answer):
     name: str
     status: Literal["recovered"]
-
-
-class PlannedExpiry(Answer):
-    when: Timestamp
-    name: str
-    event: Literal["expiry"]
-    managed: bool
-    expired: bool
-
-
-class PlannedRotation(Answer):
-    when: Timestamp
-    name: str
-    event: Literal["rotation"]
-    reason: Literal["interval", "near_expiry"]
-    rotator: Rotator
-    due_now: bool
-
-
-class PlanViolation(Answer):
-    name: str
-    tag: str
-    problem: str
-
-
-class RotationPlan(Answer):
-    within_days: int
-    now: Timestamp
-    until: Timestamp
-    items: list[Annotated[PlannedExpiry | PlannedRotation, Field(discriminator="event")]]
-    violations: list[PlanViolation]
 
 
 class Decision(Answer):

@@ -37,14 +37,11 @@ from shared.entrypoints.answers import (
     FindingReviewed,
     HealthReport,
     OpenApiDocument,
-    PolicyApplied,
     Problem,
     Revocation,
     RevocationConflict,
     RevocationPage,
     RollbackDone,
-    RotationDryRun,
-    RotationPlan,
     RotationQueued,
     SecretDeleted,
     SecretRecovered,
@@ -59,7 +56,14 @@ from shared.entrypoints.http import (
     Route,
     anonymous,
 )
-from shared.services.catalog.results import SecretPage, SecretProperties, SecretStatus
+from shared.services.catalog.results import (
+    PolicyApplied,
+    RotationDryRun,
+    RotationPlan,
+    SecretPage,
+    SecretProperties,
+    SecretStatus,
+)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 

@@ -28,6 +28,8 @@ from shared.entrypoints.http import (
     json_response,
 )
 from shared.services import catalog, decommission
+from shared.services.catalog.policies import current_policy
+from shared.services.catalog.results import PolicyApplied
 from shared.services.rollback import rollback
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -117,7 +119,7 @@ def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
         )  # fmt: skip
     except catalog.InvalidPolicy as err:
         raise BadRequest(err.field, err.problem) from None
-    return json_response({"name": call.name, "policy": catalog.policy_dict(policy)})
+    return json_response(PolicyApplied(name=call.name, policy=current_policy(policy)).to_json())
 
 
 @endpoint(
@@ -129,7 +131,7 @@ def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
         plan = catalog.plan_rotation(
             c.peers, call.name, force=body.force, stall_after=c.settings.rotation_stall_after
         )
-        return json_response(plan)
+        return json_response(plan.to_json())
     ticket = catalog.request_rotation(
         c.peers, call.name, force=body.force, actor=call.actor,
         correlation_id=call.correlation_id or uuid.uuid4().hex,
@@ -190,4 +192,4 @@ def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
 @endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams)
 def rotation_plan(call: Call[PlanParams]) -> func.HttpResponse:
     plan = catalog.rotation_plan(call.container.peers, within_days=call.input.within_days)
-    return json_response(plan)
+    return json_response(plan.to_json())

@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from shared.domain.audit import Action, Actor, Result, format_time, parse_time
+from shared.domain.audit import Action, Actor, Result, format_time
 from shared.domain.errors import (
     Conflict,
     DomainError,
@@ -34,8 +34,16 @@ from shared.services.catalog.policies import (
     problem_text,
     record_failed,
     refuse_reserved,
-    time_text,
     writable_version,
+)
+from shared.services.catalog.results import (
+    PlannedExpiry,
+    PlannedRotation,
+    PlanViolation,
+    RotationDryRun,
+    RotationInProgress,
+    RotationPlan,
+    Stalled,
 )
 from shared.services.catalog.views import progress_row
 from shared.services.peers import Peers
@@ -91,46 +99,45 @@ def _rotation_target(
 
 def plan_rotation(
     peers: Peers, name: str, *, force: bool, stall_after: timedelta = STALL_AFTER
-) -> dict[str, Any]:
+) -> RotationDryRun:
     """A dry run: whether a rotation would happen now and why. Writes nothing. Raises NotFound."""
-    store, states, clock, reserved = peers.store, peers.states, peers.clock, peers.reserved
-    stored = progress_row(states, name)
-    found = _rotation_target(store, name, reserved)
-    now = clock.now()
+    stored = progress_row(peers.states, name)
+    found = _rotation_target(peers.store, name, peers.reserved)
+    now = peers.clock.now()
     if stored is not None and stored.tampered is not None:
         why = f"its rotation state is tampered ({stored.tampered}): nothing acts on it"
-        return {"name": name, "would_rotate": False, "force": force, "in_progress": None, "reason": why}
+        return RotationDryRun(name=name, would_rotate=False, force=force, in_progress=None, reason=why)
     progress = Progress.of(stored.state) if stored else None
     in_flight = progress is not None and progress.leased_by_other("", now)
-    plan: dict[str, Any] = {"name": name, "would_rotate": False, "force": force}
-    plan["in_progress"] = (
-        {"rotation_id": progress.rotation_id, "step": progress.step, "lease_until": progress.lease_until}
-        if progress is not None and in_flight
-        else None
-    )
+    plan: dict[str, Any] = {"name": name, "would_rotate": False, "force": force, "in_progress": None}
+    if progress is not None and in_flight:
+        plan["in_progress"] = RotationInProgress(
+            rotation_id=progress.rotation_id, step=progress.step, lease_until=progress.lease_until
+        )
     if isinstance(found, str):
-        return {**plan, "reason": found}
+        return RotationDryRun(**plan, reason=found)
     current, policy = found
     due = policy.next_rotation(current.created, current.expires)
     plan.update(
         current_version=current.version,
-        created=format_time(current.created),
-        expires=time_text(current.expires),
-        next_due=format_time(due),
+        created=current.created,
+        expires=current.expires,
+        next_due=due,
         due_now=now >= due,
-        rotator=policy.rotator.value,
+        rotator=policy.rotator,
     )
     if now >= due:  # a lease held too long is a stall too: said whatever else the plan says
         stalled = stall(DueSecret(current.name, current.created, due), stored, now, stall_after)
         if stalled is not None:
-            plan["stalled"] = {"since": format_time(stalled.since), "reason": stalled.reason}
+            plan["stalled"] = Stalled(since=stalled.since, reason=stalled.reason)
     if in_flight:
-        return {**plan, "reason": "a rotation or rollback is in progress"}
+        return RotationDryRun(**plan, reason="a rotation or rollback is in progress")
     if now >= due:
-        return {**plan, "would_rotate": True, "reason": _due_reason(current, policy, now).value}
+        plan["would_rotate"] = True
+        return RotationDryRun(**plan, reason=_due_reason(current, policy, now).value)
     if force:
-        return {**plan, "would_rotate": True, "reason": "forced"}
-    return {**plan, "reason": f"not due until {format_time(due)}"}
+        return RotationDryRun(**{**plan, "would_rotate": True}, reason="forced")
+    return RotationDryRun(**plan, reason=f"not due until {format_time(due)}")
 
 
 def _due_reason(current: SecretItem, policy: RotationPolicy, now: datetime) -> RotationReason:
@@ -225,60 +232,49 @@ def _rotatable_now(
 # -- the plan ------------------------------------------------------------------------------------------
 
 
-def rotation_plan(peers: Peers, *, within_days: int) -> dict[str, Any]:
+def rotation_plan(peers: Peers, *, within_days: int) -> RotationPlan:
     """From one listing: the managed secrets that would rotate within ``within_days`` (when, and why:
     interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has passed),
     managed or not, and invalid policies. Reserved secrets are left out. Raises DependencyUnavailable."""
-    store, clock, reserved = peers.store, peers.clock, peers.reserved
+    reserved = peers.reserved
     if not 1 <= within_days <= 365:
         raise ValueError("within_days is 1-365")
-    now = clock.now()
+    now = peers.clock.now()
     until = now + timedelta(days=within_days)
-    items: list[dict[str, Any]] = []
-    violations: list[dict[str, Any]] = []
-    for item in store.list_properties():
+    items: list[PlannedExpiry | PlannedRotation] = []
+    violations: list[PlanViolation] = []
+    for item in peers.store.list_properties():
         if is_reserved(item.name, reserved) or not item.enabled:
             continue
         managed = RotationPolicy.is_managed(item.tags) and not item.managed
         if item.expires is not None and item.expires <= until:
-            items.append(
-                {
-                    "when": format_time(item.expires),
-                    "name": item.name,
-                    "event": "expiry",
-                    "managed": managed,
-                    "expired": item.expires <= now,
-                }
+            expiry = PlannedExpiry(
+                when=item.expires,
+                name=item.name,
+                event="expiry",
+                managed=managed,
+                expired=item.expires <= now,
             )
+            items.append(expiry)
         if not managed:
             continue
         try:
             policy = RotationPolicy.from_tags(item.tags, name=item.name, reserved=reserved)
         except PolicyError as err:
-            violations.append({"name": item.name, "tag": err.tag, "problem": problem_text(err)})
+            violations.append(PlanViolation(name=item.name, tag=err.tag, problem=problem_text(err)))
             continue
         due = policy.next_rotation(item.created, item.expires)
         if due <= until:
-            reason = "interval" if item.created + policy.interval <= _near_expiry(item) else "near_expiry"
-            items.append(
-                {
-                    "when": format_time(due),
-                    "name": item.name,
-                    "event": "rotation",
-                    "reason": reason,
-                    "rotator": policy.rotator.value,
-                    "due_now": now >= due,
-                }
-            )
-    items.sort(key=lambda entry: (parse_time(entry["when"]), entry["name"].lower(), entry["event"]))
-    violations.sort(key=lambda entry: entry["name"].lower())
-    return {
-        "within_days": within_days,
-        "now": format_time(now),
-        "until": format_time(until),
-        "items": items,
-        "violations": violations,
-    }
+            interval = item.created + policy.interval <= _near_expiry(item)
+            reason: Literal["interval", "near_expiry"] = "interval" if interval else "near_expiry"
+            rotation = PlannedRotation(
+                when=due, name=item.name, event="rotation", reason=reason, rotator=policy.rotator,
+                due_now=now >= due,
+            )  # fmt: skip
+            items.append(rotation)
+    items.sort(key=lambda entry: (entry.when, entry.name.lower(), entry.event))
+    violations.sort(key=lambda entry: entry.name.lower())
+    return RotationPlan(within_days=within_days, now=now, until=until, items=items, violations=violations)
 
 
 def _near_expiry(item: SecretItem) -> datetime:

@@ -1,8 +1,10 @@
-"""What the catalog answers: the managed secrets' page, one secret's status, a version's properties and a
-policy as structured fields. Made by the catalog's services, serialised as they are (``Answer.to_json``),
-described by the OpenAPI document."""
+"""What the catalog answers: the managed secrets' page, one secret's status, a version's properties, a
+policy as structured fields, a rotation's dry run and the plan of what is coming. Made by the catalog's
+services, serialised as they are (``Answer.to_json``), described by the OpenAPI document."""
 
 from __future__ import annotations
+
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -128,3 +130,63 @@ class SecretStatus(Answer):
     last_failure: LastFailure | None
     retirements: list[Retirement]
     stalled: Stalled | None
+
+
+class PolicyApplied(Answer):
+    name: str
+    policy: CurrentPolicy
+
+
+class RotationInProgress(Answer):
+    rotation_id: str | None
+    step: str
+    lease_until: str | None
+
+
+class RotationDryRun(Answer):
+    """Whether a rotation would happen now, and why. The version fields are left out when the secret
+    cannot be rotated at all (`reason` says why)."""
+
+    name: str
+    would_rotate: bool
+    force: bool
+    in_progress: RotationInProgress | None
+    reason: str
+    current_version: str | None = None
+    created: Timestamp | None = None
+    expires: Timestamp | None = None
+    next_due: Timestamp | None = None
+    due_now: bool | None = None
+    rotator: Rotator | None = None
+    stalled: Stalled | None = None
+
+
+class PlannedExpiry(Answer):
+    when: Timestamp
+    name: str
+    event: Literal["expiry"]
+    managed: bool
+    expired: bool
+
+
+class PlannedRotation(Answer):
+    when: Timestamp
+    name: str
+    event: Literal["rotation"]
+    reason: Literal["interval", "near_expiry"]
+    rotator: Rotator
+    due_now: bool
+
+
+class PlanViolation(Answer):
+    name: str
+    tag: str
+    problem: str
+
+
+class RotationPlan(Answer):
+    within_days: int
+    now: Timestamp
+    until: Timestamp
+    items: list[Annotated[PlannedExpiry | PlannedRotation, Field(discriminator="event")]]
+    violations: list[PlanViolation]
