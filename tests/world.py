@@ -239,10 +239,10 @@ class Peers:
         return audit_service.query_audit(self.log, query)
 
     def summarize_audit(self, *, secret_name: str | None, days: int) -> dict[str, Any]:
-        return audit_service.summarize_audit(self.audit_peers(), secret_name=secret_name, days=days)
+        return audit_service.summarize_audit(self.audit_peers(), secret_name=secret_name, days=days).to_json()
 
     def review_finding(self, finding_id: str, **options: Any) -> dict[str, Any]:
-        return audit_service.review_finding(self.audit_peers(), finding_id, **options)
+        return audit_service.review_finding(self.audit_peers(), finding_id, **options).to_json()
 
     def scan(
         self, rules: ScanRules | None = None, correlation_id: str | None = None

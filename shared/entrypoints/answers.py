@@ -90,36 +90,6 @@ class AuditPage(Answer):
     continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
 
 
-class LastRotationSummary(Answer):
-    time: Timestamp
-    secret_name: str | None
-    version: str | None
-
-
-class FailureSummary(Answer):
-    time: Timestamp
-    action: Action
-    secret_name: str | None
-    version: str | None
-    error: str | None
-    correlation_id: str | None
-
-
-class Failures(Answer):
-    count: int
-    latest: list[FailureSummary] = Field(description="The 10 newest, newest first.")
-
-
-class AuditSummary(Answer):
-    secret_name: str | None
-    days: int
-    since: Timestamp
-    total: int
-    by_action: dict[Action, dict[AuditResult, int]]
-    last_rotation: LastRotationSummary | None
-    failures: Failures
-
-
 class ChainBreak(Answer):
     chain: str
     kind: BreakKind
@@ -134,13 +104,6 @@ class VerifyReport(Answer):
     digests: int
     latest_digest: Timestamp | None
     breaks: list[ChainBreak]
-
-
-class FindingReviewed(Answer):
-    finding_id: str
-    status: Literal["reviewed"]
-    reviewer: str
-    audit_seq: int
 
 
 class RotationQueued(Answer):

@@ -130,7 +130,7 @@ def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
 def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
     c, params = call.container, call.input
     summary = service.summarize_audit(c.audit_peers, secret_name=params.secret_name, days=params.days)
-    return json_response(summary)
+    return json_response(summary.to_json())
 
 
 @endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams)
@@ -150,7 +150,7 @@ def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
         c.audit_peers, call.route["finding_id"], reviewer=call.actor, note=call.input.note,
         correlation_id=call.correlation_id,
     )  # fmt: skip
-    return json_response(result)
+    return json_response(result.to_json())
 
 
 @bp.function_name("audit_digest")

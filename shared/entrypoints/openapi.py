@@ -33,8 +33,6 @@ from shared.domain.identity import Role
 from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.answers import (
     AuditPage,
-    AuditSummary,
-    FindingReviewed,
     HealthReport,
     OpenApiDocument,
     Problem,
@@ -56,6 +54,7 @@ from shared.entrypoints.http import (
     Route,
     anonymous,
 )
+from shared.services.audit.results import AuditSummary, FindingReviewed
 from shared.services.catalog.results import (
     PolicyApplied,
     RotationDryRun,

@@ -35,6 +35,13 @@ from shared.domain.errors import (
 from shared.domain.findings import review
 from shared.domain.identity import canonical_identity
 from shared.ports import AuditReader, MacKeyRing
+from shared.services.audit.results import (
+    AuditSummary,
+    Failures,
+    FailureSummary,
+    FindingReviewed,
+    LastRotationSummary,
+)
 from shared.services.audit.trail import AuditUnavailable
 
 if TYPE_CHECKING:  # the bundle imports this package: annotations only
@@ -156,39 +163,43 @@ def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
     return AuditPage(items=page, continuation=continuation)
 
 
-def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) -> dict[str, Any]:
+def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) -> AuditSummary:
     """Counts by action and result, the last rotation and the failures of the last ``days`` days."""
-    reader, clock, vault = peers.reader, peers.clock, peers.trail.vault
-    since = clock.now() - timedelta(days=days)
-    items = _items(reader, AuditQuery(vault=vault, secret_name=secret_name, since=since))
-    by_action: dict[str, Counter[str]] = {}
-    for item in items:
-        by_action.setdefault(item["action"], Counter())[item["result"]] += 1
+    since = peers.clock.now() - timedelta(days=days)
+    query = AuditQuery(vault=peers.trail.vault, secret_name=secret_name, since=since)
+    events = [e for row in peers.reader.list_records(query) if (e := readable_event(row.record.fields))]
+    by_action: dict[Action, Counter[Result]] = {}
+    for event in events:
+        by_action.setdefault(event.action, Counter())[event.result] += 1
     rotations = sorted(
-        (i for i in items if i["action"] == Action.ROTATED.value and i["result"] == Result.SUCCESS.value),
-        key=lambda i: i["time"],
+        (e for e in events if e.action == Action.ROTATED and e.result == Result.SUCCESS), key=lambda e: e.time
     )
-    failures = sorted(
-        (i for i in items if i["result"] == Result.FAILURE.value), key=lambda i: i["time"], reverse=True
-    )
+    failures = sorted((e for e in events if e.result == Result.FAILURE), key=lambda e: e.time, reverse=True)
     last = rotations[-1] if rotations else None
-    return {
-        "secret_name": secret_name,
-        "days": days,
-        "since": format_time(since),
-        "total": len(items),
-        "by_action": {action: dict(counts) for action, counts in sorted(by_action.items())},
-        "last_rotation": None
+    return AuditSummary(
+        secret_name=secret_name,
+        days=days,
+        since=since,
+        total=len(events),
+        by_action={action: dict(by_action[action]) for action in sorted(by_action, key=lambda a: a.value)},
+        last_rotation=None
         if last is None
-        else {"time": last["time"], "secret_name": last.get("secret_name"), "version": last.get("version")},
-        "failures": {
-            "count": len(failures),
-            "latest": [
-                {k: f.get(k) for k in ("time", "action", "secret_name", "version", "error", "correlation_id")}
+        else LastRotationSummary(time=last.time, secret_name=last.secret_name, version=last.version),
+        failures=Failures(
+            count=len(failures),
+            latest=[
+                FailureSummary(
+                    time=f.time,
+                    action=f.action,
+                    secret_name=f.secret_name,
+                    version=f.version,
+                    error=f.error,
+                    correlation_id=f.correlation_id,
+                )
                 for f in failures[:10]
             ],
-        },
-    }
+        ),
+    )
 
 
 # -- findings review -----------------------------------------------------------------------------------
@@ -219,7 +230,7 @@ def involved(actor_id: str, details: Mapping[str, Any]) -> bool:
 
 def review_finding(
     peers: AuditPeers, finding_id: str, *, reviewer: Actor, note: str | None, correlation_id: str | None
-) -> dict[str, Any]:
+) -> FindingReviewed:
     """Mark a suspicious-activity finding reviewed: a REVIEWED ``intent`` record (fail closed: when it
     cannot be written nothing changes and AuditUnavailable is raised), the compare-and-swap on the
     finding, then the outcome record — ``success``, or ``failure`` when a concurrent review won. Raises
@@ -257,7 +268,6 @@ def review_finding(
             error=str(err),
         )
         raise
-    outcome = {"finding_id": finding_id, "status": "reviewed", "reviewer": reviewer.id}
     try:
         done = trail.record(
             Action.REVIEWED, actor=reviewer, correlation_id=correlation_id, details={"finding_id": finding_id}
@@ -265,5 +275,5 @@ def review_finding(
     except AuditUnavailable:
         # The review took effect and its intent is on record; the finding itself says who reviewed it.
         logger.error("REVIEWED outcome of finding %s could not be recorded", finding_id)
-        return {**outcome, "audit_seq": intent.seq}
-    return {**outcome, "audit_seq": done.seq}
+        done = intent
+    return FindingReviewed(finding_id=finding_id, status="reviewed", reviewer=reviewer.id, audit_seq=done.seq)

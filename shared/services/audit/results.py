@@ -1,0 +1,49 @@
+"""What the audit services answer (so far: the summary and a finding's review). Made by the services,
+serialised as they are (``Answer.to_json``), described by the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from shared.domain.audit import Action
+from shared.domain.audit import Result as AuditResult
+from shared.services.results import Answer, Timestamp
+
+
+class LastRotationSummary(Answer):
+    time: Timestamp
+    secret_name: str | None
+    version: str | None
+
+
+class FailureSummary(Answer):
+    time: Timestamp
+    action: Action
+    secret_name: str | None
+    version: str | None
+    error: str | None
+    correlation_id: str | None
+
+
+class Failures(Answer):
+    count: int
+    latest: list[FailureSummary] = Field(description="The 10 newest, newest first.")
+
+
+class AuditSummary(Answer):
+    secret_name: str | None
+    days: int
+    since: Timestamp
+    total: int
+    by_action: dict[Action, dict[AuditResult, int]]
+    last_rotation: LastRotationSummary | None
+    failures: Failures
+
+
+class FindingReviewed(Answer):
+    finding_id: str
+    status: Literal["reviewed"]
+    reviewer: str
+    audit_seq: int
