@@ -12,12 +12,14 @@ since asking again would rotate twice.
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.identity import Role
 from shared.domain.policy import RotationPolicy
+from shared.entrypoints.answers import RollbackDone, RotationQueued, SecretDeleted, SecretRecovered
 from shared.entrypoints.http import (
     BadRequest,
     Call,
@@ -136,8 +138,9 @@ def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
         c.peers, call.name, force=body.force, actor=call.actor,
         correlation_id=call.correlation_id or uuid.uuid4().hex,
     )  # fmt: skip
-    answer = {"rotation_id": ticket.rotation_id, "status": ticket.status, "joined": ticket.joined}
-    response = json_response(answer, 202)
+    status: Literal["queued", "in_progress"] = "queued" if ticket.status == "queued" else "in_progress"
+    answer = RotationQueued(rotation_id=ticket.rotation_id, status=status, joined=ticket.joined)
+    response = json_response(answer.to_json(), 202)
     response.headers["Location"] = f"/api/secrets/{call.name}/status"
     return response
 
@@ -162,7 +165,11 @@ def secrets_rollback(call: Call[RollbackBody]) -> func.HttpResponse:
         call.container.peers, call.name, from_version=call.input.from_version, actor=call.actor,
         correlation_id=call.correlation_id,
     )  # fmt: skip
-    return json_response(outcome.to_dict())
+    done = RollbackDone(
+        name=outcome.secret_name, rollback_id=outcome.rollback_id, version=outcome.new_version,
+        restored_version=outcome.restored_version, rolled_back_from=outcome.rolled_back_from,
+    )  # fmt: skip
+    return json_response(done.to_json())
 
 
 class DeleteBody(BaseModel):
@@ -176,7 +183,7 @@ def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
         call.container.peers, call.name, justification=call.input.justification, actor=call.actor,
         correlation_id=call.correlation_id,
     )  # fmt: skip
-    return json_response({"name": call.name, "status": "deleted", "recoverable": True}, 202)
+    return json_response(SecretDeleted(name=call.name, status="deleted", recoverable=True).to_json(), 202)
 
 
 @endpoint(
@@ -186,7 +193,7 @@ def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
     decommission.recover_secret(
         call.container.peers, call.name, actor=call.actor, correlation_id=call.correlation_id
     )
-    return json_response({"name": call.name, "status": "recovered"}, 202)
+    return json_response(SecretRecovered(name=call.name, status="recovered").to_json(), 202)
 
 
 @endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams)

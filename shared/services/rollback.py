@@ -85,15 +85,6 @@ class RollbackOutcome:
     restored_version: str
     rolled_back_from: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.secret_name,
-            "rollback_id": self.rollback_id,
-            "version": self.new_version,
-            "restored_version": self.restored_version,
-            "rolled_back_from": self.rolled_back_from,
-        }
-
 
 class _CloseLater(Exception):
     """The new version exists but its success could not be recorded: the lease is released with the
