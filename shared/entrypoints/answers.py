@@ -43,17 +43,6 @@ class Problem(Answer):
     )
 
 
-class HealthCheck(Answer):
-    status: Literal["ok", "error"]
-    duration_ms: int = Field(ge=0)
-    detail: str | None = Field(None, description="Why the check failed: a category, never a credential.")
-
-
-class HealthReport(Answer):
-    status: Literal["ok", "degraded"]
-    checks: dict[str, HealthCheck]
-
-
 class OpenApiDocument(Answer):
     """This document (OpenAPI 3.1)."""
 

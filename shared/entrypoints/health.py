@@ -20,4 +20,4 @@ def health() -> func.HttpResponse:
     except ConfigurationError as err:
         return problem(503, "Unsafe configuration", f"setting {err.setting} must be removed in Azure")
     report = check_health(container.health_probes())
-    return json_response(report.to_dict(), status=200 if report.ok else 503)
+    return json_response(report.to_json(), status=200 if report.ok else 503)

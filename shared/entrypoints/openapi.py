@@ -33,7 +33,6 @@ from shared.domain.identity import Role
 from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.answers import (
     AuditPage,
-    HealthReport,
     OpenApiDocument,
     Problem,
     Revocation,
@@ -63,6 +62,7 @@ from shared.services.catalog.results import (
     SecretProperties,
     SecretStatus,
 )
+from shared.services.health import HealthReport
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 

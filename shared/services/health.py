@@ -6,43 +6,45 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Literal
+
+from pydantic import Field
 
 from shared.config import ConfigurationError
 from shared.domain.errors import DependencyUnavailable
 from shared.ports import DependencyProbe
+from shared.services.results import Answer
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    duration_ms: int
-    #: Short and safe for an anonymous caller: a category, never a credential or a value.
-    detail: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": "ok" if self.ok else "error", "duration_ms": self.duration_ms}
-        if self.detail:
-            body["detail"] = self.detail
-        return body
-
-
-@dataclass(frozen=True)
-class HealthReport:
-    checks: Mapping[str, CheckResult]
+class HealthCheck(Answer):
+    status: Literal["ok", "error"]
+    duration_ms: int = Field(ge=0)
+    detail: str | None = Field(
+        default=None, description="Why the check failed: a category, never a credential."
+    )
 
     @property
     def ok(self) -> bool:
-        return all(result.ok for result in self.checks.values())
+        return self.status == "ok"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ok else "degraded",
-            "checks": {name: result.to_dict() for name, result in self.checks.items()},
-        }
+
+class HealthReport(Answer):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, HealthCheck]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _check(detail: str | None, duration_ms: int) -> HealthCheck:
+    """A check's result; its detail (short and safe for an anonymous caller: a category, never a
+    credential or a value) only when it failed."""
+    if detail is None:
+        return HealthCheck(status="ok", duration_ms=duration_ms)
+    return HealthCheck(status="error", duration_ms=duration_ms, detail=detail)
 
 
 def check_health(
@@ -55,7 +57,7 @@ def check_health(
 
     Never raises: every failure becomes a failed check with a short detail (the full error is logged).
     """
-    results: dict[str, CheckResult] = {}
+    results: dict[str, HealthCheck] = {}
     lock = threading.Lock()
     started = monotonic()
 
@@ -75,7 +77,7 @@ def check_health(
             detail = f"unexpected error ({type(err).__name__})"
         elapsed = int((monotonic() - t0) * 1000)
         with lock:
-            results[name] = CheckResult(ok=detail is None, duration_ms=elapsed, detail=detail)
+            results[name] = _check(detail, elapsed)
 
     threads = [
         threading.Thread(target=run, args=(name, probe), name=f"health-{name}", daemon=True)
@@ -90,5 +92,6 @@ def check_health(
     for name in probes:
         if name not in final:
             logger.warning("health check %s timed out after %.1fs", name, timeout_s)
-            final[name] = CheckResult(ok=False, duration_ms=int(timeout_s * 1000), detail="timed out")
-    return HealthReport(checks={name: final[name] for name in probes})
+            final[name] = _check("timed out", int(timeout_s * 1000))
+    checks = {name: final[name] for name in probes}
+    return HealthReport(status="ok" if all(c.ok for c in checks.values()) else "degraded", checks=checks)

@@ -32,9 +32,9 @@ class Probe:
 def test_all_ok() -> None:
     report = check_health({"key_vault": Probe(), "storage": Probe()})
     assert report.ok
-    assert report.to_dict()["status"] == "ok"
-    assert set(report.to_dict()["checks"]) == {"key_vault", "storage"}
-    assert report.to_dict()["checks"]["storage"]["status"] == "ok"
+    assert report.to_json()["status"] == "ok"
+    assert set(report.to_json()["checks"]) == {"key_vault", "storage"}
+    assert report.to_json()["checks"]["storage"]["status"] == "ok"
 
 
 def test_one_failure_degrades_with_a_safe_detail() -> None:
@@ -44,7 +44,7 @@ def test_one_failure_degrades_with_a_safe_detail() -> None:
             "storage": Probe(),
         }
     )
-    body = report.to_dict()
+    body = report.to_json()
     assert not report.ok
     assert body["status"] == "degraded"
     assert body["checks"]["key_vault"] == {
@@ -59,13 +59,13 @@ def test_configuration_error_names_only_the_setting() -> None:
     report = check_health(
         {"storage": Probe(ConfigurationError("SECRETS_STORAGE", "AccountKey=abc is wrong"))}
     )
-    detail = report.to_dict()["checks"]["storage"]["detail"]
+    detail = report.to_json()["checks"]["storage"]["detail"]
     assert detail == "misconfigured: SECRETS_STORAGE"
 
 
 def test_unexpected_exception_is_contained() -> None:
     report = check_health({"storage": Probe(RuntimeError("boom with internals"))})
-    assert report.to_dict()["checks"]["storage"]["detail"] == "unexpected error (RuntimeError)"
+    assert report.to_json()["checks"]["storage"]["detail"] == "unexpected error (RuntimeError)"
 
 
 def test_probes_run_concurrently_and_a_hung_probe_times_out() -> None:
@@ -80,9 +80,9 @@ def test_probes_run_concurrently_and_a_hung_probe_times_out() -> None:
     elapsed = time.monotonic() - started
     release.set()
     assert 0.45 <= elapsed < 1.5
-    assert report.to_dict()["checks"]["key_vault"]["detail"] == "timed out"
+    assert report.to_json()["checks"]["key_vault"]["detail"] == "timed out"
     assert report.checks["storage"].ok
-    assert list(report.to_dict()["checks"]) == ["key_vault", "storage"]
+    assert list(report.to_json()["checks"]) == ["key_vault", "storage"]
 
 
 # -- the audit store check: the real probe over an in-memory table service -----------------------
@@ -126,7 +126,7 @@ def test_a_missing_audit_table_degrades_health_while_storage_answers() -> None:
         {"key_vault": Probe(), "storage": Probe(), "audit_store": AuditStoreProbe(tables, "auditlog")}
     )
 
-    body = report.to_dict()
+    body = report.to_json()
     assert not report.ok
     assert body["status"] == "degraded"
     assert body["checks"]["storage"]["status"] == "ok"
@@ -150,5 +150,5 @@ def test_a_refused_audit_table_is_a_failed_check_naming_status_and_code_only() -
 
     report = check_health({"audit_store": AuditStoreProbe(FakeTableService(refused), "auditlog")})
 
-    detail = report.to_dict()["checks"]["audit_store"]["detail"]
+    detail = report.to_json()["checks"]["audit_store"]["detail"]
     assert detail == "forbidden (HTTP 403, AuthorizationPermissionMismatch)"
