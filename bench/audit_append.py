@@ -208,7 +208,7 @@ def verify(
     write_digest(peers)
     report = verify_audit(peers)
     seconds = time.perf_counter() - started
-    problems = [f"break: {json.dumps(b.to_dict())}" for b in report.breaks[:10]]
+    problems = [f"break: {json.dumps(b.to_json())}" for b in report.breaks[:10]]
     if len(report.breaks) > 10:
         problems.append(f"... and {len(report.breaks) - 10} more breaks")
     if report.records != appends:

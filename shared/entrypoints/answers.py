@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.domain.audit import Action, ActorType, BreakKind
+from shared.domain.audit import Action, ActorType
 from shared.domain.audit import Result as AuditResult
 from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
 from shared.services.results import Answer, Timestamp
@@ -77,22 +77,6 @@ class AuditRecord(Answer):
 class AuditPage(Answer):
     items: list[AuditRecord]
     continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
-
-
-class ChainBreak(Answer):
-    chain: str
-    kind: BreakKind
-    seq: int | None
-    detail: str
-
-
-class VerifyReport(Answer):
-    status: Literal["ok", "broken"]
-    chains: int
-    records: int
-    digests: int
-    latest_digest: Timestamp | None
-    breaks: list[ChainBreak]
 
 
 class RotationQueued(Answer):

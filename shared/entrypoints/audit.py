@@ -137,7 +137,7 @@ def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
 def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
     c = call.container
     report = service.verify_audit(c.audit_peers, secret_name=call.input.secret_name)
-    return json_response(report.to_dict())
+    return json_response(report.to_json())
 
 
 @endpoint(

@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_COULD_NOT_VERIFY
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(report.to_json(), indent=2))
     else:
         print(
             f"{report.chains} chain(s), {report.records} record(s), {report.digests} digest(s); "
-            f"latest digest {report.to_dict()['latest_digest'] or 'never'}"
+            f"latest digest {report.to_json()['latest_digest'] or 'never'}"
         )
         for item in report.breaks:
             print(f"BREAK {item.kind.value:14} {item.chain} seq={item.seq}: {item.detail}")

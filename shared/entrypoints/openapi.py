@@ -42,7 +42,6 @@ from shared.entrypoints.answers import (
     RotationQueued,
     SecretDeleted,
     SecretRecovered,
-    VerifyReport,
 )
 from shared.entrypoints.auth import PRINCIPAL_HEADER
 from shared.entrypoints.http import (
@@ -53,7 +52,7 @@ from shared.entrypoints.http import (
     Route,
     anonymous,
 )
-from shared.services.audit.results import AuditSummary, FindingReviewed
+from shared.services.audit.results import AuditSummary, FindingReviewed, VerifyReport
 from shared.services.catalog.results import (
     PolicyApplied,
     RotationDryRun,

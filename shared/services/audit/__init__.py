@@ -17,11 +17,11 @@ from shared.services.audit.queries import (
     review_finding,
     summarize_audit,
 )
+from shared.services.audit.results import VerifyReport
 from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, Change, EventFields
 from shared.services.audit.verification import (
     DigestOutcome,
     DigestRefused,
-    VerifyReport,
     repair_chain,
     verify_audit,
     write_digest,

@@ -1,5 +1,5 @@
-"""What the audit services answer (so far: the summary and a finding's review). Made by the services,
-serialised as they are (``Answer.to_json``), described by the OpenAPI document."""
+"""What the audit services answer (so far: the summary, a finding's review and verify's report). Made by
+the services, serialised as they are (``Answer.to_json``), described by the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.domain.audit import Action
+from shared.domain.audit import Action, BreakKind
 from shared.domain.audit import Result as AuditResult
 from shared.services.results import Answer, Timestamp
 
@@ -47,3 +47,25 @@ class FindingReviewed(Answer):
     status: Literal["reviewed"]
     reviewer: str
     audit_seq: int
+
+
+class ChainBreak(Answer):
+    chain: str
+    kind: BreakKind
+    seq: int | None
+    detail: str
+
+
+# What verify found: the chains, records and digests it walked, the latest digest's time, and every break
+# (``ok``: none). A comment: the document describes the model without it, as before.
+class VerifyReport(Answer):
+    status: Literal["ok", "broken"]
+    chains: int
+    records: int
+    digests: int
+    latest_digest: Timestamp | None
+    breaks: list[ChainBreak]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.domain.audit import (
     DIGEST_CHAIN,
@@ -44,6 +44,7 @@ from shared.domain.errors import (
 )
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
 from shared.ports import Clock, Publisher
+from shared.services.audit.results import ChainBreak, VerifyReport
 from shared.services.audit.trail import AuditTrail
 
 if TYPE_CHECKING:  # the bundle imports this package: annotations only
@@ -53,29 +54,6 @@ logger = logging.getLogger(__name__)
 
 
 # -- verify --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyReport:
-    chains: int = 0
-    records: int = 0
-    digests: int = 0
-    latest_digest: datetime | None = None
-    breaks: list[Break] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.breaks
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": "ok" if self.ok else "broken",
-            "chains": self.chains,
-            "records": self.records,
-            "digests": self.digests,
-            "latest_digest": format_time(self.latest_digest) if self.latest_digest else None,
-            "breaks": [b.to_dict() for b in self.breaks],
-        }
 
 
 def verify_audit(
@@ -94,27 +72,29 @@ def verify_audit(
     digests = reader.read_digests()
     contents = dict(reader.read_chains(chain))
     verdicts = _verdicts(peers, contents)
-    report = VerifyReport(chains=len(verdicts), records=sum(v.records for v in verdicts.values()))
-    for verdict in verdicts.values():
-        report.breaks += verdict.breaks
-
-    report.digests = len(digests)
-    report.breaks += check_anchor(anchored, digests)
+    breaks = [b for verdict in verdicts.values() for b in verdict.breaks]
+    breaks += check_anchor(anchored, digests)
     digest_breaks = verify_digests(digests, keys.get)
     # Also for one secret: a forged digest may be how a cut of that secret's chain is hidden.
-    report.breaks += digest_breaks
+    breaks += digest_breaks
     forged = {b.seq for b in digest_breaks if b.kind == BreakKind.FORGED_DIGEST}
     trusted = [_scoped(d, chain) for d in digests if d.seq not in forged]
     macs_at = _mac_lookup(contents)
-    report.breaks += verify_digest_history(trusted, macs_at)
+    breaks += verify_digest_history(trusted, macs_at)
     latest: Digest | None = max(trusted, key=lambda d: d.seq) if trusted else None
     if latest is not None:
-        report.latest_digest = latest.time
-        report.breaks += check_against_digest(verdicts, latest, macs_at)
+        breaks += check_against_digest(verdicts, latest, macs_at)
     if chain is None:
-        report.breaks += _stale(peers, latest, contents, digest_interval)
-    report.breaks = _once(report.breaks)
-    return report
+        breaks += _stale(peers, latest, contents, digest_interval)
+    breaks = _once(breaks)
+    return VerifyReport(
+        status="broken" if breaks else "ok",
+        chains=len(verdicts),
+        records=sum(v.records for v in verdicts.values()),
+        digests=len(digests),
+        latest_digest=latest.time if latest is not None else None,
+        breaks=[ChainBreak(chain=b.chain, kind=b.kind, seq=b.seq, detail=b.detail) for b in breaks],
+    )
 
 
 def _verdicts(peers: AuditPeers, contents: dict[str, ChainContents]) -> dict[str, ChainVerdict]:
