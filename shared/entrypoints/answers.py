@@ -10,8 +10,6 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.domain.audit import Action, ActorType
-from shared.domain.audit import Result as AuditResult
 from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
 from shared.services.results import Answer, Timestamp
 
@@ -50,33 +48,6 @@ class OpenApiDocument(Answer):
     openapi: str = Field(pattern=r"^3\.1\.\d+$")
     info: dict[str, Any]
     paths: dict[str, Any]
-
-
-class AuditRecord(Answer):
-    """One audit record. Members without a value are left out."""
-
-    id: str
-    time: Timestamp
-    action: Action
-    vault: str
-    secret_name: str | None = None
-    version: str | None = None
-    result: AuditResult
-    actor_id: str
-    actor_type: ActorType
-    actor_ip: str | None = None
-    actor_user_agent: str | None = None
-    correlation_id: str | None = None
-    details: dict[str, Any]
-    error: str | None = None
-    duration_ms: int | None = None
-    chain: str
-    seq: int
-
-
-class AuditPage(Answer):
-    items: list[AuditRecord]
-    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
 
 
 class RotationQueued(Answer):

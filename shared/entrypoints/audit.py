@@ -123,7 +123,7 @@ class ReviewBody(BaseModel):
 def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
     c = call.container
     query = call.input.query(c.settings.key_vault.name)
-    return json_response(service.query_audit(c.audit_log, query).to_dict())
+    return json_response(service.query_audit(c.audit_log, query).to_json())
 
 
 @endpoint(bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams)

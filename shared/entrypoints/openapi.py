@@ -32,7 +32,6 @@ from shared.domain.identity import Role
 # Imported for what importing does: each module registers its HTTP functions in ``http.ROUTES``.
 from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.answers import (
-    AuditPage,
     OpenApiDocument,
     Problem,
     Revocation,
@@ -52,7 +51,7 @@ from shared.entrypoints.http import (
     Route,
     anonymous,
 )
-from shared.services.audit.results import AuditSummary, FindingReviewed, VerifyReport
+from shared.services.audit.results import AuditPage, AuditSummary, FindingReviewed, VerifyReport
 from shared.services.catalog.results import (
     PolicyApplied,
     RotationDryRun,

@@ -393,7 +393,7 @@ def test_rows_that_are_not_records_are_reported_and_skipped_by_queries(env: Env)
     found = env.breaks()
     assert sorted(kind for _, kind, _ in found) == [BreakKind.UNEXPECTED, BreakKind.UNEXPECTED]
     page = query_audit(env.log, AuditQuery(vault=env.vault, secret_name=SECRET))
-    assert [item["seq"] for item in page.items] == [2, 1]
+    assert [item.seq for item in page.items] == [2, 1]
 
 
 def test_nonsense_in_a_head_or_digest_row_is_reported_not_fatal(env: Env) -> None:

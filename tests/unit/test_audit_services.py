@@ -54,14 +54,14 @@ def test_query_is_newest_first_and_pages(world: World) -> None:
         page = world.query_audit(
             AuditQuery(vault=VAULT, limit=3, before=decode_cursor(cursor) if cursor else None)
         )
-        seen += [item["version"] for item in page.items]
+        seen += [item.version for item in page.items]
         cursor = page.continuation
         if cursor is None:
             break
     assert seen == [f"v{i}" for i in reversed(range(7))]
     only = world.query_audit(AuditQuery(vault=VAULT, action=Action.ROTATED, limit=50))
-    assert [i["version"] for i in only.items] == ["v5", "v3", "v1"]
-    assert only.items[0]["details"] == {}
+    assert [i.version for i in only.items] == ["v5", "v3", "v1"]
+    assert only.items[0].details == {}
     assert only.continuation is None
 
 

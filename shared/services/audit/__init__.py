@@ -7,7 +7,6 @@ The package: ``trail.py`` writes, ``verification.py`` verifies, seals digests an
 from shared.services.audit.queries import (
     FINDING_ACTOR_CHARS,
     FINDING_MAX_ACTORS,
-    AuditPage,
     InvalidCursor,
     authentic_events,
     decode_cursor,
@@ -17,7 +16,7 @@ from shared.services.audit.queries import (
     review_finding,
     summarize_audit,
 )
-from shared.services.audit.results import VerifyReport
+from shared.services.audit.results import AuditPage, VerifyReport
 from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, Change, EventFields
 from shared.services.audit.verification import (
     DigestOutcome,

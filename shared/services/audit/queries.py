@@ -10,7 +10,6 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,6 @@ from shared.domain.audit import (
     Result,
     StoredRecord,
     authentic_event,
-    event_fields,
     format_time,
     parse_time,
     readable_event,
@@ -36,6 +34,8 @@ from shared.domain.findings import review
 from shared.domain.identity import canonical_identity
 from shared.ports import AuditReader, MacKeyRing
 from shared.services.audit.results import (
+    AuditPage,
+    AuditRecord,
     AuditSummary,
     Failures,
     FailureSummary,
@@ -60,10 +60,10 @@ class InvalidCursor(ValueError):
 Cursor = tuple[str, str, int]
 
 
-def _position(item: Mapping[str, Any]) -> Cursor:
+def _position(record: AuditRecord) -> Cursor:
     """Where a record stands in "newest first": time, then chain and sequence number. Unique, and within
     a chain it follows the chain even when two records carry the same time."""
-    return (str(item["time"]), str(item["chain"]), int(item["seq"]))
+    return (format_time(record.time), record.chain, record.seq)
 
 
 #: A token of the longest position (a 127-character vault and secret name, a 12-digit seq) is about 410
@@ -116,30 +116,40 @@ def _is_stored_time(text: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class AuditPage:
-    items: list[dict[str, Any]]
-    continuation: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"items": self.items, "continuation": self.continuation}
-
-
-def _item(chain: str, row: StoredRecord) -> dict[str, Any] | None:
+def _record(chain: str, row: StoredRecord) -> AuditRecord | None:
+    """A stored record as the API shows it (members without a value left out), or None when unreadable."""
     event = readable_event(row.fields)
     if event is None:
         return None
-    item = {k: v for k, v in event_fields(event).items() if v is not None}
-    item["details"] = dict(event.details)
-    item["chain"] = chain
-    item["seq"] = row.position
-    return item
+    actor = event.actor
+    present: dict[str, Any] = {
+        "secret_name": event.secret_name,
+        "version": event.version,
+        "actor_ip": actor.ip,
+        "actor_user_agent": actor.user_agent,
+        "correlation_id": event.correlation_id,
+        "error": event.error,
+        "duration_ms": event.duration_ms,
+    }
+    return AuditRecord(
+        id=event.id,
+        time=event.time,
+        action=event.action,
+        vault=event.vault,
+        result=event.result,
+        actor_id=actor.id,
+        actor_type=actor.type,
+        details=dict(event.details),
+        chain=chain,
+        seq=row.position,
+        **{k: v for k, v in present.items() if v is not None},
+    )
 
 
-def _items(reader: AuditReader, query: AuditQuery) -> list[dict[str, Any]]:
+def _records(reader: AuditReader, query: AuditQuery) -> list[AuditRecord]:
     """Every readable record matching the query's filters. Unreadable rows are left to verify (which
     reports them) rather than shown."""
-    return [i for row in reader.list_records(query) if (i := _item(row.chain, row.record)) is not None]
+    return [r for row in reader.list_records(query) if (r := _record(row.chain, row.record)) is not None]
 
 
 def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -> list[AuditEvent]:
@@ -152,7 +162,7 @@ def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -
 def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
     """Records matching the filters, newest first, ``query.limit`` per page. Raises
     DependencyUnavailable."""
-    items = _items(reader, query)
+    items = _records(reader, query)
     if query.before is not None:
         before = query.before
         items = [i for i in items if _position(i) < before]

@@ -1,13 +1,14 @@
-"""What the audit services answer (so far: the summary, a finding's review and verify's report). Made by
+"""What the audit services answer (the summary, a page of records, a finding's review,
+verify's report). Made by
 the services, serialised as they are (``Answer.to_json``), described by the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from shared.domain.audit import Action, BreakKind
+from shared.domain.audit import Action, ActorType, BreakKind
 from shared.domain.audit import Result as AuditResult
 from shared.services.results import Answer, Timestamp
 
@@ -69,3 +70,30 @@ class VerifyReport(Answer):
     @property
     def ok(self) -> bool:
         return not self.breaks
+
+
+class AuditRecord(Answer):
+    """One audit record. Members without a value are left out."""
+
+    id: str
+    time: Timestamp
+    action: Action
+    vault: str
+    secret_name: str | None = None
+    version: str | None = None
+    result: AuditResult
+    actor_id: str
+    actor_type: ActorType
+    actor_ip: str | None = None
+    actor_user_agent: str | None = None
+    correlation_id: str | None = None
+    details: dict[str, Any]
+    error: str | None = None
+    duration_ms: int | None = None
+    chain: str
+    seq: int
+
+
+class AuditPage(Answer):
+    items: list[AuditRecord]
+    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")

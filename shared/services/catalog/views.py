@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain.audit import Action, AuditQuery, Result, parse_time
+from shared.domain.audit import Action, AuditQuery, Result
 from shared.domain.errors import (
     NotFound,
     SecretDisabled,
@@ -22,6 +22,7 @@ from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import AuditReader, StateStore
 from shared.services.audit import query_audit
+from shared.services.audit.results import AuditRecord
 from shared.services.catalog.policies import MAX_PAGE, TAMPERED, current_policy, problem_text
 from shared.services.catalog.results import (
     LastFailure,
@@ -207,21 +208,19 @@ def read_row(states: StateStore, key: str) -> Versioned | None:
     return get_as_found(states, PARTITION, key)
 
 
-def _newest(
-    reader: AuditReader, vault: str, name: str, action: Action, result: Result
-) -> dict[str, Any] | None:
+def _newest(reader: AuditReader, vault: str, name: str, action: Action, result: Result) -> AuditRecord | None:
     page = query_audit(reader, AuditQuery(vault=vault, secret_name=name, action=action, limit=500))
-    return next((item for item in page.items if item.get("result") == result.value), None)
+    return next((item for item in page.items if item.result == result), None)
 
 
 def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progress | None) -> LastRotation:
     record = _newest(reader, vault, name, Action.ROTATED, Result.SUCCESS)
     rotated = None
     if record is not None:
-        details = record.get("details") or {}
+        details = record.details
         rotated = RecordedRotation(
-            time=_time(record.get("time")),
-            version=record.get("version"),
+            time=record.time,
+            version=record.version,
             previous_version=details.get("previous_version"),
             rotation_id=details.get("rotation_id"),
         )
@@ -240,20 +239,12 @@ def _last_failure(
     error_class = progress.last_error if progress else None
     if record is None:
         return LastFailure(error_class=error_class)
-    details = record.get("details") or {}
+    details = record.details
     return LastFailure(
         error_class=error_class or details.get("error_class"),
-        time=_time(record.get("time")),
-        version=record.get("version"),
+        time=record.time,
+        version=record.version,
         rotation_id=details.get("rotation_id"),
         step=details.get("step"),
-        error=record.get("error"),
+        error=record.error,
     )
-
-
-def _time(text: object) -> datetime | None:
-    """A record's time (its stored text), or None when it is not one."""
-    try:
-        return parse_time(str(text))
-    except ValueError:
-        return None
