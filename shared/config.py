@@ -193,23 +193,13 @@ class Settings:
         """ROTATION_STALL_MINUTES: how long after it became due a secret still due has stalled (30-10080,
         default 120: two hourly sweeps; twice the sweep's period if ROTATION_SWEEP_SCHEDULE changes).
         Raises ConfigurationError."""
-        raw = self._get(ROTATION_STALL_MINUTES)
-        if raw is None:
-            return timedelta(minutes=120)
-        if not raw.isascii() or not raw.isdigit() or not 30 <= int(raw) <= 10080:
-            raise ConfigurationError(ROTATION_STALL_MINUTES, "expected whole minutes from 30 to 10080")
-        return timedelta(minutes=int(raw))
+        return timedelta(minutes=self._int(ROTATION_STALL_MINUTES, 120, 30, 10080, "whole minutes"))
 
     @cached_property
     def revocation_ttl(self) -> timedelta:
         """REVOCATION_TTL_HOURS: how long a revocation request may wait for its approvals and its
         execution (1-168, default 24). Raises ConfigurationError."""
-        raw = self._get(REVOCATION_TTL_HOURS)
-        if raw is None:
-            return timedelta(hours=24)
-        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= 168:
-            raise ConfigurationError(REVOCATION_TTL_HOURS, "expected whole hours from 1 to 168")
-        return timedelta(hours=int(raw))
+        return timedelta(hours=self._int(REVOCATION_TTL_HOURS, 24, 1, 168, "whole hours"))
 
     @cached_property
     def revocation_approvals(self) -> dict[str, int]:
@@ -366,12 +356,13 @@ class Settings:
             timezone=zone,
         )
 
-    def _int(self, name: str, default: int, low: int, high: int) -> int:
+    def _int(self, name: str, default: int, low: int, high: int, unit: str = "a whole number") -> int:
+        """A whole number of ASCII digits within [low, high]; ``default`` when the setting is absent."""
         raw = self._get(name)
         if raw is None:
             return default
-        if not raw.isdigit() or not low <= int(raw) <= high:
-            raise ConfigurationError(name, f"expected a whole number from {low} to {high}, got {raw!r}")
+        if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+            raise ConfigurationError(name, f"expected {unit} from {low} to {high}, got {raw!r}")
         return int(raw)
 
     def _hours(self, name: str, start: dt_time, end: dt_time) -> tuple[dt_time, dt_time]:

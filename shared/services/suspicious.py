@@ -146,40 +146,22 @@ def find_suspicious(
     """Apply every rule to the events (those at or after ``since``, the lookback start). Pure."""
     events = [e for e in events if e.action != Action.SUSPICIOUS_ACTIVITY]
     denied = [e for e in events if e.action == Action.ACCESS_DENIED]
-    findings = _bursts(
-        _Burst(
-            "access_denied_burst_actor", lambda e: _person(e) if e.actor.id != "anonymous" else None,
-            rules.denied_per_actor, rules.window,
-            lambda s, n: f"{n} denied requests by {s} within {rules.window}",
-        ),
-        denied,
-        since,
-    )  # fmt: skip
-    findings += _bursts(
-        _Burst(
-            "access_denied_burst_ip", lambda e: e.actor.ip, rules.denied_per_ip, rules.window,
-            lambda s, n: f"{n} denied requests from {s} within {rules.window}",
-        ),
-        denied,
-        since,
-    )  # fmt: skip
-    findings += _bursts(
-        _Burst(
-            "repeated_rotation_failures", lambda e: e.secret_name, rules.rotation_failures,
-            rules.rotation_failure_window,
-            lambda s, n: f"{n} failed rotations of {s} within {rules.rotation_failure_window}",
-        ),
-        [e for e in events if e.action == Action.ROTATION_FAILED],
-        since,
-    )  # fmt: skip
-    findings += _bursts(
-        _Burst(
-            "revocation_request_burst", _person, rules.revocation_requests, rules.revocation_window,
-            lambda s, n: f"{n} revocation requests by {s} within {rules.revocation_window}",
-        ),
-        _outcomes(events, Action.REVOCATION_REQUESTED),
-        since,
-    )  # fmt: skip
+    window, failures, requests = rules.window, rules.rotation_failure_window, rules.revocation_window
+    bursts: list[tuple[_Burst, Sequence[AuditEvent]]] = [
+        (_Burst("access_denied_burst_actor", lambda e: _person(e) if e.actor.id != "anonymous" else None,
+                rules.denied_per_actor, window, lambda s, n: f"{n} denied requests by {s} within {window}"),
+         denied),
+        (_Burst("access_denied_burst_ip", lambda e: e.actor.ip, rules.denied_per_ip, window,
+                lambda s, n: f"{n} denied requests from {s} within {window}"),
+         denied),
+        (_Burst("repeated_rotation_failures", lambda e: e.secret_name, rules.rotation_failures, failures,
+                lambda s, n: f"{n} failed rotations of {s} within {failures}"),
+         [e for e in events if e.action == Action.ROTATION_FAILED]),
+        (_Burst("revocation_request_burst", _person, rules.revocation_requests, requests,
+                lambda s, n: f"{n} revocation requests by {s} within {requests}"),
+         _outcomes(events, Action.REVOCATION_REQUESTED)),
+    ]  # fmt: skip
+    findings = [finding for rule, found in bursts for finding in _bursts(rule, found, since)]
     zone = ZoneInfo(rules.timezone)
     for event in _outcomes(events, Action.BREAK_GLASS):
         findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
