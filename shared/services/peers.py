@@ -46,7 +46,8 @@ class Peers:
     requests: RotationRequests
     reader: AuditReader
     keys: MacKeyRing
-    reserved: Collection[str] = frozenset()
+    #: Required, never defaulted: a bundle that forgot them would let a service touch the key ring.
+    reserved: Collection[str]
     rotators: Mapping[Rotator, TargetRotator] = field(default_factory=dict)
     #: Hears of a state row the audit trail names that is gone (partition, key): reported as tampering.
     report_missing: Callable[[str, str], None] | None = None
