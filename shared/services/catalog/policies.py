@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any
 
-from shared.domain.audit import Action, Actor, Result, format_time
+from shared.domain.audit import Action, Actor, Result
 from shared.domain.errors import (
     Conflict,
     DomainError,
@@ -179,10 +178,6 @@ def properties_of(version: SecretVersion) -> SecretProperties:
 
 def problem_text(err: PolicyError) -> str:
     return str(err).removeprefix(f"tag {err.tag}: ")
-
-
-def time_text(moment: datetime | None) -> str | None:
-    return format_time(moment) if moment is not None else None
 
 
 def refuse_reserved(name: str, reserved: Collection[str]) -> None:
