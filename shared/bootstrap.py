@@ -17,7 +17,6 @@ from shared.adapters.environment import settled_environment
 from shared.config import Settings
 from shared.domain.policy import Rotator
 from shared.ports import DependencyProbe
-from shared.services.peers import LazyRotators
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -254,6 +253,8 @@ class Container:
     @cached_property
     def target_rotators(self) -> Mapping[Rotator, TargetRotator]:
         """The target rotators, each built (and its technology imported) on first use."""
+        from shared.services.peers import LazyRotators
+
         return LazyRotators(
             {
                 Rotator.POSTGRES_SINGLE_USER: lambda: self._postgres(alternating=False),

@@ -206,3 +206,22 @@ def test_rotation_stall_minutes() -> None:
     for bad in ("29", "10081", "two hours", "-5", "٣٠"):
         with pytest.raises(ConfigurationError, match="ROTATION_STALL_MINUTES"):
             _ = Settings({"ROTATION_STALL_MINUTES": bad}).rotation_stall_after
+
+
+def test_importing_the_wiring_imports_no_sdk_and_no_service() -> None:
+    """bootstrap builds every client and bundle on first use (DESIGN rule 2): importing it, as the CLI and
+    every entrypoint do, pulls in no Azure SDK, no pydantic model and no service module."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shared.bootstrap\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(('azure', 'pydantic', 'shared.services')))\n"
+        "print(heavy)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
