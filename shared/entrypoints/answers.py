@@ -1,8 +1,8 @@
-"""The response models of the answers whose services still return plain values: what each endpoint
-answers, strict and closed. The OpenAPI document (``shared/entrypoints/openapi.py``) is built from them and
-from the services' own result models (``shared/services/results.py``: the catalog's, in
-``shared/services/catalog/results.py``), and the functions-tier conformance tests check every answer
-against its model."""
+"""The response models the entrypoints make themselves (a problem, the OpenAPI document, a few small
+answers of the secrets endpoints): strict and closed. The OpenAPI document (``shared/entrypoints/openapi.py``)
+is built from them and from the services' own result models (``shared/services/results.py`` and each
+service package's ``results.py``), and the functions-tier conformance tests check every answer against its
+model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from shared.domain.revocation import REVOCATION_ID, Reason, Severity, Status
-from shared.services.results import Answer, Timestamp
+from shared.services.results import Answer
+from shared.services.revocation.results import Revocation
 
 
 class Problem(Answer):
@@ -78,64 +78,6 @@ class SecretDeleted(Answer):
 class SecretRecovered(Answer):
     name: str
     status: Literal["recovered"]
-
-
-class Decision(Answer):
-    by: str
-    at: Timestamp
-    comment: str | None
-
-
-class RevocationResult(Answer):
-    disabled_versions: list[str]
-    new_version: str | None = None
-    errors: dict[str, str] | None = Field(None, description="Versions not disabled: id → error class.")
-
-
-class Revocation(Answer):
-    """A revocation request (the stored document)."""
-
-    id: str = Field(pattern=f"^{REVOCATION_ID.pattern}$")
-    secret_name: str
-    vault: str
-    reason: Reason
-    severity: Severity
-    justification: str
-    versions: list[str]
-    replace: bool
-    status: Status
-    requested_by: str
-    requested_at: Timestamp
-    expires_at: Timestamp
-    required_approvals: int = Field(ge=1)
-    approvals: list[Decision]
-    rejection: Decision | None
-    cancellation: Decision | None
-    executed_by: str | None
-    executed_at: Timestamp | None
-    result: RevocationResult | None
-    break_glass: bool
-    review_required: bool
-    reviewed_by: str | None
-    review: Decision | None
-
-
-class UnreadableRevocation(Answer):
-    """A request that cannot be shown: its row failed its seal (`tampered: <check>`), or the audit trail
-    holds it (within 8 days) but its row is gone (`missing: ...`). Each is on record (STATE_TAMPERED) and
-    a finding; nothing acts on it."""
-
-    id: str
-    secret_name: str | None
-    problem: str
-
-
-class RevocationPage(Answer):
-    items: list[Revocation]
-    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
-    unreadable: list[UnreadableRevocation] = Field(
-        description="On the first page: requests that cannot be shown (tampered or missing rows)."
-    )
 
 
 class RevocationConflict(Problem):

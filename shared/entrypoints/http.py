@@ -31,6 +31,7 @@ from shared.domain.revocation import REVOCATION_ID
 from shared.domain.secrets import NAME, NAME_PATTERN, VERSION, InvalidSecret, validate_name
 from shared.domain.state import StateTampered
 from shared.domain.targets import TargetRefused
+from shared.entrypoints.answers import Problem
 from shared.entrypoints.auth import AccessDenied, actor_of, authorize
 
 logger = logging.getLogger(__name__)
@@ -228,13 +229,14 @@ def problem(
     problem_type: str = "about:blank",
     **extra: Any,
 ) -> func.HttpResponse:
-    """An RFC 9457 problem+json response. ``detail`` must never carry a secret value."""
-    body: dict[str, Any] = {"type": problem_type, "title": title, "status": status}
+    """An RFC 9457 problem+json response (``answers.Problem``; ``extra`` its members beyond the RFC's).
+    ``detail`` must never carry a secret value."""
+    members: dict[str, Any] = {"type": problem_type, "title": title, "status": status}
     if detail:
-        body["detail"] = detail
-    body.update(extra)
+        members["detail"] = detail
+    made = Problem.model_validate({**members, **extra})
     return func.HttpResponse(
-        json.dumps(body, separators=(",", ":")),
+        json.dumps(made.to_json(), separators=(",", ":")),
         status_code=status,
         mimetype=PROBLEM_JSON,
         charset="utf-8",

@@ -34,9 +34,7 @@ from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.answers import (
     OpenApiDocument,
     Problem,
-    Revocation,
     RevocationConflict,
-    RevocationPage,
     RollbackDone,
     RotationQueued,
     SecretDeleted,
@@ -61,6 +59,7 @@ from shared.services.catalog.results import (
     SecretStatus,
 )
 from shared.services.health import HealthReport
+from shared.services.revocation.results import Revocation, RevocationPage
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 

@@ -42,6 +42,7 @@ from shared.entrypoints.http import (
 )
 from shared.services import revocation
 from shared.services.revocation import InvalidRequest, NewRequest
+from shared.services.revocation.results import Revocation as Document
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class ListParams(BaseModel):
 
 
 def _document(revocation_: Revocation, status: int = 200) -> func.HttpResponse:
-    response = json_response(revocation_.to_dict(), status)
+    response = json_response(Document.of(revocation_).to_json(), status)
     if status == 201:
         response.headers["Location"] = f"/api/revocations/{revocation_.id}"
     return response
@@ -128,24 +129,14 @@ def revocations_get(call: Call[EmptyBody]) -> func.HttpResponse:
 @endpoint(bp, "revocations_list", "revocations", "GET", roles=READERS, accepts=ListParams)
 def revocations_list(call: Call[ListParams]) -> func.HttpResponse:
     params = call.input
-    listing = revocation.list_all(
-        call.container.revocations, status=params.status, secret_name=params.secret_name
-    )
-    found = listing.requests
-    start = 0
-    if params.continuation is not None:
-        ids = [r.id for r in found]
-        if params.continuation not in ids:
-            raise BadRequest("continuation", "not a position in this listing")
-        start = ids.index(params.continuation) + 1
-    page = found[start : start + params.limit]
-    more = start + params.limit < len(found)
-    body = {
-        "items": [r.to_dict() for r in page],
-        "continuation": page[-1].id if more and page else None,
-        "unreadable": listing.unreadable if params.continuation is None else [],
-    }
-    return json_response(body)
+    try:
+        listed = revocation.page(
+            call.container.revocations, status=params.status, secret_name=params.secret_name,
+            limit=params.limit, continuation=params.continuation,
+        )  # fmt: skip
+    except InvalidRequest as err:
+        raise BadRequest(err.field, str(err).split(": ", 1)[-1]) from None
+    return json_response(listed.to_json())
 
 
 @endpoint(bp, "revocations_approve", "revocations/{id}/approve", "POST", roles=APPROVE, accepts=CommentBody)
@@ -176,7 +167,7 @@ def revocations_execute(call: Call[EmptyBody]) -> func.HttpResponse:
     try:
         return _document(revocation.execute(peers, call.route["id"], call.actor, correlation_id=cid))
     except AlreadyExecuted as err:
-        return problem(409, "Conflict", str(err), revocation=err.revocation.to_dict())
+        return problem(409, "Conflict", str(err), revocation=Document.of(err.revocation).to_json())
 
 
 @endpoint(bp, "revocations_review", "revocations/{id}/review", "POST", roles=APPROVE, accepts=RequiredComment)

@@ -141,7 +141,7 @@ def test_a_request_on_record_whose_row_is_gone_is_listed_and_reported_once(world
     world.states.delete(revocation.PARTITION, made.id, stored.etag)
     listing = revocation.list_all(peers)
     assert listing.requests == []
-    assert listing.unreadable == [
+    assert [u.to_json() for u in listing.unreadable] == [
         {"id": made.id, "secret_name": NAME, "problem": "missing: on record, its row is gone"}
     ]
     revocation.expire_pending(peers)  # the timer looks too, without anyone listing

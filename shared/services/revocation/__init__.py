@@ -15,13 +15,14 @@ stripping the ``retired-by`` mark, so a rollback never restores a revoked versio
 could not disable (``result.errors``, status ``failed``), never silently.
 
 The package: ``stored.py`` (the peers, the row and the records of a change), ``reads.py``,
-``decisions.py`` (request, approve, reject, cancel, review, and the expiry timer), ``execution.py``.
+``decisions.py`` (request, approve, reject, cancel, review, and the expiry timer), ``execution.py``,
+``results.py`` (what the endpoints answer).
 """
 
 from shared.domain.revocation import DEFAULT_TTL
 from shared.services.revocation.decisions import approve, cancel, expire_pending, reject, request, review
 from shared.services.revocation.execution import execute
-from shared.services.revocation.reads import Listing, get, list_all, list_requests
+from shared.services.revocation.reads import Listing, get, list_all, list_requests, page
 from shared.services.revocation.stored import (
     PARTITION,
     InvalidRequest,
@@ -45,6 +46,7 @@ __all__ = [
     "get",
     "list_all",
     "list_requests",
+    "page",
     "reject",
     "request",
     "review",

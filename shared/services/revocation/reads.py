@@ -7,7 +7,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from shared.domain.audit import (
     Action,
@@ -22,7 +21,9 @@ from shared.domain.revocation import (
 from shared.domain.state import Versioned
 from shared.ports import StateStore
 from shared.services.audit import authentic_events
-from shared.services.revocation.stored import PARTITION, Services, read
+from shared.services.revocation.results import Revocation as Document
+from shared.services.revocation.results import RevocationPage, UnreadableRevocation
+from shared.services.revocation.stored import PARTITION, InvalidRequest, Services, read
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +61,10 @@ def listed(
 @dataclass(frozen=True)
 class Listing:
     """The requests, and the ones that cannot be shown: a row that fails its seal, or a request the audit
-    trail holds (within ``MISSING_WINDOW``) whose row is gone — each ``{"id", "secret_name", "problem"}``."""
+    trail holds (within ``MISSING_WINDOW``) whose row is gone."""
 
     requests: list[Revocation]
-    unreadable: list[dict[str, Any]]
+    unreadable: list[UnreadableRevocation]
 
 
 #: How far back the trail is searched for requests whose row is gone: the longest TTL (7 days), a day more.
@@ -77,16 +78,44 @@ def list_all(peers: Services, *, status: Status | None = None, secret_name: str 
     recorded = recorded_ids(peers)  # before the rows: a request made in between is in both, never missing
     rows = peers.states.list(PARTITION)
     unreadable = [
-        {"id": key, "secret_name": None, "problem": f"tampered: {stored.tampered}"}
+        UnreadableRevocation(id=key, secret_name=None, problem=f"tampered: {stored.tampered}")
         for key, stored in sorted(rows.items())
         if stored.tampered is not None and secret_name is None
     ]
     for key, name in sorted(missing(peers, recorded, rows).items()):
         if secret_name is None or name.lower() == secret_name.lower():
             unreadable.append(
-                {"id": key, "secret_name": name, "problem": "missing: on record, its row is gone"}
+                UnreadableRevocation(id=key, secret_name=name, problem="missing: on record, its row is gone")
             )
     return Listing(listed(rows, status=status, secret_name=secret_name), unreadable)
+
+
+def page(
+    peers: Services,
+    *,
+    status: Status | None = None,
+    secret_name: str | None = None,
+    limit: int,
+    continuation: str | None = None,
+) -> RevocationPage:
+    """One page of ``list_all``: ``limit`` requests after the one ``continuation`` names (the unreadable
+    ones on the first page only). Raises InvalidRequest (``continuation`` not in the listing) and
+    DependencyUnavailable."""
+    listing = list_all(peers, status=status, secret_name=secret_name)
+    found = listing.requests
+    start = 0
+    if continuation is not None:
+        ids = [r.id for r in found]
+        if continuation not in ids:
+            raise InvalidRequest("continuation", "not a position in this listing")
+        start = ids.index(continuation) + 1
+    items = found[start : start + limit]
+    more = start + limit < len(found)
+    return RevocationPage(
+        items=[Document.of(r) for r in items],
+        continuation=items[-1].id if more and items else None,
+        unreadable=listing.unreadable if continuation is None else [],
+    )
 
 
 def recorded_ids(peers: Services) -> dict[str, str]:
