@@ -29,7 +29,7 @@ from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.keyvault_emulator.process import EmulatorProcess, set_clock_offset
 from devtools.processes import ChildProcess, start
-from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE
+from shared.adapters.tables import AUDIT_INDEX_TABLE, AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 
@@ -73,7 +73,7 @@ DEMO_OPERATOR_ROLES = [Role.AUDIT_READ.value, Role.ROTATION_OPERATE.value]
 
 #: The tables infra/ declares with the storage account: a deployment has them before the app serves (the
 #: health check reports a missing audit table), so a local run and the tests create them the same way.
-SERVICE_TABLES = (AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE)
+SERVICE_TABLES = (AUDIT_TABLE, AUDIT_INDEX_TABLE, FINDINGS_TABLE, STATE_TABLE)
 
 
 def _say(message: str) -> None:

@@ -40,10 +40,11 @@ module storage 'modules/storage.bicep' = {
     name: storageName
     location: location
     deploymentContainerName: 'app-package'
-    // shared/adapters/tables.py: AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE (devtools/stack.py creates them
-    // locally).
+    // shared/adapters/tables: AUDIT_TABLE, AUDIT_INDEX_TABLE, FINDINGS_TABLE, STATE_TABLE (devtools/stack.py
+    // creates them locally).
     tableNames: [
       'auditlog'
+      'auditlogindex'
       'auditfindings'
       'secretstate'
     ]

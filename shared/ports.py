@@ -15,6 +15,7 @@ from shared.domain.audit import (
     ChainContents,
     ChainHead,
     Digest,
+    RecordPosition,
     StoredAuditRow,
     StoredRecord,
 )
@@ -162,12 +163,29 @@ class AuditLog(Protocol):
         """
         ...
 
+    def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
+        """Write again what ``page_records`` reads of these stored records of ``chain`` (idempotent): for
+        the digest writer, so a record the append's own indexing missed (a crash, a failed write) is found
+        by queries from the next digest on. Returns how many records were indexed. Raises
+        DependencyUnavailable."""
+        ...
+
 
 class AuditReader(Protocol):
     """Read access to the stored chains and digests, as stored (for queries and verification)."""
 
     def list_records(self, query: AuditQuery) -> Iterable[StoredAuditRow]:
         """Every stored record matching the query's server-side filters, in no particular order."""
+        ...
+
+    def page_records(
+        self, query: AuditQuery, limit: int, after: RecordPosition | None = None
+    ) -> tuple[list[StoredAuditRow], RecordPosition | None]:
+        """Up to ``limit`` records matching the query, newest first (one chain's: by sequence number),
+        from ``after`` (a position this returned for the same query), and where the rest begins (None: no
+        more). One request to the store whatever its size. The rows are as stored (a copy in an index,
+        maybe): the caller authenticates them. A record committed in this process is in the pages;
+        another process's may take a moment. Raises DependencyUnavailable."""
         ...
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:

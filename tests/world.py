@@ -235,8 +235,8 @@ class Peers:
     def repair_chain(self, **options: Any) -> AuditRecord:
         return audit_service.repair_chain(self.audit_peers(), **options)
 
-    def query_audit(self, query: AuditQuery) -> audit_service.AuditPage:
-        return audit_service.query_audit(self.log, query)
+    def query_audit(self, query: AuditQuery, continuation: str | None = None) -> audit_service.AuditPage:
+        return audit_service.query_audit(self.log, self.log.keys, query, continuation)
 
     def summarize_audit(self, *, secret_name: str | None, days: int) -> dict[str, Any]:
         return audit_service.summarize_audit(self.audit_peers(), secret_name=secret_name, days=days).to_json()

@@ -21,7 +21,7 @@ from pydantic import (
 from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
 from shared.domain.identity import Role
-from shared.entrypoints.http import Call, SecretName, correlation_id, endpoint, json_response
+from shared.entrypoints.http import BadRequest, Call, SecretName, correlation_id, endpoint, json_response
 from shared.services import audit as service
 from shared.services.suspicious import scan
 
@@ -57,19 +57,9 @@ def _in_utc(value: datetime) -> datetime:
     return utc
 
 
-def _cursor(value: Any) -> Any:
-    if value is None or isinstance(value, tuple):
-        return value
-    try:
-        return service.decode_cursor(str(value))
-    except service.InvalidCursor as err:
-        raise ValueError(str(err)) from None
-
-
 # AwareDatetime: a time without a zone is refused (400 naming the parameter) rather than guessed. Every
 # moment is converted to UTC here, at the edge, so nothing after it can overflow.
 Moment = Annotated[AwareDatetime, BeforeValidator(_moment), AfterValidator(_in_utc)]
-Cursor = Annotated[tuple[str, str, int], BeforeValidator(_cursor)]
 
 
 class QueryParams(BaseModel):
@@ -80,7 +70,8 @@ class QueryParams(BaseModel):
     since: Moment | None = None
     until: Moment | None = None
     limit: int = Field(50, ge=1, le=service.MAX_PAGE)
-    continuation: Cursor | None = None
+    #: Opaque; bound to the filters of the query that issued it (checked by the service).
+    continuation: str | None = Field(None, min_length=1, max_length=4096)
 
     @field_validator("until")
     @classmethod
@@ -99,7 +90,6 @@ class QueryParams(BaseModel):
             since=self.since,
             until=self.until,
             limit=self.limit,
-            before=self.continuation,
         )
 
 
@@ -123,7 +113,11 @@ class ReviewBody(BaseModel):
 def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
     c = call.container
     query = call.input.query(c.settings.key_vault.name)
-    return json_response(service.query_audit(c.audit_log, query).to_json())
+    try:
+        page = service.query_audit(c.audit_log, c.key_ring, query, call.input.continuation)
+    except service.InvalidCursor as err:
+        raise BadRequest("continuation", str(err)) from None
+    return json_response(page.to_json())
 
 
 @endpoint(bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams)

@@ -11,7 +11,7 @@ import azure.functions as func
 import pytest
 from azure.functions.timer import TimerRequest
 
-from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import encode_principal
 from shared.services.audit import encode_cursor
@@ -124,6 +124,10 @@ def test_missing_role_is_403_and_audited(functions: dict[str, Any], fake: FakeCo
     assert event.details["required_role"] == "Secrets.Audit.Read"
 
 
+#: A token of the form before the index: (time, chain, seq).
+OLD_FORM = base64.urlsafe_b64encode(b'["2026-11-29T10:00:00.000000Z","fleet:_service",1]').decode()
+
+
 @pytest.mark.parametrize(
     ("params", "parameter"),
     [
@@ -142,10 +146,21 @@ def test_missing_role_is_403_and_audited(functions: dict[str, Any], fake: FakeCo
         ({"since": "0001-01-01T00:00:00+14:00"}, "since"),
         ({"until": "9999-12-31T23:59:59-14:00"}, "until"),
         ({"since": "0999-12-31"}, "since"),  # stored as "999-...", which sorts after "2026-..."
-        # A deeply nested token (RecursionError, 500) and a 30,000-character time (a table filter too long
-        # for the store, 503 "nothing was changed").
+        # A deeply nested token (RecursionError, 500), a 30,000-character key (too long for the store, 503
+        # "nothing was changed"), a token of another query and one of the form before the index.
         ({"continuation": base64.urlsafe_b64encode(b"[" * 50_000).decode()}, "continuation"),
-        ({"continuation": encode_cursor(("2" * 30_000, "fleet:_service", 1))}, "continuation"),
+        ({"continuation": encode_cursor(AuditQuery(vault="fleet"), ("t:1", "2" * 30_000))}, "continuation"),
+        ({"continuation": encode_cursor(AuditQuery(vault="other"), ("t:1", "r"))}, "continuation"),
+        (
+            {
+                "continuation": base64.urlsafe_b64encode(
+                    json.dumps(["2026-11-29T10:00:00.000000Z", "fleet:_service", 1]).encode()
+                )
+                .decode()
+                .rstrip("=")
+            },
+            "continuation",
+        ),
     ],
 )
 def test_bad_filters_are_400_naming_the_parameter(

@@ -392,7 +392,7 @@ def test_rows_that_are_not_records_are_reported_and_skipped_by_queries(env: Env)
     env.log.table.create_entity({"PartitionKey": env.chain, "RowKey": "x", "vault": env.vault, "time": "z"})
     found = env.breaks()
     assert sorted(kind for _, kind, _ in found) == [BreakKind.UNEXPECTED, BreakKind.UNEXPECTED]
-    page = query_audit(env.log, AuditQuery(vault=env.vault, secret_name=SECRET))
+    page = query_audit(env.log, env.keys, AuditQuery(vault=env.vault, secret_name=SECRET))
     assert [item.seq for item in page.items] == [2, 1]
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
 from shared.domain.errors import NotPermitted
 from shared.domain.findings import StoredFinding
 from shared.services.audit import (
@@ -18,6 +19,7 @@ from shared.services.audit import (
     decode_cursor,
     encode_cursor,
     finding_actors,
+    query_fingerprint,
 )
 from tests.fakes import InMemoryFindings
 from tests.world import World
@@ -25,48 +27,70 @@ from tests.world import World
 OPERATOR = Actor("op-7", ActorType.USER, "203.0.113.9", "curl/8")
 
 
-def _token(position: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+QUERY = AuditQuery(vault="fleet", actor="op-7")
+PRINT = query_fingerprint(QUERY)
+
+
+def _token(body: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
 
 
 def test_cursor_round_trips_every_position_a_page_can_end_on() -> None:
     for position in [
-        ("2026-11-29T10:00:00.000000Z", "fleet:_service", 1),
-        ("9999-12-31T23:59:59.999999Z", "127-0-0-1-8443:" + "a" * 127, 10**12 - 1),
-        ("1000-01-01T00:00:00.123456Z", "v:db-password", 42),
+        ("1!12!dDo5OTc5ODc4Mw--", "1!80!MDAwMDAwMDAwMDAwMDAwMDAwOmZsZWV0Ol9zZXJ2aWNlOjk5OTk5OTk5OTk5OQ--"),
+        ("t:79739868", "999999999999:127-0-0-1-8443:" + "a" * 127 + ":999999999998"),
+        ("a:" + "f" * 32 + ":79739868", "~" * 1024),
     ]:
-        assert decode_cursor(encode_cursor(position)) == position
+        assert decode_cursor(encode_cursor(QUERY, position), QUERY) == position
+
+
+def test_a_cursor_belongs_to_the_query_that_issued_it() -> None:
+    token = encode_cursor(QUERY, ("t:79739868", "0001"))
+    for other in (
+        AuditQuery(vault="fleet"),
+        AuditQuery(vault="fleet", actor="op-8"),
+        AuditQuery(vault="fleet", actor="op-7", action=Action.ROTATED),
+        AuditQuery(vault="other", actor="op-7"),
+        AuditQuery(vault="fleet", actor="op-7", secret_name="db-password"),
+        AuditQuery(vault="fleet", actor="op-7", since=datetime(2026, 12, 1, tzinfo=UTC)),
+    ):
+        with pytest.raises(InvalidCursor, match="another query"):
+            decode_cursor(token, other)
+    # The page size is not a filter: a caller may change it between pages.
+    assert decode_cursor(token, AuditQuery(vault="fleet", actor="op-7", limit=7)) == ("t:79739868", "0001")
 
 
 @pytest.mark.parametrize(
     "token",
     [
-        _token(["2" * 30_000, "fleet:_service", 1]),  # reached the table filter: 503
+        _token([2, PRINT, "t:1", "x" * 30_000]),  # longer than a key
         base64.urlsafe_b64encode(b"[" * 50_000).decode(),  # RecursionError: 500
-        "A" * 513,  # longer than any token this service issues
-        _token(["2026-11-29T10:00:00Z", "fleet:_service", 1]),  # not the stored time format
-        _token(["2026-11-29 10:00:00.000000Z", "fleet:_service", 1]),
-        _token(["2026-1-9T10:00:00.000000Z", "fleet:_service", 1]),  # strptime would take it
-        _token(["2026-11-29T10:00:00.000000Z", "Fleet:_service", 1]),  # chains are lower case
-        _token(["2026-11-29T10:00:00.000000Z", "fleet", 1]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:a:b", 1]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:" + "a" * 128, 1]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", 0]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", 10**12]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", True]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", 1.0]),
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", 1, 2]),
-        _token({"2026-11-29T10:00:00.000000Z": 1, "fleet:_service": 2, "x": 3}),  # unpacked as keys
-        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", 1]) + "==",  # padding: not as issued
-        "  " + encode_cursor(("2026-11-29T10:00:00.000000Z", "fleet:_service", 1)),
-        encode_cursor(("2026-11-29T10:00:00.000000Z", "fleet:_service", 1)).replace("W", "W%"),
+        "A" * 4097,  # longer than any token this service issues
+        _token(["2026-11-29T10:00:00.000000Z", "fleet:_service", 1]),  # the form before the index
+        _token([1, PRINT, "t:1", "r"]),  # another form
+        _token([2.0, PRINT, "t:1", "r"]),
+        _token([True, PRINT, "t:1", "r"]),
+        _token([2, PRINT, "t:1"]),
+        _token([2, PRINT, "t:1", "r", "x"]),
+        _token([2, PRINT, "t:1", 7]),
+        _token([2, PRINT, "", "r"]),
+        _token([2, PRINT, "t/1", "r"]),  # characters no table key holds
+        _token([2, PRINT, "t:1", "r#"]),
+        _token([2, PRINT, "t:1", "r?"]),
+        _token([2, PRINT, "t:1", "r\\x"]),
+        _token([2, PRINT, "t:1", "r x"]),
+        _token([2, PRINT, "t:1", "r\u00e9"]),
+        _token({"2": 1, "t:1": 2, "r": 3, "x": 4}),  # unpacked as keys
+        _token([2, PRINT, "t:1", "r"]) + "==",  # padding: not as issued
+        "  " + encode_cursor(QUERY, ("t:1", "r")),
+        encode_cursor(QUERY, ("t:1", "r")).replace("W", "W%"),
         "",
         "é",
     ],
 )
 def test_cursor_tokens_are_validated_strictly(token: str) -> None:
     with pytest.raises(InvalidCursor):
-        decode_cursor(token)
+        decode_cursor(token, QUERY)
 
 
 @pytest.fixture

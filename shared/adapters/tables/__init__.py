@@ -2,8 +2,9 @@
 
 The audit log is three parts on one table (the layout: shared/adapters/tables/rows.py): the writer
 (``TableAuditWriter``: group commit, appends with retries, repair), the reader (``TableAuditReader``) and
-the digest store (``TableDigestStore``). ``TableAuditLog`` composes them into the AuditLog and AuditReader
-ports, so callers hold one object.
+the digest store (``TableDigestStore``), plus the index of the records on a second table (index.py), which
+the writer feeds and the reader pages through. ``TableAuditLog`` composes them into the AuditLog and
+AuditReader ports, so callers hold one object.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.adapters.tables.audit_reader import TableAuditReader
 from shared.adapters.tables.audit_writer import MAX_KNOWN_HEADS, TableAuditWriter
 from shared.adapters.tables.batch import TableTransactions, default_transactions
 from shared.adapters.tables.digests import TableDigestStore
+from shared.adapters.tables.index import AuditIndex, index_table
 from shared.adapters.tables.rows import (
     AUDIT_TABLE,
     HEAD_ROW,
@@ -41,6 +43,7 @@ from shared.domain.state import StateWrite, Versioned
 from shared.ports import MacKeyRing
 
 __all__ = [
+    "AUDIT_INDEX_TABLE",
     "AUDIT_TABLE",
     "FINDINGS_TABLE",
     "HEAD_ROW",
@@ -51,6 +54,8 @@ __all__ = [
     "row_key",
 ]
 
+#: The audit records' index (index.py), beside the audit table of the same name.
+AUDIT_INDEX_TABLE = index_table(AUDIT_TABLE)
 FINDINGS_TABLE = "auditfindings"
 #: Rotation progress and leases (StateStore).
 STATE_TABLE = "secretstate"
@@ -70,8 +75,11 @@ class TableAuditLog(TableAuditWriter, TableAuditReader, TableDigestStore):
         transactions: TableTransactions | None = None,
     ) -> None:
         self.audit_table = AuditTable(service, table, transactions)
-        TableAuditWriter.__init__(self, self.audit_table, keys, max_attempts, max_known_heads)
-        TableAuditReader.__init__(self, self.audit_table)
+        self.records_index = AuditIndex(service, index_table(table), transactions)
+        TableAuditWriter.__init__(
+            self, self.audit_table, keys, max_attempts, max_known_heads, self.records_index
+        )
+        TableAuditReader.__init__(self, self.audit_table, self.records_index)
         TableDigestStore.__init__(self, self.audit_table)
 
     @property

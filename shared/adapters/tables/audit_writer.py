@@ -20,6 +20,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 
 from shared.adapters.azure_errors import translate
 from shared.adapters.tables.group_commit import ContentRejected, GroupCommit
+from shared.adapters.tables.index import AuditIndex
 from shared.adapters.tables.rows import (
     DEPENDENCY,
     MAX_BATCH,
@@ -33,6 +34,7 @@ from shared.domain.audit import (
     AuditRecord,
     ChainHead,
     RefusedAppend,
+    StoredRecord,
     head_to_append_after,
     seal_all,
 )
@@ -93,8 +95,10 @@ class TableAuditWriter:
         keys: MacKeyRing,
         max_attempts: int = 50,
         max_known_heads: int = MAX_KNOWN_HEADS,
+        index: AuditIndex | None = None,
     ) -> None:
         self._audit = table
+        self._index = index
         self._keys = keys
         self._max_attempts = max_attempts
         self._group = GroupCommit(self._append_chain, MAX_BATCH - 1)
@@ -120,9 +124,17 @@ class TableAuditWriter:
             if stored != seen:
                 raise Conflict(f"audit chain {chain} changed while being repaired; verify it again")
 
-        return self._audit.write_after(
+        written = self._audit.write_after(
             chain, unchanged, ChainHead(record.seq, record.mac), [record_entity(record)], record
         )
+        if self._index is not None:
+            self._index.add([written])
+        return written
+
+    def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
+        if self._index is None:
+            return 0
+        return self._index.write(chain, records)
 
     def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         key_id, key = self._keys.current()
@@ -132,7 +144,10 @@ class TableAuditWriter:
             last = records[-1]
             return ChainHead(last.seq, last.mac), [record_entity(r) for r in records], records
 
-        return self._after_head(chain, build)
+        records = self._after_head(chain, build)
+        if self._index is not None:
+            self._index.add(records)  # committed: the index follows in the background
+        return records
 
     def _after_head(
         self,

@@ -233,8 +233,7 @@ class ChainContents:
 
 @dataclass(frozen=True)
 class AuditQuery:
-    """Filters of GET /api/audit. ``before`` is the keyset cursor: (time, chain, seq) of the last record
-    seen."""
+    """Filters of GET /api/audit."""
 
     vault: str | None = None
     secret_name: str | None = None
@@ -243,8 +242,12 @@ class AuditQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50
-    before: tuple[str, str, int] | None = None
 
     @property
     def chain(self) -> str | None:
         return chain_of(self.vault, self.secret_name) if self.vault and self.secret_name else None
+
+
+#: Where a listing of records goes on: the store's own continuation (Table Storage's next partition and
+#: row key), which the query service wraps in its opaque cursor.
+RecordPosition = tuple[str, str]

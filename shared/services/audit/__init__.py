@@ -13,6 +13,7 @@ from shared.services.audit.queries import (
     encode_cursor,
     finding_actors,
     query_audit,
+    query_fingerprint,
     review_finding,
     summarize_audit,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "encode_cursor",
     "finding_actors",
     "query_audit",
+    "query_fingerprint",
     "repair_chain",
     "review_finding",
     "summarize_audit",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -18,11 +19,11 @@ from shared.domain.audit import (
     Actor,
     AuditEvent,
     AuditQuery,
+    RecordPosition,
     Result,
     StoredRecord,
     authentic_event,
     format_time,
-    parse_time,
     readable_event,
 )
 from shared.domain.errors import (
@@ -54,73 +55,65 @@ logger = logging.getLogger(__name__)
 
 
 class InvalidCursor(ValueError):
-    """The continuation token is not one this service issued."""
+    """The continuation token is not one this service issued for this query."""
 
 
-Cursor = tuple[str, str, int]
-
-
-def _position(record: AuditRecord) -> Cursor:
-    """Where a record stands in "newest first": time, then chain and sequence number. Unique, and within
-    a chain it follows the chain even when two records carry the same time."""
-    return (format_time(record.time), record.chain, record.seq)
-
-
-#: A token of the longest position (a 127-character vault and secret name, a 12-digit seq) is about 410
-#: characters; anything longer is refused before it is decoded.
-_CURSOR_MAX_CHARS = 512
+#: The cursor's form: a token of another form (an older index's) is refused, never misread.
+CURSOR_VERSION = 2
+#: A store position is two keys of at most 1 KiB each; anything longer is refused before it is decoded.
+_CURSOR_MAX_CHARS = 4096
 _CURSOR_TOKEN = re.compile(rf"[A-Za-z0-9_-]{{1,{_CURSOR_MAX_CHARS}}}")
-_CURSOR_CHAIN = re.compile(r"[0-9a-z_-]{1,127}:[0-9a-z_-]{1,127}")
-_CURSOR_MAX_SEQ = 10**12 - 1
+#: What a key of a position may hold: printable ASCII but the characters Table Storage keys may not.
+_CURSOR_KEY = re.compile(r"[!-\x22$-.0-9:->@-\[\]-~]{1,1024}")
 
 
-def encode_cursor(position: Cursor) -> str:
-    """The continuation token of a position (unpadded URL-safe base64 of its JSON)."""
-    return base64.urlsafe_b64encode(json.dumps(list(position)).encode()).decode().rstrip("=")
+def query_fingerprint(query: AuditQuery) -> str:
+    """What a cursor is bound to: the query's filters (not its page size)."""
+    filters = [
+        query.vault,
+        query.secret_name,
+        query.action.value if query.action else None,
+        query.actor,
+        format_time(query.since) if query.since else None,
+        format_time(query.until) if query.until else None,
+    ]
+    return hashlib.sha256(json.dumps(filters).encode()).hexdigest()[:16]
 
 
-def decode_cursor(token: str) -> Cursor:
-    """The position a token of ``encode_cursor`` names. Strict, because its time ends up in the store's
-    filter: bounded length, the exact stored time format, a well-formed chain name, a seq in range, and
-    nothing but the token ``encode_cursor`` would issue for that position. Raises InvalidCursor only."""
+def encode_cursor(query: AuditQuery, position: RecordPosition) -> str:
+    """The continuation token of a position in the listing of ``query`` (unpadded URL-safe base64 of its
+    JSON: the form, the query's fingerprint, the store's two keys)."""
+    body = [CURSOR_VERSION, query_fingerprint(query), *position]
+    return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, query: AuditQuery) -> RecordPosition:
+    """The store position a token of ``encode_cursor`` names for ``query``. Strict, because the keys go
+    to the store: bounded length, this form, this query's fingerprint (a token of another query is
+    refused, not misread), keys of the characters the store's keys hold, and nothing but the token
+    ``encode_cursor`` would issue for that position. Raises InvalidCursor only."""
     invalid = InvalidCursor("continuation is not a valid token")
     if not _CURSOR_TOKEN.fullmatch(token):
         raise invalid
     try:
-        position = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, RecursionError):  # RecursionError: deeply nested JSON
         raise invalid from None
-    if not isinstance(position, list) or len(position) != 3:
+    if not isinstance(body, list) or len(body) != 4 or body[0] != CURSOR_VERSION or type(body[0]) is not int:
         raise invalid
-    time_text, chain, seq = position
-    if not (
-        isinstance(time_text, str)
-        and _is_stored_time(time_text)
-        and isinstance(chain, str)
-        and _CURSOR_CHAIN.fullmatch(chain)
-        and type(seq) is int
-        and 1 <= seq <= _CURSOR_MAX_SEQ
-    ):
+    _, fingerprint, partition, row = body
+    if fingerprint != query_fingerprint(query):
+        raise InvalidCursor("continuation belongs to another query (its filters differ)")
+    if not all(isinstance(key, str) and _CURSOR_KEY.fullmatch(key) for key in (partition, row)):
         raise invalid
-    cursor = (time_text, chain, seq)
-    if encode_cursor(cursor) != token:  # one token per position: no padding, spacing or escaping games
+    position = (partition, row)
+    if encode_cursor(query, position) != token:  # one token per position: no padding, spacing or escaping
         raise invalid
-    return cursor
+    return position
 
 
-def _is_stored_time(text: str) -> bool:
-    """``text`` is a time exactly as ``format_time`` stores it."""
-    try:
-        return format_time(parse_time(text)) == text
-    except ValueError:
-        return False
-
-
-def _record(chain: str, row: StoredRecord) -> AuditRecord | None:
-    """A stored record as the API shows it (members without a value left out), or None when unreadable."""
-    event = readable_event(row.fields)
-    if event is None:
-        return None
+def _record(chain: str, row: StoredRecord, event: AuditEvent) -> AuditRecord:
+    """A stored record as the API shows it (members without a value left out)."""
     actor = event.actor
     present: dict[str, Any] = {
         "secret_name": event.secret_name,
@@ -146,12 +139,6 @@ def _record(chain: str, row: StoredRecord) -> AuditRecord | None:
     )
 
 
-def _records(reader: AuditReader, query: AuditQuery) -> list[AuditRecord]:
-    """Every readable record matching the query's filters. Unreadable rows are left to verify (which
-    reports them) rather than shown."""
-    return [r for row in reader.list_records(query) if (r := _record(row.chain, row.record)) is not None]
-
-
 def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -> list[AuditEvent]:
     """The records matching ``query`` whose MAC proves the service wrote them (a row a storage writer put
     in the table is left out): what a decision may rest on. Raises DependencyUnavailable."""
@@ -159,18 +146,29 @@ def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -
     return [e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get)) is not None]
 
 
-def query_audit(reader: AuditReader, query: AuditQuery) -> AuditPage:
-    """Records matching the filters, newest first, ``query.limit`` per page. Raises
-    DependencyUnavailable."""
-    items = _records(reader, query)
-    if query.before is not None:
-        before = query.before
-        items = [i for i in items if _position(i) < before]
-    items.sort(key=_position, reverse=True)
-    page = items[: query.limit]
-    more = len(items) > query.limit
-    continuation = encode_cursor(_position(page[-1])) if more and page else None
-    return AuditPage(items=page, continuation=continuation)
+#: How many reads of the store one page may take when rows are left out (not the service's: their MAC
+#: fails): a page then holds fewer records than asked, and its continuation goes on from there.
+MAX_READS_PER_PAGE = 4
+
+
+def query_audit(
+    reader: AuditReader, keys: MacKeyRing, query: AuditQuery, continuation: str | None = None
+) -> AuditPage:
+    """Records matching the filters, newest first (one secret's: in its chain's order), ``query.limit``
+    per page, from ``continuation`` (a token of a page of this query). Only records whose MAC proves the
+    service wrote them are shown. A page reads the store once (at most ``MAX_READS_PER_PAGE`` times when
+    rows are left out), whatever the trail's size. Raises InvalidCursor, DependencyUnavailable."""
+    after = decode_cursor(continuation, query) if continuation is not None else None
+    items: list[AuditRecord] = []
+    for _ in range(MAX_READS_PER_PAGE):
+        rows, after = reader.page_records(query, query.limit - len(items), after)
+        for row in rows:
+            event = authentic_event(row.chain, row.record.fields, keys.get)
+            if event is not None:
+                items.append(_record(row.chain, row.record, event))
+        if after is None or len(items) >= query.limit:
+            break
+    return AuditPage(items=items, continuation=None if after is None else encode_cursor(query, after))
 
 
 def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) -> AuditSummary:

@@ -24,6 +24,8 @@ from shared.domain.audit import (
     Digest,
     MacLookup,
     Result,
+    StoredRecord,
+    authentic_event,
     chain_of,
     check_against_digest,
     check_anchor,
@@ -213,13 +215,16 @@ def write_digest(peers: AuditPeers) -> DigestOutcome:
         logger.warning("audit digests exist but none is anchored; anchoring from this digest on")
     previous = max(digests, key=lambda d: d.seq) if digests else None
     heads = reader.read_heads()
+    appended: dict[str, list[StoredRecord]] = {}
 
     def passes_through(chain: str, sealed: ChainHead, now: ChainHead) -> bool:
         # Walk what was appended since: the stored MAC at the sealed position alone could be an old
         # record put back after a cut.
-        return links(chain, sealed, now, reader.read_range(chain, sealed.seq, now.seq), keys.get)
+        appended[chain] = reader.read_range(chain, sealed.seq, now.seq)
+        return links(chain, sealed, now, appended[chain], keys.get)
 
     found = regressions(previous, heads, passes_through) if previous is not None else []
+    _index_appended(peers, previous, heads, appended)
     held = sorted({b.chain for b in found})
     already = set(previous.held) if previous is not None else set()
     new = [b for b in found if b.chain not in already]
@@ -233,6 +238,31 @@ def write_digest(peers: AuditPeers) -> DigestOutcome:
     if found:
         logger.error("audit digest %d held %d regressed chain(s): %s", digest.seq, len(held), ", ".join(held))
     return DigestOutcome(digest=digest, regressions=found, new_regressions=new)
+
+
+def _index_appended(
+    peers: AuditPeers,
+    previous: Digest | None,
+    heads: Mapping[str, ChainHead],
+    appended: dict[str, list[StoredRecord]],
+) -> None:
+    """Index again what was appended since the previous digest (its records the append indexed already;
+    the ones a crash or a failed write left out are found by queries from now on). Only authentic records:
+    a row somebody put in a chain stays out of the index. Before sealing: when this fails, nothing is
+    sealed, and the next run covers the same records again. Raises DependencyUnavailable."""
+    sealed = previous.heads if previous is not None else {}
+    for chain, head in heads.items():
+        if chain not in sealed:  # a chain new since the previous digest: all of it
+            appended[chain] = peers.reader.read_range(chain, 1, head.seq)
+    indexed = 0
+    for chain, records in sorted(appended.items()):
+        newer = sealed[chain].seq if chain in sealed else 0
+        authentic = [
+            r for r in records if r.position > newer and authentic_event(chain, r.fields, peers.keys.get)
+        ]
+        if authentic:
+            indexed += peers.log.index(chain, authentic)
+    logger.info("audit index: %d record(s) appended since the previous digest indexed again", indexed)
 
 
 _MAX_REPORTED_BREAKS = 10

@@ -20,7 +20,7 @@ from shared.domain.policy import (
 from shared.domain.secrets import SecretItem, SecretVersion, validate_name
 from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
-from shared.ports import AuditReader, StateStore
+from shared.ports import StateStore
 from shared.services.audit import query_audit
 from shared.services.audit.results import AuditRecord
 from shared.services.catalog.policies import MAX_PAGE, TAMPERED, current_policy, problem_text
@@ -150,8 +150,7 @@ def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFT
     """Everything known about one secret's rotation: policy (or violation), current version, next due,
     whether (and why) its rotation stalled, the write in flight, the last rotation and failure, and the
     scheduled retirements. Never a value. Raises InvalidSecret, NotFound, DependencyUnavailable."""
-    store, states, reader, reserved = peers.store, peers.states, peers.reader, peers.reserved
-    vault = peers.trail.vault
+    store, states, reserved = peers.store, peers.states, peers.reserved
     validate_name(name)
     stored = progress_row(states, name)
     now = peers.clock.now()
@@ -177,8 +176,8 @@ def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFT
         reserved=is_reserved(name, reserved),
         **view,
         state=state_view(stored, now),
-        last_rotation=_last_rotation(reader, vault, name, progress),
-        last_failure=_last_failure(reader, vault, name, progress),
+        last_rotation=_last_rotation(peers, name, progress),
+        last_failure=_last_failure(peers, name, progress),
         retirements=[
             Retirement(version=version, after=after)
             for version, after in planned
@@ -208,13 +207,14 @@ def read_row(states: StateStore, key: str) -> Versioned | None:
     return get_as_found(states, PARTITION, key)
 
 
-def _newest(reader: AuditReader, vault: str, name: str, action: Action, result: Result) -> AuditRecord | None:
-    page = query_audit(reader, AuditQuery(vault=vault, secret_name=name, action=action, limit=500))
+def _newest(peers: Peers, name: str, action: Action, result: Result) -> AuditRecord | None:
+    query = AuditQuery(vault=peers.trail.vault, secret_name=name, action=action, limit=500)
+    page = query_audit(peers.reader, peers.keys, query)
     return next((item for item in page.items if item.result == result), None)
 
 
-def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progress | None) -> LastRotation:
-    record = _newest(reader, vault, name, Action.ROTATED, Result.SUCCESS)
+def _last_rotation(peers: Peers, name: str, progress: Progress | None) -> LastRotation:
+    record = _newest(peers, name, Action.ROTATED, Result.SUCCESS)
     rotated = None
     if record is not None:
         details = record.details
@@ -230,10 +230,8 @@ def _last_rotation(reader: AuditReader, vault: str, name: str, progress: Progres
     return LastRotation(recorded=rotated, last_write=last_write)
 
 
-def _last_failure(
-    reader: AuditReader, vault: str, name: str, progress: Progress | None
-) -> LastFailure | None:
-    record = _newest(reader, vault, name, Action.ROTATION_FAILED, Result.FAILURE)
+def _last_failure(peers: Peers, name: str, progress: Progress | None) -> LastFailure | None:
+    record = _newest(peers, name, Action.ROTATION_FAILED, Result.FAILURE)
     if record is None and (progress is None or not progress.last_error):
         return None
     error_class = progress.last_error if progress else None

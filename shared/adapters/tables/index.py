@@ -1,0 +1,296 @@
+"""The audit index: every record again, filed by time across chains, so a query reads one page.
+
+The chains (rows.py) hold each secret's records in order, which is what tamper evidence needs; a query of
+the newest records across secrets, or of one actor's, would scan every chain. So each record is also
+written to a second table (``<audit table>index``) three times, each a full copy with its chain, sequence
+number and MAC, under a partition per index and day:
+
+- ``t:<day>``: every record;
+- ``a:<actor hash>:<day>``: one actor's (a hash, as actor ids may hold characters keys may not);
+- ``c:<action>:<day>``: one action's.
+
+``<day>`` is the inverted date (``99999999 - yyyymmdd``) and the row key the inverted time (microseconds),
+then the chain and the inverted sequence number: a range of partitions reads newest first, across days,
+and Table Storage's own continuation (next partition and row key) pages through it. A copy proves
+itself: its MAC covers its chain, position and fields, so a reader shows only what the service wrote
+(services/audit/queries.py), never a row a storage writer added.
+
+Index rows are derived, written after their record is committed: by a background writer that gathers the
+rows of all appends for ``delay`` and upserts each partition's as one transaction, so an append pays no
+extra round trip. A process that dies with rows pending, or a row that could not be written, leaves a
+record out of the index until the hourly digest re-indexes what was written since the previous one
+(``write``, idempotent); a query in this process first waits for what it has pending (``flush``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError
+from azure.data.tables import TableServiceClient
+
+from shared.adapters.tables.batch import TableTransactions, default_transactions
+from shared.adapters.tables.rows import (
+    HEAD_ROW,
+    MAX_BATCH,
+    LazyTable,
+    record_entity,
+    stored_record,
+    unavailable,
+)
+from shared.domain.audit import (
+    AuditQuery,
+    AuditRecord,
+    RecordPosition,
+    StoredAuditRow,
+    StoredRecord,
+    format_time,
+    parse_time,
+)
+
+logger = logging.getLogger(__name__)
+
+_MAX_MICROS = 10**18 - 1
+_MAX_DAY = 99999999
+#: How long the background writer gathers rows before it writes them.
+DELAY = 0.02
+#: How long a query waits for this process's pending rows before it reads without them.
+FLUSH_TIMEOUT = 10.0
+
+
+def index_table(audit_table: str) -> str:
+    return f"{audit_table}index"
+
+
+def _day(moment: datetime) -> str:
+    return f"{_MAX_DAY - int(moment.astimezone(UTC).strftime('%Y%m%d')):08d}"
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+
+
+def actor_key(actor_id: str) -> str:
+    return hashlib.sha256(actor_id.encode()).hexdigest()[:32]
+
+
+def _prefixes(query: AuditQuery) -> str:
+    """The index a query reads (the narrowest its filters allow), as its partition key prefix."""
+    if query.actor:
+        return f"a:{actor_key(query.actor)}:"
+    if query.action:
+        return f"c:{query.action.value}:"
+    return "t:"
+
+
+def index_entities(chain: str, fields: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The three index rows of a record of ``chain`` with its stored ``fields`` (those of the record's
+    row: its event's, sequence number, previous MAC, key id and MAC). Raises KeyError, ValueError or
+    TypeError for fields that are no record's."""
+    seq = fields["seq"]
+    if type(seq) is not int:
+        raise TypeError("a record's sequence number is an integer")
+    moment = parse_time(str(fields["time"]))
+    row = f"{_MAX_MICROS - _micros(moment):018d}:{chain}:{10**12 - 1 - seq:012d}"
+    day = _day(moment)
+    copy = {k: v for k, v in fields.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
+    partitions = (f"t:{day}", f"a:{actor_key(str(fields['actor_id']))}:{day}", f"c:{fields['action']}:{day}")
+    return [{**copy, "PartitionKey": p, "RowKey": row, "chain": chain} for p in partitions]
+
+
+def _record_entities(record: AuditRecord) -> list[dict[str, Any]]:
+    return index_entities(record.chain, record_entity(record))
+
+
+def indexed_row(entity: Mapping[str, Any]) -> StoredAuditRow:
+    """A record as an index row holds it. Raises ValueError (KeyError) for a row that is no copy."""
+    fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey", "Timestamp", "chain")}
+    seq = fields.get("seq")
+    if type(seq) is not int:
+        raise ValueError("an index row without its sequence number")
+    chain = str(entity["chain"])
+    return StoredAuditRow(chain=chain, record=stored_record({"RowKey": f"{10**12 - 1 - seq:012d}", **fields}))
+
+
+class AuditIndex:
+    """The index table: ``add`` (in the background), ``write`` (now), ``flush``, ``page``."""
+
+    def __init__(
+        self,
+        service: TableServiceClient,
+        table: str,
+        transactions: TableTransactions | None = None,
+        delay: float = DELAY,
+    ) -> None:
+        self._table = LazyTable(service, table)
+        self._transactions = transactions or default_transactions()
+        self._delay = delay
+        self._cond = threading.Condition()
+        self._pending: dict[str, dict[str, dict[str, Any]]] = {}
+        self._added = 0  # rows handed to add() so far
+        self._done = 0  # of those, rows written or given up on
+        self._writer: threading.Thread | None = None
+
+    @property
+    def table_name(self) -> str:
+        return self._table.table_name
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def add(self, records: Sequence[AuditRecord]) -> None:
+        """Index committed records in the background (never raises: the index is derived)."""
+        entities = [e for r in records for e in _record_entities(r)]
+        with self._cond:
+            for entity in entities:
+                rows = self._pending.setdefault(entity["PartitionKey"], {})
+                self._added += entity["RowKey"] not in rows  # one row written once, however often added
+                rows[entity["RowKey"]] = entity
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_pending, name="audit-index", daemon=True)
+                self._writer.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait until the rows added so far are written (or given up on); False when ``timeout`` ran
+        out first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._added
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def write(self, chain: str, records: Iterable[StoredRecord]) -> int:
+        """Index stored records of ``chain`` now (upserts: a row already there is written again); a row
+        that is no record is passed over. Returns the records indexed. Raises DependencyUnavailable."""
+        by_partition: dict[str, dict[str, dict[str, Any]]] = {}
+        count = 0
+        for record in records:
+            try:
+                entities = index_entities(chain, record.fields)
+            except (KeyError, ValueError, TypeError):
+                continue
+            count += 1
+            for entity in entities:
+                by_partition.setdefault(entity["PartitionKey"], {})[entity["RowKey"]] = entity
+        for rows in by_partition.values():
+            self._upsert(list(rows.values()))
+        return count
+
+    def _upsert(self, rows: list[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), MAX_BATCH):
+            chunk = rows[start : start + MAX_BATCH]
+            try:
+                self._transactions.submit(self._table.table, [("upsert", row) for row in chunk])
+            except AzureError as err:
+                raise unavailable(err) from err
+
+    def _write_pending(self) -> None:
+        """The background writer: gathers rows for ``delay``, writes each partition's, until none wait."""
+        while True:
+            time.sleep(self._delay)
+            with self._cond:
+                pending, self._pending = self._pending, {}
+                if not pending:
+                    self._writer = None
+                    self._cond.notify_all()
+                    return
+            count = 0
+            for partition, rows in pending.items():
+                count += len(rows)
+                try:
+                    self._upsert(list(rows.values()))
+                except Exception:  # the index is derived: the next digest writes what is missing
+                    logger.warning(
+                        "audit index rows of %s not written; the next digest re-indexes them", partition
+                    )
+            with self._cond:
+                self._done += count
+                self._cond.notify_all()
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def page(
+        self, query: AuditQuery, limit: int, after: RecordPosition | None
+    ) -> tuple[list[StoredAuditRow], RecordPosition | None]:
+        """Up to ``limit`` rows of the query's records, newest first, from ``after`` (a position this
+        returned), and the position of the rest (None: no more). Rows that are no copy are left out."""
+        prefix = _prefixes(query)
+        low = prefix + (_day(query.until) if query.until else "00000000")
+        high = prefix + (_day(query.since) if query.since else f"{_MAX_DAY:08d}")
+        clauses = ["PartitionKey ge @low", "PartitionKey le @high"]
+        params: dict[str, Any] = {"low": low, "high": high}
+        _filters(query, clauses, params, by_index=prefix)
+        return _read_page(self._table, " and ".join(clauses), params, limit, after, indexed_row)
+
+
+def chain_page(
+    table: LazyTable, query: AuditQuery, limit: int, after: RecordPosition | None
+) -> tuple[list[StoredAuditRow], RecordPosition | None]:
+    """The same page of one chain's records, read from its own partition (newest first by sequence)."""
+    assert query.chain is not None
+    clauses = ["PartitionKey eq @chain", "RowKey ne @head"]
+    params: dict[str, Any] = {"chain": query.chain, "head": HEAD_ROW}
+    _filters(query, clauses, params, by_index="")
+    chain = query.chain
+
+    def row(entity: Mapping[str, Any]) -> StoredAuditRow:
+        return StoredAuditRow(chain=chain, record=stored_record(entity))
+
+    return _read_page(table, " and ".join(clauses), params, limit, after, row)
+
+
+def _filters(query: AuditQuery, clauses: list[str], params: dict[str, Any], *, by_index: str) -> None:
+    """The query's filters the partitions do not already apply, as server-side clauses."""
+    if query.vault:
+        clauses.append("vault eq @vault")
+        params["vault"] = query.vault
+    if query.action and not by_index.startswith("c:"):
+        clauses.append("action eq @action")
+        params["action"] = query.action.value
+    if query.actor:  # also on the actor's index: a hash collision must not show another's records
+        clauses.append("actor_id eq @actor")
+        params["actor"] = query.actor
+    if query.since:
+        clauses.append("time ge @since")
+        params["since"] = format_time(query.since)
+    if query.until:
+        clauses.append("time lt @until")
+        params["until"] = format_time(query.until)
+
+
+def _read_page(
+    table: LazyTable,
+    query_filter: str,
+    params: dict[str, Any],
+    limit: int,
+    after: RecordPosition | None,
+    row: Callable[[Mapping[str, Any]], StoredAuditRow],
+) -> tuple[list[StoredAuditRow], RecordPosition | None]:
+    token = {"PartitionKey": after[0], "RowKey": after[1]} if after else None
+    try:
+        pages = table.table.query_entities(query_filter, parameters=params, results_per_page=limit).by_page(
+            continuation_token=token  # type: ignore[arg-type]  # the SDK's tokens are dicts, typed as str
+        )
+        entities = list(next(pages, []))
+        following = pages.continuation_token  # type: ignore[attr-defined]
+    except AzureError as err:
+        raise unavailable(err) from err
+    rows: list[StoredAuditRow] = []
+    for entity in entities:
+        try:
+            rows.append(row(entity))
+        except (KeyError, ValueError, TypeError):
+            continue  # not a record (verify reports the chain's); a query skips it
+    position = (str(following["PartitionKey"]), str(following["RowKey"])) if following else None
+    return rows, position
