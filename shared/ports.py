@@ -49,6 +49,9 @@ class DependencyProbe(Protocol):
 class SecretStore(Protocol):
     """The vault's secrets, as versions with properties. Only ``get_value`` returns a value.
 
+    NoSuchSecret (a NotFound) says the vault holds no secret of the name at all, where a call is about the
+    secret rather than one version (listing versions, the current version, delete, recover).
+
     Every call raises InvalidSecret (shared.domain.secrets) for a name outside Key Vault's rules, Forbidden
     when the vault refuses the service's own identity, DependencyUnavailable when it does not answer.
     Versions are addressed by id: the vault lists them in no order and stamps ``created`` in whole seconds.
@@ -120,9 +123,14 @@ class SecretStore(Protocol):
         completes moments later). Raises NotFound, Conflict (being deleted or recovered already)."""
         ...
 
+    def get_deleted(self, name: str) -> SecretItem:
+        """The properties of the soft-deleted secret ``name``. Raises NoSuchSecret (not deleted, or
+        purged)."""
+        ...
+
     def recover(self, name: str) -> None:
-        """Recover a soft-deleted secret with all its versions. Raises NotFound (not deleted, or purged),
-        Conflict (being deleted or recovered, or the vault forbids it)."""
+        """Recover a soft-deleted secret with all its versions. Raises NoSuchSecret (not deleted, or
+        purged), Conflict (being deleted or recovered, or the vault forbids it)."""
         ...
 
 

@@ -28,7 +28,14 @@ from shared.domain.audit import (
     seal_all,
     seal_digest,
 )
-from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, SecretDisabled
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    NoSuchSecret,
+    NotFound,
+    SecretDisabled,
+)
 from shared.domain.findings import StoredFinding, review
 from shared.domain.notifications import Notification
 from shared.domain.rotation import RequestsNotSent, RotationRequest
@@ -465,11 +472,19 @@ class InMemorySecretStore:
         self.deleted[name.lower()] = self._secret(name)
         del self.secrets[name.lower()]
 
+    def get_deleted(self, name: str) -> SecretItem:
+        self._call("get_deleted", name)
+        secret = self.deleted.get(name.lower())
+        if secret is None:
+            raise NoSuchSecret(name)
+        current = vars(self._version(secret, secret.versions[-1]))
+        return SecretItem(**{k: v for k, v in current.items() if k not in {"version", "key_id"}})
+
     def recover(self, name: str) -> None:
         self._call("recover", name)
         secret = self.deleted.pop(name.lower(), None)
         if secret is None:
-            raise NotFound("key_vault: not found (not deleted)")
+            raise NoSuchSecret(name)
         self.secrets[name.lower()] = secret
 
     def add_certificate(self, name: str, value: str = "MIIcertificate-pfx", **tags: str) -> SecretVersion:
@@ -529,12 +544,14 @@ class InMemorySecretStore:
     def _secret(self, name: str) -> _StoredSecret:
         secret = self.secrets.get(name.lower())
         if secret is None:
-            raise NotFound("key_vault: not found")
+            raise NoSuchSecret(name)
         return secret
 
     def _find(self, name: str, version: str | None) -> tuple[_StoredSecret, _StoredVersion]:
         if version is not None and not is_version_id(version):
             raise NotFound("key_vault: not found")
+        if version is not None and name.lower() not in self.secrets:
+            raise NotFound("key_vault: not found")  # as the vault answers: a version, or its secret?
         secret = self._secret(name)
         if version is None:
             return secret, secret.versions[-1]

@@ -19,7 +19,7 @@ from azure.keyvault.secrets import SecretClient, SecretProperties
 
 from shared.adapters.azure_errors import translate
 from shared.domain.audit import AnchoredDigest, Digest, format_time, parse_time
-from shared.domain.errors import DependencyUnavailable, DomainError, NotFound, SecretDisabled
+from shared.domain.errors import DependencyUnavailable, DomainError, NoSuchSecret, NotFound, SecretDisabled
 from shared.domain.secrets import (
     MAX_PAGE_SIZE,
     InvalidSecret,
@@ -205,9 +205,9 @@ class KeyVaultSecretStore:
             pager = self._client.list_properties_of_secret_versions(name, max_page_size=MAX_PAGE_SIZE)
             versions = [self._version(props) for props in pager]
         except AzureError as err:
-            raise self._translate(err) from err
+            raise self._translate(err, name) from err
         if not versions:  # the vault lists no versions of an unknown name rather than answering 404
-            raise NotFound(f"key_vault: secret {name} not found")
+            raise NoSuchSecret(name)
         return versions
 
     def get_properties(self, name: str, version: str | None = None) -> SecretVersion:
@@ -216,7 +216,7 @@ class KeyVaultSecretStore:
             # No call reads properties alone: get_secret transfers the value, which is dropped here.
             return self._version(self._client.get_secret(name, version).properties)
         except AzureError as err:
-            error = self._translate(err)
+            error = self._translate(err, None if version else name)
             if not (isinstance(error, SecretDisabled) and version):
                 raise error from err
         # A disabled version's properties are readable only through the listing (no 'get' on it).
@@ -230,7 +230,7 @@ class KeyVaultSecretStore:
         try:
             secret = self._client.get_secret(name, version)
         except AzureError as err:
-            raise self._translate(err) from err
+            raise self._translate(err, None if version else name) from err
         if secret.value is None:
             raise DependencyUnavailable(DEPENDENCY, "a secret was returned without its value")
         return SecretValue(self._version(secret.properties), secret.value)
@@ -296,14 +296,22 @@ class KeyVaultSecretStore:
             # The DELETE is sent at once; the poller only watches it complete (not waited for here).
             self._client.begin_delete_secret(name)
         except AzureError as err:
-            raise self._translate(err) from err
+            raise self._translate(err, name) from err
+
+    def get_deleted(self, name: str) -> SecretItem:
+        validate_name(name)
+        try:
+            deleted = self._client.get_deleted_secret(name)
+        except AzureError as err:
+            raise self._translate(err, name) from err
+        return self._item(deleted.properties)
 
     def recover(self, name: str) -> None:
         validate_name(name)
         try:
             self._client.begin_recover_deleted_secret(name)
         except AzureError as err:
-            raise self._translate(err) from err
+            raise self._translate(err, name) from err
 
     @staticmethod
     def _check(name: str, version: str | None) -> None:
@@ -312,10 +320,15 @@ class KeyVaultSecretStore:
             raise NotFound(f"key_vault: no version {version[:64]!r} of secret {name}")
 
     @staticmethod
-    def _translate(err: AzureError) -> DomainError:
+    def _translate(err: AzureError, name: str | None = None) -> DomainError:
+        """The domain error of a failed request; ``name``: the request is about the secret itself (not
+        one version of it), so "not found" means the vault holds no secret of that name."""
         if isinstance(err, HttpResponseError) and err.status_code == 400:
             return InvalidSecret("key_vault: the vault refused the request (HTTP 400)")
-        return translate(DEPENDENCY, err)
+        error = translate(DEPENDENCY, err)
+        if name is not None and type(error) is NotFound:
+            return NoSuchSecret(name)
+        return error
 
     @staticmethod
     def _item(props: SecretProperties) -> SecretItem:

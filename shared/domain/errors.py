@@ -15,6 +15,16 @@ class NotFound(DomainError):
     """The named thing (secret, version, request) does not exist."""
 
 
+class NoSuchSecret(NotFound):
+    """The vault holds no secret of this name (no current one; for a recovery, no deleted one): not a
+    missing version of a secret that exists. A request about it records nothing on a chain of that name
+    (no chains at will); the HTTP layer records the attempt on the service chain."""
+
+    def __init__(self, name: str, where: str = "key_vault") -> None:
+        super().__init__(f"{where}: secret {name} not found")
+        self.name = name
+
+
 class Conflict(DomainError):
     """The operation collides with the current state (e.g. a concurrent change, a deleted name)."""
 

@@ -137,7 +137,7 @@ def _audit_denial(  # noqa: PLR0913 - the refusal's record names all it knows of
         "reason": denial.detail,
         "required_role": required,
         "method": req.method,
-        "route": req.url.split("?", 1)[0].split("/api/", 1)[-1][:200],
+        "route": route_of(req),
         "secret_name": secret_name,
     }
     if claimed is not None:
@@ -157,3 +157,8 @@ def _audit_denial(  # noqa: PLR0913 - the refusal's record names all it knows of
         logger.error("ACCESS_DENIED for %s could not be audited: %s", actor.id, err.detail)
     except Exception:
         logger.exception("ACCESS_DENIED for %s could not be audited", actor.id)
+
+
+def route_of(req: func.HttpRequest) -> str:
+    """The path a request was sent to, below ``/api/`` (no query string), as records name it."""
+    return str(req.url).split("?", 1)[0].split("/api/", 1)[-1][:200]

@@ -16,12 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.bootstrap import Container, get_container
 from shared.config import ConfigurationError
-from shared.domain.audit import Actor
+from shared.domain.audit import Action, Actor, Result
 from shared.domain.errors import (
     Conflict,
     DependencyUnavailable,
+    DomainError,
     Forbidden,
     InvalidTransition,
+    NoSuchSecret,
     NotFound,
     NotPermitted,
     OutcomeNotRecorded,
@@ -32,7 +34,7 @@ from shared.domain.secrets import NAME, NAME_PATTERN, VERSION, InvalidSecret, va
 from shared.domain.state import StateTampered
 from shared.domain.targets import TargetRefused
 from shared.entrypoints.answers import Problem
-from shared.entrypoints.auth import AccessDenied, actor_of, authorize
+from shared.entrypoints.auth import AccessDenied, actor_of, authorize, route_of
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -159,7 +161,7 @@ def endpoint(
 
     def register(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
         def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-            return respond(lambda: handler(_call(req, context, allowed, parameters, accepts)))
+            return respond(lambda: _handle(handler, _call(req, context, allowed, parameters, accepts)))
 
         function.__name__ = function.__qualname__ = name
         function.__doc__ = handler.__doc__
@@ -198,6 +200,31 @@ def _call(
     route = {p: ROUTE_PARAMETERS[p].check(str(req.route_params.get(p, ""))) for p in parameters}
     parsed = parse_params(accepts, req.params) if req.method.upper() == "GET" else parse_body(accepts, req)
     return Call(req, container, cid, principal, route, parsed)
+
+
+def _handle(handler: Callable[[Call[M]], func.HttpResponse], call: Call[M]) -> func.HttpResponse:
+    """The handler's answer. A write naming a secret the vault does not hold is recorded on the service
+    chain (SECRET_NOT_FOUND) before its 404: the services record nothing on a chain of that name."""
+    try:
+        return handler(call)
+    except NoSuchSecret as err:
+        if call.req.method.upper() != "GET":
+            _record_not_found(call, err)
+        raise
+
+
+def _record_not_found(call: Call[Any], err: NoSuchSecret) -> None:
+    details = {"secret_name": err.name, "method": call.req.method.upper(), "route": route_of(call.req)}
+    try:
+        call.container.audit_trail.record(
+            Action.SECRET_NOT_FOUND,
+            result=Result.FAILURE,
+            actor=call.actor,
+            correlation_id=call.correlation_id,
+            details=details,
+        )
+    except DomainError as failed:  # the 404 stands; losing its record is logged loudly
+        logger.error("SECRET_NOT_FOUND of %s could not be audited: %s", err.name, failed)
 
 
 def _about(req: func.HttpRequest) -> str | None:

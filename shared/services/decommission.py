@@ -72,7 +72,7 @@ def delete_secret(
 def recover_secret(peers: Peers, name: str, *, actor: Actor, correlation_id: str | None = None) -> None:
     """Recover the soft-deleted secret ``name`` with all its versions.
 
-    Raises InvalidSecret (name), NotFound (not deleted, or purged), Conflict (the service's own secret;
+    Raises InvalidSecret (name), NoSuchSecret (not deleted, or purged), Conflict (the service's own secret;
     being deleted or recovered; the vault forbids it), AuditUnavailable (nothing recovered),
     OutcomeNotRecorded (recovered, its success record failed).
     """
@@ -81,6 +81,7 @@ def recover_secret(peers: Peers, name: str, *, actor: Actor, correlation_id: str
     validate_name(name)
     if is_reserved(name, reserved):
         raise Conflict(f"secret {name} is the service's own secret: it is never recovered through this API")
+    store.get_deleted(name)  # before its intent: no chain for a name the vault never held (NoSuchSecret)
     _recorded(trail, name, Change(Action.SECRET_RECOVERED, actor, correlation_id), store.recover)
     _notify(publisher, clock, trail.vault, SECRET_RECOVERED, name, actor)
 

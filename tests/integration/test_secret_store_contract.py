@@ -20,7 +20,14 @@ from azure.keyvault.secrets import SecretClient
 
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.key_vault import KeyVaultSecretStore, LocalTokenCredential
-from shared.domain.errors import Conflict, DependencyUnavailable, Forbidden, NotFound, SecretDisabled
+from shared.domain.errors import (
+    Conflict,
+    DependencyUnavailable,
+    Forbidden,
+    NoSuchSecret,
+    NotFound,
+    SecretDisabled,
+)
 from shared.domain.secrets import (
     MAX_PAGE_SIZE,
     MAX_TAG_CHARS,
@@ -342,6 +349,8 @@ def test_delete_is_soft_and_recover_brings_every_version_back(store: SecretStore
 
     _settled(gone)
     assert name not in {item.name for item in store.list_properties()}
+    deleted = _settled(lambda: store.get_deleted(name))  # found once the deletion completed
+    assert isinstance(deleted, SecretItem) and deleted.name == name
     with pytest.raises(Conflict):  # a deleted name cannot be set again until recovered (or purged)
         store.set_value(name, "three", content_type=None, tags={})
     with pytest.raises(NotFound):
@@ -352,5 +361,5 @@ def test_delete_is_soft_and_recover_brings_every_version_back(store: SecretStore
     assert {v.version for v in store.list_versions(name)} == {first, second}
     with pytest.raises((NotFound, Conflict)):  # not deleted (any more)
         store.recover(name)
-    with pytest.raises(NotFound):
+    with pytest.raises(NoSuchSecret):
         store.recover(unique("never-deleted"))

@@ -86,3 +86,26 @@ def test_onboard_list_rotate_status_rollback_and_plan(stack: Stack) -> None:
         assert (expected, "intent") in actions and (expected, "success") in actions, expected
     status, verified = client.get("/api/audit/verify")
     assert (status, verified["status"]) == (200, "ok"), verified
+
+
+def test_names_the_vault_never_held_make_no_chains(stack: Stack) -> None:
+    """Recovering, rotating or deleting names that never existed: 404s recorded on the service chain, and
+    not one chain more in the table (each would grow every digest)."""
+    executor = encode_principal(
+        "oid-executor", ["Secrets.Revocation.Execute", "Secrets.Audit.Read"], name="ex"
+    )
+    ghosts = [f"ghost-{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
+    for ghost in ghosts:
+        assert stack.client.post(f"/api/secrets/{ghost}/recover", {}, principal=executor)[0] == 404
+        assert stack.client.request("DELETE", f"/api/secrets/{ghost}", body={"justification": "x"},
+                                    principal=executor)[0] == 404  # fmt: skip
+        assert (
+            stack.client.post(f"/api/secrets/{ghost}/rotate", {"force": True}, principal=OPERATOR)[0] == 404
+        )
+    chains = {row["PartitionKey"] for row in audit_rows(stack)}
+    assert not [chain for chain in chains if "ghost-" in chain], chains
+    status, page = stack.client.get("/api/audit?action=SECRET_NOT_FOUND&limit=50", principal=executor)
+    assert status == 200, page
+    named = sorted((item["details"]["secret_name"], item["details"]["method"]) for item in page["items"])
+    assert named == sorted((g, m) for g in ghosts for m in ("POST", "DELETE", "POST"))
+    assert {item["chain"].split(":", 1)[1] for item in page["items"]} == {"_service"}

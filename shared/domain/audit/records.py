@@ -42,6 +42,9 @@ class Action(StrEnum):
     SECRET_DELETED = "SECRET_DELETED"
     #: A soft-deleted secret recovered (POST /api/secrets/{name}/recover).
     SECRET_RECOVERED = "SECRET_RECOVERED"
+    #: A write request named a secret the vault does not hold (404): recorded on the service chain, never
+    #: on a chain of that name, so a caller cannot make chains by naming secrets.
+    SECRET_NOT_FOUND = "SECRET_NOT_FOUND"
     #: A previous version disabled once its grace period after a rotation ended.
     VERSION_RETIRED = "VERSION_RETIRED"
     EXPIRY_WARNING = "EXPIRY_WARNING"
