@@ -214,8 +214,10 @@ class AuditReader(Protocol):
         """The stored records ``first`` to ``last`` of ``chain`` (those that exist), in no given order."""
         ...
 
-    def read_digests(self, since: int = 1) -> list[Digest]:
-        """Every stored digest numbered ``since`` or later. Raises DependencyUnavailable."""
+    def read_digests(self, since: int = 1, chain: str | None = None) -> list[Digest]:
+        """Every stored digest numbered ``since`` or later, with the heads of its pages (``chain``: only
+        the page that chain is on, its ``buckets_read``; a page that is gone adds no heads). Raises
+        DependencyUnavailable."""
         ...
 
     def append_digest(

@@ -24,6 +24,7 @@ from shared.domain.audit import (
     StoredAuditRow,
     StoredRecord,
     event_fields,
+    paged,
     parse_time,
     seal_all,
     seal_digest,
@@ -192,8 +193,11 @@ class InMemoryAuditLog:
     def read_range(self, chain: str, first: int, last: int) -> list[StoredRecord]:
         return [self._stored(r) for r in self.records.get(chain, []) if first <= r.seq <= last]
 
-    def read_digests(self, since: int = 1) -> list[Digest]:
-        return [d for d in self.digests if d.seq >= since]
+    def read_digests(self, since: int = 1, chain: str | None = None) -> list[Digest]:
+        found = [d for d in self.digests if d.seq >= since]
+        if chain is None:
+            return found
+        return [_one_page(d, chain) for d in found]
 
     def append_digest(
         self,
@@ -215,6 +219,15 @@ class InMemoryAuditLog:
         self.digests.append(digest)
         assert DIGEST_CHAIN not in heads
         return digest
+
+
+def _one_page(digest: Digest, chain: str) -> Digest:
+    """The digest as read for one chain: the heads of that chain's page only."""
+    page = digest.bucket(chain)
+    if page is None:
+        return replace(digest, heads={}, buckets_read=())
+    heads = paged(digest.heads, digest.fanout).get(page.bucket, {})
+    return replace(digest, heads=heads, buckets_read=(page.bucket,))
 
 
 class InMemoryAnchor:

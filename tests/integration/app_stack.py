@@ -17,6 +17,7 @@ from devtools.stack import create_tables
 from shared.adapters.key_vault import KeyVaultMacKeyRing, LocalTokenCredential
 from shared.adapters.storage import QUEUE_API_VERSION, ROTATION_QUEUE
 from shared.adapters.tables import AUDIT_TABLE, FINDINGS_TABLE, TableStateStore
+from shared.adapters.tables.rows import DIGEST_PAGES
 from shared.services.findings import StateFindingStore
 from shared.services.sealed_state import SealedStateStore
 from tests.integration.conftest import app_settings
@@ -83,4 +84,4 @@ def audit_rows(stack: Stack) -> list[dict[str, Any]]:
     """Every audit record row (no heads, no digests)."""
     table = stack.tables().create_table_if_not_exists(AUDIT_TABLE)
     rows = [dict(e) for e in table.list_entities()]
-    return [r for r in rows if r["RowKey"] != "head" and r["PartitionKey"] != "_digest"]
+    return [r for r in rows if r["RowKey"] != "head" and r["PartitionKey"] not in ("_digest", DIGEST_PAGES)]

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from azure.data.tables import TableServiceClient
+from azure.core.exceptions import ServiceRequestError
+from azure.data.tables import TableClient, TableServiceClient
 
 from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import TableAuditLog
+from shared.adapters.tables.batch import TableTransactions
 from shared.bootstrap import Container
 from shared.config import Settings
 from shared.domain.audit import Action, Actor, ActorType, AuditQuery
@@ -175,3 +177,25 @@ def test_a_cursor_is_refused_for_another_query_or_an_older_form(env: Env) -> Non
     with pytest.raises(InvalidCursor):
         env.query(token, limit=2, actor=ALICE.id)
     assert len(env.query(token, limit=2).items) == 2
+
+
+class RefusingActorCopies(TableTransactions):
+    """Transactions as the table takes them, but those writing actor-index rows are refused (503)."""
+
+    def submit(self, table: TableClient, operations: Iterable[Any]) -> list[dict[str, Any]]:
+        operations = list(operations)
+        if any(op[1]["PartitionKey"].startswith("a:") for op in operations):
+            raise ServiceRequestError("the table service did not answer")
+        return super().submit(table, operations)
+
+
+def test_a_record_whose_copies_were_not_all_written_is_indexed_by_the_next_digest(env: Env) -> None:
+    broken = TableAuditLog(env.tables, env.keys, table=env.log.table_name, transactions=RefusingActorCopies())
+    AuditTrail(broken, env.clock, env.vault).record(Action.ROTATED, secret_name="db-password", actor=ALICE)
+    broken.records_index.flush()
+    kinds = Counter(row["PartitionKey"][0] for row in env.index_rows())
+    assert kinds == {"c": 1}  # no actor copy, so no t: copy either: the digest sees it missing
+    assert env.query(limit=5).items == [] and env.query(limit=5, actor=ALICE.id).items == []
+    write_digest(env.peers())
+    assert Counter(row["PartitionKey"][0] for row in env.index_rows()) == {"a": 1, "c": 1, "t": 1}
+    assert [i.actor_id for i in env.query(limit=5, actor=ALICE.id).items] == [ALICE.id]

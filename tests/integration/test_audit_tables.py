@@ -330,7 +330,7 @@ def test_forged_and_deleted_digests(env: Env) -> None:
     assert env.breaks() == []
     table = env.log.table
     digest_two = dict(table.get_entity("_digest", row_key(2)))
-    table.update_entity({**digest_two, "heads_0": "{}"}, mode=UpdateMode.REPLACE)
+    table.update_entity({**digest_two, "pages": "[]"}, mode=UpdateMode.REPLACE)  # no heads, it says
     assert ("_digest", BreakKind.FORGED_DIGEST, 2) in env.breaks()
     table.delete_entity("_digest", row_key(2))
     assert ("_digest", BreakKind.DELETED, 2) in env.breaks()

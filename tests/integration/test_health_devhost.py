@@ -123,7 +123,12 @@ def test_health_reports_the_audit_store_while_the_audit_table_is_gone(
             "audit table auditlog does not exist",
         )
 
-        assert create_tables(azurite.connection_string) == [AUDIT_TABLE, "auditfindings", "secretstate"]
+        assert create_tables(azurite.connection_string) == [
+            AUDIT_TABLE,
+            "auditlogindex",
+            "auditfindings",
+            "secretstate",
+        ]
         status, body = get(health)
         assert status == 200, body
         assert {name: check["status"] for name, check in body["checks"].items()} == {

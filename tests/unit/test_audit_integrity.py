@@ -6,11 +6,13 @@ cover their tracks, and checks that verify says ``broken`` both before and after
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.domain.audit import (
+    PAGE_CHAINS,
     Action,
     Actor,
     ActorType,
@@ -21,9 +23,15 @@ from shared.domain.audit import (
     ChainHead,
     ChainTampered,
     Digest,
+    DigestPage,
     Result,
     canonical,
+    digest_payload,
     event_fields,
+    missing_pages,
+    page_hash,
+    page_text,
+    paged,
     seal,
     seal_digest,
 )
@@ -102,9 +110,42 @@ def test_golden_digest_vectors() -> None:
     heads = {DB: ChainHead(7, "0609dd1fd91701b404156b9937b548923834072859d29e06964f67afc8d34ce8")}
     moment = datetime(2026, 11, 29, 9, tzinfo=UTC)
     plain = seal_digest(3, moment, heads, "b" * 64, "k1", GOLDEN_KEY)
-    assert plain.mac == "37794111f13a1c61af5ce63287aafc6370db597835b0e1871db9fd2b7528d8b0"
+    # The page of heads, stored as this text and known by its SHA-256, which the MAC covers.
+    assert page_text(heads) == (
+        '{"fleet:db-password":[7,"0609dd1fd91701b404156b9937b548923834072859d29e06964f67afc8d34ce8"]}'
+    )
+    assert plain.pages == (
+        DigestPage(0, 1, "eaf91c7c9a56e1c9fb0015352bf89c819203308ebf4589319249b477a0fcc991"),
+    )
+    assert digest_payload(3, moment, plain.pages, 1, "b" * 64, "k1") == (
+        b'{"chain":"_digest","fanout":1,"key_id":"k1","pages":[[0,1,'
+        b'"eaf91c7c9a56e1c9fb0015352bf89c819203308ebf4589319249b477a0fcc991"]],"prev_mac":"'
+        + b"b"
+        * 64
+        + b'",'
+        b'"seq":3,"time":"2026-11-29T09:00:00.000000Z"}'
+    )
+    assert plain.mac == "7b96f4bdcf739981a44c9f0aafb85b09459ab66c96be2f9f4ccc4141bdd75f69"
     held = seal_digest(3, moment, heads, "b" * 64, "k1", GOLDEN_KEY, held=[DB])
-    assert held.mac == "38e84838f01d343726068be6f0082245912dd6abeec64d2d930d5443529607c8"
+    assert held.mac == "f09443b4335449b3862f493be28455a6eb20c91a433f08cbb24057be7fc497f6"
+
+
+def test_a_digest_cuts_any_number_of_heads_into_pages_known_by_their_hash() -> None:
+    heads = {f"fleet:secret-{i:06d}": ChainHead(i + 1, f"{i:064x}") for i in range(5 * PAGE_CHAINS)}
+    digest = seal_digest(1, datetime(2026, 12, 7, tzinfo=UTC), heads, "0" * 64, "k1", GOLDEN_KEY)
+    assert digest.fanout == 8 and len(digest.pages) == 8
+    assert sum(p.chains for p in digest.pages) == len(heads)
+    assert max(p.chains for p in digest.pages) < 1.3 * len(heads) / 8  # the hash spreads them
+    # One chain's page proves its sealed head: the page's hash is the one the MAC covers.
+    page = digest.bucket("fleet:secret-000042")
+    assert page is not None
+    mine = paged(heads, digest.fanout)[page.bucket]
+    assert page_hash(mine) == page.hash and mine["fleet:secret-000042"] == ChainHead(43, f"{42:064x}")
+    # A page that does not read back as sealed is reported; the others are not.
+    edited = dict(heads, **{"fleet:secret-000042": ChainHead(43, "e" * 64)})
+    lost = missing_pages(replace(digest, heads=edited))
+    assert [p.bucket for p in lost] == [page.bucket]
+    assert missing_pages(replace(digest, heads=mine, buckets_read=(page.bucket,)), (page.bucket,)) == []
 
 
 # -- verify and digest basics ----------------------------------------------------------------------
@@ -339,8 +380,8 @@ class AppendsWhileRead(InMemoryAuditLog):
         after = self.inner.read_chains(chain)
         return {name: ChainContents(before[name].records, after[name].head) for name in before}
 
-    def read_digests(self, since: int = 1) -> list[Digest]:
-        return self.inner.read_digests(since)
+    def read_digests(self, since: int = 1, chain: str | None = None) -> list[Digest]:
+        return self.inner.read_digests(since, chain)
 
 
 def test_verify_does_not_mistake_an_append_in_flight_for_a_cut(world: World) -> None:

@@ -12,6 +12,7 @@ from azure.core.exceptions import AzureError
 
 from shared.adapters.tables.index import AuditIndex, chain_page
 from shared.adapters.tables.rows import (
+    DIGEST_PAGES,
     HEAD_ROW,
     MAX_SEQ,
     AuditTable,
@@ -61,7 +62,8 @@ class TableAuditReader:
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
         if chain is None:
             entities: Iterable[Mapping[str, Any]] = self._audit.query(
-                "PartitionKey ne @digest", {"digest": DIGEST_CHAIN}
+                "PartitionKey ne @digest and PartitionKey ne @pages",
+                {"digest": DIGEST_CHAIN, "pages": DIGEST_PAGES},
             )
         else:
             entities = self._audit.query("PartitionKey eq @chain", {"chain": chain})
@@ -85,7 +87,8 @@ class TableAuditReader:
 
     def read_heads(self) -> dict[str, ChainHead]:
         entities = self._audit.query(
-            "RowKey eq @head and PartitionKey ne @digest", {"head": HEAD_ROW, "digest": DIGEST_CHAIN}
+            "RowKey eq @head and PartitionKey ne @digest and PartitionKey ne @pages",
+            {"head": HEAD_ROW, "digest": DIGEST_CHAIN, "pages": DIGEST_PAGES},
         )
         heads: dict[str, ChainHead] = {}
         for entity in entities:
@@ -111,8 +114,8 @@ class TableAuditReader:
 
 def _record_filter(query: AuditQuery) -> tuple[str, dict[str, Any]]:
     """The server-side filter of a query's records (head rows and the digest chain excluded)."""
-    clauses = ["RowKey ne @head", "PartitionKey ne @digest"]
-    params: dict[str, Any] = {"head": HEAD_ROW, "digest": DIGEST_CHAIN}
+    clauses = ["RowKey ne @head", "PartitionKey ne @digest", "PartitionKey ne @pages"]
+    params: dict[str, Any] = {"head": HEAD_ROW, "digest": DIGEST_CHAIN, "pages": DIGEST_PAGES}
     if query.chain:
         clauses.append("PartitionKey eq @chain")
         params["chain"] = query.chain

@@ -1,18 +1,21 @@
-"""The audit table's digest store: the ``_digest`` partition, one sealed snapshot of every chain's head a
-row (the heads as JSON, cut into string properties), chained like records and guarded by a head row."""
+"""The audit table's digest store: the ``_digest`` partition, one sealed digest a row (its list of pages,
+chained like records and guarded by a head row), and the ``_digestpages`` partition, one page of heads a
+row under its SHA-256 (shared/domain/audit/digests.py): a page that did not change since the previous
+digest is the same row, written once. A page's heads are JSON cut into string properties."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from shared.adapters.tables.rows import (
-    DEPENDENCY,
+    DIGEST_PAGES,
     HEAD_ROW,
     AuditTable,
     row_key,
@@ -26,19 +29,24 @@ from shared.domain.audit import (
     ChainHead,
     Digest,
     DigestHeadFound,
+    DigestPage,
     format_time,
     judge_digest_head,
+    missing_pages,
+    page_text,
+    paged,
     parse_time,
     seal_digest,
 )
-from shared.domain.errors import Conflict, DependencyUnavailable
+from shared.domain.errors import Conflict
 from shared.ports import MacKeyRing
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 32_000  # characters per string property (Azure allows 32K UTF-16 characters)
-_MAX_DIGEST_BYTES = 900 * 1024  # of the 1 MiB an entity may hold, the rest left for its other properties
 _EPOCH = parse_time("1970-01-01T00:00:00.000000Z")
+#: Pages a transaction writes at most: a page is at most about 0.5 MB, a transaction at most 4 MiB.
+_PAGES_PER_BATCH = 6
 
 
 class TableDigestStore:
@@ -47,7 +55,7 @@ class TableDigestStore:
     def __init__(self, table: AuditTable) -> None:
         self._audit = table
 
-    def read_digests(self, since: int = 1) -> list[Digest]:
+    def read_digests(self, since: int = 1, chain: str | None = None) -> list[Digest]:
         query = "PartitionKey eq @digest and RowKey ne @head"
         params = {"digest": DIGEST_CHAIN, "head": HEAD_ROW}
         if since > 1:
@@ -55,7 +63,38 @@ class TableDigestStore:
             # Without ``since`` every row is read, rows that are no digest at all included (verify).
             query += " and RowKey le @upto"
             params["upto"] = row_key(since)
-        return [_digest_of(entity) for entity in self._audit.query(query, params)]
+        digests = [_digest_of(entity) for entity in self._audit.query(query, params)]
+        pages: dict[str, dict[str, ChainHead] | None] = {}  # by hash: read once however many digests
+        return [self._with_heads(digest, chain, pages) for digest in digests]
+
+    def _with_heads(
+        self, digest: Digest, chain: str | None, pages: dict[str, dict[str, ChainHead] | None]
+    ) -> Digest:
+        """The digest with the heads of its pages (only ``chain``'s page when named); a page that is gone
+        or unreadable adds none (verify reports the page)."""
+        wanted = [digest.bucket(chain)] if chain is not None else list(digest.pages)
+        heads: dict[str, ChainHead] = {}
+        for page in wanted:
+            if page is None:
+                continue
+            if page.hash not in pages:
+                pages[page.hash] = self._read_page(page.hash)
+            heads.update(pages[page.hash] or {})
+        buckets = None if chain is None else tuple(p.bucket for p in wanted if p is not None)
+        return replace(digest, heads=heads, buckets_read=buckets)
+
+    def _read_page(self, page: str) -> dict[str, ChainHead] | None:
+        try:
+            entity = self._audit.table.get_entity(DIGEST_PAGES, page)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise unavailable(err) from err
+        try:
+            raw = "".join(str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0))))
+            return {name: ChainHead(int(v[0]), str(v[1])) for name, v in json.loads(raw or "{}").items()}
+        except (KeyError, ValueError, TypeError, IndexError):
+            return None
 
     def append_digest(
         self,
@@ -66,16 +105,12 @@ class TableDigestStore:
         held: Sequence[str] = (),
     ) -> Digest:
         key_id, key = keys.current()
-        text = json.dumps({n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":"))
-        if 2 * len(text) > _MAX_DIGEST_BYTES:
-            # Azure stores strings as UTF-16 and caps an entity at 1 MiB. Say so, rather than let Azure
-            # answer a bare 400 every hour (verify would then report a stale digest).
-            raise DependencyUnavailable(
-                DEPENDENCY,
-                f"a digest of {len(heads)} chains does not fit one table entity (about 4,000 at most)",
-            )
         after = ChainHead(previous.seq, previous.mac) if previous else ChainHead(0, GENESIS_MAC)
         digest = seal_digest(after.seq + 1, time_, heads, after.mac, key_id, key, held)
+        # The pages first (content-addressed: writing one twice writes the same row), then the digest
+        # that names them: a digest never names a page that is not stored.
+        known = set(previous.pages) - set(missing_pages(previous)) if previous is not None else set()
+        self._write_pages(digest, {p.hash for p in known})
 
         def newest(stored: ChainHead | None) -> None:
             found = judge_digest_head(stored, after if previous else None, self._digest_exists)
@@ -84,8 +119,22 @@ class TableDigestStore:
             if found is DigestHeadFound.STALE:
                 logger.warning("the digest head row did not name digest %d; it is rewritten", after.seq)
 
-        row = _digest_row(digest, len(heads), text)
+        row = _digest_row(digest, len(heads))
         return self._audit.write_after(DIGEST_CHAIN, newest, ChainHead(digest.seq, digest.mac), [row], digest)
+
+    def _write_pages(self, digest: Digest, stored: set[str]) -> None:
+        """Upsert the digest's pages that the previous digest did not name already."""
+        by_bucket = paged(digest.heads, digest.fanout)
+        rows = [
+            _page_row(page.hash, page_text(by_bucket[page.bucket]))
+            for page in digest.pages
+            if page.hash not in stored
+        ]
+        for start in range(0, len(rows), _PAGES_PER_BATCH):
+            try:
+                self._audit.transact([("upsert", row) for row in rows[start : start + _PAGES_PER_BATCH]])
+            except AzureError as err:
+                raise unavailable(err) from err
 
     def _digest_exists(self, seq: int) -> bool:
         try:
@@ -97,8 +146,17 @@ class TableDigestStore:
         return True
 
 
-def _digest_row(digest: Digest, chains: int, heads_json: str) -> dict[str, Any]:
-    parts = [heads_json[i : i + _CHUNK] for i in range(0, len(heads_json), _CHUNK)] or [""]
+def _page_row(page: str, text: str) -> dict[str, Any]:
+    parts = [text[i : i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+    return {
+        "PartitionKey": DIGEST_PAGES,
+        "RowKey": page,
+        "heads_parts": len(parts),
+        **{f"heads_{i}": part for i, part in enumerate(parts)},
+    }
+
+
+def _digest_row(digest: Digest, chains: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "PartitionKey": DIGEST_CHAIN,
         "RowKey": row_key(digest.seq),
@@ -109,26 +167,28 @@ def _digest_row(digest: Digest, chains: int, heads_json: str) -> dict[str, Any]:
         "mac": digest.mac,
         "chains": chains,
         "held": json.dumps(list(digest.held)) if digest.held else None,
-        "heads_parts": len(parts),
-        **{f"heads_{i}": part for i, part in enumerate(parts)},
+        "fanout": digest.fanout,
+        "pages": json.dumps([[p.bucket, p.chains, p.hash] for p in digest.pages], separators=(",", ":")),
     }
     return strip(row)
 
 
 def _digest_of(entity: Mapping[str, Any]) -> Digest:
-    """The digest a row holds; an unreadable one still shows up in verify, with a MAC that cannot match."""
+    """The digest a row holds, without its heads (``_with_heads`` reads its pages); an unreadable one
+    still shows up in verify, with a MAC that cannot match."""
     try:
-        raw = "".join(str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0))))
-        heads = {name: ChainHead(int(v[0]), str(v[1])) for name, v in json.loads(raw or "{}").items()}
         held = json.loads(str(entity.get("held") or "[]"))
+        pages = tuple(DigestPage(int(b), int(n), str(h)) for b, n, h in json.loads(str(entity["pages"])))
         return Digest(
             seq=int(entity["seq"]),
             time=parse_time(str(entity["time"])),
-            heads=heads,
+            heads={},
             prev_mac=str(entity["prev_mac"]),
             key_id=str(entity["key_id"]),
             mac=str(entity["mac"]),
             held=tuple(str(name) for name in held),
+            fanout=int(entity["fanout"]),
+            pages=pages,
         )
     except (KeyError, ValueError, TypeError, IndexError):
         try:

@@ -17,9 +17,11 @@ itself: its MAC covers its chain, position and fields, so a reader shows only wh
 
 Index rows are derived, written after their record is committed: by a background writer that gathers the
 rows of all appends for ``delay`` and upserts each partition's as one transaction, so an append pays no
-extra round trip. A process that dies with rows pending, or a row that could not be written, leaves a
-record out of the index until the hourly digest re-indexes what was written since the previous one
-(``write``, idempotent); a query in this process first waits for what it has pending (``flush``).
+extra round trip; a record's copy under ``t:`` is written last, and only once its other copies are, so a
+record found there is in every index. A process that dies with rows pending, or a row that could not be
+written, leaves a record out of the index until the hourly digest, which reads the ``t:`` index since the
+previous digest and indexes again what is missing there (``write``, idempotent); a query in this process
+first waits for what it has pending (``flush``).
 """
 
 from __future__ import annotations
@@ -205,12 +207,16 @@ class AuditIndex:
                     self._writer = None
                     self._cond.notify_all()
                     return
-            count = 0
-            for partition, rows in pending.items():
-                count += len(rows)
+            count = sum(len(rows) for rows in pending.values())
+            # The copies under t: last, and only of records whose other copies were written: a record in
+            # t: is in every index, which is what the digest's check for missing records reads.
+            failed: set[str] = set()
+            for partition, rows in sorted(pending.items(), key=lambda item: item[0].startswith("t:")):
+                keys = [key for key in rows if not (partition.startswith("t:") and key in failed)]
                 try:
-                    self._upsert(list(rows.values()))
+                    self._upsert([rows[key] for key in keys])
                 except Exception:  # the index is derived: the next digest writes what is missing
+                    failed.update(keys)
                     logger.warning(
                         "audit index rows of %s not written; the next digest re-indexes them", partition
                     )

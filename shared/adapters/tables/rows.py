@@ -1,6 +1,7 @@
 """The audit table's layout and the handle its writer, reader and digest store share.
 
-One partition per chain (``<vault>:<secret>``, ``<vault>:_service`` and ``_digest``). Records have row key
+One partition per chain (``<vault>:<secret>``, ``<vault>:_service`` and ``_digest``), and ``_digestpages``
+for the digests' pages of heads. Records have row key
 ``MAX_SEQ - seq`` (12 digits), so a partition reads newest first; the chain head (``head``, sorting after
 every digit) holds the newest sequence number and MAC. Every write of records is one entity-group
 transaction that also moves the head, guarded by the head row's ETag.
@@ -26,6 +27,8 @@ T = TypeVar("T")
 DEPENDENCY = "audit_store"
 AUDIT_TABLE = "auditlog"
 HEAD_ROW = "head"
+#: The partition of the digests' pages of heads (digests.py): no chain, like ``_digest``.
+DIGEST_PAGES = "_digestpages"
 MAX_SEQ = 10**12 - 1
 MAX_BATCH = 100  # Azure's limit per entity-group transaction (Azurite breaks above it)
 _ROW_KEY = re.compile(r"[0-9]{12}")

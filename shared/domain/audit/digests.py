@@ -2,10 +2,18 @@
 
 A digest records each chain's head (sequence number and MAC) at one moment, so cutting the newest records
 of a chain shows against it; digests form a chain of their own, anchored outside the table.
+
+The heads are cut into pages, so a digest holds any number of chains: a chain's page is the bucket its
+name hashes to (``fanout`` buckets, a power of two chosen so a page holds about ``PAGE_CHAINS`` chains),
+and a page is known by the SHA-256 of its heads. The digest's MAC covers the list of pages (bucket, chain
+count, hash), not the heads themselves: whoever holds one page and the digest can check that page, and so
+one chain's sealed head, without reading the others (an inclusion proof), and a page that did not change
+since the previous digest is the same page, stored once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,9 +22,62 @@ from datetime import datetime
 from shared.domain.audit.canonical import compute_mac, format_time
 from shared.domain.audit.records import DIGEST_CHAIN, ChainHead
 
+#: About how many chains a page holds: a page is one table entity, and this many of the longest chain
+#: names (about 240 characters with the head) stay well under the 1 MiB an entity may hold.
+PAGE_CHAINS = 1000
+
+
+@dataclass(frozen=True)
+class DigestPage:
+    """One page of a digest's heads: its bucket, how many chains it holds, and the SHA-256 of its heads."""
+
+    bucket: int
+    chains: int
+    hash: str
+
+
+def fanout_for(chains: int) -> int:
+    """How many buckets a digest of ``chains`` chains cuts its heads into (a power of two)."""
+    fanout = 1
+    while fanout * PAGE_CHAINS < chains:
+        fanout *= 2
+    return fanout
+
+
+def bucket_of(chain: str, fanout: int) -> int:
+    """The bucket (page) of a chain in a digest of ``fanout`` buckets."""
+    return int(hashlib.sha256(chain.encode()).hexdigest()[:8], 16) % fanout
+
+
+def page_text(heads: Mapping[str, ChainHead]) -> str:
+    """A page's heads in their stored, hashed form."""
+    return json.dumps({n: [h.seq, h.mac] for n, h in sorted(heads.items())}, separators=(",", ":"))
+
+
+def page_hash(heads: Mapping[str, ChainHead]) -> str:
+    return hashlib.sha256(page_text(heads).encode()).hexdigest()
+
+
+def paged(heads: Mapping[str, ChainHead], fanout: int) -> dict[int, dict[str, ChainHead]]:
+    """The heads, by bucket (empty buckets left out)."""
+    pages: dict[int, dict[str, ChainHead]] = {}
+    for chain, head in heads.items():
+        pages.setdefault(bucket_of(chain, fanout), {})[chain] = head
+    return pages
+
+
+def pages_of(heads: Mapping[str, ChainHead], fanout: int) -> tuple[DigestPage, ...]:
+    return tuple(
+        DigestPage(bucket, len(page), page_hash(page))
+        for bucket, page in sorted(paged(heads, fanout).items())
+    )
+
 
 @dataclass(frozen=True)
 class Digest:
+    """A sealed digest. ``heads``: every chain's, as read back (only the pages read: see ``pages``, which
+    the MAC covers, and ``complete``)."""
+
     seq: int
     time: datetime
     heads: Mapping[str, ChainHead]
@@ -24,8 +85,17 @@ class Digest:
     key_id: str
     mac: str
     #: Chains whose stored head went backwards or vanished: the digest kept the head it had sealed before
-    #: instead of sealing the regression. Part of the MAC (only when not empty, so older digests verify).
+    #: instead of sealing the regression. Part of the MAC (only when not empty).
     held: tuple[str, ...] = ()
+    fanout: int = 1
+    pages: tuple[DigestPage, ...] = ()
+    #: The buckets whose pages were read into ``heads`` (None: all of them).
+    buckets_read: tuple[int, ...] | None = None
+
+    def bucket(self, chain: str) -> DigestPage | None:
+        """The page ``chain`` would be on (None: the digest has no chain in that bucket)."""
+        wanted = bucket_of(chain, self.fanout)
+        return next((p for p in self.pages if p.bucket == wanted), None)
 
 
 @dataclass(frozen=True)
@@ -38,10 +108,11 @@ class AnchoredDigest:
     time: datetime
 
 
-def digest_payload(
+def digest_payload(  # noqa: PLR0913 - every field the MAC covers
     seq: int,
     time: datetime,
-    heads: Mapping[str, ChainHead],
+    pages: Sequence[DigestPage],
+    fanout: int,
     prev_mac: str,
     key_id: str,
     held: Sequence[str] = (),
@@ -50,7 +121,8 @@ def digest_payload(
         "chain": DIGEST_CHAIN,
         "seq": seq,
         "time": format_time(time),
-        "heads": {name: [head.seq, head.mac] for name, head in sorted(heads.items())},
+        "fanout": fanout,
+        "pages": [[p.bucket, p.chains, p.hash] for p in sorted(pages, key=lambda p: p.bucket)],
         "prev_mac": prev_mac,
         "key_id": key_id,
     }
@@ -68,7 +140,9 @@ def seal_digest(  # noqa: PLR0913 - every field of the sealed digest is an input
     key: bytes,
     held: Sequence[str] = (),
 ) -> Digest:
-    mac = compute_mac(key, digest_payload(seq, time, heads, prev_mac, key_id, held))
+    fanout = fanout_for(len(heads))
+    pages = pages_of(heads, fanout)
+    mac = compute_mac(key, digest_payload(seq, time, pages, fanout, prev_mac, key_id, held))
     return Digest(
         seq=seq,
         time=time,
@@ -77,7 +151,21 @@ def seal_digest(  # noqa: PLR0913 - every field of the sealed digest is an input
         key_id=key_id,
         mac=mac,
         held=tuple(sorted(held)),
+        fanout=fanout,
+        pages=pages,
     )
+
+
+def missing_pages(digest: Digest, buckets: Iterable[int] | None = None) -> list[DigestPage]:
+    """The pages of the digest (of ``buckets``; None: all) whose heads were not read back as sealed
+    (gone, or edited): its heads cannot be trusted for those buckets."""
+    read = paged(digest.heads, digest.fanout)
+    wanted = None if buckets is None else set(buckets)
+    return [
+        p
+        for p in digest.pages
+        if (wanted is None or p.bucket in wanted) and page_hash(read.get(p.bucket, {})) != p.hash
+    ]
 
 
 def hold_regressions(

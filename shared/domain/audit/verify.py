@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.domain.audit.canonical import canonical, compute_mac, event_from_fields
-from shared.domain.audit.digests import AnchoredDigest, Digest, digest_payload
+from shared.domain.audit.digests import AnchoredDigest, Digest, digest_payload, missing_pages
 from shared.domain.audit.records import (
     DIGEST_CHAIN,
     GENESIS_MAC,
@@ -192,13 +192,17 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1
     for digest in sorted(digests, key=lambda d: d.seq):
         key = keys(digest.key_id)
         payload = digest_payload(
-            digest.seq, digest.time, digest.heads, digest.prev_mac, digest.key_id, digest.held
+            digest.seq, digest.time, digest.pages, digest.fanout, digest.prev_mac, digest.key_id, digest.held
         )
         valid = key is not None and hmac.compare_digest(digest.mac, compute_mac(key, payload))
         if not valid:
             breaks.append(
                 Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, "digest does not match its MAC")
             )
+        elif lost := missing_pages(digest, digest.buckets_read):
+            # The digest itself is authentic, but not every page of heads it sealed reads back as sealed.
+            detail = f"{len(lost)} page(s) of heads gone or edited (bucket {lost[0].bucket} first)"
+            breaks.append(Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, detail))
         elif digest.seq != expected:
             missing = f"digest(s) {expected}-{digest.seq - 1} missing"
             breaks.append(Break(DIGEST_CHAIN, BreakKind.DELETED, expected, missing))

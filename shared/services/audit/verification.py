@@ -14,6 +14,7 @@ from shared.domain.audit import (
     Action,
     Actor,
     AuditEvent,
+    AuditQuery,
     AuditRecord,
     Break,
     BreakKind,
@@ -45,6 +46,7 @@ from shared.domain.errors import (
     NotFound,
 )
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
+from shared.domain.state import FUNCTION_TIMEOUT
 from shared.ports import Clock, Publisher
 from shared.services.audit.results import ChainBreak, VerifyReport
 from shared.services.audit.trail import AuditTrail
@@ -71,7 +73,7 @@ def verify_audit(
     reader, keys = peers.reader, peers.keys
     chain = chain_of(peers.trail.vault, secret_name) if secret_name else None
     anchored = peers.anchor.read()
-    digests = reader.read_digests()
+    digests = reader.read_digests(chain=chain)  # one secret's: only the page of heads it is on
     contents = dict(reader.read_chains(chain))
     verdicts = _verdicts(peers, contents)
     breaks = [b for verdict in verdicts.values() for b in verdict.breaks]
@@ -143,7 +145,8 @@ _IN_FLIGHT = (BreakKind.TRUNCATED, BreakKind.UNEXPECTED, BreakKind.MISSING_HEAD)
 
 
 def _scoped(digest: Digest, chain: str | None) -> Digest:
-    """The digest as far as one chain is concerned (all of it when ``chain`` is None)."""
+    """The digest as far as one chain is concerned (all of it when ``chain`` is None): its page holds
+    other chains' heads too, which this verify does not read."""
     if chain is None:
         return digest
     return replace(digest, heads={n: h for n, h in digest.heads.items() if n == chain})
@@ -246,23 +249,57 @@ def _index_appended(
     heads: Mapping[str, ChainHead],
     appended: dict[str, list[StoredRecord]],
 ) -> None:
-    """Index again what was appended since the previous digest (its records the append indexed already;
-    the ones a crash or a failed write left out are found by queries from now on). Only authentic records:
-    a row somebody put in a chain stays out of the index. Before sealing: when this fails, nothing is
-    sealed, and the next run covers the same records again. Raises DependencyUnavailable."""
-    sealed = previous.heads if previous is not None else {}
-    for chain, head in heads.items():
-        if chain not in sealed:  # a chain new since the previous digest: all of it
-            appended[chain] = peers.reader.read_range(chain, 1, head.seq)
-    indexed = 0
-    for chain, records in sorted(appended.items()):
-        newer = sealed[chain].seq if chain in sealed else 0
+    """Index again what was appended since the previous digest and is not in the index (the append
+    indexes its records; a crash or a failed write leaves some out). The index is read for the window
+    since the previous digest (what it holds of it: one page of the index per thousand records), and only
+    the chains with a record missing there are read (those that moved are read already, ``appended``).
+    Only authentic records: a row somebody put in a chain stays out of the index. Before sealing: when
+    this fails, nothing is sealed, and the next run covers the same records again. Raises
+    DependencyUnavailable."""
+    sealed = {chain: head.seq for chain, head in previous.heads.items()} if previous is not None else {}
+    expected = {
+        chain: range(sealed.get(chain, 0) + 1, head.seq + 1)
+        for chain, head in heads.items()
+        if head.seq > sealed.get(chain, 0)
+    }
+    if not expected:
+        return
+    # A record is timed when its event is made and appended within the same invocation.
+    since = previous.time - FUNCTION_TIMEOUT if previous is not None else None
+    indexed = _indexed(peers, since)
+    count = 0
+    for chain, positions in sorted(expected.items()):
+        missing = {seq for seq in positions if (chain, seq) not in indexed}
+        if not missing:
+            continue
+        records = appended.get(chain) or peers.reader.read_range(chain, min(missing), max(missing))
         authentic = [
-            r for r in records if r.position > newer and authentic_event(chain, r.fields, peers.keys.get)
+            r for r in records if r.position in missing and authentic_event(chain, r.fields, peers.keys.get)
         ]
         if authentic:
-            indexed += peers.log.index(chain, authentic)
-    logger.info("audit index: %d record(s) appended since the previous digest indexed again", indexed)
+            count += peers.log.index(chain, authentic)
+    if count:
+        logger.warning("audit index: %d record(s) missing from the index were indexed again", count)
+
+
+def _indexed(peers: AuditPeers, since: datetime | None) -> set[tuple[str, int]]:
+    """The records the index holds (authentic copies only) from ``since`` on: (chain, seq)."""
+    query = AuditQuery(since=since, limit=_INDEX_PAGE)
+    found: set[tuple[str, int]] = set()
+    after = None
+    while True:
+        rows, after = peers.reader.page_records(query, _INDEX_PAGE, after)
+        found.update(
+            (row.chain, row.record.position)
+            for row in rows
+            if authentic_event(row.chain, row.record.fields, peers.keys.get) is not None
+        )
+        if after is None:
+            return found
+
+
+#: Records a read of the index asks for at once (Table Storage answers at most 1,000 a request).
+_INDEX_PAGE = 1000
 
 
 _MAX_REPORTED_BREAKS = 10
@@ -316,7 +353,7 @@ def repair_chain(peers: AuditPeers, *, secret_name: str | None, operator: Actor,
     vault = peers.trail.vault
     chain = chain_of(vault, secret_name)
     anchored = anchor.read()
-    digests = reader.read_digests()
+    digests = reader.read_digests(chain=chain)
     contents = reader.read_chains(chain).get(chain)
     if contents is None or not contents.records:
         raise NotFound(f"audit chain {chain} has no records: nothing to repair")
