@@ -134,7 +134,7 @@ class TableAuditWriter:
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         if self._index is None:
             return 0
-        return self._index.write(chain, records)
+        return self._index.write((chain, record) for record in records)
 
     def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         key_id, key = self._keys.current()

@@ -172,12 +172,13 @@ class AuditIndex:
                 self._cond.wait(left)
         return True
 
-    def write(self, chain: str, records: Iterable[StoredRecord]) -> int:
-        """Index stored records of ``chain`` now (upserts: a row already there is written again); a row
-        that is no record is passed over. Returns the records indexed. Raises DependencyUnavailable."""
+    def write(self, records: Iterable[tuple[str, StoredRecord]]) -> int:
+        """Index stored records (each with its chain) now, each partition's rows in as few transactions
+        as they fit (upserts: a row already there is written again); a row that is no record is passed
+        over. Returns the records indexed. Raises DependencyUnavailable."""
         by_partition: dict[str, dict[str, dict[str, Any]]] = {}
         count = 0
-        for record in records:
+        for chain, record in records:
             try:
                 entities = index_entities(chain, record.fields)
             except (KeyError, ValueError, TypeError):
