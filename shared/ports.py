@@ -171,6 +171,13 @@ class AuditLog(Protocol):
         """
         ...
 
+    def write_aggregates(
+        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+    ) -> None:
+        """Store sealed hourly aggregates of ``vault``'s records (``aggregate_fields`` sealed: each replaces
+        the one of its hour), then its sealed coverage mark. Raises DependencyUnavailable."""
+        ...
+
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         """Write again what ``page_records`` reads of these stored records of ``chain`` (idempotent): for
         the digest writer, so a record the append's own indexing missed (a crash, a failed write) is found
@@ -194,6 +201,17 @@ class AuditReader(Protocol):
         more). One request to the store whatever its size. The rows are as stored (a copy in an index,
         maybe): the caller authenticates them. A record committed in this process is in the pages;
         another process's may take a moment. Raises DependencyUnavailable."""
+        ...
+
+    def read_aggregates(
+        self, vault: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, Mapping[str, Any]]]:
+        """``vault``'s stored hourly aggregates of the hours from ``since`` to before ``until``, each with the
+        hour its place names, as stored (the caller checks their seals). Raises DependencyUnavailable."""
+        ...
+
+    def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
+        """``vault``'s stored coverage mark of the aggregates, as stored. Raises DependencyUnavailable."""
         ...
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:

@@ -91,6 +91,9 @@ class InMemoryAuditLog:
         self.records: dict[str, list[AuditRecord]] = {}
         self.heads: dict[str, ChainHead] = {}
         self.digests: list[Digest] = []
+        #: Sealed hourly aggregates by (vault, hour), and the coverage marks by vault, as stored.
+        self.aggregates: dict[tuple[str, datetime], dict[str, Any]] = {}
+        self.coverage: dict[str, dict[str, Any]] = {}
         self.available = True
         self.fails: Callable[[AuditEvent], bool] = lambda event: False
 
@@ -130,6 +133,27 @@ class InMemoryAuditLog:
         fields = {k: v for k, v in event_fields(record.event).items() if v is not None}
         fields.update(seq=record.seq, prev_mac=record.prev_mac, key_id=record.key_id, mac=record.mac)
         return StoredRecord(position=record.seq, fields=fields)
+
+    def write_aggregates(
+        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+    ) -> None:
+        if not self.available:
+            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+        for fields in hours:
+            self.aggregates[(vault, parse_time(str(fields["hour"])))] = dict(fields)
+        self.coverage[vault] = dict(coverage)
+
+    def read_aggregates(
+        self, vault: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, Mapping[str, Any]]]:
+        return [
+            (hour, f)
+            for (v, hour), f in sorted(self.aggregates.items())
+            if v == vault and since <= hour < until
+        ]
+
+    def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
+        return self.coverage.get(vault)
 
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         """Nothing to index: ``page_records`` reads the records themselves. Counted, for tests."""

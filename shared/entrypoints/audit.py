@@ -150,7 +150,10 @@ def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
 @bp.function_name("audit_digest")
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
-    outcome = service.write_digest(get_container().audit_peers)
+    peers = get_container().audit_peers
+    outcome = service.write_digest(peers)
+    # After the digest, which put back in the index what it was missing: each hour from all its records.
+    service.aggregate_hours(peers)
     if outcome.new_regressions:
         # Fail the invocation so the platform shows it; the breaks are audited and notified already.
         regressed = len(outcome.new_regressions)

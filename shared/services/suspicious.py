@@ -19,7 +19,7 @@ from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_t
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
 from shared.domain.scan_rules import ScanRules
-from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, authentic_events
+from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, indexed_rows
 from shared.services.findings import FindingPeers
 from shared.services.findings import finding_id as _finding_id
 from shared.services.findings import report as report_finding
@@ -231,7 +231,8 @@ def scan(peers: AuditPeers, rules: ScanRules, *, correlation_id: str | None = No
     now = clock.now()
     since = now - rules.lookback
     report = ScanReport()
-    events = authentic_events(reader, keys, AuditQuery(vault=trail.vault, since=since))
+    # The window it judges, from the query index: the scan reads what was recorded since, not the trail.
+    events = [event for _, event in indexed_rows(reader, keys, AuditQuery(vault=trail.vault, since=since))]
     report.scanned = len(events)
     on_record = frozenset(
         str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY

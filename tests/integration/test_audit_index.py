@@ -21,8 +21,15 @@ from shared.adapters.tables import TableAuditLog
 from shared.adapters.tables.batch import TableTransactions
 from shared.bootstrap import Container
 from shared.config import Settings
-from shared.domain.audit import Action, Actor, ActorType, AuditQuery
-from shared.services.audit import AuditTrail, InvalidCursor, query_audit, write_digest
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
+from shared.services.audit import (
+    AuditTrail,
+    InvalidCursor,
+    aggregate_hours,
+    query_audit,
+    summarize_audit,
+    write_digest,
+)
 from shared.services.findings import StateFindingStore
 from shared.services.peers import AuditPeers
 from tests.fakes import FixedClock, InMemoryStateStore, RecordingPublisher
@@ -199,3 +206,21 @@ def test_a_record_whose_copies_were_not_all_written_is_indexed_by_the_next_diges
     write_digest(env.peers())
     assert Counter(row["PartitionKey"][0] for row in env.index_rows()) == {"a": 1, "c": 1, "t": 1}
     assert [i.actor_id for i in env.query(limit=5, actor=ALICE.id).items] == [ALICE.id]
+
+
+def test_the_summary_reads_sealed_hourly_aggregates(env: Env) -> None:
+    for day in range(3):
+        for hour in range(0, 24, 3):
+            env.clock.advance(timedelta(hours=3))
+            action = Action.ROTATION_FAILED if hour == 9 else Action.ROTATED
+            result = Result.FAILURE if hour == 9 else Result.SUCCESS
+            env.trail.record(action, result=result, secret_name=f"secret-{day}", actor=ALICE)
+    peers = env.peers()
+    before_aggregates = summarize_audit(peers, secret_name=None, days=2).to_json()
+    assert aggregate_hours(peers) > 0
+    requests = env.requests.gets()
+    summary = summarize_audit(peers, secret_name=None, days=2).to_json()
+    assert summary == before_aggregates
+    assert summary["failures"]["count"] == 2 and summary["total"] == 17  # 48 h of one every 3 h, both ends
+    # The coverage mark, the aggregates (one query), and the index for the hours they do not cover.
+    assert env.requests.gets() - requests <= 4

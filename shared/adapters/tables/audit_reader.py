@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -58,6 +59,14 @@ class TableAuditReader:
                 yield StoredAuditRow(chain=str(entity["PartitionKey"]), record=stored_record(entity))
             except ValueError:
                 continue  # not a record row: verify reports it, queries skip it
+
+    def read_aggregates(
+        self, vault: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, Mapping[str, Any]]]:
+        return self._records_index.read_aggregates(vault, since, until)
+
+    def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
+        return self._records_index.read_coverage(vault)
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
         if chain is None:

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -130,6 +130,13 @@ class TableAuditWriter:
         if self._index is not None:
             self._index.add([written])
         return written
+
+    def write_aggregates(
+        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+    ) -> None:
+        if self._index is None:
+            raise DependencyUnavailable(DEPENDENCY, "this audit log keeps no index")
+        self._index.write_aggregates(vault, hours, coverage)
 
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         if self._index is None:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 
 from shared.adapters.tables.batch import TableTransactions, default_transactions
@@ -64,6 +64,28 @@ _MAX_DAY = 99999999
 DELAY = 0.02
 #: How long a query waits for this process's pending rows before it reads without them.
 FLUSH_TIMEOUT = 10.0
+
+
+#: The partition prefix of the hourly aggregates (``s:<vault>:<day>``, row key the inverted hour), and the
+#: partition of their coverage marks (one a vault).
+_AGGREGATES = "s:"
+
+
+def _aggregate_partition(vault: str, moment: datetime) -> str:
+    return f"{_AGGREGATES}{vault}:{_day(moment)}"
+
+
+def _hour_key(moment: datetime) -> str:
+    return f"{23 - moment.astimezone(UTC).hour:02d}"
+
+
+def _hour_of_keys(partition: str, row: str) -> datetime:
+    """The hour an aggregate's keys name. Raises ValueError for keys that name none."""
+    day = partition.rsplit(":", 1)[-1]
+    if not (len(day) == 8 and day.isdigit() and len(row) == 2 and row.isdigit() and int(row) < 24):
+        raise ValueError("not an aggregate's keys")
+    date = datetime.strptime(f"{_MAX_DAY - int(day):08d}", "%Y%m%d").replace(tzinfo=UTC)
+    return date.replace(hour=23 - int(row))
 
 
 def index_table(audit_table: str) -> str:
@@ -224,6 +246,51 @@ class AuditIndex:
             with self._cond:
                 self._done += count
                 self._cond.notify_all()
+
+    # -- hourly aggregates (shared/domain/audit/aggregates.py) ---------------------------------------
+
+    def write_aggregates(
+        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+    ) -> None:
+        """Upsert sealed hourly aggregates, then the coverage mark. Raises DependencyUnavailable."""
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for fields in hours:
+            moment = parse_time(str(fields["hour"]))
+            row = {**fields, "PartitionKey": _aggregate_partition(vault, moment), "RowKey": _hour_key(moment)}
+            by_partition.setdefault(row["PartitionKey"], []).append(row)
+        for rows in by_partition.values():
+            self._upsert(rows)
+        self._upsert([{**coverage, "PartitionKey": _AGGREGATES, "RowKey": f"coverage:{vault}"}])
+
+    def read_aggregates(
+        self, vault: str, since: datetime, until: datetime
+    ) -> list[tuple[datetime, Mapping[str, Any]]]:
+        """The stored aggregates of the hours from ``since`` to before ``until`` (each with the hour its
+        keys name), as stored."""
+        low = _aggregate_partition(vault, until)
+        high = _aggregate_partition(vault, since)
+        query = "PartitionKey ge @low and PartitionKey le @high"
+        found: list[tuple[datetime, Mapping[str, Any]]] = []
+        try:
+            entities = list(self._table.table.query_entities(query, parameters={"low": low, "high": high}))
+        except AzureError as err:
+            raise unavailable(err) from err
+        for entity in entities:
+            try:
+                hour = _hour_of_keys(str(entity["PartitionKey"]), str(entity["RowKey"]))
+            except ValueError:
+                continue
+            if since <= hour < until:
+                found.append((hour, entity))
+        return found
+
+    def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
+        try:
+            return self._table.table.get_entity(_AGGREGATES, f"coverage:{vault}")
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise unavailable(err) from err
 
     # -- reads ---------------------------------------------------------------------------------------
 

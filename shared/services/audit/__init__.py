@@ -1,7 +1,7 @@
 """Audit use cases: record (fail closed), verify, query, summarize, and the hourly digest.
 
 The package: ``trail.py`` writes, ``verification.py`` verifies, seals digests and repairs,
-``queries.py`` reads and reviews findings.
+``queries.py`` reads and reviews findings, ``summary.py`` keeps the hourly aggregates and summarizes.
 """
 
 from shared.services.audit.queries import (
@@ -12,12 +12,13 @@ from shared.services.audit.queries import (
     decode_cursor,
     encode_cursor,
     finding_actors,
+    indexed_rows,
     query_audit,
     query_fingerprint,
     review_finding,
-    summarize_audit,
 )
 from shared.services.audit.results import AuditPage, VerifyReport
+from shared.services.audit.summary import aggregate_hours, summarize_audit
 from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, Change, EventFields
 from shared.services.audit.verification import (
     DigestOutcome,
@@ -40,10 +41,12 @@ __all__ = [
     "EventFields",
     "InvalidCursor",
     "VerifyReport",
+    "aggregate_hours",
     "authentic_events",
     "decode_cursor",
     "encode_cursor",
     "finding_actors",
+    "indexed_rows",
     "query_audit",
     "query_fingerprint",
     "repair_chain",

@@ -9,9 +9,7 @@ import hashlib
 import json
 import logging
 import re
-from collections import Counter
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared.domain.audit import (
@@ -21,10 +19,10 @@ from shared.domain.audit import (
     AuditQuery,
     RecordPosition,
     Result,
+    StoredAuditRow,
     StoredRecord,
     authentic_event,
     format_time,
-    readable_event,
 )
 from shared.domain.errors import (
     DomainError,
@@ -37,11 +35,7 @@ from shared.ports import AuditReader, MacKeyRing
 from shared.services.audit.results import (
     AuditPage,
     AuditRecord,
-    AuditSummary,
-    Failures,
-    FailureSummary,
     FindingReviewed,
-    LastRotationSummary,
 )
 from shared.services.audit.trail import AuditUnavailable
 
@@ -151,6 +145,26 @@ def authentic_events(reader: AuditReader, keys: MacKeyRing, query: AuditQuery) -
 MAX_READS_PER_PAGE = 4
 
 
+#: Records a read of the index asks for at once (Table Storage answers at most 1,000 a request).
+INDEX_PAGE = 1000
+
+
+def indexed_rows(
+    reader: AuditReader, keys: MacKeyRing, query: AuditQuery
+) -> list[tuple[StoredAuditRow, AuditEvent]]:
+    """Every record matching ``query`` as the query index holds it (its time range read, nothing older:
+    one request per thousand records), only those whose MAC proves the service wrote them, newest first.
+    For reads that judge a window (the scan, the summary); a decision that must see every record of the
+    trail reads the chains (``authentic_events``). Raises DependencyUnavailable."""
+    found: list[tuple[StoredAuditRow, AuditEvent]] = []
+    after: RecordPosition | None = None
+    while True:
+        rows, after = reader.page_records(query, INDEX_PAGE, after)
+        found += [(row, e) for row in rows if (e := authentic_event(row.chain, row.record.fields, keys.get))]
+        if after is None:
+            return found
+
+
 def query_audit(
     reader: AuditReader, keys: MacKeyRing, query: AuditQuery, continuation: str | None = None
 ) -> AuditPage:
@@ -169,45 +183,6 @@ def query_audit(
         if after is None or len(items) >= query.limit:
             break
     return AuditPage(items=items, continuation=None if after is None else encode_cursor(query, after))
-
-
-def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) -> AuditSummary:
-    """Counts by action and result, the last rotation and the failures of the last ``days`` days."""
-    since = peers.clock.now() - timedelta(days=days)
-    query = AuditQuery(vault=peers.trail.vault, secret_name=secret_name, since=since)
-    events = [e for row in peers.reader.list_records(query) if (e := readable_event(row.record.fields))]
-    by_action: dict[Action, Counter[Result]] = {}
-    for event in events:
-        by_action.setdefault(event.action, Counter())[event.result] += 1
-    rotations = sorted(
-        (e for e in events if e.action == Action.ROTATED and e.result == Result.SUCCESS), key=lambda e: e.time
-    )
-    failures = sorted((e for e in events if e.result == Result.FAILURE), key=lambda e: e.time, reverse=True)
-    last = rotations[-1] if rotations else None
-    return AuditSummary(
-        secret_name=secret_name,
-        days=days,
-        since=since,
-        total=len(events),
-        by_action={action: dict(by_action[action]) for action in sorted(by_action, key=lambda a: a.value)},
-        last_rotation=None
-        if last is None
-        else LastRotationSummary(time=last.time, secret_name=last.secret_name, version=last.version),
-        failures=Failures(
-            count=len(failures),
-            latest=[
-                FailureSummary(
-                    time=f.time,
-                    action=f.action,
-                    secret_name=f.secret_name,
-                    version=f.version,
-                    error=f.error,
-                    correlation_id=f.correlation_id,
-                )
-                for f in failures[:10]
-            ],
-        ),
-    )
 
 
 # -- findings review -----------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from shared.domain.errors import (
 from shared.domain.notifications import AUDIT_TAMPERING, Notification
 from shared.domain.state import FUNCTION_TIMEOUT
 from shared.ports import Clock, Publisher
+from shared.services.audit.queries import indexed_rows
 from shared.services.audit.results import ChainBreak, VerifyReport
 from shared.services.audit.trail import AuditTrail
 
@@ -284,22 +285,8 @@ def _index_appended(
 
 def _indexed(peers: AuditPeers, since: datetime | None) -> set[tuple[str, int]]:
     """The records the index holds (authentic copies only) from ``since`` on: (chain, seq)."""
-    query = AuditQuery(since=since, limit=_INDEX_PAGE)
-    found: set[tuple[str, int]] = set()
-    after = None
-    while True:
-        rows, after = peers.reader.page_records(query, _INDEX_PAGE, after)
-        found.update(
-            (row.chain, row.record.position)
-            for row in rows
-            if authentic_event(row.chain, row.record.fields, peers.keys.get) is not None
-        )
-        if after is None:
-            return found
-
-
-#: Records a read of the index asks for at once (Table Storage answers at most 1,000 a request).
-_INDEX_PAGE = 1000
+    rows = indexed_rows(peers.reader, peers.keys, AuditQuery(since=since))
+    return {(row.chain, row.record.position) for row, _ in rows}
 
 
 _MAX_REPORTED_BREAKS = 10
