@@ -22,6 +22,7 @@ from shared.adapters.tables.batch import TableTransactions
 from shared.bootstrap import Container
 from shared.config import Settings
 from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
+from shared.domain.audit.aggregates import authentic_aggregate, authentic_coverage
 from shared.services.audit import (
     AuditTrail,
     InvalidCursor,
@@ -218,6 +219,12 @@ def test_the_summary_reads_sealed_hourly_aggregates(env: Env) -> None:
     peers = env.peers()
     before_aggregates = summarize_audit(peers, secret_name=None, days=2).to_json()
     assert aggregate_hours(peers) > 0
+    # Read back as the service sealed them (a summary that ignored them would still add up).
+    assert authentic_coverage(env.log.read_coverage(env.vault), env.keys.get) is not None
+    stored = env.log.read_aggregates(env.vault, env.clock.now() - timedelta(days=3), env.clock.now())
+    assert len(stored) == 23 and all(
+        authentic_aggregate(fields, env.keys.get) for _, fields in stored
+    )  # the newest hour is not complete
     requests = env.requests.gets()
     summary = summarize_audit(peers, secret_name=None, days=2).to_json()
     assert summary == before_aggregates

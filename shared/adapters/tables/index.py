@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient
 
 from shared.adapters.tables.batch import TableTransactions, default_transactions
 from shared.adapters.tables.rows import (
@@ -86,6 +86,11 @@ def _hour_of_keys(partition: str, row: str) -> datetime:
         raise ValueError("not an aggregate's keys")
     date = datetime.strptime(f"{_MAX_DAY - int(day):08d}", "%Y%m%d").replace(tzinfo=UTC)
     return date.replace(hour=23 - int(row))
+
+
+def _fields(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored row's own fields (without its keys and the service's timestamp)."""
+    return {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
 
 
 def index_table(audit_table: str) -> str:
@@ -165,6 +170,10 @@ class AuditIndex:
     @property
     def table_name(self) -> str:
         return self._table.table_name
+
+    @property
+    def table(self) -> TableClient:
+        return self._table.table
 
     # -- writes --------------------------------------------------------------------------------------
 
@@ -281,12 +290,12 @@ class AuditIndex:
             except ValueError:
                 continue
             if since <= hour < until:
-                found.append((hour, entity))
+                found.append((hour, _fields(entity)))
         return found
 
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         try:
-            return self._table.table.get_entity(_AGGREGATES, f"coverage:{vault}")
+            return _fields(self._table.table.get_entity(_AGGREGATES, f"coverage:{vault}"))
         except ResourceNotFoundError:
             return None
         except AzureError as err:
