@@ -28,6 +28,11 @@ goal of 50 % of spread's rate is printed, not turned into an exit code.
     .venv/bin/python -m bench.audit_contention                  # 64 and 256 writers, 2,000 records each
     .venv/bin/python -m bench.audit_contention --writers 64     # one writer count
     .venv/bin/python -m bench.audit_contention --quick          # 400 records per scenario
+    .venv/bin/python -m bench.audit_contention --writers 64 --processes 4   # 4 instances x 16 threads
+
+With ``--processes P`` the writers are split over P processes (spawned; each its own clients and its own
+``TableAuditLog``, as P Functions instances): group commit then batches within each process only, and the
+processes race for the hot head with ETag retries.
 """
 
 from __future__ import annotations
@@ -318,6 +323,83 @@ def run_scenario(
     return result, attempted_ids
 
 
+@dataclass(frozen=True)
+class Peer:
+    """How a writer process reaches the peers (what it needs to build its own clients)."""
+
+    connection_string: str
+    vault_url: str
+    client_kwargs: dict[str, Any]
+    table: str
+
+
+def process_writers(
+    peer: Peer, writers: Sequence[int], events: Sequence[Sequence[AuditEvent]], start: Any
+) -> tuple[list[float], list[str], list[Failure], Counter[str]]:
+    """One writer process, as one Functions instance: its own clients and its own ``TableAuditLog`` (so
+    its own group commit and head cache), its writers as threads, started with every other process's."""
+    from azure.data.tables import TableServiceClient
+    from azure.keyvault.secrets import SecretClient
+
+    from shared.adapters.key_vault import LocalTokenCredential
+
+    counter = RequestCounter()
+    tables = TableServiceClient.from_connection_string(peer.connection_string, raw_response_hook=counter)
+    keys = KeyVaultMacKeyRing(SecretClient(peer.vault_url, LocalTokenCredential(), **peer.client_kwargs))
+    keys.current()
+    log = TableAuditLog(tables, keys, table=peer.table)
+    tally = Tally()
+    local = threading.Barrier(len(writers) + 1)
+    threads = [
+        threading.Thread(target=write, args=(w, log, chunk, local, tally), daemon=True)
+        for w, chunk in zip(writers, events, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()  # every process's threads are ready
+    local.wait()
+    for thread in threads:
+        thread.join()
+    log.records_index.flush()
+    return tally.latencies_ms, tally.returned_ids, tally.failures, counter.snapshot()
+
+
+def run_scenario_processes(
+    scenario: str, writers: int, records: int, log: TableAuditLog, peer: Peer, processes: int
+) -> tuple[ScenarioResult, list[str]]:
+    """The scenario with its writers split over ``processes`` processes appending to one table."""
+    import multiprocessing
+
+    events = [writer_events(scenario, i, n) for i, n in enumerate(shares(records, writers))]
+    attempted_ids = [e.id for chunk in events for e in chunk]
+    context = multiprocessing.get_context("spawn")
+    start = context.Manager().Barrier(processes + 1)
+    groups = [list(range(writers))[p::processes] for p in range(processes)]
+    tally, statuses = Tally(), Counter[str]()
+    with context.Pool(processes) as pool:
+        pending = [
+            pool.apply_async(process_writers, (peer, group, [events[w] for w in group], start))
+            for group in groups
+        ]
+        start.wait()
+        started = time.perf_counter()
+        for job in pending:
+            latencies, returned, failures, counted = job.get(timeout=3600)
+            tally.latencies_ms += latencies
+            tally.returned_ids += returned
+            tally.failures += failures
+            tally.done += len(latencies)
+            tally.failed += len(failures)
+            statuses += counted
+        seconds = time.perf_counter() - started
+    result = ScenarioResult(
+        writers=writers, scenario=scenario, table=log.table.table_name,
+        chains=len({e.chain for chunk in events for e in chunk}), attempted=records, seconds=seconds,
+        tally=tally, statuses=statuses, pool_discards=0,
+    )  # fmt: skip
+    return result, attempted_ids
+
+
 def read_back(log: TableAuditLog) -> Stored:
     rows: Counter[str] = Counter()
     heads: dict[str, int] = {}
@@ -462,7 +544,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--progress-every", type=float, default=10.0, help="print progress every N seconds (default 10)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="writer processes, as Functions instances: the writers are split over them (default 1)",
+    )
     args = parser.parse_args(argv)
+    if args.processes < 1 or any(w < args.processes for w in args.writers):
+        parser.error("--processes must be at least 1 and at most the smallest writer count")
     if args.records is None:
         args.records = 400 if args.quick else 2000
     if args.records < max(args.writers):
@@ -482,9 +572,14 @@ def run(args: argparse.Namespace) -> int:
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"Node {tool_version(['node', '--version'])}, Azurite {azurite_version()} (in memory)"
     )
+    where = (
+        "sharing ONE TableAuditLog"
+        if args.processes == 1
+        else f"split over {args.processes} processes (as Functions instances), one TableAuditLog each"
+    )
     print(
         f"workload: {args.records:,} single-record append() calls per scenario, shared by N writer "
-        f"threads (N = {', '.join(map(str, args.writers))}) sharing ONE TableAuditLog; hot = all on the "
+        f"threads (N = {', '.join(map(str, args.writers))}) {where}; hot = all on the "
         f"service chain {VAULT}:_service, spread = one chain per writer"
     )
     print(f"goal: hot >= {GOAL_RATIO:.0%} of spread's appends/s, and 0 records lost")
@@ -517,9 +612,18 @@ def measure(args: argparse.Namespace) -> list[tuple[ScenarioResult, list[str]]]:
                     file=sys.stderr,
                     flush=True,
                 )
-                result, ids = run_scenario(
-                    scenario, writers, args.records, log, counter, discards, args.progress_every
-                )
+                if args.processes > 1:
+                    peer = Peer(
+                        peers.azurite.connection_string, peers.emulator.url, peers.emulator.client_kwargs(),
+                        log.table.table_name,
+                    )  # fmt: skip
+                    result, ids = run_scenario_processes(
+                        scenario, writers, args.records, log, peer, args.processes
+                    )
+                else:
+                    result, ids = run_scenario(
+                        scenario, writers, args.records, log, counter, discards, args.progress_every
+                    )
                 print(
                     f"  done in {result.seconds:.1f} s ({result.tally.failed:,} failed); reading back and "
                     "verifying ...",
