@@ -21,6 +21,7 @@ import platform
 import statistics
 import sys
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
@@ -32,7 +33,7 @@ from bench.common import azurite_version, run_benchmark, start_peers, tool_versi
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import MAX_BATCH, TableAuditLog, TableStateStore
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditQuery, format_time, readable_event
-from shared.services.audit import AuditTrail, aggregate_hours, query_audit, summarize_audit
+from shared.services.audit import AuditTrail, aggregate_hours, query_audit, summarize_audit, verify_audit
 from shared.services.findings import StateFindingStore
 from shared.services.peers import AuditPeers
 
@@ -153,6 +154,10 @@ class SummaryMeasured:
     aggregate_s: float
     requests: int
     p50_ms: float
+    verify_s: float
+    verify_mib: float
+    #: Every chain read into memory at once, as verify read them before it streamed them.
+    whole_mib: float
 
 
 class _Clock:
@@ -175,6 +180,7 @@ def measure_summary(log: TableAuditLog, peers: Any, counter: Requests, size: int
         findings=StateFindingStore(TableStateStore(peers.tables, f"findings{uuid.uuid4().hex[:8]}")),
     )  # fmt: skip
     base = _times(lambda: summarize_audit(audit, secret_name=None, days=30), 1)
+    print("  verify ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     aggregate_hours(audit)
     aggregated = time.perf_counter() - started
@@ -182,7 +188,23 @@ def measure_summary(log: TableAuditLog, peers: Any, counter: Requests, size: int
     summarize_audit(audit, secret_name=None, days=30)
     requests = counter.requests - before
     timed = _times(lambda: summarize_audit(audit, secret_name=None, days=30), 5)
-    return SummaryMeasured(size, statistics.median(base), aggregated, requests, statistics.median(timed))
+    verify_s, verify_mib = _traced(lambda: verify_audit(audit))
+    _, whole_mib = _traced(log.read_chains)
+    return SummaryMeasured(
+        size, statistics.median(base), aggregated, requests, statistics.median(timed),
+        verify_s, verify_mib, whole_mib,
+    )  # fmt: skip
+
+
+def _traced(call: Callable[[], object]) -> tuple[float, float]:
+    """Seconds and peak Python memory (MiB, tracemalloc) of one call."""
+    tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        call()
+        return time.perf_counter() - started, tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
 
 
 def _times(call: Callable[[], object], repeat: int) -> list[float]:
@@ -249,6 +271,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{'':<18}{sm.size:>10,}{sm.aggregate_s:>13.1f}{sm.requests:>10}{sm.p50_ms:>9.1f}{sm.base_ms:>13.1f}"
         )
+    print()
+    print(f"{'full verify':<18}{'records':>10}{'seconds':>10}{'peak MiB':>10}{'all chains at once MiB':>24}")
+    for sm in summaries:
+        print(f"{'':<18}{sm.size:>10,}{sm.verify_s:>10.1f}{sm.verify_mib:>10.1f}{sm.whole_mib:>24.1f}")
     print()
     ok = True
     smallest, largest = min(args.sizes), max(args.sizes)

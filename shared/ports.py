@@ -3,7 +3,7 @@ a technology; tests implement them with in-memory fakes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -216,6 +216,11 @@ class AuditReader(Protocol):
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
         """Raw contents of one chain, or of all chains (the digest chain excluded)."""
+        ...
+
+    def iter_chains(self, chain: str | None = None) -> Iterator[tuple[str, ChainContents]]:
+        """``read_chains`` one chain at a time (each once, in no given order), so a reader of every chain
+        holds one in memory. Raises DependencyUnavailable while iterating."""
         ...
 
     def read_head(self, chain: str) -> ChainHead | None:

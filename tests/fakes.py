@@ -198,6 +198,9 @@ class InMemoryAuditLog:
                     continue
                 yield StoredAuditRow(chain=chain, record=self._stored(record))
 
+    def iter_chains(self, chain: str | None = None) -> Iterator[tuple[str, ChainContents]]:
+        yield from self.read_chains(chain).items()
+
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
         names = set(self.records) | set(self.heads)
         return {

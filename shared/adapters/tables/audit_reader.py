@@ -4,7 +4,7 @@ stored, whatever somebody wrote into them (verify judges them; a query skips wha
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,6 +69,9 @@ class TableAuditReader:
         return self._records_index.read_coverage(vault)
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
+        return dict(self.iter_chains(chain))
+
+    def iter_chains(self, chain: str | None = None) -> Iterator[tuple[str, ChainContents]]:
         if chain is None:
             entities: Iterable[Mapping[str, Any]] = self._audit.query(
                 "PartitionKey ne @digest and PartitionKey ne @pages",
@@ -76,9 +79,19 @@ class TableAuditReader:
             )
         else:
             entities = self._audit.query("PartitionKey eq @chain", {"chain": chain})
-        found = _Partitions()
+        # The table answers partition by partition (by partition key, then row key): one chain is held in
+        # memory at a time.
+        found, current = _Partitions(), None
         for entity in entities:
+            partition = str(entity["PartitionKey"])
+            if current is not None and partition != current:
+                yield from self._completed(found)
+                found = _Partitions()
+            current = partition
             found.add(entity)
+        yield from self._completed(found)
+
+    def _completed(self, found: _Partitions) -> Iterator[tuple[str, ChainContents]]:
         for name, head in found.heads.items():
             # A partition reads newest record first and its head last: records appended while the pages
             # went by are missing below a head that already counts them. They are committed (a head moves
@@ -86,7 +99,7 @@ class TableAuditReader:
             newest = max((r.position for r in found.records[name]), default=0)
             if head.seq > newest:
                 found.records[name] += self.read_range(name, newest + 1, head.seq)
-        return found.contents()
+        yield from found.contents().items()
 
     def read_head(self, chain: str) -> ChainHead | None:
         try:

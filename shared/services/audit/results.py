@@ -66,6 +66,7 @@ class VerifyReport(Answer):
     digests: int
     latest_digest: Timestamp | None
     breaks: list[ChainBreak]
+    duration_ms: int | None = Field(None, description="How long the verification took.")
 
     @property
     def ok(self) -> bool:

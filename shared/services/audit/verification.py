@@ -4,8 +4,9 @@ Key Vault) and repairing a chain an operator accepts as broken, on record."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -68,29 +69,31 @@ def verify_audit(
 
     The anchor outside the table is read first, then the digests, then the chains, so that everything
     read later is at least as new as what it is compared with. Every consecutive pair of digests is
-    compared (a sealed chain never regresses), and the chains with the newest digest. Raises
-    DependencyUnavailable when the store or the key vault cannot be read.
+    compared (a sealed chain never regresses), and the chains with the newest digest. The chains are
+    read one at a time, and of each only the verdict and the MACs at the positions a digest sealed are
+    kept: memory grows with the number of chains, not of records. Raises DependencyUnavailable when the
+    store or the key vault cannot be read.
     """
+    started = time.monotonic()
     reader, keys = peers.reader, peers.keys
     chain = chain_of(peers.trail.vault, secret_name) if secret_name else None
     anchored = peers.anchor.read()
     digests = reader.read_digests(chain=chain)  # one secret's: only the page of heads it is on
-    contents = dict(reader.read_chains(chain))
-    verdicts = _verdicts(peers, contents)
-    breaks = [b for verdict in verdicts.values() for b in verdict.breaks]
-    breaks += check_anchor(anchored, digests)
     digest_breaks = verify_digests(digests, keys.get)
-    # Also for one secret: a forged digest may be how a cut of that secret's chain is hidden.
-    breaks += digest_breaks
     forged = {b.seq for b in digest_breaks if b.kind == BreakKind.FORGED_DIGEST}
     trusted = [_scoped(d, chain) for d in digests if d.seq not in forged]
-    macs_at = _mac_lookup(contents)
-    breaks += verify_digest_history(trusted, macs_at)
+    walked = _walk(peers, chain, _sealed_positions(trusted), oldest=not trusted)
+    verdicts = walked.verdicts
+    breaks = [b for verdict in verdicts.values() for b in verdict.breaks]
+    breaks += check_anchor(anchored, digests)
+    # Also for one secret: a forged digest may be how a cut of that secret's chain is hidden.
+    breaks += digest_breaks
+    breaks += verify_digest_history(trusted, walked.macs_at)
     latest: Digest | None = max(trusted, key=lambda d: d.seq) if trusted else None
     if latest is not None:
-        breaks += check_against_digest(verdicts, latest, macs_at)
+        breaks += check_against_digest(verdicts, latest, walked.macs_at)
     if chain is None:
-        breaks += _stale(peers, latest, contents, digest_interval)
+        breaks += _stale(peers, latest, walked.oldest, digest_interval)
     breaks = _once(breaks)
     return VerifyReport(
         status="broken" if breaks else "ok",
@@ -99,30 +102,61 @@ def verify_audit(
         digests=len(digests),
         latest_digest=latest.time if latest is not None else None,
         breaks=[ChainBreak(chain=b.chain, kind=b.kind, seq=b.seq, detail=b.detail) for b in breaks],
+        duration_ms=round((time.monotonic() - started) * 1000),
     )
 
 
-def _verdicts(peers: AuditPeers, contents: dict[str, ChainContents]) -> dict[str, ChainVerdict]:
-    """Each chain's verdict. A chain's records and its head are read one after the other: an append in
-    between looks like a cut (or an overrun) once, so such a chain is read again (``contents`` updated)
-    before it is called a break."""
+def _sealed_positions(digests: Sequence[Digest]) -> dict[str, set[int]]:
+    """The positions of each chain that a digest sealed: the MACs verify compares digests with."""
+    wanted: dict[str, set[int]] = {}
+    for digest in digests:
+        for name, head in digest.heads.items():
+            wanted.setdefault(name, set()).add(head.seq)
+    return wanted
+
+
+@dataclass
+class _Walked:
+    """What verify keeps of the chains it walked."""
+
+    verdicts: dict[str, ChainVerdict] = field(default_factory=dict)
+    macs: dict[tuple[str, int], str] = field(default_factory=dict)
+    oldest: datetime | None = None
+
+    def macs_at(self, chain: str, seq: int) -> str | None:
+        return self.macs.get((chain, seq))
+
+
+def _walk(peers: AuditPeers, chain: str | None, wanted: Mapping[str, set[int]], *, oldest: bool) -> _Walked:
+    """Each chain's verdict, one chain at a time, and (``oldest``) the oldest record's time. A chain's
+    records and its head are read one after the other: an append in between looks like a cut (or an
+    overrun) once, so such a chain is read again before it is called a break."""
     keys = peers.keys
-    verdicts = {name: verify_contents(name, c, keys.get) for name, c in sorted(contents.items())}
-    for name, verdict in list(verdicts.items()):
+    walked = _Walked()
+    for name, read in peers.reader.iter_chains(chain):
+        contents, verdict = read, verify_contents(name, read, keys.get)
         if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
             again = peers.reader.read_chains(name).get(name)
             if again is not None:
-                contents[name] = again
-                verdicts[name] = verify_contents(name, again, keys.get)
-    return verdicts
+                contents, verdict = again, verify_contents(name, again, keys.get)
+        walked.verdicts[name] = verdict
+        positions = wanted.get(name, set())
+        for record in contents.records:
+            if record.position in positions:
+                walked.macs[(name, record.position)] = str(record.fields.get("mac", ""))
+        if oldest:
+            times = [e.time for r in contents.records if (e := readable_event(r.fields)) is not None]
+            if times and (walked.oldest is None or min(times) < walked.oldest):
+                walked.oldest = min(times)
+    return walked
 
 
 def _stale(
-    peers: AuditPeers, latest: Digest | None, contents: Mapping[str, ChainContents], interval: timedelta
+    peers: AuditPeers, latest: Digest | None, oldest_record: datetime | None, interval: timedelta
 ) -> list[Break]:
     """A STALE_DIGEST break when nothing was sealed for two digest intervals: since the latest digest, or
     (no digest yet) since the oldest record."""
-    unsealed_since = latest.time if latest is not None else _oldest_record_time(contents)
+    unsealed_since = latest.time if latest is not None else oldest_record
     if unsealed_since is None or peers.clock.now() - unsealed_since <= 2 * interval:
         return []
     sealed = format_time(latest.time) if latest else "never"
@@ -162,16 +196,6 @@ def _mac_lookup(contents: Mapping[str, ChainContents]) -> MacLookup:
         return index.get((chain, seq))
 
     return macs_at
-
-
-def _oldest_record_time(contents: Mapping[str, ChainContents]) -> datetime | None:
-    times = [
-        e.time for c in contents.values() for r in c.records if (e := readable_event(r.fields)) is not None
-    ]
-    return min(times, default=None)
-
-
-# -- digests and repair --------------------------------------------------------------------------------
 
 
 class DigestRefused(DomainError):
