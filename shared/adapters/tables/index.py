@@ -3,13 +3,14 @@
 The chains (rows.py) hold each secret's records in order, which is what tamper evidence needs; a query of
 the newest records across secrets, or of one actor's, would scan every chain. So each record is also
 written to a second table (``<audit table>index``) three times, each a full copy with its chain, sequence
-number and MAC, under a partition per index and day:
+number and MAC, under a partition per index and minute:
 
-- ``t:<day>``: every record;
-- ``a:<actor hash>:<day>``: one actor's (a hash, as actor ids may hold characters keys may not);
-- ``c:<action>:<day>``: one action's.
+- ``t:<minute>``: every record;
+- ``a:<actor hash>:<minute>``: one actor's (a hash, as actor ids may hold characters keys may not);
+- ``c:<action>:<minute>``: one action's.
 
-``<day>`` is the inverted date (``99999999 - yyyymmdd``) and the row key the inverted time (microseconds),
+``<minute>`` is the inverted minute (``999999999999 - yyyymmddhhmm``: a partition holds what one minute
+wrote, so none grows with the trail) and the row key the inverted time (microseconds),
 then the chain and the inverted sequence number: a range of partitions reads newest first, across days,
 and Table Storage's own continuation (next partition and row key) pages through it. A copy proves
 itself: its MAC covers its chain, position and fields, so a reader shows only what the service wrote
@@ -101,6 +102,13 @@ def _day(moment: datetime) -> str:
     return f"{_MAX_DAY - int(moment.astimezone(UTC).strftime('%Y%m%d')):08d}"
 
 
+_MAX_MINUTE = 999999999999
+
+
+def _minute(moment: datetime) -> str:
+    return f"{_MAX_MINUTE - int(moment.astimezone(UTC).strftime('%Y%m%d%H%M')):012d}"
+
+
 def _micros(moment: datetime) -> int:
     delta = moment.astimezone(UTC) - datetime(1, 1, 1, tzinfo=UTC)
     return (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
@@ -128,9 +136,13 @@ def index_entities(chain: str, fields: Mapping[str, Any]) -> list[dict[str, Any]
         raise TypeError("a record's sequence number is an integer")
     moment = parse_time(str(fields["time"]))
     row = f"{_MAX_MICROS - _micros(moment):018d}:{chain}:{10**12 - 1 - seq:012d}"
-    day = _day(moment)
+    slot = _minute(moment)
     copy = {k: v for k, v in fields.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
-    partitions = (f"t:{day}", f"a:{actor_key(str(fields['actor_id']))}:{day}", f"c:{fields['action']}:{day}")
+    partitions = (
+        f"t:{slot}",
+        f"a:{actor_key(str(fields['actor_id']))}:{slot}",
+        f"c:{fields['action']}:{slot}",
+    )
     return [{**copy, "PartitionKey": p, "RowKey": row, "chain": chain} for p in partitions]
 
 
@@ -309,8 +321,8 @@ class AuditIndex:
         """Up to ``limit`` rows of the query's records, newest first, from ``after`` (a position this
         returned), and the position of the rest (None: no more). Rows that are no copy are left out."""
         prefix = _prefixes(query)
-        low = prefix + (_day(query.until) if query.until else "00000000")
-        high = prefix + (_day(query.since) if query.since else f"{_MAX_DAY:08d}")
+        low = prefix + (_minute(query.until) if query.until else "0" * 12)
+        high = prefix + (_minute(query.since) if query.since else f"{_MAX_MINUTE:012d}")
         clauses = ["PartitionKey ge @low", "PartitionKey le @high"]
         params: dict[str, Any] = {"low": low, "high": high}
         _filters(query, clauses, params, by_index=prefix)
