@@ -3,13 +3,13 @@
 The chains (rows.py) hold each secret's records in order, which is what tamper evidence needs; a query of
 the newest records across secrets, or of one actor's, would scan every chain. So each record is also
 written to a second table (``<audit table>index``) three times, each a full copy with its chain, sequence
-number and MAC, under a partition per index and minute:
+number and MAC, under a partition per index and second:
 
-- ``t:<minute>``: every record;
-- ``a:<actor hash>:<minute>``: one actor's (a hash, as actor ids may hold characters keys may not);
-- ``c:<action>:<minute>``: one action's.
+- ``t:<second>``: every record;
+- ``a:<actor hash>:<second>``: one actor's (a hash, as actor ids may hold characters keys may not);
+- ``c:<action>:<second>``: one action's.
 
-``<minute>`` is the inverted minute (``999999999999 - yyyymmddhhmm``: a partition holds what one minute
+``<second>`` is the inverted second (``99999999999999 - yyyymmddhhmmss``: a partition holds what one second
 wrote, so none grows with the trail) and the row key the inverted time (microseconds),
 then the chain and the inverted sequence number: a range of partitions reads newest first, across days,
 and Table Storage's own continuation (next partition and row key) pages through it. A copy proves
@@ -61,8 +61,9 @@ logger = logging.getLogger(__name__)
 
 _MAX_MICROS = 10**18 - 1
 _MAX_DAY = 99999999
-#: How long the background writer gathers rows before it writes them.
-DELAY = 0.02
+#: How long the background writer gathers rows before it writes them, unless a partition has a
+#: transaction's worth or a query in this process waits for them: the longer, the fewer transactions.
+DELAY = 0.25
 #: How long a query waits for this process's pending rows before it reads without them.
 FLUSH_TIMEOUT = 10.0
 
@@ -102,11 +103,11 @@ def _day(moment: datetime) -> str:
     return f"{_MAX_DAY - int(moment.astimezone(UTC).strftime('%Y%m%d')):08d}"
 
 
-_MAX_MINUTE = 999999999999
+_MAX_SECOND = 99999999999999
 
 
-def _minute(moment: datetime) -> str:
-    return f"{_MAX_MINUTE - int(moment.astimezone(UTC).strftime('%Y%m%d%H%M')):012d}"
+def _second(moment: datetime) -> str:
+    return f"{_MAX_SECOND - int(moment.astimezone(UTC).strftime('%Y%m%d%H%M%S')):014d}"
 
 
 def _micros(moment: datetime) -> int:
@@ -136,7 +137,7 @@ def index_entities(chain: str, fields: Mapping[str, Any]) -> list[dict[str, Any]
         raise TypeError("a record's sequence number is an integer")
     moment = parse_time(str(fields["time"]))
     row = f"{_MAX_MICROS - _micros(moment):018d}:{chain}:{10**12 - 1 - seq:012d}"
-    slot = _minute(moment)
+    slot = _second(moment)
     copy = {k: v for k, v in fields.items() if k not in ("PartitionKey", "RowKey", "Timestamp")}
     partitions = (
         f"t:{slot}",
@@ -175,6 +176,7 @@ class AuditIndex:
         self._delay = delay
         self._cond = threading.Condition()
         self._pending: dict[str, dict[str, dict[str, Any]]] = {}
+        self._hurry = False  # a reader waits: write what is pending now
         self._added = 0  # rows handed to add() so far
         self._done = 0  # of those, rows written or given up on
         self._writer: threading.Thread | None = None
@@ -200,7 +202,8 @@ class AuditIndex:
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_pending, name="audit-index", daemon=True)
                 self._writer.start()
-            self._cond.notify_all()
+            if any(len(rows) >= MAX_BATCH for rows in self._pending.values()):
+                self._cond.notify_all()  # a transaction's worth: no reason to wait
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         """Wait until the rows added so far are written (or given up on); False when ``timeout`` ran
@@ -208,6 +211,9 @@ class AuditIndex:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._added
+            if self._done < target:
+                self._hurry = True
+                self._cond.notify_all()  # the writer writes now rather than at the end of its wait
             while self._done < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -242,10 +248,17 @@ class AuditIndex:
                 raise unavailable(err) from err
 
     def _write_pending(self) -> None:
-        """The background writer: gathers rows for ``delay``, writes each partition's, until none wait."""
+        """The background writer: gathers rows for ``delay`` (less when a partition has a transaction's
+        worth, or a reader is waiting), writes each partition's, until none wait."""
         while True:
-            time.sleep(self._delay)
             with self._cond:
+                deadline = time.monotonic() + self._delay
+                while not self._hurry and not any(len(r) >= MAX_BATCH for r in self._pending.values()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._hurry = False
                 pending, self._pending = self._pending, {}
                 if not pending:
                     self._writer = None
@@ -321,8 +334,8 @@ class AuditIndex:
         """Up to ``limit`` rows of the query's records, newest first, from ``after`` (a position this
         returned), and the position of the rest (None: no more). Rows that are no copy are left out."""
         prefix = _prefixes(query)
-        low = prefix + (_minute(query.until) if query.until else "0" * 12)
-        high = prefix + (_minute(query.since) if query.since else f"{_MAX_MINUTE:012d}")
+        low = prefix + (_second(query.until) if query.until else "0" * 14)
+        high = prefix + (_second(query.since) if query.since else f"{_MAX_SECOND:014d}")
         clauses = ["PartitionKey ge @low", "PartitionKey le @high"]
         params: dict[str, Any] = {"low": low, "high": high}
         _filters(query, clauses, params, by_index=prefix)
