@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import azurite_version, run_benchmark, start_peers, tool_version
+from bench.common import azurite_version, counts, run_benchmark, start_peers, tool_version
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import TableAuditLog, TableStateStore
 from shared.adapters.tables.rows import DIGEST_PAGES, head_write, record_entity, stored_record
@@ -230,13 +230,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=8, help="appends at once while filling (default 8)")
     parser.add_argument("--quick", action="store_true", help="1,000 and 10,000 chains")
     args = parser.parse_args(argv)
-    text = args.chains or ("1000,10000" if args.quick else "4000,100000")
-    try:
-        args.chains = [int(c) for c in text.split(",")]
-    except ValueError:
-        parser.error("--chains takes whole numbers separated by commas")
-    if not args.chains or min(args.chains) < 1 or args.workers < 1:
-        parser.error("--chains and --workers take numbers of at least 1")
+    args.chains = counts(parser, "--chains", args.chains or ("1000,10000" if args.quick else "4000,100000"))
+    if args.workers < 1:
+        parser.error("--workers takes a number of at least 1")
     return args
 
 

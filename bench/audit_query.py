@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.common import azurite_version, run_benchmark, start_peers, tool_version
+from bench.common import azurite_version, counts, run_benchmark, start_peers, tool_version
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import MAX_BATCH, TableAuditLog, TableStateStore
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditQuery, format_time, readable_event
@@ -309,12 +309,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1,000 and 4,000 records")
     args = parser.parse_args(argv)
     text = args.sizes or ("1000,4000" if args.quick else "1000,20000")
-    try:
-        args.sizes = [int(s) for s in text.split(",")]
-    except ValueError:
-        parser.error("--sizes takes whole numbers separated by commas")
-    if len(args.sizes) < 2 or min(args.sizes) < 1000:
-        parser.error("--sizes needs two sizes or more, each at least 1,000 (full pages for every query)")
+    args.sizes = counts(parser, "--sizes", text, least=1000)  # full pages for every query
+    if len(args.sizes) < 2:
+        parser.error("--sizes needs two sizes or more")
     for name in ("limit", "pages", "repeat"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")

@@ -43,6 +43,17 @@ def run_benchmark(run: Callable[[argparse.Namespace], int], args: argparse.Names
         return 130
 
 
+def counts(parser: argparse.ArgumentParser, option: str, text: str, *, least: int = 1) -> list[int]:
+    """A comma-separated list of whole numbers, each at least ``least``; a usage error otherwise."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        parser.error(f"{option} takes whole numbers separated by commas")
+    if not values or min(values) < least:
+        parser.error(f"{option} takes numbers of at least {least:,}")
+    return values
+
+
 def tool_version(args: Sequence[str]) -> str:
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603

@@ -11,7 +11,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared.adapters.tables.index import AuditIndex, chain_page
+from shared.adapters.tables.index import AuditIndex, add_filters, chain_page
 from shared.adapters.tables.rows import (
     DIGEST_PAGES,
     HEAD_ROW,
@@ -30,7 +30,6 @@ from shared.domain.audit import (
     RecordPosition,
     StoredAuditRow,
     StoredRecord,
-    format_time,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,21 +140,7 @@ def _record_filter(query: AuditQuery) -> tuple[str, dict[str, Any]]:
     if query.chain:
         clauses.append("PartitionKey eq @chain")
         params["chain"] = query.chain
-    if query.vault:
-        clauses.append("vault eq @vault")
-        params["vault"] = query.vault
-    if query.action:
-        clauses.append("action eq @action")
-        params["action"] = query.action.value
-    if query.actor:
-        clauses.append("actor_id eq @actor")
-        params["actor"] = query.actor
-    if query.since:
-        clauses.append("time ge @since")
-        params["since"] = format_time(query.since)
-    if query.until:
-        clauses.append("time lt @until")
-        params["until"] = format_time(query.until)
+    add_filters(query, clauses, params)
     return " and ".join(clauses), params
 
 

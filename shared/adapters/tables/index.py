@@ -338,7 +338,7 @@ class AuditIndex:
         high = prefix + (_second(query.since) if query.since else f"{_MAX_SECOND:014d}")
         clauses = ["PartitionKey ge @low", "PartitionKey le @high"]
         params: dict[str, Any] = {"low": low, "high": high}
-        _filters(query, clauses, params, by_index=prefix)
+        add_filters(query, clauses, params, by_index=prefix)
         return _read_page(self._table, " and ".join(clauses), params, limit, after, indexed_row)
 
 
@@ -349,7 +349,7 @@ def chain_page(
     assert query.chain is not None
     clauses = ["PartitionKey eq @chain", "RowKey ne @head"]
     params: dict[str, Any] = {"chain": query.chain, "head": HEAD_ROW}
-    _filters(query, clauses, params, by_index="")
+    add_filters(query, clauses, params)
     chain = query.chain
 
     def row(entity: Mapping[str, Any]) -> StoredAuditRow:
@@ -358,8 +358,9 @@ def chain_page(
     return _read_page(table, " and ".join(clauses), params, limit, after, row)
 
 
-def _filters(query: AuditQuery, clauses: list[str], params: dict[str, Any], *, by_index: str) -> None:
-    """The query's filters the partitions do not already apply, as server-side clauses."""
+def add_filters(query: AuditQuery, clauses: list[str], params: dict[str, Any], *, by_index: str = "") -> None:
+    """The query's filters (vault, action, actor, time) the partitions read do not already apply
+    (``by_index``: the index's partition prefix), as server-side clauses."""
     if query.vault:
         clauses.append("vault eq @vault")
         params["vault"] = query.vault
