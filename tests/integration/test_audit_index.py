@@ -4,6 +4,9 @@ indexed by the next digest; a cursor is refused for another query."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -14,11 +17,12 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient, TableServiceClient
 
-from devtools.azurite import AzuriteProcess
+from devtools.azurite import REPO_ROOT, AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import TableAuditLog
 from shared.adapters.tables.batch import TableTransactions
+from shared.adapters.tables.index import index_table
 from shared.bootstrap import Container
 from shared.config import Settings
 from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
@@ -231,3 +235,33 @@ def test_the_summary_reads_sealed_hourly_aggregates(env: Env) -> None:
     assert summary["failures"]["count"] == 2 and summary["total"] == 17  # 48 h of one every 3 h, both ends
     # The coverage mark, the aggregates (one query), and the index for the hours they do not cover.
     assert env.requests.gets() - requests <= 4
+
+
+def test_a_process_that_ends_writes_its_pending_index_rows_first(azurite: AzuriteProcess) -> None:
+    """The CLI appends (a repair) and exits at once: the background writer's rows are not lost with it."""
+    table = "audit" + uuid.uuid4().hex[:10]
+    code = textwrap.dedent(
+        f"""
+        from datetime import UTC, datetime
+        from azure.data.tables import TableServiceClient
+        from shared.adapters.tables import TableAuditLog
+        from shared.domain.audit import Action
+        from shared.services.audit import AuditTrail
+
+        class Keys:
+            def current(self): return "k1", b"\\x01" * 32
+            def get(self, key_id): return b"\\x01" * 32
+
+        class Clock:
+            def now(self): return datetime.now(UTC)
+
+        tables = TableServiceClient.from_connection_string({azurite.connection_string!r})
+        log = TableAuditLog(tables, Keys(), table={table!r})
+        AuditTrail(log, Clock(), "fleet").record(Action.ROTATED, secret_name="db-password")
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=60)
+    index = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(
+        index_table(table)
+    )
+    assert sorted(row["PartitionKey"][0] for row in index.list_entities()) == ["a", "c", "t"]

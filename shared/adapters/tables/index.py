@@ -27,10 +27,12 @@ first waits for what it has pending (``flush``).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -66,6 +68,8 @@ _MAX_DAY = 99999999
 DELAY = 0.25
 #: How long a query waits for this process's pending rows before it reads without them.
 FLUSH_TIMEOUT = 10.0
+#: How long a process that ends waits for its pending rows.
+EXIT_FLUSH_TIMEOUT = 5.0
 
 
 #: The partition prefix of the hourly aggregates (``s:<vault>:<day>``, row key the inverted hour), and the
@@ -161,6 +165,26 @@ def indexed_row(entity: Mapping[str, Any]) -> StoredAuditRow:
     return StoredAuditRow(chain=chain, record=stored_record({"RowKey": f"{10**12 - 1 - seq:012d}", **fields}))
 
 
+_LIVE: weakref.WeakSet[AuditIndex] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()
+_AT_EXIT: list[bool] = []  # registered once, on the first index made (nothing at import)
+
+
+def _flushed_at_exit(index: AuditIndex) -> None:
+    """A process that ends normally (the CLI after a repair, a host shutting down) writes what its indexes
+    have pending first; one that is killed leaves it to the next digest."""
+    with _LIVE_LOCK:
+        if not _AT_EXIT:
+            atexit.register(_flush_all)
+            _AT_EXIT.append(True)
+        _LIVE.add(index)
+
+
+def _flush_all() -> None:
+    for index in list(_LIVE):
+        index.flush(EXIT_FLUSH_TIMEOUT)
+
+
 class AuditIndex:
     """The index table: ``add`` (in the background), ``write`` (now), ``flush``, ``page``."""
 
@@ -180,6 +204,7 @@ class AuditIndex:
         self._added = 0  # rows handed to add() so far
         self._done = 0  # of those, rows written or given up on
         self._writer: threading.Thread | None = None
+        _flushed_at_exit(self)
 
     @property
     def table_name(self) -> str:
