@@ -60,6 +60,8 @@ integration: install
 bench: install
 	$(PY) -m bench.audit_append
 	$(PY) -m bench.audit_contention
+	$(PY) -m bench.audit_query
+	$(PY) -m bench.audit_digest
 	$(PY) -m bench.sweep
 	$(PY) -m bench.target_rotation
 	$(PY) -m bench.revocation_flow
