@@ -178,6 +178,10 @@ class AuditLog(Protocol):
         the one of its hour), then its sealed coverage mark. Raises DependencyUnavailable."""
         ...
 
+    def write_verification(self, vault: str, fields: Mapping[str, Any]) -> None:
+        """Replace ``vault``'s last full verification (sealed fields). Raises DependencyUnavailable."""
+        ...
+
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         """Write again what ``page_records`` reads of these stored records of ``chain`` (idempotent): for
         the digest writer, so a record the append's own indexing missed (a crash, a failed write) is found
@@ -212,6 +216,11 @@ class AuditReader(Protocol):
 
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         """``vault``'s stored coverage mark of the aggregates, as stored. Raises DependencyUnavailable."""
+        ...
+
+    def read_verification(self, vault: str) -> Mapping[str, Any] | None:
+        """``vault``'s last full verification, as stored (the caller checks its seal). Raises
+        DependencyUnavailable."""
         ...
 
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:

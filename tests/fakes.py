@@ -94,6 +94,8 @@ class InMemoryAuditLog:
         #: Sealed hourly aggregates by (vault, hour), and the coverage marks by vault, as stored.
         self.aggregates: dict[tuple[str, datetime], dict[str, Any]] = {}
         self.coverage: dict[str, dict[str, Any]] = {}
+        #: The sealed last full verification by vault, as stored.
+        self.verifications: dict[str, dict[str, Any]] = {}
         self.available = True
         self.fails: Callable[[AuditEvent], bool] = lambda event: False
 
@@ -154,6 +156,14 @@ class InMemoryAuditLog:
 
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         return self.coverage.get(vault)
+
+    def write_verification(self, vault: str, fields: Mapping[str, Any]) -> None:
+        if not self.available:
+            raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+        self.verifications[vault] = dict(fields)
+
+    def read_verification(self, vault: str) -> Mapping[str, Any] | None:
+        return self.verifications.get(vault)
 
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         """Nothing to index: ``page_records`` reads the records themselves. Counted, for tests."""

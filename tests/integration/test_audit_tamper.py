@@ -166,7 +166,7 @@ def test_refusals_are_recorded_again_after_the_cli_repairs_a_deleted_head(stack:
     [service_chain] = {r["PartitionKey"] for r in audit_rows(stack)}
     table.delete_entity(service_chain, HEAD_ROW)
 
-    status, body = stack.client.get("/api/audit/verify")
+    status, body = stack.client.get("/api/audit/verify?fresh=true")
     assert (status, body["status"]) == (200, "broken")
     assert {(b["chain"], b["kind"]) for b in body["breaks"]} == {(service_chain, "missing_head")}
     started = time.monotonic()
@@ -188,7 +188,7 @@ def test_refusals_are_recorded_again_after_the_cli_repairs_a_deleted_head(stack:
     assert denied_records(stack) == 4
     [repair] = [r for r in audit_rows(stack) if r["action"] == "CHAIN_REPAIRED"]
     assert repair["actor_id"] == "oncall@example.com"
-    status, body = stack.client.get("/api/audit/verify")
+    status, body = stack.client.get("/api/audit/verify?fresh=true")
     assert body["status"] == "ok", body
 
 

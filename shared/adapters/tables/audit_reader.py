@@ -67,6 +67,9 @@ class TableAuditReader:
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         return self._records_index.read_coverage(vault)
 
+    def read_verification(self, vault: str) -> Mapping[str, Any] | None:
+        return self._records_index.read_verification(vault)
+
     def read_chains(self, chain: str | None = None) -> dict[str, ChainContents]:
         return dict(self.iter_chains(chain))
 

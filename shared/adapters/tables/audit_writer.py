@@ -138,6 +138,11 @@ class TableAuditWriter:
             raise DependencyUnavailable(DEPENDENCY, "this audit log keeps no index")
         self._index.write_aggregates(vault, hours, coverage)
 
+    def write_verification(self, vault: str, fields: Mapping[str, Any]) -> None:
+        if self._index is None:
+            raise DependencyUnavailable(DEPENDENCY, "this audit log keeps no index")
+        self._index.write_verification(vault, fields)
+
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         if self._index is None:
             return 0

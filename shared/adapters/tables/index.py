@@ -343,6 +343,18 @@ class AuditIndex:
                 found.append((hour, _fields(entity)))
         return found
 
+    def write_verification(self, vault: str, fields: Mapping[str, Any]) -> None:
+        """Replace the sealed last full verification of ``vault``. Raises DependencyUnavailable."""
+        self._upsert([{**fields, "PartitionKey": _AGGREGATES, "RowKey": f"verification:{vault}"}])
+
+    def read_verification(self, vault: str) -> Mapping[str, Any] | None:
+        try:
+            return _fields(self._table.table.get_entity(_AGGREGATES, f"verification:{vault}"))
+        except ResourceNotFoundError:
+            return None
+        except AzureError as err:
+            raise unavailable(err) from err
+
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         try:
             return _fields(self._table.table.get_entity(_AGGREGATES, f"coverage:{vault}"))

@@ -24,6 +24,8 @@ from shared.services.audit.verification import (
     DigestOutcome,
     DigestRefused,
     repair_chain,
+    verification,
+    verify_and_store,
     verify_audit,
     write_digest,
 )
@@ -52,6 +54,8 @@ __all__ = [
     "repair_chain",
     "review_finding",
     "summarize_audit",
+    "verification",
+    "verify_and_store",
     "verify_audit",
     "write_digest",
 ]

@@ -67,6 +67,11 @@ class VerifyReport(Answer):
     latest_digest: Timestamp | None
     breaks: list[ChainBreak]
     duration_ms: int | None = Field(None, description="How long the verification took.")
+    verified_at: Timestamp | None = Field(
+        default=None,
+        description="When this full verification ran: the answer is the last one (the daily `audit_verify` "
+        "timer runs one) unless `fresh=true` asked for a new one.",
+    )
 
     @property
     def ok(self) -> bool:

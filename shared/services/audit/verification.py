@@ -3,6 +3,7 @@ Key Vault) and repairing a chain an operator accepts as broken, on record."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ from shared.domain.audit import (
     verify_digest_history,
     verify_digests,
 )
+from shared.domain.audit.aggregates import authentic_fields, seal_fields
 from shared.domain.errors import (
     Conflict,
     DomainError,
@@ -104,6 +106,57 @@ def verify_audit(
         breaks=[ChainBreak(chain=b.chain, kind=b.kind, seq=b.seq, detail=b.detail) for b in breaks],
         duration_ms=round((time.monotonic() - started) * 1000),
     )
+
+
+#: What the stored last full verification is sealed as.
+VERIFICATION = "verification"
+#: The oldest stored full verification a GET answers with: the daily ``audit_verify`` timer keeps it younger.
+VERIFICATION_MAX_AGE = timedelta(hours=25)
+
+
+def verification(peers: AuditPeers, *, fresh: bool = False) -> VerifyReport:
+    """The whole trail's verification as ``GET /api/audit/verify`` answers it: the last full verification
+    (sealed, stored by the daily timer and by every fresh run), or a new one when asked (``fresh``), when
+    none is stored, when its seal fails, or when it is older than ``VERIFICATION_MAX_AGE``. A verify of the
+    whole trail reads every record: minutes at millions of records, longer than an HTTP call may take.
+    Raises DependencyUnavailable."""
+    stored = None if fresh else _stored_verification(peers)
+    if stored is not None and stored.verified_at is not None:
+        age = peers.clock.now() - stored.verified_at
+        if age <= VERIFICATION_MAX_AGE:
+            return stored
+    return verify_and_store(peers)
+
+
+def _stored_verification(peers: AuditPeers) -> VerifyReport | None:
+    """The stored last full verification when the service sealed it, else None."""
+    stored = peers.reader.read_verification(peers.trail.vault)
+    if stored is None or not authentic_fields(VERIFICATION, stored, peers.keys.get):
+        return None
+    try:
+        return VerifyReport.model_validate_json(str(stored["report"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def verify_and_store(peers: AuditPeers) -> VerifyReport:
+    """A full verification now, stored (sealed) as the last one. The answer stands when it cannot be
+    stored (logged). Raises DependencyUnavailable."""
+    report = verify_audit(peers)
+    report = report.model_copy(update={"verified_at": peers.clock.now()})
+    key_id, key = peers.keys.current()
+    fields = seal_fields(VERIFICATION, {"report": json.dumps(report.to_json())}, key_id, key)
+    try:
+        peers.log.write_verification(peers.trail.vault, fields)
+    except DomainError as err:
+        logger.warning("the verification could not be stored: %s", err)
+    return report
+
+
+def forget_verification(peers: AuditPeers) -> None:
+    """Drop the stored full verification (the digest writer found a regression or refused to seal): the
+    next ``verification`` runs a new one rather than answer from before. Raises DependencyUnavailable."""
+    peers.log.write_verification(peers.trail.vault, {"forgotten": format_time(peers.clock.now())})
 
 
 def _sealed_positions(digests: Sequence[Digest]) -> dict[str, set[int]]:
@@ -238,6 +291,7 @@ def write_digest(peers: AuditPeers) -> DigestOutcome:
     refusal += verify_digests(digests, keys.get, first=since)
     if refusal:
         _report_tampering(trail, publisher, clock, refusal)
+        forget_verification(peers)  # a GET then verifies anew rather than answer "ok" from before
         raise DigestRefused(refusal)
     if anchored is None and digests:
         logger.warning("audit digests exist but none is anchored; anchoring from this digest on")
@@ -259,6 +313,7 @@ def write_digest(peers: AuditPeers) -> DigestOutcome:
     if new:
         # Before sealing: once a digest names a chain as held, later runs take it as reported.
         _report_tampering(trail, publisher, clock, new, before_sealing=True)
+        forget_verification(peers)
     digest = reader.append_digest(previous, hold_regressions(previous, heads, held), clock.now(), keys, held)
     anchor.write(digest)
     # The MAC in the log is one more copy outside the table (Application Insights keeps it).
