@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.domain.audit.canonical import compute_mac, format_time
@@ -108,26 +108,19 @@ class AnchoredDigest:
     time: datetime
 
 
-def digest_payload(  # noqa: PLR0913 - every field the MAC covers
-    seq: int,
-    time: datetime,
-    pages: Sequence[DigestPage],
-    fanout: int,
-    prev_mac: str,
-    key_id: str,
-    held: Sequence[str] = (),
-) -> bytes:
+def digest_payload(digest: Digest) -> bytes:
+    """What a digest's MAC covers: everything it says but its MAC (its pages, not their heads)."""
     body: dict[str, object] = {
         "chain": DIGEST_CHAIN,
-        "seq": seq,
-        "time": format_time(time),
-        "fanout": fanout,
-        "pages": [[p.bucket, p.chains, p.hash] for p in sorted(pages, key=lambda p: p.bucket)],
-        "prev_mac": prev_mac,
-        "key_id": key_id,
+        "seq": digest.seq,
+        "time": format_time(digest.time),
+        "fanout": digest.fanout,
+        "pages": [[p.bucket, p.chains, p.hash] for p in sorted(digest.pages, key=lambda p: p.bucket)],
+        "prev_mac": digest.prev_mac,
+        "key_id": digest.key_id,
     }
-    if held:
-        body["held"] = sorted(held)
+    if digest.held:
+        body["held"] = sorted(digest.held)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -141,19 +134,18 @@ def seal_digest(  # noqa: PLR0913 - every field of the sealed digest is an input
     held: Sequence[str] = (),
 ) -> Digest:
     fanout = fanout_for(len(heads))
-    pages = pages_of(heads, fanout)
-    mac = compute_mac(key, digest_payload(seq, time, pages, fanout, prev_mac, key_id, held))
-    return Digest(
+    unsealed = Digest(
         seq=seq,
         time=time,
         heads=dict(heads),
         prev_mac=prev_mac,
         key_id=key_id,
-        mac=mac,
+        mac="",
         held=tuple(sorted(held)),
         fanout=fanout,
-        pages=pages,
+        pages=pages_of(heads, fanout),
     )
+    return replace(unsealed, mac=compute_mac(key, digest_payload(unsealed)))
 
 
 def missing_pages(digest: Digest, buckets: Iterable[int] | None = None) -> list[DigestPage]:

@@ -191,9 +191,7 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1
     expected = first
     for digest in sorted(digests, key=lambda d: d.seq):
         key = keys(digest.key_id)
-        payload = digest_payload(
-            digest.seq, digest.time, digest.pages, digest.fanout, digest.prev_mac, digest.key_id, digest.held
-        )
+        payload = digest_payload(digest)
         valid = key is not None and hmac.compare_digest(digest.mac, compute_mac(key, payload))
         if not valid:
             breaks.append(
