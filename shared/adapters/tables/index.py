@@ -348,16 +348,15 @@ class AuditIndex:
         self._upsert([{**fields, "PartitionKey": _AGGREGATES, "RowKey": f"verification:{vault}"}])
 
     def read_verification(self, vault: str) -> Mapping[str, Any] | None:
-        try:
-            return _fields(self._table.table.get_entity(_AGGREGATES, f"verification:{vault}"))
-        except ResourceNotFoundError:
-            return None
-        except AzureError as err:
-            raise unavailable(err) from err
+        return self._read_mark(f"verification:{vault}")
 
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
+        return self._read_mark(f"coverage:{vault}")
+
+    def _read_mark(self, key: str) -> Mapping[str, Any] | None:
+        """One of the sealed marks (a coverage, a verification), as stored; None when there is none."""
         try:
-            return _fields(self._table.table.get_entity(_AGGREGATES, f"coverage:{vault}"))
+            return _fields(self._table.table.get_entity(_AGGREGATES, key))
         except ResourceNotFoundError:
             return None
         except AzureError as err:
