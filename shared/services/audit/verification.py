@@ -110,7 +110,8 @@ def verify_audit(
 
 #: What the stored last full verification is sealed as.
 VERIFICATION = "verification"
-#: The oldest stored full verification a GET answers with: the daily ``audit_verify`` timer keeps it younger.
+#: The oldest stored full verification a GET answers with: the daily ``audit_verify_daily`` timer keeps it
+#: younger.
 VERIFICATION_MAX_AGE = timedelta(hours=25)
 
 
