@@ -178,7 +178,8 @@ class InMemoryAuditLog:
 
         def key(row: StoredAuditRow) -> str:
             moment = parse_time(str(row.record.fields["time"]))
-            micros = int((moment - datetime(1, 1, 1, tzinfo=UTC)).total_seconds() * 10**6)
+            delta = moment - datetime(1, 1, 1, tzinfo=UTC)  # in whole microseconds, as the index keys it
+            micros = (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
             inverted_seq = f"{10**12 - 1 - row.record.position:012d}"
             if query.chain:
                 return inverted_seq
