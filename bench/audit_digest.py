@@ -32,6 +32,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import azurite_version, counts, run_benchmark, start_peers, tool_version
+from shared.adapters.clock import SystemClock
+from shared.adapters.event_grid import LoggingPublisher
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import TableAuditLog, TableStateStore
 from shared.adapters.tables.rows import DIGEST_PAGES, head_write, record_entity, stored_record
@@ -82,11 +84,6 @@ class CountedAnchor:
 
     def write(self, digest: Digest) -> None:
         self.inner.write(digest)
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 @dataclass
@@ -142,7 +139,7 @@ def measure(peers_: Any, counter: Requests, chains: int, workers: int) -> Measur
     findings = StateFindingStore(TableStateStore(peers_.tables, f"findings{table}"))
     peers = AuditPeers(
         log=log, reader=log, keys=peers_.keys, anchor=anchor, trail=trail, findings=findings,
-        publisher=_Discard(), clock=clock,
+        publisher=LoggingPublisher(), clock=clock,
     )  # fmt: skip
     print(f"filling {chains:,} chains ...", file=sys.stderr, flush=True)
     fill_s = fill(log, peers_.keys, chains, workers)
@@ -180,11 +177,6 @@ def measure(peers_: Any, counter: Requests, chains: int, workers: int) -> Measur
 def _page_rows(log: TableAuditLog) -> int:
     rows = log.table.query_entities("PartitionKey eq @p", parameters={"p": DIGEST_PAGES}, select=["RowKey"])
     return sum(1 for _ in rows)
-
-
-class _Discard:
-    def publish(self, notifications: Sequence[Any]) -> None:
-        return None
 
 
 def run(args: argparse.Namespace) -> int:

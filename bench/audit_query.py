@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.common import azurite_version, counts, run_benchmark, start_peers, tool_version
+from shared.adapters.clock import SystemClock
+from shared.adapters.event_grid import LoggingPublisher
 from shared.adapters.key_vault import KeyVaultDigestAnchor
 from shared.adapters.tables import MAX_BATCH, TableAuditLog, TableStateStore
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditQuery, format_time, readable_event
@@ -160,23 +162,13 @@ class SummaryMeasured:
     whole_mib: float
 
 
-class _Clock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-class _Discard:
-    def publish(self, notifications: Sequence[Any]) -> None:
-        return None
-
-
 def measure_summary(log: TableAuditLog, peers: Any, counter: Requests, size: int) -> SummaryMeasured:
     """The 30-day summary before the aggregates (every record of the window read from the index: the
     baseline), the first aggregation run, and the summary from the aggregates."""
-    clock = _Clock()
+    clock = SystemClock()
     audit = AuditPeers(
         log=log, reader=log, keys=peers.keys, anchor=KeyVaultDigestAnchor(peers.secrets, name="anchor-q"),
-        trail=AuditTrail(log, clock, VAULT), clock=clock, publisher=_Discard(),
+        trail=AuditTrail(log, clock, VAULT), clock=clock, publisher=LoggingPublisher(),
         findings=StateFindingStore(TableStateStore(peers.tables, f"findings{uuid.uuid4().hex[:8]}")),
     )  # fmt: skip
     base = _times(lambda: summarize_audit(audit, secret_name=None, days=30), 1)

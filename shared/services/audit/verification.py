@@ -353,7 +353,12 @@ def _index_appended(
         missing = {seq for seq in positions if (chain, seq) not in indexed}
         if not missing:
             continue
-        records = appended.get(chain) or peers.reader.read_range(chain, min(missing), max(missing))
+        # Those of a chain that moved were read to check its links; a new chain's are read now.
+        records = (
+            appended[chain]
+            if chain in appended
+            else peers.reader.read_range(chain, min(missing), max(missing))
+        )
         authentic = [
             r for r in records if r.position in missing and authentic_event(chain, r.fields, peers.keys.get)
         ]
