@@ -15,6 +15,7 @@ from shared.domain.audit import (
     ChainContents,
     ChainHead,
     Digest,
+    DigestNotes,
     RecordPosition,
     StoredAuditRow,
     StoredRecord,
@@ -259,9 +260,12 @@ class AuditReader(Protocol):
         time: datetime,
         keys: MacKeyRing,
         held: Sequence[str] = (),
+        notes: DigestNotes | None = None,
     ) -> Digest:
         """Seal the given chain heads into the digest after ``previous`` (None: the first) and store it
-        (``held``: the chains whose head was kept from the previous digest because it regressed).
+        (``held``: the chains whose head was kept from the previous digest because it regressed;
+        ``notes``: the digest it follows instead when the digest chain is broken, what it holds as
+        broken, an incident's baseline). The pages ``previous`` names are not written again.
 
         Raises Conflict when another writer sealed a digest after ``previous`` meanwhile (nothing is
         written then), DependencyUnavailable."""

@@ -20,6 +20,7 @@ from shared.domain.audit import (
     ChainHead,
     ChainTampered,
     Digest,
+    DigestNotes,
     RecordPosition,
     StoredAuditRow,
     StoredRecord,
@@ -244,16 +245,17 @@ class InMemoryAuditLog:
         time: datetime,
         keys: MacKeyRing,
         held: Sequence[str] = (),
+        notes: DigestNotes | None = None,
     ) -> Digest:
         if not self.available:
             raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
         key_id, key = keys.current()
-        prev = previous
-        if any(d.seq > (prev.seq if prev else 0) for d in self.digests):
+        after = ChainHead(previous.seq, previous.mac) if previous else ChainHead(0, GENESIS_MAC)
+        if notes is not None and notes.after is not None:
+            after = notes.after
+        if any(d.seq > after.seq for d in self.digests):
             raise Conflict("another digest was sealed meanwhile")
-        digest = seal_digest(
-            (prev.seq if prev else 0) + 1, time, heads, prev.mac if prev else GENESIS_MAC, key_id, key, held
-        )
+        digest = seal_digest(after.seq + 1, time, heads, after.mac, key_id, key, held, notes)
         self.digests.append(digest)
         assert DIGEST_CHAIN not in heads
         return digest

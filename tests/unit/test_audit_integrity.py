@@ -40,7 +40,6 @@ from shared.services.audit import (
     AuditTrail,
     AuditUnavailable,
     DigestOutcome,
-    DigestRefused,
     VerifyReport,
 )
 from tests.fakes import InMemoryAnchor, InMemoryAuditLog
@@ -316,21 +315,42 @@ def test_repair_refuses_an_intact_chain(world: World) -> None:
 # -- finding 3: the end of the digest chain is anchored ------------------------------------------------
 
 
-def test_deleting_the_newest_digest_is_caught_by_the_anchor(world: World) -> None:
+def test_deleting_the_newest_digest_is_caught_by_the_anchor_and_held(world: World) -> None:
+    record_rotations(world, 2)
+    digest(world)
+    digest(world)
+    world.log.digests.pop()  # a lost write, or a restore: the anchor still names digest 2
+    assert kinds(world) == {("_digest", BreakKind.ANCHOR_MISMATCH)}
+    outcome = digest(world)
+    # Sealing goes on after the digest the anchor vouches for, and holds the lost one as broken.
+    assert (outcome.digest.seq, outcome.digest.held_digests) == (3, ((2, 2),))
+    assert outcome.digest.prev_mac == world.anchor.versions[1].mac
+    assert [v.seq for v in world.anchor.versions] == [1, 2, 3]
+    assert [b.kind for b in outcome.digest_breaks] == [BreakKind.ANCHOR_MISMATCH]
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1 and len(world.publisher.sent) == 1
+    for _ in range(2):  # the break stays reported, the alarm is raised once
+        assert kinds(world) == {("_digest", BreakKind.DELETED)}
+        assert digest(world).digest_breaks == []
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1
+
+
+def test_the_anchor_lagging_a_sealed_digest_does_not_hold_it_again(world: World) -> None:
     record_rotations(world, 2)
     digest(world)
     digest(world)
     world.log.digests.pop()
-    assert kinds(world) == {("_digest", BreakKind.ANCHOR_MISMATCH)}
-    with pytest.raises(DigestRefused):
-        digest(world)
-    assert [v.seq for v in world.anchor.versions] == [1, 2]  # nothing sealed or anchored over it
-    assert world.records(Action.TAMPERING_DETECTED) and world.publisher.sent
-    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
+    real, world.anchor = world.anchor, FailingAnchor(world.anchor)
+    with pytest.raises(RuntimeError):
+        digest(world)  # sealed 3 (holding 2), then died before anchoring it
+    world.anchor = real
+    outcome = digest(world)
+    assert (outcome.digest.seq, outcome.digest.held_digests, outcome.digest_breaks) == (4, ((2, 2),), [])
+    assert len(world.records(Action.TAMPERING_DETECTED)) == 1
+    assert kinds(world) == {("_digest", BreakKind.DELETED)}
 
 
 @pytest.mark.parametrize("what", ["all digests", "the whole table"])
-def test_wiping_digests_or_the_table_is_broken_under_an_existing_anchor(world: World, what: str) -> None:
+def test_wiping_digests_or_the_table_is_held_under_an_existing_anchor(world: World, what: str) -> None:
     record_rotations(world, 3)
     record_rotations(world, 1, None)
     digest(world)
@@ -339,9 +359,27 @@ def test_wiping_digests_or_the_table_is_broken_under_an_existing_anchor(world: W
         world.log.records.clear()
         world.log.heads.clear()
     assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
-    with pytest.raises(DigestRefused):
+    outcome = digest(world)
+    assert (outcome.digest.seq, outcome.digest.held_digests) == (2, ((1, 1),))
+    assert ("_digest", BreakKind.DELETED) in kinds(world)
+    record_rotations(world, 2)
+    digest(world)
+    assert ("_digest", BreakKind.DELETED) in kinds(world)
+
+
+def test_a_forged_digest_is_held_and_sealing_goes_on(world: World) -> None:
+    record_rotations(world, 2)
+    for _ in range(3):
         digest(world)
-    assert ("_digest", BreakKind.ANCHOR_MISMATCH) in kinds(world)
+    world.log.digests[1] = replace(world.log.digests[1], mac="f" * 64)  # not the anchored one
+    world.log.digests[2] = replace(world.log.digests[2], mac="e" * 64)  # the anchored one
+    outcome = digest(world)
+    assert (outcome.digest.seq, outcome.digest.held_digests) == (4, ((2, 3),))
+    assert outcome.digest.prev_mac == world.anchor.versions[2].mac
+    assert {(b.kind, b.seq) for b in verify(world).breaks} == {
+        (BreakKind.FORGED_DIGEST, 2),
+        (BreakKind.FORGED_DIGEST, 3),
+    }
 
 
 def test_a_replaced_digest_with_the_anchored_number_is_caught(world: World) -> None:

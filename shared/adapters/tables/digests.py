@@ -26,10 +26,13 @@ from shared.adapters.tables.rows import (
 from shared.domain.audit import (
     DIGEST_CHAIN,
     GENESIS_MAC,
+    Baseline,
     ChainHead,
     Digest,
     DigestHeadFound,
+    DigestNotes,
     DigestPage,
+    baseline_text,
     format_time,
     judge_digest_head,
     missing_pages,
@@ -65,7 +68,21 @@ class TableDigestStore:
             params["upto"] = row_key(since)
         digests = [_digest_of(entity) for entity in self._audit.query(query, params)]
         pages: dict[str, dict[str, ChainHead] | None] = {}  # by hash: read once however many digests
-        return [self._with_heads(digest, chain, pages) for digest in digests]
+        return [self._with_baseline(self._with_heads(digest, chain, pages)) for digest in digests]
+
+    def _with_baseline(self, digest: Digest) -> Digest:
+        """The digest with its incident's acknowledged breaks read back (None when gone or unreadable)."""
+        if digest.baseline is None:
+            return digest
+        text = self._read_text(digest.baseline.hash)
+        try:
+            entries = tuple(
+                (str(c), str(k), None if s is None else int(s), str(d))
+                for c, k, s, d in json.loads(text or "")
+            )
+        except (ValueError, TypeError):
+            entries = None
+        return replace(digest, baseline=replace(digest.baseline, entries=entries))
 
     def _with_heads(
         self, digest: Digest, chain: str | None, pages: dict[str, dict[str, ChainHead] | None]
@@ -84,6 +101,14 @@ class TableDigestStore:
         return replace(digest, heads=heads, buckets_read=buckets)
 
     def _read_page(self, page: str) -> dict[str, ChainHead] | None:
+        raw = self._read_text(page)
+        try:
+            return {name: ChainHead(int(v[0]), str(v[1])) for name, v in json.loads(raw or "").items()}
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError):
+            return None
+
+    def _read_text(self, page: str) -> str | None:
+        """The text of a row of ``_digestpages`` (None: gone or unreadable)."""
         try:
             entity = self._audit.table.get_entity(DIGEST_PAGES, page)
         except ResourceNotFoundError:
@@ -91,9 +116,10 @@ class TableDigestStore:
         except AzureError as err:
             raise unavailable(err) from err
         try:
-            raw = "".join(str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0))))
-            return {name: ChainHead(int(v[0]), str(v[1])) for name, v in json.loads(raw or "{}").items()}
-        except (KeyError, ValueError, TypeError, IndexError):
+            return "".join(
+                str(entity.get(f"heads_{i}", "")) for i in range(int(entity.get("heads_parts", 0)))
+            )
+        except (ValueError, TypeError):
             return None
 
     def append_digest(
@@ -103,17 +129,22 @@ class TableDigestStore:
         time_: datetime,
         keys: MacKeyRing,
         held: Sequence[str] = (),
+        notes: DigestNotes | None = None,
     ) -> Digest:
         key_id, key = keys.current()
         after = ChainHead(previous.seq, previous.mac) if previous else ChainHead(0, GENESIS_MAC)
-        digest = seal_digest(after.seq + 1, time_, heads, after.mac, key_id, key, held)
+        if notes is not None and notes.after is not None:
+            after = notes.after
+        digest = seal_digest(after.seq + 1, time_, heads, after.mac, key_id, key, held, notes)
         # The pages first (content-addressed: writing one twice writes the same row), then the digest
         # that names them: a digest never names a page that is not stored.
         known = set(previous.pages) - set(missing_pages(previous)) if previous is not None else set()
         self._write_pages(digest, {p.hash for p in known})
+        if digest.baseline is not None and digest.baseline.entries is not None:
+            self._write_text(digest.baseline.hash, baseline_text(digest.baseline.entries))
 
         def newest(stored: ChainHead | None) -> None:
-            found = judge_digest_head(stored, after if previous else None, self._digest_exists)
+            found = judge_digest_head(stored, after if after.seq else None, self._digest_exists)
             if found is DigestHeadFound.SEALED_MEANWHILE and stored is not None:
                 raise Conflict(f"digest {stored.seq} was sealed meanwhile by another writer")
             if found is DigestHeadFound.STALE:
@@ -135,6 +166,12 @@ class TableDigestStore:
                 self._audit.transact([("upsert", row) for row in rows[start : start + _PAGES_PER_BATCH]])
             except AzureError as err:
                 raise unavailable(err) from err
+
+    def _write_text(self, page: str, text: str) -> None:
+        try:
+            self._audit.transact([("upsert", _page_row(page, text))])
+        except AzureError as err:
+            raise unavailable(err) from err
 
     def _digest_exists(self, seq: int) -> bool:
         try:
@@ -167,6 +204,12 @@ def _digest_row(digest: Digest, chains: int) -> dict[str, Any]:
         "mac": digest.mac,
         "chains": chains,
         "held": json.dumps(list(digest.held)) if digest.held else None,
+        "held_digests": json.dumps([list(r) for r in digest.held_digests]) if digest.held_digests else None,
+        "baseline": (
+            json.dumps([digest.baseline.incident, digest.baseline.count, digest.baseline.hash])
+            if digest.baseline is not None
+            else None
+        ),
         "fanout": digest.fanout,
         "pages": json.dumps([[p.bucket, p.chains, p.hash] for p in digest.pages], separators=(",", ":")),
     }
@@ -178,6 +221,8 @@ def _digest_of(entity: Mapping[str, Any]) -> Digest:
     still shows up in verify, with a MAC that cannot match."""
     try:
         held = json.loads(str(entity.get("held") or "[]"))
+        held_digests = tuple((int(a), int(b)) for a, b in json.loads(str(entity.get("held_digests") or "[]")))
+        baseline = json.loads(str(entity.get("baseline") or "null"))
         pages = tuple(DigestPage(int(b), int(n), str(h)) for b, n, h in json.loads(str(entity["pages"])))
         return Digest(
             seq=int(entity["seq"]),
@@ -189,6 +234,10 @@ def _digest_of(entity: Mapping[str, Any]) -> Digest:
             held=tuple(str(name) for name in held),
             fanout=int(entity["fanout"]),
             pages=pages,
+            held_digests=held_digests,
+            baseline=None
+            if baseline is None
+            else Baseline(str(baseline[0]), int(baseline[1]), str(baseline[2])),
         )
     except (KeyError, ValueError, TypeError, IndexError):
         try:

@@ -73,6 +73,55 @@ def pages_of(heads: Mapping[str, ChainHead], fanout: int) -> tuple[DigestPage, .
     )
 
 
+#: One acknowledged break as an incident's page lists it: (chain, kind, seq, detail).
+BreakEntry = tuple[str, str, int | None, str]
+
+
+def baseline_text(entries: Iterable[BreakEntry]) -> str:
+    """The stored, hashed form of an incident's acknowledged breaks (sorted: one text per set)."""
+    rows = sorted({(c, k, s, d) for c, k, s, d in entries}, key=lambda e: (e[0], e[1], e[2] or 0, e[3]))
+    return json.dumps([list(e) for e in rows], separators=(",", ":"), ensure_ascii=True)
+
+
+def baseline_hash(entries: Iterable[BreakEntry]) -> str:
+    return hashlib.sha256(baseline_text(entries).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A new baseline sealed by an acknowledged incident: the breaks two people acknowledged, a page of
+    entries stored under its SHA-256 (the digest's MAC covers the incident, the count and the hash)."""
+
+    incident: str
+    count: int
+    hash: str
+    #: The entries as read back (None: not read, or the page is gone or unreadable).
+    entries: tuple[BreakEntry, ...] | None = None
+
+    @classmethod
+    def of(cls, incident: str, entries: Sequence[BreakEntry]) -> Baseline:
+        unique = tuple(json.loads(baseline_text(entries)))
+        listed = tuple((str(c), str(k), s if s is None else int(s), str(d)) for c, k, s, d in unique)
+        return cls(incident, len(listed), baseline_hash(listed), listed)
+
+    @property
+    def intact(self) -> bool:
+        """Whether the entries read back are the ones sealed."""
+        return self.entries is not None and baseline_hash(self.entries) == self.hash
+
+
+@dataclass(frozen=True)
+class DigestNotes:
+    """What a digest says besides the heads, when the digest chain needs it. After a break in the digest
+    chain (the anchored digest is gone or differs, a digest is forged or missing) the next digest follows
+    ``after`` (the newest digest that can be trusted, often only as the anchor knows it) and names the
+    digests it holds as broken; an acknowledged incident's digest carries its ``baseline``."""
+
+    after: ChainHead | None = None
+    held_digests: tuple[tuple[int, int], ...] = ()
+    baseline: Baseline | None = None
+
+
 @dataclass(frozen=True)
 class Digest:
     """A sealed digest. ``heads``: every chain's, as read back (only the pages read: see ``pages``, which
@@ -91,6 +140,12 @@ class Digest:
     pages: tuple[DigestPage, ...] = ()
     #: The buckets whose pages were read into ``heads`` (None: all of them).
     buckets_read: tuple[int, ...] | None = None
+    #: Digests before this one that are gone, forged or differ from the anchor: this digest followed the
+    #: last one it could trust and holds these as broken (``DigestNotes``): runs of numbers, first and
+    #: last. Part of the MAC (when any).
+    held_digests: tuple[tuple[int, int], ...] = ()
+    #: The incident this digest sealed a new baseline for. Part of the MAC (when any).
+    baseline: Baseline | None = None
 
     def bucket(self, chain: str) -> DigestPage | None:
         """The page ``chain`` would be on (None: the digest has no chain in that bucket)."""
@@ -121,6 +176,10 @@ def digest_payload(digest: Digest) -> bytes:
     }
     if digest.held:
         body["held"] = sorted(digest.held)
+    if digest.held_digests:
+        body["held_digests"] = [list(run) for run in sorted(digest.held_digests)]
+    if digest.baseline is not None:
+        body["baseline"] = [digest.baseline.incident, digest.baseline.count, digest.baseline.hash]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -132,6 +191,7 @@ def seal_digest(  # noqa: PLR0913 - every field of the sealed digest is an input
     key_id: str,
     key: bytes,
     held: Sequence[str] = (),
+    notes: DigestNotes | None = None,
 ) -> Digest:
     fanout = fanout_for(len(heads))
     unsealed = Digest(
@@ -144,6 +204,8 @@ def seal_digest(  # noqa: PLR0913 - every field of the sealed digest is an input
         held=tuple(sorted(held)),
         fanout=fanout,
         pages=pages_of(heads, fanout),
+        held_digests=tuple(sorted(set(notes.held_digests))) if notes is not None else (),
+        baseline=notes.baseline if notes is not None else None,
     )
     return replace(unsealed, mac=compute_mac(key, digest_payload(unsealed)))
 

@@ -183,6 +183,20 @@ def check_against_digest(
     return breaks
 
 
+def digest_fault(digest: Digest, keys: KeyLookup) -> str | None:
+    """Why a stored digest cannot be trusted (its MAC, a page of heads or its baseline's page of
+    acknowledged breaks), or None when the service sealed it as it reads back."""
+    key = keys(digest.key_id)
+    if key is None or not hmac.compare_digest(digest.mac, compute_mac(key, digest_payload(digest))):
+        return "digest does not match its MAC"
+    if lost := missing_pages(digest, digest.buckets_read):
+        # The digest itself is authentic, but not every page of heads it sealed reads back as sealed.
+        return f"{len(lost)} page(s) of heads gone or edited (bucket {lost[0].bucket} first)"
+    if digest.baseline is not None and not digest.baseline.intact:
+        return "the page of breaks its incident acknowledged is gone or edited"
+    return None
+
+
 def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1) -> list[Break]:
     """Walk the digest chain (ordered by seq) and report every forged, missing or reordered digest.
     ``first``: the chain is walked from that digest on (whose own link backwards is not judged)."""
@@ -190,17 +204,9 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1
     prev_mac = GENESIS_MAC if first == 1 else ""
     expected = first
     for digest in sorted(digests, key=lambda d: d.seq):
-        key = keys(digest.key_id)
-        payload = digest_payload(digest)
-        valid = key is not None and hmac.compare_digest(digest.mac, compute_mac(key, payload))
-        if not valid:
-            breaks.append(
-                Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, "digest does not match its MAC")
-            )
-        elif lost := missing_pages(digest, digest.buckets_read):
-            # The digest itself is authentic, but not every page of heads it sealed reads back as sealed.
-            detail = f"{len(lost)} page(s) of heads gone or edited (bucket {lost[0].bucket} first)"
-            breaks.append(Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, detail))
+        fault = digest_fault(digest, keys)
+        if fault is not None:
+            breaks.append(Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, fault))
         elif digest.seq != expected:
             missing = f"digest(s) {expected}-{digest.seq - 1} missing"
             breaks.append(Break(DIGEST_CHAIN, BreakKind.DELETED, expected, missing))
@@ -208,9 +214,51 @@ def verify_digests(digests: Sequence[Digest], keys: KeyLookup, *, first: int = 1
             follows = "does not follow the digest before it"
             breaks.append(Break(DIGEST_CHAIN, BreakKind.FORGED_DIGEST, digest.seq, follows))
         # After a forged digest the next link cannot be judged: report the forgery once, not twice.
-        prev_mac = digest.mac if valid else ""
+        prev_mac = digest.mac if fault is None else ""
         expected = digest.seq + 1
     return breaks
+
+
+@dataclass(frozen=True)
+class DigestTip:
+    """Where the next digest goes after a break in the digest chain (``past_break``)."""
+
+    #: The digest the next one follows: the newest number anyone stored or anchored, with the MAC the
+    #: anchor or the table vouches for ("" when only a forged row stands there).
+    after: ChainHead
+    #: Runs of digest numbers up to ``after`` that are gone, forged or not what the anchor holds.
+    broken: tuple[tuple[int, int], ...]
+    #: The newest digest that can be trusted, whose heads the next digest compares with (None: none).
+    base: Digest | None
+
+
+def past_break(anchored: AnchoredDigest | None, digests: Sequence[Digest], keys: KeyLookup) -> DigestTip:
+    """After a break in the digest chain (a lost write, a restored table, a forged digest), what the next
+    digest follows and what it holds as broken, so sealing goes on over what is intact without
+    forgiving the break: the anchor outside the table stays the authority on the newest number."""
+    trusted = {
+        d.seq: d
+        for d in digests
+        if digest_fault(d, keys) is None
+        and (anchored is None or d.seq != anchored.seq or hmac.compare_digest(d.mac, anchored.mac))
+    }
+    top = max([anchored.seq if anchored is not None else 0, *(d.seq for d in digests)])
+    if top in trusted:
+        mac = trusted[top].mac
+    elif anchored is not None and anchored.seq == top:
+        mac = anchored.mac
+    else:
+        mac = ""
+    broken: list[tuple[int, int]] = []
+    expected = 1
+    for seq in sorted(trusted):  # the gaps between trusted numbers, up to ``top``
+        if seq > expected:
+            broken.append((expected, seq - 1))
+        expected = seq + 1
+    if expected <= top:
+        broken.append((expected, top))
+    base = trusted[max(trusted)] if trusted else None
+    return DigestTip(after=ChainHead(top, mac), broken=tuple(broken), base=base)
 
 
 #: ``macs_at(chain, seq)``: the stored MAC of record ``seq`` of ``chain``, or None when there is none.
@@ -278,21 +326,26 @@ def regressions(
     return found
 
 
-def verify_digest_history(digests: Sequence[Digest], macs_at: MacLookup) -> list[Break]:
-    """Every consecutive pair of (valid) digests: no chain sealed by one may regress in the next. A
-    regression sealed into a digest is reported even after later digests sealed over it. (The stored
-    record at a sealed position is enough here: verify walks every chain's links itself.)"""
+def digest_history(digests: Sequence[Digest], macs_at: MacLookup) -> list[tuple[Digest, Break]]:
+    """Every consecutive pair of (trusted) digests, across digests that are gone: no chain sealed by one
+    may regress in the next. A regression sealed into a digest is reported even after later digests
+    sealed over it; each with the digest it was sealed into. (The stored record at a sealed position is
+    enough here: verify walks every chain's links itself.)"""
 
     def passes_through(chain: str, sealed: ChainHead, _now: ChainHead) -> bool:
         mac = macs_at(chain, sealed.seq)
         return mac is not None and hmac.compare_digest(mac, sealed.mac)
 
     ordered = sorted(digests, key=lambda d: d.seq)
-    found: list[Break] = []
+    found: list[tuple[Digest, Break]] = []
     for before, after in itertools.pairwise(ordered):
-        if after.seq == before.seq + 1:
-            found += regressions(before, after.heads, passes_through)
+        found += [(after, b) for b in regressions(before, after.heads, passes_through)]
     return found
+
+
+def verify_digest_history(digests: Sequence[Digest], macs_at: MacLookup) -> list[Break]:
+    """``digest_history``'s breaks."""
+    return [b for _, b in digest_history(digests, macs_at)]
 
 
 def check_anchor(anchor: AnchoredDigest | None, digests: Sequence[Digest]) -> list[Break]:

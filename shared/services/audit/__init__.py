@@ -1,6 +1,7 @@
 """Audit use cases: record (fail closed), verify, query, summarize, and the hourly digest.
 
-The package: ``trail.py`` writes, ``verification.py`` verifies, seals digests and repairs,
+The package: ``trail.py`` writes, ``verification.py`` verifies and repairs, ``sealing.py`` seals the
+hourly digest, ``incidents.py`` acknowledges a break and seals a new baseline,
 ``queries.py`` reads and reviews findings, ``summary.py`` keeps the hourly aggregates and summarizes.
 """
 
@@ -18,16 +19,14 @@ from shared.services.audit.queries import (
     review_finding,
 )
 from shared.services.audit.results import AuditPage, VerifyReport
+from shared.services.audit.sealing import DigestOutcome, write_digest
 from shared.services.audit.summary import aggregate_hours, summarize_audit
 from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, Change, EventFields
 from shared.services.audit.verification import (
-    DigestOutcome,
-    DigestRefused,
     repair_chain,
     verification,
     verify_and_store,
     verify_audit,
-    write_digest,
 )
 
 __all__ = [
@@ -39,7 +38,6 @@ __all__ = [
     "AuditUnavailable",
     "Change",
     "DigestOutcome",
-    "DigestRefused",
     "EventFields",
     "InvalidCursor",
     "VerifyReport",

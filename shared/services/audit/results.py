@@ -57,6 +57,10 @@ class ChainBreak(Answer):
     detail: str
 
 
+class AcknowledgedBreak(ChainBreak):
+    incident: str = Field(description="The incident two people acknowledged this break under.")
+
+
 # What verify found: the chains, records and digests it walked, the latest digest's time, and every break
 # (``ok``: none). A comment: the document describes the model without it, as before.
 class VerifyReport(Answer):
@@ -71,6 +75,11 @@ class VerifyReport(Answer):
         default=None,
         description="When this full verification ran: the answer is the last one (the daily `audit_verify` "
         "timer runs one) unless `fresh=true` asked for a new one.",
+    )
+    acknowledged: list[AcknowledgedBreak] = Field(
+        default_factory=list,
+        description="Breaks an acknowledged incident sealed a new baseline over: still found, never "
+        "erased, but no longer counted in `status`.",
     )
 
     @property

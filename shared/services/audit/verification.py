@@ -16,44 +16,33 @@ from shared.domain.audit import (
     Action,
     Actor,
     AuditEvent,
-    AuditQuery,
     AuditRecord,
     Break,
     BreakKind,
     ChainContents,
     ChainHead,
-    ChainTampered,
     ChainVerdict,
     Digest,
     MacLookup,
-    Result,
-    StoredRecord,
-    authentic_event,
     chain_of,
     check_against_digest,
     check_anchor,
+    digest_history,
     format_time,
-    hold_regressions,
-    links,
     readable_event,
-    regressions,
     verify_chain,
     verify_contents,
     verify_digest_history,
     verify_digests,
 )
 from shared.domain.audit.aggregates import authentic_fields, seal_fields
+from shared.domain.audit.incidents import classify
 from shared.domain.errors import (
     Conflict,
     DomainError,
     NotFound,
 )
-from shared.domain.notifications import AUDIT_TAMPERING, Notification
-from shared.domain.state import FUNCTION_TIMEOUT
-from shared.ports import Clock, Publisher
-from shared.services.audit.queries import indexed_rows
-from shared.services.audit.results import ChainBreak, VerifyReport
-from shared.services.audit.trail import AuditTrail
+from shared.services.audit.results import AcknowledgedBreak, ChainBreak, VerifyReport
 
 if TYPE_CHECKING:  # the bundle imports this package: annotations only
     from shared.services.peers import AuditPeers
@@ -90,21 +79,27 @@ def verify_audit(
     breaks += check_anchor(anchored, digests)
     # Also for one secret: a forged digest may be how a cut of that secret's chain is hidden.
     breaks += digest_breaks
-    breaks += verify_digest_history(trusted, walked.macs_at)
+    history = digest_history(trusted, walked.macs_at)
+    breaks += [b for _, b in history]
     latest: Digest | None = max(trusted, key=lambda d: d.seq) if trusted else None
     if latest is not None:
         breaks += check_against_digest(verdicts, latest, walked.macs_at)
     if chain is None:
         breaks += _stale(peers, latest, walked.oldest, digest_interval)
-    breaks = _once(breaks)
+    found = classify(_once(breaks), history, trusted)
     return VerifyReport(
-        status="broken" if breaks else "ok",
+        status="broken" if found.active else "ok",
         chains=len(verdicts),
         records=sum(v.records for v in verdicts.values()),
         digests=len(digests),
         latest_digest=latest.time if latest is not None else None,
-        breaks=[ChainBreak(chain=b.chain, kind=b.kind, seq=b.seq, detail=b.detail) for b in breaks],
+        breaks=[ChainBreak(chain=b.chain, kind=b.kind, seq=b.seq, detail=b.detail) for b in found.active],
         duration_ms=round((time.monotonic() - started) * 1000),
+        acknowledged=[
+            AcknowledgedBreak(chain=c, kind=BreakKind(k), seq=s, detail=d, incident=incident)
+            for (c, k, s, d), incident in found.acknowledged
+            if chain is None or c in (chain, DIGEST_CHAIN)
+        ],
     )
 
 
@@ -250,167 +245,6 @@ def _mac_lookup(contents: Mapping[str, ChainContents]) -> MacLookup:
         return index.get((chain, seq))
 
     return macs_at
-
-
-class DigestRefused(DomainError):
-    """The digest chain the next digest would extend is not intact (the anchored digest is gone or
-    differs, a digest is forged): sealing now would seal over tampering, so nothing is sealed."""
-
-    def __init__(self, breaks: list[Break]) -> None:
-        super().__init__(
-            f"digest refused: {len(breaks)} break(s) in the digest chain, e.g. {breaks[0].detail}"
-        )
-        self.breaks = breaks
-
-
-@dataclass(frozen=True)
-class DigestOutcome:
-    digest: Digest
-    #: Chains that regressed since the previous digest (their old head was kept and sealed again).
-    regressions: list[Break]
-    #: Regressions not held by the previous digest: found by this run, audited and notified now.
-    new_regressions: list[Break]
-
-
-def write_digest(peers: AuditPeers) -> DigestOutcome:
-    """Seal every chain's head into the next digest (also when nothing happened), then anchor it.
-
-    Never forgives: a chain that went backwards or vanished since the previous digest keeps the head the
-    previous digest sealed (the new digest names it as held), and a newly found regression is audited
-    (TAMPERING_DETECTED) and notified. When the digest chain itself is not intact — the anchored digest
-    is missing or differs, a digest is forged — nothing is sealed: raises DigestRefused after reporting.
-    Raises DependencyUnavailable when the store or the vault cannot be used.
-    """
-    reader, keys, clock, anchor, trail = peers.reader, peers.keys, peers.clock, peers.anchor, peers.trail
-    publisher = peers.publisher
-    anchored = anchor.read()
-    # From the anchored digest on: what the anchor vouches for is all the next digest extends (verify
-    # walks the whole chain; the hourly writer need not re-read a year of digests).
-    since = anchored.seq if anchored is not None else 1
-    digests = reader.read_digests(since)
-    refusal = [b for b in check_anchor(anchored, digests) if b.kind != BreakKind.UNANCHORED]
-    refusal += verify_digests(digests, keys.get, first=since)
-    if refusal:
-        _report_tampering(trail, publisher, clock, refusal)
-        forget_verification(peers)  # a GET then verifies anew rather than answer "ok" from before
-        raise DigestRefused(refusal)
-    if anchored is None and digests:
-        logger.warning("audit digests exist but none is anchored; anchoring from this digest on")
-    previous = max(digests, key=lambda d: d.seq) if digests else None
-    heads = reader.read_heads()
-    appended: dict[str, list[StoredRecord]] = {}
-
-    def passes_through(chain: str, sealed: ChainHead, now: ChainHead) -> bool:
-        # Walk what was appended since: the stored MAC at the sealed position alone could be an old
-        # record put back after a cut.
-        appended[chain] = reader.read_range(chain, sealed.seq, now.seq)
-        return links(chain, sealed, now, appended[chain], keys.get)
-
-    found = regressions(previous, heads, passes_through) if previous is not None else []
-    _index_appended(peers, previous, heads, appended)
-    held = sorted({b.chain for b in found})
-    already = set(previous.held) if previous is not None else set()
-    new = [b for b in found if b.chain not in already]
-    if new:
-        # Before sealing: once a digest names a chain as held, later runs take it as reported.
-        _report_tampering(trail, publisher, clock, new, before_sealing=True)
-        forget_verification(peers)
-    digest = reader.append_digest(previous, hold_regressions(previous, heads, held), clock.now(), keys, held)
-    anchor.write(digest)
-    # The MAC in the log is one more copy outside the table (Application Insights keeps it).
-    logger.info("audit digest %d sealed over %d chain(s), mac %s", digest.seq, len(digest.heads), digest.mac)
-    if found:
-        logger.error("audit digest %d held %d regressed chain(s): %s", digest.seq, len(held), ", ".join(held))
-    return DigestOutcome(digest=digest, regressions=found, new_regressions=new)
-
-
-def _index_appended(
-    peers: AuditPeers,
-    previous: Digest | None,
-    heads: Mapping[str, ChainHead],
-    appended: dict[str, list[StoredRecord]],
-) -> None:
-    """Index again what was appended since the previous digest and is not in the index (the append
-    indexes its records; a crash or a failed write leaves some out). The index is read for the window
-    since the previous digest (what it holds of it: one page of the index per thousand records), and only
-    the chains with a record missing there are read (those that moved are read already, ``appended``).
-    Only authentic records: a row somebody put in a chain stays out of the index. Before sealing: when
-    this fails, nothing is sealed, and the next run covers the same records again. Raises
-    DependencyUnavailable."""
-    sealed = {chain: head.seq for chain, head in previous.heads.items()} if previous is not None else {}
-    expected = {
-        chain: range(sealed.get(chain, 0) + 1, head.seq + 1)
-        for chain, head in heads.items()
-        if head.seq > sealed.get(chain, 0)
-    }
-    if not expected:
-        return
-    # A record is timed when its event is made and appended within the same invocation.
-    since = previous.time - FUNCTION_TIMEOUT if previous is not None else None
-    indexed = _indexed(peers, since)
-    count = 0
-    for chain, positions in sorted(expected.items()):
-        missing = {seq for seq in positions if (chain, seq) not in indexed}
-        if not missing:
-            continue
-        # Those of a chain that moved were read to check its links; a new chain's are read now.
-        records = (
-            appended[chain]
-            if chain in appended
-            else peers.reader.read_range(chain, min(missing), max(missing))
-        )
-        authentic = [
-            r for r in records if r.position in missing and authentic_event(chain, r.fields, peers.keys.get)
-        ]
-        if authentic:
-            count += peers.log.index(chain, authentic)
-    if count:
-        logger.warning("audit index: %d record(s) missing from the index were indexed again", count)
-
-
-def _indexed(peers: AuditPeers, since: datetime | None) -> set[tuple[str, int]]:
-    """The records the index holds (authentic copies only) from ``since`` on: (chain, seq)."""
-    rows = indexed_rows(peers.reader, peers.keys, AuditQuery(since=since))
-    return {(row.chain, row.record.position) for row, _ in rows}
-
-
-_MAX_REPORTED_BREAKS = 10
-
-
-def _report_tampering(
-    trail: AuditTrail,
-    publisher: Publisher,
-    clock: Clock,
-    breaks: list[Break],
-    *,
-    before_sealing: bool = False,
-) -> None:
-    """Audit and notify breaks the digest writer found.
-
-    ``before_sealing``: the record must be written, or AuditUnavailable is raised and nothing is sealed,
-    so the next run reports again — unless the service chain that takes the record is itself tampered
-    with (then the alarm is logged and notified, and sealing goes on: it holds that chain too). The
-    notification is best effort (logged when it fails): the audit record is the system of record."""
-    shown = [b.to_dict() for b in breaks[:_MAX_REPORTED_BREAKS]]
-    for item in shown:
-        item["detail"] = str(item["detail"])[:160]
-    details = {"breaks": shown, "count": len(breaks)}
-    try:
-        trail.record(Action.TAMPERING_DETECTED, result=Result.FAILURE, details=details)
-    except DomainError as err:
-        logger.critical("TAMPERING_DETECTED could not be audited: %s", err)
-        if before_sealing and not isinstance(err.__cause__, ChainTampered):
-            raise
-    notification = Notification(
-        type=AUDIT_TAMPERING,
-        subject="audit",
-        time=clock.now(),
-        data={"vault": trail.vault, "chains": sorted({b.chain for b in breaks})[:50], "count": len(breaks)},
-    )
-    try:
-        publisher.publish([notification])
-    except DomainError as err:
-        logger.error("audit tampering notification could not be sent: %s", err)
 
 
 def repair_chain(peers: AuditPeers, *, secret_name: str | None, operator: Actor, reason: str) -> AuditRecord:
