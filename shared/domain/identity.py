@@ -26,6 +26,8 @@ class Role(StrEnum):
     AUDIT_READ = "Secrets.Audit.Read"
     #: Mark suspicious-activity findings reviewed: a write, so not part of AUDIT_READ.
     AUDIT_REVIEW = "Secrets.Audit.Review"
+    #: Open an incident over the trail's breaks, or acknowledge another person's (a new baseline).
+    AUDIT_INCIDENT = "Secrets.Audit.Incident"
     REVOCATION_REQUEST = "Secrets.Revocation.Request"
     REVOCATION_APPROVE = "Secrets.Revocation.Approve"
     REVOCATION_EXECUTE = "Secrets.Revocation.Execute"

@@ -1,4 +1,5 @@
-"""Audit endpoints and timers: query, summary, verify, findings review, hourly digest, suspicious scan."""
+"""Audit endpoints and timers: query, summary, verify, findings review, incidents, hourly digest, daily
+verify, suspicious scan."""
 
 from __future__ import annotations
 
@@ -106,6 +107,18 @@ class VerifyParams(BaseModel):
     fresh: bool = False
 
 
+class IncidentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    #: What happened (a restore, a lost write, an intrusion): on record, for whoever reads the trail.
+    reason: str = Field(min_length=10, max_length=500)
+    #: The incident's id in the team's tracker.
+    reference: str | None = Field(None, min_length=1, max_length=200)
+
+
+class AcknowledgeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
 class ReviewBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     note: str | None = Field(None, max_length=500)
@@ -152,6 +165,30 @@ def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
     return json_response(result.to_json())
 
 
+@endpoint(
+    bp, "audit_incident_open", "audit/incidents", "POST", roles=Role.AUDIT_INCIDENT, accepts=IncidentBody
+)
+def audit_incident_open(call: Call[IncidentBody]) -> func.HttpResponse:
+    body = call.input
+    opened = service.open_incident(
+        call.container.audit_peers, actor=call.actor, reason=body.reason, reference=body.reference,
+        correlation_id=call.correlation_id,
+    )  # fmt: skip
+    return json_response(opened.to_json(), 201)
+
+
+@endpoint(
+    bp, "audit_incident_acknowledge", "audit/incidents/{incident_id}/acknowledge", "POST",
+    roles=Role.AUDIT_INCIDENT, accepts=AcknowledgeBody,
+)  # fmt: skip
+def audit_incident_acknowledge(call: Call[AcknowledgeBody]) -> func.HttpResponse:
+    done = service.acknowledge_incident(
+        call.container.audit_peers, call.route["incident_id"], actor=call.actor,
+        correlation_id=call.correlation_id,
+    )  # fmt: skip
+    return json_response(done.to_json())
+
+
 @bp.function_name("audit_digest")
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
@@ -159,10 +196,12 @@ def audit_digest(timer: func.TimerRequest) -> None:
     outcome = service.write_digest(peers)
     # After the digest, which put back in the index what it was missing: each hour from all its records.
     service.aggregate_hours(peers)
-    if outcome.new_regressions:
+    if outcome.new_regressions or outcome.digest_breaks:
         # Fail the invocation so the platform shows it; the breaks are audited and notified already.
-        regressed = len(outcome.new_regressions)
-        raise RuntimeError(f"audit digest {outcome.digest.seq}: {regressed} chain(s) regressed")
+        regressed, broken = len(outcome.new_regressions), len(outcome.digest_breaks)
+        raise RuntimeError(
+            f"audit digest {outcome.digest.seq}: {regressed} chain(s) regressed, {broken} digest break(s)"
+        )
 
 
 @bp.function_name("audit_verify_daily")

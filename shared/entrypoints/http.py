@@ -110,6 +110,12 @@ def _revocation_id(value: str) -> str:
     return value
 
 
+def _incident_id(value: str) -> str:
+    if not FINDING_ID.fullmatch(value):  # the same form: 32 lowercase hex
+        raise NotFound(f"no open incident {value[:64]!r}")
+    return value
+
+
 def _finding_id(value: str) -> str:
     if not FINDING_ID.fullmatch(value):
         raise BadRequest("finding_id", "must be 32 lowercase hex characters")
@@ -139,6 +145,11 @@ ROUTE_PARAMETERS: dict[str, RouteParameter] = {
         _finding_id,
         f"^{FINDING_ID.pattern}$",
         "A suspicious-activity finding's id (32 lowercase hex); anything else is 400.",
+    ),
+    "incident_id": RouteParameter(
+        _incident_id,
+        f"^{FINDING_ID.pattern}$",
+        "An audit incident's id (32 lowercase hex); anything else is 404.",
     ),
 }
 

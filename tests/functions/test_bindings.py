@@ -22,6 +22,12 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
     "audit_summary": ("audit/summary", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_verify": ("audit/verify", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_review_finding": ("audit/findings/{finding_id}/review", {"POST"}, func.AuthLevel.FUNCTION),
+    "audit_incident_open": ("audit/incidents", {"POST"}, func.AuthLevel.FUNCTION),
+    "audit_incident_acknowledge": (
+        "audit/incidents/{incident_id}/acknowledge",
+        {"POST"},
+        func.AuthLevel.FUNCTION,
+    ),
     "secrets_list": ("secrets", {"GET"}, func.AuthLevel.FUNCTION),
     "secrets_onboard": ("secrets", {"POST"}, func.AuthLevel.FUNCTION),
     "secrets_policy": ("secrets/{name}/policy", {"PUT"}, func.AuthLevel.FUNCTION),

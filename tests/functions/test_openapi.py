@@ -125,7 +125,7 @@ def test_the_version_is_the_projects(doc: dict[str, Any]) -> None:
 def test_the_table_describes_exactly_the_http_functions_the_app_registers(functions: dict[str, Any]) -> None:
     registered = _http_functions(functions)
     undescribed = sorted(set(registered) - set(ENDPOINTS))
-    assert not undescribed, f"add a row to shared.entrypoints.openapi.ENDPOINTS for {undescribed}"
+    assert not undescribed, f"add a row to shared.entrypoints.operations.ENDPOINTS for {undescribed}"
     unregistered = sorted(set(ENDPOINTS) - set(registered))
     assert not unregistered, f"ENDPOINTS describes functions the app does not register: {unregistered}"
     for name, (route, methods, auth_level) in registered.items():

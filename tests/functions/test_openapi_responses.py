@@ -34,6 +34,7 @@ from shared.domain.policy import RotationPolicy, SecretKind
 from shared.entrypoints import openapi
 from shared.entrypoints.openapi import ENDPOINTS, REF_TEMPLATE
 from shared.ports import DependencyProbe
+from shared.services.audit import write_digest
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
 JSON = "application/json"
@@ -202,6 +203,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "audit_summary": {},
     "audit_verify": {},
     "audit_review_finding": {"route": {"finding_id": FINDING}, "body": {}},
+    "audit_incident_open": {"body": {"reason": "restored from a backup"}},
+    "audit_incident_acknowledge": {"route": {"incident_id": NO_ID}, "body": {}},
     "secrets_list": {},
     "secrets_onboard": {"body": ONBOARD},
     "secrets_policy": {"route": {"name": NAME}, "body": POLICY_BODY},
@@ -273,6 +276,30 @@ def answers(*expected: tuple[str, int, str]) -> Callable[[Scenario], Scenario]:
         return scenario
 
     return register
+
+
+@answers(
+    ("audit_incident_open", 201, JSON),
+    ("audit_incident_open", 409, PROBLEM),
+    ("audit_incident_acknowledge", 200, JSON),
+    ("audit_incident_acknowledge", 404, PROBLEM),
+    ("audit_incident_acknowledge", 409, PROBLEM),
+)
+def incidents(client: Client, world: World) -> None:
+    opener, second = principal("olga", Role.AUDIT_INCIDENT), principal("ivan", Role.AUDIT_INCIDENT)
+    world.audit_trail.record(Action.ROTATED, secret_name=NAME, version="v2")
+    write_digest(world.audit_peers)
+    client("audit_incident_open", body={"reason": "nothing is broken"}, who=opener, expect=409)
+    write_digest(world.audit_peers)
+    world.audit_log.digests.pop()  # lost: the anchor names it
+    opened = client("audit_incident_open", body={"reason": "restored from a backup"}, who=opener, expect=201)
+    world.audit_log.digests.pop(0)  # another digest goes: the breaks changed
+    ack: dict[str, Any] = {"route": {"incident_id": opened["incident"]}, "body": {}}
+    client("audit_incident_acknowledge", who=second, expect=409, **ack)
+    opened = client("audit_incident_open", body={"reason": "restored from a backup"}, who=opener, expect=201)
+    ack["route"]["incident_id"] = opened["incident"]
+    assert client("audit_incident_acknowledge", who=second, expect=200, **ack)["status"] == "acknowledged"
+    client("audit_incident_acknowledge", route={"incident_id": NO_ID}, body={}, who=second, expect=404)
 
 
 @answers(("health", 200, JSON), ("health", 503, JSON), ("health", 503, PROBLEM), ("openapi", 200, JSON))

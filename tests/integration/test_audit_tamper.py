@@ -1,7 +1,8 @@
 """An intruder with write access to the storage account (and none to the vault) covers their tracks on
 real Table Storage (Azurite), with the MAC key and the digest anchor in the Key Vault emulator. Every
 attempt is reported ``broken`` before the next digest and after it; a deleted head stops appends at once
-and is repaired on record, through the CLI, after which refusals are recorded again."""
+and is repaired on record, through the CLI, after which refusals are recorded again; a lost digest is held,
+then acknowledged by two people, and stays visible as acknowledged."""
 
 from __future__ import annotations
 
@@ -19,9 +20,17 @@ from azure.data.tables import UpdateMode
 from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.tables import AUDIT_TABLE, HEAD_ROW, row_key
+from shared.adapters.tables.rows import DIGEST_PAGES
 from shared.domain.audit import Action, Actor, ActorType, BreakKind, ChainHead, ChainTampered
-from shared.domain.errors import Conflict
-from shared.services.audit import AuditUnavailable, repair_chain, verify_audit
+from shared.domain.errors import Conflict, NotPermitted
+from shared.services.audit import (
+    AuditUnavailable,
+    acknowledge_incident,
+    open_incident,
+    repair_chain,
+    verification,
+    verify_audit,
+)
 from tests.integration.app_stack import Stack, audit_rows
 from tests.integration.test_audit_tables import SECRET, Env
 
@@ -312,3 +321,44 @@ def test_verify_does_not_call_a_growing_chain_cut(env: Env) -> None:
     report = verify_audit(env.peers())
     assert paging.appended
     assert report.ok, report.breaks
+
+
+# -- a way forward: the break held, then acknowledged by two people (issue 17, point 6) -----------------
+
+
+def test_a_lost_digest_is_held_then_acknowledged_by_two_people(env: Env) -> None:
+    olga, ivan = Actor("oid-olga", ActorType.USER), Actor("oid-ivan", ActorType.USER)
+    env.fill(3)
+    env.digest()
+    env.digest()
+    env.log.table.delete_entity(DIGEST, row_key(2))  # what Azurite did when it was killed mid-burst
+    opened = open_incident(
+        env.peers(),
+        actor=olga,
+        reason="Azurite lost an acknowledged write",
+        reference=None,
+        correlation_id=None,
+    )
+    assert [(b.kind, b.seq) for b in opened.breaks] == [(BreakKind.DELETED, 2)]
+    with pytest.raises(NotPermitted):
+        acknowledge_incident(env.peers(), opened.incident, actor=olga, correlation_id=None)
+    done = acknowledge_incident(env.peers(), opened.incident, actor=ivan, correlation_id=None)
+    env.fill(1)
+    env.digest()
+    report = verification(env.peers(), fresh=True)
+    assert (report.status, report.breaks) == ("ok", [])
+    assert [(a.kind, a.seq, a.incident, a.baseline) for a in report.acknowledged] == [
+        (BreakKind.DELETED, 2, opened.incident, done.baseline)
+    ]
+    # The page of acknowledged breaks is a row like any other: edited, it acknowledges nothing.
+    [baseline] = [d.baseline for d in env.log.read_digests() if d.baseline is not None]
+    env.log.table.upsert_entity(
+        {"PartitionKey": DIGEST_PAGES, "RowKey": baseline.hash, "heads_parts": 1, "heads_0": "[]"},
+        mode=UpdateMode.REPLACE,
+    )
+    report = verification(env.peers(), fresh=True)
+    assert report.acknowledged == []
+    assert {(b.kind, b.seq) for b in report.breaks} == {
+        (BreakKind.DELETED, 2),
+        (BreakKind.FORGED_DIGEST, done.baseline),
+    }

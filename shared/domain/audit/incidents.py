@@ -9,7 +9,9 @@ new, stays a break.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shared.domain.audit.digests import BreakEntry, Digest
@@ -21,6 +23,13 @@ ACKNOWLEDGEABLE = frozenset(BreakKind) - {BreakKind.STALE_DIGEST, BreakKind.UNAN
 MAX_ACKNOWLEDGED = 2000
 
 BreakKey = tuple[str, str, int | str]
+
+
+def fingerprint(entries: Iterable[BreakEntry]) -> str:
+    """One hash of a set of breaks by what identifies them (``key_of``): two verifies that found the
+    same breaks have the same fingerprint, whatever their details say."""
+    keys = sorted({key_of(e) for e in entries}, key=lambda k: (k[0], k[1], str(k[2])))
+    return hashlib.sha256(json.dumps(keys, separators=(",", ":")).encode()).hexdigest()
 
 
 def entry_of(item: Break) -> BreakEntry:
@@ -39,7 +48,8 @@ class Classified:
     """Verify's breaks, told apart: those no incident acknowledged, and those one did (by incident)."""
 
     active: list[Break] = field(default_factory=list)
-    acknowledged: list[tuple[BreakEntry, str]] = field(default_factory=list)
+    #: (the break, the incident, the digest that sealed its baseline)
+    acknowledged: list[tuple[BreakEntry, str, int]] = field(default_factory=list)
 
 
 def classify(
@@ -49,29 +59,29 @@ def classify(
     baseline lists is acknowledged, and so is a regression ``history`` found sealed into a baseline
     digest for a chain that baseline names. Every break a baseline lists that verify no longer finds
     (the baseline resolved it: a held chain sealed anew) is shown as acknowledged too: history is kept."""
-    listed: dict[BreakKey, tuple[BreakEntry, str]] = {}
+    listed: dict[BreakKey, tuple[BreakEntry, str, int]] = {}
     released: dict[int, tuple[set[str], str]] = {}  # by baseline digest: the chains it names, its incident
     for digest in sorted(digests, key=lambda d: d.seq):
         baseline = digest.baseline
         if baseline is None or not baseline.intact or baseline.entries is None:
             continue
         for entry in baseline.entries:
-            listed.setdefault(key_of(entry), (entry, baseline.incident))
+            listed.setdefault(key_of(entry), (entry, baseline.incident, digest.seq))
         released[digest.seq] = ({entry[0] for entry in baseline.entries}, baseline.incident)
-    by_release: dict[BreakKey, str] = {}
+    by_release: dict[BreakKey, tuple[str, int]] = {}
     for digest, item in history:
         chains, by = released.get(digest.seq, (set(), ""))
         if item.chain in chains:
-            by_release[key_of(entry_of(item))] = by
+            by_release[key_of(entry_of(item))] = (by, digest.seq)
     result = Classified()
     shown: set[BreakKey] = set()
     for item in breaks:
         key = key_of(entry_of(item))
-        acknowledged_by = listed[key][1] if key in listed else by_release.get(key)
+        acknowledged_by = listed[key][1:] if key in listed else by_release.get(key)
         if acknowledged_by is None:
             result.active.append(item)
             continue
-        result.acknowledged.append((entry_of(item), acknowledged_by))
+        result.acknowledged.append((entry_of(item), *acknowledged_by))
         shown.add(key)
     result.acknowledged += [found for key, found in listed.items() if key not in shown]
     return result

@@ -63,6 +63,10 @@ class Action(StrEnum):
     OUT_OF_BAND_CHANGE = "OUT_OF_BAND_CHANGE"
     #: The digest writer found a chain that went backwards or vanished since the last digest.
     TAMPERING_DETECTED = "TAMPERING_DETECTED"
+    #: An operator opened an incident over the breaks verify reports (POST /api/audit/incidents).
+    INCIDENT_OPENED = "INCIDENT_OPENED"
+    #: A second person acknowledged an open incident: a digest sealed a new baseline over its breaks.
+    INCIDENT_ACKNOWLEDGED = "INCIDENT_ACKNOWLEDGED"
     #: An operator re-derived a chain's head from its records after they verified (CLI ``repair``).
     CHAIN_REPAIRED = "CHAIN_REPAIRED"
     #: A stored state row (rotation progress, a lease, a revocation request, a finding, ...) whose seal is

@@ -5,6 +5,7 @@ hourly digest, ``incidents.py`` acknowledges a break and seals a new baseline,
 ``queries.py`` reads and reviews findings, ``summary.py`` keeps the hourly aggregates and summarizes.
 """
 
+from shared.services.audit.incidents import INCIDENT_TTL, acknowledge_incident, open_incident
 from shared.services.audit.queries import (
     FINDING_ACTOR_CHARS,
     FINDING_MAX_ACTORS,
@@ -32,6 +33,7 @@ from shared.services.audit.verification import (
 __all__ = [
     "FINDING_ACTOR_CHARS",
     "FINDING_MAX_ACTORS",
+    "INCIDENT_TTL",
     "MAX_PAGE",
     "AuditPage",
     "AuditTrail",
@@ -41,12 +43,14 @@ __all__ = [
     "EventFields",
     "InvalidCursor",
     "VerifyReport",
+    "acknowledge_incident",
     "aggregate_hours",
     "authentic_events",
     "decode_cursor",
     "encode_cursor",
     "finding_actors",
     "indexed_rows",
+    "open_incident",
     "query_audit",
     "query_fingerprint",
     "repair_chain",

@@ -59,6 +59,7 @@ class ChainBreak(Answer):
 
 class AcknowledgedBreak(ChainBreak):
     incident: str = Field(description="The incident two people acknowledged this break under.")
+    baseline: int = Field(description="The digest that sealed the incident's new baseline.")
 
 
 # What verify found: the chains, records and digests it walked, the latest digest's time, and every break
@@ -85,6 +86,27 @@ class VerifyReport(Answer):
     @property
     def ok(self) -> bool:
         return not self.breaks
+
+
+class IncidentOpened(Answer):
+    incident: str
+    status: Literal["open"]
+    opened_by: str
+    opened_at: Timestamp
+    expires_at: Timestamp = Field(description="A second person must acknowledge it before then.")
+    reason: str
+    reference: str | None
+    count: int = Field(description="How many breaks the incident is opened over.")
+    breaks: list[ChainBreak] = Field(description="The breaks (the first 100).")
+
+
+class IncidentAcknowledged(Answer):
+    incident: str
+    status: Literal["acknowledged"]
+    opened_by: str
+    acknowledged_by: str
+    baseline: int = Field(description="The digest that sealed the new baseline over the incident's breaks.")
+    count: int
 
 
 class AuditRecord(Answer):

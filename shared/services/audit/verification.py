@@ -96,8 +96,8 @@ def verify_audit(
         breaks=[ChainBreak(chain=b.chain, kind=b.kind, seq=b.seq, detail=b.detail) for b in found.active],
         duration_ms=round((time.monotonic() - started) * 1000),
         acknowledged=[
-            AcknowledgedBreak(chain=c, kind=BreakKind(k), seq=s, detail=d, incident=incident)
-            for (c, k, s, d), incident in found.acknowledged
+            AcknowledgedBreak(chain=c, kind=BreakKind(k), seq=s, detail=d, incident=incident, baseline=seq)
+            for (c, k, s, d), incident, seq in found.acknowledged
             if chain is None or c in (chain, DIGEST_CHAIN)
         ],
     )
