@@ -141,10 +141,21 @@ def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
 
 
 def create_tables(connection_string: str) -> list[str]:
-    """Create the service's tables that do not exist yet, as the deployment does. Returns those created.
-    Raises RuntimeError when the table service cannot do it."""
+    """Create the service's tables that do not exist yet, and the audit archive's container, as the
+    deployment does. Returns the tables created. Raises RuntimeError when the storage cannot do it."""
     from azure.core.exceptions import AzureError, ResourceExistsError
     from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.adapters.archive import BLOB_API_VERSION
+
+    blobs = BlobServiceClient.from_connection_string(connection_string, api_version=BLOB_API_VERSION)
+    try:
+        blobs.create_container("auditarchive")  # AUDIT_ARCHIVE_CONTAINER's default
+    except ResourceExistsError:
+        pass
+    except AzureError as err:
+        raise RuntimeError(f"could not create the audit archive container: {err}") from err
 
     service = TableServiceClient.from_connection_string(connection_string)
     created: list[str] = []

@@ -21,6 +21,19 @@ param authClientId string = ''
 @description('Tenant of the Entra application used by App Service Authentication.')
 param authTenantId string = subscription().tenantId
 
+@description('Audit records older than this many days are exported to the immutable archive container with their MACs, then removed from the audit table. 0: every record stays in the table (the export is opt-in); otherwise at least 400 (the app refuses less).')
+@minValue(0)
+@maxValue(36500)
+param auditRetentionDays int = 0
+
+@description('Days each archived audit blob stays immutable (the archive container\'s time-based retention policy). 2557: seven years.')
+@minValue(1)
+@maxValue(146000)
+param auditArchiveImmutableDays int = 2557
+
+@description('true once an operator has locked the archive container\'s retention policy (modules/storage.bicep): a locked policy refuses updates, so the deployment leaves it alone.')
+param auditArchivePolicyLocked bool = false
+
 var suffix = uniqueString(resourceGroup().id, baseName)
 var storageName = toLower(take('st${baseName}${suffix}', 24))
 var functionAppName = 'func-${baseName}-${suffix}'
@@ -48,6 +61,8 @@ module storage 'modules/storage.bicep' = {
       'auditfindings'
       'secretstate'
     ]
+    auditArchiveImmutableDays: auditArchiveImmutableDays
+    auditArchivePolicyLocked: auditArchivePolicyLocked
   }
 }
 
@@ -80,6 +95,9 @@ module app 'modules/functionapp.bicep' = {
     keyVaultUrl: vault.outputs.uri
     tableServiceUri: storage.outputs.tableEndpoint
     queueServiceUri: storage.outputs.queueEndpoint
+    blobServiceUri: storage.outputs.blobEndpoint
+    auditArchiveContainerName: storage.outputs.auditArchiveContainerName
+    auditRetentionDays: auditRetentionDays
     eventGridTopicEndpoint: topic.outputs.endpoint
     authClientId: authClientId
     authTenantId: authTenantId

@@ -1,3 +1,11 @@
 using './main.bicep'
 
 param baseName = 'fleetsec'
+
+// Audit retention: 0 keeps every record in the audit table; N exports records older than N days to the
+// immutable archive container (with their MACs) and removes them from the table.
+param auditRetentionDays = 0
+// How long archived audit blobs stay immutable: seven years.
+param auditArchiveImmutableDays = 2557
+// Set to true after locking the archive's retention policy (see infra/modules/storage.bicep).
+param auditArchivePolicyLocked = false

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.adapters.environment import settled_environment
-from shared.config import Settings
+from shared.config import ConfigurationError, Settings
 from shared.domain.policy import Rotator
 from shared.ports import DependencyProbe
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from shared.adapters.tables import TableAuditLog
     from shared.domain.state import StateTampered
     from shared.ports import (
+        AuditArchive,
         Clock,
         DigestAnchor,
         FindingStore,
@@ -193,6 +194,28 @@ class Container:
         return KeyVaultDigestAnchor(self.secret_client, self.settings.audit_anchor_secret)
 
     @cached_property
+    def audit_archive(self) -> AuditArchive | None:
+        """The archive the retention export writes and verify reads: None while AUDIT_RETENTION_DAYS is 0
+        (nothing leaves the table). Raises ConfigurationError when blobs cannot be reached."""
+        if not self.settings.audit_retention_days:
+            return None
+        from azure.storage.blob import BlobServiceClient
+
+        from shared.adapters.archive import BLOB_API_VERSION, BlobAuditArchive
+
+        uri = self.settings.storage.blob_service_uri
+        if self.settings.storage.connection_string is None and uri is None:
+            raise ConfigurationError(
+                "SECRETS_STORAGE__blobServiceUri",
+                "is not set; the audit archive (AUDIT_RETENTION_DAYS) needs it",
+            )
+        with self._lock:
+            service: BlobServiceClient = self._storage_client(
+                BlobServiceClient, "account_url", uri, api_version=BLOB_API_VERSION
+            )
+        return BlobAuditArchive(service.get_container_client(self.settings.audit_archive_container))
+
+    @cached_property
     def secret_store(self) -> SecretStore:
         from shared.adapters.key_vault import KeyVaultSecretStore
 
@@ -315,6 +338,7 @@ class Container:
             findings=self.findings,
             publisher=self.publisher,
             clock=self.clock,
+            archive=self.audit_archive,
         )
 
     @property

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time as dt_time
@@ -50,6 +51,12 @@ REVOCATION_TTL_HOURS = "REVOCATION_TTL_HOURS"
 REVOCATION_APPROVALS = "REVOCATION_APPROVALS"
 ROTATION_STALL_MINUTES = "ROTATION_STALL_MINUTES"
 
+#: AUDIT_RETENTION_DAYS, when on: at least what the summary may ask for (365 days) and a margin, at most a
+#: century.
+MIN_RETENTION_DAYS = 400
+MAX_RETENTION_DAYS = 36_500
+CONTAINER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no", ""}
 
@@ -72,6 +79,14 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_service_uri(name: str, uri: str) -> None:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(name, "must be a service URL like https://<account>.table.core.windows.net")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ConfigurationError(name, "must use https for a non-local storage account")
 
 
 def vault_name(host: str, port: int | None) -> str:
@@ -105,6 +120,8 @@ class StorageSettings:
     connection_string: str | None = field(default=None, repr=False)
     table_service_uri: str | None = None
     queue_service_uri: str | None = None
+    #: Only the audit archive uses blobs (AUDIT_RETENTION_DAYS): needed with managed identity then.
+    blob_service_uri: str | None = None
     #: Client id of a user-assigned managed identity; None means the system-assigned one.
     client_id: str | None = None
 
@@ -302,23 +319,42 @@ class Settings:
                 "is not set; give a connection string in SECRETS_STORAGE, or both "
                 "SECRETS_STORAGE__tableServiceUri and SECRETS_STORAGE__queueServiceUri for managed identity",
             )
+        blob_uri = self._get(f"{SECRETS_STORAGE}__blobServiceUri")
         for name, uri in (
             (f"{SECRETS_STORAGE}__tableServiceUri", table_uri),
             (f"{SECRETS_STORAGE}__queueServiceUri", queue_uri),
+            (f"{SECRETS_STORAGE}__blobServiceUri", blob_uri),
         ):
-            parts = urlsplit(uri)
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                raise ConfigurationError(
-                    name,
-                    "must be a service URL like https://<account>.table.core.windows.net",
-                )
-            if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-                raise ConfigurationError(name, "must use https for a non-local storage account")
+            if uri is not None:
+                _check_service_uri(name, uri)
         return StorageSettings(
             table_service_uri=table_uri,
             queue_service_uri=queue_uri,
+            blob_service_uri=blob_uri,
             client_id=client_id,
         )
+
+    @cached_property
+    def audit_retention_days(self) -> int:
+        """AUDIT_RETENTION_DAYS: records older than this many days are exported to the audit archive and
+        removed from the table (0, the default: kept in the table for ever)."""
+        days = self._int("AUDIT_RETENTION_DAYS", 0, 0, MAX_RETENTION_DAYS)
+        if 0 < days < MIN_RETENTION_DAYS:
+            raise ConfigurationError(
+                "AUDIT_RETENTION_DAYS", f"expected 0 (off) or {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}"
+            )
+        return days
+
+    @cached_property
+    def audit_archive_container(self) -> str:
+        """AUDIT_ARCHIVE_CONTAINER: the blob container of the audit archive (the deployment creates it
+        with its retention policy)."""
+        name = self._get("AUDIT_ARCHIVE_CONTAINER") or "auditarchive"
+        if not CONTAINER_NAME.fullmatch(name) or "--" in name:
+            raise ConfigurationError(
+                "AUDIT_ARCHIVE_CONTAINER", "must be a container name: 3-63 of a-z, 0-9, -"
+            )
+        return name
 
     @cached_property
     def audit_anchor_secret(self) -> str:

@@ -190,6 +190,32 @@ class AuditLog(Protocol):
         DependencyUnavailable."""
         ...
 
+    def remove(self, chain: str, records: Sequence[StoredRecord]) -> int:
+        """Delete these records of ``chain`` from the table and their copies from the query index (the
+        retention export archived them first); those already gone are skipped. Returns how many rows of
+        the table were deleted. Raises DependencyUnavailable."""
+        ...
+
+
+class AuditArchive(Protocol):
+    """Where records older than the retention are kept once they leave the table: one append-only file
+    per chain, in a container no writer can change or delete (a time-based retention policy)."""
+
+    def archived_through(self, chain: str) -> int:
+        """The newest position of ``chain`` in the archive (0: none archived). Raises
+        DependencyUnavailable."""
+        ...
+
+    def append(self, chain: str, records: Sequence[StoredRecord]) -> None:
+        """Append ``records`` (in position order, each after what the archive holds of the chain) to the
+        chain's file. Raises Conflict when another writer appended meanwhile, DependencyUnavailable."""
+        ...
+
+    def read_chain(self, chain: str) -> ChainContents:
+        """The archived records of ``chain`` (head None; a line that is not a record is a stray row).
+        Empty when nothing is archived. Raises DependencyUnavailable."""
+        ...
+
 
 class AuditReader(Protocol):
     """Read access to the stored chains and digests, as stored (for queries and verification)."""

@@ -8,6 +8,9 @@ param appInsightsConnectionString string
 param keyVaultUrl string
 param tableServiceUri string
 param queueServiceUri string
+param blobServiceUri string
+param auditArchiveContainerName string
+param auditRetentionDays int
 param eventGridTopicEndpoint string
 param authClientId string
 param authTenantId string
@@ -52,6 +55,12 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'KEY_VAULT_URL', value: keyVaultUrl }
         { name: 'SECRETS_STORAGE__tableServiceUri', value: tableServiceUri }
         { name: 'SECRETS_STORAGE__queueServiceUri', value: queueServiceUri }
+        // The audit archive's container, on the same account (SECRETS_STORAGE).
+        { name: 'SECRETS_STORAGE__blobServiceUri', value: blobServiceUri }
+        { name: 'AUDIT_ARCHIVE_CONTAINER', value: auditArchiveContainerName }
+        // Audit records older than this many days are exported to the archive, then removed from the
+        // table. 0: every record stays in the table (the export is opt-in).
+        { name: 'AUDIT_RETENTION_DAYS', value: string(auditRetentionDays) }
         { name: 'EVENT_GRID_TOPIC_ENDPOINT', value: eventGridTopicEndpoint }
         // The rotation_sweep timer's schedule (a %...% binding expression): hourly, on the hour.
         { name: 'ROTATION_SWEEP_SCHEDULE', value: '0 0 * * * *' }

@@ -5,6 +5,14 @@ param location string
 param deploymentContainerName string
 @description('Tables of the service (SECRETS_STORAGE), created with the account: the app\'s health check reports a missing audit table, so a fresh deployment must have them before the app serves.')
 param tableNames array
+@description('Blob container of the audit archive (AUDIT_ARCHIVE_CONTAINER): audit records past AUDIT_RETENTION_DAYS, exported with their MACs, one append blob per chain. The app never creates it: one made on the fly would have no retention policy.')
+param auditArchiveContainerName string = 'auditarchive'
+@description('Days an archived audit blob stays immutable (the container\'s time-based retention policy). 2557: seven years.')
+@minValue(1)
+@maxValue(146000)
+param auditArchiveImmutableDays int = 2557
+@description('true once an operator has locked the archive\'s retention policy: a locked policy accepts no PUT (only an extension), so the deployment must leave it alone.')
+param auditArchivePolicyLocked bool = false
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -30,6 +38,31 @@ resource deployment 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   name: deploymentContainerName
 }
 
+resource auditArchive 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobs
+  name: auditArchiveContainerName
+  properties: { publicAccess: 'None' }
+}
+
+// Write once, read many: blocks can be appended to an existing append blob (allowProtectedAppendWrites), but
+// nothing written can be overwritten or deleted until the period has passed. The policy is created
+// unlocked: while unlocked, anyone with the management-plane permission can shorten or delete it. Locking
+// is an operator's deliberate and irreversible step (the account then cannot be deleted while blobs are
+// protected, and the period can only be extended), taken once the export has been seen to work:
+//   etag=$(az storage container immutability-policy show -g <resource-group> --account-name <account> \
+//     --container-name auditarchive --query etag -o tsv)
+//   az storage container immutability-policy lock -g <resource-group> --account-name <account> \
+//     --container-name auditarchive --if-match "$etag"
+// Then deploy with auditArchivePolicyLocked=true: a locked policy refuses the PUT this resource would send.
+resource auditArchivePolicy 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = if (!auditArchivePolicyLocked) {
+  parent: auditArchive
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: auditArchiveImmutableDays
+    allowProtectedAppendWrites: true
+  }
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: account
   name: 'default'
@@ -43,4 +76,6 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
 output name string = account.name
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output queueEndpoint string = account.properties.primaryEndpoints.queue
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output auditArchiveContainerName string = auditArchive.name
 output deploymentContainerUrl string = '${account.properties.primaryEndpoints.blob}${deploymentContainerName}'

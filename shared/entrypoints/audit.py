@@ -4,7 +4,8 @@ verify, suspicious scan."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime
+import time
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 import azure.functions as func
@@ -22,11 +23,14 @@ from pydantic import (
 from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
 from shared.domain.identity import Role
+from shared.domain.state import FUNCTION_TIMEOUT
 from shared.entrypoints.http import BadRequest, Call, SecretName, correlation_id, endpoint, json_response
 from shared.services import audit as service
 from shared.services.suspicious import scan
 
 logger = logging.getLogger(__name__)
+#: How long the retention export goes on starting chains: the function timeout, less a margin.
+RETENTION_BUDGET = FUNCTION_TIMEOUT * 0.8
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 
@@ -214,6 +218,29 @@ def audit_verify_daily(timer: func.TimerRequest) -> None:
     if report.breaks:
         # Fail the invocation so the platform shows it; GET /api/audit/verify answers with the breaks.
         raise RuntimeError(f"audit verify: {len(report.breaks)} break(s), e.g. {report.breaks[0].kind}")
+
+
+@bp.function_name("audit_retention")
+@bp.timer_trigger(arg_name="timer", schedule="0 15 4 * * *")
+def audit_retention(timer: func.TimerRequest) -> None:
+    container = get_container()
+    days = container.settings.audit_retention_days
+    if not days or container.audit_archive is None:
+        logger.info("audit retention is off (AUDIT_RETENTION_DAYS=0): every record stays in the table")
+        return
+    deadline = time.monotonic() + RETENTION_BUDGET.total_seconds()
+    report = service.export_old_records(
+        container.audit_peers, container.audit_archive, older_than=timedelta(days=days), deadline=deadline
+    )
+    logger.info(
+        "audit retention: %d record(s) of %d chain(s) archived (older than %s), %d removed after a crash",
+        report.exported, report.chains, report.cutoff.isoformat(), report.removed_after_crash,
+    )  # fmt: skip
+    if report.stopped or not report.complete:
+        # Fail the invocation so the platform shows it; the next run goes on from where this one stopped.
+        raise RuntimeError(
+            f"audit retention incomplete; stopped at a break in {len(report.stopped)} chain(s)"
+        )
 
 
 @bp.function_name("suspicious_activity_scan")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from shared.domain.policy import Rotator
 from shared.ports import (
+    AuditArchive,
     AuditLog,
     AuditReader,
     Clock,
@@ -67,6 +68,8 @@ class AuditPeers:
     findings: FindingStore
     publisher: Publisher
     clock: Clock
+    #: Where records past the retention went (None: retention off, every record is in the table).
+    archive: AuditArchive | None = None
 
 
 class LazyRotators(Mapping[Rotator, TargetRotator]):

@@ -50,6 +50,7 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
 # name -> NCRONTAB schedule
 EXPECTED_TIMERS: dict[str, str] = {
     "audit_digest": "0 0 * * * *",  # hourly, on the hour
+    "audit_retention": "0 15 4 * * *",  # daily at 04:15 UTC
     "audit_verify_daily": "0 30 3 * * *",  # daily at 03:30
     "suspicious_activity_scan": "0 */15 * * * *",  # every 15 minutes
     "rotation_sweep": "%ROTATION_SWEEP_SCHEDULE%",  # an app setting: hourly in the sample and the Bicep
@@ -124,6 +125,7 @@ def expected_period(schedule: str) -> timedelta:
         "0 */5 * * * *": timedelta(minutes=5),
         "0 0 6 * * *": timedelta(days=1),
         "0 30 3 * * *": timedelta(days=1),
+        "0 15 4 * * *": timedelta(days=1),
     }[schedule]
 
 

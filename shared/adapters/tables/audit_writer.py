@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
 from shared.adapters.azure_errors import translate
 from shared.adapters.tables.group_commit import ContentRejected, GroupCommit
@@ -27,6 +27,7 @@ from shared.adapters.tables.rows import (
     AuditTable,
     head_write,
     record_entity,
+    row_key,
     unavailable,
 )
 from shared.domain.audit import (
@@ -147,6 +148,36 @@ class TableAuditWriter:
         if self._index is None:
             return 0
         return self._index.write((chain, record) for record in records)
+
+    def remove(self, chain: str, records: Sequence[StoredRecord]) -> int:
+        """Delete the records' rows (a transaction per 100) and their index copies."""
+        keys = [row_key(r.position) for r in records]
+        for start in range(0, len(keys), MAX_BATCH):
+            try:
+                self._audit.transact(
+                    [
+                        ("delete", {"PartitionKey": chain, "RowKey": key})
+                        for key in keys[start : start + MAX_BATCH]
+                    ]
+                )
+            except AzureError as err:
+                if not self._remove_one_by_one(chain, keys[start : start + MAX_BATCH]):
+                    raise unavailable(err) from err
+        if self._index is not None:
+            self._index.remove(chain, records)
+        return len(keys)
+
+    def _remove_one_by_one(self, chain: str, keys: Sequence[str]) -> bool:
+        """A transaction fails whole when one row is gone already (a run that died halfway): delete each
+        row alone, a gone one skipped. False when the store fails."""
+        for key in keys:
+            try:
+                self._audit.table.delete_entity(chain, key)
+            except ResourceNotFoundError:
+                continue
+            except AzureError:
+                return False
+        return True
 
     def _append_chain(self, chain: str, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         key_id, key = self._keys.current()

@@ -264,6 +264,22 @@ class AuditIndex:
             self._upsert(list(rows.values()))
         return count
 
+    def remove(self, chain: str, records: Sequence[StoredRecord]) -> None:
+        """Delete the index copies of these records of ``chain`` (a copy already gone is skipped)."""
+        self.flush()  # none of them may be written again after this
+        for record in records:
+            try:
+                copies = index_entities(chain, record.fields)
+            except (KeyError, ValueError, TypeError):
+                continue  # no record's fields: never indexed
+            for copy in copies:
+                try:
+                    self.table.delete_entity(copy["PartitionKey"], copy["RowKey"])
+                except ResourceNotFoundError:
+                    continue
+                except AzureError as err:
+                    raise unavailable(err) from err
+
     def _upsert(self, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), MAX_BATCH):
             chunk = rows[start : start + MAX_BATCH]

@@ -67,6 +67,8 @@ class Action(StrEnum):
     INCIDENT_OPENED = "INCIDENT_OPENED"
     #: A second person acknowledged an open incident: a digest sealed a new baseline over its breaks.
     INCIDENT_ACKNOWLEDGED = "INCIDENT_ACKNOWLEDGED"
+    #: The retention export moved records older than AUDIT_RETENTION_DAYS to the audit archive.
+    RECORDS_ARCHIVED = "RECORDS_ARCHIVED"
     #: An operator re-derived a chain's head from its records after they verified (CLI ``repair``).
     CHAIN_REPAIRED = "CHAIN_REPAIRED"
     #: A stored state row (rotation progress, a lease, a revocation request, a finding, ...) whose seal is

@@ -20,6 +20,7 @@ from shared.services.audit.queries import (
     review_finding,
 )
 from shared.services.audit.results import AuditPage, VerifyReport
+from shared.services.audit.retention import RetentionReport, export_old_records
 from shared.services.audit.sealing import DigestOutcome, write_digest
 from shared.services.audit.summary import aggregate_hours, summarize_audit
 from shared.services.audit.trail import MAX_PAGE, AuditTrail, AuditUnavailable, Change, EventFields
@@ -42,12 +43,14 @@ __all__ = [
     "DigestOutcome",
     "EventFields",
     "InvalidCursor",
+    "RetentionReport",
     "VerifyReport",
     "acknowledge_incident",
     "aggregate_hours",
     "authentic_events",
     "decode_cursor",
     "encode_cursor",
+    "export_old_records",
     "finding_actors",
     "indexed_rows",
     "open_incident",

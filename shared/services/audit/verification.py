@@ -183,11 +183,13 @@ def _walk(peers: AuditPeers, chain: str | None, wanted: Mapping[str, set[int]], 
     keys = peers.keys
     walked = _Walked()
     for name, read in peers.reader.iter_chains(chain):
-        contents, verdict = read, verify_contents(name, read, keys.get)
+        contents = with_archive(peers, name, read)
+        verdict = verify_contents(name, contents, keys.get)
         if any(b.kind in _IN_FLIGHT for b in verdict.breaks):
             again = peers.reader.read_chains(name).get(name)
             if again is not None:
-                contents, verdict = again, verify_contents(name, again, keys.get)
+                contents = with_archive(peers, name, again)
+                verdict = verify_contents(name, contents, keys.get)
         walked.verdicts[name] = verdict
         positions = wanted.get(name, set())
         for record in contents.records:
@@ -198,6 +200,27 @@ def _walk(peers: AuditPeers, chain: str | None, wanted: Mapping[str, set[int]], 
             if times and (walked.oldest is None or min(times) < walked.oldest):
                 walked.oldest = min(times)
     return walked
+
+
+def with_archive(peers: AuditPeers, chain: str, contents: ChainContents) -> ChainContents:
+    """The chain as the table holds it, preceded by what the retention export archived of it (read only
+    when the table's records do not start at 1): verify walks both as one chain, so a record edited,
+    dropped or put in either is a break. An archived line that is no record is a stray row. Raises
+    DependencyUnavailable."""
+    first = min((r.position for r in contents.records), default=None)
+    if peers.archive is None or first == 1 or first is None:
+        return contents
+    archived = peers.archive.read_chain(chain)
+    # A run that died between the archive and the table leaves a record in both: the table's is walked.
+    earlier = [r for r in archived.records if r.position < first]
+    strays = tuple(f"archive: {row}" for row in archived.stray_rows)
+    in_table = {r.position: r.fields.get("mac") for r in contents.records}
+    strays += tuple(
+        f"archive: record {r.position} is not the table's"
+        for r in archived.records
+        if r.position >= first and in_table.get(r.position) != r.fields.get("mac")
+    )
+    return replace(contents, records=[*earlier, *contents.records], stray_rows=contents.stray_rows + strays)
 
 
 def _stale(
@@ -261,6 +284,8 @@ def repair_chain(peers: AuditPeers, *, secret_name: str | None, operator: Actor,
     anchored = anchor.read()
     digests = reader.read_digests(chain=chain)
     contents = reader.read_chains(chain).get(chain)
+    if contents is not None:
+        contents = with_archive(peers, chain, contents)
     if contents is None or not contents.records:
         raise NotFound(f"audit chain {chain} has no records: nothing to repair")
     verdict = verify_chain(chain, contents.records, keys.get)  # the records alone: the head is the fault
