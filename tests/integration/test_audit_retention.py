@@ -17,7 +17,7 @@ from devtools.azurite import AzuriteProcess
 from devtools.keyvault_emulator.process import EmulatorProcess
 from shared.adapters.archive import BLOB_API_VERSION, BlobAuditArchive
 from shared.adapters.tables import row_key
-from shared.domain.audit import Action, AuditQuery, BreakKind
+from shared.domain.audit import Action, AuditQuery, BreakKind, StoredRecord
 from shared.services.audit import export_old_records, verify_audit
 from shared.services.peers import AuditPeers
 from tests.integration.test_audit_tables import Env
@@ -125,3 +125,28 @@ def test_an_edited_record_stops_its_chain_export_there(env: Env, container: Cont
     assert report.stopped == [chain]  # type: ignore[attr-defined]
     assert BlobAuditArchive(container).archived_through(chain) == 4
     assert (chain, BreakKind.EDITED) in breaks(env, container)
+
+
+def test_a_line_appended_to_the_archive_removes_nothing_from_the_table(
+    env: Env, container: ContainerClient
+) -> None:
+    aged(env)
+    chain = f"{env.vault}:db-password"
+    genuine = sorted(env.log.read_range(chain, 1, 3), key=lambda r: r.position)
+    forged = dict(genuine[2].fields, version="d" * 32)  # claims record 3, with a MAC that is not its own
+    archive = BlobAuditArchive(container)
+    archive.append(chain, [*genuine[:2], StoredRecord(3, forged)])
+    report = export(env, container)
+    assert report.stopped == [chain]  # type: ignore[attr-defined]
+    assert len(env.log.read_range(chain, 1, OLD)) == OLD  # the table's records stay
+    # The table holds the whole chain, so verify does not need the archive; the run says where it stopped.
+    [archived] = [e for e in env.trail_events() if e.action == Action.RECORDS_ARCHIVED]
+    assert archived.details["stopped"] == [chain]
+    # A line claiming a position far ahead stops the export too, and deletes nothing.
+    other = f"{env.vault}:api-key"  # exported by the run above, but for its newest record
+    env.fill(3, "api-key")
+    env.digest()
+    [newest] = env.log.read_range(other, OLD + 1, OLD + 1)
+    archive.append(other, [StoredRecord(10**6, dict(newest.fields))])
+    assert other in export(env, container).stopped  # type: ignore[attr-defined]
+    assert len(env.log.read_range(other, 1, OLD + 4)) == 4

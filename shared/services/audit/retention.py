@@ -98,10 +98,12 @@ def _export_chain(
     peers: AuditPeers, archive: AuditArchive, chain: str, upto: int, report: RetentionReport
 ) -> None:
     through = archive.archived_through(chain)
-    if through:
-        leftover = peers.reader.read_range(chain, 1, through)
-        if leftover:
-            report.removed_after_crash += peers.log.remove(chain, leftover)
+    if through > upto:
+        # Never by this export (what it may take only grows): somebody appended to the archive.
+        _stop(report, chain, f"the archive claims records through {through}, beyond {upto}")
+        return
+    if through and not _finish_removal(peers, archive, chain, through, report):
+        return
     while through < upto:
         last = min(upto, through + BATCH)
         batch = peers.reader.read_range(chain, through + 1, last)
@@ -113,10 +115,36 @@ def _export_chain(
             through = taken[-1].position
         if stop is not None:
             if stop:
-                report.stopped.append(chain)
-                logger.error("audit retention: export of %s stopped at %s", chain, stop)
+                _stop(report, chain, stop)
             return
     logger.info("audit retention: %s archived through %d", chain, through)
+
+
+def _finish_removal(
+    peers: AuditPeers, archive: AuditArchive, chain: str, through: int, report: RetentionReport
+) -> bool:
+    """Remove from the table what a run that died archived but did not remove: only records the archive
+    holds authentic and with the same MAC (a line somebody appended to the archive removes nothing).
+    False when the table and the archive disagree (the chain's export stops)."""
+    leftover = peers.reader.read_range(chain, 1, through)
+    if not leftover:
+        return True
+    archived = {
+        r.position: r.fields.get("mac")
+        for r in archive.read_chain(chain).records
+        if authentic_event(chain, r.fields, peers.keys.get) is not None  # a copied MAC is not enough
+    }
+    differ = [r.position for r in leftover if archived.get(r.position) != r.fields.get("mac")]
+    if differ:
+        _stop(report, chain, f"record {min(differ)} in the table is not the archive's")
+        return False
+    report.removed_after_crash += peers.log.remove(chain, leftover)
+    return True
+
+
+def _stop(report: RetentionReport, chain: str, why: str) -> None:
+    report.stopped.append(chain)
+    logger.error("audit retention: export of %s stopped: %s", chain, why)
 
 
 def _exportable(
