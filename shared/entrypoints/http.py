@@ -282,19 +282,25 @@ def problem(
     )
 
 
+#: The query parameter the Functions host takes the function key from (``?code=``, what the portal's "Get
+#: function URL" gives): the host checks it, passes it on, and every endpoint ignores it.
+FUNCTION_KEY_PARAMETER = "code"
+
+
 def parse_params(model: type[M], params: Mapping[str, str]) -> M:
-    """Validate query parameters; unknown ones are refused. Raises BadRequest naming the parameter."""
+    """Validate query parameters (but the function key's); unknown ones are refused. Raises BadRequest
+    naming the parameter."""
     try:
-        return model.model_validate(dict(params))
+        return model.model_validate({k: v for k, v in params.items() if k != FUNCTION_KEY_PARAMETER})
     except ValidationError as err:
         raise _bad_request(err, where="query", unknown="unknown parameter") from None
 
 
 def parse_body(model: type[M], req: func.HttpRequest) -> M:
-    """Validate the request of a POST: no query parameters, ``Content-Type: application/json`` (also for
-    an empty body, which means {}), a JSON body within MAX_BODY_BYTES. Raises BadRequest naming the
-    parameter or field, UnsupportedMediaType."""
-    unknown = next(iter(req.params), None)
+    """Validate the request of a POST: no query parameters (but the function key), ``Content-Type:
+    application/json`` (also for an empty body, which means {}), a JSON body within MAX_BODY_BYTES. Raises
+    BadRequest naming the parameter or field, UnsupportedMediaType."""
+    unknown = next((p for p in req.params if p != FUNCTION_KEY_PARAMETER), None)
     if unknown is not None:
         raise BadRequest(unknown[:100], "unknown parameter")
     media_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()

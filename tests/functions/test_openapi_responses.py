@@ -248,6 +248,22 @@ def test_generic_refusals(client: Client, op: str, case: str) -> None:
 
 
 @pytest.mark.parametrize("op", PROTECTED)
+def test_the_function_key_in_the_query_changes_nothing(
+    functions: dict[str, Any], op: str, use_container: Any
+) -> None:
+    """The Functions host passes ``?code=<function key>`` on to the function (the portal's "Get function
+    URL" gives it so): every protected operation answers its sample the same with it as without it."""
+    answered = []
+    for params in ({}, {"code": "a-function-key"}):
+        client = Client(functions, use_container)
+        client.install(World())
+        client(op, expect=None, **{**SAMPLES.get(op, {}), "params": params})
+        [(_, status, _)] = client.answered
+        answered.append(status)
+    assert answered[1] == answered[0] and answered[0] != 400, answered
+
+
+@pytest.mark.parametrize("op", PROTECTED)
 def test_x_roles_are_the_roles_the_operation_admits(client: Client, op: str) -> None:
     """Each single role: admitted (no ACCESS_DENIED) exactly when the document's x-roles lists it."""
     roles = OPERATIONS[op]["x-roles"]
