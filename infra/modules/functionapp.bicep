@@ -68,6 +68,20 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'EXPIRY_CHECK_SCHEDULE', value: '0 0 6 * * *' }
         // true: the expiry check reports every enabled secret without an expiry date as a policy violation.
         { name: 'EXPIRY_REQUIRE_EXP', value: 'false' }
+        // The rest are the code's defaults, set here so an operator tunes them in one place
+        // (docs/settings.md says what each means; tests/unit/test_infra.py keeps this list whole).
+        { name: 'AUDIT_ANCHOR_SECRET', value: 'audit-digest-anchor' }
+        { name: 'AUDIT_SCAN_WINDOW_MINUTES', value: '15' }
+        { name: 'AUDIT_SCAN_DENIED_PER_ACTOR', value: '5' }
+        { name: 'AUDIT_SCAN_DENIED_PER_IP', value: '10' }
+        { name: 'AUDIT_SCAN_ROTATION_FAILURES', value: '3' }
+        { name: 'AUDIT_SCAN_REVOCATION_REQUESTS', value: '3' }
+        { name: 'AUDIT_WORKING_HOURS', value: '07:00-19:00' }
+        { name: 'AUDIT_WORKING_DAYS', value: 'Mon-Fri' }
+        { name: 'AUDIT_TIMEZONE', value: 'UTC' }
+        { name: 'REVOCATION_TTL_HOURS', value: '24' }
+        { name: 'REVOCATION_APPROVALS', value: 'low=2,medium=2,high=1,critical=1' }
+        { name: 'ROTATION_STALL_MINUTES', value: '120' }
       ]
     }
   }
