@@ -34,6 +34,13 @@ param auditArchiveImmutableDays int = 2557
 @description('true once an operator has locked the archive container\'s retention policy (modules/storage.bicep): a locked policy refuses updates, so the deployment leaves it alone.')
 param auditArchivePolicyLocked bool = false
 
+@description('true: the vault, the storage account and the topic are reachable only through private endpoints in a new virtual network, which the app reaches through VNet integration (modules/network.bicep). Off for a first deploy: publishing the package and running the events step from outside then needs a machine in that network (docs/deploy.md).')
+param privateNetworking bool = false
+
+@description('Replication of the storage account that holds the audit trail (geo-zone-redundant by default).')
+@allowed([ 'Standard_ZRS', 'Standard_GZRS', 'Standard_RAGZRS', 'Standard_GRS', 'Standard_RAGRS' ])
+param storageRedundancy string = 'Standard_GZRS'
+
 var suffix = uniqueString(resourceGroup().id, baseName)
 var storageName = toLower(take('st${baseName}${suffix}', 24))
 var functionAppName = 'func-${baseName}-${suffix}'
@@ -63,6 +70,9 @@ module storage 'modules/storage.bicep' = {
     ]
     auditArchiveImmutableDays: auditArchiveImmutableDays
     auditArchivePolicyLocked: auditArchivePolicyLocked
+    redundancy: storageRedundancy
+    privateNetworking: privateNetworking
+    workspaceId: monitoring.outputs.workspaceId
   }
 }
 
@@ -73,6 +83,7 @@ module vault 'modules/keyvault.bicep' = {
     location: location
     create: empty(existingKeyVaultName)
     workspaceId: monitoring.outputs.workspaceId
+    privateNetworking: privateNetworking
   }
 }
 
@@ -81,6 +92,19 @@ module topic 'modules/eventgrid.bicep' = {
   params: {
     name: 'evgt-${baseName}-${suffix}'
     location: location
+    privateNetworking: privateNetworking
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module network 'modules/network.bicep' = if (privateNetworking) {
+  name: 'network'
+  params: {
+    name: '${baseName}-${suffix}'
+    location: location
+    keyVaultId: vault.outputs.id
+    storageAccountId: storage.outputs.id
+    topicId: topic.outputs.id
   }
 }
 
@@ -101,7 +125,12 @@ module app 'modules/functionapp.bicep' = {
     eventGridTopicEndpoint: topic.outputs.endpoint
     authClientId: authClientId
     authTenantId: authTenantId
+    // As modules/network.bicep names it: known before the network exists, so no output of a module
+    // that may not be deployed is read.
+    subnetId: privateNetworking ? resourceId('Microsoft.Network/virtualNetworks/subnets', 'vnet-${baseName}-${suffix}', 'app') : ''
+    workspaceId: monitoring.outputs.workspaceId
   }
+  dependsOn: [ network ]
 }
 
 module roles 'modules/roles.bicep' = {

@@ -22,10 +22,6 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
 
-resource site 'Microsoft.Web/sites@2024-04-01' existing = {
-  name: functionAppName
-}
-
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -69,7 +65,9 @@ resource toFunction 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06
     destination: {
       endpointType: 'AzureFunction'
       properties: {
-        resourceId: '${site.id}/functions/${functionName}'
+        // By id rather than an `existing` site: checkov's FunctionAppsAccessibleOverHttps check crashes on an
+        // `existing` site (it has no properties).
+        resourceId: resourceId('Microsoft.Web/sites/functions', functionAppName, functionName)
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }

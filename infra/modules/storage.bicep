@@ -13,18 +13,28 @@ param auditArchiveContainerName string = 'auditarchive'
 param auditArchiveImmutableDays int = 2557
 @description('true once an operator has locked the archive\'s retention policy: a locked policy accepts no PUT (only an extension), so the deployment must leave it alone.')
 param auditArchivePolicyLocked bool = false
+@description('Replication of the account that holds the audit trail: geo-zone-redundant by default, a copy in the paired region that a regional outage or a lost datacenter does not take with it.')
+@allowed([ 'Standard_ZRS', 'Standard_GZRS', 'Standard_RAGZRS', 'Standard_GRS', 'Standard_RAGRS' ])
+param redundancy string = 'Standard_GZRS'
+@description('true: reachable only through private endpoints (modules/network.bicep).')
+param privateNetworking bool = false
+@description('Log Analytics workspace for the account\'s and its services\' logs: who read, wrote or deleted which row.')
+param workspaceId string
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
   kind: 'StorageV2'
-  sku: { name: 'Standard_ZRS' }
+  sku: { name: redundancy }
   properties: {
     minimumTlsVersion: 'TLS1_2'
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
     supportsHttpsTrafficOnly: true
     defaultToOAuthAuthentication: true
+    // checkov:skip=CKV_AZURE_35: denied with privateNetworking=true; a first deploy allows the network (identity-only access, shared keys off) so the package can be published from outside
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
+    networkAcls: { defaultAction: privateNetworking ? 'Deny' : 'Allow', bypass: 'AzureServices' }
   }
 }
 
@@ -73,7 +83,51 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
   name: tableName
 }]
 
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+// Every read, write and delete of a row, blob or message with the caller's identity: after tampering with
+// the audit table, this log (outside the account) says who did it.
+resource accountDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: workspaceId
+    metrics: [ { category: 'Transaction', enabled: true } ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: workspaceId
+    logs: [ { categoryGroup: 'allLogs', enabled: true } ]
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobs
+  properties: {
+    workspaceId: workspaceId
+    logs: [ { categoryGroup: 'allLogs', enabled: true } ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: workspaceId
+    logs: [ { categoryGroup: 'allLogs', enabled: true } ]
+  }
+}
+
 output name string = account.name
+output id string = account.id
 output tableEndpoint string = account.properties.primaryEndpoints.table
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output blobEndpoint string = account.properties.primaryEndpoints.blob
