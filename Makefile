@@ -12,7 +12,7 @@ STAMP_NPM := node_modules/.installed
 CHECKOV_VENV  := $(VENV)/checkov
 STAMP_CHECKOV := $(CHECKOV_VENV)/.installed
 
-.PHONY: install postgres-server run test lint typecheck checkov pytest unit functions integration bench clean
+.PHONY: install postgres-server run peers test lint typecheck checkov pytest unit functions integration bench clean
 
 install: $(STAMP_PY) $(STAMP_NPM) postgres-server
 
@@ -41,6 +41,10 @@ $(STAMP_NPM): package.json package-lock.json
 
 run: install
 	$(PY) -m devtools.stack
+
+# The local peers alone, their settings written into local.settings.json: then `func start` yourself.
+peers: install
+	$(PY) -m devtools.stack --peers-only
 
 lint: $(STAMP_PY)
 	$(VENV)/bin/ruff check .

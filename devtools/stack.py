@@ -194,6 +194,27 @@ def ensure_local_settings(target: Path) -> None:
         _say(f"created {target.name} from local.settings.sample.json")
 
 
+def write_local_settings(target: Path, env: dict[str, str]) -> None:
+    """Put the peers' settings (their real ports, ``env``) into ``target``'s Values, for a ``func start``
+    run by hand next to them; every other value in it stays (created from the sample when missing).
+    Written whole or not at all."""
+    import json
+
+    ensure_local_settings(target)
+    try:
+        document = json.loads(target.read_text())
+        values = document["Values"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise RuntimeError(
+            f"{target} is not a local.settings.json with Values ({err}): fix or delete it"
+        ) from err
+    values.update(env)
+    partial = target.with_suffix(target.suffix + ".tmp")
+    partial.write_text(json.dumps(document, indent=2) + "\n")
+    partial.replace(target)
+    _say(f"wrote the peers' settings into {target.name}: {', '.join(sorted(env))}")
+
+
 def start_app(
     port: int, env: dict[str, str], use_func: bool, settings_file: Path, state_dir: Path, timeout: float = 120
 ) -> tuple[ChildProcess, int]:
@@ -244,6 +265,21 @@ def health_status(url: str) -> int | None:
         return None
 
 
+def _peers_banner(
+    azurite: AzuriteProcess, emulator: EmulatorProcess, sink: EventGridSink, settings: Path
+) -> str:
+    storage = f"blob {azurite.blob_port}, queue {azurite.queue_port}, table {azurite.table_port}"
+    return (
+        "\n"
+        f"  Key Vault    {emulator.url}  (emulator; CA: {emulator.cert_file})\n"
+        f"  Storage      Azurite {storage}\n"
+        f"  Events       {sink.endpoint.replace('/api/events', '/_sink/events')}  (notifications sent)\n"
+        f"  Settings     {settings} (their real ports)\n"
+        "  Now, in another terminal: source .venv/bin/activate && func start\n"
+        "  Stop:        Ctrl-C\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devtools.stack",
@@ -274,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         "(default local.settings.json; Core Tools always reads local.settings.json)",
     )
     parser.add_argument("--no-seed", action="store_true", help="do not create the demo secrets")
+    parser.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="start only the peers and write their settings into --settings, for `func start` run by hand",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -288,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         "Azurite queue": queue,
         "Azurite table": table,
     }
+    if args.peers_only:
+        del wanted["app"]
     for what, port in wanted.items():
         if not _port_free("127.0.0.1", port):
             _say(f"port {port} for the {what} is already in use: stop what runs there, or pick another port "
@@ -329,8 +372,13 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"demo secrets: {', '.join(created) if created else 'already present'}")
         sink = EventGridSink(key="local-topic-key", port=args.events_port).start()
         cleanups.append(sink.stop)
-        ensure_local_settings(args.settings)
         env = app_environment(azurite, emulator, sink)
+        if args.peers_only:
+            write_local_settings(args.settings, env)
+            print(_peers_banner(azurite, emulator, sink, args.settings), flush=True)
+            stopping.wait()
+            return 0
+        ensure_local_settings(args.settings)
         use_func = shutil.which("func") is not None and not args.dev_host
         app, status = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"

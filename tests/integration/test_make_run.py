@@ -181,3 +181,33 @@ def test_core_tools_gets_this_venvs_python(tmp_path: Path) -> None:
     python3, worker = seen.read_text().split()
     assert Path(python3).parent == Path(sys.executable).parent
     assert worker == sys.executable
+
+
+def test_peers_only_writes_their_settings_for_func_start(tmp_path: Path) -> None:
+    """Core Tools path: the peers alone, their real ports written into local.settings.json (what was there
+    stays), and those settings reach them: every health probe of an app built from the file passes."""
+    from shared.bootstrap import Container
+    from shared.config import Settings
+
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(
+        json.dumps({"IsEncrypted": False, "Values": {"MY_OWN": "kept", "KEY_VAULT_URL": "x"}})
+    )
+    args = [sys.executable, "-m", "devtools.stack", "--peers-only", "--no-seed", "--vault-port", "0",
+            "--storage-ports", "0,0,0", "--events-port", "0", "--state-dir", str(tmp_path),
+            "--settings", str(settings)]  # fmt: skip
+    proc, _ = start(
+        "peers", args, cwd=REPO, ready_line=lambda line: "func start" in line or None, timeout=120,
+        new_session=False, stop_signal=signal.SIGINT, stop_timeout=60,
+    )  # fmt: skip
+    try:
+        values = json.loads(settings.read_text())["Values"]
+        assert values["MY_OWN"] == "kept"
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", values["KEY_VAULT_URL"]), values["KEY_VAULT_URL"]
+        assert values["KEY_VAULT_URL"] in proc.output() and "Service" not in proc.output()  # no app
+        container = Container(Settings(values))
+        for name, probe in container.health_probes().items():
+            probe.check()  # raises when the settings do not reach that peer
+            assert name
+    finally:
+        assert proc.stop() == 0
