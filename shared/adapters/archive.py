@@ -36,8 +36,9 @@ from shared.domain.audit import ChainContents, StoredRecord, format_time
 from shared.domain.errors import Conflict, DependencyUnavailable
 
 DEPENDENCY = "storage"
-#: A record chain: ``<vault>:<secret>``, or the vault's service chain ``<vault>:_service``.
-_CHAIN = re.compile(r"([0-9a-z-]{1,127}):([0-9a-z-]{1,127}|_service)")
+#: A record chain: ``<vault>:<secret>``, the vault's service chain ``<vault>:_service``, or its digests
+#: (``<vault>:_digests``: the retention export keeps a copy of the digest chain beside the records).
+_CHAIN = re.compile(r"([0-9a-z-]{1,127}):([0-9a-z-]{1,127}|_service|_digests)")
 #: Bytes per Append Block (the service's limit before API version 2022-11-02; later ones allow 100 MiB).
 MAX_BLOCK = 4 * 1024 * 1024
 #: Bytes of the blob's end read to find the newest archived position (doubled while it holds no record).

@@ -82,7 +82,11 @@ def test_old_records_move_to_the_archive_and_verify_covers_both(env: Env, contai
     after = verify_audit(peers(env, container))
     assert (after.status, after.records) == ("ok", before.records + 1)  # + the RECORDS_ARCHIVED record
     [archived] = [e for e in env.trail_events() if e.action == Action.RECORDS_ARCHIVED]
-    assert archived.details["exported"] == 2 * OLD
+    assert (archived.details["exported"], archived.details["digests"]) == (2 * OLD, 1)
+    # A copy of the digest chain beside the records, each line the table's digest.
+    [digest] = env.log.read_digests()
+    copied = archive.read_chain(f"{env.vault}:_digests").records
+    assert [(r.position, r.fields["mac"]) for r in copied] == [(digest.seq, digest.mac)]
     # Nothing more to do the next time.
     env.digest()
     assert export_old_records(peers(env, container), archive, older_than=RETENTION).exported == 0
@@ -150,3 +154,25 @@ def test_a_line_appended_to_the_archive_removes_nothing_from_the_table(
     archive.append(other, [StoredRecord(10**6, dict(newest.fields))])
     assert other in export(env, container).stopped  # type: ignore[attr-defined]
     assert len(env.log.read_range(other, 1, OLD + 4)) == 4
+
+
+def test_the_archive_keeps_the_digest_chain_a_table_writer_deletes(
+    env: Env, container: ContainerClient
+) -> None:
+    aged(env)
+    env.digest()
+    export(env, container)
+    env.digest()
+    assert export(env, container).digests == 1  # type: ignore[attr-defined]  # only the new one
+    archive = BlobAuditArchive(container)
+    copied = archive.read_chain(f"{env.vault}:_digests").records
+    assert [r.position for r in copied] == [1, 2, 3]
+    env.log.table.delete_entity("_digest", row_key(2))  # gone from the table, kept in the archive
+    assert ("_digest", BreakKind.DELETED) in breaks(env, container)
+    assert copied[1].fields["mac"]  # the archive still says what digest 2 was
+    # A line appended to the archive's copy that is not the table's digest is a break of its own.
+    forged = dict(copied[2].fields, mac="f" * 64)
+    container.get_blob_client(f"{env.vault}/_digests.jsonl").append_block(
+        (json.dumps({"fields": forged, "position": 3}, sort_keys=True) + "\n").encode()
+    )
+    assert ("_digest", BreakKind.UNEXPECTED) in breaks(env, container)

@@ -33,7 +33,7 @@ from shared.domain.audit import (
     DigestNotes,
     DigestPage,
     baseline_text,
-    format_time,
+    digest_fields,
     judge_digest_head,
     missing_pages,
     page_text,
@@ -197,21 +197,8 @@ def _digest_row(digest: Digest, chains: int) -> dict[str, Any]:
     row: dict[str, Any] = {
         "PartitionKey": DIGEST_CHAIN,
         "RowKey": row_key(digest.seq),
-        "seq": digest.seq,
-        "time": format_time(digest.time),
-        "prev_mac": digest.prev_mac,
-        "key_id": digest.key_id,
-        "mac": digest.mac,
+        **digest_fields(digest),
         "chains": chains,
-        "held": json.dumps(list(digest.held)) if digest.held else None,
-        "held_digests": json.dumps([list(r) for r in digest.held_digests]) if digest.held_digests else None,
-        "baseline": (
-            json.dumps([digest.baseline.incident, digest.baseline.count, digest.baseline.hash])
-            if digest.baseline is not None
-            else None
-        ),
-        "fanout": digest.fanout,
-        "pages": json.dumps([[p.bucket, p.chains, p.hash] for p in digest.pages], separators=(",", ":")),
     }
     return strip(row)
 

@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from shared.domain.audit.canonical import compute_mac, format_time
 from shared.domain.audit.records import DIGEST_CHAIN, ChainHead
@@ -181,6 +182,29 @@ def digest_payload(digest: Digest) -> bytes:
     if digest.baseline is not None:
         body["baseline"] = [digest.baseline.incident, digest.baseline.count, digest.baseline.hash]
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def digest_fields(digest: Digest) -> dict[str, Any]:
+    """A digest as it is stored (a table row, a line of the archive): what its MAC covers, in strings and
+    numbers; fields without a value are left out."""
+    fields: dict[str, Any] = {
+        "seq": digest.seq,
+        "time": format_time(digest.time),
+        "prev_mac": digest.prev_mac,
+        "key_id": digest.key_id,
+        "mac": digest.mac,
+        "fanout": digest.fanout,
+        "pages": json.dumps([[p.bucket, p.chains, p.hash] for p in digest.pages], separators=(",", ":")),
+    }
+    if digest.held:
+        fields["held"] = json.dumps(list(digest.held))
+    if digest.held_digests:
+        fields["held_digests"] = json.dumps([list(r) for r in digest.held_digests])
+    if digest.baseline is not None:
+        fields["baseline"] = json.dumps(
+            [digest.baseline.incident, digest.baseline.count, digest.baseline.hash]
+        )
+    return fields
 
 
 def seal_digest(  # noqa: PLR0913 - every field of the sealed digest is an input

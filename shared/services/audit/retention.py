@@ -27,6 +27,7 @@ from shared.domain.audit import (
     authentic_event,
     check_anchor,
     digest_fault,
+    digest_fields,
 )
 from shared.ports import AuditArchive
 
@@ -46,6 +47,8 @@ class RetentionReport:
     cutoff: datetime
     chains: int = 0
     exported: int = 0
+    #: Digests copied to the archive.
+    digests: int = 0
     #: Rows a previous run archived but could not remove, removed now.
     removed_after_crash: int = 0
     #: Chains whose export stopped at a record that is not authentic or not linked (verify reports it).
@@ -68,6 +71,7 @@ def export_old_records(
         logger.error("audit retention: no trusted digest to export under; nothing exported")
         report.complete = False
         return report
+    _export_digests(peers, archive, report)
     heads = peers.reader.read_heads()
     for chain in sorted(heads):
         if deadline is not None and time.monotonic() > deadline:
@@ -77,9 +81,31 @@ def export_old_records(
         if upto >= 1:
             report.chains += 1
             _export_chain(peers, archive, chain, upto, report)
-    if report.exported or report.removed_after_crash or report.stopped:
+    if report.exported or report.digests or report.removed_after_crash or report.stopped:
         _record(peers, report)
     return report
+
+
+def digests_chain(vault: str) -> str:
+    """The archive's copy of the digest chain: a chain of the archive like a secret's."""
+    return f"{vault.lower()}:_digests"
+
+
+def _export_digests(peers: AuditPeers, archive: AuditArchive, report: RetentionReport) -> None:
+    """Append to the archive every authentic digest newer than those it holds (they stay in the table
+    too): a copy of the digest chain where no storage writer can delete it, beside the records it sealed.
+    A digest that is gone or not authentic is not copied (verify reports it from the table)."""
+    chain = digests_chain(peers.trail.vault)
+    through = archive.archived_through(chain)
+    digests = sorted(peers.reader.read_digests(through + 1), key=lambda d: d.seq)
+    taken = [
+        StoredRecord(d.seq, digest_fields(d))
+        for d in digests
+        if d.seq > through and digest_fault(d, peers.keys.get) is None
+    ]
+    if taken:
+        archive.append(chain, taken)
+        report.digests = len(taken)
 
 
 def _sealed_heads(peers: AuditPeers) -> dict[str, ChainHead] | None:
@@ -177,6 +203,7 @@ def _record(peers: AuditPeers, report: RetentionReport) -> None:
         "cutoff": report.cutoff.isoformat(),
         "chains": report.chains,
         "exported": report.exported,
+        "digests": report.digests,
         "removed_after_crash": report.removed_after_crash,
         "stopped": report.stopped[:20],
         "complete": report.complete,

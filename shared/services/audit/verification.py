@@ -3,6 +3,7 @@ Key Vault) and repairing a chain an operator accepts as broken, on record."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import time
@@ -43,6 +44,7 @@ from shared.domain.errors import (
     NotFound,
 )
 from shared.services.audit.results import AcknowledgedBreak, ChainBreak, VerifyReport
+from shared.services.audit.retention import digests_chain
 
 if TYPE_CHECKING:  # the bundle imports this package: annotations only
     from shared.services.peers import AuditPeers
@@ -86,6 +88,7 @@ def verify_audit(
         breaks += check_against_digest(verdicts, latest, walked.macs_at)
     if chain is None:
         breaks += _stale(peers, latest, walked.oldest, digest_interval)
+        breaks += _archived_digests(peers, digests)
     found = classify(_once(breaks), history, trusted)
     return VerifyReport(
         status="broken" if found.active else "ok",
@@ -221,6 +224,25 @@ def with_archive(peers: AuditPeers, chain: str, contents: ChainContents) -> Chai
         if r.position >= first and in_table.get(r.position) != r.fields.get("mac")
     )
     return replace(contents, records=[*earlier, *contents.records], stray_rows=contents.stray_rows + strays)
+
+
+def _archived_digests(peers: AuditPeers, digests: Sequence[Digest]) -> list[Break]:
+    """The archive's copy of the digest chain against the table's: a copy that is not the table's digest of
+    its number, and a line that is no digest, are breaks (a digest gone from the table is one already).
+    Raises DependencyUnavailable."""
+    if peers.archive is None:
+        return []
+    archived = peers.archive.read_chain(digests_chain(peers.trail.vault))
+    in_table = {d.seq: d.mac for d in digests}
+    breaks = [
+        Break(DIGEST_CHAIN, BreakKind.UNEXPECTED, None, f"archive: {row}") for row in archived.stray_rows
+    ]
+    for record in archived.records:
+        mac = in_table.get(record.position)
+        if mac is not None and not hmac.compare_digest(str(record.fields.get("mac", "")), mac):
+            detail = f"the archive's digest {record.position} is not the table's"
+            breaks.append(Break(DIGEST_CHAIN, BreakKind.UNEXPECTED, record.position, detail))
+    return breaks
 
 
 def _stale(
