@@ -51,7 +51,7 @@ lint: $(STAMP_PY)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP_PY)
-	$(VENV)/bin/mypy --strict shared bench
+	$(VENV)/bin/mypy --strict shared bench deploy
 
 # The Bicep against checkov's rules, offline (--skip-download): 0 failures. A false positive is skipped
 # inline in the .bicep file, with the reason a security reviewer reads (docs/deploy.md lists them).

@@ -148,6 +148,10 @@ output functionAppName string = app.outputs.name
 output functionAppHostName string = app.outputs.defaultHostName
 output keyVaultUri string = vault.outputs.uri
 output eventGridTopicEndpoint string = topic.outputs.endpoint
+// The same, as azd keeps them in its environment (azure.yaml's hooks read them).
+output AZURE_FUNCTION_APP_NAME string = app.outputs.name
+output AZURE_FUNCTION_APP_URL string = 'https://${app.outputs.defaultHostName}'
+output AZURE_KEY_VAULT_URI string = vault.outputs.uri
 
 // Not here, on purpose: the Key Vault system topic and its subscription to the app's key_vault_events
 // function are infra/events.bicep, a second deployment step after the code is published (the

@@ -35,6 +35,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_213: App Service health check is not available on Flex Consumption; GET /api/health is for an availability test
   name: name
   location: location
+  // azd deploys the service "api" of azure.yaml to the site with this tag.
+  tags: { 'azd-service-name': 'api' }
   kind: 'functionapp,linux'
   identity: { type: 'SystemAssigned' }
   properties: {

@@ -35,6 +35,29 @@ class Role(StrEnum):
     ROTATION_OPERATE = "Secrets.Rotation.Operate"
 
 
+@dataclass(frozen=True)
+class RoleGrant:
+    """What an app role is for, as the Entra app registration declares it (deploy/entra.py makes the
+    manifest from ``ROLE_GRANTS``): its description, and whether applications (a dispatch app's managed
+    identity) may hold it or only people."""
+
+    description: str
+    applications: bool
+
+
+#: Every role, once: the app registration's roles are made from this (and tested against ``Role``).
+ROLE_GRANTS: dict[Role, RoleGrant] = {
+    Role.AUDIT_READ: RoleGrant("Read the audit trail, its summary and verify; secrets and plans.", True),
+    Role.AUDIT_REVIEW: RoleGrant("Mark suspicious-activity findings reviewed.", False),
+    Role.AUDIT_INCIDENT: RoleGrant("Open or acknowledge an incident over the audit trail's breaks.", False),
+    Role.REVOCATION_REQUEST: RoleGrant("Request (and cancel) an emergency revocation of a secret.", True),
+    Role.REVOCATION_APPROVE: RoleGrant("Approve, reject or review a revocation (four eyes).", False),
+    Role.REVOCATION_EXECUTE: RoleGrant("Execute an approved revocation; delete and recover secrets.", True),
+    Role.BREAK_GLASS: RoleGrant("Request a break-glass revocation, executed before its approvals.", False),
+    Role.ROTATION_OPERATE: RoleGrant("Onboard secrets, set policies, rotate and roll back.", True),
+}
+
+
 class PrincipalError(ValueError):
     """The principal header is malformed or carries no identity."""
 

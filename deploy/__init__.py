@@ -1,0 +1,2 @@
+"""Deployment tooling run on the deployer's machine (azd hooks, role grants): never deployed
+(.funcignore)."""
