@@ -166,6 +166,14 @@ class InMemoryAuditLog:
     def read_verification(self, vault: str) -> Mapping[str, Any] | None:
         return self.verifications.get(vault)
 
+    def remove(self, chain: str, records: Sequence[StoredRecord]) -> int:
+        """Drop these records of ``chain`` (the retention export archived them)."""
+        gone = {r.position for r in records}
+        kept = [r for r in self.records.get(chain, []) if r.seq not in gone]
+        removed = len(self.records.get(chain, [])) - len(kept)
+        self.records[chain] = kept
+        return removed
+
     def index(self, chain: str, records: Sequence[StoredRecord]) -> int:
         """Nothing to index: ``page_records`` reads the records themselves. Counted, for tests."""
         self.indexed = getattr(self, "indexed", 0) + len(records)
@@ -268,6 +276,26 @@ def _one_page(digest: Digest, chain: str) -> Digest:
         return replace(digest, heads={}, buckets_read=())
     heads = paged(digest.heads, digest.fanout).get(page.bucket, {})
     return replace(digest, heads=heads, buckets_read=(page.bucket,))
+
+
+class InMemoryArchive:
+    """AuditArchive: each chain's archived records in order, and lines that are no record (as somebody
+    appending to the blob would leave)."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[StoredRecord]] = {}
+        self.strays: dict[str, list[str]] = {}
+
+    def archived_through(self, chain: str) -> int:
+        return self.chains[chain][-1].position if self.chains.get(chain) else 0
+
+    def append(self, chain: str, records: Sequence[StoredRecord]) -> None:
+        if records and records[0].position <= self.archived_through(chain):
+            raise ValueError(f"{chain} is archived through {self.archived_through(chain)}")
+        self.chains.setdefault(chain, []).extend(StoredRecord(r.position, dict(r.fields)) for r in records)
+
+    def read_chain(self, chain: str) -> ChainContents:
+        return ChainContents(list(self.chains.get(chain, [])), None, tuple(self.strays.get(chain, [])))
 
 
 class InMemoryAnchor:
