@@ -107,7 +107,9 @@ def _digest(container: Container) -> int:
     print(f"digest {outcome.digest.seq} sealed over {len(outcome.digest.heads)} chain(s)")
     for item in outcome.regressions:
         print(f"HELD   {item.chain} seq={item.seq}: {item.detail}")
-    return 1 if outcome.regressions else 0
+    for runs in outcome.digest.held_digests:
+        print(f"HELD   digest(s) {runs[0]}-{runs[1]}: gone, forged or not what the anchor holds")
+    return 1 if outcome.regressions or outcome.digest.held_digests else 0
 
 
 def _repair(container: Container, args: argparse.Namespace) -> int:

@@ -153,7 +153,7 @@ def verify_and_store(peers: AuditPeers) -> VerifyReport:
 
 
 def forget_verification(peers: AuditPeers) -> None:
-    """Drop the stored full verification (the digest writer found a regression or refused to seal): the
+    """Drop the stored full verification (the digest writer found a regression or a broken digest chain): the
     next ``verification`` runs a new one rather than answer from before. Raises DependencyUnavailable."""
     peers.log.write_verification(peers.trail.vault, {"forgotten": format_time(peers.clock.now())})
 
