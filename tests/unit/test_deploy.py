@@ -171,3 +171,15 @@ def test_a_missing_cli_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(entra.AzError, match="not installed"):
         entra.az("account", "show")
     assert hooks.main(["postdeploy"]) == 1
+
+
+def test_the_hooks_need_only_the_standard_library() -> None:
+    """azd runs them with the deployer's Python, without the app's requirements (-S: no site-packages)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", "import deploy.hooks, deploy.entra"],
+        cwd=root, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
