@@ -27,11 +27,13 @@ from shared.domain.audit import (
     DIGEST_CHAIN,
     GENESIS_MAC,
     Baseline,
+    BreakEntry,
     ChainHead,
     Digest,
     DigestHeadFound,
     DigestNotes,
     DigestPage,
+    baseline_entries,
     baseline_text,
     digest_fields,
     judge_digest_head,
@@ -76,10 +78,7 @@ class TableDigestStore:
             return digest
         text = self._read_text(digest.baseline.hash)
         try:
-            entries = tuple(
-                (str(c), str(k), None if s is None else int(s), str(d))
-                for c, k, s, d in json.loads(text or "")
-            )
+            entries: tuple[BreakEntry, ...] | None = baseline_entries(text or "")
         except (ValueError, TypeError):
             entries = None
         return replace(digest, baseline=replace(digest.baseline, entries=entries))

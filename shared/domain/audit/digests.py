@@ -88,6 +88,12 @@ def baseline_hash(entries: Iterable[BreakEntry]) -> str:
     return hashlib.sha256(baseline_text(entries).encode()).hexdigest()
 
 
+def baseline_entries(text: str) -> tuple[BreakEntry, ...]:
+    """The entries a stored page of acknowledged breaks holds. Raises ValueError (TypeError) for a text
+    that is no such page."""
+    return tuple((str(c), str(k), None if s is None else int(s), str(d)) for c, k, s, d in json.loads(text))
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A new baseline sealed by an acknowledged incident: the breaks two people acknowledged, a page of
@@ -101,8 +107,7 @@ class Baseline:
 
     @classmethod
     def of(cls, incident: str, entries: Sequence[BreakEntry]) -> Baseline:
-        unique = tuple(json.loads(baseline_text(entries)))
-        listed = tuple((str(c), str(k), s if s is None else int(s), str(d)) for c, k, s, d in unique)
+        listed = baseline_entries(baseline_text(entries))  # sorted, each once: as it is stored
         return cls(incident, len(listed), baseline_hash(listed), listed)
 
     @property
