@@ -3,6 +3,7 @@ digest seals a new baseline, and verify keeps showing the old break as acknowled
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from shared.services.audit import (
     verification,
 )
 from shared.services.audit.results import IncidentAcknowledged, IncidentOpened
+from tests.fakes import InMemoryAuditLog
 from tests.world import World
 
 DB = "fleet:db-password"
@@ -205,3 +207,48 @@ def test_a_forged_page_of_acknowledged_breaks_acknowledges_nothing(world: World)
     report = fresh(world)
     assert report.status == "broken" and report.acknowledged == []
     assert (DIGEST, BreakKind.FORGED_DIGEST) in {(b.chain, b.kind) for b in report.breaks}
+
+
+def test_an_incident_record_a_storage_writer_edited_is_no_incident(world: World) -> None:
+    """The decision rests on the authentic INCIDENT_OPENED record: a row naming another opener (so that
+    one person could open and acknowledge) fails its MAC and opens nothing."""
+    lost_digest(world)
+    opened = open_(world)
+    records = world.log.records[SERVICE]
+    at = next(i for i, r in enumerate(records) if r.event.action == Action.INCIDENT_OPENED)
+    forged = dataclasses.replace(records[at].event, actor=Actor("oid-someone-else", ActorType.USER))
+    records[at] = dataclasses.replace(records[at], event=forged)  # same MAC, other content
+    with pytest.raises(NotFound):
+        acknowledge(world, opened.incident, OLGA)
+    assert all(d.baseline is None for d in world.log.digests)
+
+
+class AcknowledgedMeanwhile(InMemoryAuditLog):
+    """A second acknowledgement of the same incident seals its baseline while this one reads the heads."""
+
+    def __init__(self, world: World, incident: str) -> None:
+        self.__dict__ = world.log.__dict__
+        self.world, self.incident, self.done = world, incident, False
+
+    def read_heads(self) -> dict[str, ChainHead]:
+        if not self.done:
+            self.done = True
+            acknowledge(self.world, self.incident, Actor("oid-third", ActorType.USER))
+        return super().read_heads()
+
+
+def test_two_acknowledgements_at_once_seal_one_baseline(world: World) -> None:
+    lost_digest(world)
+    opened = open_(world)
+    racing = world.audit_peers(AcknowledgedMeanwhile(world, opened.incident))
+    with pytest.raises(Conflict, match="sealed meanwhile"):
+        acknowledge_incident(racing, opened.incident, actor=IVAN, correlation_id="c-3")
+    assert sum(1 for d in world.log.digests if d.baseline is not None) == 1
+    results = [(e.actor.id, e.result) for e in world.records(Action.INCIDENT_ACKNOWLEDGED)]
+    assert results == [
+        (IVAN.id, Result.INTENT),  # the loser's intent, then the winner's whole acknowledgement
+        ("oid-third", Result.INTENT),
+        ("oid-third", Result.SUCCESS),
+        (IVAN.id, Result.FAILURE),  # every accepted request ends in an outcome
+    ]
+    assert fresh(world).status == "ok"
