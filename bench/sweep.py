@@ -75,7 +75,7 @@ from shared.adapters.key_vault import (
 from shared.adapters.storage import ROTATION_QUEUE, StorageQueueRotationRequests
 from shared.adapters.tables import AUDIT_TABLE, STATE_TABLE, TableAuditLog, TableStateStore
 from shared.bootstrap import Container
-from shared.config import Settings
+from shared.config import KeyVaultSettings, Settings
 from shared.domain.notifications import SECRET_ROTATED
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationRequest
@@ -506,10 +506,10 @@ class BenchContainer(Container):
         super().__init__(settings)
         self._kv_retry_status = kv_retry_status
 
-    def _secret_client(self, **transport: Any) -> SecretClient:
+    def _secret_client(self, kv: KeyVaultSettings | None = None, **transport: Any) -> SecretClient:
         if self._kv_retry_status is not None:
             transport["retry_status"] = self._kv_retry_status
-        return super()._secret_client(**transport)
+        return super()._secret_client(kv, **transport)
 
 
 def production_clients(

@@ -66,7 +66,7 @@ from psycopg import sql
 from bench.common import Peers, azurite_version, run_benchmark, start_peers, tool_version
 from devtools.postgres import PostgresProcess, server_binaries
 from shared.bootstrap import Container
-from shared.config import Settings
+from shared.config import KeyVaultSettings, Settings
 from shared.domain.errors import DomainError
 from shared.domain.notifications import SECRET_ROTATED, Notification
 from shared.domain.policy import RotationPolicy, Rotator, SecretKind
@@ -148,8 +148,8 @@ class MeteredContainer(Container):
         super().__init__(settings)
         self.meter = meter
 
-    def _secret_client(self, **transport: Any) -> SecretClient:
-        return super()._secret_client(**transport, **self.meter.hooks("key_vault"))
+    def _secret_client(self, kv: KeyVaultSettings | None = None, **transport: Any) -> SecretClient:
+        return super()._secret_client(kv, **transport, **self.meter.hooks("key_vault"))
 
     def _table_service(self, **transport: Any) -> TableServiceClient:
         return super()._table_service(**transport, **self.meter.hooks("tables"))

@@ -15,6 +15,9 @@ param location string = resourceGroup().location
 @description('Existing Key Vault to manage, in this resource group and in RBAC mode (enableRbacAuthorization); role assignments have no effect on a vault that uses access policies. Empty: create one.')
 param existingKeyVaultName string = ''
 
+@description('More vaults whose secrets the app manages, comma-separated base URLs (https://<name>.vault.azure.net). Each must be in RBAC mode with the app granted Key Vault Secrets Officer on it, and have its own Key Vault event subscription (docs/deploy.md). The audit key and anchor stay in the vault above.')
+param additionalKeyVaultUrls string = ''
+
 @description('Entra application (client) id for App Service Authentication. Empty: Easy Auth is not configured here and every protected HTTP endpoint answers 401.')
 param authClientId string = ''
 
@@ -117,6 +120,7 @@ module app 'modules/functionapp.bicep' = {
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
     keyVaultUrl: vault.outputs.uri
+    keyVaultUrls: additionalKeyVaultUrls
     tableServiceUri: storage.outputs.tableEndpoint
     queueServiceUri: storage.outputs.queueEndpoint
     blobServiceUri: storage.outputs.blobEndpoint

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.adapters.environment import settled_environment
-from shared.config import ConfigurationError, Settings
+from shared.config import ConfigurationError, KeyVaultSettings, Settings
 from shared.domain.policy import Rotator
 from shared.ports import DependencyProbe
 
@@ -71,8 +71,8 @@ class Container:
 
     # -- credentials ------------------------------------------------------------------------------
 
-    def _key_vault_credential(self) -> TokenCredential:
-        if self.settings.key_vault.is_local:
+    def _key_vault_credential(self, kv: KeyVaultSettings | None = None) -> TokenCredential:
+        if (kv or self.settings.key_vault).is_local:
             from shared.adapters.key_vault import LocalTokenCredential
 
             return LocalTokenCredential()
@@ -105,10 +105,10 @@ class Container:
 
     # -- clients ----------------------------------------------------------------------------------
 
-    def _secret_client(self, **transport: Any) -> SecretClient:
+    def _secret_client(self, kv: KeyVaultSettings | None = None, **transport: Any) -> SecretClient:
         from azure.keyvault.secrets import SecretClient
 
-        kv = self.settings.key_vault
+        kv = kv or self.settings.key_vault
         options: dict[str, Any] = dict(transport)
         if kv.is_local:
             # The emulator is on loopback: its challenge names no real resource, and its certificate is
@@ -119,7 +119,7 @@ class Container:
             SecretClient,
             lambda c: c.vault_url,
             vault_url=kv.url,
-            credential=self._key_vault_credential(),
+            credential=self._key_vault_credential(kv),
             **options,
         )
 
@@ -130,6 +130,14 @@ class Container:
             # back (Retry-After, up to ~10 s): a burst of rotations waits it out instead of failing after
             # azure-core's default of 3 status retries.
             return self._secret_client(retry_status=KEY_VAULT_STATUS_RETRIES)
+
+    def vault_secret_store(self, kv: KeyVaultSettings) -> SecretStore:
+        """The secrets of a vault other than the designated one, through a client of its own: Key Vault
+        throttles per vault, so each vault's calls wait out only its own 429s."""
+        from shared.adapters.key_vault import KeyVaultSecretStore
+
+        with self._lock:
+            return KeyVaultSecretStore(self._secret_client(kv, retry_status=KEY_VAULT_STATUS_RETRIES))
 
     def _table_service(self, **transport: Any) -> TableServiceClient:
         from azure.data.tables import TableServiceClient
@@ -276,53 +284,62 @@ class Container:
     @cached_property
     def target_rotators(self) -> Mapping[Rotator, TargetRotator]:
         """The target rotators, each built (and its technology imported) on first use."""
+        return self.rotators_of(self.secret_store)
+
+    def rotators_of(self, store: SecretStore) -> Mapping[Rotator, TargetRotator]:
+        """The target rotators over ``store`` (one vault's secrets), each built on first use."""
         from shared.services.peers import LazyRotators
 
         return LazyRotators(
             {
-                Rotator.POSTGRES_SINGLE_USER: lambda: self._postgres(alternating=False),
-                Rotator.POSTGRES_ALTERNATING: lambda: self._postgres(alternating=True),
-                Rotator.WEBHOOK: self._webhook,
+                Rotator.POSTGRES_SINGLE_USER: lambda: self._postgres(store, alternating=False),
+                Rotator.POSTGRES_ALTERNATING: lambda: self._postgres(store, alternating=True),
+                Rotator.WEBHOOK: lambda: self._webhook(store),
             }
         )
 
-    def _postgres(self, *, alternating: bool) -> TargetRotator:
+    def _postgres(self, store: SecretStore, *, alternating: bool) -> TargetRotator:
         from shared.adapters.postgres import PostgresRotator
 
-        return PostgresRotator(self.secret_store, alternating=alternating, reserved=self.reserved_secrets)
+        return PostgresRotator(store, alternating=alternating, reserved=self.reserved_secrets)
 
-    def _webhook(self) -> TargetRotator:
+    def _webhook(self, store: SecretStore) -> TargetRotator:
         from shared.adapters.webhook import WebhookRotator
 
         bundle = self.settings.webhook_ca_bundle
         return WebhookRotator(
-            self.secret_store,
+            store,
             self.key_ring,
             allow_loopback_http=self.settings.allow_loopback_webhooks,
             ca_bundle=str(bundle) if bundle else None,
         )
 
+    # -- vaults -------------------------------------------------------------------------------------
+
+    @cached_property
+    def vaults(self) -> Mapping[str, VaultScope]:
+        """Every managed vault's peers by its name, the designated vault (audit key, anchor) first. Raises
+        ConfigurationError."""
+        kvs = self.settings.key_vaults
+        return {kv.name: VaultScope(self, kv.name, None if i == 0 else kv) for i, kv in enumerate(kvs)}
+
+    def vault(self, name: str | None = None) -> VaultScope:
+        """The peers of the vault ``name`` (None: the designated vault). Raises UnknownVault for a vault
+        this service does not manage, ConfigurationError."""
+        vaults = self.vaults
+        if name is None:
+            return next(iter(vaults.values()))
+        found = vaults.get(name.lower())
+        if found is None:
+            from shared.services.vaults import UnknownVault
+
+            raise UnknownVault(name, list(vaults))
+        return found
+
     @property
     def peers(self) -> Peers:
-        """What the secret services use (built per call: cheap, every peer is cached)."""
-        from shared.services.peers import Peers
-
-        return Peers(**self._peer_fields())
-
-    def _peer_fields(self) -> dict[str, Any]:
-        return {
-            "store": self.secret_store,
-            "states": self.state_store,
-            "trail": self.audit_trail,
-            "publisher": self.publisher,
-            "clock": self.clock,
-            "requests": self.rotation_requests,
-            "reader": self.audit_log,
-            "keys": self.key_ring,
-            "reserved": self.reserved_secrets,
-            "rotators": self.target_rotators,
-            "report_missing": self._report_missing_state,
-        }
+        """What the secret services use, for the designated vault (``vault(name).peers``: another's)."""
+        return self.vault().peers
 
     @property
     def audit_peers(self) -> AuditPeers:
@@ -343,13 +360,8 @@ class Container:
 
     @property
     def revocations(self) -> RevocationServices:
-        """The peers and settings of the revocation services (built per call: cheap, all cached)."""
-        from shared.domain.revocation import Severity
-        from shared.services.revocation import RevocationSettings, Services
-
-        approvals = {Severity(k): v for k, v in self.settings.revocation_approvals.items()}
-        settings = RevocationSettings(self.settings.revocation_ttl, approvals)
-        return Services(**self._peer_fields(), settings=settings)
+        """The peers and settings of the revocation services, for the designated vault."""
+        return self.vault().revocations
 
     def _report_missing_state(self, partition: str, key: str) -> None:
         """A state the audit trail says exists whose row is gone: reported as tampering (once)."""
@@ -360,14 +372,8 @@ class Container:
 
     @property
     def sweep_peers(self) -> SweepPeers:
-        """What the hourly rotation sweep uses (built per call: cheap, all cached)."""
-        from shared.services.sweep_run import SweepPeers
-
-        return SweepPeers(
-            **self._peer_fields(),
-            findings=self.finding_peers,
-            stall_after=self.settings.rotation_stall_after,
-        )
+        """What the hourly rotation sweep uses, for the designated vault."""
+        return self.vault().sweep_peers
 
     @property
     def reserved_secrets(self) -> frozenset[str]:
@@ -457,6 +463,119 @@ class Container:
     @cached_property
     def _probe_queue_service(self) -> QueueServiceClient:
         return self._queue_service(**_PROBE_TRANSPORT)
+
+
+class VaultScope:
+    """One managed vault's peers: its secrets (through a client of its own: Key Vault's limits are per
+    vault), its namespace of stored state (``shared.services.vaults``), the trail that stamps its records
+    and its target rotators, with what every vault shares (the audit log and keys, the queue, the topic,
+    the findings). The designated vault's are the container's own. Built per use: cheap, all cached."""
+
+    def __init__(self, container: Container, name: str, kv: KeyVaultSettings | None) -> None:
+        self._c = container
+        self.name = name
+        self._kv = kv  # None: the designated vault
+        self._own: dict[str, Any] = {}
+
+    def _built(self, role: str, build: Callable[[], Any]) -> Any:
+        with self._c._lock:
+            if role not in self._own:
+                self._own[role] = build()
+            return self._own[role]
+
+    @property
+    def store(self) -> SecretStore:
+        if self._kv is None:
+            return self._c.secret_store
+        kv = self._kv
+        store: SecretStore = self._built("store", lambda: self._c.vault_secret_store(kv))
+        return store
+
+    @property
+    def states(self) -> StateStore:
+        if self._kv is None:
+            return self._c.state_store
+        from shared.services.vaults import ScopedStateStore
+
+        states: StateStore = self._built("states", lambda: ScopedStateStore(self._c.state_store, self.name))
+        return states
+
+    @property
+    def trail(self) -> AuditTrail:
+        return self._c.audit_trail.of(None if self._kv is None else self.name)
+
+    @property
+    def rotators(self) -> Mapping[Rotator, TargetRotator]:
+        if self._kv is None:
+            return self._c.target_rotators
+        rotators: Mapping[Rotator, TargetRotator] = self._built(
+            "rotators", lambda: self._c.rotators_of(self.store)
+        )
+        return rotators
+
+    def report_missing(self, partition: str, key: str) -> None:
+        """A state the audit trail names whose row is gone, in this vault's namespace."""
+        from shared.services.vaults import scoped_partition
+
+        self._c._report_missing_state(
+            scoped_partition(None if self._kv is None else self.name, partition), key
+        )
+
+    def _peer_fields(self) -> dict[str, Any]:
+        c = self._c
+        return {
+            "store": self.store,
+            "states": self.states,
+            "trail": self.trail,
+            "publisher": c.publisher,
+            "clock": c.clock,
+            "requests": c.rotation_requests,
+            "reader": c.audit_log,
+            "keys": c.key_ring,
+            "reserved": c.reserved_secrets,
+            "rotators": self.rotators,
+            "report_missing": self.report_missing,
+        }
+
+    @property
+    def peers(self) -> Peers:
+        """What the secret services use."""
+        from shared.services.peers import Peers
+
+        return Peers(**self._peer_fields())
+
+    @property
+    def revocations(self) -> RevocationServices:
+        """The peers and settings of the revocation services."""
+        from shared.domain.revocation import Severity
+        from shared.services.revocation import RevocationSettings, Services
+
+        settings = self._c.settings
+        approvals = {Severity(k): v for k, v in settings.revocation_approvals.items()}
+        return Services(
+            **self._peer_fields(), settings=RevocationSettings(settings.revocation_ttl, approvals)
+        )
+
+    @property
+    def finding_peers(self) -> FindingPeers:
+        """Findings (one store for every vault) reported on this vault's trail."""
+        from shared.services.findings import FindingPeers
+
+        c = self._c
+        if self._kv is None:
+            return c.finding_peers
+        return FindingPeers(c.findings, self.trail, c.publisher, c.clock)
+
+    @property
+    def sweep_peers(self) -> SweepPeers:
+        """What the hourly rotation sweep uses."""
+        from shared.services.sweep_run import SweepPeers
+
+        return SweepPeers(
+            **self._peer_fields(),
+            findings=self.finding_peers,
+            stall_after=self._c.settings.rotation_stall_after,
+        )
 
 
 class _Located(Protocol):

@@ -10,7 +10,9 @@ Setting names are fixed (other parts of the platform and the docs rely on them):
   (127.0.0.1, localhost, ::1) means the local emulator: a static local token, no challenge-resource check,
   and the emulator's certificate from ``KEY_VAULT_CA_BUNDLE``. Any other host uses
   the managed identity in Azure (``AZURE_CLIENT_ID`` for a user-assigned one), ``DefaultAzureCredential``
-  elsewhere, and never the local shortcuts.
+  elsewhere, and never the local shortcuts. It holds the audit MAC key and the digest anchor.
+- ``KEY_VAULT_URLS``: more vaults whose secrets the service manages, comma-separated (KEY_VAULT_URL may
+  be left out: the first listed is then the one holding the audit key and anchor).
 - ``SECRETS_STORAGE``: a storage connection string, or the identity-based form
   ``SECRETS_STORAGE__tableServiceUri`` / ``SECRETS_STORAGE__queueServiceUri`` (+ ``__clientId``).
 - ``EVENT_GRID_TOPIC_ENDPOINT`` (+ ``EVENT_GRID_TOPIC_KEY``): where consumer notifications go.
@@ -37,6 +39,9 @@ from shared.domain.scan_rules import ScanRules
 from shared.domain.secrets import NAME_PATTERN
 
 KEY_VAULT_URL = "KEY_VAULT_URL"
+KEY_VAULT_URLS = "KEY_VAULT_URLS"
+#: Vaults one deployment manages at most: every timer and listing visits each of them.
+MAX_VAULTS = 16
 KEY_VAULT_CA_BUNDLE = "KEY_VAULT_CA_BUNDLE"
 SECRETS_STORAGE = "SECRETS_STORAGE"
 EVENT_GRID_TOPIC_ENDPOINT = "EVENT_GRID_TOPIC_ENDPOINT"
@@ -258,20 +263,51 @@ class Settings:
 
     @cached_property
     def key_vault(self) -> KeyVaultSettings:
-        url = self._get(KEY_VAULT_URL)
-        if url is None:
+        """The designated vault: the one that holds the audit MAC key and the digest anchor (KEY_VAULT_URL,
+        or the first of KEY_VAULT_URLS). Raises ConfigurationError."""
+        return self.key_vaults[0]
+
+    @cached_property
+    def key_vaults(self) -> tuple[KeyVaultSettings, ...]:
+        """Every vault whose secrets the service manages, the designated one first: KEY_VAULT_URL, then the
+        others of KEY_VAULT_URLS (comma-separated; the designated one may be listed too). Each is named by
+        its short name in routes, records and events, so two vaults of one name are refused. Raises
+        ConfigurationError naming the setting."""
+        single = self._get(KEY_VAULT_URL)
+        listed = [u.strip() for u in (self._get(KEY_VAULT_URLS) or "").split(",")]
+        if single is None and not any(listed):
             raise ConfigurationError(
                 KEY_VAULT_URL,
-                "is not set; expected https://<vault-name>.vault.azure.net",
+                f"is not set (nor {KEY_VAULT_URLS}); expected https://<vault-name>.vault.azure.net",
             )
+        if any(not u for u in listed) and len(listed) > 1:
+            raise ConfigurationError(
+                KEY_VAULT_URLS, "has an empty entry; expected comma-separated vault URLs"
+            )
+        vaults: list[KeyVaultSettings] = []
+        for setting, url in [(KEY_VAULT_URL, single)] + [(KEY_VAULT_URLS, u) for u in listed if u]:
+            if url is None:
+                continue
+            vault = self._vault(setting, url)
+            same = next((v for v in vaults if v.name == vault.name), None)
+            if same is not None and same.url.lower() != vault.url.lower():
+                raise ConfigurationError(
+                    setting, f"names two vaults called {vault.name!r}; each vault needs its own name"
+                )
+            if same is None:
+                vaults.append(vault)
+        if len(vaults) > MAX_VAULTS:
+            raise ConfigurationError(KEY_VAULT_URLS, f"lists {len(vaults)} vaults; at most {MAX_VAULTS}")
+        return tuple(vaults)
+
+    def _vault(self, setting: str, url: str) -> KeyVaultSettings:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigurationError(
-                KEY_VAULT_URL,
-                "must be an https URL like https://<vault-name>.vault.azure.net",
+                setting, "must be an https URL like https://<vault-name>.vault.azure.net"
             )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigurationError(KEY_VAULT_URL, "must be the vault's base URL, without a path or query")
+            raise ConfigurationError(setting, "must be the vault's base URL, without a path or query")
         local = is_loopback_host(parts.hostname)
         ca_bundle: Path | None = None
         if local:
@@ -279,8 +315,8 @@ class Settings:
             if raw is None:
                 raise ConfigurationError(
                     KEY_VAULT_CA_BUNDLE,
-                    "is not set; a loopback KEY_VAULT_URL (the local emulator) needs the emulator's "
-                    "PEM certificate",
+                    f"is not set; a loopback {setting} (the local emulator) needs the emulator's PEM "
+                    "certificate",
                 )
             ca_bundle = Path(raw)
             if not ca_bundle.is_file():

@@ -49,6 +49,7 @@ from shared.services.peers import Peers as ServicePeers
 from shared.services.revocation import Services as RevocationServices
 from shared.services.sealed_state import SealedStateStore
 from shared.services.sweep import PolicyViolation
+from shared.services.vaults import ScopedStateStore
 from tests.fakes import (
     FakeKeyRing,
     FixedClock,
@@ -284,6 +285,28 @@ class World(Peers):
             if findings is not None
             else StateFindingStore(SealedStateStore(self.finding_rows, self.keys, FINDINGS_TABLE, self.alarm))
         )
+
+    def other_vault(self, vault: str = "fleet-eu") -> Peers:
+        """The peers of a second managed vault, as bootstrap's ``VaultScope`` wires them: a vault of its
+        own, its namespace of the same state table, its records on the same trail; the rest shared."""
+        shared_roles = (
+            "clock",
+            "keys",
+            "log",
+            "anchor",
+            "publisher",
+            "requests",
+            "findings",
+            "alarm",
+            "rows",
+        )
+        other = Peers(**{role: getattr(self, role) for role in shared_roles})
+        other.vault = vault
+        other.store = InMemorySecretStore(self.clock)
+        other.states = ScopedStateStore(self.states, vault)
+        other.trail = self.trail.of(vault)
+        other.rotators = {}
+        return other
 
     # -- seeding and reading back -------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ param storageAccountName string
 param deploymentContainerUrl string
 param appInsightsConnectionString string
 param keyVaultUrl string
+param keyVaultUrls string = ''
 param tableServiceUri string
 param queueServiceUri string
 param blobServiceUri string
@@ -67,6 +68,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsightsConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
         { name: 'KEY_VAULT_URL', value: keyVaultUrl }
+        { name: 'KEY_VAULT_URLS', value: keyVaultUrls }
         { name: 'SECRETS_STORAGE__tableServiceUri', value: tableServiceUri }
         { name: 'SECRETS_STORAGE__queueServiceUri', value: queueServiceUri }
         // The audit archive's container, on the same account (SECRETS_STORAGE).

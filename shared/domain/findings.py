@@ -17,6 +17,9 @@ class StoredFinding:
     rule: str
     time: datetime
     secret_name: str | None = None
+    #: The vault of ``secret_name`` (None: a finding about no one vault's secret, or one stored before
+    #: several vaults: the designated vault's).
+    vault: str | None = None
     #: What the SUSPICIOUS_ACTIVITY record and the notification carry (never a value).
     details: Mapping[str, Any] = field(default_factory=dict)
     #: Its SUSPICIOUS_ACTIVITY record is written.

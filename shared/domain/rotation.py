@@ -31,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.domain.errors import DependencyUnavailable
-from shared.domain.secrets import validate_name
+from shared.domain.secrets import VAULT_PATTERN, validate_name
 
 #: host.json's ``extensions.queues.maxDequeueCount``: the delivery after which the host moves a message to
 #: the poison queue (a test pins it).
@@ -43,7 +43,7 @@ _CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,128}")
 #: A rotation id: what ``uuid.uuid4().hex`` writes.
 ROTATION_ID = re.compile(r"[0-9a-f]{32}")
 _FIELDS = frozenset({"secret_name", "reason", "requested_at", "correlation_id"})
-_OPTIONAL = frozenset({"force", "rotation_id", "seal", "seal_key"})
+_OPTIONAL = frozenset({"force", "rotation_id", "vault", "seal", "seal_key"})
 _SEAL = re.compile(r"[0-9a-f]{64}")
 #: Tells a request's MAC input from a record's or a state's, although the same keys make all three.
 _DOMAIN = b"secret-lifecycle/rotation-request/v1\n"
@@ -69,6 +69,8 @@ class RotationRequest:
     force: bool = False
     #: The id the rotation starts with (32 lowercase hex); None: the rotation picks one.
     rotation_id: str | None = None
+    #: The vault of the secret (None: a request sent before several vaults, about the designated vault).
+    vault: str | None = None
     #: The request's MAC (``sealed``) and the id of the audit key that made it.
     seal: str | None = None
     seal_key: str | None = None
@@ -86,6 +88,10 @@ class RotationRequest:
             isinstance(self.rotation_id, str) and ROTATION_ID.fullmatch(self.rotation_id)
         ):
             raise ValueError("rotation_id must be 32 lowercase hex characters")
+        if self.vault is not None and not (
+            isinstance(self.vault, str) and VAULT_PATTERN.fullmatch(self.vault)
+        ):
+            raise ValueError("vault must be a vault's name (0-9, a-z, -)")
         if self.seal is not None and not (isinstance(self.seal, str) and _SEAL.fullmatch(self.seal)):
             raise ValueError("seal must be 64 lowercase hex characters")
         if self.seal_key is not None and not (
@@ -129,6 +135,8 @@ class RotationRequest:
             fields["force"] = True
         if self.rotation_id is not None:
             fields["rotation_id"] = self.rotation_id
+        if self.vault is not None:
+            fields["vault"] = self.vault  # under the seal: a request cannot be moved to another vault
         return fields
 
     @classmethod
@@ -168,9 +176,11 @@ class RotationRequest:
             requested_at = datetime.fromisoformat(values["requested_at"])
         except ValueError:
             raise ValueError("rotation request requested_at is not an ISO 8601 time") from None
-        seal, seal_key = raw.get("seal"), raw.get("seal_key")
-        if not all(v is None or isinstance(v, str) for v in (seal, seal_key)):
-            raise ValueError("rotation request seal fields must be strings")
+        seal, seal_key, vault = raw.get("seal"), raw.get("seal_key"), raw.get("vault")
+        if not all(v is None or isinstance(v, str) for v in (seal, seal_key, vault)):
+            raise ValueError("rotation request seal and vault fields must be strings")
+        if "vault" in raw and vault is None:
+            raise ValueError("rotation request vault must be a vault's name")
         return cls(
             secret_name=values["secret_name"],
             reason=reason,
@@ -178,6 +188,7 @@ class RotationRequest:
             correlation_id=values["correlation_id"],
             force=force,
             rotation_id=rotation_id,
+            vault=vault,
             seal=seal,
             seal_key=seal_key,
         )

@@ -23,6 +23,10 @@ NAME = r"[0-9A-Za-z-]{1,127}"
 NAME_PATTERN = re.compile(NAME)
 # Not Key Vault's documented shape (32 hex digits) but anything that cannot be one is not a version: it
 # is refused before it reaches a URL.
+#: A vault as the service names it (shared.config.vault_name): Key Vault's DNS label, or host and port of a
+#: local emulator (``127-0-0-1-8443``).
+VAULT = r"[0-9a-z](?:[0-9a-z-]{0,61}[0-9a-z])?"
+VAULT_PATTERN = re.compile(VAULT)
 VERSION = r"[0-9A-Za-z]{1,64}"
 VERSION_PATTERN = re.compile(VERSION)
 MAX_VALUE_BYTES = 25 * 1024

@@ -127,6 +127,7 @@ def _state(finding: StoredFinding) -> dict[str, Any]:
         "rule": finding.rule,
         "time": format_time(finding.time),
         "secret_name": finding.secret_name,
+        "vault": finding.vault,
         "details": json.dumps(dict(finding.details), sort_keys=True, default=str)[:_MAX_DETAILS],
         "audited": finding.audited,
         "notified": finding.notified,
@@ -149,6 +150,7 @@ def _finding(finding_id: str, state: Mapping[str, Any]) -> StoredFinding:
         rule=str(state.get("rule", "")),
         time=time,
         secret_name=state.get("secret_name") or None,
+        vault=state.get("vault") or None,
         details=details if isinstance(details, dict) else {},
         audited=bool(state.get("audited", False)),
         notified=bool(state.get("notified", False)),
@@ -180,20 +182,29 @@ def cause(action: Action, details: Mapping[str, Any], *, actor: Actor = SYSTEM_A
 @dataclass(frozen=True)
 class Cause:
     """The record that caused a finding: ``action`` by ``actor`` with ``facts``; ``shown``: the facts are
-    also in the finding's own details (unless too large to be there twice)."""
+    also in the finding's own details (unless too large to be there twice); ``vault``: the vault of the
+    secret it is about (two vaults may hold a secret of one name)."""
 
     action: Action
     facts: Mapping[str, Any]
     actor: Actor = SYSTEM_ACTOR
     shown: bool = True
+    vault: str | None = None
 
 
 def caused(
-    rule: str, identity: tuple[str, ...], why: Cause, *, time: datetime, secret_name: str | None, summary: str
+    rule: str,
+    identity: tuple[str, ...],
+    why: Cause,
+    *,
+    time: datetime,
+    secret_name: str | None,
+    summary: str,
 ) -> StoredFinding:
-    """A finding with its cause record (``why``): its id derived from the rule and ``identity`` (the same
-    facts always make the same finding: reported once)."""
-    fid = finding_id(rule, *identity)
+    """A finding with its cause record (``why``): its id derived from the rule, the cause's vault and
+    ``identity`` (the same facts always make the same finding: reported once)."""
+    vault = why.vault
+    fid = finding_id(rule, *((vault,) if vault else ()), *identity)
     shown = dict(why.facts) if why.shown else {}
     details = {"finding_id": fid, "rule": rule, "summary": clip(summary, 500), "actors": [], **shown}
     return StoredFinding(
@@ -201,6 +212,7 @@ def caused(
         rule=rule,
         time=time,
         secret_name=secret_name,
+        vault=vault,
         details={**details, "cause": cause(why.action, why.facts, actor=why.actor)},
     )
 
@@ -223,14 +235,15 @@ def report(
     on_record: frozenset[str] = frozenset(),
 ) -> None:
     """The steps a claimed finding still lacks: its records (unless ``on_record`` names it: written by a
-    reporter that died before marking them), then its notification. Raises AuditUnavailable,
-    DependencyUnavailable."""
+    reporter that died before marking them), then its notification. The records are about the finding's
+    vault, whoever reports it. Raises AuditUnavailable, DependencyUnavailable."""
+    trail = peers.trail.of(finding.vault)
     if not finding.audited:
         if finding.id not in on_record:
-            peers.trail.record_all(_records(peers.trail, finding, correlation_id))
+            trail.record_all(_records(trail, finding, correlation_id))
         peers.findings.mark_audited(finding.id)
     if not finding.notified:
-        peers.publisher.publish([notification(finding, peers.trail.vault, peers.clock.now())])
+        peers.publisher.publish([notification(finding, trail.vault, peers.clock.now())])
         peers.findings.mark_notified(finding.id)
 
 

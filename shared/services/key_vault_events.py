@@ -119,6 +119,7 @@ def _expiry(peers: Peers, event: KeyVaultEvent, cid: str) -> EventOutcome:
             reason=RotationReason.EVENT,
             requested_at=peers.clock.now(),
             correlation_id=cid,
+            vault=peers.trail.vault,
         )
         peers.requests.send([request])
         return EventOutcome("acted", "rotation requested")

@@ -99,9 +99,10 @@ def report_stalls(
             "reason": found.reason,
         }
         summary = f"{found.name} is due since {facts['due_since']} and not rotated: {found.reason}"
+        why = Cause(Action.ROTATION_STALLED, facts, vault=peers.trail.vault)
         finding = caused(
-            RULE, (found.name.lower(), format_time(found.created)), Cause(Action.ROTATION_STALLED, facts),
-            time=now, secret_name=found.name, summary=summary,
+            RULE, (found.name.lower(), format_time(found.created)), why, time=now, secret_name=found.name,
+            summary=summary,
         )  # fmt: skip
         try:
             if raise_finding(peers, finding, correlation_id):

@@ -138,7 +138,11 @@ def sweep(
             due_since.append(DueSecret(item.name, item.created, due_at))
             due.append(
                 RotationRequest(
-                    secret_name=item.name, reason=reason, requested_at=now, correlation_id=correlation_id
+                    secret_name=item.name,
+                    reason=reason,
+                    requested_at=now,
+                    correlation_id=correlation_id,
+                    vault=peers.trail.vault,
                 )
             )
     due.sort(key=lambda r: r.secret_name.lower())

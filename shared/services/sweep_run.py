@@ -92,7 +92,9 @@ def run(peers: SweepPeers, correlation_id: str) -> SweepRun:
         done.failures.append("policy violations not recorded")
     try:
         rows = rotation.progress_rows(peers.states)
-        done.resumed = rotation.resume_stale(peers.states, peers.requests, peers.clock, correlation_id, rows)
+        done.resumed = rotation.resume_stale(
+            peers.states, peers.requests, peers.clock, correlation_id, rows, vault=peers.trail.vault
+        )
         found = stalls.report_stalls(
             peers.findings, report.due_since, rows, peers.stall_after, correlation_id
         )

@@ -43,6 +43,37 @@ def test_remote_vault_takes_no_local_shortcut_even_with_a_ca_bundle(tmp_path: Pa
     assert kv.ca_bundle is None
 
 
+def test_several_vaults_the_designated_one_first() -> None:
+    settings = Settings(
+        {
+            "KEY_VAULT_URL": "https://fleet.vault.azure.net",
+            "KEY_VAULT_URLS": " https://fleet-eu.vault.azure.net/ ,https://FLEET.vault.azure.net, "
+            "https://fleet-us.vault.azure.net",
+        }
+    )
+    assert [v.name for v in settings.key_vaults] == ["fleet", "fleet-eu", "fleet-us"]
+    assert settings.key_vault.name == "fleet"  # the audit key and the anchor live there
+    listed_only = Settings(
+        {"KEY_VAULT_URLS": "https://fleet-us.vault.azure.net,https://fleet.vault.azure.net"}
+    )
+    assert listed_only.key_vault.name == "fleet-us"
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        ("https://fleet.vault.azure.net,", "empty entry"),
+        ("https://fleet.vault.azure.net,http://b.vault.azure.net", "https URL"),
+        ("https://fleet.vault.azure.net,https://fleet.vault.azure.cn", "two vaults called 'fleet'"),
+        (",".join(f"https://v{i}.vault.azure.net" for i in range(17)), "at most 16"),
+    ],
+)
+def test_a_bad_vault_list_is_refused_naming_it(urls: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as err:
+        _ = Settings({"KEY_VAULT_URLS": urls}).key_vaults
+    assert err.value.setting == "KEY_VAULT_URLS"
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "127.0.0.2"])
 def test_loopback_vault_needs_the_emulator_certificate(host: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as err:

@@ -60,6 +60,7 @@ def test_due_by_interval(world: World) -> None:
             reason=RotationReason.DUE,
             requested_at=world.clock.now(),
             correlation_id=CORRELATION,
+            vault=world.vault,
         )
     ]
     created = world.clock.now() - timedelta(days=30)

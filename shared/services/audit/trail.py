@@ -66,6 +66,10 @@ class AuditTrail:
         self._clock = clock
         self.vault = vault
 
+    def of(self, vault: str | None) -> AuditTrail:
+        """The trail of ``vault``'s records (this one for None or its own vault)."""
+        return self if vault is None or vault == self.vault else AuditTrail(self._log, self._clock, vault)
+
     def event(self, action: Action, **fields: Unpack[EventFields]) -> AuditEvent:
         """An event of this vault, timed now by the trail's clock. Raises AuditUnavailable for details the
         audit refuses (too large, a key that would hold a value): such a record is not written, and a

@@ -169,6 +169,7 @@ def request_rotation(
         correlation_id=correlation_id,
         force=force,
         rotation_id=uuid.uuid4().hex,
+        vault=peers.trail.vault,
     )
     assert request.rotation_id is not None
     details: dict[str, Any] = {"rotation_id": request.rotation_id, "force": force}

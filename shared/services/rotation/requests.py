@@ -143,6 +143,8 @@ def resume_stale(
     clock: Clock,
     correlation_id: str,
     rows: Mapping[str, Versioned] | None = None,
+    *,
+    vault: str | None = None,
 ) -> list[str]:
     """Request the rotations whose holder died mid-way (a ``promoting`` row whose lease ran out): no
     other trigger finishes them, since a secret rotated before the crash is no longer due and the queue
@@ -163,6 +165,7 @@ def resume_stale(
                     reason=RotationReason.RESUME,
                     requested_at=now,
                     correlation_id=correlation_id,
+                    vault=vault,
                 )
             )
         except ValueError:

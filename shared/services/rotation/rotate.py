@@ -329,6 +329,8 @@ def rotate_requested(peers: Peers, request: RotationRequest) -> RotationOutcome:
     retry (``gave_up`` records the end)."""
 
     name, cid = request.secret_name, request.correlation_id
+    if request.vault not in (None, peers.trail.vault):  # the entry point hands each vault's to its peers
+        raise ValueError(f"a request about the vault {request.vault}, given the peers of {peers.trail.vault}")
     if request.force and peers.clock.now() - request.requested_at > FORCED_FOR:
         return skip(peers.trail, name, "a forced request this old is not acted on", cid, request.rotation_id)
     ask = _Ask(name, request.force, request.reason.value, cid, request.rotation_id)

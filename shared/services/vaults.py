@@ -1,0 +1,61 @@
+"""Several vaults, one service: each managed vault has its own namespace of stored state.
+
+The service keeps its state (rotation progress and leases, retirement schedules, revocation requests,
+event claims, the inventory) by secret name, and two vaults may hold secrets of one name. The designated
+vault (the one holding the audit key and the digest anchor) keeps the partitions it always had; every other
+vault's partitions are prefixed with its name (``<vault>:rotation``). The prefix sits above the sealed store,
+so a row's seal covers the partition it was written to: a row copied from one vault's namespace into
+another's fails its seal (``StateTampered``), and no decision about one vault's secret rests on another's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shared.domain.state import StateWrite, Versioned
+from shared.ports import StateStore
+
+
+def scoped_partition(vault: str | None, partition: str) -> str:
+    """The stored partition of ``partition`` in ``vault``'s namespace (None: the designated vault's)."""
+    return partition if vault is None else f"{vault}:{partition}"
+
+
+class ScopedStateStore:
+    """A StateStore over ``inner`` (a sealed store) whose partitions are ``vault``'s."""
+
+    def __init__(self, inner: StateStore, vault: str) -> None:
+        self._inner = inner
+        self.vault = vault
+
+    def _at(self, partition: str) -> str:
+        return scoped_partition(self.vault, partition)
+
+    def get(self, partition: str, key: str) -> Versioned | None:
+        return self._inner.get(self._at(partition), key)
+
+    def create(self, partition: str, key: str, state: Mapping[str, Any]) -> Versioned:
+        return self._inner.create(self._at(partition), key, state)
+
+    def replace(self, partition: str, key: str, state: Mapping[str, Any], etag: str) -> Versioned:
+        return self._inner.replace(self._at(partition), key, state, etag)
+
+    def delete(self, partition: str, key: str, etag: str) -> None:
+        self._inner.delete(self._at(partition), key, etag)
+
+    def commit(self, partition: str, writes: Sequence[StateWrite]) -> list[Versioned]:
+        return self._inner.commit(self._at(partition), writes)
+
+    def list(self, partition: str, *, start: str = "", stop: str | None = None) -> dict[str, Versioned]:
+        return self._inner.list(self._at(partition), start=start, stop=stop)
+
+
+class UnknownVault(ValueError):
+    """A vault this service does not manage was named: ``vault`` as given (cut), ``known`` the ones it
+    manages."""
+
+    def __init__(self, vault: str, known: Sequence[str]) -> None:
+        super().__init__(f"not a vault this service manages ({', '.join(known)})")
+        self.vault = vault[:64]
+        self.known = tuple(known)
