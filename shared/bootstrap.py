@@ -557,6 +557,14 @@ class VaultScope:
         )
 
     @property
+    def audit_peers(self) -> AuditPeers:
+        """The audit services' peers, their own records and the vault they read about this vault's."""
+        import dataclasses
+
+        peers = self._c.audit_peers
+        return peers if self._kv is None else dataclasses.replace(peers, trail=self.trail)
+
+    @property
     def finding_peers(self) -> FindingPeers:
         """Findings (one store for every vault) reported on this vault's trail."""
         from shared.services.findings import FindingPeers

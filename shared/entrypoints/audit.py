@@ -24,7 +24,15 @@ from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
 from shared.domain.identity import Role
 from shared.domain.state import FUNCTION_TIMEOUT
-from shared.entrypoints.http import BadRequest, Call, SecretName, correlation_id, endpoint, json_response
+from shared.entrypoints.http import (
+    VAULT_PARAMETER,
+    BadRequest,
+    Call,
+    SecretName,
+    correlation_id,
+    endpoint,
+    json_response,
+)
 from shared.services import audit as service
 from shared.services.suspicious import scan
 
@@ -86,7 +94,7 @@ class QueryParams(BaseModel):
             raise ValueError("must be after since")
         return until
 
-    def query(self, vault: str) -> AuditQuery:
+    def query(self, vault: str | None) -> AuditQuery:
         return AuditQuery(
             vault=vault,
             secret_name=self.secret_name,
@@ -128,10 +136,10 @@ class ReviewBody(BaseModel):
     note: str | None = Field(None, max_length=500)
 
 
-@endpoint(bp, "audit_query", "audit", "GET", roles=Role.AUDIT_READ, accepts=QueryParams)
+@endpoint(bp, "audit_query", "audit", "GET", roles=Role.AUDIT_READ, accepts=QueryParams, vault="any")
 def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
     c = call.container
-    query = call.input.query(c.settings.key_vault.name)
+    query = call.input.query(_vault_of_secret(call, call.input.secret_name))
     try:
         page = service.query_audit(c.audit_log, c.key_ring, query, call.input.continuation)
     except service.InvalidCursor as err:
@@ -139,21 +147,42 @@ def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
     return json_response(page.to_json())
 
 
-@endpoint(bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams)
+@endpoint(
+    bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams, vault="any"
+)
 def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
-    c, params = call.container, call.input
-    summary = service.summarize_audit(c.audit_peers, secret_name=params.secret_name, days=params.days)
+    params = call.input
+    vault = _vault_of_secret(call, params.secret_name)
+    scopes = [call.container.vault(vault)] if vault else call.scopes
+    summary = service.summarize_audit(
+        [scope.audit_peers for scope in scopes], secret_name=params.secret_name, days=params.days
+    )
     return json_response(summary.to_json())
 
 
-@endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams)
+@endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams, vault="any")
 def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
     peers, params = call.container.audit_peers, call.input
     if params.secret_name is not None:  # one secret's chain: verified now, it is small
-        report = service.verify_audit(peers, secret_name=params.secret_name)
+        scope = call.container.vault(_vault_of_secret(call, params.secret_name))
+        report = service.verify_audit(scope.audit_peers, secret_name=params.secret_name)
     else:
         report = service.verification(peers, fresh=params.fresh)
     return json_response(report.to_json())
+
+
+def _vault_of_secret(call: Call[Any], secret_name: str | None) -> str | None:
+    """The vault a query about one secret is about: the one named, or the only one; a 400 when the
+    service manages several and the call names none (a name may be in two of them). None without a secret:
+    the vault named, or every vault."""
+    if call.vault is not None or secret_name is None:
+        return call.vault
+    vaults = list(call.container.vaults)
+    if len(vaults) > 1:
+        raise BadRequest(
+            VAULT_PARAMETER, f"required with secret_name: the service manages {', '.join(vaults)}"
+        )
+    return vaults[0]
 
 
 @endpoint(
@@ -196,10 +225,12 @@ def audit_incident_acknowledge(call: Call[AcknowledgeBody]) -> func.HttpResponse
 @bp.function_name("audit_digest")
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
-    peers = get_container().audit_peers
-    outcome = service.write_digest(peers)
-    # After the digest, which put back in the index what it was missing: each hour from all its records.
-    service.aggregate_hours(peers)
+    container = get_container()
+    outcome = service.write_digest(container.audit_peers)
+    # After the digest, which put back in the index what it was missing: each hour from all its records,
+    # each vault's own.
+    for scope in container.vaults.values():
+        service.aggregate_hours(scope.audit_peers)
     if outcome.new_regressions or outcome.digest_breaks:
         # Fail the invocation so the platform shows it; the breaks are audited and notified already.
         regressed, broken = len(outcome.new_regressions), len(outcome.digest_breaks)

@@ -20,6 +20,7 @@ from shared.bootstrap import Container
 from shared.domain.audit import Action, Actor, ActorType, Result
 from shared.domain.errors import DependencyUnavailable
 from shared.domain.identity import Principal, PrincipalError, Role, parse_principal
+from shared.domain.secrets import VAULT_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +141,9 @@ def _audit_denial(  # noqa: PLR0913 - the refusal's record names all it knows of
         "route": route_of(req),
         "secret_name": secret_name,
     }
+    vault = str(req.params.get("vault") or "").strip().lower()
+    if VAULT_PATTERN.fullmatch(vault):  # the vault of the secret named, when the call named a well-formed one
+        details["vault"] = vault
     if claimed is not None:
         details["claimed"] = claimed
     try:

@@ -20,6 +20,7 @@ from shared.domain.key_vault_events import MalformedEvent, event_type, parse_eve
 from shared.entrypoints.http import correlation_id
 from shared.services.expiry import check_expiry
 from shared.services.key_vault_events import handle_event
+from shared.services.vaults import UnknownVault, for_each
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -29,16 +30,20 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 @bp.timer_trigger(arg_name="timer", schedule="%EXPIRY_CHECK_SCHEDULE%")
 def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
     container = get_container()
-    report = check_expiry(
-        container.peers,
-        require_exp=container.settings.expiry_require_exp,
-        correlation_id=correlation_id(context) or uuid.uuid4().hex,
+    require_exp, cid = container.settings.expiry_require_exp, correlation_id(context) or uuid.uuid4().hex
+    reports, errors = for_each(
+        container.vaults,
+        lambda scope: check_expiry(scope.peers, require_exp=require_exp, correlation_id=cid),
     )
-    logger.info("expiry check: %s", report.counts())
-    if report.failed:
+    failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
+    for vault, report in reports.items():
+        logger.info("expiry check of %s: %s", vault, report.counts())
+        if report.failed:
+            failures.append(f"{vault}: {len(report.failed)} secret(s) could not be checked")
+    if failures:
         # Each failure is on record; failing the invocation makes the platform show it. Tomorrow's run
         # finishes whatever was left pending.
-        raise RuntimeError(f"expiry check: {len(report.failed)} secret(s) could not be checked")
+        raise RuntimeError("expiry check: " + "; ".join(failures))
 
 
 @bp.function_name("key_vault_events")
@@ -54,4 +59,13 @@ def key_vault_events(event: func.EventGridEvent) -> None:
         logger.warning("Key Vault event %.80s dropped: %s", event.id, err)
         return
     container = get_container()
-    handle_event(container.peers, parsed)
+    try:
+        scope = container.vault(parsed.vault_name)
+    except UnknownVault:
+        # Not retried (Event Grid would for 24 hours): a subscription left on a vault no longer listed.
+        logger.warning(
+            "Key Vault event %.80s ignored: the vault %.64r is not one this service manages (%s)",
+            event.id, parsed.vault_name, ", ".join(container.vaults),
+        )  # fmt: skip
+        return
+    handle_event(scope.peers, parsed)

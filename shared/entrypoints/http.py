@@ -9,12 +9,12 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.bootstrap import Container, get_container
+from shared.bootstrap import Container, VaultScope, get_container
 from shared.config import ConfigurationError
 from shared.domain.audit import Action, Actor, Result
 from shared.domain.errors import (
@@ -30,11 +30,12 @@ from shared.domain.errors import (
 )
 from shared.domain.identity import Principal, Role
 from shared.domain.revocation import REVOCATION_ID
-from shared.domain.secrets import NAME, NAME_PATTERN, VERSION, InvalidSecret, validate_name
+from shared.domain.secrets import NAME, NAME_PATTERN, VAULT_PATTERN, VERSION, InvalidSecret, validate_name
 from shared.domain.state import StateTampered
 from shared.domain.targets import TargetRefused
 from shared.entrypoints.answers import Problem
 from shared.entrypoints.auth import AccessDenied, actor_of, authorize, route_of
+from shared.services.vaults import UnknownVault
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -61,10 +62,19 @@ class EmptyBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+#: The query parameter that names the vault of a call's secret (``?vault=fleet-eu``), on the endpoints that
+#: take one, whatever their method: with several vaults (KEY_VAULT_URLS) one name may be in two of them.
+VAULT_PARAMETER = "vault"
+#: How an endpoint takes ``vault``: ``one``, it is about one vault's secret (the designated vault when the
+#: service manages one vault; required when it manages several); ``any``, it filters (absent: every vault).
+VaultUse = Literal["one", "any"]
+
+
 @dataclass(frozen=True)
 class Call(Generic[M]):
     """One HTTP call, authorized and parsed: what a handler works with. ``route``: the route's parameters,
-    validated (``ROUTE_PARAMETERS``); ``input``: the query parameters of a GET, the body otherwise."""
+    validated (``ROUTE_PARAMETERS``); ``input``: the query parameters of a GET, the body otherwise;
+    ``vault``: the vault it is about (``VAULT_PARAMETER``; None: every vault, or the endpoint takes none)."""
 
     req: func.HttpRequest
     container: Container
@@ -72,6 +82,7 @@ class Call(Generic[M]):
     principal: Principal
     route: Mapping[str, str]
     input: M
+    vault: str | None = None
 
     @property
     def actor(self) -> Actor:
@@ -81,6 +92,16 @@ class Call(Generic[M]):
     def name(self) -> str:
         """The route's secret name (``{name}``)."""
         return self.route["name"]
+
+    @property
+    def scope(self) -> VaultScope:
+        """The peers of the call's vault (the designated vault's when it names none)."""
+        return self.container.vault(self.vault)
+
+    @property
+    def scopes(self) -> list[VaultScope]:
+        """The peers of the call's vault, or of every managed vault when it names none."""
+        return [self.scope] if self.vault is not None else list(self.container.vaults.values())
 
 
 @dataclass(frozen=True)
@@ -93,6 +114,7 @@ class Route:
     method: str
     roles: tuple[Role, ...]
     accepts: type[BaseModel] | None
+    vault: VaultUse | None = None
 
 
 #: Every HTTP function registered through ``endpoint``, by function name.
@@ -154,14 +176,22 @@ ROUTE_PARAMETERS: dict[str, RouteParameter] = {
 }
 
 
-def endpoint(
-    bp: func.Blueprint, name: str, route: str, method: str, *, roles: Role | Sequence[Role], accepts: type[M]
+def endpoint(  # noqa: PLR0913 - the registration's terms, each named at every use
+    bp: func.Blueprint,
+    name: str,
+    route: str,
+    method: str,
+    *,
+    roles: Role | Sequence[Role],
+    accepts: type[M],
+    vault: VaultUse | None = None,
 ) -> Callable[[Callable[[Call[M]], func.HttpResponse]], Any]:
     """Register the HTTP function ``name`` for ``METHOD /api/<route>``, run as the decorated handler with
     the call checked in this order: the caller holds one of ``roles`` (401/403, audited), each route
-    parameter is valid, and the query parameters of a GET (or the JSON body of any other method, with no
-    query parameter) are ``accepts`` (400 naming the parameter or field). Every error is mapped by
-    ``respond``."""
+    parameter is valid, the vault (``vault``: how the endpoint takes ``?vault=``; None: it does not) is
+    one the service manages, and the query parameters of a GET (or the JSON body of any other method, with
+    no other query parameter) are ``accepts`` (400 naming the parameter or field). Every error is mapped
+    by ``respond``."""
     allowed = (roles,) if isinstance(roles, Role) else tuple(roles)
     if not allowed:
         raise ValueError(f"{name}: a protected endpoint names the roles that may call it (see anonymous)")
@@ -172,11 +202,11 @@ def endpoint(
 
     def register(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
         def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-            return respond(lambda: _handle(handler, _call(req, context, allowed, parameters, accepts)))
+            return respond(lambda: _handle(handler, _call(req, context, allowed, parameters, accepts, vault)))
 
         function.__name__ = function.__qualname__ = name
         function.__doc__ = handler.__doc__
-        ROUTES[name] = Route(name, route, method, allowed, accepts)
+        ROUTES[name] = Route(name, route, method, allowed, accepts, vault)
         return bp.function_name(name)(bp.route(route=route, methods=[method])(function))
 
     return register
@@ -205,12 +235,40 @@ def _call(
     roles: tuple[Role, ...],
     parameters: Sequence[str],
     accepts: type[M],
+    use: VaultUse | None,
 ) -> Call[M]:
     container, cid = get_container(), correlation_id(context)
     principal = authorize(req, roles, container, correlation_id=cid, secret_name=_about(req))
     route = {p: ROUTE_PARAMETERS[p].check(str(req.route_params.get(p, ""))) for p in parameters}
-    parsed = parse_params(accepts, req.params) if req.method.upper() == "GET" else parse_body(accepts, req)
-    return Call(req, container, cid, principal, route, parsed)
+    vault = _vault(container, req.params.get(VAULT_PARAMETER), use) if use else None
+    ignored = (FUNCTION_KEY_PARAMETER, VAULT_PARAMETER) if use else (FUNCTION_KEY_PARAMETER,)
+    if req.method.upper() == "GET":
+        parsed = parse_params(accepts, req.params, ignored=ignored)
+    else:
+        parsed = parse_body(accepts, req, ignored=ignored)
+    return Call(req, container, cid, principal, route, parsed, vault)
+
+
+def _vault(container: Container, given: str | None, use: VaultUse) -> str | None:
+    """The vault a call names, checked: one the service manages. Absent: the designated vault for an
+    endpoint about one vault's secret (``one``) — a 400 when the service manages several, since a name
+    may be in two of them — or every vault (None) for a filter (``any``)."""
+    vaults = container.vaults
+    if given is None:
+        if use == "any":
+            return None
+        if len(vaults) > 1:
+            raise BadRequest(
+                VAULT_PARAMETER, f"required: the service manages several vaults ({', '.join(vaults)})"
+            )
+        return next(iter(vaults))
+    name = given.strip().lower()
+    try:
+        if not VAULT_PATTERN.fullmatch(name):
+            raise UnknownVault(given, list(vaults))
+        return container.vault(name).name
+    except UnknownVault as err:
+        raise BadRequest(VAULT_PARAMETER, str(err)) from None
 
 
 def _handle(handler: Callable[[Call[M]], func.HttpResponse], call: Call[M]) -> func.HttpResponse:
@@ -227,7 +285,7 @@ def _handle(handler: Callable[[Call[M]], func.HttpResponse], call: Call[M]) -> f
 def _record_not_found(call: Call[Any], err: NoSuchSecret) -> None:
     details = {"secret_name": err.name, "method": call.req.method.upper(), "route": route_of(call.req)}
     try:
-        call.container.audit_trail.record(
+        call.scope.trail.record(
             Action.SECRET_NOT_FOUND,
             result=Result.FAILURE,
             actor=call.actor,
@@ -287,20 +345,25 @@ def problem(
 FUNCTION_KEY_PARAMETER = "code"
 
 
-def parse_params(model: type[M], params: Mapping[str, str]) -> M:
-    """Validate query parameters (but the function key's); unknown ones are refused. Raises BadRequest
-    naming the parameter."""
+def parse_params(
+    model: type[M], params: Mapping[str, str], *, ignored: Sequence[str] = (FUNCTION_KEY_PARAMETER,)
+) -> M:
+    """Validate query parameters (but the function key's, and the others ``ignored``: read before);
+    unknown ones are refused. Raises BadRequest naming the parameter."""
     try:
-        return model.model_validate({k: v for k, v in params.items() if k != FUNCTION_KEY_PARAMETER})
+        return model.model_validate({k: v for k, v in params.items() if k not in ignored})
     except ValidationError as err:
         raise _bad_request(err, where="query", unknown="unknown parameter") from None
 
 
-def parse_body(model: type[M], req: func.HttpRequest) -> M:
-    """Validate the request of a POST: no query parameters (but the function key), ``Content-Type:
-    application/json`` (also for an empty body, which means {}), a JSON body within MAX_BODY_BYTES. Raises
-    BadRequest naming the parameter or field, UnsupportedMediaType."""
-    unknown = next((p for p in req.params if p != FUNCTION_KEY_PARAMETER), None)
+def parse_body(
+    model: type[M], req: func.HttpRequest, *, ignored: Sequence[str] = (FUNCTION_KEY_PARAMETER,)
+) -> M:
+    """Validate the request of a POST: no query parameters (but the function key, and the others
+    ``ignored``: read before), ``Content-Type: application/json`` (also for an empty body, which means {}),
+    a JSON body within MAX_BODY_BYTES. Raises BadRequest naming the parameter or field,
+    UnsupportedMediaType."""
+    unknown = next((p for p in req.params if p not in ignored), None)
     if unknown is not None:
         raise BadRequest(unknown[:100], "unknown parameter")
     media_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()

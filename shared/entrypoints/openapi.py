@@ -27,6 +27,8 @@ import azure.functions as func
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
+from shared.domain.secrets import VAULT
+
 # Imported for what importing does: each module registers its HTTP functions in ``http.ROUTES``.
 from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.answers import Problem
@@ -34,6 +36,7 @@ from shared.entrypoints.auth import PRINCIPAL_HEADER
 from shared.entrypoints.http import (
     BODY_MEDIA_TYPE,
     PROBLEM_JSON,
+    VAULT_PARAMETER,
     anonymous,
 )
 from shared.entrypoints.operations import ENDPOINTS, PATH_PARAMETERS, Endpoint
@@ -164,7 +167,30 @@ def _parameters(endpoint: Endpoint, query: Mapping[str, Any] | None) -> list[dic
                     "schema": dict(override) if override is not None else _without_null(schema),
                 }
             )
+    use = endpoint.registered.vault
+    if use is not None:
+        schema = {"type": "string", "pattern": f"^{VAULT}$"}
+        description = VAULT_USES[use]
+        params.append(
+            {
+                "name": VAULT_PARAMETER,
+                "in": "query",
+                "required": False,
+                "description": description,
+                "schema": schema,
+            }
+        )
     return params
+
+
+#: What ``?vault=`` means, by how an endpoint takes it (shared.entrypoints.http.VaultUse).
+VAULT_USES = {
+    "one": "The vault of the secret, by its short name (`fleet` for fleet.vault.azure.net). Required when "
+    "the service manages several vaults (KEY_VAULT_URLS); otherwise it may be left out. A vault the "
+    "service does not manage is 400.",
+    "any": "Only this vault, by its short name; left out: every vault the service manages. A vault the "
+    "service does not manage is 400.",
+}
 
 
 def _operation(
@@ -179,7 +205,13 @@ def _operation(
         op["security"] = PROTECTED
         op["x-roles"] = roles
         notes.append("Roles (any one): " + ", ".join(f"`{role}`" for role in roles) + ".")
-        refused = "Query parameters are" if endpoint.body is not None else "Unknown query parameters are"
+        refused = "Unknown query parameters are"
+        if endpoint.body is not None:
+            refused = (
+                "Query parameters other than `vault` are"
+                if endpoint.registered.vault
+                else "Query parameters are"
+            )
         notes.append(f"{refused} refused (400).")
     if notes:
         op["description"] = " ".join(notes)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.bootstrap import get_container
+from shared.bootstrap import VaultScope, get_container
+from shared.domain.errors import NotFound
 from shared.domain.identity import Role
 from shared.domain.revocation import (
     MAX_COMMENT,
@@ -93,6 +95,19 @@ class ListParams(BaseModel):
     continuation: str | None = Field(None, pattern=r"^[0-9a-f]{32}$")
 
 
+def _holder(call: Call[Any]) -> VaultScope:
+    """The vault whose namespace holds the request the route names: each vault keeps its own (one read
+    per vault when there are several). Raises NotFound, StateTampered (a row that fails its seal is the
+    request's, refused)."""
+    vaults = list(call.container.vaults.values())
+    if len(vaults) == 1:
+        return vaults[0]
+    for scope in vaults:
+        if scope.states.get(revocation.PARTITION, call.route["id"]) is not None:
+            return scope
+    raise NotFound(f"no revocation {call.route['id']}")
+
+
 def _document(revocation_: Revocation, status: int = 200) -> func.HttpResponse:
     response = json_response(Document.of(revocation_).to_json(), status)
     if status == 201:
@@ -100,7 +115,7 @@ def _document(revocation_: Revocation, status: int = 200) -> func.HttpResponse:
     return response
 
 
-@endpoint(bp, "revocations_request", "revocations", "POST", roles=REQUEST, accepts=RequestBody)
+@endpoint(bp, "revocations_request", "revocations", "POST", roles=REQUEST, accepts=RequestBody, vault="one")
 def revocations_request(call: Call[RequestBody]) -> func.HttpResponse:
     body = call.input
     if body.break_glass:
@@ -113,9 +128,7 @@ def revocations_request(call: Call[RequestBody]) -> func.HttpResponse:
         body.break_glass,
     )  # fmt: skip
     try:
-        made = revocation.request(
-            call.container.revocations, new, call.actor, correlation_id=call.correlation_id
-        )
+        made = revocation.request(call.scope.revocations, new, call.actor, correlation_id=call.correlation_id)
     except InvalidRequest as err:
         raise BadRequest(err.field, str(err).split(": ", 1)[-1]) from None
     return _document(made, 201)
@@ -123,16 +136,16 @@ def revocations_request(call: Call[RequestBody]) -> func.HttpResponse:
 
 @endpoint(bp, "revocations_get", "revocations/{id}", "GET", roles=READERS, accepts=EmptyBody)
 def revocations_get(call: Call[EmptyBody]) -> func.HttpResponse:
-    return _document(revocation.get(call.container.state_store, call.route["id"]))
+    return _document(revocation.get(_holder(call).states, call.route["id"]))
 
 
-@endpoint(bp, "revocations_list", "revocations", "GET", roles=READERS, accepts=ListParams)
+@endpoint(bp, "revocations_list", "revocations", "GET", roles=READERS, accepts=ListParams, vault="any")
 def revocations_list(call: Call[ListParams]) -> func.HttpResponse:
     params = call.input
     try:
         listed = revocation.page(
-            call.container.revocations, status=params.status, secret_name=params.secret_name,
-            limit=params.limit, continuation=params.continuation,
+            [scope.revocations for scope in call.scopes], status=params.status,
+            secret_name=params.secret_name, limit=params.limit, continuation=params.continuation,
         )  # fmt: skip
     except InvalidRequest as err:
         raise BadRequest(err.field, str(err).split(": ", 1)[-1]) from None
@@ -141,7 +154,7 @@ def revocations_list(call: Call[ListParams]) -> func.HttpResponse:
 
 @endpoint(bp, "revocations_approve", "revocations/{id}/approve", "POST", roles=APPROVE, accepts=CommentBody)
 def revocations_approve(call: Call[CommentBody]) -> func.HttpResponse:
-    peers, cid = call.container.revocations, call.correlation_id
+    peers, cid = _holder(call).revocations, call.correlation_id
     return _document(
         revocation.approve(peers, call.route["id"], call.actor, call.input.comment, correlation_id=cid)
     )
@@ -149,7 +162,7 @@ def revocations_approve(call: Call[CommentBody]) -> func.HttpResponse:
 
 @endpoint(bp, "revocations_reject", "revocations/{id}/reject", "POST", roles=APPROVE, accepts=RequiredComment)
 def revocations_reject(call: Call[RequiredComment]) -> func.HttpResponse:
-    peers, cid = call.container.revocations, call.correlation_id
+    peers, cid = _holder(call).revocations, call.correlation_id
     return _document(
         revocation.reject(peers, call.route["id"], call.actor, call.input.comment, correlation_id=cid)
     )
@@ -157,13 +170,13 @@ def revocations_reject(call: Call[RequiredComment]) -> func.HttpResponse:
 
 @endpoint(bp, "revocations_cancel", "revocations/{id}/cancel", "POST", roles=REQUEST, accepts=EmptyBody)
 def revocations_cancel(call: Call[EmptyBody]) -> func.HttpResponse:
-    peers, cid = call.container.revocations, call.correlation_id
+    peers, cid = _holder(call).revocations, call.correlation_id
     return _document(revocation.cancel(peers, call.route["id"], call.actor, correlation_id=cid))
 
 
 @endpoint(bp, "revocations_execute", "revocations/{id}/execute", "POST", roles=EXECUTE, accepts=EmptyBody)
 def revocations_execute(call: Call[EmptyBody]) -> func.HttpResponse:
-    peers, cid = call.container.revocations, call.correlation_id
+    peers, cid = _holder(call).revocations, call.correlation_id
     try:
         return _document(revocation.execute(peers, call.route["id"], call.actor, correlation_id=cid))
     except AlreadyExecuted as err:
@@ -172,7 +185,7 @@ def revocations_execute(call: Call[EmptyBody]) -> func.HttpResponse:
 
 @endpoint(bp, "revocations_review", "revocations/{id}/review", "POST", roles=APPROVE, accepts=RequiredComment)
 def revocations_review(call: Call[RequiredComment]) -> func.HttpResponse:
-    peers, cid = call.container.revocations, call.correlation_id
+    peers, cid = _holder(call).revocations, call.correlation_id
     return _document(
         revocation.review(peers, call.route["id"], call.actor, call.input.comment, correlation_id=cid)
     )
@@ -182,5 +195,21 @@ def revocations_review(call: Call[RequiredComment]) -> func.HttpResponse:
 @bp.timer_trigger(arg_name="timer", schedule=EXPIRY_SCHEDULE)
 def revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
-    expired, finished = revocation.expire_pending(get_container().revocations, correlation_id=cid)
-    logger.info("revocation expiry: %d expired, %d execution(s) finished", len(expired), len(finished))
+    failed = []
+    for scope in get_container().vaults.values():
+        try:
+            expired, finished = revocation.expire_pending(scope.revocations, correlation_id=cid)
+        except Exception:  # one vault's failure never stops the others'
+            logger.exception("revocation expiry of the vault %s failed", scope.name)
+            failed.append(scope.name)
+            continue
+        logger.info(
+            "revocation expiry of %s: %d expired, %d execution(s) finished",
+            scope.name,
+            len(expired),
+            len(finished),
+        )
+    if failed:
+        raise RuntimeError(
+            f"revocation expiry failed for the vault(s) {', '.join(failed)}"
+        )  # the platform shows it

@@ -14,10 +14,11 @@ import uuid
 
 import azure.functions as func
 
-from shared.bootstrap import get_container
-from shared.domain.rotation import MAX_DEQUEUE_COUNT
+from shared.bootstrap import Container, VaultScope, get_container
+from shared.domain.rotation import MAX_DEQUEUE_COUNT, RotationRequest
 from shared.entrypoints.http import correlation_id
 from shared.services import rotation, sealed_queue, sweep_run
+from shared.services.vaults import UnknownVault, for_each
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -29,11 +30,14 @@ QUEUE = "rotation-requests"
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SWEEP_SCHEDULE%")
 def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
-    done = sweep_run.run(get_container().sweep_peers, cid)
-    logger.info("rotation sweep: %s", done.summary())
-    if done.failures:
+    runs, errors = for_each(get_container().vaults, lambda scope: sweep_run.run(scope.sweep_peers, cid))
+    failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
+    for vault, done in runs.items():
+        logger.info("rotation sweep of %s: %s", vault, done.summary())
+        failures.extend(f"{vault}: {failure}" for failure in done.failures)
+    if failures:
         # Fail the invocation so the platform shows it; the next sweep tries again (each is on record).
-        raise RuntimeError("rotation sweep: " + "; ".join(done.failures))
+        raise RuntimeError("rotation sweep: " + "; ".join(failures))
 
 
 @bp.function_name("rotate_secret")
@@ -43,7 +47,10 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
     request = sealed_queue.receive(msg.get_body(), QUEUE, container.key_ring, container.tamper_alarm)
     if request is None:
         return  # not the service's (malformed, unsealed, edited): reported, never acted on
-    outcome = rotation.rotate_requested(container.peers, request)
+    scope = _scope(container, request)
+    if scope is None:
+        return
+    outcome = rotation.rotate_requested(scope.peers, request)
     logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
 
 
@@ -55,4 +62,20 @@ def rotation_gave_up(msg: func.QueueMessage) -> None:
     request = sealed_queue.receive(msg.get_body(), poison, container.key_ring, container.tamper_alarm)
     if request is None:
         return
-    rotation.gave_up(request, container.audit_trail, MAX_DEQUEUE_COUNT, container.state_store)
+    scope = _scope(container, request)
+    if scope is None:
+        return
+    rotation.gave_up(request, scope.trail, MAX_DEQUEUE_COUNT, scope.states)
+
+
+def _scope(container: Container, request: RotationRequest) -> VaultScope | None:
+    """The peers of the request's vault (the designated one for a request that names none); None, with a
+    warning, for a vault no longer listed (the request, sealed by this service, is dropped)."""
+    try:
+        return container.vault(request.vault)
+    except UnknownVault:
+        logger.warning(
+            "rotation request of %s dropped: the vault %s is not managed by this service any more",
+            request.secret_name, request.vault,
+        )  # fmt: skip
+        return None

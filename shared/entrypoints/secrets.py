@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.identity import Role
 from shared.domain.policy import RotationPolicy
+from shared.domain.secrets import NAME, VAULT
 from shared.entrypoints.answers import RollbackDone, RotationQueued, SecretDeleted, SecretRecovered
 from shared.entrypoints.http import (
     BadRequest,
@@ -79,7 +80,7 @@ class RollbackBody(BaseModel):
 class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(50, ge=1, le=catalog.MAX_PAGE)
-    continuation: SecretName | None = None
+    continuation: str | None = Field(None, pattern=f"^(?:{VAULT}:)?(?:{NAME})?$")
 
 
 class PlanParams(BaseModel):
@@ -96,27 +97,34 @@ def _policy(
         raise BadRequest(err.field, err.problem) from None
 
 
-@endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams)
+@endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams, vault="any")
 def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
-    page = catalog.list_managed(call.container.peers, limit=call.input.limit, after=call.input.continuation)
+    scopes, limit, after = call.scopes, call.input.limit, call.input.continuation
+    try:
+        if len(scopes) == 1:
+            page = catalog.list_managed(scopes[0].peers, limit=limit, after=after)
+        else:
+            page = catalog.list_vaults([s.peers for s in scopes], limit=limit, after=after)
+    except ValueError:
+        raise BadRequest("continuation", "not one this listing gave") from None
     return json_response(page.to_json())
 
 
-@endpoint(bp, "secrets_onboard", "secrets", "POST", roles=OPERATE, accepts=OnboardBody)
+@endpoint(bp, "secrets_onboard", "secrets", "POST", roles=OPERATE, accepts=OnboardBody, vault="one")
 def secrets_onboard(call: Call[OnboardBody]) -> func.HttpResponse:
     c, body = call.container, call.input
     policy = _policy(body.fields(), name=body.name, reserved=c.reserved_secrets, onboarding=True)
     version = catalog.onboard(
-        c.peers, body.name, policy, actor=call.actor, correlation_id=call.correlation_id
+        call.scope.peers, body.name, policy, actor=call.actor, correlation_id=call.correlation_id
     )
     return json_response(catalog.properties_of(version).to_json(), 201)
 
 
-@endpoint(bp, "secrets_policy", "secrets/{name}/policy", "PUT", roles=OPERATE, accepts=_Policy)
+@endpoint(bp, "secrets_policy", "secrets/{name}/policy", "PUT", roles=OPERATE, accepts=_Policy, vault="one")
 def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
     try:
         policy = catalog.apply_policy(
-            call.container.peers, call.name, call.input.fields(), actor=call.actor,
+            call.scope.peers, call.name, call.input.fields(), actor=call.actor,
             correlation_id=call.correlation_id,
         )  # fmt: skip
     except catalog.InvalidPolicy as err:
@@ -125,30 +133,36 @@ def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
 
 
 @endpoint(
-    bp, "secrets_rotate", "secrets/{name}/rotate", "POST", roles=Role.ROTATION_OPERATE, accepts=RotateBody
+    bp,
+    "secrets_rotate",
+    "secrets/{name}/rotate",
+    "POST",
+    roles=Role.ROTATION_OPERATE,
+    accepts=RotateBody,
+    vault="one",
 )
 def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
     c, body = call.container, call.input
     if body.dry_run:
         plan = catalog.plan_rotation(
-            c.peers, call.name, force=body.force, stall_after=c.settings.rotation_stall_after
+            call.scope.peers, call.name, force=body.force, stall_after=c.settings.rotation_stall_after
         )
         return json_response(plan.to_json())
     ticket = catalog.request_rotation(
-        c.peers, call.name, force=body.force, actor=call.actor,
+        call.scope.peers, call.name, force=body.force, actor=call.actor,
         correlation_id=call.correlation_id or uuid.uuid4().hex,
     )  # fmt: skip
     status: Literal["queued", "in_progress"] = "queued" if ticket.status == "queued" else "in_progress"
     answer = RotationQueued(rotation_id=ticket.rotation_id, status=status, joined=ticket.joined)
     response = json_response(answer.to_json(), 202)
-    response.headers["Location"] = f"/api/secrets/{call.name}/status"
+    response.headers["Location"] = f"/api/secrets/{call.name}/status?vault={call.vault}"
     return response
 
 
-@endpoint(bp, "secrets_status", "secrets/{name}/status", "GET", roles=READERS, accepts=EmptyBody)
+@endpoint(bp, "secrets_status", "secrets/{name}/status", "GET", roles=READERS, accepts=EmptyBody, vault="one")
 def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
     c = call.container
-    status = catalog.secret_status(c.peers, call.name, stall_after=c.settings.rotation_stall_after)
+    status = catalog.secret_status(call.scope.peers, call.name, stall_after=c.settings.rotation_stall_after)
     return json_response(status.to_json())
 
 
@@ -159,10 +173,11 @@ def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
     "POST",
     roles=Role.ROTATION_OPERATE,
     accepts=RollbackBody,
+    vault="one",
 )
 def secrets_rollback(call: Call[RollbackBody]) -> func.HttpResponse:
     outcome = rollback(
-        call.container.peers, call.name, from_version=call.input.from_version, actor=call.actor,
+        call.scope.peers, call.name, from_version=call.input.from_version, actor=call.actor,
         correlation_id=call.correlation_id,
     )  # fmt: skip
     done = RollbackDone(
@@ -177,26 +192,32 @@ class DeleteBody(BaseModel):
     justification: str = Field(min_length=1, max_length=2000)
 
 
-@endpoint(bp, "secrets_delete", "secrets/{name}", "DELETE", roles=EXECUTE, accepts=DeleteBody)
+@endpoint(bp, "secrets_delete", "secrets/{name}", "DELETE", roles=EXECUTE, accepts=DeleteBody, vault="one")
 def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
     decommission.delete_secret(
-        call.container.peers, call.name, justification=call.input.justification, actor=call.actor,
+        call.scope.peers, call.name, justification=call.input.justification, actor=call.actor,
         correlation_id=call.correlation_id,
     )  # fmt: skip
     return json_response(SecretDeleted(name=call.name, status="deleted", recoverable=True).to_json(), 202)
 
 
 @endpoint(
-    bp, "secrets_recover", "secrets/{name}/recover", "POST", roles=Role.REVOCATION_EXECUTE, accepts=EmptyBody
+    bp,
+    "secrets_recover",
+    "secrets/{name}/recover",
+    "POST",
+    roles=Role.REVOCATION_EXECUTE,
+    accepts=EmptyBody,
+    vault="one",
 )
 def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
     decommission.recover_secret(
-        call.container.peers, call.name, actor=call.actor, correlation_id=call.correlation_id
+        call.scope.peers, call.name, actor=call.actor, correlation_id=call.correlation_id
     )
     return json_response(SecretRecovered(name=call.name, status="recovered").to_json(), 202)
 
 
-@endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams)
+@endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams, vault="any")
 def rotation_plan(call: Call[PlanParams]) -> func.HttpResponse:
-    plan = catalog.rotation_plan(call.container.peers, within_days=call.input.within_days)
+    plan = catalog.rotation_plan([s.peers for s in call.scopes], within_days=call.input.within_days)
     return json_response(plan.to_json())

@@ -231,8 +231,9 @@ def scan(peers: AuditPeers, rules: ScanRules, *, correlation_id: str | None = No
     now = clock.now()
     since = now - rules.lookback
     report = ScanReport()
-    # The window it judges, from the query index: the scan reads what was recorded since, not the trail.
-    events = [event for _, event in indexed_rows(reader, keys, AuditQuery(vault=trail.vault, since=since))]
+    # The window it judges, from the query index: the scan reads what was recorded since, not the trail —
+    # about every vault (an actor's denials or requests count whichever vault they were about).
+    events = [event for _, event in indexed_rows(reader, keys, AuditQuery(since=since))]
     report.scanned = len(events)
     on_record = frozenset(
         str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY

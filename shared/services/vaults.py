@@ -10,11 +10,15 @@ another's fails its seal (``StateTampered``), and no decision about one vault's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from shared.domain.state import StateWrite, Versioned
 from shared.ports import StateStore
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def scoped_partition(vault: str | None, partition: str) -> str:
@@ -59,3 +63,32 @@ class UnknownVault(ValueError):
         super().__init__(f"not a vault this service manages ({', '.join(known)})")
         self.vault = vault[:64]
         self.known = tuple(known)
+
+
+def for_each(
+    vaults: Mapping[str, T], work: Callable[[T], R], *, parallel: int = 4
+) -> tuple[dict[str, R], dict[str, Exception]]:
+    """``work`` for each vault (by name), up to ``parallel`` at once — each vault has its own throttle
+    budget, so one vault's pace never holds up another's — and one vault's failure never stops the
+    others: (results, errors) by vault name, in the order given. The calling thread runs the work when
+    there is one vault."""
+    results: dict[str, R] = {}
+    errors: dict[str, Exception] = {}
+    if len(vaults) <= 1 or parallel <= 1:
+        for name, peers in vaults.items():
+            try:
+                results[name] = work(peers)
+            except Exception as err:
+                errors[name] = err
+        return results, errors
+    with ThreadPoolExecutor(max_workers=min(parallel, len(vaults)), thread_name_prefix="vault") as pool:
+        futures = {name: pool.submit(work, peers) for name, peers in vaults.items()}
+    for name, future in futures.items():
+        error = future.exception()
+        if error is None:
+            results[name] = future.result()
+        elif isinstance(error, Exception):
+            errors[name] = error
+        else:
+            raise error
+    return results, errors

@@ -197,6 +197,13 @@ def test_query_parameters_are_the_query_models_fields(doc: dict[str, Any]) -> No
     for name, (_, _, op) in _operations(doc).items():
         endpoint = ENDPOINTS[name]
         query = {p["name"]: p for p in op["parameters"] if p["in"] == "query"}
+        vault = query.pop("vault", None)  # what the endpoint's vault use says, whatever its model
+        assert (vault is not None) == (endpoint.registered.vault is not None), name
+        if vault is not None:
+            assert (
+                vault["description"] == openapi.VAULT_USES[endpoint.registered.vault]
+                and not vault["required"]
+            )
         model = endpoint.query
         if model is None:
             assert query == {}, name

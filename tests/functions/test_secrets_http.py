@@ -245,7 +245,7 @@ def test_a_forced_rotation_is_queued_with_a_location(call: Caller, fake: FakeCon
         "secrets_rotate", method="POST", route={"name": "alpha"}, body={"force": True}
     )
     assert (status, body["status"]) == (202, "queued")
-    assert response.headers["Location"] == "/api/secrets/alpha/status"
+    assert response.headers["Location"] == "/api/secrets/alpha/status?vault=fleet"
     [request] = fake.rotation_queue.sent
     assert (request.reason, request.force, request.rotation_id) == (
         RotationReason.MANUAL,

@@ -465,7 +465,12 @@ def test_the_plan_lists_rotations_expiries_and_violations_in_the_window(world: W
     assert plan["items"][0]["expired"] is True and plan["items"][1]["managed"] is False
     assert (plan["items"][2]["reason"], plan["items"][3]["reason"]) == ("near_expiry", "interval")
     assert plan["violations"] == [
-        {"name": "broken", "tag": "secret-kind", "problem": plan["violations"][0]["problem"]}
+        {
+            "name": "broken",
+            "vault": "fleet",
+            "tag": "secret-kind",
+            "problem": plan["violations"][0]["problem"],
+        }
     ]
     wide = world.rotation_plan(within_days=40)
     assert ("later", "rotation") in [(i["name"], i["event"]) for i in wide["items"]]

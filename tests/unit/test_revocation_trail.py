@@ -142,7 +142,12 @@ def test_a_request_on_record_whose_row_is_gone_is_listed_and_reported_once(world
     listing = revocation.list_all(peers)
     assert listing.requests == []
     assert [u.to_json() for u in listing.unreadable] == [
-        {"id": made.id, "secret_name": NAME, "problem": "missing: on record, its row is gone"}
+        {
+            "id": made.id,
+            "secret_name": NAME,
+            "vault": "fleet",
+            "problem": "missing: on record, its row is gone",
+        }
     ]
     revocation.expire_pending(peers)  # the timer looks too, without anyone listing
     assert reported == [(revocation.PARTITION, made.id)] * 2  # the alarm makes it one finding

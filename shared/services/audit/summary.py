@@ -7,7 +7,7 @@ was missing, so an hour is aggregated from all of its records."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -63,18 +63,25 @@ def aggregate_hours(peers: AuditPeers) -> int:
     return len(hours)
 
 
-def summarize_audit(peers: AuditPeers, *, secret_name: str | None, days: int) -> AuditSummary:
+def summarize_audit(
+    vaults: AuditPeers | Sequence[AuditPeers], *, secret_name: str | None, days: int
+) -> AuditSummary:
     """Counts by action and result, the last rotation and the failures of the last ``days`` days, of the
-    records whose MAC proves the service wrote them. One secret's are read from its chain; all of them
-    from the hourly aggregates and the index. Raises DependencyUnavailable."""
-    since = peers.clock.now() - timedelta(days=days)
+    records whose MAC proves the service wrote them, about each vault whose peers are given. One secret's
+    are read from its chain (give one vault's peers); all of them from each vault's hourly aggregates and
+    the index. Raises DependencyUnavailable, ValueError (a secret and several vaults)."""
+    each = list(vaults) if isinstance(vaults, Sequence) else [vaults]
+    since = each[0].clock.now() - timedelta(days=days)
     if secret_name is not None:
+        if len(each) != 1:
+            raise ValueError("one secret's summary is about one vault")
+        peers = each[0]
         query = AuditQuery(vault=peers.trail.vault, secret_name=secret_name, since=since)
         rows = peers.reader.list_records(query)
         keys = peers.keys.get
         total = aggregate(e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys)))
     else:
-        total = _whole_trail(peers, since)
+        total = combine([_whole_trail(peers, since) for peers in each])
     return _answer(total, secret_name, days, since)
 
 

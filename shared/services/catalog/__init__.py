@@ -25,7 +25,7 @@ from shared.services.catalog.policies import (
     policy_dict,
     properties_of,
 )
-from shared.services.catalog.views import list_managed, secret_status
+from shared.services.catalog.views import list_managed, list_vaults, secret_status
 
 __all__ = [
     "FIELD_OF_TAG",
@@ -37,6 +37,7 @@ __all__ = [
     "apply_policy",
     "build_policy",
     "list_managed",
+    "list_vaults",
     "onboard",
     "plan_rotation",
     "policy_dict",

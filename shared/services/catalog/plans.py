@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -233,17 +233,33 @@ def _rotatable_now(
 # -- the plan ------------------------------------------------------------------------------------------
 
 
-def rotation_plan(peers: Peers, *, within_days: int) -> RotationPlan:
-    """From one listing: the managed secrets that would rotate within ``within_days`` (when, and why:
-    interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has passed),
-    managed or not, and invalid policies. Reserved secrets are left out. Raises DependencyUnavailable."""
-    reserved = peers.reserved
+def rotation_plan(vaults: Peers | Sequence[Peers], *, within_days: int) -> RotationPlan:
+    """From one listing of each vault: the managed secrets that would rotate within ``within_days`` (when,
+    and why: interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has
+    passed), managed or not, and invalid policies. Reserved secrets are left out. Raises
+    DependencyUnavailable."""
     if not 1 <= within_days <= 365:
         raise ValueError("within_days is 1-365")
-    now = peers.clock.now()
+    each = [vaults] if isinstance(vaults, Peers) else list(vaults)
+    now = each[0].clock.now()
     until = now + timedelta(days=within_days)
     items: list[PlannedExpiry | PlannedRotation] = []
     violations: list[PlanViolation] = []
+    for peers in each:
+        _plan_vault(peers, now, until, items, violations)
+    items.sort(key=lambda entry: (entry.when, entry.name.lower(), entry.event, entry.vault))
+    violations.sort(key=lambda entry: (entry.name.lower(), entry.vault))
+    return RotationPlan(within_days=within_days, now=now, until=until, items=items, violations=violations)
+
+
+def _plan_vault(
+    peers: Peers,
+    now: datetime,
+    until: datetime,
+    items: list[PlannedExpiry | PlannedRotation],
+    violations: list[PlanViolation],
+) -> None:
+    reserved, vault = peers.reserved, peers.trail.vault
     for item in peers.store.list_properties():
         if is_reserved(item.name, reserved) or not item.enabled:
             continue
@@ -252,6 +268,7 @@ def rotation_plan(peers: Peers, *, within_days: int) -> RotationPlan:
             expiry = PlannedExpiry(
                 when=item.expires,
                 name=item.name,
+                vault=vault,
                 event="expiry",
                 managed=managed,
                 expired=item.expires <= now,
@@ -262,20 +279,19 @@ def rotation_plan(peers: Peers, *, within_days: int) -> RotationPlan:
         try:
             policy = RotationPolicy.from_tags(item.tags, name=item.name, reserved=reserved)
         except PolicyError as err:
-            violations.append(PlanViolation(name=item.name, tag=err.tag, problem=problem_text(err)))
+            violations.append(
+                PlanViolation(name=item.name, vault=vault, tag=err.tag, problem=problem_text(err))
+            )
             continue
         due = policy.next_rotation(item.created, item.expires)
         if due <= until:
             interval = item.created + policy.interval <= _near_expiry(item)
             reason: Literal["interval", "near_expiry"] = "interval" if interval else "near_expiry"
             rotation = PlannedRotation(
-                when=due, name=item.name, event="rotation", reason=reason, rotator=policy.rotator,
-                due_now=now >= due,
+                when=due, name=item.name, vault=vault, event="rotation", reason=reason,
+                rotator=policy.rotator, due_now=now >= due,
             )  # fmt: skip
             items.append(rotation)
-    items.sort(key=lambda entry: (entry.when, entry.name.lower(), entry.event))
-    violations.sort(key=lambda entry: entry.name.lower())
-    return RotationPlan(within_days=within_days, now=now, until=until, items=items, violations=violations)
 
 
 def _near_expiry(item: SecretItem) -> datetime:

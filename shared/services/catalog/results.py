@@ -45,6 +45,7 @@ class RotationState(Answer):
 
 class SecretSummary(Answer):
     name: str
+    vault: str = Field(description="The vault that holds it (its short name).")
     version: str | None
     created: Timestamp
     expires: Timestamp | None
@@ -58,7 +59,10 @@ class SecretSummary(Answer):
 
 class SecretPage(Answer):
     items: list[SecretSummary]
-    continuation: str | None = Field(description="Pass it as `continuation` for the next page; null: last.")
+    continuation: str | None = Field(
+        description="Pass it as `continuation` for the next page; null: last. A name, or `<vault>:<name>` "
+        "when the page lists several vaults."
+    )
 
 
 class SecretProperties(Answer):
@@ -115,6 +119,7 @@ class Stalled(Answer):
 
 class SecretStatus(Answer):
     name: str
+    vault: str = Field(description="The vault that holds it (its short name).")
     version: str | None = Field(description="null when the current version is disabled (its id is hidden).")
     created: Timestamp
     expires: Timestamp | None
@@ -164,6 +169,7 @@ class RotationDryRun(Answer):
 class PlannedExpiry(Answer):
     when: Timestamp
     name: str
+    vault: str = Field(description="The vault that holds it (its short name).")
     event: Literal["expiry"]
     managed: bool
     expired: bool
@@ -172,6 +178,7 @@ class PlannedExpiry(Answer):
 class PlannedRotation(Answer):
     when: Timestamp
     name: str
+    vault: str = Field(description="The vault that holds it (its short name).")
     event: Literal["rotation"]
     reason: Literal["interval", "near_expiry"]
     rotator: Rotator
@@ -180,6 +187,7 @@ class PlannedRotation(Answer):
 
 class PlanViolation(Answer):
     name: str
+    vault: str = Field(description="The vault that holds it (its short name).")
     tag: str
     problem: str
 

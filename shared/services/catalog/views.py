@@ -3,7 +3,7 @@ secret's rotation (its policy, its state, its last rotation and failure, a stall
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,9 +88,37 @@ def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> 
         stored = progress.get(item.name.lower())
         state = state_view(stored, now)
         items.append(
-            SecretSummary(**_properties(current), **policy_view(current, now, reserved), state=state)
+            SecretSummary(
+                **_properties(current),
+                vault=peers.trail.vault,
+                **policy_view(current, now, reserved),
+                state=state,
+            )
         )
     return SecretPage(items=items, continuation=page[-1].name if more and page else None)
+
+
+def list_vaults(vaults: Sequence[Peers], *, limit: int = 50, after: str | None = None) -> SecretPage:
+    """One page of the managed secrets of several vaults: each vault's in turn (in the order given), by
+    name. ``after`` and the page's continuation are ``<vault>:<name>`` (``<vault>:`` before a vault's
+    first secret). Raises ValueError for a continuation naming no vault given or no valid name,
+    DependencyUnavailable, Forbidden."""
+    names = [peers.trail.vault for peers in vaults]
+    start, name = 0, None
+    if after is not None:
+        vault, colon, name = after.partition(":")
+        if vault not in names or not colon:
+            raise ValueError("continuation: not one this listing gave")
+        start, name = names.index(vault), name or None
+    items: list[SecretSummary] = []
+    for index in range(start, len(vaults)):
+        page = list_managed(vaults[index], limit=limit - len(items), after=name if index == start else None)
+        items.extend(page.items)
+        if page.continuation is not None:
+            return SecretPage(items=items, continuation=f"{names[index]}:{page.continuation}")
+        if len(items) == limit and index + 1 < len(vaults):
+            return SecretPage(items=items, continuation=f"{names[index + 1]}:")
+    return SecretPage(items=items, continuation=None)
 
 
 def _properties(current: SecretItem) -> dict[str, Any]:
@@ -172,6 +200,7 @@ def secret_status(peers: Peers, name: str, *, stall_after: timedelta = STALL_AFT
     planned = retirements(retire.state) if retire else []
     return SecretStatus(
         **properties,
+        vault=peers.trail.vault,
         managed=managed,
         reserved=is_reserved(name, reserved),
         **view,

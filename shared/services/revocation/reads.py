@@ -4,7 +4,7 @@ gone (reported as tampering, listed as unreadable)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -78,31 +78,46 @@ def list_all(peers: Services, *, status: Status | None = None, secret_name: str 
     recorded = recorded_ids(peers)  # before the rows: a request made in between is in both, never missing
     rows = peers.states.list(PARTITION)
     unreadable = [
-        UnreadableRevocation(id=key, secret_name=None, problem=f"tampered: {stored.tampered}")
+        UnreadableRevocation(
+            id=key, secret_name=None, vault=peers.trail.vault, problem=f"tampered: {stored.tampered}"
+        )
         for key, stored in sorted(rows.items())
         if stored.tampered is not None and secret_name is None
     ]
     for key, name in sorted(missing(peers, recorded, rows).items()):
         if secret_name is None or name.lower() == secret_name.lower():
             unreadable.append(
-                UnreadableRevocation(id=key, secret_name=name, problem="missing: on record, its row is gone")
+                UnreadableRevocation(
+                    id=key,
+                    secret_name=name,
+                    vault=peers.trail.vault,
+                    problem="missing: on record, its row is gone",
+                )
             )
     return Listing(listed(rows, status=status, secret_name=secret_name), unreadable)
 
 
 def page(
-    peers: Services,
+    vaults: Services | Sequence[Services],
     *,
     status: Status | None = None,
     secret_name: str | None = None,
     limit: int,
     continuation: str | None = None,
 ) -> RevocationPage:
-    """One page of ``list_all``: ``limit`` requests after the one ``continuation`` names (the unreadable
-    ones on the first page only). Raises InvalidRequest (``continuation`` not in the listing) and
-    DependencyUnavailable."""
-    listing = list_all(peers, status=status, secret_name=secret_name)
-    found = listing.requests
+    """One page of ``list_all`` of each vault's services, newest first: ``limit`` requests after the one
+    ``continuation`` names (the unreadable ones on the first page only). Raises InvalidRequest
+    (``continuation`` not in the listing) and DependencyUnavailable."""
+    listings = [
+        list_all(peers, status=status, secret_name=secret_name)
+        for peers in ([vaults] if isinstance(vaults, Services) else vaults)
+    ]
+    found = sorted(
+        (r for listing in listings for r in listing.requests),
+        key=lambda r: (r.requested_at, r.id),
+        reverse=True,
+    )
+    unreadable = [u for listing in listings for u in listing.unreadable]
     start = 0
     if continuation is not None:
         ids = [r.id for r in found]
@@ -114,7 +129,7 @@ def page(
     return RevocationPage(
         items=[Document.of(r) for r in items],
         continuation=items[-1].id if more and items else None,
-        unreadable=listing.unreadable if continuation is None else [],
+        unreadable=unreadable if continuation is None else [],
     )
 
 

@@ -66,6 +66,7 @@ class UnreadableRevocation(Answer):
 
     id: str
     secret_name: str | None
+    vault: str
     problem: str
 
 
