@@ -7,6 +7,7 @@ Tests replace the whole container with ``set_container``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -63,6 +64,7 @@ class Container:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self._lock = threading.RLock()
+        self._probe_clients: dict[str, SecretClient] = {}
         # azure-core logs every request URL and header set at INFO; the Python worker forwards that to
         # Application Insights. Table filters carry actor ids and IPs: keep only warnings and errors.
         http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")
@@ -446,11 +448,27 @@ class Container:
 
             return AuditStoreProbe(self._probe_table_service, AUDIT_TABLE)
 
-        return {
+        probes: dict[str, DependencyProbe] = {
             "key_vault": _Deferred(key_vault),
             "storage": _Deferred(storage),
             "audit_store": _Deferred(audit_store),
         }
+        try:
+            others = self.settings.key_vaults[1:]
+        except ConfigurationError:
+            others = ()  # the key_vault check names the setting
+        for kv in others:
+            probes[f"key_vault:{kv.name}"] = _Deferred(functools.partial(self._other_vault_probe, kv))
+        return probes
+
+    def _other_vault_probe(self, kv: KeyVaultSettings) -> DependencyProbe:
+        from shared.adapters.key_vault import KeyVaultProbe
+
+        with self._lock:
+            client = self._probe_clients.get(kv.name)
+            if client is None:
+                client = self._probe_clients[kv.name] = self._secret_client(kv, **_PROBE_TRANSPORT)
+        return KeyVaultProbe(client)
 
     @cached_property
     def _probe_secret_client(self) -> SecretClient:

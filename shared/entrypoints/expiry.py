@@ -37,7 +37,7 @@ def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
     )
     failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
     for vault, report in reports.items():
-        logger.info("expiry check of %s: %s", vault, report.counts())
+        logger.info("expiry check: %s (vault %s)", report.counts(), vault)
         if report.failed:
             failures.append(f"{vault}: {len(report.failed)} secret(s) could not be checked")
     if failures:

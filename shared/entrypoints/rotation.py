@@ -33,7 +33,7 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
     runs, errors = for_each(get_container().vaults, lambda scope: sweep_run.run(scope.sweep_peers, cid))
     failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
     for vault, done in runs.items():
-        logger.info("rotation sweep of %s: %s", vault, done.summary())
+        logger.info("rotation sweep: %s (vault %s)", done.summary(), vault)
         failures.extend(f"{vault}: {failure}" for failure in done.failures)
     if failures:
         # Fail the invocation so the platform shows it; the next sweep tries again (each is on record).
