@@ -24,6 +24,7 @@ Exits 1 when a goal is not met (printed with the figures), 130 when interrupted.
 
     .venv/bin/python -m bench.sweep                    # 10,000 and 50,000 secrets
     .venv/bin/python -m bench.sweep --quick            # 300 and 1,500 secrets: a smoke run
+    .venv/bin/python -m bench.sweep --vaults 4         # 4 vaults x 10,000 beside 1 x 40,000 (sweep_vaults.py)
 """
 
 from __future__ import annotations
@@ -137,9 +138,10 @@ def seed(
     *,
     workers: int = 8,
     progress: Callable[[int], None] | None = None,
+    due_age_days: float = DUE_AGE_DAYS,
 ) -> None:
     """Create the population through the SDK (8 threads, within azure-core's pool of 10 connections): the
-    due secrets with the emulator's clock shifted DUE_AGE_DAYS back, so they are due by their interval;
+    due secrets with the emulator's clock shifted ``due_age_days`` back, so they are due by their interval;
     then the clock is put back."""
     done = 0
     lock = threading.Lock()
@@ -157,7 +159,7 @@ def seed(
             for _ in pool.map(lambda name: make(name, tags), sorted(names)):
                 pass
 
-    emulator.set_clock_offset(-DUE_AGE_DAYS * 86400)
+    emulator.set_clock_offset(-due_age_days * 86400)
     try:
         make_all(population.due, POLICY.to_tags())
     finally:
@@ -718,7 +720,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--create-limit", type=int, default=300, help="set_secret per 10 s (default 300)")
     parser.add_argument("--tx-limit", type=int, default=4000, help="other calls per 10 s (default 4000)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 300 and 1,500 secrets")
+    parser.add_argument(
+        "--vaults",
+        type=int,
+        default=0,
+        help="instead: the sweep over this many vaults of --secrets each beside one vault holding them all "
+        "(bench/sweep_vaults.py; 2-16)",
+    )
     args = parser.parse_args(argv)
+    if args.vaults and not 2 <= args.vaults <= 16:
+        parser.error("--vaults must be 2-16 (the service manages at most 16 vaults)")
     if args.secrets is None:
         args.secrets = 300 if args.quick else 10_000
     if args.large is None:
@@ -741,6 +752,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.drain_child:
         return drain_child()
+    if args.vaults:
+        from bench.sweep_vaults import run_vaults
+
+        return run_benchmark(run_vaults, args)
     return run_benchmark(run, args)
 
 

@@ -37,7 +37,8 @@ class EventGridSink:
     @property
     def endpoint(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/api/events"
+        name = host.decode() if isinstance(host, bytes) else host  # typeshed allows bytes here
+        return f"http://{name}:{port}/api/events"
 
     def start(self) -> EventGridSink:
         self._thread.start()
