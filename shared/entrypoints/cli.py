@@ -1,8 +1,9 @@
 """Operator command line: verify the audit trail (and seal a digest) from a terminal.
 
-    python -m shared.entrypoints.cli verify [--secret-name NAME] [--json] [--settings local.settings.json]
+    python -m shared.entrypoints.cli verify [--secret-name NAME [--vault V]] [--json] [--settings FILE]
     python -m shared.entrypoints.cli digest [--settings local.settings.json]
-    python -m shared.entrypoints.cli repair (--secret-name NAME | --service) --operator ID --reason TEXT
+    python -m shared.entrypoints.cli repair (--secret-name NAME | --service) [--vault V] --operator ID
+        --reason TEXT
 
 ``repair`` re-derives a chain's head from its records (after somebody deleted or rewound the head row,
 which stops every append to that chain); it refuses unless the chain's records verify and reach every
@@ -30,6 +31,8 @@ from shared.domain.audit import Actor, ActorType
 from shared.domain.errors import Conflict, DomainError, NotFound
 from shared.domain.secrets import NAME_PATTERN
 from shared.services.audit import repair_chain, verify_audit, write_digest
+from shared.services.peers import AuditPeers
+from shared.services.vaults import UnknownVault
 
 EXIT_COULD_NOT_VERIFY = 3
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return _digest(container)
         if args.command == "repair":
             return _repair(container, args)
-        report = verify_audit(container.audit_peers, secret_name=secret_name)
+        report = verify_audit(_audit_peers(container, args), secret_name=secret_name)
     except (ConfigurationError, DomainError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_COULD_NOT_VERIFY
@@ -89,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "verify", parents=[common], help="walk the chains and digests and report every break"
     )
     verify.add_argument("--secret-name", help="only this secret's chain")
+    verify.add_argument("--vault", help="the vault of --secret-name (default: KEY_VAULT_URL's)")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     commands.add_parser("digest", parents=[common], help="seal a digest of every chain head now")
     repair = commands.add_parser(
@@ -97,9 +101,16 @@ def _parser() -> argparse.ArgumentParser:
     which = repair.add_mutually_exclusive_group(required=True)
     which.add_argument("--secret-name", help="the secret whose chain to repair")
     which.add_argument("--service", action="store_true", help="the service chain (refusals, findings)")
+    repair.add_argument("--vault", help="the vault of the chain (default: KEY_VAULT_URL's)")
     repair.add_argument("--operator", required=True, help="who repairs (recorded in CHAIN_REPAIRED)")
     repair.add_argument("--reason", required=True, help="why (recorded; an incident id, for example)")
     return parser
+
+
+def _audit_peers(container: Container, args: argparse.Namespace) -> AuditPeers:
+    """The audit peers of the vault ``--vault`` names (the designated vault's without it). Raises
+    UnknownVault (a ValueError), ConfigurationError."""
+    return container.vault(getattr(args, "vault", None)).audit_peers
 
 
 def _digest(container: Container) -> int:
@@ -118,12 +129,12 @@ def _repair(container: Container, args: argparse.Namespace) -> int:
         return 2
     try:
         record = repair_chain(
-            container.audit_peers,
+            _audit_peers(container, args),
             secret_name=args.secret_name,
             operator=Actor(id=args.operator, type=ActorType.USER, user_agent="secret-lifecycle-cli"),
             reason=args.reason,
         )
-    except (NotFound, Conflict) as err:
+    except (NotFound, Conflict, UnknownVault) as err:
         print(f"refused: {err}", file=sys.stderr)
         return 1
     print(f"repaired {record.chain}: head re-derived, CHAIN_REPAIRED is record {record.seq}")

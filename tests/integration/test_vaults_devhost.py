@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from tests.waiting import eventually
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
 REQUESTER = encode_principal("oid-req", ["Secrets.Revocation.Request"], name="rita")
+REPO = Path(__file__).resolve().parents[2]
 POLICY = RotationPolicy(SecretKind.DATABASE_PASSWORD, timedelta(days=30), None, "dispatch-db")
 
 
@@ -135,6 +138,21 @@ def test_two_vaults_end_to_end(two: Stack, emulators: list[EmulatorProcess]) -> 
 
     status, report = two.client.get("/api/audit/verify?fresh=true")
     assert (status, report["status"]) == (200, "ok"), report
+    # The break-glass command line verifies one vault's chain of the name.
+    for vault, exit_code, said in ((second, 0, "1 chain(s)"), ("fleet-nowhere", 3, "not a vault")):
+        cli = [
+            sys.executable,
+            "-m",
+            "shared.entrypoints.cli",
+            "verify",
+            "--secret-name",
+            name,
+            "--vault",
+            vault,
+        ]
+        done = subprocess.run(cli, cwd=REPO, env={"PATH": "/usr/bin:/bin", **two.env}, capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        assert done.returncode == exit_code and said in done.stdout + done.stderr, (done.stdout, done.stderr)
 
     # The second vault goes down: its own check fails, and the sweep still covers the first vault.
     eu.stop()
