@@ -457,8 +457,9 @@ class Container:
             others = self.settings.key_vaults[1:]
         except ConfigurationError:
             others = ()  # the key_vault check names the setting
-        for kv in others:
-            probes[f"key_vault:{kv.name}"] = _Deferred(functools.partial(self._other_vault_probe, kv))
+        # By position, not by name: the endpoint is anonymous, and a vault's name is nobody's business there.
+        for position, kv in enumerate(others, start=2):
+            probes[f"key_vault_{position}"] = _Deferred(functools.partial(self._other_vault_probe, kv))
         return probes
 
     def _other_vault_probe(self, kv: KeyVaultSettings) -> DependencyProbe:
