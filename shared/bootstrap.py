@@ -495,12 +495,20 @@ class VaultScope:
         self.name = name
         self._kv = kv  # None: the designated vault
         self._own: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     def _built(self, role: str, build: Callable[[], Any]) -> Any:
-        with self._c._lock:
-            if role not in self._own:
-                self._own[role] = build()
-            return self._own[role]
+        """This vault's ``role``, built on first use. Built with no lock held: it reads the container's
+        cached peers, each computed under its own lock (Python 3.11's cached_property), some under the
+        container's; holding a lock here while waiting for theirs would deadlock against a thread doing
+        the reverse (the vaults' sweeps start at once on a new container). Two threads may both build it;
+        the first stored is kept, the other dropped (a client or a wrapper, nothing written)."""
+        with self._lock:
+            if role in self._own:
+                return self._own[role]
+        made = build()
+        with self._lock:
+            return self._own.setdefault(role, made)
 
     @property
     def store(self) -> SecretStore:
@@ -591,7 +599,7 @@ class VaultScope:
         c = self._c
         if self._kv is None:
             return c.finding_peers
-        return FindingPeers(c.findings, self.trail, c.publisher, c.clock)
+        return FindingPeers(c.findings, self.trail, c.publisher, c.clock, scope=self.name)
 
     @property
     def sweep_peers(self) -> SweepPeers:

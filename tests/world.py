@@ -97,7 +97,8 @@ class Peers:
 
     @property
     def finding_peers(self) -> FindingPeers:
-        return FindingPeers(self.findings, self.trail, self.publisher, self.clock)
+        scope = None if self.vault == VAULT else self.vault  # as bootstrap's VaultScope: None, designated
+        return FindingPeers(self.findings, self.trail, self.publisher, self.clock, scope=scope)
 
     def _peer_fields(self) -> dict[str, Any]:
         return {

@@ -163,6 +163,10 @@ def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
 @endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams, vault="any")
 def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
     peers, params = call.container.audit_peers, call.input
+    if call.vault is not None and params.secret_name is None:
+        raise BadRequest(
+            VAULT_PARAMETER, "only with secret_name: the whole trail is verified with every vault"
+        )
     if params.secret_name is not None:  # one secret's chain: verified now, it is small
         scope = call.container.vault(_vault_of_secret(call, params.secret_name))
         report = service.verify_audit(scope.audit_peers, secret_name=params.secret_name)

@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     secret_name = getattr(args, "secret_name", None)
     if secret_name is not None and not NAME_PATTERN.fullmatch(secret_name):
         parser.error("--secret-name must be 1-127 characters of 0-9, a-z, A-Z and -")
+    if args.command == "verify" and args.vault is not None and secret_name is None:
+        parser.error("--vault goes with --secret-name: the whole trail is verified with every vault")
     try:
         settings_file = getattr(args, "settings", None)
         if settings_file is not None:

@@ -100,13 +100,15 @@ def _policy(
 @endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams, vault="any")
 def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
     scopes, limit, after = call.scopes, call.input.limit, call.input.continuation
-    try:
-        if len(scopes) == 1:
-            page = catalog.list_managed(scopes[0].peers, limit=limit, after=after)
-        else:
+    if len(scopes) == 1:
+        if after is not None and ":" in after:  # a name: what a listing of one vault gives
+            raise BadRequest("continuation", "not one this listing gave")
+        page = catalog.list_managed(scopes[0].peers, limit=limit, after=after)
+    else:
+        try:
             page = catalog.list_vaults([s.peers for s in scopes], limit=limit, after=after)
-    except ValueError:
-        raise BadRequest("continuation", "not one this listing gave") from None
+        except catalog.InvalidContinuation as err:
+            raise BadRequest("continuation", str(err)) from None
     return json_response(page.to_json())
 
 

@@ -168,6 +168,10 @@ class FindingPeers:
     trail: AuditTrail
     publisher: Publisher
     clock: Clock
+    #: The vault of the secrets this bundle reports about when it is not the designated vault (None: the
+    #: designated vault's, whose findings' ids never named it, so a finding reported before several vaults
+    #: is the same finding after).
+    scope: str | None = None
 
 
 def cause(action: Action, details: Mapping[str, Any], *, actor: Actor = SYSTEM_ACTOR) -> dict[str, Any]:
@@ -183,7 +187,8 @@ def cause(action: Action, details: Mapping[str, Any], *, actor: Actor = SYSTEM_A
 class Cause:
     """The record that caused a finding: ``action`` by ``actor`` with ``facts``; ``shown``: the facts are
     also in the finding's own details (unless too large to be there twice); ``vault``: the vault of the
-    secret it is about (two vaults may hold a secret of one name)."""
+    secret it is about when not the designated vault (``FindingPeers.scope``: two vaults may hold a secret
+    of one name)."""
 
     action: Action
     facts: Mapping[str, Any]

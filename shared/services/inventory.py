@@ -361,7 +361,7 @@ def _changed_outside(peers: FindingPeers, change: Change, cid: str | None) -> No
         what = "had its policy changed outside the API"
     facts = {"before": before, "after": after, "outside_api": True, "gone": change.gone}
     # The old and new tags are on the cause record: twice would not fit 4 KiB.
-    why = Cause(Action.POLICY_CHANGED, facts, actor=UNKNOWN_ACTOR, shown=False, vault=peers.trail.vault)
+    why = Cause(Action.POLICY_CHANGED, facts, actor=UNKNOWN_ACTOR, shown=False, vault=peers.scope)
     finding = caused(
         RULE, (change.name.lower(), digest), why, time=peers.clock.now(), secret_name=change.name,
         summary=f"{change.name} {what}",

@@ -99,7 +99,7 @@ def report_stalls(
             "reason": found.reason,
         }
         summary = f"{found.name} is due since {facts['due_since']} and not rotated: {found.reason}"
-        why = Cause(Action.ROTATION_STALLED, facts, vault=peers.trail.vault)
+        why = Cause(Action.ROTATION_STALLED, facts, vault=peers.scope)
         finding = caused(
             RULE, (found.name.lower(), format_time(found.created)), why, time=now, secret_name=found.name,
             summary=summary,

@@ -43,6 +43,8 @@ class Finding:
     record_ids: tuple[str, ...] = ()
     #: Ids of the actors whose records make the finding, in order of appearance: they may not review it.
     actors: tuple[str, ...] = ()
+    #: The vault of ``secret_name`` (its records' vault).
+    vault: str | None = None
 
     def details(self) -> dict[str, Any]:
         return {
@@ -135,15 +137,24 @@ def _bursts(burst_rule: _Burst, events: Iterable[AuditEvent], since: datetime | 
                         secret_name=burst[0].secret_name if rule == "repeated_rotation_failures" else None,
                         record_ids=tuple(e.id for e in burst),
                         actors=_actors(burst),
+                        vault=burst[0].vault if rule == "repeated_rotation_failures" else None,
                     )
                 )
     return findings
 
 
 def find_suspicious(
-    events: Sequence[AuditEvent], rules: ScanRules, since: datetime | None = None
+    events: Sequence[AuditEvent], rules: ScanRules, since: datetime | None = None, *, home: str | None = None
 ) -> list[Finding]:
-    """Apply every rule to the events (those at or after ``since``, the lookback start). Pure."""
+    """Apply every rule to the events (those at or after ``since``, the lookback start), of every vault:
+    one secret is a vault and a name (``home``, the designated vault, names its secrets by name alone, as
+    before several vaults, so its findings keep their ids). Pure."""
+
+    def secret_of(event: AuditEvent) -> str | None:
+        if event.secret_name is None or event.vault == home:
+            return event.secret_name
+        return f"{event.vault}/{event.secret_name}"
+
     events = [e for e in events if e.action != Action.SUSPICIOUS_ACTIVITY]
     denied = [e for e in events if e.action == Action.ACCESS_DENIED]
     window, failures, requests = rules.window, rules.rotation_failure_window, rules.revocation_window
@@ -154,7 +165,7 @@ def find_suspicious(
         (_Burst("access_denied_burst_ip", lambda e: e.actor.ip, rules.denied_per_ip, window,
                 lambda s, n: f"{n} denied requests from {s} within {window}"),
          denied),
-        (_Burst("repeated_rotation_failures", lambda e: e.secret_name, rules.rotation_failures, failures,
+        (_Burst("repeated_rotation_failures", secret_of, rules.rotation_failures, failures,
                 lambda s, n: f"{n} failed rotations of {s} within {failures}"),
          [e for e in events if e.action == Action.ROTATION_FAILED]),
         (_Burst("revocation_request_burst", _person, rules.revocation_requests, requests,
@@ -194,6 +205,7 @@ def _single(rule: str, event: AuditEvent, summary: str, *, actors: tuple[str, ..
         secret_name=event.secret_name,
         record_ids=(event.id,),
         actors=(canonical_identity(event.actor.id),) if actors is None else actors,
+        vault=event.vault,
     )
 
 
@@ -238,12 +250,13 @@ def scan(peers: AuditPeers, rules: ScanRules, *, correlation_id: str | None = No
     on_record = frozenset(
         str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY
     )
-    for finding in find_suspicious(events, rules, since):
+    for finding in find_suspicious(events, rules, since, home=trail.vault):
         stored = StoredFinding(
             id=finding.id,
             rule=finding.rule,
             time=now,
             secret_name=finding.secret_name,
+            vault=None if finding.vault == trail.vault else finding.vault,
             details=finding.details(),
         )
         if findings.claim(stored):

@@ -23,6 +23,7 @@ from tests.functions.conftest import LOCAL_ENV, Context, FakeContainer, call_htt
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
 REQUESTER = encode_principal("oid-req", ["Secrets.Revocation.Request"], name="rita")
 READER = encode_principal("oid-auditor", ["Secrets.Audit.Read"], name="ana")
+EXECUTOR = encode_principal("oid-exec", ["Secrets.Revocation.Execute"], name="eve")
 JSON = {"content-type": "application/json"}
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 NAME = "dispatch-api-key"
@@ -148,6 +149,15 @@ def test_a_revocation_is_found_in_its_vault(functions: dict[str, Any], two: TwoV
     assert listed["items"] == []
     status, _ = http(functions, "revocations_get", READER, route={"id": "0" * 32})
     assert status == 404
+    # Decided and executed by its id alone, in its vault: the other vault's versions are untouched.
+    for approver in ("oid-ap1", "oid-ap2"):
+        who = encode_principal(approver, ["Secrets.Revocation.Approve"], name=approver)
+        status, body = http(functions, "revocations_approve", who, method="POST", route={"id": made["id"]})
+        assert status == 200, body
+    status, done = http(functions, "revocations_execute", EXECUTOR, method="POST", route={"id": made["id"]})
+    assert status == 200 and done["status"] == "executed", done
+    assert [v.enabled for v in two.eu.list_versions(NAME)] == [False]
+    assert [v.enabled for v in two.secret_store.list_versions(NAME)] == [True]
 
 
 def test_the_timers_cover_every_vault(functions: dict[str, Any], two: TwoVaults) -> None:
@@ -216,3 +226,5 @@ def test_one_vault_takes_its_own_name_and_no_other(functions: dict[str, Any], us
     assert status == 400 and body["parameter"] == "vault"
     status, body = http(functions, "audit_query", READER, params={"vault": "fleet", "secret_name": NAME})
     assert status == 200
+    status, body = http(functions, "audit_verify", READER, params={"vault": "fleet"})
+    assert status == 400 and body["parameter"] == "vault"  # the whole trail is every vault's

@@ -5,17 +5,22 @@ store sealed as in production)."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from shared.domain.audit import Action, chain_of
+from shared.bootstrap import Container, VaultScope
+from shared.config import Settings
+from shared.domain.audit import Action, Result, chain_of, format_time
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.domain.rotation import RotationReason, RotationRequest
 from shared.domain.state import StateTampered
+from shared.services import stalls
 from shared.services.findings import PARTITION as FINDINGS
-from shared.services.findings import StateFindingStore
-from shared.services.vaults import scoped_partition
+from shared.services.findings import StateFindingStore, finding_id
+from shared.services.vaults import for_each, scoped_partition
 from tests.world import Peers, World
 
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30))
@@ -113,3 +118,56 @@ def test_a_pending_finding_is_recorded_on_its_vault_whoever_finishes_it(world: W
     [finding] = world.records(Action.SUSPICIOUS_ACTIVITY, NAME)
     assert finding.chain == chain_of("fleet-eu", NAME)
     assert world.records(Action.ROTATION_STALLED, NAME)[0].vault == "fleet-eu"
+
+
+def test_the_vaults_peers_build_at_once_on_a_new_container(tmp_path: Path) -> None:
+    """The timers start every vault's work at once on a new container: building the vaults' peers in
+    parallel, over the container's own cached peers, must finish (a lock held while waiting for another
+    is a deadlock that hangs every later invocation of the worker)."""
+    pem = tmp_path / "vaults.pem"
+    pem.write_text("not read until a call is made")
+    env = {
+        "KEY_VAULT_URL": "https://127.0.0.1:8443",
+        "KEY_VAULT_URLS": ",".join(f"https://127.0.0.1:{8444 + i}" for i in range(5)),
+        "KEY_VAULT_CA_BUNDLE": str(pem),
+        "SECRETS_STORAGE": "UseDevelopmentStorage=true",
+    }
+
+    def build(scope: VaultScope) -> object:
+        return scope.sweep_peers, scope.revocations, scope.audit_peers, scope.finding_peers
+
+    def many() -> None:
+        for _ in range(150):
+            runs, errors = for_each(Container(Settings(env)).vaults, build, parallel=6)
+            assert not errors and len(runs) == 6
+
+    worker = threading.Thread(target=many, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "building the vaults' peers in parallel hung"
+
+
+def test_a_designated_vault_finding_keeps_the_id_it_had_before_several_vaults(world: World) -> None:
+    seed(world)
+    world.rows.create("rotation", NAME, {"step": "promoting"})  # every rotation refused: it stalls
+    world.sweep_run("sweep-1")
+    [stalled] = world.records(Action.ROTATION_STALLED, NAME)
+    made = world.store.get_properties(NAME).created
+    assert stalled.details["finding_id"] == finding_id(stalls.RULE, NAME, format_time(made))
+
+
+def test_failures_of_one_name_in_two_vaults_are_two_findings_on_their_vaults(world: World) -> None:
+    def failed(vault: str, minute: int) -> None:
+        world.trail.of(vault).record(
+            Action.ROTATION_FAILED, secret_name=NAME, result=Result.FAILURE, details={"reason": "x"}
+        )
+        world.clock.advance(timedelta(minutes=minute))
+
+    for _ in range(2):  # two failures in each vault: neither reaches the threshold of 3, nor do they add up
+        failed("fleet", 1), failed("fleet-eu", 1)
+    world.scan()
+    assert world.records(Action.SUSPICIOUS_ACTIVITY, NAME) == []
+    failed("fleet-eu", 1)
+    world.scan()
+    [finding] = world.records(Action.SUSPICIOUS_ACTIVITY, NAME)
+    assert finding.chain == chain_of("fleet-eu", NAME) and "fleet-eu/" + NAME in finding.details["summary"]

@@ -25,11 +25,12 @@ from shared.services.catalog.policies import (
     policy_dict,
     properties_of,
 )
-from shared.services.catalog.views import list_managed, list_vaults, secret_status
+from shared.services.catalog.views import InvalidContinuation, list_managed, list_vaults, secret_status
 
 __all__ = [
     "FIELD_OF_TAG",
     "MAX_PAGE",
+    "InvalidContinuation",
     "InvalidPolicy",
     "PolicyConflict",
     "PolicyInput",

@@ -17,7 +17,7 @@ from shared.domain.policy import (
     PolicyError,
     RotationPolicy,
 )
-from shared.domain.secrets import SecretItem, SecretVersion, validate_name
+from shared.domain.secrets import NAME_PATTERN, SecretItem, SecretVersion, validate_name
 from shared.domain.state import Versioned
 from shared.domain.targets import is_reserved
 from shared.ports import StateStore
@@ -98,17 +98,21 @@ def list_managed(peers: Peers, *, limit: int = 50, after: str | None = None) -> 
     return SecretPage(items=items, continuation=page[-1].name if more and page else None)
 
 
+class InvalidContinuation(ValueError):
+    """A continuation this listing did not give."""
+
+
 def list_vaults(vaults: Sequence[Peers], *, limit: int = 50, after: str | None = None) -> SecretPage:
     """One page of the managed secrets of several vaults: each vault's in turn (in the order given), by
     name. ``after`` and the page's continuation are ``<vault>:<name>`` (``<vault>:`` before a vault's
-    first secret). Raises ValueError for a continuation naming no vault given or no valid name,
+    first secret). Raises InvalidContinuation for a continuation naming no vault given or no valid name,
     DependencyUnavailable, Forbidden."""
     names = [peers.trail.vault for peers in vaults]
     start, name = 0, None
     if after is not None:
         vault, colon, name = after.partition(":")
-        if vault not in names or not colon:
-            raise ValueError("continuation: not one this listing gave")
+        if vault not in names or not colon or (name and not NAME_PATTERN.fullmatch(name)):
+            raise InvalidContinuation("not one this listing gave")
         start, name = names.index(vault), name or None
     items: list[SecretSummary] = []
     for index in range(start, len(vaults)):
