@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain.identity import encode_principal
@@ -42,3 +44,20 @@ class Client:
 
     def put(self, path: str, body: Any = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         return self.request("PUT", path, body=body, **kwargs)
+
+
+def send_key_vault_event(base: str, vault_name: str, kind: str, name: str, version: str) -> None:
+    """A Key Vault event (``kind``: ``SecretNearExpiry``, ...) as Event Grid delivers it to the webhook of
+    the host at ``base``."""
+    data = {"Id": f"https://{vault_name}.vault.azure.net/secrets/{name}/{version}", "VaultName": vault_name,
+            "ObjectType": "Secret", "ObjectName": name, "Version": version}  # fmt: skip
+    sent = datetime.now(UTC).isoformat()
+    body = [{"id": secrets.token_hex(8), "topic": "/kv", "subject": name, "data": data, "dataVersion": "1",
+             "eventType": f"Microsoft.KeyVault.{kind}", "eventTime": sent}]  # fmt: skip
+    request = urllib.request.Request(
+        f"{base}/runtime/webhooks/eventgrid?functionName=key_vault_events",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json", "aeg-event-type": "Notification"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status in (200, 202)

@@ -12,7 +12,6 @@ import logging
 import secrets
 import subprocess
 import sys
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, Rotator, SecretKind
 from shared.domain.targets import ConnectionDocument
 from tests.integration.conftest import app_settings
-from tests.integration.http_client import Client
+from tests.integration.http_client import Client, send_key_vault_event
 from tests.integration.test_postgres_rotator import Role, create_role
 from tests.integration.webhook_consumer import WebhookConsumer
 from tests.waiting import eventually
@@ -59,18 +58,7 @@ def _in(**delta: float) -> datetime:
 
 
 def _event(host: HostProcess, vault_name: str, kind: str, name: str, version: str) -> None:
-    """A Key Vault event as Event Grid delivers it to the host's webhook."""
-    data = {"Id": f"https://x.vault.azure.net/secrets/{name}/{version}", "VaultName": vault_name,
-            "ObjectType": "Secret", "ObjectName": name, "Version": version}  # fmt: skip
-    body = [{"id": secrets.token_hex(8), "topic": "/kv", "subject": name, "data": data, "dataVersion": "1",
-             "eventType": f"Microsoft.KeyVault.{kind}", "eventTime": _in().isoformat()}]  # fmt: skip
-    request = urllib.request.Request(
-        f"{host.url}/runtime/webhooks/eventgrid?functionName=key_vault_events",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", "aeg-event-type": "Notification"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        assert answer.status in (200, 202)
+    send_key_vault_event(host.url, vault_name, kind, name, version)
 
 
 def _rotation_paths(

@@ -6,11 +6,8 @@ vault not listed is ignored, and a vault that goes down fails its own checks and
 
 from __future__ import annotations
 
-import json
-import secrets
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +22,7 @@ from shared.config import vault_name
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from tests.integration.app_stack import Stack, audit_rows
+from tests.integration.http_client import send_key_vault_event
 from tests.waiting import eventually
 
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
@@ -70,19 +68,7 @@ def name_of(emulator: EmulatorProcess) -> str:
 
 
 def event(stack: Stack, vault: str, kind: str, name: str, version: str) -> None:
-    """A Key Vault event as Event Grid delivers it to the host's webhook."""
-    data = {"Id": f"https://{vault}.vault.azure.net/secrets/{name}/{version}", "VaultName": vault,
-            "ObjectType": "Secret", "ObjectName": name, "Version": version}  # fmt: skip
-    sent = datetime.now(UTC).isoformat()
-    body = [{"id": secrets.token_hex(8), "topic": "/kv", "subject": name, "data": data, "dataVersion": "1",
-             "eventType": f"Microsoft.KeyVault.{kind}", "eventTime": sent}]  # fmt: skip
-    request = urllib.request.Request(
-        f"{stack.host.url}/runtime/webhooks/eventgrid?functionName=key_vault_events",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json", "aeg-event-type": "Notification"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        assert answer.status in (200, 202)
+    send_key_vault_event(stack.host.url, vault, kind, name, version)
 
 
 def test_two_vaults_end_to_end(two: Stack, emulators: list[EmulatorProcess]) -> None:
