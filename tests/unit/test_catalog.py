@@ -159,8 +159,9 @@ def test_onboarding_refuses_an_existing_reserved_or_recoverable_name(world: Worl
             raise Conflict("key_vault: HTTP 409, ObjectIsDeletedButRecoverable")
 
     world.store = Recoverable(world.clock)
-    with pytest.raises(Conflict, match="recoverable"):
+    with pytest.raises(Conflict, match="recoverable") as refused:
         onboard(world, "deleted-one")
+    assert "recover it" in str(refused.value) and "purge it" not in str(refused.value)  # never offered
     assert [e.result for e in world.records(Action.SECRET_ONBOARDED)] == [Result.INTENT, Result.FAILURE]
     assert world.states.get(PARTITION, "deleted-one").state["step"] == "idle"  # type: ignore[union-attr]
 

@@ -231,8 +231,10 @@ def onboard(
         except DomainError as err:
             record_failed(trail, Action.SECRET_ONBOARDED, err, details, fields)
             if isinstance(err, Conflict):
+                # The service never purges: say what can be done instead.
                 raise Conflict(
-                    f"secret {name} exists or is deleted but recoverable: recover or purge it first"
+                    f"secret {name} is deleted but recoverable: recover it (POST /api/secrets/{name}/recover)"
+                    " or choose another name; the name is free again once the vault's retention purged it"
                 ) from err
             raise
         try:
