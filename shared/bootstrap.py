@@ -394,9 +394,10 @@ class Container:
 
     @cached_property
     def audit_trail(self) -> AuditTrail:
+        from shared.adapters.telemetry import observe_records
         from shared.services.audit import AuditTrail
 
-        return AuditTrail(self.audit_log, self.clock, self.settings.key_vault.name)
+        return AuditTrail(self.audit_log, self.clock, self.settings.key_vault.name, observe_records)
 
     @cached_property
     def findings(self) -> FindingStore:

@@ -55,6 +55,8 @@ WEBHOOK_CA_BUNDLE = "WEBHOOK_CA_BUNDLE"
 REVOCATION_TTL_HOURS = "REVOCATION_TTL_HOURS"
 REVOCATION_APPROVALS = "REVOCATION_APPROVALS"
 ROTATION_STALL_MINUTES = "ROTATION_STALL_MINUTES"
+APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
+TELEMETRY_CONSOLE = "TELEMETRY_CONSOLE"
 
 #: AUDIT_RETENTION_DAYS, when on: at least what the summary may ask for (365 days) and a margin, at most a
 #: century.
@@ -140,6 +142,15 @@ class EventGridSettings:
     key: str | None = field(repr=False)
 
 
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Where spans and metrics go: Application Insights (its connection string: never in a repr), else the
+    console (local), else nowhere."""
+
+    connection_string: str | None = field(default=None, repr=False)
+    console: bool = False
+
+
 class Settings:
     """Typed, lazily validated view of the environment. Construct freely: it reads nothing until asked."""
 
@@ -209,6 +220,15 @@ class Settings:
         if not path.is_file():
             raise ConfigurationError(WEBHOOK_CA_BUNDLE, "names a file that does not exist")
         return path
+
+    @cached_property
+    def telemetry(self) -> TelemetrySettings:
+        """APPLICATIONINSIGHTS_CONNECTION_STRING (the deployment sets it) exports spans and metrics to
+        Application Insights; without it, TELEMETRY_CONSOLE=true prints them (local). Raises
+        ConfigurationError for a TELEMETRY_CONSOLE that is not true/false."""
+        return TelemetrySettings(
+            self._get(APPLICATIONINSIGHTS_CONNECTION_STRING), self._flag(TELEMETRY_CONSOLE)
+        )
 
     @cached_property
     def rotation_stall_after(self) -> timedelta:

@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
 )
 
+from shared.adapters import telemetry
 from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
 from shared.domain.identity import Role
@@ -229,6 +230,11 @@ def audit_incident_acknowledge(call: Call[AcknowledgeBody]) -> func.HttpResponse
 @bp.function_name("audit_digest")
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
+    with telemetry.invocation("audit_digest", "timer", None):
+        _audit_digest(timer)
+
+
+def _audit_digest(timer: func.TimerRequest) -> None:
     container = get_container()
     outcome = service.write_digest(container.audit_peers)
     # After the digest, which put back in the index what it was missing: each hour from all its records,
@@ -246,10 +252,16 @@ def audit_digest(timer: func.TimerRequest) -> None:
 @bp.function_name("audit_verify_daily")
 @bp.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")
 def audit_verify_daily(timer: func.TimerRequest) -> None:
+    with telemetry.invocation("audit_verify_daily", "timer", None):
+        _audit_verify_daily(timer)
+
+
+def _audit_verify_daily(timer: func.TimerRequest) -> None:
     report = service.verify_and_store(get_container().audit_peers)
     logger.info(
         "audit verify: %s, %d record(s) in %d ms", report.status, report.records, report.duration_ms or 0
     )
+    telemetry.metrics().verify_breaks.set(len(report.breaks))
     if report.breaks:
         # Fail the invocation so the platform shows it; GET /api/audit/verify answers with the breaks.
         raise RuntimeError(f"audit verify: {len(report.breaks)} break(s), e.g. {report.breaks[0].kind}")
@@ -258,6 +270,11 @@ def audit_verify_daily(timer: func.TimerRequest) -> None:
 @bp.function_name("audit_retention")
 @bp.timer_trigger(arg_name="timer", schedule="0 15 4 * * *")
 def audit_retention(timer: func.TimerRequest) -> None:
+    with telemetry.invocation("audit_retention", "timer", None):
+        _audit_retention(timer)
+
+
+def _audit_retention(timer: func.TimerRequest) -> None:
     container = get_container()
     days = container.settings.audit_retention_days
     if not days or container.audit_archive is None:
@@ -281,6 +298,11 @@ def audit_retention(timer: func.TimerRequest) -> None:
 @bp.function_name("suspicious_activity_scan")
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
 def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation("suspicious_activity_scan", "timer", correlation_id(context)):
+        _suspicious_activity_scan(timer, context)
+
+
+def _suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
     container = get_container()
     report = scan(
         container.audit_peers, container.settings.scan_rules, correlation_id=correlation_id(context)

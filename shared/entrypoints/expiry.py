@@ -15,6 +15,7 @@ import uuid
 
 import azure.functions as func
 
+from shared.adapters import telemetry
 from shared.bootstrap import get_container
 from shared.domain.key_vault_events import MalformedEvent, event_type, parse_event
 from shared.entrypoints.http import correlation_id
@@ -29,6 +30,11 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 @bp.function_name("expiry_check")
 @bp.timer_trigger(arg_name="timer", schedule="%EXPIRY_CHECK_SCHEDULE%")
 def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation("expiry_check", "timer", correlation_id(context)):
+        _expiry_check(timer, context)
+
+
+def _expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
     container = get_container()
     require_exp, cid = container.settings.expiry_require_exp, correlation_id(context) or uuid.uuid4().hex
     reports, errors = for_each(
@@ -49,6 +55,11 @@ def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
 @bp.function_name("key_vault_events")
 @bp.event_grid_trigger(arg_name="event")
 def key_vault_events(event: func.EventGridEvent) -> None:
+    with telemetry.invocation("key_vault_events", "eventgrid", event.id[:128]):
+        _key_vault_events(event)
+
+
+def _key_vault_events(event: func.EventGridEvent) -> None:
     kind = event_type(event.event_type)
     if kind is None:
         logger.info("Key Vault event %.80s ignored: type %.80r is not handled", event.id, event.event_type)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.adapters import telemetry
 from shared.bootstrap import Container, VaultScope, get_container
 from shared.config import ConfigurationError
 from shared.domain.audit import Action, Actor, Result
@@ -202,7 +203,12 @@ def endpoint(  # noqa: PLR0913 - the registration's terms, each named at every u
 
     def register(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
         def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-            return respond(lambda: _handle(handler, _call(req, context, allowed, parameters, accepts, vault)))
+            with telemetry.invocation(name, "http", correlation_id(context)) as span:
+                answer = respond(
+                    lambda: _handle(handler, _call(req, context, allowed, parameters, accepts, vault))
+                )
+                span.set_attribute("http.response.status_code", answer.status_code)
+                return answer
 
         function.__name__ = function.__qualname__ = name
         function.__doc__ = handler.__doc__
@@ -218,7 +224,10 @@ def anonymous(bp: func.Blueprint, name: str, route: str) -> Callable[[Callable[[
 
     def register(handler: Callable[[], func.HttpResponse]) -> Any:
         def function(req: func.HttpRequest) -> func.HttpResponse:
-            return handler()
+            with telemetry.invocation(name, "http", None) as span:
+                answer = handler()
+                span.set_attribute("http.response.status_code", answer.status_code)
+                return answer
 
         function.__name__ = function.__qualname__ = name
         function.__doc__ = handler.__doc__

@@ -17,6 +17,7 @@ from typing import Any
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.adapters import telemetry
 from shared.bootstrap import VaultScope, get_container
 from shared.domain.errors import NotFound
 from shared.domain.identity import Role
@@ -194,11 +195,17 @@ def revocations_review(call: Call[RequiredComment]) -> func.HttpResponse:
 @bp.function_name("revocation_expiry")
 @bp.timer_trigger(arg_name="timer", schedule=EXPIRY_SCHEDULE)
 def revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
+    with telemetry.invocation("revocation_expiry", "timer", correlation_id(context)):
+        _revocation_expiry(timer, context)
+
+
+def _revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
     failed = []
     for scope in get_container().vaults.values():
         try:
             expired, finished = revocation.expire_pending(scope.revocations, correlation_id=cid)
+            _count_waiting(scope)
         except Exception:  # one vault's failure never stops the others'
             logger.exception("revocation expiry of the vault %s failed", scope.name)
             failed.append(scope.name)
@@ -212,3 +219,13 @@ def revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
     if failed:
         # Fail the invocation so the platform shows it; the next run (in 5 minutes) tries again.
         raise RuntimeError(f"revocation expiry failed for the vault(s) {', '.join(failed)}")
+
+
+def _count_waiting(scope: VaultScope) -> None:
+    """The requests waiting for approvals, and those past half their TTL (an operator's alert)."""
+    now = scope.peers.clock.now()
+    waiting = revocation.list_requests(scope.states, status=Status.PENDING)
+    late = [r for r in waiting if now - r.requested_at > (r.expires_at - r.requested_at) / 2]
+    gauge = telemetry.metrics().approvals_waiting
+    gauge.set(len(waiting) - len(late), {"vault": scope.name, "past_half_ttl": False})
+    gauge.set(len(late), {"vault": scope.name, "past_half_ttl": True})

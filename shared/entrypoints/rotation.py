@@ -10,10 +10,12 @@ poison queue, however its attempts ended.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import azure.functions as func
 
+from shared.adapters import telemetry
 from shared.bootstrap import Container, VaultScope, get_container
 from shared.domain.rotation import MAX_DEQUEUE_COUNT, RotationRequest
 from shared.entrypoints.http import correlation_id
@@ -30,42 +32,61 @@ QUEUE = "rotation-requests"
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SWEEP_SCHEDULE%")
 def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
-    runs, errors = for_each(get_container().vaults, lambda scope: sweep_run.run(scope.sweep_peers, cid))
-    failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
-    for vault, done in runs.items():
-        logger.info("rotation sweep: %s (vault %s)", done.summary(), vault)
-        failures.extend(f"{vault}: {failure}" for failure in done.failures)
-    if failures:
-        # Fail the invocation so the platform shows it; the next sweep tries again (each is on record).
-        raise RuntimeError("rotation sweep: " + "; ".join(failures))
+    with telemetry.invocation("rotation_sweep", "timer", cid):
+        runs, errors = for_each(get_container().vaults, lambda scope: _sweep(scope, cid))
+        failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
+        for vault, done in runs.items():
+            logger.info("rotation sweep: %s (vault %s)", done.summary(), vault)
+            failures.extend(f"{vault}: {failure}" for failure in done.failures)
+        if failures:
+            # Fail the invocation so the platform shows it; the next sweep tries again (each is on record).
+            raise RuntimeError("rotation sweep: " + "; ".join(failures))
+
+
+def _sweep(scope: VaultScope, cid: str) -> sweep_run.SweepRun:
+    """One vault's sweep, timed, and what it found counted."""
+    started = time.perf_counter()
+    done = sweep_run.run(scope.sweep_peers, cid)
+    metrics, vault = telemetry.metrics(), {"vault": scope.name}
+    metrics.sweep_duration.record(time.perf_counter() - started, vault)
+    metrics.scanned.add(done.report.listed, vault)
+    metrics.due.set(len(done.report.due), vault)
+    metrics.stalled_now.set(len(done.stalled), vault)
+    return done
 
 
 @bp.function_name("rotate_secret")
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="SECRETS_STORAGE")
 def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
-    container = get_container()
-    request = sealed_queue.receive(msg.get_body(), QUEUE, container.key_ring, container.tamper_alarm)
-    if request is None:
-        return  # not the service's (malformed, unsealed, edited): reported, never acted on
-    scope = _scope(container, request)
-    if scope is None:
-        return
-    outcome = rotation.rotate_requested(scope.peers, request)
-    logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
+    with telemetry.invocation("rotate_secret", "queue", correlation_id(context)) as span:
+        container = get_container()
+        request = sealed_queue.receive(msg.get_body(), QUEUE, container.key_ring, container.tamper_alarm)
+        if request is None:
+            return  # not the service's (malformed, unsealed, edited): reported, never acted on
+        span.set_attribute("secret_lifecycle.request.correlation_id", request.correlation_id)
+        scope = _scope(container, request)
+        if scope is None:
+            return
+        started = time.perf_counter()
+        outcome = rotation.rotate_requested(scope.peers, request)
+        attributes = {"result": outcome.status, "vault": scope.name}
+        telemetry.metrics().rotation_duration.record(time.perf_counter() - started, attributes)
+        logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
 
 
 @bp.function_name("rotation_gave_up")
 @bp.queue_trigger(arg_name="msg", queue_name=f"{QUEUE}-poison", connection="SECRETS_STORAGE")
 def rotation_gave_up(msg: func.QueueMessage) -> None:
-    container = get_container()
-    poison = f"{QUEUE}-poison"
-    request = sealed_queue.receive(msg.get_body(), poison, container.key_ring, container.tamper_alarm)
-    if request is None:
-        return
-    scope = _scope(container, request)
-    if scope is None:
-        return
-    rotation.gave_up(request, scope.trail, MAX_DEQUEUE_COUNT, scope.states)
+    with telemetry.invocation("rotation_gave_up", "queue", None):
+        container = get_container()
+        poison = f"{QUEUE}-poison"
+        request = sealed_queue.receive(msg.get_body(), poison, container.key_ring, container.tamper_alarm)
+        if request is None:
+            return
+        scope = _scope(container, request)
+        if scope is None:
+            return
+        rotation.gave_up(request, scope.trail, MAX_DEQUEUE_COUNT, scope.states)
 
 
 def _scope(container: Container, request: RotationRequest) -> VaultScope | None:

@@ -10,6 +10,7 @@ another's fails its seal (``StateTampered``), and no decision about one vault's 
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -82,7 +83,11 @@ def for_each(
                 errors[name] = err
         return results, errors
     with ThreadPoolExecutor(max_workers=min(parallel, len(vaults)), thread_name_prefix="vault") as pool:
-        futures = {name: pool.submit(work, peers) for name, peers in vaults.items()}
+        # Each in a copy of the caller's context (the invocation's trace span, for one): a thread of the
+        # pool starts with an empty one.
+        futures = {
+            name: pool.submit(contextvars.copy_context().run, work, peers) for name, peers in vaults.items()
+        }
     for name, future in futures.items():
         error = future.exception()
         if error is None:

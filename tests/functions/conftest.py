@@ -43,7 +43,6 @@ class FakeContainer(Container):
         self.key_ring = world.keys
         self.audit_log = world.log  # type: ignore[assignment]
         self.digest_anchor = world.anchor
-        self.audit_trail = world.trail
         self.secret_store = world.store
         self.state_rows = world.rows
         self.finding_rows = world.finding_rows

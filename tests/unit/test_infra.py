@@ -29,6 +29,7 @@ NOT_DEPLOYED = {
     "EVENT_GRID_TOPIC_KEY": "a topic key: the deployment disables local auth and sends with the identity",
     "ALLOW_UNVERIFIED_PRINCIPAL": "never in Azure: the HTTP functions refuse to serve with it",
     "WEBHOOK_CA_BUNDLE": "a private CA's file for webhook consumers, which a deployment adds if it has one",
+    "TELEMETRY_CONSOLE": "spans and metrics printed locally; in Azure they go to Application Insights",
 }
 
 

@@ -4,7 +4,7 @@ appends it; a change is an intent record, the change, then its outcome record (f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict, TypeVar, Unpack
 
@@ -61,14 +61,24 @@ class Change:
 class AuditTrail:
     """What every service uses to record what it did. Fail closed: raises AuditUnavailable."""
 
-    def __init__(self, log: AuditLog, clock: Clock, vault: str) -> None:
+    def __init__(
+        self,
+        log: AuditLog,
+        clock: Clock,
+        vault: str,
+        observe: Callable[[Sequence[AuditEvent]], None] | None = None,
+    ) -> None:
         self._log = log
         self._clock = clock
         self.vault = vault
+        #: Hears of every batch of events once it is on record (the metrics: shared/adapters/telemetry.py).
+        self._observe = observe
 
     def of(self, vault: str | None) -> AuditTrail:
         """The trail of ``vault``'s records (this one for None or its own vault)."""
-        return self if vault is None or vault == self.vault else AuditTrail(self._log, self._clock, vault)
+        if vault is None or vault == self.vault:
+            return self
+        return AuditTrail(self._log, self._clock, vault, self._observe)
 
     def event(self, action: Action, **fields: Unpack[EventFields]) -> AuditEvent:
         """An event of this vault, timed now by the trail's clock. Raises AuditUnavailable for details the
@@ -129,7 +139,7 @@ class AuditTrail:
     def record_all(self, events: list[AuditEvent]) -> list[AuditRecord]:
         """Record several events (batched per chain). Raises AuditUnavailable."""
         try:
-            return self._log.append(events)
+            written = self._log.append(events)
         except DependencyUnavailable as err:
             logger.error("audit write failed (%s); %d record(s) not written", err.detail, len(events))
             raise AuditUnavailable(err.dependency, err.detail) from err
@@ -138,3 +148,9 @@ class AuditTrail:
             # record is not written, and fail-closed callers must see that one way.
             logger.error("audit write failed (%s); %d record(s) not written", type(err).__name__, len(events))
             raise AuditUnavailable("audit_store", f"record not written ({type(err).__name__})") from err
+        if self._observe is not None:
+            try:
+                self._observe(events)
+            except Exception:  # what is on record stays on record whatever the observer does
+                logger.exception("the observer of %d audit record(s) failed", len(events))
+        return written
