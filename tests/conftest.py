@@ -1,4 +1,5 @@
-"""Shared test configuration. Each tier has its own conftest with its fixtures."""
+"""Shared test configuration. Each tier has its own conftest with its fixtures; ``functions`` is here
+because ``app.get_functions()`` may be called only once per app, and the tiers run in one process."""
 
 from __future__ import annotations
 
@@ -17,3 +18,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped tests are not allowed in this suite: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def functions() -> dict[str, Any]:
+    """The app's registered functions by name (the functions tier; an integration test calling a trigger
+    in-process)."""
+    import function_app
+
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}

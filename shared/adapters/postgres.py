@@ -29,6 +29,7 @@ import secrets
 from collections.abc import Callable, Collection
 
 import psycopg
+from opentelemetry import trace
 from psycopg import sql
 
 from shared.adapters.postgres_sql import (
@@ -339,9 +340,25 @@ class PostgresRotator:
         *,
         on_auth: Callable[[PostgresError], DomainError | None] | None = None,
     ) -> T | None:
-        """Log in with ``doc``, run ``action``, close. Driver errors become domain errors: an
-        authentication failure what ``on_auth`` makes of it (returning None: swallowed), TargetRefused by
-        default; ``None`` is returned when it was swallowed."""
+        """Log in with ``doc``, run ``action``, close, in a span of its own (psycopg 3 has no
+        instrumentation of its own). Driver errors become domain errors: an authentication failure what
+        ``on_auth`` makes of it (returning None: swallowed), TargetRefused by default; ``None`` is returned
+        when it was swallowed."""
+        attributes: dict[str, str | int] = {
+            "db.system": "postgresql", "server.address": doc.host, "server.port": doc.port,
+            "db.user": doc.username, "secret_lifecycle.step": step,
+        }  # fmt: skip
+        with trace.get_tracer(__name__).start_as_current_span(f"postgresql {step}", attributes=attributes):
+            return self._connect(step, doc, who, action, on_auth)
+
+    def _connect(
+        self,
+        step: str,
+        doc: ConnectionDocument,
+        who: str,
+        action: Callable[[Connection], T],
+        on_auth: Callable[[PostgresError], DomainError | None] | None,
+    ) -> T | None:
         try:
             with psycopg.connect(
                 host=doc.host,

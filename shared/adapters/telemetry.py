@@ -224,6 +224,9 @@ def _console() -> None:
     reader = PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=60_000)
     metrics.set_meter_provider(SdkMeterProvider(metric_readers=[reader]))
     azure_settings.tracing_enabled = True  # azure-core's own OpenTelemetry spans for every SDK call
+    from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+    RequestsInstrumentor().instrument()  # the webhook rotator's calls, as the distro does in Azure
 
 
 @contextmanager

@@ -91,13 +91,6 @@ def call_http(
     return response.status_code, json.loads(response.get_body() or b"{}"), response
 
 
-@pytest.fixture(scope="session")
-def functions() -> dict[str, Any]:
-    import function_app
-
-    return {f.get_function_name(): f for f in function_app.app.get_functions()}
-
-
 @pytest.fixture
 def use_container() -> Iterator[Any]:
     """Install a container for one test and restore the default afterwards."""
