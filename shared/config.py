@@ -225,10 +225,10 @@ class Settings:
     def telemetry(self) -> TelemetrySettings:
         """APPLICATIONINSIGHTS_CONNECTION_STRING (the deployment sets it) exports spans and metrics to
         Application Insights; without it, TELEMETRY_CONSOLE=true prints them (local). Raises
-        ConfigurationError for a TELEMETRY_CONSOLE that is not true/false."""
-        return TelemetrySettings(
-            self._get(APPLICATIONINSIGHTS_CONNECTION_STRING), self._flag(TELEMETRY_CONSOLE)
-        )
+        ConfigurationError for a TELEMETRY_CONSOLE that is not true/false (without a connection string)."""
+        connection = self._get(APPLICATIONINSIGHTS_CONNECTION_STRING)
+        # With a connection string the console is not read: a stray value must not cost Azure its telemetry.
+        return TelemetrySettings(connection, connection is None and self._flag(TELEMETRY_CONSOLE))
 
     @cached_property
     def rotation_stall_after(self) -> timedelta:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -66,9 +66,11 @@ class Metrics:
         from opentelemetry import metrics
 
         meter = (provider or metrics.get_meter_provider()).get_meter(SCOPE)
-        counter, histogram, gauge = meter.create_counter, meter.create_histogram, meter.create_gauge
+        counter, histogram = meter.create_counter, meter.create_histogram
         self.rotations = counter(
-            PREFIX + "rotations", "{rotation}", "Rotation outcomes, by result and rotator"
+            PREFIX + "rotations",
+            "{rotation}",
+            "Rotation outcomes on record: rotated, failed_attempt (retried), gave_up, skipped; by rotator",
         )
         self.rotation_duration = histogram(
             PREFIX + "rotation.duration", "s", "Time to handle one rotation request, by result"
@@ -77,25 +79,22 @@ class Metrics:
             PREFIX + "rotations.stalled", "{secret}", "Due secrets that stalled (once each)"
         )
         self.sweep_duration = histogram(PREFIX + "sweep.duration", "s", "Time of one vault's rotation sweep")
-        self.scanned = counter(PREFIX + "sweep.secrets_scanned", "{secret}", "Secrets listed by the sweeps")
-        self.due = gauge(PREFIX + "secrets.due", "{secret}", "Managed secrets due at the last sweep")
-        self.stalled_now = gauge(
-            PREFIX + "secrets.stalled", "{secret}", "Due secrets stalled at the last sweep"
-        )
+        self.scanned = counter(PREFIX + "sweep.secrets_scanned", "{secret}", "Secrets listed, per sweep")
+        self.due = counter(PREFIX + "sweep.secrets_due", "{secret}", "Managed secrets found due, per sweep")
         self.expiries = counter(
             PREFIX + "expiries", "{version}", "Expiry warnings and expiries, by threshold"
         )
         self.revocations = counter(PREFIX + "revocations", "{transition}", "Revocations reaching a state")
-        self.approvals_waiting = gauge(
+        self.approvals_waiting = counter(
             PREFIX + "revocations.waiting",
             "{request}",
-            "Requests waiting for approvals, and past half their TTL",
+            "Requests waiting for approvals, per expiry run (every 5 minutes), by past_half_ttl",
         )
         self.appends = counter(
             PREFIX + "audit.appends", "{record}", "Audit records appended, by action and result"
         )
-        self.verify_breaks = gauge(
-            PREFIX + "audit.verify_breaks", "{break}", "Breaks found by the last verify"
+        self.verify_breaks = counter(
+            PREFIX + "audit.verify_breaks", "{break}", "Breaks found, per daily verify"
         )
         self.tamper_alarms = counter(PREFIX + "tamper_alarms", "{alarm}", "Tampering found in state or trail")
 
@@ -109,22 +108,37 @@ class Metrics:
         self.appends.add(1, {"action": action.value, "result": result.value})
         details = event.details
         if action in ROTATION_RESULTS and result in (Result.SUCCESS, Result.FAILURE):
-            outcome = (
-                ROTATION_RESULTS[action] if action != Action.ROTATED or result == Result.SUCCESS else "failed"
-            )
-            rotator = str(details.get("rotator") or "key-vault")[:32]
-            self.rotations.add(1, {"result": outcome, "rotator": rotator, "vault": vault})
+            attributes = {"result": _rotation_result(event), "rotator": _rotator(details), "vault": vault}
+            self.rotations.add(1, attributes)
         elif action == Action.ROTATION_STALLED:
             self.stalled.add(1, {"vault": vault})
-        elif action in (Action.EXPIRY_WARNING, Action.SECRET_EXPIRED):
-            threshold = (
-                "expired" if action == Action.SECRET_EXPIRED else str(details.get("threshold_days", "?"))
-            )
+        elif action in (Action.EXPIRY_WARNING, Action.SECRET_EXPIRED) and result == Result.SUCCESS:
+            expired = action == Action.SECRET_EXPIRED
+            threshold = "expired" if expired else str(details.get("threshold_days", "?"))
             self.expiries.add(1, {"threshold": threshold[:8], "vault": vault})
         elif action in REVOCATION_STATES and result == Result.SUCCESS:
-            self.revocations.add(1, {"state": REVOCATION_STATES[action], "vault": vault})
+            # An approval is one of several: the request reaches "approved" with the one that completes it.
+            if action != Action.REVOCATION_APPROVED or details.get("status") == "approved":
+                self.revocations.add(1, {"state": REVOCATION_STATES[action], "vault": vault})
+        elif action == Action.REVOKED and result == Result.FAILURE:
+            self.revocations.add(1, {"state": "execute_failed", "vault": vault})
         if action in TAMPER_ALARMS:
             self.tamper_alarms.add(1, {"kind": action.value})
+
+
+def _rotation_result(event: AuditEvent) -> str:
+    """rotated; gave_up (the poison queue: the request ended); failed_attempt (one attempt, retried by the
+    queue, or a write the vault refused); skipped (also a request that joined another's rotation)."""
+    if event.action == Action.ROTATED:
+        return "rotated" if event.result == Result.SUCCESS else "failed_attempt"
+    if event.action == Action.ROTATION_FAILED:
+        return "gave_up" if "gave_up_after" in event.details else "failed_attempt"
+    return "skipped"
+
+
+def _rotator(details: Mapping[str, Any]) -> str:
+    """The rotator a record names (a failure's record may name none)."""
+    return str(details.get("rotator") or "unknown")[:32]
 
 
 class Telemetry:
@@ -147,15 +161,33 @@ class Telemetry:
         return (self._tracer_provider or trace.get_tracer_provider()).get_tracer(SCOPE)
 
     @contextmanager
-    def invocation(self, function: str, trigger: str, correlation_id: str | None) -> Iterator[Any]:
+    def invocation(
+        self, function: str, trigger: str, correlation_id: str | None, context: Any = None
+    ) -> Iterator[Any]:
         """The span of one trigger invocation (``trigger``: http, timer, queue, eventgrid), named by the
-        function, carrying the correlation id its records carry; an exception is recorded on it (and
-        raised on)."""
+        function, carrying the correlation id its records carry, and a child of the host's span when
+        ``context`` (the invocation's ``func.Context``) carries the host's trace context: one operation in
+        Application Insights. An exception is recorded on it (and raised on)."""
+        from opentelemetry import trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
         attributes = {"faas.name": function, "faas.trigger": trigger}
         if correlation_id:
             attributes["faas.invocation_id"] = correlation_id
             attributes["secret_lifecycle.correlation_id"] = correlation_id
-        with self._tracer.start_as_current_span(function, attributes=attributes) as span:
+        carrier: dict[str, str] = {}
+        host = getattr(context, "trace_context", None)
+        traceparent = getattr(host, "trace_parent", None)
+        if traceparent:
+            carrier["traceparent"] = str(traceparent)
+            carrier["tracestate"] = str(getattr(host, "trace_state", "") or "")
+        parent = TraceContextTextMapPropagator().extract(carrier) if carrier else None
+        kind = {"http": trace.SpanKind.SERVER, "timer": trace.SpanKind.INTERNAL}.get(
+            trigger, trace.SpanKind.CONSUMER
+        )
+        with self._tracer.start_as_current_span(
+            function, context=parent, kind=kind, attributes=attributes
+        ) as span:
             yield span
 
 
@@ -167,6 +199,9 @@ def configure(settings: TelemetrySettings | None = None) -> Telemetry:
     """The process's telemetry, configured on first use from the settings (the environment's by default).
     Never raises: a telemetry that cannot be configured is logged and left a no-op."""
     global _current  # noqa: PLW0603 - the one telemetry of the process
+    current = _current
+    if current is not None:  # every call after the first: no lock
+        return current
     with _lock:
         if _current is not None:
             return _current
@@ -230,10 +265,20 @@ def _console() -> None:
 
 
 @contextmanager
-def invocation(function: str, trigger: str, correlation_id: str | None) -> Iterator[Any]:
+def invocation(function: str, trigger: str, correlation_id: str | None, context: Any = None) -> Iterator[Any]:
     """The span of one trigger invocation on the process's telemetry (configured on first use)."""
-    with configure().invocation(function, trigger, correlation_id) as span:
+    with configure().invocation(function, trigger, correlation_id, context) as span:
         yield span
+
+
+def answered(span: Any, status_code: int) -> None:
+    """An HTTP invocation's answer on its span: a 5xx is an error (the function caught what failed and
+    answered problem+json; the span would otherwise look successful)."""
+    span.set_attribute("http.response.status_code", status_code)
+    if status_code >= 500:
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_status(Status(StatusCode.ERROR, f"answered {status_code}"))
 
 
 def metrics() -> Metrics:

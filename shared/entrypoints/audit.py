@@ -261,7 +261,7 @@ def _audit_verify_daily(timer: func.TimerRequest) -> None:
     logger.info(
         "audit verify: %s, %d record(s) in %d ms", report.status, report.records, report.duration_ms or 0
     )
-    telemetry.metrics().verify_breaks.set(len(report.breaks))
+    telemetry.metrics().verify_breaks.add(len(report.breaks))
     if report.breaks:
         # Fail the invocation so the platform shows it; GET /api/audit/verify answers with the breaks.
         raise RuntimeError(f"audit verify: {len(report.breaks)} break(s), e.g. {report.breaks[0].kind}")
@@ -298,7 +298,7 @@ def _audit_retention(timer: func.TimerRequest) -> None:
 @bp.function_name("suspicious_activity_scan")
 @bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
 def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
-    with telemetry.invocation("suspicious_activity_scan", "timer", correlation_id(context)):
+    with telemetry.invocation("suspicious_activity_scan", "timer", correlation_id(context), context):
         _suspicious_activity_scan(timer, context)
 
 

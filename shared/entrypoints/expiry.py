@@ -30,7 +30,7 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves
 @bp.function_name("expiry_check")
 @bp.timer_trigger(arg_name="timer", schedule="%EXPIRY_CHECK_SCHEDULE%")
 def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
-    with telemetry.invocation("expiry_check", "timer", correlation_id(context)):
+    with telemetry.invocation("expiry_check", "timer", correlation_id(context), context):
         _expiry_check(timer, context)
 
 

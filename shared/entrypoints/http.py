@@ -203,11 +203,11 @@ def endpoint(  # noqa: PLR0913 - the registration's terms, each named at every u
 
     def register(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
         def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-            with telemetry.invocation(name, "http", correlation_id(context)) as span:
+            with telemetry.invocation(name, "http", correlation_id(context), context) as span:
                 answer = respond(
                     lambda: _handle(handler, _call(req, context, allowed, parameters, accepts, vault))
                 )
-                span.set_attribute("http.response.status_code", answer.status_code)
+                telemetry.answered(span, answer.status_code)
                 return answer
 
         function.__name__ = function.__qualname__ = name
@@ -226,7 +226,7 @@ def anonymous(bp: func.Blueprint, name: str, route: str) -> Callable[[Callable[[
         def function(req: func.HttpRequest) -> func.HttpResponse:
             with telemetry.invocation(name, "http", None) as span:
                 answer = handler()
-                span.set_attribute("http.response.status_code", answer.status_code)
+                telemetry.answered(span, answer.status_code)
                 return answer
 
         function.__name__ = function.__qualname__ = name

@@ -195,7 +195,7 @@ def revocations_review(call: Call[RequiredComment]) -> func.HttpResponse:
 @bp.function_name("revocation_expiry")
 @bp.timer_trigger(arg_name="timer", schedule=EXPIRY_SCHEDULE)
 def revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
-    with telemetry.invocation("revocation_expiry", "timer", correlation_id(context)):
+    with telemetry.invocation("revocation_expiry", "timer", correlation_id(context), context):
         _revocation_expiry(timer, context)
 
 
@@ -205,11 +205,11 @@ def _revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
     for scope in get_container().vaults.values():
         try:
             expired, finished = revocation.expire_pending(scope.revocations, correlation_id=cid)
-            _count_waiting(scope)
         except Exception:  # one vault's failure never stops the others'
             logger.exception("revocation expiry of the vault %s failed", scope.name)
             failed.append(scope.name)
             continue
+        _count_waiting(scope)
         logger.info(
             "revocation expiry: %d expired, %d execution(s) finished (vault %s)",
             len(expired),
@@ -222,10 +222,14 @@ def _revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
 
 
 def _count_waiting(scope: VaultScope) -> None:
-    """The requests waiting for approvals, and those past half their TTL (an operator's alert)."""
-    now = scope.peers.clock.now()
-    waiting = revocation.list_requests(scope.states, status=Status.PENDING)
-    late = [r for r in waiting if now - r.requested_at > (r.expires_at - r.requested_at) / 2]
-    gauge = telemetry.metrics().approvals_waiting
-    gauge.set(len(waiting) - len(late), {"vault": scope.name, "past_half_ttl": False})
-    gauge.set(len(late), {"vault": scope.name, "past_half_ttl": True})
+    """The requests waiting for approvals, and those past half their TTL (an operator's alert), counted per
+    run. Best effort: the expiry's work is done whatever the count does."""
+    try:
+        now = scope.peers.clock.now()
+        waiting = revocation.list_requests(scope.states, status=Status.PENDING)
+        late = sum(1 for r in waiting if now - r.requested_at > (r.expires_at - r.requested_at) / 2)
+        counter = telemetry.metrics().approvals_waiting
+        counter.add(len(waiting) - late, {"vault": scope.name, "past_half_ttl": False})
+        counter.add(late, {"vault": scope.name, "past_half_ttl": True})
+    except Exception:
+        logger.exception("the revocations waiting in %s could not be counted", scope.name)

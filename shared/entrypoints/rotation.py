@@ -32,7 +32,7 @@ QUEUE = "rotation-requests"
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SWEEP_SCHEDULE%")
 def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
-    with telemetry.invocation("rotation_sweep", "timer", cid):
+    with telemetry.invocation("rotation_sweep", "timer", cid, context):
         runs, errors = for_each(get_container().vaults, lambda scope: _sweep(scope, cid))
         failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
         for vault, done in runs.items():
@@ -50,15 +50,14 @@ def _sweep(scope: VaultScope, cid: str) -> sweep_run.SweepRun:
     metrics, vault = telemetry.metrics(), {"vault": scope.name}
     metrics.sweep_duration.record(time.perf_counter() - started, vault)
     metrics.scanned.add(done.report.listed, vault)
-    metrics.due.set(len(done.report.due), vault)
-    metrics.stalled_now.set(len(done.stalled), vault)
+    metrics.due.add(len(done.report.due), vault)
     return done
 
 
 @bp.function_name("rotate_secret")
 @bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="SECRETS_STORAGE")
 def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
-    with telemetry.invocation("rotate_secret", "queue", correlation_id(context)) as span:
+    with telemetry.invocation("rotate_secret", "queue", correlation_id(context), context) as span:
         container = get_container()
         request = sealed_queue.receive(msg.get_body(), QUEUE, container.key_ring, container.tamper_alarm)
         if request is None:
@@ -67,10 +66,13 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
         scope = _scope(container, request)
         if scope is None:
             return
-        started = time.perf_counter()
-        outcome = rotation.rotate_requested(scope.peers, request)
-        attributes = {"result": outcome.status, "vault": scope.name}
-        telemetry.metrics().rotation_duration.record(time.perf_counter() - started, attributes)
+        started, result = time.perf_counter(), "error"  # raised: the queue delivers it again
+        try:
+            outcome = rotation.rotate_requested(scope.peers, request)
+            result = outcome.status
+        finally:
+            elapsed = time.perf_counter() - started
+            telemetry.metrics().rotation_duration.record(elapsed, {"result": result, "vault": scope.name})
         logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
 
 

@@ -5,7 +5,8 @@ configure it in Azure)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
@@ -15,8 +16,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from shared.adapters import telemetry
+from shared.domain.audit import Action, AuditEvent, Result
 from shared.domain.identity import encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 from tests.fakes import RecordingRotationRequests
@@ -26,9 +29,28 @@ NAME = "dispatch-api-key"
 POLICY = RotationPolicy(SecretKind.API_KEY, timedelta(days=30), None, "dispatch-api")
 OPERATOR = encode_principal("oid-operator", ["Secrets.Rotation.Operate"], name="olga")
 REQUESTER = encode_principal("dispatch-app", ["Secrets.Revocation.Request"], app=True)
-APPROVER = encode_principal("oid-approver", ["Secrets.Revocation.Approve"], name="ann")
+APPROVERS = [
+    encode_principal(f"oid-approver-{i}", ["Secrets.Revocation.Approve"], name=f"a{i}") for i in (1, 2)
+]
+VALUE = "initial-value-4f1c9e"  # looked for in every exported attribute
 EXECUTOR = encode_principal("oid-exec", ["Secrets.Revocation.Execute"], name="eve")
 JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """What the host puts in ``func.Context.trace_context``: its span's W3C trace parent."""
+
+    trace_parent: str
+    trace_state: str
+    attributes: dict[str, str]
+
+
+@dataclass(frozen=True)
+class HostContext:
+    invocation_id: str
+    trace_context: TraceContext
+    function_name: str = "test"
 
 
 @pytest.fixture
@@ -63,7 +85,7 @@ def test_one_rotation_and_one_revocation_as_spans_and_metrics(
 ) -> None:
     spans, reader = exported
     fake: FakeContainer = use_container(FakeContainer())
-    fake.secret_store.set_value(NAME, "v", content_type=None, tags=POLICY.to_tags())
+    fake.secret_store.set_value(NAME, VALUE, content_type=None, tags=POLICY.to_tags())
 
     def http(name: str, principal: str, context: str, **request: Any) -> dict[str, Any]:
         status, body, _ = call_http(
@@ -80,14 +102,11 @@ def test_one_rotation_and_one_revocation_as_spans_and_metrics(
     functions["rotate_secret"].get_user_function()(
         func.QueueMessage(body=request.to_json()), Context("inv-q")
     )
-    body = {
-        "secret_name": NAME,
-        "reason": "COMPROMISE_SUSPECTED",
-        "severity": "high",
-        "justification": "leak",
-    }
+    # Severity low: two approvals (only the second makes the request approved).
+    body = {"secret_name": NAME, "reason": "COMPROMISE_SUSPECTED", "severity": "low", "justification": "x"}
     made = http("revocations_request", REQUESTER, "inv-req", body=body)
-    http("revocations_approve", APPROVER, "inv-approve", route={"id": made["id"]})
+    for number, approver in enumerate(APPROVERS):
+        http("revocations_approve", approver, f"inv-approve-{number}", route={"id": made["id"]})
     done = http("revocations_execute", EXECUTOR, "inv-exec", route={"id": made["id"]})
     assert done["status"] == "executed"
 
@@ -95,7 +114,7 @@ def test_one_rotation_and_one_revocation_as_spans_and_metrics(
     by_name = {s.name: s for s in spans.get_finished_spans()}
     expected = {
         "secrets_rotate": ("http", "inv-rotate"), "rotate_secret": ("queue", "inv-q"),
-        "revocations_request": ("http", "inv-req"), "revocations_approve": ("http", "inv-approve"),
+        "revocations_request": ("http", "inv-req"), "revocations_approve": ("http", "inv-approve-1"),
         "revocations_execute": ("http", "inv-exec"),
     }  # fmt: skip
     for name, (trigger, cid) in expected.items():
@@ -121,7 +140,53 @@ def test_one_rotation_and_one_revocation_as_spans_and_metrics(
     appended = counted(found, "secret_lifecycle.audit.appends")
     assert appended == len(fake.audit_log.events)  # every record counted once
     assert counted(found, "secret_lifecycle.audit.appends", action="ROTATED", result="success") == 1
-    # No value, no secret name in any attribute.
-    for metric_points in found.values():
-        for point in metric_points:
-            assert NAME not in str(dict(point.attributes)) and "v" not in dict(point.attributes).values()
+    # No value, no secret name in any metric attribute; no value in any span.
+    exported_text = str([dict(p.attributes) for ps in found.values() for p in ps])
+    assert NAME not in exported_text and VALUE not in exported_text
+    assert VALUE not in str([dict(s.attributes or {}) for s in spans.get_finished_spans()])
+
+
+def test_a_span_joins_the_hosts_trace_and_a_5xx_is_an_error(
+    functions: dict[str, Any], use_container: Any, exported: tuple[InMemorySpanExporter, InMemoryMetricReader]
+) -> None:
+    spans, _ = exported
+    fake: FakeContainer = use_container(FakeContainer())
+    fake.secret_store.available = False  # the vault does not answer: 503
+    host_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    context = HostContext("inv-503", TraceContext(f"00-{host_trace}-00f067aa0ba902b7-01", "", {}))
+    status, _, _ = call_http(
+        functions["secrets_status"], context, principal=OPERATOR, method="GET", url="http://h/api/x",
+        route={"name": NAME},
+    )  # fmt: skip
+    assert status == 503
+    [span] = [s for s in spans.get_finished_spans() if s.name == "secrets_status"]
+    assert format(span.context.trace_id, "032x") == host_trace  # one operation with the host's request
+    assert span.status.status_code == StatusCode.ERROR and span.kind == SpanKind.SERVER
+
+
+def test_the_metrics_count_transitions_not_attempts(
+    exported: tuple[InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    _, reader = exported
+    vault, now = "fleet", datetime.now(UTC)
+
+    def event(action: Action, result: Result, **details: Any) -> AuditEvent:
+        return AuditEvent(action=action, vault=vault, time=now, result=result, details=details)
+
+    telemetry.observe_records([
+        event(Action.ROTATION_FAILED, Result.FAILURE, step="promote", attempt=1),  # retried by the queue
+        event(Action.ROTATION_FAILED, Result.FAILURE, gave_up_after=5),  # the request's end
+        event(Action.EXPIRY_WARNING, Result.FAILURE),  # a check that failed: no expiry
+        event(Action.EXPIRY_WARNING, Result.SUCCESS, threshold_days=7),
+        event(Action.REVOCATION_APPROVED, Result.SUCCESS, status="pending"),  # one of two approvals
+        event(Action.REVOCATION_APPROVED, Result.SUCCESS, status="approved"),
+        event(Action.REVOKED, Result.FAILURE),
+    ])  # fmt: skip
+    found = points(reader)
+    assert counted(found, "secret_lifecycle.rotations", result="failed_attempt", rotator="unknown") == 1
+    assert counted(found, "secret_lifecycle.rotations", result="gave_up") == 1
+    assert counted(found, "secret_lifecycle.expiries") == 1
+    assert counted(found, "secret_lifecycle.expiries", threshold="7") == 1
+    assert counted(found, "secret_lifecycle.revocations", state="approved") == 1
+    assert counted(found, "secret_lifecycle.revocations", state="execute_failed") == 1
+    assert counted(found, "secret_lifecycle.audit.appends") == 7

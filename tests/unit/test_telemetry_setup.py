@@ -33,8 +33,8 @@ print(json.dumps({"imported_at_import": imported,
     ("connection_string", "console", "sdk"),
     [
         # A well-formed string whose endpoint answers nothing: configured, nothing exported in the test.
-        ("InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://127.0.0.1:9/",
-         "false", True),
+        ("InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://127.0.0.1:9/;"
+         "LiveEndpoint=https://127.0.0.1:9/", "false", True),
         ("", "true", True),
         ("", "false", False),  # the API's proxies: every span and instrument a no-op
     ],
