@@ -11,9 +11,10 @@ Configured once per process, on the first invocation, never at import (``configu
 Metrics come from two places. Every audit record the service appends passes through ``observe_records``
 (the trail's observer, wired by bootstrap): rotations by result and rotator, stalls, expiries by
 threshold, revocations by state, break-glass, tamper alarms and appends are counted from what is on
-record, so a metric never says what the trail does not. The timers add what no record says: the sweep's
-duration and the secrets it scanned, due and stalled counts, the approvals waiting, the breaks of the last
-verify (``Metrics``). No attribute ever carries a value; secret names are left out of metrics (their
+record, so a metric never says what the trail does not. The timers add, counted per run, what no record
+says: the sweep's duration and the secrets it scanned and found due, the requests waiting for approvals,
+the breaks each verify found (``Metrics``; per-run counters, not gauges: a gauge keeps the last value an
+instance saw). No attribute ever carries a value; secret names are left out of metrics (their
 cardinality is the fleet's), only vaults, results, rotators, states and thresholds.
 """
 
