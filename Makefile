@@ -14,14 +14,16 @@ STAMP_CHECKOV := $(CHECKOV_VENV)/.installed
 
 .PHONY: install postgres-server run peers test lint typecheck checkov pytest unit functions integration bench clean
 
-install: $(STAMP_PY) $(STAMP_NPM) postgres-server
+# What make run needs; the tests also need PostgreSQL's server binaries (postgres-server).
+install: $(STAMP_PY) $(STAMP_NPM)
 
-# The PostgreSQL rotators' integration tests start a throwaway cluster from the server binaries
-# (devtools/postgres.py): Debian's postgresql package provides them.
-postgres-server:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+# The PostgreSQL rotators' integration tests start a throwaway cluster from the server binaries, found by
+# devtools/postgres.py (PG_BIN, Debian's /usr/lib/postgresql/*/bin, Homebrew's opt/postgresql@*/bin, PATH).
+# Missing on Debian as root: Debian's postgresql package is installed; elsewhere the error says how.
+postgres-server: $(STAMP_PY)
+	@$(PY) -m devtools.postgres >/dev/null 2>&1 || { \
+		[ -z "$$PG_BIN" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { $(PY) -m devtools.postgres; exit 1; }; \
 		echo "PostgreSQL server binaries missing: installing Debian's postgresql package"; \
-		command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { echo "install PostgreSQL (initdb, pg_ctl) first" >&2; exit 1; }; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 
 $(STAMP_PY): requirements.txt requirements-dev.txt
@@ -59,7 +61,7 @@ checkov: $(STAMP_CHECKOV)
 	$(CHECKOV_VENV)/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
-pytest: install
+pytest: install postgres-server
 	$(PY) -m pytest
 
 test: lint typecheck checkov pytest
@@ -70,11 +72,11 @@ unit: $(STAMP_PY)
 functions: $(STAMP_PY)
 	$(PY) -m pytest tests/functions
 
-integration: install
+integration: install postgres-server
 	$(PY) -m pytest tests/integration
 
 # Benchmarks print their figures next to a baseline measured in the same run (docs/benchmarks.md).
-bench: install
+bench: install postgres-server
 	$(PY) -m bench.audit_append
 	$(PY) -m bench.audit_contention
 	$(PY) -m bench.audit_query

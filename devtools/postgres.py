@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +46,48 @@ host    all       all       ::1/128       scram-sha-256
 """
 
 
-def server_binaries() -> Path:
-    """The bin directory of the highest PostgreSQL version installed, or a clear error saying how to
-    install one."""
+#: Where PostgreSQL's server binaries are looked for after ``PG_BIN``: Debian's versioned directories, then
+#: Homebrew's (Apple silicon, then Intel), each ``<root>/<version dir>/bin``.
+_VERSIONED_ROOTS = (_BIN_ROOT, Path("/opt/homebrew/opt"), Path("/usr/local/opt"))
+_TOOLS = ("initdb", "postgres", "pg_ctl")
+
+
+def server_binaries(env: Mapping[str, str] | None = None, roots: Sequence[Path] = _VERSIONED_ROOTS) -> Path:
+    """The bin directory of PostgreSQL's server binaries (``initdb``, ``postgres``, ``pg_ctl``): ``PG_BIN``
+    when set, else the highest version under Debian's ``/usr/lib/postgresql/*/bin`` or Homebrew's
+    ``opt/postgresql@*/bin``, else the ones on ``PATH``. Raises RuntimeError saying how to install them."""
+    env = os.environ if env is None else env
+    chosen = env.get("PG_BIN", "").strip()
+    if chosen:
+        path = Path(chosen)
+        if not _has_tools(path):
+            raise RuntimeError(f"PG_BIN={chosen} holds no {', '.join(_TOOLS)}: point it at PostgreSQL's bin")
+        return path
     found: list[tuple[tuple[int, ...], Path]] = []
-    if _BIN_ROOT.is_dir():
-        for candidate in _BIN_ROOT.iterdir():
-            binaries = candidate / "bin"
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for candidate in root.iterdir():
             version = tuple(int(part) for part in re.findall(r"\d+", candidate.name))
-            if version and all((binaries / tool).exists() for tool in ("initdb", "postgres")):
-                found.append((version, binaries))
-    if not found:
-        raise RuntimeError(
-            f"PostgreSQL server binaries were not found under {_BIN_ROOT}/*/bin: "
-            "run `apt-get install postgresql` (Debian/Ubuntu) and try again."
-        )
-    return max(found)[1]
+            # Debian's directories are versions ("15"), Homebrew's formulae ("postgresql@17").
+            named = candidate.name.isdigit() or candidate.name.startswith("postgresql")
+            if named and version and _has_tools(candidate / "bin"):
+                found.append((version, candidate / "bin"))
+    if found:
+        return max(found)[1]
+    on_path = shutil.which("initdb", path=env.get("PATH"))
+    if on_path and _has_tools(Path(on_path).parent):
+        return Path(on_path).parent
+    raise RuntimeError(
+        "PostgreSQL's server binaries (initdb, postgres, pg_ctl) were not found (PG_BIN, "
+        + ", ".join(f"{root}/*/bin" for root in roots)
+        + ", PATH): install them (Debian/Ubuntu: apt-get install postgresql; macOS: brew install "
+        "postgresql@17), or set PG_BIN to their directory. Only the tests need them."
+    )
+
+
+def _has_tools(directory: Path) -> bool:
+    return all((directory / tool).is_file() for tool in _TOOLS)
 
 
 def _free_port(host: str) -> int:
@@ -271,3 +297,13 @@ class PostgresProcess(StoppableProcess):
         with contextlib.suppress(OSError):
             shutil.rmtree(self._root)
         return code
+
+
+if __name__ == "__main__":  # make postgres-server: where the binaries are, or how to get them
+    import sys
+
+    try:
+        print(server_binaries())
+    except RuntimeError as err:
+        print(err, file=sys.stderr)
+        sys.exit(1)
