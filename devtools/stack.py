@@ -24,12 +24,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 from devtools.azurite import AzuriteProcess
 from devtools.eventgrid_sink import EventGridSink
 from devtools.keyvault_emulator.process import EmulatorProcess, set_clock_offset
 from devtools.processes import ChildProcess, start
 from shared.adapters.tables import AUDIT_INDEX_TABLE, AUDIT_TABLE, FINDINGS_TABLE, STATE_TABLE
+from shared.config import vault_name
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, SecretKind
 
@@ -62,7 +64,10 @@ DEMO_SECRETS: list[tuple[str, RotationPolicy, str, int | None]] = [
         None,
     ),
 ]
+#: An unmanaged demo secret near its expiry and never due (the service rotates only managed secrets): the
+#: first expiry_check warns about it (its 30-day threshold).
 UNMANAGED_DEMO_SECRET = "maps-provider-token"
+UNMANAGED_DEMO_EXPIRES_DAYS = 20
 #: A demo secret that is already due: made with the emulator's clock shifted back DUE_DEMO_AGE_DAYS, past
 #: its 30-day interval, so the first rotation sweep (or the printed manual-rotation curl) rotates it.
 DUE_DEMO_SECRET = "partner-webhook-api-key"
@@ -115,7 +120,7 @@ def seed_demo_secrets(vault_url: str, ca_bundle: Path) -> list[str]:
     created: list[str] = []
     now = datetime.now(UTC)
     demo = [(n, p.to_tags(), ct, exp, 0) for n, p, ct, exp in DEMO_SECRETS]
-    demo.append((UNMANAGED_DEMO_SECRET, {"owner": "maps"}, "text/plain", None, 0))
+    demo.append((UNMANAGED_DEMO_SECRET, {"owner": "maps"}, "text/plain", UNMANAGED_DEMO_EXPIRES_DAYS, 0))
     demo.append((DUE_DEMO_SECRET, DUE_DEMO_POLICY.to_tags(), "text/plain", None, DUE_DEMO_AGE_DAYS))
     for name, tags, content_type, expires_days, age_days in demo:
         try:
@@ -378,10 +383,18 @@ def main(argv: list[str] | None = None) -> int:
             print(_peers_banner(azurite, emulator, sink, args.settings), flush=True)
             stopping.wait()
             return 0
-        ensure_local_settings(args.settings)
+        write_local_settings(
+            args.settings, env
+        )  # the ports in use, for the app and the tools (devtools.local)
         use_func = shutil.which("func") is not None and not args.dev_host
         app, status = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"
+        local = ".venv/bin/python -m devtools.local" + (
+            "" if args.settings == REPO_ROOT / "local.settings.json" else f" --settings {args.settings}"
+        )
+        local_url = "" if args.port == 7071 else f" --url {base}"
+        parts = urlsplit(emulator.url)
+        vault = vault_name(parts.hostname or "127.0.0.1", parts.port)
         operator = encode_principal("local-operator", DEMO_OPERATOR_ROLES)  # honoured locally only
         header = f"-H 'x-ms-client-principal: {operator}'"
         rotate = f"-X POST {header} -H 'Content-Type: application/json' -d '{{\"force\": true}}'"
@@ -403,7 +416,13 @@ def main(argv: list[str] | None = None) -> int:
             f"               curl -s {header} '{base}/api/rotation/plan?within_days=30'\n"
             f"               curl -s {rotate} '{base}/api/secrets/{DUE_DEMO_SECRET}/rotate'\n"
             f"               {due_note}\n"
-            f"  Settings:    {', '.join(sorted(env))} (from the peers above)\n"
+            f"               curl -s -X POST -H 'Content-Type: application/json' -d '{{\"input\": \"\"}}' "
+            f"'{base}/admin/functions/expiry_check'\n"
+            f"               (runs the daily expiry check now: it warns about {UNMANAGED_DEMO_SECRET})\n"
+            f"  By hand:     {local} event SecretNearExpiry {UNMANAGED_DEMO_SECRET}{local_url}\n"
+            f"               (Key Vault's event for it, from vault {vault}: devtools/events/)\n"
+            f"               {local} secret my-partner-token --expires-in 10  (a chosen expiry)\n"
+            f"  Settings:    {args.settings} (the ports above; the tools read it)\n"
             "  Stop:        Ctrl-C\n",
             flush=True,
         )

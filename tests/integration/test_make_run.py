@@ -7,10 +7,11 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -139,6 +140,36 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
         assert rotate.group(3) == DUE_DEMO_SECRET
         for principal in (plan.group(1), rotate.group(1), verify.group(2)):
             assert parse_principal(principal).has(Role.ROTATION_OPERATE)
+
+        # The unmanaged demo secret is near its expiry and never due: the expiry check warns about it.
+        [maps] = [p for p in client.list_properties_of_secrets() if p.name == UNMANAGED_DEMO_SECRET]
+        assert maps.expires_on is not None and maps.expires_on - datetime.now(UTC) < timedelta(days=30)
+        # The settings file holds the ports in use, and the printed local commands work from it alone.
+        written = json.loads((tmp_path / "local.settings.json").read_text())["Values"]
+        assert written["KEY_VAULT_URL"] == vault_url.group(1)
+        by_hand = re.search(r"By hand:\s+\.venv/bin/python -m devtools\.local (.+)$", text, re.MULTILINE)
+        assert by_hand, text
+        printed = by_hand.group(1).split()  # [--settings FILE] event SecretNearExpiry NAME [--url URL]
+        assert printed[0] == "--settings" and printed[2:5] == [
+            "event",
+            "SecretNearExpiry",
+            UNMANAGED_DEMO_SECRET,
+        ]
+        local = [sys.executable, "-m", "devtools.local", *printed[:2]]
+        created = subprocess.run(
+            [*local, "secret", "local-partner-token", "--expires-in", "3"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert created.returncode == 0 and "expiring" in created.stdout, created.stderr
+        event = [("local-partner-token" if part == UNMANAGED_DEMO_SECRET else part) for part in printed]
+        sent = subprocess.run(
+            [sys.executable, "-m", "devtools.local", *event], cwd=REPO, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert sent.returncode == 0, (sent.stdout, sent.stderr)
+        assert stack.proc.wait_for_output("near-expiry of local-partner-token version", timeout=30), (
+            stack.text
+        )
     finally:
         code = stack.interrupt()
     assert code == 0, stack.text
