@@ -383,9 +383,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_peers_banner(azurite, emulator, sink, args.settings), flush=True)
             stopping.wait()
             return 0
-        write_local_settings(
-            args.settings, env
-        )  # the ports in use, for the app and the tools (devtools.local)
+        # The ports in use, for the app and for the tools (devtools.local, the audit CLI's --settings).
+        write_local_settings(args.settings, env)
         use_func = shutil.which("func") is not None and not args.dev_host
         app, status = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"
@@ -418,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             f"               {due_note}\n"
             f"               curl -s -X POST -H 'Content-Type: application/json' -d '{{\"input\": \"\"}}' "
             f"'{base}/admin/functions/expiry_check'\n"
-            f"               (runs the daily expiry check now: it warns about {UNMANAGED_DEMO_SECRET})\n"
+            "               (the daily expiry check, now: it warns about what expires soon, "
+            f"{UNMANAGED_DEMO_SECRET} among them)\n"
             f"  By hand:     {local} event SecretNearExpiry {UNMANAGED_DEMO_SECRET}{local_url}\n"
             f"               (Key Vault's event for it, from vault {vault}: devtools/events/)\n"
             f"               {local} secret my-partner-token --expires-in 10  (a chosen expiry)\n"
