@@ -33,6 +33,7 @@ from shared.entrypoints.http import (
     correlation_id,
     endpoint,
     json_response,
+    sole_vault,
 )
 from shared.services import audit as service
 from shared.services.suspicious import scan
@@ -182,12 +183,7 @@ def _vault_of_secret(call: Call[Any], secret_name: str | None) -> str | None:
     the vault named, or every vault."""
     if call.vault is not None or secret_name is None:
         return call.vault
-    vaults = list(call.container.vaults)
-    if len(vaults) > 1:
-        raise BadRequest(
-            VAULT_PARAMETER, f"required with secret_name: the service manages {', '.join(vaults)}"
-        )
-    return vaults[0]
+    return sole_vault(call.container)
 
 
 @endpoint(

@@ -264,13 +264,7 @@ def _vault(container: Container, given: str | None, use: VaultUse) -> str | None
     may be in two of them — or every vault (None) for a filter (``any``)."""
     vaults = container.vaults
     if given is None:
-        if use == "any":
-            return None
-        if len(vaults) > 1:
-            raise BadRequest(
-                VAULT_PARAMETER, f"required: the service manages several vaults ({', '.join(vaults)})"
-            )
-        return next(iter(vaults))
+        return None if use == "any" else sole_vault(container)
     name = given.strip().lower()
     try:
         if not VAULT_PATTERN.fullmatch(name):
@@ -278,6 +272,17 @@ def _vault(container: Container, given: str | None, use: VaultUse) -> str | None
         return container.vault(name).name
     except UnknownVault as err:
         raise BadRequest(VAULT_PARAMETER, str(err)) from None
+
+
+def sole_vault(container: Container) -> str:
+    """The vault a call about one secret means when it names none: the only one the service manages.
+    Raises BadRequest (400 naming ``vault``) when it manages several: a name may be in two of them."""
+    vaults = container.vaults
+    if len(vaults) > 1:
+        raise BadRequest(
+            VAULT_PARAMETER, f"required: the service manages several vaults ({', '.join(vaults)})"
+        )
+    return next(iter(vaults))
 
 
 def _handle(handler: Callable[[Call[M]], func.HttpResponse], call: Call[M]) -> func.HttpResponse:

@@ -80,6 +80,10 @@ def test_a_call_about_one_secret_names_its_vault(functions: dict[str, Any], two:
     route = {"name": NAME}
     status, body = http(functions, "secrets_status", OPERATOR, route=route)
     assert status == 400 and body["parameter"] == "vault" and "fleet, fleet-eu" in body["detail"]
+    status, body = http(
+        functions, "audit_query", READER, params={"secret_name": NAME}
+    )  # one name, two vaults
+    assert status == 400 and body["parameter"] == "vault" and "fleet, fleet-eu" in body["detail"]
     status, body = http(functions, "secrets_status", OPERATOR, route=route, params={"vault": "fleet-us"})
     assert (
         status == 400
