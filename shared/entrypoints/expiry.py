@@ -21,7 +21,7 @@ from shared.domain.key_vault_events import MalformedEvent, event_type, parse_eve
 from shared.entrypoints.http import correlation_id
 from shared.services.expiry import check_expiry
 from shared.services.key_vault_events import handle_event
-from shared.services.vaults import UnknownVault, for_each
+from shared.services.vaults import UnknownVault, failures, for_each
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -41,15 +41,15 @@ def _expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
         container.vaults,
         lambda scope: check_expiry(scope.peers, require_exp=require_exp, correlation_id=cid),
     )
-    failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
+    failed = failures("expiry check", errors)
     for vault, report in reports.items():
         logger.info("expiry check: %s (vault %s)", report.counts(), vault)
         if report.failed:
-            failures.append(f"{vault}: {len(report.failed)} secret(s) could not be checked")
-    if failures:
+            failed.append(f"{vault}: {len(report.failed)} secret(s) could not be checked")
+    if failed:
         # Each failure is on record; failing the invocation makes the platform show it. Tomorrow's run
         # finishes whatever was left pending.
-        raise RuntimeError("expiry check: " + "; ".join(failures))
+        raise RuntimeError("expiry check: " + "; ".join(failed))
 
 
 @bp.function_name("key_vault_events")

@@ -46,6 +46,7 @@ from shared.entrypoints.http import (
 from shared.services import revocation
 from shared.services.revocation import InvalidRequest, NewRequest
 from shared.services.revocation.results import Revocation as Document
+from shared.services.vaults import failures, for_each
 
 logger = logging.getLogger(__name__)
 
@@ -201,24 +202,24 @@ def revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
 
 def _revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
-    failed = []
-    for scope in get_container().vaults.values():
-        try:
-            expired, finished = revocation.expire_pending(scope.revocations, correlation_id=cid)
-        except Exception:  # one vault's failure never stops the others'
-            logger.exception("revocation expiry of the vault %s failed", scope.name)
-            failed.append(scope.name)
-            continue
+
+    def expire(scope: VaultScope) -> tuple[list[str], list[str]]:
+        done = revocation.expire_pending(scope.revocations, correlation_id=cid)
         _count_waiting(scope)
+        return done
+
+    runs, errors = for_each(get_container().vaults, expire)
+    for vault, (expired, finished) in runs.items():
         logger.info(
             "revocation expiry: %d expired, %d execution(s) finished (vault %s)",
             len(expired),
             len(finished),
-            scope.name,
+            vault,
         )
+    failed = failures("revocation expiry", errors)
     if failed:
         # Fail the invocation so the platform shows it; the next run (in 5 minutes) tries again.
-        raise RuntimeError(f"revocation expiry failed for the vault(s) {', '.join(failed)}")
+        raise RuntimeError("revocation expiry: " + "; ".join(failed))
 
 
 def _count_waiting(scope: VaultScope) -> None:

@@ -20,7 +20,7 @@ from shared.bootstrap import Container, VaultScope, get_container
 from shared.domain.rotation import MAX_DEQUEUE_COUNT, RotationRequest
 from shared.entrypoints.http import correlation_id
 from shared.services import rotation, sealed_queue, sweep_run
-from shared.services.vaults import UnknownVault, for_each
+from shared.services.vaults import UnknownVault, failures, for_each
 
 logger = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
@@ -34,13 +34,13 @@ def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
     with telemetry.invocation("rotation_sweep", "timer", cid, context):
         runs, errors = for_each(get_container().vaults, lambda scope: _sweep(scope, cid))
-        failures = [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
+        failed = failures("rotation sweep", errors)
         for vault, done in runs.items():
             logger.info("rotation sweep: %s (vault %s)", done.summary(), vault)
-            failures.extend(f"{vault}: {failure}" for failure in done.failures)
-        if failures:
+            failed.extend(f"{vault}: {failure}" for failure in done.failures)
+        if failed:
             # Fail the invocation so the platform shows it; the next sweep tries again (each is on record).
-            raise RuntimeError("rotation sweep: " + "; ".join(failures))
+            raise RuntimeError("rotation sweep: " + "; ".join(failed))
 
 
 def _sweep(scope: VaultScope, cid: str) -> sweep_run.SweepRun:

@@ -11,6 +11,7 @@ another's fails its seal (``StateTampered``), and no decision about one vault's 
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from shared.domain.state import StateWrite, Versioned
 from shared.ports import StateStore
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -97,3 +99,11 @@ def for_each(
         else:
             raise error
     return results, errors
+
+
+def failures(what: str, errors: Mapping[str, Exception]) -> list[str]:
+    """The vaults whose ``what`` raised (``for_each``'s errors), each logged with its traceback, as an
+    invocation's failure names them: ``<vault>: <error class>: <error>``."""
+    for vault, err in errors.items():
+        logger.error("%s of the vault %s failed", what, vault, exc_info=err)
+    return [f"{vault}: {type(err).__name__}: {err}" for vault, err in errors.items()]
