@@ -171,15 +171,15 @@ def measure_summary(log: TableAuditLog, peers: Any, counter: Requests, size: int
         trail=AuditTrail(log, clock, VAULT), clock=clock, publisher=LoggingPublisher(),
         findings=StateFindingStore(TableStateStore(peers.tables, f"findings{uuid.uuid4().hex[:8]}")),
     )  # fmt: skip
-    base = _times(lambda: summarize_audit(audit, secret_name=None, days=30), 1)
+    base = _times(lambda: summarize_audit([audit], secret_name=None, days=30), 1)
     print("  verify ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     aggregate_hours(audit)
     aggregated = time.perf_counter() - started
     before = counter.requests
-    summarize_audit(audit, secret_name=None, days=30)
+    summarize_audit([audit], secret_name=None, days=30)
     requests = counter.requests - before
-    timed = _times(lambda: summarize_audit(audit, secret_name=None, days=30), 5)
+    timed = _times(lambda: summarize_audit([audit], secret_name=None, days=30), 5)
     verify_s, verify_mib = _traced(lambda: verify_audit(audit))
     _, whole_mib = _traced(log.read_chains)
     return SummaryMeasured(

@@ -214,7 +214,7 @@ class Peers:
         return catalog.plan_rotation(self.peers, name or self.name, force=force, **options).to_json()
 
     def rotation_plan(self, within_days: int) -> dict[str, Any]:
-        return catalog.rotation_plan(self.peers, within_days=within_days).to_json()
+        return catalog.rotation_plan([self.peers], within_days=within_days).to_json()
 
     def secret_status(self, name: str | None = None, **options: Any) -> dict[str, Any]:
         return catalog.secret_status(self.peers, name or self.name, **options).to_json()
@@ -241,7 +241,9 @@ class Peers:
         return audit_service.query_audit(self.log, self.log.keys, query, continuation)
 
     def summarize_audit(self, *, secret_name: str | None, days: int) -> dict[str, Any]:
-        return audit_service.summarize_audit(self.audit_peers(), secret_name=secret_name, days=days).to_json()
+        return audit_service.summarize_audit(
+            [self.audit_peers()], secret_name=secret_name, days=days
+        ).to_json()
 
     def review_finding(self, finding_id: str, **options: Any) -> dict[str, Any]:
         return audit_service.review_finding(self.audit_peers(), finding_id, **options).to_json()

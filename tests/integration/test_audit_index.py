@@ -221,7 +221,7 @@ def test_the_summary_reads_sealed_hourly_aggregates(env: Env) -> None:
             result = Result.FAILURE if hour == 9 else Result.SUCCESS
             env.trail.record(action, result=result, secret_name=f"secret-{day}", actor=ALICE)
     peers = env.peers()
-    before_aggregates = summarize_audit(peers, secret_name=None, days=2).to_json()
+    before_aggregates = summarize_audit([peers], secret_name=None, days=2).to_json()
     assert aggregate_hours(peers) > 0
     # Read back as the service sealed them (a summary that ignored them would still add up).
     assert authentic_coverage(env.log.read_coverage(env.vault), env.keys.get) is not None
@@ -230,7 +230,7 @@ def test_the_summary_reads_sealed_hourly_aggregates(env: Env) -> None:
         authentic_aggregate(fields, env.keys.get) for _, fields in stored
     )  # the newest hour is not complete
     requests = env.requests.gets()
-    summary = summarize_audit(peers, secret_name=None, days=2).to_json()
+    summary = summarize_audit([peers], secret_name=None, days=2).to_json()
     assert summary == before_aggregates
     assert summary["failures"]["count"] == 2 and summary["total"] == 17  # 48 h of one every 3 h, both ends
     # The coverage mark, the aggregates (one query), and the index for the hours they do not cover.

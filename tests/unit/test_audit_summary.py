@@ -46,7 +46,7 @@ def _fill(world: World, hours: int, seed: int = 7) -> None:
 
 
 def _summary(world: World, days: int) -> dict[str, Any]:
-    return summarize_audit(world.audit_peers(), secret_name=None, days=days).to_json()
+    return summarize_audit([world.audit_peers()], secret_name=None, days=days).to_json()
 
 
 def _truth(world: World, days: int) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def test_a_summary_reads_the_records_of_the_hours_not_aggregated_only(world: Wor
     _fill(world, 72)
     aggregate_hours(world.audit_peers())
     counting = CountingReader(world.log)
-    summary = summarize_audit(world.audit_peers(counting), secret_name=None, days=2).to_json()
+    summary = summarize_audit([world.audit_peers(counting)], secret_name=None, days=2).to_json()
     assert summary == _truth(world, 2)
     # At most the first, partial hour and the hours since the coverage mark: a handful, not the window.
     assert counting.rows < summary["total"] / 5, (counting.rows, summary["total"])

@@ -63,25 +63,22 @@ def aggregate_hours(peers: AuditPeers) -> int:
     return len(hours)
 
 
-def summarize_audit(
-    vaults: AuditPeers | Sequence[AuditPeers], *, secret_name: str | None, days: int
-) -> AuditSummary:
+def summarize_audit(vaults: Sequence[AuditPeers], *, secret_name: str | None, days: int) -> AuditSummary:
     """Counts by action and result, the last rotation and the failures of the last ``days`` days, of the
     records whose MAC proves the service wrote them, about each vault whose peers are given. One secret's
     are read from its chain (give one vault's peers); all of them from each vault's hourly aggregates and
     the index. Raises DependencyUnavailable, ValueError (a secret and several vaults)."""
-    each = list(vaults) if isinstance(vaults, Sequence) else [vaults]
-    since = each[0].clock.now() - timedelta(days=days)
+    since = vaults[0].clock.now() - timedelta(days=days)
     if secret_name is not None:
-        if len(each) != 1:
+        if len(vaults) != 1:
             raise ValueError("one secret's summary is about one vault")
-        peers = each[0]
+        peers = vaults[0]
         query = AuditQuery(vault=peers.trail.vault, secret_name=secret_name, since=since)
         rows = peers.reader.list_records(query)
         keys = peers.keys.get
         total = aggregate(e for row in rows if (e := authentic_event(row.chain, row.record.fields, keys)))
     else:
-        total = combine([_whole_trail(peers, since) for peers in each])
+        total = combine([_whole_trail(peers, since) for peers in vaults])
     return _answer(total, secret_name, days, since)
 
 

@@ -233,19 +233,18 @@ def _rotatable_now(
 # -- the plan ------------------------------------------------------------------------------------------
 
 
-def rotation_plan(vaults: Peers | Sequence[Peers], *, within_days: int) -> RotationPlan:
+def rotation_plan(vaults: Sequence[Peers], *, within_days: int) -> RotationPlan:
     """From one listing of each vault: the managed secrets that would rotate within ``within_days`` (when,
     and why: interval or near_expiry), every enabled secret whose ``exp`` falls within the window (or has
     passed), managed or not, and invalid policies. Reserved secrets are left out. Raises
     DependencyUnavailable."""
     if not 1 <= within_days <= 365:
         raise ValueError("within_days is 1-365")
-    each = [vaults] if isinstance(vaults, Peers) else list(vaults)
-    now = each[0].clock.now()
+    now = vaults[0].clock.now()
     until = now + timedelta(days=within_days)
     items: list[PlannedExpiry | PlannedRotation] = []
     violations: list[PlanViolation] = []
-    for peers in each:
+    for peers in vaults:
         _plan_vault(peers, now, until, items, violations)
     items.sort(key=lambda entry: (entry.when, entry.name.lower(), entry.event, entry.vault))
     violations.sort(key=lambda entry: (entry.name.lower(), entry.vault))

@@ -98,7 +98,7 @@ def list_all(peers: Services, *, status: Status | None = None, secret_name: str 
 
 
 def page(
-    vaults: Services | Sequence[Services],
+    vaults: Sequence[Services],
     *,
     status: Status | None = None,
     secret_name: str | None = None,
@@ -108,10 +108,7 @@ def page(
     """One page of ``list_all`` of each vault's services, newest first: ``limit`` requests after the one
     ``continuation`` names (the unreadable ones on the first page only). Raises InvalidRequest
     (``continuation`` not in the listing) and DependencyUnavailable."""
-    listings = [
-        list_all(peers, status=status, secret_name=secret_name)
-        for peers in ([vaults] if isinstance(vaults, Services) else vaults)
-    ]
+    listings = [list_all(peers, status=status, secret_name=secret_name) for peers in vaults]
     found = sorted(
         (r for listing in listings for r in listing.requests),
         key=lambda r: (r.requested_at, r.id),
