@@ -7,7 +7,11 @@ application (a dispatch app's managed identity).
     python -m deploy.entra roles                       # the appRoles manifest, as JSON
 
 App role ids are derived from the role's name (UUID 5), so every run, and every environment, gives a role the
-same id: updating the registration never orphans an assignment. Raises AzError when ``az`` fails.
+same id: updating the registration never orphans an assignment. The registration also exposes one delegated
+scope (``user_impersonation``) pre-authorized for the Azure CLI, so that an operator signed in with
+``az login`` gets a token for the API (the operator CLI, ``secret-lifecycle --client-id``) without a consent
+prompt the CLI cannot show; the token's ``roles`` are still only those granted. Raises AzError when ``az``
+fails.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from shared.domain.identity import ROLE_GRANTS, Role
 #: The namespace of the roles' ids (a fixed, random UUID: changing it would orphan every assignment).
 ROLE_NAMESPACE = uuid.UUID("0b5e7c0e-6f1f-4a4e-9d43-2f8f6a7d1c59")
 GRAPH = "https://graph.microsoft.com/v1.0"
+#: The Azure CLI's well-known client id: the public client whose tokens the operator CLI uses.
+AZURE_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+SCOPE = "user_impersonation"
 
 
 class AzError(RuntimeError):
@@ -52,6 +59,25 @@ def app_roles() -> list[dict[str, Any]]:
     ]
 
 
+def scope_id() -> str:
+    return str(uuid.uuid5(ROLE_NAMESPACE, f"scope:{SCOPE}"))
+
+
+def api_scope() -> dict[str, Any]:
+    """The delegated scope a signed-in operator's token is issued under (its roles say what it may do)."""
+    text = "Call the secret lifecycle service's API as the signed-in user, with the roles granted to them."
+    return {
+        "id": scope_id(),
+        "value": SCOPE,
+        "type": "User",
+        "isEnabled": True,
+        "adminConsentDisplayName": "Use the secret lifecycle API",
+        "adminConsentDescription": text,
+        "userConsentDisplayName": "Use the secret lifecycle API",
+        "userConsentDescription": text,
+    }
+
+
 def az(*args: str) -> Any:
     """Run ``az`` with ``args`` and JSON output; its parsed answer (None for none). Raises AzError."""
     executable = shutil.which("az")
@@ -73,6 +99,12 @@ def ensure_registration(name: str) -> str:
        "--app-roles", json.dumps(app_roles()))  # fmt: skip
     if not az("ad", "sp", "list", "--filter", f"appId eq '{client_id}'", "--query", "[].id"):
         az("ad", "sp", "create", "--id", client_id)
+    # The scope first: Graph refuses a pre-authorization naming a scope the application does not have yet.
+    application = f"{GRAPH}/applications(appId='{client_id}')"
+    preauthorized = [{"appId": AZURE_CLI, "delegatedPermissionIds": [scope_id()]}]
+    for api in ({"oauth2PermissionScopes": [api_scope()]}, {"preAuthorizedApplications": preauthorized}):
+        az("rest", "--method", "PATCH", "--uri", application, "--headers", "Content-Type=application/json",
+           "--body", json.dumps({"api": api}))  # fmt: skip
     return str(client_id)
 
 

@@ -48,6 +48,16 @@ elif args[:2] == ["rest", "--method"] and value("--method") == "GET":
     answer([a["appRoleId"] for a in state["assigned"] if a["principalId"] == who])
 elif args[:2] == ["rest", "--method"] and value("--method") == "POST":
     state["assigned"].append(json.loads(value("--body")))
+elif args[:2] == ["rest", "--method"] and value("--method") == "PATCH":
+    uri = value("--uri")
+    app = re.fullmatch(r"https://graph.microsoft.com/v1.0/applications\\(appId='(.+)'\\)", uri).group(1)
+    api = state.setdefault("api", {{}}).setdefault(app, {{}})
+    update = json.loads(value("--body"))["api"]
+    scopes = {{s["id"] for s in update.get("oauth2PermissionScopes", api.get("oauth2PermissionScopes", []))}}
+    for pre in update.get("preAuthorizedApplications", []):
+        if not set(pre["delegatedPermissionIds"]) <= scopes:
+            sys.exit("fake az: Graph refuses a pre-authorization of a scope the application lacks")
+    api.update(update)
 elif args[:3] == ["ad", "signed-in-user", "show"]:
     answer("user-1")
 elif args[:3] == ["deployment", "group", "create"]:
@@ -122,6 +132,17 @@ def test_the_registration_is_made_once_with_its_roles(tenant: Tenant) -> None:
     update = next(c for c in tenant.calls() if c[:3] == ["ad", "app", "update"])
     assert update[update.index("--identifier-uris") + 1] == "api://client-1"
     assert tenant.data()["roles"] == entra.app_roles()
+
+
+def test_an_operator_signed_in_with_az_login_gets_a_token_for_the_api(tenant: Tenant) -> None:
+    client = entra.ensure_registration("secret-lifecycle-dev")
+    entra.ensure_registration("secret-lifecycle-dev")
+    api = tenant.data()["api"][client]  # type: ignore[index]
+    assert api["oauth2PermissionScopes"] == [entra.api_scope()]
+    assert api["oauth2PermissionScopes"][0]["id"] == "7b604b75-e167-54d8-8a65-e46ac604d032"  # stored format
+    assert api["preAuthorizedApplications"] == [
+        {"appId": "04b07795-8ddb-461a-bbee-02f9e1bf7b46", "delegatedPermissionIds": [entra.scope_id()]}
+    ]
 
 
 def test_a_role_is_granted_once(tenant: Tenant) -> None:
