@@ -26,9 +26,10 @@ postgres-server: $(STAMP_PY)
 		echo "PostgreSQL server binaries missing: installing Debian's postgresql package"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 
-$(STAMP_PY): requirements.txt requirements-dev.txt
+$(STAMP_PY): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps -e .
 	@touch $@
 
 $(STAMP_CHECKOV): requirements-checkov.txt
@@ -53,7 +54,7 @@ lint: $(STAMP_PY)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP_PY)
-	$(VENV)/bin/mypy --strict shared bench deploy
+	$(VENV)/bin/mypy --strict shared bench deploy lifecycle_cli
 
 # The Bicep against checkov's rules, offline (--skip-download): 0 failures. A false positive is skipped
 # inline in the .bicep file, with the reason a security reviewer reads (docs/deploy.md lists them).
@@ -87,4 +88,4 @@ bench: install postgres-server
 	$(PY) -m bench.inventory
 
 clean:
-	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache *.egg-info
