@@ -199,10 +199,11 @@ def ensure_local_settings(target: Path) -> None:
         _say(f"created {target.name} from local.settings.sample.json")
 
 
-def write_local_settings(target: Path, env: dict[str, str]) -> None:
+def write_local_settings(target: Path, env: dict[str, str], app_port: int | None = None) -> None:
     """Put the peers' settings (their real ports, ``env``) into ``target``'s Values, for a ``func start``
-    run by hand next to them; every other value in it stays (created from the sample when missing).
-    Written whole or not at all."""
+    run by hand next to them, and the app's port (``app_port``) into ``Host.LocalHttpPort``, where Core
+    Tools and the operator CLI read it; every other value in it stays (created from the sample when
+    missing). Written whole or not at all."""
     import json
 
     ensure_local_settings(target)
@@ -214,6 +215,9 @@ def write_local_settings(target: Path, env: dict[str, str]) -> None:
             f"{target} is not a local.settings.json with Values ({err}): fix or delete it"
         ) from err
     values.update(env)
+    if app_port is not None:
+        host = document.get("Host")
+        document["Host"] = {**(host if isinstance(host, dict) else {}), "LocalHttpPort": app_port}
     partial = target.with_suffix(target.suffix + ".tmp")
     partial.write_text(json.dumps(document, indent=2) + "\n")
     partial.replace(target)
@@ -383,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             print(_peers_banner(azurite, emulator, sink, args.settings), flush=True)
             stopping.wait()
             return 0
-        # The ports in use, for the app and for the tools (devtools.local, the audit CLI's --settings).
-        write_local_settings(args.settings, env)
+        # The ports in use, for the app and for the tools (devtools.local, the CLIs' --settings).
+        write_local_settings(args.settings, env, app_port=args.port)
         use_func = shutil.which("func") is not None and not args.dev_host
         app, status = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"
@@ -392,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
             "" if args.settings == REPO_ROOT / "local.settings.json" else f" --settings {args.settings}"
         )
         local_url = "" if args.port == 7071 else f" --url {base}"
+        # The operator CLI finds the app from the settings file (Host.LocalHttpPort, written above).
+        cli = ".venv/bin/secret-lifecycle" + (
+            "" if args.settings == REPO_ROOT / "local.settings.json" else f" --settings {args.settings}"
+        )
+        revoke = (f"revocations request {DUE_DEMO_SECRET} --reason COMPROMISE_SUSPECTED --severity high "
+                  "--justification 'seen in a public paste'")  # fmt: skip
         parts = urlsplit(emulator.url)
         vault = vault_name(parts.hostname or "127.0.0.1", parts.port)
         operator = encode_principal("local-operator", DEMO_OPERATOR_ROLES)  # honoured locally only
@@ -422,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  By hand:     {local} event SecretNearExpiry {UNMANAGED_DEMO_SECRET}{local_url}\n"
             f"               (Key Vault's event for it, from vault {vault}: devtools/events/)\n"
             f"               {local} secret my-partner-token --expires-in 10  (a chosen expiry)\n"
+            f"  CLI:         {cli} plan --within 30d\n"
+            f"               {cli} rotate {DUE_DEMO_SECRET} --force --wait\n"
+            f"               {cli} {revoke}\n"
+            f"               {cli} --as second-operator revocations approve <id>  (four eyes)\n"
+            f"               {cli} revocations execute <id>\n"
+            f"               {cli} audit tail --follow  (docs/cli.md: every command)\n"
             f"  Settings:    {args.settings} (the ports above; the tools read it)\n"
             "  Stop:        Ctrl-C\n",
             flush=True,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +172,7 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
         assert stack.proc.wait_for_output("near-expiry of local-partner-token version", timeout=30), (
             stack.text
         )
+        _the_printed_cli_commands_work(text)
     finally:
         code = stack.interrupt()
     assert code == 0, stack.text
@@ -184,6 +187,34 @@ def test_make_run_serves_the_app_and_stops_everything(tmp_path: Path) -> None:
     assert _refused(vault_url.group(1)), "the emulator still answers after Ctrl-C"
     assert (tmp_path / "keyvault-state.json").exists()
     assert (tmp_path / "local.settings.json").exists()  # created from the sample, outside the work tree
+
+
+def _the_printed_cli_commands_work(text: str) -> None:
+    """The banner's CLI lines, run as printed (the settings file they name finds the app): the plan, a
+    rotation waited for, and a revocation requested, approved by somebody else and executed."""
+    printed = re.findall(
+        r"^\s+(?:CLI:\s+)?\.venv/bin/secret-lifecycle (.+?)(?:  \(.*\))?$", text, re.MULTILINE
+    )
+    assert len(printed) == 6, text
+    script = shutil.which("secret-lifecycle", path=str(Path(sys.executable).parent))
+    assert script, "secret-lifecycle is not installed in this venv (make install: pip install -e .)"
+
+    def run(line: str, *more: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [script, *shlex.split(line), *more], cwd=REPO, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        return done
+
+    plan, rotate, request, approve, execute, _tail = printed
+    assert DUE_DEMO_SECRET in run(plan).stdout
+    assert f"{DUE_DEMO_SECRET}: rotated to version" in run(rotate).stdout
+    made = json.loads(run(request, "--json").stdout)
+    assert made["status"] == "pending" and made["required_approvals"] == 1
+    assert "approved" in run(approve.replace("<id>", made["id"])).stdout
+    executed = run(execute.replace("<id>", made["id"]), "--json")
+    assert json.loads(executed.stdout)["status"] == "executed"
 
 
 def test_core_tools_gets_this_venvs_python(tmp_path: Path) -> None:
