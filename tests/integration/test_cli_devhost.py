@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.keyvault.secrets import SecretClient
 
 from lifecycle_cli.main import main
+from shared.config import vault_name
 from shared.domain.policy import RotationPolicy, SecretKind
 from tests.integration.app_stack import Stack
 
@@ -72,6 +74,11 @@ def test_each_command_against_the_dev_host(stack: Stack) -> None:
     assert name in [i["name"] for i in listed["items"]] and listed["continuation"] is None
     assert name in cli("secrets", "list").out
     assert cli("status", name, "--json").json()["version"] == first
+    parts = urlsplit(stack.emulator.url)
+    vault_of_name = vault_name(parts.hostname or "", parts.port)
+    assert cli("status", name, "--vault", vault_of_name, "--json").json()["vault"] == vault_of_name
+    elsewhere = cli("status", name, "--vault", "fleet-eu")
+    assert elsewhere.code == 2 and "vault" in elsewhere.err
 
     # rotate: a dry run says why not; forced and waited for, a new version is current.
     dry = cli("rotate", name, "--dry-run", "--json").json()
