@@ -35,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.domain.risk import RiskRules, Signal
 from shared.domain.scan_rules import ScanRules
 from shared.domain.secrets import NAME_PATTERN
 
@@ -447,6 +448,36 @@ class Settings:
             working_days=self._days("AUDIT_WORKING_DAYS", defaults.working_days),
             timezone=zone,
         )
+
+    @cached_property
+    def risk_rules(self) -> RiskRules:
+        """The actor risk score's terms (RISK_*); working hours are the scan's (AUDIT_WORKING_*)."""
+        defaults = RiskRules()
+        hours = self._int("RISK_WINDOW_HOURS", int(defaults.window.total_seconds() // 3600), 1, 2160)
+        days = self._int("RISK_BASELINE_DAYS", defaults.baseline.days, 1, 365)
+        threshold = self._int("RISK_THRESHOLD", defaults.threshold, 1, 100_000)
+        return RiskRules(
+            window=timedelta(hours=hours),
+            baseline=timedelta(days=days),
+            threshold=threshold,
+            weights=self._weights("RISK_WEIGHTS", defaults.weights),
+        )
+
+    def _weights(self, name: str, defaults: Mapping[Signal, int]) -> Mapping[Signal, int]:
+        """``signal=weight,...``: each named signal's weight (0-1000), the others' defaults kept."""
+        raw = self._get(name)
+        weights = dict(defaults)
+        for part in (raw or "").replace(" ", "").split(","):
+            if not part:
+                continue
+            signal, _, weight = part.partition("=")
+            if signal not in {s.value for s in Signal}:
+                known = ", ".join(s.value for s in Signal)
+                raise ConfigurationError(name, f"unknown signal {signal!r}; the signals are {known}")
+            if not weight.isascii() or not weight.isdigit() or int(weight) > 1000:
+                raise ConfigurationError(name, f"{signal}: expected a weight from 0 to 1000, got {weight!r}")
+            weights[Signal(signal)] = int(weight)
+        return weights
 
     def _int(self, name: str, default: int, low: int, high: int, unit: str = "a whole number") -> int:
         """A whole number of ASCII digits within [low, high]; ``default`` when the setting is absent."""

@@ -95,6 +95,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'AUDIT_WORKING_HOURS', value: '07:00-19:00' }
         { name: 'AUDIT_WORKING_DAYS', value: 'Mon-Fri' }
         { name: 'AUDIT_TIMEZONE', value: 'UTC' }
+        { name: 'RISK_WINDOW_HOURS', value: '168' }
+        { name: 'RISK_BASELINE_DAYS', value: '30' }
+        { name: 'RISK_THRESHOLD', value: '10' }
+        { name: 'RISK_WEIGHTS', value: 'denied=1,rule_refusal=3,new_ip=2,new_user_agent=1,off_hours_decision=2,break_glass=5,request_rejected=2,request_expired=1,out_of_band_change=3' }
         { name: 'REVOCATION_TTL_HOURS', value: '24' }
         { name: 'REVOCATION_APPROVALS', value: 'low=2,medium=2,high=1,critical=1' }
         { name: 'ROTATION_STALL_MINUTES', value: '120' }

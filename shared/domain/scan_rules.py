@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import time, timedelta
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,12 @@ class ScanRules:
             raise ValueError(
                 f"lookback {self.lookback} must be at least twice the longest window ({longest})"
             )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def working(self, moment: datetime) -> bool:
+        """Whether ``moment`` falls within working hours on a working day, in the configured time zone."""
+        local = moment.astimezone(self.zone)
+        return self.working_start <= local.time() < self.working_end and local.weekday() in self.working_days

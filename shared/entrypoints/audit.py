@@ -1,5 +1,5 @@
-"""Audit endpoints and timers: query, summary, verify, findings review, incidents, hourly digest, daily
-verify, suspicious scan."""
+"""Audit endpoints and timers: query, summary, verify, an actor's risk, findings review, incidents, hourly
+digest, daily verify, suspicious scan (with the actor risk score's crossings)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from shared.entrypoints.http import (
     sole_vault,
 )
 from shared.services import audit as service
+from shared.services.risk import RECENT_RECORDS, actor_risk
 from shared.services.suspicious import scan
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,22 @@ def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
     return json_response(report.to_json())
 
 
+class ActorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: How many of the actor's newest records to show beside the score.
+    limit: int = Field(RECENT_RECORDS, ge=1, le=100)
+
+
+@endpoint(bp, "audit_actor", "audit/actors/{actor_id}", "GET", roles=Role.AUDIT_READ, accepts=ActorParams)
+def audit_actor(call: Call[ActorParams]) -> func.HttpResponse:
+    settings = call.container.settings
+    view = actor_risk(
+        call.container.audit_peers, call.route["actor_id"], settings.risk_rules, settings.scan_rules,
+        limit=call.input.limit,
+    )  # fmt: skip
+    return json_response(view.to_json())
+
+
 def _vault_of_secret(call: Call[Any], secret_name: str | None) -> str | None:
     """The vault a query about one secret is about: the one named, or the only one; a 400 when the
     service manages several and the call names none (a name may be in two of them). None without a secret:
@@ -300,9 +317,11 @@ def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) ->
 
 def _suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
     container = get_container()
+    settings = container.settings
     report = scan(
-        container.audit_peers, container.settings.scan_rules, correlation_id=correlation_id(context)
-    )
+        container.audit_peers, settings.scan_rules, risk=settings.risk_rules,
+        correlation_id=correlation_id(context),
+    )  # fmt: skip
     logger.info(
         "suspicious-activity scan: %d record(s), %d new finding(s), %d already reported, %d notified",
         report.scanned,

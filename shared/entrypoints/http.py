@@ -29,7 +29,7 @@ from shared.domain.errors import (
     NotPermitted,
     OutcomeNotRecorded,
 )
-from shared.domain.identity import Principal, Role
+from shared.domain.identity import Principal, Role, refused_identity
 from shared.domain.revocation import REVOCATION_ID
 from shared.domain.secrets import NAME, NAME_PATTERN, VAULT_PATTERN, VERSION, InvalidSecret, validate_name
 from shared.domain.state import StateTampered
@@ -118,6 +118,9 @@ class Route:
     vault: VaultUse | None = None
 
 
+#: The longest actor id a route takes (an id in a record is at most this long too).
+MAX_ACTOR_ID = 256
+
 #: Every HTTP function registered through ``endpoint``, by function name.
 ROUTES: dict[str, Route] = {}
 
@@ -136,6 +139,15 @@ def _revocation_id(value: str) -> str:
 def _incident_id(value: str) -> str:
     if not FINDING_ID.fullmatch(value):  # the same form: 32 lowercase hex
         raise NotFound(f"no open incident {value[:64]!r}")
+    return value
+
+
+def _actor_id(value: str) -> str:
+    problem = (
+        refused_identity(value) if len(value) <= MAX_ACTOR_ID else f"more than {MAX_ACTOR_ID} characters"
+    )
+    if problem is not None:
+        raise BadRequest("actor_id", problem.replace("the caller id", "the actor id"))
     return value
 
 
@@ -168,6 +180,13 @@ ROUTE_PARAMETERS: dict[str, RouteParameter] = {
         _finding_id,
         f"^{FINDING_ID.pattern}$",
         "A suspicious-activity finding's id (32 lowercase hex); anything else is 400.",
+    ),
+    "actor_id": RouteParameter(
+        _actor_id,
+        f"^[^/]{{1,{MAX_ACTOR_ID}}}$",
+        "An actor's id as the audit records name it (an Entra object id, an application's, or "
+        "`vault:<vault>` for the changes made to a vault outside the API), percent-encoded; an id with "
+        "an invisible or control character, or longer than 256 characters, is 400.",
     ),
     "incident_id": RouteParameter(
         _incident_id,

@@ -43,6 +43,7 @@ from shared.services.catalog.results import (
 )
 from shared.services.health import HealthReport
 from shared.services.revocation.results import Revocation, RevocationPage
+from shared.services.risk import ActorRisk
 
 # -- the endpoints ------------------------------------------------------------------------------------
 
@@ -144,6 +145,14 @@ _DESCRIBED: dict[str, Endpoint] = {
     "audit_verify": Endpoint(
         "audit", "Verify the audit chains and digests (breaks are reported, 200)",
         ok={200: VerifyReport},
+    ),
+    "audit_actor": Endpoint(
+        "audit", "One actor's risk score now, its signals and the actor's newest records",
+        ok={200: ActorRisk},
+        description="The score sums the weights of the actor's signals over the window ending now "
+        "(`RISK_WINDOW_HOURS`); a crossing of `RISK_THRESHOLD` is an `actor_risk` finding of the "
+        "suspicious-activity scan. Read from the query index's actor and action partitions, never the "
+        "whole trail.",
     ),
     "audit_review_finding": Endpoint(
         "audit", "Mark a suspicious-activity finding reviewed",

@@ -8,26 +8,29 @@ in the finding store before it is reported, so overlapping or concurrent scans n
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_time
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
+from shared.domain.risk import VAULT_ACTOR_PREFIX, Crossing, RiskRules
 from shared.domain.scan_rules import ScanRules
 from shared.services.audit import FINDING_ACTOR_CHARS, FINDING_MAX_ACTORS, indexed_rows
 from shared.services.findings import FindingPeers
 from shared.services.findings import finding_id as _finding_id
 from shared.services.findings import report as report_finding
+from shared.services.risk import risk_crossings
 
 if TYPE_CHECKING:  # the bundle imports this package: annotations only
     from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
+#: Signals an actor risk finding lists (the newest), each with its record.
+MAX_SIGNALS = 20
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,11 @@ class Finding:
     actors: tuple[str, ...] = ()
     #: The vault of ``secret_name`` (its records' vault).
     vault: str | None = None
+    #: What the rule adds to the finding's details (an actor risk finding: its signals).
+    extra: tuple[tuple[str, Any], ...] = ()
 
     def details(self) -> dict[str, Any]:
-        return {
+        return dict(self.extra) | {
             "finding_id": self.id,
             "rule": self.rule,
             "subject": self.subject,
@@ -173,7 +178,6 @@ def find_suspicious(
          _outcomes(events, Action.REVOCATION_REQUESTED)),
     ]  # fmt: skip
     findings = [finding for rule, found in bursts for finding in _bursts(rule, found, since)]
-    zone = ZoneInfo(rules.timezone)
     for event in _outcomes(events, Action.BREAK_GLASS):
         findings.append(_single("break_glass", event, f"break-glass by {event.actor.id}"))
     for event in events:
@@ -182,13 +186,38 @@ def find_suspicious(
             summary = f"rotation of {event.secret_name} refused: its target is not bound to it"
             findings.append(_single("target_not_bound", event, summary, actors=()))
     for event in _outcomes(events, Action.REVOCATION_APPROVED):
-        local = event.time.astimezone(zone)
-        hours = rules.working_start <= local.time() < rules.working_end
-        inside = hours and local.weekday() in rules.working_days
-        if not inside:
+        if not rules.working(event.time):
+            local = event.time.astimezone(rules.zone)
             summary = f"approval by {event.actor.id} at {local.strftime('%a %H:%M')} {rules.timezone}"
             findings.append(_single("approval_outside_working_hours", event, summary))
     return findings
+
+
+def risk_finding(actor: str, crossing: Crossing, rules: RiskRules) -> Finding:
+    """The ``actor_risk`` finding of one crossing: named by the actor and the record that crossed, so
+    every scan that sees the crossing names the same finding; its details list the signals (each with
+    its record) in the window then. A vault's pseudo-actor is nobody: anyone may review its finding."""
+    hits = crossing.hits
+    counts = Counter(hit.signal.value for hit in hits)
+    hours = int(rules.window.total_seconds() // 3600)
+    person = canonical_identity(actor)
+    signals = [
+        {"signal": h.signal.value, "record_id": h.record_id, "weight": h.weight, "detail": h.detail[:100]}
+        for h in list(reversed(hits))[:MAX_SIGNALS]
+    ]
+    return Finding(
+        id=_finding_id("actor_risk", person, crossing.hit.record_id, crossing.hit.signal.value),
+        rule="actor_risk",
+        subject=actor,
+        summary=f"risk score of {actor} reached {crossing.score} (threshold {rules.threshold}, {hours} h): "
+        + ", ".join(f"{n} {signal}" for signal, n in sorted(counts.items())),
+        count=crossing.score,
+        first_seen=hits[0].time,
+        last_seen=crossing.hit.time,
+        record_ids=tuple(dict.fromkeys(hit.record_id for hit in reversed(hits))),
+        actors=() if actor.startswith(VAULT_ACTOR_PREFIX) else (person,),
+        extra=(("score", crossing.score), ("threshold", rules.threshold), ("signals", signals)),
+    )
 
 
 def _single(rule: str, event: AuditEvent, summary: str, *, actors: tuple[str, ...] | None = None) -> Finding:
@@ -223,9 +252,13 @@ class ScanReport:
         return not self.failures
 
 
-def scan(peers: AuditPeers, rules: ScanRules, *, correlation_id: str | None = None) -> ScanReport:
-    """Scan the lookback period and report each new finding exactly once. Only records whose MAC proves
-    the service wrote them count (``keys``): a row a storage writer put in the table makes no finding.
+def scan(
+    peers: AuditPeers, rules: ScanRules, *, risk: RiskRules | None = None, correlation_id: str | None = None
+) -> ScanReport:
+    """Scan the lookback period and report each new finding exactly once: the rules' (``rules``) and the
+    actor risk score's crossings (``risk``, default RiskRules(): the actors active in the lookback, each
+    read from their own index partitions). Only records whose MAC proves the service wrote them count
+    (``keys``): a row a storage writer put in the table makes no finding.
 
     A finding is claimed first (atomic, by id), then its SUSPICIOUS_ACTIVITY record is written, then its
     notification is sent; each step is marked, so a scan that is interrupted or meets a failure leaves the
@@ -250,7 +283,10 @@ def scan(peers: AuditPeers, rules: ScanRules, *, correlation_id: str | None = No
     on_record = frozenset(
         str(e.details.get("finding_id")) for e in events if e.action == Action.SUSPICIOUS_ACTIVITY
     )
-    for finding in find_suspicious(events, rules, since, home=trail.vault):
+    risky = risk_crossings(peers, events, risk or RiskRules(), rules, since)
+    found = find_suspicious(events, rules, since, home=trail.vault)
+    found += [risk_finding(actor, crossing, risk or RiskRules()) for actor, crossing in risky]
+    for finding in found:
         stored = StoredFinding(
             id=finding.id,
             rule=finding.rule,

@@ -13,7 +13,7 @@ from azure.functions.timer import TimerRequest
 
 from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
 from shared.domain.findings import StoredFinding
-from shared.domain.identity import encode_principal
+from shared.domain.identity import Role, encode_principal
 from shared.services.audit import encode_cursor
 from tests.functions.conftest import LOCAL_ENV, FakeContainer
 
@@ -265,15 +265,20 @@ def test_suspicious_scan_reports_once_and_notifies(functions: dict[str, Any], fa
     for _ in range(6):
         fake.clock.advance(timedelta(seconds=20))
         fake.audit_trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=intruder)
+    fake.clock.advance(timedelta(seconds=20))
     fake.audit_trail.record(Action.BREAK_GLASS, secret_name="db-password", actor=intruder)
     scan = functions["suspicious_activity_scan"].get_user_function()
     scan(TimerRequest(), Ctx())
     found = [e for e in fake.audit_log.events if e.action == Action.SUSPICIOUS_ACTIVITY]
-    assert sorted(e.details["rule"] for e in found) == ["access_denied_burst_actor", "break_glass"]
-    assert len(fake.publisher.sent) == 2
+    # Six denials and a break-glass also lift the intruder's risk score (6 x 1 + 5) past 10.
+    rules = sorted(e.details["rule"] for e in found)
+    assert rules == ["access_denied_burst_actor", "actor_risk", "break_glass"]
+    risk = next(e.details for e in found if e.details["rule"] == "actor_risk")
+    assert (risk["score"], risk["subject"], risk["actors"]) == (11, "oid-intruder", ["oid-intruder"])
+    assert len(fake.publisher.sent) == 3
     scan(TimerRequest(), Ctx())
-    assert len([e for e in fake.audit_log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 2
-    assert len(fake.publisher.sent) == 2
+    assert len([e for e in fake.audit_log.events if e.action == Action.SUSPICIOUS_ACTIVITY]) == 3
+    assert len(fake.publisher.sent) == 3
 
 
 def test_scan_fails_the_invocation_and_retries_notifications(
@@ -410,3 +415,28 @@ def test_a_malformed_identity_is_401_with_an_unreadable_claim(
 def test_a_refusal_without_a_header_claims_nothing(functions: dict[str, Any], fake: FakeContainer) -> None:
     assert call(functions, "audit_query", principal=None)[0] == 401
     assert "claimed" not in denied(fake)[0].details
+
+
+def test_an_actors_risk_is_for_audit_readers_only(functions: dict[str, Any], fake: FakeContainer) -> None:
+    intruder = Actor("oid-intruder", ActorType.USER, "203.0.113.50", "python-requests")
+    for _ in range(3):
+        fake.clock.advance(timedelta(seconds=20))
+        fake.audit_trail.record(Action.ACCESS_DENIED, result=Result.DENIED, actor=intruder)
+    route = {"actor_id": "oid-intruder"}
+    status, body, _ = call(functions, "audit_actor", route_params=route, params={"limit": "2"})
+    assert status == 200, body
+    assert (body["actor"], body["score"], body["by_signal"]) == ("oid-intruder", 3, {"denied": 3})
+    assert len(body["recent"]["items"]) == 2 and all(s["weight"] == 1 for s in body["signals"])
+    # Every other role is refused (403, on record); no principal is 401.
+    others = [role.value for role in Role if role != Role.AUDIT_READ]
+    for role in others:
+        who = encode_principal(f"oid-{role}", [role])
+        assert call(functions, "audit_actor", route_params=route, principal=who)[0] == 403, role
+    assert call(functions, "audit_actor", route_params=route, principal=None)[0] == 401
+    assert len(denied(fake)) == 3 + len(others) + 1  # the intruder's three, then each refusal
+    for bad in ("oid\u200bx", "x" * 257, " "):
+        status, body, _ = call(functions, "audit_actor", route_params={"actor_id": bad})
+        assert (status, body["parameter"]) == (400, "actor_id"), bad
+    assert (
+        call(functions, "audit_actor", route_params=route, params={"limit": "101"})[1]["parameter"] == "limit"
+    )

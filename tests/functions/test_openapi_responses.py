@@ -201,6 +201,7 @@ def client(functions: dict[str, Any], use_container: Any) -> Client:
 SAMPLES: dict[str, dict[str, Any]] = {
     "audit_query": {},
     "audit_summary": {},
+    "audit_actor": {"route": {"actor_id": "oid-someone"}},
     "audit_verify": {},
     "audit_review_finding": {"route": {"finding_id": FINDING}, "body": {}},
     "audit_incident_open": {"body": {"reason": "restored from a backup"}},
@@ -331,6 +332,7 @@ def meta(client: Client, world: World) -> None:
 @answers(
     ("audit_query", 200, JSON),
     ("audit_summary", 200, JSON),
+    ("audit_actor", 200, JSON),
     ("audit_verify", 200, JSON),
     ("audit_review_finding", 200, JSON),
     ("audit_review_finding", 404, PROBLEM),
@@ -343,6 +345,8 @@ def audit(client: Client, world: World) -> None:
     summary = client("audit_summary", who=READER, expect=200)
     assert summary["last_rotation"]["version"] == "v2" and summary["failures"]["count"] == 1
     client("audit_verify", params={"secret_name": NAME}, who=READER, expect=200)
+    actor = client("audit_actor", route={"actor_id": "secret-lifecycle"}, who=READER, expect=200)
+    assert actor["score"] == 0 and actor["recent"]["items"]
     world.findings.claim(StoredFinding(FINDING, "break_glass", world.clock.now()))
     review: dict[str, Any] = {"route": {"finding_id": FINDING}, "body": {"note": "expected"}, "who": REVIEWER}
     assert client("audit_review_finding", expect=200, **review)["status"] == "reviewed"

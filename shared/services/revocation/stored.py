@@ -164,9 +164,12 @@ def recorded_result(result: Outcome) -> dict[str, Any]:
 
 
 def details_of(revocation: Revocation) -> dict[str, Any]:
-    """What a record says about a request (its justification is on the request's first record)."""
+    """What a record says about a request (its justification is on the request's first record). Each
+    names the requester, so a record of a request's end (a rejection, an expiry) says whose it was: the
+    actor risk score counts it against them, and the compliance report shows it, from the record alone."""
     return {
         "revocation_id": revocation.id,
+        "requested_by": revocation.requested_by,
         "status": revocation.status.value,
         "severity": revocation.severity.value,
         "reason": revocation.reason.value,
