@@ -1,4 +1,4 @@
-"""The audit trail: ``audit query|summary|verify|tail [--follow]``."""
+"""The audit trail: ``audit query|summary|verify|actor|tail [--follow]``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from lifecycle_cli.client import segment
 from lifecycle_cli.context import Context, Exit, count, secret_name, vault_option
 from lifecycle_cli.output import when
 from shared.domain.audit import Action
 
+#: The longest actor id the service takes (GET /api/audit/actors/{actor_id}).
+MAX_ACTOR_ID = 256
 #: GET /api/audit's largest page.
 AUDIT_PAGE = 500
 #: How far back each ``tail --follow`` read reaches behind the newest record seen: records are stamped
@@ -61,6 +64,11 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         "--fresh", action="store_true", help="verify the whole trail now, not the last daily run"
     )
     verify.set_defaults(run=verify_)
+
+    actor = actions.add_parser("actor", parents=[common], help="an actor's risk score, signals, records")
+    actor.add_argument("actor_id", type=actor_id, help="their id as records name it, or vault:<vault>")
+    actor.add_argument("--limit", type=count, default=20, help="how many of their records (default 20)")
+    actor.set_defaults(run=actor_)
 
     tail = actions.add_parser("tail", parents=[common], help="the newest records; --follow for new ones")
     _filters(tail)
@@ -161,6 +169,33 @@ def verify_(ctx: Context, args: argparse.Namespace) -> int:
     if acknowledged:
         ctx.out.note(f"{len(acknowledged)} break(s) acknowledged under an incident (not counted)")
     return Exit.TROUBLE if broken else Exit.OK
+
+
+def actor_id(text: str) -> str:
+    if not text.strip() or len(text) > MAX_ACTOR_ID or "/" in text:
+        raise argparse.ArgumentTypeError(f"1-{MAX_ACTOR_ID} characters, no /")
+    return text
+
+
+def actor_(ctx: Context, args: argparse.Namespace) -> int:
+    view = ctx.client.call("GET", f"audit/actors/{segment(args.actor_id)}", params={"limit": args.limit})
+    if ctx.out.json:
+        ctx.out.document(view)
+        return Exit.OK
+    verdict = "ABOVE the threshold" if view.get("above_threshold") else "below the threshold"
+    ctx.out.line(
+        f"{view.get('actor')}: risk score {view.get('score')} of {view.get('threshold')} ({verdict}) "
+        f"over {view.get('window_hours')} h since {when(view.get('since'))}"
+    )
+    signals = view.get("signals") or []
+    if signals:
+        ctx.out.table(
+            "Signals", ["time", "signal", "weight", "detail", "record"],
+            [[when(h.get("time")), h.get("signal"), h.get("weight"), h.get("detail"), h.get("record_id")]
+             for h in signals],
+        )  # fmt: skip
+    _records(ctx, "Newest records", (view.get("recent") or {}).get("items") or [])
+    return Exit.OK
 
 
 def tail_(ctx: Context, args: argparse.Namespace) -> int:

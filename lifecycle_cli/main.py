@@ -6,7 +6,7 @@
     secret-lifecycle status NAME
     secret-lifecycle rollback NAME
     secret-lifecycle revocations list|show|request|approve|reject|cancel|execute|review ...
-    secret-lifecycle audit query|summary|verify|tail [--follow]
+    secret-lifecycle audit query|summary|verify|actor|tail [--follow]
 
 Locally it talks to the stack ``make run`` started (the port in local.settings.json) as a dev principal;
 against Azure, give ``--url`` and ``--client-id`` (or their SECRET_LIFECYCLE_* variables) and sign in with

@@ -143,6 +143,9 @@ def test_each_command_against_the_dev_host(stack: Stack) -> None:
     assert summary["total"] == len(records)
     assert cli("audit", "verify", "--secret", name).out.startswith("ok:")
     assert cli("audit", "verify", "--fresh", "--json").json()["status"] == "ok"
+    denied_view = cli("audit", "actor", "local-operator", "--json").json()
+    assert denied_view["by_signal"]["rule_refusal"] == 1 and denied_view["recent"]["items"]
+    assert "rule_refusal" in cli("audit", "actor", "local-operator").out
     tail = cli("audit", "tail", "--secret", name, "-n", "3").out.splitlines()
     assert len(tail) == 3 and "REVIEWED" in tail[-1], tail
 

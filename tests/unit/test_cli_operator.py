@@ -356,6 +356,9 @@ def test_page_sizes_are_the_services_maxima() -> None:
     assert SECRETS_PAGE == catalog.MAX_PAGE
     assert REVOCATIONS_PAGE == revocations.MAX_PAGE
     assert audit_commands.AUDIT_PAGE == audit.MAX_PAGE
+    from shared.entrypoints.http import MAX_ACTOR_ID
+
+    assert audit_commands.MAX_ACTOR_ID == MAX_ACTOR_ID
 
 
 def test_the_dev_principal_is_easy_auths_format() -> None:
