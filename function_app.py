@@ -7,6 +7,7 @@ of the caller identity checks; endpoints that must be anonymous (health, openapi
 import azure.functions as func
 
 from shared.entrypoints.audit import bp as audit_bp
+from shared.entrypoints.compliance import bp as compliance_bp
 from shared.entrypoints.expiry import bp as expiry_bp
 from shared.entrypoints.health import bp as health_bp
 from shared.entrypoints.openapi import bp as openapi_bp
@@ -22,3 +23,4 @@ app.register_functions(rotation_bp)
 app.register_functions(secrets_bp)
 app.register_functions(expiry_bp)
 app.register_functions(revocations_bp)
+app.register_functions(compliance_bp)

@@ -55,6 +55,11 @@ class ServiceClient:
         self.target = target
         self._session = session or requests.Session()
 
+    def page(self, path: str, *, params: Mapping[str, Any] | None = None) -> str:
+        """The HTML page ``GET /api/<path>`` answers for a caller that prefers ``text/html``. Raises as
+        ``call``."""
+        return str(self.call("GET", path, params=params, accept="text/html"))
+
     def call(
         self,
         method: str,
@@ -62,10 +67,12 @@ class ServiceClient:
         *,
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
+        accept: str = JSON,
     ) -> Any:
-        """The parsed JSON answer of ``method`` ``/api/<path>`` (None for an empty one). ``params``
-        whose value is None are left out. Raises ServiceError, Unreachable, SignInError."""
-        headers = {"User-Agent": USER_AGENT, "Accept": JSON, **self.target.headers()}
+        """The parsed JSON answer of ``method`` ``/api/<path>`` (None for an empty one; the text of a
+        page when ``accept`` asks for HTML and gets it). ``params`` whose value is None are left out.
+        Raises ServiceError, Unreachable, SignInError."""
+        headers = {"User-Agent": USER_AGENT, "Accept": accept, **self.target.headers()}
         data = None
         if method != "GET":
             # The service refuses a write without this media type (415), an empty body included.
@@ -80,6 +87,8 @@ class ServiceClient:
             )  # fmt: skip
         except requests.RequestException as err:
             raise Unreachable(f"{self.target.url} does not answer: {type(err).__name__}") from None
+        if accept != JSON and 200 <= answer.status_code < 300:
+            return answer.text
         document = _document(answer)
         if not 200 <= answer.status_code < 300:
             problem = document if isinstance(document, dict) else {}

@@ -7,6 +7,7 @@
     secret-lifecycle rollback NAME
     secret-lifecycle revocations list|show|request|approve|reject|cancel|execute|review ...
     secret-lifecycle audit query|summary|verify|actor|tail [--follow]
+    secret-lifecycle compliance report [--from D] [--to D] [--html FILE]
 
 Locally it talks to the stack ``make run`` started (the port in local.settings.json) as a dev principal;
 against Azure, give ``--url`` and ``--client-id`` (or their SECRET_LIFECYCLE_* variables) and sign in with
@@ -24,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from lifecycle_cli import audit, revocations, secrets
+from lifecycle_cli import audit, compliance, revocations, secrets
 from lifecycle_cli.client import ServiceClient, ServiceError, Unreachable
 from lifecycle_cli.connection import Options, SignInError, TokenCredential, UsageError, parse_roles, resolve
 from lifecycle_cli.context import Context, Exit
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.add_commands(commands, common)
     revocations.add_commands(commands, common)
     audit.add_commands(commands, common)
+    compliance.add_commands(commands, common)
     return parser
 
 

@@ -30,7 +30,7 @@ from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from shared.domain.secrets import VAULT
 
 # Imported for what importing does: each module registers its HTTP functions in ``http.ROUTES``.
-from shared.entrypoints import audit, health, revocations, secrets  # noqa: F401
+from shared.entrypoints import audit, compliance, health, revocations, secrets  # noqa: F401
 from shared.entrypoints.answers import Problem
 from shared.entrypoints.auth import PRINCIPAL_HEADER
 from shared.entrypoints.http import (
@@ -54,6 +54,10 @@ TAGS = [
     {"name": "audit", "description": "The tamper-evident audit trail and suspicious-activity findings."},
     {"name": "secrets", "description": "Managed secrets: onboarding, policy, rotation, rollback, deletion."},
     {"name": "revocations", "description": "Emergency revocation: request, approve, execute, break-glass."},
+    {
+        "name": "compliance",
+        "description": "Evidence for audits: a period's rotations, approvals and integrity.",
+    },
 ]
 
 STATUS_NOTES: dict[int, str] = {

@@ -41,6 +41,7 @@ from shared.services.catalog.results import (
     SecretProperties,
     SecretStatus,
 )
+from shared.services.compliance import ComplianceReport
 from shared.services.health import HealthReport
 from shared.services.revocation.results import Revocation, RevocationPage
 from shared.services.risk import ActorRisk
@@ -153,6 +154,15 @@ _DESCRIBED: dict[str, Endpoint] = {
         "(`RISK_WINDOW_HOURS`); a crossing of `RISK_THRESHOLD` is an `actor_risk` finding of the "
         "suspicious-activity scan. Read from the query index's actor and action partitions, never the "
         "whole trail.",
+    ),
+    "compliance_report": Endpoint(
+        "compliance", "The compliance evidence report of a period (JSON, or HTML for text/html)",
+        ok={200: ComplianceReport},
+        parameters={"from": MOMENT, "to": MOMENT},
+        description="`from` and `to` (ISO 8601 with a zone, or dates) bound the period, `to` exclusive; "
+        "without them, the 90 days before now (at most 366 days). With `Accept: text/html` preferred over "
+        "`application/json` the answer is a self-contained printable page of the same report. "
+        "docs/compliance.md maps each section to the controls it evidences.",
     ),
     "audit_review_finding": Endpoint(
         "audit", "Mark a suspicious-activity finding reviewed",

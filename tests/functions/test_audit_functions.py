@@ -440,3 +440,36 @@ def test_an_actors_risk_is_for_audit_readers_only(functions: dict[str, Any], fak
     assert (
         call(functions, "audit_actor", route_params=route, params={"limit": "101"})[1]["parameter"] == "limit"
     )
+
+
+def test_the_compliance_report_is_for_audit_readers_as_json_or_html(
+    functions: dict[str, Any], fake: FakeContainer
+) -> None:
+    fake.audit_trail.record(
+        Action.ACCESS_DENIED, result=Result.DENIED, actor=Actor("<b>eve</b>", ActorType.USER, "203.0.113.9")
+    )
+    fake.clock.advance(timedelta(seconds=1))  # the period ends now, exclusive
+    params = {"from": "2000-01-01", "to": "2099-01-01"}  # refused: longer than a year
+    assert call(functions, "compliance_report", params=params)[1]["parameter"] == "from"
+    status, body, response = call(functions, "compliance_report")
+    assert status == 200 and response.mimetype == "application/json", body
+    assert body["summary"]["denials"] == 1 and body["denials"][0]["actor"] == "<b>eve</b>"
+    assert body["period"]["vaults"] and set(body) >= {"secrets", "rotations", "revocations", "integrity"}
+    browser = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    request = func.HttpRequest(
+        "GET", "http://localhost/api/compliance/report", params={},
+        headers={"x-ms-client-principal": READER, "user-agent": "pytest", **browser}, body=b"",
+    )  # fmt: skip
+    page: func.HttpResponse = functions["compliance_report"].get_user_function()(request, Ctx())
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    text = page.get_body().decode()
+    assert "&lt;b&gt;eve&lt;/b&gt;" in text and "<b>eve</b>" not in text
+    refused = [({"from": "2026-12-01", "to": "2026-11-01"}, "to"), ({"when": "x"}, "when"),
+               ({"from": "2099-01-01", "to": "2099-02-01"}, "from"), ({"to": "yesterday"}, "to")]  # fmt: skip
+    for bad, parameter in refused:
+        assert call(functions, "compliance_report", params=bad)[1]["parameter"] == parameter, bad
+    for role in (r.value for r in Role if r != Role.AUDIT_READ):
+        who = encode_principal(f"oid-{role}", [role])
+        assert call(functions, "compliance_report", principal=who)[0] == 403, role
+    assert call(functions, "compliance_report", principal=None)[0] == 401

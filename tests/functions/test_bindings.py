@@ -21,6 +21,7 @@ EXPECTED_HTTP: dict[str, tuple[str, set[str], func.AuthLevel]] = {
     "audit_query": ("audit", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_summary": ("audit/summary", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_actor": ("audit/actors/{actor_id}", {"GET"}, func.AuthLevel.FUNCTION),
+    "compliance_report": ("compliance/report", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_verify": ("audit/verify", {"GET"}, func.AuthLevel.FUNCTION),
     "audit_review_finding": ("audit/findings/{finding_id}/review", {"POST"}, func.AuthLevel.FUNCTION),
     "audit_incident_open": ("audit/incidents", {"POST"}, func.AuthLevel.FUNCTION),

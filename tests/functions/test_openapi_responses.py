@@ -202,6 +202,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "audit_query": {},
     "audit_summary": {},
     "audit_actor": {"route": {"actor_id": "oid-someone"}},
+    "compliance_report": {},
     "audit_verify": {},
     "audit_review_finding": {"route": {"finding_id": FINDING}, "body": {}},
     "audit_incident_open": {"body": {"reason": "restored from a backup"}},
@@ -333,6 +334,7 @@ def meta(client: Client, world: World) -> None:
     ("audit_query", 200, JSON),
     ("audit_summary", 200, JSON),
     ("audit_actor", 200, JSON),
+    ("compliance_report", 200, JSON),
     ("audit_verify", 200, JSON),
     ("audit_review_finding", 200, JSON),
     ("audit_review_finding", 404, PROBLEM),
@@ -347,6 +349,9 @@ def audit(client: Client, world: World) -> None:
     client("audit_verify", params={"secret_name": NAME}, who=READER, expect=200)
     actor = client("audit_actor", route={"actor_id": "secret-lifecycle"}, who=READER, expect=200)
     assert actor["score"] == 0 and actor["recent"]["items"]
+    world.clock.advance(timedelta(seconds=1))  # the report's period ends now, exclusive
+    report = client("compliance_report", who=READER, expect=200)
+    assert report["rotations"][0]["version"] == "v2"
     world.findings.claim(StoredFinding(FINDING, "break_glass", world.clock.now()))
     review: dict[str, Any] = {"route": {"finding_id": FINDING}, "body": {"note": "expected"}, "who": REVIEWER}
     assert client("audit_review_finding", expect=200, **review)["status"] == "reviewed"

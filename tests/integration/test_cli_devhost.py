@@ -11,11 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -148,6 +149,19 @@ def test_each_command_against_the_dev_host(stack: Stack) -> None:
     assert "rule_refusal" in cli("audit", "actor", "local-operator").out
     tail = cli("audit", "tail", "--secret", name, "-n", "3").out.splitlines()
     assert len(tail) == 3 and "REVIEWED" in tail[-1], tail
+
+    # The compliance report of the last hour: every rotation and revocation above, as JSON and as a page.
+    report = cli("compliance", "report", "--from", "1h", "--json")
+    assert report.code == 2 and "from" in report.err  # a span is the audit query's; the report takes times
+    since = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    evidence = cli("compliance", "report", "--from", since, "--json").json()
+    assert evidence["summary"]["rotations"] >= 1 and evidence["summary"]["executed"] == 2, evidence["summary"]
+    assert {r["outcome"] for r in evidence["revocations"]} == {"executed", "rejected", "cancelled"}
+    page_file = Path(tempfile.mkdtemp()) / "report.html"
+    assert cli("compliance", "report", "--from", since, "--html", str(page_file)).code == 0
+    page = page_file.read_text()
+    assert page.startswith("<!DOCTYPE html>") and name in page and "does not prove" in page
+    cli.printed.append(page)
 
     # Refusals: each with its exit code, said on stderr.
     denied = cli("--roles", "Secrets.Audit.Read", "rotate", name)

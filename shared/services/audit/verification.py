@@ -119,7 +119,7 @@ def verification(peers: AuditPeers, *, fresh: bool = False) -> VerifyReport:
     none is stored, when its seal fails, or when it is older than ``VERIFICATION_MAX_AGE``. A verify of the
     whole trail reads every record: minutes at millions of records, longer than an HTTP call may take.
     Raises DependencyUnavailable."""
-    stored = None if fresh else _stored_verification(peers)
+    stored = None if fresh else stored_verification(peers)
     if stored is not None and stored.verified_at is not None:
         age = peers.clock.now() - stored.verified_at
         if age <= VERIFICATION_MAX_AGE:
@@ -127,7 +127,7 @@ def verification(peers: AuditPeers, *, fresh: bool = False) -> VerifyReport:
     return verify_and_store(peers)
 
 
-def _stored_verification(peers: AuditPeers) -> VerifyReport | None:
+def stored_verification(peers: AuditPeers) -> VerifyReport | None:
     """The stored last full verification when the service sealed it, else None."""
     stored = peers.reader.read_verification(peers.trail.vault)
     if stored is None or not authentic_fields(VERIFICATION, stored, peers.keys.get):
