@@ -12,7 +12,7 @@ STAMP_NPM := node_modules/.installed
 CHECKOV_VENV  := $(VENV)/checkov
 STAMP_CHECKOV := $(CHECKOV_VENV)/.installed
 
-.PHONY: install postgres-server run peers test lint typecheck checkov pytest unit functions integration bench clean
+.PHONY: install postgres-server browser run peers test lint typecheck checkov pytest unit functions integration bench clean
 
 # What make run needs; the tests also need PostgreSQL's server binaries (postgres-server).
 install: $(STAMP_PY) $(STAMP_NPM)
@@ -25,6 +25,15 @@ postgres-server: $(STAMP_PY)
 		[ -z "$$PG_BIN" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { $(PY) -m devtools.postgres; exit 1; }; \
 		echo "PostgreSQL server binaries missing: installing Debian's postgresql package"; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+
+# The compliance report's page is rendered in headless Chromium by a test (devtools/browser.py finds it:
+# CHROMIUM, Debian's chromium, chromium-browser or google-chrome on PATH, Google Chrome on macOS).
+# Missing on Debian as root: Debian's chromium package is installed; elsewhere the error says how.
+browser: $(STAMP_PY)
+	@$(PY) -m devtools.browser >/dev/null 2>&1 || { \
+		[ -z "$$CHROMIUM" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] || { $(PY) -m devtools.browser; exit 1; }; \
+		echo "Chromium missing: installing Debian's chromium package"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
 $(STAMP_PY): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,7 +71,7 @@ checkov: $(STAMP_CHECKOV)
 	$(CHECKOV_VENV)/bin/checkov --directory infra --framework bicep --quiet --compact --skip-download
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should.
-pytest: install postgres-server
+pytest: install postgres-server browser
 	$(PY) -m pytest
 
 test: lint typecheck checkov pytest
@@ -73,7 +82,7 @@ unit: $(STAMP_PY)
 functions: $(STAMP_PY)
 	$(PY) -m pytest tests/functions
 
-integration: install postgres-server
+integration: install postgres-server browser
 	$(PY) -m pytest tests/integration
 
 # Benchmarks print their figures next to a baseline measured in the same run (docs/benchmarks.md).
@@ -88,4 +97,4 @@ bench: install postgres-server
 	$(PY) -m bench.inventory
 
 clean:
-	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache *.egg-info test-artifacts

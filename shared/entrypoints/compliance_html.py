@@ -9,7 +9,7 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from shared.services.compliance.results import ComplianceReport, Decided
+from shared.services.compliance.results import ComplianceReport, Decided, RevocationEntry
 
 STYLE = """
 body { font: 13px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1b1f24; margin: 24px; }
@@ -55,6 +55,13 @@ def _e(value: Any) -> str:
 
 def _decided(decided: Decided | None) -> str:
     return f"{_e(decided.by)} at {_e(decided.at)}" if decided is not None else _e(None)
+
+
+def _approvals(entry: RevocationEntry) -> str:
+    if entry.break_glass and not entry.approvals:
+        return "none needed (break-glass)"
+    given = "; ".join(_decided(a) for a in entry.approvals)
+    return f"{len(entry.approvals)} of {_e(entry.required_approvals)}" + (f": {given}" if given else "")
 
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
@@ -178,8 +185,7 @@ def render(report: ComplianceReport) -> str:
                     f"{_e(r.secret_name)} ({_e(r.vault)})",
                     f"{_e(r.reason)}, {_e(r.severity)}",
                     f"{_e(r.requested_by)} at {_e(r.requested_at)}",
-                    f"{len(r.approvals)} of {_e(r.required_approvals)}: "
-                    + "; ".join(_decided(a) for a in r.approvals),
+                    _approvals(r),
                     _e(r.outcome),
                     _decided(r.decided),
                     _e(r.hours_to_approval),
