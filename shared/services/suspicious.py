@@ -7,14 +7,15 @@ in the finding store before it is reported, so overlapping or concurrent scans n
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared.domain.audit import Action, AuditEvent, AuditQuery, Result, format_time
+from shared.domain.audit import MAX_DETAILS_BYTES, Action, AuditEvent, AuditQuery, Result, format_time
 from shared.domain.findings import StoredFinding
 from shared.domain.identity import canonical_identity
 from shared.domain.risk import VAULT_ACTOR_PREFIX, Crossing, RiskRules
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # the bundle imports this package: annotations only
     from shared.services.peers import AuditPeers
 
 logger = logging.getLogger(__name__)
-#: Signals an actor risk finding lists (the newest), each with its record.
-MAX_SIGNALS = 20
+#: What an actor risk finding keeps of its subject, and of each signal's detail.
+SUBJECT_CHARS = 128
+SIGNAL_DETAIL_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -196,28 +198,40 @@ def find_suspicious(
 def risk_finding(actor: str, crossing: Crossing, rules: RiskRules) -> Finding:
     """The ``actor_risk`` finding of one crossing: named by the actor and the record that crossed, so
     every scan that sees the crossing names the same finding; its details list the signals (each with
-    its record) in the window then. A vault's pseudo-actor is nobody: anyone may review its finding."""
+    its record, the newest first) in the window then, as many as fit in a record's details. A vault's
+    pseudo-actor is nobody: anyone may review its finding."""
     hits = crossing.hits
     counts = Counter(hit.signal.value for hit in hits)
     hours = int(rules.window.total_seconds() // 3600)
     person = canonical_identity(actor)
-    signals = [
-        {"signal": h.signal.value, "record_id": h.record_id, "weight": h.weight, "detail": h.detail[:100]}
-        for h in list(reversed(hits))[:MAX_SIGNALS]
-    ]
-    return Finding(
+    finding = Finding(
         id=_finding_id("actor_risk", person, crossing.hit.record_id, crossing.hit.signal.value),
         rule="actor_risk",
-        subject=actor,
-        summary=f"risk score of {actor} reached {crossing.score} (threshold {rules.threshold}, {hours} h): "
+        subject=actor[:SUBJECT_CHARS],
+        summary=f"risk score of {actor[:FINDING_ACTOR_CHARS]} reached {crossing.score} (threshold "
+        f"{rules.threshold}, {hours} h): "
         + ", ".join(f"{n} {signal}" for signal, n in sorted(counts.items())),
         count=crossing.score,
         first_seen=hits[0].time,
         last_seen=crossing.hit.time,
         record_ids=tuple(dict.fromkeys(hit.record_id for hit in reversed(hits))),
         actors=() if actor.startswith(VAULT_ACTOR_PREFIX) else (person,),
-        extra=(("score", crossing.score), ("threshold", rules.threshold), ("signals", signals)),
+        extra=(("score", crossing.score), ("threshold", rules.threshold), ("signals", [])),
     )
+    signals: list[dict[str, Any]] = []
+    for hit in reversed(hits):  # the newest first, while the record's details stay within their bound
+        signal = {"signal": hit.signal.value, "record_id": hit.record_id, "weight": hit.weight,
+                  "detail": hit.detail[:SIGNAL_DETAIL_CHARS]}  # fmt: skip
+        extra = (*finding.extra[:2], ("signals", [*signals, signal]))
+        if _encoded_size(replace(finding, extra=extra).details()) > MAX_DETAILS_BYTES:
+            break
+        signals.append(signal)
+    return replace(finding, extra=(*finding.extra[:2], ("signals", signals)))
+
+
+def _encoded_size(details: dict[str, Any]) -> int:
+    """The size of details as the audit record bounds it (shared.domain.audit: MAX_DETAILS_BYTES)."""
+    return len(json.dumps(details, sort_keys=True, separators=(",", ":"), default=str).encode())
 
 
 def _single(rule: str, event: AuditEvent, summary: str, *, actors: tuple[str, ...] | None = None) -> Finding:

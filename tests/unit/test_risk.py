@@ -10,6 +10,7 @@ import pytest
 
 from shared.config import ConfigurationError, Settings
 from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.identity import canonical_identity
 from shared.domain.risk import (
     DEFAULT_WEIGHTS,
     RiskRules,
@@ -22,7 +23,7 @@ from shared.domain.risk import (
     score,
 )
 from shared.domain.scan_rules import ScanRules
-from shared.services import risk
+from shared.services import risk, suspicious
 from tests.fakes import InMemoryFindings
 from tests.world import World
 
@@ -243,3 +244,20 @@ def test_the_settings_fill_the_rules_and_refuse_what_is_not_one() -> None:
     for name, value in refused:
         with pytest.raises(ConfigurationError, match=name):
             _ = Settings({name: value}).risk_rules
+
+
+def test_a_finding_of_many_long_signals_still_fits_in_its_record() -> None:
+    actor = "東" * 256  # an id of the most expensive characters to encode, as long as ids go
+    agents = [("漢" * 300) + str(n) for n in range(40)]
+    events = [ev(Action.ROTATION_REQUESTED, timedelta(days=-1), actor=actor)]
+    events += [
+        ev(Action.ROTATION_REQUESTED, timedelta(minutes=n), actor=actor, agent=agents[n]) for n in range(40)
+    ]
+    rules = RiskRules(threshold=30)
+    [crossing] = crossings(own_hits(events, rules, HOURS), rules)
+    finding = suspicious.risk_finding(actor, crossing, rules)
+    details = finding.details()
+    AuditEvent(Action.SUSPICIOUS_ACTIVITY, "fleet", T0, details=details)  # refused when too large
+    kept = details["signals"]
+    assert 0 < len(kept) < 30 and kept[0]["record_id"] == crossing.hit.record_id  # the newest first
+    assert details["score"] == 30 and details["actors"] == [canonical_identity(actor)[:64]]
