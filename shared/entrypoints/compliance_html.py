@@ -244,4 +244,18 @@ def _integrity(report: ComplianceReport) -> str:
         ([_e(e.time), _e(e.action), _e(e.vault), _e(e.secret_name), _e(e.actor)] for e in integrity.events),
         "No tampering, repair, incident or archiving in the period.",
     )
-    return f"<h2>Integrity of the audit trail</h2>{verified}{anchored}{events}"
+    gaps = (
+        '<p class="bad">The index misses records the sealed hourly aggregates count: the lists above lack '
+        "them (their copies in the index were deleted; the records are still in their chains).</p>"
+        + _table(
+            ["vault", "action", "result", "counted", "read", "hours compared"],
+            ([_e(g.vault), _e(g.action), _e(g.result), _e(g.counted), _e(g.read), _e(g.hours)]
+             for g in integrity.index_gaps),
+            "",
+        )
+        if integrity.index_gaps
+        else "<p>Every action read holds what the sealed hourly aggregates count for the period's whole hours"
+        + (f" ({integrity.unsealed_hours} hour(s) whose aggregate fails its seal not compared)." if
+           integrity.unsealed_hours else ".") + "</p>"
+    )  # fmt: skip
+    return f"<h2>Integrity of the audit trail</h2>{verified}{anchored}{gaps}{events}"

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from shared.domain.audit import Action, Actor, ActorType, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditQuery, Result
 from shared.domain.policy import RotationPolicy, SecretKind
 from shared.entrypoints.compliance import prefers_html
 from shared.entrypoints.compliance_html import render
-from shared.services.audit import verify_and_store
+from shared.services.audit import aggregate_hours, verify_and_store
 from shared.services.compliance import compliance_report
 from tests.world import World
 
@@ -194,3 +195,33 @@ def test_the_page_escapes_what_callers_wrote_and_loads_nothing(world: World) -> 
 )  # fmt: skip
 def test_html_is_for_a_caller_that_prefers_it(accept: str | None, html: bool) -> None:
     assert prefers_html(accept) is html
+
+
+class LostCopies:
+    """The audit reader over a table whose index lost the copies of one action's records in that action's
+    partitions (a storage writer deleted them): a query by that action no longer finds them; every other
+    read, the aggregates' included, is the log's."""
+
+    def __init__(self, log: Any, action: Action) -> None:
+        self._log, self._action = log, action
+
+    def page_records(self, query: AuditQuery, limit: int, after: Any = None) -> Any:
+        rows, position = self._log.page_records(query, limit, after)
+        if query.action == self._action:
+            rows = []
+        return rows, position
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+def test_an_index_that_lost_an_actions_copies_is_found_against_the_sealed_aggregates(world: World) -> None:
+    aggregate_hours(world.audit_peers())  # as the digest timer does: every complete hour sealed
+    whole = compliance_report(world.audit_peers(), [world.peers], start=START, end=END, stall_after=STALL)
+    assert whole.integrity.index_gaps == [] and whole.summary.integrity == "ok"
+    lossy = world.audit_peers(reader=LostCopies(world.log, Action.ACCESS_DENIED))
+    report = compliance_report(lossy, [world.peers], start=START, end=END, stall_after=STALL)
+    [gap] = report.integrity.index_gaps
+    assert (gap.action, gap.result, gap.counted, gap.read) == ("ACCESS_DENIED", "denied", 3, 0)
+    assert report.summary.integrity == "incomplete" and report.summary.denials == 0
+    assert "The index misses records" in render(report)

@@ -7,7 +7,9 @@ Where each section comes from (never a scan of the audit table, never a secret v
 - rotations, stalls, revocations, denials and integrity events: the query index's action partitions for
   the period (revocation decisions until now, so a request of the period shows how it ended), each record's
   MAC checked (a row the service did not write is left out);
-- integrity: the last full verification, stored sealed by the daily timer, and the anchored digest.
+- integrity: the last full verification, stored sealed by the daily timer, and the anchored digest; and
+  what was read of each action against the sealed hourly aggregates of the period's whole hours, which
+  count every record: an index copy deleted from an action's partitions shows as a gap.
 
 Lateness is judged against each secret's policy now (a policy changed in the period is judged by its new
 interval) and the stall allowance (``ROTATION_STALL_MINUTES``): a gap between two rotations in the period
@@ -18,12 +20,13 @@ secret's first rotation in the period, only its ROTATION_STALLED records say it 
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.domain.audit import Action, AuditEvent, AuditQuery, Result
+from shared.domain.audit.aggregates import HOUR, authentic_aggregate, authentic_coverage, hour_of
 from shared.domain.policy import PolicyError, RotationPolicy
 from shared.domain.targets import is_reserved
 from shared.services.audit import indexed_rows
@@ -33,6 +36,7 @@ from shared.services.compliance.results import (
     ComplianceReport,
     Decided,
     Denials,
+    IndexGap,
     Integrity,
     IntegrityEvent,
     Late,
@@ -44,6 +48,7 @@ from shared.services.compliance.results import (
 )
 
 if TYPE_CHECKING:  # the bundles import the services: annotations only
+    from shared.ports import MacKeyRing
     from shared.services.peers import AuditPeers, Peers
 
 #: The longest period one report covers.
@@ -71,14 +76,17 @@ def _hours(span: timedelta) -> float:
 
 
 class _Trail:
-    """The period's records, read once per action from the query index (authentic ones only)."""
+    """The period's records, read once per action from the query index (authentic ones only); ``read``
+    keeps what was read of each action, for the check against the aggregates."""
 
     def __init__(self, peers: AuditPeers, start: datetime, end: datetime, now: datetime) -> None:
         self.peers, self.start, self.end, self.now = peers, start, end, now
+        self.read: dict[Action, list[AuditEvent]] = {}
 
     def of(self, action: Action, *, until_now: bool = False) -> list[AuditEvent]:
         query = AuditQuery(action=action, since=self.start, until=self.now if until_now else self.end)
         events = [event for _, event in indexed_rows(self.peers.reader, self.peers.keys, query)]
+        self.read[action] = events
         return sorted(events, key=lambda e: (e.time, e.id))
 
 
@@ -107,6 +115,8 @@ def compliance_report(
     revocations = _revocations(requested, decisions)
     denials = _denials(trail.of(Action.ACCESS_DENIED), [e for e in decisions if e.time < end])
     integrity = _integrity(audit, [e for action in INTEGRITY_ACTIONS for e in trail.of(action)])
+    gaps, unsealed = _index_gaps(vaults, audit.keys, trail)
+    integrity = integrity.model_copy(update={"index_gaps": gaps, "unsealed_hours": unsealed})
     summary = Summary(
         managed=len(secrets),
         overdue_now=sum(s.overdue_hours is not None for s in secrets),
@@ -310,6 +320,8 @@ def _denials(denied: Iterable[AuditEvent], decisions: Iterable[AuditEvent]) -> l
 def _integrity(peers: AuditPeers, events: Iterable[AuditEvent]) -> Integrity:
     anchored = peers.anchor.read()
     return Integrity(
+        index_gaps=[],
+        unsealed_hours=0,
         verification=stored_verification(peers),
         anchor=Anchor(seq=anchored.seq, time=anchored.time) if anchored else None,
         events=[
@@ -327,7 +339,51 @@ def _integrity(peers: AuditPeers, events: Iterable[AuditEvent]) -> Integrity:
     )
 
 
+def _index_gaps(vaults: Sequence[Peers], keys: MacKeyRing, trail: _Trail) -> tuple[list[IndexGap], int]:
+    """Compare, for each vault and each whole hour of the period its sealed aggregates cover, the records
+    of each action the report read with what the aggregates count. The aggregates are counted from the
+    index of every record (``t:``), which the hourly digest keeps whole from the chains; an action's own
+    partitions (``c:``) are not: a copy deleted there would leave a record out of the report unseen.
+    Returns the gaps and how many hours' aggregates fail their seal."""
+    gaps: list[IndexGap] = []
+    unsealed = 0
+    for peers in vaults:
+        vault = peers.trail.vault
+        covered = authentic_coverage(peers.reader.read_coverage(vault), keys.get)
+        first = hour_of(trail.start) + (HOUR if hour_of(trail.start) < trail.start else timedelta(0))
+        last = min(hour_of(trail.end), covered) if covered is not None else first
+        if last <= first:
+            continue
+        counted: Counter[tuple[str, str]] = Counter()
+        hours = 0
+        for hour, stored in peers.reader.read_aggregates(vault, first, last):
+            found = authentic_aggregate(stored, keys.get)
+            if found is None or found[0] != hour:
+                unsealed += 1
+                continue
+            hours += 1
+            for action, by_result in found[1].counts.items():
+                for result, count in by_result.items():
+                    counted[(action, result)] += count
+        read = Counter(
+            (e.action.value, e.result.value)
+            for events in trail.read.values()
+            for e in events
+            if e.vault == vault and first <= e.time < last
+        )
+        gaps += [
+            IndexGap(
+                vault=vault, action=action, result=result, counted=n, read=read[(action, result)], hours=hours
+            )
+            for (action, result), n in sorted(counted.items())
+            if Action(action) in trail.read and read[(action, result)] < n
+        ]
+    return gaps, unsealed
+
+
 def _integrity_status(integrity: Integrity) -> Any:
     if integrity.verification is None:
         return "not verified"
-    return "ok" if integrity.verification.ok else "broken"
+    if not integrity.verification.ok:
+        return "broken"
+    return "incomplete" if integrity.index_gaps else "ok"

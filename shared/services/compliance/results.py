@@ -106,6 +106,19 @@ class Anchor(Answer):
     time: Timestamp
 
 
+class IndexGap(Answer):
+    """Records of an action the sealed hourly aggregates count in the period's whole hours, missing from
+    the query index's partitions of that action the report read: copies deleted from the index (the
+    records stay in their chains, where verify sees nothing wrong). The report's lists lack them."""
+
+    vault: str
+    action: str
+    result: str
+    counted: int = Field(description="What the sealed aggregates of those hours count.")
+    read: int = Field(description="What the report read from the index for those hours.")
+    hours: int = Field(description="The whole hours compared (covered by the aggregates).")
+
+
 class Integrity(Answer):
     verification: VerifyReport | None = Field(
         description="The last full verification of the whole trail (the daily `audit_verify` timer's, or a "
@@ -114,6 +127,14 @@ class Integrity(Answer):
     anchor: Anchor | None = Field(description="The newest digest anchored in Key Vault.")
     events: list[IntegrityEvent] = Field(
         description="Tampering found, rows refused, chains repaired, incidents and archiving in the period."
+    )
+    index_gaps: list[IndexGap] = Field(
+        description="Where the index read holds fewer records than the sealed hourly aggregates count: "
+        "the report is incomplete there."
+    )
+    unsealed_hours: int = Field(
+        description="Hours of the period whose aggregate fails its seal (not compared; the next "
+        "aggregation run seals them again)."
     )
 
 
@@ -131,7 +152,10 @@ class Summary(Answer):
     break_glass: int
     break_glass_unreviewed: int
     denials: int
-    integrity: Literal["ok", "broken", "not verified"]
+    integrity: Literal["ok", "broken", "not verified", "incomplete"] = Field(
+        description="The last full verification's status; `incomplete` when the index misses records the "
+        "sealed aggregates count (`integrity.index_gaps`)."
+    )
 
 
 class ComplianceReport(Answer):
