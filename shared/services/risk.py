@@ -77,11 +77,24 @@ class _Reads:
     rules: RiskRules
     hours: ScanRules
 
+    #: Records read from the index of every record (a scan's lookback): each is also counted where its
+    #: actor's or its action's own partitions should hold it, so a copy deleted there hides nothing.
+    seen: Sequence[AuditEvent] = ()
+
     @classmethod
-    def of(cls, peers: AuditPeers, since: datetime, rules: RiskRules, hours: ScanRules) -> _Reads:
+    def of(
+        cls,
+        peers: AuditPeers,
+        since: datetime,
+        rules: RiskRules,
+        hours: ScanRules,
+        seen: Sequence[AuditEvent] = (),
+    ) -> _Reads:
         ended = [e for action in ENDED for e in _events(peers, AuditQuery(action=action, since=since))]
         changes = _events(peers, AuditQuery(action=Action.OUT_OF_BAND_CHANGE, since=since))
-        return cls(peers, ended, changes, rules, hours)
+        ended = _union(ended, (e for e in seen if e.action in ENDED))
+        changes = _union(changes, (e for e in seen if e.action == Action.OUT_OF_BAND_CHANGE))
+        return cls(peers, ended, changes, rules, hours, seen)
 
     def signals(self, actor: str, spellings: Iterable[str], since: datetime) -> list[Hit]:
         """Every signal of ``actor`` at or after ``since``: from their own records (each spelling of
@@ -93,7 +106,7 @@ class _Reads:
             return out_of_band_hits(
                 (e for e in self.out_of_band if e.vault == vault and e.time >= since), rules
             )
-        own: dict[str, AuditEvent] = {}
+        own: dict[str, AuditEvent] = {e.id: e for e in self.seen if canonical_identity(e.actor.id) == actor}
         for spelling in spellings:
             for event in _events(self.peers, AuditQuery(actor=spelling, since=since - rules.baseline)):
                 own[event.id] = event
@@ -103,6 +116,10 @@ class _Reads:
 
 def _events(peers: AuditPeers, query: AuditQuery) -> list[AuditEvent]:
     return [event for _, event in indexed_rows(peers.reader, peers.keys, query)]
+
+
+def _union(events: Iterable[AuditEvent], more: Iterable[AuditEvent]) -> list[AuditEvent]:
+    return list({e.id: e for e in [*events, *more]}.values())
 
 
 def actor_risk(
@@ -162,11 +179,12 @@ def risk_crossings(
     peers: AuditPeers, events: Sequence[AuditEvent], rules: RiskRules, hours: ScanRules, since: datetime
 ) -> list[tuple[str, Crossing]]:
     """The crossings at or after ``since`` of every actor active in ``events`` (the records a scan read
-    from ``since``), each with the actor (as first spelled). Each actor's signals are read from
-    ``rules.window`` before ``since``, so a score already over the threshold then is no new crossing.
-    Raises DependencyUnavailable."""
+    from ``since``, from the index of every record), each with the actor (as first spelled). Each actor's
+    signals are read from ``rules.window`` before ``since``, so a score already over the threshold then is
+    no new crossing; ``events`` count too, so an actor whose copies were deleted from their own index
+    partitions still crosses. Raises DependencyUnavailable."""
     start = since - rules.window
-    reads = _Reads.of(peers, start, rules, hours)
+    reads = _Reads.of(peers, start, rules, hours, seen=events)
     found: list[tuple[str, Crossing]] = []
     for actor, spellings in sorted(active_actors(events).items()):
         shown = sorted(spellings)[0]

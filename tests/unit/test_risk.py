@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from shared.config import ConfigurationError, Settings
-from shared.domain.audit import Action, Actor, ActorType, AuditEvent, Result
+from shared.domain.audit import Action, Actor, ActorType, AuditEvent, AuditQuery, Result
 from shared.domain.identity import canonical_identity
 from shared.domain.risk import (
     DEFAULT_WEIGHTS,
@@ -261,3 +262,29 @@ def test_a_finding_of_many_long_signals_still_fits_in_its_record() -> None:
     kept = details["signals"]
     assert 0 < len(kept) < 30 and kept[0]["record_id"] == crossing.hit.record_id  # the newest first
     assert details["score"] == 30 and details["actors"] == [canonical_identity(actor)[:64]]
+
+
+class LostActorCopies:
+    """The audit reader over an index whose actor partitions lost one actor's copies (a storage writer
+    deleted them to lower their score); the index of every record still has them."""
+
+    def __init__(self, log: Any, actor: str) -> None:
+        self._log, self._actor = log, actor
+
+    def page_records(self, query: AuditQuery, limit: int, after: Any = None) -> Any:
+        rows, position = self._log.page_records(query, limit, after)
+        return ([] if query.actor == self._actor else rows), position
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+
+def test_deleting_an_actors_index_copies_does_not_hide_their_crossing() -> None:
+    world = World(now=T0, findings=InMemoryFindings)
+    mallory = Actor("oid-mallory", ActorType.USER)
+    for _ in range(2):
+        world.trail.record(Action.BREAK_GLASS, secret_name="db", actor=mallory)
+        world.clock.advance(timedelta(minutes=5))
+    peers = world.audit_peers(reader=LostActorCopies(world.log, "oid-mallory"))
+    report = suspicious.scan(peers, HOURS)
+    assert any(f.rule == "actor_risk" for f in world.findings.rows.values()), report
