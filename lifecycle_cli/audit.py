@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lifecycle_cli.client import segment
-from lifecycle_cli.context import Context, Exit, count, secret_name, vault_option
+from lifecycle_cli.context import Context, Exit, count, listing, secret_name, vault_option
 from lifecycle_cli.output import when
 from shared.domain.audit import Action
 
@@ -89,11 +89,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 def query_(ctx: Context, args: argparse.Namespace) -> int:
     params = {"secret_name": args.secret, "action": args.action, "actor": args.actor, "since": args.since,
               "until": args.until, "vault": args.vault}  # fmt: skip
-    with ctx.out.progress("reading the audit trail") as update:
-        page = ctx.client.pages(
-            "audit", params, limit=args.limit, page_size=AUDIT_PAGE,
-            progress=lambda n: update(f"reading the audit trail: {n} record(s)"),
-        )  # fmt: skip
+    page = listing(ctx, "audit", params, limit=args.limit, page_size=AUDIT_PAGE, what="the audit trail")
     if ctx.out.json:
         ctx.out.document(page)
         return Exit.OK

@@ -20,7 +20,6 @@ The caller:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import threading
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from shared.config import is_loopback_host
 from shared.domain.identity import Role, encode_principal
 
 DEFAULT_URL = "http://127.0.0.1:7071"
@@ -96,7 +96,7 @@ def resolve(
     """The target ``options`` (then ``env``, then the settings file) name. Raises UsageError."""
     env = os.environ if env is None else env
     url = _checked_url(options.url or env.get(ENV_URL) or _settings_url(options.settings) or DEFAULT_URL)
-    local = _is_loopback(urlsplit(url).hostname or "")
+    local = is_loopback_host(urlsplit(url).hostname or "")
     client_id = options.client_id or env.get(ENV_CLIENT_ID) or None
     key = options.function_key or env.get(ENV_FUNCTION_KEY) or None
     if (client_id or key) and urlsplit(url).scheme != "https" and not local:
@@ -153,15 +153,6 @@ def _checked_client_id(client_id: str) -> str:
         raise UsageError(
             f"--client-id must be the registration's client id (a GUID), not {client_id!r}"
         ) from None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _settings_url(path: Path | None) -> str | None:

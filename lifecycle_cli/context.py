@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -44,28 +44,31 @@ Command = Callable[[Context, argparse.Namespace], int]
 REVOCATION_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def secret_name(text: str) -> str:
-    if not NAME_PATTERN.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a secret name (1-127 of 0-9, a-z, A-Z and -)")
-    return text
+def _matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    """An argument type: text ``pattern`` matches whole, else a usage error saying it is not ``what``."""
+
+    def check(text: str) -> str:
+        if not pattern.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return text
+
+    return check
 
 
-def revocation_id(text: str) -> str:
-    if not REVOCATION_ID.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a revocation id (32 hex digits)")
-    return text
+secret_name = _matching(NAME_PATTERN, "a secret name (1-127 of 0-9, a-z, A-Z and -)")
+revocation_id = _matching(REVOCATION_ID, "a revocation id (32 hex digits)")
+vault = _matching(VAULT_PATTERN, "a vault's short name (e.g. fleet-eu)")
+version = _matching(VERSION_PATTERN, "a version id")
 
 
-def vault(text: str) -> str:
-    if not VAULT_PATTERN.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a vault's short name (e.g. fleet-eu)")
-    return text
-
-
-def version(text: str) -> str:
-    if not VERSION_PATTERN.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a version id")
-    return text
+def listing(
+    ctx: Context, path: str, params: Mapping[str, Any], *, limit: int | None, page_size: int, what: str
+) -> dict[str, Any]:
+    """Every page of the listing at ``path`` (at most ``limit`` items), with a spinner counting them."""
+    with ctx.out.progress(f"reading {what}") as update:
+        return ctx.client.pages(
+            path, params, limit=limit, page_size=page_size, progress=lambda n: update(f"reading {what}: {n}")
+        )
 
 
 def count(text: str) -> int:

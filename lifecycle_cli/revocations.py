@@ -10,6 +10,7 @@ from lifecycle_cli.context import (
     Context,
     Exit,
     count,
+    listing,
     revocation_id,
     secret_name,
     text_of,
@@ -69,11 +70,14 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def list_(ctx: Context, args: argparse.Namespace) -> int:
     params = {"status": args.status, "secret_name": args.secret, "vault": args.vault}
-    with ctx.out.progress("listing the revocation requests") as update:
-        page = ctx.client.pages(
-            "revocations", params, limit=args.limit, page_size=REVOCATIONS_PAGE,
-            progress=lambda n: update(f"listing the revocation requests: {n} so far"),
-        )  # fmt: skip
+    page = listing(
+        ctx,
+        "revocations",
+        params,
+        limit=args.limit,
+        page_size=REVOCATIONS_PAGE,
+        what="the revocation requests",
+    )
     if ctx.out.json:
         ctx.out.document(page)
         return Exit.OK

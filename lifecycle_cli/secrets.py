@@ -11,6 +11,7 @@ from lifecycle_cli.context import (
     Context,
     Exit,
     count,
+    listing,
     secret_name,
     short,
     vault_option,
@@ -103,11 +104,14 @@ def _plan_detail(item: dict[str, Any]) -> str:
 
 
 def secrets_list(ctx: Context, args: argparse.Namespace) -> int:
-    with ctx.out.progress("listing the managed secrets") as update:
-        page = ctx.client.pages(
-            "secrets", {"vault": args.vault}, limit=args.limit, page_size=SECRETS_PAGE,
-            progress=lambda n: update(f"listing the managed secrets: {n} so far"),
-        )  # fmt: skip
+    page = listing(
+        ctx,
+        "secrets",
+        {"vault": args.vault},
+        limit=args.limit,
+        page_size=SECRETS_PAGE,
+        what="the managed secrets",
+    )
     if ctx.out.json:
         ctx.out.document(page)
         return Exit.OK
