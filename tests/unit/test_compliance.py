@@ -225,3 +225,15 @@ def test_an_index_that_lost_an_actions_copies_is_found_against_the_sealed_aggreg
     assert (gap.action, gap.result, gap.counted, gap.read) == ("ACCESS_DENIED", "denied", 3, 0)
     assert report.summary.integrity == "incomplete" and report.summary.denials == 0
     assert "The index misses records" in render(report)
+
+
+def test_a_report_of_one_vault_holds_that_vaults_records_only(world: World) -> None:
+    eu = world.other_vault("fleet-eu").peers
+    at(world, 45)
+    eu.trail.record(Action.ROTATED, secret_name="eu-key", version="eu-1", details={"rotation_id": "eu"})
+    both = compliance_report(world.audit_peers(), [world.peers, eu], start=START, end=END, stall_after=STALL)
+    assert {r.vault for r in both.rotations} == {"fleet", "fleet-eu"}
+    home = compliance_report(world.audit_peers(), [world.peers], start=START, end=END, stall_after=STALL)
+    assert {r.vault for r in home.rotations} == {"fleet"} and home.period.vaults == ["fleet"]
+    abroad = compliance_report(world.audit_peers(), [eu], start=START, end=END, stall_after=STALL)
+    assert [r.secret_name for r in abroad.rotations] == ["eu-key"] and abroad.revocations == []

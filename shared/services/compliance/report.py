@@ -79,13 +79,17 @@ class _Trail:
     """The period's records, read once per action from the query index (authentic ones only); ``read``
     keeps what was read of each action, for the check against the aggregates."""
 
-    def __init__(self, peers: AuditPeers, start: datetime, end: datetime, now: datetime) -> None:
-        self.peers, self.start, self.end, self.now = peers, start, end, now
+    def __init__(
+        self, peers: AuditPeers, vaults: frozenset[str], start: datetime, end: datetime, now: datetime
+    ) -> None:
+        self.peers, self.vaults, self.start, self.end, self.now = peers, vaults, start, end, now
         self.read: dict[Action, list[AuditEvent]] = {}
 
     def of(self, action: Action, *, until_now: bool = False) -> list[AuditEvent]:
+        """The records of ``action`` about the report's vaults (the trail is every vault's)."""
         query = AuditQuery(action=action, since=self.start, until=self.now if until_now else self.end)
-        events = [event for _, event in indexed_rows(self.peers.reader, self.peers.keys, query)]
+        found = indexed_rows(self.peers.reader, self.peers.keys, query)
+        events = [event for _, event in found if event.vault in self.vaults]
         self.read[action] = events
         return sorted(events, key=lambda e: (e.time, e.id))
 
@@ -101,7 +105,7 @@ def compliance_report(
         raise ValueError(
             f"the period must start before it ends, at most {MAX_PERIOD.days} days, not after now"
         )
-    trail = _Trail(audit, start, end, now)
+    trail = _Trail(audit, frozenset(p.trail.vault for p in vaults), start, end, now)
     rotated, failed = trail.of(Action.ROTATED), trail.of(Action.ROTATION_FAILED)
     rotations = _rotations(rotated, failed)
     secrets = [
