@@ -130,7 +130,8 @@ def actor_risk(
     now = peers.clock.now()
     since = now - rules.window
     reads = _Reads.of(peers, since, rules, hours)
-    hits = in_window(reads.signals(actor, {actor}, since), now, rules.window)
+    person = canonical_identity(actor)  # one person however the id is spelled; the index has both
+    hits = in_window(reads.signals(person, {actor, person}, since), now, rules.window)
     total = score(hits)
     by_signal: dict[str, int] = {}
     for hit in hits:

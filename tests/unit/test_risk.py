@@ -229,6 +229,7 @@ def test_the_actor_view_answers_the_score_its_signals_and_recent_records() -> No
     assert view["by_signal"] == {"denied": 4, "request_rejected": 1}
     assert [s["signal"] for s in view["signals"]][-1] == "request_rejected"
     assert len(view["recent"]["items"]) == 3 and view["recent"]["continuation"]
+    assert risk.actor_risk(world.audit_peers(), "OID-Bob", RULES, HOURS).score == 6  # one person
     world.clock.advance(timedelta(days=8))
     assert risk.actor_risk(world.audit_peers(), "oid-bob", RULES, HOURS).score == 0
 
