@@ -392,14 +392,12 @@ def main(argv: list[str] | None = None) -> int:
         use_func = shutil.which("func") is not None and not args.dev_host
         app, status = start_app(args.port, env, use_func, args.settings, state_dir)
         base = f"http://127.0.0.1:{args.port}"
-        local = ".venv/bin/python -m devtools.local" + (
-            "" if args.settings == REPO_ROOT / "local.settings.json" else f" --settings {args.settings}"
-        )
+        # The tools read the settings file (the operator CLI finds the app's port there: Host.LocalHttpPort).
+        default = args.settings == REPO_ROOT / "local.settings.json"
+        settings = "" if default else f" --settings {args.settings}"
+        local = f".venv/bin/python -m devtools.local{settings}"
         local_url = "" if args.port == 7071 else f" --url {base}"
-        # The operator CLI finds the app from the settings file (Host.LocalHttpPort, written above).
-        cli = ".venv/bin/secret-lifecycle" + (
-            "" if args.settings == REPO_ROOT / "local.settings.json" else f" --settings {args.settings}"
-        )
+        cli = f".venv/bin/secret-lifecycle{settings}"
         revoke = (f"revocations request {DUE_DEMO_SECRET} --reason COMPROMISE_SUSPECTED --severity high "
                   "--justification 'seen in a public paste'")  # fmt: skip
         parts = urlsplit(emulator.url)
