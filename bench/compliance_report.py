@@ -3,11 +3,12 @@
 A fresh audit table (and its index) is filled through the production adapter with ``--records`` records over
 90 days, of which ``--share`` are of the actions the report reads (rotations, revocations, denials; the
 rest are the service's other records: expiry warnings, retirements, requests, policy violations), and
-``--secrets`` managed secrets are created in the Key Vault emulator. Then the report of the 90 days is built
-``--repeat`` times (p50, and the table requests and entities it read, counted from the HTTP responses),
-beside the **baseline**, the 90-day summary from the hourly aggregates, in the same run. Azurite answers
-every query by scanning the whole table (real Table Storage reads the partitions asked for); its scan time
-per request is printed, and the report's time without it. Goal: the report under 2 s.
+``--secrets`` managed secrets are created in the Key Vault emulator. The digest timer's aggregation runs once
+(every hour's aggregate and evidence sealed). Then the report of the 90 days is built ``--repeat`` times
+(p50, and the table requests and entities it read, counted from the HTTP responses), beside the
+**baseline**, the 90-day summary from the hourly aggregates, in the same run. Azurite answers every query by
+scanning the whole table (real Table Storage reads the partitions asked for); its scan time per request is
+printed, and the report's time without it. Goal: the report under 2 s.
 
     .venv/bin/python -m bench.compliance_report                       # 200,000 records, 15% read
     .venv/bin/python -m bench.compliance_report --records 20000 --quick
@@ -136,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
             reader=log, keys=peers.keys, reserved=frozenset({"audit-hmac-key", "anchor-c"}),
         )  # fmt: skip
         start, end = now - timedelta(days=DAYS), now + timedelta(minutes=1)
+        print("  aggregation (the digest timer's first run) ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        aggregate_hours(audit)
+        took = time.perf_counter() - t0
+        print(f"  first aggregation run: {took:.1f} s (every hour's aggregate and evidence)", flush=True)
         print("  report ...", file=sys.stderr, flush=True)
         times, requests, entities, sizes = [], [], [], []
         for _ in range(args.repeat):
@@ -146,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
             requests.append(counter.requests - r0)
             entities.append(counter.entities - e0)
             sizes.append(len(report.to_json()["rotations"]))
+            sealed = report.integrity.sealed_hours
         scan = _median(lambda: list(log.records_index.table.query_entities("PartitionKey eq 'none'")), 3)
         print("  summary ...", file=sys.stderr, flush=True)
-        aggregate_hours(audit)
         summary = _median(lambda: summarize_audit([audit], secret_name=None, days=DAYS), args.repeat)
     p50, reqs = statistics.median(times), statistics.median(requests)
     print()
@@ -157,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         ("records", f"{args.records:,}"), ("requests", f"{reqs:.0f}"),
         ("entities", f"{statistics.median(entities):,.0f}"), ("p50 s", f"{p50:.2f}"),
         ("Azurite scans s", f"{scan * reqs:.2f}"), ("p50 net s", f"{net:.2f}"),
-        ("rotations", f"{sizes[0]:,}"), ("summary p50 s", f"{summary:.2f}"),
+        ("rotations", f"{sizes[0]:,}"), ("sealed hours", f"{sealed:,}"), ("summary p50 s", f"{summary:.2f}"),
     ]  # fmt: skip
     print("report, 90 days" + "".join(f"{name:>16}" for name, _ in columns))
     print(" " * 15 + "".join(f"{value:>16}" for _, value in columns))

@@ -173,10 +173,15 @@ class AuditLog(Protocol):
         ...
 
     def write_aggregates(
-        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+        self,
+        vault: str,
+        hours: Sequence[Mapping[str, Any]],
+        coverage: Mapping[str, Any],
+        evidence: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Store sealed hourly aggregates of ``vault``'s records (``aggregate_fields`` sealed: each replaces
-        the one of its hour), then its sealed coverage mark. Raises DependencyUnavailable."""
+        """Store the sealed evidence parts of ``vault``'s hours (``evidence_parts``: each replaces the one
+        of its hour and number), then the sealed hourly aggregates (``aggregate_fields`` sealed: each
+        replaces the one of its hour), then its sealed coverage mark. Raises DependencyUnavailable."""
         ...
 
     def write_verification(self, vault: str, fields: Mapping[str, Any]) -> None:
@@ -239,6 +244,13 @@ class AuditReader(Protocol):
     ) -> list[tuple[datetime, Mapping[str, Any]]]:
         """``vault``'s stored hourly aggregates of the hours from ``since`` to before ``until``, each with the
         hour its place names, as stored (the caller checks their seals). Raises DependencyUnavailable."""
+        ...
+
+    def read_evidence(
+        self, vault: str, since: datetime, until: datetime
+    ) -> dict[datetime, list[Mapping[str, Any]]]:
+        """``vault``'s stored evidence parts of the hours from ``since`` to before ``until``, by the hour
+        their place names, as stored (the caller checks their seals). Raises DependencyUnavailable."""
         ...
 
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:

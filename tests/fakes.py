@@ -94,6 +94,7 @@ class InMemoryAuditLog:
         self.digests: list[Digest] = []
         #: Sealed hourly aggregates by (vault, hour), and the coverage marks by vault, as stored.
         self.aggregates: dict[tuple[str, datetime], dict[str, Any]] = {}
+        self.evidence: dict[tuple[str, datetime, int], dict[str, Any]] = {}
         self.coverage: dict[str, dict[str, Any]] = {}
         #: The sealed last full verification by vault, as stored.
         self.verifications: dict[str, dict[str, Any]] = {}
@@ -138,10 +139,16 @@ class InMemoryAuditLog:
         return StoredRecord(position=record.seq, fields=fields)
 
     def write_aggregates(
-        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+        self,
+        vault: str,
+        hours: Sequence[Mapping[str, Any]],
+        coverage: Mapping[str, Any],
+        evidence: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         if not self.available:
             raise DependencyUnavailable("audit_store", "unreachable (connection failed)")
+        for fields in evidence:
+            self.evidence[(vault, parse_time(str(fields["hour"])), int(fields["part"]))] = dict(fields)
         for fields in hours:
             self.aggregates[(vault, parse_time(str(fields["hour"])))] = dict(fields)
         self.coverage[vault] = dict(coverage)
@@ -154,6 +161,15 @@ class InMemoryAuditLog:
             for (v, hour), f in sorted(self.aggregates.items())
             if v == vault and since <= hour < until
         ]
+
+    def read_evidence(
+        self, vault: str, since: datetime, until: datetime
+    ) -> dict[datetime, list[Mapping[str, Any]]]:
+        found: dict[datetime, list[Mapping[str, Any]]] = {}
+        for (v, hour, _), fields in sorted(self.evidence.items()):
+            if v == vault and since <= hour < until:
+                found.setdefault(hour, []).append(fields)
+        return found
 
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         return self.coverage.get(vault)

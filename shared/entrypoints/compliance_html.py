@@ -38,8 +38,9 @@ LIMITS = (
     "A consumer's use of a secret (who read it from Key Vault) is in the vault's diagnostic logs, not here.",
     "Integrity rests on the last full verification and the anchored digest shown; records written after that "
     "verification are verified by the next one.",
-    "Records moved to the archive by retention before the period's end are not in the index: run the report "
-    "before AUDIT_RETENTION_DAYS passes, or read the archive.",
+    "Records moved to the archive by retention are not in the index: an hour read from the index (not "
+    "from its sealed evidence) lacks them; run the report before AUDIT_RETENTION_DAYS passes, or read "
+    "the archive.",
 )
 
 
@@ -246,7 +247,8 @@ def _integrity(report: ComplianceReport) -> str:
     )
     gaps = (
         '<p class="bad">The index misses records the sealed hourly aggregates count: the lists above lack '
-        "them (their copies in the index were deleted; the records are still in their chains).</p>"
+        "them (their hourly evidence and their copies in the index were deleted; the records are still in "
+        "their chains).</p>"
         + _table(
             ["vault", "action", "result", "counted", "read", "hours compared"],
             ([_e(g.vault), _e(g.action), _e(g.result), _e(g.counted), _e(g.read), _e(g.hours)]
@@ -258,4 +260,15 @@ def _integrity(report: ComplianceReport) -> str:
         + (f" ({integrity.unsealed_hours} hour(s) whose aggregate fails its seal not compared)." if
            integrity.unsealed_hours else ".") + "</p>"
     )  # fmt: skip
-    return f"<h2>Integrity of the audit trail</h2>{verified}{anchored}{gaps}{events}"
+    deleted = (
+        '<p class="bad">Hourly aggregates were deleted: their hours were read from the index, which may '
+        "lack records too.</p>"
+        + _table(
+            ["vault", "after the hour", "before", "records counted"],
+            ([_e(d.vault), _e(d.after), _e(d.before), _e(d.records)] for d in integrity.deleted_hours),
+            "",
+        )
+        if integrity.deleted_hours
+        else ""
+    )  # fmt: skip
+    return f"<h2>Integrity of the audit trail</h2>{verified}{anchored}{gaps}{deleted}{events}"

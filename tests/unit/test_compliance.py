@@ -198,33 +198,98 @@ def test_html_is_for_a_caller_that_prefers_it(accept: str | None, html: bool) ->
 
 
 class LostCopies:
-    """The audit reader over a table whose index lost the copies of one action's records in that action's
-    partitions (a storage writer deleted them): a query by that action no longer finds them; every other
-    read, the aggregates' included, is the log's."""
+    """The audit reader over a table whose index lost the copies of one action's records (a storage writer
+    deleted them): no query finds them; every other read, the aggregates' and the evidence's included, is
+    the log's. ``pages`` counts the index reads."""
 
-    def __init__(self, log: Any, action: Action) -> None:
-        self._log, self._action = log, action
+    def __init__(self, log: Any, action: Action | None = None) -> None:
+        self._log, self._action, self.pages = log, action, 0
 
     def page_records(self, query: AuditQuery, limit: int, after: Any = None) -> Any:
+        self.pages += 1
         rows, position = self._log.page_records(query, limit, after)
-        if query.action == self._action:
-            rows = []
-        return rows, position
+        return [r for r in rows if r.record.fields["action"] != self._action], position
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._log, name)
 
 
-def test_an_index_that_lost_an_actions_copies_is_found_against_the_sealed_aggregates(world: World) -> None:
+def report_of(world: World, reader: Any = None) -> Any:
+    peers = world.audit_peers(reader=reader)
+    return compliance_report(peers, [world.peers], start=START, end=END, stall_after=STALL)
+
+
+def evidence_of(world: World, action: Action) -> list[tuple[str, datetime, int]]:
+    """The places of the evidence parts that hold a record of ``action``."""
+    return [key for key, part in world.log.evidence.items() if f'"a":"{action.value}"' in part["rows"]]
+
+
+def test_whole_hours_are_read_from_their_sealed_evidence_not_the_index(world: World) -> None:
+    before = report_of(world)
     aggregate_hours(world.audit_peers())  # as the digest timer does: every complete hour sealed
-    whole = compliance_report(world.audit_peers(), [world.peers], start=START, end=END, stall_after=STALL)
-    assert whole.integrity.index_gaps == [] and whole.summary.integrity == "ok"
-    lossy = world.audit_peers(reader=LostCopies(world.log, Action.ACCESS_DENIED))
-    report = compliance_report(lossy, [world.peers], start=START, end=END, stall_after=STALL)
+    counting = LostCopies(world.log)
+    after = report_of(world, counting)
+    assert after.model_dump(exclude={"integrity"}) == before.model_dump(exclude={"integrity"})
+    assert after.integrity.sealed_hours > 10 and after.summary.integrity == "ok"
+    assert counting.pages == 1  # since the coverage mark only (the period starts on the hour)
+
+
+def test_deleted_evidence_is_read_from_the_index_and_lost_copies_there_are_found(world: World) -> None:
+    aggregate_hours(world.audit_peers())
+    for place in evidence_of(world, Action.ACCESS_DENIED):
+        del world.log.evidence[place]
+    whole = report_of(world)
+    assert whole.summary.denials == 3 and whole.summary.integrity == "ok"  # from the index instead
+    report = report_of(world, LostCopies(world.log, Action.ACCESS_DENIED))
     [gap] = report.integrity.index_gaps
     assert (gap.action, gap.result, gap.counted, gap.read) == ("ACCESS_DENIED", "denied", 3, 0)
     assert report.summary.integrity == "incomplete" and report.summary.denials == 0
     assert "The index misses records" in render(report)
+
+
+def test_evidence_the_service_did_not_write_or_wrote_for_another_hour_counts_for_nothing(
+    world: World,
+) -> None:
+    aggregate_hours(world.audit_peers())
+    [place] = evidence_of(world, Action.REVOCATION_REJECTED)
+    part = world.log.evidence[place]
+    forged = part["rows"].replace("oid-bob", "oid-mallory")
+    world.log.evidence[place] = {**part, "rows": forged}  # its MAC no longer checks
+    [moved] = [key for key in evidence_of(world, Action.REVIEWED)]
+    world.log.evidence[moved] = {**world.log.evidence[moved], "hour": part["hour"]}  # sealed for its hour
+    for reader in (None, LostCopies(world.log, Action.REVOCATION_REJECTED)):
+        report = report_of(world, reader)
+        r2 = next(r for r in report.revocations if r.id == "r2")
+        assert r2.decided is None or r2.decided.by == "oid-bob"
+    r2 = next(r for r in report_of(world).revocations if r.id == "r2")
+    assert r2.decided is not None and r2.decided.by == "oid-bob"
+
+
+def test_an_hour_deleted_with_its_aggregate_and_evidence_is_found(world: World) -> None:
+    aggregate_hours(world.audit_peers())
+    [(vault, hour, _)] = evidence_of(world, Action.REVOCATION_REJECTED)
+    del world.log.aggregates[(vault, hour)]
+    world.log.evidence = {k: v for k, v in world.log.evidence.items() if k[1] != hour}
+    report = report_of(world)  # read from the index instead, and said
+    assert next(r for r in report.revocations if r.id == "r2").outcome == "rejected"
+    [deleted] = report.integrity.deleted_hours
+    assert deleted.after < hour < deleted.before and deleted.records == 1
+    hidden = report_of(world, LostCopies(world.log, Action.REVOCATION_REJECTED))
+    assert next(r for r in hidden.revocations if r.id == "r2").outcome == "pending"
+    assert hidden.summary.integrity == "incomplete"
+    world.log.coverage.clear()  # the mark too: the last hours are judged against the next aggregate only
+    assert report_of(world).integrity.deleted_hours == [deleted]
+
+
+def test_hours_aggregated_before_evidence_was_kept_are_read_from_the_index(world: World) -> None:
+    aggregate_hours(world.audit_peers())
+    world.log.evidence.clear()
+    counting = LostCopies(world.log)
+    report = report_of(world, counting)
+    assert report.summary.rotations == 5 and report.summary.denials == 3
+    assert report.summary.integrity == "ok" and report.integrity.sealed_hours == 0
+    days = {hour.date() for _, hour in world.log.aggregates}
+    assert counting.pages <= len(days) < len(world.log.aggregates)  # an hour's neighbours read with it
 
 
 def test_a_report_of_one_vault_holds_that_vaults_records_only(world: World) -> None:

@@ -64,6 +64,11 @@ class TableAuditReader:
     ) -> list[tuple[datetime, Mapping[str, Any]]]:
         return self._records_index.read_aggregates(vault, since, until)
 
+    def read_evidence(
+        self, vault: str, since: datetime, until: datetime
+    ) -> dict[datetime, list[Mapping[str, Any]]]:
+        return self._records_index.read_evidence(vault, since, until)
+
     def read_coverage(self, vault: str) -> Mapping[str, Any] | None:
         return self._records_index.read_coverage(vault)
 

@@ -133,10 +133,16 @@ class TableAuditWriter:
         return written
 
     def write_aggregates(
-        self, vault: str, hours: Sequence[Mapping[str, Any]], coverage: Mapping[str, Any]
+        self,
+        vault: str,
+        hours: Sequence[Mapping[str, Any]],
+        coverage: Mapping[str, Any],
+        evidence: Sequence[Mapping[str, Any]] = (),
     ) -> None:
         if self._index is None:
             raise DependencyUnavailable(DEPENDENCY, "this audit log keeps no index")
+        # The evidence first: an aggregate is the manifest its hour's evidence is checked against.
+        self._index.write_evidence(vault, evidence)
         self._index.write_aggregates(vault, hours, coverage)
 
     def write_verification(self, vault: str, fields: Mapping[str, Any]) -> None:

@@ -81,6 +81,18 @@ def _aggregate_partition(vault: str, moment: datetime) -> str:
     return f"{_AGGREGATES}{vault}:{_day(moment)}"
 
 
+#: The partition prefix of the hourly evidence (``e:<vault>:<day>``, row key the inverted hour and the
+#: part's number).
+_EVIDENCE = "e:"
+#: Evidence parts in one transaction: each holds up to 30,000 characters (60 KB as UTF-16), and a
+#: transaction's body must stay under 4 MiB.
+_EVIDENCE_BATCH = 40
+
+
+def _evidence_partition(vault: str, moment: datetime) -> str:
+    return f"{_EVIDENCE}{vault}:{_day(moment)}"
+
+
 def _hour_key(moment: datetime) -> str:
     return f"{23 - moment.astimezone(UTC).hour:02d}"
 
@@ -336,6 +348,40 @@ class AuditIndex:
         for rows in by_partition.values():
             self._upsert(rows)
         self._upsert([{**coverage, "PartitionKey": _AGGREGATES, "RowKey": f"coverage:{vault}"}])
+
+    def write_evidence(self, vault: str, parts: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert sealed evidence parts (each in its hour's place, by its number). Raises
+        DependencyUnavailable."""
+        by_partition: dict[str, list[dict[str, Any]]] = {}
+        for fields in parts:
+            moment = parse_time(str(fields["hour"]))
+            key = f"{_hour_key(moment)}{int(fields['part']):04d}"
+            row = {**fields, "PartitionKey": _evidence_partition(vault, moment), "RowKey": key}
+            by_partition.setdefault(row["PartitionKey"], []).append(row)
+        for rows in by_partition.values():
+            for start in range(0, len(rows), _EVIDENCE_BATCH):
+                self._upsert(rows[start : start + _EVIDENCE_BATCH])
+
+    def read_evidence(
+        self, vault: str, since: datetime, until: datetime
+    ) -> dict[datetime, list[Mapping[str, Any]]]:
+        """The stored evidence parts of the hours from ``since`` to before ``until``, by the hour their
+        keys name, as stored."""
+        low, high = _evidence_partition(vault, until), _evidence_partition(vault, since)
+        query = "PartitionKey ge @low and PartitionKey le @high"
+        found: dict[datetime, list[Mapping[str, Any]]] = {}
+        try:
+            entities = list(self._table.table.query_entities(query, parameters={"low": low, "high": high}))
+        except AzureError as err:
+            raise unavailable(err) from err
+        for entity in entities:
+            try:
+                hour = _hour_of_keys(str(entity["PartitionKey"]), str(entity["RowKey"])[:2])
+            except ValueError:
+                continue
+            if since <= hour < until:
+                found.setdefault(hour, []).append(_fields(entity))
+        return found
 
     def read_aggregates(
         self, vault: str, since: datetime, until: datetime

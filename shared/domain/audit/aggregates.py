@@ -41,6 +41,10 @@ class Aggregate:
     latest_failures: tuple[Mapping[str, Any], ...] = ()
     #: The newest successful rotation: time, secret_name, version.
     last_rotation: Mapping[str, Any] | None = None
+    #: A stored hour's: how many records the vault's aggregates counted before this hour (None: an hour
+    #: aggregated before the running count was kept, or not one hour). An hour's ``before`` plus its
+    #: ``total`` is the next hour's ``before``: a deleted hour shows as a difference.
+    before: int | None = None
 
 
 def aggregate(events: Iterable[AuditEvent]) -> Aggregate:
@@ -103,9 +107,11 @@ def combine(parts: Iterable[Aggregate]) -> Aggregate:
 # -- sealed, as stored ---------------------------------------------------------------------------------
 
 
-def aggregate_fields(hour: datetime, part: Aggregate) -> dict[str, Any]:
-    """An hour's aggregate as flat fields (what is stored and sealed)."""
+def aggregate_fields(hour: datetime, part: Aggregate, before: int | None = None) -> dict[str, Any]:
+    """An hour's aggregate as flat fields (what is stored and sealed), with the records counted before it."""
+    running = {} if before is None else {"before": before}
     return {
+        **running,
         "hour": format_time(hour_of(hour)),
         "counts": json.dumps(part.counts, sort_keys=True, separators=(",", ":")),
         "total": part.total,
@@ -151,22 +157,42 @@ def authentic_aggregate(
             failures=int(stored["failures"]),
             latest_failures=tuple(json.loads(str(stored["latest"]))),
             last_rotation=json.loads(str(stored["last_rotation"])),
+            before=None if stored.get("before") is None else int(stored["before"]),
         )
     except (KeyError, ValueError, TypeError):
         return None
 
 
-def coverage_fields(up_to: datetime) -> dict[str, Any]:
-    """The coverage mark: every hour before ``up_to`` that has records has its aggregate."""
-    return {"up_to": format_time(hour_of(up_to))}
+def coverage_fields(up_to: datetime, records: int | None = None) -> dict[str, Any]:
+    """The coverage mark: every hour before ``up_to`` that has records has its aggregate, and they count
+    ``records`` (the last hour's ``before`` plus its total)."""
+    counted = {} if records is None else {"records": records}
+    return {**counted, "up_to": format_time(hour_of(up_to))}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    up_to: datetime
+    #: What the aggregates before ``up_to`` count (None: a mark written before the count was kept).
+    records: int | None
+
+
+def authentic_coverage_mark(
+    stored: Mapping[str, Any] | None, keys: Callable[[str], bytes | None]
+) -> Coverage | None:
+    if stored is None:
+        return None
+    try:
+        if not authentic_fields(COVERAGE, stored, keys):
+            return None
+        records = stored.get("records")
+        return Coverage(parse_time(str(stored["up_to"])), None if records is None else int(records))
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def authentic_coverage(
     stored: Mapping[str, Any] | None, keys: Callable[[str], bytes | None]
 ) -> datetime | None:
-    if stored is None:
-        return None
-    try:
-        return parse_time(str(stored["up_to"])) if authentic_fields(COVERAGE, stored, keys) else None
-    except (KeyError, ValueError, TypeError):
-        return None
+    mark = authentic_coverage_mark(stored, keys)
+    return mark.up_to if mark is not None else None

@@ -21,11 +21,13 @@ from shared.domain.audit.aggregates import (
     aggregate_fields,
     authentic_aggregate,
     authentic_coverage,
+    authentic_coverage_mark,
     combine,
     coverage_fields,
     hour_of,
     seal_fields,
 )
+from shared.domain.audit.evidence import evidence_parts
 from shared.domain.state import FUNCTION_TIMEOUT
 from shared.services.audit.queries import indexed_rows
 from shared.services.audit.results import AuditSummary, Failures, FailureSummary, LastRotationSummary
@@ -40,25 +42,33 @@ BACKFILL = timedelta(days=400)
 
 
 def aggregate_hours(peers: AuditPeers) -> int:
-    """Seal the aggregate of every complete hour not yet covered (an hour is complete once no record can
-    still be appended to it: ``FUNCTION_TIMEOUT`` after it ends), reading their records from the query
-    index once, and move the coverage mark. Idempotent: a run that fails is done again by the next.
-    Returns how many hours had records. Raises DependencyUnavailable."""
+    """Seal the aggregate and the evidence (``shared.domain.audit.evidence``) of every complete hour not
+    yet covered (an hour is complete once no record can still be appended to it: ``FUNCTION_TIMEOUT``
+    after it ends), reading their records from the query index once, and move the coverage mark. Each
+    aggregate carries the running count of the vault's records before its hour, so a deleted hour shows.
+    Idempotent: a run that fails is done again by the next. Returns how many hours had records. Raises
+    DependencyUnavailable."""
     vault, keys = peers.trail.vault, peers.keys
     complete = hour_of(peers.clock.now() - FUNCTION_TIMEOUT)
-    covered = authentic_coverage(peers.reader.read_coverage(vault), keys.get)
-    start = covered if covered is not None else hour_of(peers.clock.now() - BACKFILL)
+    coverage = authentic_coverage_mark(peers.reader.read_coverage(vault), keys.get)
+    if coverage is not None and coverage.records is None:
+        coverage = None  # a mark from before evidence and running counts were kept: aggregate them again
+    start = coverage.up_to if coverage is not None else hour_of(peers.clock.now() - BACKFILL)
     if start >= complete:
         return 0
     by_hour: dict[datetime, list[AuditEvent]] = {}
     for _, event in indexed_rows(peers.reader, keys, AuditQuery(vault=vault, since=start, until=complete)):
         by_hour.setdefault(hour_of(event.time), []).append(event)
     key_id, key = keys.current()
-    hours = [
-        seal_fields(AGGREGATE, aggregate_fields(hour, aggregate(events)), key_id, key)
-        for hour, events in sorted(by_hour.items())
-    ]
-    peers.log.write_aggregates(vault, hours, seal_fields(COVERAGE, coverage_fields(complete), key_id, key))
+    running = coverage.records if coverage is not None and coverage.records is not None else 0
+    hours, evidence = [], []
+    for hour, events in sorted(by_hour.items()):
+        part = aggregate(events)
+        hours.append(seal_fields(AGGREGATE, aggregate_fields(hour, part, running), key_id, key))
+        evidence += evidence_parts(vault, hour, events, key_id, key)
+        running += part.total
+    mark = seal_fields(COVERAGE, coverage_fields(complete, running), key_id, key)
+    peers.log.write_aggregates(vault, hours, mark, evidence)
     logger.info("audit aggregates: %d hour(s) with records sealed, covered up to %s", len(hours), complete)
     return len(hours)
 

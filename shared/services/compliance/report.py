@@ -4,12 +4,13 @@ every revocation with its approvals and review, the denials by actor, and the tr
 Where each section comes from (never a scan of the audit table, never a secret value):
 
 - the managed secrets: one listing of each vault's properties (their policy tags, ``created``, ``exp``);
-- rotations, stalls, revocations, denials and integrity events: the query index's action partitions for
-  the period (revocation decisions until now, so a request of the period shows how it ended), each record's
-  MAC checked (a row the service did not write is left out);
+- rotations, stalls, revocations, denials and integrity events: each vault's sealed hourly evidence of the
+  period's whole hours, checked against the hour's sealed aggregate, and the query index for the rest
+  (``shared.services.audit.evidence``); revocation decisions until now, so a request of the period shows
+  how it ended. A row the service did not write is left out;
 - integrity: the last full verification, stored sealed by the daily timer, and the anchored digest; and
-  what was read of each action against the sealed hourly aggregates of the period's whole hours, which
-  count every record: an index copy deleted from an action's partitions shows as a gap.
+  where the report may lack records: hours whose evidence was not usable and whose index copies fall short
+  of the aggregates' counts, and hours deleted between two aggregates.
 
 Lateness is judged against each secret's policy now (a policy changed in the period is judged by its new
 interval) and the stall allowance (``ROTATION_STALL_MINUTES``): a gap between two rotations in the period
@@ -20,21 +21,22 @@ secret's first rotation in the period, only its ROTATION_STALLED records say it 
 from __future__ import annotations
 
 import itertools
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from shared.domain.audit import Action, AuditEvent, AuditQuery, Result
-from shared.domain.audit.aggregates import HOUR, authentic_aggregate, authentic_coverage, hour_of
+from shared.domain.audit import Action, AuditEvent, Result
+from shared.domain.audit.evidence import INTEGRITY_ACTIONS, REVOCATION_DECISIONS
 from shared.domain.policy import PolicyError, RotationPolicy
 from shared.domain.targets import is_reserved
-from shared.services.audit import indexed_rows
+from shared.services.audit.evidence import EvidenceRead, read_evidence
 from shared.services.audit.verification import stored_verification
 from shared.services.compliance.results import (
     Anchor,
     ComplianceReport,
     Decided,
+    DeletedHours,
     Denials,
     IndexGap,
     Integrity,
@@ -48,27 +50,10 @@ from shared.services.compliance.results import (
 )
 
 if TYPE_CHECKING:  # the bundles import the services: annotations only
-    from shared.ports import MacKeyRing
     from shared.services.peers import AuditPeers, Peers
 
 #: The longest period one report covers.
 MAX_PERIOD = timedelta(days=366)
-REVOCATION_ACTIONS = (
-    Action.REVOCATION_APPROVED,
-    Action.REVOCATION_REJECTED,
-    Action.REVOCATION_CANCELLED,
-    Action.REVOCATION_EXPIRED,
-    Action.REVOKED,
-    Action.REVIEWED,
-)
-INTEGRITY_ACTIONS = (
-    Action.TAMPERING_DETECTED,
-    Action.STATE_TAMPERED,
-    Action.CHAIN_REPAIRED,
-    Action.INCIDENT_OPENED,
-    Action.INCIDENT_ACKNOWLEDGED,
-    Action.RECORDS_ARCHIVED,
-)
 
 
 def _hours(span: timedelta) -> float:
@@ -76,22 +61,26 @@ def _hours(span: timedelta) -> float:
 
 
 class _Trail:
-    """The period's records, read once per action from the query index (authentic ones only); ``read``
-    keeps what was read of each action, for the check against the aggregates."""
+    """The records the report reads, of the period (decisions: until now), from each vault's sealed hourly
+    evidence and the query index for the rest (``read_evidence``): authentic ones only."""
 
     def __init__(
-        self, peers: AuditPeers, vaults: frozenset[str], start: datetime, end: datetime, now: datetime
+        self, audit: AuditPeers, vaults: Sequence[Peers], start: datetime, end: datetime, now: datetime
     ) -> None:
-        self.peers, self.vaults, self.start, self.end, self.now = peers, vaults, start, end, now
-        self.read: dict[Action, list[AuditEvent]] = {}
+        self.start, self.end, self.now = start, end, now
+        self.reads = [
+            read_evidence(audit.reader, audit.keys, peers.trail.vault, start, max(end, now))
+            for peers in vaults
+        ]
+        events = sorted((e for read in self.reads for e in read.events), key=lambda e: (e.time, e.id))
+        self.by_action: dict[Action, list[AuditEvent]] = defaultdict(list)
+        for event in events:
+            self.by_action[event.action].append(event)
 
     def of(self, action: Action, *, until_now: bool = False) -> list[AuditEvent]:
-        """The records of ``action`` about the report's vaults (the trail is every vault's)."""
-        query = AuditQuery(action=action, since=self.start, until=self.now if until_now else self.end)
-        found = indexed_rows(self.peers.reader, self.peers.keys, query)
-        events = [event for _, event in found if event.vault in self.vaults]
-        self.read[action] = events
-        return sorted(events, key=lambda e: (e.time, e.id))
+        """The records of ``action`` in the period (until now), oldest first."""
+        until = self.now if until_now else self.end
+        return [e for e in self.by_action[action] if e.time < until]
 
 
 def compliance_report(
@@ -105,7 +94,7 @@ def compliance_report(
         raise ValueError(
             f"the period must start before it ends, at most {MAX_PERIOD.days} days, not after now"
         )
-    trail = _Trail(audit, frozenset(p.trail.vault for p in vaults), start, end, now)
+    trail = _Trail(audit, vaults, start, end, now)
     rotated, failed = trail.of(Action.ROTATED), trail.of(Action.ROTATION_FAILED)
     rotations = _rotations(rotated, failed)
     secrets = [
@@ -115,12 +104,11 @@ def compliance_report(
     ]
     # A request opens with REVOCATION_REQUESTED, or with BREAK_GLASS (executed at once, reviewed later).
     requested = trail.of(Action.REVOCATION_REQUESTED) + trail.of(Action.BREAK_GLASS)
-    decisions = [e for action in REVOCATION_ACTIONS for e in trail.of(action, until_now=True)]
+    decisions = [e for action in REVOCATION_DECISIONS for e in trail.of(action, until_now=True)]
     revocations = _revocations(requested, decisions)
     denials = _denials(trail.of(Action.ACCESS_DENIED), [e for e in decisions if e.time < end])
     integrity = _integrity(audit, [e for action in INTEGRITY_ACTIONS for e in trail.of(action)])
-    gaps, unsealed = _index_gaps(vaults, audit.keys, trail)
-    integrity = integrity.model_copy(update={"index_gaps": gaps, "unsealed_hours": unsealed})
+    integrity = integrity.model_copy(update=_gaps(trail.reads))
     summary = Summary(
         managed=len(secrets),
         overdue_now=sum(s.overdue_hours is not None for s in secrets),
@@ -325,7 +313,9 @@ def _integrity(peers: AuditPeers, events: Iterable[AuditEvent]) -> Integrity:
     anchored = peers.anchor.read()
     return Integrity(
         index_gaps=[],
+        deleted_hours=[],
         unsealed_hours=0,
+        sealed_hours=0,
         verification=stored_verification(peers),
         anchor=Anchor(seq=anchored.seq, time=anchored.time) if anchored else None,
         events=[
@@ -343,46 +333,25 @@ def _integrity(peers: AuditPeers, events: Iterable[AuditEvent]) -> Integrity:
     )
 
 
-def _index_gaps(vaults: Sequence[Peers], keys: MacKeyRing, trail: _Trail) -> tuple[list[IndexGap], int]:
-    """Compare, for each vault and each whole hour of the period its sealed aggregates cover, the records
-    of each action the report read with what the aggregates count. The aggregates are counted from the
-    index of every record (``t:``), which the hourly digest keeps whole from the chains; an action's own
-    partitions (``c:``) are not: a copy deleted there would leave a record out of the report unseen.
-    Returns the gaps and how many hours' aggregates fail their seal."""
-    gaps: list[IndexGap] = []
-    unsealed = 0
-    for peers in vaults:
-        vault = peers.trail.vault
-        covered = authentic_coverage(peers.reader.read_coverage(vault), keys.get)
-        first = hour_of(trail.start) + (HOUR if hour_of(trail.start) < trail.start else timedelta(0))
-        last = min(hour_of(trail.end), covered) if covered is not None else first
-        if last <= first:
-            continue
-        counted: Counter[tuple[str, str]] = Counter()
-        hours = 0
-        for hour, stored in peers.reader.read_aggregates(vault, first, last):
-            found = authentic_aggregate(stored, keys.get)
-            if found is None or found[0] != hour:
-                unsealed += 1
-                continue
-            hours += 1
-            for action, by_result in found[1].counts.items():
-                for result, count in by_result.items():
-                    counted[(action, result)] += count
-        read = Counter(
-            (e.action.value, e.result.value)
-            for events in trail.read.values()
-            for e in events
-            if e.vault == vault and first <= e.time < last
-        )
-        gaps += [
-            IndexGap(
-                vault=vault, action=action, result=result, counted=n, read=read[(action, result)], hours=hours
-            )
-            for (action, result), n in sorted(counted.items())
-            if Action(action) in trail.read and read[(action, result)] < n
-        ]
-    return gaps, unsealed
+def _gaps(reads: Iterable[EvidenceRead]) -> dict[str, Any]:
+    """Where the report may lack records: hours whose evidence was not used and whose index copies fall
+    short of what the sealed aggregates count, and hours deleted between two aggregates."""
+    reads = list(reads)
+    return {
+        "index_gaps": [
+            IndexGap(vault=g.vault, action=g.action, result=g.result, counted=g.counted, read=g.read,
+                     hours=g.hours)
+            for read in reads
+            for g in read.shortfalls
+        ],
+        "deleted_hours": [
+            DeletedHours(vault=d.vault, after=d.after, before=d.before, records=d.records)
+            for read in reads
+            for d in read.deleted
+        ],
+        "unsealed_hours": sum(read.unsealed_hours for read in reads),
+        "sealed_hours": sum(read.sealed_hours for read in reads),
+    }  # fmt: skip
 
 
 def _integrity_status(integrity: Integrity) -> Any:
@@ -390,4 +359,4 @@ def _integrity_status(integrity: Integrity) -> Any:
         return "not verified"
     if not integrity.verification.ok:
         return "broken"
-    return "incomplete" if integrity.index_gaps else "ok"
+    return "incomplete" if integrity.index_gaps or integrity.deleted_hours else "ok"

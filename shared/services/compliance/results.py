@@ -107,16 +107,27 @@ class Anchor(Answer):
 
 
 class IndexGap(Answer):
-    """Records of an action the sealed hourly aggregates count in the period's whole hours, missing from
-    the query index's partitions of that action the report read: copies deleted from the index (the
-    records stay in their chains, where verify sees nothing wrong). The report's lists lack them."""
+    """Records of an action the sealed hourly aggregates count in hours whose sealed evidence was missing
+    or did not match, of which the query index held fewer: evidence and index copies deleted (the records
+    stay in their chains, where verify sees nothing wrong). The report's lists lack them."""
 
     vault: str
     action: str
     result: str
     counted: int = Field(description="What the sealed aggregates of those hours count.")
     read: int = Field(description="What the report read from the index for those hours.")
-    hours: int = Field(description="The whole hours compared (covered by the aggregates).")
+    hours: int = Field(description="The hours compared (whose evidence was not used).")
+
+
+class DeletedHours(Answer):
+    """Records the sealed aggregates' running count says exist between two aggregates (or the last and
+    the coverage mark), in hours whose aggregate is gone: deleted. The report read those hours from the
+    index, which may lack them too."""
+
+    vault: str
+    after: Timestamp = Field(description="The last sealed hour before the gap.")
+    before: Timestamp = Field(description="The first sealed hour (or the coverage mark) after it.")
+    records: int = Field(description="The records the running count misses.")
 
 
 class Integrity(Answer):
@@ -132,9 +143,14 @@ class Integrity(Answer):
         description="Where the index read holds fewer records than the sealed hourly aggregates count: "
         "the report is incomplete there."
     )
+    deleted_hours: list[DeletedHours] = Field(
+        description="Hourly aggregates deleted: the report is incomplete there as far as the index is."
+    )
     unsealed_hours: int = Field(
-        description="Hours of the period whose aggregate fails its seal (not compared; the next "
-        "aggregation run seals them again)."
+        description="Hours of the period whose aggregate fails its seal (read from the index, not compared)."
+    )
+    sealed_hours: int = Field(
+        description="Hours of the period read from their sealed evidence (the rest from the index)."
     )
 
 
@@ -154,7 +170,8 @@ class Summary(Answer):
     denials: int
     integrity: Literal["ok", "broken", "not verified", "incomplete"] = Field(
         description="The last full verification's status; `incomplete` when the index misses records the "
-        "sealed aggregates count (`integrity.index_gaps`)."
+        "sealed aggregates count (`integrity.index_gaps`) or aggregates were deleted "
+        "(`integrity.deleted_hours`)."
     )
 
 
