@@ -4,6 +4,7 @@ problem+json responses."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -126,7 +127,10 @@ ROUTES: dict[str, Route] = {}
 
 
 def _secret_name(value: str) -> str:
-    validate_name(value)  # InvalidSecret: 400
+    try:
+        validate_name(value)
+    except InvalidSecret as err:
+        raise BadRequest("name", str(err)) from None
     return value
 
 
@@ -378,13 +382,45 @@ def problem(
 FUNCTION_KEY_PARAMETER = "code"
 
 
+#: How a query parameter's text must look for the type its model declares (as JSON Schema names it), before
+#: pydantic reads it: its lax parsing would take "+7", " 7", "7.0" or "7_0" for 7, "yes" for true, and a
+#: Unix time for a moment.
+_QUERY_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
+    "integer": (re.compile(r"-?(?:0|[1-9][0-9]*)"), "must be an integer (decimal digits only)"),
+    "boolean": (re.compile(r"true|false"), "must be true or false"),
+    "date-time": (
+        re.compile(r"\d{4}-\d{2}-\d{2}(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2}))?"),
+        "must be ISO 8601 with a zone (2026-07-01T00:00:00Z) or a date (2026-07-01)",
+    ),
+}
+
+
+@functools.cache
+def _query_forms(model: type[BaseModel]) -> dict[str, tuple[re.Pattern[str], str]]:
+    """The form each of ``model``'s parameters must have (those whose type has one), by its name."""
+    forms = {}
+    for name, schema in model.model_json_schema().get("properties", {}).items():
+        for option in schema.get("anyOf", [schema]):
+            kind = "date-time" if option.get("format") == "date-time" else option.get("type")
+            if kind in _QUERY_FORMS:
+                forms[name] = _QUERY_FORMS[kind]
+    return forms
+
+
 def parse_params(
     model: type[M], params: Mapping[str, str], *, ignored: Sequence[str] = (FUNCTION_KEY_PARAMETER,)
 ) -> M:
     """Validate query parameters (but the function key's, and the others ``ignored``: read before);
-    unknown ones are refused. Raises BadRequest naming the parameter."""
+    unknown ones are refused, and an integer, a boolean or a moment must be written as one (``_QUERY_FORMS``).
+    Raises BadRequest naming the parameter."""
+    given = {k: v for k, v in params.items() if k not in ignored}
+    forms = _query_forms(model)
+    for name, value in given.items():
+        form = forms.get(name)
+        if form is not None and not form[0].fullmatch(value):
+            raise BadRequest(name, form[1])
     try:
-        return model.model_validate({k: v for k, v in params.items() if k not in ignored})
+        return model.model_validate(given)
     except ValidationError as err:
         raise _bad_request(err, where="query", unknown="unknown parameter") from None
 
@@ -405,10 +441,39 @@ def parse_body(
     raw = req.get_body() or b"{}"
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest("body", f"larger than {MAX_BODY_BYTES} bytes")
+    _refuse_duplicate_keys(raw)
     try:
-        return model.model_validate_json(raw)
+        # Strict: a number is not a string, "7" is not 7, 7.0 is not an integer, "yes" is not true.
+        return model.model_validate_json(raw, strict=True)
     except ValidationError as err:
         raise _bad_request(err, where="body", unknown="unknown field") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateKey(key)
+        found[key] = value
+    return found
+
+
+def _refuse_duplicate_keys(raw: bytes) -> None:
+    """A body whose object names a key twice is refused: parsers disagree on which one counts (pydantic
+    takes the last: ``{"dry_run":true,"dry_run":false}`` would be a real rotation). Raises BadRequest
+    naming the key. A body that is no JSON at all is left to the model's validation, which says so."""
+    try:
+        json.loads(raw, object_pairs_hook=_unique)
+    except _DuplicateKey as err:
+        raise BadRequest(err.key[:100], "duplicate key") from None
+    except ValueError:
+        return
 
 
 def _bad_request(err: ValidationError, *, where: str, unknown: str) -> BadRequest:
