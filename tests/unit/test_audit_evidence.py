@@ -169,3 +169,14 @@ def test_a_coverage_mark_from_before_evidence_was_kept_makes_the_next_run_aggreg
     assert sorted(world.log.aggregates) == complete and world.log.evidence
     read = read_evidence(world.log, world.keys, "fleet", mark.up_to - timedelta(hours=19), mark.up_to)
     assert read.sealed_hours > 10 and read.deleted == [] and read.shortfalls == []
+
+
+def test_an_event_rebuilt_from_sealed_evidence_has_every_field_and_refuses_what_is_no_field() -> None:
+    event = AuditEvent.rebuilt(action=Action.REVOKED, vault="fleet", time=HOUR0, id="r")
+    assert event == AuditEvent(Action.REVOKED, "fleet", HOUR0, id="r")
+    with pytest.raises(TypeError, match="unknown"):
+        AuditEvent.rebuilt(action=Action.REVOKED, vault="fleet", time=HOUR0, value="x")
+    with pytest.raises(TypeError, match="needs vault"):
+        AuditEvent.rebuilt(action=Action.REVOKED, time=HOUR0)
+    with pytest.raises(ValueError, match="timezone"):
+        AuditEvent.rebuilt(action=Action.REVOKED, vault="fleet", time=HOUR0.replace(tzinfo=None))

@@ -114,7 +114,8 @@ def _row(event: AuditEvent) -> dict[str, Any]:
 
 
 def _event(vault: str, row: Mapping[str, Any]) -> AuditEvent:
-    return AuditEvent(
+    """The row's event (of a part whose seal the caller checked)."""
+    return AuditEvent.rebuilt(
         id=str(row["id"]),
         time=parse_time(str(row["t"])),
         action=Action(row["a"]),
