@@ -75,9 +75,9 @@ class ServiceClient:
         headers = {"User-Agent": USER_AGENT, "Accept": accept, **self.target.headers()}
         data = None
         if method != "GET":
-            # The service refuses a write without this media type (415), an empty body included.
+            # The service refuses a write without this media type (415) and without a body (400).
             headers["Content-Type"] = JSON
-            data = json.dumps(body).encode() if body is not None else b""
+            data = json.dumps(body if body is not None else {}).encode()
         query = {k: _text(v) for k, v in (params or {}).items() if v is not None}
         url = f"{self.target.url}/api/{path}"
         try:

@@ -140,11 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
             except _HeadersTooLarge as err:
                 self.send_error(431, explain=str(err))
                 return
-            method = getattr(self, f"do_{self.command}", None)
-            if method is None:
-                self.send_error(501, explain=f"unsupported method {self.command[:32]!r}")
-                return
-            method()
+            # Kestrel takes any method token, and the Functions host routes it like any other: no function
+            # for it and the route is 404, as for TRACE (azure-functions-host#10098), never 501.
+            getattr(self, f"do_{self.command}", self._handle)()
             self.wfile.flush()
         except TimeoutError as err:
             self.log_error("Request timed out: %r", err)

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -55,6 +56,8 @@ def _moment(value: Any) -> Any:
     return value
 
 
+#: A moment's year: 1000-9999, four digits.
+YEARS = "^[1-9][0-9]{3}-"
 #: What a moment may be, in UTC: the years the stored time format writes with four digits, so that the
 #: stored text sorts like the time (``format_time`` writes year 999 as "999", which sorts after "2026").
 EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
@@ -62,20 +65,32 @@ LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def _in_utc(value: datetime) -> datetime:
-    """The moment in UTC. A moment near the ends of the calendar may not have one (0001-01-01T00:00+14:00
-    is in year 0 in UTC): refused here rather than overflowing where it is compared or formatted."""
+    """The moment in UTC, held within the years the stored time format sorts (the document's pattern
+    takes years 1000-9999): a moment its zone moves past either end is that end, since no record is that
+    old or that new. Nothing after this can overflow."""
     try:
         utc = value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("is outside the range of representable times") from None
-    if not EARLIEST <= utc <= LATEST:
-        raise ValueError(f"must be from {EARLIEST.date()} to {LATEST.date()} in UTC")
-    return utc
+        return EARLIEST if value.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST)
 
 
 # AwareDatetime: a time without a zone is refused (400 naming the parameter) rather than guessed. Every
 # moment is converted to UTC here, at the edge, so nothing after it can overflow.
-Moment = Annotated[AwareDatetime, BeforeValidator(_moment), AfterValidator(_in_utc)]
+Moment = Annotated[
+    AwareDatetime,
+    BeforeValidator(_moment),
+    AfterValidator(_in_utc),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "pattern": YEARS},
+                {"type": "string", "format": "date", "pattern": YEARS},
+            ],
+            "description": "RFC 3339 with a zone, or a date (midnight UTC).",
+        }
+    ),
+]
 
 
 class QueryParams(BaseModel):

@@ -141,7 +141,7 @@ def _audit_denial(  # noqa: PLR0913 - the refusal's record names all it knows of
         "route": route_of(req),
         "secret_name": secret_name,
     }
-    vault = str(req.params.get("vault") or "").strip().lower()
+    vault = str(req.params.get("vault") or "")
     if VAULT_PATTERN.fullmatch(vault):  # the vault of the secret named, when the call named a well-formed one
         details["vault"] = vault
     if claimed is not None:

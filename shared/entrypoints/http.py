@@ -4,6 +4,7 @@ problem+json responses."""
 
 from __future__ import annotations
 
+import decimal
 import functools
 import json
 import logging
@@ -288,11 +289,11 @@ def _vault(container: Container, given: str | None, use: VaultUse) -> str | None
     vaults = container.vaults
     if given is None:
         return None if use == "any" else sole_vault(container)
-    name = given.strip().lower()
     try:
-        if not VAULT_PATTERN.fullmatch(name):
+        # Exactly as the service names it (the OpenAPI document lists them): " fleet" or "FLEET" is 400.
+        if not VAULT_PATTERN.fullmatch(given) or given not in vaults:
             raise UnknownVault(given, list(vaults))
-        return container.vault(name).name
+        return container.vault(given).name
     except UnknownVault as err:
         raise BadRequest(VAULT_PARAMETER, str(err)) from None
 
@@ -389,8 +390,10 @@ _QUERY_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
     "integer": (re.compile(r"-?(?:0|[1-9][0-9]*)"), "must be an integer (decimal digits only)"),
     "boolean": (re.compile(r"true|false"), "must be true or false"),
     "date-time": (
-        re.compile(r"\d{4}-\d{2}-\d{2}(?:[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2}))?"),
-        "must be ISO 8601 with a zone (2026-07-01T00:00:00Z) or a date (2026-07-01)",
+        re.compile(
+            r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}(?:[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2}))?"
+        ),
+        "must be RFC 3339 with a zone (2026-07-01T00:00:00Z) or a date (2026-07-01), years 1000-9999",
     ),
 }
 
@@ -398,13 +401,16 @@ _QUERY_FORMS: dict[str, tuple[re.Pattern[str], str]] = {
 @functools.cache
 def _query_forms(model: type[BaseModel]) -> dict[str, tuple[re.Pattern[str], str]]:
     """The form each of ``model``'s parameters must have (those whose type has one), by its name."""
-    forms = {}
-    for name, schema in model.model_json_schema().get("properties", {}).items():
-        for option in schema.get("anyOf", [schema]):
-            kind = "date-time" if option.get("format") == "date-time" else option.get("type")
-            if kind in _QUERY_FORMS:
-                forms[name] = _QUERY_FORMS[kind]
-    return forms
+
+    def kind(schema: Mapping[str, Any]) -> str | None:
+        if schema.get("format") in ("date-time", "date"):
+            return "date-time"
+        if schema.get("type") in _QUERY_FORMS:
+            return str(schema["type"])
+        return next(filter(None, map(kind, schema.get("anyOf", ()))), None)
+
+    properties = model.model_json_schema().get("properties", {})
+    return {name: _QUERY_FORMS[k] for name, schema in properties.items() if (k := kind(schema))}
 
 
 def parse_params(
@@ -429,8 +435,8 @@ def parse_body(
     model: type[M], req: func.HttpRequest, *, ignored: Sequence[str] = (FUNCTION_KEY_PARAMETER,)
 ) -> M:
     """Validate the request of a POST: no query parameters (but the function key, and the others
-    ``ignored``: read before), ``Content-Type: application/json`` (also for an empty body, which means {}),
-    a JSON body within MAX_BODY_BYTES. Raises BadRequest naming the parameter or field,
+    ``ignored``: read before), ``Content-Type: application/json``, a JSON body (``{}`` at least) within
+    MAX_BODY_BYTES. Raises BadRequest naming the parameter or field,
     UnsupportedMediaType."""
     unknown = next((p for p in req.params if p not in ignored), None)
     if unknown is not None:
@@ -438,13 +444,15 @@ def parse_body(
     media_type = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if media_type != BODY_MEDIA_TYPE:
         raise UnsupportedMediaType(media_type[:100] or None)
-    raw = req.get_body() or b"{}"
+    raw = req.get_body()
+    if not raw.strip():
+        raise BadRequest("body", "required: a JSON object ({} when the call has nothing to say)")
     if len(raw) > MAX_BODY_BYTES:
         raise BadRequest("body", f"larger than {MAX_BODY_BYTES} bytes")
-    _refuse_duplicate_keys(raw)
+    document = _json_document(raw)
     try:
-        # Strict: a number is not a string, "7" is not 7, 7.0 is not an integer, "yes" is not true.
-        return model.model_validate_json(raw, strict=True)
+        # Strict: "7" is not 7, "yes" is not true, 7.5 is not an integer.
+        return model.model_validate_json(document, strict=True)
     except ValidationError as err:
         raise _bad_request(err, where="body", unknown="unknown field") from None
 
@@ -464,16 +472,36 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def _refuse_duplicate_keys(raw: bytes) -> None:
-    """A body whose object names a key twice is refused: parsers disagree on which one counts (pydantic
-    takes the last: ``{"dry_run":true,"dry_run":false}`` would be a real rotation). Raises BadRequest
-    naming the key. A body that is no JSON at all is left to the model's validation, which says so."""
+def _json_document(raw: bytes) -> str | bytes:
+    """The body as the models read it. A key named twice in one object is refused (parsers disagree on
+    which one counts: pydantic takes the last, so ``{"dry_run":true,"dry_run":false}`` would be a real
+    rotation); so are NaN and Infinity, which are no JSON. A number without a fraction is an integer
+    whatever its spelling (``30.0``, ``3e1``: JSON Schema's data model, which the document states), so
+    it is written as one. Raises BadRequest naming the key or the body. A body that is no JSON at all is
+    left as it is to the model's validation, which says so."""
     try:
-        json.loads(raw, object_pairs_hook=_unique)
+        parsed = json.loads(raw, object_pairs_hook=_unique, parse_float=_number, parse_constant=_no_constant)
     except _DuplicateKey as err:
         raise BadRequest(err.key[:100], "duplicate key") from None
+    except _NotJson as err:
+        raise BadRequest("body", str(err)) from None
     except ValueError:
-        return
+        return raw
+    return json.dumps(parsed)
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON")
+
+
+def _number(text: str) -> int | float:
+    value = decimal.Decimal(text)
+    return int(value) if value == value.to_integral_value() and abs(value.adjusted()) < 100 else float(text)
+
 
 
 def _bad_request(err: ValidationError, *, where: str, unknown: str) -> BadRequest:

@@ -4,7 +4,9 @@ The document is generated, lazily on the first request and then cached, from ``E
 (``operations.py``: one row per HTTP function, keyed by function name, the operationId) and from the
 pydantic models: the query and body
 models the endpoints validate requests with, and the response models below, which mirror the dicts the
-endpoints answer. Nothing is read at import and nothing is read per request: no settings, no I/O.
+endpoints answer. Nothing is read at import and nothing is read per request but the settings' vault names:
+the ``vault`` parameter's schema is the list of vaults this deployment manages (``served``), so what the
+document calls valid is what the service accepts.
 
 tests/functions/test_openapi.py fails when the app registers an HTTP function ``ENDPOINTS`` does not
 describe (or the reverse, or a route, method or auth level differs), and test_openapi_responses.py calls
@@ -27,6 +29,8 @@ import azure.functions as func
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
+from shared.bootstrap import get_container
+from shared.config import ConfigurationError
 from shared.domain.secrets import VAULT
 
 # Imported for what importing does: each module registers its HTTP functions in ``http.ROUTES``.
@@ -70,8 +74,7 @@ STATUS_NOTES: dict[int, str] = {
     404: "Not Found.",
     409: "Conflict: the current state does not allow it (a concurrent change, a transition the state "
     "forbids, the service's own secret, a lease held by another write, a target's refusal).",
-    415: f"Unsupported Media Type: the body must be `{BODY_MEDIA_TYPE}`; the header is required even for "
-    "an empty body.",
+    415: f"Unsupported Media Type: the body must be `{BODY_MEDIA_TYPE}` (a JSON object, `{{}}` at least).",
     500: "Internal Server Error. With `changed: true` the change WAS made but its record could not be "
     "written: the problem names it and its ids; do not repeat it.",
     503: "Service Unavailable: a dependency is unavailable or the service is misconfigured; nothing was "
@@ -168,7 +171,7 @@ def _parameters(endpoint: Endpoint, query: Mapping[str, Any] | None) -> list[dic
                     "name": name,
                     "in": "query",
                     "required": name in required,
-                    "schema": dict(override) if override is not None else _without_null(schema),
+                    "schema": {**_without_null(schema), **(override or {})},
                 }
             )
     use = endpoint.registered.vault
@@ -222,15 +225,12 @@ def _operation(
     query = schemas[names[endpoint.query]] if endpoint.query is not None else None
     op["parameters"] = _parameters(endpoint, query)
     if endpoint.body is not None:
-        required = bool(schemas[names[endpoint.body]].get("required"))
+        # Required even where every field is optional (`{}`): a write without a JSON body is refused, so
+        # a cross-site form or a body-less simple request cannot act.
         op["requestBody"] = {
-            "required": required,
+            "required": True,
             "content": {BODY_MEDIA_TYPE: {"schema": _ref(names[endpoint.body])}},
         }
-        if not required:
-            op["requestBody"]["description"] = (
-                f"An empty body stands for {{}}; `Content-Type: {BODY_MEDIA_TYPE}` is required either way."
-            )
     problems = endpoint.problem_statuses()
     responses: dict[str, Any] = {}
     for status in sorted(set(endpoint.ok) | problems):
@@ -309,10 +309,25 @@ def document() -> dict[str, Any]:
     return loaded
 
 
+@functools.cache
+def served(vaults: tuple[str, ...]) -> str:
+    """The document as this deployment serves it: ``vault`` is one of ``vaults`` (the names it manages)."""
+    served = document()
+    for operation in (op for path in served["paths"].values() for op in path.values()):
+        for parameter in operation["parameters"]:
+            if parameter["name"] == VAULT_PARAMETER and parameter["in"] == "query":
+                parameter["schema"] = {"type": "string", "enum": list(vaults)}
+    return json.dumps(served, separators=(",", ":"))
+
+
 @anonymous(bp, "openapi", "openapi.json")
 def openapi() -> func.HttpResponse:
+    try:
+        text = served(tuple(kv.name for kv in get_container().settings.key_vaults))
+    except ConfigurationError:  # no vault to name: the generic document (its pattern)
+        text = _document_text()
     return func.HttpResponse(
-        _document_text(),
+        text,
         status_code=200,
         mimetype="application/json",
         charset="utf-8",

@@ -109,11 +109,8 @@ class Endpoint:
         return statuses
 
 
-CONTINUATION = {"type": "string", "description": "The `continuation` of the previous page (opaque)."}
-MOMENT = {
-    "anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"}],
-    "description": "RFC 3339 with a zone, or a date (midnight UTC).",
-}
+#: What the document says of a parameter beyond its model's constraints (merged over them).
+CONTINUATION = {"description": "The `continuation` of the previous page (opaque)."}
 LOCATION = {"Location": "Where to follow the request."}
 
 #: The route parameters, by the name the routes give them (shared.entrypoints.http.ROUTE_PARAMETERS).
@@ -137,7 +134,7 @@ _DESCRIBED: dict[str, Endpoint] = {
     ),
     "audit_query": Endpoint(
         "audit", "Audit records, newest first", ok={200: AuditPage},
-        parameters={"since": MOMENT, "until": MOMENT, "continuation": CONTINUATION},
+        parameters={"continuation": CONTINUATION},
     ),
     "audit_summary": Endpoint(
         "audit", "Counts by action and result, the last rotation and the failures",
@@ -158,7 +155,6 @@ _DESCRIBED: dict[str, Endpoint] = {
     "compliance_report": Endpoint(
         "compliance", "The compliance evidence report of a period (JSON, or HTML for text/html)",
         ok={200: ComplianceReport},
-        parameters={"from": MOMENT, "to": MOMENT},
         description="`from` and `to` (ISO 8601 with a zone, or dates) bound the period, `to` exclusive; "
         "without them, the 90 days before now (at most 366 days). With `Accept: text/html` preferred over "
         "`application/json` the answer is a self-contained printable page of the same report. "

@@ -69,7 +69,15 @@ EXPIRY_SCHEDULE = "0 */5 * * * *"
 
 
 class RequestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Break-glass is for a critical request only: stated in the schema, so the document says it too.
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "if": {"properties": {"break_glass": {"const": True}}, "required": ["break_glass"]},
+            "then": {"properties": {"severity": {"const": "critical"}}},
+        },
+    )
     secret_name: SecretName
     reason: Reason
     severity: Severity

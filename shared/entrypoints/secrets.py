@@ -12,13 +12,21 @@ since asking again would rotate twice.
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.identity import Role
-from shared.domain.policy import RotationPolicy
+from shared.domain.policy import (
+    MAX_GRACE_HOURS,
+    MAX_INTERVAL_DAYS,
+    MAX_VALIDITY_DAYS,
+    MAX_WARNINGS,
+    RotationPolicy,
+    Rotator,
+    SecretKind,
+)
 from shared.domain.secrets import NAME, VAULT
 from shared.entrypoints.answers import RollbackDone, RotationQueued, SecretDeleted, SecretRecovered
 from shared.entrypoints.http import (
@@ -43,27 +51,32 @@ READERS = (Role.ROTATION_OPERATE, Role.AUDIT_READ)
 
 
 class _Policy(BaseModel):
-    """A rotation policy as structured fields; the rules are RotationPolicy's (catalog.build_policy)."""
+    """A rotation policy as structured fields; the rules are RotationPolicy's (catalog.build_policy). Each
+    field's own range is stated here, so the OpenAPI document states it; the rules between fields
+    (``validity_days`` at least the interval + 30, the target a rotator needs, a postgres-alternating
+    grace shorter than the interval) are build_policy's, a 400 naming the field."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    kind: str | None = Field(None, min_length=1, max_length=64)
-    rotation_interval_days: int
-    validity_days: int | None = None
+    kind: SecretKind | None = None
+    rotation_interval_days: int = Field(ge=1, le=MAX_INTERVAL_DAYS)
+    validity_days: int | None = Field(None, ge=1, le=MAX_VALIDITY_DAYS)
     owner: str | None = Field(None, min_length=1, max_length=256)
-    rotator: str | None = Field(None, min_length=1, max_length=64)
+    rotator: Rotator | None = None
     rotation_target: str | None = Field(None, min_length=1, max_length=256)
-    rotation_grace_hours: int | None = None
-    expiry_warning_days: list[int] | None = Field(None, min_length=1, max_length=5)
+    rotation_grace_hours: int | None = Field(None, ge=0, le=MAX_GRACE_HOURS)
+    expiry_warning_days: list[Annotated[int, Field(ge=1, le=365)]] | None = Field(
+        None, min_length=1, max_length=MAX_WARNINGS
+    )
 
     def fields(self) -> catalog.PolicyInput:
-        values = self.model_dump(exclude={"name"})
+        values = self.model_dump(mode="json", exclude={"name"})
         values["expiry_warning_days"] = tuple(values["expiry_warning_days"] or ()) or None
         return catalog.PolicyInput(**values)
 
 
 class OnboardBody(_Policy):
     name: SecretName
-    kind: str = Field(min_length=1, max_length=64)
+    kind: SecretKind
 
 
 class RotateBody(BaseModel):
@@ -80,7 +93,7 @@ class RollbackBody(BaseModel):
 class ListParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(50, ge=1, le=catalog.MAX_PAGE)
-    continuation: str | None = Field(None, pattern=f"^(?:{VAULT}:)?(?:{NAME})?$")
+    continuation: str | None = Field(None, min_length=1, pattern=f"^(?:{VAULT}:)?(?:{NAME})?$")
 
 
 class PlanParams(BaseModel):

@@ -79,11 +79,14 @@ def call_http(
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], func.HttpResponse]:
     """Call a registered HTTP function as the host does: a real ``HttpRequest`` (``body`` as JSON unless it
-    is bytes) with the caller's principal header. Returns the status, the JSON body and the response."""
+    is bytes; none: ``{}`` for a write) with the caller's principal header. Returns the status, the JSON
+    body and the response."""
     all_headers = {"user-agent": "pytest", **(headers or {})}
     if principal is not None:
         all_headers["x-ms-client-principal"] = principal
-    raw = body if isinstance(body, bytes) else (b"" if body is None else json.dumps(body).encode())
+    if body is None:  # a write sends {} at least, as every client must (b"": no body at all)
+        body = {} if method.upper() != "GET" else b""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     request = func.HttpRequest(
         method, url, headers=all_headers, params=params or {}, route_params=route or {}, body=raw
     )

@@ -176,9 +176,12 @@ class Client:
         path = endpoint.route
         for key, value in (route or {}).items():
             path = path.replace("{" + key + "}", value)
+        if body is None and endpoint.body is not None:
+            body = {}  # a write sends {} at least
+        raw = b"" if body is None else json.dumps(body).encode()
         request = func.HttpRequest(
             endpoint.method, f"http://localhost/api/{path}", headers=headers, params=params or {},
-            route_params=route or {}, body=b"" if body is None else json.dumps(body).encode(),
+            route_params=route or {}, body=raw,
         )  # fmt: skip
         function = self.functions[op].get_user_function()
         wants_context = len(inspect.signature(function).parameters) == 2

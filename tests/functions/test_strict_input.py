@@ -53,7 +53,16 @@ def test_a_page_size_is_an_integer(functions: dict[str, Any], fake: FakeContaine
 
 
 @pytest.mark.parametrize(
-    "text", ["-1", "1700000000", "1700000000.5", "2026-07-01 00:00:00Z", "2026-07-01T00:00:00", "yesterday"]
+    "text",
+    [
+        "-1",
+        "1700000000",
+        "1700000000.5",
+        "2026-07-01 00:00:00Z",
+        "2026-07-01T00:00:00",
+        "2026-07-01T02:00+02:00",
+        "yesterday",
+    ],
 )
 def test_a_moment_is_iso_8601_with_a_zone_or_a_date(
     functions: dict[str, Any], fake: FakeContainer, text: str
@@ -64,7 +73,17 @@ def test_a_moment_is_iso_8601_with_a_zone_or_a_date(
     assert (status, problem["parameter"]) == (400, "from"), problem
 
 
-@pytest.mark.parametrize("text", ["2026-07-01", "2026-07-01T00:00:00Z", "2026-07-01T02:00+02:00"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-07-01",
+        "2026-07-01T00:00:00Z",
+        "2026-07-01T02:00:00+02:00",
+        "2026-07-01T00:00:00.1234567z",
+        "1000-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-14:00",
+    ],  # the ends: held there, no overflow
+)
 def test_the_moments_the_readme_promises_are_taken(
     functions: dict[str, Any], fake: FakeContainer, text: str
 ) -> None:
@@ -102,7 +121,8 @@ def test_a_body_is_not_coerced(functions: dict[str, Any], fake: FakeContainer, b
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("rotation_interval_days", "30"), ("rotation_interval_days", 30.0)]
+    ("field", "value"),
+    [("rotation_interval_days", "30"), ("rotation_interval_days", 30.5), ("rotation_interval_days", True)],
 )
 def test_an_onboarding_body_is_not_coerced(
     functions: dict[str, Any], fake: FakeContainer, field: str, value: Any
@@ -110,6 +130,22 @@ def test_an_onboarding_body_is_not_coerced(
     body = {"name": "new-key", "kind": "api-key", "rotation_interval_days": 30, field: value}
     status, problem = call(functions, "secrets_onboard", method="POST", body=body)
     assert (status, problem["parameter"]) == (400, field), problem
+
+
+@pytest.mark.parametrize("spelling", [b"30.0", b"3e1", b"300e-1"])
+def test_a_number_without_a_fraction_is_an_integer_whatever_its_spelling(
+    functions: dict[str, Any], fake: FakeContainer, spelling: bytes
+) -> None:
+    """JSON Schema's data model, which the document states: 30.0 is the integer 30."""
+    raw = b'{"name":"new-key","kind":"api-key","rotation_interval_days":' + spelling + b"}"
+    status, answer = call(functions, "secrets_onboard", method="POST", body=raw)
+    assert status == 201 and answer["tags"]["rotation-interval-days"] == "30", answer
+
+
+@pytest.mark.parametrize("raw", [b'{"force": NaN}', b'{"force": Infinity}', b'{"dry_run": -Infinity}'])
+def test_nan_and_infinity_are_no_json(functions: dict[str, Any], fake: FakeContainer, raw: bytes) -> None:
+    status, problem = call(functions, "secrets_rotate", method="POST", route={"name": "alpha"}, body=raw)
+    assert (status, problem["parameter"]) == (400, "body"), problem
 
 
 @pytest.mark.parametrize(("function", "method"), [("secrets_status", "GET"), ("secrets_rotate", "POST")])

@@ -90,9 +90,12 @@ def test_a_call_about_one_secret_names_its_vault(functions: dict[str, Any], two:
         and body["parameter"] == "vault"
         and "not a vault this service manages" in body["detail"]
     )
-    for vault in ("fleet", "FLEET-EU"):
+    for vault in ("fleet", "fleet-eu"):
         status, body = http(functions, "secrets_status", OPERATOR, route=route, params={"vault": vault})
-        assert status == 200 and body["vault"] == vault.lower(), body
+        assert status == 200 and body["vault"] == vault, body
+    for vault in ("FLEET-EU", " fleet", "fleet "):  # exactly as the service names it (the document's enum)
+        status, body = http(functions, "secrets_status", OPERATOR, route=route, params={"vault": vault})
+        assert (status, body["parameter"]) == (400, "vault"), body
 
 
 def test_a_rotation_of_one_vaults_secret_rotates_that_one_only(
