@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -111,6 +112,20 @@ def _fill(world: World, hours: int, seed: int) -> None:
         )  # fmt: skip
 
 
+class Counting:
+    """The log as a reader, counting the index's pages read."""
+
+    def __init__(self, log: Any) -> None:
+        self.log, self.pages = log, 0
+
+    def page_records(self, *args: Any, **kwargs: Any) -> Any:
+        self.pages += 1
+        return self.log.page_records(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.log, name)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_evidence_read_is_what_the_index_holds_however_much_is_sealed(seed: int) -> None:
     world = World()
@@ -120,9 +135,11 @@ def test_the_evidence_read_is_what_the_index_holds_however_much_is_sealed(seed: 
     _fill(world, 30, seed + 10)  # past the coverage: from the index
     since, until = start + timedelta(minutes=37), world.clock.now() + timedelta(seconds=1)
     truth = sorted(e.id for e in world.log.events if is_evidence(e) and since <= e.time < until)
-    read = read_evidence(world.log, world.keys, "fleet", since, until)
+    counting = Counting(world.log)
+    read = read_evidence(counting, world.keys, "fleet", since, until)
     assert sorted(e.id for e in read.events) == truth
     assert read.sealed_hours > 20 and read.shortfalls == [] and read.deleted == []
+    assert counting.pages == 1  # the hours past the coverage only: the partial first hour is sealed too
     world.log.coverage.clear()  # without the mark: up to the newest aggregate, judged the same way
     assert sorted(e.id for e in read_evidence(world.log, world.keys, "fleet", since, until).events) == truth
 

@@ -12,9 +12,11 @@ report that uses it is incomplete there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from shared.domain.audit import AuditEvent, AuditQuery
 from shared.domain.audit.aggregates import (
@@ -74,51 +76,71 @@ def read_evidence(
     reader: AuditReader, keys: MacKeyRing, vault: str, since: datetime, until: datetime
 ) -> EvidenceRead:
     """The evidence of ``vault``'s records from ``since`` to before ``until``, and what is missing from it.
-    Without a coverage mark (deleted, or none written yet), the hours up to the newest sealed aggregate are
-    judged by the aggregates. Raises DependencyUnavailable."""
+    Every hour the window touches is read from its sealed evidence where the aggregates cover it (a partial
+    hour's rows filtered by time), the rest from the index. Without a coverage mark (deleted, or none
+    written yet), the hours up to the newest sealed aggregate are judged by the aggregates. The reads that
+    do not depend on each other are sent together. Raises DependencyUnavailable."""
     read = EvidenceRead()
     mark = authentic_coverage_mark(reader.read_coverage(vault), keys.get)
-    first = hour_of(since) + (HOUR if hour_of(since) < since else timedelta(0))
-    limit = min(hour_of(until), mark.up_to) if mark is not None else hour_of(until)
-    sealed: dict[datetime, Aggregate] = {}
-    unsealed: list[datetime] = []
-    if first < limit:
-        for hour, stored in reader.read_aggregates(vault, first - LOOKBEHIND, limit):
-            found = authentic_aggregate(stored, keys.get)
-            if found is not None and found[0] == hour:
-                sealed[hour] = found[1]
-            else:
-                unsealed.append(hour)
-    stop = limit if mark is not None else max((h + HOUR for h in sealed if h >= first), default=first)
-    if stop <= first:
-        read.events = _loose(reader, keys, vault, [(since, until)])
+    low = hour_of(since)
+    high = hour_of(until) + (HOUR if hour_of(until) < until else timedelta(0))
+    limit = min(high, mark.up_to) if mark is not None else high
+    if low >= limit:
+        read.events = _within(_loose(reader, keys, vault, [(since, until)]), since, until)
         return read
-    loose = [(since, first), (stop, until)]
-    broken = [hour for hour in unsealed if first <= hour < stop]
-    read.unsealed_hours = len(broken)
-    loose += [(hour, hour + HOUR) for hour in broken]
-    judged_to = mark if mark is not None and limit == mark.up_to else None  # the last hour against the mark
-    for gap in _deleted(vault, sealed, judged_to, unsealed):
-        if gap.before > first:
-            read.deleted.append(gap)
-            loose.append((max(gap.after + HOUR, first), min(gap.before, stop)))
-    parts = reader.read_evidence(vault, first, stop)
-    expected: dict[datetime, Counter[tuple[str, str]]] = {}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        stored = pool.submit(reader.read_aggregates, vault, low - LOOKBEHIND, limit)
+        parts = pool.submit(reader.read_evidence, vault, low, limit)
+        tail = pool.submit(_loose, reader, keys, vault, [(limit, until)] if mark is not None else [])
+        sealed, unsealed = _sealed(stored.result(), keys)
+        stop = limit if mark is not None else max((h + HOUR for h in sealed if h >= low), default=low)
+        found = tail.result()
+        loose = [] if mark is not None else [(stop, until)]
+        broken = [hour for hour in unsealed if low <= hour < stop]
+        read.unsealed_hours = len(broken)
+        loose += [(hour, hour + HOUR) for hour in broken]
+        judged_to = mark if mark is not None and limit == mark.up_to else None  # the last hour vs the mark
+        for gap in _deleted(vault, sealed, judged_to, unsealed):
+            if gap.before > low:
+                read.deleted.append(gap)
+                loose.append((max(gap.after + HOUR, low), min(gap.before, stop)))
+        expected: dict[datetime, Counter[tuple[str, str]]] = {}
+        by_hour = parts.result()
     for hour, part in sorted(sealed.items()):
         wanted = expected_counts(part)
-        if not first <= hour < stop or not wanted:
+        if not low <= hour < stop or not wanted:
             continue
-        events = authentic_evidence(vault, hour, parts.get(hour, []), wanted, keys.get)
+        events = authentic_evidence(vault, hour, by_hour.get(hour, []), wanted, keys.get)
         if events is None:
             expected[hour] = wanted
             loose.append((hour, hour + HOUR))
         else:
             read.events += events
             read.sealed_hours += 1
-    found_loose = _loose(reader, keys, vault, loose)
-    read.events += found_loose
-    read.shortfalls = _shortfalls(vault, expected, found_loose)
+    found += _loose(reader, keys, vault, loose)
+    read.shortfalls = _shortfalls(vault, expected, found)
+    read.events = _within(read.events + found, since, until)
     return read
+
+
+def _sealed(
+    stored: Iterable[tuple[datetime, Mapping[str, Any]]], keys: MacKeyRing
+) -> tuple[dict[datetime, Aggregate], list[datetime]]:
+    """The aggregates whose seal holds (for the hour their place names), and the hours of those that
+    fail it."""
+    sealed: dict[datetime, Aggregate] = {}
+    unsealed: list[datetime] = []
+    for hour, fields in stored:
+        found = authentic_aggregate(fields, keys.get)
+        if found is not None and found[0] == hour:
+            sealed[hour] = found[1]
+        else:
+            unsealed.append(hour)
+    return sealed, unsealed
+
+
+def _within(events: Iterable[AuditEvent], since: datetime, until: datetime) -> list[AuditEvent]:
+    return [e for e in events if since <= e.time < until]
 
 
 def _deleted(
