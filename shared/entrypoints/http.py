@@ -503,7 +503,6 @@ def _number(text: str) -> int | float:
     return int(value) if value == value.to_integral_value() and abs(value.adjusted()) < 100 else float(text)
 
 
-
 def _bad_request(err: ValidationError, *, where: str, unknown: str) -> BadRequest:
     """The first validation error, naming the parameter or (dotted) body field at fault."""
     first = err.errors()[0]
