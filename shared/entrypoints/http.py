@@ -148,11 +148,11 @@ def _incident_id(value: str) -> str:
 
 
 def _actor_id(value: str) -> str:
-    problem = (
-        refused_identity(value) if len(value) <= MAX_ACTOR_ID else f"more than {MAX_ACTOR_ID} characters"
-    )
-    if problem is not None:
-        raise BadRequest("actor_id", problem.replace("the caller id", "the actor id"))
+    if not 1 <= len(value) <= MAX_ACTOR_ID:
+        raise BadRequest("actor_id", f"1 to {MAX_ACTOR_ID} characters")
+    problem = refused_identity(value)
+    if problem is not None:  # every identity of the kind is refused where it would be recorded: nobody's
+        raise NotFound(f"no actor: {problem.replace('the caller id', 'the actor id')}")
     return value
 
 
@@ -190,8 +190,8 @@ ROUTE_PARAMETERS: dict[str, RouteParameter] = {
         _actor_id,
         f"^[^/]{{1,{MAX_ACTOR_ID}}}$",
         "An actor's id as the audit records name it (an Entra object id, an application's, or "
-        "`vault:<vault>` for the changes made to a vault outside the API), percent-encoded; an id with "
-        "an invisible or control character, or longer than 256 characters, is 400.",
+        "`vault:<vault>` for the changes made to a vault outside the API), percent-encoded; longer than "
+        "256 characters is 400; an id with an invisible or control character is nobody's (404).",
     ),
     "incident_id": RouteParameter(
         _incident_id,

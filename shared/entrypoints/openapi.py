@@ -190,6 +190,13 @@ def _parameters(endpoint: Endpoint, query: Mapping[str, Any] | None) -> list[dic
     return params
 
 
+#: What the Functions host (Kestrel) answers before the function runs, on every route.
+HOST_LIMITS = {
+    414: "URI Too Long: the request line is over the host's 8 KiB (the Functions host answers, no body).",
+    431: "Request Header Fields Too Large: over 32 KiB of headers or more than 100 of them (the host's).",
+}
+
+
 #: What ``?vault=`` means, by how an endpoint takes it (shared.entrypoints.http.VaultUse).
 VAULT_USES = {
     "one": "The vault of the secret, by its short name (`fleet` for fleet.vault.azure.net). Required when "
@@ -252,7 +259,9 @@ def _operation(
                 name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
             }
         responses[str(status)] = response
-    op["responses"] = responses
+    for status, text in HOST_LIMITS.items():  # the host's, before any function runs: no problem body
+        responses[str(status)] = {"description": text}
+    op["responses"] = dict(sorted(responses.items()))
     return op
 
 

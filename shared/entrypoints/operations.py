@@ -146,7 +146,7 @@ _DESCRIBED: dict[str, Endpoint] = {
     ),
     "audit_actor": Endpoint(
         "audit", "One actor's risk score now, its signals and the actor's newest records",
-        ok={200: ActorRisk},
+        ok={200: ActorRisk}, errors=(404,),
         description="The score sums the weights of the actor's signals over the window ending now "
         "(`RISK_WINDOW_HOURS`); a crossing of `RISK_THRESHOLD` is an `actor_risk` finding of the "
         "suspicious-activity scan. Read from the query index's actor and action partitions, never the "

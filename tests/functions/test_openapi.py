@@ -272,8 +272,10 @@ def test_path_parameters_are_the_routes(doc: dict[str, Any]) -> None:
 def test_every_protected_operation_documents_the_refusals_it_can_answer(doc: dict[str, Any]) -> None:
     for name, (_, _, op) in _operations(doc).items():
         endpoint = ENDPOINTS[name]
-        expected = {str(s) for s in set(endpoint.ok) | endpoint.problem_statuses()}
+        expected = {str(s) for s in set(endpoint.ok) | endpoint.problem_statuses() | set(openapi.HOST_LIMITS)}
         assert set(op["responses"]) == expected, name
+        for status in openapi.HOST_LIMITS:  # the host's answers: no body
+            assert "content" not in op["responses"][str(status)], (name, status)
         if not endpoint.anonymous:
             assert {"400", "401", "403", "500", "503"} <= set(op["responses"]), name
         if endpoint.body is not None:

@@ -27,6 +27,7 @@ from tests.integration.app_stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "5"))
 SEED = int(os.environ.get("CONTRACT_SEED", "1"))
 CHECKS = (
@@ -52,7 +53,8 @@ def _run(
     stack: Stack, name: str, roles: list[Role] | None, reports: Path
 ) -> subprocess.CompletedProcess[str]:
     argv = [
-        str(SCHEMATHESIS), "run", f"{stack.host.url}/api/openapi.json", "--checks", CHECKS,
+        str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{stack.host.url}/api/openapi.json",
+        "--checks", CHECKS,
         "--phases", "coverage,fuzzing", "--max-examples", str(EXAMPLES), "--seed", str(SEED),
         "--workers", "1", "--no-color", "--report", "junit", "--report-dir", str(reports / name),
         "--request-timeout", "30",
