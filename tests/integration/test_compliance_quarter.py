@@ -27,6 +27,7 @@ from shared.domain.revocation import Reason, Severity
 from shared.entrypoints.compliance_html import render
 from shared.services import audit, revocation
 from shared.services.compliance import compliance_report
+from shared.services.compliance.results import ComplianceReport
 from shared.services.revocation import NewRequest
 from shared.services.rotation import rotate
 from tests.fakes import FixedClock
@@ -97,6 +98,14 @@ def quarter(tmp_path: Path, kv_emulator: EmulatorProcess) -> Iterator[Quarter]:
         made.stop()
 
 
+def quarter_report(q: Quarter) -> ComplianceReport:
+    """The report of the quarter's 91 days, as of now."""
+    return compliance_report(
+        q.container.audit_peers, [q.scope.peers], start=q.start, end=q.start + timedelta(days=91),
+        stall_after=timedelta(hours=2),
+    )  # fmt: skip
+
+
 def test_the_report_of_a_quarter_is_what_was_done(quarter: Quarter) -> None:
     q, services = quarter, quarter.scope.revocations
     hour = 1 / 24  # rotations an hour after each becomes due (Key Vault stamps whole seconds)
@@ -140,10 +149,7 @@ def test_the_report_of_a_quarter_is_what_was_done(quarter: Quarter) -> None:
     audit.write_digest(q.container.audit_peers)
     audit.aggregate_hours(q.container.audit_peers)
     audit.verify_and_store(q.container.audit_peers)
-    report = compliance_report(
-        q.container.audit_peers, [q.scope.peers], start=q.start, end=q.start + timedelta(days=91),
-        stall_after=timedelta(hours=2),
-    )  # fmt: skip
+    report = quarter_report(q)
 
     secrets = {s.name: s for s in report.secrets if s.name.endswith(q.tag)}
     assert (secrets[steady].rotations, secrets[steady].late, secrets[steady].overdue_hours) == (3, [], None)
@@ -204,10 +210,7 @@ def test_the_report_of_a_quarter_is_what_was_done(quarter: Quarter) -> None:
     assert parts and report.integrity.sealed_hours > 10
     for part in parts:
         index.delete_entity(part["PartitionKey"], part["RowKey"])
-    again = compliance_report(
-        q.container.audit_peers, [q.scope.peers], start=q.start, end=q.start + timedelta(days=91),
-        stall_after=timedelta(hours=2),
-    )  # fmt: skip
+    again = quarter_report(q)
     same = {"integrity", "period"}
     assert again.model_dump(exclude=same) == report.model_dump(exclude=same)
     assert again.summary.integrity == "ok"
@@ -217,10 +220,7 @@ def test_the_report_of_a_quarter_is_what_was_done(quarter: Quarter) -> None:
     assert len(copies) == 4 * 3  # in the index of every record, by actor and by action
     for copy in copies:
         index.delete_entity(copy["PartitionKey"], copy["RowKey"])
-    lossy = compliance_report(
-        q.container.audit_peers, [q.scope.peers], start=q.start, end=q.start + timedelta(days=91),
-        stall_after=timedelta(hours=2),
-    )  # fmt: skip
+    lossy = quarter_report(q)
     [gap] = lossy.integrity.index_gaps
     assert (gap.action, gap.counted, gap.read, lossy.summary.integrity) == (
         "ACCESS_DENIED",

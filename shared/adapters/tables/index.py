@@ -368,20 +368,9 @@ class AuditIndex:
     ) -> dict[datetime, list[Mapping[str, Any]]]:
         """The stored evidence parts of the hours from ``since`` to before ``until``, by the hour their
         keys name, as stored."""
-        low, high = _evidence_partition(vault, until), _evidence_partition(vault, since)
-        query = "PartitionKey ge @low and PartitionKey le @high"
         found: dict[datetime, list[Mapping[str, Any]]] = {}
-        try:
-            entities = list(self._table.table.query_entities(query, parameters={"low": low, "high": high}))
-        except AzureError as err:
-            raise unavailable(err) from err
-        for entity in entities:
-            try:
-                hour = _hour_of_keys(str(entity["PartitionKey"]), str(entity["RowKey"])[:2])
-            except ValueError:
-                continue
-            if since <= hour < until:
-                found.setdefault(hour, []).append(_fields(entity))
+        for hour, fields in self._hourly(_evidence_partition, vault, since, until, parts=True):
+            found.setdefault(hour, []).append(fields)
         return found
 
     def read_aggregates(
@@ -389,17 +378,33 @@ class AuditIndex:
     ) -> list[tuple[datetime, Mapping[str, Any]]]:
         """The stored aggregates of the hours from ``since`` to before ``until`` (each with the hour its
         keys name), as stored."""
-        low = _aggregate_partition(vault, until)
-        high = _aggregate_partition(vault, since)
+        return self._hourly(_aggregate_partition, vault, since, until, parts=False)
+
+    def _hourly(
+        self,
+        partition: Callable[[str, datetime], str],
+        vault: str,
+        since: datetime,
+        until: datetime,
+        *,
+        parts: bool,
+    ) -> list[tuple[datetime, Mapping[str, Any]]]:
+        """The rows of the hours from ``since`` to before ``until`` in ``vault``'s day partitions, each
+        with its hour: an aggregate's row key is its hour's, an evidence part's (``parts``) begins with it.
+        A row keyed otherwise is no such row: left out."""
         query = "PartitionKey ge @low and PartitionKey le @high"
-        found: list[tuple[datetime, Mapping[str, Any]]] = []
+        params = {"low": partition(vault, until), "high": partition(vault, since)}
         try:
-            entities = list(self._table.table.query_entities(query, parameters={"low": low, "high": high}))
+            entities = list(self._table.table.query_entities(query, parameters=params))
         except AzureError as err:
             raise unavailable(err) from err
+        found: list[tuple[datetime, Mapping[str, Any]]] = []
         for entity in entities:
             try:
-                hour = _hour_of_keys(str(entity["PartitionKey"]), str(entity["RowKey"]))
+                row = str(entity["RowKey"])
+                if parts and not (len(row) >= 6 and row[2:].isascii() and row[2:].isdigit()):
+                    continue
+                hour = _hour_of_keys(str(entity["PartitionKey"]), row[:2] if parts else row)
             except ValueError:
                 continue
             if since <= hour < until:
