@@ -188,11 +188,18 @@ def _script() -> str:
 def test_the_console_script_follows_the_trail_until_interrupted(stack: Stack) -> None:
     cli = Cli(stack)
     name, _ = _managed_secret(stack.vault(), f"CLI-CANARY-{uuid.uuid4().hex}")
-    follow = subprocess.Popen(
-        [_script(), "--url", stack.host.url, "audit", "tail", "--follow", "--json", "--interval", "0.5",
-         "--secret", name],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
-    )  # fmt: skip
+    # SIGINT as a terminal's Ctrl-C finds it: a runner that started this suite in the background (no job
+    # control) passes it on ignored, and an ignored signal stays ignored across exec (a handled one is
+    # reset to the default, for which Python installs its handler).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        follow = subprocess.Popen(
+            [_script(), "--url", stack.host.url, "audit", "tail", "--follow", "--json", "--interval", "0.5",
+             "--secret", name],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ},
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(follow.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
