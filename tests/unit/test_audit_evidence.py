@@ -197,3 +197,16 @@ def test_an_event_rebuilt_from_sealed_evidence_has_every_field_and_refuses_what_
         AuditEvent.rebuilt(action=Action.REVOKED, time=HOUR0)
     with pytest.raises(ValueError, match="timezone"):
         AuditEvent.rebuilt(action=Action.REVOKED, vault="fleet", time=HOUR0.replace(tzinfo=None))
+
+
+def test_parts_left_over_from_a_longer_writing_of_the_hour_do_not_hide_the_current_one() -> None:
+    """A run that died after writing an hour's parts, and a later run that wrote the hour with fewer parts
+    (the index repaired meanwhile), leave the older run's higher-numbered parts in place."""
+    more = [denial(n, "x" * 3000) for n in range(40)]
+    fewer = more[:25]
+    old, new = sealed(more), sealed(fewer)
+    assert len(old) > len(new) > 1
+    stored = [*new, *old[len(new) :]]  # the new run overwrote the places it wrote
+    found = authentic_evidence("fleet", HOUR0, stored, evidence_counts(fewer), KEYS.get)
+    assert found is not None and [e.id for e in found] == [e.id for e in fewer]
+    assert authentic_evidence("fleet", HOUR0, stored, evidence_counts(more), KEYS.get) is None

@@ -163,6 +163,22 @@ def authentic_aggregate(
         return None
 
 
+def sealed_hours(
+    stored: Iterable[tuple[datetime, Mapping[str, Any]]], keys: Callable[[str], bytes | None]
+) -> tuple[dict[datetime, Aggregate], list[datetime]]:
+    """Stored aggregates (each with the hour its place names) split: those whose seal holds for that hour,
+    and the hours of those that fail it."""
+    sealed: dict[datetime, Aggregate] = {}
+    unsealed: list[datetime] = []
+    for hour, fields in stored:
+        found = authentic_aggregate(fields, keys)
+        if found is not None and found[0] == hour:
+            sealed[hour] = found[1]
+        else:
+            unsealed.append(hour)
+    return sealed, unsealed
+
+
 def coverage_fields(up_to: datetime, records: int | None = None) -> dict[str, Any]:
     """The coverage mark: every hour before ``up_to`` that has records has its aggregate, and they count
     ``records`` (the last hour's ``before`` plus its total)."""

@@ -12,20 +12,19 @@ report that uses it is incomplete there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from shared.domain.audit import AuditEvent, AuditQuery
 from shared.domain.audit.aggregates import (
     HOUR,
     Aggregate,
     Coverage,
-    authentic_aggregate,
     authentic_coverage_mark,
     hour_of,
+    sealed_hours,
 )
 from shared.domain.audit.evidence import authentic_evidence, evidence_counts, expected_counts, is_evidence
 from shared.ports import AuditReader, MacKeyRing
@@ -92,7 +91,7 @@ def read_evidence(
         stored = pool.submit(reader.read_aggregates, vault, low - LOOKBEHIND, limit)
         parts = pool.submit(reader.read_evidence, vault, low, limit)
         tail = pool.submit(_loose, reader, keys, vault, [(limit, until)] if mark is not None else [])
-        sealed, unsealed = _sealed(stored.result(), keys)
+        sealed, unsealed = sealed_hours(stored.result(), keys.get)
         stop = limit if mark is not None else max((h + HOUR for h in sealed if h >= low), default=low)
         found = tail.result()
         loose = [] if mark is not None else [(stop, until)]
@@ -121,22 +120,6 @@ def read_evidence(
     read.shortfalls = _shortfalls(vault, expected, found)
     read.events = _within(read.events + found, since, until)
     return read
-
-
-def _sealed(
-    stored: Iterable[tuple[datetime, Mapping[str, Any]]], keys: MacKeyRing
-) -> tuple[dict[datetime, Aggregate], list[datetime]]:
-    """The aggregates whose seal holds (for the hour their place names), and the hours of those that
-    fail it."""
-    sealed: dict[datetime, Aggregate] = {}
-    unsealed: list[datetime] = []
-    for hour, fields in stored:
-        found = authentic_aggregate(fields, keys.get)
-        if found is not None and found[0] == hour:
-            sealed[hour] = found[1]
-        else:
-            unsealed.append(hour)
-    return sealed, unsealed
 
 
 def _within(events: Iterable[AuditEvent], since: datetime, until: datetime) -> list[AuditEvent]:

@@ -19,13 +19,13 @@ from shared.domain.audit.aggregates import (
     Aggregate,
     aggregate,
     aggregate_fields,
-    authentic_aggregate,
     authentic_coverage,
     authentic_coverage_mark,
     combine,
     coverage_fields,
     hour_of,
     seal_fields,
+    sealed_hours,
 )
 from shared.domain.audit.evidence import evidence_parts
 from shared.domain.state import FUNCTION_TIMEOUT
@@ -98,15 +98,9 @@ def _whole_trail(peers: AuditPeers, since: datetime) -> Aggregate:
     first = hour_of(since) + HOUR  # the first whole hour of the window
     if covered is None or covered <= first:
         return aggregate(_events(peers, since, None))
-    sealed: dict[datetime, Aggregate] = {}
-    unsealed: list[datetime] = []
-    for hour, stored in peers.reader.read_aggregates(vault, first, covered):
-        found = authentic_aggregate(stored, keys.get)
-        if found is not None and found[0] == hour:
-            sealed[hour] = found[1]
-        else:  # counted from its records instead; the next aggregation run seals it again
-            logger.warning("audit aggregate of %s fails its seal: its hour is read from the index", hour)
-            unsealed.append(hour)
+    sealed, unsealed = sealed_hours(peers.reader.read_aggregates(vault, first, covered), keys.get)
+    for hour in unsealed:  # counted from its records instead
+        logger.warning("audit aggregate of %s fails its seal: its hour is read from the index", hour)
     loose = _events(peers, since, first) + _events(peers, covered, None)
     for hour in unsealed:
         loose += _events(peers, hour, hour + HOUR)
