@@ -38,8 +38,14 @@ MAX_PAGE_SIZE = 25
 class InvalidSecret(DomainError, ValueError):
     """A name, value or tag set outside Key Vault's limits (the vault answers 400 ``BadParameter``).
 
-    The caller's input (or a generated value) is wrong: retrying cannot help.
+    The caller's input (or a generated value) is wrong: retrying cannot help. ``parameter`` names the
+    request's parameter or field at fault (a 400 names it): the secret itself (``name``: its name, or the
+    tags it already carries) unless the raiser knows a narrower one.
     """
+
+    def __init__(self, message: str, *, parameter: str = "name") -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 @dataclass(frozen=True, kw_only=True)

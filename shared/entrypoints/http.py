@@ -541,7 +541,7 @@ def respond(handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
     except NotPermitted as err:
         return problem(403, "Forbidden", str(err))
     except InvalidSecret as err:  # a name, value or tag outside Key Vault's rules
-        return problem(400, "Bad Request", str(err))
+        return problem(400, "Bad Request", str(err), parameter=err.parameter)
     except NotFound as err:
         return problem(404, "Not Found", str(err))
     except StateTampered as err:

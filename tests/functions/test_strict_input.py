@@ -155,3 +155,16 @@ def test_a_bad_secret_name_in_a_route_names_the_parameter(
     body = {} if method == "POST" else None
     status, problem = call(functions, function, method=method, route={"name": "bad_name"}, body=body)
     assert (status, problem["parameter"]) == (400, "name"), problem
+
+
+def test_a_secret_without_room_for_a_policy_names_the_secret(
+    functions: dict[str, Any], fake: FakeContainer
+) -> None:
+    """Key Vault's tag limit reached by a policy is the secret's own tags' doing: a 400 naming ``name``."""
+    own = {f"team-{n}": "dispatch" for n in range(14)}
+    fake.secret_store.set_value("crowded", "v", content_type="text/plain", tags=own)
+    body = {"kind": "api-key", "rotation_interval_days": 30}
+    status, problem = call(functions, "secrets_policy", method="PUT", route={"name": "crowded"}, body=body)
+    assert (status, problem["parameter"]) == (400, "name"), problem
+    assert "14 tags of its own" in problem["detail"]
+    assert fake.secret_store.get_properties("crowded").tags == own  # nothing applied

@@ -33,7 +33,7 @@ from shared.domain.policy import (
     RotationPolicy,
     Rotator,
 )
-from shared.domain.secrets import SecretVersion, validate_name, validate_tags
+from shared.domain.secrets import MAX_TAGS, InvalidSecret, SecretVersion, validate_name, validate_tags
 from shared.domain.targets import SIGNING_KEY_TAG, TargetSecret, is_reserved
 from shared.ports import SecretStore, TargetRotator
 from shared.services.audit import AuditTrail, AuditUnavailable
@@ -271,7 +271,13 @@ def apply_policy(
         kind = current.tags.get(KIND_TAG)
     policy = build_policy(replace(fields, kind=kind), name=name, reserved=reserved)
     kept = {k: v for k, v in current.tags.items() if k not in POLICY_TAGS and k != SIGNING_KEY_TAG}
-    tags = kept | _target_tags(name, policy, rotators) | policy.to_tags()
+    added = _target_tags(name, policy, rotators) | policy.to_tags()
+    tags = kept | added
+    if len(tags) > MAX_TAGS:  # the secret's own tags leave no room: the fault is the secret's, not a field's
+        raise InvalidSecret(
+            f"secret {name} carries {len(kept)} tags of its own and this policy needs {len(added)}: "
+            f"a version has at most {MAX_TAGS} tags"
+        )
     validate_tags(tags)
     progress, etag = acquire(peers, name, stored, UPDATING_POLICY, from_version=current.version)
     previous = {k: v for k, v in current.tags.items() if k in POLICY_TAGS}

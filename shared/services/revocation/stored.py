@@ -61,7 +61,7 @@ class InvalidRequest(InvalidSecret):
     """A request naming something that is not there (a version of another secret): 400 naming the field."""
 
     def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"{field_name}: {problem}")
+        super().__init__(f"{field_name}: {problem}", parameter=field_name)
         self.field = field_name
 
 
