@@ -7,10 +7,11 @@ with ``HostProcess.start()``. ``devtools.host.ncrontab.parse`` validates timer s
 Modules: ``cli`` (command line, startup), ``server`` (HTTP triggers, admin API, Event Grid webhook),
 ``routes`` (route templates), ``triggers`` (timers, queue pollers, trigger payloads), ``functions``
 (indexing and invoking the app's functions), ``settings`` (local.settings.json, host.json), ``ncrontab``,
-``schedule_monitor`` (timers' missed occurrences, with ``--state-dir``), ``process`` (HostProcess).
+``schedule_monitor`` (timers' missed occurrences, with ``--state-dir``), ``process``
+(HostProcess; HostFleet: several instances of one app on the same peers).
 Development use only: loopback addresses only, function keys are not enforced.
 """
 
-from devtools.host.process import HostProcess
+from devtools.host.process import HostFleet, HostProcess
 
-__all__ = ["HostProcess"]
+__all__ = ["HostFleet", "HostProcess"]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devtools.processes import ChildProcess, StoppableProcess, start
 
-__all__ = ["REPO_ROOT", "HostProcess"]
+__all__ = ["REPO_ROOT", "HostFleet", "HostProcess"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,3 +89,60 @@ class HostProcess(StoppableProcess):
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
         return self._child.stop(timeout)
+
+    def kill(self) -> int:
+        """SIGKILL at once (a crashed or recycled instance); returns the exit code."""
+        return self._child.kill()
+
+
+class HostFleet(StoppableProcess):
+    """``instances`` dev hosts serving one app on the same peers, as the Functions host scales an app out:
+    every instance runs every trigger (its own queue listeners, timers and HTTP port) against one storage
+    account and one vault. ``kill`` and ``restart`` crash an instance and bring it back on its port."""
+
+    def __init__(self, hosts: list[HostProcess], start_one: Callable[[int, int], HostProcess]) -> None:
+        self.hosts = hosts
+        self._start_one = start_one
+        self._dead_output: list[str] = []
+
+    @classmethod
+    def start(
+        cls, instances: int, *, env: Mapping[str, str], settings: Path | str, timeout: float = 60.0
+    ) -> HostFleet:
+        """Start ``instances`` hosts at once (each on a free port, with ``env`` and the same ``settings``
+        file) and wait until all are ready. Raises RuntimeError when one cannot start (the others stopped)."""
+
+        def start_one(_: int, port: int) -> HostProcess:
+            return HostProcess.start(env=env, settings=settings, port=port, timeout=timeout)
+
+        with ThreadPoolExecutor(max_workers=instances) as pool:
+            futures = [pool.submit(start_one, i, 0) for i in range(instances)]
+        hosts = [f.result() for f in futures if f.exception() is None]
+        if len(hosts) < instances:
+            for host in hosts:
+                host.stop()
+            failed = next(f.exception() for f in futures if f.exception() is not None)
+            raise RuntimeError(f"a dev host of {instances} could not start: {failed}")
+        return cls(hosts, start_one)
+
+    @property
+    def urls(self) -> list[str]:
+        return [host.url for host in self.hosts]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL instance ``index`` (its output is kept for ``output``)."""
+        self.hosts[index].kill()
+        self._dead_output.append(self.hosts[index].output())
+
+    def restart(self, index: int) -> None:
+        """Start instance ``index`` again on its port (after ``kill``)."""
+        self.hosts[index] = self._start_one(index, self.hosts[index].port)
+
+    def output(self) -> str:
+        """What every instance printed, killed ones included."""
+        return "\n".join([*self._dead_output, *(host.output() for host in self.hosts)])
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """Stop every instance; returns the first non-zero exit code (0 when all stopped cleanly)."""
+        codes = [host.stop(timeout) for host in self.hosts]
+        return next((code for code in codes if code), 0)
