@@ -172,6 +172,14 @@ class Progress:
             or rotation_id in self.joined_done_list()
         )
 
+    def made_by(self, version: str) -> str | None:
+        """The id of the latest write that made ``version``, as the row remembers it (None: not among its
+        latest writes). ``rotation_id`` names the latest write of any kind — a policy change or a
+        revocation takes the lease with an id of its own and makes no version."""
+        return next(
+            (m.split(":", 1)[0] for m in reversed(self.made_list()) if m.endswith(f":{version}")), None
+        )
+
     def closed(self, new_version: str) -> None:
         """The write in flight made ``new_version``: the row goes idle and remembers it among its latest
         writes (a rotation's close also calls ``done_with_joined``: its outcome named the joined ids)."""

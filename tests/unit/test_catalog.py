@@ -422,6 +422,15 @@ def test_status_after_a_rotation_shows_it_and_the_retirement(world: World) -> No
     assert status["retirements"] == [{"version": old, "after": "2026-11-30T10:00:00.000000Z"}]
 
 
+def test_status_names_the_rotation_that_made_the_version_after_a_write_that_made_none(world: World) -> None:
+    seed(world, "alpha", age_days=40)
+    world.rotate_requested(_queued(world, "alpha"))
+    new = world.store.get_properties("alpha")
+    apply(world, "alpha", fields(kind=None, owner="fleet-ops"))  # takes the lease, writes no version
+    last_write = world.secret_status("alpha")["last_rotation"]["last_write"]
+    assert last_write == {"rotation_id": new.tags[ROTATION_ID_TAG], "new_version": new.version}
+
+
 def _queued(world: World, name: str) -> Any:
     ask_rotation(world, name)
     return world.requests.sent[-1]

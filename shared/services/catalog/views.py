@@ -259,7 +259,8 @@ def _last_rotation(peers: Peers, name: str, progress: Progress | None) -> LastRo
         )
     last_write = None
     if progress is not None and progress.step == IDLE and progress.new_version:
-        last_write = LastWrite(rotation_id=progress.rotation_id, new_version=progress.new_version)
+        made_by = progress.made_by(progress.new_version)
+        last_write = LastWrite(rotation_id=made_by, new_version=progress.new_version)
     return LastRotation(recorded=rotated, last_write=last_write)
 
 
