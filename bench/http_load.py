@@ -246,17 +246,17 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace) -> int:
     print("settling: waiting for the rotation queue to be empty ...", file=sys.stderr, flush=True)
     try:
         wait_for(lambda: rotation_requests_left(service) == 0, "the rotation queue to be empty", args.settle)
-        if errors := service.caller.server_errors():
-            raise Broken(f"server errors: {errors}")
-        redelivered = check_rotations(
-            service, ledger.rotations, redeliveries=bool(args.kill_every), timeout=args.settle
-        )
+        redelivered = check_rotations(service, ledger.rotations, timeout=args.settle)
         check_onboarded(service, ledger)
         executing = check_decisions(service, ledger)
         check_current_values(service, ledger.secrets)
         check_no_values(service, ledger.secrets)
         check_trail(service)
+        if errors := service.caller.server_errors():
+            raise Broken(f"server errors: {errors}")
     except Broken as err:
+        logged = [line for line in service.fleet.output().splitlines() if "ERROR" in line or "Error" in line]
+        print("\n".join(["the hosts' error lines (last 40):", *logged[-40:]]), file=sys.stderr)
         print(f"INVARIANT BROKEN: {err}", file=sys.stderr)
         return 1
     told = sum(sum(c.values()) for c in ledger.decisions.values())
