@@ -6,14 +6,16 @@ of the caller identity checks; endpoints that must be anonymous (health, openapi
 
 import azure.functions as func
 
-from shared.entrypoints.audit import bp as audit_bp
-from shared.entrypoints.compliance import bp as compliance_bp
-from shared.entrypoints.expiry import bp as expiry_bp
-from shared.entrypoints.health import bp as health_bp
-from shared.entrypoints.openapi import bp as openapi_bp
-from shared.entrypoints.revocations import bp as revocations_bp
-from shared.entrypoints.rotation import bp as rotation_bp
-from shared.entrypoints.secrets import bp as secrets_bp
+from shared.entrypoints.index import (
+    audit_bp,
+    compliance_bp,
+    expiry_bp,
+    health_bp,
+    openapi_bp,
+    revocations_bp,
+    rotation_bp,
+    secrets_bp,
+)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health_bp)

@@ -24,7 +24,6 @@ from pydantic import (
 from shared.adapters import telemetry
 from shared.bootstrap import get_container
 from shared.domain.audit import Action, AuditQuery
-from shared.domain.identity import Role
 from shared.domain.state import FUNCTION_TIMEOUT
 from shared.entrypoints.http import (
     VAULT_PARAMETER,
@@ -32,7 +31,6 @@ from shared.entrypoints.http import (
     Call,
     SecretName,
     correlation_id,
-    endpoint,
     json_response,
     sole_vault,
 )
@@ -43,7 +41,6 @@ from shared.services.suspicious import scan
 logger = logging.getLogger(__name__)
 #: How long the retention export goes on starting chains: the function timeout, less a margin.
 RETENTION_BUDGET = FUNCTION_TIMEOUT * 0.8
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 
 def _moment(value: Any) -> Any:
@@ -154,7 +151,6 @@ class ReviewBody(BaseModel):
     note: str | None = Field(None, max_length=500)
 
 
-@endpoint(bp, "audit_query", "audit", "GET", roles=Role.AUDIT_READ, accepts=QueryParams, vault="any")
 def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
     c = call.container
     query = call.input.query(_vault_of_secret(call, call.input.secret_name))
@@ -165,9 +161,6 @@ def audit_query(call: Call[QueryParams]) -> func.HttpResponse:
     return json_response(page.to_json())
 
 
-@endpoint(
-    bp, "audit_summary", "audit/summary", "GET", roles=Role.AUDIT_READ, accepts=SummaryParams, vault="any"
-)
 def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
     params = call.input
     vault = _vault_of_secret(call, params.secret_name)
@@ -178,7 +171,6 @@ def audit_summary(call: Call[SummaryParams]) -> func.HttpResponse:
     return json_response(summary.to_json())
 
 
-@endpoint(bp, "audit_verify", "audit/verify", "GET", roles=Role.AUDIT_READ, accepts=VerifyParams, vault="any")
 def audit_verify(call: Call[VerifyParams]) -> func.HttpResponse:
     peers, params = call.container.audit_peers, call.input
     if call.vault is not None and params.secret_name is None:
@@ -199,7 +191,6 @@ class ActorParams(BaseModel):
     limit: int = Field(RECENT_RECORDS, ge=1, le=100)
 
 
-@endpoint(bp, "audit_actor", "audit/actors/{actor_id}", "GET", roles=Role.AUDIT_READ, accepts=ActorParams)
 def audit_actor(call: Call[ActorParams]) -> func.HttpResponse:
     settings = call.container.settings
     view = actor_risk(
@@ -218,10 +209,6 @@ def _vault_of_secret(call: Call[Any], secret_name: str | None) -> str | None:
     return sole_vault(call.container)
 
 
-@endpoint(
-    bp, "audit_review_finding", "audit/findings/{finding_id}/review", "POST", roles=Role.AUDIT_REVIEW,
-    accepts=ReviewBody,
-)  # fmt: skip
 def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
     c = call.container
     result = service.review_finding(
@@ -231,9 +218,6 @@ def audit_review_finding(call: Call[ReviewBody]) -> func.HttpResponse:
     return json_response(result.to_json())
 
 
-@endpoint(
-    bp, "audit_incident_open", "audit/incidents", "POST", roles=Role.AUDIT_INCIDENT, accepts=IncidentBody
-)
 def audit_incident_open(call: Call[IncidentBody]) -> func.HttpResponse:
     body = call.input
     opened = service.open_incident(
@@ -243,10 +227,6 @@ def audit_incident_open(call: Call[IncidentBody]) -> func.HttpResponse:
     return json_response(opened.to_json(), 201)
 
 
-@endpoint(
-    bp, "audit_incident_acknowledge", "audit/incidents/{incident_id}/acknowledge", "POST",
-    roles=Role.AUDIT_INCIDENT, accepts=AcknowledgeBody,
-)  # fmt: skip
 def audit_incident_acknowledge(call: Call[AcknowledgeBody]) -> func.HttpResponse:
     done = service.acknowledge_incident(
         call.container.audit_peers, call.route["incident_id"], actor=call.actor,
@@ -255,8 +235,6 @@ def audit_incident_acknowledge(call: Call[AcknowledgeBody]) -> func.HttpResponse
     return json_response(done.to_json())
 
 
-@bp.function_name("audit_digest")
-@bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *")
 def audit_digest(timer: func.TimerRequest) -> None:
     with telemetry.invocation("audit_digest", "timer", None):
         _audit_digest(timer)
@@ -277,8 +255,6 @@ def _audit_digest(timer: func.TimerRequest) -> None:
         )
 
 
-@bp.function_name("audit_verify_daily")
-@bp.timer_trigger(arg_name="timer", schedule="0 30 3 * * *")
 def audit_verify_daily(timer: func.TimerRequest) -> None:
     with telemetry.invocation("audit_verify_daily", "timer", None):
         _audit_verify_daily(timer)
@@ -295,8 +271,6 @@ def _audit_verify_daily(timer: func.TimerRequest) -> None:
         raise RuntimeError(f"audit verify: {len(report.breaks)} break(s), e.g. {report.breaks[0].kind}")
 
 
-@bp.function_name("audit_retention")
-@bp.timer_trigger(arg_name="timer", schedule="0 15 4 * * *")
 def audit_retention(timer: func.TimerRequest) -> None:
     with telemetry.invocation("audit_retention", "timer", None):
         _audit_retention(timer)
@@ -323,8 +297,6 @@ def _audit_retention(timer: func.TimerRequest) -> None:
         )
 
 
-@bp.function_name("suspicious_activity_scan")
-@bp.timer_trigger(arg_name="timer", schedule="0 */15 * * * *")
 def suspicious_activity_scan(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation("suspicious_activity_scan", "timer", correlation_id(context), context):
         _suspicious_activity_scan(timer, context)

@@ -14,13 +14,10 @@ from typing import Any
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.identity import Role
 from shared.entrypoints.audit import Moment
 from shared.entrypoints.compliance_html import render
-from shared.entrypoints.http import BadRequest, Call, endpoint, json_response
+from shared.entrypoints.http import BadRequest, Call, json_response
 from shared.services.compliance import MAX_PERIOD, compliance_report
-
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 DEFAULT_PERIOD = timedelta(days=90)
 HTML = "text/html"
@@ -40,15 +37,6 @@ class ReportParams(BaseModel):
     end: Moment | None = Field(None, alias="to")
 
 
-@endpoint(
-    bp,
-    "compliance_report",
-    "compliance/report",
-    "GET",
-    roles=Role.AUDIT_READ,
-    accepts=ReportParams,
-    vault="any",
-)
 def compliance_report_http(call: Call[ReportParams]) -> func.HttpResponse:
     c, params = call.container, call.input
     now = c.audit_peers.clock.now()

@@ -24,11 +24,8 @@ from shared.services.key_vault_events import handle_event
 from shared.services.vaults import UnknownVault, failures, for_each
 
 logger = logging.getLogger(__name__)
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 
-@bp.function_name("expiry_check")
-@bp.timer_trigger(arg_name="timer", schedule="%EXPIRY_CHECK_SCHEDULE%")
 def expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation("expiry_check", "timer", correlation_id(context), context):
         _expiry_check(timer, context)
@@ -52,8 +49,6 @@ def _expiry_check(timer: func.TimerRequest, context: func.Context) -> None:
         raise RuntimeError("expiry check: " + "; ".join(failed))
 
 
-@bp.function_name("key_vault_events")
-@bp.event_grid_trigger(arg_name="event")
 def key_vault_events(event: func.EventGridEvent) -> None:
     with telemetry.invocation("key_vault_events", "eventgrid", event.id[:128]):
         _key_vault_events(event)

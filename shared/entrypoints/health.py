@@ -6,13 +6,10 @@ import azure.functions as func
 
 from shared.bootstrap import get_container
 from shared.config import ConfigurationError
-from shared.entrypoints.http import anonymous, json_response, problem
+from shared.entrypoints.http import json_response, problem
 from shared.services.health import check_health
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
-
-@anonymous(bp, "health", "health")
 def health() -> func.HttpResponse:
     container = get_container()
     try:

@@ -1,6 +1,7 @@
-"""What every HTTP trigger shares: ``endpoint`` registers one (the role check, the route parameters, the
-query or body model, the error mapping), so a handler is the few lines that differ; JSON and RFC 9457
-problem+json responses."""
+"""What every HTTP trigger shares: ``serve`` runs one call as its registration says (the role check, the
+route parameters, the query or body model, the error mapping), so a handler is the few lines that differ;
+JSON and RFC 9457 problem+json responses. The app's functions are registered in ``index.py`` (through
+``routes``); ``endpoint`` and ``anonymous`` register a handler at hand."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -38,6 +39,7 @@ from shared.domain.state import StateTampered
 from shared.domain.targets import TargetRefused
 from shared.entrypoints.answers import Problem
 from shared.entrypoints.auth import AccessDenied, actor_of, authorize, route_of
+from shared.entrypoints.routes import Route, VaultUse, check, register, register_anonymous
 from shared.services.vaults import UnknownVault
 
 logger = logging.getLogger(__name__)
@@ -68,9 +70,6 @@ class EmptyBody(BaseModel):
 #: The query parameter that names the vault of a call's secret (``?vault=fleet-eu``), on the endpoints that
 #: take one, whatever their method: with several vaults (KEY_VAULT_URLS) one name may be in two of them.
 VAULT_PARAMETER = "vault"
-#: How an endpoint takes ``vault``: ``one``, it is about one vault's secret (the designated vault when the
-#: service manages one vault; required when it manages several); ``any``, it filters (absent: every vault).
-VaultUse = Literal["one", "any"]
 
 
 @dataclass(frozen=True)
@@ -107,24 +106,8 @@ class Call(Generic[M]):
         return [self.scope] if self.vault is not None else list(self.container.vaults.values())
 
 
-@dataclass(frozen=True)
-class Route:
-    """An HTTP function as registered: its name, ``METHOD /api/<route>``, the roles that may call it
-    (any one of them; none: anonymous), and what it accepts (None: it reads nothing from the request)."""
-
-    name: str
-    route: str
-    method: str
-    roles: tuple[Role, ...]
-    accepts: type[BaseModel] | None
-    vault: VaultUse | None = None
-
-
 #: The longest actor id a route takes (an id in a record is at most this long too).
 MAX_ACTOR_ID = 256
-
-#: Every HTTP function registered through ``endpoint``, by function name.
-ROUTES: dict[str, Route] = {}
 
 
 def _secret_name(value: str) -> str:
@@ -211,55 +194,52 @@ def endpoint(  # noqa: PLR0913 - the registration's terms, each named at every u
     accepts: type[M],
     vault: VaultUse | None = None,
 ) -> Callable[[Callable[[Call[M]], func.HttpResponse]], Any]:
-    """Register the HTTP function ``name`` for ``METHOD /api/<route>``, run as the decorated handler with
-    the call checked in this order: the caller holds one of ``roles`` (401/403, audited), each route
-    parameter is valid, the vault (``vault``: how the endpoint takes ``?vault=``; None: it does not) is
-    one the service manages, and the query parameters of a GET (or the JSON body of any other method, with
-    no other query parameter) are ``accepts`` (400 naming the parameter or field). Every error is mapped
-    by ``respond``."""
+    """Register the HTTP function ``name`` for ``METHOD /api/<route>``, run as the decorated handler by
+    ``serve``; the app's own functions are declared in ``index.py`` (``routes.Area``), their handlers
+    imported on the first call. Raises ValueError as ``routes.register`` does."""
     allowed = (roles,) if isinstance(roles, Role) else tuple(roles)
-    if not allowed:
-        raise ValueError(f"{name}: a protected endpoint names the roles that may call it (see anonymous)")
-    parameters = re.findall(r"{(\w+)}", route)
-    unknown = set(parameters) - ROUTE_PARAMETERS.keys()
-    if unknown:
-        raise ValueError(f"route {route}: no validation for {sorted(unknown)}")
+    check(name, route, allowed)
 
-    def register(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
-        def function(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
-            with telemetry.invocation(name, "http", correlation_id(context), context) as span:
-                answer = respond(
-                    lambda: _handle(handler, _call(req, context, allowed, parameters, accepts, vault))
-                )
-                telemetry.answered(span, answer.status_code)
-                return answer
+    def register_handler(handler: Callable[[Call[M]], func.HttpResponse]) -> Any:
+        return register(bp, Route(name, route, method, allowed, lambda: accepts, lambda: handler, vault))
 
-        function.__name__ = function.__qualname__ = name
-        function.__doc__ = handler.__doc__
-        ROUTES[name] = Route(name, route, method, allowed, accepts, vault)
-        return bp.function_name(name)(bp.route(route=route, methods=[method])(function))
-
-    return register
+    return register_handler
 
 
 def anonymous(bp: func.Blueprint, name: str, route: str) -> Callable[[Callable[[], func.HttpResponse]], Any]:
-    """Register the anonymous ``GET /api/<route>`` (no function key, no caller identity): a handler that
-    reads nothing from the request (its query parameters are ignored)."""
+    """Register the anonymous ``GET /api/<route>`` (no function key, no caller identity), run as the
+    decorated handler by ``serve_anonymous``."""
 
-    def register(handler: Callable[[], func.HttpResponse]) -> Any:
-        def function(req: func.HttpRequest) -> func.HttpResponse:
-            with telemetry.invocation(name, "http", None) as span:
-                answer = handler()
-                telemetry.answered(span, answer.status_code)
-                return answer
+    def register_handler(handler: Callable[[], func.HttpResponse]) -> Any:
+        return register_anonymous(bp, name, route, lambda: handler)
 
-        function.__name__ = function.__qualname__ = name
-        function.__doc__ = handler.__doc__
-        ROUTES[name] = Route(name, route, "GET", (), None)
-        route_ = bp.route(route=route, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-        return bp.function_name(name)(route_(function))
+    return register_handler
 
-    return register
+
+def serve(
+    route: Route, handler: Callable[[Call[Any]], func.HttpResponse], req: func.HttpRequest, context: Any
+) -> func.HttpResponse:
+    """One call of a protected HTTP function, checked in this order: the caller holds one of the route's
+    roles (401/403, audited), each route parameter is valid, the vault (``route.vault``: how the endpoint
+    takes ``?vault=``; None: it does not) is one the service manages, and the query parameters of a GET
+    (or the JSON body of any other method, with no other query parameter) are ``route.accepts`` (400
+    naming the parameter or field); then ``handler``. Every error is mapped by ``respond``."""
+    with telemetry.invocation(route.name, "http", correlation_id(context), context) as span:
+        accepts = route.accepts
+        assert accepts is not None, route.name  # routes.register: a protected route accepts a model
+        answer = respond(
+            lambda: _handle(handler, _call(req, context, route.roles, route.parameters, accepts, route.vault))
+        )
+        telemetry.answered(span, answer.status_code)
+        return answer
+
+
+def serve_anonymous(route: Route, handler: Callable[[], func.HttpResponse]) -> func.HttpResponse:
+    """One call of an anonymous HTTP function."""
+    with telemetry.invocation(route.name, "http", None) as span:
+        answer = handler()
+        telemetry.answered(span, answer.status_code)
+        return answer
 
 
 def _call(

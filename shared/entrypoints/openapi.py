@@ -33,19 +33,16 @@ from shared.bootstrap import get_container
 from shared.config import ConfigurationError
 from shared.domain.secrets import VAULT
 
-# Imported for what importing does: each module registers its HTTP functions in ``http.ROUTES``.
-from shared.entrypoints import audit, compliance, health, revocations, secrets  # noqa: F401
+# Imported for what importing does: the index registers the app's HTTP functions in ``routes.ROUTES``.
+from shared.entrypoints import index  # noqa: F401
 from shared.entrypoints.answers import Problem
 from shared.entrypoints.auth import PRINCIPAL_HEADER
 from shared.entrypoints.http import (
     BODY_MEDIA_TYPE,
     PROBLEM_JSON,
     VAULT_PARAMETER,
-    anonymous,
 )
 from shared.entrypoints.operations import ENDPOINTS, PATH_PARAMETERS, Endpoint
-
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
 
 OPENAPI_VERSION = "3.1.0"
 #: The API's version: the project's (pyproject.toml; a test keeps them equal).
@@ -329,7 +326,6 @@ def served(vaults: tuple[str, ...]) -> str:
     return json.dumps(served, separators=(",", ":"))
 
 
-@anonymous(bp, "openapi", "openapi.json")
 def openapi() -> func.HttpResponse:
     try:
         text = served(tuple(kv.name for kv in get_container().settings.key_vaults))

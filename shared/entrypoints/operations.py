@@ -20,11 +20,8 @@ from shared.entrypoints.answers import (
     SecretDeleted,
     SecretRecovered,
 )
-from shared.entrypoints.http import (
-    ROUTE_PARAMETERS,
-    ROUTES,
-    Route,
-)
+from shared.entrypoints.http import ROUTE_PARAMETERS
+from shared.entrypoints.routes import ROUTES, Route
 from shared.services.audit.results import (
     AuditPage,
     AuditSummary,
@@ -56,7 +53,7 @@ PROTECTED_ERRORS = (400, 401, 403, 500, 503)
 @dataclass(frozen=True)
 class Endpoint:
     """One HTTP function, as the document describes it; its route, method, roles (none: anonymous) and
-    input model come from its registration (``function``: ``http.ROUTES``). ``ok``: success status → body
+    input model come from its registration (``function``: ``routes.ROUTES``). ``ok``: success status → body
     model. Problem statuses are PROTECTED_ERRORS for a protected endpoint, 415 when it takes a body, plus
     ``errors``; ``problems`` replaces the Problem model of a status, ``notes`` its description,
     ``parameters`` a query parameter's schema; ``headers``: status → header → description."""

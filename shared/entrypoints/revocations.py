@@ -39,7 +39,6 @@ from shared.entrypoints.http import (
     SecretName,
     VersionId,
     correlation_id,
-    endpoint,
     json_response,
     problem,
 )
@@ -50,22 +49,7 @@ from shared.services.vaults import failures, for_each
 
 logger = logging.getLogger(__name__)
 
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
-
-READERS = (
-    Role.REVOCATION_REQUEST,
-    Role.REVOCATION_APPROVE,
-    Role.REVOCATION_EXECUTE,
-    Role.BREAK_GLASS,
-    Role.AUDIT_READ,
-)
-REQUEST = Role.REVOCATION_REQUEST
-APPROVE = Role.REVOCATION_APPROVE
-EXECUTE = Role.REVOCATION_EXECUTE
 MAX_PAGE = 100
-#: Often enough that a request is marked expired within minutes of its TTL, and that an execution whose
-#: holder died is finished soon after its lease.
-EXPIRY_SCHEDULE = "0 */5 * * * *"
 
 
 class RequestBody(BaseModel):
@@ -125,7 +109,6 @@ def _document(revocation_: Revocation, status: int = 200) -> func.HttpResponse:
     return response
 
 
-@endpoint(bp, "revocations_request", "revocations", "POST", roles=REQUEST, accepts=RequestBody, vault="one")
 def revocations_request(call: Call[RequestBody]) -> func.HttpResponse:
     body = call.input
     if body.break_glass:
@@ -144,12 +127,10 @@ def revocations_request(call: Call[RequestBody]) -> func.HttpResponse:
     return _document(made, 201)
 
 
-@endpoint(bp, "revocations_get", "revocations/{id}", "GET", roles=READERS, accepts=EmptyBody)
 def revocations_get(call: Call[EmptyBody]) -> func.HttpResponse:
     return _document(revocation.get(_holder(call).states, call.route["id"]))
 
 
-@endpoint(bp, "revocations_list", "revocations", "GET", roles=READERS, accepts=ListParams, vault="any")
 def revocations_list(call: Call[ListParams]) -> func.HttpResponse:
     params = call.input
     try:
@@ -162,7 +143,6 @@ def revocations_list(call: Call[ListParams]) -> func.HttpResponse:
     return json_response(listed.to_json())
 
 
-@endpoint(bp, "revocations_approve", "revocations/{id}/approve", "POST", roles=APPROVE, accepts=CommentBody)
 def revocations_approve(call: Call[CommentBody]) -> func.HttpResponse:
     peers, cid = _holder(call).revocations, call.correlation_id
     return _document(
@@ -170,7 +150,6 @@ def revocations_approve(call: Call[CommentBody]) -> func.HttpResponse:
     )
 
 
-@endpoint(bp, "revocations_reject", "revocations/{id}/reject", "POST", roles=APPROVE, accepts=RequiredComment)
 def revocations_reject(call: Call[RequiredComment]) -> func.HttpResponse:
     peers, cid = _holder(call).revocations, call.correlation_id
     return _document(
@@ -178,13 +157,11 @@ def revocations_reject(call: Call[RequiredComment]) -> func.HttpResponse:
     )
 
 
-@endpoint(bp, "revocations_cancel", "revocations/{id}/cancel", "POST", roles=REQUEST, accepts=EmptyBody)
 def revocations_cancel(call: Call[EmptyBody]) -> func.HttpResponse:
     peers, cid = _holder(call).revocations, call.correlation_id
     return _document(revocation.cancel(peers, call.route["id"], call.actor, correlation_id=cid))
 
 
-@endpoint(bp, "revocations_execute", "revocations/{id}/execute", "POST", roles=EXECUTE, accepts=EmptyBody)
 def revocations_execute(call: Call[EmptyBody]) -> func.HttpResponse:
     peers, cid = _holder(call).revocations, call.correlation_id
     try:
@@ -193,7 +170,6 @@ def revocations_execute(call: Call[EmptyBody]) -> func.HttpResponse:
         return problem(409, "Conflict", str(err), revocation=Document.of(err.revocation).to_json())
 
 
-@endpoint(bp, "revocations_review", "revocations/{id}/review", "POST", roles=APPROVE, accepts=RequiredComment)
 def revocations_review(call: Call[RequiredComment]) -> func.HttpResponse:
     peers, cid = _holder(call).revocations, call.correlation_id
     return _document(
@@ -201,8 +177,6 @@ def revocations_review(call: Call[RequiredComment]) -> func.HttpResponse:
     )
 
 
-@bp.function_name("revocation_expiry")
-@bp.timer_trigger(arg_name="timer", schedule=EXPIRY_SCHEDULE)
 def revocation_expiry(timer: func.TimerRequest, context: func.Context) -> None:
     with telemetry.invocation("revocation_expiry", "timer", correlation_id(context), context):
         _revocation_expiry(timer, context)

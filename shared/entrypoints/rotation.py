@@ -23,13 +23,9 @@ from shared.services import rotation, sealed_queue, sweep_run
 from shared.services.vaults import UnknownVault, failures, for_each
 
 logger = logging.getLogger(__name__)
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
-
 QUEUE = "rotation-requests"
 
 
-@bp.function_name("rotation_sweep")
-@bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SWEEP_SCHEDULE%")
 def rotation_sweep(timer: func.TimerRequest, context: func.Context) -> None:
     cid = correlation_id(context) or uuid.uuid4().hex
     with telemetry.invocation("rotation_sweep", "timer", cid, context):
@@ -54,8 +50,6 @@ def _sweep(scope: VaultScope, cid: str) -> sweep_run.SweepRun:
     return done
 
 
-@bp.function_name("rotate_secret")
-@bp.queue_trigger(arg_name="msg", queue_name=QUEUE, connection="SECRETS_STORAGE")
 def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
     with telemetry.invocation("rotate_secret", "queue", correlation_id(context), context) as span:
         container = get_container()
@@ -76,8 +70,6 @@ def rotate_secret(msg: func.QueueMessage, context: func.Context) -> None:
         logger.info("rotation of %s: %s (%s)", request.secret_name, outcome.status, outcome.reason)
 
 
-@bp.function_name("rotation_gave_up")
-@bp.queue_trigger(arg_name="msg", queue_name=f"{QUEUE}-poison", connection="SECRETS_STORAGE")
 def rotation_gave_up(msg: func.QueueMessage) -> None:
     with telemetry.invocation("rotation_gave_up", "queue", None):
         container = get_container()

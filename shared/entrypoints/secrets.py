@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain.identity import Role
 from shared.domain.policy import (
     MAX_GRACE_HOURS,
     MAX_INTERVAL_DAYS,
@@ -35,19 +34,12 @@ from shared.entrypoints.http import (
     EmptyBody,
     SecretName,
     VersionId,
-    endpoint,
     json_response,
 )
 from shared.services import catalog, decommission
 from shared.services.catalog.policies import current_policy
 from shared.services.catalog.results import PolicyApplied
 from shared.services.rollback import rollback
-
-bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions leaves __init__ unannotated
-
-OPERATE = Role.ROTATION_OPERATE
-EXECUTE = Role.REVOCATION_EXECUTE
-READERS = (Role.ROTATION_OPERATE, Role.AUDIT_READ)
 
 
 class _Policy(BaseModel):
@@ -110,7 +102,6 @@ def _policy(
         raise BadRequest(err.field, err.problem) from None
 
 
-@endpoint(bp, "secrets_list", "secrets", "GET", roles=READERS, accepts=ListParams, vault="any")
 def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
     scopes, limit, after = call.scopes, call.input.limit, call.input.continuation
     if len(scopes) == 1:
@@ -125,7 +116,6 @@ def secrets_list(call: Call[ListParams]) -> func.HttpResponse:
     return json_response(page.to_json())
 
 
-@endpoint(bp, "secrets_onboard", "secrets", "POST", roles=OPERATE, accepts=OnboardBody, vault="one")
 def secrets_onboard(call: Call[OnboardBody]) -> func.HttpResponse:
     c, body = call.container, call.input
     policy = _policy(body.fields(), name=body.name, reserved=c.reserved_secrets, onboarding=True)
@@ -135,7 +125,6 @@ def secrets_onboard(call: Call[OnboardBody]) -> func.HttpResponse:
     return json_response(catalog.properties_of(version).to_json(), 201)
 
 
-@endpoint(bp, "secrets_policy", "secrets/{name}/policy", "PUT", roles=OPERATE, accepts=_Policy, vault="one")
 def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
     try:
         policy = catalog.apply_policy(
@@ -147,15 +136,6 @@ def secrets_policy(call: Call[_Policy]) -> func.HttpResponse:
     return json_response(PolicyApplied(name=call.name, policy=current_policy(policy)).to_json())
 
 
-@endpoint(
-    bp,
-    "secrets_rotate",
-    "secrets/{name}/rotate",
-    "POST",
-    roles=Role.ROTATION_OPERATE,
-    accepts=RotateBody,
-    vault="one",
-)
 def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
     c, body = call.container, call.input
     if body.dry_run:
@@ -174,22 +154,12 @@ def secrets_rotate(call: Call[RotateBody]) -> func.HttpResponse:
     return response
 
 
-@endpoint(bp, "secrets_status", "secrets/{name}/status", "GET", roles=READERS, accepts=EmptyBody, vault="one")
 def secrets_status(call: Call[EmptyBody]) -> func.HttpResponse:
     c = call.container
     status = catalog.secret_status(call.scope.peers, call.name, stall_after=c.settings.rotation_stall_after)
     return json_response(status.to_json())
 
 
-@endpoint(
-    bp,
-    "secrets_rollback",
-    "secrets/{name}/rollback",
-    "POST",
-    roles=Role.ROTATION_OPERATE,
-    accepts=RollbackBody,
-    vault="one",
-)
 def secrets_rollback(call: Call[RollbackBody]) -> func.HttpResponse:
     outcome = rollback(
         call.scope.peers, call.name, from_version=call.input.from_version, actor=call.actor,
@@ -207,7 +177,6 @@ class DeleteBody(BaseModel):
     justification: str = Field(min_length=1, max_length=2000)
 
 
-@endpoint(bp, "secrets_delete", "secrets/{name}", "DELETE", roles=EXECUTE, accepts=DeleteBody, vault="one")
 def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
     decommission.delete_secret(
         call.scope.peers, call.name, justification=call.input.justification, actor=call.actor,
@@ -216,15 +185,6 @@ def secrets_delete(call: Call[DeleteBody]) -> func.HttpResponse:
     return json_response(SecretDeleted(name=call.name, status="deleted", recoverable=True).to_json(), 202)
 
 
-@endpoint(
-    bp,
-    "secrets_recover",
-    "secrets/{name}/recover",
-    "POST",
-    roles=Role.REVOCATION_EXECUTE,
-    accepts=EmptyBody,
-    vault="one",
-)
 def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
     decommission.recover_secret(
         call.scope.peers, call.name, actor=call.actor, correlation_id=call.correlation_id
@@ -232,7 +192,6 @@ def secrets_recover(call: Call[EmptyBody]) -> func.HttpResponse:
     return json_response(SecretRecovered(name=call.name, status="recovered").to_json(), 202)
 
 
-@endpoint(bp, "rotation_plan", "rotation/plan", "GET", roles=READERS, accepts=PlanParams, vault="any")
 def rotation_plan(call: Call[PlanParams]) -> func.HttpResponse:
     plan = catalog.rotation_plan([s.peers for s in call.scopes], within_days=call.input.within_days)
     return json_response(plan.to_json())

@@ -1,5 +1,6 @@
-"""``shared.entrypoints.http.endpoint``: every HTTP function is registered through it (or ``anonymous``),
-so the role check, the route parameters and the input model cannot be forgotten by a handler."""
+"""``shared.entrypoints.routes``: every HTTP function is registered through it (the index's ``Area``, or
+``http.endpoint`` / ``http.anonymous``), so the role check, the route parameters and the input model cannot
+be forgotten by a handler."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import azure.functions as func
 import pytest
 
 from shared.domain.identity import Role
-from shared.entrypoints.http import ROUTES, Call, EmptyBody, endpoint, json_response
+from shared.entrypoints.http import Call, EmptyBody, endpoint, json_response
+from shared.entrypoints.routes import ROUTES
 
 
 def _http_functions(functions: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
@@ -23,7 +25,7 @@ def _http_functions(functions: dict[str, Any]) -> dict[str, tuple[str, list[str]
 
 def test_every_http_function_is_registered_through_the_helpers(functions: dict[str, Any]) -> None:
     registered = _http_functions(functions)
-    assert set(registered) == set(ROUTES), "register HTTP functions with http.endpoint or http.anonymous"
+    assert set(registered) == set(ROUTES), "register HTTP functions through shared.entrypoints.routes"
     for name, (route, methods) in registered.items():
         assert (ROUTES[name].route, [ROUTES[name].method]) == (route, [m.split(".")[-1] for m in methods])
 
