@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.domain.identity import Role
+from shared.domain.roles import Role
 from shared.entrypoints.routes import LOADING, Area
 
 # -- meta (anonymous) ---------------------------------------------------------------------------------

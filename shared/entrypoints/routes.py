@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import azure.functions as func
 
-from shared.domain.identity import Role
+from shared.domain.roles import Role
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -29,7 +29,7 @@ SNAPSHOT = Path(__file__).with_name("function_index.json")
 INDEX_MODULES = {
     "shared",
     "shared.domain",
-    "shared.domain.identity",
+    "shared.domain.roles",
     "shared.entrypoints",
     "shared.entrypoints.index",
     "shared.entrypoints.routes",
@@ -54,7 +54,7 @@ def cold() -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin"},
+        env={"PATH": "/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},  # nothing cached in the tree
         capture_output=True,
         text=True,
         check=False,
