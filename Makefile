@@ -95,6 +95,7 @@ bench: install postgres-server
 	$(PY) -m bench.target_rotation
 	$(PY) -m bench.revocation_flow
 	$(PY) -m bench.inventory
+	$(PY) -m bench.cold_start
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache *.egg-info test-artifacts
