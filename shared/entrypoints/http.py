@@ -196,7 +196,7 @@ def endpoint(  # noqa: PLR0913 - the registration's terms, each named at every u
 ) -> Callable[[Callable[[Call[M]], func.HttpResponse]], Any]:
     """Register the HTTP function ``name`` for ``METHOD /api/<route>``, run as the decorated handler by
     ``serve``; the app's own functions are declared in ``index.py`` (``routes.Area``), their handlers
-    imported on the first call. Raises ValueError as ``routes.register`` does."""
+    imported on the first call. Raises ValueError as ``routes.check`` does."""
     allowed = (roles,) if isinstance(roles, Role) else tuple(roles)
     check(name, route, allowed)
 
