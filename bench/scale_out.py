@@ -96,7 +96,7 @@ def race_rotations(service: Service, name: str) -> float:
     if [status for status, _ in answers] != [202] * ROTATIONS:
         raise Broken(f"rotate {name}: not every request accepted: {[s for s, _ in answers]}")
     ids = [str(answer["rotation_id"]) for _, answer in answers]
-    check_rotations(service, ids)
+    check_rotations(service, ids)  # no instance dies here: every request is answered
     wait_for(lambda: rotation_requests_left(service) == 0, "the rotation queue to be empty")
     seconds = perf_counter() - started
     made = len(_versions(service, name)) - before
