@@ -259,6 +259,32 @@ def test_an_ambiguous_answer_is_not_reported_as_not_written(env: Env) -> None:
     assert [e.id for e in env.trail_events() if e.action == Action.REVOKED] == [event.id]
 
 
+class LosesAnswerBeforeCommit:
+    """The connection drops before the batch commits (a busy store closing it): no answer, nothing written."""
+
+    def __init__(self, transact: Callable[[Any], Any]) -> None:
+        self._transact, self.lost = transact, 0
+
+    def __call__(self, operations: Any) -> Any:
+        if not self.lost:
+            self.lost += 1
+            raise ServiceResponseError("connection aborted: remote end closed connection without response")
+        return self._transact(operations)
+
+
+def test_an_answer_lost_before_the_commit_is_sent_again(env: Env) -> None:
+    """Found under load (bench.http_load, 32 clients): an approval stored, then its record's append lost
+    its answer without committing, and the caller got a 500 "change made, not recorded"."""
+    env.fill(1)
+    losing = LosesAnswerBeforeCommit(env.log.audit_table.transact)
+    env.log.audit_table.transact = losing  # type: ignore[method-assign]
+    event = env.trail.event(Action.REVOKED, secret_name=SECRET, version="v9")
+    [record] = env.trail.record_all([event])
+    assert (record.seq, losing.lost) == (2, 1)
+    assert [e.id for e in env.trail_events() if e.action == Action.REVOKED] == [event.id]
+    assert env.breaks() == []
+
+
 class AppendsAfterRepairReads:
     def __init__(self, env: Env) -> None:
         self.env, self.log = env, env.log

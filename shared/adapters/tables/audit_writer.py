@@ -8,6 +8,7 @@ record), rereads the head and retries.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -41,6 +42,8 @@ from shared.domain.audit import (
 )
 from shared.domain.errors import Conflict, DependencyUnavailable
 from shared.ports import MacKeyRing
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -226,13 +229,30 @@ class TableAuditWriter:
                 time.sleep(min(0.5, 0.005 * (2 ** min(attempt, 6))) * random.random())  # noqa: S311 - jitter
             except AzureError as err:
                 # A read error after the request went out (azure-core does not retry a POST then): the
-                # batch may have committed. Say "written" only when it is there.
-                if tries.result is not None and self._audit.landed_quietly(partition, tries.rows[0]):
+                # batch may have committed. Say "written" only when it is there; when it is certainly not
+                # (a connection dropped before the commit, as a busy store does), send it again: the head's
+                # ETag lets only one of the two commit, and a late first one is found above. Unavailable
+                # when which it is cannot be told.
+                landed = self._landed(partition, tries)
+                if landed is None:
+                    raise unavailable(err) from err
+                if landed and tries.result is not None:
                     return tries.result
-                raise unavailable(err) from err
+                logger.warning(
+                    "audit append to %s: no answer, and nothing committed: sending it again", partition
+                )
         raise DependencyUnavailable(
             DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
         )
+
+    def _landed(self, partition: str, tries: _Tries[T]) -> bool | None:
+        """Whether the latest attempt's rows are stored; None when that cannot be told."""
+        if tries.result is None:
+            return None
+        try:
+            return self._audit.landed(partition, tries.rows[0])
+        except AzureError:
+            return None
 
     def _attempt(
         self,
