@@ -30,6 +30,7 @@ Exit status 0 when every check held, 1 naming what broke.
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import sys
 import threading
@@ -51,6 +52,7 @@ from bench.service import (
     Service,
     approver,
     check_current_values,
+    check_database,
     check_no_values,
     check_rotations,
     check_trail,
@@ -59,9 +61,11 @@ from bench.service import (
     onboard,
     revocation_outcomes,
     rotation_requests_left,
+    seed_database_secrets,
     start_service,
     wait_for,
 )
+from devtools.postgres import PostgresProcess
 
 #: The workload's mix: operation -> weight.
 MIX: dict[str, int] = {
@@ -74,6 +78,8 @@ class Ledger:
     """What the callers were told: the transitions that must be on record exactly once afterwards."""
 
     secrets: list[str] = field(default_factory=list)
+    #: the secrets that are PostgreSQL credentials (among ``secrets``)
+    databases: list[str] = field(default_factory=list)
     onboarded: list[str] = field(default_factory=list)
     rotations: list[str] = field(default_factory=list)
     #: revocation id -> {action: successes the callers were told of}
@@ -212,6 +218,14 @@ def run_load(args: argparse.Namespace) -> int:
         ledger.secrets = [f"load-seed-{n:03d}-{uuid.uuid4().hex[:6]}" for n in range(args.secrets)]
         for name in ledger.secrets:
             onboard(service, name)
+        pg = None
+        if args.databases:
+            print(
+                f"starting PostgreSQL: {args.databases} database credentials ...", file=sys.stderr, flush=True
+            )
+            pg = stack.enter_context(PostgresProcess.start())
+            ledger.databases = seed_database_secrets(service, pg, args.databases)
+            ledger.secrets += ledger.databases
         service.caller.latencies.clear()
         service.caller.statuses.clear()
         workload = Workload(service, ledger, args.seed)
@@ -241,10 +255,10 @@ def run_load(args: argparse.Namespace) -> int:
         print(
             f"baseline: GET /api/health p50 {health:.1f} ms in the same run; {len(kills)} instance(s) killed"
         )
-        return _verdict(service, ledger, args)
+        return _verdict(service, ledger, args, pg)
 
 
-def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace) -> int:
+def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace, pg: PostgresProcess | None) -> int:
     print("settling: waiting for the rotation queue to be empty ...", file=sys.stderr, flush=True)
     try:
         wait_for(lambda: rotation_requests_left(service) == 0, "the rotation queue to be empty", args.settle)
@@ -259,13 +273,16 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace) -> int:
         check_onboarded(service, ledger)
         executing = check_decisions(service, ledger)
         check_current_values(service, ledger.secrets)
+        database_versions = check_database(service, pg, ledger.databases) if pg is not None else 0
         check_no_values(service, ledger.secrets)
         check_trail(service)
         if errors := service.caller.server_errors():
             raise Broken(f"server errors: {errors}")
     except Broken as err:
-        logged = [line for line in service.fleet.output().splitlines() if "ERROR" in line or "Error" in line]
-        print("\n".join(["the hosts' error lines (last 40):", *logged[-40:]]), file=sys.stderr)
+        print(
+            "\n".join(["the hosts' errors (last 10):", *_errors(service.fleet.output())[-10:]]),
+            file=sys.stderr,
+        )
         print(f"INVARIANT BROKEN: {err}", file=sys.stderr)
         return 1
     told = sum(sum(c.values()) for c in ledger.decisions.values())
@@ -273,6 +290,11 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace) -> int:
           f"({redelivered} redelivered messages skipped on record), "
           f"{len(ledger.onboarded)} onboardings, {told} revocation steps on record once, "
           f"{len(ledger.secrets)} secrets with an enabled current value, the trail verifies")  # fmt: skip
+    if pg is not None:
+        print(f"the database accepts only each credential's current value "
+              f"({len(ledger.databases)} credentials, {database_versions} versions in all)")  # fmt: skip
+    logged = _errors(service.fleet.output())
+    print(f"the hosts logged {len(logged)} error(s)" + "".join(f"\n  {error}" for error in logged[:10]))
     if held:
         print(
             f"rotation requests waiting on a killed holder's lease (the sweep resumes it after LEASE): {held}"
@@ -282,12 +304,27 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace) -> int:
     return 0
 
 
+def _errors(output: str) -> list[str]:
+    """Each error the hosts logged: its line and the last line of its traceback (the exception)."""
+    lines = output.splitlines()
+    errors = []
+    for n, line in enumerate(lines):
+        if " ERROR " in line:
+            following = list(itertools.takewhile(lambda x: not x.startswith("["), lines[n + 1 : n + 80]))
+            errors.append(line[:200] + (f" -> {following[-1].strip()[:300]}" if following else ""))
+    return errors
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.http_load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=32, help="concurrent callers (default 32)")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long they call (default 60)")
     parser.add_argument("--instances", type=int, default=4, help="dev hosts serving the app (default 4)")
     parser.add_argument("--secrets", type=int, default=20, help="managed secrets to start with (default 20)")
+    parser.add_argument(
+        "--databases", type=int, default=4,
+        help="PostgreSQL credentials among the secrets, single-user rotator (default 4; 0: none)",
+    )  # fmt: skip
     parser.add_argument("--kill-every", type=float, default=0.0, help="SIGKILL an instance every S seconds")
     parser.add_argument(
         "--settle", type=float, default=300.0, help="seconds to wait for the queue afterwards"
@@ -296,6 +333,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 256 or not 1 <= args.instances <= 16 or not 1 <= args.secrets <= 100:
         parser.error("--clients takes 1-256, --instances 1-16, --secrets 1-100")
+    if not 0 <= args.databases <= 50:
+        parser.error("--databases takes 0-50")
     if args.seconds <= 0 or args.settle <= 0 or args.kill_every < 0:
         parser.error("--seconds and --settle take positive numbers, --kill-every 0 or more")
     if args.kill_every and args.kill_every < 2:

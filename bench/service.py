@@ -9,15 +9,18 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
+import secrets
 import shutil
 import statistics
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,10 +29,12 @@ from bench.common import Peers, start_peers
 from devtools.azurite import REPO_ROOT
 from devtools.eventgrid_sink import EventGridSink
 from devtools.host import HostFleet
+from devtools.postgres import PostgresProcess
 from devtools.stack import app_environment, create_tables
 from shared.adapters.tables import AUDIT_TABLE
 from shared.adapters.tables.rows import DIGEST_PAGES
 from shared.domain.identity import Role, encode_principal
+from shared.domain.policy import RotationPolicy, Rotator, SecretKind
 
 OPERATOR = encode_principal("oid-load-operator", [Role.ROTATION_OPERATE.value], name="load-operator")
 REQUESTER = encode_principal("oid-load-requester", [Role.REVOCATION_REQUEST.value], name="load-requester")
@@ -267,13 +272,15 @@ def check_trail(service: Service) -> dict[str, Any]:
 
 
 def check_no_values(service: Service, names: Iterable[str]) -> None:
-    """No value of any version of ``names`` in a response, the hosts' output or an event."""
+    """No value of an enabled version of ``names`` (nor a connection document's password) in a response,
+    the hosts' output or an event."""
     values = {
         service.peers.secrets.get_secret(p.name or "", p.version).value or ""
         for name in names
         for p in service.peers.secrets.list_properties_of_secret_versions(name)
         if p.enabled
     }
+    values |= {password for value in values if (password := _password(value))}
     values = {v for v in values if len(v) >= 16}
     seen = [b.decode(errors="replace") for b in service.caller.bodies]
     seen += [service.fleet.output(), json.dumps(service.sink.events)]
@@ -306,6 +313,56 @@ def rotation_requests_left(service: Service) -> int:
         return int(queue.get_queue_properties().approximate_message_count or 0)
     except ResourceNotFoundError:
         return 0
+
+
+def _password(value: str) -> str | None:
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return None
+    return str(document["password"]) if isinstance(document, dict) and "password" in document else None
+
+
+def seed_database_secrets(service: Service, pg: PostgresProcess, count: int) -> list[str]:
+    """``count`` PostgreSQL login roles, each a managed secret the single-user rotator rotates (the role
+    changes its own password), as a fleet's database credentials are. Returns the secrets' names."""
+    from bench.target_rotation import create_role, document
+
+    policy = RotationPolicy(
+        SecretKind.DATABASE_PASSWORD, timedelta(days=30), rotator=Rotator.POSTGRES_SINGLE_USER
+    )
+    names = []
+    with pg.connect() as conn:
+        for n in range(count):
+            role = f"load_app_{n}_{uuid.uuid4().hex[:6]}"
+            password = secrets.token_urlsafe(24)
+            create_role(conn, role, password)
+            name = role.replace("_", "-")
+            service.peers.secrets.set_secret(
+                name, document(pg, role, password), content_type="application/json", tags=policy.to_tags()
+            )
+            names.append(name)
+    return names
+
+
+def check_database(service: Service, pg: PostgresProcess, names: Iterable[str]) -> int:
+    """Of each database secret's enabled versions exactly one logs in, and it is the current one: the
+    database accepts only what Key Vault says. Returns how many versions the secrets have in all."""
+    vault = service.peers.secrets
+    versions = 0
+    for name in names:
+        versions += len(list(vault.list_properties_of_secret_versions(name)))
+        current = vault.get_secret(name).properties.version
+        accepted = []
+        for version in (p.version for p in vault.list_properties_of_secret_versions(name) if p.enabled):
+            doc = json.loads(vault.get_secret(name, version).value or "{}")
+            if pg.can_login(doc["username"], doc["password"], dbname=doc["dbname"]):
+                accepted.append(version)
+        if accepted != [current]:
+            raise Broken(
+                f"database secret {name}: the database accepts versions {accepted}, current {current}"
+            )
+    return versions
 
 
 # -- figures ---------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from bench.http_load import parse_args, run_load
 def test_a_mixed_workload_leaves_every_transition_on_record_once(
     kill: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = parse_args(["--clients", "8", "--seconds", "15", "--secrets", "8", "--settle", "240", *kill])
+    args = parse_args(
+        ["--clients", "8", "--seconds", "15", "--secrets", "8", "--databases", "2", "--settle", "240", *kill]
+    )
     status = run_load(args)
     out, err = capsys.readouterr()
     assert status == 0, err[-3000:]
