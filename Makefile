@@ -85,7 +85,8 @@ functions: $(STAMP_PY)
 integration: install postgres-server browser
 	$(PY) -m pytest tests/integration
 
-# Benchmarks print their figures next to a baseline measured in the same run (docs/benchmarks.md).
+# Benchmarks print their figures next to a baseline measured in the same run (docs/benchmarks.md); every
+# one but compliance_report (its 200,000 records take about 20 minutes to write: run it alone).
 bench: install postgres-server
 	$(PY) -m bench.audit_append
 	$(PY) -m bench.audit_contention
@@ -96,6 +97,9 @@ bench: install postgres-server
 	$(PY) -m bench.revocation_flow
 	$(PY) -m bench.inventory
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.scale_out
+	$(PY) -m bench.http_load
+	$(PY) -m bench.http_load --kill-every 10
 
 clean:
 	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache *.egg-info test-artifacts

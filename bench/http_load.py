@@ -264,7 +264,7 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace, pg: Pos
         wait_for(lambda: rotation_requests_left(service) == 0, "the rotation queue to be empty", args.settle)
         # Once the queue is empty (redeliveries included), answers take seconds; after kills, what is
         # still unanswered then waits on a dead holder's lease.
-        redelivered, held = check_rotations(
+        skipped, held = check_rotations(
             service,
             ledger.rotations,
             crashed=bool(args.kill_every),
@@ -287,7 +287,7 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace, pg: Pos
         return 1
     told = sum(sum(c.values()) for c in ledger.decisions.values())
     print(f"every check held: {len(ledger.rotations)} rotation requests each with one outcome "
-          f"({redelivered} redelivered messages skipped on record), "
+          f"({skipped} deliveries of requests answered already, skipped on record), "
           f"{len(ledger.onboarded)} onboardings, {told} revocation steps on record once, "
           f"{len(ledger.secrets)} secrets with an enabled current value, the trail verifies")  # fmt: skip
     if pg is not None:

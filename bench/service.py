@@ -169,40 +169,42 @@ def wait_for(probe: Any, what: str, timeout: float = 120.0) -> Any:
 ROTATION_OUTCOMES = ("ROTATED", "ROTATION_SKIPPED", "ROTATION_FAILED")
 
 
-#: The reason of a skip recording a redelivered request's message (the queue delivers at least once: a
-#: message its instance died holding comes again): a record of a delivery, not a second outcome.
-REDELIVERED = "already done (rotation "
+#: The reason of a skip recording the delivery of a request answered already: its message came again (the
+#: queue delivers at least once: a message whose instance died or whose invocation failed comes again), or
+#: another rotation took the queued request over before its message arrived. A record of a delivery, not a
+#: second outcome.
+ANSWERED_ALREADY = "already done (rotation "
 
 
 def rotation_outcomes(rows: Iterable[dict[str, Any]]) -> tuple[Counter[str], Counter[str]]:
-    """How many outcome records answer each rotation request, and how many redeliveries of it were
-    skipped. A record answers its ``rotation_id`` and the requests that joined it, except the skip of
-    requests that joined after the success was recorded (reason ``joined rotation <id>``), which answers
-    only those (its ``rotation_id`` is the one joined)."""
+    """How many outcome records answer each rotation request, and how many deliveries of it were skipped
+    as answered already. A record answers its ``rotation_id`` and the requests that joined it, except the
+    skip of requests that joined after the success was recorded (reason ``joined rotation <id>``), which
+    answers only those (its ``rotation_id`` is the one joined)."""
     answered: Counter[str] = Counter()
-    redelivered: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
     for row in rows:
         if row["action"] in ROTATION_OUTCOMES and row["result"] != "intent":
             details = json.loads(row.get("details") or "{}")
             reason = str(details.get("reason", ""))
-            if reason.startswith(REDELIVERED):
-                redelivered[str(details.get("rotation_id"))] += 1
+            if reason.startswith(ANSWERED_ALREADY):
+                skipped[str(details.get("rotation_id"))] += 1
                 continue
             late = reason.startswith("joined rotation ")
             ids = set(details.get("joined") or []) | (set() if late else {str(details.get("rotation_id"))})
             answered.update(i for i in ids if i != "None")
-    return answered, redelivered
+    return answered, skipped
 
 
 def check_rotations(
     service: Service, ids: Sequence[str], *, crashed: bool = False, timeout: float = 180.0
 ) -> tuple[int, list[str]]:
     """Every accepted rotation request ends in exactly one outcome record: none lost, none doubled. A
-    redelivered message's skip (its instance died, or its invocation failed and the queue delivered it
-    again) is a record of the delivery, not a second outcome. After instances were killed (``crashed``), a
+    delivery's skip as answered already (``ANSWERED_ALREADY``) is a record of the delivery, not a second
+    outcome. After instances were killed (``crashed``), a
     request may wait on a rotation whose holder was killed: its secret's lease runs on (``LEASE``), and the
     sweep resumes the rotation once it is over (``resume_stale``); such a request is open, not lost, when
-    its secret's status shows that live lease. Returns the redeliveries seen and the open requests."""
+    its secret's status shows that live lease. Returns the skipped deliveries and the open requests."""
 
     def settled() -> Counter[str] | None:
         answered = rotation_outcomes(service.audit_rows())[0]
@@ -219,7 +221,7 @@ def check_rotations(
             lost = [i for i in missing if i not in open_]
             raise Broken(f"{len(lost)} of {len(ids)} accepted rotation requests have no outcome record "
                          f"(and no live lease holds them): {lost[:5]}") from None  # fmt: skip
-    answered, redelivered = rotation_outcomes(service.audit_rows())
+    answered, skipped = rotation_outcomes(service.audit_rows())
     twice = [i for i in ids if answered[i] > 1]
     if twice:
         records = [
@@ -230,7 +232,7 @@ def check_rotations(
             and twice[0] in r.get("details", "")
         ]
         raise Broken(f"{len(twice)} rotation requests answered twice; {twice[0]}'s records: {records}")
-    return sum(redelivered[i] for i in ids), open_
+    return sum(skipped[i] for i in ids), open_
 
 
 def _held_by_a_lease(service: Service, missing: Sequence[str]) -> list[str]:

@@ -21,9 +21,9 @@ def test_each_rotation_request_is_answered_once_by_its_rotation_or_a_late_skip()
         row("ROTATION_SKIPPED", rotation_id="e", joined=["f"], reason="not due until 2027-01-01T00:00:00Z"),
         row("ROTATION_SKIPPED", rotation_id="b", reason="already done (rotation b)"),
     ]
-    answered, redelivered = rotation_outcomes(rows)
+    answered, skipped = rotation_outcomes(rows)
     assert answered == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1, "f": 1}
-    assert redelivered == {"b": 1}
+    assert skipped == {"b": 1}
 
 
 def test_a_rotation_answered_twice_is_counted_twice() -> None:
