@@ -242,7 +242,7 @@ class TableAuditWriter:
                     "audit append to %s: no answer, and nothing committed: sending it again", partition
                 )
         raise DependencyUnavailable(
-            DEPENDENCY, f"{partition} stayed contended after {self._max_attempts} attempts"
+            DEPENDENCY, f"{partition} not written in {self._max_attempts} attempts (contended, or unanswered)"
         )
 
     def _landed(self, partition: str, tries: _Tries[T]) -> bool | None:
