@@ -273,7 +273,9 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace, pg: Pos
         check_onboarded(service, ledger)
         executing = check_decisions(service, ledger)
         check_current_values(service, ledger.secrets)
-        database_versions = check_database(service, pg, ledger.databases) if pg is not None else 0
+        database_versions, held_databases = (
+            check_database(service, pg, ledger.databases, crashed=bool(args.kill_every)) if pg else (0, [])
+        )
         check_no_values(service, ledger.secrets)
         check_trail(service)
         if errors := service.caller.server_errors():
@@ -295,6 +297,9 @@ def _verdict(service: Service, ledger: Ledger, args: argparse.Namespace, pg: Pos
               f"({len(ledger.databases)} credentials, {database_versions} versions in all)")  # fmt: skip
     logged = _errors(service.fleet.output())
     print(f"the hosts logged {len(logged)} error(s)" + "".join(f"\n  {error}" for error in logged[:10]))
+    if held_databases:
+        print(f"database credentials the database knows by their pending value, waiting on a killed "
+              f"holder's lease (the resumed rotation promotes it): {held_databases}")  # fmt: skip
     if held:
         print(
             f"rotation requests waiting on a killed holder's lease (the sweep resumes it after LEASE): {held}"

@@ -35,6 +35,7 @@ from shared.adapters.tables import AUDIT_TABLE
 from shared.adapters.tables.rows import DIGEST_PAGES
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, Rotator, SecretKind
+from shared.domain.targets import pending_secret_name
 
 OPERATOR = encode_principal("oid-load-operator", [Role.ROTATION_OPERATE.value], name="load-operator")
 REQUESTER = encode_principal("oid-load-requester", [Role.REVOCATION_REQUEST.value], name="load-requester")
@@ -242,18 +243,9 @@ def _held_by_a_lease(service: Service, missing: Sequence[str]) -> list[str]:
         for r in service.audit_rows()
         if r["action"] == "ROTATION_REQUESTED" and r["result"] == "success"
     }
-    held = []
-    for request in missing:
-        name = secrets.get(request)
-        if name is None:
-            continue
-        status, answer = service.caller.call(
-            "status", "GET", f"/api/secrets/{name}/status", principal=AUDITOR
-        )
-        state = (answer or {}).get("state") or {}
-        if status == 200 and state.get("status") != "idle" and state.get("lease_live"):
-            held.append(request)
-    return held
+    return [
+        r for r in missing if (name := secrets.get(r)) is not None and _held_by_a_live_lease(service, name)
+    ]
 
 
 def check_current_values(service: Service, names: Iterable[str]) -> None:
@@ -347,24 +339,58 @@ def seed_database_secrets(service: Service, pg: PostgresProcess, count: int) -> 
     return names
 
 
-def check_database(service: Service, pg: PostgresProcess, names: Iterable[str]) -> int:
+def check_database(
+    service: Service, pg: PostgresProcess, names: Iterable[str], *, crashed: bool = False
+) -> tuple[int, list[str]]:
     """Of each database secret's enabled versions exactly one logs in, and it is the current one: the
-    database accepts only what Key Vault says. Returns how many versions the secrets have in all."""
+    database accepts only what Key Vault says. After kills (``crashed``), a rotation whose holder died
+    between setting the pending value at the database and promoting it in Key Vault leaves the database
+    accepting only the pending value (kept in the pending companion secret) until the rotation is resumed
+    after its lease: such a secret is held, not broken, when its status shows the live lease and the
+    database accepts its pending value and no version. Returns the versions in all and the held secrets."""
     vault = service.peers.secrets
-    versions = 0
+    versions, held = 0, []
     for name in names:
         versions += len(list(vault.list_properties_of_secret_versions(name)))
         current = vault.get_secret(name).properties.version
-        accepted = []
-        for version in (p.version for p in vault.list_properties_of_secret_versions(name) if p.enabled):
-            doc = json.loads(vault.get_secret(name, version).value or "{}")
-            if pg.can_login(doc["username"], doc["password"], dbname=doc["dbname"]):
-                accepted.append(version)
-        if accepted != [current]:
-            raise Broken(
-                f"database secret {name}: the database accepts versions {accepted}, current {current}"
-            )
-    return versions
+        accepted = [
+            version
+            for version in (p.version for p in vault.list_properties_of_secret_versions(name) if p.enabled)
+            if _logs_in(pg, vault.get_secret(name, version).value)
+        ]
+        if accepted == [current]:
+            continue
+        pending = _pending_logs_in(service, pg, name) if crashed and not accepted else None
+        if pending and _held_by_a_live_lease(service, name):
+            held.append(name)
+            continue
+        raise Broken(
+            f"database secret {name}: the database accepts versions {accepted}, current {current}"
+            + ("" if pending is None else f"; its pending value logs in: {pending}")
+        )
+    return versions, held
+
+
+def _logs_in(pg: PostgresProcess, value: str | None) -> bool:
+    doc = json.loads(value or "{}")
+    return pg.can_login(doc["username"], doc["password"], dbname=doc["dbname"])
+
+
+def _pending_logs_in(service: Service, pg: PostgresProcess, name: str) -> bool:
+    from azure.core.exceptions import HttpResponseError
+
+    try:
+        value = service.peers.secrets.get_secret(pending_secret_name(name)).value
+    except HttpResponseError:  # none (404), or disabled (403)
+        return False
+    return _logs_in(pg, value)
+
+
+def _held_by_a_live_lease(service: Service, name: str) -> bool:
+    """Whether ``name``'s status shows a write in flight whose lease still runs."""
+    status, answer = service.caller.call("status", "GET", f"/api/secrets/{name}/status", principal=AUDITOR)
+    state = (answer or {}).get("state") or {}
+    return status == 200 and state.get("status") != "idle" and bool(state.get("lease_live"))
 
 
 # -- figures ---------------------------------------------------------------------------------------------
