@@ -6,6 +6,7 @@ that verifies)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import itertools
 import json
@@ -35,7 +36,7 @@ from shared.adapters.tables import AUDIT_TABLE
 from shared.adapters.tables.rows import DIGEST_PAGES
 from shared.domain.identity import Role, encode_principal
 from shared.domain.policy import RotationPolicy, Rotator, SecretKind
-from shared.domain.targets import pending_secret_name
+from shared.domain.targets import ConnectionDocument, pending_secret_name
 
 OPERATOR = encode_principal("oid-load-operator", [Role.ROTATION_OPERATE.value], name="load-operator")
 REQUESTER = encode_principal("oid-load-requester", [Role.REVOCATION_REQUEST.value], name="load-requester")
@@ -84,35 +85,35 @@ class Caller:
         started = time.perf_counter()
         tries = 1 if instance is not None else len(self.fleet.hosts)
         for index in range(first, first + tries):
-            url = urlsplit(self.fleet.hosts[index % len(self.fleet.hosts)].url)
-            connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
             try:
-                connection.connect()
-            except ConnectionRefusedError:
-                connection.close()
+                status, raw = self._send(index, method, path, data, headers)
+            except ConnectionRefusedError:  # down: the next instance
                 continue
-            try:
-                connection.request(method, path, body=data, headers=headers)
-                response = connection.getresponse()
-                status, raw = response.status, response.read()
+            except (OSError, http.client.HTTPException):  # cut off mid-request
                 break
-            except (OSError, http.client.HTTPException):
-                pass
-            finally:
-                connection.close()
+            elapsed = time.perf_counter() - started
             with self._lock:
-                self.statuses[(endpoint, INTERRUPTED)] += 1
-            return INTERRUPTED, None
-        else:
-            with self._lock:
-                self.statuses[(endpoint, INTERRUPTED)] += 1
-            return INTERRUPTED, None
-        elapsed = time.perf_counter() - started
+                self.latencies[endpoint].append(elapsed)
+                self.statuses[(endpoint, status)] += 1
+                self.bodies.append(raw)
+            return status, (json.loads(raw) if raw else None)
         with self._lock:
-            self.latencies[endpoint].append(elapsed)
-            self.statuses[(endpoint, status)] += 1
-            self.bodies.append(raw)
-        return status, (json.loads(raw) if raw else None)
+            self.statuses[(endpoint, INTERRUPTED)] += 1
+        return INTERRUPTED, None
+
+    def _send(
+        self, index: int, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One request to instance ``index`` (modulo their number). Raises ConnectionRefusedError when it
+        is down, another OSError or HTTPException when the connection breaks."""
+        url = urlsplit(self.fleet.hosts[index % len(self.fleet.hosts)].url)
+        connection = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=120)
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
 
     def server_errors(self) -> dict[str, int]:
         return {f"{e} {s}": n for (e, s), n in sorted(self.statuses.items()) if s >= 500}
@@ -207,27 +208,27 @@ def check_rotations(
     sweep resumes the rotation once it is over (``resume_stale``); such a request is open, not lost, when
     its secret's status shows that live lease. Returns the skipped deliveries and the open requests."""
 
-    def settled() -> Counter[str] | None:
-        answered = rotation_outcomes(service.audit_rows())[0]
-        return answered if all(answered[i] for i in ids) else None
+    rows: list[dict[str, Any]] = []
 
-    try:
+    def settled() -> bool:
+        rows[:] = service.audit_rows()
+        answered = rotation_outcomes(rows)[0]
+        return all(answered[i] for i in ids)
+
+    with contextlib.suppress(Broken):  # timed out: the last read says which are missing
         wait_for(settled, f"an outcome for each of {len(ids)} rotation requests", timeout)
-        open_: list[str] = []
-    except Broken:
-        answered = rotation_outcomes(service.audit_rows())[0]
-        missing = [i for i in ids if not answered[i]]
-        open_ = _held_by_a_lease(service, missing) if crashed else []
-        if len(open_) < len(missing):
-            lost = [i for i in missing if i not in open_]
-            raise Broken(f"{len(lost)} of {len(ids)} accepted rotation requests have no outcome record "
-                         f"(and no live lease holds them): {lost[:5]}") from None  # fmt: skip
-    answered, skipped = rotation_outcomes(service.audit_rows())
+    answered, skipped = rotation_outcomes(rows)
+    missing = [i for i in ids if not answered[i]]
+    open_ = _held_by_a_lease(service, rows, missing) if crashed and missing else []
+    if len(open_) < len(missing):
+        lost = [i for i in missing if i not in open_]
+        raise Broken(f"{len(lost)} of {len(ids)} accepted rotation requests have no outcome record "
+                     f"(and no live lease holds them): {lost[:5]}")  # fmt: skip
     twice = [i for i in ids if answered[i] > 1]
     if twice:
         records = [
             (r["action"], r["result"], r.get("correlation_id"), json.loads(r.get("details") or "{}"))
-            for r in service.audit_rows()
+            for r in rows
             if r["action"] in ROTATION_OUTCOMES
             and r["result"] != "intent"
             and twice[0] in r.get("details", "")
@@ -236,11 +237,12 @@ def check_rotations(
     return sum(skipped[i] for i in ids), open_
 
 
-def _held_by_a_lease(service: Service, missing: Sequence[str]) -> list[str]:
-    """The requests of ``missing`` whose secret's write is still held by a live lease (its holder killed)."""
+def _held_by_a_lease(service: Service, rows: Iterable[dict[str, Any]], missing: Sequence[str]) -> list[str]:
+    """The requests of ``missing`` whose secret's write is still held by a live lease (its holder killed),
+    their secrets named by their requests' records among ``rows``."""
     secrets = {
         str(json.loads(r.get("details") or "{}").get("rotation_id")): str(r["secret_name"])
-        for r in service.audit_rows()
+        for r in rows
         if r["action"] == "ROTATION_REQUESTED" and r["result"] == "success"
     }
     return [
@@ -311,10 +313,9 @@ def rotation_requests_left(service: Service) -> int:
 
 def _password(value: str) -> str | None:
     try:
-        document = json.loads(value)
-    except ValueError:
+        return ConnectionDocument.parse(value).password
+    except ValueError:  # not a connection document
         return None
-    return str(document["password"]) if isinstance(document, dict) and "password" in document else None
 
 
 def seed_database_secrets(service: Service, pg: PostgresProcess, count: int) -> list[str]:
@@ -372,8 +373,8 @@ def check_database(
 
 
 def _logs_in(pg: PostgresProcess, value: str | None) -> bool:
-    doc = json.loads(value or "{}")
-    return pg.can_login(doc["username"], doc["password"], dbname=doc["dbname"])
+    doc = ConnectionDocument.parse(value or "")
+    return pg.can_login(doc.username, doc.password, dbname=doc.dbname)
 
 
 def _pending_logs_in(service: Service, pg: PostgresProcess, name: str) -> bool:
